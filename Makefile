@@ -1,0 +1,135 @@
+# predictd build.
+#
+#   make            build build/predictd
+#   make deps       install missing Debian packages (idempotent, fast when done)
+#   make run        the service on an embedded PostgreSQL + Redis under .run/
+#   make test       unit + integration tests; ends with "N passed, N failed"
+#   make sanitize   the same suite built with ASan + UBSan into build-san/
+#   make bench      benchmarks (figures in bench/README.md)
+#   make fuzz       short libFuzzer runs of the model and CSV parsers
+#   make format / format-check
+#
+# SANITIZER=address,undefined builds an instrumented tree (used by sanitize).
+
+BUILD     ?= build
+SANITIZER ?=
+CC        ?= cc
+PYTHON    ?= /usr/bin/python3
+
+PKGS      := libulfius jansson libpq hiredis libprotobuf-c
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wno-missing-field-initializers
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu17 $(WARN) -pthread -I. -I$(BUILD)/gen $(PKG_CFLAGS) \
+           -DPREDICTD_VERSION='"$(VERSION)"' -DPREDICTD_COMMIT='"$(COMMIT)"'
+LDLIBS  += $(PKG_LIBS) -lm -pthread
+ifneq ($(SANITIZER),)
+CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=$(SANITIZER)
+endif
+
+VERSION := 0.1.0
+COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+MODULES := util inference features registry training api server
+PROTO   := $(wildcard proto/*.proto)
+GEN_C   := $(patsubst proto/%.proto,$(BUILD)/gen/proto/%.pb-c.c,$(PROTO))
+GEN_H   := $(GEN_C:.c=.h)
+SRC     := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
+LIB_SRC := $(filter-out server/main.c,$(SRC))
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(patsubst %.c,%.o,$(GEN_C))
+MAIN_OBJ := $(BUILD)/obj/server/main.o
+LIB     := $(BUILD)/libpredictd.a
+BIN     := $(BUILD)/predictd
+
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+BENCH_SRC := $(wildcard bench/bench_*.c)
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+
+DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-dev \
+    libhiredis-dev libprotobuf-c-dev protobuf-c-compiler postgresql redis-server \
+    curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
+    python3-numpy python3-sklearn python3-torch python3-xgboost prometheus \
+    clang libclang-rt-14-dev wrk
+
+.PHONY: all deps run test unit sanitize bench fuzz format format-check clean docker-check
+all: $(BIN)
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "deps: installing:" $$missing; \
+	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "deps: all present"; fi
+
+$(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --c_out=$(BUILD)/gen $<
+
+$(BUILD)/obj/%.o: %.c | $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/gen/proto/%.pb-c.o: $(BUILD)/gen/proto/%.pb-c.c
+	$(CC) $(filter-out -W%,$(CFLAGS)) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(MAIN_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -O3 $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+unit: $(UNIT_BIN)
+
+# The whole suite: every unit binary, then the integration tests, which start
+# the real binary against a private PostgreSQL and Redis.
+test: deps all $(UNIT_BIN)
+	PREDICTD_BIN=$(abspath $(BIN)) PREDICTD_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
+	    tests/run
+
+sanitize: deps
+	$(MAKE) BUILD=build-san SANITIZER=address,undefined CFLAGS='-O1 -g' test
+
+bench: deps all $(BENCH_BIN)
+	PREDICTD_BIN=$(abspath $(BIN)) PREDICTD_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
+	    bench/run
+
+fuzz: deps
+	$(MAKE) BUILD=build-fuzz CC=clang SANITIZER=fuzzer-no-link,address,undefined CFLAGS='-O1 -g' $(BUILD)-fuzz-lib
+	tests/fuzz/run build-fuzz
+
+build-fuzz-lib: $(LIB)
+
+run: deps all
+	server/run.sh $(abspath $(BIN))
+
+format:
+	clang-format -i $(SRC) $(wildcard */*.h) $(UNIT_SRC) $(BENCH_SRC)
+
+format-check:
+	clang-format --dry-run --Werror $(SRC) $(wildcard */*.h) $(UNIT_SRC) $(BENCH_SRC)
+
+docker-check:
+	docker/check.sh
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

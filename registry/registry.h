@@ -1,0 +1,202 @@
+/*
+ * registry: the model repository. Discovers versions under
+ * models/SYMBOL/TF/VERSION/, verifies them (MANIFEST hashes, protobuf parse
+ * under a byte budget, shapes, finite weights, known feature specs, golden
+ * cases), and serves one version per series (or the one a policy, label or
+ * request picks), swapping atomically when a new one verifies.
+ *
+ * Threading and ownership
+ * - registry_acquire() is called by request threads: it takes a reference
+ *   under a short lock and returns an immutable registry_version. Every
+ *   successful acquire is paired with exactly one registry_release(). A
+ *   version is freed when the repository no longer serves it and its last
+ *   reference is released.
+ * - Scans (the background thread, SIGHUP, the admin reload) are serialised
+ *   by the registry; loading and verifying happen outside the lookup lock,
+ *   so requests never wait for a load.
+ */
+#ifndef PREDICTD_REGISTRY_H
+#define PREDICTD_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "features/features.h"
+#include "inference/inference.h"
+#include "proto/model.pb-c.h"
+
+/* Model files above this are refused before parsing. */
+#define REGISTRY_MAX_FILE_BYTES (64u << 20)
+/* The name of the fallback series directory. */
+#define REGISTRY_DEFAULT_SYMBOL "_default"
+
+typedef struct registry registry;
+typedef struct registry_version registry_version;
+
+/* Training metadata a version carries, as plain values (borrowed from the
+ * version: valid while the caller holds its reference). */
+typedef struct registry_meta {
+    int64_t trained_at;
+    int64_t data_from, data_to;
+    uint64_t train_samples, test_samples;
+    double test_accuracy;      /* NaN when unknown */
+    double baseline_accuracy;  /* NaN when unknown */
+    const char *trainer;
+} registry_meta;
+
+/* Creates a registry over models_dir. Nothing is loaded until
+ * registry_scan(). Returns 0 or PD_ENOMEM / PD_EINVAL. */
+int registry_new(const char *models_dir, registry **out);
+/* Stops the scanner if running and frees everything. Outstanding
+ * references must have been released. NULL is a no-op. */
+void registry_free(registry *r);
+
+/*
+ * Scans the repository (all series, or one when symbol and tf are given),
+ * loads and verifies versions it has not seen, applies policy.json, and
+ * swaps what serves. A version that fails verification is recorded with
+ * its reason and never served; the serving version stays. Thread-safe;
+ * concurrent scans are serialised. Returns 0 (even when some versions
+ * failed: see registry_list) or PD_EIO when the directory is unreadable.
+ */
+int registry_scan(registry *r, const char *symbol, const char *tf);
+
+/* Starts a thread that scans every interval_s seconds (0: never) and on
+ * registry_request_scan(). */
+int registry_start(registry *r, int interval_s);
+/* Asks the scanner thread to scan soon (async-signal-safe: SIGHUP). */
+void registry_request_scan(registry *r);
+void registry_stop(registry *r);
+
+/* What a request asks for. All fields optional (0 / NULL). */
+typedef struct registry_selector {
+    uint32_t version;        /* an exact version */
+    const char *label;       /* "stable", "canary" */
+    const char *client_key;  /* hashed to pick canary traffic by its share */
+} registry_selector;
+
+/*
+ * The version serving symbol/tf for this selector: the series' own, else
+ * models/_default/TF/. Returns 0 and a new reference in *out, PD_ENOMODEL
+ * when none verified serves (or the asked version/label does not exist),
+ * PD_ENOTREADY while the series' first version is still loading.
+ */
+int registry_acquire(registry *r, const char *symbol, const char *tf,
+                     const registry_selector *sel, registry_version **out);
+/* Drops a reference. NULL is a no-op. */
+void registry_release(registry_version *v);
+
+/* Accessors; the results are borrowed from v. */
+const inference_model *registry_version_model(const registry_version *v);
+const features_set *registry_version_features(const registry_version *v);
+uint32_t registry_version_number(const registry_version *v);
+/* The label the version carries in its series' policy ("stable", "canary")
+ * or NULL. */
+const char *registry_version_label(const registry_version *v);
+/* The series directory it came from: the symbol, or "_default". */
+const char *registry_version_owner(const registry_version *v);
+const char *registry_version_timeframe(const registry_version *v);
+/* Candles one prediction needs: window + steps - 1. */
+size_t registry_version_candles(const registry_version *v);
+const registry_meta *registry_version_meta(const registry_version *v);
+/* sha256 of model.pb, hex. */
+const char *registry_version_digest(const registry_version *v);
+
+/* ===========================================================================
+ * Listing (admin API, `predictd models`, health). A snapshot, owned by the
+ * caller: free with registry_list_free.
+ */
+typedef enum registry_state {
+    REGISTRY_LOADING,
+    REGISTRY_AVAILABLE,  /* verified; serving or selectable */
+    REGISTRY_FAILED,     /* verification failed: see reason */
+    REGISTRY_RETIRED     /* removed from disk or superseded and unloaded */
+} registry_state;
+
+typedef struct registry_version_info {
+    uint32_t version;
+    registry_state state;
+    bool serving;         /* the default choice for requests */
+    char label[16];       /* "" when none */
+    char reason[256];     /* why it failed; "" otherwise */
+    int64_t loaded_at;    /* Unix seconds; 0 when not loaded */
+    double load_ms;       /* time to verify and load */
+    double test_accuracy; /* NaN when unknown */
+    int64_t trained_at;
+} registry_version_info;
+
+typedef struct registry_series_info {
+    char symbol[32];  /* or "_default" */
+    char timeframe[8];
+    uint32_t pinned;          /* 0 when not pinned */
+    uint32_t canary_share;    /* percent of traffic to the canary label */
+    size_t n_versions;
+    registry_version_info *versions; /* ascending */
+} registry_series_info;
+
+int registry_list(registry *r, registry_series_info **out, size_t *n);
+void registry_list_free(registry_series_info *s, size_t n);
+/* Counts for readiness: series with a serving version, versions failed. */
+void registry_counts(registry *r, size_t *serving, size_t *failed);
+
+/* Load outcomes since start, for /metrics. */
+typedef struct registry_stats {
+    uint64_t loads_ok;
+    uint64_t loads_failed;
+    uint64_t failed_by_reason[8]; /* indexed by enum registry_fail */
+    uint64_t swaps;
+    uint64_t scans;
+} registry_stats;
+enum registry_fail {
+    REGISTRY_FAIL_MANIFEST,
+    REGISTRY_FAIL_PARSE,
+    REGISTRY_FAIL_SHAPE,
+    REGISTRY_FAIL_FEATURES,
+    REGISTRY_FAIL_GOLDEN,
+    REGISTRY_FAIL_IO,
+    REGISTRY_FAIL_OTHER,
+    REGISTRY_FAIL_COUNT_
+};
+const char *registry_fail_name(int reason);
+void registry_stats_get(registry *r, registry_stats *out);
+
+/* ===========================================================================
+ * Policy changes (admin API). Each rewrites the series' policy.json
+ * atomically and rescans it. PD_ENOTFOUND when the series or version does
+ * not exist; PD_EVERIFY when pinning a version that failed.
+ */
+int registry_pin(registry *r, const char *symbol, const char *tf, uint32_t version);
+int registry_unpin(registry *r, const char *symbol, const char *tf);
+/* label: "stable" or "canary"; version 0 removes the label. canary_share:
+ * percent (0..100) of clients sent to the canary, ignored for "stable". */
+int registry_set_label(registry *r, const char *symbol, const char *tf, const char *label,
+                       uint32_t version, int canary_share);
+
+/* ===========================================================================
+ * Files.
+ */
+/*
+ * Verifies one version directory on its own (`predictd models verify DIR`,
+ * tools' tests): MANIFEST, parse, shapes, features, golden cases. Returns 0
+ * or PD_EVERIFY with the reason in why.
+ */
+int registry_verify_dir(const char *dir, char *why, size_t whylen);
+
+/*
+ * Publishes a new version of symbol/tf: writes model.pb, scaler.pb and
+ * MANIFEST into a hidden temporary directory, fsyncs, and renames it to the
+ * next free version number (one more than the highest present). Sets
+ * model->meta->version to that number before writing when meta is present.
+ * Returns 0 and the number in *version, or PD_EIO / PD_EINVAL.
+ */
+int registry_publish(const char *models_dir, const char *symbol, const char *tf,
+                     Predictd__Model *model, const Predictd__Scaler *scaler, uint32_t *version);
+
+/* Reads and unpacks a model or scaler file under REGISTRY_MAX_FILE_BYTES
+ * with a counting allocator; free with the matching protobuf-c
+ * free_unpacked (allocator NULL). PD_EPARSE / PD_ETOOBIG / PD_EIO. */
+int registry_read_model(const char *path, Predictd__Model **out, char *why, size_t whylen);
+int registry_read_scaler(const char *path, Predictd__Scaler **out, char *why, size_t whylen);
+
+#endif
