@@ -20,6 +20,15 @@ enum inference_class { INFERENCE_LONG = 0, INFERENCE_SHORT = 1, INFERENCE_NO_TRA
 #define INFERENCE_NCLASS 3
 #define INFERENCE_NTP 3
 
+/* Limits inference_model_build enforces so that a hostile or broken file
+ * cannot make the server allocate absurdly: any one width (features,
+ * layer in/out, channels, kernel, padding, hidden size, steps), all weights,
+ * biases and tree nodes together, the run scratch, and the feature window. */
+#define INFERENCE_MAX_WIDTH 65536u
+#define INFERENCE_MAX_PARAMS 50000000u
+#define INFERENCE_MAX_SCRATCH_BYTES (64u << 20)
+#define INFERENCE_MAX_WINDOW 100000u
+
 typedef struct inference_model inference_model;
 
 /* Signal policy as plain numbers (see SignalPolicy in proto/model.proto). */
@@ -31,17 +40,38 @@ typedef struct inference_policy {
     uint32_t atr_period;
     int64_t max_age_s;
     double eta_candles[2];  /* LONG, SHORT; NaN when unknown */
+    double eta_candles_tp[INFERENCE_NTP]; /* per TP level; NaN when unknown */
 } inference_policy;
 
 /*
  * Builds a model from an unpacked Model and Scaler. Checks: format, kind,
  * classes (a permutation of LONG/SHORT/NO_TRADE), layer shapes chained from
  * the feature count to 3 outputs, tree indices in range and acyclic, all
- * weights and scaler values finite, scale non-zero, policy sane. Does not
- * resolve feature names (the registry does, with the features module) and
- * does not run golden cases (inference_check_golden does).
- * On failure returns PD_EVERIFY and writes a one-line reason into why.
- * The messages are only read; the model copies what it needs.
+ * weights and scaler values finite, scale non-zero, policy sane, the
+ * INFERENCE_MAX_* limits. Does not resolve feature names (the registry does,
+ * with the features module) and does not run golden cases
+ * (inference_check_golden does).
+ *
+ * scaler may be NULL only for a tree ensemble with scaled_input false (the
+ * one kind that never reads it); when given it is always checked: mean and
+ * scale of n_features values, scale non-zero, and its features, when
+ * listed, equal to the model's.
+ *
+ * Returns 0 and a new model in *out (free with inference_model_free); on a
+ * bad file PD_EVERIFY with a one-line reason in why naming the field, e.g.
+ * "layers[1]: weights has 100 values, expected 32x64=2048"; PD_ENOMEM;
+ * PD_EINVAL when msg or out is NULL. why may be NULL. The messages are only
+ * read (the model copies what it needs, as doubles) and may be freed after.
+ *
+ * Semantics, matching the libraries the importers read:
+ * - Trees compare the double feature value with the double threshold
+ *   (x < t or x <= t). scikit-learn and XGBoost compare float32 features;
+ *   an importer reproduces that exactly by writing, per node, the double
+ *   threshold at which the float32 rounding of x flips the comparison.
+ * - Conv1d is PyTorch's cross-correlation (no kernel flip), stride 1,
+ *   dilation 1, zero padding on both ends. LSTM is torch.nn.LSTM with one
+ *   layer, h0 = c0 = 0, gates i, f, g, o.
+ * - All arithmetic is in double; sums run in input order.
  */
 int inference_model_build(const Predictd__Model *msg, const Predictd__Scaler *scaler,
                           inference_model **out, char *why, size_t whylen);
@@ -61,13 +91,25 @@ int inference_model_kind(const inference_model *m);
  * oldest step first. Writes probabilities in enum inference_class order
  * (whatever the file's class order). scratch: at least
  * inference_scratch_size() bytes, aligned for double, not shared between
- * concurrent calls. Returns 0, or PD_EINVAL when an input is not finite.
+ * concurrent calls; its contents on entry do not matter.
+ * Returns 0, or PD_EINVAL (probs untouched) when an input is not finite or
+ * the logits overflow to a non-finite value (an input far outside the
+ * range the model was trained on). Thread-safe; no allocation, no locks,
+ * no I/O.
  */
 int inference_run(const inference_model *m, const double *input, double probs[INFERENCE_NCLASS],
                   void *scratch);
 
-/* Runs every golden case; 0 when each reproduces within tol, else
- * PD_EVERIFY with the first failing case in why. Allocates its own scratch. */
+/*
+ * Runs every golden case of msg (the message m was built from): each input
+ * must hold steps x n_features values and each probabilities list 3 values
+ * in the FILE's class order (msg->classes), not enum inference_class
+ * order. Returns 0 when every probability is within tol (absolute) of the
+ * expected one, and also when there are no golden cases (whether that is
+ * acceptable is the registry's call); else PD_EVERIFY with the first
+ * failing case in why (why may be NULL); PD_ENOMEM; PD_EINVAL on NULL
+ * arguments. Allocates and frees its own scratch. Thread-safe.
+ */
 int inference_check_golden(const inference_model *m, const Predictd__Model *msg, double tol,
                            char *why, size_t whylen);
 
@@ -81,21 +123,35 @@ typedef struct inference_signal {
 } inference_signal;
 
 /*
- * Turns probabilities into a signal: the most probable class, NO_TRADE when
- * its probability is below policy->min_confidence. Levels are always filled,
- * for the most probable directional side (levels_for), from entry (the last
- * close) and atr: see SignalPolicy. Returns PD_EINVAL when entry or atr is
- * not finite and positive.
+ * Turns probabilities (enum inference_class order) into a signal:
+ * - direction: the most probable class (ties go to the earlier of LONG,
+ *   SHORT, NO_TRADE); NO_TRADE when its probability is below
+ *   policy->min_confidence. confidence is the probability of direction.
+ * - levels_for: LONG when P(LONG) >= P(SHORT), else SHORT. Levels are
+ *   always filled for that side, even when direction is NO_TRADE, from
+ *   entry (the last close) and atr:
+ *   LONG:  stop = entry - sl_atr * atr, risk = entry - stop,
+ *          tp[k] = entry + tp_r[k] * risk;
+ *   SHORT: stop = entry + sl_atr * atr, risk = stop - entry,
+ *          tp[k] = entry - tp_r[k] * risk.
+ * - eta_candles: policy->eta_candles for levels_for (NaN when unknown).
+ * Returns 0 and fills *out; PD_EINVAL (out untouched) when an argument is
+ * NULL, entry or atr is not finite and positive, a probability is not
+ * finite, or a level would not be a positive price (the LONG stop or a
+ * SHORT take-profit at or below zero: the ATR is too large for the entry
+ * under this policy; no level is ever made up). Thread-safe.
  */
 int inference_signal_make(const inference_policy *policy, const double probs[INFERENCE_NCLASS],
                           double entry, double atr, inference_signal *out);
 
-/* "LONG", "SHORT", "NO_TRADE". */
+/* "LONG", "SHORT", "NO_TRADE"; "UNKNOWN" for any other value. Static. */
 const char *inference_class_name(enum inference_class c);
-/* Parses a class name; -1 if unknown. */
+/* Parses a class name (exact, case-sensitive); -1 if unknown or NULL. */
 int inference_class_parse(const char *s);
 
-/* Numerically stable softmax of n logits divided by temperature, in place. */
+/* Numerically stable softmax of n logits divided by temperature, in place:
+ * v[i] = exp(v[i]/T - max) / sum. A temperature that is not a positive
+ * finite number means 1. n == 0 is a no-op. */
 void inference_softmax(double *v, size_t n, double temperature);
 
 #endif
