@@ -63,10 +63,16 @@ void registry_free(registry *r);
 int registry_scan(registry *r, const char *symbol, const char *tf);
 
 /* Starts a thread that scans every interval_s seconds (0: never) and on
- * registry_request_scan(). */
+ * registry_request_scan(). It does not scan at start: call registry_scan()
+ * first for a synchronous initial load. PD_EBUSY when already running,
+ * PD_EINVAL for a negative interval. Call from one thread with
+ * registry_stop(). */
 int registry_start(registry *r, int interval_s);
-/* Asks the scanner thread to scan soon (async-signal-safe: SIGHUP). */
+/* Asks the scanner thread to scan soon (async-signal-safe: SIGHUP). A
+ * request made while no thread runs is served once one starts. */
 void registry_request_scan(registry *r);
+/* Stops and joins the scanner thread (an ongoing scan finishes first).
+ * No-op when not running. */
 void registry_stop(registry *r);
 
 /* What a request asks for. All fields optional (0 / NULL). */
@@ -80,11 +86,23 @@ typedef struct registry_selector {
  * The version serving symbol/tf for this selector: the series' own, else
  * models/_default/TF/. Returns 0 and a new reference in *out, PD_ENOMODEL
  * when none verified serves (or the asked version/label does not exist),
- * PD_ENOTREADY while the series' first version is still loading.
+ * PD_ENOTREADY while the series' first version is still loading,
+ * PD_ESYMBOL / PD_ETIMEFRAME for a malformed symbol or timeframe.
+ *
+ * Selection: sel->version (wins over a label) must name a version that is
+ * loaded (serving, pinned or labelled); sel->label "stable"/"canary" the
+ * version policy.json labels so; otherwise, when the series has a canary
+ * with canary_share > 0 and sel->client_key is given, FNV-1a(client_key)
+ * % 100 < share picks the canary (the same key always lands on the same
+ * side); else the serving version. Without a series of its own, or when
+ * none of its versions serves, the default selection falls back to
+ * _default; an explicit version or label does so only when the symbol has
+ * no version directories at all. Thread-safe; takes a short lock.
  */
 int registry_acquire(registry *r, const char *symbol, const char *tf,
                      const registry_selector *sel, registry_version **out);
-/* Drops a reference. NULL is a no-op. */
+/* Drops a reference; the last one of a version no longer loaded frees it.
+ * NULL is a no-op. Thread-safe; never blocks. */
 void registry_release(registry_version *v);
 
 /* Accessors; the results are borrowed from v. */
@@ -131,6 +149,10 @@ typedef struct registry_series_info {
     char timeframe[8];
     uint32_t pinned;          /* 0 when not pinned */
     uint32_t canary_share;    /* percent of traffic to the canary label */
+    /* Why policy.json is ignored (malformed: the previous policy stays) or
+     * not fully honoured (pinned/labelled version unavailable); "" when
+     * all is well. */
+    char note[192];
     size_t n_versions;
     registry_version_info *versions; /* ascending */
 } registry_series_info;
@@ -147,6 +169,7 @@ typedef struct registry_stats {
     uint64_t failed_by_reason[8]; /* indexed by enum registry_fail */
     uint64_t swaps;
     uint64_t scans;
+    uint64_t versions_in_memory; /* loaded or still referenced, process-wide */
 } registry_stats;
 enum registry_fail {
     REGISTRY_FAIL_MANIFEST,
@@ -163,8 +186,16 @@ void registry_stats_get(registry *r, registry_stats *out);
 
 /* ===========================================================================
  * Policy changes (admin API). Each rewrites the series' policy.json
- * atomically and rescans it. PD_ENOTFOUND when the series or version does
- * not exist; PD_EVERIFY when pinning a version that failed.
+ * atomically (keeping keys it does not know) and rescans it. PD_ENOTFOUND
+ * when the series or version does not exist; PD_EVERIFY when pinning or
+ * labelling a version that failed, or that fails when loaded (the previous
+ * policy.json is then put back). Serialised with scans; thread-safe.
+ *
+ * policy.json: {"pinned": 3, "labels": {"stable": 3, "canary": 4},
+ * "canary_share": 10}, every key optional. The pinned version serves
+ * instead of the highest; while it is unavailable the previous choice
+ * keeps serving (note in registry_series_info). A malformed file is
+ * ignored with its reason and the previous policy kept.
  */
 int registry_pin(registry *r, const char *symbol, const char *tf, uint32_t version);
 int registry_unpin(registry *r, const char *symbol, const char *tf);
@@ -194,8 +225,10 @@ int registry_publish(const char *models_dir, const char *symbol, const char *tf,
                      Predictd__Model *model, const Predictd__Scaler *scaler, uint32_t *version);
 
 /* Reads and unpacks a model or scaler file under REGISTRY_MAX_FILE_BYTES
- * with a counting allocator; free with the matching protobuf-c
- * free_unpacked (allocator NULL). PD_EPARSE / PD_ETOOBIG / PD_EIO. */
+ * with a counting allocator (at most 16x the file size + 1 MiB, capped at
+ * 1 GiB); free with the matching protobuf-c free_unpacked (allocator NULL).
+ * The last path component is not followed if it is a symlink.
+ * PD_EPARSE / PD_ETOOBIG / PD_EIO / PD_ENOTFOUND, with the reason in why. */
 int registry_read_model(const char *path, Predictd__Model **out, char *why, size_t whylen);
 int registry_read_scaler(const char *path, Predictd__Scaler **out, char *why, size_t whylen);
 

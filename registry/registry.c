@@ -1,0 +1,1469 @@
+/*
+ * registry/registry.c: the model repository at run time. Scans
+ * models/SYMBOL/TF/VERSION/, keeps per series the versions it has seen and
+ * what became of them, applies policy.json (pin, labels, canary share),
+ * chooses what serves, swaps it in atomically, unloads what is no longer
+ * needed, and hands references to request threads.
+ *
+ * It does not read or verify model files itself (files.c does), and it
+ * never follows a symlink or builds a path from a name it has not
+ * validated: directories are walked with openat(O_NOFOLLOW) from the
+ * models directory down, and only names that pass util_symbol_valid (or are
+ * "_default"), util_tf_seconds and registry__parse_version are used.
+ *
+ * DESIGN
+ * - Versions are immutable once published: a version number is verified at
+ *   most once per appearance. A version that failed is remembered with its
+ *   reason and a fingerprint of its files (MANIFEST content, identity of
+ *   model.pb/scaler.pb/MANIFEST) and is verified again only when that
+ *   fingerprint changes, so a broken file is not re-verified every scan
+ *   but a fixed one, or one that was caught half-written, is picked up.
+ * - What serves: the pinned version when policy.json pins one that
+ *   verifies; otherwise the highest version that verifies. When the pinned
+ *   version is unavailable the previous choice keeps serving (or, at start,
+ *   the highest), and the series' note says why. Versions are tried from
+ *   the highest down, so new versions above the serving one are always
+ *   verified, and older ones are never loaded unless something asks for
+ *   them.
+ * - Memory: only the serving version and the labelled ones stay loaded;
+ *   others are unloaded (RETIRED, still listed) as soon as a scan no longer
+ *   needs them, and freed when their last request releases them. A version
+ *   that verified once is not reloaded to be listed, only when chosen.
+ * - Availability: a new choice is loaded before the old one is unloaded,
+ *   and a version removed from disk keeps serving until its replacement is
+ *   in, so a request never sees "no model" because of a swap.
+ *
+ * THREADING
+ * - r->lock (the lookup lock) guards the series array, each series' slots
+ *   array and every field marked "lock" below. It is held only to look up,
+ *   copy or assign: never during I/O or verification. registry_acquire()
+ *   takes it, finds the version, increments its reference count and
+ *   leaves.
+ * - r->scan_lock serialises scans and policy changes. Only the thread
+ *   holding it writes series state (and it writes under r->lock too), so
+ *   that thread may read series state without r->lock.
+ * - The registry holds one reference to every loaded version (slot.v).
+ *   Detaching a version from its slot happens under r->lock; the reference
+ *   is dropped after unlocking. A request that found the version under the
+ *   lock therefore always increments a live count.
+ * - The scanner thread sleeps in poll() on a self-pipe, so
+ *   registry_request_scan() is an atomic store and a write(2): safe in a
+ *   signal handler.
+ */
+#define _GNU_SOURCE
+#include "registry/registry_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/util.h"
+
+#define MOD "registry"
+
+static const char LABEL_STABLE[] = "stable";
+static const char LABEL_CANARY[] = "canary";
+
+typedef struct policy {
+    uint32_t pinned;       /* 0: none */
+    uint32_t stable;       /* 0: no such label */
+    uint32_t canary;
+    uint32_t canary_share; /* percent */
+} policy;
+
+/* One version directory the registry has seen. */
+typedef struct slot {
+    uint32_t number;
+    registry_state state; /* lock */
+    bool on_disk;         /* scanner: present in the last listing */
+    bool verified_ok;     /* scanner: verified since it (re)appeared */
+    bool transient;       /* scanner: the last failure was ENOMEM: retry */
+    registry_version *v;  /* lock; the registry's own reference, NULL when unloaded */
+    char reason[256];     /* lock */
+    registry__fp fp;      /* scanner: files as of the last failure */
+    int64_t loaded_at;    /* lock */
+    double load_ms;       /* lock */
+    double test_accuracy; /* lock */
+    int64_t trained_at;   /* lock */
+} slot;
+
+typedef struct series {
+    char symbol[32];
+    char tf[8];
+    slot *slots; /* lock; ascending by number */
+    size_t n;    /* lock */
+    registry_version *serving, *stable, *canary; /* lock; borrowed from slots */
+    policy pol;                                  /* lock */
+    int loading;         /* lock: loads running while nothing serves */
+    char policy_err[160]; /* lock: why policy.json is ignored */
+    char serve_note[160]; /* lock: why the policy is not (fully) honoured */
+    /* scanner only: the last policy.json content seen */
+    bool policy_present;
+    uint8_t policy_sha[32];
+} series;
+
+struct registry {
+    char *dir;
+    pthread_mutex_t lock;      /* the lookup lock */
+    pthread_mutex_t scan_lock; /* one scan or policy change at a time */
+    series **series;           /* lock; sorted by (symbol, tf) */
+    size_t n_series, cap_series;
+
+    /* The scanner thread. running/thread/interval_s belong to the caller
+     * of registry_start/registry_stop. */
+    int wake[2]; /* self-pipe: [0] read by the scanner, [1] written */
+    atomic_bool stop;
+    atomic_bool requested;
+    bool running;
+    pthread_t thread;
+    int interval_s;
+
+    atomic_uint_fast64_t loads_ok, loads_failed, swaps, scans;
+    atomic_uint_fast64_t failed_by[REGISTRY_FAIL_COUNT_];
+};
+
+/* ------------------------------------------------------------------------
+ * Small helpers.
+ */
+
+/* snprintf for messages that may be cut short on purpose. */
+static void msgf(char *dst, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void msgf(char *dst, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dst, n, fmt, ap);
+    va_end(ap);
+}
+
+static bool symbol_ok(const char *s)
+{
+    return s && (util_symbol_valid(s) || strcmp(s, REGISTRY_DEFAULT_SYMBOL) == 0);
+}
+
+static bool tf_ok(const char *tf)
+{
+    return tf && util_tf_seconds(tf) > 0;
+}
+
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) {
+        h ^= (uint8_t)*s;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static int series_cmp(const char *sym, const char *tf, const series *s)
+{
+    int c = strcmp(sym, s->symbol);
+    return c ? c : strcmp(tf, s->tf);
+}
+
+/* Index of the first series >= (sym, tf). Caller holds r->lock or is the
+ * scanner. */
+static size_t series_lower(const registry *r, const char *sym, const char *tf)
+{
+    size_t lo = 0, hi = r->n_series;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (series_cmp(sym, tf, r->series[mid]) > 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static series *find_series(const registry *r, const char *sym, const char *tf)
+{
+    size_t i = series_lower(r, sym, tf);
+    return i < r->n_series && series_cmp(sym, tf, r->series[i]) == 0 ? r->series[i] : NULL;
+}
+
+/* Scanner: adds an empty series (under the lock). */
+static series *add_series(registry *r, const char *sym, const char *tf)
+{
+    series *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    snprintf(s->symbol, sizeof s->symbol, "%s", sym);
+    snprintf(s->tf, sizeof s->tf, "%s", tf);
+    pthread_mutex_lock(&r->lock);
+    if (r->n_series == r->cap_series) {
+        size_t cap = r->cap_series ? r->cap_series * 2 : 16;
+        series **p = realloc(r->series, cap * sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&r->lock);
+            free(s);
+            return NULL;
+        }
+        r->series = p;
+        r->cap_series = cap;
+    }
+    size_t i = series_lower(r, sym, tf);
+    memmove(r->series + i + 1, r->series + i, (r->n_series - i) * sizeof *r->series);
+    r->series[i] = s;
+    r->n_series++;
+    pthread_mutex_unlock(&r->lock);
+    return s;
+}
+
+/* Index of version number in s, or -1. Caller holds r->lock or is the
+ * scanner. */
+static ssize_t find_slot(const series *s, uint32_t number)
+{
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->slots[mid].number < number)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < s->n && s->slots[lo].number == number ? (ssize_t)lo : -1;
+}
+
+static bool series_present(const series *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->slots[i].on_disk)
+            return true;
+    return false;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Opens models/SYMBOL/TF without following symlinks. Returns the fd or
+ * -errno. */
+static int open_series_dir(int rootfd, const char *sym, const char *tf)
+{
+    int symfd = openat(rootfd, sym, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (symfd < 0)
+        return -errno;
+    int sfd = openat(symfd, tf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int e = errno;
+    close(symfd);
+    return sfd >= 0 ? sfd : -e;
+}
+
+static bool is_real_dir_at(int dfd, const char *name)
+{
+    struct stat st;
+    return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Valid version directories in sfd, ascending. *out is malloc'd. */
+static int list_versions(int sfd, const char *sym, const char *tf, uint32_t **out, size_t *n)
+{
+    int fd = dup(sfd);
+    if (fd < 0)
+        return PD_EIO;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return PD_EIO;
+    }
+    rewinddir(d);
+    uint32_t *v = NULL;
+    size_t nv = 0, cap = 0;
+    int rc = 0;
+    struct dirent *e;
+    errno = 0;
+    while ((e = readdir(d)) != NULL) {
+        const char *name = e->d_name;
+        if (name[0] == '.' || strcmp(name, "policy.json") == 0)
+            continue; /* hidden: temporaries being published, ".", ".." */
+        uint32_t num = registry__parse_version(name);
+        if (!num || !is_real_dir_at(sfd, name)) {
+            LOG_DEBUG(MOD, "%s/%s: ignoring \"%.64s\" (not a version directory)", sym, tf, name);
+            continue;
+        }
+        if (nv == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint32_t *p = realloc(v, cap * sizeof *p);
+            if (!p) {
+                rc = PD_ENOMEM;
+                break;
+            }
+            v = p;
+        }
+        v[nv++] = num;
+    }
+    if (!e && errno != 0 && rc == 0)
+        rc = PD_EIO;
+    closedir(d);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    if (nv > 1)
+        qsort(v, nv, sizeof *v, cmp_u32);
+    *out = v;
+    *n = nv;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * policy.json
+ */
+
+static int json_version(json_t *j, const char *what, uint32_t *out, char *why, size_t whylen)
+{
+    if (!j || json_is_null(j)) {
+        *out = 0;
+        return 0;
+    }
+    json_int_t x = json_is_integer(j) ? json_integer_value(j) : -1;
+    if (x < 1 || x > (json_int_t)REGISTRY__MAX_VERSION) {
+        snprintf(why, whylen, "%s must be a version number", what);
+        return PD_EPARSE;
+    }
+    *out = (uint32_t)x;
+    return 0;
+}
+
+/* Parses policy.json: {"pinned": N, "labels": {"stable": N, "canary": N},
+ * "canary_share": 0..100}, every key optional, other top-level keys
+ * ignored. PD_EPARSE with why. */
+static int parse_policy(const char *text, size_t len, policy *out, char *why, size_t whylen)
+{
+    json_error_t err;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
+    if (!root) {
+        msgf(why, whylen, "line %d: %s", err.line, err.text);
+        return PD_EPARSE;
+    }
+    policy p = {0};
+    int rc = PD_EPARSE;
+    if (!json_is_object(root)) {
+        snprintf(why, whylen, "not a JSON object");
+        goto out;
+    }
+    if (json_version(json_object_get(root, "pinned"), "\"pinned\"", &p.pinned, why, whylen))
+        goto out;
+    json_t *labels = json_object_get(root, "labels");
+    if (labels && !json_is_null(labels)) {
+        if (!json_is_object(labels)) {
+            snprintf(why, whylen, "\"labels\" must be an object");
+            goto out;
+        }
+        const char *key;
+        json_t *val;
+        json_object_foreach(labels, key, val)
+        {
+            uint32_t *dst = strcmp(key, LABEL_STABLE) == 0   ? &p.stable
+                            : strcmp(key, LABEL_CANARY) == 0 ? &p.canary
+                                                             : NULL;
+            if (!dst) {
+                snprintf(why, whylen, "unknown label \"%.32s\" (labels are stable, canary)", key);
+                goto out;
+            }
+            if (json_version(val, "a label", dst, why, whylen))
+                goto out;
+        }
+    }
+    json_t *share = json_object_get(root, "canary_share");
+    if (share && !json_is_null(share)) {
+        json_int_t x = json_is_integer(share) ? json_integer_value(share) : -1;
+        if (x < 0 || x > 100) {
+            snprintf(why, whylen, "\"canary_share\" must be an integer percent 0..100");
+            goto out;
+        }
+        p.canary_share = (uint32_t)x;
+    }
+    *out = p;
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+/* Scanner: reads the series' policy.json and updates s->pol. A malformed
+ * file is ignored with its reason (the previous policy stays); an absent
+ * one means no policy. Logs only when the content changes. */
+static void load_policy(registry *r, series *s, int sfd)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = registry__read_at(sfd, "policy.json", REGISTRY__MAX_SMALL_FILE, &text, &len);
+    if (rc == PD_ENOTFOUND) {
+        if (s->policy_present)
+            LOG_INFO(MOD, "%s/%s: policy.json removed", s->symbol, s->tf);
+        s->policy_present = false;
+        pthread_mutex_lock(&r->lock);
+        memset(&s->pol, 0, sizeof s->pol);
+        s->policy_err[0] = '\0';
+        pthread_mutex_unlock(&r->lock);
+        return;
+    }
+    if (rc) {
+        LOG_WARN(MOD, "%s/%s: policy.json unreadable (%s); keeping the previous policy", s->symbol,
+                 s->tf, util_strerror(rc));
+        pthread_mutex_lock(&r->lock);
+        snprintf(s->policy_err, sizeof s->policy_err,
+                 "policy.json unreadable (%s); previous policy kept", util_strerror(rc));
+        pthread_mutex_unlock(&r->lock);
+        s->policy_present = false; /* re-read and re-log once it is back */
+        return;
+    }
+    uint8_t sha[32];
+    util_sha256 h;
+    util_sha256_init(&h);
+    util_sha256_update(&h, text, len);
+    util_sha256_final(&h, sha);
+    if (s->policy_present && memcmp(sha, s->policy_sha, sizeof sha) == 0) {
+        free(text);
+        return;
+    }
+    s->policy_present = true;
+    memcpy(s->policy_sha, sha, sizeof sha);
+    policy p;
+    char why[128];
+    rc = parse_policy(text, len, &p, why, sizeof why);
+    free(text);
+    pthread_mutex_lock(&r->lock);
+    if (rc == 0) {
+        s->pol = p;
+        s->policy_err[0] = '\0';
+    } else {
+        snprintf(s->policy_err, sizeof s->policy_err, "policy.json ignored: %s", why);
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (rc == 0)
+        LOG_INFO(MOD, "%s/%s: policy pinned=%u stable=%u canary=%u canary_share=%u", s->symbol,
+                 s->tf, p.pinned, p.stable, p.canary, p.canary_share);
+    else
+        LOG_WARN(MOD, "%s/%s: policy.json ignored, previous policy kept: %s", s->symbol, s->tf,
+                 why);
+}
+
+/* ------------------------------------------------------------------------
+ * Scanning one series. All of this runs with r->scan_lock held.
+ */
+
+/* Merges the directory listing into s->slots: new numbers become LOADING
+ * slots, missing ones are marked off disk (a loaded one keeps serving until
+ * choose() replaces it), reappearing ones start afresh. */
+static int merge_listing(registry *r, series *s, const uint32_t *nums, size_t nn)
+{
+    slot *ns = calloc(s->n + nn + 1, sizeof *ns);
+    if (!ns)
+        return PD_ENOMEM;
+    size_t i = 0, j = 0, k = 0;
+    pthread_mutex_lock(&r->lock);
+    while (i < s->n || j < nn) {
+        if (j >= nn || (i < s->n && s->slots[i].number < nums[j])) {
+            slot *sl = &ns[k++];
+            *sl = s->slots[i++];
+            if (sl->on_disk) {
+                sl->on_disk = false;
+                LOG_INFO(MOD, "%s/%s v%u removed from disk", s->symbol, s->tf, sl->number);
+            }
+            if (!sl->v)
+                sl->state = REGISTRY_RETIRED;
+        } else if (i >= s->n || nums[j] < s->slots[i].number) {
+            slot *sl = &ns[k++];
+            sl->number = nums[j++];
+            sl->state = REGISTRY_LOADING;
+            sl->on_disk = true;
+            sl->test_accuracy = NAN;
+        } else {
+            slot *sl = &ns[k++];
+            *sl = s->slots[i++];
+            j++;
+            if (!sl->on_disk && !sl->v) {
+                /* Removed and published again: a new version for us. */
+                uint32_t num = sl->number;
+                memset(sl, 0, sizeof *sl);
+                sl->number = num;
+                sl->state = REGISTRY_LOADING;
+                sl->test_accuracy = NAN;
+            }
+            sl->on_disk = true;
+        }
+    }
+    free(s->slots);
+    s->slots = ns;
+    s->n = k;
+    pthread_mutex_unlock(&r->lock);
+    return 0;
+}
+
+/* Verifies and loads slot i. Returns true when it is now loaded. */
+static bool load_slot(registry *r, series *s, int sfd, size_t i)
+{
+    uint32_t num = s->slots[i].number;
+    uint32_t serving_num = s->serving ? s->serving->number : 0;
+    pthread_mutex_lock(&r->lock);
+    bool first = s->serving == NULL;
+    s->slots[i].state = REGISTRY_LOADING;
+    if (first)
+        s->loading++;
+    pthread_mutex_unlock(&r->lock);
+
+    uint64_t t0 = util_mono_ns();
+    char name[16], why[256];
+    snprintf(name, sizeof name, "%u", num);
+    registry_version *v = NULL;
+    registry__fp fp;
+    memset(&fp, 0, sizeof fp);
+    int fail = REGISTRY_FAIL_IO, rc;
+    int vfd = openat(sfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (vfd < 0) {
+        snprintf(why, sizeof why, "version directory unreadable: %s", strerror(errno));
+        rc = PD_EVERIFY;
+    } else {
+        registry__fingerprint(vfd, &fp);
+        rc = registry__load_at(vfd, s->symbol, s->tf, num, &v, &fail, why, sizeof why);
+        close(vfd);
+    }
+    double ms = (double)(util_mono_ns() - t0) / 1e6;
+
+    slot *sl = &s->slots[i];
+    pthread_mutex_lock(&r->lock);
+    sl->load_ms = ms;
+    if (rc == 0) {
+        sl->v = v;
+        sl->state = REGISTRY_AVAILABLE;
+        sl->reason[0] = '\0';
+        sl->loaded_at = util_now();
+        sl->test_accuracy = v->meta.test_accuracy;
+        sl->trained_at = v->meta.trained_at;
+    } else {
+        sl->state = REGISTRY_FAILED;
+        snprintf(sl->reason, sizeof sl->reason, "%s", why);
+        sl->loaded_at = 0;
+    }
+    if (first)
+        s->loading--;
+    pthread_mutex_unlock(&r->lock);
+
+    sl->fp = fp;
+    sl->verified_ok = rc == 0;
+    sl->transient = rc == PD_ENOMEM;
+    if (rc == 0) {
+        atomic_fetch_add(&r->loads_ok, 1);
+        LOG_INFO(MOD, "loaded %s/%s v%u in %.1f ms", s->symbol, s->tf, num, ms);
+        return true;
+    }
+    atomic_fetch_add(&r->loads_failed, 1);
+    if (fail < 0 || fail >= REGISTRY_FAIL_COUNT_)
+        fail = REGISTRY_FAIL_OTHER;
+    atomic_fetch_add(&r->failed_by[fail], 1);
+    if (serving_num)
+        LOG_WARN(MOD, "%s/%s v%u failed verification: %s; still serving v%u", s->symbol, s->tf,
+                 num, why, serving_num);
+    else
+        LOG_WARN(MOD, "%s/%s v%u failed verification: %s; nothing serving", s->symbol, s->tf, num,
+                 why);
+    return false;
+}
+
+/* Could slot i serve? Loads it when that is the only way to know: a new
+ * version, or a failed one whose files changed. A version that verified
+ * before counts without being loaded (it is loaded when chosen). */
+static bool usable(registry *r, series *s, int sfd, ssize_t i)
+{
+    if (i < 0)
+        return false;
+    slot *sl = &s->slots[i];
+    if (!sl->on_disk)
+        return false;
+    if (sl->v)
+        return true;
+    if (sl->state == REGISTRY_FAILED && !sl->transient) {
+        char name[16];
+        snprintf(name, sizeof name, "%u", sl->number);
+        int vfd = openat(sfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (vfd < 0)
+            return false;
+        registry__fp now;
+        registry__fingerprint(vfd, &now);
+        close(vfd);
+        if (registry__fp_equal(&now, &sl->fp))
+            return false;
+        LOG_INFO(MOD, "%s/%s v%u changed since it failed; verifying again", s->symbol, s->tf,
+                 sl->number);
+        return load_slot(r, s, sfd, (size_t)i);
+    }
+    if (sl->verified_ok)
+        return true;
+    return load_slot(r, s, sfd, (size_t)i);
+}
+
+static const char *state_word(const slot *sl)
+{
+    if (!sl->on_disk)
+        return "not on disk";
+    if (sl->state == REGISTRY_FAILED)
+        return "failed verification";
+    return "not available";
+}
+
+/*
+ * Chooses what serves and which labels resolve, loads what is chosen,
+ * then swaps under the lock and unloads everything else.
+ */
+static void choose_and_swap(registry *r, series *s, int sfd)
+{
+    const policy pol = s->pol;
+    uint32_t prev = s->serving ? s->serving->number : 0;
+    ssize_t choice = -1, st = -1, ca = -1, pin = -1;
+
+    /* Each round either ends or turns a slot FAILED (which is not retried
+     * within the scan), so this terminates. */
+    for (size_t round = 0; round <= s->n + 1; round++) {
+        ssize_t latest = -1;
+        for (ssize_t i = (ssize_t)s->n - 1; i >= 0; i--)
+            if (usable(r, s, sfd, i)) {
+                latest = i;
+                break;
+            }
+        pin = pol.pinned ? find_slot(s, pol.pinned) : -1;
+        st = pol.stable ? find_slot(s, pol.stable) : -1;
+        ca = pol.canary ? find_slot(s, pol.canary) : -1;
+        if (!usable(r, s, sfd, st))
+            st = -1;
+        if (!usable(r, s, sfd, ca))
+            ca = -1;
+        if (usable(r, s, sfd, pin)) {
+            choice = pin;
+        } else if (pol.pinned) {
+            ssize_t p = prev ? find_slot(s, prev) : -1;
+            choice = usable(r, s, sfd, p) ? p : latest;
+        } else {
+            choice = latest;
+        }
+        bool again = false;
+        ssize_t want[3] = {choice, st, ca};
+        for (int w = 0; w < 3; w++)
+            if (want[w] >= 0 && !s->slots[want[w]].v && !load_slot(r, s, sfd, (size_t)want[w]))
+                again = true;
+        if (!again)
+            break;
+    }
+    if (choice >= 0 && !s->slots[choice].v)
+        choice = -1;
+    if (st >= 0 && !s->slots[st].v)
+        st = -1;
+    if (ca >= 0 && !s->slots[ca].v)
+        ca = -1;
+
+    char note[160] = "";
+    if (pol.pinned && choice != pin) {
+        ssize_t p = find_slot(s, pol.pinned);
+        if (choice >= 0)
+            snprintf(note, sizeof note, "pinned v%u %s; serving v%u", pol.pinned,
+                     p >= 0 ? state_word(&s->slots[p]) : "does not exist",
+                     s->slots[choice].number);
+        else
+            snprintf(note, sizeof note, "pinned v%u %s", pol.pinned,
+                     p >= 0 ? state_word(&s->slots[p]) : "does not exist");
+    } else if ((pol.stable && st < 0) || (pol.canary && ca < 0)) {
+        uint32_t bad = pol.stable && st < 0 ? pol.stable : pol.canary;
+        snprintf(note, sizeof note, "label %s points at v%u, which is not available",
+                 pol.stable && st < 0 ? LABEL_STABLE : LABEL_CANARY, bad);
+    }
+    if (note[0] && strcmp(note, s->serve_note) != 0)
+        LOG_WARN(MOD, "%s/%s: %s", s->symbol, s->tf, note);
+
+    registry_version *nserv = choice >= 0 ? s->slots[choice].v : NULL;
+    registry_version *nst = st >= 0 ? s->slots[st].v : NULL;
+    registry_version *nca = ca >= 0 ? s->slots[ca].v : NULL;
+
+    registry_version **drop = malloc((s->n + 1) * sizeof *drop);
+    size_t ndrop = 0;
+    pthread_mutex_lock(&r->lock);
+    s->serving = nserv;
+    s->stable = nst;
+    s->canary = nca;
+    snprintf(s->serve_note, sizeof s->serve_note, "%s", note);
+    size_t removed = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        slot *sl = &s->slots[i];
+        registry_version *v = sl->v;
+        if (v && v != nserv && v != nst && v != nca && drop) {
+            atomic_store(&v->label, NULL);
+            drop[ndrop++] = v;
+            sl->v = NULL;
+            sl->loaded_at = 0;
+            sl->state = REGISTRY_RETIRED;
+        } else if (v) {
+            atomic_store(&v->label, v == nst ? LABEL_STABLE : v == nca ? LABEL_CANARY : NULL);
+        }
+        if (!sl->v && sl->state == REGISTRY_LOADING)
+            sl->state = REGISTRY_RETIRED; /* older than what serves: never needed */
+        if (!sl->on_disk && !sl->v)
+            removed++;
+    }
+    /* Keep the listing bounded: forget the oldest versions gone from disk. */
+    if (removed > REGISTRY__KEEP_REMOVED) {
+        size_t excess = removed - REGISTRY__KEEP_REMOVED, k = 0;
+        for (size_t i = 0; i < s->n; i++) {
+            if (excess && !s->slots[i].on_disk && !s->slots[i].v) {
+                excess--;
+                continue;
+            }
+            s->slots[k++] = s->slots[i];
+        }
+        s->n = k;
+    }
+    pthread_mutex_unlock(&r->lock);
+
+    for (size_t i = 0; i < ndrop; i++) {
+        LOG_DEBUG(MOD, "%s/%s v%u unloaded", s->symbol, s->tf, drop[i]->number);
+        registry__version_unref(drop[i]);
+    }
+    free(drop);
+
+    uint32_t now = nserv ? nserv->number : 0;
+    if (now != prev) {
+        if (now) {
+            atomic_fetch_add(&r->swaps, 1);
+            if (prev)
+                LOG_INFO(MOD, "%s/%s now serving v%u (was v%u)", s->symbol, s->tf, now, prev);
+            else
+                LOG_INFO(MOD, "%s/%s now serving v%u", s->symbol, s->tf, now);
+        } else {
+            LOG_WARN(MOD, "%s/%s: no version serving", s->symbol, s->tf);
+        }
+    }
+}
+
+/*
+ * Scans one series. Returns 0, PD_ENOTFOUND when its directory does not
+ * exist (everything it had is retired), PD_EIO when it cannot be read (its
+ * state is kept: a transient error must not take models away), PD_ENOMEM.
+ */
+static int scan_series(registry *r, int rootfd, const char *sym, const char *tf)
+{
+    series *s = find_series(r, sym, tf);
+    int sfd = open_series_dir(rootfd, sym, tf);
+    if (sfd < 0) {
+        int e = -sfd;
+        if (e != ENOENT && e != ENOTDIR && e != ELOOP) {
+            LOG_WARN(MOD, "%s/%s: cannot open the series directory: %s", sym, tf, strerror(e));
+            return PD_EIO;
+        }
+        if (s) {
+            if (series_present(s))
+                LOG_WARN(MOD, "%s/%s: series directory gone", sym, tf);
+            int rc = merge_listing(r, s, NULL, 0);
+            if (rc)
+                return rc;
+            choose_and_swap(r, s, -1);
+        }
+        return PD_ENOTFOUND;
+    }
+    uint32_t *nums = NULL;
+    size_t nn = 0;
+    int rc = list_versions(sfd, sym, tf, &nums, &nn);
+    if (rc) {
+        LOG_WARN(MOD, "%s/%s: cannot list versions: %s", sym, tf, util_strerror(rc));
+        goto out;
+    }
+    if (!s && !(s = add_series(r, sym, tf))) {
+        rc = PD_ENOMEM;
+        goto out;
+    }
+    load_policy(r, s, sfd);
+    if ((rc = merge_listing(r, s, nums, nn)) != 0)
+        goto out;
+    choose_and_swap(r, s, sfd);
+out:
+    free(nums);
+    close(sfd);
+    return rc;
+}
+
+typedef struct series_key {
+    char symbol[32];
+    char tf[8];
+} series_key;
+
+static int add_key(series_key **keys, size_t *n, size_t *cap, const char *sym, const char *tf)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp((*keys)[i].symbol, sym) == 0 && strcmp((*keys)[i].tf, tf) == 0)
+            return 0;
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 32;
+        series_key *p = realloc(*keys, c * sizeof *p);
+        if (!p)
+            return PD_ENOMEM;
+        *keys = p;
+        *cap = c;
+    }
+    snprintf((*keys)[*n].symbol, sizeof (*keys)[*n].symbol, "%s", sym);
+    snprintf((*keys)[*n].tf, sizeof (*keys)[*n].tf, "%s", tf);
+    (*n)++;
+    return 0;
+}
+
+/* Series directories under rootfd, validated; appended to keys. */
+static int walk_root(int rootfd, series_key **keys, size_t *n, size_t *cap)
+{
+    int fd = dup(rootfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return PD_EIO;
+    }
+    rewinddir(d);
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        const char *sym = e->d_name;
+        if (sym[0] == '.')
+            continue;
+        if (!symbol_ok(sym) || !is_real_dir_at(rootfd, sym)) {
+            LOG_DEBUG(MOD, "ignoring \"%.64s\" in the models directory", sym);
+            continue;
+        }
+        int symfd = openat(rootfd, sym, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        DIR *sd = symfd >= 0 ? fdopendir(symfd) : NULL;
+        if (!sd) {
+            if (symfd >= 0)
+                close(symfd);
+            LOG_WARN(MOD, "%s: cannot open: %s", sym, strerror(errno));
+            continue;
+        }
+        struct dirent *te;
+        while (rc == 0 && (te = readdir(sd)) != NULL) {
+            const char *tf = te->d_name;
+            if (tf[0] == '.')
+                continue;
+            if (!tf_ok(tf) || !is_real_dir_at(dirfd(sd), tf)) {
+                LOG_DEBUG(MOD, "%s: ignoring \"%.64s\" (not a timeframe directory)", sym, tf);
+                continue;
+            }
+            rc = add_key(keys, n, cap, sym, tf);
+        }
+        closedir(sd);
+    }
+    closedir(d);
+    return rc;
+}
+
+static int scan_locked(registry *r, const char *sym, const char *tf)
+{
+    int rootfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) {
+        LOG_WARN(MOD, "models directory %s unreadable: %s", r->dir, strerror(errno));
+        return PD_EIO;
+    }
+    int rc = 0;
+    if (sym) {
+        rc = scan_series(r, rootfd, sym, tf);
+        close(rootfd);
+        return rc;
+    }
+    series_key *keys = NULL;
+    size_t n = 0, cap = 0;
+    rc = walk_root(rootfd, &keys, &n, &cap);
+    if (rc) {
+        LOG_WARN(MOD, "models directory %s: %s", r->dir, util_strerror(rc));
+        goto out;
+    }
+    /* Series known from earlier scans whose directories vanished. */
+    for (size_t i = 0; rc == 0 && i < r->n_series; i++)
+        rc = add_key(&keys, &n, &cap, r->series[i]->symbol, r->series[i]->tf);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        int x = scan_series(r, rootfd, keys[i].symbol, keys[i].tf);
+        if (x == PD_ENOMEM)
+            rc = x;
+    }
+out:
+    free(keys);
+    close(rootfd);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Lifetime, scanning, scanner thread.
+ */
+
+int registry_new(const char *models_dir, registry **out)
+{
+    if (!models_dir || !*models_dir || !out)
+        return PD_EINVAL;
+    registry *r = calloc(1, sizeof *r);
+    if (!r)
+        return PD_ENOMEM;
+    r->wake[0] = r->wake[1] = -1;
+    r->dir = strdup(models_dir);
+    if (!r->dir) {
+        free(r);
+        return PD_ENOMEM;
+    }
+    if (pipe2(r->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        r->wake[0] = r->wake[1] = -1;
+        free(r->dir);
+        free(r);
+        return PD_EIO;
+    }
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_mutex_init(&r->scan_lock, NULL);
+    atomic_init(&r->stop, false);
+    atomic_init(&r->requested, false);
+    *out = r;
+    return 0;
+}
+
+void registry_free(registry *r)
+{
+    if (!r)
+        return;
+    registry_stop(r);
+    for (size_t i = 0; i < r->n_series; i++) {
+        series *s = r->series[i];
+        for (size_t k = 0; k < s->n; k++)
+            registry__version_unref(s->slots[k].v);
+        free(s->slots);
+        free(s);
+    }
+    free(r->series);
+    close(r->wake[0]);
+    close(r->wake[1]);
+    pthread_mutex_destroy(&r->lock);
+    pthread_mutex_destroy(&r->scan_lock);
+    free(r->dir);
+    free(r);
+}
+
+int registry_scan(registry *r, const char *symbol, const char *tf)
+{
+    if (!r || (!symbol) != (!tf))
+        return PD_EINVAL;
+    if (symbol && (!symbol_ok(symbol) || !tf_ok(tf)))
+        return PD_EINVAL;
+    pthread_mutex_lock(&r->scan_lock);
+    int rc = scan_locked(r, symbol, tf);
+    pthread_mutex_unlock(&r->scan_lock);
+    atomic_fetch_add(&r->scans, 1);
+    return rc == PD_ENOTFOUND ? 0 : rc;
+}
+
+static void *scanner_main(void *arg)
+{
+    registry *r = arg;
+    uint64_t period = (uint64_t)r->interval_s * 1000000000ull;
+    uint64_t next = util_mono_ns() + period;
+    while (!atomic_load(&r->stop)) {
+        int timeout = -1;
+        if (period) {
+            uint64_t now = util_mono_ns();
+            timeout = now >= next ? 0 : (int)((next - now + 999999) / 1000000);
+        }
+        struct pollfd p = {.fd = r->wake[0], .events = POLLIN};
+        int n = poll(&p, 1, timeout);
+        if (n < 0 && errno != EINTR) {
+            LOG_ERROR(MOD, "scanner: poll: %s", strerror(errno));
+            break;
+        }
+        char buf[64];
+        while (read(r->wake[0], buf, sizeof buf) > 0) {
+        }
+        if (atomic_load(&r->stop))
+            break;
+        bool due = period && util_mono_ns() >= next;
+        bool asked = atomic_exchange(&r->requested, false);
+        if (!due && !asked)
+            continue;
+        if (due)
+            next = util_mono_ns() + period;
+        registry_scan(r, NULL, NULL);
+    }
+    return NULL;
+}
+
+int registry_start(registry *r, int interval_s)
+{
+    if (!r || interval_s < 0 || interval_s > 86400 * 365)
+        return PD_EINVAL;
+    if (r->running)
+        return PD_EBUSY;
+    atomic_store(&r->stop, false);
+    r->interval_s = interval_s;
+    if (pthread_create(&r->thread, NULL, scanner_main, r) != 0)
+        return PD_ENOMEM;
+    r->running = true;
+    return 0;
+}
+
+void registry_request_scan(registry *r)
+{
+    if (!r)
+        return;
+    int saved = errno; /* may run in a signal handler */
+    atomic_store(&r->requested, true);
+    ssize_t w = write(r->wake[1], "s", 1);
+    (void)w; /* a full pipe already wakes the scanner */
+    errno = saved;
+}
+
+void registry_stop(registry *r)
+{
+    if (!r || !r->running)
+        return;
+    atomic_store(&r->stop, true);
+    ssize_t w = write(r->wake[1], "q", 1);
+    (void)w;
+    pthread_join(r->thread, NULL);
+    r->running = false;
+}
+
+/* ------------------------------------------------------------------------
+ * Requests.
+ */
+
+/* The version sel picks in s, or NULL. Caller holds r->lock. */
+static registry_version *pick(const series *s, const registry_selector *sel)
+{
+    if (sel && sel->version) {
+        ssize_t i = find_slot(s, sel->version);
+        return i >= 0 && s->slots[i].on_disk ? s->slots[i].v : NULL;
+    }
+    if (sel && sel->label && *sel->label) {
+        if (strcmp(sel->label, LABEL_STABLE) == 0)
+            return s->stable;
+        if (strcmp(sel->label, LABEL_CANARY) == 0)
+            return s->canary;
+        return NULL;
+    }
+    if (sel && sel->client_key && s->canary && s->pol.canary_share > 0 &&
+        fnv1a(sel->client_key) % 100 < s->pol.canary_share)
+        return s->canary;
+    return s->serving;
+}
+
+int registry_acquire(registry *r, const char *symbol, const char *tf, const registry_selector *sel,
+                     registry_version **out)
+{
+    if (!r || !out)
+        return PD_EINVAL;
+    if (!symbol_ok(symbol))
+        return PD_ESYMBOL;
+    if (!tf_ok(tf))
+        return PD_ETIMEFRAME;
+    bool explicit_sel = sel && (sel->version || (sel->label && *sel->label));
+    bool is_default = strcmp(symbol, REGISTRY_DEFAULT_SYMBOL) == 0;
+
+    pthread_mutex_lock(&r->lock);
+    series *own = find_series(r, symbol, tf);
+    series *def = is_default ? NULL : find_series(r, REGISTRY_DEFAULT_SYMBOL, tf);
+    series *s;
+    if (explicit_sel)
+        s = own && series_present(own) ? own : def;
+    else
+        s = own && own->serving ? own : def && def->serving ? def : NULL;
+    registry_version *v = s ? pick(s, sel) : NULL;
+    int rc = 0;
+    if (v)
+        atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+    else if ((own && own->loading && !own->serving) || (def && def->loading && !def->serving))
+        rc = PD_ENOTREADY;
+    else
+        rc = PD_ENOMODEL;
+    pthread_mutex_unlock(&r->lock);
+    if (rc == 0)
+        *out = v;
+    return rc;
+}
+
+void registry_release(registry_version *v)
+{
+    registry__version_unref(v);
+}
+
+const inference_model *registry_version_model(const registry_version *v)
+{
+    return v->model;
+}
+
+const features_set *registry_version_features(const registry_version *v)
+{
+    return v->features;
+}
+
+uint32_t registry_version_number(const registry_version *v)
+{
+    return v->number;
+}
+
+const char *registry_version_label(const registry_version *v)
+{
+    return atomic_load(&((registry_version *)v)->label);
+}
+
+const char *registry_version_owner(const registry_version *v)
+{
+    return v->owner;
+}
+
+const char *registry_version_timeframe(const registry_version *v)
+{
+    return v->tf;
+}
+
+size_t registry_version_candles(const registry_version *v)
+{
+    return v->candles;
+}
+
+const registry_meta *registry_version_meta(const registry_version *v)
+{
+    return &v->meta;
+}
+
+const char *registry_version_digest(const registry_version *v)
+{
+    return v->digest;
+}
+
+/* ------------------------------------------------------------------------
+ * Listing and counters.
+ */
+
+int registry_list(registry *r, registry_series_info **out, size_t *n)
+{
+    if (!r || !out || !n)
+        return PD_EINVAL;
+    int rc = 0;
+    pthread_mutex_lock(&r->lock);
+    size_t ns = r->n_series;
+    registry_series_info *info = calloc(ns ? ns : 1, sizeof *info);
+    if (!info) {
+        rc = PD_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < ns; i++) {
+        const series *s = r->series[i];
+        registry_series_info *si = &info[i];
+        snprintf(si->symbol, sizeof si->symbol, "%s", s->symbol);
+        snprintf(si->timeframe, sizeof si->timeframe, "%s", s->tf);
+        si->pinned = s->pol.pinned;
+        si->canary_share = s->pol.canary_share;
+        msgf(si->note, sizeof si->note, "%s%s%s", s->policy_err,
+                 s->policy_err[0] && s->serve_note[0] ? "; " : "", s->serve_note);
+        si->versions = calloc(s->n ? s->n : 1, sizeof *si->versions);
+        if (!si->versions) {
+            registry_list_free(info, i);
+            info = NULL;
+            rc = PD_ENOMEM;
+            goto out;
+        }
+        si->n_versions = s->n;
+        for (size_t k = 0; k < s->n; k++) {
+            const slot *sl = &s->slots[k];
+            registry_version_info *vi = &si->versions[k];
+            vi->version = sl->number;
+            vi->state = sl->state;
+            vi->serving = sl->v && sl->v == s->serving;
+            const char *label = s->pol.stable == sl->number   ? LABEL_STABLE
+                                : s->pol.canary == sl->number ? LABEL_CANARY
+                                                              : "";
+            snprintf(vi->label, sizeof vi->label, "%s", label);
+            snprintf(vi->reason, sizeof vi->reason, "%s",
+                     sl->state == REGISTRY_FAILED ? sl->reason : "");
+            vi->loaded_at = sl->v ? sl->loaded_at : 0;
+            vi->load_ms = sl->load_ms;
+            vi->test_accuracy = sl->test_accuracy;
+            vi->trained_at = sl->trained_at;
+        }
+    }
+out:
+    pthread_mutex_unlock(&r->lock);
+    if (rc == 0) {
+        *out = info;
+        *n = ns;
+    }
+    return rc;
+}
+
+void registry_list_free(registry_series_info *s, size_t n)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(s[i].versions);
+    free(s);
+}
+
+void registry_counts(registry *r, size_t *serving, size_t *failed)
+{
+    size_t ns = 0, nf = 0;
+    if (r) {
+        pthread_mutex_lock(&r->lock);
+        for (size_t i = 0; i < r->n_series; i++) {
+            const series *s = r->series[i];
+            if (s->serving)
+                ns++;
+            for (size_t k = 0; k < s->n; k++)
+                if (s->slots[k].on_disk && s->slots[k].state == REGISTRY_FAILED)
+                    nf++;
+        }
+        pthread_mutex_unlock(&r->lock);
+    }
+    if (serving)
+        *serving = ns;
+    if (failed)
+        *failed = nf;
+}
+
+const char *registry_fail_name(int reason)
+{
+    static const char *const names[REGISTRY_FAIL_COUNT_] = {
+        [REGISTRY_FAIL_MANIFEST] = "manifest", [REGISTRY_FAIL_PARSE] = "parse",
+        [REGISTRY_FAIL_SHAPE] = "shape",       [REGISTRY_FAIL_FEATURES] = "features",
+        [REGISTRY_FAIL_GOLDEN] = "golden",     [REGISTRY_FAIL_IO] = "io",
+        [REGISTRY_FAIL_OTHER] = "other",
+    };
+    return reason >= 0 && reason < REGISTRY_FAIL_COUNT_ ? names[reason] : "unknown";
+}
+
+void registry_stats_get(registry *r, registry_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!r)
+        return;
+    out->loads_ok = atomic_load(&r->loads_ok);
+    out->loads_failed = atomic_load(&r->loads_failed);
+    for (int i = 0; i < REGISTRY_FAIL_COUNT_; i++)
+        out->failed_by_reason[i] = atomic_load(&r->failed_by[i]);
+    out->swaps = atomic_load(&r->swaps);
+    out->scans = atomic_load(&r->scans);
+    long live = atomic_load(&registry__versions_live);
+    out->versions_in_memory = live > 0 ? (uint64_t)live : 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Policy changes.
+ */
+
+/* Rewrites the series' policy.json from p, keeping keys it does not know
+ * about from the file on disk when that parses. */
+static int write_policy(registry *r, const char *sym, const char *tf, int sfd, const policy *p)
+{
+    char *text = NULL;
+    size_t len = 0;
+    json_t *root = NULL;
+    if (registry__read_at(sfd, "policy.json", REGISTRY__MAX_SMALL_FILE, &text, &len) == 0)
+        root = json_loadb(text, len, 0, NULL);
+    free(text);
+    if (root && !json_is_object(root)) {
+        json_decref(root);
+        root = NULL;
+    }
+    if (!root && !(root = json_object()))
+        return PD_ENOMEM;
+    int rc = PD_ENOMEM;
+    json_t *labels = json_object();
+    if (!labels)
+        goto out;
+    if (p->stable)
+        json_object_set_new(labels, LABEL_STABLE, json_integer(p->stable));
+    if (p->canary)
+        json_object_set_new(labels, LABEL_CANARY, json_integer(p->canary));
+    if (p->pinned)
+        json_object_set_new(root, "pinned", json_integer(p->pinned));
+    else
+        json_object_del(root, "pinned");
+    if (json_object_size(labels))
+        json_object_set(root, "labels", labels);
+    else
+        json_object_del(root, "labels");
+    if (p->canary_share)
+        json_object_set_new(root, "canary_share", json_integer(p->canary_share));
+    else
+        json_object_del(root, "canary_share");
+    char *out = json_dumps(root, JSON_INDENT(2));
+    if (!out)
+        goto out;
+    char path[4096];
+    size_t olen = strlen(out);
+    if (snprintf(path, sizeof path, "%s/%s/%s/policy.json", r->dir, sym, tf) >= (int)sizeof path) {
+        rc = PD_EINVAL;
+    } else {
+        char *nl = malloc(olen + 2);
+        if (nl) {
+            memcpy(nl, out, olen);
+            nl[olen] = '\n';
+            rc = util_write_file_atomic(path, nl, olen + 1, 0644);
+            free(nl);
+        }
+    }
+    free(out);
+    if (rc == 0)
+        LOG_INFO(MOD, "%s/%s: policy.json written (pinned=%u stable=%u canary=%u share=%u)", sym,
+                 tf, p->pinned, p->stable, p->canary, p->canary_share);
+out:
+    json_decref(labels);
+    json_decref(root);
+    return rc;
+}
+
+/* What the admin calls need to know about a version: -1 not on disk, else
+ * its state. Caller holds scan_lock. */
+static int version_state(const series *s, uint32_t v)
+{
+    ssize_t i = find_slot(s, v);
+    if (i < 0 || !s->slots[i].on_disk)
+        return -1;
+    return (int)s->slots[i].state;
+}
+
+static bool version_loaded(const series *s, uint32_t v)
+{
+    ssize_t i = find_slot(s, v);
+    return i >= 0 && s->slots[i].v;
+}
+
+/*
+ * The common path of pin/unpin/set_label: refresh the series, let edit()
+ * derive the new policy (it checks its version: PD_ENOTFOUND, PD_EVERIFY),
+ * write it, rescan, and when the version it needs then fails, put the old
+ * policy back and return PD_EVERIFY.
+ */
+typedef int (*policy_edit)(const series *s, policy *p, const void *arg, uint32_t *needs);
+
+static int change_policy(registry *r, const char *sym, const char *tf, policy_edit edit,
+                         const void *arg)
+{
+    if (!r || !symbol_ok(sym) || !tf_ok(tf))
+        return PD_EINVAL;
+    pthread_mutex_lock(&r->scan_lock);
+    int rootfd = -1, sfd = -1;
+    int rc = scan_locked(r, sym, tf);
+    if (rc)
+        goto out;
+    series *s = find_series(r, sym, tf);
+    rootfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    sfd = rootfd >= 0 ? open_series_dir(rootfd, sym, tf) : -1;
+    if (!s || sfd < 0) {
+        rc = sfd == -ENOENT || !s ? PD_ENOTFOUND : PD_EIO;
+        goto out;
+    }
+    policy old = s->pol, p = s->pol;
+    uint32_t needs = 0;
+    if ((rc = edit(s, &p, arg, &needs)) != 0)
+        goto out;
+    if ((rc = write_policy(r, sym, tf, sfd, &p)) != 0)
+        goto out;
+    scan_series(r, rootfd, sym, tf);
+    if (needs && !version_loaded(s, needs)) {
+        LOG_WARN(MOD, "%s/%s: v%u failed to load; restoring the previous policy", sym, tf, needs);
+        if (write_policy(r, sym, tf, sfd, &old) == 0)
+            scan_series(r, rootfd, sym, tf);
+        rc = PD_EVERIFY;
+    }
+out:
+    if (sfd >= 0)
+        close(sfd);
+    if (rootfd >= 0)
+        close(rootfd);
+    pthread_mutex_unlock(&r->scan_lock);
+    atomic_fetch_add(&r->scans, 1);
+    return rc == PD_ENOTFOUND || rc == PD_EVERIFY || rc == PD_EINVAL || rc == PD_ENOMEM ||
+                   rc == 0
+               ? rc
+               : PD_EIO;
+}
+
+static int check_target(const series *s, uint32_t v)
+{
+    int st = version_state(s, v);
+    if (st < 0)
+        return PD_ENOTFOUND;
+    return st == REGISTRY_FAILED ? PD_EVERIFY : 0;
+}
+
+static int edit_pin(const series *s, policy *p, const void *arg, uint32_t *needs)
+{
+    uint32_t v = *(const uint32_t *)arg;
+    int rc = check_target(s, v);
+    if (rc)
+        return rc;
+    p->pinned = v;
+    *needs = v;
+    return 0;
+}
+
+static int edit_unpin(const series *s, policy *p, const void *arg, uint32_t *needs)
+{
+    (void)s;
+    (void)arg;
+    (void)needs;
+    p->pinned = 0;
+    return 0;
+}
+
+typedef struct label_arg {
+    bool canary;
+    uint32_t version;
+    int share;
+} label_arg;
+
+static int edit_label(const series *s, policy *p, const void *arg, uint32_t *needs)
+{
+    const label_arg *a = arg;
+    if (a->version) {
+        int rc = check_target(s, a->version);
+        if (rc)
+            return rc;
+        *needs = a->version;
+    }
+    if (a->canary) {
+        p->canary = a->version;
+        p->canary_share = a->version ? (uint32_t)a->share : 0;
+    } else {
+        p->stable = a->version;
+    }
+    return 0;
+}
+
+int registry_pin(registry *r, const char *symbol, const char *tf, uint32_t version)
+{
+    if (version == 0 || version > REGISTRY__MAX_VERSION)
+        return PD_EINVAL;
+    return change_policy(r, symbol, tf, edit_pin, &version);
+}
+
+int registry_unpin(registry *r, const char *symbol, const char *tf)
+{
+    return change_policy(r, symbol, tf, edit_unpin, NULL);
+}
+
+int registry_set_label(registry *r, const char *symbol, const char *tf, const char *label,
+                       uint32_t version, int canary_share)
+{
+    if (!label || version > REGISTRY__MAX_VERSION)
+        return PD_EINVAL;
+    label_arg a = {false, version, canary_share};
+    if (strcmp(label, LABEL_CANARY) == 0) {
+        a.canary = true;
+        if (version && (canary_share < 0 || canary_share > 100))
+            return PD_EINVAL;
+    } else if (strcmp(label, LABEL_STABLE) != 0) {
+        return PD_EINVAL;
+    }
+    return change_policy(r, symbol, tf, edit_label, &a);
+}
