@@ -140,7 +140,7 @@ typedef struct features_window_info {
     bool from_cache;        /* served from Redis */
 } features_window_info;
 
-/* Applies db/*.sql migrations in name order, each once (idempotent). */
+/* Applies the db/ NNN_name.sql migrations in name order, each once (idempotent). */
 int features_migrate(const char *migrations_dir);
 
 /*
@@ -151,6 +151,20 @@ int features_migrate(const char *migrations_dir);
  */
 int features_load_window(const char *symbol, const char *tf, int64_t now, size_t limit,
                          features_candle **out, size_t *n, features_window_info *info);
+
+/*
+ * features_load_window for several symbols of one timeframe: one pipelined
+ * round trip to Redis for all of them, then the database for the misses
+ * (the misses are written back in one more pipelined round trip). Each
+ * entry i gets its own result in rcs[i] (0 or the codes of
+ * features_load_window; PD_ESYMBOL for a malformed symbol); outs[i], ns[i]
+ * and infos[i] (infos may be NULL) are written only when rcs[i] is 0, and
+ * the caller frees each outs[i]. Returns 0 when every entry has its result,
+ * PD_ETIMEFRAME, PD_EINVAL (NULL arrays, limit 0) or PD_ENOMEM.
+ */
+int features_load_windows(const char *const *symbols, size_t nsym, const char *tf, int64_t now,
+                          size_t limit, features_candle **outs, size_t *ns,
+                          features_window_info *infos, int *rcs);
 
 /* Loads closed candles with from <= open time < to (0: unbounded), oldest
  * first, for training. *out is malloc'd. */
@@ -179,6 +193,12 @@ int features_cache_get(const char *key, char **out, size_t *len);
 /* Stores a value with a TTL in seconds (>= 1). */
 int features_cache_set(const char *key, const char *val, size_t len, int64_t ttl_s);
 
+/* Drops the cached candle window of a series (call it when candles of the
+ * series changed outside this process, e.g. on NOTIFY predictd_candles;
+ * upserts made through this module already do it). 0, PD_ECACHE when Redis
+ * is down or off, PD_ESYMBOL / PD_ETIMEFRAME. */
+int features_cache_drop_window(const char *symbol, const char *tf);
+
 /* Counters for /metrics, monotonically increasing. */
 typedef struct features_stats {
     uint64_t redis_hits, redis_misses, redis_errors;
@@ -202,5 +222,53 @@ int features_csv_parse(const char *text, size_t len, features_candle **out, size
  */
 int features_seed_series(const char *symbol, const char *tf, int64_t now, size_t count,
                          uint64_t seed, features_candle **out);
+
+/* ===========================================================================
+ * Training jobs (features/jobs.c; written by the training module's owner).
+ * The training_jobs table of db/003_training_jobs.sql. Records go through
+ * one dedicated connection per handle, guarded by the handle's mutex, so
+ * every function here is thread-safe. Times are Unix seconds, 0 = NULL.
+ */
+typedef struct features_jobs_db features_jobs_db;
+
+/* One row. params and metrics are JSON text; params, metrics and error are
+ * malloc'd (NULL when SQL NULL): features_job_row_cleanup frees them. */
+typedef struct features_job_row {
+    int64_t id;
+    char symbol[32];
+    char timeframe[8];
+    char state[16];   /* queued, running, succeeded, failed, canceled */
+    char *params;
+    double progress;  /* 0..1 */
+    char *metrics;
+    char *error;
+    int32_t version;  /* 0 = none */
+    int64_t created_at, started_at, finished_at;
+} features_job_row;
+
+/* A handle over database_url (libpq conninfo or URI); connects on first
+ * use. PD_EINVAL for a malformed URL. Free with features_jobs_close. */
+int features_jobs_open(const char *database_url, features_jobs_db **out);
+void features_jobs_close(features_jobs_db *db); /* NULL is a no-op */
+
+/* Inserts a queued job; returns its id and creation time. PD_EBUSY when a
+ * job for the series is already queued or running; PD_EDB. */
+int features_jobs_insert(features_jobs_db *db, const char *symbol, const char *tf,
+                         const char *params_json, int64_t *id, int64_t *created_at);
+/* Writes state, progress, metrics, error, version, started_at and
+ * finished_at of row->id (symbol, timeframe, params, created_at are not
+ * changed). PD_ENOTFOUND, PD_EINVAL (a value the table's checks refuse),
+ * PD_EDB. */
+int features_jobs_update(features_jobs_db *db, const features_job_row *row);
+/* One job; PD_ENOTFOUND. Clean *out up with features_job_row_cleanup. */
+int features_jobs_get(features_jobs_db *db, int64_t id, features_job_row *out);
+/* The most recent jobs (limit 0: 50), newest first; free with
+ * features_job_rows_free. */
+int features_jobs_list(features_jobs_db *db, size_t limit, features_job_row **out, size_t *n);
+void features_job_row_cleanup(features_job_row *row);
+void features_job_rows_free(features_job_row *rows, size_t n);
+/* Marks every queued or running job failed with error (a previous process
+ * died with them); *count (optional) gets how many. */
+int features_jobs_fail_unfinished(features_jobs_db *db, const char *error, size_t *count);
 
 #endif

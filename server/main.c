@@ -1,8 +1,83 @@
-/* Temporary entry point while the modules land; replaced by the CLI. */
+/*
+ * main.c: the predictd binary. Loads the configuration (flags and
+ * environment), sets up logging, and runs one subcommand. See
+ * `predictd --help` and DESIGN.md.
+ */
 #include <stdio.h>
+#include <string.h>
+
+#include "server/cmd_train.h"
+#include "server/commands.h"
 #include "util/util.h"
-int main(void)
+
+static int cmd_train_adapter(server_config *cfg, int argc, char **argv)
 {
-    puts(util_strerror(PD_OK));
-    return 0;
+    (void)cfg;
+    return cmd_train(argc, argv);
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(server_config *, int, char **);
+    const char *help;
+} commands[] = {
+    {"serve", cmd_serve, "the HTTP service (SIGTERM drains, SIGHUP reloads models)"},
+    {"migrate", cmd_migrate, "apply db/ migrations (idempotent)"},
+    {"seed", cmd_seed, "write deterministic synthetic candles for the demo symbols"},
+    {"import", cmd_import, "load candles from a CSV file"},
+    {"train", cmd_train_adapter, "train a model from candles and publish the next version"},
+    {"features", cmd_features, "print the feature table of candles in a CSV"},
+    {"predict", cmd_predict, "one prediction as the API's JSON, without a server"},
+    {"models", cmd_models, "list, verify or evaluate the model repository"},
+    {"keygen", cmd_keygen, "write a new admin API key to the key file (mode 0600)"},
+    {"version", cmd_version, "version and build info"},
+};
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: predictd COMMAND [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(stderr, "  %-9s %s\n", commands[i].name, commands[i].help);
+    fprintf(stderr, "\n`predictd COMMAND --help` describes a command.\n");
+    server_config_usage();
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
+        usage();
+        return argc < 2 ? 2 : 0;
+    }
+    const char *name = argv[1];
+    size_t i = 0, n = sizeof commands / sizeof commands[0];
+    while (i < n && strcmp(commands[i].name, name) != 0)
+        i++;
+    if (i == n) {
+        fprintf(stderr, "predictd: unknown command '%s'\n", name);
+        usage();
+        return 2;
+    }
+    /* train parses its own flags, including the shared ones it needs */
+    if (commands[i].fn == cmd_train_adapter)
+        return cmd_train(argc - 1, argv + 1);
+
+    server_config cfg;
+    char why[512] = "";
+    int sub_argc = argc - 1;
+    char **sub_argv = argv + 1;
+    int rc = server_config_load(&cfg, &sub_argc, sub_argv, why, sizeof why);
+    if (rc) {
+        fprintf(stderr, "predictd %s: %s\n", name, why);
+        server_config_cleanup(&cfg);
+        return 2;
+    }
+    enum util_log_level level = !strcmp(cfg.log_level, "debug")  ? UTIL_LOG_DEBUG
+                                : !strcmp(cfg.log_level, "warn")  ? UTIL_LOG_WARN
+                                : !strcmp(cfg.log_level, "error") ? UTIL_LOG_ERROR
+                                                                  : UTIL_LOG_INFO;
+    util_log_configure(level, !strcmp(cfg.log_format, "json"));
+    rc = commands[i].fn(&cfg, sub_argc, sub_argv);
+    server_config_cleanup(&cfg);
+    return rc;
 }

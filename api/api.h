@@ -1,0 +1,139 @@
+/*
+ * api: the HTTP surface and the prediction pipeline behind it.
+ *
+ *   predict.c   one prediction: registry -> candles -> features -> kernel ->
+ *               signal, with a process cache and a Redis cache of rendered
+ *               predictions keyed by series, model version and candle
+ *   render.c    JSON rendering of predictions and the error envelope
+ *   http.c      the Ulfius instance (epoll thread pool), middleware (request
+ *               id, limits, auth, CORS, rate limit, metrics), route table
+ *   routes_*.c  handlers; they parse and validate, call plain C, render
+ *
+ * HTTP types stop at the handlers: everything below takes plain C values and
+ * returns PD_* codes. api_status_of() is the one table from codes to HTTP
+ * statuses.
+ *
+ * Threading: an api_context is created before the HTTP threads start and
+ * freed after they stop; its caches are internally synchronised, its
+ * options read-only. api_predict() is thread-safe and is also called by the
+ * CLI (`predictd predict`) and by the inference loop.
+ */
+#ifndef PREDICTD_API_H
+#define PREDICTD_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "registry/registry.h"
+#include "util/util.h"
+
+typedef struct api_context api_context;
+
+/* Read-only options, copied from the server configuration. */
+typedef struct api_options {
+    const char *listen_host;
+    int listen_port;
+    int threads;
+    int max_connections;
+    int idle_timeout;
+    bool cache;               /* process + Redis prediction caches */
+    const char *admin_key;    /* NULL: admin routes answer 401 */
+    const char *read_key;     /* NULL: prediction routes are open */
+    const char *cors_origins; /* NULL: no CORS headers */
+    int rate_limit;           /* per client address per second, 0 = off */
+    int stream_max;
+    bool access_log;
+    const char *models_dir;
+} api_options;
+
+/* Creates the context over a registry the caller keeps alive longer.
+ * The options' strings must outlive the context. */
+int api_context_new(const api_options *opt, registry *reg, api_context **out);
+void api_context_free(api_context *ctx); /* NULL is a no-op */
+registry *api_context_registry(api_context *ctx);
+
+/* ===========================================================================
+ * Predictions.
+ */
+
+/*
+ * A computed prediction, immutable and reference-counted: the cache and every
+ * reader hold references. The JSON `fragment` is the prediction object
+ * without its time-dependent tail (staleness_s, stale, model_expired,
+ * warnings), which api_render_prediction() appends for the moment of the
+ * response.
+ */
+typedef struct api_prediction {
+    char symbol[24];
+    char timeframe[8];
+    int direction;           /* enum inference_class */
+    double probs[3];         /* LONG, SHORT, NO_TRADE */
+    double confidence;
+    uint32_t version;
+    int64_t candle_time;     /* open time of the last closed candle used */
+    int64_t candle_close;    /* its close time */
+    int64_t prediction_time; /* when it was computed */
+    int64_t valid_until;     /* close time of the next candle */
+    int64_t trained_at;
+    int64_t max_age_s;       /* model expiry, 0 = never */
+    int64_t tf_seconds;
+    int gaps;                /* missing candles inside the window */
+    char *fragment;          /* "{...," without the closing tail */
+    size_t fragment_len;
+} api_prediction;
+
+/*
+ * Makes (or fetches from cache) the prediction for symbol/tf at time now.
+ * Returns 0 and a new reference in *out (api_prediction_release it), or:
+ * PD_ESYMBOL / PD_ETIMEFRAME (malformed, nothing looked up), PD_EUNKNOWNSYM
+ * (no candles), PD_ENOMODEL, PD_ENOTREADY, PD_ENODATA (too few candles),
+ * PD_EDB (database down and nothing cached), PD_EINVAL (bad candles).
+ * why (may be NULL) receives a human-readable detail for the error body.
+ */
+int api_predict(api_context *ctx, const char *symbol, const char *tf,
+                const registry_selector *sel, int64_t now, api_prediction **out, char *why,
+                size_t whylen);
+void api_prediction_release(api_prediction *p); /* NULL is a no-op */
+
+/*
+ * Recomputes symbol/tf for the serving version bypassing the caches, then
+ * replaces the cached entry (process and Redis). For the inference loop:
+ * returns a new reference like api_predict.
+ */
+int api_predict_refresh(api_context *ctx, const char *symbol, const char *tf, int64_t now,
+                        api_prediction **out, char *why, size_t whylen);
+
+/* Appends the full prediction object (fragment + tail for now) to b. */
+void api_render_prediction(util_buf *b, const api_prediction *p, int64_t now);
+
+/* Appends {"status":"error","error":{"code":..,"message":..}} to b. */
+void api_render_error(util_buf *b, int err, const char *message);
+/* HTTP status for a PD_* code (400, 401, 404, 413, 429, 503, 500, ...). */
+int api_status_of(int err);
+
+/* Cache counters for /metrics. */
+typedef struct api_cache_stats {
+    uint64_t process_hits, process_misses;
+    uint64_t redis_hits, redis_misses;
+    uint64_t computed;
+} api_cache_stats;
+void api_cache_stats_get(api_context *ctx, api_cache_stats *out);
+
+/* ===========================================================================
+ * HTTP.
+ */
+typedef struct api_http api_http;
+
+/* Starts the HTTP service on its epoll thread pool. Returns 0, or PD_EIO
+ * when the address cannot be bound. */
+int api_http_start(api_context *ctx, api_http **out);
+/* Readiness turns false at once (503 on /health/ready); then waits up to
+ * timeout_s for in-flight requests, stops the listener and frees. */
+void api_http_stop(api_http *h, int timeout_s);
+/* Marks the service as draining (readiness 503) without stopping it. */
+void api_http_set_draining(api_http *h);
+/* Requests currently being handled. */
+long api_http_in_flight(api_http *h);
+
+#endif

@@ -1,0 +1,61 @@
+/*
+ * api_internal.h: what the api module's files share and nothing outside
+ * api/ may include: the context, the process cache, and per-thread scratch.
+ */
+#ifndef PREDICTD_API_INTERNAL_H
+#define PREDICTD_API_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "api/api.h"
+
+#define API_CACHE_BUCKETS 1024
+
+/* A cached prediction for one series and model version. */
+struct api_cache_entry {
+    char key[64];                 /* "SYMBOL|TF|vN" */
+    api_prediction *p;            /* one reference held by the cache */
+    _Atomic int64_t checked_at;   /* last time the database was asked for newer candles */
+    struct api_cache_entry *next;
+};
+
+/* The symbols that have candles for one timeframe, refreshed every few
+ * seconds so multi-symbol requests do not query the database each time. */
+struct api_symbols {
+    char tf[8];
+    char **names; /* owned */
+    size_t n;
+    int64_t fetched_at;
+};
+
+struct api_context {
+    api_options opt;
+    registry *reg;
+
+    pthread_rwlock_t cache_lock; /* guards buckets and the entries' p pointers */
+    struct api_cache_entry *buckets[API_CACHE_BUCKETS];
+
+    pthread_mutex_t symbols_lock; /* guards symbols */
+    struct api_symbols symbols[6];
+
+    _Atomic uint64_t process_hits, process_misses, redis_hits, redis_misses, computed;
+};
+
+/* Builds the process-cache key; returns false when it does not fit. */
+bool api_cache_key(char *key, size_t len, const char *symbol, const char *tf, uint32_t version);
+
+/* A snapshot of the symbols with candles for tf (cached ~5 s). Caller frees
+ * with features_strv_free. */
+int api_symbols_for(api_context *ctx, const char *tf, int64_t now, char ***out, size_t *n);
+
+/* Renders p's JSON fragment (everything but the time-dependent tail) from
+ * the signal and the version that made it; sets p->fragment. */
+struct inference_signal;
+int api_render_fragment(api_prediction *p, const struct inference_signal *sig,
+                        const registry_version *v, size_t window, double atr);
+
+/* Adds a reference. */
+void api_prediction_retain(api_prediction *p);
+
+#endif

@@ -1,0 +1,136 @@
+/*
+ * http_internal.h: the request context, route table and the pieces of the
+ * HTTP layer that the api module's files share (nothing outside api/
+ * includes it, and only files under api/ include Ulfius).
+ */
+#ifndef PREDICTD_HTTP_INTERNAL_H
+#define PREDICTD_HTTP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <ulfius.h>
+
+#include "api/api_internal.h"
+
+/* Route flags. */
+enum {
+    API_ROUTE_ADMIN = 1,          /* X-API-Key must match the admin key */
+    API_ROUTE_READ = 2,           /* X-API-Key must match the read key when one is set */
+    API_ROUTE_CORS_PREFLIGHT = 4, /* answer OPTIONS for CORS */
+};
+
+/* Routes as metric label values: bounded, so no request can create a series. */
+enum api_metric_route {
+    API_METRIC_PREDICTIONS,
+    API_METRIC_PREDICTION,
+    API_METRIC_SUMMARY,
+    API_METRIC_MODELS,
+    API_METRIC_MODEL,
+    API_METRIC_ADMIN,
+    API_METRIC_HEALTH,
+    API_METRIC_METRICS,
+    API_METRIC_STREAM,
+    API_METRIC_OTHER,
+    API_METRIC_COUNT_
+};
+const char *api_metric_route_name(int metric);
+
+struct api_request;
+typedef void (*api_handler)(struct api_request *rq);
+
+struct api_route_def {
+    const char *method;
+    const char *pattern; /* Ulfius URL format: "/api/predictions/:symbol" */
+    api_handler fn;
+    int flags;
+    int metric;
+    int priority; /* Ulfius priority: 0 first; specific routes before ":symbol" */
+};
+/* The route table (routes.c). */
+const struct api_route_def *api_routes(size_t *n);
+
+struct api_route {
+    struct api_http *http;
+    api_handler fn;
+    int flags;
+    int metric;
+    const char *pattern;
+};
+
+struct api_metrics; /* metrics.c */
+struct api_rate;    /* ratelimit.c */
+
+struct api_http {
+    struct _u_instance instance;
+    api_context *ctx;
+    struct api_route *routes;
+    size_t nroutes;
+    atomic_bool draining;
+    atomic_long in_flight;
+    int64_t started_at;
+    struct api_metrics *metrics;
+    struct api_rate *rate;
+};
+
+/* One request as handlers see it. */
+struct api_request {
+    const struct _u_request *req;
+    struct _u_response *resp;
+    api_context *ctx;
+    struct api_http *http;
+    const struct api_route *route;
+    int64_t now;
+    int status;          /* set by the reply functions */
+    int err;             /* PD_* of an error reply */
+    bool stream;         /* the handler started a stream: keep the connection */
+    char request_id[64];
+    char client[64];
+};
+
+/* Replies. The body is copied; status is the HTTP status. */
+void api_reply_json(struct api_request *rq, int status, util_buf *body);
+void api_reply_error(struct api_request *rq, int err, const char *message);
+void api_reply_errorf(struct api_request *rq, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A query or path parameter, NULL when absent (borrowed from the request). */
+const char *api_query(const struct api_request *rq, const char *name);
+const char *api_header(const struct api_request *rq, const char *name);
+/* Appends now as a quoted RFC 3339 string. */
+void api_timestamp(util_buf *b, int64_t now);
+bool api_key_matches(const char *given, const char *want);
+
+/* Handlers (routes_*.c). */
+void api_route_predictions(struct api_request *rq);
+void api_route_prediction(struct api_request *rq);
+void api_route_summary(struct api_request *rq);
+void api_route_models(struct api_request *rq);
+void api_route_model(struct api_request *rq);
+void api_route_admin_models(struct api_request *rq);
+void api_route_admin_reload(struct api_request *rq);
+void api_route_admin_pin(struct api_request *rq);
+void api_route_admin_unpin(struct api_request *rq);
+void api_route_admin_label(struct api_request *rq);
+void api_route_health(struct api_request *rq);
+void api_route_live(struct api_request *rq);
+void api_route_ready(struct api_request *rq);
+void api_route_status(struct api_request *rq);
+void api_route_metrics(struct api_request *rq);
+
+/* Readiness: 0 when ready, else the first reason in why. */
+int api_readiness(struct api_http *h, char *why, size_t whylen);
+
+/* Metrics (metrics.c). */
+void api_metrics_init(struct api_http *h);
+void api_metrics_cleanup(struct api_http *h);
+void api_metrics_request(struct api_http *h, int metric, int status, double seconds);
+void api_metrics_prediction(struct api_http *h, const char *symbol, const char *tf,
+                            int direction);
+void api_metrics_render(struct api_http *h, util_buf *b);
+
+/* Rate limiting (ratelimit.c): token bucket per client address. */
+void api_rate_init(struct api_http *h);
+void api_rate_cleanup(struct api_http *h);
+bool api_rate_allow(struct api_http *h, const char *client, int64_t now);
+
+#endif

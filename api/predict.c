@@ -1,0 +1,561 @@
+/*
+ * predict.c: the prediction pipeline and its caches.
+ *
+ * One prediction: acquire the model version serving the series, load the
+ * last (window + steps - 1) closed candles, compute one feature vector per
+ * step with the model's own feature set, run the kernel, and turn the
+ * probabilities into a signal with levels from the ATR of the same window.
+ * The result is rendered once into a JSON fragment and kept, immutable and
+ * reference-counted, in a process cache keyed by series and model version,
+ * and in Redis keyed by series, version and candle (shared by replicas).
+ *
+ * A cached prediction stays valid while no newer candle can have closed
+ * (until the close of the candle after the one it used). After that the
+ * database is asked again at most every RECHECK_S seconds; when the database
+ * is down the cached prediction keeps being served, and its staleness says
+ * how old its data is. Nothing here invents a prediction: no model, no
+ * candles or too few candles is an error for the caller to report.
+ *
+ * Threading: api_predict is called concurrently by HTTP workers, the CLI and
+ * the inference loop. The process cache is guarded by ctx->cache_lock (a
+ * rwlock: lookups share it); predictions are immutable once published.
+ * Each thread keeps its own scratch for features and the kernel.
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_internal.h"
+#include "features/features.h"
+#include "inference/inference.h"
+
+#define RECHECK_S 2
+#define SYMBOLS_TTL_S 5
+
+/* An api_prediction with its reference count in front. */
+struct pred_box {
+    atomic_int refs;
+    api_prediction p;
+};
+
+static struct pred_box *box_of(api_prediction *p)
+{
+    return (struct pred_box *)((char *)p - offsetof(struct pred_box, p));
+}
+
+void api_prediction_retain(api_prediction *p)
+{
+    atomic_fetch_add_explicit(&box_of(p)->refs, 1, memory_order_relaxed);
+}
+
+void api_prediction_release(api_prediction *p)
+{
+    if (!p)
+        return;
+    struct pred_box *b = box_of(p);
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) {
+        free(b->p.fragment);
+        free(b);
+    }
+}
+
+static api_prediction *prediction_new(void)
+{
+    struct pred_box *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    return &b->p;
+}
+
+/* ------------------------------------------------------------------------
+ * Context.
+ */
+int api_context_new(const api_options *opt, registry *reg, api_context **out)
+{
+    api_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return PD_ENOMEM;
+    ctx->opt = *opt;
+    ctx->reg = reg;
+    if (pthread_rwlock_init(&ctx->cache_lock, NULL) != 0) {
+        free(ctx);
+        return PD_ENOMEM;
+    }
+    pthread_mutex_init(&ctx->symbols_lock, NULL);
+    *out = ctx;
+    return 0;
+}
+
+void api_context_free(api_context *ctx)
+{
+    if (!ctx)
+        return;
+    for (size_t i = 0; i < API_CACHE_BUCKETS; i++) {
+        struct api_cache_entry *e = ctx->buckets[i];
+        while (e) {
+            struct api_cache_entry *next = e->next;
+            api_prediction_release(e->p);
+            free(e);
+            e = next;
+        }
+    }
+    for (size_t i = 0; i < sizeof ctx->symbols / sizeof ctx->symbols[0]; i++)
+        features_strv_free(ctx->symbols[i].names, ctx->symbols[i].n);
+    pthread_rwlock_destroy(&ctx->cache_lock);
+    pthread_mutex_destroy(&ctx->symbols_lock);
+    free(ctx);
+}
+
+registry *api_context_registry(api_context *ctx)
+{
+    return ctx->reg;
+}
+
+void api_cache_stats_get(api_context *ctx, api_cache_stats *out)
+{
+    out->process_hits = atomic_load(&ctx->process_hits);
+    out->process_misses = atomic_load(&ctx->process_misses);
+    out->redis_hits = atomic_load(&ctx->redis_hits);
+    out->redis_misses = atomic_load(&ctx->redis_misses);
+    out->computed = atomic_load(&ctx->computed);
+}
+
+/* ------------------------------------------------------------------------
+ * Process cache.
+ */
+bool api_cache_key(char *key, size_t len, const char *symbol, const char *tf, uint32_t version)
+{
+    int n = snprintf(key, len, "%s|%s|v%u", symbol, tf, version);
+    return n > 0 && (size_t)n < len;
+}
+
+static size_t bucket_of(const char *key)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = key; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return h % API_CACHE_BUCKETS;
+}
+
+/* Returns a new reference to the cached prediction for key, or NULL. When
+ * the entry is past its candle and was last checked RECHECK_S ago, *recheck
+ * is set (and the entry is still returned, for use if the recheck fails). */
+static api_prediction *cache_get(api_context *ctx, const char *key, int64_t now, bool *recheck)
+{
+    api_prediction *p = NULL;
+    *recheck = false;
+    pthread_rwlock_rdlock(&ctx->cache_lock);
+    for (struct api_cache_entry *e = ctx->buckets[bucket_of(key)]; e; e = e->next) {
+        if (strcmp(e->key, key) != 0)
+            continue;
+        p = e->p;
+        api_prediction_retain(p);
+        if (now >= p->valid_until) {
+            /* a newer candle may have closed: ask the database, once per RECHECK_S */
+            int64_t seen = atomic_load_explicit(&e->checked_at, memory_order_relaxed);
+            if (now - seen >= RECHECK_S &&
+                atomic_compare_exchange_strong(&e->checked_at, &seen, now))
+                *recheck = true;
+        }
+        break;
+    }
+    pthread_rwlock_unlock(&ctx->cache_lock);
+    return p;
+}
+
+/* Publishes p under key (taking a new reference), replacing an older one. */
+static void cache_put(api_context *ctx, const char *key, api_prediction *p, int64_t now)
+{
+    size_t b = bucket_of(key);
+    api_prediction *old = NULL;
+    pthread_rwlock_wrlock(&ctx->cache_lock);
+    struct api_cache_entry *e = ctx->buckets[b];
+    while (e && strcmp(e->key, key) != 0)
+        e = e->next;
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        if (!e) {
+            pthread_rwlock_unlock(&ctx->cache_lock);
+            return; /* caching is an optimisation: skip it */
+        }
+        snprintf(e->key, sizeof e->key, "%s", key);
+        e->next = ctx->buckets[b];
+        ctx->buckets[b] = e;
+    }
+    /* never replace a prediction for a newer candle with an older one */
+    if (e->p && e->p->candle_time > p->candle_time) {
+        pthread_rwlock_unlock(&ctx->cache_lock);
+        return;
+    }
+    old = e->p;
+    api_prediction_retain(p);
+    e->p = p;
+    atomic_store(&e->checked_at, now);
+    pthread_rwlock_unlock(&ctx->cache_lock);
+    api_prediction_release(old);
+}
+
+/* ------------------------------------------------------------------------
+ * Redis cache of rendered predictions: one key per series, model version and
+ * candle, so replicas share work and a new version or candle never reads an
+ * old answer. The value is a header line of the numbers, then the fragment.
+ */
+static void redis_key(char *key, size_t len, const char *symbol, const char *tf, uint32_t version,
+                      int64_t candle)
+{
+    snprintf(key, len, "predictd:pred:%s:%s:v%u:%lld", symbol, tf, version, (long long)candle);
+}
+
+static void redis_store(const api_prediction *p, int64_t now)
+{
+    char key[128];
+    redis_key(key, sizeof key, p->symbol, p->timeframe, p->version, p->candle_time);
+    util_buf b;
+    util_buf_init(&b);
+    util_buf_printf(&b, "PD1 %d %a %a %a %a %lld %lld %lld %lld %lld %lld %lld %d\n", p->direction,
+                    p->probs[0], p->probs[1], p->probs[2], p->confidence,
+                    (long long)p->candle_time, (long long)p->candle_close,
+                    (long long)p->prediction_time, (long long)p->valid_until,
+                    (long long)p->trained_at, (long long)p->max_age_s, (long long)p->tf_seconds,
+                    p->gaps);
+    util_buf_append(&b, p->fragment, p->fragment_len);
+    int64_t ttl = p->valid_until - now;
+    if (util_buf_ok(&b) && ttl > 0)
+        (void)features_cache_set(key, b.data, b.len, ttl + 1);
+    util_buf_cleanup(&b);
+}
+
+static api_prediction *redis_fetch(const char *symbol, const char *tf, uint32_t version,
+                                   int64_t candle)
+{
+    char key[128];
+    redis_key(key, sizeof key, symbol, tf, version, candle);
+    char *val = NULL;
+    size_t len = 0;
+    if (features_cache_get(key, &val, &len) != 0)
+        return NULL;
+    api_prediction *p = prediction_new();
+    char *nl = memchr(val, '\n', len);
+    long long ct, cc, pt, vu, ta, ma, tfs;
+    int consumed = 0;
+    if (!p || !nl ||
+        sscanf(val, "PD1 %d %la %la %la %la %lld %lld %lld %lld %lld %lld %lld %d%n",
+               &p->direction, &p->probs[0], &p->probs[1], &p->probs[2], &p->confidence, &ct, &cc,
+               &pt, &vu, &ta, &ma, &tfs, &p->gaps, &consumed) != 13 ||
+        val + consumed != nl || ct != candle) {
+        api_prediction_release(p);
+        free(val);
+        return NULL;
+    }
+    p->candle_time = ct;
+    p->candle_close = cc;
+    p->prediction_time = pt;
+    p->valid_until = vu;
+    p->trained_at = ta;
+    p->max_age_s = ma;
+    p->tf_seconds = tfs;
+    p->version = version;
+    snprintf(p->symbol, sizeof p->symbol, "%s", symbol);
+    snprintf(p->timeframe, sizeof p->timeframe, "%s", tf);
+    p->fragment_len = len - (size_t)(nl + 1 - val);
+    p->fragment = malloc(p->fragment_len + 1);
+    if (!p->fragment) {
+        api_prediction_release(p);
+        free(val);
+        return NULL;
+    }
+    memcpy(p->fragment, nl + 1, p->fragment_len);
+    p->fragment[p->fragment_len] = '\0';
+    free(val);
+    return p;
+}
+
+/* ------------------------------------------------------------------------
+ * Computing.
+ */
+
+/* Per-thread scratch: feature rows and kernel memory, grown as needed and
+ * freed when the thread exits. */
+struct scratch {
+    double *buf;
+    size_t cap; /* doubles */
+};
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p)
+{
+    struct scratch *s = p;
+    if (s)
+        free(s->buf);
+    free(s);
+}
+
+static void scratch_init(void)
+{
+    (void)pthread_key_create(&scratch_key, scratch_free);
+}
+
+static double *scratch_get(size_t doubles)
+{
+    pthread_once(&scratch_once, scratch_init);
+    struct scratch *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s || pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->cap < doubles) {
+        double *nb = realloc(s->buf, doubles * sizeof(double));
+        if (!nb)
+            return NULL;
+        s->buf = nb;
+        s->cap = doubles;
+    }
+    return s->buf;
+}
+
+static int compute(api_context *ctx, registry_version *v, const char *symbol, const char *tf,
+                   int64_t now, api_prediction **out, char *why, size_t whylen)
+{
+    const inference_model *m = registry_version_model(v);
+    const features_set *fs = registry_version_features(v);
+    const inference_policy *pol = inference_model_policy(m);
+    size_t need = registry_version_candles(v);
+    size_t steps = inference_steps(m), nf = inference_n_features(m);
+    size_t window = need - steps + 1;
+    int64_t tfs = util_tf_seconds(tf);
+
+    features_candle *c = NULL;
+    size_t n = 0;
+    features_window_info info = {0};
+    int rc = features_load_window(symbol, tf, now, need, &c, &n, &info);
+    if (rc) {
+        if (why && rc == PD_EDB)
+            snprintf(why, whylen, "the candle database is unavailable");
+        return rc;
+    }
+    if (n < need) {
+        if (why)
+            snprintf(why, whylen, "%s %s has %zu closed candles; the model needs %zu", symbol, tf,
+                     n, need);
+        free(c);
+        return PD_ENODATA;
+    }
+
+    size_t scratch_doubles = steps * nf + inference_scratch_size(m) / sizeof(double) + 1;
+    double *x = scratch_get(scratch_doubles);
+    if (!x) {
+        free(c);
+        return PD_ENOMEM;
+    }
+    double *kernel_scratch = x + steps * nf;
+    for (size_t s = 0; s < steps; s++) {
+        rc = features_compute(fs, c + s, window, x + s * nf);
+        if (rc) {
+            if (why)
+                snprintf(why, whylen, "features for %s %s: %s", symbol, tf, util_strerror(rc));
+            free(c);
+            return rc;
+        }
+    }
+    double probs[INFERENCE_NCLASS], atr = NAN;
+    rc = inference_run(m, x, probs, kernel_scratch);
+    if (rc == 0)
+        rc = features_atr_last(c + (n - window), window, (int)pol->atr_period, &atr);
+    inference_signal sig;
+    if (rc == 0)
+        rc = inference_signal_make(pol, probs, c[n - 1].close, atr, &sig);
+    if (rc) {
+        if (why)
+            snprintf(why, whylen, "model run for %s %s: %s", symbol, tf, util_strerror(rc));
+        free(c);
+        return rc;
+    }
+
+    api_prediction *p = prediction_new();
+    if (!p) {
+        free(c);
+        return PD_ENOMEM;
+    }
+    snprintf(p->symbol, sizeof p->symbol, "%s", symbol);
+    snprintf(p->timeframe, sizeof p->timeframe, "%s", tf);
+    p->direction = (int)sig.direction;
+    memcpy(p->probs, probs, sizeof probs);
+    p->confidence = sig.confidence;
+    p->version = registry_version_number(v);
+    p->candle_time = info.last_open;
+    p->candle_close = info.last_close;
+    p->prediction_time = now;
+    p->valid_until = info.last_close + tfs;
+    p->trained_at = registry_version_meta(v)->trained_at;
+    p->max_age_s = pol->max_age_s;
+    p->tf_seconds = tfs;
+    p->gaps = info.gaps;
+    rc = api_render_fragment(p, &sig, v, window, atr);
+    free(c);
+    if (rc) {
+        api_prediction_release(p);
+        return rc;
+    }
+    atomic_fetch_add(&ctx->computed, 1);
+    *out = p;
+    return 0;
+}
+
+static int validate(const char *symbol, const char *tf)
+{
+    if (!util_symbol_valid(symbol))
+        return PD_ESYMBOL;
+    if (!util_tf_seconds(tf))
+        return PD_ETIMEFRAME;
+    return 0;
+}
+
+/* Distinguishes "no such symbol" from "no model" when the registry has
+ * nothing to serve. */
+static int no_model_reason(const char *symbol, const char *tf, int rc)
+{
+    if (rc != PD_ENOMODEL)
+        return rc;
+    int64_t count = 0;
+    if (features_count_candles(symbol, tf, &count) == 0 && count == 0)
+        return PD_EUNKNOWNSYM;
+    return PD_ENOMODEL;
+}
+
+int api_predict(api_context *ctx, const char *symbol, const char *tf,
+                const registry_selector *sel, int64_t now, api_prediction **out, char *why,
+                size_t whylen)
+{
+    int rc = validate(symbol, tf);
+    if (rc)
+        return rc;
+    registry_version *v = NULL;
+    rc = registry_acquire(ctx->reg, symbol, tf, sel, &v);
+    if (rc)
+        return no_model_reason(symbol, tf, rc);
+
+    char key[64];
+    uint32_t version = registry_version_number(v);
+    bool keyed = ctx->opt.cache && api_cache_key(key, sizeof key, symbol, tf, version);
+    api_prediction *cached = NULL;
+    if (keyed) {
+        bool recheck = false;
+        cached = cache_get(ctx, key, now, &recheck);
+        if (cached && !recheck) {
+            atomic_fetch_add(&ctx->process_hits, 1);
+            registry_release(v);
+            *out = cached;
+            return 0;
+        }
+        atomic_fetch_add(&ctx->process_misses, 1);
+        /* the candle a fresh prediction would use; Redis may have it from a replica */
+        int64_t expect = util_tf_last_closed_open(now, util_tf_seconds(tf));
+        if (!cached || cached->candle_time < expect) {
+            api_prediction *r = redis_fetch(symbol, tf, version, expect);
+            if (r) {
+                atomic_fetch_add(&ctx->redis_hits, 1);
+                cache_put(ctx, key, r, now);
+                api_prediction_release(cached);
+                registry_release(v);
+                *out = r;
+                return 0;
+            }
+            atomic_fetch_add(&ctx->redis_misses, 1);
+        }
+    }
+
+    api_prediction *p = NULL;
+    rc = compute(ctx, v, symbol, tf, now, &p, why, whylen);
+    registry_release(v);
+    if (rc) {
+        if (cached && rc == PD_EDB) { /* database down: the last answer, flagged by staleness */
+            *out = cached;
+            return 0;
+        }
+        api_prediction_release(cached);
+        return rc;
+    }
+    api_prediction_release(cached);
+    if (keyed) {
+        cache_put(ctx, key, p, now);
+        redis_store(p, now);
+    }
+    *out = p;
+    return 0;
+}
+
+int api_predict_refresh(api_context *ctx, const char *symbol, const char *tf, int64_t now,
+                        api_prediction **out, char *why, size_t whylen)
+{
+    int rc = validate(symbol, tf);
+    if (rc)
+        return rc;
+    registry_version *v = NULL;
+    rc = registry_acquire(ctx->reg, symbol, tf, NULL, &v);
+    if (rc)
+        return no_model_reason(symbol, tf, rc);
+    api_prediction *p = NULL;
+    rc = compute(ctx, v, symbol, tf, now, &p, why, whylen);
+    if (rc == 0 && ctx->opt.cache) {
+        char key[64];
+        if (api_cache_key(key, sizeof key, symbol, tf, registry_version_number(v)))
+            cache_put(ctx, key, p, now);
+        redis_store(p, now);
+    }
+    registry_release(v);
+    if (rc == 0)
+        *out = p;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Symbols per timeframe.
+ */
+int api_symbols_for(api_context *ctx, const char *tf, int64_t now, char ***out, size_t *n)
+{
+    static const char *tfs[] = {"1m", "5m", "15m", "1h", "4h", "1d"};
+    size_t slot = 0;
+    while (slot < 6 && strcmp(tfs[slot], tf) != 0)
+        slot++;
+    if (slot == 6)
+        return PD_ETIMEFRAME;
+    pthread_mutex_lock(&ctx->symbols_lock);
+    struct api_symbols *s = &ctx->symbols[slot];
+    if (!s->names || now - s->fetched_at >= SYMBOLS_TTL_S || !ctx->opt.cache) {
+        char **names = NULL;
+        size_t count = 0;
+        int rc = features_list_symbols(tf, &names, &count);
+        if (rc && !s->names) {
+            pthread_mutex_unlock(&ctx->symbols_lock);
+            return rc;
+        }
+        if (rc == 0) {
+            features_strv_free(s->names, s->n);
+            s->names = names;
+            s->n = count;
+            s->fetched_at = now;
+        }
+    }
+    char **copy = calloc(s->n + 1, sizeof *copy);
+    int rc = copy ? 0 : PD_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < s->n; i++)
+        if (!(copy[i] = strdup(s->names[i])))
+            rc = PD_ENOMEM;
+    size_t count = s->n;
+    pthread_mutex_unlock(&ctx->symbols_lock);
+    if (rc) {
+        features_strv_free(copy, count);
+        return rc;
+    }
+    *out = copy;
+    *n = count;
+    return 0;
+}

@@ -1,0 +1,291 @@
+/*
+ * routes_models.c: what serves, publicly (/api/models) and for operators
+ * (/admin/models: failure reasons, reload, pin, labels).
+ *
+ * The public listing shows every series with its serving version and the
+ * state of each version; the admin listing adds why a version failed. Admin
+ * bodies are small JSON objects parsed with jansson.
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/http_internal.h"
+
+static const char *state_name(registry_state s)
+{
+    switch (s) {
+    case REGISTRY_LOADING: return "loading";
+    case REGISTRY_AVAILABLE: return "available";
+    case REGISTRY_FAILED: return "failed";
+    case REGISTRY_RETIRED: return "retired";
+    }
+    return "unknown";
+}
+
+static void render_series(util_buf *b, const registry_series_info *s, bool admin)
+{
+    const registry_version_info *serving = NULL;
+    for (size_t i = 0; i < s->n_versions; i++)
+        if (s->versions[i].serving)
+            serving = &s->versions[i];
+    char ts[32];
+    util_buf_puts(b, "{\"symbol\":");
+    util_json_str(b, s->symbol);
+    util_buf_puts(b, ",\"timeframe\":");
+    util_json_str(b, s->timeframe);
+    util_buf_puts(b, ",\"serving_version\":");
+    if (serving)
+        util_buf_printf(b, "%u", serving->version);
+    else
+        util_buf_puts(b, "null");
+    util_buf_puts(b, ",\"pinned_version\":");
+    if (s->pinned)
+        util_buf_printf(b, "%u", s->pinned);
+    else
+        util_buf_puts(b, "null");
+    util_buf_printf(b, ",\"canary_share\":%u,\"versions\":[", s->canary_share);
+    for (size_t i = 0; i < s->n_versions; i++) {
+        const registry_version_info *v = &s->versions[i];
+        util_buf_printf(b, "%s{\"version\":%u,\"state\":", i ? "," : "", v->version);
+        util_json_str(b, state_name(v->state));
+        util_buf_printf(b, ",\"serving\":%s,\"label\":", v->serving ? "true" : "false");
+        if (v->label[0])
+            util_json_str(b, v->label);
+        else
+            util_buf_puts(b, "null");
+        util_buf_puts(b, ",\"test_accuracy\":");
+        util_json_num(b, v->test_accuracy);
+        util_buf_puts(b, ",\"trained_at\":");
+        if (v->trained_at > 0)
+            util_json_str(b, util_rfc3339(v->trained_at, ts));
+        else
+            util_buf_puts(b, "null");
+        util_buf_puts(b, ",\"loaded_at\":");
+        if (v->loaded_at > 0)
+            util_json_str(b, util_rfc3339(v->loaded_at, ts));
+        else
+            util_buf_puts(b, "null");
+        util_buf_puts(b, ",\"load_ms\":");
+        util_json_fixed(b, v->load_ms, 3);
+        if (admin) {
+            util_buf_puts(b, ",\"reason\":");
+            if (v->reason[0])
+                util_json_str(b, v->reason);
+            else
+                util_buf_puts(b, "null");
+        } else if (v->state == REGISTRY_FAILED) {
+            util_buf_puts(b, ",\"reason\":\"failed verification\"");
+        }
+        util_buf_puts(b, "}");
+    }
+    util_buf_puts(b, "]}");
+}
+
+static void reply_listing(struct api_request *rq, bool admin)
+{
+    registry_series_info *s = NULL;
+    size_t n = 0;
+    int rc = registry_list(api_context_registry(rq->ctx), &s, &n);
+    if (rc) {
+        api_reply_error(rq, rc, NULL);
+        return;
+    }
+    util_buf b;
+    util_buf_init(&b);
+    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
+    api_timestamp(&b, rq->now);
+    util_buf_printf(&b, ",\"count\":%zu,\"models\":[", n);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            util_buf_puts(&b, ",");
+        render_series(&b, &s[i], admin);
+    }
+    util_buf_puts(&b, "]}");
+    api_reply_json(rq, 200, &b);
+    util_buf_cleanup(&b);
+    registry_list_free(s, n);
+}
+
+/* Validated {symbol}/{timeframe} path parameters ("_default" allowed). */
+static bool series_params(struct api_request *rq, const char **symbol, const char **tf)
+{
+    *symbol = api_query(rq, "symbol");
+    *tf = api_query(rq, "timeframe");
+    if (!*symbol ||
+        (!util_symbol_valid(*symbol) && strcmp(*symbol, REGISTRY_DEFAULT_SYMBOL) != 0)) {
+        api_reply_error(rq, PD_ESYMBOL, "symbol must match ^[A-Z0-9]{2,20}$ or be _default");
+        return false;
+    }
+    if (!util_tf_seconds(*tf)) {
+        api_reply_errorf(rq, PD_ETIMEFRAME, "timeframe must be one of %s", util_tf_list());
+        return false;
+    }
+    return true;
+}
+
+void api_route_models(struct api_request *rq)
+{
+    reply_listing(rq, false);
+}
+
+void api_route_admin_models(struct api_request *rq)
+{
+    reply_listing(rq, true);
+}
+
+static void reply_one(struct api_request *rq, const char *symbol, const char *tf, bool admin)
+{
+    registry_series_info *s = NULL;
+    size_t n = 0;
+    int rc = registry_list(api_context_registry(rq->ctx), &s, &n);
+    if (rc) {
+        api_reply_error(rq, rc, NULL);
+        return;
+    }
+    const registry_series_info *found = NULL;
+    for (size_t i = 0; i < n && !found; i++)
+        if (strcmp(s[i].symbol, symbol) == 0 && strcmp(s[i].timeframe, tf) == 0)
+            found = &s[i];
+    if (!found) {
+        api_reply_errorf(rq, PD_ENOMODEL, "no model repository entry for %s %s", symbol, tf);
+    } else {
+        util_buf b;
+        util_buf_init(&b);
+        util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
+        api_timestamp(&b, rq->now);
+        util_buf_puts(&b, ",\"model\":");
+        render_series(&b, found, admin);
+        util_buf_puts(&b, "}");
+        api_reply_json(rq, 200, &b);
+        util_buf_cleanup(&b);
+    }
+    registry_list_free(s, n);
+}
+
+void api_route_model(struct api_request *rq)
+{
+    const char *symbol, *tf;
+    if (series_params(rq, &symbol, &tf))
+        reply_one(rq, symbol, tf, false);
+}
+
+/* Parses the request body as a JSON object; NULL body gives an empty one.
+ * Replies 400 and returns NULL when it is not an object. */
+static json_t *body_object(struct api_request *rq)
+{
+    if (rq->req->binary_body_length == 0)
+        return json_object();
+    json_error_t err;
+    json_t *j = json_loadb(rq->req->binary_body, rq->req->binary_body_length, 0, &err);
+    if (!j || !json_is_object(j)) {
+        json_decref(j);
+        api_reply_errorf(rq, PD_EPARSE, "body must be a JSON object%s%s", j ? "" : ": ",
+                         j ? "" : err.text);
+        return NULL;
+    }
+    return j;
+}
+
+void api_route_admin_reload(struct api_request *rq)
+{
+    json_t *body = body_object(rq);
+    if (!body)
+        return;
+    const char *symbol = json_string_value(json_object_get(body, "symbol"));
+    const char *tf = json_string_value(json_object_get(body, "timeframe"));
+    if ((symbol == NULL) != (tf == NULL)) {
+        json_decref(body);
+        api_reply_error(rq, PD_EINVAL, "give both symbol and timeframe, or neither");
+        return;
+    }
+    if (symbol && ((!util_symbol_valid(symbol) && strcmp(symbol, REGISTRY_DEFAULT_SYMBOL)) ||
+                   !util_tf_seconds(tf))) {
+        json_decref(body);
+        api_reply_error(rq, PD_EINVAL, "invalid symbol or timeframe");
+        return;
+    }
+    int rc = registry_scan(api_context_registry(rq->ctx), symbol, tf);
+    json_decref(body);
+    if (rc) {
+        api_reply_error(rq, rc, "the model repository could not be read");
+        return;
+    }
+    reply_listing(rq, true);
+}
+
+void api_route_admin_pin(struct api_request *rq)
+{
+    const char *symbol, *tf;
+    if (!series_params(rq, &symbol, &tf))
+        return;
+    json_t *body = body_object(rq);
+    if (!body)
+        return;
+    json_t *jv = json_object_get(body, "version");
+    json_int_t version = json_is_integer(jv) ? json_integer_value(jv) : 0;
+    json_decref(body);
+    if (version < 1 || version > 0x7fffffff) {
+        api_reply_error(rq, PD_EINVAL, "body must be {\"version\": N} with N a positive integer");
+        return;
+    }
+    int rc = registry_pin(api_context_registry(rq->ctx), symbol, tf, (uint32_t)version);
+    if (rc) {
+        api_reply_errorf(rq, rc, "cannot pin %s %s to version %lld: %s", symbol, tf,
+                         (long long)version, util_strerror(rc));
+        return;
+    }
+    LOG_INFO("api", "pinned %s %s to v%lld", symbol, tf, (long long)version);
+    reply_one(rq, symbol, tf, true);
+}
+
+void api_route_admin_unpin(struct api_request *rq)
+{
+    const char *symbol, *tf;
+    if (!series_params(rq, &symbol, &tf))
+        return;
+    int rc = registry_unpin(api_context_registry(rq->ctx), symbol, tf);
+    if (rc) {
+        api_reply_errorf(rq, rc, "cannot unpin %s %s: %s", symbol, tf, util_strerror(rc));
+        return;
+    }
+    LOG_INFO("api", "unpinned %s %s", symbol, tf);
+    reply_one(rq, symbol, tf, true);
+}
+
+void api_route_admin_label(struct api_request *rq)
+{
+    const char *symbol, *tf;
+    if (!series_params(rq, &symbol, &tf))
+        return;
+    json_t *body = body_object(rq);
+    if (!body)
+        return;
+    const char *label = json_string_value(json_object_get(body, "label"));
+    json_t *jv = json_object_get(body, "version");
+    json_t *js = json_object_get(body, "canary_share");
+    json_int_t version = json_is_integer(jv) ? json_integer_value(jv) : -1;
+    json_int_t share = json_is_integer(js) ? json_integer_value(js) : 0;
+    int rc = 0;
+    char label_copy[16] = "";
+    if (label && strlen(label) < sizeof label_copy)
+        snprintf(label_copy, sizeof label_copy, "%s", label);
+    json_decref(body);
+    if ((strcmp(label_copy, "stable") && strcmp(label_copy, "canary")) || version < 0 ||
+        version > 0x7fffffff || share < 0 || share > 100) {
+        api_reply_error(rq, PD_EINVAL,
+                        "body must be {\"label\": \"stable\"|\"canary\", \"version\": N (0 "
+                        "removes), \"canary_share\": 0..100}");
+        return;
+    }
+    rc = registry_set_label(api_context_registry(rq->ctx), symbol, tf, label_copy,
+                            (uint32_t)version, (int)share);
+    if (rc) {
+        api_reply_errorf(rq, rc, "cannot label %s %s v%lld %s: %s", symbol, tf,
+                         (long long)version, label_copy, util_strerror(rc));
+        return;
+    }
+    LOG_INFO("api", "labelled %s %s v%lld %s", symbol, tf, (long long)version, label_copy);
+    reply_one(rq, symbol, tf, true);
+}

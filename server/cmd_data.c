@@ -1,0 +1,388 @@
+/*
+ * cmd_data.c: the data subcommands: migrate, seed, import and features.
+ *
+ * They parse their own arguments, call the features module and report on
+ * stderr. Nothing here talks SQL: the features module does.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "features/features.h"
+#include "server/commands.h"
+#include "util/util.h"
+
+#define MAX_CSV_BYTES (1024u << 20)
+
+static const char *const demo_symbols[] = {"BTCUSDT", "ETHUSDT", "SOLUSDT",  "BNBUSDT",
+                                           "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT"};
+static const char *const demo_timeframes[] = {"15m", "1h", "4h", "1d"};
+
+int cmd_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return 1;
+    return 0;
+}
+
+/* "--name value" or "--name=value" at argv[*i]; advances *i. NULL if not it. */
+static const char *flag_value(int argc, char **argv, int *i, const char *name)
+{
+    size_t n = strlen(name);
+    const char *a = argv[*i];
+    if (strncmp(a, name, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] == '\0' && *i + 1 < argc) {
+        (*i)++;
+        return argv[*i];
+    }
+    return NULL;
+}
+
+static int need_db(const server_config *cfg, const char *cmd)
+{
+    if (!cfg->database_url) {
+        fprintf(stderr, "predictd %s: PREDICTD_DATABASE_URL (or --database-url) is required\n",
+                cmd);
+        return 1;
+    }
+    if (features_init(cfg->database_url, NULL, false) != 0) {
+        fprintf(stderr, "predictd %s: cannot initialise the candle store\n", cmd);
+        return 1;
+    }
+    return 0;
+}
+
+int cmd_migrate(server_config *cfg, int argc, char **argv)
+{
+    if (cmd_wants_help(argc, argv) || argc > 1) {
+        fprintf(stderr, "usage: predictd migrate [--migrations-dir DIR] [--database-url URL]\n"
+                        "Applies the SQL files of DIR (default ./db) not yet applied, in name "
+                        "order. Idempotent.\n");
+        return cmd_wants_help(argc, argv) ? 0 : 2;
+    }
+    if (need_db(cfg, "migrate"))
+        return 1;
+    int rc = features_migrate(cfg->migrations_dir);
+    features_shutdown();
+    if (rc) {
+        fprintf(stderr, "predictd migrate: %s\n", util_strerror(rc));
+        return 1;
+    }
+    fprintf(stderr, "predictd migrate: schema up to date\n");
+    return 0;
+}
+
+/* Splits a comma list into a static-lifetime array of at most max items
+ * pointing into s (which it modifies). */
+static size_t split(char *s, const char **out, size_t max)
+{
+    size_t n = 0;
+    for (char *save = NULL, *t = strtok_r(s, ",", &save); t && n < max;
+         t = strtok_r(NULL, ",", &save))
+        if (*t)
+            out[n++] = t;
+    return n;
+}
+
+int cmd_seed(server_config *cfg, int argc, char **argv)
+{
+    const char *symbols[64], *tfs[6];
+    size_t nsym = 8, ntf = 4;
+    memcpy(symbols, demo_symbols, sizeof demo_symbols);
+    memcpy(tfs, demo_timeframes, sizeof demo_timeframes);
+    long count = 6000;
+    unsigned long long seed = 42;
+    int if_empty = 0;
+    char *symlist = NULL, *tflist = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if ((v = flag_value(argc, argv, &i, "--symbols")))
+            symlist = strdup(v);
+        else if ((v = flag_value(argc, argv, &i, "--timeframes")))
+            tflist = strdup(v);
+        else if ((v = flag_value(argc, argv, &i, "--count")))
+            count = strtol(v, NULL, 10);
+        else if ((v = flag_value(argc, argv, &i, "--seed")))
+            seed = strtoull(v, NULL, 10);
+        else if (!strcmp(argv[i], "--if-empty"))
+            if_empty = 1;
+        else {
+            fprintf(stderr,
+                    "usage: predictd seed [--symbols A,B] [--timeframes 15m,1h] [--count N] "
+                    "[--seed N] [--if-empty]\n"
+                    "Writes N deterministic synthetic candles per series (default: 8 demo "
+                    "symbols x 15m,1h,4h,1d, 6000 each,\nending at the last closed candle). "
+                    "--if-empty does nothing when the table has candles.\n");
+            free(symlist);
+            free(tflist);
+            return cmd_wants_help(argc, argv) ? 0 : 2;
+        }
+    }
+    int exit_code = 1;
+    if (symlist)
+        nsym = split(symlist, symbols, 64);
+    if (tflist)
+        ntf = split(tflist, tfs, 6);
+    if (count < 1 || count > 1000000) {
+        fprintf(stderr, "predictd seed: --count must be 1..1000000\n");
+        goto out;
+    }
+    for (size_t i = 0; i < nsym; i++)
+        if (!util_symbol_valid(symbols[i])) {
+            fprintf(stderr, "predictd seed: bad symbol '%s'\n", symbols[i]);
+            goto out;
+        }
+    for (size_t i = 0; i < ntf; i++)
+        if (!util_tf_seconds(tfs[i])) {
+            fprintf(stderr, "predictd seed: bad timeframe '%s' (valid: %s)\n", tfs[i],
+                    util_tf_list());
+            goto out;
+        }
+    if (need_db(cfg, "seed"))
+        goto out;
+    if (if_empty) {
+        int64_t have = 0;
+        int rc = features_count_candles(NULL, NULL, &have);
+        if (rc) {
+            fprintf(stderr, "predictd seed: %s\n", util_strerror(rc));
+            goto out_db;
+        }
+        if (have > 0) {
+            fprintf(stderr, "predictd seed: %lld candles already stored; nothing to do\n",
+                    (long long)have);
+            exit_code = 0;
+            goto out_db;
+        }
+    }
+    int64_t now = util_now();
+    for (size_t s = 0; s < nsym; s++)
+        for (size_t t = 0; t < ntf; t++) {
+            features_candle *c = NULL;
+            int rc = features_seed_series(symbols[s], tfs[t], now, (size_t)count, seed, &c);
+            if (rc == 0)
+                rc = features_upsert_candles(symbols[s], tfs[t], c, (size_t)count);
+            free(c);
+            if (rc) {
+                fprintf(stderr, "predictd seed: %s %s: %s\n", symbols[s], tfs[t],
+                        util_strerror(rc));
+                goto out_db;
+            }
+            fprintf(stderr, "predictd seed: %s %s: %ld candles\n", symbols[s], tfs[t], count);
+        }
+    exit_code = 0;
+out_db:
+    features_shutdown();
+out:
+    free(symlist);
+    free(tflist);
+    return exit_code;
+}
+
+/* Reads FILE, or stdin when path is NULL or "-", under a byte limit. */
+static int read_input(const char *path, char **out, size_t *len)
+{
+    if (path && strcmp(path, "-") != 0)
+        return util_read_file(path, MAX_CSV_BYTES, out, len);
+    util_buf b;
+    util_buf_init(&b);
+    char chunk[65536];
+    ssize_t r;
+    while ((r = read(STDIN_FILENO, chunk, sizeof chunk)) > 0) {
+        util_buf_append(&b, chunk, (size_t)r);
+        if (b.len > MAX_CSV_BYTES) {
+            util_buf_cleanup(&b);
+            return PD_ETOOBIG;
+        }
+    }
+    util_buf_puts(&b, "");
+    if (r < 0 || !util_buf_ok(&b)) {
+        util_buf_cleanup(&b);
+        return r < 0 ? PD_EIO : PD_ENOMEM;
+    }
+    *len = b.len;
+    *out = util_buf_steal(&b);
+    return 0;
+}
+
+int cmd_import(server_config *cfg, int argc, char **argv)
+{
+    const char *file = NULL, *symbol = NULL, *tf = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if ((v = flag_value(argc, argv, &i, "--symbol")))
+            symbol = v;
+        else if ((v = flag_value(argc, argv, &i, "--timeframe")))
+            tf = v;
+        else if (argv[i][0] != '-' && !file)
+            file = argv[i];
+        else {
+            file = NULL;
+            break;
+        }
+    }
+    if (cmd_wants_help(argc, argv) || !file || !symbol || !tf) {
+        fprintf(stderr,
+                "usage: predictd import FILE --symbol SYMBOL --timeframe TF\n"
+                "Loads candles from a Binance kline CSV (12 columns, with or without header,\n"
+                "ms or us times) or open_time,open,high,low,close,volume (RFC 3339 or epoch).\n"
+                "One transaction: a bad row aborts the import with its line number, nothing\n"
+                "partial is stored. Re-importing the same rows is idempotent (upsert).\n");
+        return cmd_wants_help(argc, argv) ? 0 : 2;
+    }
+    if (!util_symbol_valid(symbol)) {
+        fprintf(stderr, "predictd import: symbol '%s' must match ^[A-Z0-9]{2,20}$\n", symbol);
+        return 2;
+    }
+    if (!util_tf_seconds(tf)) {
+        fprintf(stderr, "predictd import: timeframe '%s' must be one of %s\n", tf, util_tf_list());
+        return 2;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    int rc = read_input(file, &text, &len);
+    if (rc) {
+        fprintf(stderr, "predictd import: %s: %s\n", file, util_strerror(rc));
+        return 1;
+    }
+    features_candle *c = NULL;
+    size_t n = 0;
+    char why[256] = "";
+    rc = features_csv_parse(text, len, &c, &n, why, sizeof why);
+    free(text);
+    if (rc) {
+        fprintf(stderr, "predictd import: %s: %s\n", file, why[0] ? why : util_strerror(rc));
+        return 1;
+    }
+    int64_t tfs = util_tf_seconds(tf);
+    size_t misaligned = 0;
+    for (size_t i = 0; i < n; i++)
+        if (c[i].t % tfs != 0)
+            misaligned++;
+    if (misaligned) {
+        fprintf(stderr,
+                "predictd import: %zu rows are not aligned to %s candle boundaries (first at "
+                "row time %lld); wrong --timeframe?\n",
+                misaligned, tf, (long long)c[0].t);
+        free(c);
+        return 1;
+    }
+    if (need_db(cfg, "import")) {
+        free(c);
+        return 1;
+    }
+    rc = features_upsert_candles(symbol, tf, c, n);
+    features_shutdown();
+    free(c);
+    if (rc) {
+        fprintf(stderr, "predictd import: %s (nothing was stored)\n", util_strerror(rc));
+        return 1;
+    }
+    fprintf(stderr, "predictd import: %zu candles of %s %s stored\n", n, symbol, tf);
+    return 0;
+}
+
+int cmd_features(server_config *cfg, int argc, char **argv)
+{
+    (void)cfg;
+    const char *file = NULL, *spec = "default";
+    long window = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if ((v = flag_value(argc, argv, &i, "--spec")))
+            spec = v;
+        else if ((v = flag_value(argc, argv, &i, "--window")))
+            window = strtol(v, NULL, 10);
+        else if ((argv[i][0] != '-' || !strcmp(argv[i], "-")) && !file)
+            file = argv[i];
+        else {
+            fprintf(stderr,
+                    "usage: predictd features [FILE|-] [--spec default|NAME,NAME,...] "
+                    "[--window N]\n"
+                    "Prints the feature table of the candles in FILE (or stdin) as CSV: one "
+                    "row per candle\nthat has a full window of N candles (default: the "
+                    "smallest window the specs need),\neach computed from exactly that "
+                    "window, as training and serving do.\n");
+            return cmd_wants_help(argc, argv) ? 0 : 2;
+        }
+    }
+    const char *specs[64];
+    size_t nspec = 0;
+    char *speccopy = NULL;
+    if (!strcmp(spec, "default")) {
+        const char *const *d = features_default_specs(&nspec);
+        for (size_t i = 0; i < nspec && i < 64; i++)
+            specs[i] = d[i];
+    } else {
+        speccopy = strdup(spec);
+        if (!speccopy)
+            return 1;
+        nspec = split(speccopy, specs, 64);
+    }
+    features_set *fs = NULL;
+    char why[256] = "";
+    int rc = features_set_new(specs, nspec, &fs, why, sizeof why);
+    free(speccopy);
+    if (rc) {
+        fprintf(stderr, "predictd features: %s\n", why);
+        return 2;
+    }
+    size_t min = features_set_min_window(fs);
+    if (window == 0)
+        window = (long)min;
+    if (window < (long)min || window > 100000) {
+        fprintf(stderr, "predictd features: --window must be %zu..100000 for these specs\n",
+                min);
+        features_set_free(fs);
+        return 2;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    rc = read_input(file, &text, &len);
+    if (rc) {
+        fprintf(stderr, "predictd features: %s: %s\n", file ? file : "stdin", util_strerror(rc));
+        features_set_free(fs);
+        return 1;
+    }
+    features_candle *c = NULL;
+    size_t n = 0;
+    rc = features_csv_parse(text, len, &c, &n, why, sizeof why);
+    free(text);
+    if (rc) {
+        fprintf(stderr, "predictd features: %s\n", why);
+        features_set_free(fs);
+        return 1;
+    }
+    size_t nf = features_set_count(fs);
+    double *row = calloc(nf, sizeof *row);
+    printf("open_time");
+    for (size_t k = 0; k < nf; k++)
+        printf(",%s", features_set_name(fs, k));
+    printf("\n");
+    size_t skipped = 0;
+    for (size_t i = (size_t)window - 1; row && i < n; i++) {
+        rc = features_compute(fs, c + i + 1 - (size_t)window, (size_t)window, row);
+        char ts[32];
+        if (rc) {
+            skipped++;
+            fprintf(stderr, "predictd features: %s: %s\n", util_rfc3339(c[i].t, ts),
+                    util_strerror(rc));
+            continue;
+        }
+        printf("%s", util_rfc3339(c[i].t, ts));
+        for (size_t k = 0; k < nf; k++)
+            printf(",%.17g", row[k]);
+        printf("\n");
+    }
+    free(row);
+    free(c);
+    features_set_free(fs);
+    if (skipped)
+        fprintf(stderr, "predictd features: %zu rows had no defined features\n", skipped);
+    return 0;
+}

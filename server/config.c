@@ -1,0 +1,250 @@
+/*
+ * config.c: the configuration table and its loader. See config.h.
+ *
+ * DESIGN: one table drives defaults, environment names, flags, bounds and
+ * --help, so adding an option is one line. The struct is written once in
+ * main() before any thread starts and only read afterwards.
+ */
+#define _GNU_SOURCE
+#include "server/config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/util.h"
+
+enum opt_type { OPT_STR, OPT_INT, OPT_BOOL };
+
+struct opt {
+    const char *flag; /* without the leading "--" */
+    const char *env;
+    enum opt_type type;
+    const char *def; /* NULL: unset */
+    long min, max;
+    size_t offset;
+    const char *help;
+};
+
+#define OFF(f) offsetof(server_config, f)
+static const struct opt opts[] = {
+    {"listen", "PREDICTD_LISTEN", OPT_STR, "127.0.0.1:8080", 0, 0, OFF(listen),
+     "address:port of the API"},
+    {"database-url", "PREDICTD_DATABASE_URL", OPT_STR, NULL, 0, 0, OFF(database_url),
+     "libpq connection string or URI"},
+    {"redis-url", "PREDICTD_REDIS_URL", OPT_STR, NULL, 0, 0, OFF(redis_url),
+     "redis://host:port/db (none: no Redis)"},
+    {"models-dir", "PREDICTD_MODELS_DIR", OPT_STR, "./models", 0, 0, OFF(models_dir),
+     "the model repository"},
+    {"threads", "PREDICTD_THREADS", OPT_INT, "0", 0, 256, OFF(threads),
+     "HTTP worker threads (0: cores x 2)"},
+    {"api-key", "PREDICTD_API_KEY", OPT_STR, NULL, 0, 0, OFF(api_key), "admin API key"},
+    {"api-key-file", "PREDICTD_API_KEY_FILE", OPT_STR, "./.predictd_key", 0, 0, OFF(api_key_file),
+     "file holding the admin key (mode 0600)"},
+    {"read-key", "PREDICTD_READ_KEY", OPT_STR, NULL, 0, 0, OFF(read_key),
+     "optional key required on prediction routes"},
+    {"log-format", "PREDICTD_LOG_FORMAT", OPT_STR, NULL, 0, 0, OFF(log_format),
+     "text or json (default: text on a tty, else json)"},
+    {"log-level", "PREDICTD_LOG_LEVEL", OPT_STR, "info", 0, 0, OFF(log_level),
+     "debug, info, warn or error"},
+    {"cors-origins", "PREDICTD_CORS_ORIGINS", OPT_STR, NULL, 0, 0, OFF(cors_origins),
+     "comma-separated allowed origins"},
+    {"reload-interval", "PREDICTD_RELOAD_INTERVAL", OPT_INT, "15", 0, 86400, OFF(reload_interval),
+     "seconds between repository scans; 0 = on demand only"},
+    {"rate-limit", "PREDICTD_RATE_LIMIT", OPT_INT, "0", 0, 1000000, OFF(rate_limit),
+     "requests/s per client address (burst 2x); 0 = off"},
+    {"cache", "PREDICTD_CACHE", OPT_BOOL, "on", 0, 0, OFF(cache),
+     "off computes every request from the database"},
+    {"retrain-interval", "PREDICTD_RETRAIN_INTERVAL", OPT_INT, "0", 0, 100000000,
+     OFF(retrain_interval), "seconds between scheduled retraining; 0 = off"},
+    {"drain-timeout", "PREDICTD_DRAIN_TIMEOUT", OPT_INT, "10", 0, 3600, OFF(drain_timeout),
+     "seconds SIGTERM waits for in-flight requests"},
+    {"max-connections", "PREDICTD_MAX_CONNECTIONS", OPT_INT, "1024", 1, 100000,
+     OFF(max_connections), "concurrent HTTP connections"},
+    {"idle-timeout", "PREDICTD_IDLE_TIMEOUT", OPT_INT, "30", 1, 3600, OFF(idle_timeout),
+     "seconds before an idle connection is closed"},
+    {"stream-max", "PREDICTD_STREAM_MAX", OPT_INT, "64", 0, 10000, OFF(stream_max),
+     "concurrent WebSocket and SSE clients"},
+    {"access-log", "PREDICTD_ACCESS_LOG", OPT_BOOL, "off", 0, 0, OFF(access_log),
+     "log one line per request"},
+    {"migrations-dir", "PREDICTD_MIGRATIONS_DIR", OPT_STR, "./db", 0, 0, OFF(migrations_dir),
+     "SQL migrations applied by `migrate`"},
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+static int set_value(server_config *c, const struct opt *o, const char *v, char *why,
+                     size_t whylen)
+{
+    char *base = (char *)c;
+    switch (o->type) {
+    case OPT_STR: {
+        char **slot = (char **)(base + o->offset);
+        free(*slot);
+        *slot = (v && *v) ? strdup(v) : NULL;
+        if (v && *v && !*slot)
+            return PD_ENOMEM;
+        return 0;
+    }
+    case OPT_INT: {
+        char *end;
+        errno = 0;
+        long x = strtol(v, &end, 10);
+        if (errno || end == v || *end || x < o->min || x > o->max) {
+            snprintf(why, whylen, "--%s (%s): '%s' is not an integer in %ld..%ld", o->flag,
+                     o->env, v, o->min, o->max);
+            return PD_EINVAL;
+        }
+        *(int *)(base + o->offset) = (int)x;
+        return 0;
+    }
+    case OPT_BOOL: {
+        bool b;
+        if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"))
+            b = true;
+        else if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no"))
+            b = false;
+        else {
+            snprintf(why, whylen, "--%s (%s): '%s' is not on or off", o->flag, o->env, v);
+            return PD_EINVAL;
+        }
+        *(bool *)(base + o->offset) = b;
+        return 0;
+    }
+    }
+    return PD_EINTERNAL;
+}
+
+/* Reads the admin key from a file that only its owner may read. */
+static int read_key_file(server_config *c, char *why, size_t whylen)
+{
+    struct stat st;
+    if (stat(c->api_key_file, &st) != 0)
+        return 0; /* no file: admin routes stay disabled */
+    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        snprintf(why, whylen,
+                 "key file %s is accessible by group or others (mode %03o); chmod 600 it",
+                 c->api_key_file, (unsigned)(st.st_mode & 0777));
+        return PD_EINVAL;
+    }
+    char *data = NULL;
+    size_t n = 0;
+    int rc = util_read_file(c->api_key_file, 4096, &data, &n);
+    if (rc) {
+        snprintf(why, whylen, "key file %s: %s", c->api_key_file, util_strerror(rc));
+        return PD_EINVAL;
+    }
+    while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r' || data[n - 1] == ' '))
+        data[--n] = '\0';
+    if (n < 16) {
+        free(data);
+        snprintf(why, whylen, "key file %s: key shorter than 16 characters", c->api_key_file);
+        return PD_EINVAL;
+    }
+    c->api_key = data;
+    return 0;
+}
+
+int server_config_load(server_config *c, int *argc, char **argv, char *why, size_t whylen)
+{
+    memset(c, 0, sizeof *c);
+    int rc;
+    for (size_t i = 0; i < NOPTS; i++) {
+        const char *v = getenv(opts[i].env);
+        if (!v || !*v)
+            v = opts[i].def;
+        if (v && (rc = set_value(c, &opts[i], v, why, whylen)))
+            return rc;
+    }
+    int out = 1;
+    for (int i = 1; i < *argc; i++) {
+        const char *a = argv[i];
+        const struct opt *o = NULL;
+        const char *val = NULL;
+        if (strncmp(a, "--", 2) == 0) {
+            for (size_t k = 0; k < NOPTS; k++) {
+                size_t fl = strlen(opts[k].flag);
+                if (strncmp(a + 2, opts[k].flag, fl) == 0 &&
+                    (a[2 + fl] == '\0' || a[2 + fl] == '=')) {
+                    o = &opts[k];
+                    val = a[2 + fl] == '=' ? a + 3 + fl : NULL;
+                    break;
+                }
+            }
+        }
+        if (!o) {
+            argv[out++] = argv[i];
+            continue;
+        }
+        if (!val) {
+            if (i + 1 >= *argc) {
+                snprintf(why, whylen, "--%s needs a value", o->flag);
+                return PD_EINVAL;
+            }
+            val = argv[++i];
+        }
+        if ((rc = set_value(c, o, val, why, whylen)))
+            return rc;
+    }
+    argv[out] = NULL;
+    *argc = out;
+
+    /* listen = host:port */
+    const char *colon = strrchr(c->listen, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == c->listen || *end || port < 1 || port > 65535 ||
+        (size_t)(colon - c->listen) >= sizeof c->listen_host) {
+        snprintf(why, whylen, "--listen: '%s' is not host:port", c->listen);
+        return PD_EINVAL;
+    }
+    memcpy(c->listen_host, c->listen, (size_t)(colon - c->listen));
+    c->listen_host[colon - c->listen] = '\0';
+    c->listen_port = (int)port;
+
+    if (c->threads == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        c->threads = (int)(cores > 0 ? cores * 2 : 4);
+    }
+    if (!c->log_format)
+        c->log_format = strdup(isatty(STDERR_FILENO) ? "text" : "json");
+    if (!c->log_format)
+        return PD_ENOMEM;
+    if (strcmp(c->log_format, "text") && strcmp(c->log_format, "json")) {
+        snprintf(why, whylen, "--log-format: '%s' is not text or json", c->log_format);
+        return PD_EINVAL;
+    }
+    if (strcmp(c->log_level, "debug") && strcmp(c->log_level, "info") &&
+        strcmp(c->log_level, "warn") && strcmp(c->log_level, "error")) {
+        snprintf(why, whylen, "--log-level: '%s' is not debug, info, warn or error",
+                 c->log_level);
+        return PD_EINVAL;
+    }
+    if (!c->api_key && c->api_key_file && (rc = read_key_file(c, why, whylen)))
+        return rc;
+    if (c->api_key && strlen(c->api_key) < 16) {
+        snprintf(why, whylen, "PREDICTD_API_KEY: key shorter than 16 characters");
+        return PD_EINVAL;
+    }
+    return 0;
+}
+
+void server_config_cleanup(server_config *c)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (opts[i].type == OPT_STR) {
+            char **slot = (char **)((char *)c + opts[i].offset);
+            free(*slot);
+            *slot = NULL;
+        }
+}
+
+void server_config_usage(void)
+{
+    fprintf(stderr, "\nOptions (flag / environment variable, default):\n");
+    for (size_t i = 0; i < NOPTS; i++)
+        fprintf(stderr, "  --%-18s %-26s %-16s %s\n", opts[i].flag, opts[i].env,
+                opts[i].def ? opts[i].def : "(none)", opts[i].help);
+}

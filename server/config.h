@@ -1,0 +1,51 @@
+/*
+ * server config: the one configuration struct, filled from a table of
+ * (flag, environment variable, default, bounds), validated at start-up and
+ * read-only afterwards. Flags win over the environment, which wins over the
+ * default. Secrets (the API keys) are never logged.
+ */
+#ifndef PREDICTD_SERVER_CONFIG_H
+#define PREDICTD_SERVER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct server_config {
+    char *listen;          /* "127.0.0.1:8080" */
+    char listen_host[64];  /* parsed from listen */
+    int listen_port;
+    char *database_url;    /* NULL: none */
+    char *redis_url;       /* NULL: no Redis */
+    char *models_dir;
+    int threads;
+    char *api_key;         /* admin key: PREDICTD_API_KEY, else read from api_key_file */
+    char *api_key_file;
+    char *read_key;        /* optional key for the prediction routes */
+    char *log_format;      /* "text" | "json" */
+    char *log_level;       /* "debug" | "info" | "warn" | "error" */
+    char *cors_origins;    /* comma-separated, NULL: none */
+    int reload_interval;   /* seconds, 0 = on demand only */
+    int rate_limit;        /* requests/s per client address, 0 = off */
+    bool cache;            /* PREDICTD_CACHE on|off */
+    int retrain_interval;  /* seconds, 0 = off */
+    int drain_timeout;     /* seconds SIGTERM waits for in-flight requests */
+    int max_connections;
+    int idle_timeout;      /* seconds */
+    int stream_max;        /* concurrent WebSocket/SSE clients */
+    bool access_log;
+    char *migrations_dir;
+} server_config;
+
+/*
+ * Fills c from defaults, the environment and argv. Known flags
+ * ("--name value" or "--name=value") are removed from argv; the rest
+ * (the subcommand's own arguments) stay in order and *argc is updated.
+ * Returns 0, or PD_EINVAL with a message in why (unknown value, out of
+ * bounds, unreadable or group/world-readable key file).
+ */
+int server_config_load(server_config *c, int *argc, char **argv, char *why, size_t whylen);
+void server_config_cleanup(server_config *c);
+/* Prints the table of options (for --help). */
+void server_config_usage(void);
+
+#endif

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# `make run`: the service on an embedded default.
+#
+# Without PREDICTD_DATABASE_URL / PREDICTD_REDIS_URL it starts a private
+# PostgreSQL and Redis under .run/ on free loopback ports (as the postgres
+# user when run as root), applies migrations, seeds demo candles if the
+# table is empty, trains demo models if the repository is empty, and serves
+# on PREDICTD_LISTEN (127.0.0.1:8080) in the foreground. Ctrl-C stops
+# everything it started. With the variables set it uses those servers and
+# starts none.
+set -euo pipefail
+bin=${1:?usage: run.sh PATH_TO_PREDICTD}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+run=$root/.run
+mkdir -p "$run"
+started=0
+
+if [ -z "${PREDICTD_DATABASE_URL:-}" ]; then
+    echo "run: starting a private PostgreSQL and Redis under .run/"
+    server/services.sh start "$run/services" >/dev/null
+    # shellcheck disable=SC1091
+    . "$run/services/env"
+    started=1
+fi
+stop_services() {
+    if [ "$started" = 1 ]; then
+        echo "run: stopping the private PostgreSQL and Redis"
+        server/services.sh stop "$run/services" >/dev/null 2>&1 || true
+    fi
+}
+trap stop_services EXIT
+
+export PREDICTD_MODELS_DIR=${PREDICTD_MODELS_DIR:-$root/models}
+"$bin" migrate
+"$bin" seed --if-empty
+
+if ! find "$PREDICTD_MODELS_DIR" -mindepth 3 -maxdepth 3 -type d -regex '.*/[1-9][0-9]*' 2>/dev/null | grep -q .; then
+    echo "run: the model repository is empty: training demo models (softmax, one per series)"
+    for tf in 15m 1h 4h 1d; do
+        "$bin" train --all --timeframe "$tf" --seed 1
+    done
+fi
+
+if [ -z "${PREDICTD_API_KEY:-}" ] && [ ! -f "${PREDICTD_API_KEY_FILE:-$root/.predictd_key}" ]; then
+    "$bin" keygen --api-key-file "${PREDICTD_API_KEY_FILE:-$root/.predictd_key}"
+fi
+
+listen=${PREDICTD_LISTEN:-127.0.0.1:8080}
+cat <<MSG
+
+predictd is starting on http://$listen  (Ctrl-C stops it)
+
+  curl 'http://$listen/api/predictions?timeframe=15m'
+  curl 'http://$listen/api/predictions/BTCUSDT?timeframe=1h'
+  curl 'http://$listen/api/predictions/BTCUSDT/summary'
+  curl 'http://$listen/api/models'
+  curl 'http://$listen/health/ready'
+  curl 'http://$listen/metrics'
+  curl -H "X-API-Key: \$(cat .predictd_key)" 'http://$listen/admin/models'
+
+MSG
+# not exec: the trap must stop the services when serve exits
+"$bin" serve &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null; wait $pid; stop_services' INT TERM
+wait $pid || true

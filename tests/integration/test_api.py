@@ -1,0 +1,245 @@
+"""The walking skeleton end to end: candles in PostgreSQL, a trained model
+in a real repository, predictions over real HTTP, every response checked
+against openapi.yaml, and the error paths of issue 2 (unknown symbol, bad
+timeframe, no model, malformed symbols, database down)."""
+import math
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import (Service, Skip, check, check_eq, cli, need_services, prepare_database,  # noqa: E402
+                     psql, run_tests, services, test, train, SHARED_DATA)
+
+MODELS = tempfile.mkdtemp(prefix="predictd-models-")
+state = {}
+
+
+def service():
+    if "svc" not in state:
+        need_services()
+        prepare_database(symbols=("BTCUSDT", "ETHUSDT"), timeframes=("15m", "1h"), count=2500)
+        train(MODELS, "BTCUSDT", "15m")
+        train(MODELS, "ETHUSDT", "15m")
+        train(MODELS, "BTCUSDT", "1h")
+        state["svc"] = Service(MODELS)
+    return state["svc"]
+
+
+def check_prediction(p, symbol, tf):
+    check_eq(p["symbol"], symbol)
+    check_eq(p["timeframe"], tf)
+    probs = p["probabilities"]
+    check(abs(probs["LONG"] + probs["SHORT"] + probs["NO_TRADE"] - 1) < 1e-5, "probabilities sum")
+    check(abs(p["confidence"] - probs[p["direction"]]) < 1e-6, "confidence is its probability")
+    entry, sl = p["entry"], p["stop_loss"]
+    tps = [t["price"] for t in p["take_profits"]]
+    if p["levels_for"] == "LONG":
+        check(sl < entry < tps[0] < tps[1] < tps[2], f"LONG levels out of order: {p}")
+    else:
+        check(sl > entry > tps[0] > tps[1] > tps[2], f"SHORT levels out of order: {p}")
+    check(p["atr"] > 0, "atr positive")
+    check(p["model"]["version"] >= 1)
+    check(p["valid_until"] > p["candle_time"], "valid_until after the candle")
+    check(p["stale"] is False, "seeded data ends at the last closed candle")
+    check(p["data"]["gaps"] == 0)
+
+
+@test
+def prediction_has_every_field():
+    svc = service()
+    status, headers, body = svc.get("/api/predictions/BTCUSDT?timeframe=15m")
+    check_eq(status, 200, body)
+    check("X-Request-Id" in headers, "request id echoed")
+    check_prediction(body["prediction"], "BTCUSDT", "15m")
+
+
+@test
+def all_symbols_of_a_timeframe():
+    svc = service()
+    status, _, body = svc.get("/api/predictions?timeframe=15m")
+    check_eq(status, 200, body)
+    check_eq(body["count"], 2)
+    check_eq(sorted(p["symbol"] for p in body["predictions"]), ["BTCUSDT", "ETHUSDT"])
+    check_eq(body["errors"], [])
+    for p in body["predictions"]:
+        check_prediction(p, p["symbol"], "15m")
+
+
+@test
+def listed_symbols_with_errors_alongside():
+    svc = service()
+    status, _, body = svc.get("/api/predictions?timeframe=1h&symbols=BTCUSDT,ETHUSDT,NOPEUSDT")
+    check_eq(status, 200, body)
+    check_eq([p["symbol"] for p in body["predictions"]], ["BTCUSDT"])
+    codes = {e["symbol"]: e["code"] for e in body["errors"]}
+    check_eq(codes, {"ETHUSDT": "no_model", "NOPEUSDT": "unknown_symbol"})
+
+
+@test
+def cached_answer_equals_computed_one():
+    svc = service()
+    _, _, a = svc.get("/api/predictions/ETHUSDT?timeframe=15m")
+    _, _, b = svc.get("/api/predictions/ETHUSDT?timeframe=15m")
+    pa, pb = a["prediction"], b["prediction"]
+    for k in ("direction", "probabilities", "entry", "stop_loss", "take_profits", "candle_time",
+              "prediction_time", "model"):
+        check_eq(pa[k], pb[k], k)
+
+
+@test
+def summary_of_four_timeframes():
+    svc = service()
+    status, _, body = svc.get("/api/predictions/BTCUSDT/summary")
+    check_eq(status, 200, body)
+    check_eq(sorted(body["predictions"]), ["15m", "1h"])
+    check_eq(sorted(e["timeframe"] for e in body["errors"]), ["1d", "4h"])
+    check_prediction(body["predictions"]["1h"], "BTCUSDT", "1h")
+
+
+@test
+def unknown_symbol_is_404():
+    svc = service()
+    status, _, body = svc.get("/api/predictions/ZZZUSDT?timeframe=15m")
+    check_eq(status, 404)
+    check_eq(body["error"]["code"], "unknown_symbol")
+    status, _, body = svc.get("/api/predictions/ZZZUSDT/summary")
+    check_eq(status, 404)
+    check_eq(body["error"]["code"], "unknown_symbol")
+
+
+@test
+def bad_or_missing_timeframe_is_400():
+    svc = service()
+    for q in ("?timeframe=2h", "", "?timeframe="):
+        status, _, body = svc.get("/api/predictions/BTCUSDT" + q)
+        check_eq(status, 400, q)
+        check_eq(body["error"]["code"], "invalid_timeframe")
+        check("1m,5m,15m,1h,4h,1d" in body["error"]["message"], "lists the valid timeframes")
+    status, _, body = svc.get("/api/predictions?timeframe=7m")
+    check_eq(status, 400)
+    check_eq(body["error"]["code"], "invalid_timeframe")
+
+
+@test
+def series_without_model_is_404_no_model():
+    svc = service()
+    status, _, body = svc.get("/api/predictions/ETHUSDT?timeframe=1h")
+    check_eq(status, 404)
+    check_eq(body["error"]["code"], "no_model")
+
+
+@test
+def malformed_symbols_rejected_before_io():
+    svc = service()
+    for sym in ("btcusdt", "A" * 21, "..%2F..%2Fetc", "BTC-USD", "B"):
+        status, _, body = svc.get(f"/api/predictions/{sym}?timeframe=15m")
+        check(status in (400, 404), f"{sym}: {status}")
+        if status == 400:
+            check_eq(body["error"]["code"], "invalid_symbol")
+    status, _, body = svc.get("/api/predictions?timeframe=15m&symbols=BTCUSDT,bad")
+    check_eq(status, 400)
+    check_eq(body["error"]["code"], "invalid_symbol")
+    many = ",".join(f"S{i:03d}" for i in range(101))
+    status, _, body = svc.get(f"/api/predictions?timeframe=15m&symbols={many}")
+    check_eq(status, 400)
+
+
+@test
+def models_routes():
+    svc = service()
+    status, _, body = svc.get("/api/models")
+    check_eq(status, 200, body)
+    series = {(m["symbol"], m["timeframe"]): m for m in body["models"]}
+    check(("BTCUSDT", "15m") in series)
+    check_eq(series[("BTCUSDT", "15m")]["serving_version"], 1)
+    status, _, body = svc.get("/api/models/BTCUSDT/1h")
+    check_eq(status, 200, body)
+    status, _, body = svc.get("/api/models/ETHUSDT/1h")
+    check_eq(status, 404)
+
+
+@test
+def admin_routes_refuse_without_key():
+    svc = service()
+    status, _, body = svc.get("/admin/models")
+    check_eq(status, 401)
+    check_eq(body["error"]["code"], "unauthorized")
+
+
+@test
+def health_and_metrics():
+    svc = service()
+    status, _, body = svc.get("/health/ready")
+    check_eq(status, 200, body)
+    status, _, body = svc.get("/health")
+    check_eq(status, 200)
+    check_eq(body["models_serving"], 3)
+    status, headers, text = svc.get("/metrics")
+    check_eq(status, 200)
+    check(b"predictd_http_requests_total" in text)
+    check(b'predictd_model_info{symbol="BTCUSDT",timeframe="15m",version="1"' in text)
+
+
+@test
+def cli_predict_matches_the_api_shape():
+    service()
+    p = cli("predict", "BTCUSDT", "15m", "--models-dir", MODELS)
+    import json
+    from harness import openapi_check
+    body = json.loads(p.stdout)
+    openapi_check("GET", "/api/predictions/BTCUSDT", 200, body, "application/json")
+    check_prediction(body["prediction"], "BTCUSDT", "15m")
+    p = cli("predict", "ETHUSDT", "1h", "--models-dir", MODELS, check_rc=False)
+    check(p.returncode != 0, "no model is an error")
+    check("no_model" in p.stdout)
+
+
+@test
+def database_down_answers_503_and_recovers():
+    need_services()
+    service()
+    svc = Service(MODELS, env={"PREDICTD_CACHE": "off"})
+    status, _, _ = svc.get("/api/predictions/BTCUSDT?timeframe=15m")
+    check_eq(status, 200)
+    services("pg-stop")
+    try:
+        status, _, body = svc.get("/api/predictions/BTCUSDT?timeframe=15m")
+        check_eq(status, 503, body)
+        check_eq(body["error"]["code"], "data_unavailable")
+        status, _, body = svc.get("/api/predictions?timeframe=15m")
+        check_eq(status, 503, body)
+        status, _, body = svc.get("/health/ready")
+        check_eq(status, 503)
+        check(svc.proc.poll() is None, "the process stays up")
+    finally:
+        services("pg-start")
+    status, _, body = svc.get("/api/predictions/BTCUSDT?timeframe=15m")
+    check_eq(status, 200, body)
+    check_eq(svc.stop(), 0)
+
+
+@test
+def import_real_daily_candles_and_bad_rows():
+    need_services()
+    service()
+    if not SHARED_DATA:
+        raise Skip("../shared/data is not present")
+    path = os.path.join(SHARED_DATA, "BTCUSD_1d_bitstamp-coinbase.csv")
+    cli("import", path, "--symbol", "BTCUSD", "--timeframe", "1d")
+    check_eq(psql("SELECT count(*) FROM candles WHERE symbol='BTCUSD'"), "5152")
+    cli("import", path, "--symbol", "BTCUSD", "--timeframe", "1d")  # idempotent
+    check_eq(psql("SELECT count(*) FROM candles WHERE symbol='BTCUSD'"), "5152")
+    bad = tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False)
+    bad.write("open_time,open,high,low,close,volume\n"
+              "2030-01-01T00:00:00Z,1,2,0.5,1.5,10\n"
+              "2030-01-02T00:00:00Z,1,2,0.5,oops,10\n")
+    bad.close()
+    p = cli("import", bad.name, "--symbol", "BADROWS", "--timeframe", "1d", check_rc=False)
+    check(p.returncode != 0)
+    check("line 3" in p.stderr, p.stderr)
+    check_eq(psql("SELECT count(*) FROM candles WHERE symbol='BADROWS'"), "0")
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests())
