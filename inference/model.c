@@ -191,9 +191,9 @@ static int dense_build(struct build *b, const char *what, const Predictd__Dense 
     uint64_t nw = (uint64_t)msg->in * msg->out;
     char how[64];
     snprintf(how, sizeof how, "%ux%u", msg->out, msg->in);
-    if ((rc = check_len(b, what, "weights", msg->n_weights, nw, how)) ||
+    if ((rc = count_params(b, what, nw + msg->out)) ||
+        (rc = check_len(b, what, "weights", msg->n_weights, nw, how)) ||
         (rc = check_len(b, what, "bias", msg->n_bias, msg->out, "out")) ||
-        (rc = count_params(b, what, nw + msg->out)) ||
         (rc = check_finite(b, what, "weights", msg->weights, msg->n_weights)) ||
         (rc = check_finite(b, what, "bias", msg->bias, msg->n_bias)))
         return rc;
@@ -524,9 +524,9 @@ static int conv_build(struct build *b, const char *what, const Predictd__Conv1d 
     uint64_t nw = (uint64_t)c->out_channels * c->in_channels * c->kernel;
     char how[64];
     snprintf(how, sizeof how, "%ux%ux%u", c->out_channels, c->in_channels, c->kernel);
-    if ((rc = check_len(b, what, "weights", c->n_weights, nw, how)) ||
+    if ((rc = count_params(b, what, nw + c->out_channels)) ||
+        (rc = check_len(b, what, "weights", c->n_weights, nw, how)) ||
         (rc = check_len(b, what, "bias", c->n_bias, c->out_channels, "out_channels")) ||
-        (rc = count_params(b, what, nw + c->out_channels)) ||
         (rc = check_finite(b, what, "weights", c->weights, c->n_weights)) ||
         (rc = check_finite(b, what, "bias", c->bias, c->n_bias)))
         return rc;
@@ -566,13 +566,13 @@ static int lstm_build(struct build *b, const Predictd__Lstm *l, uint32_t in, str
     uint64_t H = l->hidden_size, G = 4 * H;
     char how[64];
     snprintf(how, sizeof how, "4x%llux%u", (unsigned long long)H, in);
-    if ((rc = check_len(b, what, "weight_ih", l->n_weight_ih, G * in, how)))
+    if ((rc = count_params(b, what, G * (in + H) + 2 * G)) ||
+        (rc = check_len(b, what, "weight_ih", l->n_weight_ih, G * in, how)))
         return rc;
     snprintf(how, sizeof how, "4x%llux%llu", (unsigned long long)H, (unsigned long long)H);
     if ((rc = check_len(b, what, "weight_hh", l->n_weight_hh, G * H, how)) ||
         (rc = check_len(b, what, "bias_ih", l->n_bias_ih, G, "4xhidden")) ||
         (rc = check_len(b, what, "bias_hh", l->n_bias_hh, G, "4xhidden")) ||
-        (rc = count_params(b, what, G * (in + H) + 2 * G)) ||
         (rc = check_finite(b, what, "weight_ih", l->weight_ih, l->n_weight_ih)) ||
         (rc = check_finite(b, what, "weight_hh", l->weight_hh, l->n_weight_hh)) ||
         (rc = check_finite(b, what, "bias_ih", l->bias_ih, l->n_bias_ih)) ||
