@@ -1,0 +1,363 @@
+/*
+ * jobs.c: the SQL of the training_jobs table (db/003_training_jobs.sql):
+ * insert a job when it is queued, update it on state changes and progress,
+ * read one or the most recent, and mark the jobs a previous process left
+ * unfinished as failed.
+ *
+ * It does not decide states or run anything (training/jobs.c does) and
+ * does not touch candles.
+ *
+ * DESIGN
+ * - Job records are low-rate (a handful of statements per job), written by
+ *   the training worker and the admin API's threads. They go through one
+ *   dedicated connection owned by a features_jobs_db handle and guarded by
+ *   its mutex, instead of every HTTP thread's store connection: a job
+ *   update never waits behind a window query, and the store's
+ *   per-thread connections stay the candle path's alone.
+ * - The connection is made on first use (connect_timeout 3 s unless the URL
+ *   says otherwise, statement_timeout 5 s) and made again once when a
+ *   statement finds it gone; a second failure is PD_EDB.
+ * - The schema's states are queued, running, succeeded, failed, canceled.
+ *   The trainer's "rejected" (trained but not promoted) is stored by the
+ *   caller as it likes; this file passes states through and lets a CHECK
+ *   violation surface as PD_EINVAL.
+ * - A unique violation of training_jobs_one_active (a job for the series is
+ *   already queued or running) is PD_EBUSY.
+ * - Times cross as Unix seconds: to_timestamp($n) in, extract(epoch) out;
+ *   0 means NULL both ways.
+ *
+ * THREADING: every function may be called from any thread; the handle's
+ * mutex serialises use of its connection.
+ */
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "features/features.h"
+#include "util/util.h"
+
+#define MOD "jobs"
+#define CONN_LOST 1
+
+struct features_jobs_db {
+    pthread_mutex_t lock;
+    char *url;
+    PGconn *pg; /* guarded by lock; NULL until first use or after a failure */
+};
+
+int features_jobs_open(const char *database_url, features_jobs_db **out)
+{
+    if (!database_url || !*database_url)
+        return PD_EINVAL;
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(database_url, &err);
+    if (!opts) {
+        LOG_ERROR(MOD, "database URL is malformed: %s", err ? err : "out of memory");
+        PQfreemem(err);
+        return PD_EINVAL;
+    }
+    PQconninfoFree(opts);
+    features_jobs_db *db = calloc(1, sizeof *db);
+    if (!db)
+        return PD_ENOMEM;
+    db->url = strdup(database_url);
+    if (!db->url || pthread_mutex_init(&db->lock, NULL) != 0) {
+        free(db->url);
+        free(db);
+        return PD_ENOMEM;
+    }
+    *out = db;
+    return 0;
+}
+
+void features_jobs_close(features_jobs_db *db)
+{
+    if (!db)
+        return;
+    if (db->pg)
+        PQfinish(db->pg);
+    pthread_mutex_destroy(&db->lock);
+    free(db->url);
+    free(db);
+}
+
+static void one_line(const char *msg, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", msg ? msg : "");
+    for (char *p = buf; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    size_t n = strlen(buf);
+    while (n && buf[n - 1] == ' ')
+        buf[--n] = '\0';
+}
+
+/* Caller holds db->lock. */
+static int connect_db(features_jobs_db *db)
+{
+    if (db->pg && PQstatus(db->pg) == CONNECTION_OK)
+        return 0;
+    if (db->pg)
+        PQfinish(db->pg);
+    /* Ours first; with expand_dbname the URL's own settings override them. */
+    const char *kw[] = {"connect_timeout", "options", "fallback_application_name", "dbname", NULL};
+    const char *val[] = {"3", "-c statement_timeout=5000", "predictd-jobs", db->url, NULL};
+    db->pg = PQconnectdbParams(kw, val, 1);
+    if (!db->pg || PQstatus(db->pg) != CONNECTION_OK) {
+        char buf[256];
+        one_line(db->pg ? PQerrorMessage(db->pg) : "out of memory", buf, sizeof buf);
+        LOG_ERROR(MOD, "cannot connect to the database: %s", buf);
+        PQfinish(db->pg);
+        db->pg = NULL;
+        return PD_EDB;
+    }
+    return 0;
+}
+
+/* 0, CONN_LOST, PD_EBUSY (unique violation), PD_EINVAL (other 22/23 class
+ * errors: a CHECK), PD_EDB. */
+static int check(features_jobs_db *db, PGresult *r, ExecStatusType want, const char *what)
+{
+    if (r && PQresultStatus(r) == want)
+        return 0;
+    if (!r || PQstatus(db->pg) != CONNECTION_OK)
+        return CONN_LOST;
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (state && strncmp(state, "08", 2) == 0)
+        return CONN_LOST;
+    char buf[512];
+    one_line(PQresultErrorMessage(r), buf, sizeof buf);
+    if (state && strcmp(state, "23505") == 0) {
+        LOG_INFO(MOD, "%s: %s", what, buf);
+        return PD_EBUSY;
+    }
+    if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)) {
+        LOG_WARN(MOD, "%s: rejected by the database: %s", what, buf);
+        return PD_EINVAL;
+    }
+    LOG_ERROR(MOD, "%s failed: %s", what, buf);
+    return PD_EDB;
+}
+
+/* Runs one parameterised statement (text format), reconnecting once. On 0
+ * *out holds the result (PQclear it) when out is given. Takes the lock. */
+static int exec(features_jobs_db *db, const char *what, const char *sql, int n,
+                const char *const *vals, ExecStatusType want, PGresult **out)
+{
+    if (!db)
+        return PD_EDB;
+    pthread_mutex_lock(&db->lock);
+    int rc = PD_EDB;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if ((rc = connect_db(db)) != 0)
+            break;
+        PGresult *r = PQexecParams(db->pg, sql, n, NULL, vals, NULL, NULL, 0);
+        rc = check(db, r, want, what);
+        if (rc == 0) {
+            if (out)
+                *out = r;
+            else
+                PQclear(r);
+            break;
+        }
+        PQclear(r);
+        if (rc != CONN_LOST)
+            break;
+        PQfinish(db->pg);
+        db->pg = NULL;
+        rc = PD_EDB;
+    }
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+static const char *i64_or_null(int64_t v, char *buf, size_t len)
+{
+    if (v == 0)
+        return NULL;
+    snprintf(buf, len, "%" PRId64, v);
+    return buf;
+}
+
+int features_jobs_insert(features_jobs_db *db, const char *symbol, const char *tf,
+                         const char *params_json, int64_t *id, int64_t *created_at)
+{
+    if (!symbol || !tf || !params_json || !id)
+        return PD_EINVAL;
+    const char *vals[] = {symbol, tf, params_json};
+    PGresult *r = NULL;
+    int rc = exec(db, "insert training job",
+                  "INSERT INTO training_jobs (symbol, timeframe, state, params) "
+                  "VALUES ($1, $2, 'queued', $3::jsonb) "
+                  "RETURNING id, floor(extract(epoch FROM created_at))::bigint",
+                  3, vals, PGRES_TUPLES_OK, &r);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return PD_EDB;
+    }
+    *id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    if (created_at)
+        *created_at = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    PQclear(r);
+    return 0;
+}
+
+int features_jobs_update(features_jobs_db *db, const features_job_row *row)
+{
+    if (!row || row->id <= 0)
+        return PD_EINVAL;
+    char id[24], prog[40], ver[24], st[24], fin[24];
+    snprintf(id, sizeof id, "%" PRId64, row->id);
+    double p = row->progress < 0 ? 0 : row->progress > 1 ? 1 : row->progress;
+    snprintf(prog, sizeof prog, "%.6f", p);
+    const char *vals[] = {
+        id,
+        row->state,
+        prog,
+        row->metrics,
+        row->error,
+        row->version > 0 ? (snprintf(ver, sizeof ver, "%" PRId32, row->version), ver) : NULL,
+        i64_or_null(row->started_at, st, sizeof st),
+        i64_or_null(row->finished_at, fin, sizeof fin),
+    };
+    PGresult *r = NULL;
+    int rc = exec(db, "update training job",
+                  "UPDATE training_jobs SET state = $2, progress = $3::double precision, "
+                  "metrics = $4::jsonb, error = $5, version = $6::integer, "
+                  "started_at = to_timestamp($7::bigint), finished_at = to_timestamp($8::bigint) "
+                  "WHERE id = $1::bigint",
+                  8, vals, PGRES_COMMAND_OK, &r);
+    if (rc != 0)
+        return rc;
+    bool found = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return found ? 0 : PD_ENOTFOUND;
+}
+
+#define ROW_COLUMNS                                                                                \
+    "id, symbol, timeframe, state, params::text, progress, metrics::text, error, "                 \
+    "coalesce(version, 0), floor(extract(epoch FROM created_at))::bigint, "                        \
+    "coalesce(floor(extract(epoch FROM started_at))::bigint, 0), "                                 \
+    "coalesce(floor(extract(epoch FROM finished_at))::bigint, 0)"
+
+static char *dup_or_null(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return NULL;
+    return strdup(PQgetvalue(r, row, col));
+}
+
+static int decode_row(const PGresult *r, int i, features_job_row *out)
+{
+    features_job_row j;
+    memset(&j, 0, sizeof j);
+    j.id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    snprintf(j.symbol, sizeof j.symbol, "%s", PQgetvalue(r, i, 1));
+    snprintf(j.timeframe, sizeof j.timeframe, "%s", PQgetvalue(r, i, 2));
+    snprintf(j.state, sizeof j.state, "%s", PQgetvalue(r, i, 3));
+    j.params = dup_or_null(r, i, 4);
+    j.progress = strtod(PQgetvalue(r, i, 5), NULL);
+    j.metrics = dup_or_null(r, i, 6);
+    j.error = dup_or_null(r, i, 7);
+    j.version = (int32_t)strtol(PQgetvalue(r, i, 8), NULL, 10);
+    j.created_at = strtoll(PQgetvalue(r, i, 9), NULL, 10);
+    j.started_at = strtoll(PQgetvalue(r, i, 10), NULL, 10);
+    j.finished_at = strtoll(PQgetvalue(r, i, 11), NULL, 10);
+    if ((!j.params && !PQgetisnull(r, i, 4)) || (!j.metrics && !PQgetisnull(r, i, 6)) ||
+        (!j.error && !PQgetisnull(r, i, 7))) {
+        features_job_row_cleanup(&j);
+        return PD_ENOMEM;
+    }
+    *out = j;
+    return 0;
+}
+
+void features_job_row_cleanup(features_job_row *row)
+{
+    if (!row)
+        return;
+    free(row->params);
+    free(row->metrics);
+    free(row->error);
+    row->params = row->metrics = row->error = NULL;
+}
+
+int features_jobs_get(features_jobs_db *db, int64_t id, features_job_row *out)
+{
+    char ids[24];
+    snprintf(ids, sizeof ids, "%" PRId64, id);
+    const char *vals[] = {ids};
+    PGresult *r = NULL;
+    int rc = exec(db, "get training job",
+                  "SELECT " ROW_COLUMNS " FROM training_jobs WHERE id = $1::bigint", 1, vals,
+                  PGRES_TUPLES_OK, &r);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(r) == 0)
+        rc = PD_ENOTFOUND;
+    else
+        rc = decode_row(r, 0, out);
+    PQclear(r);
+    return rc;
+}
+
+int features_jobs_list(features_jobs_db *db, size_t limit, features_job_row **out, size_t *n)
+{
+    char lim[24];
+    snprintf(lim, sizeof lim, "%zu", limit ? limit : 50);
+    const char *vals[] = {lim};
+    PGresult *r = NULL;
+    int rc = exec(db, "list training jobs",
+                  "SELECT " ROW_COLUMNS
+                  " FROM training_jobs ORDER BY created_at DESC, id DESC LIMIT $1::bigint",
+                  1, vals, PGRES_TUPLES_OK, &r);
+    if (rc != 0)
+        return rc;
+    size_t rows = (size_t)PQntuples(r);
+    features_job_row *v = calloc(rows ? rows : 1, sizeof *v);
+    if (!v) {
+        PQclear(r);
+        return PD_ENOMEM;
+    }
+    for (size_t i = 0; i < rows; i++) {
+        if ((rc = decode_row(r, (int)i, &v[i])) != 0) {
+            features_job_rows_free(v, i);
+            PQclear(r);
+            return rc;
+        }
+    }
+    PQclear(r);
+    *out = v;
+    *n = rows;
+    return 0;
+}
+
+void features_job_rows_free(features_job_row *rows, size_t n)
+{
+    if (!rows)
+        return;
+    for (size_t i = 0; i < n; i++)
+        features_job_row_cleanup(&rows[i]);
+    free(rows);
+}
+
+int features_jobs_fail_unfinished(features_jobs_db *db, const char *error, size_t *count)
+{
+    const char *vals[] = {error ? error : "interrupted"};
+    PGresult *r = NULL;
+    int rc = exec(db, "fail unfinished training jobs",
+                  "UPDATE training_jobs SET state = 'failed', error = $1, finished_at = now() "
+                  "WHERE state IN ('queued', 'running')",
+                  1, vals, PGRES_COMMAND_OK, &r);
+    if (rc != 0)
+        return rc;
+    if (count)
+        *count = (size_t)strtoull(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return 0;
+}

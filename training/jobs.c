@@ -1,0 +1,932 @@
+/*
+ * jobs: background training for the admin API.
+ *
+ * One worker thread runs queued jobs one at a time (FIFO), at a raised
+ * niceness and pinned to one CPU (the last one the process may use), so a
+ * training run never takes more than one core from serving. A job is a
+ * copy of training_params plus its state; the worker calls training_run()
+ * with a cancel flag polled between samples, epochs and batches.
+ *
+ * Records: with a database, every job is inserted into training_jobs when
+ * queued and updated when it starts, every ~10% of progress, and when it
+ * ends, so history survives restarts; at start-up the previous process'
+ * unfinished jobs are marked failed and the recent history is loaded. The
+ * table's states lack "rejected", so a rejected job is stored as
+ * 'succeeded' with no version, the reason in error and "outcome":
+ * "rejected" in its metrics, and read back as rejected.
+ *
+ * Schedule: every retrain_interval_s, each series with a serving version
+ * is retrained with the parameters its serving model was trained with
+ * (kind, layer sizes, features, window, policy, symbols, seed) under the
+ * promote-if-better rule. Only softmax and MLP models (the kinds this
+ * trainer makes) are retrained.
+ *
+ * THREAD SAFETY: j->lock guards the job list, the queue and every job's
+ * info; the worker holds it only to pick a job and to copy or update
+ * state, never across training or a database round trip. A job's cancel
+ * flag is atomic. Database writes happen outside the lock, through the
+ * features_jobs_db handle (itself serialised).
+ */
+#define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "training/internal.h"
+
+#define MOD "jobs"
+#define MAX_QUEUED 16
+
+typedef struct job {
+    training_job_info info; /* guarded by training_jobs.lock */
+    training_params params; /* immutable after submit */
+    atomic_bool cancel;
+    struct job *next;       /* queue link, guarded by lock */
+    double persisted;       /* progress last written (worker only) */
+} job;
+
+struct training_jobs {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    char *models_dir;
+    registry *reg;
+    features_jobs_db *db;
+    int64_t interval_s;
+    int nice;
+    size_t keep;
+
+    /* guarded by lock */
+    job **jobs; /* oldest first */
+    size_t n_jobs, cap;
+    job *head, *tail;
+    size_t queued;
+    bool stopping;
+    int64_t next_id; /* without a database */
+    uint64_t next_retrain_ns;
+
+    pthread_t worker;
+};
+
+const char *training_job_state_name(training_job_state s)
+{
+    switch (s) {
+    case TRAINING_JOB_QUEUED:
+        return "queued";
+    case TRAINING_JOB_RUNNING:
+        return "running";
+    case TRAINING_JOB_SUCCEEDED:
+        return "succeeded";
+    case TRAINING_JOB_FAILED:
+        return "failed";
+    case TRAINING_JOB_CANCELED:
+        return "canceled";
+    case TRAINING_JOB_REJECTED:
+        return "rejected";
+    }
+    return "unknown";
+}
+
+bool training_job_state_final(training_job_state s)
+{
+    return s != TRAINING_JOB_QUEUED && s != TRAINING_JOB_RUNNING;
+}
+
+static int parse_state(const char *s, training_job_state *out)
+{
+    for (int i = TRAINING_JOB_QUEUED; i <= TRAINING_JOB_REJECTED; i++)
+        if (strcmp(s, training_job_state_name((training_job_state)i)) == 0) {
+            *out = (training_job_state)i;
+            return 0;
+        }
+    return PD_EINVAL;
+}
+
+static void info_reset(training_job_info *i)
+{
+    memset(i, 0, sizeof *i);
+    i->test_accuracy = i->baseline_accuracy = NAN;
+}
+
+/* ---------------------------------------------------------------------------
+ * JSON.
+ */
+static void time_or_null(util_buf *b, int64_t t)
+{
+    char buf[32];
+    if (t)
+        util_json_str(b, util_rfc3339(t, buf));
+    else
+        util_buf_puts(b, "null");
+}
+
+static const char *outcome_of(const training_job_info *j)
+{
+    switch (j->state) {
+    case TRAINING_JOB_SUCCEEDED:
+        return j->version ? "published" : "not_published";
+    case TRAINING_JOB_REJECTED:
+        return "rejected";
+    default:
+        return NULL;
+    }
+}
+
+/* The metrics column: the metrics, plus outcome and scheduled. */
+static void metrics_json(const training_job_info *j, util_buf *b)
+{
+    util_buf_puts(b, "{");
+    const char *o = outcome_of(j);
+    if (o) {
+        util_json_key(b, "outcome");
+        util_json_str(b, o);
+        util_buf_puts(b, ",");
+    }
+    util_buf_printf(b, "\"scheduled\":%s", j->scheduled ? "true" : "false");
+    for (size_t i = 0; i < j->n_metrics; i++) {
+        util_buf_puts(b, ",");
+        util_json_key(b, j->metrics[i].name);
+        util_json_num(b, j->metrics[i].value);
+    }
+    util_buf_puts(b, "}");
+}
+
+void training_job_json(const training_job_info *j, util_buf *b)
+{
+    util_buf_printf(b, "{\"id\":%" PRId64 ",", j->id);
+    util_json_key(b, "state");
+    util_json_str(b, training_job_state_name(j->state));
+    util_buf_puts(b, ",");
+    util_json_key(b, "symbol");
+    util_json_str(b, j->symbol);
+    util_buf_puts(b, ",");
+    util_json_key(b, "timeframe");
+    util_json_str(b, j->timeframe);
+    util_buf_puts(b, ",");
+    util_json_key(b, "progress");
+    util_json_fixed(b, j->progress, 4);
+    util_buf_puts(b, ",");
+    util_json_key(b, "stage");
+    if (j->stage[0])
+        util_json_str(b, j->stage);
+    else
+        util_buf_puts(b, "null");
+    util_buf_puts(b, ",");
+    util_json_key(b, "version");
+    if (j->version)
+        util_buf_printf(b, "%" PRIu32, j->version);
+    else
+        util_buf_puts(b, "null");
+    util_buf_puts(b, ",");
+    util_json_key(b, "test_accuracy");
+    util_json_num(b, j->test_accuracy);
+    util_buf_puts(b, ",");
+    util_json_key(b, "baseline_accuracy");
+    util_json_num(b, j->baseline_accuracy);
+    util_buf_puts(b, ",");
+    util_json_key(b, "metrics");
+    util_buf_puts(b, "{");
+    for (size_t i = 0; i < j->n_metrics; i++) {
+        if (i)
+            util_buf_puts(b, ",");
+        util_json_key(b, j->metrics[i].name);
+        util_json_num(b, j->metrics[i].value);
+    }
+    util_buf_puts(b, "},");
+    util_json_key(b, "error");
+    if (j->error[0])
+        util_json_str(b, j->error);
+    else
+        util_buf_puts(b, "null");
+    util_buf_puts(b, ",");
+    util_json_key(b, "params");
+    util_buf_puts(b, j->params_json[0] ? j->params_json : "{}");
+    util_buf_puts(b, ",");
+    util_json_key(b, "scheduled");
+    util_buf_puts(b, j->scheduled ? "true" : "false");
+    util_buf_puts(b, ",");
+    util_json_key(b, "created_at");
+    time_or_null(b, j->created_at);
+    util_buf_puts(b, ",");
+    util_json_key(b, "started_at");
+    time_or_null(b, j->started_at);
+    util_buf_puts(b, ",");
+    util_json_key(b, "finished_at");
+    time_or_null(b, j->finished_at);
+    util_buf_puts(b, "}");
+}
+
+/* ---------------------------------------------------------------------------
+ * Records.
+ */
+static void from_row(const features_job_row *r, training_job_info *out)
+{
+    info_reset(out);
+    out->id = r->id;
+    if (parse_state(r->state, &out->state) != 0)
+        out->state = TRAINING_JOB_FAILED;
+    snprintf(out->symbol, sizeof out->symbol, "%s", r->symbol);
+    snprintf(out->timeframe, sizeof out->timeframe, "%s", r->timeframe);
+    out->progress = r->progress;
+    out->version = r->version > 0 ? (uint32_t)r->version : 0;
+    snprintf(out->error, sizeof out->error, "%s", r->error ? r->error : "");
+    snprintf(out->params_json, sizeof out->params_json, "%s", r->params ? r->params : "{}");
+    out->created_at = r->created_at;
+    out->started_at = r->started_at;
+    out->finished_at = r->finished_at;
+    if (!r->metrics)
+        return;
+    json_t *m = json_loads(r->metrics, 0, NULL);
+    if (!json_is_object(m)) {
+        json_decref(m);
+        return;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(m, key, v)
+    {
+        if (strcmp(key, "outcome") == 0) {
+            if (json_is_string(v) && strcmp(json_string_value(v), "rejected") == 0)
+                out->state = TRAINING_JOB_REJECTED;
+        } else if (strcmp(key, "scheduled") == 0) {
+            out->scheduled = json_is_true(v);
+        } else if (json_is_number(v) && out->n_metrics < TRAINING_MAX_METRICS) {
+            training_metric *t = &out->metrics[out->n_metrics++];
+            snprintf(t->name, sizeof t->name, "%s", key);
+            t->value = json_number_value(v);
+        }
+    }
+    json_decref(m);
+    for (size_t i = 0; i < out->n_metrics; i++) {
+        if (strcmp(out->metrics[i].name, "accuracy") == 0)
+            out->test_accuracy = out->metrics[i].value;
+        else if (strcmp(out->metrics[i].name, "baseline_accuracy") == 0)
+            out->baseline_accuracy = out->metrics[i].value;
+    }
+}
+
+/* Writes a snapshot's state to the table (outside the lock). */
+static void persist(training_jobs *j, const training_job_info *s)
+{
+    if (!j->db)
+        return;
+    util_buf m;
+    util_buf_init(&m);
+    metrics_json(s, &m);
+    features_job_row row;
+    memset(&row, 0, sizeof row);
+    row.id = s->id;
+    /* the schema has no "rejected": see the top comment */
+    const char *state = s->state == TRAINING_JOB_REJECTED ? "succeeded"
+                                                          : training_job_state_name(s->state);
+    snprintf(row.state, sizeof row.state, "%s", state);
+    row.progress = s->progress;
+    row.metrics = util_buf_ok(&m) ? m.data : NULL;
+    row.error = s->error[0] ? (char *)s->error : NULL;
+    row.version = (int32_t)s->version;
+    row.started_at = s->started_at;
+    row.finished_at = s->finished_at;
+    int rc = features_jobs_update(j->db, &row);
+    if (rc != 0)
+        LOG_WARN(MOD, "job %" PRId64 ": recording state %s failed: %s", s->id, state,
+                 util_strerror(rc));
+    util_buf_cleanup(&m);
+}
+
+/* ---------------------------------------------------------------------------
+ * The list. Caller holds lock.
+ */
+static job *find(training_jobs *j, int64_t id)
+{
+    for (size_t i = j->n_jobs; i-- > 0;)
+        if (j->jobs[i]->info.id == id)
+            return j->jobs[i];
+    return NULL;
+}
+
+/* Drops the oldest finished jobs beyond keep. */
+static void trim(training_jobs *j)
+{
+    size_t finished = 0;
+    for (size_t i = 0; i < j->n_jobs; i++)
+        finished += training_job_state_final(j->jobs[i]->info.state);
+    size_t w = 0;
+    for (size_t i = 0; i < j->n_jobs; i++) {
+        job *x = j->jobs[i];
+        if (finished > j->keep && training_job_state_final(x->info.state)) {
+            finished--;
+            free(x);
+            continue;
+        }
+        j->jobs[w++] = x;
+    }
+    j->n_jobs = w;
+}
+
+static int append(training_jobs *j, job *x)
+{
+    if (j->n_jobs == j->cap) {
+        size_t cap = j->cap ? 2 * j->cap : 32;
+        job **v = realloc(j->jobs, cap * sizeof *v);
+        if (!v)
+            return PD_ENOMEM;
+        j->jobs = v;
+        j->cap = cap;
+    }
+    j->jobs[j->n_jobs++] = x;
+    trim(j);
+    return 0;
+}
+
+static bool active_for(training_jobs *j, const char *symbol, const char *tf)
+{
+    for (size_t i = 0; i < j->n_jobs; i++) {
+        const training_job_info *x = &j->jobs[i]->info;
+        if (!training_job_state_final(x->state) && strcmp(x->symbol, symbol) == 0 &&
+            strcmp(x->timeframe, tf) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------------------
+ * The worker.
+ */
+typedef struct progress_ctx {
+    training_jobs *j;
+    job *x;
+} progress_ctx;
+
+static void on_progress(void *ud, double f, const char *stage)
+{
+    progress_ctx *c = ud;
+    training_job_info snap;
+    bool write = false;
+    pthread_mutex_lock(&c->j->lock);
+    if (f > c->x->info.progress)
+        c->x->info.progress = f > 1 ? 1 : f;
+    snprintf(c->x->info.stage, sizeof c->x->info.stage, "%s", stage);
+    if (c->x->info.progress - c->x->persisted >= 0.1) {
+        c->x->persisted = c->x->info.progress;
+        snap = c->x->info;
+        write = true;
+    }
+    pthread_mutex_unlock(&c->j->lock);
+    if (write)
+        persist(c->j, &snap);
+}
+
+/* Lowers the calling thread's priority and binds it to one CPU. */
+static void confine_thread(int nice_value)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (setpriority(PRIO_PROCESS, (id_t)tid, nice_value) != 0)
+        LOG_WARN(MOD, "worker: setpriority(%d): %s", nice_value, strerror(errno));
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) {
+        LOG_WARN(MOD, "worker: sched_getaffinity: %s", strerror(errno));
+        return;
+    }
+    int last = -1;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set))
+            last = c;
+    if (last < 0)
+        return;
+    CPU_ZERO(&set);
+    CPU_SET(last, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0)
+        LOG_WARN(MOD, "worker: sched_setaffinity(cpu %d): %s", last, strerror(errno));
+    else
+        LOG_DEBUG(MOD, "worker: nice %d, cpu %d", nice_value, last);
+}
+
+static void run_job(training_jobs *j, job *x)
+{
+    training_ctx ctx = {
+        .models_dir = j->models_dir,
+        .reg = j->reg,
+        .progress = on_progress,
+        .cancel = &x->cancel,
+    };
+    progress_ctx pc = {j, x};
+    ctx.progress_ud = &pc;
+    training_result *res = calloc(1, sizeof *res);
+    int rc = res ? training_run(&x->params, &ctx, res) : PD_ENOMEM;
+
+    training_job_info snap;
+    pthread_mutex_lock(&j->lock);
+    training_job_info *i = &x->info;
+    i->finished_at = util_now();
+    if (res) {
+        i->n_metrics = res->n_metrics;
+        memcpy(i->metrics, res->metrics, res->n_metrics * sizeof res->metrics[0]);
+        i->test_accuracy = res->test_accuracy;
+        i->baseline_accuracy = res->baseline_accuracy;
+    }
+    if (rc == 0 && res->outcome == TRAINING_REJECTED) {
+        i->state = TRAINING_JOB_REJECTED;
+        snprintf(i->error, sizeof i->error, "%s", res->message);
+    } else if (rc == 0) {
+        i->state = TRAINING_JOB_SUCCEEDED;
+        i->version = res->version;
+        i->progress = 1;
+    } else if (rc == PD_ECANCELED) {
+        i->state = TRAINING_JOB_CANCELED;
+        snprintf(i->error, sizeof i->error, "canceled");
+    } else {
+        i->state = TRAINING_JOB_FAILED;
+        snprintf(i->error, sizeof i->error, "%s",
+                 res && res->message[0] ? res->message : util_strerror(rc));
+    }
+    i->stage[0] = '\0';
+    snap = *i;
+    pthread_mutex_unlock(&j->lock);
+    LOG_INFO(MOD, "job %" PRId64 " %s/%s %s%s%s", snap.id, snap.symbol, snap.timeframe,
+             training_job_state_name(snap.state), snap.error[0] ? ": " : "", snap.error);
+    persist(j, &snap);
+    free(res);
+}
+
+static void *worker_main(void *arg)
+{
+    training_jobs *j = arg;
+    confine_thread(j->nice);
+    pthread_mutex_lock(&j->lock);
+    while (!j->stopping) {
+        job *x = j->head;
+        if (x) {
+            j->head = x->next;
+            if (!j->head)
+                j->tail = NULL;
+            j->queued--;
+            x->next = NULL;
+            x->info.state = TRAINING_JOB_RUNNING;
+            x->info.started_at = util_now();
+            snprintf(x->info.stage, sizeof x->info.stage, "load");
+            training_job_info snap = x->info;
+            pthread_mutex_unlock(&j->lock);
+            persist(j, &snap);
+            run_job(j, x);
+            pthread_mutex_lock(&j->lock);
+            trim(j);
+            continue;
+        }
+        if (j->interval_s > 0 && util_mono_ns() >= j->next_retrain_ns) {
+            j->next_retrain_ns = util_mono_ns() + (uint64_t)j->interval_s * 1000000000ull;
+            pthread_mutex_unlock(&j->lock);
+            int n = training_jobs_retrain_all(j);
+            if (n < 0)
+                LOG_WARN(MOD, "scheduled retrain: %s", util_strerror(n));
+            else
+                LOG_INFO(MOD, "scheduled retrain: %d job(s) queued", n);
+            pthread_mutex_lock(&j->lock);
+            continue;
+        }
+        if (j->interval_s > 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t now = util_mono_ns();
+            uint64_t wait = j->next_retrain_ns > now ? j->next_retrain_ns - now : 0;
+            /* pthread_cond_timedwait on the condvar's clock (monotonic) */
+            uint64_t ns = (uint64_t)ts.tv_nsec + wait % 1000000000ull;
+            ts.tv_sec += (time_t)(wait / 1000000000ull + ns / 1000000000ull);
+            ts.tv_nsec = (long)(ns % 1000000000ull);
+            pthread_cond_timedwait(&j->cond, &j->lock, &ts);
+        } else {
+            pthread_cond_wait(&j->cond, &j->lock);
+        }
+    }
+    pthread_mutex_unlock(&j->lock);
+    features_thread_cleanup();
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------
+ * API.
+ */
+static int load_history(training_jobs *j)
+{
+    size_t failed = 0;
+    int rc = features_jobs_fail_unfinished(
+        j->db, "interrupted: the server stopped before the job finished", &failed);
+    if (rc != 0)
+        return rc;
+    if (failed)
+        LOG_WARN(MOD, "%zu training job(s) of a previous run were left unfinished: marked failed",
+                 failed);
+    features_job_row *rows = NULL;
+    size_t n = 0;
+    if ((rc = features_jobs_list(j->db, j->keep, &rows, &n)) != 0)
+        return rc;
+    for (size_t k = n; k-- > 0 && rc == 0;) { /* oldest first */
+        job *x = calloc(1, sizeof *x);
+        if (!x) {
+            rc = PD_ENOMEM;
+            break;
+        }
+        from_row(&rows[k], &x->info);
+        if ((rc = append(j, x)) != 0)
+            free(x);
+    }
+    features_job_rows_free(rows, n);
+    return rc;
+}
+
+int training_jobs_start(const training_jobs_config *cfg, training_jobs **out)
+{
+    if (!cfg || !cfg->models_dir || !out || cfg->retrain_interval_s < 0)
+        return PD_EINVAL;
+    training_jobs *j = calloc(1, sizeof *j);
+    if (!j)
+        return PD_ENOMEM;
+    int rc = PD_ENOMEM;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    bool cond_ok = pthread_cond_init(&j->cond, &ca) == 0;
+    pthread_condattr_destroy(&ca);
+    if (!cond_ok) {
+        free(j);
+        return PD_ENOMEM;
+    }
+    if (pthread_mutex_init(&j->lock, NULL) != 0) {
+        pthread_cond_destroy(&j->cond);
+        free(j);
+        return PD_ENOMEM;
+    }
+    j->models_dir = strdup(cfg->models_dir);
+    j->reg = cfg->reg;
+    j->interval_s = cfg->retrain_interval_s;
+    j->nice = cfg->nice ? cfg->nice : 10;
+    j->keep = cfg->keep ? cfg->keep : 50;
+    j->next_id = 1;
+    j->next_retrain_ns = util_mono_ns() + (uint64_t)j->interval_s * 1000000000ull;
+    if (!j->models_dir)
+        goto fail;
+    if (cfg->database_url) {
+        if ((rc = features_jobs_open(cfg->database_url, &j->db)) != 0)
+            goto fail;
+        if ((rc = load_history(j)) != 0) {
+            LOG_ERROR(MOD, "reading the training job history failed: %s", util_strerror(rc));
+            goto fail;
+        }
+    }
+    if (pthread_create(&j->worker, NULL, worker_main, j) != 0) {
+        rc = PD_ENOMEM;
+        goto fail;
+    }
+    *out = j;
+    return 0;
+fail:
+    for (size_t i = 0; i < j->n_jobs; i++)
+        free(j->jobs[i]);
+    free(j->jobs);
+    features_jobs_close(j->db);
+    free(j->models_dir);
+    pthread_mutex_destroy(&j->lock);
+    pthread_cond_destroy(&j->cond);
+    free(j);
+    return rc;
+}
+
+void training_jobs_stop(training_jobs *j)
+{
+    if (!j)
+        return;
+    training_job_info *snaps = NULL;
+    size_t ns = 0;
+    pthread_mutex_lock(&j->lock);
+    j->stopping = true;
+    snaps = calloc(j->queued ? j->queued : 1, sizeof *snaps);
+    for (job *x = j->head; x; x = x->next) {
+        x->info.state = TRAINING_JOB_CANCELED;
+        x->info.finished_at = util_now();
+        snprintf(x->info.error, sizeof x->info.error, "canceled: the server stopped");
+        if (snaps)
+            snaps[ns++] = x->info;
+    }
+    j->head = j->tail = NULL;
+    j->queued = 0;
+    for (size_t i = 0; i < j->n_jobs; i++)
+        if (j->jobs[i]->info.state == TRAINING_JOB_RUNNING)
+            atomic_store(&j->jobs[i]->cancel, true);
+    pthread_cond_broadcast(&j->cond);
+    pthread_mutex_unlock(&j->lock);
+    for (size_t i = 0; i < ns; i++)
+        persist(j, &snaps[i]);
+    free(snaps);
+    pthread_join(j->worker, NULL);
+    for (size_t i = 0; i < j->n_jobs; i++)
+        free(j->jobs[i]);
+    free(j->jobs);
+    features_jobs_close(j->db);
+    free(j->models_dir);
+    pthread_mutex_destroy(&j->lock);
+    pthread_cond_destroy(&j->cond);
+    free(j);
+}
+
+static int submit(training_jobs *j, const training_params *p, bool scheduled, int64_t *id,
+                  char *why, size_t whylen)
+{
+    if (!j || !p)
+        return PD_EINVAL;
+    int rc = training_params_validate(p, why, whylen);
+    if (rc != 0)
+        return rc;
+    job *x = calloc(1, sizeof *x);
+    if (!x)
+        return PD_ENOMEM;
+    x->params = *p;
+    atomic_init(&x->cancel, false);
+    training_job_info *i = &x->info;
+    info_reset(i);
+    i->state = TRAINING_JOB_QUEUED;
+    i->scheduled = scheduled;
+    snprintf(i->symbol, sizeof i->symbol, "%s", training_params_target(p));
+    snprintf(i->timeframe, sizeof i->timeframe, "%s", p->timeframe);
+    util_buf b;
+    util_buf_init(&b);
+    training_params_json(p, &b);
+    if (!util_buf_ok(&b) || b.len >= sizeof i->params_json) {
+        util_buf_cleanup(&b);
+        free(x);
+        return PD_ENOMEM;
+    }
+    memcpy(i->params_json, b.data, b.len + 1);
+    util_buf_cleanup(&b);
+
+    pthread_mutex_lock(&j->lock);
+    if (j->stopping)
+        rc = PD_ENOTREADY;
+    else if (j->queued >= MAX_QUEUED)
+        rc = PD_EBUSY;
+    else if (active_for(j, i->symbol, i->timeframe))
+        rc = PD_EBUSY;
+    pthread_mutex_unlock(&j->lock);
+    if (rc == PD_EBUSY && why && whylen)
+        snprintf(why, whylen, "a job for %s/%s is already queued or running, or the queue is full",
+                 i->symbol, i->timeframe);
+    if (rc != 0) {
+        free(x);
+        return rc;
+    }
+
+    if (j->db) {
+        rc = features_jobs_insert(j->db, i->symbol, i->timeframe, i->params_json, &i->id,
+                                  &i->created_at);
+        if (rc != 0) {
+            if (why && whylen)
+                snprintf(why, whylen, "%s",
+                         rc == PD_EBUSY ? "a job for the series is already queued or running"
+                                        : "the job could not be recorded");
+            free(x);
+            return rc;
+        }
+    } else {
+        i->created_at = util_now();
+    }
+
+    pthread_mutex_lock(&j->lock);
+    if (!j->db)
+        i->id = j->next_id++;
+    rc = j->stopping ? PD_ENOTREADY : append(j, x);
+    if (rc == 0) {
+        if (j->tail)
+            j->tail->next = x;
+        else
+            j->head = x;
+        j->tail = x;
+        j->queued++;
+        *id = i->id;
+        pthread_cond_signal(&j->cond);
+    }
+    training_job_info snap = *i;
+    pthread_mutex_unlock(&j->lock);
+    if (rc != 0) {
+        snap.state = TRAINING_JOB_CANCELED;
+        snap.finished_at = util_now();
+        persist(j, &snap);
+        free(x);
+        return rc;
+    }
+    LOG_INFO(MOD, "job %" PRId64 " queued: %s/%s%s", snap.id, snap.symbol, snap.timeframe,
+             scheduled ? " (scheduled)" : "");
+    return 0;
+}
+
+int training_jobs_submit(training_jobs *j, const training_params *p, int64_t *id, char *why,
+                         size_t whylen)
+{
+    return submit(j, p, false, id, why, whylen);
+}
+
+int training_jobs_get(training_jobs *j, int64_t id, training_job_info *out)
+{
+    if (!j || !out)
+        return PD_EINVAL;
+    pthread_mutex_lock(&j->lock);
+    job *x = find(j, id);
+    if (x)
+        *out = x->info;
+    pthread_mutex_unlock(&j->lock);
+    if (x)
+        return 0;
+    if (!j->db || id <= 0)
+        return PD_ENOTFOUND;
+    features_job_row row;
+    int rc = features_jobs_get(j->db, id, &row);
+    if (rc != 0)
+        return rc;
+    from_row(&row, out);
+    features_job_row_cleanup(&row);
+    return 0;
+}
+
+int training_jobs_list(training_jobs *j, size_t limit, training_job_info **out, size_t *n)
+{
+    if (!j || !out || !n)
+        return PD_EINVAL;
+    pthread_mutex_lock(&j->lock);
+    size_t m = limit && limit < j->n_jobs ? limit : j->n_jobs;
+    training_job_info *v = malloc((m ? m : 1) * sizeof *v);
+    if (v)
+        for (size_t k = 0; k < m; k++)
+            v[k] = j->jobs[j->n_jobs - 1 - k]->info;
+    pthread_mutex_unlock(&j->lock);
+    if (!v)
+        return PD_ENOMEM;
+    *out = v;
+    *n = m;
+    return 0;
+}
+
+int training_jobs_cancel(training_jobs *j, int64_t id)
+{
+    if (!j)
+        return PD_EINVAL;
+    pthread_mutex_lock(&j->lock);
+    job *x = find(j, id);
+    if (!x) {
+        pthread_mutex_unlock(&j->lock);
+        training_job_info tmp;
+        int rc = j->db && id > 0 ? training_jobs_get(j, id, &tmp) : PD_ENOTFOUND;
+        return rc == 0 ? PD_EINVAL : rc;
+    }
+    int rc = 0;
+    training_job_info snap;
+    bool write = false;
+    if (x->info.state == TRAINING_JOB_QUEUED) {
+        job **pp = &j->head, *prev = NULL;
+        while (*pp && *pp != x) {
+            prev = *pp;
+            pp = &(*pp)->next;
+        }
+        if (*pp) {
+            *pp = x->next;
+            if (j->tail == x)
+                j->tail = prev;
+            j->queued--;
+        }
+        x->next = NULL;
+        x->info.state = TRAINING_JOB_CANCELED;
+        x->info.finished_at = util_now();
+        snprintf(x->info.error, sizeof x->info.error, "canceled");
+        snap = x->info;
+        write = true;
+    } else if (x->info.state == TRAINING_JOB_RUNNING) {
+        atomic_store(&x->cancel, true);
+    } else {
+        rc = PD_EINVAL;
+    }
+    pthread_mutex_unlock(&j->lock);
+    if (write) {
+        LOG_INFO(MOD, "job %" PRId64 " canceled while queued", id);
+        persist(j, &snap);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Schedule.
+ */
+
+/* Parameters that reproduce how the serving model m of series s/tf was
+ * trained. PD_EINVAL for a kind this trainer does not make. */
+static int params_from_model(const Predictd__Model *m, const char *symbol, const char *tf,
+                             training_params *p)
+{
+    training_params_default(p);
+    if (m->kind == PREDICTD__MODEL_KIND__SOFTMAX) {
+        p->kind = TRAINING_SOFTMAX;
+    } else if (m->kind == PREDICTD__MODEL_KIND__MLP && m->n_layers >= 2 &&
+               m->n_layers - 1 <= TRAINING_MAX_HIDDEN) {
+        p->kind = TRAINING_MLP;
+        p->n_hidden = m->n_layers - 1;
+        for (size_t l = 0; l + 1 < m->n_layers; l++)
+            p->hidden[l] = m->layers[l]->out;
+    } else {
+        return PD_EINVAL;
+    }
+    if (m->n_features > TRAINING_MAX_FEATURES)
+        return PD_EINVAL;
+    for (size_t i = 0; i < m->n_features; i++) {
+        if (strlen(m->features[i]) >= TRAINING_SPEC_LEN)
+            return PD_EINVAL;
+        snprintf(p->features[i], TRAINING_SPEC_LEN, "%s", m->features[i]);
+    }
+    p->n_features = m->n_features;
+    p->window = m->window;
+    if (m->policy) {
+        const Predictd__SignalPolicy *q = m->policy;
+        p->policy.sl_atr = q->sl_atr;
+        for (size_t k = 0; k < INFERENCE_NTP && k < q->n_tp_r; k++)
+            p->policy.tp_r[k] = q->tp_r[k];
+        p->policy.horizon = q->horizon;
+        p->policy.min_confidence = q->min_confidence;
+        p->policy.atr_period = q->atr_period ? q->atr_period : 14;
+        p->policy.max_age_s = q->max_age_s;
+    }
+    if (m->meta) {
+        p->seed = m->meta->seed;
+        for (size_t i = 0; i < m->meta->n_symbols && i < TRAINING_MAX_SYMBOLS; i++)
+            snprintf(p->symbols[p->n_symbols++], TRAINING_NAME_LEN, "%s", m->meta->symbols[i]);
+    }
+    snprintf(p->target, sizeof p->target, "%s", symbol);
+    snprintf(p->timeframe, sizeof p->timeframe, "%s", tf);
+    if (p->n_symbols == 0 && strcmp(symbol, REGISTRY_DEFAULT_SYMBOL) != 0)
+        snprintf(p->symbols[p->n_symbols++], TRAINING_NAME_LEN, "%s", symbol);
+    if (p->n_symbols == 0) {
+        char **v = NULL;
+        size_t n = 0;
+        int rc = features_list_symbols(tf, &v, &n);
+        if (rc != 0)
+            return rc;
+        for (size_t i = 0; i < n && p->n_symbols < TRAINING_MAX_SYMBOLS; i++)
+            if (util_symbol_valid(v[i]))
+                snprintf(p->symbols[p->n_symbols++], TRAINING_NAME_LEN, "%s", v[i]);
+        features_strv_free(v, n);
+    }
+    p->promote_if_better = true;
+    p->publish = true;
+    return 0;
+}
+
+int training_jobs_retrain_all(training_jobs *j)
+{
+    if (!j)
+        return PD_EINVAL;
+    if (!j->reg)
+        return PD_ENOTREADY;
+    registry_series_info *s = NULL;
+    size_t n = 0;
+    int rc = registry_list(j->reg, &s, &n);
+    if (rc != 0)
+        return rc;
+    int queued = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t serving = 0;
+        for (size_t k = 0; k < s[i].n_versions; k++)
+            if (s[i].versions[k].serving)
+                serving = s[i].versions[k].version;
+        if (!serving)
+            continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s/%s/%" PRIu32 "/model.pb", j->models_dir, s[i].symbol,
+                 s[i].timeframe, serving);
+        Predictd__Model *m = NULL;
+        char why[200];
+        if (registry_read_model(path, &m, why, sizeof why) != 0) {
+            LOG_WARN(MOD, "retrain %s/%s: cannot read v%" PRIu32 ": %s", s[i].symbol,
+                     s[i].timeframe, serving, why);
+            continue;
+        }
+        training_params p;
+        int prc = params_from_model(m, s[i].symbol, s[i].timeframe, &p);
+        predictd__model__free_unpacked(m, NULL);
+        if (prc != 0) {
+            LOG_INFO(MOD, "retrain %s/%s: v%" PRIu32 " is not a model this trainer makes; skipped",
+                     s[i].symbol, s[i].timeframe, serving);
+            continue;
+        }
+        int64_t id;
+        int src = submit(j, &p, true, &id, why, sizeof why);
+        if (src == 0)
+            queued++;
+        else if (src != PD_EBUSY)
+            LOG_WARN(MOD, "retrain %s/%s: %s", s[i].symbol, s[i].timeframe,
+                     src == PD_EINVAL ? why : util_strerror(src));
+    }
+    registry_list_free(s, n);
+    return queued;
+}

@@ -1,0 +1,89 @@
+/*
+ * report: a training result for people (the CLI's table) and for JSON
+ * consumers (the metrics object). Pure formatting; no state.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <string.h>
+
+#include "training/internal.h"
+
+static void row(FILE *f, const char *label, double model, double base, int decimals)
+{
+    fprintf(f, "  %-26s", label);
+    if (isfinite(model))
+        fprintf(f, " %10.*f", decimals, model);
+    else
+        fprintf(f, " %10s", "n/a");
+    if (isfinite(base))
+        fprintf(f, " %10.*f\n", decimals, base);
+    else
+        fprintf(f, " %10s\n", "n/a");
+}
+
+static void row1(FILE *f, const char *label, double model, int decimals)
+{
+    fprintf(f, "  %-26s", label);
+    if (isfinite(model))
+        fprintf(f, " %10.*f %10s\n", decimals, model, "");
+    else
+        fprintf(f, " %10s %10s\n", "n/a", "");
+}
+
+void training_result_print(const training_result *r, FILE *f)
+{
+    char a[32], b[32];
+#define M(name) training_result_metric(r, name)
+    fprintf(f, "series      %s\n", r->target);
+    fprintf(f, "data        %s .. %s\n", r->data_from ? util_rfc3339(r->data_from, a) : "-",
+            r->data_to ? util_rfc3339(r->data_to, b) : "-");
+    fprintf(f, "samples     %zu (train %zu, validation %zu, test %zu)\n", r->samples, r->train,
+            r->val, r->test);
+    fprintf(f, "fit         %d epochs (best %.0f), temperature %.4f\n", r->epochs_run,
+            M("best_epoch"), r->temperature);
+    fprintf(f, "test labels LONG %.1f%%  SHORT %.1f%%  NO_TRADE %.1f%%\n",
+            100 * M("test_share_long"), 100 * M("test_share_short"),
+            100 * M("test_share_no_trade"));
+    fprintf(f, "\n  %-26s %10s %10s\n", "test metric", "model", "baseline");
+    row(f, "accuracy", r->test_accuracy, r->baseline_accuracy, 4);
+    row(f, "log-loss", M("log_loss"), M("baseline_log_loss"), 4);
+    row(f, "brier", M("brier"), M("baseline_brier"), 4);
+    row(f, "calls (LONG/SHORT)", M("calls"), M("baseline_calls"), 0);
+    row(f, "hit rate of calls", M("hit_rate_calls"), M("baseline_hit_rate_calls"), 4);
+    row1(f, "calls LONG", M("calls_long"), 0);
+    row1(f, "hit rate LONG", M("hit_rate_long"), 4);
+    row1(f, "calls SHORT", M("calls_short"), 0);
+    row1(f, "hit rate SHORT", M("hit_rate_short"), 4);
+    row1(f, "precision LONG", M("precision_long"), 4);
+    row1(f, "recall LONG", M("recall_long"), 4);
+    row1(f, "precision SHORT", M("precision_short"), 4);
+    row1(f, "recall SHORT", M("recall_short"), 4);
+    row1(f, "precision NO_TRADE", M("precision_no_trade"), 4);
+    row1(f, "recall NO_TRADE", M("recall_no_trade"), 4);
+    row1(f, "validation log-loss", M("val_log_loss"), 4);
+#undef M
+    fprintf(f, "  (baseline: always the train slice's majority class; its calls and hit rate\n"
+               "   are n/a when that class is NO_TRADE)\n\n");
+    if (r->old_version)
+        fprintf(f, "promotion   new %.5f vs serving v%" PRIu32 " %.5f log-loss on %zu samples\n",
+                r->new_log_loss, r->old_version, r->old_log_loss, r->compared);
+    const char *what = r->outcome == TRAINING_PUBLISHED  ? "published"
+                       : r->outcome == TRAINING_REJECTED ? "rejected"
+                                                         : "not published";
+    fprintf(f, "result      %s", what);
+    if (r->outcome == TRAINING_PUBLISHED)
+        fprintf(f, " %s v%" PRIu32, r->target, r->version);
+    fprintf(f, "%s%s\n", r->message[0] ? ": " : "", r->message);
+}
+
+void training_result_metrics_json(const training_result *r, util_buf *b)
+{
+    util_buf_puts(b, "{");
+    for (size_t i = 0; i < r->n_metrics; i++) {
+        if (i)
+            util_buf_puts(b, ",");
+        util_json_key(b, r->metrics[i].name);
+        util_json_num(b, r->metrics[i].value);
+    }
+    util_buf_puts(b, "}");
+}
