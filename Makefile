@@ -55,7 +55,7 @@ DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-de
     libhiredis-dev libprotobuf-c-dev protobuf-c-compiler postgresql redis-server \
     curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
     python3-numpy python3-sklearn python3-torch python3-xgboost prometheus \
-    clang libclang-rt-14-dev wrk
+    clang libclang-rt-14-dev wrk nginx-light
 
 .PHONY: all deps run test unit sanitize bench fuzz format format-check clean docker-check
 all: $(BIN)
