@@ -133,6 +133,11 @@ def export(estimator, scaler=None, classes=None, features=pm.DEFAULT_FEATURES,
     if pipe_scaler is not None and scaler is not None:
         raise pm.ExportError("the pipeline already has a scaler; do not pass another")
     ss = pipe_scaler if pipe_scaler is not None else scaler
+    if not isinstance(clf, (LogisticRegression, MLPClassifier, GradientBoostingClassifier)):
+        raise pm.ExportError("unsupported estimator %s (LogisticRegression, MLPClassifier, "
+                             "GradientBoostingClassifier)" % type(clf).__name__)
+    if not hasattr(clf, "classes_"):
+        raise pm.ExportError("the %s is not fitted" % type(clf).__name__)
     features = list(features)
     nf = len(features)
     if getattr(clf, "n_features_in_", nf) != nf:
@@ -181,9 +186,6 @@ def export(estimator, scaler=None, classes=None, features=pm.DEFAULT_FEATURES,
         m = _trees_model(clf, features, names, window, policy, meta, ss is not None)
         base = _init_raw(clf, ss.transform(rows) if ss is not None else rows)
         m.trees.base_score.extend(float(v) for v in base)
-    else:
-        raise pm.ExportError("unsupported estimator %s (LogisticRegression, MLPClassifier, "
-                             "GradientBoostingClassifier)" % type(clf).__name__)
 
     pm.add_golden(m, rows, predict(rows))
     sc = pm.make_scaler(features, mean, scale)
