@@ -112,10 +112,9 @@ bench: deps all $(BENCH_BIN)
 	    bench/run
 
 fuzz: deps
-	$(MAKE) BUILD=build-fuzz CC=clang SANITIZER=fuzzer-no-link,address,undefined CFLAGS='-O1 -g' $(BUILD)-fuzz-lib
+	$(MAKE) BUILD=build-fuzz CC=clang SANITIZER=fuzzer-no-link,address,undefined CFLAGS='-O1 -g' \
+	    build-fuzz/libpredictd.a
 	tests/fuzz/run build-fuzz
-
-build-fuzz-lib: $(LIB)
 
 run: deps all
 	server/run.sh $(abspath $(BIN))
