@@ -451,16 +451,7 @@ int registry__load_at(int vfd, const char *owner, const char *tf, uint32_t numbe
         snprintf(why, whylen, "features: %s", sub);
         goto verify_fail;
     }
-    *fail = REGISTRY_FAIL_SHAPE;
-    if (scaler->n_features != 0) {
-        bool same = scaler->n_features == model->n_features;
-        for (size_t i = 0; same && i < model->n_features; i++)
-            same = strcmp(scaler->features[i], model->features[i]) == 0;
-        if (!same) {
-            snprintf(why, whylen, "scaler.pb features differ from model.pb's");
-            goto verify_fail;
-        }
-    }
+    *fail = REGISTRY_FAIL_SHAPE; /* shapes, finiteness, scaler/model agreement */
     rc = inference_model_build(model, scaler, &im, sub, sizeof sub);
     if (rc) {
         if (rc == PD_ENOMEM)

@@ -1,0 +1,1359 @@
+/*
+ * test_registry: the model repository end to end on real files in a
+ * temporary directory. Models are built as Predictd__Model messages here
+ * (a softmax over the 14 default features, window 100) whose golden cases
+ * are computed with inference_run on the built model itself, published
+ * with registry_publish, then broken in every way the registry must refuse.
+ *
+ * No timing assertions: the scanner-thread test waits for a condition with
+ * a generous deadline, it does not measure.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "registry/registry.h"
+#include "unit.h"
+#include "util/util.h"
+
+#define NF 14
+#define NG 3
+
+/* ------------------------------------------------------------------------
+ * Fixture: one model + scaler, all storage inside the struct (do not copy
+ * it: the messages point into it).
+ */
+typedef struct fx {
+    Predictd__Model m;
+    Predictd__Dense d;
+    Predictd__Dense *layers[1];
+    Predictd__SignalPolicy pol;
+    double tp[3];
+    Predictd__TrainingMeta meta;
+    Predictd__GoldenCase g[NG];
+    Predictd__GoldenCase *gp[NG];
+    double gin[NG][NF];
+    double gout[NG][3];
+    double w[3 * NF], b[3];
+    char *feat[NF];
+    char *cls[3];
+    Predictd__Scaler s;
+    double mean[NF], scale[NF];
+} fx;
+
+/* Fills f deterministically from seed and computes its golden outputs. */
+static void fx_init(fx *f, unsigned seed)
+{
+    memset(f, 0, sizeof *f);
+    size_t nspec = 0;
+    const char *const *specs = features_default_specs(&nspec);
+    if (nspec != NF) {
+        printf("  features_default_specs returned %zu specs, want %d\n", nspec, NF);
+        abort();
+    }
+    for (int i = 0; i < NF; i++)
+        f->feat[i] = (char *)specs[i];
+    f->cls[0] = "LONG";
+    f->cls[1] = "SHORT";
+    f->cls[2] = "NO_TRADE";
+    for (int i = 0; i < 3 * NF; i++)
+        f->w[i] = 0.3 * sin(0.7 * i + seed);
+    for (int i = 0; i < 3; i++)
+        f->b[i] = 0.1 * cos(i + seed);
+    for (int i = 0; i < NF; i++) {
+        f->mean[i] = i == 0 ? 50.0 : 0.01 * i; /* feature 0 is an RSI */
+        f->scale[i] = i == 0 ? 10.0 : 1.0 + 0.1 * i;
+    }
+    predictd__dense__init(&f->d);
+    f->d.in = NF;
+    f->d.out = 3;
+    f->d.n_weights = 3 * NF;
+    f->d.weights = f->w;
+    f->d.n_bias = 3;
+    f->d.bias = f->b;
+    f->d.activation = PREDICTD__ACTIVATION__LINEAR;
+    f->layers[0] = &f->d;
+
+    predictd__signal_policy__init(&f->pol);
+    f->pol.sl_atr = 1.5;
+    f->tp[0] = 1;
+    f->tp[1] = 2;
+    f->tp[2] = 3;
+    f->pol.n_tp_r = 3;
+    f->pol.tp_r = f->tp;
+    f->pol.horizon = 12;
+    f->pol.min_confidence = 0.4;
+    f->pol.atr_period = 14;
+
+    predictd__training_meta__init(&f->meta);
+    f->meta.trained_at = 1700000000 + seed;
+    f->meta.symbol = "BTCUSDT";
+    f->meta.timeframe = "15m";
+    f->meta.test_accuracy = 0.5;
+    f->meta.trainer = "test_registry";
+
+    predictd__model__init(&f->m);
+    f->m.format = 1;
+    f->m.kind = PREDICTD__MODEL_KIND__SOFTMAX;
+    f->m.n_features = NF;
+    f->m.features = f->feat;
+    f->m.window = 100;
+    f->m.n_classes = 3;
+    f->m.classes = f->cls;
+    f->m.temperature = 1;
+    f->m.n_layers = 1;
+    f->m.layers = f->layers;
+    f->m.policy = &f->pol;
+    f->m.meta = &f->meta;
+
+    predictd__scaler__init(&f->s);
+    f->s.n_features = NF;
+    f->s.features = f->feat;
+    f->s.n_mean = NF;
+    f->s.mean = f->mean;
+    f->s.n_scale = NF;
+    f->s.scale = f->scale;
+
+    for (int g = 0; g < NG; g++) {
+        for (int i = 0; i < NF; i++)
+            f->gin[g][i] = (i == 0 ? 50.0 : 0.0) + sin(1.3 * i + 2.1 * g + seed);
+        predictd__golden_case__init(&f->g[g]);
+        f->g[g].n_input = NF;
+        f->g[g].input = f->gin[g];
+        f->g[g].n_probabilities = 3;
+        f->g[g].probabilities = f->gout[g];
+        f->gp[g] = &f->g[g];
+    }
+    f->m.n_golden = NG;
+    f->m.golden = f->gp;
+
+    /* Golden outputs from the kernel itself, so they are consistent. */
+    inference_model *im = NULL;
+    char why[256];
+    if (inference_model_build(&f->m, &f->s, &im, why, sizeof why) != 0) {
+        printf("  fixture does not build: %s\n", why);
+        abort();
+    }
+    void *scratch = malloc(inference_scratch_size(im) + 8);
+    for (int g = 0; g < NG; g++)
+        if (inference_run(im, f->gin[g], f->gout[g], scratch) != 0)
+            abort();
+    free(scratch);
+    inference_model_free(im);
+}
+
+/* ------------------------------------------------------------------------
+ * File helpers.
+ */
+
+static char *mkdtemp_dir(void)
+{
+    char tmpl[] = "/tmp/pd-reg-XXXXXX";
+    char *d = mkdtemp(tmpl);
+    return d ? strdup(d) : NULL;
+}
+
+static void pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void pathf(char *out, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, n, fmt, ap);
+    va_end(ap);
+}
+
+static int write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t w = fwrite(data, 1, n, f);
+    return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
+static void file_sha(const char *path, char hex[65])
+{
+    char *data = NULL;
+    size_t n = 0;
+    if (util_read_file(path, 1u << 28, &data, &n) != 0) {
+        strcpy(hex, "unreadable");
+        return;
+    }
+    util_sha256_hex(data, n, hex);
+    free(data);
+}
+
+/* Rewrites vdir/MANIFEST to match the files as they are. */
+static void rewrite_manifest(const char *vdir)
+{
+    char p[512], m[65], s[65], text[200];
+    pathf(p, sizeof p, "%s/model.pb", vdir);
+    file_sha(p, m);
+    pathf(p, sizeof p, "%s/scaler.pb", vdir);
+    file_sha(p, s);
+    pathf(text, sizeof text, "%s  model.pb\n%s  scaler.pb\n", m, s);
+    pathf(p, sizeof p, "%s/MANIFEST", vdir);
+    write_file(p, text, strlen(text));
+}
+
+static uint32_t publish(const char *models, const char *sym, const char *tf, fx *f)
+{
+    uint32_t v = 0;
+    f->meta.symbol = (char *)sym;
+    f->meta.timeframe = (char *)tf;
+    int rc = registry_publish(models, sym, tf, &f->m, &f->s, &v);
+    if (rc != 0)
+        printf("  publish %s/%s: %s\n", sym, tf, util_strerror(rc));
+    return rc == 0 ? v : 0;
+}
+
+static uint32_t publish_good(const char *models, const char *sym, const char *tf, unsigned seed)
+{
+    fx *f = malloc(sizeof *f);
+    fx_init(f, seed);
+    uint32_t v = publish(models, sym, tf, f);
+    free(f);
+    return v;
+}
+
+/* The version acquire gives for the default selector, 0 on error. */
+static uint32_t serving(registry *r, const char *sym, const char *tf)
+{
+    registry_version *v = NULL;
+    if (registry_acquire(r, sym, tf, NULL, &v) != 0)
+        return 0;
+    uint32_t n = registry_version_number(v);
+    registry_release(v);
+    return n;
+}
+
+/* Copies the listing entry of one version; false when absent. */
+static bool version_info(registry *r, const char *sym, const char *tf, uint32_t ver,
+                         registry_version_info *out, registry_series_info *series_out)
+{
+    registry_series_info *s = NULL;
+    size_t n = 0;
+    bool found = false;
+    if (registry_list(r, &s, &n) != 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(s[i].symbol, sym) != 0 || strcmp(s[i].timeframe, tf) != 0)
+            continue;
+        if (series_out) {
+            *series_out = s[i];
+            series_out->versions = NULL;
+        }
+        for (size_t k = 0; k < s[i].n_versions; k++)
+            if (s[i].versions[k].version == ver) {
+                if (out)
+                    *out = s[i].versions[k];
+                found = true;
+            }
+        if (ver == 0)
+            found = true;
+    }
+    registry_list_free(s, n);
+    return found;
+}
+
+static size_t loaded_count(registry *r)
+{
+    registry_series_info *s = NULL;
+    size_t n = 0, c = 0;
+    if (registry_list(r, &s, &n) != 0)
+        return 999;
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < s[i].n_versions; k++)
+            c += s[i].versions[k].state == REGISTRY_AVAILABLE;
+    registry_list_free(s, n);
+    return c;
+}
+
+/* Version objects in memory, process-wide (registry_stats). */
+static uint64_t in_memory(void)
+{
+    registry *tmp = NULL;
+    registry_stats st;
+    if (registry_new("/nonexistent-for-stats", &tmp) != 0)
+        return 999;
+    registry_stats_get(tmp, &st);
+    registry_free(tmp);
+    return st.versions_in_memory;
+}
+
+/* ------------------------------------------------------------------------
+ * Tests.
+ */
+
+TEST(test_publish_scan_acquire)
+{
+    char *base = mkdtemp_dir();
+    char models[256];
+    pathf(models, sizeof models, "%s/models", base);
+    fx *f = malloc(sizeof *f);
+    fx_init(f, 1);
+    uint32_t ver = 0;
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK_EQ_INT(ver, 1);
+    CHECK_EQ_INT(f->meta.version, 1);
+
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    registry_version *v = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &v), PD_ENOMODEL); /* not scanned */
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &v), 0);
+    if (v) {
+        CHECK_EQ_INT(registry_version_number(v), 1);
+        CHECK_EQ_STR(registry_version_owner(v), "BTCUSDT");
+        CHECK_EQ_STR(registry_version_timeframe(v), "15m");
+        CHECK_EQ_INT(registry_version_candles(v), 100);
+        CHECK(registry_version_label(v) == NULL);
+        const registry_meta *meta = registry_version_meta(v);
+        CHECK_EQ_STR(meta->trainer, "test_registry");
+        CHECK_EQ_INT(meta->trained_at, 1700000001);
+        CHECK_NEAR(meta->test_accuracy, 0.5, 1e-12);
+        CHECK(isnan(meta->baseline_accuracy));
+        char p[512], hex[65];
+        pathf(p, sizeof p, "%s/BTCUSDT/15m/1/model.pb", models);
+        file_sha(p, hex);
+        CHECK_EQ_STR(registry_version_digest(v), hex);
+        CHECK_EQ_INT(features_set_count(registry_version_features(v)), NF);
+        const inference_model *m = registry_version_model(v);
+        CHECK_EQ_INT(inference_n_features(m), NF);
+        double probs[3];
+        void *scratch = malloc(inference_scratch_size(m) + 8);
+        CHECK_EQ_INT(inference_run(m, f->gin[1], probs, scratch), 0);
+        for (int k = 0; k < 3; k++)
+            CHECK_NEAR(probs[k], f->gout[1][k], 1e-12);
+        free(scratch);
+        registry_release(v);
+    }
+    registry_release(NULL);
+
+    registry_version_info vi;
+    registry_series_info si;
+    CHECK(version_info(r, "BTCUSDT", "15m", 1, &vi, &si));
+    CHECK_EQ_INT(vi.state, REGISTRY_AVAILABLE);
+    CHECK(vi.serving);
+    CHECK(vi.loaded_at > 0);
+    CHECK(vi.load_ms >= 0);
+    CHECK_EQ_STR(vi.reason, "");
+    CHECK_EQ_INT(si.pinned, 0);
+    CHECK_EQ_STR(si.note, "");
+    size_t ns = 9, nf = 9;
+    registry_counts(r, &ns, &nf);
+    CHECK_EQ_INT(ns, 1);
+    CHECK_EQ_INT(nf, 0);
+
+    /* Other series, malformed names. */
+    CHECK_EQ_INT(registry_acquire(r, "ETHUSDT", "15m", NULL, &v), PD_ENOMODEL);
+    CHECK_EQ_INT(registry_acquire(r, "btc", "15m", NULL, &v), PD_ESYMBOL);
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "2m", NULL, &v), PD_ETIMEFRAME);
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", NULL), PD_EINVAL);
+    CHECK_EQ_INT(registry_scan(r, "../x", "15m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish(models, "../x", "15m", &f->m, &f->s, &ver), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "7m", &f->m, &f->s, &ver), PD_EINVAL);
+
+    registry_stats st;
+    registry_stats_get(r, &st);
+    CHECK_EQ_INT(st.loads_ok, 1);
+    CHECK_EQ_INT(st.loads_failed, 0);
+    CHECK_EQ_INT(st.swaps, 1);
+    CHECK_EQ_INT(st.scans, 1);
+    CHECK_EQ_STR(registry_fail_name(REGISTRY_FAIL_GOLDEN), "golden");
+    CHECK_EQ_STR(registry_fail_name(REGISTRY_FAIL_MANIFEST), "manifest");
+    CHECK_EQ_STR(registry_fail_name(99), "unknown");
+
+    registry_free(r);
+    registry_free(NULL);
+    free(f);
+    util_rmtree(base);
+    free(base);
+}
+
+TEST(test_highest_wins_and_swap)
+{
+    char *base = mkdtemp_dir();
+    char models[256];
+    pathf(models, sizeof models, "%s/models", base);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "1h", 1), 1);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "1h", 2), 2);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "1h"), 2);
+    registry_version_info vi;
+    CHECK(version_info(r, "BTCUSDT", "1h", 1, &vi, NULL));
+    CHECK_EQ_INT(vi.state, REGISTRY_RETIRED); /* older than what serves: never loaded */
+    CHECK(!vi.serving);
+    CHECK_EQ_INT(loaded_count(r), 1);
+
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "1h", 3), 3);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "1h"), 2); /* not before a scan */
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "1h"), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "1h"), 3);
+    CHECK(version_info(r, "BTCUSDT", "1h", 2, &vi, NULL));
+    CHECK_EQ_INT(vi.state, REGISTRY_RETIRED);
+    CHECK_EQ_INT(vi.loaded_at, 0);
+    CHECK_EQ_INT(loaded_count(r), 1);
+    registry_stats st;
+    registry_stats_get(r, &st);
+    CHECK_EQ_INT(st.swaps, 2);
+
+    /* An unchanged repository does not reload anything. */
+    uint64_t before = st.loads_ok;
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_stats_get(r, &st);
+    CHECK_EQ_INT(st.loads_ok, before);
+
+    /* Removing the serving version brings the previous one back. */
+    char p[512];
+    pathf(p, sizeof p, "%s/BTCUSDT/1h/3", models);
+    CHECK_EQ_INT(util_rmtree(p), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "1h"), 2);
+    CHECK(version_info(r, "BTCUSDT", "1h", 3, &vi, NULL));
+    CHECK_EQ_INT(vi.state, REGISTRY_RETIRED);
+    CHECK_EQ_INT(loaded_count(r), 1);
+
+    /* Removing the whole series: nothing serves. */
+    pathf(p, sizeof p, "%s/BTCUSDT", models);
+    CHECK_EQ_INT(util_rmtree(p), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_version *v = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "1h", NULL, &v), PD_ENOMODEL);
+    CHECK_EQ_INT(loaded_count(r), 0);
+    size_t ns = 9, nf = 9;
+    registry_counts(r, &ns, &nf);
+    CHECK_EQ_INT(ns, 0);
+
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
+/* How a broken version is made: a mutation of the message before publish
+ * (msg), or of the published files (files). */
+typedef struct breakage {
+    const char *name;
+    void (*msg)(fx *f);
+    void (*files)(const char *vdir);
+    int fail;             /* expected enum registry_fail */
+    const char *reason;   /* expected substring of the reason */
+} breakage;
+
+static void br_nan_weight(fx *f)
+{
+    f->w[5] = NAN;
+}
+static void br_shape(fx *f)
+{
+    f->d.n_weights = 3 * NF - 1;
+}
+static void br_unknown_feature(fx *f)
+{
+    f->feat[3] = "foo:3";
+}
+static void br_golden_prob(fx *f)
+{
+    f->gout[1][0] += 0.01;
+}
+static void br_no_golden(fx *f)
+{
+    f->m.n_golden = 0;
+}
+static void br_window(fx *f)
+{
+    f->m.window = 20;
+}
+static void br_golden_input(fx *f)
+{
+    f->g[0].n_input = NF - 1;
+}
+
+static void br_manifest_hash(const char *vdir)
+{
+    char p[512];
+    pathf(p, sizeof p, "%s/MANIFEST", vdir);
+    char *m = NULL;
+    size_t n = 0;
+    if (util_read_file(p, 4096, &m, &n) != 0)
+        return;
+    m[10] = m[10] == '0' ? '1' : '0';
+    write_file(p, m, n);
+    free(m);
+}
+static void br_manifest_missing(const char *vdir)
+{
+    char p[512];
+    pathf(p, sizeof p, "%s/MANIFEST", vdir);
+    unlink(p);
+}
+static void br_manifest_no_scaler(const char *vdir)
+{
+    char p[512], m[65], text[200];
+    pathf(p, sizeof p, "%s/model.pb", vdir);
+    file_sha(p, m);
+    pathf(text, sizeof text, "%s  model.pb\n", m);
+    pathf(p, sizeof p, "%s/MANIFEST", vdir);
+    write_file(p, text, strlen(text));
+}
+static void br_manifest_garbage(const char *vdir)
+{
+    char p[512];
+    pathf(p, sizeof p, "%s/MANIFEST", vdir);
+    write_file(p, "hello world\n", 12);
+}
+static void br_truncated_unlisted(const char *vdir)
+{
+    char p[512];
+    pathf(p, sizeof p, "%s/model.pb", vdir);
+    struct stat st;
+    stat(p, &st);
+    if (truncate(p, st.st_size / 2) != 0)
+        printf("  truncate failed\n");
+}
+static void br_truncated(const char *vdir)
+{
+    br_truncated_unlisted(vdir);
+    rewrite_manifest(vdir);
+}
+static void br_random_bytes(const char *vdir)
+{
+    char p[512];
+    unsigned char buf[4096];
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < sizeof buf; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf[i] = (unsigned char)x;
+    }
+    buf[0] = 0xff; /* field 31, wire type 7: invalid whatever follows */
+    pathf(p, sizeof p, "%s/model.pb", vdir);
+    write_file(p, buf, sizeof buf);
+    rewrite_manifest(vdir);
+}
+static void br_oversized(const char *vdir)
+{
+    char p[512];
+    pathf(p, sizeof p, "%s/model.pb", vdir);
+    int fd = open(p, O_WRONLY);
+    if (fd < 0 || ftruncate(fd, (off_t)REGISTRY_MAX_FILE_BYTES + 1) != 0)
+        printf("  ftruncate failed\n");
+    if (fd >= 0)
+        close(fd);
+    /* The MANIFEST keeps the old hash: the size is refused before hashing. */
+}
+static void br_scaler_mismatch(const char *vdir)
+{
+    /* A scaler listing other features, MANIFEST consistent. */
+    Predictd__Scaler s;
+    predictd__scaler__init(&s);
+    char *names[2] = {"rsi:14", "ret:1"};
+    double mean[2] = {0, 0}, scale[2] = {1, 1};
+    s.n_features = 2;
+    s.features = names;
+    s.n_mean = s.n_scale = 2;
+    s.mean = mean;
+    s.scale = scale;
+    uint8_t buf[256];
+    size_t n = predictd__scaler__pack(&s, buf);
+    char p[512];
+    pathf(p, sizeof p, "%s/scaler.pb", vdir);
+    write_file(p, buf, n);
+    rewrite_manifest(vdir);
+}
+static void br_symlinked_file(const char *vdir)
+{
+    /* model.pb replaced by a symlink to an identical copy outside: the hash
+     * would match, but symlinks are never followed. */
+    char p[512], q[512];
+    pathf(p, sizeof p, "%s/model.pb", vdir);
+    pathf(q, sizeof q, "%s/../../../../outside-model.pb", vdir);
+    if (rename(p, q) != 0 || symlink(q, p) != 0)
+        printf("  symlink setup failed\n");
+}
+static void br_model_is_dir(const char *vdir)
+{
+    char p[512];
+    pathf(p, sizeof p, "%s/model.pb", vdir);
+    unlink(p);
+    mkdir(p, 0755);
+}
+
+static const breakage breakages[] = {
+    {"nan weight", br_nan_weight, NULL, REGISTRY_FAIL_SHAPE, "not finite"},
+    {"wrong shape", br_shape, NULL, REGISTRY_FAIL_SHAPE, "weights"},
+    {"unknown feature", br_unknown_feature, NULL, REGISTRY_FAIL_FEATURES, "foo:3"},
+    {"wrong golden probability", br_golden_prob, NULL, REGISTRY_FAIL_GOLDEN, "golden"},
+    {"zero golden cases", br_no_golden, NULL, REGISTRY_FAIL_GOLDEN, "no golden cases"},
+    {"golden input size", br_golden_input, NULL, REGISTRY_FAIL_GOLDEN, "golden"},
+    {"window too small", br_window, NULL, REGISTRY_FAIL_FEATURES, "too small"},
+    {"manifest hash", NULL, br_manifest_hash, REGISTRY_FAIL_MANIFEST, "does not match MANIFEST"},
+    {"manifest missing", NULL, br_manifest_missing, REGISTRY_FAIL_MANIFEST, "MANIFEST: missing"},
+    {"manifest without scaler", NULL, br_manifest_no_scaler, REGISTRY_FAIL_MANIFEST,
+     "does not list scaler.pb"},
+    {"manifest garbage", NULL, br_manifest_garbage, REGISTRY_FAIL_MANIFEST, "sha256sum"},
+    {"truncated, old manifest", NULL, br_truncated_unlisted, REGISTRY_FAIL_MANIFEST, "sha256"},
+    {"truncated model.pb", NULL, br_truncated, REGISTRY_FAIL_PARSE, "model.pb"},
+    {"random bytes", NULL, br_random_bytes, REGISTRY_FAIL_PARSE, "not a valid"},
+    {"oversized", NULL, br_oversized, REGISTRY_FAIL_IO, "limit"},
+    {"scaler mismatch", NULL, br_scaler_mismatch, REGISTRY_FAIL_SHAPE, "scaler"},
+    {"symlinked model.pb", NULL, br_symlinked_file, REGISTRY_FAIL_IO, "model.pb"},
+    {"model.pb is a directory", NULL, br_model_is_dir, REGISTRY_FAIL_IO, "model.pb"},
+};
+
+TEST(test_broken_versions_never_serve)
+{
+    char *base = mkdtemp_dir();
+    char models[256];
+    pathf(models, sizeof models, "%s/models", base);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 1), 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+
+    fx *f = malloc(sizeof *f);
+    size_t nb = sizeof breakages / sizeof breakages[0];
+    for (size_t i = 0; i < nb; i++) {
+        const breakage *b = &breakages[i];
+        fx_init(f, 100 + (unsigned)i);
+        if (b->msg)
+            b->msg(f);
+        uint32_t ver = publish(models, "BTCUSDT", "15m", f);
+        CHECK(ver == i + 2);
+        char vdir[512];
+        pathf(vdir, sizeof vdir, "%s/BTCUSDT/15m/%u", models, ver);
+        if (b->files)
+            b->files(vdir);
+        char why[256] = "";
+        CHECK_EQ_INT(registry_verify_dir(vdir, why, sizeof why), PD_EVERIFY);
+
+        registry_stats before, after;
+        registry_stats_get(r, &before);
+        CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+        registry_stats_get(r, &after);
+        registry_version_info vi;
+        bool listed = version_info(r, "BTCUSDT", "15m", ver, &vi, NULL);
+        CHECK(listed);
+        if (listed && (vi.state != REGISTRY_FAILED || !strstr(vi.reason, b->reason)))
+            printf("  %s: state %d reason \"%s\" (want \"%s\")\n", b->name, (int)vi.state,
+                   vi.reason, b->reason);
+        CHECK_EQ_INT(vi.state, REGISTRY_FAILED);
+        CHECK(strstr(vi.reason, b->reason) != NULL);
+        CHECK(!vi.serving);
+        CHECK_EQ_STR(why, vi.reason);
+        CHECK_EQ_INT(after.loads_failed, before.loads_failed + 1);
+        CHECK_EQ_INT(after.failed_by_reason[b->fail], before.failed_by_reason[b->fail] + 1);
+        CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+        registry_version *v = NULL;
+        CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m",
+                                      &(registry_selector){.version = ver}, &v),
+                     PD_ENOMODEL);
+
+        /* Not verified again while its files stay the same. */
+        CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+        registry_stats_get(r, &before);
+        CHECK_EQ_INT(before.loads_failed, after.loads_failed);
+    }
+    size_t ns = 0, nf = 0;
+    registry_counts(r, &ns, &nf);
+    CHECK_EQ_INT(ns, 1);
+    CHECK_EQ_INT(nf, nb);
+    CHECK_EQ_INT(loaded_count(r), 1);
+
+    /* A fixed version is picked up: replace the last broken version's files
+     * with good ones (its fingerprint changes) and it serves. */
+    uint32_t last = (uint32_t)nb + 1;
+    char vdir[512], good[512], p[512], q[512];
+    pathf(vdir, sizeof vdir, "%s/BTCUSDT/15m/%u", models, last);
+    CHECK_EQ_INT(publish_good(models, "SPARE", "15m", 7), 1);
+    pathf(good, sizeof good, "%s/SPARE/15m/1", models);
+    const char *names[] = {"model.pb", "scaler.pb", "MANIFEST"};
+    for (int k = 0; k < 3; k++) {
+        pathf(p, sizeof p, "%s/%s", vdir, names[k]);
+        pathf(q, sizeof q, "%s/%s", good, names[k]);
+        util_rmtree(p);
+        CHECK_EQ_INT(rename(q, p), 0);
+    }
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), last);
+
+    free(f);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
+TEST(test_junk_is_ignored)
+{
+    char *base = mkdtemp_dir();
+    char models[256], other[256], p[512], q[512];
+    pathf(models, sizeof models, "%s/models", base);
+    pathf(other, sizeof other, "%s/outside", base);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 1), 1);
+    /* Valid versions outside the tree, to be moved in under bad names or
+     * pointed at by symlinks. */
+    for (int i = 0; i < 12; i++)
+        CHECK_EQ_INT(publish_good(other, "OUTSIDE", "15m", 10 + (unsigned)i), (uint32_t)i + 1);
+    const char *bad_versions[] = {"007", "0", "abc", "-1", "4294967296", "2147483649", ".5", "1e3",
+                                  " 3", "3 "};
+    size_t nbad = sizeof bad_versions / sizeof bad_versions[0];
+    for (size_t i = 0; i < nbad; i++) {
+        pathf(p, sizeof p, "%s/OUTSIDE/15m/%zu", other, i + 1);
+        pathf(q, sizeof q, "%s/BTCUSDT/15m/%s", models, bad_versions[i]);
+        CHECK_EQ_INT(rename(p, q), 0);
+    }
+    /* A symlinked version directory, a symlinked symbol directory and a
+     * symlinked timeframe directory, all pointing outside. */
+    pathf(p, sizeof p, "%s/OUTSIDE/15m/11", other);
+    pathf(q, sizeof q, "%s/BTCUSDT/15m/9", models);
+    CHECK_EQ_INT(symlink(p, q), 0);
+    pathf(p, sizeof p, "%s/OUTSIDE", other);
+    pathf(q, sizeof q, "%s/ETHUSDT", models);
+    CHECK_EQ_INT(symlink(p, q), 0);
+    pathf(p, sizeof p, "%s/OUTSIDE/15m", other);
+    pathf(q, sizeof q, "%s/BTCUSDT/1h", models);
+    CHECK_EQ_INT(symlink(p, q), 0);
+    /* Lower-case symbol, unknown timeframe, files where directories go. */
+    CHECK_EQ_INT(publish_good(models, "SOLUSDT", "4h", 3), 1);
+    pathf(p, sizeof p, "%s/SOLUSDT", models);
+    pathf(q, sizeof q, "%s/sol", models);
+    CHECK_EQ_INT(rename(p, q), 0);
+    CHECK_EQ_INT(publish_good(models, "XRPUSDT", "4h", 4), 1);
+    pathf(p, sizeof p, "%s/XRPUSDT/4h", models);
+    pathf(q, sizeof q, "%s/XRPUSDT/2m", models);
+    CHECK_EQ_INT(rename(p, q), 0);
+    pathf(p, sizeof p, "%s/BTCUSDT/15m/5", models);
+    CHECK_EQ_INT(write_file(p, "x", 1), 0);
+    pathf(p, sizeof p, "%s/README", models);
+    CHECK_EQ_INT(write_file(p, "x", 1), 0);
+    pathf(p, sizeof p, "%s/BTCUSDT/15m/.tmp-1-2", models);
+    CHECK_EQ_INT(mkdir(p, 0755), 0);
+
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_series_info *s = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(registry_list(r, &s, &n), 0);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1) {
+        CHECK_EQ_STR(s[0].symbol, "BTCUSDT");
+        CHECK_EQ_STR(s[0].timeframe, "15m");
+        CHECK_EQ_INT(s[0].n_versions, 1);
+        if (s[0].n_versions)
+            CHECK_EQ_INT(s[0].versions[0].version, 1);
+    }
+    registry_list_free(s, n);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+    CHECK_EQ_INT(serving(r, "ETHUSDT", "15m"), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "1h"), 0);
+    registry_stats st;
+    registry_stats_get(r, &st);
+    CHECK_EQ_INT(st.loads_ok, 1);
+    CHECK_EQ_INT(st.loads_failed, 0);
+    /* Scanning a symlinked series by name finds nothing either. */
+    CHECK_EQ_INT(registry_scan(r, "ETHUSDT", "15m"), 0);
+    CHECK_EQ_INT(serving(r, "ETHUSDT", "15m"), 0);
+    CHECK_EQ_INT(registry_pin(r, "ETHUSDT", "15m", 1), PD_ENOTFOUND);
+
+    /* 2^31 itself is a valid version number. */
+    pathf(p, sizeof p, "%s/OUTSIDE/15m/12", other);
+    pathf(q, sizeof q, "%s/BTCUSDT/15m/2147483648", models);
+    CHECK_EQ_INT(rename(p, q), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2147483648u);
+    /* And the next publish has nowhere to go. */
+    uint32_t ver = 0;
+    fx *f = malloc(sizeof *f);
+    fx_init(f, 5);
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, &f->s, &ver), PD_EINVAL);
+    free(f);
+
+    /* A models directory that does not exist. */
+    registry *r2 = NULL;
+    CHECK_EQ_INT(registry_new("/nonexistent/predictd-models", &r2), 0);
+    CHECK_EQ_INT(registry_scan(r2, NULL, NULL), PD_EIO);
+    registry_free(r2);
+    CHECK_EQ_INT(registry_new("", &r2), PD_EINVAL);
+
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) {
+        h ^= (uint8_t)*s;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static json_t *read_policy(const char *models, const char *sym, const char *tf)
+{
+    char p[512];
+    pathf(p, sizeof p, "%s/%s/%s/policy.json", models, sym, tf);
+    return json_load_file(p, 0, NULL);
+}
+
+TEST(test_policy)
+{
+    char *base = mkdtemp_dir();
+    char models[256], p[512];
+    pathf(models, sizeof models, "%s/models", base);
+    for (unsigned i = 1; i <= 3; i++)
+        CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", i), i);
+    pathf(p, sizeof p, "%s/BTCUSDT/15m/policy.json", models);
+    const char *pol = "{\"pinned\": 2, \"labels\": {\"stable\": 2, \"canary\": 3},"
+                      " \"canary_share\": 30, \"comment\": \"kept\"}";
+    CHECK_EQ_INT(write_file(p, pol, strlen(pol)), 0);
+
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+    registry_series_info si;
+    registry_version_info vi;
+    CHECK(version_info(r, "BTCUSDT", "15m", 3, &vi, &si));
+    CHECK_EQ_INT(si.pinned, 2);
+    CHECK_EQ_INT(si.canary_share, 30);
+    CHECK_EQ_STR(vi.label, "canary");
+    CHECK_EQ_INT(vi.state, REGISTRY_AVAILABLE);
+    CHECK(!vi.serving);
+    CHECK(version_info(r, "BTCUSDT", "15m", 1, &vi, NULL));
+    CHECK_EQ_INT(vi.state, REGISTRY_RETIRED);
+    CHECK_EQ_INT(loaded_count(r), 2);
+
+    /* Selectors. */
+    registry_version *v = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", &(registry_selector){.label = "canary"}, &v),
+                 0);
+    if (v) {
+        CHECK_EQ_INT(registry_version_number(v), 3);
+        CHECK_EQ_STR(registry_version_label(v), "canary");
+        registry_release(v);
+    }
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", &(registry_selector){.label = "stable"}, &v),
+                 0);
+    if (v) {
+        CHECK_EQ_INT(registry_version_number(v), 2);
+        CHECK_EQ_STR(registry_version_label(v), "stable");
+        registry_release(v);
+    }
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", &(registry_selector){.label = "beta"}, &v),
+                 PD_ENOMODEL);
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", &(registry_selector){.version = 3}, &v), 0);
+    if (v) {
+        CHECK_EQ_INT(registry_version_number(v), 3);
+        registry_release(v);
+    }
+    /* v1 is not loaded: only loaded versions are selectable. */
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", &(registry_selector){.version = 1}, &v),
+                 PD_ENOMODEL);
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", &(registry_selector){.version = 99}, &v),
+                 PD_ENOMODEL);
+
+    /* Canary share: deterministic per key, FNV-1a % 100 < share. */
+    int to_canary = 0;
+    for (int i = 0; i < 1000; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "client-%d", i);
+        registry_selector sel = {.client_key = key};
+        uint32_t got[2];
+        for (int rep = 0; rep < 2; rep++) {
+            got[rep] = 0;
+            if (registry_acquire(r, "BTCUSDT", "15m", &sel, &v) == 0) {
+                got[rep] = registry_version_number(v);
+                registry_release(v);
+            }
+        }
+        CHECK_EQ_INT(got[0], got[1]);
+        CHECK_EQ_INT(got[0], fnv1a(key) % 100 < 30 ? 3 : 2);
+        to_canary += got[0] == 3;
+    }
+    CHECK(to_canary > 200 && to_canary < 400);
+
+    /* Admin changes rewrite policy.json (keeping unknown keys). */
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 3), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 3);
+    json_t *j = read_policy(models, "BTCUSDT", "15m");
+    CHECK(j != NULL);
+    CHECK_EQ_INT(json_integer_value(json_object_get(j, "pinned")), 3);
+    CHECK_EQ_STR(json_string_value(json_object_get(j, "comment")), "kept");
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "labels"), "canary")), 3);
+    json_decref(j);
+
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "15m", "canary", 0, 0), 0);
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "15m", "stable", 0, 0), 0);
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", &(registry_selector){.label = "canary"}, &v),
+                 PD_ENOMODEL);
+    j = read_policy(models, "BTCUSDT", "15m");
+    CHECK(j && !json_object_get(j, "labels") && !json_object_get(j, "canary_share"));
+    json_decref(j);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 1), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+    CHECK_EQ_INT(loaded_count(r), 1);
+    CHECK_EQ_INT(registry_unpin(r, "BTCUSDT", "15m"), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 3);
+    j = read_policy(models, "BTCUSDT", "15m");
+    CHECK(j && !json_object_get(j, "pinned"));
+    json_decref(j);
+
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "15m", "canary", 1, 50), 0);
+    CHECK(version_info(r, "BTCUSDT", "15m", 1, &vi, &si));
+    CHECK_EQ_STR(vi.label, "canary");
+    CHECK_EQ_INT(si.canary_share, 50);
+    CHECK_EQ_INT(vi.state, REGISTRY_AVAILABLE);
+
+    /* Errors. */
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 99), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 0), PD_EINVAL);
+    CHECK_EQ_INT(registry_pin(r, "ETHUSDT", "15m", 1), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_unpin(r, "ETHUSDT", "15m"), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_pin(r, "bad/..", "15m", 1), PD_EINVAL);
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "15m", "beta", 1, 0), PD_EINVAL);
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "15m", "canary", 1, 101), PD_EINVAL);
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "15m", "canary", 1, -1), PD_EINVAL);
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "15m", "stable", 42, 0), PD_ENOTFOUND);
+
+    /* A failed version cannot be pinned; a pin to one that fails later
+     * keeps the previous choice serving, with a note. */
+    fx *f = malloc(sizeof *f);
+    fx_init(f, 9);
+    f->gout[0][0] += 0.5;
+    CHECK_EQ_INT(publish(models, "BTCUSDT", "15m", f), 4);
+    free(f);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 3);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 4), PD_EVERIFY);
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "15m", "stable", 4, 0), PD_EVERIFY);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 2), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+    const char *pin4 = "{\"pinned\": 4}";
+    CHECK_EQ_INT(write_file(p, pin4, strlen(pin4)), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+    CHECK(version_info(r, "BTCUSDT", "15m", 0, NULL, &si));
+    CHECK_EQ_INT(si.pinned, 4);
+    CHECK(strstr(si.note, "pinned v4") != NULL);
+
+    /* Malformed policy.json: ignored, previous policy kept, note says so. */
+    const char *bad[] = {"{\"pinned\": ", "[1,2]", "{\"pinned\": \"2\"}", "{\"pinned\": -3}",
+                         "{\"labels\": {\"beta\": 2}}", "{\"canary_share\": 101}",
+                         "{\"labels\": [2]}", "{\"pinned\": 1, \"pinned\": 2}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ_INT(write_file(p, bad[i], strlen(bad[i])), 0);
+        CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+        CHECK(version_info(r, "BTCUSDT", "15m", 0, NULL, &si));
+        CHECK_EQ_INT(si.pinned, 4);
+        CHECK(strstr(si.note, "policy.json ignored") != NULL);
+        CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+    }
+    /* Removing policy.json: back to the highest that verifies. */
+    unlink(p);
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 3);
+    CHECK(version_info(r, "BTCUSDT", "15m", 0, NULL, &si));
+    CHECK_EQ_INT(si.pinned, 0);
+    CHECK_EQ_STR(si.note, "");
+    CHECK_EQ_INT(loaded_count(r), 1);
+
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
+TEST(test_default_fallback)
+{
+    char *base = mkdtemp_dir();
+    char models[256];
+    pathf(models, sizeof models, "%s/models", base);
+    CHECK_EQ_INT(publish_good(models, "_default", "15m", 1), 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_version *v = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "ETHUSDT", "15m", NULL, &v), 0);
+    if (v) {
+        CHECK_EQ_STR(registry_version_owner(v), "_default");
+        registry_release(v);
+    }
+    CHECK_EQ_INT(registry_acquire(r, "_default", "15m", NULL, &v), 0);
+    registry_release(v);
+    CHECK_EQ_INT(registry_acquire(r, "ETHUSDT", "1h", NULL, &v), PD_ENOMODEL);
+
+    /* A series of its own wins once it verifies... */
+    CHECK_EQ_INT(publish_good(models, "ETHUSDT", "15m", 2), 1);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(registry_acquire(r, "ETHUSDT", "15m", NULL, &v), 0);
+    if (v) {
+        CHECK_EQ_STR(registry_version_owner(v), "ETHUSDT");
+        registry_release(v);
+    }
+    /* ...and one whose only version fails falls back to the default. */
+    fx *f = malloc(sizeof *f);
+    fx_init(f, 3);
+    f->m.n_golden = 0;
+    CHECK_EQ_INT(publish(models, "SOLUSDT", "15m", f), 1);
+    free(f);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(registry_acquire(r, "SOLUSDT", "15m", NULL, &v), 0);
+    if (v) {
+        CHECK_EQ_STR(registry_version_owner(v), "_default");
+        registry_release(v);
+    }
+    /* An explicit version is looked up in the symbol's own series. */
+    CHECK_EQ_INT(registry_acquire(r, "SOLUSDT", "15m", &(registry_selector){.version = 1}, &v),
+                 PD_ENOMODEL);
+    CHECK_EQ_INT(registry_acquire(r, "ADAUSDT", "15m", &(registry_selector){.version = 1}, &v), 0);
+    if (v) {
+        CHECK_EQ_STR(registry_version_owner(v), "_default");
+        registry_release(v);
+    }
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
+TEST(test_refcount_outlives_swap)
+{
+    char *base = mkdtemp_dir();
+    char models[256];
+    pathf(models, sizeof models, "%s/models", base);
+    uint64_t mem0 = in_memory();
+    fx *f = malloc(sizeof *f);
+    fx_init(f, 1);
+    CHECK_EQ_INT(publish(models, "BTCUSDT", "15m", f), 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_version *old = NULL, *old2 = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &old), 0);
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &old2), 0);
+    CHECK_EQ_INT(in_memory(), mem0 + 1);
+
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 2), 2);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+    CHECK_EQ_INT(in_memory(), mem0 + 2); /* v1 retired but still referenced */
+    registry_version_info vi;
+    CHECK(version_info(r, "BTCUSDT", "15m", 1, &vi, NULL));
+    CHECK_EQ_INT(vi.state, REGISTRY_RETIRED);
+
+    if (old && old2) {
+        /* The old version still runs and still answers like v1. */
+        CHECK_EQ_INT(registry_version_number(old), 1);
+        const inference_model *m = registry_version_model(old);
+        double probs[3];
+        void *scratch = malloc(inference_scratch_size(m) + 8);
+        CHECK_EQ_INT(inference_run(m, f->gin[0], probs, scratch), 0);
+        CHECK_NEAR(probs[0], f->gout[0][0], 1e-12);
+        free(scratch);
+        registry_release(old);
+        CHECK_EQ_INT(in_memory(), mem0 + 2);
+        registry_release(old2);
+        CHECK_EQ_INT(in_memory(), mem0 + 1);
+    }
+    /* A reference held across registry_free is still valid until release. */
+    registry_version *held = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &held), 0);
+    registry_free(r);
+    if (held) {
+        CHECK_EQ_INT(registry_version_number(held), 2);
+        registry_release(held);
+    }
+    CHECK_EQ_INT(in_memory(), mem0);
+    free(f);
+    util_rmtree(base);
+    free(base);
+}
+
+typedef struct worker {
+    registry *r;
+    atomic_bool *stop;
+    long ok, failed, runs;
+} worker;
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    double in[NF];
+    for (int i = 0; i < NF; i++)
+        in[i] = i == 0 ? 50 : 0.1 * i;
+    void *scratch = malloc(1 << 16);
+    while (!atomic_load(w->stop)) {
+        registry_version *v = NULL;
+        if (registry_acquire(w->r, "BTCUSDT", "15m", NULL, &v) != 0) {
+            w->failed++;
+            continue;
+        }
+        w->ok++;
+        const inference_model *m = registry_version_model(v);
+        double probs[3];
+        if (inference_scratch_size(m) <= (1 << 16) && inference_run(m, in, probs, scratch) == 0 &&
+            fabs(probs[0] + probs[1] + probs[2] - 1) < 1e-9)
+            w->runs++;
+        registry_release(v);
+    }
+    free(scratch);
+    return NULL;
+}
+
+TEST(test_concurrent_acquire_during_publishes)
+{
+    char *base = mkdtemp_dir();
+    char models[256];
+    pathf(models, sizeof models, "%s/models", base);
+    uint64_t mem0 = in_memory();
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 0), 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+
+    atomic_bool stop;
+    atomic_init(&stop, false);
+    worker w[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (worker){r, &stop, 0, 0, 0};
+        pthread_create(&th[i], NULL, worker_main, &w[i]);
+    }
+    fx *f = malloc(sizeof *f);
+    size_t max_loaded = 0;
+    for (unsigned i = 1; i <= 100; i++) {
+        fx_init(f, i);
+        CHECK_EQ_INT(publish(models, "BTCUSDT", "15m", f), i + 1);
+        CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+        size_t lc = loaded_count(r);
+        if (lc > max_loaded)
+            max_loaded = lc;
+    }
+    free(f);
+    atomic_store(&stop, true);
+    long ok = 0, failed = 0, runs = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ok += w[i].ok;
+        failed += w[i].failed;
+        runs += w[i].runs;
+    }
+    CHECK_EQ_INT(failed, 0);
+    CHECK(ok > 0);
+    CHECK_EQ_INT(runs, ok);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 101);
+    CHECK_EQ_INT(max_loaded, 1);
+    CHECK_EQ_INT(loaded_count(r), 1);
+    CHECK_EQ_INT(in_memory(), mem0 + 1); /* memory flat: one version in memory */
+    registry_stats st;
+    registry_stats_get(r, &st);
+    CHECK_EQ_INT(st.loads_ok, 101);
+    CHECK_EQ_INT(st.swaps, 101);
+    registry_free(r);
+    CHECK_EQ_INT(in_memory(), mem0);
+    util_rmtree(base);
+    free(base);
+}
+
+typedef struct publisher {
+    const char *models;
+    uint32_t got[20];
+    int errors;
+} publisher;
+
+static void *publisher_main(void *arg)
+{
+    publisher *p = arg;
+    fx *f = malloc(sizeof *f);
+    for (int i = 0; i < 20; i++) {
+        fx_init(f, (unsigned)i);
+        if (registry_publish(p->models, "BTCUSDT", "5m", &f->m, &f->s, &p->got[i]) != 0)
+            p->errors++;
+    }
+    free(f);
+    return NULL;
+}
+
+TEST(test_concurrent_publishers)
+{
+    char *base = mkdtemp_dir();
+    char models[256];
+    pathf(models, sizeof models, "%s/models", base);
+    publisher pubs[2] = {{models, {0}, 0}, {models, {0}, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, publisher_main, &pubs[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    CHECK_EQ_INT(pubs[0].errors + pubs[1].errors, 0);
+    bool seen[41] = {false};
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 20; k++) {
+            uint32_t v = pubs[i].got[k];
+            CHECK(v >= 1 && v <= 40);
+            if (v >= 1 && v <= 40) {
+                CHECK(!seen[v]);
+                seen[v] = true;
+            }
+        }
+    /* Each model.pb carries its own directory's number, every one verifies,
+     * and no temporary directory is left behind. */
+    for (uint32_t v = 1; v <= 40; v++) {
+        char p[512], why[256];
+        pathf(p, sizeof p, "%s/BTCUSDT/5m/%u/model.pb", models, v);
+        Predictd__Model *m = NULL;
+        CHECK_EQ_INT(registry_read_model(p, &m, why, sizeof why), 0);
+        if (m) {
+            CHECK(m->meta && m->meta->version == v);
+            predictd__model__free_unpacked(m, NULL);
+        }
+        pathf(p, sizeof p, "%s/BTCUSDT/5m/%u", models, v);
+        CHECK_EQ_INT(registry_verify_dir(p, why, sizeof why), 0);
+    }
+    char p[512];
+    pathf(p, sizeof p, "%s/BTCUSDT/5m", models);
+    DIR *d = opendir(p);
+    int entries = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        entries += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    if (d)
+        closedir(d);
+    CHECK_EQ_INT(entries, 40);
+    util_rmtree(base);
+    free(base);
+}
+
+TEST(test_read_files_bounded)
+{
+    char *base = mkdtemp_dir();
+    char models[256], p[512], why[256];
+    pathf(models, sizeof models, "%s/models", base);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 1), 1);
+    pathf(p, sizeof p, "%s/BTCUSDT/15m/1/scaler.pb", models);
+    Predictd__Scaler *s = NULL;
+    CHECK_EQ_INT(registry_read_scaler(p, &s, why, sizeof why), 0);
+    if (s) {
+        CHECK_EQ_INT(s->n_features, NF);
+        predictd__scaler__free_unpacked(s, NULL);
+    }
+    Predictd__Model *m = NULL;
+    pathf(p, sizeof p, "%s/none.pb", base);
+    CHECK_EQ_INT(registry_read_model(p, &m, why, sizeof why), PD_ENOTFOUND);
+
+    /* 1 MiB of empty GoldenCase sub-messages (2 bytes each on the wire,
+     * ~70 bytes each in memory): refused by the decode budget. */
+    size_t n = 1u << 20;
+    uint8_t *buf = malloc(n);
+    for (size_t i = 0; i < n; i += 2) {
+        buf[i] = (12 << 3) | 2; /* field 12 (golden), length-delimited */
+        buf[i + 1] = 0;
+    }
+    pathf(p, sizeof p, "%s/bomb.pb", base);
+    CHECK_EQ_INT(write_file(p, buf, n), 0);
+    free(buf);
+    CHECK_EQ_INT(registry_read_model(p, &m, why, sizeof why), PD_EPARSE);
+    CHECK(strstr(why, "memory") != NULL);
+    /* A sparse file over the size limit is refused before reading. */
+    pathf(p, sizeof p, "%s/big.pb", base);
+    int fd = open(p, O_CREAT | O_WRONLY, 0644);
+    CHECK(fd >= 0 && ftruncate(fd, (off_t)REGISTRY_MAX_FILE_BYTES + 1) == 0);
+    close(fd);
+    CHECK_EQ_INT(registry_read_model(p, &m, why, sizeof why), PD_ETOOBIG);
+    /* Garbage. */
+    pathf(p, sizeof p, "%s/garbage.pb", base);
+    CHECK_EQ_INT(write_file(p, "\xff\xff\xff\xff", 4), 0);
+    CHECK_EQ_INT(registry_read_model(p, &m, why, sizeof why), PD_EPARSE);
+    /* verify_dir on something that is not a directory. */
+    CHECK_EQ_INT(registry_verify_dir(p, why, sizeof why), PD_EVERIFY);
+    CHECK_EQ_INT(registry_verify_dir(NULL, why, sizeof why), PD_EINVAL);
+    util_rmtree(base);
+    free(base);
+}
+
+static registry *sig_registry;
+static void on_usr1(int sig)
+{
+    (void)sig;
+    registry_request_scan(sig_registry);
+}
+
+/* Waits (at most 20 s) until want serves; the deadline only bounds a
+ * failing test, nothing is timed. */
+static bool wait_serving(registry *r, const char *sym, const char *tf, uint32_t want)
+{
+    for (int i = 0; i < 2000; i++) {
+        if (serving(r, sym, tf) == want)
+            return true;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+TEST(test_scanner_thread)
+{
+    char *base = mkdtemp_dir();
+    char models[256];
+    pathf(models, sizeof models, "%s/models", base);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_start(r, -1), PD_EINVAL);
+    CHECK_EQ_INT(registry_start(r, 0), 0); /* on request only */
+    CHECK_EQ_INT(registry_start(r, 0), PD_EBUSY);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 1), 1);
+    registry_request_scan(r);
+    CHECK(wait_serving(r, "BTCUSDT", "15m", 1));
+
+    /* From a signal handler, as SIGHUP does. */
+    sig_registry = r;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 2), 2);
+    raise(SIGUSR1);
+    CHECK(wait_serving(r, "BTCUSDT", "15m", 2));
+    signal(SIGUSR1, SIG_DFL);
+    registry_stop(r);
+    registry_stop(r); /* idempotent */
+
+    /* Periodic: picked up without a request. */
+    CHECK_EQ_INT(registry_start(r, 1), 0);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 3), 3);
+    CHECK(wait_serving(r, "BTCUSDT", "15m", 3));
+    registry_free(r); /* stops the running thread */
+    util_rmtree(base);
+    free(base);
+}
+
+int main(void)
+{
+    util_log_configure(getenv("PREDICTD_TEST_VERBOSE") ? UTIL_LOG_DEBUG : UTIL_LOG_ERROR, false);
+    RUN(test_publish_scan_acquire);
+    RUN(test_highest_wins_and_swap);
+    RUN(test_broken_versions_never_serve);
+    RUN(test_junk_is_ignored);
+    RUN(test_policy);
+    RUN(test_default_fallback);
+    RUN(test_refcount_outlives_swap);
+    RUN(test_concurrent_acquire_during_publishes);
+    RUN(test_concurrent_publishers);
+    RUN(test_read_files_bounded);
+    RUN(test_scanner_thread);
+    return unit_report();
+}
