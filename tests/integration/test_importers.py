@@ -307,6 +307,47 @@ def test_publish_atomic_and_manifest():
         raise AssertionError("published %s/%s" % (sym, tf))
 
 
+_PUBLISHER = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import predictd_model as pm
+m = pm.pb2().Model.FromString(open(sys.argv[3], "rb").read())
+s = pm.pb2().Scaler.FromString(open(sys.argv[4], "rb").read())
+for _ in range(int(sys.argv[5])):
+    print(pm.publish(sys.argv[2], "ADAUSDT", "1m", m, s)[0])
+"""
+
+
+def test_publish_concurrent():
+    """Three processes publishing into one series at once get distinct,
+    consecutive versions, each directory complete and self-consistent."""
+    _, m, sc = _tiny_model()
+    work = tempfile.mkdtemp(prefix="conc-", dir=TMP)
+    mp, sp = os.path.join(work, "m.pb"), os.path.join(work, "s.pb")
+    with open(mp, "wb") as f:
+        f.write(m.SerializeToString())
+    with open(sp, "wb") as f:
+        f.write(sc.SerializeToString())
+    root = os.path.join(work, "models")
+    procs = [subprocess.Popen([PY, "-c", _PUBLISHER, TOOLS, root, mp, sp, "5"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    got = []
+    for pr in procs:
+        out, err = pr.communicate(timeout=120)
+        assert pr.returncode == 0, err[-300:]
+        got += [int(v) for v in out.split()]
+    assert sorted(got) == list(range(1, 16)), sorted(got)
+    series = os.path.join(root, "ADAUSDT", "1m")
+    assert sorted(os.listdir(series), key=lambda n: int(n)) == [str(v) for v in range(1, 16)]
+    for v in range(1, 16):
+        d = os.path.join(series, str(v))
+        r = subprocess.run(["sha256sum", "-c", "--strict", "--quiet", "MANIFEST"], cwd=d,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert load_dir(d)[0].meta.version == v
+
+
 def test_self_check_catches_bad_files():
     p, m, sc = _tiny_model()
     pm.self_check(m, sc)
@@ -700,6 +741,26 @@ def test_cli_sklearn():
     assert rc == 1 and "ascending" in err, err
     rc, out, err = _cli("export_sklearn.py", "--model", mp, "--dry-run")
     assert rc == 0 and out.startswith("ok: 8 golden cases"), out + err
+    # a 5-feature logistic regression behind a separate scaler, specs from a file
+    from sklearn.linear_model import LogisticRegression
+    cols = [0, 9, 10, 11, 12]
+    specs = ["rsi:14", "ret:1", "ret:5", "vol:20", "zscore:60"]
+    ss5 = StandardScaler().fit(X[:, cols])
+    lr5 = LogisticRegression(max_iter=1000).fit(ss5.transform(X[:, cols]), y)
+    joblib.dump(lr5, os.path.join(work, "lr5.joblib"))
+    joblib.dump(ss5, os.path.join(work, "ss5.joblib"))
+    with open(os.path.join(work, "specs.txt"), "w") as f:
+        f.write("# model inputs\n" + "\n".join(specs) + "\n")
+    rc, out, err = _cli("export_sklearn.py", "--model", os.path.join(work, "lr5.joblib"),
+                        "--scaler", os.path.join(work, "ss5.joblib"), "--features",
+                        "@" + os.path.join(work, "specs.txt"), "--window", "80",
+                        "--models-dir", models, "--symbol", "XRPUSDT", "--timeframe", "1d")
+    assert rc == 0 and out.endswith("/XRPUSDT/1d/2"), out + err
+    m5, sc5 = load_dir(out)
+    assert list(m5.features) == specs and list(sc5.features) == specs and m5.window == 80
+    close(sc5.scale, ss5.scale_, 0, "scaler scale")
+    Xt5 = Xt[:, cols]
+    check_with_predictd(out, Xt5, lr5.predict_proba(ss5.transform(Xt5)), m5.classes)
     rc, _, err = _cli("export_sklearn.py", "--model", mp, "--models-dir", models)
     assert rc == 1 and "--symbol" in err, err
 
@@ -758,6 +819,7 @@ def _variant(name, mutate, fix_manifest=True):
     """A copy of the logistic-regression version dir with model.pb mutated."""
     src = LOGREG_DIR
     if src is None:
+        need("sklearn")
         raise AssertionError("needs test_sklearn_logreg_softmax's export")
     d = os.path.join(TMP, "neg", name)
     shutil.copytree(src, d)
@@ -788,6 +850,9 @@ def _expect_verify_fails(d, words):
 
 
 def test_negative_baseline_verifies():
+    if LOGREG_DIR is None:
+        need("sklearn")
+        raise AssertionError("needs test_sklearn_logreg_softmax's export")
     rc, out = verify(LOGREG_DIR)
     assert rc == 0, out
 
@@ -843,6 +908,7 @@ TESTS = [
     test_f32_threshold_mapping,
     test_classes_mapping,
     test_publish_atomic_and_manifest,
+    test_publish_concurrent,
     test_self_check_catches_bad_files,
     test_sklearn_logreg_softmax,
     test_sklearn_logreg_separate_scaler_int_labels,
