@@ -16,7 +16,7 @@ SANITIZER ?=
 CC        ?= cc
 PYTHON    ?= /usr/bin/python3
 
-PKGS      := libulfius jansson libpq hiredis libprotobuf-c
+PKGS      := libulfius libmicrohttpd jansson libpq hiredis libprotobuf-c
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
