@@ -62,6 +62,12 @@
  *     close); predictd returns TRANGE/close*100 like every other period.
  *   - +DI/-DI with period 1: TA-Lib returns DM/TR as a fraction; predictd
  *     returns 100*DM/TR like every other period.
+ *   - MACD with signal period 1: TA-Lib's lookback rejects an EMA of period
+ *     1, so its MACD outputs start one index early and are misaligned;
+ *     predictd keeps the definition (signal = MACD line, hist 0).
+ *   - %K and WILLR are computed as 100*(c-ll)/(hh-ll) and -100*(hh-c)/(hh-ll)
+ *     rather than TA-Lib's (c-ll)/((hh-ll)/100), so they never leave 0..100
+ *     (-100..0) by a rounding.
  *   - Window sums (SMA, CCI, MFI, ...) are recomputed for each output instead
  *     of TA-Lib's running sums, so a value depends only on its own window
  *     (no drift), at O(n*period) cost; outputs differ from TA-Lib's only in
@@ -283,8 +289,7 @@ double features__fastk_at(const double *high, const double *low, const double *c
     high_low(high, low, i, fastk, &hh, &ll);
     if (hh - ll == 0.0)
         return 50.0; /* zero range: the middle (TA-Lib: 0) */
-    double diff = (hh - ll) / 100.0;
-    return (close[i] - ll) / diff;
+    return 100.0 * ((close[i] - ll) / (hh - ll));
 }
 
 double features__willr_at(const double *high, const double *low, const double *close, size_t i,
@@ -294,8 +299,7 @@ double features__willr_at(const double *high, const double *low, const double *c
     high_low(high, low, i, period, &hh, &ll);
     if (hh - ll == 0.0)
         return -50.0; /* zero range: the middle (TA-Lib: 0) */
-    double diff = (hh - ll) / (-100.0);
-    return (hh - close[i]) / diff;
+    return -100.0 * ((hh - close[i]) / (hh - ll));
 }
 
 double features__cci_at(const double *high, const double *low, const double *close, size_t i,
