@@ -1,0 +1,657 @@
+/*
+ * cache.c: the Redis side of the features module. Packed candle windows
+ * (read through by store.c's window loaders) and opaque rendered values
+ * (features_cache_get/set) under keys prefixed "predictd:".
+ *
+ * Redis is a cache, never the source of truth: every failure here is
+ * counted, logged once per outage, and reported as PD_ECACHE so callers go
+ * to PostgreSQL instead. This file never talks SQL.
+ *
+ * DESIGN
+ * - One redisContext per thread (in features__tls), connected on first use
+ *   with a 200 ms connect timeout, then redisSetTimeout(200 ms) for every
+ *   command. A NULL reply means the context is dead: it is freed and the
+ *   next call connects again. After a failed connect no thread tries again
+ *   for RECONNECT_BACKOFF_NS; calls meanwhile are bypassed (and counted as
+ *   errors), so a dead Redis costs requests nothing.
+ * - An outage is logged once when it starts (WARN) and once when it ends
+ *   (INFO).
+ * - Windows: key predictd:candles:SYMBOL:TF holds one value,
+ *       header (24 bytes): "PDCW", u16 version (1), u16 flags (bit 0:
+ *           complete: the whole closed history of the series), u32 count,
+ *           u32 reserved, i64 last open time
+ *       count x 48 bytes: i64 open time, open, high, low, close, volume
+ *   all little-endian. store.c fetches max(limit, FEATURES__WINDOW_CACHE_MIN)
+ *   candles on a miss and stores them (up to FEATURES__WINDOW_CACHE_MAX),
+ *   with a TTL that ends one second after the candle in progress closes. A
+ *   stored window serves a request only when its last candle is the
+ *   request's last closed candle and it holds enough candles; otherwise it
+ *   is a miss, so a hit is always what the database would have returned
+ *   (upserts through this process also delete the key).
+ *
+ * THREADING: the settings (rcfg) are written by features_init() and
+ * features_shutdown() only; contexts are per thread; counters and the
+ * outage flag are atomics.
+ */
+#include <hiredis/hiredis.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "features/features.h"
+#include "features/store_internal.h"
+#include "util/util.h"
+
+#define MOD "cache"
+#define KEY_PREFIX "predictd:"
+#define TIMEOUT_US 200000
+#define RECONNECT_BACKOFF_NS UINT64_C(1000000000)
+#define WIN_MAGIC "PDCW"
+#define WIN_VERSION 1
+#define WIN_HEADER 24
+#define WIN_CANDLE 48
+#define WIN_COMPLETE 1u
+
+static struct {
+    bool configured; /* a URL was given */
+    bool cache_on;
+    char host[256];
+    int port;
+    int db;
+    char *user, *password; /* NULL when absent */
+} rcfg;
+
+static atomic_bool redis_is_down;
+static _Atomic uint64_t redis_retry_at; /* util_mono_ns() before which no connect */
+
+/* ---------------------------------------------------------------------------
+ * Settings.
+ */
+static int parse_port(const char *s, size_t len, int *out)
+{
+    if (len == 0 || len > 5)
+        return PD_EINVAL;
+    int v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return PD_EINVAL;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < 1 || v > 65535)
+        return PD_EINVAL;
+    *out = v;
+    return 0;
+}
+
+static char *dup_n(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+void features__cache_unconfigure(void)
+{
+    free(rcfg.user);
+    free(rcfg.password);
+    memset(&rcfg, 0, sizeof rcfg);
+}
+
+/* redis://[[user]:password@]host[:port][/db]; host may be [v6]. */
+int features__cache_configure(const char *url, bool cache_on, unsigned gen)
+{
+    (void)gen;
+    features__cache_unconfigure();
+    atomic_store(&redis_is_down, false);
+    atomic_store(&redis_retry_at, 0);
+    rcfg.cache_on = cache_on;
+    if (!url || !*url)
+        return 0;
+    const char *p = url;
+    if (strncmp(p, "redis://", 8) != 0)
+        goto bad;
+    p += 8;
+    const char *end = p + strcspn(p, "/?#");
+    const char *at = memchr(p, '@', (size_t)(end - p));
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (!colon)
+            goto bad; /* redis://user@host: no password given */
+        if (colon > p && !(rcfg.user = dup_n(p, (size_t)(colon - p))))
+            goto nomem;
+        if (!(rcfg.password = dup_n(colon + 1, (size_t)(at - colon - 1))))
+            goto nomem;
+        p = at + 1;
+    }
+    const char *host = p, *hend, *port = NULL;
+    if (*p == '[') {
+        host = p + 1;
+        hend = memchr(host, ']', (size_t)(end - host));
+        if (!hend)
+            goto bad;
+        if (hend + 1 < end) {
+            if (hend[1] != ':')
+                goto bad;
+            port = hend + 2;
+        }
+    } else {
+        hend = memchr(host, ':', (size_t)(end - host));
+        if (hend)
+            port = hend + 1;
+        else
+            hend = end;
+    }
+    size_t hlen = (size_t)(hend - host);
+    if (hlen == 0 || hlen >= sizeof rcfg.host)
+        goto bad;
+    memcpy(rcfg.host, host, hlen);
+    rcfg.host[hlen] = '\0';
+    rcfg.port = 6379;
+    if (port && parse_port(port, (size_t)(end - port), &rcfg.port))
+        goto bad;
+    if (*end == '/' && end[1]) {
+        char *dend;
+        long db = strtol(end + 1, &dend, 10);
+        if (*dend || dend == end + 1 || db < 0 || db > 1000000)
+            goto bad;
+        rcfg.db = (int)db;
+    } else if (*end && strcmp(end, "/") != 0) {
+        goto bad;
+    }
+    rcfg.configured = true;
+    rcfg.cache_on = cache_on;
+    return 0;
+bad:
+    /* Never echo the URL: it may hold a password. */
+    LOG_ERROR(MOD, "Redis URL is malformed (expected redis://host:port/db)");
+    features__cache_unconfigure();
+    return PD_EINVAL;
+nomem:
+    features__cache_unconfigure();
+    return PD_ENOMEM;
+}
+
+bool features__cache_enabled(void)
+{
+    return rcfg.configured && rcfg.cache_on;
+}
+
+/* ---------------------------------------------------------------------------
+ * Connection.
+ */
+void features__cache_close(features__tls *t)
+{
+    if (t && t->redis) {
+        redisFree(t->redis);
+        t->redis = NULL;
+    }
+}
+
+static void redis_went_down(const char *why)
+{
+    FEATURES__COUNT(redis_errors);
+    if (!atomic_exchange(&redis_is_down, true))
+        LOG_WARN(MOD, "Redis unavailable, serving from the database: %s", why);
+    else
+        LOG_DEBUG(MOD, "Redis still unavailable: %s", why);
+}
+
+static void redis_came_up(void)
+{
+    if (atomic_load_explicit(&redis_is_down, memory_order_relaxed) &&
+        atomic_exchange(&redis_is_down, false))
+        LOG_INFO(MOD, "Redis available again");
+}
+
+/* The context died (NULL reply or I/O error): forget it. */
+static void redis_dead(features__tls *t)
+{
+    redis_went_down(t->redis && t->redis->errstr[0] ? t->redis->errstr : "connection lost");
+    features__cache_close(t);
+}
+
+/* Runs one setup command (AUTH, SELECT); 0 when it answered OK. */
+static int setup_cmd(redisContext *c, const char *what, redisReply *r)
+{
+    (void)c;
+    int ok = r && r->type == REDIS_REPLY_STATUS;
+    if (!ok) {
+        char buf[160];
+        snprintf(buf, sizeof buf, "%s: %s", what,
+                 r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
+        redis_went_down(buf);
+    }
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : PD_ECACHE;
+}
+
+/* The thread's context, connecting when needed; NULL when Redis is off,
+ * down, or in back-off (counted). */
+static redisContext *redis_ctx(features__tls **tp)
+{
+    features__tls *t = features__tls_get();
+    *tp = t;
+    if (!t)
+        return NULL;
+    if (t->redis)
+        return t->redis;
+    uint64_t retry_at = atomic_load_explicit(&redis_retry_at, memory_order_relaxed);
+    if (retry_at && util_mono_ns() < retry_at) {
+        FEATURES__COUNT(redis_errors);
+        return NULL;
+    }
+    struct timeval tv = {0, TIMEOUT_US};
+    redisContext *c = redisConnectWithTimeout(rcfg.host, rcfg.port, tv);
+    if (!c || c->err) {
+        redis_went_down(c ? c->errstr : "out of memory");
+        goto fail;
+    }
+    if (redisSetTimeout(c, tv) != REDIS_OK) {
+        redis_went_down("cannot set the socket timeout");
+        goto fail;
+    }
+    if (rcfg.password) {
+        redisReply *r = rcfg.user ? redisCommand(c, "AUTH %s %s", rcfg.user, rcfg.password)
+                                  : redisCommand(c, "AUTH %s", rcfg.password);
+        if (setup_cmd(c, "AUTH", r))
+            goto fail;
+    }
+    if (rcfg.db && setup_cmd(c, "SELECT", redisCommand(c, "SELECT %d", rcfg.db)))
+        goto fail;
+    if (retry_at)
+        atomic_store(&redis_retry_at, 0);
+    t->redis = c;
+    return c;
+fail:
+    if (c)
+        redisFree(c);
+    atomic_store(&redis_retry_at, util_mono_ns() + RECONNECT_BACKOFF_NS);
+    return NULL;
+}
+
+/* Classifies a reply: NULL kills the context, an error reply is a failed
+ * command (Redis loading, read-only replica, out of memory...). Returns 0
+ * when the reply is usable. */
+static int reply_check(features__tls *t, redisReply *r)
+{
+    if (!r) {
+        redis_dead(t);
+        return PD_ECACHE;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        redis_went_down(r->str);
+        return PD_ECACHE;
+    }
+    redis_came_up();
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Window encoding.
+ */
+static void put_le32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const unsigned char *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint64_t dbits(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    return u;
+}
+
+static double bitsd(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+static void window_key(char *buf, size_t len, const char *symbol, const char *tf)
+{
+    snprintf(buf, len, KEY_PREFIX "candles:%s:%s", symbol, tf);
+}
+
+/* Packs a window; *out is malloc'd. */
+static int window_encode(const features_candle *c, size_t n, bool complete, unsigned char **out,
+                         size_t *len)
+{
+    size_t size = WIN_HEADER + n * WIN_CANDLE;
+    unsigned char *b = malloc(size), *p = b + WIN_HEADER;
+    if (!b)
+        return PD_ENOMEM;
+    memcpy(b, WIN_MAGIC, 4);
+    b[4] = WIN_VERSION;
+    b[5] = 0;
+    b[6] = complete ? WIN_COMPLETE : 0;
+    b[7] = 0;
+    put_le32(b + 8, (uint32_t)n);
+    put_le32(b + 12, 0);
+    put_le64(b + 16, (uint64_t)c[n - 1].t);
+    for (size_t i = 0; i < n; i++, p += WIN_CANDLE) {
+        put_le64(p, (uint64_t)c[i].t);
+        put_le64(p + 8, dbits(c[i].open));
+        put_le64(p + 16, dbits(c[i].high));
+        put_le64(p + 24, dbits(c[i].low));
+        put_le64(p + 32, dbits(c[i].close));
+        put_le64(p + 40, dbits(c[i].volume));
+    }
+    *out = b;
+    *len = size;
+    return 0;
+}
+
+/* Unpacks the last min(limit, count) candles when the value serves this
+ * request; PD_ENOTFOUND when it does not (stale, too short, or not ours). */
+static int window_decode(const unsigned char *b, size_t len, int64_t last_open, size_t limit,
+                         features_candle **out, size_t *n)
+{
+    if (len < WIN_HEADER || memcmp(b, WIN_MAGIC, 4) != 0 || b[4] != WIN_VERSION || b[5] != 0)
+        return PD_ENOTFOUND;
+    size_t count = get_le32(b + 8);
+    bool complete = b[6] & WIN_COMPLETE;
+    if (count == 0 || len != WIN_HEADER + count * WIN_CANDLE ||
+        (int64_t)get_le64(b + 16) != last_open)
+        return PD_ENOTFOUND;
+    if (count < limit && !complete)
+        return PD_ENOTFOUND;
+    size_t k = count < limit ? count : limit;
+    const unsigned char *p = b + WIN_HEADER + (count - k) * WIN_CANDLE;
+    if ((int64_t)get_le64(b + WIN_HEADER + (count - 1) * WIN_CANDLE) != last_open)
+        return PD_ENOTFOUND;
+    features_candle *c = malloc(k * sizeof *c);
+    if (!c)
+        return PD_ENOMEM;
+    for (size_t i = 0; i < k; i++, p += WIN_CANDLE) {
+        c[i].t = (int64_t)get_le64(p);
+        c[i].open = bitsd(get_le64(p + 8));
+        c[i].high = bitsd(get_le64(p + 16));
+        c[i].low = bitsd(get_le64(p + 24));
+        c[i].close = bitsd(get_le64(p + 32));
+        c[i].volume = bitsd(get_le64(p + 40));
+    }
+    *out = c;
+    *n = k;
+    return 0;
+}
+
+/* Decodes a GET reply into a window result, counting hits and misses. */
+static int window_from_reply(const redisReply *r, int64_t last_open, size_t limit,
+                             features_candle **out, size_t *n)
+{
+    int rc = PD_ENOTFOUND;
+    if (r->type == REDIS_REPLY_STRING)
+        rc = window_decode((const unsigned char *)r->str, (size_t)r->len, last_open, limit, out,
+                           n);
+    if (rc == 0)
+        FEATURES__COUNT(redis_hits);
+    else if (rc == PD_ENOTFOUND)
+        FEATURES__COUNT(redis_misses);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Window cache (for store.c).
+ */
+int features__cache_window_get(const char *symbol, const char *tf, int64_t last_open, size_t limit,
+                               features_candle **out, size_t *n)
+{
+    if (!features__cache_enabled())
+        return PD_ECACHE;
+    features__tls *t;
+    redisContext *c = redis_ctx(&t);
+    if (!c)
+        return PD_ECACHE;
+    char key[64];
+    window_key(key, sizeof key, symbol, tf);
+    redisReply *r = redisCommand(c, "GET %s", key);
+    int rc = reply_check(t, r);
+    if (rc == 0)
+        rc = window_from_reply(r, last_open, limit, out, n);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+int features__cache_window_put(const char *symbol, const char *tf, const features_candle *c,
+                               size_t n, bool complete, int64_t ttl_s)
+{
+    if (!features__cache_enabled())
+        return PD_ECACHE;
+    if (n == 0 || n > FEATURES__WINDOW_CACHE_MAX || ttl_s < 1)
+        return PD_EINVAL;
+    features__tls *t;
+    redisContext *ctx = redis_ctx(&t);
+    if (!ctx)
+        return PD_ECACHE;
+    unsigned char *val;
+    size_t len;
+    int rc = window_encode(c, n, complete, &val, &len);
+    if (rc)
+        return rc;
+    char key[64];
+    window_key(key, sizeof key, symbol, tf);
+    redisReply *r = redisCommand(ctx, "SET %s %b EX %lld", key, val, len, (long long)ttl_s);
+    free(val);
+    rc = reply_check(t, r);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+int features__cache_window_mget(const char *const *symbols, size_t nsym, const char *tf,
+                                int64_t last_open, size_t limit, features_candle **outs,
+                                size_t *ns, int *rcs)
+{
+    if (!features__cache_enabled())
+        return PD_ECACHE;
+    features__tls *t;
+    redisContext *c = redis_ctx(&t);
+    if (!c)
+        return PD_ECACHE;
+    redisReply **replies = calloc(nsym ? nsym : 1, sizeof *replies);
+    if (!replies)
+        return PD_ENOMEM;
+    int rc = 0;
+    char key[64];
+    for (size_t i = 0; i < nsym && rc == 0; i++) {
+        if (!symbols[i])
+            continue;
+        window_key(key, sizeof key, symbols[i], tf);
+        if (redisAppendCommand(c, "GET %s", key) != REDIS_OK)
+            rc = PD_ECACHE;
+    }
+    const char *err = NULL;
+    for (size_t i = 0; i < nsym && rc == 0; i++) {
+        if (!symbols[i])
+            continue;
+        void *r = NULL;
+        if (redisGetReply(c, &r) != REDIS_OK || !r)
+            rc = PD_ECACHE;
+        else if ((replies[i] = r)->type == REDIS_REPLY_ERROR && !err)
+            err = replies[i]->str;
+    }
+    if (rc) {
+        redis_dead(t); /* a half-written or half-read pipeline: start afresh */
+    } else if (err) {
+        redis_went_down(err);
+        rc = PD_ECACHE;
+    } else {
+        redis_came_up();
+        for (size_t i = 0; i < nsym; i++) {
+            if (!replies[i])
+                continue;
+            features_candle *w = NULL;
+            size_t wn = 0;
+            int r = window_from_reply(replies[i], last_open, limit, &w, &wn);
+            rcs[i] = r;
+            if (r == 0) {
+                outs[i] = w;
+                ns[i] = wn;
+            }
+        }
+    }
+    for (size_t i = 0; i < nsym; i++)
+        if (replies[i])
+            freeReplyObject(replies[i]);
+    free(replies);
+    return rc;
+}
+
+int features__cache_window_mput(const char *const *symbols, size_t nsym, const char *tf,
+                                features_candle *const *c, const size_t *n, const bool *complete,
+                                int64_t ttl_s)
+{
+    if (!features__cache_enabled())
+        return PD_ECACHE;
+    features__tls *t;
+    redisContext *ctx = redis_ctx(&t);
+    if (!ctx)
+        return PD_ECACHE;
+    int rc = 0;
+    size_t sent = 0;
+    char key[64];
+    for (size_t i = 0; i < nsym && rc == 0; i++) {
+        if (!symbols[i] || !c[i] || n[i] == 0 || n[i] > FEATURES__WINDOW_CACHE_MAX)
+            continue;
+        unsigned char *val;
+        size_t len;
+        if ((rc = window_encode(c[i], n[i], complete[i], &val, &len)))
+            break;
+        window_key(key, sizeof key, symbols[i], tf);
+        if (redisAppendCommand(ctx, "SET %s %b EX %lld", key, val, len, (long long)ttl_s) !=
+            REDIS_OK)
+            rc = PD_ECACHE;
+        else
+            sent++;
+        free(val);
+    }
+    for (size_t i = 0; i < sent; i++) {
+        void *r = NULL;
+        if (redisGetReply(ctx, &r) != REDIS_OK || !r) {
+            redis_dead(t);
+            return PD_ECACHE;
+        }
+        if (rc == 0)
+            rc = reply_check(t, r);
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+int features__cache_window_del(const char *symbol, const char *tf)
+{
+    if (!features__cache_enabled())
+        return PD_ECACHE;
+    features__tls *t;
+    redisContext *c = redis_ctx(&t);
+    if (!c)
+        return PD_ECACHE;
+    char key[64];
+    window_key(key, sizeof key, symbol, tf);
+    redisReply *r = redisCommand(c, "DEL %s", key);
+    int rc = reply_check(t, r);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Public: rendered values and window invalidation.
+ */
+static bool key_ok(const char *key)
+{
+    return key && strncmp(key, KEY_PREFIX, strlen(KEY_PREFIX)) == 0 &&
+           strlen(key) > strlen(KEY_PREFIX) && strlen(key) <= 1024;
+}
+
+int features_cache_get(const char *key, char **out, size_t *len)
+{
+    if (!key_ok(key) || !out || !len)
+        return PD_EINVAL;
+    if (!features__cache_enabled())
+        return PD_ECACHE;
+    features__tls *t;
+    redisContext *c = redis_ctx(&t);
+    if (!c)
+        return PD_ECACHE;
+    redisReply *r = redisCommand(c, "GET %b", key, strlen(key));
+    int rc = reply_check(t, r);
+    if (rc == 0) {
+        if (r->type == REDIS_REPLY_STRING) {
+            char *v = malloc((size_t)r->len + 1);
+            if (!v) {
+                rc = PD_ENOMEM;
+            } else {
+                memcpy(v, r->str, (size_t)r->len);
+                v[r->len] = '\0';
+                *out = v;
+                *len = (size_t)r->len;
+                FEATURES__COUNT(redis_hits);
+            }
+        } else {
+            rc = PD_ENOTFOUND;
+            FEATURES__COUNT(redis_misses);
+        }
+    }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+int features_cache_set(const char *key, const char *val, size_t len, int64_t ttl_s)
+{
+    if (!key_ok(key) || (!val && len) || ttl_s < 1)
+        return PD_EINVAL;
+    if (!features__cache_enabled())
+        return PD_ECACHE;
+    features__tls *t;
+    redisContext *c = redis_ctx(&t);
+    if (!c)
+        return PD_ECACHE;
+    redisReply *r = redisCommand(c, "SET %b %b EX %lld", key, strlen(key), val ? val : "", len,
+                                 (long long)ttl_s);
+    int rc = reply_check(t, r);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+int features_cache_drop_window(const char *symbol, const char *tf)
+{
+    if (!symbol || !util_symbol_valid(symbol))
+        return PD_ESYMBOL;
+    if (!util_tf_seconds(tf))
+        return PD_ETIMEFRAME;
+    return features__cache_window_del(symbol, tf);
+}
