@@ -205,7 +205,6 @@ def export(net, mean=None, scale=None, classes=None, features=pm.DEFAULT_FEATURE
     if meta is None:
         meta = pm.make_meta("torch " + torch.__version__)
 
-    p = pm.pb2()
     m = pm.new_model("SEQUENCE", features, names, window, policy, meta)
     sq = m.sequence
     sq.steps = steps

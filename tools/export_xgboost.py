@@ -83,7 +83,8 @@ def parse(booster, rounds=None):
         raise pm.ExportError("%d trees is not a whole number of rounds" % len(trees))
     if rounds is not None:
         if not 0 < rounds <= len(trees) // per_round:
-            raise pm.ExportError("rounds %d: the booster has %d" % (rounds, len(trees) // per_round))
+            raise pm.ExportError("rounds %d: the booster has %d"
+                                 % (rounds, len(trees) // per_round))
         trees, info = trees[:rounds * per_round], info[:rounds * per_round]
     out = []
     for k, t in enumerate(trees):

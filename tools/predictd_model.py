@@ -26,7 +26,6 @@ thread-safe beyond what the protobuf runtime gives; exporters are CLIs.
 Python: Debian's /usr/bin/python3 (numpy, google.protobuf); protoc on PATH.
 """
 
-import argparse
 import hashlib
 import importlib.util
 import math
@@ -78,26 +77,38 @@ def _cache_root():
 
 def pb2(proto=PROTO):
     """The generated module for proto/model.proto (cached per process, and
-    on disk per content hash of the .proto, so a schema change regenerates)."""
+    on disk per content hash of the .proto and the protobuf runtime version,
+    so a schema or runtime change regenerates)."""
     global _pb2
     if _pb2 is not None:
         return _pb2
+    import google.protobuf
     with open(proto, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+        h = hashlib.sha256(f.read())
+    h.update(google.protobuf.__version__.encode())
+    digest = h.hexdigest()[:16]
     out = None
-    for root in (_cache_root(), os.path.join(tempfile.gettempdir(), "predictd-proto-%d" % os.getuid())):
+    fallback = os.path.join(tempfile.gettempdir(), "predictd-proto-%d" % os.getuid())
+    for root in (_cache_root(), fallback):
         target = os.path.join(root, "proto-" + digest)
-        if os.path.isfile(os.path.join(target, "model_pb2.py")):
+        if os.path.isfile(os.path.join(target, "model_pb2.py")) and \
+                os.stat(target).st_uid == os.getuid():
             out = target
             break
         try:
-            os.makedirs(root, exist_ok=True)
+            os.makedirs(root, mode=0o700, exist_ok=True)
+            if os.stat(root).st_uid != os.getuid():
+                continue  # never import code from a directory someone else owns
             tmp = tempfile.mkdtemp(prefix=".gen-", dir=root)
         except OSError:
             continue
         try:
-            r = subprocess.run(["protoc", "--python_out=" + tmp, "-I", os.path.dirname(proto),
-                                os.path.basename(proto)], capture_output=True, text=True)
+            try:
+                r = subprocess.run(["protoc", "--python_out=" + tmp, "-I",
+                                    os.path.dirname(proto), os.path.basename(proto)],
+                                   capture_output=True, text=True)
+            except FileNotFoundError:
+                raise ExportError("protoc not found (apt-get install protobuf-compiler)")
             if r.returncode != 0:
                 raise ExportError("protoc failed: " + r.stderr.strip())
             try:
@@ -121,13 +132,6 @@ def pb2(proto=PROTO):
 
 # ---------------------------------------------------------------------------
 # Building messages
-
-def library_version(name):
-    """"sklearn 1.2.1"-style trainer string for TrainingMeta."""
-    mod = sys.modules.get(name)
-    v = getattr(mod, "__version__", "?") if mod else "?"
-    return "%s %s" % (name, v)
-
 
 def resolve_classes(labels, mapping=None):
     """Class names (LONG/SHORT/NO_TRADE) for a library's class labels, in the
@@ -508,7 +512,8 @@ def reference_logits(model, scaler, X):
                 sig = _ACT[3]
                 for xt in h:
                     g = wi @ xt + wh @ hs + b
-                    i, f, gg, o = sig(g[:H]), sig(g[H:2 * H]), np.tanh(g[2 * H:3 * H]), sig(g[3 * H:])
+                    i, f = sig(g[:H]), sig(g[H:2 * H])
+                    gg, o = np.tanh(g[2 * H:3 * H]), sig(g[3 * H:])
                     cs = f * cs + i * gg
                     hs = o * np.tanh(cs)
                 v = hs
@@ -608,7 +613,8 @@ def check_model(model, scaler):
         if sq.HasField("lstm"):
             ls, H = sq.lstm, sq.lstm.hidden_size
             if ls.input_size != n_in or H < 1 or len(ls.weight_ih) != 4 * H * n_in or \
-                    len(ls.weight_hh) != 4 * H * H or len(ls.bias_ih) != 4 * H or len(ls.bias_hh) != 4 * H:
+                    len(ls.weight_hh) != 4 * H * H or len(ls.bias_ih) != 4 * H or \
+                    len(ls.bias_hh) != 4 * H:
                 raise ExportError("lstm: shape")
             nums.extend([ls.weight_ih, ls.weight_hh, ls.bias_ih, ls.bias_hh])
             n_in = H

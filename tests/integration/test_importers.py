@@ -72,7 +72,8 @@ def data(n, seed, labels=("LONG", "SHORT", "NO_TRADE")):
 
 def seq_data(n, seed):
     rng = np.random.default_rng(seed)
-    z = np.cumsum(rng.standard_normal((n, STEPS, NF)), axis=1) / np.sqrt(np.arange(1, STEPS + 1))[:, None]
+    z = np.cumsum(rng.standard_normal((n, STEPS, NF)), axis=1)
+    z /= np.sqrt(np.arange(1, STEPS + 1))[:, None]
     X = MU + SD * z
     y = np.argmax(z[:, -1, :3] - z[:, 0, :3] + 0.5 * rng.standard_normal((n, 3)), axis=1)
     return X, y
