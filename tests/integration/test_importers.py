@@ -494,7 +494,12 @@ def test_sklearn_gradient_boosting_trees():
     Xt, _ = data(200, 21)
     gb = GradientBoostingClassifier(n_estimators=25, max_depth=3, learning_rate=0.2,
                                     random_state=0)
-    _, m = _sk_check(gb, X, y, Xt, edge=_gb_edges(Xt[0]))
+
+    def keep(d):
+        global GB_DIR
+        GB_DIR = d
+
+    _, m = _sk_check(gb, X, y, Xt, edge=_gb_edges(Xt[0]), on_dir=keep)
     p = pm.pb2()
     te = m.trees
     assert m.kind == p.TREES and te.rule == p.LESS_EQUAL and not te.scaled_input
@@ -673,6 +678,8 @@ def _torch_test(name, cfg, classes):
         Xg, _ = seq_data(40, 60)
         m, sc = et.export(net, mean, scale, classes, golden_inputs=Xg)
         d = _export_dir(m, sc, "BNBUSDT", "5m")
+        global TORCH_DIR
+        TORCH_DIR = TORCH_DIR or d
         m, sc = load_dir(d)
         p = pm.pb2()
         assert m.kind == p.SEQUENCE and m.sequence.steps == STEPS
@@ -816,12 +823,14 @@ def test_cli_torch():
 # ---------------------------------------------------------------------------
 # Negative controls with predictd
 
-def _variant(name, mutate, fix_manifest=True):
-    """A copy of the logistic-regression version dir with model.pb mutated."""
-    src = LOGREG_DIR
+def _variant(name, mutate, fix_manifest=True, src=None, lib="sklearn"):
+    """A copy of a version dir (default: the logistic regression's) with
+    model.pb mutated; MANIFEST rewritten to match unless fix_manifest is
+    false."""
+    src = src or LOGREG_DIR
     if src is None:
-        need("sklearn")
-        raise AssertionError("needs test_sklearn_logreg_softmax's export")
+        need(lib)
+        raise AssertionError("needs the %s export made by an earlier test" % lib)
     d = os.path.join(TMP, "neg", name)
     shutil.copytree(src, d)
     path = os.path.join(d, "model.pb")
@@ -900,9 +909,47 @@ def test_negative_unknown_feature_and_missing_scaler():
     _expect_verify_fails(d2, ("scaler", "manifest", "no such file"))
 
 
+def test_negative_tree_structure():
+    def cycle(m):  # a child pointing back at the root
+        t = m.trees.trees[4]
+        i = next(k for k, f in enumerate(t.feature) if f >= 0 and k > 0)
+        t.left[i] = 0
+    d = _variant("tree_cycle", _mutate_model(cycle), src=GB_DIR)
+    _expect_verify_fails(d, ("twice", "cycle", "not a tree"))
+
+    def out_of_range(m):
+        m.trees.trees[2].right[0] = len(m.trees.trees[2].feature) + 5
+    d = _variant("tree_range", _mutate_model(out_of_range), src=GB_DIR)
+    _expect_verify_fails(d, ("out of range",))
+
+    def short_classes(m):
+        del m.trees.tree_class[-1]
+    d = _variant("tree_class", _mutate_model(short_classes), src=GB_DIR)
+    _expect_verify_fails(d, ("tree_class",))
+
+
+def test_negative_sequence_shapes():
+    def lstm_input(m):
+        m.sequence.lstm.input_size += 1
+    d = _variant("lstm_in", _mutate_model(lstm_input), src=TORCH_DIR, lib="torch")
+    _expect_verify_fails(d, ("lstm",))
+
+    def conv_weights(m):
+        del m.sequence.conv[0].weights[-1]
+    d = _variant("conv_w", _mutate_model(conv_weights), src=TORCH_DIR, lib="torch")
+    _expect_verify_fails(d, ("conv",))
+
+    def golden_width(m):
+        del m.golden[0].input[-1]
+    d = _variant("golden_w", _mutate_model(golden_width), src=TORCH_DIR, lib="torch")
+    _expect_verify_fails(d, ("golden",))
+
+
 # ---------------------------------------------------------------------------
 
 LOGREG_DIR = None
+GB_DIR = None
+TORCH_DIR = None
 TMP = None
 
 TESTS = [
@@ -937,6 +984,8 @@ TESTS = [
     test_negative_flipped_byte_manifest,
     test_negative_nan_weight,
     test_negative_unknown_feature_and_missing_scaler,
+    test_negative_tree_structure,
+    test_negative_sequence_shapes,
 ]
 
 
