@@ -65,15 +65,15 @@ void training__export_init(training__export *e, const training__net *net, int ki
     e->policy.min_confidence = pol->min_confidence;
     e->policy.atr_period = pol->atr_period;
     e->policy.max_age_s = pol->max_age_s;
-    /* ETA fields are optional in the file: written only when every value
-     * is known (a side that never won has no median). */
-    if (isfinite(pol->eta_candles[0]) && isfinite(pol->eta_candles[1])) {
+    /* ETA fields: NaN marks a side (or level) that never won in the train
+     * slice; the fields are left out when nothing is known. */
+    if (isfinite(pol->eta_candles[0]) || isfinite(pol->eta_candles[1])) {
         e->eta[0] = pol->eta_candles[0];
         e->eta[1] = pol->eta_candles[1];
         e->policy.n_eta_candles = 2;
         e->policy.eta_candles = e->eta;
     }
-    if (eta_tp && isfinite(eta_tp[0]) && isfinite(eta_tp[1]) && isfinite(eta_tp[2])) {
+    if (eta_tp && (isfinite(eta_tp[0]) || isfinite(eta_tp[1]) || isfinite(eta_tp[2]))) {
         memcpy(e->eta_tp, eta_tp, sizeof e->eta_tp);
         e->policy.n_eta_candles_tp = INFERENCE_NTP;
         e->policy.eta_candles_tp = e->eta_tp;

@@ -1,17 +1,22 @@
 /*
  * fit: gradient training of training__net and temperature calibration.
  *
- * Objective: class-weighted cross-entropy (weights inverse to the train
- * slice's class frequencies, so NO_TRADE-heavy data does not collapse to
- * "always NO_TRADE") plus L2 on weights. Optimiser: Adam over shuffled
+ * Objective: class-weighted cross-entropy (weights w_c inverse to the train
+ * slice's class frequencies, so NO_TRADE-light or LONG-heavy data does not
+ * collapse to one class) plus L2 on weights. Optimiser: Adam over shuffled
  * mini-batches (a batch as large as the slice is full-batch gradient
- * descent). Early stopping: after each epoch the weighted validation loss
- * is measured; the best parameters (including the initial ones) are kept
- * and training stops after `patience` epochs without improvement.
+ * descent).
  *
- * Calibration: the class weights skew raw probabilities, and the API
- * promises probabilities, so a single temperature is then fitted on the
- * validation slice's plain (unweighted) NLL.
+ * Probabilities: a model fit with class weights estimates probabilities
+ * proportional to w_c p(c|x), which is not what the API promises. The
+ * output bias therefore gets -log w_c (prior correction), and the served
+ * model is softmax((logits - log w) / T) with a temperature T fitted on the
+ * validation slice's NLL afterwards.
+ *
+ * Early stopping: after each epoch the validation NLL of the corrected
+ * probabilities is measured; the best parameters (including the initial
+ * ones) are kept and training stops after `patience` epochs without
+ * improvement.
  *
  * Not here: splitting, scaling (the caller passes scaled rows), metrics.
  * Deterministic: the order of every sum is fixed and the only randomness
@@ -24,24 +29,27 @@
 
 #include "training/internal.h"
 
-/* Weighted mean cross-entropy over idx (the validation objective). */
-static double weighted_loss(const training__net *net, const double *xs, const training_label *y,
-                            const size_t *idx, size_t n, const double cw[INFERENCE_NCLASS],
-                            double *scratch)
+/* Mean NLL over idx of softmax(logits + adj): the served probabilities'
+ * loss (adj undoes the class weights' prior shift). */
+static double val_nll(const training__net *net, const double *xs, const training_label *y,
+                      const size_t *idx, size_t n, const double adj[INFERENCE_NCLASS],
+                      double *scratch)
 {
-    double num = 0, den = 0;
+    if (n == 0)
+        return NAN;
+    double s = 0;
     size_t d = net->dim[0];
     for (size_t k = 0; k < n; k++) {
         double z[INFERENCE_NCLASS];
         training__net_logits(net, xs + idx[k] * d, scratch, z);
+        for (int c = 0; c < INFERENCE_NCLASS; c++)
+            z[c] += adj[c];
         double m = z[0] > z[1] ? z[0] : z[1];
         m = m > z[2] ? m : z[2];
         double lse = m + log(exp(z[0] - m) + exp(z[1] - m) + exp(z[2] - m));
-        int c = y[idx[k]].cls;
-        num += cw[c] * (lse - z[c]);
-        den += cw[c];
+        s += lse - z[y[idx[k]].cls];
     }
-    return den > 0 ? num / den : NAN;
+    return s / (double)n;
 }
 
 typedef struct adam {
@@ -165,7 +173,12 @@ int training__fit(training__net *net, const double *xs, const training_label *y,
     training__rng_seed(&rng, o->seed ^ 0x5eedf17ull);
     memcpy(order, train, n_train * sizeof *order);
     memcpy(best, net->p, net->n_params * sizeof(double));
-    double best_loss = weighted_loss(net, xs, y, val, n_val, cw, scratch);
+    /* A model fit with class weights w estimates probabilities proportional
+     * to w_c p(c|x); adding -log w_c to its logits gives back p(c|x). */
+    double adj[INFERENCE_NCLASS];
+    for (int c = 0; c < INFERENCE_NCLASS; c++)
+        adj[c] = cw[c] > 0 ? -log(cw[c]) : -30.0;
+    double best_loss = val_nll(net, xs, y, val, n_val, adj, scratch);
     int best_epoch = 0, epochs_run = 0;
     uint32_t stale = 0;
     uint32_t batch = o->batch ? o->batch : 256;
@@ -189,7 +202,7 @@ int training__fit(training__net *net, const double *xs, const training_label *y,
             adam_step(net, &a, o->lr, o->l2);
         }
         epochs_run = ep;
-        double vl = weighted_loss(net, xs, y, val, n_val, cw, scratch);
+        double vl = val_nll(net, xs, y, val, n_val, adj, scratch);
         if (isfinite(vl) && (!isfinite(best_loss) || vl < best_loss - 1e-7)) {
             best_loss = vl;
             best_epoch = ep;
@@ -203,6 +216,9 @@ int training__fit(training__net *net, const double *xs, const training_label *y,
                         "fit");
     }
     memcpy(net->p, best, net->n_params * sizeof(double));
+    double *out_bias = net->p + net->b_off[net->n_layers - 1];
+    for (int c = 0; c < INFERENCE_NCLASS; c++)
+        out_bias[c] += adj[c];
 
     for (size_t k = 0; k < n_val; k++)
         training__net_logits(net, xs + val[k] * d, scratch, logits + k * INFERENCE_NCLASS);

@@ -52,9 +52,9 @@ void training__net_logits(const training__net *net, const double *x, double *scr
 
 /* ---------------------------------------------------------------------------
  * Fitting: Adam on class-weighted cross-entropy with L2 on weights,
- * shuffled mini-batches, early stopping on the weighted validation loss
- * (the best epoch's parameters are kept), then a temperature fitted on the
- * validation set's plain NLL.
+ * shuffled mini-batches, the class weights' prior shift undone in the
+ * output bias, early stopping on the validation NLL (the best epoch's
+ * parameters are kept), then a temperature fitted on the validation NLL.
  */
 typedef struct training__fit_opts {
     int32_t epochs;
@@ -71,7 +71,7 @@ typedef struct training__fit_opts {
 typedef struct training__fit_out {
     int epochs_run;
     int best_epoch;       /* 0: the initial parameters were best */
-    double val_loss;      /* weighted validation loss of the kept parameters */
+    double val_loss;      /* validation NLL of the kept parameters at T = 1 */
     double temperature;
     double val_nll;       /* validation NLL at that temperature */
 } training__fit_out;

@@ -152,9 +152,12 @@ static void metrics_json(const training_job_info *j, util_buf *b)
     }
     util_buf_printf(b, "\"scheduled\":%s", j->scheduled ? "true" : "false");
     for (size_t i = 0; i < j->n_metrics; i++) {
+        if (!isfinite(j->metrics[i].value))
+            continue;
         util_buf_puts(b, ",");
         util_json_key(b, j->metrics[i].name);
-        util_json_num(b, j->metrics[i].value);
+        /* all digits: the record reads back the same double */
+        util_buf_printf(b, "%.17g", j->metrics[i].value);
     }
     util_buf_puts(b, "}");
 }
