@@ -148,6 +148,10 @@ int features_migrate(const char *migrations_dir);
  * oldest first, through the Redis cache when enabled. *out is malloc'd (free
  * it); *n may be below limit when history is short (0: the series has no
  * candles: PD_EUNKNOWNSYM). PD_EDB when the database is unreachable.
+ * Also PD_ENODATA (candles exist but none is closed at now), PD_ESYMBOL,
+ * PD_ETIMEFRAME, PD_EINVAL (limit 0), PD_ETOOBIG (limit > 100000). A cache
+ * entry serves only when its last candle is the last closed one at now; on
+ * a miss max(limit, 1024) candles are read and stored (see cache.c).
  */
 int features_load_window(const char *symbol, const char *tf, int64_t now, size_t limit,
                          features_candle **out, size_t *n, features_window_info *info);

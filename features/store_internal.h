@@ -59,8 +59,9 @@ bool features__cache_enabled(void);
 
 /*
  * The candle window cache. One key per series, predictd:candles:SYMBOL:TF,
- * holding one packed value: a header (magic, format version, flags, count,
- * last open time) and count candles as little-endian int64 + 5 doubles.
+ * holding one packed value: count candles as little-endian int64 + 5
+ * doubles, then a trailer (magic, format version, flags, count, last open
+ * time); see cache.c.
  * A stored window is usable for a request only when its last candle is the
  * request's last closed candle (last_open) and it holds at least `limit`
  * candles or the whole history of the series (flag complete).
