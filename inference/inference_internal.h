@@ -26,6 +26,7 @@
 #include "inference/inference.h"
 
 #define INF_PANEL 8
+#define INF_TREE_GROUP 4 /* trees walked in lockstep */
 
 /* y = act(W x + b), W panel-packed (see above). */
 struct inf_dense {
@@ -34,6 +35,25 @@ struct inf_dense {
     double *w; /* ceil(out / INF_PANEL) panels of in x INF_PANEL */
     double *b; /* out rounded up to INF_PANEL, zero-padded */
 };
+
+/*
+ * The hot loops, one set per instruction set (kernels.h): y = W x + b over
+ * a panel-packed matrix, and in-place ReLU (NaN stays NaN), sigmoid
+ * 1 / (1 + exp(-x)) and tanh over n values (a few ulp from libm).
+ */
+struct inf_kernels {
+    const char *name; /* "generic", "avx2" */
+    void (*dense)(const struct inf_dense *d, const double *restrict x, double *restrict y);
+    void (*relu)(double *v, size_t n);
+    void (*sigmoid)(double *v, size_t n);
+    void (*tanh)(double *v, size_t n);
+};
+
+extern const struct inf_kernels inference__kernels_generic;
+/* The AVX2+FMA set when this CPU has it, else NULL. */
+const struct inf_kernels *inference__kernels_avx2(void);
+/* The fastest set this CPU runs; what inference_model_build picks. */
+const struct inf_kernels *inference__kernels_best(void);
 
 /* Conv1d as a dense layer over a window of kernel x in_channels inputs. */
 struct inf_conv {
@@ -48,18 +68,24 @@ struct inf_lstm {
     struct inf_dense gates; /* in + hidden -> 4 * hidden, LINEAR */
 };
 
-/* A tree node. Internal when feature >= 0 (v is the threshold, left and
- * right are indices into the model's node array); a leaf otherwise (v is
- * its value). */
+/* A tree node, 32 bytes. Internal: the sample goes to left when
+ * x[feature] < thr (or <= under LESS_EQUAL), else to right; indices are
+ * into the model's node array. A leaf is stored as a node that loops to
+ * itself (thr NaN: every comparison is false, right == itself) with its
+ * output in value, so a walk can take a fixed number of steps, branch-free,
+ * several trees at once. default_left is checked at build but not stored:
+ * inference_run rejects NaN inputs, so it never decides a path. */
 struct inf_node {
-    double v;
+    double thr;
+    double value;
     int32_t feature;
     int32_t left, right;
-    int32_t default_left;
+    int32_t leaf;
 };
 
 struct inference_model {
     int kind; /* Predictd__ModelKind */
+    const struct inf_kernels *k; /* chosen at build for this CPU */
     uint32_t n_features;
     uint32_t steps;
     int canon[INFERENCE_NCLASS]; /* canonical class of the file's class j */
@@ -84,8 +110,10 @@ struct inference_model {
 
     /* TREES */
     size_t n_trees;
-    int32_t *roots;      /* node index of each tree's root */
-    uint8_t *tree_class; /* the file's class index of each tree */
+    int32_t *roots;       /* node index of each tree's root */
+    uint8_t *tree_class;  /* the file's class index of each tree */
+    uint32_t *depth;      /* edges on each tree's longest path */
+    uint32_t *group_depth; /* deepest of each group of INF_TREE_GROUP trees */
     struct inf_node *nodes;
     size_t n_nodes;
     double base_score[INFERENCE_NCLASS];

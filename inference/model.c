@@ -368,11 +368,13 @@ static int scaler_build(struct build *b, inference_model *m, const Predictd__Mod
  * Checks one tree's arrays and that every node is reached from the root
  * at most once (so the walk ends: no cycle, no shared subtree), with the
  * children of reachable internal nodes in range. Nodes no path reaches are
- * allowed (XGBoost keeps pruned slots) but checked like the rest.
- * seen and stack have room for the tree's nodes.
+ * allowed (XGBoost keeps pruned slots) but checked like the rest. Sets
+ * *depth to the number of edges on the longest path. seen and stack have
+ * room for the tree's nodes, dep too.
  */
 static int tree_check(struct build *b, const char *what, const Predictd__Tree *t,
-                      uint32_t n_features, uint8_t *seen, int32_t *stack)
+                      uint32_t n_features, uint8_t *seen, int32_t *stack, uint32_t *dep,
+                      uint32_t *depth)
 {
     int rc;
     size_t n = t->n_feature;
@@ -404,10 +406,14 @@ static int tree_check(struct build *b, const char *what, const Predictd__Tree *t
     }
     memset(seen, 0, n);
     size_t top = 0;
+    uint32_t deepest = 0;
     stack[top++] = 0;
     seen[0] = 1;
+    dep[0] = 0;
     while (top) {
         int32_t i = stack[--top];
+        if (dep[i] > deepest)
+            deepest = dep[i];
         if (t->feature[i] < 0)
             continue;
         int32_t kids[2] = {t->left[i], t->right[i]};
@@ -416,9 +422,11 @@ static int tree_check(struct build *b, const char *what, const Predictd__Tree *t
                 return fail(b, "%s: node %d is reached twice (from node %d): not a tree", what,
                             kids[k], i);
             seen[kids[k]] = 1;
+            dep[kids[k]] = dep[i] + 1;
             stack[top++] = kids[k];
         }
     }
+    *depth = deepest;
     return 0;
 }
 
@@ -458,10 +466,15 @@ static int trees_build(struct build *b, inference_model *m, const Predictd__Tree
     }
     uint8_t *seen = malloc(widest);
     int32_t *stack = malloc(widest * sizeof *stack);
+    uint32_t *dep = malloc(widest * sizeof *dep);
+    size_t groups = (e->n_trees + INF_TREE_GROUP - 1) / INF_TREE_GROUP;
     m->roots = malloc(e->n_trees * sizeof *m->roots);
     m->tree_class = malloc(e->n_trees);
+    m->depth = malloc(e->n_trees * sizeof *m->depth);
+    m->group_depth = calloc(groups, sizeof *m->group_depth);
     m->nodes = malloc(total * sizeof *m->nodes);
-    if (!seen || !stack || !m->roots || !m->tree_class || !m->nodes) {
+    if (!seen || !stack || !dep || !m->roots || !m->tree_class || !m->depth ||
+        !m->group_depth || !m->nodes) {
         rc = oom(b);
         goto out;
     }
@@ -470,18 +483,21 @@ static int trees_build(struct build *b, inference_model *m, const Predictd__Tree
         const Predictd__Tree *tr = e->trees[t];
         char what[48];
         snprintf(what, sizeof what, "trees.trees[%zu]", t);
-        if ((rc = tree_check(b, what, tr, m->n_features, seen, stack)))
+        if ((rc = tree_check(b, what, tr, m->n_features, seen, stack, dep, &m->depth[t])))
             goto out;
         m->roots[t] = (int32_t)at;
         m->tree_class[t] = (uint8_t)e->tree_class[t];
+        if (m->depth[t] > m->group_depth[t / INF_TREE_GROUP])
+            m->group_depth[t / INF_TREE_GROUP] = m->depth[t];
         for (size_t i = 0; i < tr->n_feature; i++) {
             struct inf_node *nd = &m->nodes[at + i];
-            bool leaf = tr->feature[i] < 0;
-            nd->feature = leaf ? -1 : tr->feature[i];
-            nd->v = leaf ? tr->value[i] : tr->threshold[i];
-            nd->left = leaf ? 0 : (int32_t)at + tr->left[i];
-            nd->right = leaf ? 0 : (int32_t)at + tr->right[i];
-            nd->default_left = tr->n_default_left ? (tr->default_left[i] != 0) : 1;
+            const int32_t self = (int32_t)(at + i);
+            nd->leaf = tr->feature[i] < 0;
+            nd->feature = nd->leaf ? 0 : tr->feature[i];
+            nd->thr = nd->leaf ? NAN : tr->threshold[i];
+            nd->value = nd->leaf ? tr->value[i] : 0.0;
+            nd->left = nd->leaf ? self : (int32_t)at + tr->left[i];
+            nd->right = nd->leaf ? self : (int32_t)at + tr->right[i];
         }
         at += tr->n_feature;
     }
@@ -493,6 +509,7 @@ static int trees_build(struct build *b, inference_model *m, const Predictd__Tree
 out:
     free(seen);
     free(stack);
+    free(dep);
     return rc;
 }
 
@@ -728,6 +745,7 @@ int inference_model_build(const Predictd__Model *msg, const Predictd__Scaler *sc
     if (!m)
         return oom(&b);
     m->kind = msg->kind;
+    m->k = inference__kernels_best();
     m->n_features = (uint32_t)msg->n_features;
     m->steps = 1;
     m->temperature = msg->temperature > 0 ? msg->temperature : 1.0;
@@ -787,6 +805,8 @@ void inference_model_free(inference_model *m)
     dense_cleanup(&m->lstm.gates);
     free(m->roots);
     free(m->tree_class);
+    free(m->depth);
+    free(m->group_depth);
     free(m->nodes);
     free(m->mean);
     free(m->scale);

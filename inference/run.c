@@ -9,14 +9,11 @@
  * any number of threads may run one model at once, each with its own
  * scratch.
  *
- * DESIGN: one matrix-vector kernel (dense_fwd) serves every layer type; see
- * inference_internal.h for the panel layout. It uses GCC/Clang generic
- * vectors, which compile to whatever SIMD the target has (two SSE2
- * registers per vector on a baseline x86-64 build) and to scalar code
- * elsewhere; with 16 independent accumulators per pass the loop is bound by
- * loads, not by the add latency a single-accumulator dot product would
- * wait on. The sum order per output is the naive one (bias, then inputs in
- * order), so results do not depend on the panel width.
+ * DESIGN: one matrix-vector kernel serves every layer type (a conv step
+ * and an LSTM step are dense products, see inference_internal.h), and the
+ * few element-wise functions that matter are vectorised too; both come
+ * from the kernel set the model picked at build (kernels.h: AVX2+FMA when
+ * the CPU has it, else two-lane generic vectors). GELU uses libm's erf.
  */
 #include "inference/inference_internal.h"
 
@@ -28,89 +25,18 @@
 
 #include "util/util.h"
 
-typedef double v4d __attribute__((vector_size(32)));
-
-/* Unaligned-safe vector load and store (memcpy compiles to one move). */
-#define LD4(v, p) memcpy(&(v), (p), sizeof(v4d))
-#define ST4(p, v) memcpy((p), &(v), sizeof(v4d))
-
-/* y[0..out) = W x + b; x has d->in values. x and y must not overlap. */
-static void dense_fwd(const struct inf_dense *d, const double *restrict x, double *restrict y)
-{
-    const size_t in = d->in, out = d->out;
-    const double *restrict b = d->b;
-    size_t o = 0;
-    /* Two panels (16 outputs) per pass: 8 independent SSE accumulators. */
-    for (; o + 2 * INF_PANEL <= out; o += 2 * INF_PANEL) {
-        const double *restrict w0 = d->w + o * in;
-        const double *restrict w1 = w0 + INF_PANEL * in;
-        v4d a0, a1, a2, a3, t0, t1, t2, t3;
-        LD4(a0, b + o);
-        LD4(a1, b + o + 4);
-        LD4(a2, b + o + 8);
-        LD4(a3, b + o + 12);
-        for (size_t i = 0; i < in; i++) {
-            const v4d xi = {x[i], x[i], x[i], x[i]};
-            LD4(t0, w0 + i * INF_PANEL);
-            LD4(t1, w0 + i * INF_PANEL + 4);
-            LD4(t2, w1 + i * INF_PANEL);
-            LD4(t3, w1 + i * INF_PANEL + 4);
-            a0 += t0 * xi;
-            a1 += t1 * xi;
-            a2 += t2 * xi;
-            a3 += t3 * xi;
-        }
-        ST4(y + o, a0);
-        ST4(y + o + 4, a1);
-        ST4(y + o + 8, a2);
-        ST4(y + o + 12, a3);
-    }
-    /* The rest one panel at a time; the last may be partial (its padding
-     * rows are zero and are not stored). */
-    for (; o < out; o += INF_PANEL) {
-        const double *restrict w0 = d->w + o * in;
-        v4d a0, a1, t0, t1;
-        LD4(a0, b + o);
-        LD4(a1, b + o + 4);
-        for (size_t i = 0; i < in; i++) {
-            const v4d xi = {x[i], x[i], x[i], x[i]};
-            LD4(t0, w0 + i * INF_PANEL);
-            LD4(t1, w0 + i * INF_PANEL + 4);
-            a0 += t0 * xi;
-            a1 += t1 * xi;
-        }
-        if (out - o >= INF_PANEL) {
-            ST4(y + o, a0);
-            ST4(y + o + 4, a1);
-        } else {
-            double tmp[INF_PANEL];
-            ST4(tmp, a0);
-            ST4(tmp + 4, a1);
-            memcpy(y + o, tmp, (out - o) * sizeof(double));
-        }
-    }
-}
-
-static inline double sigmoid(double x)
-{
-    return 1.0 / (1.0 + exp(-x));
-}
-
 /* In place over n values; the same formulas as PyTorch's CPU kernels. */
-static void activate(int act, double *restrict y, size_t n)
+static void activate(const struct inf_kernels *k, int act, double *restrict y, size_t n)
 {
     switch (act) {
     case PREDICTD__ACTIVATION__RELU:
-        for (size_t i = 0; i < n; i++)
-            y[i] = y[i] > 0 ? y[i] : 0.0;
+        k->relu(y, n);
         break;
     case PREDICTD__ACTIVATION__TANH:
-        for (size_t i = 0; i < n; i++)
-            y[i] = tanh(y[i]);
+        k->tanh(y, n);
         break;
     case PREDICTD__ACTIVATION__SIGMOID:
-        for (size_t i = 0; i < n; i++)
-            y[i] = sigmoid(y[i]);
+        k->sigmoid(y, n);
         break;
     case PREDICTD__ACTIVATION__GELU:
         for (size_t i = 0; i < n; i++)
@@ -123,13 +49,13 @@ static void activate(int act, double *restrict y, size_t n)
 
 /* Runs n dense layers from x; layer i writes y0 when i is even, else y1.
  * Returns the last output. */
-static const double *stack_fwd(const struct inf_dense *L, size_t n, const double *x, double *y0,
-                               double *y1)
+static const double *stack_fwd(const struct inf_kernels *k, const struct inf_dense *L, size_t n,
+                               const double *x, double *y0, double *y1)
 {
     for (size_t i = 0; i < n; i++) {
         double *y = (i & 1) ? y1 : y0;
-        dense_fwd(&L[i], x, y);
-        activate(L[i].act, y, L[i].out);
+        k->dense(&L[i], x, y);
+        activate(k, L[i].act, y, L[i].out);
         x = y;
     }
     return x;
@@ -156,30 +82,52 @@ static int run_dense(const inference_model *m, const double *input, double *s, d
     double *a = s, *b = s + w;
     if (scale_input(m, input, a))
         return PD_EINVAL;
-    const double *y = stack_fwd(m->dense, m->n_dense, a, b, a);
+    const double *y = stack_fwd(m->k, m->dense, m->n_dense, a, b, a);
     memcpy(z, y, INFERENCE_NCLASS * sizeof(double));
     return 0;
 }
 
-/* Sums the trees' leaves into z (file class order). le selects the rule;
- * callers pass a constant so each rule gets its own loop. NaN goes to the
- * default_left side (inference_run never passes one; kept for the
- * format's semantics). */
+/* One step down a tree: a conditional move, not a branch. At a leaf the
+ * comparison with its NaN threshold is false and right is the leaf. */
+#define TREE_STEP(i, le)                                                                           \
+    do {                                                                                           \
+        const struct inf_node *n_ = nodes + (i);                                                   \
+        const double v_ = x[n_->feature];                                                          \
+        (i) = ((le) ? v_ <= n_->thr : v_ < n_->thr) ? n_->left : n_->right;                        \
+    } while (0)
+
+/*
+ * Sums the trees' leaves into z (file class order), in tree order.
+ * INF_TREE_GROUP trees are walked in lockstep for as many steps as the
+ * deepest of them has edges, so their dependent loads overlap and no
+ * branch depends on the data. le selects the rule; callers pass a
+ * constant so each rule gets its own loop. x must not hold NaN.
+ */
 static inline void trees_sum(const inference_model *m, const double *restrict x, double z[3],
                              const int le)
 {
     const struct inf_node *restrict nodes = m->nodes;
     double acc[INFERENCE_NCLASS] = {m->base_score[0], m->base_score[1], m->base_score[2]};
-    for (size_t t = 0; t < m->n_trees; t++) {
-        const struct inf_node *nd = nodes + m->roots[t];
-        while (nd->feature >= 0) {
-            const double v = x[nd->feature];
-            int left = le ? v <= nd->v : v < nd->v;
-            if (__builtin_expect(v != v, 0))
-                left = nd->default_left;
-            nd = nodes + (left ? nd->left : nd->right);
+    const size_t n = m->n_trees;
+    size_t t = 0;
+    for (; t + INF_TREE_GROUP <= n; t += INF_TREE_GROUP) {
+        int32_t a = m->roots[t], b = m->roots[t + 1], c = m->roots[t + 2], d = m->roots[t + 3];
+        for (uint32_t s = m->group_depth[t / INF_TREE_GROUP]; s; s--) {
+            TREE_STEP(a, le);
+            TREE_STEP(b, le);
+            TREE_STEP(c, le);
+            TREE_STEP(d, le);
         }
-        acc[m->tree_class[t]] += nd->v;
+        acc[m->tree_class[t]] += nodes[a].value;
+        acc[m->tree_class[t + 1]] += nodes[b].value;
+        acc[m->tree_class[t + 2]] += nodes[c].value;
+        acc[m->tree_class[t + 3]] += nodes[d].value;
+    }
+    for (; t < n; t++) {
+        int32_t a = m->roots[t];
+        for (uint32_t s = m->depth[t]; s; s--)
+            TREE_STEP(a, le);
+        acc[m->tree_class[t]] += nodes[a].value;
     }
     memcpy(z, acc, sizeof acc);
 }
@@ -226,8 +174,8 @@ static int run_sequence(const inference_model *m, const double *input, double *s
         const size_t next_pad = j + 1 < m->n_conv ? m->conv[j + 1].pad : 0;
         double *dst = other + next_pad * c->cout;
         for (size_t t = 0; t < c->lout; t++)
-            dense_fwd(&c->d, cur + t * c->cin, dst + t * c->cout);
-        activate(c->d.act, dst, (size_t)c->lout * c->cout);
+            m->k->dense(&c->d, cur + t * c->cin, dst + t * c->cout);
+        activate(m->k, c->d.act, dst, (size_t)c->lout * c->cout);
         double *tmp = cur;
         cur = other;
         other = tmp;
@@ -248,18 +196,24 @@ static int run_sequence(const inference_model *m, const double *input, double *s
         memset(c, 0, H * sizeof(double));
         for (size_t t = 0; t < len; t++) {
             memcpy(xh, seq + t * in, in * sizeof(double));
-            dense_fwd(&m->lstm.gates, xh, g);
+            m->k->dense(&m->lstm.gates, xh, g);
+            m->k->sigmoid(g, 2 * H);     /* i, f */
+            m->k->tanh(g + 2 * H, H);    /* g */
+            m->k->sigmoid(g + 3 * H, H); /* o */
+            const double *restrict ig = g, *restrict fg = g + H, *restrict gg = g + 2 * H;
             for (size_t k = 0; k < H; k++) {
-                const double ig = sigmoid(g[k]), fg = sigmoid(g[H + k]);
-                const double gg = tanh(g[2 * H + k]), og = sigmoid(g[3 * H + k]);
-                c[k] = fg * c[k] + ig * gg;
-                h[k] = og * tanh(c[k]);
+                c[k] = fg[k] * c[k] + ig[k] * gg[k];
+                h[k] = c[k];
             }
+            m->k->tanh(h, H);
+            const double *restrict og = g + 3 * H;
+            for (size_t k = 0; k < H; k++)
+                h[k] *= og[k];
         }
         head_in = h;
     }
     const size_t w = inf_round_panel(m->dense_max);
-    const double *y = stack_fwd(m->dense, m->n_dense, head_in, rest, rest + w);
+    const double *y = stack_fwd(m->k, m->dense, m->n_dense, head_in, rest, rest + w);
     memcpy(z, y, INFERENCE_NCLASS * sizeof(double));
     return 0;
 }

@@ -3,9 +3,12 @@
  * random shapes, by a naive reference written straight from the PyTorch /
  * scikit-learn formulas), class-order permutation, temperature, golden
  * cases, every validation failure with its reason, run-time input checks,
- * and the signal levels. */
+ * and the signal levels. The vectorised kernels are checked against libm
+ * and the naive references once per kernel set this CPU runs (generic,
+ * and AVX2+FMA where present). */
 #include "tests/unit/unit.h"
 #include "inference/inference.h"
+#include "inference/inference_internal.h" /* white-box: kernel sets */
 #include "util/util.h"
 
 #include <stdbool.h>
@@ -393,6 +396,82 @@ static void ref_dense(const Predictd__Dense *d, const double *x, double *y)
     }
 }
 
+/* The kernel sets this CPU can run: generic always, AVX2 when present. */
+static size_t kernel_sets(const struct inf_kernels *out[2])
+{
+    size_t n = 0;
+    out[n++] = &inference__kernels_generic;
+    if (inference__kernels_avx2())
+        out[n++] = inference__kernels_avx2();
+    return n;
+}
+
+TEST(test_kernels_elementwise_match_libm)
+{
+    const struct inf_kernels *ks[2];
+    size_t nk = kernel_sets(ks);
+    CHECK(inference__kernels_best() == ks[nk - 1]);
+    enum { N = 20011 }; /* odd: exercises the tail */
+    double *x = malloc(N * sizeof *x), *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
+    double *c = malloc(N * sizeof *c);
+    for (size_t i = 0; i < N; i++) {
+        /* dense near 0, then out to +-800 (past the clamp) */
+        double u = (double)i / (N - 1) * 2 - 1;
+        x[i] = u * fabs(u) * fabs(u) * 800;
+    }
+    x[5] = 0;
+    x[6] = -0.0;
+    x[7] = 1e-300;
+    x[8] = -3e-12;
+    x[9] = 40;
+    for (size_t s = 0; s < nk; s++) {
+        double worst_sig = 0, worst_tanh = 0;
+        memcpy(a, x, N * sizeof *a);
+        memcpy(b, x, N * sizeof *b);
+        memcpy(c, x, N * sizeof *c);
+        ks[s]->sigmoid(a, N);
+        ks[s]->tanh(b, N);
+        ks[s]->relu(c, N);
+        for (size_t i = 0; i < N; i++) {
+            double ws = 1 / (1 + exp(-x[i])), wt = tanh(x[i]);
+            /* Below x = -708 the kernels saturate at exp(-708) instead of
+             * going subnormal: absolute error under 4e-308. */
+            double es = ws < 1e-300 ? (fabs(a[i] - ws) < 4e-308 ? 0 : 1) : fabs(a[i] - ws) / ws;
+            double et = wt == 0 ? fabs(b[i]) : fabs(b[i] - wt) / fabs(wt);
+            if (es > worst_sig)
+                worst_sig = es;
+            if (et > worst_tanh)
+                worst_tanh = et;
+            if (c[i] != (x[i] < 0 ? 0.0 : x[i]))
+                UNIT_FAIL_("%s relu(%g) = %g", ks[s]->name, x[i], c[i]);
+        }
+        /* a few ulp */
+        if (!(worst_sig < 1e-15))
+            UNIT_FAIL_("%s sigmoid relative error %g", ks[s]->name, worst_sig);
+        if (!(worst_tanh < 1e-15))
+            UNIT_FAIL_("%s tanh relative error %g", ks[s]->name, worst_tanh);
+        CHECK(b[6] == 0 && signbit(b[6])); /* tanh(-0) = -0 */
+        CHECK(b[7] == 1e-300);
+        /* NaN and infinities */
+        double v[5] = {NAN, INFINITY, -INFINITY, 1e308, -1e308};
+        double w[5], r[5];
+        memcpy(w, v, sizeof v);
+        memcpy(r, v, sizeof v);
+        ks[s]->sigmoid(w, 5);
+        ks[s]->tanh(r, 5);
+        CHECK(isnan(w[0]) && isnan(r[0]));
+        CHECK(w[1] == 1 && w[3] == 1 && w[2] < 1e-300 && w[4] < 1e-300);
+        CHECK(r[1] == 1 && r[2] == -1 && r[3] == 1 && r[4] == -1);
+        memcpy(w, v, sizeof v);
+        ks[s]->relu(w, 5);
+        CHECK(isnan(w[0]) && w[1] == INFINITY && w[2] == 0 && w[4] == 0);
+    }
+    free(x);
+    free(a);
+    free(b);
+    free(c);
+}
+
 TEST(test_mlp_random_shapes_match_reference)
 {
     /* Widths chosen to hit full double panels, single panels and partial
@@ -420,7 +499,10 @@ TEST(test_mlp_random_shapes_match_reference)
     char why[256];
     CHECK_EQ_INT(inference_model_build(&f.m, &f.s, &m, why, sizeof why), 0);
     void *scratch = m ? malloc(inference_scratch_size(m)) : NULL;
-    for (int trial = 0; m && trial < 20; trial++) {
+    const struct inf_kernels *ks[2];
+    size_t nk = kernel_sets(ks);
+    for (int trial = 0; m && trial < 20 * (int)nk; trial++) {
+        m->k = ks[(size_t)trial % nk];
         double x[5], a[64], b[64], p[3], want[3];
         for (int i = 0; i < 5; i++) {
             x[i] = rnd() * 3;
@@ -787,7 +869,10 @@ TEST(test_sequence_random_matches_reference)
     CHECK_EQ_INT(inference_model_build(&f.m, &f.s, &m, why, sizeof why), 0);
     CHECK_EQ_INT(m ? inference_steps(m) : 0, 7);
     void *scratch = m ? malloc(inference_scratch_size(m)) : NULL;
-    for (int trial = 0; m && trial < 10; trial++) {
+    const struct inf_kernels *ks[2];
+    size_t nk = kernel_sets(ks);
+    for (int trial = 0; m && trial < 10 * (int)nk; trial++) {
+        m->k = ks[(size_t)trial % nk];
         double x[21], xs[21], c0[7 * 5], c1[6 * 4], h[6], d0[7], d1[3], p[3], want[3];
         for (int i = 0; i < 21; i++) {
             x[i] = rnd() * 2;
@@ -1447,6 +1532,7 @@ int main(void)
     RUN(test_packed_roundtrip);
     RUN(test_mlp_activations);
     RUN(test_mlp_two_layers_by_hand);
+    RUN(test_kernels_elementwise_match_libm);
     RUN(test_mlp_random_shapes_match_reference);
     RUN(test_tree_rules_at_threshold);
     RUN(test_tree_scaled_input);
