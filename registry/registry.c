@@ -104,7 +104,9 @@ typedef struct series {
     size_t n;    /* lock */
     registry_version *serving, *stable, *canary; /* lock; borrowed from slots */
     policy pol;                                  /* lock */
-    int loading;         /* lock: loads running while nothing serves */
+    /* lock: nothing serves yet and a scan is about to verify or is
+     * verifying a version (requests get PD_ENOTREADY, not PD_ENOMODEL) */
+    bool loading;
     char policy_err[160]; /* lock: why policy.json is ignored */
     char serve_note[160]; /* lock: why the policy is not (fully) honoured */
     /* scanner only: the last policy.json content seen */
@@ -201,6 +203,7 @@ static series *add_series(registry *r, const char *sym, const char *tf)
         return NULL;
     snprintf(s->symbol, sizeof s->symbol, "%s", sym);
     snprintf(s->tf, sizeof s->tf, "%s", tf);
+    s->loading = true; /* until its first scan ends */
     pthread_mutex_lock(&r->lock);
     if (r->n_series == r->cap_series) {
         size_t cap = r->cap_series ? r->cap_series * 2 : 16;
@@ -464,9 +467,13 @@ static void load_policy(registry *r, series *s, int sfd)
 static int merge_listing(registry *r, series *s, const uint32_t *nums, size_t nn)
 {
     slot *ns = calloc(s->n + nn + 1, sizeof *ns);
-    if (!ns)
+    uint32_t *gone = calloc(s->n + 1, sizeof *gone); /* logged after unlocking */
+    if (!ns || !gone) {
+        free(ns);
+        free(gone);
         return PD_ENOMEM;
-    size_t i = 0, j = 0, k = 0;
+    }
+    size_t i = 0, j = 0, k = 0, ngone = 0;
     pthread_mutex_lock(&r->lock);
     while (i < s->n || j < nn) {
         if (j >= nn || (i < s->n && s->slots[i].number < nums[j])) {
@@ -474,7 +481,7 @@ static int merge_listing(registry *r, series *s, const uint32_t *nums, size_t nn
             *sl = s->slots[i++];
             if (sl->on_disk) {
                 sl->on_disk = false;
-                LOG_INFO(MOD, "%s/%s v%u removed from disk", s->symbol, s->tf, sl->number);
+                gone[ngone++] = sl->number;
             }
             if (!sl->v)
                 sl->state = REGISTRY_RETIRED;
@@ -502,7 +509,13 @@ static int merge_listing(registry *r, series *s, const uint32_t *nums, size_t nn
     free(s->slots);
     s->slots = ns;
     s->n = k;
+    for (size_t x = 0; x < k && !s->serving; x++)
+        if (ns[x].on_disk && ns[x].state == REGISTRY_LOADING)
+            s->loading = true;
     pthread_mutex_unlock(&r->lock);
+    for (size_t g = 0; g < ngone; g++)
+        LOG_INFO(MOD, "%s/%s v%u removed from disk", s->symbol, s->tf, gone[g]);
+    free(gone);
     return 0;
 }
 
@@ -512,10 +525,9 @@ static bool load_slot(registry *r, series *s, int sfd, size_t i)
     uint32_t num = s->slots[i].number;
     uint32_t serving_num = s->serving ? s->serving->number : 0;
     pthread_mutex_lock(&r->lock);
-    bool first = s->serving == NULL;
     s->slots[i].state = REGISTRY_LOADING;
-    if (first)
-        s->loading++;
+    if (!s->serving)
+        s->loading = true;
     pthread_mutex_unlock(&r->lock);
 
     uint64_t t0 = util_mono_ns();
@@ -551,8 +563,6 @@ static bool load_slot(registry *r, series *s, int sfd, size_t i)
         snprintf(sl->reason, sizeof sl->reason, "%s", why);
         sl->loaded_at = 0;
     }
-    if (first)
-        s->loading--;
     pthread_mutex_unlock(&r->lock);
 
     sl->fp = fp;
@@ -576,9 +586,9 @@ static bool load_slot(registry *r, series *s, int sfd, size_t i)
     return false;
 }
 
-/* Could slot i serve? Loads it when that is the only way to know: a new
- * version, or a failed one whose files changed. A version that verified
- * before counts without being loaded (it is loaded when chosen). */
+/* Could slot i serve? Loads it when that is the only way to know (a version
+ * not verified since it appeared). A version that verified before counts
+ * without being loaded (it is loaded when chosen); a failed one does not. */
 static bool usable(registry *r, series *s, int sfd, ssize_t i)
 {
     if (i < 0)
@@ -588,24 +598,40 @@ static bool usable(registry *r, series *s, int sfd, ssize_t i)
         return false;
     if (sl->v)
         return true;
-    if (sl->state == REGISTRY_FAILED && !sl->transient) {
+    if (sl->state == REGISTRY_FAILED && !sl->transient)
+        return false; /* until its files change: see refresh_failed() */
+    if (sl->verified_ok)
+        return true;
+    return load_slot(r, s, sfd, (size_t)i);
+}
+
+/* Failed versions whose files changed since (fixed, or caught half-written
+ * before) become pending again: verified when a choice needs them, else
+ * listed RETIRED. The rest stay FAILED without being read again. */
+static void refresh_failed(registry *r, series *s, int sfd)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        slot *sl = &s->slots[i];
+        if (!sl->on_disk || sl->state != REGISTRY_FAILED || sl->transient)
+            continue;
         char name[16];
         snprintf(name, sizeof name, "%u", sl->number);
         int vfd = openat(sfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (vfd < 0)
-            return false;
+            continue;
         registry__fp now;
         registry__fingerprint(vfd, &now);
         close(vfd);
         if (registry__fp_equal(&now, &sl->fp))
-            return false;
-        LOG_INFO(MOD, "%s/%s v%u changed since it failed; verifying again", s->symbol, s->tf,
-                 sl->number);
-        return load_slot(r, s, sfd, (size_t)i);
+            continue;
+        LOG_INFO(MOD, "%s/%s v%u changed since it failed; it will be verified again", s->symbol,
+                 s->tf, sl->number);
+        pthread_mutex_lock(&r->lock);
+        sl->state = REGISTRY_LOADING;
+        sl->reason[0] = '\0';
+        pthread_mutex_unlock(&r->lock);
+        sl->verified_ok = false;
     }
-    if (sl->verified_ok)
-        return true;
-    return load_slot(r, s, sfd, (size_t)i);
 }
 
 static const char *state_word(const slot *sl)
@@ -694,6 +720,7 @@ static void choose_and_swap(registry *r, series *s, int sfd)
     s->serving = nserv;
     s->stable = nst;
     s->canary = nca;
+    s->loading = false;
     snprintf(s->serve_note, sizeof s->serve_note, "%s", note);
     size_t removed = 0;
     for (size_t i = 0; i < s->n; i++) {
@@ -786,8 +813,14 @@ static int scan_series(registry *r, int rootfd, const char *sym, const char *tf)
     load_policy(r, s, sfd);
     if ((rc = merge_listing(r, s, nums, nn)) != 0)
         goto out;
+    refresh_failed(r, s, sfd);
     choose_and_swap(r, s, sfd);
 out:
+    if (rc && s) {
+        pthread_mutex_lock(&r->lock);
+        s->loading = false;
+        pthread_mutex_unlock(&r->lock);
+    }
     free(nums);
     close(sfd);
     return rc;
@@ -1069,7 +1102,11 @@ int registry_acquire(registry *r, const char *symbol, const char *tf, const regi
 
     pthread_mutex_lock(&r->lock);
     series *own = find_series(r, symbol, tf);
-    series *def = is_default ? NULL : find_series(r, REGISTRY_DEFAULT_SYMBOL, tf);
+    /* The common case (own series serving, default selection) skips the
+     * second lookup. */
+    bool need_def = !is_default && (explicit_sel ? !own || !series_present(own)
+                                                 : !own || !own->serving);
+    series *def = need_def ? find_series(r, REGISTRY_DEFAULT_SYMBOL, tf) : NULL;
     series *s;
     if (explicit_sel)
         s = own && series_present(own) ? own : def;
@@ -1260,7 +1297,8 @@ void registry_stats_get(registry *r, registry_stats *out)
  */
 
 /* Rewrites the series' policy.json from p, keeping keys it does not know
- * about from the file on disk when that parses. */
+ * about from the file on disk when that parses; removes the file when
+ * nothing is left in it. */
 static int write_policy(registry *r, const char *sym, const char *tf, int sfd, const policy *p)
 {
     char *text = NULL;
@@ -1295,6 +1333,13 @@ static int write_policy(registry *r, const char *sym, const char *tf, int sfd, c
         json_object_set_new(root, "canary_share", json_integer(p->canary_share));
     else
         json_object_del(root, "canary_share");
+    if (json_object_size(root) == 0) {
+        /* Nothing left to say: no file is the empty policy. */
+        rc = unlinkat(sfd, "policy.json", 0) == 0 || errno == ENOENT ? 0 : PD_EIO;
+        if (rc == 0)
+            LOG_INFO(MOD, "%s/%s: policy.json removed (empty policy)", sym, tf);
+        goto out;
+    }
     char *out = json_dumps(root, JSON_INDENT(2));
     if (!out)
         goto out;

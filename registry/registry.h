@@ -157,9 +157,13 @@ typedef struct registry_series_info {
     registry_version_info *versions; /* ascending */
 } registry_series_info;
 
+/* A consistent snapshot of every series seen (sorted by symbol, then
+ * timeframe), including versions removed from disk (RETIRED; the last 16
+ * per series). Returns 0 or PD_ENOMEM; *out is the caller's. Thread-safe. */
 int registry_list(registry *r, registry_series_info **out, size_t *n);
-void registry_list_free(registry_series_info *s, size_t n);
-/* Counts for readiness: series with a serving version, versions failed. */
+void registry_list_free(registry_series_info *s, size_t n); /* NULL is a no-op */
+/* Counts for readiness: series with a serving version, versions (on disk)
+ * failed. Zero serving series means not ready. Thread-safe. */
 void registry_counts(registry *r, size_t *serving, size_t *failed);
 
 /* Load outcomes since start, for /metrics. */
@@ -181,7 +185,10 @@ enum registry_fail {
     REGISTRY_FAIL_OTHER,
     REGISTRY_FAIL_COUNT_
 };
+/* "manifest", "parse", ...; "unknown" out of range. Static storage. */
 const char *registry_fail_name(int reason);
+/* Counters since registry_new (atomics: thread-safe, each value exact, the
+ * set not one snapshot). NULL r zeroes *out. */
 void registry_stats_get(registry *r, registry_stats *out);
 
 /* ===========================================================================
