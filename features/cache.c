@@ -428,8 +428,7 @@ static int window_from_reply(const redisReply *r, int64_t last_open, size_t limi
 {
     int rc = PD_ENOTFOUND;
     if (r->type == REDIS_REPLY_STRING)
-        rc = window_decode((const unsigned char *)r->str, (size_t)r->len, last_open, limit, out,
-                           n);
+        rc = window_decode((const unsigned char *)r->str, (size_t)r->len, last_open, limit, out, n);
     if (rc == 0)
         FEATURES__COUNT(redis_hits);
     else if (rc == PD_ENOTFOUND)
@@ -487,8 +486,8 @@ int features__cache_window_put(const char *symbol, const char *tf, const feature
 }
 
 int features__cache_window_mget(const char *const *symbols, size_t nsym, const char *tf,
-                                int64_t last_open, size_t limit, features_candle **outs,
-                                size_t *ns, int *rcs)
+                                int64_t last_open, size_t limit, features_candle **outs, size_t *ns,
+                                int *rcs)
 {
     if (!features__cache_enabled())
         return PD_ECACHE;

@@ -124,15 +124,15 @@ typedef struct asset {
 } asset;
 
 static const asset assets[] = {
-    {"BTC", 60000, 0.035, 1.5e9}, {"ETH", 3000, 0.045, 8e8},  {"SOL", 150, 0.060, 4e8},
-    {"BNB", 550, 0.040, 2e8},     {"XRP", 0.6, 0.055, 3e8},   {"ADA", 0.45, 0.055, 1e8},
+    {"BTC", 60000, 0.035, 1.5e9}, {"ETH", 3000, 0.045, 8e8}, {"SOL", 150, 0.060, 4e8},
+    {"BNB", 550, 0.040, 2e8},     {"XRP", 0.6, 0.055, 3e8},  {"ADA", 0.45, 0.055, 1e8},
     {"DOGE", 0.15, 0.070, 2e8},   {"AVAX", 35, 0.065, 8e7},
 };
 
 static const struct {
     const char *suffix;
     double usd; /* price of one unit of the quote currency in USD */
-} quotes[] = {{"FDUSD", 1}, {"USDT", 1}, {"USDC", 1}, {"BUSD", 1},
+} quotes[] = {{"FDUSD", 1}, {"USDT", 1},   {"USDC", 1},    {"BUSD", 1},
               {"USD", 1},   {"EUR", 1.08}, {"BTC", 60000}, {"ETH", 3000}};
 
 /* Fills the asset of a symbol: known bases by table, others from a hash. */
@@ -175,11 +175,11 @@ static void asset_of(const char *symbol, asset *a)
 enum regime { UP, DOWN, RANGE, HIGHVOL, NREGIME };
 
 static const struct {
-    double duration;       /* expected length in candles */
-    double drift;          /* per candle, in units of sigma */
-    double vol;            /* sigma multiplier */
-    double volume;         /* volume multiplier */
-    double next[NREGIME];  /* where it goes when it ends */
+    double duration;      /* expected length in candles */
+    double drift;         /* per candle, in units of sigma */
+    double vol;           /* sigma multiplier */
+    double volume;        /* volume multiplier */
+    double next[NREGIME]; /* where it goes when it ends */
 } regimes[NREGIME] = {
     [UP] = {80, 0.20, 1.00, 1.15, {0, 0.30, 0.50, 0.20}},
     [DOWN] = {70, -0.22, 1.15, 1.30, {0.25, 0, 0.50, 0.25}},

@@ -72,7 +72,7 @@ enum {
 };
 
 #define PG_EPOCH_UNIX INT64_C(946684800) /* 2000-01-01T00:00:00Z */
-#define DB_LOST 1                          /* internal: connection gone, retry on a new one */
+#define DB_LOST 1                        /* internal: connection gone, retry on a new one */
 #define RECONNECT_BACKOFF_NS UINT64_C(500000000)
 #define UPSERT_CHUNK 10000
 #define WINDOW_LIMIT_MAX 100000
@@ -499,8 +499,8 @@ static int db_exec(features__tls *t, enum stmt_id id, const char *const *vals, c
     int rc = db_prepare(t, id);
     if (rc)
         return rc;
-    PGresult *r = PQexecPrepared(t->pg, stmts[id].name, stmts[id].nparams, vals, lens, fmts,
-                                 binary_result);
+    PGresult *r =
+        PQexecPrepared(t->pg, stmts[id].name, stmts[id].nparams, vals, lens, fmts, binary_result);
     FEATURES__COUNT(db_queries);
     rc = db_check(t->pg, r, want, stmts[id].name);
     if (rc) {
@@ -702,14 +702,14 @@ static int migrate_file(features__tls *t, struct migrate_ctx *m, const char *nam
         goto out;
     PGresult *r = PQexec(t->pg, sql);
     FEATURES__COUNT(db_queries);
-    rc = db_check(t->pg, r, PQresultStatus(r) == PGRES_TUPLES_OK ? PGRES_TUPLES_OK : PGRES_COMMAND_OK,
-                  name);
+    rc = db_check(t->pg, r,
+                  PQresultStatus(r) == PGRES_TUPLES_OK ? PGRES_TUPLES_OK : PGRES_COMMAND_OK, name);
     PQclear(r);
     if (rc)
         goto out;
     const char *vals[1] = {name};
-    r = PQexecParams(t->pg, "INSERT INTO schema_migrations (name) VALUES ($1)", 1, NULL, vals,
-                     NULL, NULL, 0);
+    r = PQexecParams(t->pg, "INSERT INTO schema_migrations (name) VALUES ($1)", 1, NULL, vals, NULL,
+                     NULL, 0);
     FEATURES__COUNT(db_queries);
     rc = db_check(t->pg, r, PGRES_COMMAND_OK, "recording a migration");
     PQclear(r);
@@ -961,16 +961,15 @@ int features_load_window(const char *symbol, const char *tf, int64_t now, size_t
         use_cache = rc != PD_ECACHE;
     }
     if (!hit) {
-        size_t want = use_cache && limit < FEATURES__WINDOW_CACHE_MIN ? FEATURES__WINDOW_CACHE_MIN
-                                                                      : limit;
+        size_t want =
+            use_cache && limit < FEATURES__WINDOW_CACHE_MIN ? FEATURES__WINDOW_CACHE_MIN : limit;
         rc = db_load_window(symbol, tf, last, want, &c, &cn);
         if (rc)
             return rc;
         /* Only a window that ends with the current last closed candle can
          * ever be a hit; a lagging series is not worth storing. */
         if (use_cache && cn <= FEATURES__WINDOW_CACHE_MAX && c[cn - 1].t == last)
-            features__cache_window_put(symbol, tf, c, cn, cn < want,
-                                       window_ttl(last, tfs, now));
+            features__cache_window_put(symbol, tf, c, cn, cn < want, window_ttl(last, tfs, now));
         keep_tail(c, &cn, limit);
     }
     window_info(c, cn, tfs, hit, info);
@@ -1012,8 +1011,8 @@ int features_load_windows(const char *const *symbols, size_t nsym, const char *t
     }
     bool use_cache = features__cache_enabled();
     if (use_cache)
-        use_cache = features__cache_window_mget(valid, nsym, tf, last, limit, win, wn, rcs) !=
-                    PD_ECACHE;
+        use_cache =
+            features__cache_window_mget(valid, nsym, tf, last, limit, win, wn, rcs) != PD_ECACHE;
     bool any_store = false;
     for (size_t i = 0; i < nsym; i++) {
         if (!valid[i])
@@ -1022,8 +1021,8 @@ int features_load_windows(const char *const *symbols, size_t nsym, const char *t
             hit[i] = true;
             continue;
         }
-        size_t want = use_cache && limit < FEATURES__WINDOW_CACHE_MIN ? FEATURES__WINDOW_CACHE_MIN
-                                                                      : limit;
+        size_t want =
+            use_cache && limit < FEATURES__WINDOW_CACHE_MIN ? FEATURES__WINDOW_CACHE_MIN : limit;
         rcs[i] = db_load_window(valid[i], tf, last, want, &win[i], &wn[i]);
         if (rcs[i])
             continue;
@@ -1079,15 +1078,15 @@ static int op_range(features__tls *t, void *ctx)
     return rc;
 }
 
-int features_load_range(const char *symbol, const char *tf, int64_t from, int64_t to,
-                        int64_t now, features_candle **out, size_t *n)
+int features_load_range(const char *symbol, const char *tf, int64_t from, int64_t to, int64_t now,
+                        features_candle **out, size_t *n)
 {
     int64_t tfs;
     int rc = check_series(symbol, tf, &tfs);
     if (rc)
         return rc;
-    if (!out || !n || from < 0 || to < 0 || from > TIME_MAX || to > TIME_MAX ||
-        now < TIME_MIN || now > TIME_MAX)
+    if (!out || !n || from < 0 || to < 0 || from > TIME_MAX || to > TIME_MAX || now < TIME_MIN ||
+        now > TIME_MAX)
         return PD_EINVAL;
     /* Closed candles only: open time <= the last closed open. */
     int64_t last = util_tf_last_closed_open(now, tfs);
@@ -1229,8 +1228,8 @@ static int validate_candles(const char *symbol, const char *tf, int64_t tfs,
         else if (i > 0 && k->t == c[i - 1].t)
             why = "duplicate open time";
         if (why) {
-            LOG_WARN(MOD, "upsert %s %s: candle %zu (t=%lld): %s", symbol, tf, i,
-                     (long long)k->t, why);
+            LOG_WARN(MOD, "upsert %s %s: candle %zu (t=%lld): %s", symbol, tf, i, (long long)k->t,
+                     why);
             return PD_EINVAL;
         }
         if (i > 0 && k->t < c[i - 1].t)
@@ -1249,11 +1248,11 @@ struct upsert_q {
 /* Writes a one-dimensional binary array header for n 8-byte elements. */
 static char *array_header(char *p, uint32_t elem_oid, size_t n)
 {
-    put_be32(p, 1);               /* dimensions */
-    put_be32(p + 4, 0);           /* has nulls */
-    put_be32(p + 8, elem_oid);    /* element type */
-    put_be32(p + 12, (uint32_t)n);/* length */
-    put_be32(p + 16, 1);          /* lower bound */
+    put_be32(p, 1);                /* dimensions */
+    put_be32(p + 4, 0);            /* has nulls */
+    put_be32(p + 8, elem_oid);     /* element type */
+    put_be32(p + 12, (uint32_t)n); /* length */
+    put_be32(p + 16, 1);           /* lower bound */
     return p + 20;
 }
 
@@ -1271,12 +1270,24 @@ static int upsert_chunk(features__tls *t, struct upsert_q *q, const features_can
         for (size_t i = 0; i < n; i++) {
             uint64_t v;
             switch (a) {
-            case 0: v = (uint64_t)to_pg_us(c[i].t); break;
-            case 1: v = dbl_bits(c[i].open); break;
-            case 2: v = dbl_bits(c[i].high); break;
-            case 3: v = dbl_bits(c[i].low); break;
-            case 4: v = dbl_bits(c[i].close); break;
-            default: v = dbl_bits(c[i].volume); break;
+            case 0:
+                v = (uint64_t)to_pg_us(c[i].t);
+                break;
+            case 1:
+                v = dbl_bits(c[i].open);
+                break;
+            case 2:
+                v = dbl_bits(c[i].high);
+                break;
+            case 3:
+                v = dbl_bits(c[i].low);
+                break;
+            case 4:
+                v = dbl_bits(c[i].close);
+                break;
+            default:
+                v = dbl_bits(c[i].volume);
+                break;
             }
             put_be32(p, 8);
             put_be64(p + 4, v);
@@ -1306,8 +1317,7 @@ static int op_upsert(features__tls *t, void *ctx)
     return rc;
 }
 
-int features_upsert_candles(const char *symbol, const char *tf, const features_candle *c,
-                            size_t n)
+int features_upsert_candles(const char *symbol, const char *tf, const features_candle *c, size_t n)
 {
     int64_t tfs;
     int rc = check_series(symbol, tf, &tfs);
@@ -1335,8 +1345,8 @@ int features_upsert_candles(const char *symbol, const char *tf, const features_c
         c = copy;
     }
     size_t chunk = n < UPSERT_CHUNK ? n : UPSERT_CHUNK;
-    struct upsert_q q = {.symbol = symbol, .tf = tf, .c = c, .n = n,
-                         .buf = malloc(6 * ARRAY_BYTES(chunk))};
+    struct upsert_q q = {
+        .symbol = symbol, .tf = tf, .c = c, .n = n, .buf = malloc(6 * ARRAY_BYTES(chunk))};
     if (!q.buf) {
         free(copy);
         return PD_ENOMEM;

@@ -43,7 +43,8 @@ typedef struct features__counters {
 } features__counters;
 extern features__counters features__ctr;
 
-#define FEATURES__COUNT(field) atomic_fetch_add_explicit(&features__ctr.field, 1, memory_order_relaxed)
+#define FEATURES__COUNT(field)                                                                     \
+    atomic_fetch_add_explicit(&features__ctr.field, 1, memory_order_relaxed)
 
 /* --- cache.c, called by store.c ----------------------------------------- */
 
@@ -82,8 +83,8 @@ int features__cache_window_put(const char *symbol, const char *tf, const feature
  * alone). Returns 0, or PD_ECACHE when Redis is off or down (then every
  * entry is untouched). */
 int features__cache_window_mget(const char *const *symbols, size_t nsym, const char *tf,
-                                int64_t last_open, size_t limit, features_candle **outs,
-                                size_t *ns, int *rcs);
+                                int64_t last_open, size_t limit, features_candle **outs, size_t *ns,
+                                int *rcs);
 /* Pipelined store of several windows; entries with c[i] NULL are skipped. */
 int features__cache_window_mput(const char *const *symbols, size_t nsym, const char *tf,
                                 features_candle *const *c, const size_t *n, const bool *complete,

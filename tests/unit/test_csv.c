@@ -133,7 +133,8 @@ TEST(bad_rows_have_line_numbers)
 {
     const char *h = "open_time,open,high,low,close,volume\n";
     char buf[512];
-    snprintf(buf, sizeof buf, "%s2024-01-01T00:00:00Z,1,2,0.5,1.5,3\n2024-01-01T00:01:00Z,abc,2,0.5,1.5,3\n", h);
+    snprintf(buf, sizeof buf,
+             "%s2024-01-01T00:00:00Z,1,2,0.5,1.5,3\n2024-01-01T00:01:00Z,abc,2,0.5,1.5,3\n", h);
     EXPECT_FAIL(buf, "line 3: open is not a number ('abc')");
     snprintf(buf, sizeof buf, "%s\n\n2024-01-01T00:00:00Z,1,2,0.5,nan,3\n", h);
     EXPECT_FAIL(buf, "line 4: close is not finite ('nan')");
@@ -147,7 +148,8 @@ TEST(bad_rows_have_line_numbers)
     EXPECT_FAIL(buf, "line 2: high (0.5) is below low (2)");
     snprintf(buf, sizeof buf, "%s2024-01-01T00:00:00Z,1,2,0.5,1.5\n", h);
     EXPECT_FAIL(buf, "line 2: expected 6 columns, got 5");
-    snprintf(buf, sizeof buf, "%s2024-01-01T00:00:00Z,1,2,0.5,1.5,3\r\n2024-01-01T00:01:00Z,1,2,0.5,1.5,3,7\r\n", h);
+    snprintf(buf, sizeof buf,
+             "%s2024-01-01T00:00:00Z,1,2,0.5,1.5,3\r\n2024-01-01T00:01:00Z,1,2,0.5,1.5,3,7\r\n", h);
     EXPECT_FAIL(buf, "line 3: expected 6 columns, got 7");
     EXPECT_FAIL("1704067200,1,2,0.5,1.5,3,4\n", "line 1: expected 6 or 12 columns, got 7");
     EXPECT_FAIL("a,b,c\n", "line 1: header has 3 columns, expected 6 or 12");
@@ -160,7 +162,8 @@ TEST(bad_rows_have_line_numbers)
     EXPECT_FAIL("1704067200,1,2,0.5,1.5,3\n1704067200000,1,2,0.5,1.5,3\n",
                 "line 2: duplicate open time 2024-01-01T00:00:00Z (also on line 1)");
     snprintf(buf, sizeof buf, "%s2024-13-01T00:00:00Z,1,2,0.5,1.5,3\n", h);
-    EXPECT_FAIL(buf, "line 2: open_time is neither a date-time nor epoch digits ('2024-13-01T00:00:00Z')");
+    EXPECT_FAIL(
+        buf, "line 2: open_time is neither a date-time nor epoch digits ('2024-13-01T00:00:00Z')");
     snprintf(buf, sizeof buf, "%s,1,2,0.5,1.5,3\n", h);
     EXPECT_FAIL(buf, "line 2: open_time is empty");
     EXPECT_FAIL("123456789012345678,1,2,0.5,1.5,3\n",
@@ -169,8 +172,9 @@ TEST(bad_rows_have_line_numbers)
     EXPECT_FAIL("", "no candle rows");
     EXPECT_FAIL("\r\n\n  \n", "no candle rows");
     /* Binance rows: only the first six columns are checked */
-    EXPECT_FAIL("1704067200000,1,2,0.5,1.5,3,1,2,3,4,5,0\n1704067260000,1,2,0.5,1.5,x,1,2,3,4,5,0\n",
-                "line 2: volume is not a number ('x')");
+    EXPECT_FAIL(
+        "1704067200000,1,2,0.5,1.5,3,1,2,3,4,5,0\n1704067260000,1,2,0.5,1.5,x,1,2,3,4,5,0\n",
+        "line 2: volume is not a number ('x')");
 }
 
 TEST(bad_arguments)
@@ -184,8 +188,8 @@ TEST(bad_arguments)
     CHECK_EQ_INT(strlen(why), 7);
     CHECK_EQ_INT(features_csv_parse("1,2,3,4,5", 9, &c, &n, NULL, 0), PD_EPARSE);
     /* a buffer without a terminating NUL: the parser reads only len bytes */
-    char raw[] = {'1', '7', '0', '4', '0', '6', '7', '2', '0', '0', ',', '1', ',', '2', ',',
-                  '1', ',', '1', ',', '5', '9'};
+    char raw[] = {'1', '7', '0', '4', '0', '6', '7', '2', '0', '0', ',',
+                  '1', ',', '2', ',', '1', ',', '1', ',', '5', '9'};
     CHECK_EQ_INT(features_csv_parse(raw, sizeof raw - 1, &c, &n, NULL, 0), 0);
     CHECK_EQ_INT(n, 1);
     CHECK(c[0].volume == 5);

@@ -75,7 +75,7 @@ TEST(price_levels)
     struct {
         const char *sym;
         double price;
-    } want[] = {{"BTCUSDT", 60000}, {"ETHUSDT", 3000}, {"SOLUSDT", 150}, {"BNBUSDT", 550},
+    } want[] = {{"BTCUSDT", 60000}, {"ETHUSDT", 3000}, {"SOLUSDT", 150},   {"BNBUSDT", 550},
                 {"XRPUSDT", 0.6},   {"ADAUSDT", 0.45}, {"DOGEUSDT", 0.15}, {"AVAXUSDT", 35},
                 {"BTCUSD", 60000},  {"ETHBTC", 0.05}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
@@ -142,8 +142,8 @@ TEST(learnable_not_trivial)
         total++;
     }
     double acc = (double)agree / (double)total;
-    printf("  kurtosis %.2f, sigma %.4f, |r| acf %.3f, momentum agreement %.3f\n", kurt,
-           sqrt(var), num / den, acc);
+    printf("  kurtosis %.2f, sigma %.4f, |r| acf %.3f, momentum agreement %.3f\n", kurt, sqrt(var),
+           num / den, acc);
     CHECK(acc > 0.53 && acc < 0.75);
 
     /* volume higher on big moves */

@@ -396,8 +396,7 @@ TEST(unknown_series_and_bad_arguments)
     CHECK_EQ_INT(features_load_window("nope", "1h", NOW, 10, &out, &n, &info), PD_ESYMBOL);
     CHECK_EQ_INT(features_load_window("NOPEUSDT", "7m", NOW, 10, &out, &n, &info), PD_ETIMEFRAME);
     CHECK_EQ_INT(features_load_window("NOPEUSDT", "1h", NOW, 0, &out, &n, &info), PD_EINVAL);
-    CHECK_EQ_INT(features_load_window("NOPEUSDT", "1h", NOW, 1000000, &out, &n, &info),
-                 PD_ETOOBIG);
+    CHECK_EQ_INT(features_load_window("NOPEUSDT", "1h", NOW, 1000000, &out, &n, &info), PD_ETOOBIG);
     CHECK_EQ_INT(features_load_window("NOPEUSDT", "1h", NOW, 10, NULL, &n, &info), PD_EINVAL);
     CHECK(out == (features_candle *)0x1 && n == 99);
 }
@@ -578,8 +577,7 @@ TEST(multi_symbol_windows)
     size_t n5[5];
     int r5[5];
     CHECK_EQ_INT(features_load_windows(syms, 5, tf, NOW, 100, o5, n5, NULL, r5), 0);
-    CHECK(r5[0] == 0 && r5[1] == PD_ESYMBOL && r5[2] == 0 && r5[3] == PD_EUNKNOWNSYM &&
-          r5[4] == 0);
+    CHECK(r5[0] == 0 && r5[1] == PD_ESYMBOL && r5[2] == 0 && r5[3] == PD_EUNKNOWNSYM && r5[4] == 0);
     for (int i = 0; i < 5; i++)
         free(o5[i]);
     for (int i = 0; i < 3; i++)
