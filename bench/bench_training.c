@@ -62,8 +62,8 @@ static int run(const char *label, training_params *p, const features_candle *c, 
     printf("%-10s %6.2f s  (%zu samples: train %zu, val %zu, test %zu; %d epochs, %.1f ms/epoch "
            "incl. validation; test acc %.4f vs baseline %.4f)  target < %.0f s: %s\n",
            label, dt, r->samples, r->train, r->val, r->test, r->epochs_run,
-           r->epochs_run ? 1000 * dt / r->epochs_run : 0.0, r->test_accuracy,
-           r->baseline_accuracy, target_s, dt < target_s ? "ok" : "MISSED");
+           r->epochs_run ? 1000 * dt / r->epochs_run : 0.0, r->test_accuracy, r->baseline_accuracy,
+           target_s, dt < target_s ? "ok" : "MISSED");
     free(r);
     return 0;
 }
@@ -97,8 +97,9 @@ int main(void)
         printf("dataset failed: %s\n", util_strerror(rc));
         return 1;
     }
-    printf("samples    %6.2f s  (%zu windows of 200 candles, %.1f us each: features + ATR + label)\n",
-           dt, ds.n, 1e6 * dt / (double)ds.n);
+    printf(
+        "samples    %6.2f s  (%zu windows of 200 candles, %.1f us each: features + ATR + label)\n",
+        dt, ds.n, 1e6 * dt / (double)ds.n);
     training_dataset_cleanup(&ds);
     features_set_free(fs);
 

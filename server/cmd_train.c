@@ -34,57 +34,56 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: predictd train --timeframe TF (--symbol S[,S2,...] | --all) [options]\n"
-            "\n"
-            "Trains a model from the candles in PostgreSQL and publishes it as the next\n"
-            "version of models/SYMBOL/TF/ (atomically). Labels are triple barriers built\n"
-            "with the model's own signal policy; features are computed by the same code\n"
-            "serving uses; the split is time-ordered (train | validation | test, with\n"
-            "purge gaps of one horizon) and the test slice is the most recent data.\n"
-            "\n"
-            "data\n"
-            "  --symbol S[,S2,...]    symbols; several are pooled into _default\n"
-            "  --per-symbol           with several symbols: one model each instead\n"
-            "  --all                  every symbol with candles for TF, one model each\n"
-            "  --target NAME          series to publish as (a symbol or _default)\n"
-            "  --timeframe TF         1m 5m 15m 1h 4h 1d (required)\n"
-            "  --from T, --to T       candle open times, RFC 3339 or YYYY-MM-DD\n"
-            "model\n"
-            "  --kind softmax|mlp     softmax regression (default) or an MLP\n"
-            "  --hidden 64,32         MLP hidden layer sizes (default 64,32)\n"
-            "  --epochs N             most epochs (softmax 200, mlp 60); early stopping\n"
-            "  --batch N              mini-batch size (256)\n"
-            "  --learning-rate X      Adam step (softmax 0.01, mlp 0.002)\n"
-            "  --l2 X                 weight decay (1e-4)\n"
-            "  --patience N           epochs without validation gain before stopping (10)\n"
-            "  --features LIST|default  feature specs, e.g. rsi:14,macd,natr:14\n"
-            "  --window N             candles per feature window (200)\n"
-            "  --val-frac X, --test-frac X  slice shares (0.15, 0.20)\n"
-            "  --seed N               PRNG seed (42); same data and seed, same bytes\n"
-            "signal policy (the labels' barriers, served with the model)\n"
-            "  --sl-atr X             stop distance in ATRs (1.5)\n"
-            "  --tp-r A,B,C           take-profits in multiples of risk (1,2,3)\n"
-            "  --horizon N            candles a trade may take (16)\n"
-            "  --min-confidence X     below it the answer is NO_TRADE (0.45)\n"
-            "  --atr-period N         ATR period (14)\n"
-            "  --max-age-s N          model expiry in seconds (2592000; 0 = never)\n"
-            "output\n"
-            "  --promote-if-better    publish only if the new model's log-loss on the\n"
-            "                         most recent test window is below the serving one's\n"
-            "  --dry-run              train and report, publish nothing\n"
-            "  --models-dir DIR       repository (PREDICTD_MODELS_DIR, ./models)\n"
-            "  --database-url URL     PostgreSQL (PREDICTD_DATABASE_URL)\n"
-            "  --verbose              log progress details\n"
-            "  -h, --help             this text\n");
+    fprintf(f, "usage: predictd train --timeframe TF (--symbol S[,S2,...] | --all) [options]\n"
+               "\n"
+               "Trains a model from the candles in PostgreSQL and publishes it as the next\n"
+               "version of models/SYMBOL/TF/ (atomically). Labels are triple barriers built\n"
+               "with the model's own signal policy; features are computed by the same code\n"
+               "serving uses; the split is time-ordered (train | validation | test, with\n"
+               "purge gaps of one horizon) and the test slice is the most recent data.\n"
+               "\n"
+               "data\n"
+               "  --symbol S[,S2,...]    symbols; several are pooled into _default\n"
+               "  --per-symbol           with several symbols: one model each instead\n"
+               "  --all                  every symbol with candles for TF, one model each\n"
+               "  --target NAME          series to publish as (a symbol or _default)\n"
+               "  --timeframe TF         1m 5m 15m 1h 4h 1d (required)\n"
+               "  --from T, --to T       candle open times, RFC 3339 or YYYY-MM-DD\n"
+               "model\n"
+               "  --kind softmax|mlp     softmax regression (default) or an MLP\n"
+               "  --hidden 64,32         MLP hidden layer sizes (default 64,32)\n"
+               "  --epochs N             most epochs (softmax 200, mlp 60); early stopping\n"
+               "  --batch N              mini-batch size (256)\n"
+               "  --learning-rate X      Adam step (softmax 0.01, mlp 0.002)\n"
+               "  --l2 X                 weight decay (1e-4)\n"
+               "  --patience N           epochs without validation gain before stopping (10)\n"
+               "  --features LIST|default  feature specs, e.g. rsi:14,macd,natr:14\n"
+               "  --window N             candles per feature window (200)\n"
+               "  --val-frac X, --test-frac X  slice shares (0.15, 0.20)\n"
+               "  --seed N               PRNG seed (42); same data and seed, same bytes\n"
+               "signal policy (the labels' barriers, served with the model)\n"
+               "  --sl-atr X             stop distance in ATRs (1.5)\n"
+               "  --tp-r A,B,C           take-profits in multiples of risk (1,2,3)\n"
+               "  --horizon N            candles a trade may take (16)\n"
+               "  --min-confidence X     below it the answer is NO_TRADE (0.45)\n"
+               "  --atr-period N         ATR period (14)\n"
+               "  --max-age-s N          model expiry in seconds (2592000; 0 = never)\n"
+               "output\n"
+               "  --promote-if-better    publish only if the new model's log-loss on the\n"
+               "                         most recent test window is below the serving one's\n"
+               "  --dry-run              train and report, publish nothing\n"
+               "  --models-dir DIR       repository (PREDICTD_MODELS_DIR, ./models)\n"
+               "  --database-url URL     PostgreSQL (PREDICTD_DATABASE_URL)\n"
+               "  --verbose              log progress details\n"
+               "  -h, --help             this text\n");
 }
 
 /* Flags passed to training_params_set under their own name. */
 static const char *const param_flags[] = {
-    "target",         "timeframe", "from",       "to",        "kind",       "hidden",
-    "epochs",         "batch",     "learning-rate", "l2",     "patience",   "features",
-    "window",         "val-frac",  "test-frac",  "seed",      "sl-atr",     "tp-r",
-    "horizon",        "min-confidence", "atr-period", "max-age-s", "now", NULL,
+    "target",  "timeframe",      "from",          "to",        "kind",     "hidden",
+    "epochs",  "batch",          "learning-rate", "l2",        "patience", "features",
+    "window",  "val-frac",       "test-frac",     "seed",      "sl-atr",   "tp-r",
+    "horizon", "min-confidence", "atr-period",    "max-age-s", "now",      NULL,
 };
 
 typedef struct progress_state {
@@ -109,8 +108,8 @@ static void on_progress(void *ud, double f, const char *stage)
         if (now - s->last_print < 0.1 && f < 1)
             return;
         s->last_print = now;
-        fprintf(stderr, "\r\033[K%s  %-9s %5.1f%%  elapsed %ds  ETA %s", s->series, stage,
-                100 * f, (int)el, eta);
+        fprintf(stderr, "\r\033[K%s  %-9s %5.1f%%  elapsed %ds  ETA %s", s->series, stage, 100 * f,
+                (int)el, eta);
         fflush(stderr);
     } else {
         int dec = (int)(f * 10);
@@ -187,10 +186,10 @@ int cmd_train(int argc, char **argv)
         memcpy(name, a + 2, nl);
         name[nl] = '\0';
         /* switches */
-        bool *sw = !strcmp(name, "all")                 ? &all
-                   : !strcmp(name, "per-symbol")        ? &per_symbol
-                   : !strcmp(name, "verbose")           ? &verbose
-                   : NULL;
+        bool *sw = !strcmp(name, "all")          ? &all
+                   : !strcmp(name, "per-symbol") ? &per_symbol
+                   : !strcmp(name, "verbose")    ? &verbose
+                                                 : NULL;
         if (sw || !strcmp(name, "promote-if-better") || !strcmp(name, "dry-run")) {
             if (eq) {
                 fprintf(stderr, "predictd train: --%s takes no value\n", name);
@@ -254,7 +253,8 @@ int cmd_train(int argc, char **argv)
     if (!db_url)
         db_url = getenv("PREDICTD_DATABASE_URL");
     if (!db_url || !*db_url) {
-        fprintf(stderr, "predictd train: no database: set --database-url or PREDICTD_DATABASE_URL\n");
+        fprintf(stderr,
+                "predictd train: no database: set --database-url or PREDICTD_DATABASE_URL\n");
         return 2;
     }
     if (all && p.target[0]) {

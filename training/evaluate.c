@@ -49,8 +49,7 @@ double training_result_metric(const training_result *r, const char *name)
     return NAN;
 }
 
-double training__log_loss(const double *probs, const training_label *y, const size_t *idx,
-                          size_t n)
+double training__log_loss(const double *probs, const training_label *y, const size_t *idx, size_t n)
 {
     if (n == 0)
         return NAN;

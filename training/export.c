@@ -33,7 +33,8 @@ void training__export_init(training__export *e, const training__net *net, int ki
 
     predictd__model__init(&e->model);
     e->model.format = 1;
-    e->model.kind = kind == TRAINING_MLP ? PREDICTD__MODEL_KIND__MLP : PREDICTD__MODEL_KIND__SOFTMAX;
+    e->model.kind =
+        kind == TRAINING_MLP ? PREDICTD__MODEL_KIND__MLP : PREDICTD__MODEL_KIND__SOFTMAX;
     e->model.n_features = d;
     e->model.features = e->features_p;
     e->model.window = window;

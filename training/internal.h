@@ -70,10 +70,10 @@ typedef struct training__fit_opts {
 
 typedef struct training__fit_out {
     int epochs_run;
-    int best_epoch;       /* 0: the initial parameters were best */
-    double val_loss;      /* validation NLL of the kept parameters at T = 1 */
+    int best_epoch;  /* 0: the initial parameters were best */
+    double val_loss; /* validation NLL of the kept parameters at T = 1 */
     double temperature;
-    double val_nll;       /* validation NLL at that temperature */
+    double val_nll; /* validation NLL at that temperature */
 } training__fit_out;
 
 /* xs: scaled rows (n x net->dim[0]), indexed by train[] and val[]. Returns
@@ -95,10 +95,10 @@ double training__fit_temperature(const double *logits, const training_label *y, 
 typedef struct training__eval_in {
     const double *probs;
     const training_label *y;
-    const size_t *idx;       /* rows of y evaluated, probs row k for idx[k] */
+    const size_t *idx; /* rows of y evaluated, probs row k for idx[k] */
     size_t n;
     double min_confidence;
-    int majority;            /* the train slice's most frequent class */
+    int majority;                   /* the train slice's most frequent class */
     double prior[INFERENCE_NCLASS]; /* train class frequencies */
 } training__eval_in;
 

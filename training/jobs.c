@@ -50,8 +50,8 @@ typedef struct job {
     training_job_info info; /* guarded by training_jobs.lock */
     training_params params; /* immutable after submit */
     atomic_bool cancel;
-    struct job *next;       /* queue link, guarded by lock */
-    double persisted;       /* progress last written (worker only) */
+    struct job *next; /* queue link, guarded by lock */
+    double persisted; /* progress last written (worker only) */
 } job;
 
 struct training_jobs {
@@ -288,8 +288,8 @@ static void persist(training_jobs *j, const training_job_info *s)
     memset(&row, 0, sizeof row);
     row.id = s->id;
     /* the schema has no "rejected": see the top comment */
-    const char *state = s->state == TRAINING_JOB_REJECTED ? "succeeded"
-                                                          : training_job_state_name(s->state);
+    const char *state =
+        s->state == TRAINING_JOB_REJECTED ? "succeeded" : training_job_state_name(s->state);
     snprintf(row.state, sizeof row.state, "%s", state);
     row.progress = s->progress;
     row.metrics = util_buf_ok(&m) ? m.data : NULL;

@@ -134,8 +134,8 @@ static double median_u16(uint16_t *v, size_t n)
     return n % 2 ? v[n / 2] : 0.5 * ((double)v[n / 2 - 1] + (double)v[n / 2]);
 }
 
-int training__eta_medians(const training_label *y, const size_t *idx, size_t n,
-                          double eta[2], double eta_tp[INFERENCE_NTP])
+int training__eta_medians(const training_label *y, const size_t *idx, size_t n, double eta[2],
+                          double eta_tp[INFERENCE_NTP])
 {
     uint16_t *buf = malloc((n ? n : 1) * sizeof *buf);
     if (!buf)

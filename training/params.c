@@ -217,8 +217,8 @@ int training_params_set(training_params *p, const char *name_in, const char *v, 
         } else {
             long n = split_list(v, &items[0][0], TRAINING_SPEC_LEN, TRAINING_MAX_FEATURES);
             if (n < 1)
-                return fail(why, whylen, "features: a comma-separated list of specs or 'default'%s%s",
-                            "", "");
+                return fail(why, whylen,
+                            "features: a comma-separated list of specs or 'default'%s%s", "", "");
             for (long k = 0; k < n; k++)
                 memcpy(q.features[k], items[k], TRAINING_SPEC_LEN);
             q.n_features = (size_t)n;
@@ -238,8 +238,8 @@ int training_params_set(training_params *p, const char *name_in, const char *v, 
             return fail(why, whylen, "tp_r: three comma-separated multiples ('%s')%s", v, "");
         for (int k = 0; k < INFERENCE_NTP; k++)
             if (parse_double(items[k], &r[k]) != 0 || !(r[k] > 0) || (k && r[k] < r[k - 1]))
-                return fail(why, whylen, "tp_r: '%s' is not three ascending positive numbers%s",
-                            v, "");
+                return fail(why, whylen, "tp_r: '%s' is not three ascending positive numbers%s", v,
+                            "");
         memcpy(q.policy.tp_r, r, sizeof r);
     } else if (!strcmp(name, "horizon")) {
         if (parse_i64(v, 1, 10000, &i64) != 0)
@@ -322,8 +322,8 @@ int training_params_validate(const training_params *p, char *why, size_t whylen)
     if (p->kind == TRAINING_MLP && (p->n_hidden < 1 || p->n_hidden > TRAINING_MAX_HIDDEN))
         return fail(why, whylen, "an mlp needs 1 to 4 hidden layers%s%s", "", "");
     if (!(p->val_frac > 0 && p->test_frac > 0 && p->val_frac + p->test_frac < 0.8))
-        return fail(why, whylen, "val_frac and test_frac must be positive and leave a train slice%s%s",
-                    "", "");
+        return fail(why, whylen,
+                    "val_frac and test_frac must be positive and leave a train slice%s%s", "", "");
     char pw[160];
     if (training__policy_check(&p->policy, pw, sizeof pw) != 0)
         return fail(why, whylen, "policy: %s%s", pw, "");

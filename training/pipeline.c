@@ -53,9 +53,9 @@ typedef struct run {
     size_t n_train, n_val, n_test;
     double *mean, *scale, *xs;
     training__net net;
-    double *test_probs;      /* n_test x 3, from inference_run */
+    double *test_probs; /* n_test x 3, from inference_run */
     inference_model *built;
-    Predictd__Model *model;  /* packed-and-unpacked: what is published */
+    Predictd__Model *model; /* packed-and-unpacked: what is published */
     Predictd__Scaler *scaler;
 } run;
 
@@ -353,8 +353,8 @@ static void result_init(training_result *res, const training_params *p)
 }
 
 int training_run_candles(const training_params *p, const training_ctx *ctx,
-                         const features_candle *const *series, const size_t *lens,
-                         size_t n_series, training_result *res)
+                         const features_candle *const *series, const size_t *lens, size_t n_series,
+                         training_result *res)
 {
     run r;
     memset(&r, 0, sizeof r);
@@ -391,8 +391,9 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
     rc = training_dataset_build(r.fs, p->window, &p->policy, series, lens, n_series,
                                 ctx ? ctx->cancel : NULL, dataset_progress, &r, &r.ds);
     if (rc == PD_ENODATA) {
-        say(&r, rc, "no sample: every series is shorter than window + horizon (%" PRIu32
-                    " + %" PRIu32 " candles)",
+        say(&r, rc,
+            "no sample: every series is shorter than window + horizon (%" PRIu32 " + %" PRIu32
+            " candles)",
             p->window, p->policy.horizon);
         goto done;
     }

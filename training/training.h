@@ -59,8 +59,8 @@ enum training_kind { TRAINING_SOFTMAX = 1, TRAINING_MLP = 2 };
  * NO_TRADE when that was the same candle.
  */
 typedef struct training_label {
-    uint8_t cls;       /* enum inference_class */
-    uint16_t eta;      /* LONG/SHORT: candles from entry to TP1 (1..horizon); 0 for NO_TRADE */
+    uint8_t cls;  /* enum inference_class */
+    uint16_t eta; /* LONG/SHORT: candles from entry to TP1 (1..horizon); 0 for NO_TRADE */
     /* Winning side only: candles to TP k (k = 0..2) touched before that
      * side's stop within the horizon, 0 when not reached. eta_tp[0] == eta. */
     uint16_t eta_tp[INFERENCE_NTP];
@@ -86,27 +86,28 @@ void training_policy_default(inference_policy *p);
 typedef struct training_params {
     char symbols[TRAINING_MAX_SYMBOLS][TRAINING_NAME_LEN]; /* pooled when several */
     size_t n_symbols;
-    char target[TRAINING_NAME_LEN];  /* series published: "" = the symbol when one, else "_default" */
+    /* series published: "" = the symbol when one, else "_default" */
+    char target[TRAINING_NAME_LEN];
     char timeframe[8];
-    int64_t from, to;   /* candle open times, from <= t < to; 0 = unbounded */
-    int64_t now;        /* 0 = wall clock: candles closed by then, and trained_at */
-    int kind;           /* enum training_kind */
+    int64_t from, to; /* candle open times, from <= t < to; 0 = unbounded */
+    int64_t now;      /* 0 = wall clock: candles closed by then, and trained_at */
+    int kind;         /* enum training_kind */
     uint32_t hidden[TRAINING_MAX_HIDDEN]; /* MLP hidden layer sizes */
     size_t n_hidden;
-    int32_t epochs;     /* most epochs; < 0: the kind's default (softmax 200, mlp 60) */
-    uint32_t batch;     /* mini-batch size (256) */
+    int32_t epochs;       /* most epochs; < 0: the kind's default (softmax 200, mlp 60) */
+    uint32_t batch;       /* mini-batch size (256) */
     double learning_rate; /* Adam step; <= 0: the kind's default (softmax 0.01, mlp 0.002) */
-    double l2;          /* weight decay on weights (not biases), 1e-4 */
-    uint32_t patience;  /* epochs without validation improvement before stopping (10) */
+    double l2;            /* weight decay on weights (not biases), 1e-4 */
+    uint32_t patience;    /* epochs without validation improvement before stopping (10) */
     char features[TRAINING_MAX_FEATURES][TRAINING_SPEC_LEN]; /* 0 of them: the default set */
     size_t n_features;
-    uint32_t window;    /* candles per feature window (200) */
+    uint32_t window;         /* candles per feature window (200) */
     inference_policy policy; /* barriers of the labels; eta fields are computed */
-    double val_frac;    /* validation share of each series' samples (0.15) */
-    double test_frac;   /* test share, the most recent (0.20) */
-    uint64_t seed;      /* PRNG seed (42): same data + params + seed = same bytes */
-    bool promote_if_better; /* publish only if better than the version serving */
-    bool publish;       /* false: train and evaluate only (true) */
+    double val_frac;         /* validation share of each series' samples (0.15) */
+    double test_frac;        /* test share, the most recent (0.20) */
+    uint64_t seed;           /* PRNG seed (42): same data + params + seed = same bytes */
+    bool promote_if_better;  /* publish only if better than the version serving */
+    bool publish;            /* false: train and evaluate only (true) */
 } training_params;
 
 /* Defaults for everything; symbols and timeframe empty. */
@@ -139,12 +140,12 @@ void training_params_json(const training_params *p, util_buf *b);
  * Datasets: one row per labelled sample.
  */
 typedef struct training_dataset {
-    size_t n;            /* samples */
-    size_t d;            /* features per sample */
-    double *x;           /* n x d raw features, row-major */
-    training_label *y;   /* label per sample */
-    uint32_t *series;    /* the series (index into the input arrays) per sample */
-    uint32_t *index;     /* the sample's candle index within its series */
+    size_t n;               /* samples */
+    size_t d;               /* features per sample */
+    double *x;              /* n x d raw features, row-major */
+    training_label *y;      /* label per sample */
+    uint32_t *series;       /* the series (index into the input arrays) per sample */
+    uint32_t *index;        /* the sample's candle index within its series */
     size_t dropped_invalid; /* samples skipped: a feature or the ATR was undefined */
 } training_dataset;
 
@@ -177,15 +178,15 @@ typedef struct training_metric {
 } training_metric;
 
 typedef enum training_outcome {
-    TRAINING_PUBLISHED,   /* a new version was written */
-    TRAINING_REJECTED,    /* --promote-if-better kept the serving version */
+    TRAINING_PUBLISHED,    /* a new version was written */
+    TRAINING_REJECTED,     /* --promote-if-better kept the serving version */
     TRAINING_NOT_PUBLISHED /* publish was off */
 } training_outcome;
 
 /* What one run did. Filled as far as the run got. */
 typedef struct training_result {
     training_outcome outcome;
-    uint32_t version;        /* published version, 0 when none */
+    uint32_t version; /* published version, 0 when none */
     char target[TRAINING_NAME_LEN];
     size_t samples, train, val, test;
     int64_t data_from, data_to; /* open times of the first and last candle used */
@@ -199,7 +200,7 @@ typedef struct training_result {
     uint32_t old_version;
     double new_log_loss, old_log_loss;
     size_t compared;
-    char message[256];       /* a one-line summary, or why it was rejected */
+    char message[256]; /* a one-line summary, or why it was rejected */
 } training_result;
 
 /* The value of a named metric in r, NaN when absent. */
@@ -208,13 +209,13 @@ double training_result_metric(const training_result *r, const char *name);
 /* Where a run writes and how it reports. All fields optional but models_dir
  * when publishing. */
 typedef struct training_ctx {
-    const char *models_dir;       /* the repository to publish into */
-    registry *reg;                /* the serving registry (promotion, rescan after
-                                     publishing); NULL: a private one is made
-                                     over models_dir when promotion needs it */
+    const char *models_dir; /* the repository to publish into */
+    registry *reg;          /* the serving registry (promotion, rescan after
+                               publishing); NULL: a private one is made
+                               over models_dir when promotion needs it */
     training_progress_fn progress;
     void *progress_ud;
-    const atomic_bool *cancel;    /* checked between samples, epochs and batches */
+    const atomic_bool *cancel; /* checked between samples, epochs and batches */
 } training_ctx;
 
 /*
@@ -228,8 +229,8 @@ typedef struct training_ctx {
  * failure (message says why).
  */
 int training_run_candles(const training_params *p, const training_ctx *ctx,
-                         const features_candle *const *series, const size_t *lens,
-                         size_t n_series, training_result *res);
+                         const features_candle *const *series, const size_t *lens, size_t n_series,
+                         training_result *res);
 
 /*
  * Loads each symbol's candles (features_load_range, closed by p->now) and
@@ -261,10 +262,10 @@ void training_result_metrics_json(const training_result *res, util_buf *b);
 typedef enum training_job_state {
     TRAINING_JOB_QUEUED,
     TRAINING_JOB_RUNNING,
-    TRAINING_JOB_SUCCEEDED,  /* a version was published */
+    TRAINING_JOB_SUCCEEDED, /* a version was published */
     TRAINING_JOB_FAILED,
     TRAINING_JOB_CANCELED,
-    TRAINING_JOB_REJECTED    /* trained, but not better than the serving version */
+    TRAINING_JOB_REJECTED /* trained, but not better than the serving version */
 } training_job_state;
 
 /* "queued", "running", "succeeded", "failed", "canceled", "rejected". */
@@ -277,16 +278,16 @@ typedef struct training_job_info {
     training_job_state state;
     char symbol[TRAINING_NAME_LEN]; /* the target series */
     char timeframe[8];
-    double progress;          /* 0..1 */
-    char stage[24];           /* what the running job does now */
-    uint32_t version;         /* published version, 0 when none */
+    double progress;                         /* 0..1 */
+    char stage[24];                          /* what the running job does now */
+    uint32_t version;                        /* published version, 0 when none */
     double test_accuracy, baseline_accuracy; /* NaN until known */
     training_metric metrics[TRAINING_MAX_METRICS];
     size_t n_metrics;
-    char error[256];          /* failed: the error; rejected: why */
-    char params_json[4096];   /* the parameters as JSON */
+    char error[256];                             /* failed: the error; rejected: why */
+    char params_json[4096];                      /* the parameters as JSON */
     int64_t created_at, started_at, finished_at; /* Unix seconds, 0 = not yet */
-    bool scheduled;           /* queued by the retrain schedule */
+    bool scheduled;                              /* queued by the retrain schedule */
 } training_job_info;
 
 /* Appends j as a JSON object: id, state, symbol, timeframe, progress, stage,
@@ -296,14 +297,14 @@ void training_job_json(const training_job_info *j, util_buf *b);
 typedef struct training_jobs training_jobs;
 
 typedef struct training_jobs_config {
-    const char *models_dir;   /* required; copied */
-    registry *reg;            /* optional: borrowed, must outlive the jobs */
-    const char *database_url; /* record jobs in its training_jobs table; NULL: memory only.
-                                 Jobs use their own connection (features_jobs_open);
-                                 training itself needs features_init() done */
+    const char *models_dir;     /* required; copied */
+    registry *reg;              /* optional: borrowed, must outlive the jobs */
+    const char *database_url;   /* record jobs in its training_jobs table; NULL: memory only.
+                                   Jobs use their own connection (features_jobs_open);
+                                   training itself needs features_init() done */
     int64_t retrain_interval_s; /* PREDICTD_RETRAIN_INTERVAL; 0 = no schedule */
-    int nice;                 /* worker niceness (10) */
-    size_t keep;              /* finished jobs kept in memory (50) */
+    int nice;                   /* worker niceness (10) */
+    size_t keep;                /* finished jobs kept in memory (50) */
 } training_jobs_config;
 
 /*

@@ -87,8 +87,8 @@ TEST(test_expiry_is_no_trade)
     inference_policy p;
     training_policy_default(&p);
     p.horizon = 3;
-    features_candle c[6] = {{0}, C(101, 99), C(101.4, 98.6), C(100.5, 99.5), C(120, 80),
-                            C(120, 80)};
+    features_candle c[6] = {{0},        C(101, 99), C(101.4, 98.6), C(100.5, 99.5),
+                            C(120, 80), C(120, 80)};
     training_label l;
     CHECK_EQ_INT(label(c, 6, &p, &l), 0);
     CHECK_EQ_INT(l.cls, INFERENCE_NO_TRADE); /* candle 4 is past the horizon */
@@ -102,7 +102,7 @@ TEST(test_short_mirror)
     training_policy_default(&p);
     p.horizon = 6;
     /* mirror of the LONG case: TP1 98.5 at 2, TP2 97 at 4, stopped at 5 */
-    features_candle c[7] = {{0},          C(100.5, 99), C(100, 98.4), C(99, 97.5),
+    features_candle c[7] = {{0},         C(100.5, 99), C(100, 98.4), C(99, 97.5),
                             C(98, 96.9), C(101.5, 97), C(99, 90)};
     training_label l;
     CHECK_EQ_INT(label(c, 7, &p, &l), 0);
@@ -147,8 +147,11 @@ TEST(test_levels_scale_with_atr_and_entry)
     inference_policy p;
     training_policy_default(&p);
     p.horizon = 2;
-    features_candle c[6] = {{0, 1, 1, 1, 1, 1}, {0, 1, 1, 1, 1, 1}, {0, 1, 1, 1, 1, 1},
-                            {0, 200, 201, 199, 200, 1}, {0, 200, 205.9, 194.1, 200, 1},
+    features_candle c[6] = {{0, 1, 1, 1, 1, 1},
+                            {0, 1, 1, 1, 1, 1},
+                            {0, 1, 1, 1, 1, 1},
+                            {0, 200, 201, 199, 200, 1},
+                            {0, 200, 205.9, 194.1, 200, 1},
                             {0, 200, 206, 196, 205, 1}};
     training_label l;
     CHECK_EQ_INT(training_label_at(c, 6, 3, 4.0, &p, &l), 0);
@@ -186,18 +189,18 @@ TEST(test_horizon_past_data_and_bad_input)
 TEST(test_eta_medians)
 {
     training_label y[6] = {
-        {INFERENCE_LONG, 2, {2, 5, 0}},  {INFERENCE_LONG, 4, {4, 6, 9}},
-        {INFERENCE_LONG, 9, {9, 0, 0}},  {INFERENCE_SHORT, 3, {3, 7, 0}},
+        {INFERENCE_LONG, 2, {2, 5, 0}},     {INFERENCE_LONG, 4, {4, 6, 9}},
+        {INFERENCE_LONG, 9, {9, 0, 0}},     {INFERENCE_SHORT, 3, {3, 7, 0}},
         {INFERENCE_NO_TRADE, 0, {0, 0, 0}}, {INFERENCE_SHORT, 5, {5, 0, 0}},
     };
     size_t idx[6] = {0, 1, 2, 3, 4, 5};
     double eta[2], tp[3];
     CHECK_EQ_INT(training__eta_medians(y, idx, 6, eta, tp), 0);
-    CHECK_NEAR(eta[0], 4, 1e-12);      /* 2 4 9 */
-    CHECK_NEAR(eta[1], 4, 1e-12);      /* 3 5 */
-    CHECK_NEAR(tp[0], 4, 1e-12);       /* 2 3 4 5 9 */
-    CHECK_NEAR(tp[1], 6, 1e-12);       /* 5 6 7 */
-    CHECK_NEAR(tp[2], 9, 1e-12);       /* 9 */
+    CHECK_NEAR(eta[0], 4, 1e-12); /* 2 4 9 */
+    CHECK_NEAR(eta[1], 4, 1e-12); /* 3 5 */
+    CHECK_NEAR(tp[0], 4, 1e-12);  /* 2 3 4 5 9 */
+    CHECK_NEAR(tp[1], 6, 1e-12);  /* 5 6 7 */
+    CHECK_NEAR(tp[2], 9, 1e-12);  /* 9 */
     size_t only_long[1] = {0};
     CHECK_EQ_INT(training__eta_medians(y, only_long, 1, eta, tp), 0);
     CHECK_NEAR(eta[0], 2, 1e-12);

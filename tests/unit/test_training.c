@@ -59,8 +59,8 @@ static features_candle *trending(size_t n, uint64_t seed, int64_t tfs)
         double open = price, close = price * exp(r);
         double hi = (open > close ? open : close) * (1 + 0.004 * training__rng_uniform(&g));
         double lo = (open < close ? open : close) * (1 - 0.004 * training__rng_uniform(&g));
-        c[i] = (features_candle){t0 + (int64_t)i * tfs, open, hi, lo, close,
-                                 1000 + 500 * training__rng_uniform(&g)};
+        c[i] = (features_candle){
+            t0 + (int64_t)i * tfs, open, hi, lo, close, 1000 + 500 * training__rng_uniform(&g)};
         price = close;
     }
     return c;
@@ -125,12 +125,15 @@ TEST(test_params_set_and_validate)
     /* each bad value is refused and leaves p as it was */
     training_params q = p;
     const char *bad[][2] = {
-        {"kind", "forest"},       {"hidden", "64,0"},     {"hidden", ""},
-        {"tp_r", "2,1,3"},        {"tp_r", "1,2"},        {"sl_atr", "-1"},
-        {"horizon", "0"},         {"min_confidence", "1.5"}, {"window", "x"},
-        {"symbols", "btc"},       {"symbols", "A,,B"},    {"timeframe", "7m"},
-        {"from", "yesterday"},    {"seed", "-3"},         {"epochs", "1e3"},
-        {"val_frac", "0.6"},      {"publish", "maybe"},   {"no_such", "1"},
+        {"kind", "forest"},     {"hidden", "64,0"},
+        {"hidden", ""},         {"tp_r", "2,1,3"},
+        {"tp_r", "1,2"},        {"sl_atr", "-1"},
+        {"horizon", "0"},       {"min_confidence", "1.5"},
+        {"window", "x"},        {"symbols", "btc"},
+        {"symbols", "A,,B"},    {"timeframe", "7m"},
+        {"from", "yesterday"},  {"seed", "-3"},
+        {"epochs", "1e3"},      {"val_frac", "0.6"},
+        {"publish", "maybe"},   {"no_such", "1"},
         {"target", "bad name"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -219,8 +222,9 @@ static double fit_xor(int n_hidden, const uint32_t *hidden, int32_t epochs)
     for (size_t i = 0; i < N; i++) {
         double a = 2 * training__rng_uniform(&g) - 1, b = 2 * training__rng_uniform(&g) - 1;
         x[2 * i] = a, x[2 * i + 1] = b;
-        y[i].cls = a * b > 0.05 ? INFERENCE_LONG : a * b < -0.05 ? INFERENCE_SHORT
-                                                                 : INFERENCE_NO_TRADE;
+        y[i].cls = a * b > 0.05    ? INFERENCE_LONG
+                   : a * b < -0.05 ? INFERENCE_SHORT
+                                   : INFERENCE_NO_TRADE;
         if (i < 2400)
             train[nt++] = i;
         else
@@ -231,8 +235,8 @@ static double fit_xor(int n_hidden, const uint32_t *hidden, int32_t epochs)
     double acc = -1;
     if (training__net_init(&net, 2, hidden, (size_t)n_hidden, &g) == 0) {
         double cw[3] = {1, 1, 1};
-        training__fit_opts o = {.epochs = epochs, .batch = 64, .lr = 0.01, .l2 = 0,
-                                .patience = 50, .seed = 3};
+        training__fit_opts o = {
+            .epochs = epochs, .batch = 64, .lr = 0.01, .l2 = 0, .patience = 50, .seed = 3};
         training__fit_out out;
         if (training__fit(&net, x, y, train, nt, val, nv, cw, &o, &out) == 0) {
             double scratch[256], z[3];
@@ -389,8 +393,8 @@ TEST(test_seeded_model_beats_majority_baseline)
 }
 
 /* Trains a model of kind on n trending candles into models_dir. */
-static int train_into(const char *models_dir, int kind, int32_t epochs, bool promote,
-                      uint64_t seed, size_t n, training_result *r)
+static int train_into(const char *models_dir, int kind, int32_t epochs, bool promote, uint64_t seed,
+                      size_t n, training_result *r)
 {
     features_candle *c = trending(n, 5, 3600);
     if (!c)
@@ -454,8 +458,9 @@ TEST(test_published_version_verifies)
             CHECK_EQ_INT(m->meta->test_samples, r->test);
             CHECK(m->meta->data_from < m->meta->data_to);
             CHECK_NEAR(m->meta->test_accuracy, r->test_accuracy, 0);
-            const char *need[] = {"accuracy", "precision_long", "recall_short", "brier",
-                                  "hit_rate_calls", "calls", "baseline_accuracy", "log_loss"};
+            const char *need[] = {
+                "accuracy",       "precision_long", "recall_short",      "brier",
+                "hit_rate_calls", "calls",          "baseline_accuracy", "log_loss"};
             for (size_t k = 0; k < sizeof need / sizeof need[0]; k++) {
                 bool found = false;
                 for (size_t i = 0; i < m->meta->n_metrics; i++)
@@ -523,8 +528,8 @@ TEST(test_promotion_rule)
 
     /* a trained model beats it: v2 */
     CHECK_EQ_INT(train_into(dir, TRAINING_SOFTMAX, -1, true, 1, 6000, r), 0);
-    printf("  trained vs untrained: %.5f vs %.5f on %zu -> %s\n", r->new_log_loss,
-           r->old_log_loss, r->compared, r->message);
+    printf("  trained vs untrained: %.5f vs %.5f on %zu -> %s\n", r->new_log_loss, r->old_log_loss,
+           r->compared, r->message);
     CHECK_EQ_INT(r->outcome, TRAINING_PUBLISHED);
     CHECK_EQ_INT(r->version, 2);
     CHECK_EQ_INT(r->old_version, 1);
@@ -698,7 +703,7 @@ TEST(test_db_vectors_bit_identical_to_serving)
      * just closed, then the same call; for the last samples and a spread */
     size_t checked = 0, mismatches = 0;
     double *vec = malloc(nd * sizeof *vec);
-    for (size_t k = ds.n; k-- > 0 && checked < 40; k = k > 30 ? k - 30 : 0) {
+    for (size_t k = ds.n; k-- > 0 && checked<40; k = k> 30 ? k - 30 : 0) {
         int64_t close_t = c[ds.index[k]].t + util_tf_seconds("15m");
         features_candle *w = NULL;
         size_t wn = 0;
@@ -750,7 +755,8 @@ TEST(test_db_training_run)
     free(r);
 }
 
-static training_job_info wait_job(training_jobs *j, int64_t id, bool (*until)(const training_job_info *))
+static training_job_info wait_job(training_jobs *j, int64_t id,
+                                  bool (*until)(const training_job_info *))
 {
     training_job_info info;
     memset(&info, 0, sizeof info);
@@ -933,9 +939,8 @@ TEST(test_jobs_interrupted_by_restart)
     features_jobs_db *db = NULL;
     CHECK_EQ_INT(features_jobs_open(getenv("PREDICTD_TEST_DATABASE_URL"), &db), 0);
     int64_t id = 0, created = 0;
-    CHECK_EQ_INT(features_jobs_insert(db, "BNBUSDT", "4h", "{\"symbols\":[\"BNBUSDT\"]}", &id,
-                                      &created),
-                 0);
+    CHECK_EQ_INT(
+        features_jobs_insert(db, "BNBUSDT", "4h", "{\"symbols\":[\"BNBUSDT\"]}", &id, &created), 0);
     features_job_row row;
     memset(&row, 0, sizeof row);
     row.id = id;
@@ -963,6 +968,66 @@ TEST(test_jobs_interrupted_by_restart)
     CHECK_NEAR(back.progress, 0.5, 1e-9);
     features_job_row_cleanup(&back);
     features_jobs_close(db);
+}
+
+TEST(test_jobs_scheduled_retrain)
+{
+    UNIT_NEED_ENV("PREDICTD_TEST_DATABASE_URL");
+    CHECK(db_ready());
+    CHECK_EQ_INT(upsert_seeded("AVAXUSDT", "1h", 2500, 12), 0);
+    char dir[600];
+    tmpdir("jobs_schedule", dir, sizeof dir);
+    training_params p;
+    params_for(&p, "AVAXUSDT", "1h");
+    p.seed = 7;
+    training_params_set(&p, "tp_r", "1,1.5,2", NULL, 0);
+    training_ctx ctx = {.models_dir = dir};
+    training_result *r = calloc(1, sizeof *r);
+    CHECK_EQ_INT(training_run(&p, &ctx, r), 0);
+    CHECK_EQ_INT(r->version, 1);
+    free(r);
+
+    registry *reg = NULL;
+    CHECK_EQ_INT(registry_new(dir, &reg), 0);
+    CHECK_EQ_INT(registry_scan(reg, NULL, NULL), 0);
+    training_jobs_config cfg = {
+        .models_dir = dir,
+        .reg = reg,
+        .database_url = getenv("PREDICTD_TEST_DATABASE_URL"),
+        .retrain_interval_s = 1,
+    };
+    training_jobs *j = NULL;
+    CHECK_EQ_INT(training_jobs_start(&cfg, &j), 0);
+    if (!j) {
+        registry_free(reg);
+        return;
+    }
+    /* the schedule retrains the serving series with the parameters its
+     * model was trained with: the same data gives the same model, which is
+     * not better (a tie keeps the serving version) */
+    training_job_info found;
+    memset(&found, 0, sizeof found);
+    for (int i = 0; i < 6000 && !found.id; i++) {
+        training_job_info *list = NULL;
+        size_t n = 0;
+        if (training_jobs_list(j, 0, &list, &n) == 0) {
+            for (size_t k = n; k-- > 0;)
+                if (list[k].scheduled && !strcmp(list[k].symbol, "AVAXUSDT") &&
+                    training_job_state_final(list[k].state)) {
+                    found = list[k];
+                    break;
+                }
+            free(list);
+        }
+        usleep(50000);
+    }
+    CHECK(found.id > 0);
+    CHECK_EQ_INT(found.state, TRAINING_JOB_REJECTED);
+    CHECK(strstr(found.params_json, "\"tp_r\":[1,1.5,2]") != NULL);
+    CHECK(strstr(found.params_json, "\"seed\":7") != NULL);
+    CHECK(strstr(found.params_json, "\"promote_if_better\":true") != NULL);
+    training_jobs_stop(j);
+    registry_free(reg);
 }
 
 TEST(test_jobs_without_database)
@@ -994,8 +1059,7 @@ TEST(test_jobs_without_database)
 int main(void)
 {
     const char *t = getenv("PREDICTD_TEST_TMP");
-    snprintf(tmp_root, sizeof tmp_root, "%s/test_training.%d", t && *t ? t : "/tmp",
-             (int)getpid());
+    snprintf(tmp_root, sizeof tmp_root, "%s/test_training.%d", t && *t ? t : "/tmp", (int)getpid());
     mkdir(tmp_root, 0755);
     util_log_configure(UTIL_LOG_ERROR, false);
 
@@ -1018,6 +1082,7 @@ int main(void)
     RUN(test_jobs_succeed_reject_and_persist);
     RUN(test_jobs_cancel_running_and_queued);
     RUN(test_jobs_interrupted_by_restart);
+    RUN(test_jobs_scheduled_retrain);
     features_shutdown();
     util_rmtree(tmp_root);
     return unit_report();
