@@ -517,17 +517,23 @@ static int load_columns(const features_candle *c, size_t n, double *h, double *l
 {
     for (size_t i = 0; i < n; i++) {
         const features_candle *k = &c[i];
-        const char *why = NULL;
-        if (!isfinite(k->open) || !isfinite(k->high) || !isfinite(k->low) ||
-            !isfinite(k->close) || !isfinite(k->volume))
-            why = "a value is NaN or infinite";
-        else if (!(k->open > 0) || !(k->high > 0) || !(k->low > 0) || !(k->close > 0))
-            why = "a price is zero or negative";
-        else if (k->volume < 0)
-            why = "volume is negative";
-        else if (k->high < k->low)
-            why = "high is below low";
-        if (why) {
+        /* One branch-free test per candle: x - x is 0 for a finite x and
+         * NaN for NaN or an infinity (and NaN fails every comparison);
+         * high >= low > 0 covers high. The reason is worked out only for a
+         * bad candle. */
+        double fin = (k->open - k->open) + (k->high - k->high) + (k->low - k->low) +
+                     (k->close - k->close) + (k->volume - k->volume);
+        int ok = (fin == 0) & (k->open > 0) & (k->low > 0) & (k->close > 0) & (k->volume >= 0) &
+                 (k->high >= k->low);
+        if (!ok) {
+            const char *why = "high is below low";
+            if (!isfinite(k->open) || !isfinite(k->high) || !isfinite(k->low) ||
+                !isfinite(k->close) || !isfinite(k->volume))
+                why = "a value is NaN or infinite";
+            else if (!(k->open > 0) || !(k->high > 0) || !(k->low > 0) || !(k->close > 0))
+                why = "a price is zero or negative";
+            else if (k->volume < 0)
+                why = "volume is negative";
             LOG_WARN("features", "invalid candle %zu of %zu (open time %lld): %s", i, n,
                      (long long)k->t, why);
             return PD_EINVAL;

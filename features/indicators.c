@@ -390,25 +390,24 @@ double features__rsi_run(const double *in, size_t n, int period, double *out)
     }
     loss /= period;
     gain /= period;
-    double v = rsi_value(gain, loss);
     if (out)
-        out[p] = v;
+        out[p] = rsi_value(gain, loss);
     for (size_t i = p + 1; i < n; i++) {
         double d = in[i] - prev;
         prev = in[i];
+        /* Branch-free form of TA-Lib's "if (d < 0) loss -= d; else gain += d":
+         * adding an exact 0 leaves the other sum bit-identical. */
+        double up = d > 0.0 ? d : 0.0, down = d < 0.0 ? -d : 0.0;
         loss *= (double)(period - 1);
         gain *= (double)(period - 1);
-        if (d < 0.0)
-            loss -= d;
-        else
-            gain += d;
+        loss += down;
+        gain += up;
         loss /= period;
         gain /= period;
-        v = rsi_value(gain, loss);
-        if (out)
-            out[i] = v;
+        if (out) /* only the last value otherwise: no division per step */
+            out[i] = rsi_value(gain, loss);
     }
-    return v;
+    return rsi_value(gain, loss);
 }
 
 void features__macd_run(const double *in, size_t n, int fast, int slow, int signal, double *macd,
@@ -452,6 +451,13 @@ void features__macd_run(const double *in, size_t n, int fast, int slow, int sign
     last[2] = m - sg;
 }
 
+/* ATR, or NATR when normalize. NATR of a zero close is TA-Lib's 0
+ * (features_compute refuses such candles before they get here). */
+static inline double atr_value(double atr, double close, bool normalize)
+{
+    return !normalize ? atr : close != 0.0 ? (atr / close) * 100.0 : 0.0;
+}
+
 double features__atr_run(const double *high, const double *low, const double *close, size_t n,
                          int period, bool normalize, double *out)
 {
@@ -460,20 +466,16 @@ double features__atr_run(const double *high, const double *low, const double *cl
     for (size_t i = 1; i <= p; i++)
         sum += true_range(high[i], low[i], close[i - 1]);
     double atr = sum / period;
-    double v = !normalize ? atr : close[p] != 0.0 ? (atr / close[p]) * 100.0 : 0.0;
     if (out)
-        out[p] = v;
+        out[p] = atr_value(atr, close[p], normalize);
     for (size_t i = p + 1; i < n; i++) {
         atr *= (double)(period - 1);
         atr += true_range(high[i], low[i], close[i - 1]);
         atr /= period;
-        /* NATR of a zero close: TA-Lib's 0 (features_compute refuses such
-         * candles before they get here). */
-        v = !normalize ? atr : close[i] != 0.0 ? (atr / close[i]) * 100.0 : 0.0;
         if (out)
-            out[i] = v;
+            out[i] = atr_value(atr, close[i], normalize);
     }
-    return v;
+    return atr_value(atr, close[n - 1], normalize);
 }
 
 /*
