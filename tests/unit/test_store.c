@@ -901,6 +901,49 @@ TEST(database_down_and_back)
     CHECK_EQ_INT(features_upsert_candles("DOWNUSDT", "1h", &one, 1), 0);
 }
 
+TEST(redis_down_and_back)
+{
+    UNIT_NEED_ENV(DB_ENV);
+    UNIT_NEED_ENV(REDIS_ENV);
+    UNIT_NEED_ENV("PREDICTD_ROOT");
+    UNIT_NEED_ENV("PREDICTD_TEST_SERVICES_DIR");
+    CHECK_EQ_INT(init_normal(true), 0);
+    features_candle *a;
+    size_t n;
+    features_window_info info;
+    /* a live context with the window stored */
+    CHECK_EQ_INT(features_load_window("EXACTUSDT", "1h", NOW, 100, &a, &n, &info), 0);
+    free(a);
+    CHECK_EQ_INT(features_load_window("EXACTUSDT", "1h", NOW, 100, &a, &n, &info), 0);
+    CHECK(info.from_cache);
+    free(a);
+    features_stats s0, s1;
+    features_stats_get(&s0);
+    CHECK_EQ_INT(services("redis-stop"), 0);
+    int rc = features_load_window("EXACTUSDT", "1h", NOW, 100, &a, &n, &info);
+    bool from_cache = rc == 0 && info.from_cache;
+    if (rc == 0)
+        free(a);
+    CHECK_EQ_INT(services("redis-start"), 0);
+    CHECK_EQ_INT(rc, 0);
+    CHECK(!from_cache);
+    features_stats_get(&s1);
+    CHECK(s1.redis_errors > s0.redis_errors);
+    /* back (after the reconnect back-off): stored again, then served */
+    from_cache = false;
+    for (int i = 0; i < 100 && !from_cache; i++) {
+        rc = features_load_window("EXACTUSDT", "1h", NOW, 100, &a, &n, &info);
+        if (rc)
+            break;
+        from_cache = info.from_cache;
+        free(a);
+        if (!from_cache)
+            usleep(50000);
+    }
+    CHECK_EQ_INT(rc, 0);
+    CHECK(from_cache);
+}
+
 TEST(cache_serves_while_database_down)
 {
     UNIT_NEED_ENV(DB_ENV);
@@ -945,6 +988,7 @@ int main(void)
     RUN(session_settings);
     RUN(threads_have_own_connections);
     RUN(database_down_and_back);
+    RUN(redis_down_and_back);
     RUN(cache_serves_while_database_down);
     features_shutdown();
     return unit_report();
