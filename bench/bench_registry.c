@@ -81,8 +81,7 @@ static int bmodel_init(bmodel *f, const unsigned *widths, size_t nl, unsigned se
         f->d[l].weights = f->w[l];
         f->d[l].n_bias = out;
         f->d[l].bias = f->b[l];
-        f->d[l].activation =
-            l + 1 < nl ? PREDICTD__ACTIVATION__RELU : PREDICTD__ACTIVATION__LINEAR;
+        f->d[l].activation = l + 1 < nl ? PREDICTD__ACTIVATION__RELU : PREDICTD__ACTIVATION__LINEAR;
         f->layers[l] = &f->d[l];
         in = out;
     }

@@ -267,8 +267,9 @@ static int unpack_bounded(const ProtobufCMessageDescriptor *desc, const char *wh
     ProtobufCMessage *m = protobuf_c_message_unpack(desc, &a, len, data);
     if (!m) {
         if (b.exceeded)
-            snprintf(why, whylen, "%s: decoding needs more than %zu bytes of memory (%zu-byte file)",
-                     what, b.limit, len);
+            snprintf(why, whylen,
+                     "%s: decoding needs more than %zu bytes of memory (%zu-byte file)", what,
+                     b.limit, len);
         else
             snprintf(why, whylen, "%s: not a valid %s message", what, desc->short_name);
         return PD_EPARSE;
@@ -354,8 +355,8 @@ void registry__version_unref(registry_version *v)
 
 /* Reads one listed file, checks its hash against the MANIFEST. On success
  * *data is malloc'd and hex holds its digest. */
-static int read_listed(int vfd, int k, const char want[65], char **data, size_t *len,
-                       char hex[65], int *fail, char *why, size_t whylen)
+static int read_listed(int vfd, int k, const char want[65], char **data, size_t *len, char hex[65],
+                       int *fail, char *why, size_t whylen)
 {
     int rc = registry__read_at(vfd, file_names[k], REGISTRY_MAX_FILE_BYTES, data, len);
     if (rc == PD_ENOMEM) {
@@ -376,8 +377,8 @@ static int read_listed(int vfd, int k, const char want[65], char **data, size_t 
     util_sha256_hex(*data, *len, hex);
     if (strcmp(hex, want) != 0) {
         *fail = REGISTRY_FAIL_MANIFEST;
-        snprintf(why, whylen, "%s: sha256 %.12s... does not match MANIFEST %.12s...",
-                 file_names[k], hex, want);
+        snprintf(why, whylen, "%s: sha256 %.12s... does not match MANIFEST %.12s...", file_names[k],
+                 hex, want);
         free(*data);
         *data = NULL;
         return PD_EVERIFY;
@@ -410,7 +411,7 @@ int registry__load_at(int vfd, const char *owner, const char *tf, uint32_t numbe
     if (rc) {
         *fail = REGISTRY_FAIL_MANIFEST;
         snprintf(why, whylen, "MANIFEST: %s",
-                 rc == PD_ENOTFOUND  ? "missing"
+                 rc == PD_ENOTFOUND ? "missing"
                  : rc == PD_ETOOBIG ? "too large"
                                     : "not a readable regular file");
         rc = PD_EVERIFY;

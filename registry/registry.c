@@ -75,8 +75,8 @@ static const char LABEL_STABLE[] = "stable";
 static const char LABEL_CANARY[] = "canary";
 
 typedef struct policy {
-    uint32_t pinned;       /* 0: none */
-    uint32_t stable;       /* 0: no such label */
+    uint32_t pinned; /* 0: none */
+    uint32_t stable; /* 0: no such label */
     uint32_t canary;
     uint32_t canary_share; /* percent */
 } policy;
@@ -100,8 +100,8 @@ typedef struct slot {
 typedef struct series {
     char symbol[32];
     char tf[8];
-    slot *slots; /* lock; ascending by number */
-    size_t n;    /* lock */
+    slot *slots;                                 /* lock; ascending by number */
+    size_t n;                                    /* lock */
     registry_version *serving, *stable, *canary; /* lock; borrowed from slots */
     policy pol;                                  /* lock */
     /* lock: nothing serves yet and a scan is about to verify or is
@@ -578,8 +578,8 @@ static bool load_slot(registry *r, series *s, int sfd, size_t i)
         fail = REGISTRY_FAIL_OTHER;
     atomic_fetch_add(&r->failed_by[fail], 1);
     if (serving_num)
-        LOG_WARN(MOD, "%s/%s v%u failed verification: %s; still serving v%u", s->symbol, s->tf,
-                 num, why, serving_num);
+        LOG_WARN(MOD, "%s/%s v%u failed verification: %s; still serving v%u", s->symbol, s->tf, num,
+                 why, serving_num);
     else
         LOG_WARN(MOD, "%s/%s v%u failed verification: %s; nothing serving", s->symbol, s->tf, num,
                  why);
@@ -697,8 +697,7 @@ static void choose_and_swap(registry *r, series *s, int sfd)
         ssize_t p = find_slot(s, pol.pinned);
         if (choice >= 0)
             snprintf(note, sizeof note, "pinned v%u %s; serving v%u", pol.pinned,
-                     p >= 0 ? state_word(&s->slots[p]) : "does not exist",
-                     s->slots[choice].number);
+                     p >= 0 ? state_word(&s->slots[p]) : "does not exist", s->slots[choice].number);
         else
             snprintf(note, sizeof note, "pinned v%u %s", pol.pinned,
                      p >= 0 ? state_word(&s->slots[p]) : "does not exist");
@@ -844,8 +843,8 @@ static int add_key(series_key **keys, size_t *n, size_t *cap, const char *sym, c
         *keys = p;
         *cap = c;
     }
-    snprintf((*keys)[*n].symbol, sizeof (*keys)[*n].symbol, "%s", sym);
-    snprintf((*keys)[*n].tf, sizeof (*keys)[*n].tf, "%s", tf);
+    snprintf((*keys)[*n].symbol, sizeof(*keys)[*n].symbol, "%s", sym);
+    snprintf((*keys)[*n].tf, sizeof(*keys)[*n].tf, "%s", tf);
     (*n)++;
     return 0;
 }
@@ -900,6 +899,11 @@ static int scan_locked(registry *r, const char *sym, const char *tf)
 {
     int rootfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0) {
+        /* One series of a repository not created yet simply does not
+         * exist. State is kept either way: a models directory that went
+         * away (an unmounted volume) must not take the models with it. */
+        if (sym && errno == ENOENT)
+            return PD_ENOTFOUND;
         LOG_WARN(MOD, "models directory %s unreadable: %s", r->dir, strerror(errno));
         return PD_EIO;
     }
@@ -1104,8 +1108,8 @@ int registry_acquire(registry *r, const char *symbol, const char *tf, const regi
     series *own = find_series(r, symbol, tf);
     /* The common case (own series serving, default selection) skips the
      * second lookup. */
-    bool need_def = !is_default && (explicit_sel ? !own || !series_present(own)
-                                                 : !own || !own->serving);
+    bool need_def =
+        !is_default && (explicit_sel ? !own || !series_present(own) : !own || !own->serving);
     series *def = need_def ? find_series(r, REGISTRY_DEFAULT_SYMBOL, tf) : NULL;
     series *s;
     if (explicit_sel)
@@ -1200,7 +1204,7 @@ int registry_list(registry *r, registry_series_info **out, size_t *n)
         si->pinned = s->pol.pinned;
         si->canary_share = s->pol.canary_share;
         msgf(si->note, sizeof si->note, "%s%s%s", s->policy_err,
-                 s->policy_err[0] && s->serve_note[0] ? "; " : "", s->serve_note);
+             s->policy_err[0] && s->serve_note[0] ? "; " : "", s->serve_note);
         si->versions = calloc(s->n ? s->n : 1, sizeof *si->versions);
         if (!si->versions) {
             registry_list_free(info, i);
@@ -1427,8 +1431,7 @@ out:
         close(rootfd);
     pthread_mutex_unlock(&r->scan_lock);
     atomic_fetch_add(&r->scans, 1);
-    return rc == PD_ENOTFOUND || rc == PD_EVERIFY || rc == PD_EINVAL || rc == PD_ENOMEM ||
-                   rc == 0
+    return rc == PD_ENOTFOUND || rc == PD_EVERIFY || rc == PD_EINVAL || rc == PD_ENOMEM || rc == 0
                ? rc
                : PD_EIO;
 }

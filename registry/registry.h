@@ -40,8 +40,8 @@ typedef struct registry_meta {
     int64_t trained_at;
     int64_t data_from, data_to;
     uint64_t train_samples, test_samples;
-    double test_accuracy;      /* NaN when unknown */
-    double baseline_accuracy;  /* NaN when unknown */
+    double test_accuracy;     /* NaN when unknown */
+    double baseline_accuracy; /* NaN when unknown */
     const char *trainer;
 } registry_meta;
 
@@ -58,7 +58,10 @@ void registry_free(registry *r);
  * swaps what serves. A version that fails verification is recorded with
  * its reason and never served; the serving version stays. Thread-safe;
  * concurrent scans are serialised. Returns 0 (even when some versions
- * failed: see registry_list) or PD_EIO when the directory is unreadable.
+ * failed: see registry_list; and for one series that does not exist, even
+ * when the models directory does not) or PD_EIO when the models directory
+ * is unreadable (what was loaded keeps serving), PD_EINVAL for a malformed
+ * symbol/timeframe or only one of them.
  */
 int registry_scan(registry *r, const char *symbol, const char *tf);
 
@@ -77,9 +80,9 @@ void registry_stop(registry *r);
 
 /* What a request asks for. All fields optional (0 / NULL). */
 typedef struct registry_selector {
-    uint32_t version;        /* an exact version */
-    const char *label;       /* "stable", "canary" */
-    const char *client_key;  /* hashed to pick canary traffic by its share */
+    uint32_t version;       /* an exact version */
+    const char *label;      /* "stable", "canary" */
+    const char *client_key; /* hashed to pick canary traffic by its share */
 } registry_selector;
 
 /*
@@ -99,8 +102,8 @@ typedef struct registry_selector {
  * _default; an explicit version or label does so only when the symbol has
  * no version directories at all. Thread-safe; takes a short lock.
  */
-int registry_acquire(registry *r, const char *symbol, const char *tf,
-                     const registry_selector *sel, registry_version **out);
+int registry_acquire(registry *r, const char *symbol, const char *tf, const registry_selector *sel,
+                     registry_version **out);
 /* Drops a reference; the last one of a version no longer loaded frees it.
  * NULL is a no-op. Thread-safe; never blocks. */
 void registry_release(registry_version *v);
@@ -127,9 +130,9 @@ const char *registry_version_digest(const registry_version *v);
  */
 typedef enum registry_state {
     REGISTRY_LOADING,
-    REGISTRY_AVAILABLE,  /* verified; serving or selectable */
-    REGISTRY_FAILED,     /* verification failed: see reason */
-    REGISTRY_RETIRED     /* removed from disk or superseded and unloaded */
+    REGISTRY_AVAILABLE, /* verified; serving or selectable */
+    REGISTRY_FAILED,    /* verification failed: see reason */
+    REGISTRY_RETIRED    /* removed from disk or superseded and unloaded */
 } registry_state;
 
 typedef struct registry_version_info {
@@ -145,10 +148,10 @@ typedef struct registry_version_info {
 } registry_version_info;
 
 typedef struct registry_series_info {
-    char symbol[32];  /* or "_default" */
+    char symbol[32]; /* or "_default" */
     char timeframe[8];
-    uint32_t pinned;          /* 0 when not pinned */
-    uint32_t canary_share;    /* percent of traffic to the canary label */
+    uint32_t pinned;       /* 0 when not pinned */
+    uint32_t canary_share; /* percent of traffic to the canary label */
     /* Why policy.json is ignored (malformed: the previous policy stays) or
      * not fully honoured (pinned/labelled version unavailable); "" when
      * all is well. */

@@ -426,6 +426,15 @@ TEST(test_highest_wins_and_swap)
     CHECK_EQ_INT(vi.state, REGISTRY_RETIRED);
     CHECK_EQ_INT(loaded_count(r), 1);
 
+    /* The models directory disappearing (an unmounted volume) is an I/O
+     * error, not a reason to drop what serves. */
+    char moved[512];
+    pathf(moved, sizeof moved, "%s/models-away", base);
+    CHECK_EQ_INT(rename(models, moved), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), PD_EIO);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "1h"), 2);
+    CHECK_EQ_INT(rename(moved, models), 0);
+
     /* Removing the whole series: nothing serves. */
     pathf(p, sizeof p, "%s/BTCUSDT", models);
     CHECK_EQ_INT(util_rmtree(p), 0);
@@ -448,8 +457,8 @@ typedef struct breakage {
     const char *name;
     void (*msg)(fx *f);
     void (*files)(const char *vdir);
-    int fail;             /* expected enum registry_fail */
-    const char *reason;   /* expected substring of the reason */
+    int fail;           /* expected enum registry_fail */
+    const char *reason; /* expected substring of the reason */
 } breakage;
 
 static void br_nan_weight(fx *f)
@@ -659,9 +668,9 @@ TEST(test_broken_versions_never_serve)
         CHECK_EQ_INT(after.failed_by_reason[b->fail], before.failed_by_reason[b->fail] + 1);
         CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
         registry_version *v = NULL;
-        CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m",
-                                      &(registry_selector){.version = ver}, &v),
-                     PD_ENOMODEL);
+        CHECK_EQ_INT(
+            registry_acquire(r, "BTCUSDT", "15m", &(registry_selector){.version = ver}, &v),
+            PD_ENOMODEL);
 
         /* Not verified again while its files stay the same. */
         CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
@@ -737,8 +746,8 @@ TEST(test_junk_is_ignored)
      * pointed at by symlinks. */
     for (int i = 0; i < 12; i++)
         CHECK_EQ_INT(publish_good(other, "OUTSIDE", "15m", 10 + (unsigned)i), (uint32_t)i + 1);
-    const char *bad_versions[] = {"007", "0", "abc", "-1", "4294967296", "2147483649", ".5", "1e3",
-                                  " 3", "3 "};
+    const char *bad_versions[] = {"007",        "0",  "abc", "-1", "4294967296",
+                                  "2147483649", ".5", "1e3", " 3", "3 "};
     size_t nbad = sizeof bad_versions / sizeof bad_versions[0];
     for (size_t i = 0; i < nbad; i++) {
         pathf(p, sizeof p, "%s/OUTSIDE/15m/%zu", other, i + 1);
@@ -816,6 +825,8 @@ TEST(test_junk_is_ignored)
     registry *r2 = NULL;
     CHECK_EQ_INT(registry_new("/nonexistent/predictd-models", &r2), 0);
     CHECK_EQ_INT(registry_scan(r2, NULL, NULL), PD_EIO);
+    CHECK_EQ_INT(registry_scan(r2, "BTCUSDT", "15m"), 0); /* no such series */
+    CHECK_EQ_INT(registry_pin(r2, "BTCUSDT", "15m", 1), PD_ENOTFOUND);
     registry_free(r2);
     CHECK_EQ_INT(registry_new("", &r2), PD_EINVAL);
 
@@ -984,9 +995,14 @@ TEST(test_policy)
     CHECK(strstr(si.note, "pinned v4") != NULL);
 
     /* Malformed policy.json: ignored, previous policy kept, note says so. */
-    const char *bad[] = {"{\"pinned\": ", "[1,2]", "{\"pinned\": \"2\"}", "{\"pinned\": -3}",
-                         "{\"labels\": {\"beta\": 2}}", "{\"canary_share\": 101}",
-                         "{\"labels\": [2]}", "{\"pinned\": 1, \"pinned\": 2}"};
+    const char *bad[] = {"{\"pinned\": ",
+                         "[1,2]",
+                         "{\"pinned\": \"2\"}",
+                         "{\"pinned\": -3}",
+                         "{\"labels\": {\"beta\": 2}}",
+                         "{\"canary_share\": 101}",
+                         "{\"labels\": [2]}",
+                         "{\"pinned\": 1, \"pinned\": 2}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_EQ_INT(write_file(p, bad[i], strlen(bad[i])), 0);
         CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
@@ -1213,7 +1229,7 @@ typedef struct observer {
     atomic_bool *stop;
     int seq[64]; /* distinct successive results */
     int n;
-    bool other;  /* a code outside {0, ENOTREADY, ENOMODEL} */
+    bool other; /* a code outside {0, ENOTREADY, ENOMODEL} */
     atomic_int looked;
 } observer;
 
