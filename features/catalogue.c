@@ -67,8 +67,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_SPEC_LEN 64     /* longest spec string */
-#define MAX_FEATURES 512    /* most features in one set */
+#define MAX_SPEC_LEN 64  /* longest spec string */
+#define MAX_FEATURES 512 /* most features in one set */
 #define MAX_SPEC_PERIOD 1000
 #define MAX_BB_K 10.0
 
@@ -78,13 +78,13 @@
 /* One computation, shared by the features that read it. */
 enum slot_kind {
     S_RSI,
-    S_MACD,      /* macd, signal, hist */
+    S_MACD, /* macd, signal, hist */
     S_NATR,
     S_TRANGE,
     S_EMA,
     S_SMA,
     S_WMA,
-    S_BB,        /* upper, middle, lower */
+    S_BB, /* upper, middle, lower */
     S_RET,
     S_LOGRET,
     S_ROC,
@@ -92,9 +92,9 @@ enum slot_kind {
     S_ZSCORE,
     S_VOLRATIO,
     S_ADX,
-    S_DI,        /* +DI, -DI */
-    S_STOCH,     /* %K, %D */
-    S_STOCHRSI,  /* %K, %D */
+    S_DI,       /* +DI, -DI */
+    S_STOCH,    /* %K, %D */
+    S_STOCHRSI, /* %K, %D */
     S_CCI,
     S_WILLR,
     S_MFI,
@@ -113,58 +113,59 @@ enum transform {
 
 typedef struct feature_def {
     const char *name;
-    int nint;            /* integer parameters */
-    bool real;           /* plus one real parameter (Bollinger k) */
+    int nint;  /* integer parameters */
+    bool real; /* plus one real parameter (Bollinger k) */
     const char *pnames[3];
     int min[3];
     enum slot_kind slot;
-    int out;             /* which value of the slot */
+    int out; /* which value of the slot */
     enum transform tr;
 } feature_def;
 
+/* One entry a line reads best as a table. */
+/* clang-format off */
+#define P_MACD {"fast period", "slow period", "signal period"}, {2, 2, 1}
+#define P_STOCH {"fastk period", "slowk period", "slowd period"}, {1, 1, 1}
+#define P_STOCHRSI {"period", "fastk period", "fastd period"}, {2, 1, 1}
+
 static const feature_def defs[] = {
-    {"rsi", 1, false, {"period"}, {2}, S_RSI, 0, T_RAW},
-    {"macd", 3, false, {"fast period", "slow period", "signal period"}, {2, 2, 1}, S_MACD, 0,
-     T_DIV_CLOSE},
-    {"macd_signal", 3, false, {"fast period", "slow period", "signal period"}, {2, 2, 1}, S_MACD,
-     1, T_DIV_CLOSE},
-    {"macd_hist", 3, false, {"fast period", "slow period", "signal period"}, {2, 2, 1}, S_MACD, 2,
-     T_DIV_CLOSE},
-    {"natr", 1, false, {"period"}, {1}, S_NATR, 0, T_RAW},
-    {"trange_pct", 0, false, {NULL}, {0}, S_TRANGE, 0, T_PCT_CLOSE},
-    {"ema_dist", 1, false, {"period"}, {2}, S_EMA, 0, T_DIST_CLOSE},
-    {"sma_dist", 1, false, {"period"}, {2}, S_SMA, 0, T_DIST_CLOSE},
-    {"wma_dist", 1, false, {"period"}, {2}, S_WMA, 0, T_DIST_CLOSE},
-    {"bb_pctb", 1, true, {"period"}, {2}, S_BB, 0, T_BB_PCTB},
-    {"bb_width", 1, true, {"period"}, {2}, S_BB, 0, T_BB_WIDTH},
-    {"ret", 1, false, {"period"}, {1}, S_RET, 0, T_RAW},
-    {"logret", 1, false, {"period"}, {1}, S_LOGRET, 0, T_RAW},
-    {"roc", 1, false, {"period"}, {1}, S_ROC, 0, T_RAW},
-    {"vol", 1, false, {"period"}, {2}, S_VOL, 0, T_RAW},
-    {"zscore", 1, false, {"period"}, {2}, S_ZSCORE, 0, T_RAW},
+    {"rsi",          1, false, {"period"}, {2}, S_RSI,      0, T_RAW},
+    {"macd",         3, false, P_MACD,          S_MACD,     0, T_DIV_CLOSE},
+    {"macd_signal",  3, false, P_MACD,          S_MACD,     1, T_DIV_CLOSE},
+    {"macd_hist",    3, false, P_MACD,          S_MACD,     2, T_DIV_CLOSE},
+    {"natr",         1, false, {"period"}, {1}, S_NATR,     0, T_RAW},
+    {"trange_pct",   0, false, {NULL},     {0}, S_TRANGE,   0, T_PCT_CLOSE},
+    {"ema_dist",     1, false, {"period"}, {2}, S_EMA,      0, T_DIST_CLOSE},
+    {"sma_dist",     1, false, {"period"}, {2}, S_SMA,      0, T_DIST_CLOSE},
+    {"wma_dist",     1, false, {"period"}, {2}, S_WMA,      0, T_DIST_CLOSE},
+    {"bb_pctb",      1, true,  {"period"}, {2}, S_BB,       0, T_BB_PCTB},
+    {"bb_width",     1, true,  {"period"}, {2}, S_BB,       0, T_BB_WIDTH},
+    {"ret",          1, false, {"period"}, {1}, S_RET,      0, T_RAW},
+    {"logret",       1, false, {"period"}, {1}, S_LOGRET,   0, T_RAW},
+    {"roc",          1, false, {"period"}, {1}, S_ROC,      0, T_RAW},
+    {"vol",          1, false, {"period"}, {2}, S_VOL,      0, T_RAW},
+    {"zscore",       1, false, {"period"}, {2}, S_ZSCORE,   0, T_RAW},
     {"volume_ratio", 1, false, {"period"}, {2}, S_VOLRATIO, 0, T_RAW},
-    {"adx", 1, false, {"period"}, {2}, S_ADX, 0, T_RAW},
-    {"plus_di", 1, false, {"period"}, {1}, S_DI, 0, T_RAW},
-    {"minus_di", 1, false, {"period"}, {1}, S_DI, 1, T_RAW},
-    {"stoch_k", 3, false, {"fastk period", "slowk period", "slowd period"}, {1, 1, 1}, S_STOCH, 0,
-     T_RAW},
-    {"stoch_d", 3, false, {"fastk period", "slowk period", "slowd period"}, {1, 1, 1}, S_STOCH, 1,
-     T_RAW},
-    {"stochrsi_k", 3, false, {"period", "fastk period", "fastd period"}, {2, 1, 1}, S_STOCHRSI, 0,
-     T_RAW},
-    {"stochrsi_d", 3, false, {"period", "fastk period", "fastd period"}, {2, 1, 1}, S_STOCHRSI, 1,
-     T_RAW},
-    {"cci", 1, false, {"period"}, {2}, S_CCI, 0, T_RAW},
-    {"willr", 1, false, {"period"}, {2}, S_WILLR, 0, T_RAW},
-    {"mfi", 1, false, {"period"}, {2}, S_MFI, 0, T_RAW},
-    {"obv_slope", 1, false, {"period"}, {1}, S_OBVSLOPE, 0, T_RAW},
+    {"adx",          1, false, {"period"}, {2}, S_ADX,      0, T_RAW},
+    {"plus_di",      1, false, {"period"}, {1}, S_DI,       0, T_RAW},
+    {"minus_di",     1, false, {"period"}, {1}, S_DI,       1, T_RAW},
+    {"stoch_k",      3, false, P_STOCH,         S_STOCH,    0, T_RAW},
+    {"stoch_d",      3, false, P_STOCH,         S_STOCH,    1, T_RAW},
+    {"stochrsi_k",   3, false, P_STOCHRSI,      S_STOCHRSI, 0, T_RAW},
+    {"stochrsi_d",   3, false, P_STOCHRSI,      S_STOCHRSI, 1, T_RAW},
+    {"cci",          1, false, {"period"}, {2}, S_CCI,      0, T_RAW},
+    {"willr",        1, false, {"period"}, {2}, S_WILLR,    0, T_RAW},
+    {"mfi",          1, false, {"period"}, {2}, S_MFI,      0, T_RAW},
+    {"obv_slope",    1, false, {"period"}, {1}, S_OBVSLOPE, 0, T_RAW},
 };
 
+/* DESIGN.md's default set, in its order. */
 static const char *const default_specs[] = {
-    "rsi:14",       "macd:12:26:9", "macd_signal:12:26:9", "macd_hist:12:26:9", "natr:14",
-    "ema_dist:12",  "ema_dist:26",  "bb_pctb:20:2",        "bb_width:20:2",     "ret:1",
-    "ret:5",        "vol:20",       "zscore:60",           "volume_ratio:20",
+    "rsi:14", "macd:12:26:9", "macd_signal:12:26:9", "macd_hist:12:26:9", "natr:14",
+    "ema_dist:12", "ema_dist:26", "bb_pctb:20:2", "bb_width:20:2", "ret:1", "ret:5", "vol:20",
+    "zscore:60", "volume_ratio:20",
 };
+/* clang-format on */
 
 const char *const *features_default_specs(size_t *n)
 {
@@ -191,7 +192,7 @@ typedef struct feature {
 
 struct features_set {
     size_t count;
-    char **names;     /* the specs as given, owned */
+    char **names; /* the specs as given, owned */
     feature *feats;
     size_t nslots;
     slot *slots;
@@ -347,8 +348,9 @@ static int resolve(const char *spec, slot *sl, feature *f, char *why, size_t why
     if (d->real) {
         double k;
         if (!parse_real(tok[1 + d->nint], &k) || !(k > 0.0) || k > MAX_BB_K) {
-            set_why(why, whylen, "%s: k (standard deviations) must be a number in (0, %g] (got '%s')",
-                    d->name, MAX_BB_K, spec);
+            set_why(why, whylen,
+                    "%s: k (standard deviations) must be a number in (0, %g] (got '%s')", d->name,
+                    MAX_BB_K, spec);
             return PD_EINVAL;
         }
         sl->r = k;

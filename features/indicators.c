@@ -487,8 +487,8 @@ typedef struct dm_state {
     double pdm, mdm, tr;
 } dm_state;
 
-static inline void dm_raw(dm_state *st, const double *h, const double *l, const double *c,
-                          size_t i, bool smooth, int period)
+static inline void dm_raw(dm_state *st, const double *h, const double *l, const double *c, size_t i,
+                          bool smooth, int period)
 {
     double diffp = h[i] - st->ph, diffm = st->pl - l[i];
     st->ph = h[i];
@@ -507,8 +507,7 @@ static inline void dm_raw(dm_state *st, const double *h, const double *l, const 
 }
 
 /* Starts the state at candle 0 and adds the period-1 raw candles. */
-static size_t dm_start(dm_state *st, const double *h, const double *l, const double *c,
-                       int period)
+static size_t dm_start(dm_state *st, const double *h, const double *l, const double *c, int period)
 {
     memset(st, 0, sizeof *st);
     st->ph = h[0];
@@ -691,8 +690,8 @@ int features_atr(const double *high, const double *low, const double *close, siz
     return 0;
 }
 
-int features_natr(const double *high, const double *low, const double *close, size_t n,
-                  int period, double *out)
+int features_natr(const double *high, const double *low, const double *close, size_t n, int period,
+                  double *out)
 {
     int rc = check_hlc(high, low, close, n, out, period, 1, (size_t)period);
     if (rc)
@@ -751,8 +750,8 @@ int features_roc(const double *in, size_t n, int period, double *out)
 }
 
 /* ret, logret and volatility divide by inputs: they must be > 0. */
-static int check_positive(const double *in, size_t n, const double *out, int period,
-                          int min_period, size_t lookback)
+static int check_positive(const double *in, size_t n, const double *out, int period, int min_period,
+                          size_t lookback)
 {
     int rc = check1(in, n, out, period, min_period, lookback);
     if (rc == PD_EINVAL)
@@ -842,8 +841,8 @@ int features_minus_di(const double *high, const double *low, const double *close
     return di(high, low, close, n, period, out, false);
 }
 
-int features_stoch(const double *high, const double *low, const double *close, size_t n,
-                   int fastk, int slowk, int slowd, double *k, double *d)
+int features_stoch(const double *high, const double *low, const double *close, size_t n, int fastk,
+                   int slowk, int slowd, double *k, double *d)
 {
     if (!d || !period_ok(fastk, 1) || !period_ok(slowk, 1) || !period_ok(slowd, 1))
         return PD_EINVAL;
@@ -895,8 +894,8 @@ int features_cci(const double *high, const double *low, const double *close, siz
     return 0;
 }
 
-int features_willr(const double *high, const double *low, const double *close, size_t n,
-                   int period, double *out)
+int features_willr(const double *high, const double *low, const double *close, size_t n, int period,
+                   double *out)
 {
     int rc = check_hlc(high, low, close, n, out, period, 2, (size_t)period - 1);
     if (rc)

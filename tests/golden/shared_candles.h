@@ -25,8 +25,7 @@ static const char *const shared_candle_files[] = {
  * Loads one file into a malloc'd array. Returns 0, or -1 with a message on
  * stdout (a missing or malformed file is a test failure, not a skip).
  */
-static int shared_candles_load(const char *dir, const char *name, features_candle **out,
-                               size_t *n)
+static int shared_candles_load(const char *dir, const char *name, features_candle **out, size_t *n)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, name);

@@ -15,13 +15,34 @@
 
 /* Every catalogue entry, with parameters. */
 static const char *const all_specs[] = {
-    "rsi:14",         "macd:12:26:9",      "macd_signal:12:26:9", "macd_hist:12:26:9",
-    "natr:14",        "trange_pct",        "ema_dist:12",         "sma_dist:20",
-    "wma_dist:10",    "bb_pctb:20:2",      "bb_width:20:2.5",     "ret:1",
-    "logret:3",       "roc:10",            "vol:20",              "zscore:60",
-    "volume_ratio:20", "adx:14",           "plus_di:14",          "minus_di:14",
-    "stoch_k:14:3:3", "stoch_d:14:3:3",    "stochrsi_k:14:5:3",   "stochrsi_d:14:5:3",
-    "cci:20",         "willr:14",          "mfi:14",              "obv_slope:10",
+    "rsi:14",
+    "macd:12:26:9",
+    "macd_signal:12:26:9",
+    "macd_hist:12:26:9",
+    "natr:14",
+    "trange_pct",
+    "ema_dist:12",
+    "sma_dist:20",
+    "wma_dist:10",
+    "bb_pctb:20:2",
+    "bb_width:20:2.5",
+    "ret:1",
+    "logret:3",
+    "roc:10",
+    "vol:20",
+    "zscore:60",
+    "volume_ratio:20",
+    "adx:14",
+    "plus_di:14",
+    "minus_di:14",
+    "stoch_k:14:3:3",
+    "stoch_d:14:3:3",
+    "stochrsi_k:14:5:3",
+    "stochrsi_d:14:5:3",
+    "cci:20",
+    "willr:14",
+    "mfi:14",
+    "obv_slope:10",
 };
 #define NALL (sizeof all_specs / sizeof all_specs[0])
 
@@ -88,14 +109,30 @@ TEST(min_window_per_feature)
         const char *spec;
         size_t min;
     } cases[] = {
-        {"rsi:14", 15},          {"macd:12:26:9", 34},      {"macd_hist:5:35:5", 39},
-        {"natr:14", 15},         {"trange_pct", 2},         {"ema_dist:26", 26},
-        {"bb_width:20:2", 20},   {"ret:1", 2},              {"ret:5", 6},
-        {"vol:20", 21},          {"zscore:60", 60},         {"volume_ratio:20", 20},
-        {"adx:14", 28},          {"plus_di:14", 15},        {"stoch_k:14:3:3", 18},
-        {"stoch_d:5:1:1", 5},    {"stochrsi_k:14:5:3", 21}, {"cci:20", 20},
-        {"willr:14", 14},        {"mfi:14", 15},            {"obv_slope:10", 11},
-        {"roc:10", 11},          {"logret:1", 2},           {"wma_dist:10", 10},
+        {"rsi:14", 15},
+        {"macd:12:26:9", 34},
+        {"macd_hist:5:35:5", 39},
+        {"natr:14", 15},
+        {"trange_pct", 2},
+        {"ema_dist:26", 26},
+        {"bb_width:20:2", 20},
+        {"ret:1", 2},
+        {"ret:5", 6},
+        {"vol:20", 21},
+        {"zscore:60", 60},
+        {"volume_ratio:20", 20},
+        {"adx:14", 28},
+        {"plus_di:14", 15},
+        {"stoch_k:14:3:3", 18},
+        {"stoch_d:5:1:1", 5},
+        {"stochrsi_k:14:5:3", 21},
+        {"cci:20", 20},
+        {"willr:14", 14},
+        {"mfi:14", 15},
+        {"obv_slope:10", 11},
+        {"roc:10", 11},
+        {"logret:1", 2},
+        {"wma_dist:10", 10},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         features_set *s = must_set(&cases[i].spec, 1);
@@ -158,8 +195,7 @@ TEST(bad_specs_rejected_with_reason)
         const char *specs[2] = {"rsi:14", cases[i].spec};
         int rc = features_set_new(specs, 2, &s, why, sizeof why);
         if (rc != PD_EINVAL || strcmp(why, cases[i].why) != 0)
-            UNIT_FAIL_("'%s': rc %d why \"%s\", want \"%s\"", cases[i].spec, rc, why,
-                       cases[i].why);
+            UNIT_FAIL_("'%s': rc %d why \"%s\", want \"%s\"", cases[i].spec, rc, why, cases[i].why);
         if (s != (features_set *)0x1)
             UNIT_FAIL_("'%s': out written on failure", cases[i].spec);
     }
@@ -277,8 +313,7 @@ static double from_kernels(const char *spec, const cols *k)
         ONE(features_bbands(k->c, n, a, r, k->o1, k->o2, k->o3),
             k->o1[L] == k->o3[L] ? 0.5 : (cl - k->o3[L]) / (k->o1[L] - k->o3[L]));
     else if (!strcmp(name, "bb_width"))
-        ONE(features_bbands(k->c, n, a, r, k->o1, k->o2, k->o3),
-            (k->o1[L] - k->o3[L]) / k->o2[L]);
+        ONE(features_bbands(k->c, n, a, r, k->o1, k->o2, k->o3), (k->o1[L] - k->o3[L]) / k->o2[L]);
     else if (!strcmp(name, "ret"))
         ONE(features_ret(k->c, n, a, k->o1), k->o1[L]);
     else if (!strcmp(name, "logret"))
@@ -412,15 +447,33 @@ TEST(invalid_candles_rejected)
             make_window(w, 80, 5, 100);
             features_candle *k = &w[at];
             switch (field) {
-            case 0: k->close = NAN; break;
-            case 1: k->open = INFINITY; break;
-            case 2: k->volume = NAN; break;
-            case 3: k->volume = -1; break;
-            case 4: k->low = -1; break;
-            case 5: k->close = 0; break;
-            case 6: k->high = k->low * 0.99; break; /* high < low */
-            case 7: k->open = -0.5; break;
-            case 8: k->high = -INFINITY; break;
+            case 0:
+                k->close = NAN;
+                break;
+            case 1:
+                k->open = INFINITY;
+                break;
+            case 2:
+                k->volume = NAN;
+                break;
+            case 3:
+                k->volume = -1;
+                break;
+            case 4:
+                k->low = -1;
+                break;
+            case 5:
+                k->close = 0;
+                break;
+            case 6:
+                k->high = k->low * 0.99;
+                break; /* high < low */
+            case 7:
+                k->open = -0.5;
+                break;
+            case 8:
+                k->high = -INFINITY;
+                break;
             }
             for (int i = 0; i < 14; i++)
                 out[i] = -7;
@@ -454,15 +507,33 @@ TEST(flat_window_neutral_features)
         const char *spec;
         double v;
     } want[] = {
-        {"rsi:14", 50},          {"macd:12:26:9", 0},     {"macd_signal:12:26:9", 0},
-        {"macd_hist:12:26:9", 0}, {"natr:14", 0},         {"trange_pct", 0},
-        {"ema_dist:12", 0},      {"sma_dist:20", 0},      {"wma_dist:10", 0},
-        {"bb_pctb:20:2", 0.5},   {"bb_width:20:2.5", 0},  {"ret:1", 0},
-        {"logret:3", 0},         {"roc:10", 0},           {"vol:20", 0},
-        {"zscore:60", 0},        {"volume_ratio:20", 1},  {"adx:14", 0},
-        {"plus_di:14", 0},       {"minus_di:14", 0},      {"stoch_k:14:3:3", 50},
-        {"stoch_d:14:3:3", 50},  {"stochrsi_k:14:5:3", 50}, {"stochrsi_d:14:5:3", 50},
-        {"cci:20", 0},           {"willr:14", -50},       {"mfi:14", 50},
+        {"rsi:14", 50},
+        {"macd:12:26:9", 0},
+        {"macd_signal:12:26:9", 0},
+        {"macd_hist:12:26:9", 0},
+        {"natr:14", 0},
+        {"trange_pct", 0},
+        {"ema_dist:12", 0},
+        {"sma_dist:20", 0},
+        {"wma_dist:10", 0},
+        {"bb_pctb:20:2", 0.5},
+        {"bb_width:20:2.5", 0},
+        {"ret:1", 0},
+        {"logret:3", 0},
+        {"roc:10", 0},
+        {"vol:20", 0},
+        {"zscore:60", 0},
+        {"volume_ratio:20", 1},
+        {"adx:14", 0},
+        {"plus_di:14", 0},
+        {"minus_di:14", 0},
+        {"stoch_k:14:3:3", 50},
+        {"stoch_d:14:3:3", 50},
+        {"stochrsi_k:14:5:3", 50},
+        {"stochrsi_d:14:5:3", 50},
+        {"cci:20", 0},
+        {"willr:14", -50},
+        {"mfi:14", 50},
         {"obv_slope:10", 0},
     };
     CHECK_EQ_INT(sizeof want / sizeof want[0], NALL);
@@ -565,8 +636,8 @@ TEST(scale_invariance)
 
 TEST(shared_slots_and_duplicates)
 {
-    const char *specs[] = {"bb_pctb:20:2", "bb_width:20:2", "bb_pctb:20:2", "macd_hist:12:26:9",
-                           "macd:12:26:9", "bb_pctb:20:2.0"};
+    const char *specs[] = {"bb_pctb:20:2",      "bb_width:20:2", "bb_pctb:20:2",
+                           "macd_hist:12:26:9", "macd:12:26:9",  "bb_pctb:20:2.0"};
     features_set *s = must_set(specs, 6);
     features_candle w[100];
     make_window(w, 100, 8, 70);

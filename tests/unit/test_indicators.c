@@ -100,8 +100,8 @@ static double predictd_value(const golden_case *gc, double talib, bool *deviates
         *deviates = talib != 0;
         return 100 * talib;
     }
-    bool zero_range = gc->series == SERIES_FLAT ||
-                      (gc->series == SERIES_RISING && !strcmp(fn, "stochrsi"));
+    bool zero_range =
+        gc->series == SERIES_FLAT || (gc->series == SERIES_RISING && !strcmp(fn, "stochrsi"));
     if (!zero_range)
         return talib;
     /* 0/0 on a flat window (or an RSI stuck at 100): TA-Lib says 0,
@@ -144,7 +144,8 @@ TEST(golden_talib)
                 bool dev = false;
                 double want = i < gc->beg ? NAN : predictd_value(gc, gc->out[j][i - gc->beg], &dev);
                 deviations += dev;
-                if (isfinite(want) && fabs(want) > 1e-6 && fabs(o[j][i] - want) / fabs(want) > worst)
+                if (isfinite(want) && fabs(want) > 1e-6 &&
+                    fabs(o[j][i] - want) / fabs(want) > worst)
                     worst = fabs(o[j][i] - want) / fabs(want);
                 if (!close_enough(o[j][i], want)) {
                     UNIT_FAIL_("%s(%d,%d,%d,%g) on %s: out %d [%zu] = %.17g, TA-Lib %.17g", gc->fn,
@@ -167,9 +168,10 @@ TEST(golden_talib)
 TEST(golden_covers_every_kernel)
 {
     static const char *const fns[] = {
-        "sma",  "ema",   "wma",     "rsi",      "macd",  "trange", "atr",      "natr",
-        "bbands", "stddev", "roc",  "ret",      "logret", "volatility", "zscore", "adx",
-        "plus_di", "minus_di", "stoch", "stochrsi", "cci", "willr", "mfi", "obv", "volume_ratio"};
+        "sma",    "ema",    "wma",     "rsi",         "macd",  "trange",   "atr",
+        "natr",   "bbands", "stddev",  "roc",         "ret",   "logret",   "volatility",
+        "zscore", "adx",    "plus_di", "minus_di",    "stoch", "stochrsi", "cci",
+        "willr",  "mfi",    "obv",     "volume_ratio"};
     size_t ncases = sizeof golden_cases / sizeof golden_cases[0];
     for (size_t f = 0; f < sizeof fns / sizeof fns[0]; f++)
         for (int s = 0; s < 3; s++) {
@@ -246,8 +248,8 @@ TEST(hand_checked_ranges)
     /* TR at 1: max(1, |11-9.5|, |10-9.5|) = 1.5 */
     CHECK_EQ_INT(features_trange(h, l, c, 5, o), 0);
     CHECK(isnan(o[0]) && o[1] == 1.5 && o[2] == 1.5);
-    CHECK_NEAR(o[3], 1.5, 1e-15);  /* max(1.5, |11.5-11|, |10-11|) */
-    CHECK_NEAR(o[4], 2.8, 1e-15);  /* max(2, |13-10.2|, |11-10.2|) */
+    CHECK_NEAR(o[3], 1.5, 1e-15); /* max(1.5, |11.5-11|, |10-11|) */
+    CHECK_NEAR(o[4], 2.8, 1e-15); /* max(2, |13-10.2|, |11-10.2|) */
     /* ATR(1) is the true range; ATR(2) at 2 = mean(TR1, TR2) */
     CHECK_EQ_INT(features_atr(h, l, c, 5, 1, o2), 0);
     for (int i = 1; i < 5; i++)
@@ -361,9 +363,9 @@ TEST(flat_window_neutral_values)
 typedef int (*kernel_call)(size_t n, const double *h, const double *l, const double *c,
                            const double *v, double *o1, double *o2, double *o3);
 
-#define K(name, call)                                                                    \
-    static int name(size_t n, const double *h, const double *l, const double *c,                   \
-                    const double *v, double *o1, double *o2, double *o3)                           \
+#define K(name, call)                                                                              \
+    static int name(size_t n, const double *h, const double *l, const double *c, const double *v,  \
+                    double *o1, double *o2, double *o3)                                            \
     {                                                                                              \
         (void)h, (void)l, (void)c, (void)v, (void)o1, (void)o2, (void)o3;                          \
         return call;                                                                               \
@@ -400,18 +402,30 @@ static const struct {
     kernel_call call;
     bool uses_volume;
 } kernels[] = {
-    {"sma", 9, k_sma, false},         {"ema", 9, k_ema, false},
-    {"wma", 9, k_wma, false},         {"rsi", 14, k_rsi, false},
-    {"macd", 33, k_macd, false},      {"trange", 1, k_trange, false},
-    {"atr", 14, k_atr, false},        {"natr", 14, k_natr, false},
-    {"bbands", 19, k_bbands, false},  {"stddev", 19, k_stddev, false},
-    {"roc", 10, k_roc, false},        {"ret", 5, k_ret, false},
-    {"logret", 5, k_logret, false},   {"volatility", 20, k_vol, false},
-    {"zscore", 59, k_zscore, false},  {"adx", 27, k_adx, false},
-    {"plus_di", 14, k_pdi, false},    {"minus_di", 14, k_mdi, false},
-    {"stoch", 17, k_stoch, false},    {"stochrsi", 20, k_stochrsi, false},
-    {"cci", 19, k_cci, false},        {"willr", 13, k_willr, false},
-    {"mfi", 14, k_mfi, true},         {"obv", 0, k_obv, true},
+    {"sma", 9, k_sma, false},
+    {"ema", 9, k_ema, false},
+    {"wma", 9, k_wma, false},
+    {"rsi", 14, k_rsi, false},
+    {"macd", 33, k_macd, false},
+    {"trange", 1, k_trange, false},
+    {"atr", 14, k_atr, false},
+    {"natr", 14, k_natr, false},
+    {"bbands", 19, k_bbands, false},
+    {"stddev", 19, k_stddev, false},
+    {"roc", 10, k_roc, false},
+    {"ret", 5, k_ret, false},
+    {"logret", 5, k_logret, false},
+    {"volatility", 20, k_vol, false},
+    {"zscore", 59, k_zscore, false},
+    {"adx", 27, k_adx, false},
+    {"plus_di", 14, k_pdi, false},
+    {"minus_di", 14, k_mdi, false},
+    {"stoch", 17, k_stoch, false},
+    {"stochrsi", 20, k_stochrsi, false},
+    {"cci", 19, k_cci, false},
+    {"willr", 13, k_willr, false},
+    {"mfi", 14, k_mfi, true},
+    {"obv", 0, k_obv, true},
     {"volume_ratio", 19, k_vratio, true},
 };
 #define NKERNELS (sizeof kernels / sizeof kernels[0])
@@ -473,30 +487,27 @@ TEST(bad_inputs_rejected)
                 cols[col][at] = bad[b];
                 for (size_t k = 0; k < NKERNELS; k++) {
                     /* kernels that do not read the spoiled column succeed */
-                    bool reads = col == 2 || (col == 3 && kernels[k].uses_volume) ||
-                                 (col < 2 && strcmp(kernels[k].name, "obv") &&
-                                  strcmp(kernels[k].name, "volume_ratio") &&
-                                  (!strcmp(kernels[k].name, "trange") ||
-                                   !strcmp(kernels[k].name, "atr") ||
-                                   !strcmp(kernels[k].name, "natr") ||
-                                   !strcmp(kernels[k].name, "adx") ||
-                                   !strcmp(kernels[k].name, "plus_di") ||
-                                   !strcmp(kernels[k].name, "minus_di") ||
-                                   !strcmp(kernels[k].name, "stoch") ||
-                                   !strcmp(kernels[k].name, "cci") ||
-                                   !strcmp(kernels[k].name, "willr") ||
-                                   !strcmp(kernels[k].name, "mfi")));
+                    bool reads =
+                        col == 2 || (col == 3 && kernels[k].uses_volume) ||
+                        (col < 2 && strcmp(kernels[k].name, "obv") &&
+                         strcmp(kernels[k].name, "volume_ratio") &&
+                         (!strcmp(kernels[k].name, "trange") || !strcmp(kernels[k].name, "atr") ||
+                          !strcmp(kernels[k].name, "natr") || !strcmp(kernels[k].name, "adx") ||
+                          !strcmp(kernels[k].name, "plus_di") ||
+                          !strcmp(kernels[k].name, "minus_di") ||
+                          !strcmp(kernels[k].name, "stoch") || !strcmp(kernels[k].name, "cci") ||
+                          !strcmp(kernels[k].name, "willr") || !strcmp(kernels[k].name, "mfi")));
                     if (col == 2 && !strcmp(kernels[k].name, "volume_ratio"))
                         reads = false;
                     double o[3][200];
                     o[0][0] = 777;
                     int rc = kernels[k].call(n, h, l, c, v, o[0], o[1], o[2]);
                     if (reads && (rc != PD_EINVAL || o[0][0] != 777))
-                        UNIT_FAIL_("%s with %g in column %d at %zu: rc %d", kernels[k].name,
-                                   bad[b], col, at, rc);
+                        UNIT_FAIL_("%s with %g in column %d at %zu: rc %d", kernels[k].name, bad[b],
+                                   col, at, rc);
                     if (!reads && rc != 0)
-                        UNIT_FAIL_("%s failed on a column it does not read: rc %d",
-                                   kernels[k].name, rc);
+                        UNIT_FAIL_("%s failed on a column it does not read: rc %d", kernels[k].name,
+                                   rc);
                 }
             }
 }
