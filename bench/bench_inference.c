@@ -9,9 +9,9 @@
  * under a few seconds. cycles is the median of user-mode CPU cycles per
  * call (Linux perf counter; omitted where perf_event_open is not
  * allowed): unlike wall time it does not grow when other processes share
- * the cores, so it is the figure to compare on a busy machine. Inputs cycle through 64 random raw feature vectors
- * so tree branches are not all predicted. Single-threaded, one model at a
- * time, scratch allocated once (as the server does per thread).
+ * the cores, so it is the figure to compare on a busy machine. Inputs cycle through 64 random raw
+ * feature vectors so tree branches are not all predicted. Single-threaded, one model at a time,
+ * scratch allocated once (as the server does per thread).
  *
  * Usage: bench_inference [filter]   (runs only models whose name contains
  * filter)
@@ -75,9 +75,9 @@ static void holder_free(struct holder *h)
         free(h->p[--h->n]);
 }
 
-static char *feature_names[NF] = {"rsi:14",        "macd",      "macd_signal", "macd_hist",
-                                  "natr:14",       "ema_dist:12", "ema_dist:26", "bb_pctb:20:2",
-                                  "bb_width:20:2", "ret:1",     "ret:5",       "vol:20",
+static char *feature_names[NF] = {"rsi:14",        "macd",           "macd_signal", "macd_hist",
+                                  "natr:14",       "ema_dist:12",    "ema_dist:26", "bb_pctb:20:2",
+                                  "bb_width:20:2", "ret:1",          "ret:5",       "vol:20",
                                   "zscore:60",     "volume_ratio:20"};
 static char *class_names[3] = {"LONG", "SHORT", "NO_TRADE"};
 static double tp_r[3] = {1, 2, 3};

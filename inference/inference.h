@@ -39,7 +39,7 @@ typedef struct inference_policy {
     double min_confidence;
     uint32_t atr_period;
     int64_t max_age_s;
-    double eta_candles[2];  /* LONG, SHORT; NaN when unknown */
+    double eta_candles[2];                /* LONG, SHORT; NaN when unknown */
     double eta_candles_tp[INFERENCE_NTP]; /* per TP level; NaN when unknown */
 } inference_policy;
 
@@ -67,11 +67,16 @@ typedef struct inference_policy {
  * - Trees compare the double feature value with the double threshold
  *   (x < t or x <= t). scikit-learn and XGBoost compare float32 features;
  *   an importer reproduces that exactly by writing, per node, the double
- *   threshold at which the float32 rounding of x flips the comparison.
+ *   threshold at which the float32 rounding of x flips the comparison
+ *   (tools/predictd_model.py does). default_left is checked but, since
+ *   inference_run rejects NaN inputs, never decides a path.
  * - Conv1d is PyTorch's cross-correlation (no kernel flip), stride 1,
  *   dilation 1, zero padding on both ends. LSTM is torch.nn.LSTM with one
- *   layer, h0 = c0 = 0, gates i, f, g, o.
- * - All arithmetic is in double; sums run in input order.
+ *   layer, h0 = c0 = 0, gates i, f, g, o. GELU is the exact (erf) form.
+ * - All arithmetic is in double; each sum runs in input order. On CPUs
+ *   with AVX2+FMA the multiply-adds are fused and tanh/sigmoid come from
+ *   vectorised code within a few ulp of libm, so results can differ from
+ *   another machine's in the last bits (never near golden tolerances).
  */
 int inference_model_build(const Predictd__Model *msg, const Predictd__Scaler *scaler,
                           inference_model **out, char *why, size_t whylen);
@@ -115,11 +120,11 @@ int inference_check_golden(const inference_model *m, const Predictd__Model *msg,
 
 /* A directional call with its levels. */
 typedef struct inference_signal {
-    enum inference_class direction;     /* NO_TRADE when confidence is below min */
-    enum inference_class levels_for;    /* LONG or SHORT: the side the levels are for */
-    double confidence;                  /* probability of the chosen direction */
+    enum inference_class direction;  /* NO_TRADE when confidence is below min */
+    enum inference_class levels_for; /* LONG or SHORT: the side the levels are for */
+    double confidence;               /* probability of the chosen direction */
     double entry, stop_loss, tp[INFERENCE_NTP];
-    double eta_candles;                 /* median candles to TP1, NaN if unknown */
+    double eta_candles; /* median candles to TP1, NaN if unknown */
 } inference_signal;
 
 /*
@@ -148,6 +153,10 @@ int inference_signal_make(const inference_policy *policy, const double probs[INF
 const char *inference_class_name(enum inference_class c);
 /* Parses a class name (exact, case-sensitive); -1 if unknown or NULL. */
 int inference_class_parse(const char *s);
+
+/* The instruction set inference_run uses on this CPU: "avx2" (AVX2 with
+ * FMA) or "generic" (SSE2/NEON-width vectors). For logs and build info. */
+const char *inference_kernels_name(void);
 
 /* Numerically stable softmax of n logits divided by temperature, in place:
  * v[i] = exp(v[i]/T - max) / sum. A temperature that is not a positive

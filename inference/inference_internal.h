@@ -84,7 +84,7 @@ struct inf_node {
 };
 
 struct inference_model {
-    int kind; /* Predictd__ModelKind */
+    int kind;                    /* Predictd__ModelKind */
     const struct inf_kernels *k; /* chosen at build for this CPU */
     uint32_t n_features;
     uint32_t steps;
@@ -110,9 +110,9 @@ struct inference_model {
 
     /* TREES */
     size_t n_trees;
-    int32_t *roots;       /* node index of each tree's root */
-    uint8_t *tree_class;  /* the file's class index of each tree */
-    uint32_t *depth;      /* edges on each tree's longest path */
+    int32_t *roots;        /* node index of each tree's root */
+    uint8_t *tree_class;   /* the file's class index of each tree */
+    uint32_t *depth;       /* edges on each tree's longest path */
     uint32_t *group_depth; /* deepest of each group of INF_TREE_GROUP trees */
     struct inf_node *nodes;
     size_t n_nodes;

@@ -47,9 +47,9 @@ typedef unsigned long long vu __attribute__((vector_size(VW * 8)));
 /* np panels (np * INF_PANEL outputs, of which the first nout are stored)
  * from panel-packed weights w. Inlined with a constant np, so acc[] lives
  * in registers. */
-static inline __attribute__((always_inline)) void KNAME(dense_block)(
-    const int np, const double *restrict w, const double *restrict b, size_t in,
-    const double *restrict x, double *restrict y, size_t nout)
+static inline __attribute__((always_inline)) void
+KNAME(dense_block)(const int np, const double *restrict w, const double *restrict b, size_t in,
+                   const double *restrict x, double *restrict y, size_t nout)
 {
     vd acc[NPASS * NV];
 #pragma GCC unroll 16
@@ -170,7 +170,7 @@ static inline __attribute__((always_inline)) vd KNAME(relu_v)(vd x)
             memcpy((v) + i_ + VW, &b_, sizeof b_);                                                 \
         }                                                                                          \
         for (; i_ < (n); i_ += VW) {                                                               \
-            const size_t k_ = (n) - i_ < VW ? (n) - i_ : VW;                                       \
+            const size_t k_ = (n)-i_ < VW ? (n)-i_ : VW;                                           \
             double t_[VW] = {0};                                                                   \
             vd a_;                                                                                 \
             memcpy(t_, (v) + i_, k_ * sizeof(double));                                             \

@@ -47,7 +47,8 @@ static const struct inf_kernels kernels_avx2 = {
 
 const struct inf_kernels *inference__kernels_avx2(void)
 {
-    __builtin_cpu_init();
+    /* libgcc / compiler-rt fill the CPU model in a constructor, before
+     * main, so no __builtin_cpu_init() is needed (or racy) here. */
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         return &kernels_avx2;
     return NULL;

@@ -15,8 +15,10 @@
 #define VMAX_KEEPNAN(x, lo) ((vd)_mm_max_pd((__m128d)(lo), (__m128d)(x)))
 #define VMIN_KEEPNAN(x, hi) ((vd)_mm_min_pd((__m128d)(hi), (__m128d)(x)))
 #else
-#define VMAX_KEEPNAN(x, lo) ((vd){(x)[0] < (lo)[0] ? (lo)[0] : (x)[0], (x)[1] < (lo)[1] ? (lo)[1] : (x)[1]})
-#define VMIN_KEEPNAN(x, hi) ((vd){(x)[0] > (hi)[0] ? (hi)[0] : (x)[0], (x)[1] > (hi)[1] ? (hi)[1] : (x)[1]})
+#define VMAX_KEEPNAN(x, lo)                                                                        \
+    ((vd){(x)[0] < (lo)[0] ? (lo)[0] : (x)[0], (x)[1] < (lo)[1] ? (lo)[1] : (x)[1]})
+#define VMIN_KEEPNAN(x, hi)                                                                        \
+    ((vd){(x)[0] > (hi)[0] ? (hi)[0] : (x)[0], (x)[1] > (hi)[1] ? (hi)[1] : (x)[1]})
 #endif
 
 #define VW 2
@@ -32,4 +34,9 @@ const struct inf_kernels *inference__kernels_best(void)
 {
     const struct inf_kernels *k = inference__kernels_avx2();
     return k ? k : &inference__kernels_generic;
+}
+
+const char *inference_kernels_name(void)
+{
+    return inference__kernels_best()->name;
 }

@@ -306,14 +306,13 @@ static int policy_build(struct build *b, inference_model *m, const Predictd__Sig
                     p->min_confidence);
     uint32_t atr = p->atr_period ? p->atr_period : 14;
     if (atr > INFERENCE_MAX_WINDOW)
-        return fail(b, "policy: atr_period is %u, over the limit of %u", atr,
-                    INFERENCE_MAX_WINDOW);
+        return fail(b, "policy: atr_period is %u, over the limit of %u", atr, INFERENCE_MAX_WINDOW);
     if (p->max_age_s < 0)
         return fail(b, "policy: max_age_s is %lld, expected >= 0 (0 = never expires)",
                     (long long)p->max_age_s);
     if ((rc = eta_build(b, "eta_candles", p->eta_candles, p->n_eta_candles, 2, o->eta_candles)) ||
-        (rc = eta_build(b, "eta_candles_tp", p->eta_candles_tp, p->n_eta_candles_tp,
-                        INFERENCE_NTP, o->eta_candles_tp)))
+        (rc = eta_build(b, "eta_candles_tp", p->eta_candles_tp, p->n_eta_candles_tp, INFERENCE_NTP,
+                        o->eta_candles_tp)))
         return rc;
     o->sl_atr = p->sl_atr;
     o->horizon = p->horizon;
@@ -343,8 +342,8 @@ static int scaler_build(struct build *b, inference_model *m, const Predictd__Mod
         for (size_t i = 0; i < n; i++) {
             const char *f = s->features[i] ? s->features[i] : "";
             if (strcmp(f, msg->features[i]) != 0)
-                return fail(b, "scaler: features[%zu] is \"%.40s\", the model's is \"%.40s\"", i,
-                            f, msg->features[i]);
+                return fail(b, "scaler: features[%zu] is \"%.40s\", the model's is \"%.40s\"", i, f,
+                            msg->features[i]);
         }
     }
     if ((rc = check_finite(b, "scaler", "mean", s->mean, n)) ||
@@ -473,8 +472,8 @@ static int trees_build(struct build *b, inference_model *m, const Predictd__Tree
     m->depth = malloc(e->n_trees * sizeof *m->depth);
     m->group_depth = calloc(groups, sizeof *m->group_depth);
     m->nodes = malloc(total * sizeof *m->nodes);
-    if (!seen || !stack || !dep || !m->roots || !m->tree_class || !m->depth ||
-        !m->group_depth || !m->nodes) {
+    if (!seen || !stack || !dep || !m->roots || !m->tree_class || !m->depth || !m->group_depth ||
+        !m->nodes) {
         rc = oom(b);
         goto out;
     }
@@ -524,8 +523,8 @@ static int conv_build(struct build *b, const char *what, const Predictd__Conv1d 
         (rc = check_width(b, what, "kernel", c->kernel)))
         return rc;
     if (c->in_channels != cin)
-        return fail(b, "%s: in_channels is %u, expected %u (the previous output's channels)",
-                    what, c->in_channels, cin);
+        return fail(b, "%s: in_channels is %u, expected %u (the previous output's channels)", what,
+                    c->in_channels, cin);
     if (c->padding > INFERENCE_MAX_WIDTH)
         return fail(b, "%s: padding is %u, over the limit of %u", what, c->padding,
                     INFERENCE_MAX_WIDTH);
@@ -608,8 +607,8 @@ static int lstm_build(struct build *b, const Predictd__Lstm *l, uint32_t in, str
         memcpy(w + g * cols + in, l->weight_hh + g * H, H * sizeof(double));
         bias[g] = l->bias_ih[g] + l->bias_hh[g];
     }
-    rc = dense_pack(&dst->gates, (uint32_t)cols, (uint32_t)G, PREDICTD__ACTIVATION__LINEAR, w,
-                    bias);
+    rc =
+        dense_pack(&dst->gates, (uint32_t)cols, (uint32_t)G, PREDICTD__ACTIVATION__LINEAR, w, bias);
     free(w);
     free(bias);
     if (rc)
@@ -672,7 +671,7 @@ static int sequence_build(struct build *b, inference_model *m, const Predictd__S
         from = "the LSTM's hidden_size";
         scratch_add(&scratch, (uint64_t)m->lstm.in + ch); /* [x_t ; h] */
         scratch_add(&scratch, 4 * (uint64_t)ch);          /* gates */
-        scratch_add(&scratch, ch);                         /* c */
+        scratch_add(&scratch, ch);                        /* c */
     }
     if ((rc = stack_build(b, m, "sequence.head", s->head, s->n_head, ch, from, false)))
         return rc;
@@ -697,13 +696,11 @@ static int body_check(struct build *b, const Predictd__Model *msg)
     if ((want_layers && !layers) || (want_trees && !trees) || (want_seq && !seq))
         return fail(b, "kind %s without its body: %s is missing", kind_name(kind), body);
     if (layers && !want_layers)
-        return fail(b, "kind %s also has layers (only SOFTMAX and MLP have them)",
-                    kind_name(kind));
+        return fail(b, "kind %s also has layers (only SOFTMAX and MLP have them)", kind_name(kind));
     if (trees && !want_trees)
         return fail(b, "kind %s also has a trees body (only TREES has one)", kind_name(kind));
     if (seq && !want_seq)
-        return fail(b, "kind %s also has a sequence body (only SEQUENCE has one)",
-                    kind_name(kind));
+        return fail(b, "kind %s also has a sequence body (only SEQUENCE has one)", kind_name(kind));
     if (kind == PREDICTD__MODEL_KIND__SOFTMAX && msg->n_layers != 1)
         return fail(b, "kind SOFTMAX has %zu layers, expected exactly 1", msg->n_layers);
     return 0;

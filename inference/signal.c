@@ -56,8 +56,8 @@ int inference_signal_make(const inference_policy *policy, const double probs[INF
         s.direction = INFERENCE_NO_TRADE;
     s.confidence = probs[s.direction];
 
-    s.levels_for = probs[INFERENCE_LONG] >= probs[INFERENCE_SHORT] ? INFERENCE_LONG
-                                                                     : INFERENCE_SHORT;
+    s.levels_for =
+        probs[INFERENCE_LONG] >= probs[INFERENCE_SHORT] ? INFERENCE_LONG : INFERENCE_SHORT;
     const double sign = s.levels_for == INFERENCE_LONG ? 1.0 : -1.0;
     s.entry = entry;
     s.stop_loss = entry - sign * policy->sl_atr * atr;
