@@ -48,6 +48,11 @@
  * computation (macd/macd_signal/macd_hist, bb_pctb/bb_width with the same
  * parameters, stoch_k/stoch_d, ...) into one "slot", computed once per call.
  *
+ * Beyond features.h's codes: features_compute() and features_atr_last()
+ * also refuse a zero price (PD_EINVAL: every ratio to the close needs a
+ * positive one), a window over 10 million candles (PD_ETOOBIG), and return
+ * PD_ENOMEM when the scratch cannot grow.
+ *
  * Threading and memory: a features_set is immutable after features_set_new()
  * and may be shared by threads. features_compute() keeps one scratch array
  * per thread (thread-local, grown to the largest window seen, never shrunk);
@@ -71,6 +76,7 @@
 #define MAX_FEATURES 512 /* most features in one set */
 #define MAX_SPEC_PERIOD 1000
 #define MAX_BB_K 10.0
+#define MAX_WINDOW 10000000 /* candles in one window (keeps scratch sizes sane) */
 
 /* ------------------------------------------------------------------------ */
 /* The catalogue                                                             */
@@ -500,6 +506,8 @@ static double *scratch_get(size_t need)
 
 void features__scratch_release(void)
 {
+    if (!scratch)
+        return; /* this thread never grew it (nor ran scratch_once) */
     if (scratch_key_ok)
         pthread_setspecific(scratch_key, NULL);
     free(scratch);
@@ -649,6 +657,8 @@ int features_compute(const features_set *s, const features_candle *window, size_
         return PD_EINVAL;
     if (n < s->min_window || n == 0)
         return PD_ENODATA;
+    if (n > MAX_WINDOW)
+        return PD_ETOOBIG;
     size_t need = 4 * n + 3 * s->nslots + s->count + s->tmp_fixed + (s->tmp_n ? n : 0);
     double *w = scratch_get(need);
     if (!w)
@@ -679,6 +689,8 @@ int features_atr_last(const features_candle *c, size_t n, int period, double *ou
 {
     if (!c || !out || period < 1 || period > FEATURES_MAX_PERIOD)
         return PD_EINVAL;
+    if (n > MAX_WINDOW)
+        return PD_ETOOBIG;
     double *w = scratch_get(4 * n + 1);
     if (!w)
         return PD_ENOMEM;

@@ -426,6 +426,10 @@ TEST(compute_needs_min_window)
     CHECK_EQ_INT(features_compute(s, w, 60, out), 0);
     for (int i = 0; i < 14; i++)
         CHECK(isfinite(out[i]));
+    /* absurd lengths are refused before anything is read */
+    CHECK_EQ_INT(features_compute(s, w, 10000001, out), PD_ETOOBIG);
+    double atr;
+    CHECK_EQ_INT(features_atr_last(w, 10000001, 14, &atr), PD_ETOOBIG);
     CHECK_EQ_INT(features_compute(NULL, w, 60, out), PD_EINVAL);
     CHECK_EQ_INT(features_compute(s, NULL, 60, out), PD_EINVAL);
     CHECK_EQ_INT(features_compute(s, w, 60, NULL), PD_EINVAL);
