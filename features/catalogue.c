@@ -42,7 +42,10 @@
  * Window semantics: a feature uses exactly the candles passed in. The
  * recursive ones (EMA, MACD, RSI, ATR, ADX) start at the window's first
  * candle, so their value depends on where the window starts; training and
- * serving pass the same windows and so get bit-identical vectors.
+ * serving pass the same windows to the same binary and so get bit-identical
+ * vectors (one fixed order of operations, no state kept between calls).
+ * Candle times are not looked at: gaps and staleness are the loader's
+ * business. No I/O here.
  *
  * Sharing: features_set_new() collapses features that need the same
  * computation (macd/macd_signal/macd_hist, bb_pctb/bb_width with the same
