@@ -8,8 +8,15 @@
  *                               probable class, probability >= min_confidence)
  *                               and the share whose label is that side
  *   calls_long, hit_rate_long, calls_short, hit_rate_short
- *   baseline_accuracy           always the train slice's majority class
- *   baseline_log_loss, baseline_brier   the train class frequencies as probabilities
+ *   baseline_accuracy           always the test slice's most frequent class:
+ *                               the no-information rate, the strictest
+ *                               constant predictor (it knows the test
+ *                               slice's majority; the train slice's may
+ *                               differ and would make a weaker baseline)
+ *   baseline_class              that class (0 LONG, 1 SHORT, 2 NO_TRADE)
+ *   baseline_log_loss, baseline_brier   the train slice's class frequencies
+ *                               as probabilities (a predictor that cannot
+ *                               peek)
  *   baseline_calls, baseline_hit_rate_calls   only when the majority is a
  *                               direction (for NO_TRADE the baseline calls
  *                               nothing: n/a, so absent)
@@ -126,11 +133,16 @@ void training__evaluate(const training__eval_in *in, training_result *res)
         if (calls[c])
             training__metric_add(res, name, (double)hits[c] / (double)calls[c]);
     }
-    res->baseline_accuracy = (double)lab[in->majority] / dn;
+    int majority = 0;
+    for (int c = 1; c < INFERENCE_NCLASS; c++)
+        if (lab[c] > lab[majority])
+            majority = c;
+    res->baseline_accuracy = (double)lab[majority] / dn;
     training__metric_add(res, "baseline_accuracy", res->baseline_accuracy);
+    training__metric_add(res, "baseline_class", majority);
     training__metric_add(res, "baseline_log_loss", bll / dn);
     training__metric_add(res, "baseline_brier", bbrier / dn);
-    if (in->majority != INFERENCE_NO_TRADE) {
+    if (majority != INFERENCE_NO_TRADE) {
         training__metric_add(res, "baseline_calls", dn);
         training__metric_add(res, "baseline_hit_rate_calls", res->baseline_accuracy);
     }

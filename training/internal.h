@@ -98,7 +98,6 @@ typedef struct training__eval_in {
     const size_t *idx; /* rows of y evaluated, probs row k for idx[k] */
     size_t n;
     double min_confidence;
-    int majority;                   /* the train slice's most frequent class */
     double prior[INFERENCE_NCLASS]; /* train class frequencies */
 } training__eval_in;
 

@@ -416,12 +416,9 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
     for (size_t k = 0; k < r.n_train; k++)
         count[r.ds.y[r.train[k]].cls]++;
     double cw[INFERENCE_NCLASS], prior[INFERENCE_NCLASS];
-    int majority = INFERENCE_NO_TRADE;
     for (int c = 0; c < INFERENCE_NCLASS; c++) {
         cw[c] = count[c] ? (double)r.n_train / (INFERENCE_NCLASS * (double)count[c]) : 0.0;
         prior[c] = (double)count[c] / (double)r.n_train;
-        if (count[c] > count[majority])
-            majority = c;
     }
     training__rng rng;
     training__rng_seed(&rng, p->seed);
@@ -486,7 +483,6 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
         .idx = r.test,
         .n = r.n_test,
         .min_confidence = p->policy.min_confidence,
-        .majority = majority,
     };
     memcpy(ev.prior, prior, sizeof prior);
     training__evaluate(&ev, res);

@@ -62,18 +62,16 @@ void training_result_print(const training_result *r, FILE *f)
     row1(f, "recall NO_TRADE", M("recall_no_trade"), 4);
     row1(f, "validation log-loss", M("val_log_loss"), 4);
 #undef M
-    fprintf(f, "  (baseline: always the train slice's majority class; its calls and hit rate\n"
-               "   are n/a when that class is NO_TRADE)\n\n");
+    fprintf(f, "  (baseline accuracy, calls, hit rate: always the test slice's most frequent\n"
+               "   class, the no-information rate; its calls are n/a when that class is\n"
+               "   NO_TRADE. Baseline log-loss and brier: the train class frequencies.)\n\n");
     if (r->old_version)
         fprintf(f, "promotion   new %.5f vs serving v%" PRIu32 " %.5f log-loss on %zu samples\n",
                 r->new_log_loss, r->old_version, r->old_log_loss, r->compared);
     const char *what = r->outcome == TRAINING_PUBLISHED  ? "published"
                        : r->outcome == TRAINING_REJECTED ? "rejected"
                                                          : "not published";
-    fprintf(f, "result      %s", what);
-    if (r->outcome == TRAINING_PUBLISHED)
-        fprintf(f, " %s v%" PRIu32, r->target, r->version);
-    fprintf(f, "%s%s\n", r->message[0] ? ": " : "", r->message);
+    fprintf(f, "result      %s\n", r->message[0] ? r->message : what);
 }
 
 void training_result_metrics_json(const training_result *r, util_buf *b)
