@@ -699,9 +699,28 @@ def _torch_test(name, cfg, classes):
 # The CLIs end to end
 
 def _cli(script, *args):
+    """Runs an exporter as users do: a separate /usr/bin/python3 process."""
     r = subprocess.run([PY, os.path.join(TOOLS, script)] + list(args), capture_output=True,
                        text=True, timeout=120)
     return r.returncode, r.stdout.strip(), r.stderr.strip()
+
+
+def _main(script, *args):
+    """The same exporter's main() in this process (no interpreter start-up):
+    (exit code, stdout, error message) as run_cli would give them."""
+    import contextlib
+    import io
+    mod = __import__(script[:-3])
+    out, err = io.StringIO(), io.StringIO()
+    rc = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = mod.main(list(args))
+        except pm.ExportError as e:
+            rc, err = 1, io.StringIO("error: %s" % e)
+        except SystemExit as e:  # argparse
+            rc = e.code
+    return rc, out.getvalue().strip(), err.getvalue().strip()
 
 
 def test_cli_sklearn():
@@ -739,15 +758,15 @@ def test_cli_sklearn():
     check_with_predictd(out, Xt, gb.predict_proba(Xt), m.classes)
     # errors: unknown estimator, wrong feature count, bad policy
     joblib.dump(ss, os.path.join(work, "ss.joblib"))
-    rc, _, err = _cli("export_sklearn.py", "--model", os.path.join(work, "ss.joblib"),
+    rc, _, err = _main("export_sklearn.py", "--model", os.path.join(work, "ss.joblib"),
                       "--out", os.path.join(work, "x"))
     assert rc == 1 and "unsupported estimator" in err, err
-    rc, _, err = _cli("export_sklearn.py", "--model", mp, "--features", "rsi:14,ret:1",
+    rc, _, err = _main("export_sklearn.py", "--model", mp, "--features", "rsi:14,ret:1",
                       "--out", os.path.join(work, "x"))
     assert rc == 1 and "reads 14 features, 2 specs" in err, err
-    rc, _, err = _cli("export_sklearn.py", "--model", mp, "--tp-r", "3,2,1", "--dry-run")
+    rc, _, err = _main("export_sklearn.py", "--model", mp, "--tp-r", "3,2,1", "--dry-run")
     assert rc == 1 and "ascending" in err, err
-    rc, out, err = _cli("export_sklearn.py", "--model", mp, "--dry-run")
+    rc, out, err = _main("export_sklearn.py", "--model", mp, "--dry-run")
     assert rc == 0 and out.startswith("ok: 8 golden cases"), out + err
     # a 5-feature logistic regression behind a separate scaler, specs from a file
     from sklearn.linear_model import LogisticRegression
@@ -759,7 +778,7 @@ def test_cli_sklearn():
     joblib.dump(ss5, os.path.join(work, "ss5.joblib"))
     with open(os.path.join(work, "specs.txt"), "w") as f:
         f.write("# model inputs\n" + "\n".join(specs) + "\n")
-    rc, out, err = _cli("export_sklearn.py", "--model", os.path.join(work, "lr5.joblib"),
+    rc, out, err = _main("export_sklearn.py", "--model", os.path.join(work, "lr5.joblib"),
                         "--scaler", os.path.join(work, "ss5.joblib"), "--features",
                         "@" + os.path.join(work, "specs.txt"), "--window", "80",
                         "--models-dir", models, "--symbol", "XRPUSDT", "--timeframe", "1d")
@@ -769,7 +788,7 @@ def test_cli_sklearn():
     close(sc5.scale, ss5.scale_, 0, "scaler scale")
     Xt5 = Xt[:, cols]
     check_with_predictd(out, Xt5, lr5.predict_proba(ss5.transform(Xt5)), m5.classes)
-    rc, _, err = _cli("export_sklearn.py", "--model", mp, "--models-dir", models)
+    rc, _, err = _main("export_sklearn.py", "--model", mp, "--models-dir", models)
     assert rc == 1 and "--symbol" in err, err
 
 
@@ -789,7 +808,7 @@ def test_cli_xgboost():
     Xt, _ = data(200, 81)
     f32, _, _ = ex.library_proba(b, Xt, 5)
     check_with_predictd(out_dir, Xt, f32, m.classes)
-    rc, _, err = _cli("export_xgboost.py", "--model", mp, "--rounds", "9", "--dry-run")
+    rc, _, err = _main("export_xgboost.py", "--model", mp, "--rounds", "9", "--dry-run")
     assert rc == 1 and "rounds 9" in err, err
 
 
@@ -816,7 +835,7 @@ def test_cli_torch():
     check_with_predictd(out, Xt, p32, m.classes)
     bad = os.path.join(work, "bad.pt")
     need("torch").save({"state_dict": net.state_dict()}, bad)
-    rc, _, err = _cli("export_torch.py", "--checkpoint", bad, "--dry-run")
+    rc, _, err = _main("export_torch.py", "--checkpoint", bad, "--dry-run")
     assert rc == 1 and "not a predictd-convlstm-1 checkpoint" in err, err
 
 
