@@ -23,12 +23,12 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-missing-field-initializers
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu17 $(WARN) -pthread -I. -I$(BUILD)/gen $(PKG_CFLAGS) \
+override CFLAGS += -std=gnu17 $(WARN) -pthread -I. -I$(BUILD)/gen $(PKG_CFLAGS) \
            -DPREDICTD_VERSION='"$(VERSION)"' -DPREDICTD_COMMIT='"$(COMMIT)"'
-LDLIBS  += $(PKG_LIBS) -lm -pthread
+override LDLIBS += $(PKG_LIBS) -lm -pthread
 ifneq ($(SANITIZER),)
-CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-LDFLAGS += -fsanitize=$(SANITIZER)
+override CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+override LDFLAGS += -fsanitize=$(SANITIZER)
 endif
 
 VERSION := 0.1.0
