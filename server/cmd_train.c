@@ -72,6 +72,8 @@ static void usage(FILE *f)
                "  --promote-if-better    publish only if the new model's log-loss on the\n"
                "                         most recent test window is below the serving one's\n"
                "  --dry-run              train and report, publish nothing\n"
+               "  --now T                act as if it were T: candles closed by then, and\n"
+               "                         trained_at (with --seed: byte-identical reruns)\n"
                "  --models-dir DIR       repository (PREDICTD_MODELS_DIR, ./models)\n"
                "  --database-url URL     PostgreSQL (PREDICTD_DATABASE_URL)\n"
                "  --verbose              log progress details\n"
@@ -85,6 +87,13 @@ static const char *const param_flags[] = {
     "window",  "val-frac",       "test-frac",     "seed",      "sl-atr",   "tp-r",
     "horizon", "min-confidence", "atr-period",    "max-age-s", "now",      NULL,
 };
+
+/* The setter's message without its "name: " prefix (the flag is printed). */
+static const char *reason(const char *why)
+{
+    const char *r = strstr(why, ": ");
+    return r ? r + 2 : why;
+}
 
 typedef struct progress_state {
     const char *series;
@@ -211,7 +220,7 @@ int cmd_train(int argc, char **argv)
         if (!strcmp(name, "symbol") || !strcmp(name, "symbols")) {
             symbols = v;
             if (training_params_set(&p, "symbols", v, why, sizeof why) != 0) {
-                fprintf(stderr, "predictd train: --%s: %s\n", name, why);
+                fprintf(stderr, "predictd train: --%s: %s\n", name, reason(why));
                 return 2;
             }
             continue;
@@ -232,7 +241,7 @@ int cmd_train(int argc, char **argv)
             return 2;
         }
         if (training_params_set(&p, name, v, why, sizeof why) != 0) {
-            fprintf(stderr, "predictd train: --%s: %s\n", name, why);
+            fprintf(stderr, "predictd train: --%s: %s\n", name, reason(why));
             return 2;
         }
     }

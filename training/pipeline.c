@@ -289,6 +289,7 @@ static int compare_with_serving(run *r, bool *better)
     res->compared = compared;
     const char *owner = registry_version_owner(v);
     bool fallback = owner && strcmp(owner, res->target) != 0;
+    snprintf(res->old_series, sizeof res->old_series, "%s", owner ? owner : res->target);
     if (compared == 0) {
         *better = false;
         say(r, 0,

@@ -66,8 +66,8 @@ void training_result_print(const training_result *r, FILE *f)
                "   class, the no-information rate; its calls are n/a when that class is\n"
                "   NO_TRADE. Baseline log-loss and brier: the train class frequencies.)\n\n");
     if (r->old_version)
-        fprintf(f, "promotion   new %.5f vs serving v%" PRIu32 " %.5f log-loss on %zu samples\n",
-                r->new_log_loss, r->old_version, r->old_log_loss, r->compared);
+        fprintf(f, "promotion   log-loss new %.5f vs serving %s v%" PRIu32 " %.5f on %zu samples\n",
+                r->new_log_loss, r->old_series, r->old_version, r->old_log_loss, r->compared);
     const char *what = r->outcome == TRAINING_PUBLISHED  ? "published"
                        : r->outcome == TRAINING_REJECTED ? "rejected"
                                                          : "not published";

@@ -198,6 +198,7 @@ typedef struct training_result {
     /* Promotion: the serving version compared with, 0 when none; the
      * log-losses of both on the compared test samples. */
     uint32_t old_version;
+    char old_series[TRAINING_NAME_LEN]; /* where it serves from: the target or "_default" */
     double new_log_loss, old_log_loss;
     size_t compared;
     char message[256]; /* a one-line summary, or why it was rejected */

@@ -778,6 +778,49 @@ static bool is_fitting(const training_job_info *i)
     return i->state == TRAINING_JOB_RUNNING && strcmp(i->stage, "fit") == 0;
 }
 
+/* A thread of this process at nice 10 bound to one CPU (the worker). */
+static bool confined_worker_exists(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return false;
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], *text = NULL;
+        size_t len = 0;
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        if (util_read_file(path, 4096, &text, &len) != 0)
+            continue;
+        const char *p = strrchr(text, ')');
+        int nice = 0;
+        for (int field = 3; p && field <= 19; field++) {
+            p = strchr(p + 1, ' ');
+            if (p && field == 19)
+                nice = atoi(p + 1);
+        }
+        free(text);
+        if (nice != 10)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+        if (util_read_file(path, 1 << 16, &text, &len) != 0)
+            continue;
+        const char *c = strstr(text, "Cpus_allowed_list:");
+        if (c) {
+            c += strlen("Cpus_allowed_list:");
+            while (*c == ' ' || *c == '\t')
+                c++;
+            size_t span = strcspn(c, "\n");
+            found = memchr(c, ',', span) == NULL && memchr(c, '-', span) == NULL;
+        }
+        free(text);
+    }
+    closedir(d);
+    return found;
+}
+
 static int jobs_start(const char *dir, training_jobs **j)
 {
     training_jobs_config cfg = {
@@ -898,6 +941,7 @@ TEST(test_jobs_cancel_running_and_queued)
 
     training_job_info r = wait_job(j, id, is_fitting);
     CHECK_EQ_INT(r.state, TRAINING_JOB_RUNNING);
+    CHECK(confined_worker_exists()); /* nice 10, one CPU */
     training_job_info qi;
     CHECK_EQ_INT(training_jobs_get(j, id_q, &qi), 0);
     CHECK_EQ_INT(qi.state, TRAINING_JOB_QUEUED);
