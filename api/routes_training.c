@@ -1,0 +1,211 @@
+/*
+ * routes_training.c: background training jobs over the admin API.
+ *
+ *   POST   /admin/training        start a job: {"symbols": "BTCUSDT", "timeframe": "15m", ...}
+ *   GET    /admin/training        recent jobs, newest first
+ *   GET    /admin/training/{id}   one job: state, progress, metrics, error
+ *   DELETE /admin/training/{id}   cancel it
+ *
+ * The body's keys are exactly the parameter names of training_params_set
+ * (and of `predictd train`'s flags); values may be strings, numbers,
+ * booleans or arrays (joined with commas). Jobs started here publish only
+ * when better than the serving version unless the body says
+ * "promote_if_better": false. The work runs on the training worker thread,
+ * never on a request thread.
+ */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/http_internal.h"
+#include "training/training.h"
+
+/* Writes a JSON scalar or array of scalars as the text training_params_set
+ * reads. Returns false for objects, nulls and nested arrays. */
+static bool value_text(json_t *v, util_buf *out)
+{
+    if (json_is_string(v)) {
+        util_buf_puts(out, json_string_value(v));
+    } else if (json_is_integer(v)) {
+        util_buf_printf(out, "%lld", (long long)json_integer_value(v));
+    } else if (json_is_real(v)) {
+        util_buf_printf(out, "%.17g", json_real_value(v));
+    } else if (json_is_boolean(v)) {
+        util_buf_puts(out, json_is_true(v) ? "true" : "false");
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e)
+        {
+            if (json_is_array(e) || !value_text(e, out))
+                return false;
+            if (i + 1 < json_array_size(v))
+                util_buf_puts(out, ",");
+        }
+    } else {
+        return false;
+    }
+    return true;
+}
+
+static training_jobs *jobs_of(struct api_request *rq)
+{
+    training_jobs *j = rq->ctx->opt.jobs;
+    if (!j)
+        api_reply_error(rq, PD_ENOTREADY,
+                        "background training is not available (no database configured)");
+    return j;
+}
+
+static void reply_job(struct api_request *rq, int status, const training_job_info *info)
+{
+    util_buf b;
+    util_buf_init(&b);
+    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
+    api_timestamp(&b, rq->now);
+    util_buf_puts(&b, ",\"job\":");
+    training_job_json(info, &b);
+    util_buf_puts(&b, "}");
+    api_reply_json(rq, status, &b);
+    util_buf_cleanup(&b);
+}
+
+void api_route_training_start(struct api_request *rq)
+{
+    training_jobs *jobs = jobs_of(rq);
+    if (!jobs)
+        return;
+    json_error_t jerr;
+    json_t *body = rq->req->binary_body_length
+                       ? json_loadb(rq->req->binary_body, rq->req->binary_body_length, 0, &jerr)
+                       : NULL;
+    if (!body || !json_is_object(body)) {
+        json_decref(body);
+        api_reply_error(rq, PD_EPARSE,
+                        "body must be a JSON object such as {\"symbols\": \"BTCUSDT\", "
+                        "\"timeframe\": \"15m\"}");
+        return;
+    }
+    training_params p;
+    training_params_default(&p);
+    p.promote_if_better = true;
+    char why[512] = "";
+    int rc = 0;
+    const char *key;
+    json_t *v;
+    util_buf text;
+    util_buf_init(&text);
+    json_object_foreach(body, key, v)
+    {
+        util_buf_reset(&text);
+        util_buf_puts(&text, "");
+        const char *name = strcmp(key, "symbol") == 0 ? "symbols" : key;
+        if (!value_text(v, &text) || !util_buf_ok(&text)) {
+            snprintf(why, sizeof why, "%s: expected a string, number, boolean or array", key);
+            rc = PD_EINVAL;
+            break;
+        }
+        if ((rc = training_params_set(&p, name, text.data, why, sizeof why)) != 0)
+            break;
+    }
+    util_buf_cleanup(&text);
+    json_decref(body);
+    if (rc == 0)
+        rc = training_params_validate(&p, why, sizeof why);
+    int64_t id = 0;
+    if (rc == 0)
+        rc = training_jobs_submit(jobs, &p, &id, why, sizeof why);
+    if (rc) {
+        api_reply_error(rq, rc, why[0] ? why : NULL);
+        return;
+    }
+    training_job_info info;
+    if (training_jobs_get(jobs, id, &info) != 0) {
+        api_reply_error(rq, PD_EINTERNAL, "the job vanished after it was queued");
+        return;
+    }
+    LOG_INFO("api", "training job %lld queued for %s %s", (long long)id, info.symbol,
+             info.timeframe);
+    reply_job(rq, 202, &info);
+}
+
+void api_route_training_list(struct api_request *rq)
+{
+    training_jobs *jobs = jobs_of(rq);
+    if (!jobs)
+        return;
+    training_job_info *list = NULL;
+    size_t n = 0;
+    int rc = training_jobs_list(jobs, 50, &list, &n);
+    if (rc) {
+        api_reply_error(rq, rc, NULL);
+        return;
+    }
+    util_buf b;
+    util_buf_init(&b);
+    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
+    api_timestamp(&b, rq->now);
+    util_buf_printf(&b, ",\"count\":%zu,\"jobs\":[", n);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            util_buf_puts(&b, ",");
+        training_job_json(&list[i], &b);
+    }
+    util_buf_puts(&b, "]}");
+    api_reply_json(rq, 200, &b);
+    util_buf_cleanup(&b);
+    free(list);
+}
+
+/* The {id} path parameter as a positive integer; replies 400 otherwise. */
+static bool job_id(struct api_request *rq, int64_t *id)
+{
+    const char *s = api_query(rq, "id");
+    char *end = NULL;
+    long long v = s ? strtoll(s, &end, 10) : 0;
+    if (!s || *s < '1' || *s > '9' || *end || v <= 0) {
+        api_reply_error(rq, PD_EINVAL, "job id must be a positive integer");
+        return false;
+    }
+    *id = v;
+    return true;
+}
+
+void api_route_training_get(struct api_request *rq)
+{
+    training_jobs *jobs = jobs_of(rq);
+    int64_t id;
+    if (!jobs || !job_id(rq, &id))
+        return;
+    training_job_info info;
+    int rc = training_jobs_get(jobs, id, &info);
+    if (rc) {
+        api_reply_errorf(rq, rc, "no training job %lld", (long long)id);
+        return;
+    }
+    reply_job(rq, 200, &info);
+}
+
+void api_route_training_cancel(struct api_request *rq)
+{
+    training_jobs *jobs = jobs_of(rq);
+    int64_t id;
+    if (!jobs || !job_id(rq, &id))
+        return;
+    int rc = training_jobs_cancel(jobs, id);
+    if (rc == PD_ENOTFOUND) {
+        api_reply_errorf(rq, rc, "no training job %lld", (long long)id);
+        return;
+    }
+    if (rc == PD_EINVAL) {
+        api_reply_errorf(rq, PD_EBUSY, "training job %lld already finished", (long long)id);
+        return;
+    }
+    training_job_info info;
+    if (rc || training_jobs_get(jobs, id, &info) != 0) {
+        api_reply_error(rq, rc ? rc : PD_EINTERNAL, NULL);
+        return;
+    }
+    LOG_INFO("api", "training job %lld cancel requested", (long long)id);
+    reply_job(rq, 200, &info);
+}
