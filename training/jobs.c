@@ -72,6 +72,10 @@ struct training_jobs {
     bool stopping;
     int64_t next_id; /* without a database */
     uint64_t next_retrain_ns;
+    bool running;
+    uint64_t finished, failed;
+    int64_t last_activity;
+    char last_error[256];
 
     pthread_t worker;
 };
@@ -452,6 +456,13 @@ static void run_job(training_jobs *j, job *x)
                  res && res->message[0] ? res->message : util_strerror(rc));
     }
     i->stage[0] = '\0';
+    j->running = false;
+    j->finished++;
+    j->last_activity = i->finished_at;
+    if (i->state == TRAINING_JOB_FAILED) {
+        j->failed++;
+        snprintf(j->last_error, sizeof j->last_error, "job %" PRId64 ": %.200s", i->id, i->error);
+    }
     snap = *i;
     pthread_mutex_unlock(&j->lock);
     LOG_INFO(MOD, "job %" PRId64 " %s/%s %s%s%s", snap.id, snap.symbol, snap.timeframe,
@@ -476,6 +487,8 @@ static void *worker_main(void *arg)
             x->info.state = TRAINING_JOB_RUNNING;
             x->info.started_at = util_now();
             snprintf(x->info.stage, sizeof x->info.stage, "load");
+            j->running = true;
+            j->last_activity = x->info.started_at;
             training_job_info snap = x->info;
             pthread_mutex_unlock(&j->lock);
             persist(j, &snap);
@@ -818,6 +831,22 @@ int training_jobs_cancel(training_jobs *j, int64_t id)
         persist(j, &snap);
     }
     return rc;
+}
+
+void training_jobs_stats_get(training_jobs *j, training_jobs_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!j)
+        return;
+    pthread_mutex_lock(&j->lock);
+    out->running = j->running;
+    out->queued = j->queued;
+    out->finished = j->finished;
+    out->failed = j->failed;
+    out->last_activity = j->last_activity;
+    out->retrain_interval_s = j->interval_s;
+    memcpy(out->last_error, j->last_error, sizeof out->last_error);
+    pthread_mutex_unlock(&j->lock);
 }
 
 /* ---------------------------------------------------------------------------

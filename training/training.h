@@ -336,6 +336,18 @@ int training_jobs_list(training_jobs *j, size_t limit, training_job_info **out, 
  * check (between batches). Returns 0, PD_ENOTFOUND, or PD_EINVAL when the
  * job already finished. */
 int training_jobs_cancel(training_jobs *j, int64_t id);
+/* A summary for /health/status and /metrics. Quick (one short lock). */
+typedef struct training_jobs_stats {
+    bool running;               /* a job runs now */
+    size_t queued;              /* jobs waiting */
+    uint64_t finished;          /* jobs that ended since start (any final state) */
+    uint64_t failed;            /* of which failed */
+    int64_t last_activity;      /* Unix seconds of the last start or end; 0: none yet */
+    int64_t retrain_interval_s; /* the schedule; 0 = off */
+    char last_error[256];       /* the last failed job's error; "" when none */
+} training_jobs_stats;
+void training_jobs_stats_get(training_jobs *j, training_jobs_stats *out);
+
 /* Queues a retrain of every series with a serving version now (what the
  * schedule does each interval). Returns the number queued or a negative
  * code. Needs cfg.reg. */

@@ -942,6 +942,10 @@ TEST(test_jobs_cancel_running_and_queued)
     training_job_info r = wait_job(j, id, is_fitting);
     CHECK_EQ_INT(r.state, TRAINING_JOB_RUNNING);
     CHECK(confined_worker_exists()); /* nice 10, one CPU */
+    training_jobs_stats st;
+    training_jobs_stats_get(j, &st);
+    CHECK(st.running);
+    CHECK_EQ_INT(st.queued, 1);
     training_job_info qi;
     CHECK_EQ_INT(training_jobs_get(j, id_q, &qi), 0);
     CHECK_EQ_INT(qi.state, TRAINING_JOB_QUEUED);
@@ -1094,6 +1098,14 @@ TEST(test_jobs_without_database)
     CHECK_EQ_INT(i.state, TRAINING_JOB_FAILED);
     CHECK(i.error[0] != '\0');
     CHECK_EQ_INT(training_jobs_get(j, 42, &i), PD_ENOTFOUND);
+    training_jobs_stats st;
+    training_jobs_stats_get(j, &st);
+    CHECK(!st.running);
+    CHECK_EQ_INT(st.queued, 0);
+    CHECK_EQ_INT(st.finished, 1);
+    CHECK_EQ_INT(st.failed, 1);
+    CHECK(st.last_activity > 0);
+    CHECK(strstr(st.last_error, "job 1: ") == st.last_error);
     CHECK_EQ_INT(training_jobs_retrain_all(j), PD_ENOTREADY); /* no registry */
     training_jobs_stop(j);
     training_jobs_stop(NULL);
