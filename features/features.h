@@ -275,4 +275,248 @@ void features_job_rows_free(features_job_row *rows, size_t n);
  * died with them); *count (optional) gets how many. */
 int features_jobs_fail_unfinished(features_jobs_db *db, const char *error, size_t *count);
 
+/* ===========================================================================
+ * Ledger (features/ledger.c; written by the inference loop's owner). The
+ * predictions table of db/002_predictions.sql and db/004_ledger_outcomes.sql:
+ * one row per prediction the inference loop made (symbol, timeframe, candle,
+ * model version), then, once the resolver has walked the candles after it,
+ * what the market did. Also the loop's two other wires: LISTEN on the
+ * candles' NOTIFY channel, and PUBLISH of new predictions to Redis.
+ *
+ * Each handle (features_ledger, features_listener, features_pub) owns one
+ * dedicated connection, made on first use (connect_timeout 3 s,
+ * statement_timeout 5 s, TCP keepalives), never shared with the per-thread
+ * store connections. A ledger handle's mutex serialises its users, so it is
+ * thread-safe; a listener or publisher belongs to one thread.
+ */
+
+/* Classes, in enum inference_class order (this module does not depend on
+ * inference; api/ asserts the two agree). */
+enum { FEATURES_LEDGER_LONG, FEATURES_LEDGER_SHORT, FEATURES_LEDGER_NO_TRADE };
+
+/* What a prediction's trade did (the outcome column). */
+enum features_ledger_outcome {
+    FEATURES_OUTCOME_OPEN,    /* not settled yet (NULL in the table) */
+    FEATURES_OUTCOME_TP1,     /* the highest take-profit reached before the stop */
+    FEATURES_OUTCOME_TP2,     /* or the end of the horizon */
+    FEATURES_OUTCOME_TP3,
+    FEATURES_OUTCOME_SL,      /* the stop first; a candle touching both counts as the stop */
+    FEATURES_OUTCOME_EXPIRED, /* neither within the horizon */
+    FEATURES_OUTCOME_NONE     /* a NO_TRADE prediction: no trade, realised class only */
+};
+/* "TP1", ..., "NONE"; "OPEN" for FEATURES_OUTCOME_OPEN and unknown values.
+ * Static storage. */
+const char *features_ledger_outcome_name(int outcome);
+/* "LONG", "SHORT", "NO_TRADE"; "UNKNOWN" for other values. Static storage. */
+const char *features_ledger_class_name(int cls);
+
+/* One prediction as recorded. */
+typedef struct features_ledger_entry {
+    char symbol[24];
+    char timeframe[8];
+    int64_t candle_time; /* open time of the last closed candle the prediction used */
+    uint32_t version;    /* model version, >= 1 */
+    int direction;       /* FEATURES_LEDGER_* */
+    double confidence;
+    double probs[3];     /* LONG, SHORT, NO_TRADE */
+    /* The levels shown (for NO_TRADE: those of the more probable side).
+     * stop_loss below entry means LONG levels, above means SHORT. NaN: none
+     * (such a row is recorded but never resolved). */
+    double entry, stop_loss, tp[3], atr;
+    uint32_t horizon;    /* candles the trade may run; 0: unknown */
+    int64_t created_at;  /* Unix seconds; 0: the database's now() */
+} features_ledger_entry;
+
+/* A resolution: what the resolver found for one entry. */
+typedef struct features_ledger_resolution {
+    int outcome;       /* enum features_ledger_outcome; OPEN: not settled yet */
+    int realised;      /* FEATURES_LEDGER_* by the triple barrier; -1 while open */
+    uint32_t candles;  /* candles after the entry up to the deciding one */
+    double hit_time_s; /* entry close to the close of the candle that first touched the
+                          outcome's level; NaN for EXPIRED, NONE and open */
+    double r_multiple; /* realised R; NaN for NONE and open */
+    double mfe, mae;   /* max favourable / adverse excursion in R (>= 0); NaN for NONE, open */
+} features_ledger_resolution;
+
+/*
+ * The resolver, pure. Settles entry e against the candles that followed it:
+ * `after` holds candles of the same series in ascending open time (those at
+ * or before e->candle_time and past the horizon are ignored; gaps are
+ * allowed), and last_closed_open is the open time of the series' latest
+ * closed candle, which says whether the horizon is complete (no candle can
+ * still arrive inside it) when the data ends early.
+ *
+ * Rules (R = |entry - stop_loss|; candle j is the j-th timeframe after
+ * candle_time, j = 1..horizon):
+ * - Trade (LONG/SHORT only, on its levels): a candle whose range reaches
+ *   the stop ends it (reaching the stop and a target in one candle counts
+ *   as the stop); else each take-profit reached is noted and TP3 ends it.
+ *   The outcome is the highest take-profit reached before the end, r =
+ *   that level's R multiple (|tp - entry| / R); SL (r = -1) when none was;
+ *   at the end of a complete horizon without either, EXPIRED with r the
+ *   mark-to-market of the last close in the horizon (0 without candles).
+ *   mfe/mae span the candles from the entry to the deciding one.
+ * - Realised class: the triple barrier of the training labels, on both
+ *   sides with the entry's risk R and its TP1 multiple: a side wins when
+ *   its TP1 is reached before its stop (the same candle counts as the
+ *   stop); LONG or SHORT is the side that wins first, NO_TRADE when both
+ *   win in the same candle, neither wins, or the horizon ends.
+ * An entry is settled once both are decided (for NO_TRADE, the class
+ * only: outcome NONE). Otherwise out->outcome is FEATURES_OUTCOME_OPEN.
+ *
+ * Returns 0 and fills *out, or PD_EINVAL (out untouched) for a NULL
+ * argument, tf_seconds <= 0, horizon 0, levels that are not finite and
+ * positive, stop equal to entry, take-profits on the wrong side or out of
+ * order, or LONG/SHORT levels that disagree with the direction.
+ * Thread-safe.
+ */
+int features_ledger_resolve(const features_ledger_entry *e, int64_t tf_seconds,
+                            const features_candle *after, size_t n, int64_t last_closed_open,
+                            features_ledger_resolution *out);
+
+typedef struct features_ledger features_ledger;
+
+/* A handle over database_url; connects on first use. PD_EINVAL for a
+ * malformed URL, PD_ENOMEM. Free with features_ledger_close (NULL: no-op). */
+int features_ledger_open(const char *database_url, features_ledger **out);
+void features_ledger_close(features_ledger *db);
+
+/* Records one prediction, idempotently: one row per symbol, timeframe,
+ * candle and version, the first one wins. *inserted (may be NULL) says
+ * whether this call wrote it. PD_EINVAL (bad entry, or refused by a
+ * CHECK), PD_EDB. */
+int features_ledger_record(features_ledger *db, const features_ledger_entry *e, bool *inserted);
+
+/* A series (symbol and timeframe). */
+typedef struct features_ledger_series {
+    char symbol[24];
+    char timeframe[8];
+} features_ledger_series;
+
+/* The series that have unresolved rows. *out is malloc'd (free it; NULL
+ * when *n is 0). PD_EDB. */
+int features_ledger_open_series(features_ledger *db, features_ledger_series **out, size_t *n);
+
+/*
+ * Resolves the series' open rows (at most 2000 per call, oldest first)
+ * against its closed candles at time now, with features_ledger_resolve,
+ * and writes the settled ones in one transaction. *settled (may be NULL)
+ * gets how many. Rows without levels are left alone. PD_ESYMBOL,
+ * PD_ETIMEFRAME, PD_EDB.
+ */
+int features_ledger_settle(features_ledger *db, const char *symbol, const char *tf, int64_t now,
+                           size_t *settled);
+
+/* Live figures of one version of one series, for model_accuracy. */
+typedef struct features_ledger_live {
+    char symbol[24];
+    char timeframe[8];
+    uint32_t version;
+    uint64_t trades; /* resolved LONG and SHORT predictions */
+    uint64_t hits;   /* of them, outcome TP1..TP3 */
+} features_ledger_live;
+
+/* Per series and version, of one series (symbol and tf given) or of all
+ * (both NULL). *out is malloc'd (NULL when *n is 0). PD_EDB, PD_EINVAL. */
+int features_ledger_live_stats(features_ledger *db, const char *symbol, const char *tf,
+                               features_ledger_live **out, size_t *n);
+
+/* Aggregates over a set of rows; ratios are the caller's to take. */
+typedef struct features_ledger_figures {
+    uint64_t predictions;  /* rows (in a window: the resolved rows in it) */
+    uint64_t open;         /* rows not resolved yet */
+    uint64_t resolved;     /* rows with an outcome */
+    uint64_t trades;       /* resolved LONG and SHORT rows */
+    uint64_t hits;         /* trades with outcome TP1..TP3 */
+    uint64_t correct;      /* resolved rows whose realised class is the predicted one */
+    double sum_r;          /* r_multiple over trades */
+    double sum_brier;      /* over resolved rows: sum of (p_k - [realised = k])^2 */
+    struct {
+        uint64_t predictions, resolved, hits, correct;
+        double sum_r;
+    } dir[3];              /* by predicted direction, FEATURES_LEDGER_* */
+    int64_t first, last;   /* candle times of the rows; 0 when none */
+} features_ledger_figures;
+
+/* One version's figures: over every row, and over the `window` most recent
+ * resolved rows (by candle time). */
+typedef struct features_ledger_perf {
+    uint32_t version;
+    features_ledger_figures all, window;
+} features_ledger_perf;
+
+/* Figures of every version with rows in the series, ascending by version,
+ * from SQL aggregates. window: 1..100000. *out is malloc'd (NULL when *n
+ * is 0). PD_ESYMBOL, PD_ETIMEFRAME, PD_EINVAL, PD_EDB. */
+int features_ledger_performance(features_ledger *db, const char *symbol, const char *tf,
+                                size_t window, features_ledger_perf **out, size_t *n);
+
+/* A ledger row with its outcome (r.outcome OPEN and resolved_at 0 while
+ * unresolved). */
+typedef struct features_ledger_row {
+    features_ledger_entry e;
+    features_ledger_resolution r;
+    int64_t resolved_at;
+} features_ledger_row;
+
+/* Where a history page ended: its last row's key. */
+typedef struct features_ledger_cursor {
+    int64_t candle_time;
+    char symbol[24];
+    char timeframe[8];
+    uint32_t version;
+} features_ledger_cursor;
+
+typedef struct features_ledger_query {
+    const char *symbol;    /* NULL: every symbol */
+    const char *timeframe; /* NULL: every timeframe */
+    int64_t from, to;      /* candle_time in [from, to); 0: unbounded */
+    size_t limit;          /* rows per page, 1..1000 */
+    const features_ledger_cursor *after; /* the previous page's end; NULL: the first page */
+} features_ledger_query;
+
+/* One page of the ledger, newest candle first (then symbol, timeframe and
+ * version, descending). *more says whether rows follow. *out is malloc'd
+ * (NULL when *n is 0). PD_ESYMBOL, PD_ETIMEFRAME, PD_EINVAL, PD_EDB. */
+int features_ledger_history(features_ledger *db, const features_ledger_query *q,
+                            features_ledger_row **out, size_t *n, bool *more);
+
+/*
+ * LISTEN. A listener holds one connection that LISTENs on a channel; the
+ * owner polls features_listen_socket() and calls features_listen_consume()
+ * when it is readable. After the connection is lost (consume returns
+ * PD_EDB) the owner calls features_listen_connect() again, which LISTENs
+ * anew: notifications sent meanwhile are lost, so the owner catches up.
+ * One thread owns a listener.
+ */
+typedef struct features_listener features_listener;
+typedef void (*features_notify_fn)(const char *payload, void *arg);
+
+/* channel: [a-z_][a-z0-9_]*, at most 63 bytes. Does not connect. PD_EINVAL
+ * (bad URL or channel), PD_ENOMEM. */
+int features_listen_open(const char *database_url, const char *channel, features_listener **out);
+/* (Re)connects and LISTENs. 0 or PD_EDB (logged). */
+int features_listen_connect(features_listener *l);
+/* The connection's socket, -1 when not connected. */
+int features_listen_socket(const features_listener *l);
+/* Reads what has arrived without blocking and calls fn for each
+ * notification in order. Returns the number delivered, or PD_EDB when the
+ * connection is lost (it is closed: connect again). */
+int features_listen_consume(features_listener *l, features_notify_fn fn, void *arg);
+void features_listen_close(features_listener *l); /* NULL is a no-op */
+
+/*
+ * PUBLISH. A publisher holds one Redis connection (redis://[[user]:password@]
+ * host[:port][/db], as PREDICTD_REDIS_URL), made on first use and again
+ * after a failure (not more than once a second). One thread owns it.
+ */
+typedef struct features_pub features_pub;
+/* PD_EINVAL for a malformed URL (the URL is never logged). */
+int features_pub_open(const char *redis_url, features_pub **out);
+/* PUBLISH channel msg. 0, or PD_ECACHE when Redis is down (logged once per
+ * outage). *receivers (may be NULL) gets the subscriber count. */
+int features_pub_publish(features_pub *p, const char *channel, const char *msg, size_t len,
+                         long long *receivers);
+void features_pub_close(features_pub *p); /* NULL is a no-op */
+
 #endif

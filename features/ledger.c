@@ -1,0 +1,1388 @@
+/*
+ * ledger.c: the prediction ledger (the predictions table) and the
+ * inference loop's other wires to the outside: the resolver that settles
+ * predictions against the candles that followed them (pure), the ledger's
+ * SQL (record, settle, figures, history), LISTEN on the candles' NOTIFY
+ * channel, and PUBLISH of new predictions to Redis.
+ *
+ * It does not decide when to predict or what to publish (server/loop.c
+ * does) and does not render JSON (api/ does).
+ *
+ * DESIGN
+ * - The resolver (features_ledger_resolve) is a pure function of one entry
+ *   and the candles after it, so its rules are unit-tested on hand-built
+ *   candles (tests/unit/test_ledger.c). Its realised class is the training
+ *   labels' triple barrier (training/labels.c) rebuilt from the row: risk
+ *   R = |entry - stop|, the TP1 multiple |tp1 - entry| / R, both sides.
+ * - features_ledger_settle loads a series' open rows, the closed candles
+ *   they span (one range query) and the latest closed candle's time, runs
+ *   the resolver on each row and writes the settled ones in one
+ *   transaction. Rows are updated only while still open (outcome IS NULL),
+ *   so two resolvers (replicas) never overwrite each other.
+ * - Writes are idempotent: INSERT ... ON CONFLICT DO NOTHING on the
+ *   primary key (symbol, timeframe, candle_time, model_version).
+ * - Performance figures are SQL aggregates (count ... FILTER, sums); the
+ *   rolling window is the N most recent resolved rows of each version.
+ * - Times cross as Unix seconds (to_timestamp($n) in, extract(epoch) out),
+ *   doubles as text with 17 significant digits (exact round trip); NULL is
+ *   NaN.
+ * - Every handle has its own connection, made on first use and again once
+ *   when a statement finds it lost; a second failure is PD_EDB. The
+ *   listener's connection sets TCP keepalives so a silently dead peer is
+ *   noticed, and is re-made by its owner (LISTEN does not survive a
+ *   reconnect, so features_listen_connect issues it again).
+ * - The publisher parses the same URL form as PREDICTD_REDIS_URL
+ *   (features/cache.c); it keeps its own connection because PUBLISH comes
+ *   from the loop's thread only.
+ *
+ * THREADING: the pure functions are thread-safe. A features_ledger's mutex
+ * serialises use of its connection; a listener or a publisher is used by
+ * one thread at a time (its owner).
+ */
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "features/features.h"
+#include "util/util.h"
+
+#define MOD "ledger"
+#define CONN_LOST 1
+#define SETTLE_ROWS_MAX 2000
+#define SETTLE_CANDLES_MAX 200000
+#define HISTORY_LIMIT_MAX 1000
+#define WINDOW_MAX 100000
+#define PUB_TIMEOUT_US 200000
+#define PUB_BACKOFF_NS UINT64_C(1000000000)
+
+/* ---------------------------------------------------------------------------
+ * Names.
+ */
+static const char *const outcome_names[] = {"OPEN", "TP1", "TP2", "TP3", "SL", "EXPIRED", "NONE"};
+static const char *const class_names[] = {"LONG", "SHORT", "NO_TRADE"};
+
+const char *features_ledger_outcome_name(int outcome)
+{
+    if (outcome < FEATURES_OUTCOME_OPEN || outcome > FEATURES_OUTCOME_NONE)
+        return "OPEN";
+    return outcome_names[outcome];
+}
+
+const char *features_ledger_class_name(int cls)
+{
+    if (cls < FEATURES_LEDGER_LONG || cls > FEATURES_LEDGER_NO_TRADE)
+        return "UNKNOWN";
+    return class_names[cls];
+}
+
+static int outcome_parse(const char *s)
+{
+    for (int i = FEATURES_OUTCOME_TP1; i <= FEATURES_OUTCOME_NONE; i++)
+        if (strcmp(s, outcome_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static int class_parse(const char *s)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, class_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* ---------------------------------------------------------------------------
+ * The resolver (pure).
+ */
+
+/* Which side the levels are for, or -1 when they are unusable. */
+static int levels_side(const features_ledger_entry *e)
+{
+    double lv[5] = {e->entry, e->stop_loss, e->tp[0], e->tp[1], e->tp[2]};
+    for (int i = 0; i < 5; i++)
+        if (!(isfinite(lv[i]) && lv[i] > 0))
+            return -1;
+    if (e->stop_loss < e->entry) {
+        if (!(e->tp[0] > e->entry && e->tp[1] >= e->tp[0] && e->tp[2] >= e->tp[1]))
+            return -1;
+        return FEATURES_LEDGER_LONG;
+    }
+    if (e->stop_loss > e->entry) {
+        if (!(e->tp[0] < e->entry && e->tp[1] <= e->tp[0] && e->tp[2] <= e->tp[1]))
+            return -1;
+        return FEATURES_LEDGER_SHORT;
+    }
+    return -1;
+}
+
+/* One side of the triple barrier: alive until it wins or is stopped. */
+struct barrier {
+    double stop, target;
+    int dir; /* +1 LONG, -1 SHORT */
+    bool done;
+};
+
+/* Advances a barrier over one candle; true when the side wins in it. */
+static bool barrier_step(struct barrier *b, const features_candle *k)
+{
+    if (b->done)
+        return false;
+    bool stopped = b->dir > 0 ? k->low <= b->stop : k->high >= b->stop;
+    bool reached = b->dir > 0 ? k->high >= b->target : k->low <= b->target;
+    if (stopped || reached)
+        b->done = true;
+    return !stopped && reached;
+}
+
+int features_ledger_resolve(const features_ledger_entry *e, int64_t tf_seconds,
+                            const features_candle *after, size_t n, int64_t last_closed_open,
+                            features_ledger_resolution *out)
+{
+    if (!e || !out || (n && !after) || tf_seconds <= 0 || e->horizon == 0 ||
+        e->direction < FEATURES_LEDGER_LONG || e->direction > FEATURES_LEDGER_NO_TRADE)
+        return PD_EINVAL;
+    int side = levels_side(e);
+    if (side < 0 || (e->direction != FEATURES_LEDGER_NO_TRADE && side != e->direction))
+        return PD_EINVAL;
+
+    const double risk = fabs(e->entry - e->stop_loss);
+    const int sgn = side == FEATURES_LEDGER_LONG ? 1 : -1;
+    double tp_r[3];
+    for (int k = 0; k < 3; k++)
+        tp_r[k] = fabs(e->tp[k] - e->entry) / risk;
+    const int64_t end_open = e->candle_time + (int64_t)e->horizon * tf_seconds;
+    const bool complete = last_closed_open >= end_open;
+
+    /* the trade */
+    bool trading = e->direction != FEATURES_LEDGER_NO_TRADE, trade_done = !trading;
+    int outcome = FEATURES_OUTCOME_OPEN, tp_hit = 0;
+    double tp_time[3] = {NAN, NAN, NAN}, hit_time = NAN, r = NAN;
+    double mfe = 0, mae = 0, last_close = NAN;
+    uint32_t trade_candles = 0;
+
+    /* the realised class */
+    struct barrier lb = {e->entry - risk, e->entry + tp_r[0] * risk, +1, false};
+    struct barrier sb = {e->entry + risk, e->entry - tp_r[0] * risk, -1, false};
+    int realised = -1;
+    uint32_t class_candles = 0;
+
+    for (size_t i = 0; i < n && !(trade_done && realised >= 0); i++) {
+        const features_candle *k = &after[i];
+        if (k->t <= e->candle_time)
+            continue;
+        if (k->t > end_open)
+            break;
+        uint32_t j = (uint32_t)((k->t - e->candle_time) / tf_seconds);
+        if (!trade_done) {
+            double fav = sgn > 0 ? (k->high - e->entry) / risk : (e->entry - k->low) / risk;
+            double adv = sgn > 0 ? (e->entry - k->low) / risk : (k->high - e->entry) / risk;
+            if (fav > mfe)
+                mfe = fav;
+            if (adv > mae)
+                mae = adv;
+            last_close = k->close;
+            trade_candles = j;
+            bool stopped = sgn > 0 ? k->low <= e->stop_loss : k->high >= e->stop_loss;
+            if (stopped) {
+                trade_done = true;
+                if (tp_hit) {
+                    outcome = FEATURES_OUTCOME_TP1 + tp_hit - 1;
+                    r = tp_r[tp_hit - 1];
+                    hit_time = tp_time[tp_hit - 1];
+                } else {
+                    outcome = FEATURES_OUTCOME_SL;
+                    r = -1;
+                    hit_time = (double)j * (double)tf_seconds;
+                }
+            } else {
+                for (int t = tp_hit; t < 3; t++) {
+                    bool reached = sgn > 0 ? k->high >= e->tp[t] : k->low <= e->tp[t];
+                    if (!reached)
+                        break; /* levels are ordered: a farther one needs this one */
+                    tp_hit = t + 1;
+                    tp_time[t] = (double)j * (double)tf_seconds;
+                }
+                if (tp_hit == 3) {
+                    trade_done = true;
+                    outcome = FEATURES_OUTCOME_TP3;
+                    r = tp_r[2];
+                    hit_time = tp_time[2];
+                }
+            }
+        }
+        if (realised < 0) {
+            bool lw = barrier_step(&lb, k), sw = barrier_step(&sb, k);
+            if (lw && sw)
+                realised = FEATURES_LEDGER_NO_TRADE;
+            else if (lw)
+                realised = FEATURES_LEDGER_LONG;
+            else if (sw)
+                realised = FEATURES_LEDGER_SHORT;
+            else if (lb.done && sb.done)
+                realised = FEATURES_LEDGER_NO_TRADE;
+            if (realised >= 0)
+                class_candles = j;
+        }
+    }
+    if (complete) {
+        if (realised < 0) {
+            realised = FEATURES_LEDGER_NO_TRADE;
+            class_candles = e->horizon;
+        }
+        if (!trade_done) {
+            trade_done = true;
+            trade_candles = e->horizon;
+            if (tp_hit) {
+                outcome = FEATURES_OUTCOME_TP1 + tp_hit - 1;
+                r = tp_r[tp_hit - 1];
+                hit_time = tp_time[tp_hit - 1];
+            } else {
+                outcome = FEATURES_OUTCOME_EXPIRED;
+                r = isnan(last_close) ? 0 : sgn * (last_close - e->entry) / risk;
+                hit_time = NAN;
+            }
+        }
+    }
+
+    features_ledger_resolution res = {.outcome = FEATURES_OUTCOME_OPEN,
+                                      .realised = -1,
+                                      .hit_time_s = NAN,
+                                      .r_multiple = NAN,
+                                      .mfe = NAN,
+                                      .mae = NAN};
+    if (trade_done && realised >= 0) {
+        res.realised = realised;
+        if (trading) {
+            res.outcome = outcome;
+            res.candles = trade_candles;
+            res.hit_time_s = hit_time;
+            res.r_multiple = r;
+            res.mfe = mfe;
+            res.mae = mae;
+        } else {
+            res.outcome = FEATURES_OUTCOME_NONE;
+            res.candles = class_candles;
+        }
+    }
+    *out = res;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Connections.
+ */
+static void one_line(const char *msg, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", msg && *msg ? msg : "unknown error");
+    for (char *p = buf; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    size_t n = strlen(buf);
+    while (n && buf[n - 1] == ' ')
+        buf[--n] = '\0';
+}
+
+static int check_url(const char *url)
+{
+    if (!url || !*url)
+        return PD_EINVAL;
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &err);
+    if (!opts) {
+        /* never echo the URL or libpq's message about it: it may hold a password */
+        LOG_ERROR(MOD, "database URL is malformed");
+        PQfreemem(err);
+        return PD_EINVAL;
+    }
+    PQconninfoFree(opts);
+    return 0;
+}
+
+static void notice_to_log(void *arg, const char *msg)
+{
+    (void)arg;
+    char buf[256];
+    one_line(msg, buf, sizeof buf);
+    LOG_DEBUG(MOD, "server notice: %s", buf);
+}
+
+/* Connects with our defaults; the URL's own settings override them. */
+static PGconn *pg_connect(const char *url, const char *app, bool keepalives)
+{
+    const char *kw[] = {"connect_timeout", "options", "fallback_application_name", "keepalives",
+                        "keepalives_idle", "keepalives_interval", "keepalives_count", "dbname",
+                        NULL};
+    const char *val[] = {"3", "-c statement_timeout=5000", app, keepalives ? "1" : "0", "10", "5",
+                         "3", url, NULL};
+    PGconn *c = PQconnectdbParams(kw, val, 1);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        char buf[256];
+        one_line(c ? PQerrorMessage(c) : "out of memory", buf, sizeof buf);
+        LOG_WARN(MOD, "%s: cannot connect to the database: %s", app, buf);
+        PQfinish(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c, notice_to_log, NULL);
+    return c;
+}
+
+/* 0, CONN_LOST, PD_EINVAL (the data broke a CHECK: classes 22, 23) or PD_EDB. */
+static int check(PGconn *c, PGresult *r, ExecStatusType want, const char *what)
+{
+    if (r && PQresultStatus(r) == want)
+        return 0;
+    if (!r || PQstatus(c) != CONNECTION_OK)
+        return CONN_LOST;
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (state && (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
+                  strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0))
+        return CONN_LOST;
+    char buf[512];
+    one_line(PQresultErrorMessage(r), buf, sizeof buf);
+    if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)) {
+        LOG_WARN(MOD, "%s: rejected by the database: %s", what, buf);
+        return PD_EINVAL;
+    }
+    LOG_ERROR(MOD, "%s failed: %s", what, buf);
+    return PD_EDB;
+}
+
+struct features_ledger {
+    pthread_mutex_t lock; /* guards pg */
+    char *url;
+    PGconn *pg; /* NULL until first use or after a failure */
+};
+
+int features_ledger_open(const char *database_url, features_ledger **out)
+{
+    if (!out)
+        return PD_EINVAL;
+    int rc = check_url(database_url);
+    if (rc)
+        return rc;
+    features_ledger *db = calloc(1, sizeof *db);
+    if (!db)
+        return PD_ENOMEM;
+    db->url = strdup(database_url);
+    if (!db->url || pthread_mutex_init(&db->lock, NULL) != 0) {
+        free(db->url);
+        free(db);
+        return PD_ENOMEM;
+    }
+    *out = db;
+    return 0;
+}
+
+void features_ledger_close(features_ledger *db)
+{
+    if (!db)
+        return;
+    PQfinish(db->pg);
+    pthread_mutex_destroy(&db->lock);
+    free(db->url);
+    free(db);
+}
+
+typedef int (*ledger_op)(PGconn *c, void *arg);
+
+/* Runs op on the handle's connection under its lock; when op finds the
+ * connection lost, connects again and runs it once more. */
+static int run(features_ledger *db, ledger_op op, void *arg)
+{
+    if (!db)
+        return PD_EDB;
+    pthread_mutex_lock(&db->lock);
+    int rc = PD_EDB;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!db->pg || PQstatus(db->pg) != CONNECTION_OK) {
+            PQfinish(db->pg);
+            db->pg = pg_connect(db->url, "predictd-ledger", false);
+            if (!db->pg) {
+                rc = PD_EDB;
+                break;
+            }
+        }
+        rc = op(db->pg, arg);
+        if (rc != CONN_LOST)
+            break;
+        PQfinish(db->pg);
+        db->pg = NULL;
+        rc = PD_EDB;
+    }
+    pthread_mutex_unlock(&db->lock);
+    return rc;
+}
+
+/* One statement; on 0 *out holds the result when out is given. */
+static int exec1(PGconn *c, const char *what, const char *sql, int n, const char *const *vals,
+                 ExecStatusType want, PGresult **out)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    int rc = check(c, r, want, what);
+    if (rc == 0 && out)
+        *out = r;
+    else
+        PQclear(r);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Value helpers.
+ */
+static const char *dbl_or_null(double v, char *buf, size_t len)
+{
+    if (!isfinite(v))
+        return NULL;
+    snprintf(buf, len, "%.17g", v);
+    return buf;
+}
+
+static double get_dbl(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return NAN;
+    return strtod(PQgetvalue(r, row, col), NULL);
+}
+
+static int64_t get_i64(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static uint64_t get_u64(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    return strtoull(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static double clamp01(double v)
+{
+    return v < 0 ? 0 : v > 1 ? 1 : v;
+}
+
+static int check_series(const char *symbol, const char *tf)
+{
+    if (!symbol || !util_symbol_valid(symbol))
+        return PD_ESYMBOL;
+    return tf && util_tf_seconds(tf) ? 0 : PD_ETIMEFRAME;
+}
+
+/* The entry columns, in the order decode_entry reads them. */
+#define ENTRY_COLUMNS                                                                              \
+    "symbol, timeframe, floor(extract(epoch FROM candle_time))::bigint, model_version, "          \
+    "direction, confidence, p_long, p_short, p_no_trade, entry, stop_loss, tp1, tp2, tp3, atr, "   \
+    "coalesce(horizon_candles, 0), floor(extract(epoch FROM created_at))::bigint"
+#define ENTRY_NCOLS 17
+
+static int decode_entry(const PGresult *r, int i, features_ledger_entry *e)
+{
+    memset(e, 0, sizeof *e);
+    snprintf(e->symbol, sizeof e->symbol, "%s", PQgetvalue(r, i, 0));
+    snprintf(e->timeframe, sizeof e->timeframe, "%s", PQgetvalue(r, i, 1));
+    e->candle_time = get_i64(r, i, 2);
+    e->version = (uint32_t)get_u64(r, i, 3);
+    e->direction = class_parse(PQgetvalue(r, i, 4));
+    e->confidence = get_dbl(r, i, 5);
+    for (int k = 0; k < 3; k++)
+        e->probs[k] = get_dbl(r, i, 6 + k);
+    e->entry = get_dbl(r, i, 9);
+    e->stop_loss = get_dbl(r, i, 10);
+    for (int k = 0; k < 3; k++)
+        e->tp[k] = get_dbl(r, i, 11 + k);
+    e->atr = get_dbl(r, i, 14);
+    e->horizon = (uint32_t)get_u64(r, i, 15);
+    e->created_at = get_i64(r, i, 16);
+    return e->direction < 0 ? PD_EDB : 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Recording.
+ */
+struct record_q {
+    const features_ledger_entry *e;
+    bool inserted;
+};
+
+static int op_record(PGconn *c, void *arg)
+{
+    struct record_q *q = arg;
+    const features_ledger_entry *e = q->e;
+    char t[24], v[16], conf[32], p[3][32], lv[6][32], hz[16], ca[24];
+    snprintf(t, sizeof t, "%" PRId64, e->candle_time);
+    snprintf(v, sizeof v, "%" PRIu32, e->version);
+    snprintf(conf, sizeof conf, "%.17g", clamp01(e->confidence));
+    for (int k = 0; k < 3; k++)
+        snprintf(p[k], sizeof p[k], "%.17g", clamp01(e->probs[k]));
+    double levels[6] = {e->entry, e->stop_loss, e->tp[0], e->tp[1], e->tp[2], e->atr};
+    const char *lvals[6];
+    for (int k = 0; k < 6; k++)
+        lvals[k] = dbl_or_null(levels[k], lv[k], sizeof lv[k]);
+    snprintf(hz, sizeof hz, "%" PRIu32, e->horizon);
+    snprintf(ca, sizeof ca, "%" PRId64, e->created_at);
+    const char *vals[17] = {e->symbol, e->timeframe, t, v, class_names[e->direction], conf,
+                            p[0], p[1], p[2], lvals[0], lvals[1], lvals[2], lvals[3], lvals[4],
+                            lvals[5], e->horizon ? hz : NULL, e->created_at ? ca : NULL};
+    PGresult *r = NULL;
+    int rc = exec1(c, "record a prediction",
+                   "INSERT INTO predictions (symbol, timeframe, candle_time, model_version,"
+                   " direction, confidence, p_long, p_short, p_no_trade, entry, stop_loss, tp1,"
+                   " tp2, tp3, atr, horizon_candles, created_at)"
+                   " VALUES ($1, $2, to_timestamp($3::bigint), $4::integer, $5,"
+                   " $6::float8, $7::float8, $8::float8, $9::float8, $10::float8, $11::float8,"
+                   " $12::float8, $13::float8, $14::float8, $15::float8, $16::integer,"
+                   " coalesce(to_timestamp($17::bigint), now()))"
+                   " ON CONFLICT (symbol, timeframe, candle_time, model_version) DO NOTHING",
+                   17, vals, PGRES_COMMAND_OK, &r);
+    if (rc)
+        return rc;
+    q->inserted = strcmp(PQcmdTuples(r), "1") == 0;
+    PQclear(r);
+    return 0;
+}
+
+int features_ledger_record(features_ledger *db, const features_ledger_entry *e, bool *inserted)
+{
+    if (!e || e->version == 0 || e->direction < FEATURES_LEDGER_LONG ||
+        e->direction > FEATURES_LEDGER_NO_TRADE || e->candle_time < 0)
+        return PD_EINVAL;
+    int rc = check_series(e->symbol, e->timeframe);
+    if (rc)
+        return rc;
+    struct record_q q = {.e = e};
+    rc = run(db, op_record, &q);
+    if (rc == 0 && inserted)
+        *inserted = q.inserted;
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Resolving.
+ */
+struct series_q {
+    features_ledger_series *v;
+    size_t n;
+};
+
+static int op_open_series(PGconn *c, void *arg)
+{
+    struct series_q *q = arg;
+    PGresult *r = NULL;
+    int rc = exec1(c, "list series with open predictions",
+                   "SELECT DISTINCT symbol, timeframe FROM predictions WHERE outcome IS NULL"
+                   " ORDER BY 1, 2",
+                   0, NULL, PGRES_TUPLES_OK, &r);
+    if (rc)
+        return rc;
+    size_t rows = (size_t)PQntuples(r);
+    features_ledger_series *v = rows ? calloc(rows, sizeof *v) : NULL;
+    if (rows && !v) {
+        PQclear(r);
+        return PD_ENOMEM;
+    }
+    for (size_t i = 0; i < rows; i++) {
+        snprintf(v[i].symbol, sizeof v[i].symbol, "%s", PQgetvalue(r, (int)i, 0));
+        snprintf(v[i].timeframe, sizeof v[i].timeframe, "%s", PQgetvalue(r, (int)i, 1));
+    }
+    PQclear(r);
+    free(q->v); /* a retried attempt */
+    q->v = v;
+    q->n = rows;
+    return 0;
+}
+
+int features_ledger_open_series(features_ledger *db, features_ledger_series **out, size_t *n)
+{
+    if (!out || !n)
+        return PD_EINVAL;
+    struct series_q q = {0};
+    int rc = run(db, op_open_series, &q);
+    if (rc) {
+        free(q.v);
+        return rc;
+    }
+    *out = q.v;
+    *n = q.n;
+    return 0;
+}
+
+struct settle_q {
+    const char *symbol, *tf;
+    int64_t tfs, now;
+    size_t settled;
+};
+
+/* Loads the candles with open time in (lo, hi], ascending. */
+static int load_candles(PGconn *c, const char *symbol, const char *tf, int64_t lo, int64_t hi,
+                        features_candle **out, size_t *n)
+{
+    char los[24], his[24], lim[24];
+    snprintf(los, sizeof los, "%" PRId64, lo);
+    snprintf(his, sizeof his, "%" PRId64, hi);
+    snprintf(lim, sizeof lim, "%d", SETTLE_CANDLES_MAX);
+    const char *vals[] = {symbol, tf, los, his, lim};
+    PGresult *r = NULL;
+    int rc = exec1(c, "load candles to resolve",
+                   "SELECT floor(extract(epoch FROM open_time))::bigint, open, high, low, close,"
+                   " volume FROM candles WHERE symbol = $1 AND timeframe = $2"
+                   " AND open_time > to_timestamp($3::bigint)"
+                   " AND open_time <= to_timestamp($4::bigint) ORDER BY open_time"
+                   " LIMIT $5::bigint",
+                   5, vals, PGRES_TUPLES_OK, &r);
+    if (rc)
+        return rc;
+    size_t rows = (size_t)PQntuples(r);
+    features_candle *v = rows ? malloc(rows * sizeof *v) : NULL;
+    if (rows && !v) {
+        PQclear(r);
+        return PD_ENOMEM;
+    }
+    for (size_t i = 0; i < rows; i++) {
+        v[i].t = get_i64(r, (int)i, 0);
+        v[i].open = get_dbl(r, (int)i, 1);
+        v[i].high = get_dbl(r, (int)i, 2);
+        v[i].low = get_dbl(r, (int)i, 3);
+        v[i].close = get_dbl(r, (int)i, 4);
+        v[i].volume = get_dbl(r, (int)i, 5);
+    }
+    PQclear(r);
+    *out = v;
+    *n = rows;
+    return 0;
+}
+
+/* Index of the first candle with open time > t (binary search). */
+static size_t first_after(const features_candle *c, size_t n, int64_t t)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c[mid].t <= t)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int write_resolution(PGconn *c, const features_ledger_entry *e,
+                            const features_ledger_resolution *res)
+{
+    char t[24], v[16], ht[32], rm[32], mf[32], ma[32];
+    snprintf(t, sizeof t, "%" PRId64, e->candle_time);
+    snprintf(v, sizeof v, "%" PRIu32, e->version);
+    const char *vals[] = {e->symbol,
+                          e->timeframe,
+                          t,
+                          v,
+                          features_ledger_outcome_name(res->outcome),
+                          class_names[res->realised],
+                          dbl_or_null(res->hit_time_s, ht, sizeof ht),
+                          dbl_or_null(res->r_multiple, rm, sizeof rm),
+                          dbl_or_null(res->mfe, mf, sizeof mf),
+                          dbl_or_null(res->mae, ma, sizeof ma)};
+    return exec1(c, "settle a prediction",
+                 "UPDATE predictions SET outcome = $5, realised = $6, resolved_at = now(),"
+                 " hit_time_s = $7::float8, r_multiple = $8::float8, mfe = $9::float8,"
+                 " mae = $10::float8 WHERE symbol = $1 AND timeframe = $2"
+                 " AND candle_time = to_timestamp($3::bigint) AND model_version = $4::integer"
+                 " AND outcome IS NULL",
+                 10, vals, PGRES_COMMAND_OK, NULL);
+}
+
+static int op_settle(PGconn *c, void *arg)
+{
+    struct settle_q *q = arg;
+    q->settled = 0;
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", SETTLE_ROWS_MAX);
+    const char *vals[] = {q->symbol, q->tf, lim};
+    PGresult *rows = NULL;
+    int rc = exec1(c, "load open predictions",
+                   "SELECT " ENTRY_COLUMNS " FROM predictions WHERE symbol = $1 AND timeframe = $2"
+                   " AND outcome IS NULL AND entry IS NOT NULL AND stop_loss IS NOT NULL"
+                   " AND horizon_candles > 0 ORDER BY candle_time LIMIT $3::bigint",
+                   3, vals, PGRES_TUPLES_OK, &rows);
+    if (rc)
+        return rc;
+    int nrows = PQntuples(rows);
+    if (nrows == 0) {
+        PQclear(rows);
+        return 0;
+    }
+    features_ledger_entry *es = calloc((size_t)nrows, sizeof *es);
+    features_candle *cs = NULL;
+    size_t nc = 0;
+    if (!es) {
+        PQclear(rows);
+        return PD_ENOMEM;
+    }
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
+    int usable = 0;
+    for (int i = 0; i < nrows; i++) {
+        if (decode_entry(rows, i, &es[usable]) != 0)
+            continue;
+        const features_ledger_entry *e = &es[usable++];
+        int64_t end = e->candle_time + (int64_t)e->horizon * q->tfs;
+        if (e->candle_time < lo)
+            lo = e->candle_time;
+        if (end > hi)
+            hi = end;
+    }
+    PQclear(rows);
+
+    /* the latest closed candle: it says whether a horizon is complete */
+    char nows[24];
+    snprintf(nows, sizeof nows, "%" PRId64, util_tf_last_closed_open(q->now, q->tfs));
+    const char *lvals[] = {q->symbol, q->tf, nows};
+    PGresult *r = NULL;
+    int64_t last_closed = 0;
+    if (usable) {
+        rc = exec1(c, "find the latest closed candle",
+                   "SELECT floor(extract(epoch FROM max(open_time)))::bigint FROM candles"
+                   " WHERE symbol = $1 AND timeframe = $2"
+                   " AND open_time <= to_timestamp($3::bigint)",
+                   3, lvals, PGRES_TUPLES_OK, &r);
+        if (rc)
+            goto out;
+        last_closed = PQntuples(r) == 1 ? get_i64(r, 0, 0) : 0;
+        PQclear(r);
+        if (last_closed && last_closed < hi)
+            hi = last_closed;
+        if (last_closed > lo && (rc = load_candles(c, q->symbol, q->tf, lo, hi, &cs, &nc)))
+            goto out;
+    }
+
+    bool in_tx = false;
+    for (int i = 0; i < usable; i++) {
+        const features_ledger_entry *e = &es[i];
+        size_t from = first_after(cs, nc, e->candle_time);
+        features_ledger_resolution res;
+        if (features_ledger_resolve(e, q->tfs, cs + from, nc - from, last_closed, &res) != 0) {
+            LOG_DEBUG(MOD, "%s %s %" PRId64 " v%u: levels cannot be resolved", e->symbol,
+                      e->timeframe, e->candle_time, e->version);
+            continue;
+        }
+        if (res.outcome == FEATURES_OUTCOME_OPEN)
+            continue;
+        if (!in_tx) {
+            if ((rc = exec1(c, "BEGIN", "BEGIN", 0, NULL, PGRES_COMMAND_OK, NULL)))
+                goto out;
+            in_tx = true;
+        }
+        if ((rc = write_resolution(c, e, &res)))
+            break;
+        q->settled++;
+    }
+    if (in_tx) {
+        if (rc == 0)
+            rc = exec1(c, "COMMIT", "COMMIT", 0, NULL, PGRES_COMMAND_OK, NULL);
+        if (rc && rc != CONN_LOST && PQstatus(c) == CONNECTION_OK)
+            PQclear(PQexec(c, "ROLLBACK"));
+        if (rc)
+            q->settled = 0;
+    }
+out:
+    free(cs);
+    free(es);
+    return rc;
+}
+
+int features_ledger_settle(features_ledger *db, const char *symbol, const char *tf, int64_t now,
+                           size_t *settled)
+{
+    int rc = check_series(symbol, tf);
+    if (rc)
+        return rc;
+    struct settle_q q = {.symbol = symbol, .tf = tf, .tfs = util_tf_seconds(tf), .now = now};
+    rc = run(db, op_settle, &q);
+    if (rc == 0 && settled)
+        *settled = q.settled;
+    return rc == PD_EINVAL ? PD_EDB : rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Figures.
+ */
+struct live_q {
+    const char *symbol, *tf;
+    features_ledger_live *v;
+    size_t n;
+};
+
+static int op_live(PGconn *c, void *arg)
+{
+    struct live_q *q = arg;
+    const char *vals[] = {q->symbol, q->tf};
+    PGresult *r = NULL;
+    int rc = exec1(c, "live figures",
+                   "SELECT symbol, timeframe, model_version,"
+                   " count(*) FILTER (WHERE direction <> 'NO_TRADE' AND outcome IS NOT NULL),"
+                   " count(*) FILTER (WHERE outcome IN ('TP1', 'TP2', 'TP3'))"
+                   " FROM predictions WHERE ($1::text IS NULL OR symbol = $1)"
+                   " AND ($2::text IS NULL OR timeframe = $2)"
+                   " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                   2, vals, PGRES_TUPLES_OK, &r);
+    if (rc)
+        return rc;
+    size_t rows = (size_t)PQntuples(r);
+    features_ledger_live *v = rows ? calloc(rows, sizeof *v) : NULL;
+    if (rows && !v) {
+        PQclear(r);
+        return PD_ENOMEM;
+    }
+    for (size_t i = 0; i < rows; i++) {
+        snprintf(v[i].symbol, sizeof v[i].symbol, "%s", PQgetvalue(r, (int)i, 0));
+        snprintf(v[i].timeframe, sizeof v[i].timeframe, "%s", PQgetvalue(r, (int)i, 1));
+        v[i].version = (uint32_t)get_u64(r, (int)i, 2);
+        v[i].trades = get_u64(r, (int)i, 3);
+        v[i].hits = get_u64(r, (int)i, 4);
+    }
+    PQclear(r);
+    free(q->v);
+    q->v = v;
+    q->n = rows;
+    return 0;
+}
+
+int features_ledger_live_stats(features_ledger *db, const char *symbol, const char *tf,
+                               features_ledger_live **out, size_t *n)
+{
+    if (!out || !n || (!symbol) != (!tf))
+        return PD_EINVAL;
+    if (symbol) {
+        int rc = check_series(symbol, tf);
+        if (rc)
+            return rc;
+    }
+    struct live_q q = {.symbol = symbol, .tf = tf};
+    int rc = run(db, op_live, &q);
+    if (rc) {
+        free(q.v);
+        return rc;
+    }
+    *out = q.v;
+    *n = q.n;
+    return 0;
+}
+
+/* Per-direction columns of the performance query: count, resolved, hits,
+ * correct, sum of r, for d in LONG, SHORT, NO_TRADE. */
+#define DIR_COLUMNS(d)                                                                             \
+    ", count(*) FILTER (WHERE d = '" d "')"                                                        \
+    ", count(*) FILTER (WHERE d = '" d "' AND o IS NOT NULL)"                                      \
+    ", count(*) FILTER (WHERE d = '" d "' AND o IN ('TP1', 'TP2', 'TP3'))"                         \
+    ", count(*) FILTER (WHERE d = '" d "' AND rc = '" d "')"                                       \
+    ", coalesce(sum(r) FILTER (WHERE d = '" d "' AND o IS NOT NULL), 0)"
+
+static const char perf_sql[] =
+    "WITH s AS ("
+    " SELECT model_version AS v, direction AS d, outcome AS o, realised AS rc, r_multiple AS r,"
+    " candle_time AS t,"
+    " CASE WHEN outcome IS NULL THEN NULL ELSE"
+    " (p_long - (realised = 'LONG')::int) ^ 2 + (p_short - (realised = 'SHORT')::int) ^ 2"
+    " + (p_no_trade - (realised = 'NO_TRADE')::int) ^ 2 END AS brier,"
+    " row_number() OVER (PARTITION BY model_version, outcome IS NULL"
+    " ORDER BY candle_time DESC) AS rn"
+    " FROM predictions WHERE symbol = $1 AND timeframe = $2),"
+    " w AS (SELECT false AS win, * FROM s"
+    " UNION ALL SELECT true, * FROM s WHERE o IS NOT NULL AND rn <= $3::bigint)"
+    " SELECT v, win, count(*), count(*) FILTER (WHERE o IS NULL),"
+    " count(*) FILTER (WHERE o IS NOT NULL), coalesce(sum(brier), 0),"
+    " coalesce(floor(extract(epoch FROM min(t)))::bigint, 0),"
+    " coalesce(floor(extract(epoch FROM max(t)))::bigint, 0)" DIR_COLUMNS("LONG")
+        DIR_COLUMNS("SHORT") DIR_COLUMNS("NO_TRADE") " FROM w GROUP BY v, win ORDER BY v, win";
+
+struct perf_q {
+    const char *symbol, *tf;
+    size_t window;
+    features_ledger_perf *v;
+    size_t n;
+};
+
+static void decode_figures(const PGresult *r, int i, features_ledger_figures *f)
+{
+    memset(f, 0, sizeof *f);
+    f->predictions = get_u64(r, i, 2);
+    f->open = get_u64(r, i, 3);
+    f->resolved = get_u64(r, i, 4);
+    f->sum_brier = get_dbl(r, i, 5);
+    f->first = get_i64(r, i, 6);
+    f->last = get_i64(r, i, 7);
+    for (int d = 0; d < 3; d++) {
+        int col = 8 + 5 * d;
+        f->dir[d].predictions = get_u64(r, i, col);
+        f->dir[d].resolved = get_u64(r, i, col + 1);
+        f->dir[d].hits = get_u64(r, i, col + 2);
+        f->dir[d].correct = get_u64(r, i, col + 3);
+        f->dir[d].sum_r = get_dbl(r, i, col + 4);
+        f->correct += f->dir[d].correct;
+    }
+    for (int d = FEATURES_LEDGER_LONG; d <= FEATURES_LEDGER_SHORT; d++) {
+        f->trades += f->dir[d].resolved;
+        f->hits += f->dir[d].hits;
+        f->sum_r += f->dir[d].sum_r;
+    }
+}
+
+static int op_perf(PGconn *c, void *arg)
+{
+    struct perf_q *q = arg;
+    char win[24];
+    snprintf(win, sizeof win, "%zu", q->window);
+    const char *vals[] = {q->symbol, q->tf, win};
+    PGresult *r = NULL;
+    int rc = exec1(c, "performance figures", perf_sql, 3, vals, PGRES_TUPLES_OK, &r);
+    if (rc)
+        return rc;
+    int rows = PQntuples(r);
+    features_ledger_perf *v = rows ? calloc((size_t)rows, sizeof *v) : NULL;
+    if (rows && !v) {
+        PQclear(r);
+        return PD_ENOMEM;
+    }
+    size_t n = 0;
+    for (int i = 0; i < rows; i++) {
+        uint32_t ver = (uint32_t)get_u64(r, i, 0);
+        bool is_window = strcmp(PQgetvalue(r, i, 1), "t") == 0;
+        if (n == 0 || v[n - 1].version != ver)
+            v[n++].version = ver;
+        decode_figures(r, i, is_window ? &v[n - 1].window : &v[n - 1].all);
+    }
+    PQclear(r);
+    free(q->v);
+    q->v = v;
+    q->n = n;
+    return 0;
+}
+
+int features_ledger_performance(features_ledger *db, const char *symbol, const char *tf,
+                                size_t window, features_ledger_perf **out, size_t *n)
+{
+    int rc = check_series(symbol, tf);
+    if (rc)
+        return rc;
+    if (!out || !n || window < 1 || window > WINDOW_MAX)
+        return PD_EINVAL;
+    struct perf_q q = {.symbol = symbol, .tf = tf, .window = window};
+    rc = run(db, op_perf, &q);
+    if (rc) {
+        free(q.v);
+        return rc == PD_EINVAL ? PD_EDB : rc;
+    }
+    *out = q.v;
+    *n = q.n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * History.
+ */
+struct history_q {
+    const features_ledger_query *q;
+    features_ledger_row *v;
+    size_t n;
+    bool more;
+};
+
+static int op_history(PGconn *c, void *arg)
+{
+    struct history_q *h = arg;
+    const features_ledger_query *q = h->q;
+    char from[24], to[24], lim[24], ct[24], cv[16];
+    snprintf(from, sizeof from, "%" PRId64, q->from);
+    snprintf(to, sizeof to, "%" PRId64, q->to);
+    snprintf(lim, sizeof lim, "%zu", q->limit + 1); /* one more says whether a page follows */
+    const features_ledger_cursor *a = q->after;
+    if (a) {
+        snprintf(ct, sizeof ct, "%" PRId64, a->candle_time);
+        snprintf(cv, sizeof cv, "%" PRIu32, a->version);
+    }
+    const char *vals[] = {q->symbol,
+                          q->timeframe,
+                          q->from ? from : NULL,
+                          q->to ? to : NULL,
+                          a ? ct : NULL,
+                          a ? a->symbol : NULL,
+                          a ? a->timeframe : NULL,
+                          a ? cv : NULL,
+                          lim};
+    PGresult *r = NULL;
+    int rc = exec1(c, "ledger history",
+                   "SELECT " ENTRY_COLUMNS ", outcome, realised,"
+                   " coalesce(floor(extract(epoch FROM resolved_at))::bigint, 0), hit_time_s,"
+                   " r_multiple, mfe, mae FROM predictions"
+                   " WHERE ($1::text IS NULL OR symbol = $1)"
+                   " AND ($2::text IS NULL OR timeframe = $2)"
+                   " AND ($3::bigint IS NULL OR candle_time >= to_timestamp($3::bigint))"
+                   " AND ($4::bigint IS NULL OR candle_time < to_timestamp($4::bigint))"
+                   " AND ($5::bigint IS NULL OR (candle_time, symbol, timeframe, model_version)"
+                   " < (to_timestamp($5::bigint), $6::text, $7::text, $8::integer))"
+                   " ORDER BY candle_time DESC, symbol DESC, timeframe DESC, model_version DESC"
+                   " LIMIT $9::bigint",
+                   9, vals, PGRES_TUPLES_OK, &r);
+    if (rc)
+        return rc;
+    size_t rows = (size_t)PQntuples(r);
+    bool more = rows > q->limit;
+    if (more)
+        rows = q->limit;
+    features_ledger_row *v = rows ? calloc(rows, sizeof *v) : NULL;
+    if (rows && !v) {
+        PQclear(r);
+        return PD_ENOMEM;
+    }
+    for (size_t i = 0; i < rows; i++) {
+        int row = (int)i, col = ENTRY_NCOLS;
+        if (decode_entry(r, row, &v[i].e) != 0) {
+            free(v);
+            PQclear(r);
+            return PD_EDB;
+        }
+        features_ledger_resolution *res = &v[i].r;
+        res->outcome = PQgetisnull(r, row, col) ? FEATURES_OUTCOME_OPEN
+                                                : outcome_parse(PQgetvalue(r, row, col));
+        res->realised = PQgetisnull(r, row, col + 1) ? -1 : class_parse(PQgetvalue(r, row, col + 1));
+        if (res->outcome < 0)
+            res->outcome = FEATURES_OUTCOME_OPEN;
+        v[i].resolved_at = get_i64(r, row, col + 2);
+        res->hit_time_s = get_dbl(r, row, col + 3);
+        res->r_multiple = get_dbl(r, row, col + 4);
+        res->mfe = get_dbl(r, row, col + 5);
+        res->mae = get_dbl(r, row, col + 6);
+        if (isfinite(res->hit_time_s) && v[i].e.timeframe[0])
+            res->candles = (uint32_t)(res->hit_time_s / (double)util_tf_seconds(v[i].e.timeframe));
+    }
+    PQclear(r);
+    free(h->v);
+    h->v = v;
+    h->n = rows;
+    h->more = more;
+    return 0;
+}
+
+int features_ledger_history(features_ledger *db, const features_ledger_query *q,
+                            features_ledger_row **out, size_t *n, bool *more)
+{
+    if (!q || !out || !n || q->limit < 1 || q->limit > HISTORY_LIMIT_MAX || q->from < 0 ||
+        q->to < 0)
+        return PD_EINVAL;
+    if (q->symbol && !util_symbol_valid(q->symbol))
+        return PD_ESYMBOL;
+    if (q->timeframe && !util_tf_seconds(q->timeframe))
+        return PD_ETIMEFRAME;
+    const features_ledger_cursor *a = q->after;
+    if (a && (!util_symbol_valid(a->symbol) || !util_tf_seconds(a->timeframe) || a->version == 0 ||
+              a->candle_time < 0))
+        return PD_EINVAL;
+    struct history_q h = {.q = q};
+    int rc = run(db, op_history, &h);
+    if (rc) {
+        free(h.v);
+        return rc == PD_EINVAL ? PD_EDB : rc;
+    }
+    *out = h.v;
+    *n = h.n;
+    if (more)
+        *more = h.more;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * LISTEN.
+ */
+struct features_listener {
+    char *url;
+    char channel[64];
+    PGconn *pg; /* NULL when not connected */
+};
+
+static bool channel_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 63 || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+        return false;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_") == n;
+}
+
+int features_listen_open(const char *database_url, const char *channel, features_listener **out)
+{
+    if (!out || !channel_ok(channel))
+        return PD_EINVAL;
+    int rc = check_url(database_url);
+    if (rc)
+        return rc;
+    features_listener *l = calloc(1, sizeof *l);
+    if (!l || !(l->url = strdup(database_url))) {
+        free(l);
+        return PD_ENOMEM;
+    }
+    snprintf(l->channel, sizeof l->channel, "%s", channel);
+    *out = l;
+    return 0;
+}
+
+static void listen_drop(features_listener *l)
+{
+    PQfinish(l->pg);
+    l->pg = NULL;
+}
+
+int features_listen_connect(features_listener *l)
+{
+    if (!l)
+        return PD_EINVAL;
+    listen_drop(l);
+    PGconn *c = pg_connect(l->url, "predictd-listen", true);
+    if (!c)
+        return PD_EDB;
+    char sql[96];
+    snprintf(sql, sizeof sql, "LISTEN %s", l->channel); /* channel_ok: a plain identifier */
+    PGresult *r = PQexec(c, sql);
+    int rc = check(c, r, PGRES_COMMAND_OK, "LISTEN");
+    PQclear(r);
+    if (rc) {
+        PQfinish(c);
+        return PD_EDB;
+    }
+    l->pg = c;
+    return 0;
+}
+
+int features_listen_socket(const features_listener *l)
+{
+    return l && l->pg ? PQsocket(l->pg) : -1;
+}
+
+int features_listen_consume(features_listener *l, features_notify_fn fn, void *arg)
+{
+    if (!l || !fn)
+        return PD_EINVAL;
+    if (!l->pg)
+        return PD_EDB;
+    int ok = PQconsumeInput(l->pg);
+    int count = 0;
+    PGnotify *nt;
+    while ((nt = PQnotifies(l->pg)) != NULL) {
+        fn(nt->extra ? nt->extra : "", arg);
+        PQfreemem(nt);
+        count++;
+    }
+    if (!ok || PQstatus(l->pg) != CONNECTION_OK) {
+        char buf[256];
+        one_line(PQerrorMessage(l->pg), buf, sizeof buf);
+        LOG_WARN(MOD, "LISTEN connection lost: %s", buf);
+        listen_drop(l);
+        return PD_EDB;
+    }
+    return count;
+}
+
+void features_listen_close(features_listener *l)
+{
+    if (!l)
+        return;
+    listen_drop(l);
+    free(l->url);
+    free(l);
+}
+
+/* ---------------------------------------------------------------------------
+ * PUBLISH.
+ */
+struct features_pub {
+    char host[256];
+    int port, db;
+    char *user, *password; /* NULL when absent */
+    redisContext *c;       /* NULL until first use or after a failure */
+    uint64_t retry_at;     /* util_mono_ns() before which no connect is tried */
+    bool down;             /* an outage is in progress (logged) */
+};
+
+static char *dup_n(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+/* redis://[[user]:password@]host[:port][/db]; host may be [v6]. */
+static int pub_parse(features_pub *p, const char *url)
+{
+    if (strncmp(url, "redis://", 8) != 0)
+        return PD_EINVAL;
+    const char *s = url + 8;
+    const char *end = s + strcspn(s, "/?#");
+    const char *at = memchr(s, '@', (size_t)(end - s));
+    if (at) {
+        const char *colon = memchr(s, ':', (size_t)(at - s));
+        if (!colon)
+            return PD_EINVAL;
+        if (colon > s && !(p->user = dup_n(s, (size_t)(colon - s))))
+            return PD_ENOMEM;
+        if (!(p->password = dup_n(colon + 1, (size_t)(at - colon - 1))))
+            return PD_ENOMEM;
+        s = at + 1;
+    }
+    const char *host = s, *hend, *port = NULL;
+    if (*s == '[') {
+        host = s + 1;
+        hend = memchr(host, ']', (size_t)(end - host));
+        if (!hend)
+            return PD_EINVAL;
+        if (hend + 1 < end) {
+            if (hend[1] != ':')
+                return PD_EINVAL;
+            port = hend + 2;
+        }
+    } else {
+        hend = memchr(host, ':', (size_t)(end - host));
+        if (hend)
+            port = hend + 1;
+        else
+            hend = end;
+    }
+    size_t hlen = (size_t)(hend - host);
+    if (hlen == 0 || hlen >= sizeof p->host)
+        return PD_EINVAL;
+    memcpy(p->host, host, hlen);
+    p->host[hlen] = '\0';
+    p->port = 6379;
+    if (port) {
+        char *pend;
+        long v = strtol(port, &pend, 10);
+        if (pend != end || pend == port || v < 1 || v > 65535)
+            return PD_EINVAL;
+        p->port = (int)v;
+    }
+    if (*end == '/' && end[1]) {
+        char *dend;
+        long db = strtol(end + 1, &dend, 10);
+        if (*dend || dend == end + 1 || db < 0 || db > 1000000)
+            return PD_EINVAL;
+        p->db = (int)db;
+    } else if (*end && strcmp(end, "/") != 0) {
+        return PD_EINVAL;
+    }
+    return 0;
+}
+
+int features_pub_open(const char *redis_url, features_pub **out)
+{
+    if (!redis_url || !out)
+        return PD_EINVAL;
+    features_pub *p = calloc(1, sizeof *p);
+    if (!p)
+        return PD_ENOMEM;
+    int rc = pub_parse(p, redis_url);
+    if (rc) {
+        if (rc == PD_EINVAL)
+            LOG_ERROR(MOD, "Redis URL is malformed (expected redis://host:port/db)");
+        features_pub_close(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+static void pub_down(features_pub *p, const char *why)
+{
+    if (!p->down)
+        LOG_WARN(MOD, "Redis unavailable, predictions are not published: %s", why);
+    p->down = true;
+    if (p->c) {
+        redisFree(p->c);
+        p->c = NULL;
+    }
+    p->retry_at = util_mono_ns() + PUB_BACKOFF_NS;
+}
+
+/* Runs a setup command; true when Redis answered a status. */
+static bool setup_ok(features_pub *p, redisReply *r, const char *what)
+{
+    bool ok = r && r->type == REDIS_REPLY_STATUS;
+    if (!ok) {
+        char buf[160];
+        snprintf(buf, sizeof buf, "%s: %s", what,
+                 r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
+        pub_down(p, buf);
+    }
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
+static bool pub_connect(features_pub *p)
+{
+    if (p->c)
+        return true;
+    if (p->retry_at && util_mono_ns() < p->retry_at)
+        return false;
+    struct timeval tv = {0, PUB_TIMEOUT_US};
+    p->c = redisConnectWithTimeout(p->host, p->port, tv);
+    if (!p->c || p->c->err) {
+        pub_down(p, p->c ? p->c->errstr : "out of memory");
+        return false;
+    }
+    if (redisSetTimeout(p->c, tv) != REDIS_OK) {
+        pub_down(p, "cannot set the socket timeout");
+        return false;
+    }
+    if (p->password &&
+        !setup_ok(p,
+                  p->user ? redisCommand(p->c, "AUTH %s %s", p->user, p->password)
+                          : redisCommand(p->c, "AUTH %s", p->password),
+                  "AUTH"))
+        return false;
+    if (p->db && !setup_ok(p, redisCommand(p->c, "SELECT %d", p->db), "SELECT"))
+        return false;
+    return true;
+}
+
+int features_pub_publish(features_pub *p, const char *channel, const char *msg, size_t len,
+                         long long *receivers)
+{
+    if (!p || !channel || (!msg && len))
+        return PD_EINVAL;
+    if (!pub_connect(p))
+        return PD_ECACHE;
+    redisReply *r = redisCommand(p->c, "PUBLISH %s %b", channel, msg ? msg : "", len);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        pub_down(p, r && r->type == REDIS_REPLY_ERROR ? r->str
+                    : p->c->errstr[0]                 ? p->c->errstr
+                                                      : "no reply");
+        if (r)
+            freeReplyObject(r);
+        return PD_ECACHE;
+    }
+    if (p->down) {
+        LOG_INFO(MOD, "Redis available again: publishing predictions");
+        p->down = false;
+    }
+    if (receivers)
+        *receivers = r->integer;
+    freeReplyObject(r);
+    return 0;
+}
+
+void features_pub_close(features_pub *p)
+{
+    if (!p)
+        return;
+    if (p->c)
+        redisFree(p->c);
+    free(p->user);
+    free(p->password);
+    free(p);
+}
