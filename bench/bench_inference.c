@@ -13,10 +13,13 @@
  * feature vectors so tree branches are not all predicted. Single-threaded, one model at a time,
  * scratch allocated once (as the server does per thread).
  *
- * Usage: bench_inference [filter]   (runs only models whose name contains
- * filter)
+ * Usage: bench_inference [--generic] [filter]
+ *   filter     runs only models whose name contains it
+ *   --generic  uses the generic kernels even where AVX2+FMA is available
+ *              (the figures of an older or non-x86 CPU's code path)
  */
 #include "inference/inference.h"
+#include "inference/inference_internal.h" /* to force the generic kernels */
 #include "util/util.h"
 
 #include <math.h>
@@ -243,6 +246,7 @@ static int cmp_double(const void *a, const void *b)
 }
 
 static volatile double sink;
+static bool force_generic;
 
 static int bench(const char *name, const Predictd__Model *msg, const Predictd__Scaler *scaler)
 {
@@ -253,6 +257,8 @@ static int bench(const char *name, const Predictd__Model *msg, const Predictd__S
         fprintf(stderr, "%s: build failed: %s\n", name, why);
         return 1;
     }
+    if (force_generic)
+        m->k = &inference__kernels_generic;
     size_t per = inference_steps(m) * inference_n_features(m);
     double *inputs = rnd_array(per * NINPUTS, 2.0);
     void *scratch = malloc(inference_scratch_size(m));
@@ -291,8 +297,9 @@ static int bench(const char *name, const Predictd__Model *msg, const Predictd__S
     char cbuf[48] = "";
     if (cycles_fd >= 0)
         snprintf(cbuf, sizeof cbuf, " cycles=%.0f", cyc[BATCHES / 2]);
-    printf("%s median_ns=%.1f min_ns=%.1f%s batches=%d runs=%zu scratch_bytes=%zu\n", name,
-           per_run[BATCHES / 2], per_run[0], cbuf, BATCHES, runs, inference_scratch_size(m));
+    printf("%s median_ns=%.1f min_ns=%.1f%s kernels=%s batches=%d runs=%zu scratch_bytes=%zu\n",
+           name, per_run[BATCHES / 2], per_run[0], cbuf, m->k->name, BATCHES, runs,
+           inference_scratch_size(m));
     fflush(stdout);
     free(scratch);
     free(inputs);
@@ -302,7 +309,13 @@ static int bench(const char *name, const Predictd__Model *msg, const Predictd__S
 
 int main(int argc, char **argv)
 {
-    const char *filter = argc > 1 ? argv[1] : "";
+    const char *filter = "";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--generic") == 0)
+            force_generic = true;
+        else
+            filter = argv[i];
+    }
     int bad = 0;
     struct holder *h = calloc(1, sizeof *h);
     Predictd__Model msg;

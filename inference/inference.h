@@ -72,7 +72,9 @@ typedef struct inference_policy {
  *   inference_run rejects NaN inputs, never decides a path.
  * - Conv1d is PyTorch's cross-correlation (no kernel flip), stride 1,
  *   dilation 1, zero padding on both ends. LSTM is torch.nn.LSTM with one
- *   layer, h0 = c0 = 0, gates i, f, g, o. GELU is the exact (erf) form.
+ *   layer, h0 = c0 = 0, gates i, f, g, o; its final hidden state feeds
+ *   the head. Without an LSTM the last conv output step (or, without
+ *   convs, the last scaled input step) does. GELU is the exact (erf) form.
  * - All arithmetic is in double; each sum runs in input order. On CPUs
  *   with AVX2+FMA the multiply-adds are fused and tanh/sigmoid come from
  *   vectorised code within a few ulp of libm, so results can differ from
@@ -87,6 +89,8 @@ size_t inference_n_features(const inference_model *m);
 size_t inference_steps(const inference_model *m);
 /* Bytes of scratch inference_run needs for this model. */
 size_t inference_scratch_size(const inference_model *m);
+/* The model's signal policy, borrowed from m: atr_period already defaulted
+ * (14 when the file says 0), unknown ETAs NaN. */
 const inference_policy *inference_model_policy(const inference_model *m);
 /* The model kind (PREDICTD__MODEL_KIND__SOFTMAX, ...). */
 int inference_model_kind(const inference_model *m);

@@ -411,6 +411,7 @@ TEST(test_kernels_elementwise_match_libm)
     const struct inf_kernels *ks[2];
     size_t nk = kernel_sets(ks);
     CHECK(inference__kernels_best() == ks[nk - 1]);
+    CHECK_EQ_STR(inference_kernels_name(), ks[nk - 1]->name);
     enum { N = 20011 }; /* odd: exercises the tail */
     double *x = malloc(N * sizeof *x), *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
     double *c = malloc(N * sizeof *c);
@@ -663,6 +664,126 @@ TEST(test_tree_ensemble_classes_and_base)
     f.trees[1].n_default_left = 5;
     f.trees[1].default_left = dl;
     CHECK_EQ_INT(build_run(&f, x3, p), 0);
+}
+
+/* Random trees for the ensemble test: up to 63 nodes, any shape. */
+#define RT_MAX 63
+struct rtree {
+    int32_t feature[RT_MAX], left[RT_MAX], right[RT_MAX];
+    double threshold[RT_MAX], value[RT_MAX];
+    int n;
+};
+
+static int rtree_grow(struct rtree *t, int depth)
+{
+    int i = t->n++;
+    bool leaf = depth == 0 || t->n + 2 > RT_MAX || rnd() < -0.6;
+    t->feature[i] = leaf ? -1 : (int32_t)((rnd() + 1) / 2 * 3);
+    t->threshold[i] = leaf ? -2 : rnd() / 4 * 4; /* multiples of 0.25: ties happen */
+    t->threshold[i] = round(t->threshold[i] * 4) / 4;
+    t->value[i] = rnd();
+    t->left[i] = t->right[i] = -1;
+    if (!leaf) {
+        t->left[i] = rtree_grow(t, depth - 1);
+        t->right[i] = rtree_grow(t, depth - 1);
+    }
+    return i;
+}
+
+/* Renumbers every node but the root at random, so children may come
+ * before their parents in the arrays. */
+static void rtree_shuffle(struct rtree *t)
+{
+    int perm[RT_MAX];
+    for (int i = 0; i < t->n; i++)
+        perm[i] = i;
+    for (int i = t->n - 1; i > 1; i--) {
+        int j = 1 + (int)((rnd() + 1) / 2 * i);
+        if (j > i)
+            j = i;
+        int tmp = perm[i];
+        perm[i] = perm[j];
+        perm[j] = tmp;
+    }
+    struct rtree u = *t;
+    for (int i = 0; i < t->n; i++) {
+        int k = perm[i];
+        u.feature[k] = t->feature[i];
+        u.threshold[k] = t->threshold[i];
+        u.value[k] = t->value[i];
+        u.left[k] = t->left[i] < 0 ? -1 : perm[t->left[i]];
+        u.right[k] = t->right[i] < 0 ? -1 : perm[t->right[i]];
+    }
+    *t = u;
+}
+
+/* The textbook walk over the file's arrays. */
+static double rtree_eval(const struct rtree *t, const double *x, bool le)
+{
+    int i = 0;
+    while (t->feature[i] >= 0) {
+        double v = x[t->feature[i]];
+        i = (le ? v <= t->threshold[i] : v < t->threshold[i]) ? t->left[i] : t->right[i];
+    }
+    return t->value[i];
+}
+
+TEST(test_tree_ensemble_random_matches_reference)
+{
+    /* 11 trees: two lockstep groups of 4 (with shallow and deep trees
+     * mixed) and a tail of 3, one chain-like tree of depth 12. */
+    enum { NT = 11 };
+    static struct rtree rt[NT];
+    rng_state = 99;
+    struct fix f;
+    fix_init(&f, 3);
+    f.m.kind = PREDICTD__MODEL_KIND__TREES;
+    Predictd__Tree trees[NT], *tp[NT];
+    uint32_t tclass[NT];
+    for (int t = 0; t < NT; t++) {
+        memset(&rt[t], 0, sizeof rt[t]);
+        rtree_grow(&rt[t], t == 5 ? 12 : 1 + t % 5);
+        rtree_shuffle(&rt[t]);
+        trees[t] = (Predictd__Tree)PREDICTD__TREE__INIT;
+        set_tree(&trees[t], (size_t)rt[t].n, rt[t].feature, rt[t].threshold, rt[t].left,
+                 rt[t].right, rt[t].value);
+        tp[t] = &trees[t];
+        tclass[t] = (uint32_t)(t * 7 % 3);
+    }
+    f.ens.n_features = 3;
+    f.ens.n_classes = 3;
+    f.ens.n_trees = NT;
+    f.ens.trees = tp;
+    f.ens.n_tree_class = NT;
+    f.ens.tree_class = tclass;
+    f.base_score[0] = 0.5;
+    f.base_score[1] = -0.25;
+    f.base_score[2] = 0.125;
+    f.ens.n_base_score = 3;
+    f.ens.base_score = f.base_score;
+    f.m.trees = &f.ens;
+    for (int rule = 0; rule < 2; rule++) {
+        f.ens.rule = rule ? PREDICTD__SPLIT_RULE__LESS_EQUAL : PREDICTD__SPLIT_RULE__LESS;
+        inference_model *m = NULL;
+        char why[256];
+        CHECK_EQ_INT(inference_model_build(&f.m, NULL, &m, why, sizeof why), 0);
+        if (!m)
+            continue;
+        void *scratch = malloc(inference_scratch_size(m) + 8);
+        for (int trial = 0; trial < 200; trial++) {
+            double x[3], z[3] = {0.5, -0.25, 0.125}, p[3], want[3];
+            for (int i = 0; i < 3; i++) /* on the 0.25 grid half the time: ties */
+                x[i] = trial % 2 ? round(rnd() * 4) / 4 : rnd();
+            for (int t = 0; t < NT; t++)
+                z[tclass[t]] += rtree_eval(&rt[t], x, rule);
+            ref_softmax3(z[0], z[1], z[2], want);
+            CHECK_EQ_INT(inference_run(m, x, p, scratch), 0);
+            for (int c = 0; c < 3; c++)
+                CHECK_NEAR(p[c], want[c], 1e-15);
+        }
+        free(scratch);
+        inference_model_free(m);
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -1537,6 +1658,7 @@ int main(void)
     RUN(test_tree_rules_at_threshold);
     RUN(test_tree_scaled_input);
     RUN(test_tree_ensemble_classes_and_base);
+    RUN(test_tree_ensemble_random_matches_reference);
     RUN(test_conv_padding_by_hand);
     RUN(test_conv_layout_out_in_kernel);
     RUN(test_lstm_hidden1_by_hand);
