@@ -45,6 +45,8 @@ typedef struct api_options {
     int stream_max;
     bool access_log;
     const char *models_dir;
+    int rate_burst;           /* bucket size; 0 = twice rate_limit */
+    bool redis;               /* a Redis URL is configured (for /health/status) */
 } api_options;
 
 /* Creates the context over a registry the caller keeps alive longer.
@@ -135,5 +137,26 @@ void api_http_stop(api_http *h, int timeout_s);
 void api_http_set_draining(api_http *h);
 /* Requests currently being handled. */
 long api_http_in_flight(api_http *h);
+
+/*
+ * Background jobs in /health/status (components.jobs): the model scanner,
+ * the inference loop, training jobs. Whoever owns a job registers a probe
+ * after api_http_start(); /health/status calls it on a request thread, so it
+ * must be thread-safe, quick and never block on the job. It fills *out
+ * (zeroed before the call). Strings are copied.
+ */
+typedef struct api_job_status {
+    const char *state;    /* "running", "idle", "off", "failed", ...: static storage */
+    int64_t last_run;     /* Unix seconds of the last run or activity; 0: never/unknown */
+    uint64_t runs;        /* runs (scans, jobs, batches) since start */
+    char last_error[256]; /* "" when none; never a secret */
+} api_job_status;
+typedef void (*api_job_probe)(void *arg, api_job_status *out);
+/* Returns 0, PD_ETOOBIG when 8 jobs are registered, PD_EINVAL (bad name or
+ * NULL probe). A name registered again replaces its probe. Thread-safe. */
+int api_http_add_job(api_http *h, const char *name, api_job_probe probe, void *arg);
+/* Unregisters; when it returns no call of the probe is running, so arg may be
+ * freed. Unknown names are ignored. Thread-safe. */
+void api_http_remove_job(api_http *h, const char *name);
 
 #endif

@@ -58,4 +58,9 @@ int api_render_fragment(api_prediction *p, const struct inference_signal *sig,
 /* Adds a reference. */
 void api_prediction_retain(api_prediction *p);
 
+/* Records one kernel run (inference_run) of the given duration in the
+ * process-wide inference latency histogram of /metrics (metrics.c).
+ * Lock-free, callable from any thread. */
+void api_metrics_inference(double seconds);
+
 #endif

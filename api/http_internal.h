@@ -61,6 +61,22 @@ struct api_route {
 struct api_metrics; /* metrics.c */
 struct api_rate;    /* ratelimit.c */
 
+/* A background job registered for /health/status (api_http_add_job). */
+#define API_JOBS_MAX 8
+struct api_job {
+    char name[32];
+    api_job_probe probe;
+    void *arg;
+};
+
+/* The last error seen on a dependency, for /health/status. */
+enum { API_COMPONENT_DATABASE, API_COMPONENT_REDIS, API_COMPONENT_COUNT_ };
+struct api_component_error {
+    pthread_mutex_t lock; /* guards message and at */
+    char message[256];
+    int64_t at;           /* Unix seconds, 0: never */
+};
+
 struct api_http {
     struct _u_instance instance;
     api_context *ctx;
@@ -71,6 +87,17 @@ struct api_http {
     int64_t started_at;
     struct api_metrics *metrics;
     struct api_rate *rate;
+    /* Requests from their first line until their response is sent or the
+     * connection dies (MHD's URI-log and completion callbacks): what the
+     * drain waits for. in_flight above counts only handlers running. */
+    atomic_long open_requests;
+    atomic_int streams;       /* WebSocket/SSE clients (api_stream_enter) */
+    atomic_long fresh_connections; /* accepted, no request line read yet */
+    char id_prefix[20];       /* random per process: generated request ids */
+    pthread_rwlock_t jobs_lock; /* guards jobs and njobs */
+    struct api_job jobs[API_JOBS_MAX];
+    size_t njobs;
+    struct api_component_error component_errors[API_COMPONENT_COUNT_];
 };
 
 /* One request as handlers see it. */
@@ -132,5 +159,24 @@ void api_metrics_render(struct api_http *h, util_buf *b);
 void api_rate_init(struct api_http *h);
 void api_rate_cleanup(struct api_http *h);
 bool api_rate_allow(struct api_http *h, const char *client, int64_t now);
+/* Takes a token for client; when none is left returns false and writes the
+ * whole seconds until one is (>= 1) to *retry_after_s. Thread-safe. */
+bool api_rate_take(struct api_http *h, const char *client, int *retry_after_s);
+
+/* Streams (WebSocket, SSE) hold a connection for long: a handler starting
+ * one calls api_stream_enter first and answers 503 when it returns false
+ * (PREDICTD_STREAM_MAX reached, or draining); api_stream_leave when the
+ * stream ends. Stream handlers should also end their streams once
+ * api_http_draining() is true: the drain does not wait for streams. */
+bool api_stream_enter(struct api_http *h);
+void api_stream_leave(struct api_http *h);
+bool api_http_draining(struct api_http *h);
+
+/* Records the last error of a dependency (API_COMPONENT_*) for
+ * /health/status. The message must not hold a secret. Thread-safe. */
+void api_component_error(struct api_http *h, int component, const char *message);
+
+/* Metrics for things outside the request path (metrics.c). */
+void api_metrics_render_staleness(struct api_http *h, util_buf *b, int64_t now);
 
 #endif

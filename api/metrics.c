@@ -1,12 +1,26 @@
 /*
- * metrics.c: Prometheus text exposition of the service's counters.
+ * metrics.c: Prometheus text exposition (format 0.0.4) of the service's
+ * counters, gauges and histograms, checked by `promtool check metrics`.
  *
- * Counters are atomics bumped on the request path without locks; the
- * per-series prediction counters live in a fixed table (a mutex guards
- * inserting a series) so label sets stay bounded: only series that produced
- * a prediction appear, and past METRIC_SERIES_MAX they fold into
- * symbol="_other". Unknown symbols never reach it (they fail before a
- * prediction exists). Rendering reads the other modules' stats structs.
+ * Request-path updates are lock-free atomics. Label sets are bounded by
+ * construction, so no request can create a series:
+ * - routes are the fixed enum api_metric_route, status codes a fixed table;
+ * - per-series prediction counters live in a fixed table of
+ *   METRIC_SERIES_MAX entries (a mutex guards inserting one) and are made
+ *   only by a prediction that succeeded, i.e. for a series with candles and
+ *   a model: an unknown or malformed symbol fails before that. Past the
+ *   table's size series fold into symbol="_other";
+ * - model info and versions come from the repository listing;
+ * - feature staleness is read at scrape time from the process cache of
+ *   predictions (also made only by successful predictions), capped at
+ *   METRIC_SERIES_MAX series.
+ * The inference histogram is process-wide (static atomics) because the
+ * kernel runs below the HTTP layer (api/predict.c calls
+ * api_metrics_inference around inference_run).
+ *
+ * A histogram's buckets are counted non-cumulatively, with an overflow
+ * bucket, and summed at render time: the count is the sum of the buckets,
+ * so a scrape racing with observations is still monotonic and consistent.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,14 +30,26 @@
 #include "inference/inference.h"
 
 #define METRIC_SERIES_MAX 512
-#define NBUCKETS 14
-static const double buckets[NBUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                         0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5};
 
-enum { CODE_2XX, CODE_400, CODE_401, CODE_404, CODE_413, CODE_414, CODE_429, CODE_4XX, CODE_500,
-       CODE_503, CODE_5XX, CODE_COUNT_ };
-static const char *code_names[CODE_COUNT_] = {"2xx", "400", "401", "404", "413", "414",
-                                              "429", "4xx", "500", "503", "5xx"};
+/* HTTP request latency: 100 us .. 10 s. */
+#define NBUCKETS 16
+static const double buckets[NBUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                         0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                         1,      2.5,     5,      10};
+
+/* Kernel latency: 1 us .. 100 ms. */
+#define NINF_BUCKETS 14
+static const double inf_buckets[NINF_BUCKETS] = {0.000001, 0.0000025, 0.000005, 0.00001, 0.000025,
+                                                 0.00005,  0.0001,    0.00025,  0.0005,  0.001,
+                                                 0.0025,   0.01,      0.025,    0.1};
+static _Atomic uint64_t inf_bucket[NINF_BUCKETS + 1];
+static _Atomic uint64_t inf_sum_ns;
+
+enum { CODE_200, CODE_204, CODE_400, CODE_401, CODE_403, CODE_404, CODE_413, CODE_414, CODE_422,
+       CODE_429, CODE_500, CODE_503, CODE_2XX, CODE_4XX, CODE_5XX, CODE_COUNT_ };
+static const char *code_names[CODE_COUNT_] = {"200", "204", "400", "401", "403",
+                                              "404", "413", "414", "422", "429",
+                                              "500", "503", "2xx", "4xx", "5xx"};
 
 struct series_counter {
     char symbol[24];
@@ -33,8 +59,7 @@ struct series_counter {
 
 struct api_metrics {
     _Atomic uint64_t requests[API_METRIC_COUNT_][CODE_COUNT_];
-    _Atomic uint64_t latency_bucket[API_METRIC_COUNT_][NBUCKETS];
-    _Atomic uint64_t latency_count[API_METRIC_COUNT_];
+    _Atomic uint64_t latency_bucket[API_METRIC_COUNT_][NBUCKETS + 1]; /* + overflow */
     _Atomic uint64_t latency_sum_us[API_METRIC_COUNT_];
     _Atomic uint64_t rate_limited;
     pthread_mutex_t series_lock; /* guards inserting into series */
@@ -45,11 +70,15 @@ struct api_metrics {
 static int code_index(int status)
 {
     switch (status) {
+    case 200: return CODE_200;
+    case 204: return CODE_204;
     case 400: return CODE_400;
     case 401: return CODE_401;
+    case 403: return CODE_403;
     case 404: return CODE_404;
     case 413: return CODE_413;
     case 414: return CODE_414;
+    case 422: return CODE_422;
     case 429: return CODE_429;
     case 500: return CODE_500;
     case 503: return CODE_503;
@@ -61,12 +90,23 @@ static int code_index(int status)
     return CODE_5XX;
 }
 
+static int bucket_index(const double *bounds, int n, double v)
+{
+    int i = 0;
+    while (i < n && v > bounds[i])
+        i++;
+    return i; /* n: the overflow bucket */
+}
+
 void api_metrics_init(struct api_http *h)
 {
     h->metrics = calloc(1, sizeof *h->metrics);
     if (h->metrics) {
         pthread_mutex_init(&h->metrics->series_lock, NULL);
         snprintf(h->metrics->series[METRIC_SERIES_MAX].symbol, 24, "_other");
+        snprintf(h->metrics->series[METRIC_SERIES_MAX].tf, 8, "_other");
+    } else {
+        LOG_ERROR("metrics", "out of memory: /metrics will be empty");
     }
     h->started_at = util_now();
 }
@@ -89,14 +129,19 @@ void api_metrics_request(struct api_http *h, int metric, int status, double seco
                               memory_order_relaxed);
     if (status == 429)
         atomic_fetch_add_explicit(&m->rate_limited, 1, memory_order_relaxed);
-    for (int i = 0; i < NBUCKETS; i++)
-        if (seconds <= buckets[i]) {
-            atomic_fetch_add_explicit(&m->latency_bucket[metric][i], 1, memory_order_relaxed);
-            break;
-        }
-    atomic_fetch_add_explicit(&m->latency_count[metric], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->latency_bucket[metric][bucket_index(buckets, NBUCKETS, seconds)],
+                              1, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->latency_sum_us[metric], (uint64_t)(seconds * 1e6),
                               memory_order_relaxed);
+}
+
+void api_metrics_inference(double seconds)
+{
+    if (!(seconds >= 0))
+        seconds = 0;
+    atomic_fetch_add_explicit(&inf_bucket[bucket_index(inf_buckets, NINF_BUCKETS, seconds)], 1,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&inf_sum_ns, (uint64_t)(seconds * 1e9), memory_order_relaxed);
 }
 
 void api_metrics_prediction(struct api_http *h, const char *symbol, const char *tf,
@@ -130,16 +175,101 @@ void api_metrics_prediction(struct api_http *h, const char *symbol, const char *
     pthread_mutex_unlock(&m->series_lock);
 }
 
+/* ------------------------------------------------------------------------
+ * Rendering.
+ */
 static void header(util_buf *b, const char *name, const char *type, const char *help)
 {
     util_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-void api_metrics_render(struct api_http *h, util_buf *b)
+/* A label value, escaped as the text format wants (\\, \", \n). */
+static void label(util_buf *b, const char *name, const char *value, bool first)
+{
+    util_buf_printf(b, "%s%s=\"", first ? "" : ",", name);
+    for (const char *p = value; *p; p++) {
+        if (*p == '\\' || *p == '"')
+            util_buf_printf(b, "\\%c", *p);
+        else if (*p == '\n')
+            util_buf_puts(b, "\\n");
+        else
+            util_buf_append(b, p, 1);
+    }
+    util_buf_puts(b, "\"");
+}
+
+/* Appends the _bucket, _sum and _count lines of one histogram; labels is
+ * "" or `route="x",` (with the trailing comma). */
+static void histogram(util_buf *b, const char *name, const char *labels, const double *bounds,
+                      int n, _Atomic uint64_t *counts, double sum)
+{
+    uint64_t cum = 0;
+    for (int i = 0; i <= n; i++) {
+        cum += atomic_load_explicit(&counts[i], memory_order_relaxed);
+        if (i < n)
+            util_buf_printf(b, "%s_bucket{%sle=\"%g\"} %llu\n", name, labels, bounds[i],
+                            (unsigned long long)cum);
+        else
+            util_buf_printf(b, "%s_bucket{%sle=\"+Inf\"} %llu\n", name, labels,
+                            (unsigned long long)cum);
+    }
+    size_t ll = strlen(labels);
+    if (ll) /* drop the trailing comma for _sum and _count */
+        util_buf_printf(b, "%s_sum{%.*s} %.9g\n%s_count{%.*s} %llu\n", name, (int)ll - 1, labels,
+                        sum, name, (int)ll - 1, labels, (unsigned long long)cum);
+    else
+        util_buf_printf(b, "%s_sum %.9g\n%s_count %llu\n", name, sum, name,
+                        (unsigned long long)cum);
+}
+
+struct staleness {
+    char symbol[24];
+    char tf[8];
+    int64_t close;
+};
+
+void api_metrics_render_staleness(struct api_http *h, util_buf *b, int64_t now)
+{
+    api_context *ctx = h->ctx;
+    struct staleness *s = calloc(METRIC_SERIES_MAX, sizeof *s);
+    if (!s)
+        return;
+    size_t n = 0;
+    pthread_rwlock_rdlock(&ctx->cache_lock);
+    for (size_t i = 0; i < API_CACHE_BUCKETS; i++)
+        for (const struct api_cache_entry *e = ctx->buckets[i]; e; e = e->next) {
+            const api_prediction *p = e->p;
+            if (!p)
+                continue;
+            size_t k = 0;
+            while (k < n && !(strcmp(s[k].symbol, p->symbol) == 0 && strcmp(s[k].tf, p->timeframe) == 0))
+                k++;
+            if (k == n) {
+                if (n == METRIC_SERIES_MAX)
+                    continue;
+                snprintf(s[k].symbol, sizeof s[k].symbol, "%s", p->symbol);
+                snprintf(s[k].tf, sizeof s[k].tf, "%s", p->timeframe);
+                n++;
+            }
+            if (p->candle_close > s[k].close)
+                s[k].close = p->candle_close;
+        }
+    pthread_rwlock_unlock(&ctx->cache_lock);
+    header(b, "predictd_feature_staleness_seconds", "gauge",
+           "Seconds since the close of the newest candle behind the prediction each series "
+           "serves from the process cache (absent with PREDICTD_CACHE=off).");
+    for (size_t k = 0; k < n; k++) {
+        util_buf_puts(b, "predictd_feature_staleness_seconds{");
+        label(b, "symbol", s[k].symbol, true);
+        label(b, "timeframe", s[k].tf, false);
+        util_buf_printf(b, "} %lld\n", (long long)(now > s[k].close ? now - s[k].close : 0));
+    }
+    free(s);
+}
+
+static void render_http(struct api_http *h, util_buf *b)
 {
     struct api_metrics *m = h->metrics;
-    if (!m)
-        return;
     header(b, "predictd_http_requests_total", "counter", "HTTP requests by route and status.");
     for (int r = 0; r < API_METRIC_COUNT_; r++)
         for (int c = 0; c < CODE_COUNT_; c++) {
@@ -149,36 +279,34 @@ void api_metrics_render(struct api_http *h, util_buf *b)
                                 api_metric_route_name(r), code_names[c], (unsigned long long)v);
         }
     header(b, "predictd_http_request_duration_seconds", "histogram",
-           "HTTP request latency by route.");
+           "HTTP request latency by route, from dispatch to the response being queued.");
     for (int r = 0; r < API_METRIC_COUNT_; r++) {
-        uint64_t count = atomic_load(&m->latency_count[r]);
-        if (!count)
+        uint64_t any = 0;
+        for (int i = 0; i <= NBUCKETS; i++)
+            any |= atomic_load(&m->latency_bucket[r][i]);
+        if (!any)
             continue;
-        uint64_t cum = 0;
-        for (int i = 0; i < NBUCKETS; i++) {
-            cum += atomic_load(&m->latency_bucket[r][i]);
-            util_buf_printf(b,
-                            "predictd_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} "
-                            "%llu\n",
-                            api_metric_route_name(r), buckets[i], (unsigned long long)cum);
-        }
-        util_buf_printf(b,
-                        "predictd_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} "
-                        "%llu\n",
-                        api_metric_route_name(r), (unsigned long long)count);
-        util_buf_printf(b, "predictd_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n",
-                        api_metric_route_name(r),
-                        (double)atomic_load(&m->latency_sum_us[r]) / 1e6);
-        util_buf_printf(b, "predictd_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
-                        api_metric_route_name(r), (unsigned long long)count);
+        char labels[48];
+        snprintf(labels, sizeof labels, "route=\"%s\",", api_metric_route_name(r));
+        histogram(b, "predictd_http_request_duration_seconds", labels, buckets, NBUCKETS,
+                  m->latency_bucket[r], (double)atomic_load(&m->latency_sum_us[r]) / 1e6);
     }
-    header(b, "predictd_http_in_flight_requests", "gauge", "Requests being handled now.");
-    util_buf_printf(b, "predictd_http_in_flight_requests %ld\n", atomic_load(&h->in_flight));
+    header(b, "predictd_http_in_flight_requests", "gauge",
+           "Requests accepted and not yet answered in full (what a drain waits for).");
+    util_buf_printf(b, "predictd_http_in_flight_requests %ld\n", atomic_load(&h->open_requests));
+    header(b, "predictd_http_streams", "gauge", "WebSocket and SSE clients connected.");
+    util_buf_printf(b, "predictd_http_streams %d\n", atomic_load(&h->streams));
+    header(b, "predictd_http_draining", "gauge", "1 after SIGTERM while requests drain.");
+    util_buf_printf(b, "predictd_http_draining %d\n", atomic_load(&h->draining) ? 1 : 0);
     header(b, "predictd_rate_limited_requests_total", "counter",
            "Requests refused by the per-address rate limit.");
     util_buf_printf(b, "predictd_rate_limited_requests_total %llu\n",
                     (unsigned long long)atomic_load(&m->rate_limited));
+}
 
+static void render_predictions(struct api_http *h, util_buf *b)
+{
+    struct api_metrics *m = h->metrics;
     header(b, "predictd_predictions_total", "counter",
            "Predictions served by symbol, timeframe and direction.");
     size_t n = atomic_load(&m->nseries);
@@ -187,34 +315,47 @@ void api_metrics_render(struct api_http *h, util_buf *b)
             i = METRIC_SERIES_MAX;
         for (int d = 0; d < 3; d++) {
             uint64_t v = atomic_load(&m->series[i].by_direction[d]);
-            if (v)
-                util_buf_printf(b,
-                                "predictd_predictions_total{symbol=\"%s\",timeframe=\"%s\","
-                                "direction=\"%s\"} %llu\n",
-                                m->series[i].symbol, m->series[i].tf,
-                                inference_class_name((enum inference_class)d),
-                                (unsigned long long)v);
+            if (!v)
+                continue;
+            util_buf_puts(b, "predictd_predictions_total{");
+            label(b, "symbol", m->series[i].symbol, true);
+            label(b, "timeframe", m->series[i].tf, false);
+            label(b, "direction", inference_class_name((enum inference_class)d), false);
+            util_buf_printf(b, "} %llu\n", (unsigned long long)v);
         }
     }
+    header(b, "predictd_inference_duration_seconds", "histogram",
+           "Model kernel latency (one inference_run: scaler, layers or trees, softmax).");
+    histogram(b, "predictd_inference_duration_seconds", "", inf_buckets, NINF_BUCKETS, inf_bucket,
+              (double)atomic_load(&inf_sum_ns) / 1e9);
 
     api_cache_stats cs;
     api_cache_stats_get(h->ctx, &cs);
+    features_stats fst;
+    features_stats_get(&fst);
     header(b, "predictd_cache_requests_total", "counter",
-           "Prediction cache lookups by layer and result.");
-    util_buf_printf(b,
-                    "predictd_cache_requests_total{layer=\"process\",result=\"hit\"} %llu\n"
-                    "predictd_cache_requests_total{layer=\"process\",result=\"miss\"} %llu\n"
-                    "predictd_cache_requests_total{layer=\"redis\",result=\"hit\"} %llu\n"
-                    "predictd_cache_requests_total{layer=\"redis\",result=\"miss\"} %llu\n",
-                    (unsigned long long)cs.process_hits, (unsigned long long)cs.process_misses,
-                    (unsigned long long)cs.redis_hits, (unsigned long long)cs.redis_misses);
+           "Cache lookups by cache (rendered predictions, candle windows), layer (process, "
+           "redis) and result.");
+    util_buf_printf(
+        b,
+        "predictd_cache_requests_total{cache=\"prediction\",layer=\"process\",result=\"hit\"} "
+        "%llu\n"
+        "predictd_cache_requests_total{cache=\"prediction\",layer=\"process\",result=\"miss\"} "
+        "%llu\n"
+        "predictd_cache_requests_total{cache=\"prediction\",layer=\"redis\",result=\"hit\"} %llu\n"
+        "predictd_cache_requests_total{cache=\"prediction\",layer=\"redis\",result=\"miss\"} "
+        "%llu\n"
+        "predictd_cache_requests_total{cache=\"candles\",layer=\"redis\",result=\"hit\"} %llu\n"
+        "predictd_cache_requests_total{cache=\"candles\",layer=\"redis\",result=\"miss\"} %llu\n",
+        (unsigned long long)cs.process_hits, (unsigned long long)cs.process_misses,
+        (unsigned long long)cs.redis_hits, (unsigned long long)cs.redis_misses,
+        (unsigned long long)fst.redis_hits, (unsigned long long)fst.redis_misses);
     header(b, "predictd_predictions_computed_total", "counter",
            "Predictions computed from candles (not served from a cache).");
     util_buf_printf(b, "predictd_predictions_computed_total %llu\n",
                     (unsigned long long)cs.computed);
+    api_metrics_render_staleness(h, b, util_now());
 
-    features_stats fst;
-    features_stats_get(&fst);
     header(b, "predictd_db_queries_total", "counter", "PostgreSQL queries.");
     util_buf_printf(b, "predictd_db_queries_total %llu\n", (unsigned long long)fst.db_queries);
     header(b, "predictd_db_errors_total", "counter", "PostgreSQL errors.");
@@ -222,16 +363,25 @@ void api_metrics_render(struct api_http *h, util_buf *b)
     header(b, "predictd_db_reconnects_total", "counter", "PostgreSQL reconnections.");
     util_buf_printf(b, "predictd_db_reconnects_total %llu\n",
                     (unsigned long long)fst.db_reconnects);
-    header(b, "predictd_redis_candle_cache_total", "counter",
-           "Candle window lookups in Redis by result.");
-    util_buf_printf(b,
-                    "predictd_redis_candle_cache_total{result=\"hit\"} %llu\n"
-                    "predictd_redis_candle_cache_total{result=\"miss\"} %llu\n",
-                    (unsigned long long)fst.redis_hits, (unsigned long long)fst.redis_misses);
-    header(b, "predictd_redis_errors_total", "counter", "Redis errors (each one bypassed).");
+    header(b, "predictd_redis_errors_total", "counter",
+           "Redis errors (each one bypassed: the database answers instead).");
     util_buf_printf(b, "predictd_redis_errors_total %llu\n",
                     (unsigned long long)fst.redis_errors);
+}
 
+static const char *state_name(registry_state s)
+{
+    switch (s) {
+    case REGISTRY_LOADING: return "loading";
+    case REGISTRY_AVAILABLE: return "available";
+    case REGISTRY_FAILED: return "failed";
+    case REGISTRY_RETIRED: return "retired";
+    }
+    return "unknown";
+}
+
+static void render_models(struct api_http *h, util_buf *b)
+{
     registry *reg = api_context_registry(h->ctx);
     registry_stats rs;
     registry_stats_get(reg, &rs);
@@ -243,28 +393,51 @@ void api_metrics_render(struct api_http *h, util_buf *b)
                         registry_fail_name(i), (unsigned long long)rs.failed_by_reason[i]);
     header(b, "predictd_model_swaps_total", "counter", "Serving version changes.");
     util_buf_printf(b, "predictd_model_swaps_total %llu\n", (unsigned long long)rs.swaps);
+    header(b, "predictd_model_scans_total", "counter", "Model repository scans.");
+    util_buf_printf(b, "predictd_model_scans_total %llu\n", (unsigned long long)rs.scans);
 
     registry_series_info *s = NULL;
     size_t ns = 0;
-    if (registry_list(reg, &s, &ns) == 0) {
-        header(b, "predictd_model_info", "gauge",
-               "The version serving each series (value 1), with its label.");
-        for (size_t i = 0; i < ns; i++)
-            for (size_t k = 0; k < s[i].n_versions; k++) {
-                const registry_version_info *v = &s[i].versions[k];
-                if (!v->serving && !v->label[0])
-                    continue;
-                util_buf_printf(b,
-                                "predictd_model_info{symbol=\"%s\",timeframe=\"%s\",version=\"%u\","
-                                "label=\"%s\",serving=\"%s\"} 1\n",
-                                s[i].symbol, s[i].timeframe, v->version,
-                                v->label[0] ? v->label : "none", v->serving ? "true" : "false");
-            }
-        registry_list_free(s, ns);
-    }
+    if (registry_list(reg, &s, &ns) != 0)
+        return;
+    uint64_t by_state[4] = {0};
+    header(b, "predictd_model_info", "gauge",
+           "Versions that serve or carry a label, per series (value 1).");
+    for (size_t i = 0; i < ns; i++)
+        for (size_t k = 0; k < s[i].n_versions; k++) {
+            const registry_version_info *v = &s[i].versions[k];
+            if ((unsigned)v->state < 4)
+                by_state[v->state]++;
+            if (!v->serving && !v->label[0])
+                continue;
+            char version[16];
+            snprintf(version, sizeof version, "%u", v->version);
+            util_buf_puts(b, "predictd_model_info{");
+            label(b, "symbol", s[i].symbol, true);
+            label(b, "timeframe", s[i].timeframe, false);
+            label(b, "version", version, false);
+            label(b, "label", v->label[0] ? v->label : "none", false);
+            label(b, "serving", v->serving ? "true" : "false", false);
+            util_buf_puts(b, "} 1\n");
+        }
+    header(b, "predictd_model_versions", "gauge", "Model versions in the repository by state.");
+    for (int st = 0; st < 4; st++)
+        util_buf_printf(b, "predictd_model_versions{state=\"%s\"} %llu\n",
+                        state_name((registry_state)st), (unsigned long long)by_state[st]);
+    registry_list_free(s, ns);
+}
 
+void api_metrics_render(struct api_http *h, util_buf *b)
+{
+    if (!h->metrics)
+        return;
+    render_http(h, b);
+    render_predictions(h, b);
+    render_models(h, b);
     header(b, "predictd_uptime_seconds", "gauge", "Seconds since the service started.");
     util_buf_printf(b, "predictd_uptime_seconds %lld\n", (long long)(util_now() - h->started_at));
+    header(b, "process_start_time_seconds", "gauge", "Start time of the process (Unix seconds).");
+    util_buf_printf(b, "process_start_time_seconds %lld\n", (long long)h->started_at);
     header(b, "predictd_build_info", "gauge", "Build version and commit (value 1).");
     util_buf_printf(b, "predictd_build_info{version=\"%s\",commit=\"%s\"} 1\n", PREDICTD_VERSION,
                     PREDICTD_COMMIT);

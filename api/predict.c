@@ -366,7 +366,9 @@ static int compute(api_context *ctx, registry_version *v, const char *symbol, co
         }
     }
     double probs[INFERENCE_NCLASS], atr = NAN;
+    uint64_t run_t0 = util_mono_ns();
     rc = inference_run(m, x, probs, kernel_scratch);
+    api_metrics_inference((double)(util_mono_ns() - run_t0) / 1e9);
     if (rc == 0)
         rc = features_atr_last(c + (n - window), window, (int)pol->atr_period, &atr);
     inference_signal sig;

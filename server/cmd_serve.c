@@ -1,6 +1,12 @@
 /*
  * cmd_serve.c: `predictd serve`, the HTTP service, and its lifecycle.
  *
+ * Start-up: settle the admin key (refusing a key file others may read),
+ * connect the candle store, load the model repository synchronously (so
+ * the first request sees every verified model), start the scanner, the
+ * HTTP pool and the inference loop, and register the background jobs that
+ * /health/status reports.
+ *
  * Threads: the main thread owns start-up, shutdown and signals (it waits
  * in sigwait; every other thread blocks SIGTERM, SIGINT and SIGHUP because
  * they inherit the mask set before any thread starts). The registry's
@@ -8,8 +14,10 @@
  *
  * SIGHUP asks the registry for a scan. The first SIGTERM (or SIGINT) turns
  * readiness to 503, stops accepting connections, waits up to
- * PREDICTD_DRAIN_TIMEOUT seconds for the requests already accepted, closes
- * the pools and exits 0. A second one during the drain exits at once.
+ * PREDICTD_DRAIN_TIMEOUT seconds for the requests already accepted, stops
+ * the inference loop, closes the database and Redis pools and exits 0. A
+ * second SIGTERM or SIGINT during the drain exits at once (status 128 +
+ * the signal); SIGHUP during the drain is ignored.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -29,14 +37,49 @@ static void die_now(int sig)
     _exit(128 + sig);
 }
 
+/* What the job probes read; lives in cmd_serve's frame, which outlives the
+ * HTTP service (stopped before cmd_serve returns). Written before the jobs
+ * are registered, read-only afterwards. */
+struct serve_jobs {
+    registry *reg;
+    int reload_interval;
+    bool loop_running;
+    char loop_error[200];
+};
+
+static void scanner_probe(void *arg, api_job_status *out)
+{
+    const struct serve_jobs *j = arg;
+    registry_stats rs;
+    registry_stats_get(j->reg, &rs);
+    out->state = j->reload_interval > 0 ? "running" : "on_demand";
+    out->runs = rs.scans;
+}
+
+/* The inference loop (server/loop.c) reports only whether it started; it
+ * may register a probe of its own under the same name to say more. */
+static void loop_probe(void *arg, api_job_status *out)
+{
+    const struct serve_jobs *j = arg;
+    out->state = j->loop_running ? "running" : "off";
+    snprintf(out->last_error, sizeof out->last_error, "%s", j->loop_error);
+}
+
 int cmd_serve(server_config *cfg, int argc, char **argv)
 {
     if (cmd_wants_help(argc, argv) || argc > 1) {
         fprintf(stderr, "usage: predictd serve [options]\n"
-                        "Serves the HTTP API in the foreground. Options are the shared ones of "
+                        "Serves the HTTP API in the foreground. SIGTERM drains and exits 0, "
+                        "SIGHUP rescans the model repository. Options are the shared ones of "
                         "`predictd --help`.\n");
         return argc > 1 && !cmd_wants_help(argc, argv) ? 2 : 0;
     }
+    char why[512] = "";
+    if (server_config_load_keys(cfg, why, sizeof why) != 0) {
+        LOG_ERROR("server", "cannot start: %s", why);
+        return 2;
+    }
+
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -50,6 +93,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     api_context *ctx = NULL;
     api_http *http = NULL;
     server_loop *loop = NULL;
+    struct serve_jobs jobs = {.reload_interval = cfg->reload_interval};
 
     if (!cfg->database_url)
         LOG_WARN("server", "PREDICTD_DATABASE_URL is not set: every prediction will answer 503");
@@ -71,8 +115,12 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
         goto out_registry;
     }
     if (!cfg->api_key)
-        LOG_WARN("server", "no admin key (PREDICTD_API_KEY or %s): admin routes are disabled",
-                 cfg->api_key_file);
+        LOG_WARN("server",
+                 "no admin key (PREDICTD_API_KEY, or the key file %s): admin routes are "
+                 "disabled and answer 401",
+                 cfg->api_key_file ? cfg->api_key_file : "(none)");
+    if (cfg->read_key)
+        LOG_INFO("server", "prediction and model routes require the read key (X-API-Key)");
 
     api_options opt = {.listen_host = cfg->listen_host,
                        .listen_port = cfg->listen_port,
@@ -84,15 +132,31 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .read_key = cfg->read_key,
                        .cors_origins = cfg->cors_origins,
                        .rate_limit = cfg->rate_limit,
+                       .rate_burst = cfg->rate_burst,
                        .stream_max = cfg->stream_max,
                        .access_log = cfg->access_log,
-                       .models_dir = cfg->models_dir};
+                       .models_dir = cfg->models_dir,
+                       .redis = cfg->redis_url != NULL};
     if (api_context_new(&opt, reg, &ctx) != 0)
         goto out_registry;
     if (api_http_start(ctx, &http) != 0)
         goto out_ctx;
-    if (cfg->database_url && server_loop_start(ctx, cfg, &loop) != 0)
-        LOG_WARN("server", "the inference loop did not start; predictions are made on request");
+    jobs.reg = reg;
+    if (!cfg->database_url) {
+        snprintf(jobs.loop_error, sizeof jobs.loop_error, "no database configured");
+    } else {
+        int rc = server_loop_start(ctx, cfg, &loop);
+        if (rc != 0) {
+            snprintf(jobs.loop_error, sizeof jobs.loop_error, "did not start: %s",
+                     util_strerror(rc));
+            LOG_WARN("server", "the inference loop did not start (%s); predictions are made on "
+                               "request", util_strerror(rc));
+        }
+        jobs.loop_running = rc == 0 && loop != NULL;
+    }
+    (void)api_http_add_job(http, "model_scanner", scanner_probe, &jobs);
+    (void)api_http_add_job(http, "inference_loop", loop_probe, &jobs);
+    LOG_INFO("server", "ready to serve (pid %d)", (int)getpid());
 
     for (;;) {
         int sig = 0;
@@ -107,15 +171,20 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                  sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->drain_timeout);
         break;
     }
+    /* a second SIGTERM/SIGINT ends the process at once; SIGHUP stays blocked */
     struct sigaction sa = {.sa_handler = die_now};
+    sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigaddset(&term, SIGINT);
+    pthread_sigmask(SIG_UNBLOCK, &term, NULL);
 
     api_http_stop(http, cfg->drain_timeout);
     server_loop_stop(loop);
     exit_code = 0;
-    LOG_INFO("server", "stopped");
 out_ctx:
     api_context_free(ctx);
 out_registry:
@@ -123,6 +192,8 @@ out_registry:
     registry_free(reg);
 out_features:
     features_shutdown();
+    if (exit_code == 0)
+        LOG_INFO("server", "stopped");
 out:
     return exit_code;
 }

@@ -8,7 +8,9 @@
 #define _GNU_SOURCE
 #include "server/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +58,8 @@ static const struct opt opts[] = {
      "seconds between repository scans; 0 = on demand only"},
     {"rate-limit", "PREDICTD_RATE_LIMIT", OPT_INT, "0", 0, 1000000, OFF(rate_limit),
      "requests/s per client address (burst 2x); 0 = off"},
+    {"rate-burst", "PREDICTD_RATE_BURST", OPT_INT, "0", 0, 10000000, OFF(rate_burst),
+     "requests a client may send at once; 0 = twice the rate"},
     {"cache", "PREDICTD_CACHE", OPT_BOOL, "on", 0, 0, OFF(cache),
      "off computes every request from the database"},
     {"retrain-interval", "PREDICTD_RETRAIN_INTERVAL", OPT_INT, "0", 0, 100000000,
@@ -117,33 +121,107 @@ static int set_value(server_config *c, const struct opt *o, const char *v, char 
     return PD_EINTERNAL;
 }
 
-/* Reads the admin key from a file that only its owner may read. */
+/* A key is 16..4096 printable ASCII characters, no spaces: what fits in an
+ * X-API-Key header and can be compared exactly. */
+static bool key_ok(const char *k)
+{
+    size_t n = strlen(k);
+    if (n < 16 || n > 4096)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (k[i] <= 0x20 || k[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+/* Reads the admin key from a file that only its owner may access. The file
+ * is opened first and its mode checked on the open descriptor, so what is
+ * checked is what is read. Symlinks are followed (Kubernetes mounts
+ * secrets through them); the target is what must be private. */
 static int read_key_file(server_config *c, char *why, size_t whylen)
 {
+    const char *path = c->api_key_file;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0; /* no file: admin routes stay disabled */
+        snprintf(why, whylen, "key file %s: %s", path, strerror(errno));
+        return PD_EINVAL;
+    }
     struct stat st;
-    if (stat(c->api_key_file, &st) != 0)
-        return 0; /* no file: admin routes stay disabled */
-    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        snprintf(why, whylen,
-                 "key file %s is accessible by group or others (mode %03o); chmod 600 it",
-                 c->api_key_file, (unsigned)(st.st_mode & 0777));
-        return PD_EINVAL;
-    }
-    char *data = NULL;
+    int rc = 0;
+    char buf[4100];
     size_t n = 0;
-    int rc = util_read_file(c->api_key_file, 4096, &data, &n);
-    if (rc) {
-        snprintf(why, whylen, "key file %s: %s", c->api_key_file, util_strerror(rc));
+    if (fstat(fd, &st) != 0) {
+        snprintf(why, whylen, "key file %s: %s", path, strerror(errno));
+        rc = PD_EINVAL;
+    } else if (!S_ISREG(st.st_mode)) {
+        snprintf(why, whylen, "key file %s is not a regular file", path);
+        rc = PD_EINVAL;
+    } else if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        snprintf(why, whylen,
+                 "key file %s is accessible by group or others (mode %04o): refusing to "
+                 "start; run chmod 600 %s",
+                 path, (unsigned)(st.st_mode & 07777), path);
+        rc = PD_EINVAL;
+    } else {
+        for (;;) {
+            ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0) {
+                snprintf(why, whylen, "key file %s: %s", path, strerror(errno));
+                rc = PD_EINVAL;
+                break;
+            }
+            if (r == 0)
+                break;
+            n += (size_t)r;
+            if (n == sizeof buf - 1) {
+                snprintf(why, whylen, "key file %s: longer than 4096 characters", path);
+                rc = PD_EINVAL;
+                break;
+            }
+        }
+    }
+    close(fd);
+    if (rc == 0) {
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+            n--;
+        buf[n] = '\0';
+        if (!key_ok(buf)) {
+            snprintf(why, whylen,
+                     "key file %s: the key must be 16 to 4096 printable characters without "
+                     "spaces (`predictd keygen` writes one)",
+                     path);
+            rc = PD_EINVAL;
+        } else if (!(c->api_key = strdup(buf))) {
+            rc = PD_ENOMEM;
+        }
+    }
+    explicit_bzero(buf, sizeof buf); /* no copy of the key left on the stack */
+    return rc;
+}
+
+int server_config_load_keys(server_config *c, char *why, size_t whylen)
+{
+    int rc;
+    if (c->api_key) {
+        if (!key_ok(c->api_key)) {
+            snprintf(why, whylen,
+                     "PREDICTD_API_KEY: the key must be 16 to 4096 printable characters "
+                     "without spaces");
+            return PD_EINVAL;
+        }
+    } else if (c->api_key_file && (rc = read_key_file(c, why, whylen))) {
+        return rc;
+    }
+    if (c->read_key && !key_ok(c->read_key)) {
+        snprintf(why, whylen,
+                 "PREDICTD_READ_KEY: the key must be 16 to 4096 printable characters without "
+                 "spaces");
         return PD_EINVAL;
     }
-    while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r' || data[n - 1] == ' '))
-        data[--n] = '\0';
-    if (n < 16) {
-        free(data);
-        snprintf(why, whylen, "key file %s: key shorter than 16 characters", c->api_key_file);
-        return PD_EINVAL;
-    }
-    c->api_key = data;
     return 0;
 }
 
@@ -203,6 +281,12 @@ int server_config_load(server_config *c, int *argc, char **argv, char *why, size
     memcpy(c->listen_host, c->listen, (size_t)(colon - c->listen));
     c->listen_host[colon - c->listen] = '\0';
     c->listen_port = (int)port;
+    struct in_addr ia;
+    if (strcmp(c->listen_host, "localhost") != 0 && inet_pton(AF_INET, c->listen_host, &ia) != 1) {
+        snprintf(why, whylen, "--listen: '%s' is not an IPv4 address (or localhost)",
+                 c->listen_host);
+        return PD_EINVAL;
+    }
 
     if (c->threads == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -222,17 +306,15 @@ int server_config_load(server_config *c, int *argc, char **argv, char *why, size
                  c->log_level);
         return PD_EINVAL;
     }
-    if (!c->api_key && c->api_key_file && (rc = read_key_file(c, why, whylen)))
-        return rc;
-    if (c->api_key && strlen(c->api_key) < 16) {
-        snprintf(why, whylen, "PREDICTD_API_KEY: key shorter than 16 characters");
-        return PD_EINVAL;
-    }
     return 0;
 }
 
 void server_config_cleanup(server_config *c)
 {
+    if (c->api_key)
+        explicit_bzero(c->api_key, strlen(c->api_key));
+    if (c->read_key)
+        explicit_bzero(c->read_key, strlen(c->read_key));
     for (size_t i = 0; i < NOPTS; i++)
         if (opts[i].type == OPT_STR) {
             char **slot = (char **)((char *)c + opts[i].offset);

@@ -26,6 +26,7 @@ typedef struct server_config {
     char *cors_origins;    /* comma-separated, NULL: none */
     int reload_interval;   /* seconds, 0 = on demand only */
     int rate_limit;        /* requests/s per client address, 0 = off */
+    int rate_burst;        /* bucket size, 0 = twice rate_limit */
     bool cache;            /* PREDICTD_CACHE on|off */
     int retrain_interval;  /* seconds, 0 = off */
     int drain_timeout;     /* seconds SIGTERM waits for in-flight requests */
@@ -40,10 +41,23 @@ typedef struct server_config {
  * Fills c from defaults, the environment and argv. Known flags
  * ("--name value" or "--name=value") are removed from argv; the rest
  * (the subcommand's own arguments) stay in order and *argc is updated.
- * Returns 0, or PD_EINVAL with a message in why (unknown value, out of
- * bounds, unreadable or group/world-readable key file).
+ * Returns 0, or PD_EINVAL with a message in why (malformed value, out of
+ * bounds, a flag without its value). Keys are not read here: see
+ * server_config_load_keys. Call server_config_cleanup in every case.
+ * Not thread-safe (reads the environment): call before threads start.
  */
 int server_config_load(server_config *c, int *argc, char **argv, char *why, size_t whylen);
+
+/*
+ * Settles the admin key for the commands that use it (`serve`): the
+ * PREDICTD_API_KEY value when set, else the content of api_key_file. A key
+ * file that is missing leaves api_key NULL (admin routes disabled); one that
+ * exists must be a regular file that neither group nor others may access
+ * (mode 0600 or stricter), else PD_EINVAL with the reason in why (the key
+ * itself never appears in it). Keys (admin and read) must be 16..4096
+ * printable ASCII characters without spaces.
+ */
+int server_config_load_keys(server_config *c, char *why, size_t whylen);
 void server_config_cleanup(server_config *c);
 /* Prints the table of options (for --help). */
 void server_config_usage(void);
