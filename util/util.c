@@ -124,6 +124,11 @@ void util_log_write(enum util_log_level level, const char *module, const char *f
         util_json_str(&b, msg);
         util_buf_puts(&b, "}\n");
     } else {
+        /* one event, one line: control characters (a newline in a message
+         * from a library, say) must not start a forged line */
+        for (char *p = msg; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = ' ';
         util_buf_printf(&b, "%s %-5s %-9s ", when, names[level], module);
         if (log_request_id[0])
             util_buf_printf(&b, "[%s] ", log_request_id);
