@@ -38,12 +38,15 @@ struct inf_dense {
 
 /*
  * The hot loops, one set per instruction set (kernels.h): y = W x + b over
- * a panel-packed matrix, and in-place ReLU (NaN stays NaN), sigmoid
+ * a panel-packed matrix; out = (in - mean) / scale, nonzero when an input
+ * is not finite; and in-place ReLU (NaN stays NaN), sigmoid
  * 1 / (1 + exp(-x)) and tanh over n values (a few ulp from libm).
  */
 struct inf_kernels {
     const char *name; /* "generic", "avx2" */
     void (*dense)(const struct inf_dense *d, const double *restrict x, double *restrict y);
+    int (*scale)(const double *restrict in, const double *restrict mean,
+                 const double *restrict scale, double *restrict out, size_t n);
     void (*relu)(double *v, size_t n);
     void (*sigmoid)(double *v, size_t n);
     void (*tanh)(double *v, size_t n);

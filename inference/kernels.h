@@ -92,6 +92,34 @@ static void KNAME(dense)(const struct inf_dense *d, const double *restrict x, do
     }
 }
 
+/* out = (in - mean) / scale over n values (true division, as
+ * StandardScaler; lane-wise it rounds exactly like the scalar one).
+ * Returns nonzero when an input is not finite (x - x is NaN only then). */
+static int KNAME(scale)(const double *restrict in, const double *restrict mean,
+                        const double *restrict sc, double *restrict out, size_t n)
+{
+    vu bad = (vu)(SPLAT(0.0) != SPLAT(0.0));
+    size_t i = 0;
+    for (; i + VW <= n; i += VW) {
+        vd x, m, s;
+        memcpy(&x, in + i, sizeof x);
+        memcpy(&m, mean + i, sizeof m);
+        memcpy(&s, sc + i, sizeof s);
+        const vd d = x - x;
+        bad |= (vu)(d != d);
+        const vd y = (x - m) / s;
+        memcpy(out + i, &y, sizeof y);
+    }
+    int any = 0;
+    for (int l = 0; l < VW; l++)
+        any |= bad[l] != 0;
+    for (; i < n; i++) {
+        any |= !isfinite(in[i]);
+        out[i] = (in[i] - mean[i]) / sc[i];
+    }
+    return any;
+}
+
 /* expm1(x) = s * p + (s - 1) and exp(x) = s * p + s, for |x| <= 708. */
 static inline __attribute__((always_inline)) vd KNAME(expm1_parts)(vd x, vd *s)
 {

@@ -13,6 +13,7 @@
 #include "inference/inference_internal.h"
 
 #include <stddef.h>
+#include <math.h>
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -36,7 +37,7 @@
 #include "inference/kernels.h"
 
 static const struct inf_kernels kernels_avx2 = {
-    "avx2", dense_avx2, relu_avx2, sigmoid_avx2, tanh_avx2,
+    "avx2", dense_avx2, scale_avx2, relu_avx2, sigmoid_avx2, tanh_avx2,
 };
 
 #if defined(__clang__)

@@ -7,6 +7,7 @@
  */
 #include "inference/inference_internal.h"
 
+#include <math.h>
 #include <string.h>
 
 #if defined(__SSE2__)
@@ -27,7 +28,7 @@
 #include "inference/kernels.h"
 
 const struct inf_kernels inference__kernels_generic = {
-    "generic", dense_generic, relu_generic, sigmoid_generic, tanh_generic,
+    "generic", dense_generic, scale_generic, relu_generic, sigmoid_generic, tanh_generic,
 };
 
 const struct inf_kernels *inference__kernels_best(void)

@@ -66,13 +66,9 @@ static const double *stack_fwd(const struct inf_kernels *k, const struct inf_den
 static int scale_input(const inference_model *m, const double *restrict in, double *restrict out)
 {
     const size_t nf = m->n_features;
-    const double *restrict mean = m->mean, *restrict scale = m->scale;
     int bad = 0;
     for (size_t s = 0; s < m->steps; s++, in += nf, out += nf)
-        for (size_t f = 0; f < nf; f++) {
-            bad |= !isfinite(in[f]);
-            out[f] = (in[f] - mean[f]) / scale[f];
-        }
+        bad |= m->k->scale(in, m->mean, m->scale, out, nf);
     return bad ? PD_EINVAL : 0;
 }
 

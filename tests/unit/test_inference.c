@@ -518,6 +518,19 @@ TEST(test_mlp_random_shapes_match_reference)
         for (int c = 0; c < 3; c++)
             CHECK_NEAR(p[c], want[c], 1e-13);
     }
+    /* A non-finite value in any position (vector body or scalar tail of
+     * the scaling kernel) is refused, with every kernel set. */
+    for (size_t s = 0; m && s < nk; s++) {
+        m->k = ks[s];
+        const double bad[3] = {NAN, INFINITY, -INFINITY};
+        for (int pos = 0; pos < 5; pos++)
+            for (int b = 0; b < 3; b++) {
+                double x[5] = {0.1, 0.2, 0.3, 0.4, 0.5}, p[3];
+                x[pos] = bad[b];
+                if (inference_run(m, x, p, scratch) != PD_EINVAL)
+                    UNIT_FAIL_("%s: x[%d] = %g accepted", ks[s]->name, pos, bad[b]);
+            }
+    }
     free(scratch);
     inference_model_free(m);
     for (int i = 0; i < 8; i++)
