@@ -99,6 +99,8 @@ static int run_dense(const inference_model *m, const double *input, double *s, d
  * branch depends on the data. le selects the rule; callers pass a
  * constant so each rule gets its own loop. x must not hold NaN.
  */
+_Static_assert(INF_TREE_GROUP == 4, "trees_sum walks four trees at a time");
+
 static inline void trees_sum(const inference_model *m, const double *restrict x, double z[3],
                              const int le)
 {
