@@ -22,8 +22,10 @@ enum inference_class { INFERENCE_LONG = 0, INFERENCE_SHORT = 1, INFERENCE_NO_TRA
 
 /* Limits inference_model_build enforces so that a hostile or broken file
  * cannot make the server allocate absurdly: any one width (features,
- * layer in/out, channels, kernel, padding, hidden size, steps), all weights,
- * biases and tree nodes together, the run scratch, and the feature window. */
+ * layer in/out, channels, kernel, padding, hidden size, steps); the values
+ * a built model stores, weights and biases with output rows padded to 8
+ * and a tree node counting 4 (its size in doubles), so at most 400 MB; the
+ * run scratch; and the feature window. */
 #define INFERENCE_MAX_WIDTH 65536u
 #define INFERENCE_MAX_PARAMS 50000000u
 #define INFERENCE_MAX_SCRATCH_BYTES (64u << 20)

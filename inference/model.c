@@ -31,7 +31,7 @@
 struct build {
     char *why;
     size_t whylen;
-    uint64_t params;      /* weights, biases and tree nodes so far */
+    uint64_t params;      /* stored values so far (INFERENCE_MAX_PARAMS) */
     uint64_t scratch_max; /* doubles, checked against the limit */
 };
 
@@ -89,7 +89,16 @@ static const char *act_name(int act)
     }
 }
 
-/* Adds n parameters to the running count; fails past the limit. */
+/* Doubles a packed in -> out matrix and its bias take (inference_internal.h:
+ * output rows padded to a panel), so the limit bounds memory, not just the
+ * file's numbers. */
+static uint64_t stored(uint64_t in, uint64_t out)
+{
+    const uint64_t rows = (out + INF_PANEL - 1) / INF_PANEL * INF_PANEL;
+    return in * rows + rows;
+}
+
+/* Adds n stored values to the running count; fails past the limit. */
 static int count_params(struct build *b, const char *what, uint64_t n)
 {
     b->params += n;
@@ -146,9 +155,8 @@ static void dense_cleanup(struct inf_dense *d)
 
 /*
  * Packs a row-major out x in matrix (w) and its bias into d (see
- * inference_internal.h). w_at(ctx, o, i) would be more general; the callers
- * reorder into a temporary row-major matrix instead, which keeps this
- * simple. Returns 0 or PD_ENOMEM.
+ * inference_internal.h). Layers with another layout (conv, LSTM) reorder
+ * into a temporary row-major matrix first. Returns 0 or PD_ENOMEM.
  */
 static int dense_pack(struct inf_dense *d, uint32_t in, uint32_t out, int act, const double *w,
                       const double *bias)
@@ -191,7 +199,7 @@ static int dense_build(struct build *b, const char *what, const Predictd__Dense 
     uint64_t nw = (uint64_t)msg->in * msg->out;
     char how[64];
     snprintf(how, sizeof how, "%ux%u", msg->out, msg->in);
-    if ((rc = count_params(b, what, nw + msg->out)) ||
+    if ((rc = count_params(b, what, stored(msg->in, msg->out))) ||
         (rc = check_len(b, what, "weights", msg->n_weights, nw, how)) ||
         (rc = check_len(b, what, "bias", msg->n_bias, msg->out, "out")) ||
         (rc = check_finite(b, what, "weights", msg->weights, msg->n_weights)) ||
@@ -457,7 +465,7 @@ static int trees_build(struct build *b, inference_model *m, const Predictd__Tree
         if (e->tree_class[t] >= INFERENCE_NCLASS)
             return fail(b, "trees: tree_class[%zu] is %u, expected < 3", t, e->tree_class[t]);
         size_t n = e->trees[t]->n_feature;
-        if ((rc = count_params(b, "trees", n)))
+        if ((rc = count_params(b, "trees", n * (sizeof(struct inf_node) / sizeof(double)))))
             return rc;
         total += n;
         if (n > widest)
@@ -540,7 +548,8 @@ static int conv_build(struct build *b, const char *what, const Predictd__Conv1d 
     uint64_t nw = (uint64_t)c->out_channels * c->in_channels * c->kernel;
     char how[64];
     snprintf(how, sizeof how, "%ux%ux%u", c->out_channels, c->in_channels, c->kernel);
-    if ((rc = count_params(b, what, nw + c->out_channels)) ||
+    if ((rc = count_params(b, what,
+                           stored((uint64_t)c->in_channels * c->kernel, c->out_channels))) ||
         (rc = check_len(b, what, "weights", c->n_weights, nw, how)) ||
         (rc = check_len(b, what, "bias", c->n_bias, c->out_channels, "out_channels")) ||
         (rc = check_finite(b, what, "weights", c->weights, c->n_weights)) ||
@@ -582,7 +591,7 @@ static int lstm_build(struct build *b, const Predictd__Lstm *l, uint32_t in, str
     uint64_t H = l->hidden_size, G = 4 * H;
     char how[64];
     snprintf(how, sizeof how, "4x%llux%u", (unsigned long long)H, in);
-    if ((rc = count_params(b, what, G * (in + H) + 2 * G)) ||
+    if ((rc = count_params(b, what, stored(in + H, G))) ||
         (rc = check_len(b, what, "weight_ih", l->n_weight_ih, G * in, how)))
         return rc;
     snprintf(how, sizeof how, "4x%llux%llu", (unsigned long long)H, (unsigned long long)H);
