@@ -20,11 +20,15 @@
  * Drain. libmicrohttpd's URI-log and request-completed callbacks bracket
  * every request from its first line to the last byte of its response (or
  * the connection's death); open_requests counts between them. SIGTERM
- * (api_http_stop) turns readiness to 503, closes the listening socket
- * (MHD_quiesce_daemon: new connections are refused, accepted ones keep
- * being served), answers with "Connection: close" so keep-alive clients go
- * elsewhere, waits until no request is open (streams aside) or the drain
- * timeout passes, then stops the daemon.
+ * (api_http_stop) turns readiness to 503 and stops listening
+ * (MHD_quiesce_daemon; the connections still in the kernel's backlog are
+ * accepted and handed to the pool first, then the socket is shut down, so
+ * every client whose connect() succeeded is answered and later ones are
+ * refused). Responses carry "Connection: close" from then on, so keep-alive
+ * clients go elsewhere. The drain waits until no request is open (streams
+ * aside; connections that have not sent their request line yet get a grace
+ * of DRAIN_FRESH_NS) or the drain timeout passes, then stops the daemon,
+ * which closes what is left.
  *
  * Threading: handlers run on the pool's worker threads, concurrently. The
  * api_http object is written before the daemon starts and read-only after,

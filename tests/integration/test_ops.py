@@ -612,6 +612,8 @@ def sigterm_under_load_loses_no_accepted_request():
         body = json.loads(r[4])
         check_eq(body["count"], 2)
     in_flight = [r for r in answered if r[1] < t_sig < r[2]]
+    print(f"     {len(answered)} answered (200), {len(in_flight)} of them in flight at SIGTERM, "
+          f"{sum(r[0] == 'refused' for r in results)} refused after it, 0 lost", flush=True)
     check(in_flight, "no request was in flight at SIGTERM: the test proved nothing")
     check(any(r[0] == "refused" for r in results), "new connections were not refused")
     logs = logs_of(svc)
