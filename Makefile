@@ -57,6 +57,9 @@ DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-de
     python3-numpy python3-sklearn python3-torch python3-xgboost prometheus \
     clang libclang-rt-14-dev wrk nginx-light
 
+# generated sources are kept, not deleted as intermediates
+.SECONDARY: $(GEN_C) $(GEN_H)
+
 .PHONY: all deps run test unit sanitize bench fuzz format format-check clean docker-check
 all: $(BIN)
 
