@@ -1,6 +1,7 @@
 -- 003_training_jobs: training jobs started through the admin API or
 -- `predictd train`. state moves queued -> running -> succeeded | failed |
--- canceled; at most one job per series is queued or running at a time (the
+-- canceled | rejected (trained, but not better than the serving version,
+-- so not published); at most one job per series is queued or running at a time (the
 -- partial unique index makes a second start fail, which the API reports as
 -- busy).
 
@@ -20,7 +21,7 @@ CREATE TABLE training_jobs (
     CONSTRAINT training_jobs_timeframe_valid
         CHECK (timeframe IN ('1m', '5m', '15m', '1h', '4h', '1d')),
     CONSTRAINT training_jobs_state_valid
-        CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'canceled')),
+        CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'canceled', 'rejected')),
     CONSTRAINT training_jobs_progress_valid CHECK (progress BETWEEN 0 AND 1)
 );
 

@@ -17,10 +17,9 @@
  * - The connection is made on first use (connect_timeout 3 s unless the URL
  *   says otherwise, statement_timeout 5 s) and made again once when a
  *   statement finds it gone; a second failure is PD_EDB.
- * - The schema's states are queued, running, succeeded, failed, canceled.
- *   The trainer's "rejected" (trained but not promoted) is stored by the
- *   caller as it likes; this file passes states through and lets a CHECK
- *   violation surface as PD_EINVAL.
+ * - The schema's states are queued, running, succeeded, failed, canceled,
+ *   rejected; this file passes states through and lets a CHECK violation
+ *   surface as PD_EINVAL.
  * - A unique violation of training_jobs_one_active (a job for the series is
  *   already queued or running) is PD_EBUSY.
  * - Times cross as Unix seconds: to_timestamp($n) in, extract(epoch) out;

@@ -10,10 +10,9 @@
  * Records: with a database, every job is inserted into training_jobs when
  * queued and updated when it starts, every ~10% of progress, and when it
  * ends, so history survives restarts; at start-up the previous process'
- * unfinished jobs are marked failed and the recent history is loaded. The
- * table's states lack "rejected", so a rejected job is stored as
- * 'succeeded' with no version, the reason in error and "outcome":
- * "rejected" in its metrics, and read back as rejected.
+ * unfinished jobs are marked failed and the recent history is loaded. A
+ * rejected job (trained, not promoted) is stored as 'rejected' with the
+ * reason in error; "outcome" in its metrics says the same.
  *
  * Schedule: every retrain_interval_s, each series with a serving version
  * is retrained with the parameters its serving model was trained with
@@ -291,10 +290,7 @@ static void persist(training_jobs *j, const training_job_info *s)
     features_job_row row;
     memset(&row, 0, sizeof row);
     row.id = s->id;
-    /* the schema has no "rejected": see the top comment */
-    const char *state =
-        s->state == TRAINING_JOB_REJECTED ? "succeeded" : training_job_state_name(s->state);
-    snprintf(row.state, sizeof row.state, "%s", state);
+    snprintf(row.state, sizeof row.state, "%s", training_job_state_name(s->state));
     row.progress = s->progress;
     row.metrics = util_buf_ok(&m) ? m.data : NULL;
     row.error = s->error[0] ? (char *)s->error : NULL;
@@ -303,7 +299,7 @@ static void persist(training_jobs *j, const training_job_info *s)
     row.finished_at = s->finished_at;
     int rc = features_jobs_update(j->db, &row);
     if (rc != 0)
-        LOG_WARN(MOD, "job %" PRId64 ": recording state %s failed: %s", s->id, state,
+        LOG_WARN(MOD, "job %" PRId64 ": recording state %s failed: %s", s->id, row.state,
                  util_strerror(rc));
     util_buf_cleanup(&m);
 }
