@@ -235,14 +235,13 @@ void api_route_health(struct api_request *rq)
     util_buf_printf(&b,
                     ",\"models_serving\":%zu,\"models_failed\":%zu,\"uptime_s\":%lld,"
                     "\"version\":\"%s\"}",
-                    serving, failed, (long long)(rq->now - rq->http->started_at),
-                    PREDICTD_VERSION);
+                    serving, failed, (long long)(rq->now - rq->http->started_at), PREDICTD_VERSION);
     api_reply_json(rq, 200, &b);
     util_buf_cleanup(&b);
 }
 
-static const char *series_state(const registry_series_info *s, uint32_t *serving,
-                                size_t *nfailed, const char **last_error)
+static const char *series_state(const registry_series_info *s, uint32_t *serving, size_t *nfailed,
+                                const char **last_error)
 {
     bool loading = false;
     *serving = 0;
@@ -343,8 +342,9 @@ void api_route_status(struct api_request *rq)
     util_buf_printf(&b, "\"http\":{\"state\":\"%s\",\"open_requests\":%ld,\"streams\":%d},",
                     atomic_load(&h->draining) ? "draining" : "serving",
                     atomic_load(&h->open_requests), atomic_load(&h->streams));
-    util_buf_printf(&b, "\"database\":{\"state\":\"%s\",\"queries\":%llu,\"errors\":%llu,"
-                        "\"reconnects\":%llu",
+    util_buf_printf(&b,
+                    "\"database\":{\"state\":\"%s\",\"queries\":%llu,\"errors\":%llu,"
+                    "\"reconnects\":%llu",
                     db_up ? "up" : "down", (unsigned long long)fs.db_queries,
                     (unsigned long long)fs.db_errors, (unsigned long long)fs.db_reconnects);
     render_component_error(&b, h, API_COMPONENT_DATABASE);

@@ -79,8 +79,7 @@ static const struct opt opts[] = {
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
-static int set_value(server_config *c, const struct opt *o, const char *v, char *why,
-                     size_t whylen)
+static int set_value(server_config *c, const struct opt *o, const char *v, char *why, size_t whylen)
 {
     char *base = (char *)c;
     switch (o->type) {
@@ -97,8 +96,8 @@ static int set_value(server_config *c, const struct opt *o, const char *v, char 
         errno = 0;
         long x = strtol(v, &end, 10);
         if (errno || end == v || *end || x < o->min || x > o->max) {
-            snprintf(why, whylen, "--%s (%s): '%s' is not an integer in %ld..%ld", o->flag,
-                     o->env, v, o->min, o->max);
+            snprintf(why, whylen, "--%s (%s): '%s' is not an integer in %ld..%ld", o->flag, o->env,
+                     v, o->min, o->max);
             return PD_EINVAL;
         }
         *(int *)(base + o->offset) = (int)x;
@@ -302,8 +301,7 @@ int server_config_load(server_config *c, int *argc, char **argv, char *why, size
     }
     if (strcmp(c->log_level, "debug") && strcmp(c->log_level, "info") &&
         strcmp(c->log_level, "warn") && strcmp(c->log_level, "error")) {
-        snprintf(why, whylen, "--log-level: '%s' is not debug, info, warn or error",
-                 c->log_level);
+        snprintf(why, whylen, "--log-level: '%s' is not debug, info, warn or error", c->log_level);
         return PD_EINVAL;
     }
     return 0;

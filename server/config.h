@@ -11,28 +11,28 @@
 #include <stddef.h>
 
 typedef struct server_config {
-    char *listen;          /* "127.0.0.1:8080" */
-    char listen_host[64];  /* parsed from listen */
+    char *listen;         /* "127.0.0.1:8080" */
+    char listen_host[64]; /* parsed from listen */
     int listen_port;
-    char *database_url;    /* NULL: none */
-    char *redis_url;       /* NULL: no Redis */
+    char *database_url; /* NULL: none */
+    char *redis_url;    /* NULL: no Redis */
     char *models_dir;
     int threads;
-    char *api_key;         /* admin key: PREDICTD_API_KEY, else read from api_key_file */
+    char *api_key; /* admin key: PREDICTD_API_KEY, else read from api_key_file */
     char *api_key_file;
-    char *read_key;        /* optional key for the prediction routes */
-    char *log_format;      /* "text" | "json" */
-    char *log_level;       /* "debug" | "info" | "warn" | "error" */
-    char *cors_origins;    /* comma-separated, NULL: none */
-    int reload_interval;   /* seconds, 0 = on demand only */
-    int rate_limit;        /* requests/s per client address, 0 = off */
-    int rate_burst;        /* bucket size, 0 = twice rate_limit */
-    bool cache;            /* PREDICTD_CACHE on|off */
-    int retrain_interval;  /* seconds, 0 = off */
-    int drain_timeout;     /* seconds SIGTERM waits for in-flight requests */
+    char *read_key;       /* optional key for the prediction routes */
+    char *log_format;     /* "text" | "json" */
+    char *log_level;      /* "debug" | "info" | "warn" | "error" */
+    char *cors_origins;   /* comma-separated, NULL: none */
+    int reload_interval;  /* seconds, 0 = on demand only */
+    int rate_limit;       /* requests/s per client address, 0 = off */
+    int rate_burst;       /* bucket size, 0 = twice rate_limit */
+    bool cache;           /* PREDICTD_CACHE on|off */
+    int retrain_interval; /* seconds, 0 = off */
+    int drain_timeout;    /* seconds SIGTERM waits for in-flight requests */
     int max_connections;
-    int idle_timeout;      /* seconds */
-    int stream_max;        /* concurrent WebSocket/SSE clients */
+    int idle_timeout; /* seconds */
+    int stream_max;   /* concurrent WebSocket/SSE clients */
     bool access_log;
     char *migrations_dir;
 } server_config;

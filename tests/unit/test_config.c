@@ -38,8 +38,7 @@ static void clear_env(void)
 }
 
 /* Loads from a NULL-terminated argument list (copied: the loader edits it). */
-static int load(server_config *c, char *why, int *argc_out, char **argv_out, const char *arg0,
-                ...)
+static int load(server_config *c, char *why, int *argc_out, char **argv_out, const char *arg0, ...)
 {
     static char *argv[32];
     int argc = 0;
