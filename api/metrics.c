@@ -28,9 +28,12 @@
 #include "api/http_internal.h"
 #include "features/features.h"
 #include "inference/inference.h"
+#include "training/training.h"
 
 #define METRIC_SERIES_MAX 512
 
+/* Tables read best as tables. */
+/* clang-format off */
 /* HTTP request latency: 100 us .. 10 s. */
 #define NBUCKETS 16
 static const double buckets[NBUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -50,6 +53,7 @@ enum { CODE_200, CODE_204, CODE_400, CODE_401, CODE_403, CODE_404, CODE_413, COD
 static const char *code_names[CODE_COUNT_] = {"200", "204", "400", "401", "403",
                                               "404", "413", "414", "422", "429",
                                               "500", "503", "2xx", "4xx", "5xx"};
+/* clang-format on */
 
 struct series_counter {
     char symbol[24];
@@ -67,6 +71,7 @@ struct api_metrics {
     struct series_counter series[METRIC_SERIES_MAX + 1]; /* the last is "_other" */
 };
 
+/* clang-format off */
 static int code_index(int status)
 {
     switch (status) {
@@ -89,6 +94,7 @@ static int code_index(int status)
         return CODE_4XX;
     return CODE_5XX;
 }
+/* clang-format on */
 
 static int bucket_index(const double *bounds, int n, double v)
 {
@@ -125,8 +131,7 @@ void api_metrics_request(struct api_http *h, int metric, int status, double seco
     struct api_metrics *m = h->metrics;
     if (!m || metric < 0 || metric >= API_METRIC_COUNT_)
         return;
-    atomic_fetch_add_explicit(&m->requests[metric][code_index(status)], 1,
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->requests[metric][code_index(status)], 1, memory_order_relaxed);
     if (status == 429)
         atomic_fetch_add_explicit(&m->rate_limited, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->latency_bucket[metric][bucket_index(buckets, NBUCKETS, seconds)],
@@ -144,8 +149,7 @@ void api_metrics_inference(double seconds)
     atomic_fetch_add_explicit(&inf_sum_ns, (uint64_t)(seconds * 1e9), memory_order_relaxed);
 }
 
-void api_metrics_prediction(struct api_http *h, const char *symbol, const char *tf,
-                            int direction)
+void api_metrics_prediction(struct api_http *h, const char *symbol, const char *tf, int direction)
 {
     struct api_metrics *m = h->metrics;
     if (!m || direction < 0 || direction > 2)
@@ -242,7 +246,8 @@ void api_metrics_render_staleness(struct api_http *h, util_buf *b, int64_t now)
             if (!p)
                 continue;
             size_t k = 0;
-            while (k < n && !(strcmp(s[k].symbol, p->symbol) == 0 && strcmp(s[k].tf, p->timeframe) == 0))
+            while (k < n &&
+                   !(strcmp(s[k].symbol, p->symbol) == 0 && strcmp(s[k].tf, p->timeframe) == 0))
                 k++;
             if (k == n) {
                 if (n == METRIC_SERIES_MAX)
@@ -365,10 +370,10 @@ static void render_predictions(struct api_http *h, util_buf *b)
                     (unsigned long long)fst.db_reconnects);
     header(b, "predictd_redis_errors_total", "counter",
            "Redis errors (each one bypassed: the database answers instead).");
-    util_buf_printf(b, "predictd_redis_errors_total %llu\n",
-                    (unsigned long long)fst.redis_errors);
+    util_buf_printf(b, "predictd_redis_errors_total %llu\n", (unsigned long long)fst.redis_errors);
 }
 
+/* clang-format off */
 static const char *state_name(registry_state s)
 {
     switch (s) {
@@ -379,6 +384,7 @@ static const char *state_name(registry_state s)
     }
     return "unknown";
 }
+/* clang-format on */
 
 static void render_models(struct api_http *h, util_buf *b)
 {
@@ -427,6 +433,26 @@ static void render_models(struct api_http *h, util_buf *b)
     registry_list_free(s, ns);
 }
 
+static void render_training(struct api_http *h, util_buf *b)
+{
+    training_jobs *j = h->ctx->opt.jobs;
+    if (!j)
+        return; /* background training is off: no series at all */
+    training_jobs_stats st;
+    training_jobs_stats_get(j, &st);
+    header(b, "predictd_training_jobs_finished_total", "counter",
+           "Background training jobs that ended (any final state).");
+    util_buf_printf(b, "predictd_training_jobs_finished_total %llu\n",
+                    (unsigned long long)st.finished);
+    header(b, "predictd_training_jobs_failed_total", "counter",
+           "Background training jobs that failed.");
+    util_buf_printf(b, "predictd_training_jobs_failed_total %llu\n", (unsigned long long)st.failed);
+    header(b, "predictd_training_jobs_queued", "gauge", "Training jobs waiting to run.");
+    util_buf_printf(b, "predictd_training_jobs_queued %zu\n", st.queued);
+    header(b, "predictd_training_job_running", "gauge", "1 while a training job runs.");
+    util_buf_printf(b, "predictd_training_job_running %d\n", st.running ? 1 : 0);
+}
+
 void api_metrics_render(struct api_http *h, util_buf *b)
 {
     if (!h->metrics)
@@ -434,6 +460,7 @@ void api_metrics_render(struct api_http *h, util_buf *b)
     render_http(h, b);
     render_predictions(h, b);
     render_models(h, b);
+    render_training(h, b);
     header(b, "predictd_uptime_seconds", "gauge", "Seconds since the service started.");
     util_buf_printf(b, "predictd_uptime_seconds %lld\n", (long long)(util_now() - h->started_at));
     header(b, "process_start_time_seconds", "gauge", "Start time of the process (Unix seconds).");

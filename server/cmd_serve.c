@@ -31,6 +31,7 @@
 #include "registry/registry.h"
 #include "server/commands.h"
 #include "server/loop.h"
+#include "training/training.h"
 
 static void die_now(int sig)
 {
@@ -45,6 +46,8 @@ struct serve_jobs {
     int reload_interval;
     bool loop_running;
     char loop_error[200];
+    training_jobs *training; /* NULL: background training is off */
+    char training_error[200];
 };
 
 static void scanner_probe(void *arg, api_job_status *out)
@@ -63,6 +66,26 @@ static void loop_probe(void *arg, api_job_status *out)
     const struct serve_jobs *j = arg;
     out->state = j->loop_running ? "running" : "off";
     snprintf(out->last_error, sizeof out->last_error, "%s", j->loop_error);
+}
+
+/* Background training: the job worker's summary (training_jobs_stats). */
+static void training_probe(void *arg, api_job_status *out)
+{
+    const struct serve_jobs *j = arg;
+    if (!j->training) {
+        out->state = "off";
+        snprintf(out->last_error, sizeof out->last_error, "%s", j->training_error);
+        return;
+    }
+    training_jobs_stats st;
+    training_jobs_stats_get(j->training, &st);
+    out->state = st.running              ? "running"
+                 : st.queued             ? "queued"
+                 : st.retrain_interval_s ? "scheduled"
+                                         : "idle";
+    out->last_run = st.last_activity;
+    out->runs = st.finished;
+    snprintf(out->last_error, sizeof out->last_error, "%s", st.last_error);
 }
 
 int cmd_serve(server_config *cfg, int argc, char **argv)
@@ -122,6 +145,26 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     if (cfg->read_key)
         LOG_INFO("server", "prediction and model routes require the read key (X-API-Key)");
 
+    /* background training (admin API and the retrain schedule): one worker thread */
+    training_jobs *tjobs = NULL;
+    if (cfg->database_url) {
+        training_jobs_config tc = {.models_dir = cfg->models_dir,
+                                   .reg = reg,
+                                   .database_url = cfg->database_url,
+                                   .retrain_interval_s = cfg->retrain_interval,
+                                   .nice = 10,
+                                   .keep = 50};
+        int rc = training_jobs_start(&tc, &tjobs);
+        if (rc) {
+            LOG_WARN("server", "background training is unavailable: %s", util_strerror(rc));
+            snprintf(jobs.training_error, sizeof jobs.training_error, "did not start: %s",
+                     util_strerror(rc));
+        }
+    } else {
+        snprintf(jobs.training_error, sizeof jobs.training_error, "no database configured");
+    }
+    jobs.training = tjobs;
+
     api_options opt = {.listen_host = cfg->listen_host,
                        .listen_port = cfg->listen_port,
                        .threads = cfg->threads,
@@ -136,9 +179,10 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .stream_max = cfg->stream_max,
                        .access_log = cfg->access_log,
                        .models_dir = cfg->models_dir,
+                       .jobs = tjobs,
                        .redis = cfg->redis_url != NULL};
     if (api_context_new(&opt, reg, &ctx) != 0)
-        goto out_registry;
+        goto out_ctx;
     if (api_http_start(ctx, &http) != 0)
         goto out_ctx;
     jobs.reg = reg;
@@ -156,6 +200,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     }
     (void)api_http_add_job(http, "model_scanner", scanner_probe, &jobs);
     (void)api_http_add_job(http, "inference_loop", loop_probe, &jobs);
+    (void)api_http_add_job(http, "training", training_probe, &jobs);
     LOG_INFO("server", "ready to serve (pid %d)", (int)getpid());
 
     for (;;) {
@@ -186,6 +231,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     server_loop_stop(loop);
     exit_code = 0;
 out_ctx:
+    training_jobs_stop(tjobs);
     api_context_free(ctx);
 out_registry:
     registry_stop(reg);

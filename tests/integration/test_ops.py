@@ -158,9 +158,11 @@ def live_ready_summary_and_status():
         check_eq(s["serving_version"], 1)
         check_eq(s["last_error"], None)
     jobs = {j["name"]: j for j in c["jobs"]}
-    check("model_scanner" in jobs and "inference_loop" in jobs, jobs)
+    check({"model_scanner", "inference_loop", "training"} <= set(jobs), jobs)
     check_eq(jobs["model_scanner"]["state"], "running")
     check(jobs["model_scanner"]["runs"] >= 1, jobs)
+    check_eq(jobs["training"]["state"], "idle")  # no job submitted, no schedule
+    check_eq(jobs["training"]["last_error"], None)
 
 
 @test
@@ -260,7 +262,7 @@ def promtool_accepts_metrics_and_labels_stay_bounded():
                 "predictd_model_loads_total", "predictd_model_info", "predictd_db_errors_total",
                 "predictd_redis_errors_total", "predictd_rate_limited_requests_total",
                 "predictd_http_in_flight_requests", "predictd_uptime_seconds",
-                "predictd_build_info"]
+                "predictd_build_info", "predictd_training_jobs_finished_total"]
     for fam in families:
         check(f"# TYPE {fam} " in text, f"{fam} missing")
     check(metric_value(text, "predictd_http_requests_total", 'route="prediction",code="404"') >= 2)
