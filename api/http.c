@@ -249,8 +249,13 @@ static int handle(const struct _u_request *req, struct _u_response *resp, void *
     uint64_t t0 = util_mono_ns();
     atomic_fetch_add(&h->in_flight, 1);
 
-    struct api_request rq = {.req = req, .resp = resp, .ctx = h->ctx, .http = h,
-                             .route = route, .now = util_now(), .status = 0};
+    struct api_request rq = {.req = req,
+                             .resp = resp,
+                             .ctx = h->ctx,
+                             .http = h,
+                             .route = route,
+                             .now = util_now(),
+                             .status = 0};
     const char *given_id = u_map_get_case(req->map_header, "X-Request-Id");
     if (request_id_ok(given_id))
         snprintf(rq.request_id, sizeof rq.request_id, "%s", given_id);
@@ -278,7 +283,8 @@ static int handle(const struct _u_request *req, struct _u_response *resp, void *
         reply_error_status(&rq, 414, PD_ETOOBIG, "URL longer than 2048 bytes");
     } else if (body_too_big(req)) {
         api_reply_errorf(&rq, PD_ETOOBIG, "request body over %d bytes", MAX_BODY_BYTES);
-    } else if (strcmp(req->http_verb, "OPTIONS") == 0 && (route->flags & API_ROUTE_CORS_PREFLIGHT)) {
+    } else if (strcmp(req->http_verb, "OPTIONS") == 0 &&
+               (route->flags & API_ROUTE_CORS_PREFLIGHT)) {
         preflight(&rq, cors);
     } else if (rate_limited_route(route) && !api_rate_take(h, rq.client, &retry_after)) {
         char ra[16];
@@ -498,8 +504,11 @@ int api_http_start(api_context *ctx, api_http **out)
         }
     }
     struct api_route *fallback = &h->routes[nroutes];
-    *fallback = (struct api_route){.http = h, .fn = route_not_found, .flags = 0,
-                                   .metric = API_METRIC_OTHER, .pattern = "(no route)"};
+    *fallback = (struct api_route){.http = h,
+                                   .fn = route_not_found,
+                                   .flags = 0,
+                                   .metric = API_METRIC_OTHER,
+                                   .pattern = "(no route)"};
     ulfius_set_default_endpoint(&h->instance, handle, fallback);
 
     struct MHD_OptionItem mhd_ops[] = {
@@ -518,16 +527,16 @@ int api_http_start(api_context *ctx, api_http **out)
     unsigned int flags =
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
     if (ulfius_start_framework_with_mhd_options(&h->instance, flags, mhd_ops) != U_OK) {
-        LOG_ERROR("http", "cannot listen on %s:%d (in use, or not allowed)",
-                  ctx->opt.listen_host, ctx->opt.listen_port);
+        LOG_ERROR("http", "cannot listen on %s:%d (in use, or not allowed)", ctx->opt.listen_host,
+                  ctx->opt.listen_port);
         http_free(h, true);
         return PD_EIO;
     }
     LOG_INFO("http",
              "listening on %s:%d with %d worker threads, %d connections at most, idle timeout "
              "%d s",
-             ctx->opt.listen_host, ctx->opt.listen_port, ctx->opt.threads,
-             ctx->opt.max_connections, ctx->opt.idle_timeout);
+             ctx->opt.listen_host, ctx->opt.listen_port, ctx->opt.threads, ctx->opt.max_connections,
+             ctx->opt.idle_timeout);
     *out = h;
     return 0;
 }
@@ -570,8 +579,8 @@ void api_http_stop(api_http *h, int timeout_s)
         while (nonblocking) {
             struct sockaddr_storage peer;
             socklen_t plen = sizeof peer;
-            int c = accept4(listen_fd, (struct sockaddr *)&peer, &plen,
-                            SOCK_NONBLOCK | SOCK_CLOEXEC);
+            int c =
+                accept4(listen_fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (c < 0) {
                 if (errno == EINTR)
                     continue;
@@ -593,8 +602,8 @@ void api_http_stop(api_http *h, int timeout_s)
     long at_start = drain_pending(h);
     for (;;) {
         uint64_t now = util_mono_ns();
-        bool waiting = drain_pending(h) > 0 ||
-                       (atomic_load(&h->fresh_connections) > 0 && now < fresh_until);
+        bool waiting =
+            drain_pending(h) > 0 || (atomic_load(&h->fresh_connections) > 0 && now < fresh_until);
         if (waiting)
             idle_since = 0;
         else if (!idle_since)

@@ -193,8 +193,10 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
         if (rc != 0) {
             snprintf(jobs.loop_error, sizeof jobs.loop_error, "did not start: %s",
                      util_strerror(rc));
-            LOG_WARN("server", "the inference loop did not start (%s); predictions are made on "
-                               "request", util_strerror(rc));
+            LOG_WARN("server",
+                     "the inference loop did not start (%s); predictions are made on "
+                     "request",
+                     util_strerror(rc));
         }
         jobs.loop_running = rc == 0 && loop != NULL;
     }
