@@ -118,7 +118,8 @@ test: deps all $(UNIT_BIN)
 	    tests/run
 
 sanitize: deps
-	$(MAKE) BUILD=build-san SANITIZER=address,undefined CFLAGS='-O1 -g' test
+	PREDICTD_SANITIZER=address,undefined \
+	    $(MAKE) BUILD=build-san SANITIZER=address,undefined CFLAGS='-O1 -g' test
 
 bench: deps all $(BENCH_BIN)
 	PREDICTD_BIN=$(abspath $(BIN)) PREDICTD_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \

@@ -55,6 +55,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
@@ -102,6 +103,15 @@ typedef struct series {
     char tf[8];
     slot *slots;                                 /* lock; ascending by number */
     size_t n;                                    /* lock */
+    size_t cap;                                  /* lock: slots allocated */
+    /* scanner: the other buffer merge_listing fills and swaps with slots, so
+     * a scan allocates nothing once the listing stops growing (a fresh array
+     * per scan fragments the heap and grows RSS with every publish) */
+    slot *spare;
+    size_t spare_cap;
+    /* scanner: retired versions numbered <= floor were forgotten (see
+     * forget_retired) and are not listed again unless the policy names them */
+    uint32_t floor;
     registry_version *serving, *stable, *canary; /* lock; borrowed from slots */
     policy pol;                                  /* lock */
     /* lock: nothing serves yet and a scan is about to verify or is
@@ -466,13 +476,22 @@ static void load_policy(registry *r, series *s, int sfd)
  * choose() replaces it), reappearing ones start afresh. */
 static int merge_listing(registry *r, series *s, const uint32_t *nums, size_t nn)
 {
-    slot *ns = calloc(s->n + nn + 1, sizeof *ns);
-    uint32_t *gone = calloc(s->n + 1, sizeof *gone); /* logged after unlocking */
-    if (!ns || !gone) {
-        free(ns);
-        free(gone);
-        return PD_ENOMEM;
+    size_t need = s->n + nn + 1;
+    if (s->spare_cap < need) {
+        size_t c = s->spare_cap ? s->spare_cap : 8;
+        while (c < need)
+            c *= 2;
+        slot *grown = realloc(s->spare, c * sizeof *grown);
+        if (!grown)
+            return PD_ENOMEM;
+        s->spare = grown;
+        s->spare_cap = c;
     }
+    uint32_t *gone = calloc(s->n + 1, sizeof *gone); /* logged after unlocking */
+    if (!gone)
+        return PD_ENOMEM;
+    slot *ns = s->spare;
+    memset(ns, 0, need * sizeof *ns);
     size_t i = 0, j = 0, k = 0, ngone = 0;
     pthread_mutex_lock(&r->lock);
     while (i < s->n || j < nn) {
@@ -486,6 +505,11 @@ static int merge_listing(registry *r, series *s, const uint32_t *nums, size_t nn
             if (!sl->v)
                 sl->state = REGISTRY_RETIRED;
         } else if (i >= s->n || nums[j] < s->slots[i].number) {
+            if (nums[j] <= s->floor && nums[j] != s->pol.pinned && nums[j] != s->pol.stable &&
+                nums[j] != s->pol.canary) {
+                j++; /* forgotten: older than what serves and named by no policy */
+                continue;
+            }
             slot *sl = &ns[k++];
             sl->number = nums[j++];
             sl->state = REGISTRY_LOADING;
@@ -506,8 +530,12 @@ static int merge_listing(registry *r, series *s, const uint32_t *nums, size_t nn
             sl->on_disk = true;
         }
     }
-    free(s->slots);
+    slot *old = s->slots;
+    size_t old_cap = s->cap;
     s->slots = ns;
+    s->cap = s->spare_cap;
+    s->spare = old;
+    s->spare_cap = old_cap;
     s->n = k;
     for (size_t x = 0; x < k && !s->serving; x++)
         if (ns[x].on_disk && ns[x].state == REGISTRY_LOADING)
@@ -774,6 +802,39 @@ static void choose_and_swap(registry *r, series *s, int sfd)
 }
 
 /*
+ * Keeps the listing of a series bounded: of the RETIRED versions (unloaded,
+ * older than what serves), only the REGISTRY_KEEP_RETIRED most recent stay
+ * listed; older ones are forgotten and s->floor rises past them, so a
+ * repository that accumulates versions does not grow memory (or the
+ * listing) with every publish. A forgotten version a policy later pins or
+ * labels is picked up again. Failed versions are kept: they are news.
+ */
+static void forget_retired(registry *r, series *s)
+{
+    pthread_mutex_lock(&r->lock);
+    size_t retired = 0;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->slots[i].state == REGISTRY_RETIRED && !s->slots[i].v)
+            retired++;
+    size_t drop = retired > REGISTRY_KEEP_RETIRED ? retired - REGISTRY_KEEP_RETIRED : 0;
+    size_t k = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        slot *sl = &s->slots[i];
+        if (drop > 0 && sl->state == REGISTRY_RETIRED && !sl->v) { /* ascending: oldest first */
+            drop--;
+            if (sl->number > s->floor)
+                s->floor = sl->number;
+            continue;
+        }
+        if (k != i)
+            s->slots[k] = *sl;
+        k++;
+    }
+    s->n = k;
+    pthread_mutex_unlock(&r->lock);
+}
+
+/*
  * Scans one series. Returns 0, PD_ENOTFOUND when its directory does not
  * exist (everything it had is retired), PD_EIO when it cannot be read (its
  * state is kept: a transient error must not take models away), PD_ENOMEM.
@@ -814,6 +875,7 @@ static int scan_series(registry *r, int rootfd, const char *sym, const char *tf)
         goto out;
     refresh_failed(r, s, sfd);
     choose_and_swap(r, s, sfd);
+    forget_retired(r, s);
 out:
     if (rc && s) {
         pthread_mutex_lock(&r->lock);
@@ -975,6 +1037,7 @@ void registry_free(registry *r)
         for (size_t k = 0; k < s->n; k++)
             registry__version_unref(s->slots[k].v);
         free(s->slots);
+        free(s->spare);
         free(s);
     }
     free(r->series);
@@ -993,9 +1056,17 @@ int registry_scan(registry *r, const char *symbol, const char *tf)
     if (symbol && (!symbol_ok(symbol) || !tf_ok(tf)))
         return PD_EINVAL;
     pthread_mutex_lock(&r->scan_lock);
+    uint64_t swaps = atomic_load(&r->swaps);
     int rc = scan_locked(r, symbol, tf);
+    bool swapped = atomic_load(&r->swaps) != swaps;
     pthread_mutex_unlock(&r->scan_lock);
     atomic_fetch_add(&r->scans, 1);
+    /* Loading and unloading models interleaves large short-lived buffers
+     * (files, unpacked messages) with small long-lived ones, which leaves
+     * free pages inside the heap; hand them back so RSS stays flat across
+     * any number of swaps. Rare (once per swap) and off the request path. */
+    if (swapped)
+        malloc_trim(0);
     return rc == PD_ENOTFOUND ? 0 : rc;
 }
 
@@ -1392,7 +1463,8 @@ static bool version_loaded(const series *s, uint32_t v)
  * write it, rescan, and when the version it needs then fails, put the old
  * policy back and return PD_EVERIFY.
  */
-typedef int (*policy_edit)(const series *s, policy *p, const void *arg, uint32_t *needs);
+typedef int (*policy_edit)(const series *s, int sfd, policy *p, const void *arg,
+                           uint32_t *needs);
 
 static int change_policy(registry *r, const char *sym, const char *tf, policy_edit edit,
                          const void *arg)
@@ -1413,7 +1485,7 @@ static int change_policy(registry *r, const char *sym, const char *tf, policy_ed
     }
     policy old = s->pol, p = s->pol;
     uint32_t needs = 0;
-    if ((rc = edit(s, &p, arg, &needs)) != 0)
+    if ((rc = edit(s, sfd, &p, arg, &needs)) != 0)
         goto out;
     if ((rc = write_policy(r, sym, tf, sfd, &p)) != 0)
         goto out;
@@ -1436,18 +1508,26 @@ out:
                : PD_EIO;
 }
 
-static int check_target(const series *s, uint32_t v)
+static int check_target(const series *s, int sfd, uint32_t v)
 {
     int st = version_state(s, v);
+    if (st < 0 && v <= s->floor && find_slot(s, v) < 0) {
+        /* a forgotten retired version: fine if its directory is still there */
+        char name[16];
+        struct stat sb;
+        snprintf(name, sizeof name, "%u", v);
+        if (fstatat(sfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
+            return 0;
+    }
     if (st < 0)
         return PD_ENOTFOUND;
     return st == REGISTRY_FAILED ? PD_EVERIFY : 0;
 }
 
-static int edit_pin(const series *s, policy *p, const void *arg, uint32_t *needs)
+static int edit_pin(const series *s, int sfd, policy *p, const void *arg, uint32_t *needs)
 {
     uint32_t v = *(const uint32_t *)arg;
-    int rc = check_target(s, v);
+    int rc = check_target(s, sfd, v);
     if (rc)
         return rc;
     p->pinned = v;
@@ -1455,9 +1535,10 @@ static int edit_pin(const series *s, policy *p, const void *arg, uint32_t *needs
     return 0;
 }
 
-static int edit_unpin(const series *s, policy *p, const void *arg, uint32_t *needs)
+static int edit_unpin(const series *s, int sfd, policy *p, const void *arg, uint32_t *needs)
 {
     (void)s;
+    (void)sfd;
     (void)arg;
     (void)needs;
     p->pinned = 0;
@@ -1470,11 +1551,11 @@ typedef struct label_arg {
     int share;
 } label_arg;
 
-static int edit_label(const series *s, policy *p, const void *arg, uint32_t *needs)
+static int edit_label(const series *s, int sfd, policy *p, const void *arg, uint32_t *needs)
 {
     const label_arg *a = arg;
     if (a->version) {
-        int rc = check_target(s, a->version);
+        int rc = check_target(s, sfd, a->version);
         if (rc)
             return rc;
         *needs = a->version;

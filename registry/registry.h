@@ -28,6 +28,9 @@
 
 /* Model files above this are refused before parsing. */
 #define REGISTRY_MAX_FILE_BYTES (64u << 20)
+/* Retired (unloaded, superseded) versions listed per series; older ones on
+ * disk are forgotten unless a policy names them. */
+#define REGISTRY_KEEP_RETIRED 16
 /* The name of the fallback series directory. */
 #define REGISTRY_DEFAULT_SYMBOL "_default"
 
