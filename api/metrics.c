@@ -230,6 +230,7 @@ struct staleness {
     char symbol[24];
     char tf[8];
     int64_t close;
+    int gaps; /* missing candles in the window of that newest prediction */
 };
 
 void api_metrics_render_staleness(struct api_http *h, util_buf *b, int64_t now)
@@ -256,8 +257,10 @@ void api_metrics_render_staleness(struct api_http *h, util_buf *b, int64_t now)
                 snprintf(s[k].tf, sizeof s[k].tf, "%s", p->timeframe);
                 n++;
             }
-            if (p->candle_close > s[k].close)
+            if (p->candle_close > s[k].close) {
                 s[k].close = p->candle_close;
+                s[k].gaps = p->gaps;
+            }
         }
     pthread_rwlock_unlock(&ctx->cache_lock);
     header(b, "predictd_feature_staleness_seconds", "gauge",
@@ -268,6 +271,15 @@ void api_metrics_render_staleness(struct api_http *h, util_buf *b, int64_t now)
         label(b, "symbol", s[k].symbol, true);
         label(b, "timeframe", s[k].tf, false);
         util_buf_printf(b, "} %lld\n", (long long)(now > s[k].close ? now - s[k].close : 0));
+    }
+    header(b, "predictd_feature_window_gaps", "gauge",
+           "Missing candles inside the feature window of the newest cached prediction of each "
+           "series (data quality; also in the prediction's warnings).");
+    for (size_t k = 0; k < n; k++) {
+        util_buf_puts(b, "predictd_feature_window_gaps{");
+        label(b, "symbol", s[k].symbol, true);
+        label(b, "timeframe", s[k].tf, false);
+        util_buf_printf(b, "} %d\n", s[k].gaps);
     }
     free(s);
 }

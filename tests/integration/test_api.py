@@ -247,5 +247,30 @@ def import_real_daily_candles_and_bad_rows():
     check_eq(psql("SELECT count(*) FROM candles WHERE symbol='BADROWS'"), "0")
 
 
+@test
+def gaps_in_the_window_are_reported():
+    svc = service()
+    cli("seed", "--symbols", "GAPUSDT", "--timeframes", "4h", "--count", "2500")
+    train(MODELS, "GAPUSDT", "4h")
+    psql("DELETE FROM candles WHERE symbol='GAPUSDT' AND timeframe='4h' AND open_time = "
+         "(SELECT max(open_time) - interval '40 hours' FROM candles "
+         "WHERE symbol='GAPUSDT' AND timeframe='4h')")
+    import signal
+    import time
+    svc.proc.send_signal(signal.SIGHUP)  # rescan the repository for the new model
+    deadline = time.time() + 10
+    while True:
+        status, _, body = svc.get("/api/predictions/GAPUSDT?timeframe=4h")
+        if status == 200 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    check_eq(status, 200, body)
+    p = body["prediction"]
+    check_eq(p["data"]["gaps"], 1)
+    check(any("missing" in w for w in p["warnings"]), p["warnings"])
+    _, _, text = svc.get("/metrics")
+    check(b'predictd_feature_window_gaps{symbol="GAPUSDT",timeframe="4h"} 1' in text)
+
+
 if __name__ == "__main__":
     sys.exit(run_tests())
