@@ -496,7 +496,7 @@ class Service:
         self.models = Models(models_dir)
         self.pool = Pool(dsn, pool_size)
         self.cache_on = cache
-        self.cache = {}  # (symbol, tf, version) -> [prediction dict, checked_at]
+        self.cache = {}  # (symbol, tf, version, series) -> [prediction dict, checked_at]
         self.cache_lock = threading.Lock()
 
     def series_exists(self, symbol, tf):
