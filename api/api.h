@@ -84,6 +84,17 @@ typedef struct api_prediction {
     int gaps;                /* missing candles inside the window */
     char *fragment;          /* "{...," without the closing tail */
     size_t fragment_len;
+    /* For the ledger (issue 7): the levels and horizon behind the fragment.
+     * Set when computed; has_levels is false for one read back from Redis. */
+    bool has_levels;
+    int levels_for;          /* enum inference_class: LONG or SHORT */
+    double entry, stop_loss, tp[3], atr;
+    uint32_t horizon;        /* candles a trade may run (the model's policy) */
+    /* What model_accuracy was rendered from: the live hit rate of this
+     * version over live_resolved trades (api_set_live_accuracy); live when
+     * live_resolved >= API_LIVE_MIN_RESOLVED, else the test accuracy. */
+    double live_hit_rate;
+    uint64_t live_resolved;
 } api_prediction;
 
 /*
@@ -159,5 +170,56 @@ int api_http_add_job(api_http *h, const char *name, api_job_probe probe, void *a
 /* Unregisters; when it returns no call of the probe is running, so arg may be
  * freed. Unknown names are ignored. Thread-safe. */
 void api_http_remove_job(api_http *h, const char *name);
+
+/* ===========================================================================
+ * The inference loop's hooks (issue 7; api/live.c, api/streams.c,
+ * api/routes_ledger.c): live accuracy, the ledger behind the performance and
+ * history routes, and the stream hub behind /api/predictions/stream (WebSocket)
+ * and /api/predictions/events (SSE).
+ */
+
+/* Resolved trades a version needs before model_accuracy is its live hit
+ * rate (accuracy_source "live") rather than its test accuracy. */
+#define API_LIVE_MIN_RESOLVED 50
+
+struct features_ledger;
+
+/*
+ * Records the live figures of one model version of a series: hit_rate over
+ * `resolved` resolved LONG/SHORT predictions. Predictions computed
+ * afterwards render model_accuracy from it (when resolved reaches
+ * API_LIVE_MIN_RESOLVED). Returns 0, PD_EINVAL (bad series, version 0,
+ * hit_rate outside [0, 1]) or PD_ENOMEM. Thread-safe; meant to be called by
+ * the loop after the resolver ran, never on a request.
+ */
+int api_set_live_accuracy(api_context *ctx, const char *symbol, const char *tf, uint32_t version,
+                          double hit_rate, uint64_t resolved);
+
+/* Lends the performance and history routes a ledger handle (NULL detaches;
+ * without one they answer 503). The caller keeps it alive until it has
+ * detached it after the HTTP service stopped. Thread-safe. */
+void api_set_ledger(api_context *ctx, struct features_ledger *db);
+
+/* Appends {"type":"prediction","data":{...prediction at now...}}: the
+ * message the streams and Redis (predictd:predictions) carry. */
+void api_render_stream_message(util_buf *b, const api_prediction *p, int64_t now);
+
+/*
+ * Queues msg (copied once, shared) for every WebSocket and SSE client whose
+ * subscription covers symbol/tf. Never waits for a client: one whose queue
+ * is full is dropped (disconnected). Returns how many clients got it.
+ * Thread-safe.
+ */
+size_t api_streams_publish(api_context *ctx, const char *symbol, const char *tf, const char *msg,
+                           size_t len);
+
+/* Stream counters since start. */
+typedef struct api_stream_stats {
+    uint64_t clients;   /* connected now (WebSocket and SSE) */
+    uint64_t published; /* messages handed to api_streams_publish */
+    uint64_t delivered; /* queued to a client */
+    uint64_t dropped;   /* clients dropped for a full queue */
+} api_stream_stats;
+void api_stream_stats_get(api_context *ctx, api_stream_stats *out);
 
 #endif

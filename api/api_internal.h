@@ -40,6 +40,12 @@ struct api_context {
     struct api_symbols symbols[6];
 
     _Atomic uint64_t process_hits, process_misses, redis_hits, redis_misses, computed;
+
+    /* Issue 7: live accuracy (api/live.c), stream clients (api/streams.c)
+     * and the ledger the loop lends the ledger routes (NULL: none). */
+    struct api_live *live;
+    struct api_hub *hub;
+    _Atomic(struct features_ledger *) ledger;
 };
 
 /* Builds the process-cache key; returns false when it does not fit. */
@@ -62,5 +68,17 @@ void api_prediction_retain(api_prediction *p);
  * process-wide inference latency histogram of /metrics (metrics.c).
  * Lock-free, callable from any thread. */
 void api_metrics_inference(double seconds);
+
+/* Issue 7 (api/live.c, api/streams.c): made and freed with the context. */
+struct api_live;
+struct api_hub;
+int api_live_new(struct api_live **out);
+void api_live_free(struct api_live *l); /* NULL is a no-op */
+/* The live figures of a version; false (outputs untouched) when none were
+ * recorded. Thread-safe. */
+bool api_live_get(api_context *ctx, const char *symbol, const char *tf, uint32_t version,
+                  double *hit_rate, uint64_t *resolved);
+int api_hub_new(struct api_hub **out);
+void api_hub_free(struct api_hub *h); /* NULL is a no-op; no client may remain */
 
 #endif

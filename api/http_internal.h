@@ -147,6 +147,19 @@ void api_route_live(struct api_request *rq);
 void api_route_ready(struct api_request *rq);
 void api_route_status(struct api_request *rq);
 void api_route_metrics(struct api_request *rq);
+/* Issue 7: prediction streams (streams.c) and the ledger (routes_ledger.c). */
+void api_route_stream_ws(struct api_request *rq);
+void api_route_stream_sse(struct api_request *rq);
+void api_route_performance(struct api_request *rq);
+void api_route_history(struct api_request *rq);
+/* Hooks http.c calls (streams.c). api_streams_connection, from
+ * libmicrohttpd's connection-notify callback, maps peers to their
+ * connections, which SSE streams suspend and resume (it does not use the
+ * socket context). api_streams_stop ends every stream for good as the drain
+ * starts (libmicrohttpd must not stop with a suspended connection). */
+void api_streams_connection(struct api_http *h, struct MHD_Connection *conn,
+                            enum MHD_ConnectionNotificationCode code);
+void api_streams_stop(struct api_http *h);
 
 /* Readiness: 0 when ready, else the first reason in why. */
 int api_readiness(struct api_http *h, char *why, size_t whylen);

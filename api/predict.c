@@ -86,6 +86,10 @@ int api_context_new(const api_options *opt, registry *reg, api_context **out)
         return PD_ENOMEM;
     }
     pthread_mutex_init(&ctx->symbols_lock, NULL);
+    if (api_live_new(&ctx->live) != 0 || api_hub_new(&ctx->hub) != 0) { /* issue 7 */
+        api_context_free(ctx);
+        return PD_ENOMEM;
+    }
     *out = ctx;
     return 0;
 }
@@ -105,6 +109,8 @@ void api_context_free(api_context *ctx)
     }
     for (size_t i = 0; i < sizeof ctx->symbols / sizeof ctx->symbols[0]; i++)
         features_strv_free(ctx->symbols[i].names, ctx->symbols[i].n);
+    api_hub_free(ctx->hub); /* issue 7 */
+    api_live_free(ctx->live);
     pthread_rwlock_destroy(&ctx->cache_lock);
     pthread_mutex_destroy(&ctx->symbols_lock);
     free(ctx);
@@ -400,6 +406,15 @@ static int compute(api_context *ctx, registry_version *v, const char *symbol, co
     p->max_age_s = pol->max_age_s;
     p->tf_seconds = tfs;
     p->gaps = info.gaps;
+    /* issue 7: what the ledger records, and the live accuracy the fragment shows */
+    p->has_levels = true;
+    p->levels_for = (int)sig.levels_for;
+    p->entry = sig.entry;
+    p->stop_loss = sig.stop_loss;
+    memcpy(p->tp, sig.tp, sizeof p->tp);
+    p->atr = atr;
+    p->horizon = pol->horizon;
+    (void)api_live_get(ctx, symbol, tf, p->version, &p->live_hit_rate, &p->live_resolved);
     rc = api_render_fragment(p, &sig, v, window, atr);
     free(c);
     if (rc) {

@@ -86,9 +86,12 @@ int api_render_fragment(api_prediction *p, const struct inference_signal *sig,
     util_json_fixed(&b, p->probs[INFERENCE_SHORT], 6);
     util_buf_puts(&b, ",\"NO_TRADE\":");
     util_json_fixed(&b, p->probs[INFERENCE_NO_TRADE], 6);
+    /* issue 7: the live hit rate once enough of this version's trades resolved */
+    bool live = p->live_resolved >= API_LIVE_MIN_RESOLVED;
     util_buf_puts(&b, "},\"model_accuracy\":");
-    util_json_num(&b, meta->test_accuracy);
-    util_buf_puts(&b, ",\"accuracy_source\":\"backtest\"");
+    util_json_num(&b, live ? p->live_hit_rate : meta->test_accuracy);
+    util_buf_puts(&b, live ? ",\"accuracy_source\":\"live\""
+                           : ",\"accuracy_source\":\"backtest\"");
     time_field(&b, "prediction_time", p->prediction_time);
     time_field(&b, "valid_until", p->valid_until);
     time_field(&b, "candle_time", p->candle_time);

@@ -8,6 +8,14 @@
 static const struct api_route_def routes[] = {
     {"GET", "/api/predictions", api_route_predictions, API_ROUTE_READ | API_ROUTE_CORS_PREFLIGHT,
      API_METRIC_PREDICTIONS, 0},
+    /* issue 7: fixed paths under /api/predictions/ come before ":symbol" (2) */
+    {"GET", "/api/predictions/stream", api_route_stream_ws, API_ROUTE_READ, API_METRIC_STREAM, 0},
+    {"GET", "/api/predictions/events", api_route_stream_sse,
+     API_ROUTE_READ | API_ROUTE_CORS_PREFLIGHT, API_METRIC_STREAM, 0},
+    {"GET", "/api/predictions/history", api_route_history,
+     API_ROUTE_READ | API_ROUTE_CORS_PREFLIGHT, API_METRIC_PREDICTIONS, 0},
+    {"GET", "/api/models/:symbol/:timeframe/performance", api_route_performance,
+     API_ROUTE_READ | API_ROUTE_CORS_PREFLIGHT, API_METRIC_MODEL, 1},
     {"GET", "/api/predictions/:symbol/summary", api_route_summary,
      API_ROUTE_READ | API_ROUTE_CORS_PREFLIGHT, API_METRIC_SUMMARY, 1},
     {"GET", "/api/predictions/:symbol", api_route_prediction,

@@ -315,11 +315,11 @@ static void notice_to_log(void *arg, const char *msg)
 /* Connects with our defaults; the URL's own settings override them. */
 static PGconn *pg_connect(const char *url, const char *app, bool keepalives)
 {
-    const char *kw[] = {"connect_timeout", "options", "fallback_application_name", "keepalives",
-                        "keepalives_idle", "keepalives_interval", "keepalives_count", "dbname",
-                        NULL};
-    const char *val[] = {"3", "-c statement_timeout=5000", app, keepalives ? "1" : "0", "10", "5",
-                         "3", url, NULL};
+    const char *kw[] = {"connect_timeout",  "options",         "fallback_application_name",
+                        "keepalives",       "keepalives_idle", "keepalives_interval",
+                        "keepalives_count", "dbname",          NULL};
+    const char *val[] = {
+        "3", "-c statement_timeout=5000", app, keepalives ? "1" : "0", "10", "5", "3", url, NULL};
     PGconn *c = PQconnectdbParams(kw, val, 1);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         char buf[256];
@@ -478,7 +478,7 @@ static int check_series(const char *symbol, const char *tf)
 
 /* The entry columns, in the order decode_entry reads them. */
 #define ENTRY_COLUMNS                                                                              \
-    "symbol, timeframe, floor(extract(epoch FROM candle_time))::bigint, model_version, "          \
+    "symbol, timeframe, floor(extract(epoch FROM candle_time))::bigint, model_version, "           \
     "direction, confidence, p_long, p_short, p_no_trade, entry, stop_loss, tp1, tp2, tp3, atr, "   \
     "coalesce(horizon_candles, 0), floor(extract(epoch FROM created_at))::bigint"
 #define ENTRY_NCOLS 17
@@ -528,9 +528,23 @@ static int op_record(PGconn *c, void *arg)
         lvals[k] = dbl_or_null(levels[k], lv[k], sizeof lv[k]);
     snprintf(hz, sizeof hz, "%" PRIu32, e->horizon);
     snprintf(ca, sizeof ca, "%" PRId64, e->created_at);
-    const char *vals[17] = {e->symbol, e->timeframe, t, v, class_names[e->direction], conf,
-                            p[0], p[1], p[2], lvals[0], lvals[1], lvals[2], lvals[3], lvals[4],
-                            lvals[5], e->horizon ? hz : NULL, e->created_at ? ca : NULL};
+    const char *vals[17] = {e->symbol,
+                            e->timeframe,
+                            t,
+                            v,
+                            class_names[e->direction],
+                            conf,
+                            p[0],
+                            p[1],
+                            p[2],
+                            lvals[0],
+                            lvals[1],
+                            lvals[2],
+                            lvals[3],
+                            lvals[4],
+                            lvals[5],
+                            e->horizon ? hz : NULL,
+                            e->created_at ? ca : NULL};
     PGresult *r = NULL;
     int rc = exec1(c, "record a prediction",
                    "INSERT INTO predictions (symbol, timeframe, candle_time, model_version,"
@@ -1050,7 +1064,8 @@ static int op_history(PGconn *c, void *arg)
         features_ledger_resolution *res = &v[i].r;
         res->outcome = PQgetisnull(r, row, col) ? FEATURES_OUTCOME_OPEN
                                                 : outcome_parse(PQgetvalue(r, row, col));
-        res->realised = PQgetisnull(r, row, col + 1) ? -1 : class_parse(PQgetvalue(r, row, col + 1));
+        res->realised =
+            PQgetisnull(r, row, col + 1) ? -1 : class_parse(PQgetvalue(r, row, col + 1));
         if (res->outcome < 0)
             res->outcome = FEATURES_OUTCOME_OPEN;
         v[i].resolved_at = get_i64(r, row, col + 2);
@@ -1339,11 +1354,10 @@ static bool pub_connect(features_pub *p)
         pub_down(p, "cannot set the socket timeout");
         return false;
     }
-    if (p->password &&
-        !setup_ok(p,
-                  p->user ? redisCommand(p->c, "AUTH %s %s", p->user, p->password)
-                          : redisCommand(p->c, "AUTH %s", p->password),
-                  "AUTH"))
+    if (p->password && !setup_ok(p,
+                                 p->user ? redisCommand(p->c, "AUTH %s %s", p->user, p->password)
+                                         : redisCommand(p->c, "AUTH %s", p->password),
+                                 "AUTH"))
         return false;
     if (p->db && !setup_ok(p, redisCommand(p->c, "SELECT %d", p->db), "SELECT"))
         return false;

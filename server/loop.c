@@ -1,18 +1,545 @@
 /*
- * loop.c: placeholder until the inference loop lands (issue 7): starting it
- * reports that predictions are only made on request.
+ * loop.c: the inference loop. One background thread makes every prediction
+ * as soon as its data arrives, so request threads answer from the cache.
+ *
+ * For each series it hears about it: drops the series' cached candle window
+ * (the candles changed behind this process), settles the ledger's open
+ * predictions of the series against the new candles and refreshes the live
+ * accuracy of its versions, recomputes the prediction with the serving
+ * version (api_predict_refresh: replaces the process and Redis caches),
+ * and, when the last closed candle (or the serving version) moved on,
+ * records the prediction in the ledger, pushes it to the stream clients and
+ * PUBLISHes it on Redis (predictd:predictions).
+ *
+ * It hears about a series by:
+ * - NOTIFY predictd_candles 'SYMBOL:TF' (db/001_candles.sql), on a
+ *   dedicated LISTEN connection (features_listen_*). Notifications are
+ *   coalesced for COALESCE_MS after the first one, and each notified series
+ *   is processed once: a burst of inserts gives one prediction per closed
+ *   candle, not one per row.
+ * - its next candle closing (a feed may write a candle before it closes, and
+ *   nothing notifies when time passes): DUE_GRACE_S after valid_until.
+ * - catching up, after every (re)connection of the LISTEN connection and at
+ *   start: every series with a serving model (and, for a _default model,
+ *   every symbol with candles in its timeframe) is processed, so what was
+ *   inserted while no one listened is predicted and recorded.
+ * Every RESOLVE_S it also settles the open predictions of every series.
+ *
+ * It deliberately does not: serve requests, render anything but the stream
+ * message, or talk SQL (features/ledger.c does).
+ *
+ * DESIGN
+ * - "Moved on" is decided against this thread's own marks per series (the
+ *   candle and version last recorded, and last published), so a
+ *   notification for an unchanged or still-open candle changes nothing but
+ *   the cache. Recording is idempotent in the database (one row per series,
+ *   candle and version); a failed write is retried on the next pass. Only
+ *   the replica whose insert wrote the row PUBLISHes it on Redis, so the
+ *   channel carries each prediction once; each replica pushes to its own
+ *   stream clients.
+ * - Reconnecting: the LISTEN connection is made again with a back-off from
+ *   250 ms to 5 s; each success is followed by a catch-up.
+ * - Stopping: the thread polls an eventfd with the LISTEN socket and wakes
+ *   at least every second; server_loop_stop writes the eventfd.
+ *
+ * THREADING: everything but the status fields (guarded by status_lock) and
+ * the stop flag belongs to the loop's thread. It uses the features store's
+ * thread-local connections (released with features_thread_cleanup at exit),
+ * its own ledger handle, and lends a second one to the HTTP routes.
  */
+#define _GNU_SOURCE
 #include "server/loop.h"
+
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "features/features.h"
+#include "inference/inference.h"
+#include "registry/registry.h"
+
+#define MOD "loop"
+#define CHANNEL "predictd_candles"
+#define PUBLISH_CHANNEL "predictd:predictions"
+#define COALESCE_MS 50
+#define RESOLVE_S 5
+#define DUE_GRACE_S 1
+#define TICK_MS 1000
+#define BACKOFF_MIN_MS 250
+#define BACKOFF_MAX_MS 5000
+#define SERIES_MAX 100000
+
+_Static_assert((int)FEATURES_LEDGER_LONG == (int)INFERENCE_LONG &&
+                   (int)FEATURES_LEDGER_SHORT == (int)INFERENCE_SHORT &&
+                   (int)FEATURES_LEDGER_NO_TRADE == (int)INFERENCE_NO_TRADE,
+               "the ledger's classes are inference's");
+
+/* What this thread knows of one series. */
+struct series {
+    char symbol[24];
+    char tf[8];
+    int64_t rec_candle, pub_candle; /* candle last recorded / published (0: none) */
+    uint32_t rec_version, pub_version;
+    int64_t due;  /* process when now >= due (0: wait for a notification) */
+    bool pending; /* notified, not processed yet */
+    int last_rc;  /* the last prediction's result, to log changes only */
+};
+
+struct server_loop {
+    api_context *ctx;
+    pthread_t thread;
+    int wake_fd;
+    atomic_bool stop;
+    features_listener *listen;
+    features_ledger *ledger;     /* the loop's */
+    features_ledger *ledger_api; /* lent to the HTTP routes */
+    features_pub *pub;           /* NULL without Redis */
+    struct series *series;
+    size_t nseries, cap;
+    size_t npending;
+
+    pthread_mutex_t status_lock; /* guards the fields below */
+    const char *state;
+    int64_t last_prediction;
+    uint64_t predictions;
+    char last_error[200];
+};
+
+static void set_state(server_loop *l, const char *state)
+{
+    pthread_mutex_lock(&l->status_lock);
+    l->state = state;
+    pthread_mutex_unlock(&l->status_lock);
+}
+
+static void set_error(server_loop *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(server_loop *l, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&l->status_lock);
+    vsnprintf(l->last_error, sizeof l->last_error, fmt, ap);
+    pthread_mutex_unlock(&l->status_lock);
+    va_end(ap);
+}
+
+void server_loop_status(server_loop *l, api_job_status *out)
+{
+    if (!l) {
+        out->state = "off";
+        return;
+    }
+    pthread_mutex_lock(&l->status_lock);
+    out->state = l->state;
+    out->last_run = l->last_prediction;
+    out->runs = l->predictions;
+    snprintf(out->last_error, sizeof out->last_error, "%s", l->last_error);
+    pthread_mutex_unlock(&l->status_lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Series table.
+ */
+static struct series *series_get(server_loop *l, const char *symbol, const char *tf)
+{
+    for (size_t i = 0; i < l->nseries; i++)
+        if (strcmp(l->series[i].symbol, symbol) == 0 && strcmp(l->series[i].tf, tf) == 0)
+            return &l->series[i];
+    if (!util_symbol_valid(symbol) || !util_tf_seconds(tf) || l->nseries == SERIES_MAX)
+        return NULL;
+    if (l->nseries == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        struct series *v = realloc(l->series, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        l->series = v;
+        l->cap = cap;
+    }
+    struct series *s = &l->series[l->nseries++];
+    memset(s, 0, sizeof *s);
+    snprintf(s->symbol, sizeof s->symbol, "%s", symbol);
+    snprintf(s->tf, sizeof s->tf, "%s", tf);
+    return s;
+}
+
+/* "SYMBOL:TF" from a notification. */
+static void on_notify(const char *payload, void *arg)
+{
+    server_loop *l = arg;
+    const char *colon = strchr(payload, ':');
+    char symbol[24];
+    if (!colon || (size_t)(colon - payload) >= sizeof symbol)
+        return;
+    memcpy(symbol, payload, (size_t)(colon - payload));
+    symbol[colon - payload] = '\0';
+    struct series *s = series_get(l, symbol, colon + 1);
+    if (s && !s->pending) {
+        s->pending = true;
+        l->npending++;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Ledger and live accuracy.
+ */
+static void refresh_live(server_loop *l, const char *symbol, const char *tf)
+{
+    features_ledger_live *v = NULL;
+    size_t n = 0;
+    if (features_ledger_live_stats(l->ledger, symbol, tf, &v, &n) != 0)
+        return;
+    for (size_t i = 0; i < n; i++)
+        (void)api_set_live_accuracy(l->ctx, v[i].symbol, v[i].timeframe, v[i].version,
+                                    v[i].trades ? (double)v[i].hits / (double)v[i].trades : 0,
+                                    v[i].trades);
+    free(v);
+}
+
+static void settle(server_loop *l, const char *symbol, const char *tf, int64_t now)
+{
+    size_t settled = 0;
+    int rc = features_ledger_settle(l->ledger, symbol, tf, now, &settled);
+    if (rc) {
+        set_error(l, "resolving %s %s: %s", symbol, tf, util_strerror(rc));
+        return;
+    }
+    if (settled)
+        LOG_DEBUG(MOD, "%s %s: %zu predictions resolved", symbol, tf, settled);
+}
+
+static void resolve_all(server_loop *l, int64_t now)
+{
+    features_ledger_series *v = NULL;
+    size_t n = 0;
+    if (features_ledger_open_series(l->ledger, &v, &n) != 0)
+        return;
+    for (size_t i = 0; i < n && !atomic_load(&l->stop); i++) {
+        size_t settled = 0;
+        if (features_ledger_settle(l->ledger, v[i].symbol, v[i].timeframe, now, &settled) == 0 &&
+            settled)
+            refresh_live(l, v[i].symbol, v[i].timeframe);
+    }
+    free(v);
+}
+
+static void entry_of(const api_prediction *p, features_ledger_entry *e)
+{
+    memset(e, 0, sizeof *e);
+    snprintf(e->symbol, sizeof e->symbol, "%s", p->symbol);
+    snprintf(e->timeframe, sizeof e->timeframe, "%s", p->timeframe);
+    e->candle_time = p->candle_time;
+    e->version = p->version;
+    e->direction = p->direction;
+    e->confidence = p->confidence;
+    memcpy(e->probs, p->probs, sizeof e->probs);
+    e->entry = p->has_levels ? p->entry : NAN;
+    e->stop_loss = p->has_levels ? p->stop_loss : NAN;
+    for (int k = 0; k < 3; k++)
+        e->tp[k] = p->has_levels ? p->tp[k] : NAN;
+    e->atr = p->has_levels ? p->atr : NAN;
+    e->horizon = p->has_levels ? p->horizon : 0;
+    e->created_at = p->prediction_time;
+}
+
+/* ------------------------------------------------------------------------
+ * One series.
+ */
+static void process(server_loop *l, struct series *s, int64_t now)
+{
+    uint64_t t0 = util_mono_ns();
+    if (s->pending) {
+        s->pending = false;
+        l->npending--;
+    }
+    /* Without a model there is nothing to do (and api_predict_refresh would
+     * count the series' candles to say why). */
+    registry_version *v = NULL;
+    int rc = registry_acquire(api_context_registry(l->ctx), s->symbol, s->tf, NULL, &v);
+    if (rc) {
+        s->due = 0;
+        return;
+    }
+    registry_release(v);
+
+    (void)features_cache_drop_window(s->symbol, s->tf);
+    settle(l, s->symbol, s->tf, now);
+    refresh_live(l, s->symbol, s->tf); /* one grouped query per new candle, never per request */
+
+    api_prediction *p = NULL;
+    char why[256] = "";
+    rc = api_predict_refresh(l->ctx, s->symbol, s->tf, now, &p, why, sizeof why);
+    if (rc) {
+        if (rc != s->last_rc)
+            LOG_WARN(MOD, "%s %s: no prediction: %s", s->symbol, s->tf,
+                     why[0] ? why : util_strerror(rc));
+        s->last_rc = rc;
+        s->due = 0;
+        set_error(l, "%s %s: %s", s->symbol, s->tf, why[0] ? why : util_strerror(rc));
+        return;
+    }
+    if (s->last_rc)
+        LOG_INFO(MOD, "%s %s: predicting again", s->symbol, s->tf);
+    s->last_rc = 0;
+    s->due = p->valid_until > now ? p->valid_until + DUE_GRACE_S : 0;
+
+    if (p->candle_time > s->rec_candle || p->version != s->rec_version) {
+        features_ledger_entry e;
+        entry_of(p, &e);
+        bool inserted = false;
+        rc = features_ledger_record(l->ledger, &e, &inserted);
+        if (rc == 0) {
+            s->rec_candle = p->candle_time;
+            s->rec_version = p->version;
+        } else {
+            set_error(l, "recording %s %s: %s", s->symbol, s->tf, util_strerror(rc));
+        }
+        if (inserted && l->pub) {
+            util_buf b;
+            util_buf_init(&b);
+            api_render_stream_message(&b, p, now);
+            if (util_buf_ok(&b))
+                (void)features_pub_publish(l->pub, PUBLISH_CHANNEL, b.data, b.len, NULL);
+            util_buf_cleanup(&b);
+        }
+    }
+    if (p->candle_time > s->pub_candle || p->version != s->pub_version) {
+        util_buf b;
+        util_buf_init(&b);
+        api_render_stream_message(&b, p, now);
+        if (util_buf_ok(&b))
+            api_streams_publish(l->ctx, p->symbol, p->timeframe, b.data, b.len);
+        util_buf_cleanup(&b);
+        s->pub_candle = p->candle_time;
+        s->pub_version = p->version;
+        pthread_mutex_lock(&l->status_lock);
+        l->predictions++;
+        l->last_prediction = now;
+        pthread_mutex_unlock(&l->status_lock);
+        LOG_DEBUG(MOD, "%s %s: %s for the candle of %lld (v%u) in %.1f ms", p->symbol, p->timeframe,
+                  inference_class_name((enum inference_class)p->direction),
+                  (long long)p->candle_time, p->version, (double)(util_mono_ns() - t0) / 1e6);
+    }
+    api_prediction_release(p);
+}
+
+/* Every series with a serving model; a _default model covers the symbols of
+ * its timeframe that have candles. */
+static void catch_up(server_loop *l)
+{
+    int64_t now = util_now();
+    registry_series_info *info = NULL;
+    size_t n = 0;
+    if (registry_list(api_context_registry(l->ctx), &info, &n) != 0)
+        return;
+    size_t before = 0;
+    pthread_mutex_lock(&l->status_lock);
+    before = l->predictions;
+    pthread_mutex_unlock(&l->status_lock);
+    size_t seen = 0;
+    for (size_t i = 0; i < n && !atomic_load(&l->stop); i++) {
+        bool serving = false;
+        for (size_t k = 0; k < info[i].n_versions; k++)
+            serving |= info[i].versions[k].serving;
+        if (!serving)
+            continue;
+        if (strcmp(info[i].symbol, "_default") != 0) {
+            struct series *s = series_get(l, info[i].symbol, info[i].timeframe);
+            if (s) {
+                process(l, s, now);
+                seen++;
+            }
+            continue;
+        }
+        char **syms = NULL;
+        size_t ns = 0;
+        if (features_list_symbols(info[i].timeframe, &syms, &ns) != 0)
+            continue;
+        for (size_t k = 0; k < ns && !atomic_load(&l->stop); k++) {
+            struct series *s = series_get(l, syms[k], info[i].timeframe);
+            if (s) {
+                process(l, s, now);
+                seen++;
+            }
+        }
+        features_strv_free(syms, ns);
+    }
+    registry_list_free(info, n);
+    pthread_mutex_lock(&l->status_lock);
+    size_t made = (size_t)(l->predictions - before);
+    pthread_mutex_unlock(&l->status_lock);
+    LOG_INFO(MOD, "caught up: %zu series checked, %zu new predictions", seen, made);
+}
+
+/* ------------------------------------------------------------------------
+ * The thread.
+ */
+static int64_t ms_until(uint64_t deadline_ns, uint64_t now_ns)
+{
+    if (deadline_ns <= now_ns)
+        return 0;
+    return (int64_t)((deadline_ns - now_ns + 999999) / 1000000);
+}
+
+/* Reads notifications for COALESCE_MS after the first ones; false when the
+ * connection was lost. */
+static bool coalesce(server_loop *l)
+{
+    uint64_t until = util_mono_ns() + (uint64_t)COALESCE_MS * 1000000u;
+    for (;;) {
+        int64_t left = ms_until(until, util_mono_ns());
+        if (left <= 0 || atomic_load(&l->stop))
+            return true;
+        struct pollfd p = {.fd = features_listen_socket(l->listen), .events = POLLIN};
+        if (p.fd < 0)
+            return false;
+        int r = poll(&p, 1, (int)left);
+        if (r > 0 && features_listen_consume(l->listen, on_notify, l) < 0)
+            return false;
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    server_loop *l = arg;
+    bool connected = false, ever = false;
+    int backoff_ms = 0;
+    uint64_t next_connect = 0, next_resolve = 0;
+    while (!atomic_load(&l->stop)) {
+        uint64_t now_ns = util_mono_ns();
+        if (!connected && now_ns >= next_connect) {
+            if (features_listen_connect(l->listen) == 0) {
+                connected = true;
+                backoff_ms = 0;
+                set_state(l, "listening");
+                LOG_INFO(MOD, "listening for new candles on %s%s", CHANNEL, ever ? " again" : "");
+                ever = true;
+                catch_up(l);
+                next_resolve = util_mono_ns() + (uint64_t)RESOLVE_S * 1000000000u;
+            } else {
+                backoff_ms = backoff_ms ? backoff_ms * 2 : BACKOFF_MIN_MS;
+                if (backoff_ms > BACKOFF_MAX_MS)
+                    backoff_ms = BACKOFF_MAX_MS;
+                next_connect = util_mono_ns() + (uint64_t)backoff_ms * 1000000u;
+                set_state(l, "reconnecting");
+                set_error(l, "cannot LISTEN: the database is unavailable");
+            }
+            continue;
+        }
+
+        /* sleep until something happens, a series is due, or a tick */
+        int64_t now = util_now();
+        int64_t timeout = TICK_MS;
+        for (size_t i = 0; i < l->nseries; i++)
+            if (l->series[i].due && (l->series[i].due - now) * 1000 < timeout)
+                timeout = (l->series[i].due - now) * 1000;
+        if (!connected)
+            timeout = ms_until(next_connect, util_mono_ns()) < timeout
+                          ? ms_until(next_connect, util_mono_ns())
+                          : timeout;
+        if (timeout < 0)
+            timeout = 0;
+        struct pollfd p[2] = {
+            {.fd = l->wake_fd, .events = POLLIN},
+            {.fd = connected ? features_listen_socket(l->listen) : -1, .events = POLLIN}};
+        int r = poll(p, 2, (int)timeout);
+        if (r < 0 && errno != EINTR)
+            LOG_WARN(MOD, "poll: %s", strerror(errno));
+        if (atomic_load(&l->stop))
+            break;
+        if (r > 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP))) {
+            if (features_listen_consume(l->listen, on_notify, l) < 0 || !coalesce(l)) {
+                connected = false;
+                next_connect = util_mono_ns(); /* at once, then backing off */
+                set_state(l, "reconnecting");
+                LOG_WARN(MOD, "lost the LISTEN connection; reconnecting");
+            }
+        }
+
+        now = util_now();
+        for (size_t i = 0; i < l->nseries && !atomic_load(&l->stop); i++) {
+            struct series *s = &l->series[i];
+            if (s->pending || (s->due && now >= s->due))
+                process(l, s, now);
+        }
+        if (connected && util_mono_ns() >= next_resolve) {
+            resolve_all(l, now);
+            next_resolve = util_mono_ns() + (uint64_t)RESOLVE_S * 1000000000u;
+        }
+    }
+    set_state(l, "stopped");
+    features_thread_cleanup();
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Lifecycle.
+ */
+static void loop_free(server_loop *l)
+{
+    if (!l)
+        return;
+    if (l->ctx && l->ledger_api)
+        api_set_ledger(l->ctx, NULL);
+    features_listen_close(l->listen);
+    features_ledger_close(l->ledger);
+    features_ledger_close(l->ledger_api);
+    features_pub_close(l->pub);
+    if (l->wake_fd >= 0)
+        close(l->wake_fd);
+    pthread_mutex_destroy(&l->status_lock);
+    free(l->series);
+    free(l);
+}
 
 int server_loop_start(api_context *ctx, const server_config *cfg, server_loop **out)
 {
-    (void)ctx;
-    (void)cfg;
-    *out = NULL;
-    return PD_ENOTREADY;
+    if (!ctx || !cfg || !out || !cfg->database_url)
+        return PD_EINVAL;
+    server_loop *l = calloc(1, sizeof *l);
+    if (!l)
+        return PD_ENOMEM;
+    l->ctx = ctx;
+    l->wake_fd = -1;
+    l->state = "starting";
+    pthread_mutex_init(&l->status_lock, NULL);
+    int rc = features_listen_open(cfg->database_url, CHANNEL, &l->listen);
+    if (rc == 0)
+        rc = features_ledger_open(cfg->database_url, &l->ledger);
+    if (rc == 0)
+        rc = features_ledger_open(cfg->database_url, &l->ledger_api);
+    if (rc == 0 && cfg->redis_url && features_pub_open(cfg->redis_url, &l->pub) != 0)
+        LOG_WARN(MOD, "predictions will not be published on Redis");
+    if (rc == 0 && (l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        rc = PD_EIO;
+    if (rc) {
+        loop_free(l);
+        return rc;
+    }
+    api_set_ledger(ctx, l->ledger_api);
+    if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
+        loop_free(l);
+        return PD_EIO;
+    }
+    *out = l;
+    return 0;
 }
 
-void server_loop_stop(server_loop *loop)
+void server_loop_stop(server_loop *l)
 {
-    (void)loop;
+    if (!l)
+        return;
+    atomic_store(&l->stop, true);
+    uint64_t one = 1;
+    if (write(l->wake_fd, &one, sizeof one) < 0)
+        LOG_DEBUG(MOD, "wake: %s", strerror(errno));
+    pthread_join(l->thread, NULL);
+    loop_free(l);
 }

@@ -64,8 +64,12 @@ static features_ledger_entry short_entry(uint32_t horizon)
 /* Candle j after T0 with the given range; open and close mid-range. */
 static features_candle at(int j, double high, double low, double close)
 {
-    return (features_candle){.t = T0 + j * TF, .open = (high + low) / 2, .high = high, .low = low,
-                             .close = close, .volume = 1};
+    return (features_candle){.t = T0 + j * TF,
+                             .open = (high + low) / 2,
+                             .high = high,
+                             .low = low,
+                             .close = close,
+                             .volume = 1};
 }
 
 /* Resolves with the horizon complete (the series has a candle past it). */
@@ -452,9 +456,8 @@ TEST(settle_writes_outcomes)
     features_ledger *db = NULL;
     CHECK_EQ_INT(features_ledger_open(db_url(), &db), 0);
     /* candles 0..6 of LDGBUSDT 1m: a rally to 104.5 then a drop to 97 */
-    features_candle k[] = {at(0, 100.5, 99.5, 100), at(1, 101, 99.5, 100.5),
-                           at(2, 102.5, 100, 102),  at(3, 104.5, 101, 104),
-                           at(4, 104, 96.5, 97),    at(5, 98, 96, 97),
+    features_candle k[] = {at(0, 100.5, 99.5, 100), at(1, 101, 99.5, 100.5), at(2, 102.5, 100, 102),
+                           at(3, 104.5, 101, 104),  at(4, 104, 96.5, 97),    at(5, 98, 96, 97),
                            at(6, 98, 96, 97)};
     CHECK_EQ_INT(features_upsert_candles("LDGBUSDT", "1m", k, 7), 0);
     /* LONG at candle 0 (horizon 3): TP1 at 2, TP2 at 3 -> TP2 at the end */
@@ -540,8 +543,7 @@ static bool insert_row(PGconn *c, const char *symbol, int t_index, int version, 
              " direction, confidence, p_long, p_short, p_no_trade, entry, stop_loss, tp1,"
              " tp2, tp3, horizon_candles%s) VALUES ('%s', '1m', to_timestamp(%lld), %d, '%s',"
              " 0.5, %.17g, %.17g, %.17g, 100, 98, 102, 104, 106, 3%s)",
-             res, symbol, (long long)(T0 + t_index * TF), version, dir, pl, ps, 1 - pl - ps,
-             resv);
+             res, symbol, (long long)(T0 + t_index * TF), version, dir, pl, ps, 1 - pl - ps, resv);
     return sql_ok(c, sql);
 }
 
