@@ -479,7 +479,14 @@ def restarted_database_is_listened_again_and_missed_candles_caught_up():
     again = svc.logs().count("listening for new candles on predictd_candles again")
     services("pg-stop")
     try:
-        time.sleep(1.0)
+        # the ledger routes say the database is away; predictions still serve from the cache
+        status, _, body = svc.get(f"/api/models/{SYM}/{TF}/performance")
+        check_eq(status, 503, body)
+        check_eq(body["error"]["code"], "data_unavailable")
+        status, _, body = svc.get(f"/api/predictions/history?symbol={SYM}")
+        check_eq(status, 503, body)
+        status, _, body = svc.get(f"/api/predictions/{SYM}?timeframe={TF}")
+        check_eq(status, 200, body)
     finally:
         services("pg-start")
     wait_for(lambda: svc.logs().count("listening for new candles on predictd_candles again")
