@@ -11,10 +11,11 @@
 #include "api/api.h"
 
 #define API_CACHE_BUCKETS 1024
+#define API_CACHE_PER_SERIES 4 /* versions x labels cached per series */
 
 /* A cached prediction for one series and model version. */
 struct api_cache_entry {
-    char key[64];                 /* "SYMBOL|TF|vN" */
+    char key[64];                 /* "SYMBOL|TF|vN|label" ("-": no label) */
     api_prediction *p;            /* one reference held by the cache */
     _Atomic int64_t checked_at;   /* last time the database was asked for newer candles */
     struct api_cache_entry *next;
@@ -49,7 +50,8 @@ struct api_context {
 };
 
 /* Builds the process-cache key; returns false when it does not fit. */
-bool api_cache_key(char *key, size_t len, const char *symbol, const char *tf, uint32_t version);
+bool api_cache_key(char *key, size_t len, const char *symbol, const char *tf, uint32_t version,
+                   const char *label);
 
 /* A snapshot of the symbols with candles for tf (cached ~5 s). Caller frees
  * with features_strv_free. */

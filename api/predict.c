@@ -133,9 +133,11 @@ void api_cache_stats_get(api_context *ctx, api_cache_stats *out)
 /* ------------------------------------------------------------------------
  * Process cache.
  */
-bool api_cache_key(char *key, size_t len, const char *symbol, const char *tf, uint32_t version)
+bool api_cache_key(char *key, size_t len, const char *symbol, const char *tf, uint32_t version,
+                   const char *label)
 {
-    int n = snprintf(key, len, "%s|%s|v%u", symbol, tf, version);
+    /* the label is rendered into the prediction, so it is part of the key */
+    int n = snprintf(key, len, "%s|%s|v%u|%s", symbol, tf, version, label ? label : "-");
     return n > 0 && (size_t)n < len;
 }
 
@@ -173,11 +175,49 @@ static api_prediction *cache_get(api_context *ctx, const char *key, int64_t now,
     return p;
 }
 
+/*
+ * Keeps at most API_CACHE_PER_SERIES entries of one series (versions and
+ * labels): a series that went through many versions must not keep one
+ * entry per version forever. Unlinks the entries with the oldest
+ * predictions, except keep, and returns them for freeing outside the lock.
+ * Called with cache_lock held for writing; scans every bucket, which costs
+ * a few microseconds once per new entry (one per series and version).
+ */
+static struct api_cache_entry *evict_series(api_context *ctx, const char *key,
+                                            const struct api_cache_entry *keep)
+{
+    const char *bar = strchr(key, '|');
+    bar = bar ? strchr(bar + 1, '|') : NULL;
+    size_t plen = bar ? (size_t)(bar - key) + 1 : strlen(key); /* "SYMBOL|TF|" */
+    struct api_cache_entry *victims = NULL;
+    for (;;) {
+        size_t count = 0;
+        struct api_cache_entry **oldest = NULL;
+        for (size_t i = 0; i < API_CACHE_BUCKETS; i++)
+            for (struct api_cache_entry **pe = &ctx->buckets[i]; *pe; pe = &(*pe)->next) {
+                if (strncmp((*pe)->key, key, plen) != 0)
+                    continue;
+                count++;
+                if (*pe != keep && (!oldest || !(*oldest)->p ||
+                                    ((*pe)->p && (*pe)->p->prediction_time <
+                                                     (*oldest)->p->prediction_time)))
+                    oldest = pe;
+            }
+        if (count <= API_CACHE_PER_SERIES || !oldest)
+            return victims;
+        struct api_cache_entry *v = *oldest;
+        *oldest = v->next;
+        v->next = victims;
+        victims = v;
+    }
+}
+
 /* Publishes p under key (taking a new reference), replacing an older one. */
 static void cache_put(api_context *ctx, const char *key, api_prediction *p, int64_t now)
 {
     size_t b = bucket_of(key);
     api_prediction *old = NULL;
+    struct api_cache_entry *victims = NULL;
     pthread_rwlock_wrlock(&ctx->cache_lock);
     struct api_cache_entry *e = ctx->buckets[b];
     while (e && strcmp(e->key, key) != 0)
@@ -191,18 +231,23 @@ static void cache_put(api_context *ctx, const char *key, api_prediction *p, int6
         snprintf(e->key, sizeof e->key, "%s", key);
         e->next = ctx->buckets[b];
         ctx->buckets[b] = e;
+        victims = evict_series(ctx, key, e);
     }
     /* never replace a prediction for a newer candle with an older one */
-    if (e->p && e->p->candle_time > p->candle_time) {
-        pthread_rwlock_unlock(&ctx->cache_lock);
-        return;
+    if (!(e->p && e->p->candle_time > p->candle_time)) {
+        old = e->p;
+        api_prediction_retain(p);
+        e->p = p;
     }
-    old = e->p;
-    api_prediction_retain(p);
-    e->p = p;
     atomic_store(&e->checked_at, now);
     pthread_rwlock_unlock(&ctx->cache_lock);
     api_prediction_release(old);
+    while (victims) {
+        struct api_cache_entry *next = victims->next;
+        api_prediction_release(victims->p);
+        free(victims);
+        victims = next;
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -211,15 +256,16 @@ static void cache_put(api_context *ctx, const char *key, api_prediction *p, int6
  * old answer. The value is a header line of the numbers, then the fragment.
  */
 static void redis_key(char *key, size_t len, const char *symbol, const char *tf, uint32_t version,
-                      int64_t candle)
+                      const char *label, int64_t candle)
 {
-    snprintf(key, len, "predictd:pred:%s:%s:v%u:%lld", symbol, tf, version, (long long)candle);
+    snprintf(key, len, "predictd:pred:%s:%s:v%u:%s:%lld", symbol, tf, version,
+             label ? label : "-", (long long)candle);
 }
 
-static void redis_store(const api_prediction *p, int64_t now)
+static void redis_store(const api_prediction *p, const char *label, int64_t now)
 {
     char key[128];
-    redis_key(key, sizeof key, p->symbol, p->timeframe, p->version, p->candle_time);
+    redis_key(key, sizeof key, p->symbol, p->timeframe, p->version, label, p->candle_time);
     util_buf b;
     util_buf_init(&b);
     util_buf_printf(&b, "PD1 %d %a %a %a %a %lld %lld %lld %lld %lld %lld %lld %d\n", p->direction,
@@ -236,10 +282,10 @@ static void redis_store(const api_prediction *p, int64_t now)
 }
 
 static api_prediction *redis_fetch(const char *symbol, const char *tf, uint32_t version,
-                                   int64_t candle)
+                                   const char *label, int64_t candle)
 {
     char key[128];
-    redis_key(key, sizeof key, symbol, tf, version, candle);
+    redis_key(key, sizeof key, symbol, tf, version, label, candle);
     char *val = NULL;
     size_t len = 0;
     if (features_cache_get(key, &val, &len) != 0)
@@ -365,10 +411,12 @@ static int compute(api_context *ctx, registry_version *v, const char *symbol, co
     for (size_t s = 0; s < steps; s++) {
         rc = features_compute(fs, c + s, window, x + s * nf);
         if (rc) {
+            /* stored candles the features cannot use are a data problem, not the client's */
             if (why)
-                snprintf(why, whylen, "features for %s %s: %s", symbol, tf, util_strerror(rc));
+                snprintf(why, whylen, "the last %zu candles of %s %s give no defined features: %s",
+                         window, symbol, tf, util_strerror(rc));
             free(c);
-            return rc;
+            return rc == PD_EINVAL ? PD_ENODATA : rc;
         }
     }
     double probs[INFERENCE_NCLASS], atr = NAN;
@@ -382,9 +430,12 @@ static int compute(api_context *ctx, registry_version *v, const char *symbol, co
         rc = inference_signal_make(pol, probs, c[n - 1].close, atr, &sig);
     if (rc) {
         if (why)
-            snprintf(why, whylen, "model run for %s %s: %s", symbol, tf, util_strerror(rc));
+            snprintf(why, whylen,
+                     "no prediction from the last candles of %s %s (non-finite features, or no "
+                     "usable ATR for levels): %s",
+                     symbol, tf, util_strerror(rc));
         free(c);
-        return rc;
+        return rc == PD_EINVAL ? PD_ENODATA : rc;
     }
 
     api_prediction *p = prediction_new();
@@ -461,7 +512,13 @@ int api_predict(api_context *ctx, const char *symbol, const char *tf,
 
     char key[64];
     uint32_t version = registry_version_number(v);
-    bool keyed = ctx->opt.cache && api_cache_key(key, sizeof key, symbol, tf, version);
+    /* copied: the label is borrowed from v, which is released before the Redis store */
+    char labelbuf[16] = "";
+    const char *vl = registry_version_label(v);
+    if (vl)
+        snprintf(labelbuf, sizeof labelbuf, "%s", vl);
+    const char *label = labelbuf[0] ? labelbuf : NULL;
+    bool keyed = ctx->opt.cache && api_cache_key(key, sizeof key, symbol, tf, version, label);
     api_prediction *cached = NULL;
     if (keyed) {
         bool recheck = false;
@@ -476,7 +533,7 @@ int api_predict(api_context *ctx, const char *symbol, const char *tf,
         /* the candle a fresh prediction would use; Redis may have it from a replica */
         int64_t expect = util_tf_last_closed_open(now, util_tf_seconds(tf));
         if (!cached || cached->candle_time < expect) {
-            api_prediction *r = redis_fetch(symbol, tf, version, expect);
+            api_prediction *r = redis_fetch(symbol, tf, version, label, expect);
             if (r) {
                 atomic_fetch_add(&ctx->redis_hits, 1);
                 cache_put(ctx, key, r, now);
@@ -503,7 +560,7 @@ int api_predict(api_context *ctx, const char *symbol, const char *tf,
     api_prediction_release(cached);
     if (keyed) {
         cache_put(ctx, key, p, now);
-        redis_store(p, now);
+        redis_store(p, label, now);
     }
     *out = p;
     return 0;
@@ -523,9 +580,10 @@ int api_predict_refresh(api_context *ctx, const char *symbol, const char *tf, in
     rc = compute(ctx, v, symbol, tf, now, &p, why, whylen);
     if (rc == 0 && ctx->opt.cache) {
         char key[64];
-        if (api_cache_key(key, sizeof key, symbol, tf, registry_version_number(v)))
+        if (api_cache_key(key, sizeof key, symbol, tf, registry_version_number(v),
+                          registry_version_label(v)))
             cache_put(ctx, key, p, now);
-        redis_store(p, now);
+        redis_store(p, registry_version_label(v), now);
     }
     registry_release(v);
     if (rc == 0)
