@@ -63,7 +63,8 @@ DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-de
 # generated sources are kept, not deleted as intermediates
 .SECONDARY: $(GEN_C) $(GEN_H)
 
-.PHONY: all deps run test unit sanitize bench fuzz format format-check clean docker-check
+.PHONY: all deps run test unit sanitize bench fuzz format format-check clean docker-check \
+    build-tests build-bench
 all: $(BIN)
 
 deps:
@@ -113,24 +114,33 @@ unit: $(UNIT_BIN)
 
 # The whole suite: every unit binary, then the integration tests, which start
 # the real binary against a private PostgreSQL and Redis.
-test: deps all $(UNIT_BIN)
+# Targets that need the Debian packages re-enter make after `deps`, so that on
+# a fresh machine the build sees the pkg-config flags of what deps installed.
+test: deps
+	@$(MAKE) --no-print-directory build-tests
 	PREDICTD_BIN=$(abspath $(BIN)) PREDICTD_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
 	    tests/run
+
+build-tests: all $(UNIT_BIN)
 
 sanitize: deps
 	PREDICTD_SANITIZER=address,undefined \
 	    $(MAKE) BUILD=build-san SANITIZER=address,undefined CFLAGS='-O1 -g' test
 
-bench: deps all $(BENCH_BIN)
+bench: deps
+	@$(MAKE) --no-print-directory build-bench
 	PREDICTD_BIN=$(abspath $(BIN)) PREDICTD_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
 	    bench/run
+
+build-bench: all $(BENCH_BIN)
 
 fuzz: deps
 	$(MAKE) BUILD=build-fuzz CC=clang SANITIZER=fuzzer-no-link,address,undefined CFLAGS='-O1 -g' \
 	    build-fuzz/libpredictd.a
 	tests/fuzz/run build-fuzz
 
-run: deps all
+run: deps
+	@$(MAKE) --no-print-directory all
 	server/run.sh $(abspath $(BIN))
 
 format:
