@@ -19,6 +19,8 @@
  *   candle, not one per row.
  * - its next candle closing (a feed may write a candle before it closes, and
  *   nothing notifies when time passes): DUE_GRACE_S after valid_until.
+ * - a retry RETRY_S after a transient failure (the database, or the store's
+ *   reconnect back-off, in the way), so a notification is never lost to one.
  * - catching up, after every (re)connection of the LISTEN connection and at
  *   start: every series with a serving model (and, for a _default model,
  *   every symbol with candles in its timeframe) is processed, so what was
@@ -72,6 +74,7 @@
 #define COALESCE_MS 50
 #define RESOLVE_S 5
 #define DUE_GRACE_S 1
+#define RETRY_S 1 /* after a transient failure (database away) */
 #define TICK_MS 1000
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 5000
@@ -264,7 +267,7 @@ static void process(server_loop *l, struct series *s, int64_t now)
     registry_version *v = NULL;
     int rc = registry_acquire(api_context_registry(l->ctx), s->symbol, s->tf, NULL, &v);
     if (rc) {
-        s->due = 0;
+        s->due = rc == PD_ENOTREADY ? now + RETRY_S : 0; /* a first version still loading */
         return;
     }
     registry_release(v);
@@ -281,7 +284,9 @@ static void process(server_loop *l, struct series *s, int64_t now)
             LOG_WARN(MOD, "%s %s: no prediction: %s", s->symbol, s->tf,
                      why[0] ? why : util_strerror(rc));
         s->last_rc = rc;
-        s->due = 0;
+        /* a database (or its connection back-off) in the way passes: try
+         * again soon rather than wait for a notification that already came */
+        s->due = rc == PD_EDB || rc == PD_ENOTREADY ? now + RETRY_S : 0;
         set_error(l, "%s %s: %s", s->symbol, s->tf, why[0] ? why : util_strerror(rc));
         return;
     }
@@ -300,6 +305,7 @@ static void process(server_loop *l, struct series *s, int64_t now)
             s->rec_version = p->version;
         } else {
             set_error(l, "recording %s %s: %s", s->symbol, s->tf, util_strerror(rc));
+            s->due = now + RETRY_S;
         }
         if (inserted && l->pub) {
             util_buf b;
