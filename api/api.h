@@ -47,6 +47,7 @@ typedef struct api_options {
     const char *models_dir;
     int rate_burst;           /* bucket size; 0 = twice rate_limit */
     bool redis;               /* a Redis URL is configured (for /health/status) */
+    const char *web_dir;        /* the dashboard page (index.html) served at /; NULL: none */
     struct training_jobs *jobs; /* background training (admin API); NULL: routes answer 503 */
 } api_options;
 

@@ -449,7 +449,20 @@ static void http_free(api_http *h, bool instance_ok)
     for (int i = 0; i < API_COMPONENT_COUNT_; i++)
         pthread_mutex_destroy(&h->component_errors[i].lock);
     free(h->routes);
+    free(h->dashboard);
     free(h);
+}
+
+/* Reads the dashboard page once, so serving it is no file I/O. */
+static void load_dashboard(api_http *h)
+{
+    const char *dir = h->ctx->opt.web_dir;
+    char path[4096];
+    if (!dir || snprintf(path, sizeof path, "%s/index.html", dir) >= (int)sizeof path)
+        return;
+    int rc = util_read_file(path, 1u << 20, &h->dashboard, &h->dashboard_len);
+    if (rc)
+        LOG_INFO("http", "no dashboard at %s (%s): / answers 404", path, util_strerror(rc));
 }
 
 int api_http_start(api_context *ctx, api_http **out)
@@ -473,6 +486,7 @@ int api_http_start(api_context *ctx, api_http **out)
     make_id_prefix(h);
     api_rate_init(h);
     api_metrics_init(h);
+    load_dashboard(h);
     if (ulfius_init_instance(&h->instance, (unsigned int)ctx->opt.listen_port, &addr, NULL) !=
         U_OK) {
         http_free(h, false);

@@ -98,6 +98,8 @@ struct api_http {
     struct api_job jobs[API_JOBS_MAX];
     size_t njobs;
     struct api_component_error component_errors[API_COMPONENT_COUNT_];
+    char *dashboard;          /* web_dir/index.html read at start, NULL when absent */
+    size_t dashboard_len;
 };
 
 /* One request as handlers see it. */
@@ -142,6 +144,7 @@ void api_route_training_start(struct api_request *rq);
 void api_route_training_list(struct api_request *rq);
 void api_route_training_get(struct api_request *rq);
 void api_route_training_cancel(struct api_request *rq);
+void api_route_dashboard(struct api_request *rq);
 void api_route_health(struct api_request *rq);
 void api_route_live(struct api_request *rq);
 void api_route_ready(struct api_request *rq);

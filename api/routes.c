@@ -37,6 +37,7 @@ static const struct api_route_def routes[] = {
     {"GET", "/admin/training/:id", api_route_training_get, API_ROUTE_ADMIN, API_METRIC_ADMIN, 1},
     {"DELETE", "/admin/training/:id", api_route_training_cancel, API_ROUTE_ADMIN, API_METRIC_ADMIN,
      1},
+    {"GET", "/", api_route_dashboard, 0, API_METRIC_OTHER, 0},
     {"GET", "/health", api_route_health, 0, API_METRIC_HEALTH, 0},
     {"GET", "/health/live", api_route_live, 0, API_METRIC_HEALTH, 0},
     {"GET", "/health/ready", api_route_ready, 0, API_METRIC_HEALTH, 0},

@@ -45,6 +45,7 @@ struct serve_jobs {
     registry *reg;
     int reload_interval;
     bool loop_running;
+    server_loop *loop; /* NULL: not running */
     char loop_error[200];
     training_jobs *training; /* NULL: background training is off */
     char training_error[200];
@@ -64,7 +65,11 @@ static void scanner_probe(void *arg, api_job_status *out)
 static void loop_probe(void *arg, api_job_status *out)
 {
     const struct serve_jobs *j = arg;
-    out->state = j->loop_running ? "running" : "off";
+    if (j->loop) {
+        server_loop_status(j->loop, out);
+        return;
+    }
+    out->state = "off";
     snprintf(out->last_error, sizeof out->last_error, "%s", j->loop_error);
 }
 
@@ -180,6 +185,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .access_log = cfg->access_log,
                        .models_dir = cfg->models_dir,
                        .jobs = tjobs,
+                       .web_dir = cfg->web_dir,
                        .redis = cfg->redis_url != NULL};
     if (api_context_new(&opt, reg, &ctx) != 0)
         goto out_ctx;
@@ -199,6 +205,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                      util_strerror(rc));
         }
         jobs.loop_running = rc == 0 && loop != NULL;
+        jobs.loop = jobs.loop_running ? loop : NULL;
     }
     (void)api_http_add_job(http, "model_scanner", scanner_probe, &jobs);
     (void)api_http_add_job(http, "inference_loop", loop_probe, &jobs);

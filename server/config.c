@@ -76,6 +76,8 @@ static const struct opt opts[] = {
      "log one line per request"},
     {"migrations-dir", "PREDICTD_MIGRATIONS_DIR", OPT_STR, "./db", 0, 0, OFF(migrations_dir),
      "SQL migrations applied by `migrate`"},
+    {"web-dir", "PREDICTD_WEB_DIR", OPT_STR, "./web", 0, 0, OFF(web_dir),
+     "directory of the dashboard page served at /"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

@@ -35,6 +35,7 @@ typedef struct server_config {
     int stream_max;   /* concurrent WebSocket/SSE clients */
     bool access_log;
     char *migrations_dir;
+    char *web_dir;         /* the dashboard page served at / */
 } server_config;
 
 /*

@@ -128,6 +128,7 @@ class Service:
             "PREDICTD_LOG_FORMAT": "json",
             "PREDICTD_THREADS": "4",
             "PREDICTD_API_KEY_FILE": os.path.join(models_dir, ".no-key-file"),
+            "PREDICTD_WEB_DIR": os.path.join(ROOT, "web"),
         })
         if redis and REDIS_URL:
             e["PREDICTD_REDIS_URL"] = REDIS_URL

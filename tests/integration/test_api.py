@@ -272,5 +272,18 @@ def gaps_in_the_window_are_reported():
     check(b'predictd_feature_window_gaps{symbol="GAPUSDT",timeframe="4h"} 1' in text)
 
 
+@test
+def dashboard_page():
+    svc = service()
+    status, headers, body = svc.get("/")
+    check_eq(status, 200)
+    check(headers["Content-Type"].startswith("text/html"))
+    check(b"/api/predictions?timeframe=" in body, "the page reads the public API")
+    other = Service(MODELS, env={"PREDICTD_WEB_DIR": "/nonexistent"})
+    status, _, body = other.get("/")
+    check_eq(status, 404)
+    check_eq(other.stop(), 0)
+
+
 if __name__ == "__main__":
     sys.exit(run_tests())
