@@ -429,7 +429,7 @@ static bool buf_reserve(util_buf *b, size_t extra)
         return false;
     if (b->len + extra + 1 <= b->cap)
         return true;
-    size_t cap = b->cap ? b->cap : 256;
+    size_t cap = b->cap ? b->cap : 1024; /* one allocation holds a typical answer */
     while (cap < b->len + extra + 1)
         cap *= 2;
     char *p = realloc(b->data, cap);
