@@ -240,17 +240,21 @@ void api_route_health(struct api_request *rq)
     util_buf_cleanup(&b);
 }
 
-static const char *series_state(const registry_series_info *s, uint32_t *serving, size_t *nfailed,
-                                const char **last_error)
+static const char *series_state(const registry_series_info *s, int64_t now, uint32_t *serving,
+                                size_t *nfailed, const char **last_error, bool *expired)
 {
     bool loading = false;
+    *expired = false;
     *serving = 0;
     *nfailed = 0;
     *last_error = NULL;
     for (size_t k = 0; k < s->n_versions; k++) {
         const registry_version_info *v = &s->versions[k];
-        if (v->serving)
+        if (v->serving) {
             *serving = v->version;
+            /* past its maximum age it still answers, flagged (issue 5) */
+            *expired = v->max_age_s > 0 && v->trained_at > 0 && now - v->trained_at > v->max_age_s;
+        }
         if (v->state == REGISTRY_LOADING)
             loading = true;
         if (v->state == REGISTRY_FAILED) {
@@ -286,7 +290,9 @@ static void render_registry(util_buf *b, struct api_request *rq)
         uint32_t serving;
         size_t nfailed;
         const char *last_error;
-        const char *state = series_state(&s[i], &serving, &nfailed, &last_error);
+        bool expired;
+        const char *state =
+            series_state(&s[i], rq->now, &serving, &nfailed, &last_error, &expired);
         util_buf_puts(b, i ? ",{\"symbol\":" : "{\"symbol\":");
         util_json_str(b, s[i].symbol);
         util_buf_puts(b, ",\"timeframe\":");
@@ -296,8 +302,10 @@ static void render_registry(util_buf *b, struct api_request *rq)
             util_buf_printf(b, "%u", serving);
         else
             util_buf_puts(b, "null");
-        util_buf_printf(b, ",\"versions\":%zu,\"failed_versions\":%zu,\"last_error\":",
-                        s[i].n_versions, nfailed);
+        util_buf_printf(b,
+                        ",\"model_expired\":%s,\"versions\":%zu,\"failed_versions\":%zu,"
+                        "\"last_error\":",
+                        expired ? "true" : "false", s[i].n_versions, nfailed);
         if (last_error)
             util_json_str(b, last_error);
         else

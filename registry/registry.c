@@ -1300,6 +1300,7 @@ int registry_list(registry *r, registry_series_info **out, size_t *n)
             vi->load_ms = sl->load_ms;
             vi->test_accuracy = sl->test_accuracy;
             vi->trained_at = sl->trained_at;
+            vi->max_age_s = sl->v ? inference_model_policy(sl->v->model)->max_age_s : 0;
         }
     }
 out:

@@ -148,6 +148,7 @@ typedef struct registry_version_info {
     double load_ms;       /* time to verify and load */
     double test_accuracy; /* NaN when unknown */
     int64_t trained_at;
+    int64_t max_age_s;    /* the signal policy's model expiry, 0 = never or not loaded */
 } registry_version_info;
 
 typedef struct registry_series_info {

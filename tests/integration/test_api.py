@@ -273,6 +273,31 @@ def gaps_in_the_window_are_reported():
 
 
 @test
+def expired_model_still_answers_flagged():
+    svc = service()
+    cli("seed", "--symbols", "OLDUSDT", "--timeframes", "4h", "--count", "2500")
+    train(MODELS, "OLDUSDT", "4h", "--max-age-s", "1")
+    import signal
+    import time
+    time.sleep(2.5)  # whole seconds: older than 1 s for sure
+    svc.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while True:
+        status, _, body = svc.get("/api/predictions/OLDUSDT?timeframe=4h")
+        if status == 200 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    check_eq(status, 200, body)
+    p = body["prediction"]
+    check(p["model_expired"] is True, p)
+    check(any("expired" in w for w in p["warnings"]), p["warnings"])
+    _, _, st = svc.get("/health/status")
+    series = {(x["symbol"], x["timeframe"]): x for x in st["components"]["registry"]["series"]}
+    check(series[("OLDUSDT", "4h")]["model_expired"] is True)
+    check(series[("BTCUSDT", "15m")]["model_expired"] is False)
+
+
+@test
 def dashboard_page():
     svc = service()
     status, headers, body = svc.get("/")
