@@ -112,6 +112,17 @@ int api_predict(api_context *ctx, const char *symbol, const char *tf,
 void api_prediction_release(api_prediction *p); /* NULL is a no-op */
 
 /*
+ * api_predict for n symbols of one timeframe: the same answers, but the
+ * candle windows of every symbol the caches cannot answer are read in one
+ * pipelined round trip (features_load_windows) instead of one each. Writes
+ * outs[i] (a new reference) or rcs[i] (a PD_* code, whys[i] the detail) for
+ * each symbol. Returns 0, or PD_ENOMEM with nothing written.
+ */
+int api_predict_many(api_context *ctx, const char *const *symbols, size_t n, const char *tf,
+                     const registry_selector *sel, int64_t now, api_prediction **outs, int *rcs,
+                     char (*whys)[256]);
+
+/*
  * Recomputes symbol/tf for the serving version bypassing the caches, then
  * replaces the cached entry (process and Redis). For the inference loop:
  * returns a new reference like api_predict.

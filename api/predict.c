@@ -373,8 +373,14 @@ static double *scratch_get(size_t doubles)
     return s->buf;
 }
 
-static int compute(api_context *ctx, registry_version *v, const char *symbol, const char *tf,
-                   int64_t now, api_prediction **out, char *why, size_t whylen)
+/*
+ * Computes the prediction of version v from closed candles c[0..n) of the
+ * series (oldest first; only the last registry_version_candles(v) are
+ * used). Takes ownership of c (frees it) whatever it returns.
+ */
+static int compute_from(api_context *ctx, registry_version *v, const char *symbol,
+                        const char *tf, int64_t now, features_candle *all, size_t n_all,
+                        api_prediction **out, char *why, size_t whylen)
 {
     const inference_model *m = registry_version_model(v);
     const features_set *fs = registry_version_features(v);
@@ -383,28 +389,26 @@ static int compute(api_context *ctx, registry_version *v, const char *symbol, co
     size_t steps = inference_steps(m), nf = inference_n_features(m);
     size_t window = need - steps + 1;
     int64_t tfs = util_tf_seconds(tf);
+    int rc;
 
-    features_candle *c = NULL;
-    size_t n = 0;
-    features_window_info info = {0};
-    int rc = features_load_window(symbol, tf, now, need, &c, &n, &info);
-    if (rc) {
-        if (why && rc == PD_EDB)
-            snprintf(why, whylen, "the candle database is unavailable");
-        return rc;
-    }
-    if (n < need) {
+    if (n_all < need) {
         if (why)
             snprintf(why, whylen, "%s %s has %zu closed candles; the model needs %zu", symbol, tf,
-                     n, need);
-        free(c);
+                     n_all, need);
+        free(all);
         return PD_ENODATA;
     }
+    features_candle *c = all + (n_all - need); /* the window this model reads */
+    size_t n = need;
+    features_window_info info = {.last_open = c[n - 1].t, .last_close = c[n - 1].t + tfs};
+    for (size_t i = 1; i < n; i++)
+        if (c[i].t - c[i - 1].t > tfs)
+            info.gaps += (int)((c[i].t - c[i - 1].t) / tfs - 1);
 
     size_t scratch_doubles = steps * nf + inference_scratch_size(m) / sizeof(double) + 1;
     double *x = scratch_get(scratch_doubles);
     if (!x) {
-        free(c);
+        free(all);
         return PD_ENOMEM;
     }
     double *kernel_scratch = x + steps * nf;
@@ -415,7 +419,7 @@ static int compute(api_context *ctx, registry_version *v, const char *symbol, co
             if (why)
                 snprintf(why, whylen, "the last %zu candles of %s %s give no defined features: %s",
                          window, symbol, tf, util_strerror(rc));
-            free(c);
+            free(all);
             return rc == PD_EINVAL ? PD_ENODATA : rc;
         }
     }
@@ -434,13 +438,13 @@ static int compute(api_context *ctx, registry_version *v, const char *symbol, co
                      "no prediction from the last candles of %s %s (non-finite features, or no "
                      "usable ATR for levels): %s",
                      symbol, tf, util_strerror(rc));
-        free(c);
+        free(all);
         return rc == PD_EINVAL ? PD_ENODATA : rc;
     }
 
     api_prediction *p = prediction_new();
     if (!p) {
-        free(c);
+        free(all);
         return PD_ENOMEM;
     }
     snprintf(p->symbol, sizeof p->symbol, "%s", symbol);
@@ -467,7 +471,7 @@ static int compute(api_context *ctx, registry_version *v, const char *symbol, co
     p->horizon = pol->horizon;
     (void)api_live_get(ctx, symbol, tf, p->version, &p->live_hit_rate, &p->live_resolved);
     rc = api_render_fragment(p, &sig, v, window, atr);
-    free(c);
+    free(all);
     if (rc) {
         api_prediction_release(p);
         return rc;
@@ -475,6 +479,21 @@ static int compute(api_context *ctx, registry_version *v, const char *symbol, co
     atomic_fetch_add(&ctx->computed, 1);
     *out = p;
     return 0;
+}
+
+/* Loads the window of symbol/tf that version v needs, then compute_from. */
+static int compute(api_context *ctx, registry_version *v, const char *symbol, const char *tf,
+                   int64_t now, api_prediction **out, char *why, size_t whylen)
+{
+    features_candle *c = NULL;
+    size_t n = 0;
+    int rc = features_load_window(symbol, tf, now, registry_version_candles(v), &c, &n, NULL);
+    if (rc) {
+        if (why && rc == PD_EDB)
+            snprintf(why, whylen, "the candle database is unavailable");
+        return rc;
+    }
+    return compute_from(ctx, v, symbol, tf, now, c, n, out, why, whylen);
 }
 
 static int validate(const char *symbol, const char *tf)
@@ -498,71 +517,165 @@ static int no_model_reason(const char *symbol, const char *tf, int rc)
     return PD_ENOMODEL;
 }
 
+/* A request between its cache lookups and its computation. */
+struct pending {
+    registry_version *v;     /* one reference, or NULL when done */
+    api_prediction *cached;  /* an older answer kept for when the database is down */
+    char key[64];
+    bool keyed;
+    char label[16];          /* copied: v's label is borrowed */
+};
+
+/*
+ * The cache half of a prediction. Returns 0 with *out when a cache answers,
+ * 1 when pd holds what predict_finish needs to compute one, or an error.
+ */
+static int predict_begin(api_context *ctx, const char *symbol, const char *tf,
+                         const registry_selector *sel, int64_t now, struct pending *pd,
+                         api_prediction **out)
+{
+    memset(pd, 0, sizeof *pd);
+    int rc = validate(symbol, tf);
+    if (rc)
+        return rc;
+    rc = registry_acquire(ctx->reg, symbol, tf, sel, &pd->v);
+    if (rc)
+        return no_model_reason(symbol, tf, rc);
+    uint32_t version = registry_version_number(pd->v);
+    const char *vl = registry_version_label(pd->v);
+    if (vl)
+        snprintf(pd->label, sizeof pd->label, "%s", vl);
+    const char *label = pd->label[0] ? pd->label : NULL;
+    pd->keyed = ctx->opt.cache && api_cache_key(pd->key, sizeof pd->key, symbol, tf, version, label);
+    if (!pd->keyed)
+        return 1;
+    bool recheck = false;
+    pd->cached = cache_get(ctx, pd->key, now, &recheck);
+    if (pd->cached && !recheck) {
+        atomic_fetch_add(&ctx->process_hits, 1);
+        registry_release(pd->v);
+        *out = pd->cached;
+        return 0;
+    }
+    atomic_fetch_add(&ctx->process_misses, 1);
+    /* the candle a fresh prediction would use; Redis may have it from a replica */
+    int64_t expect = util_tf_last_closed_open(now, util_tf_seconds(tf));
+    if (!pd->cached || pd->cached->candle_time < expect) {
+        api_prediction *r = redis_fetch(symbol, tf, version, label, expect);
+        if (r) {
+            atomic_fetch_add(&ctx->redis_hits, 1);
+            cache_put(ctx, pd->key, r, now);
+            api_prediction_release(pd->cached);
+            registry_release(pd->v);
+            *out = r;
+            return 0;
+        }
+        atomic_fetch_add(&ctx->redis_misses, 1);
+    }
+    return 1;
+}
+
+/*
+ * The computing half: from candles c[0..n) when given (ownership taken),
+ * else loaded here; load_rc is the error of a failed preload. Releases
+ * everything pd holds.
+ */
+static int predict_finish(api_context *ctx, const char *symbol, const char *tf, int64_t now,
+                          struct pending *pd, features_candle *c, size_t n, int load_rc,
+                          api_prediction **out, char *why, size_t whylen)
+{
+    api_prediction *p = NULL;
+    int rc;
+    if (load_rc) {
+        free(c);
+        rc = load_rc;
+        if (why && rc == PD_EDB)
+            snprintf(why, whylen, "the candle database is unavailable");
+    } else if (c) {
+        rc = compute_from(ctx, pd->v, symbol, tf, now, c, n, &p, why, whylen);
+    } else {
+        rc = compute(ctx, pd->v, symbol, tf, now, &p, why, whylen);
+    }
+    registry_release(pd->v);
+    pd->v = NULL;
+    if (rc) {
+        if (pd->cached && rc == PD_EDB) { /* database down: the last answer, flagged by staleness */
+            *out = pd->cached;
+            return 0;
+        }
+        api_prediction_release(pd->cached);
+        return rc;
+    }
+    api_prediction_release(pd->cached);
+    if (pd->keyed) {
+        cache_put(ctx, pd->key, p, now);
+        redis_store(p, pd->label[0] ? pd->label : NULL, now);
+    }
+    *out = p;
+    return 0;
+}
+
 int api_predict(api_context *ctx, const char *symbol, const char *tf,
                 const registry_selector *sel, int64_t now, api_prediction **out, char *why,
                 size_t whylen)
 {
-    int rc = validate(symbol, tf);
-    if (rc)
+    struct pending pd;
+    int rc = predict_begin(ctx, symbol, tf, sel, now, &pd, out);
+    if (rc != 1)
         return rc;
-    registry_version *v = NULL;
-    rc = registry_acquire(ctx->reg, symbol, tf, sel, &v);
-    if (rc)
-        return no_model_reason(symbol, tf, rc);
+    return predict_finish(ctx, symbol, tf, now, &pd, NULL, 0, 0, out, why, whylen);
+}
 
-    char key[64];
-    uint32_t version = registry_version_number(v);
-    /* copied: the label is borrowed from v, which is released before the Redis store */
-    char labelbuf[16] = "";
-    const char *vl = registry_version_label(v);
-    if (vl)
-        snprintf(labelbuf, sizeof labelbuf, "%s", vl);
-    const char *label = labelbuf[0] ? labelbuf : NULL;
-    bool keyed = ctx->opt.cache && api_cache_key(key, sizeof key, symbol, tf, version, label);
-    api_prediction *cached = NULL;
-    if (keyed) {
-        bool recheck = false;
-        cached = cache_get(ctx, key, now, &recheck);
-        if (cached && !recheck) {
-            atomic_fetch_add(&ctx->process_hits, 1);
-            registry_release(v);
-            *out = cached;
-            return 0;
-        }
-        atomic_fetch_add(&ctx->process_misses, 1);
-        /* the candle a fresh prediction would use; Redis may have it from a replica */
-        int64_t expect = util_tf_last_closed_open(now, util_tf_seconds(tf));
-        if (!cached || cached->candle_time < expect) {
-            api_prediction *r = redis_fetch(symbol, tf, version, label, expect);
-            if (r) {
-                atomic_fetch_add(&ctx->redis_hits, 1);
-                cache_put(ctx, key, r, now);
-                api_prediction_release(cached);
-                registry_release(v);
-                *out = r;
-                return 0;
-            }
-            atomic_fetch_add(&ctx->redis_misses, 1);
+int api_predict_many(api_context *ctx, const char *const *symbols, size_t n, const char *tf,
+                     const registry_selector *sel, int64_t now, api_prediction **outs, int *rcs,
+                     char (*whys)[256])
+{
+    struct pending *pd = calloc(n ? n : 1, sizeof *pd);
+    const char **miss = calloc(n ? n : 1, sizeof *miss);
+    size_t *idx = calloc(n ? n : 1, sizeof *idx);
+    if (!pd || !miss || !idx) {
+        free(pd);
+        free(miss);
+        free(idx);
+        return PD_ENOMEM;
+    }
+    size_t m = 0, limit = 0;
+    for (size_t i = 0; i < n; i++) {
+        outs[i] = NULL;
+        whys[i][0] = '\0';
+        rcs[i] = predict_begin(ctx, symbols[i], tf, sel, now, &pd[i], &outs[i]);
+        if (rcs[i] == 1) {
+            size_t need = registry_version_candles(pd[i].v);
+            limit = need > limit ? need : limit;
+            miss[m] = symbols[i];
+            idx[m++] = i;
         }
     }
-
-    api_prediction *p = NULL;
-    rc = compute(ctx, v, symbol, tf, now, &p, why, whylen);
-    registry_release(v);
-    if (rc) {
-        if (cached && rc == PD_EDB) { /* database down: the last answer, flagged by staleness */
-            *out = cached;
-            return 0;
-        }
-        api_prediction_release(cached);
-        return rc;
+    features_candle **c = NULL;
+    size_t *cn = NULL;
+    int *crc = NULL;
+    /* one pipelined round trip to Redis (then the database) for every miss */
+    if (m > 1 && (c = calloc(m, sizeof *c)) && (cn = calloc(m, sizeof *cn)) &&
+        (crc = calloc(m, sizeof *crc)) &&
+        features_load_windows(miss, m, tf, now, limit, c, cn, NULL, crc) != 0) {
+        free(crc);
+        crc = NULL;
     }
-    api_prediction_release(cached);
-    if (keyed) {
-        cache_put(ctx, key, p, now);
-        redis_store(p, label, now);
+    for (size_t k = 0; k < m; k++) {
+        size_t i = idx[k];
+        if (crc)
+            rcs[i] = predict_finish(ctx, symbols[i], tf, now, &pd[i], crc[k] ? NULL : c[k],
+                                    crc[k] ? 0 : cn[k], crc[k], &outs[i], whys[i], 256);
+        else /* one miss, or the batch could not be read: one at a time */
+            rcs[i] = predict_finish(ctx, symbols[i], tf, now, &pd[i], NULL, 0, 0, &outs[i],
+                                    whys[i], 256);
     }
-    *out = p;
+    free(c);
+    free(cn);
+    free(crc);
+    free(pd);
+    free(miss);
+    free(idx);
     return 0;
 }
 

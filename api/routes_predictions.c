@@ -199,18 +199,28 @@ void api_route_predictions(struct api_request *rq)
     util_buf_puts(&errs, "");
     bool first_p = true, first_e = true;
     size_t count = 0, db_errors = 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *symbol = wanted ? wanted[i] : names[i];
-        api_prediction *p = NULL;
-        char why[256] = "";
-        int rc = api_predict(rq->ctx, symbol, tf, &sel, rq->now, &p, why, sizeof why);
+    const char **syms = calloc(n ? n : 1, sizeof *syms);
+    api_prediction **got = calloc(n ? n : 1, sizeof *got);
+    int *rcs = calloc(n ? n : 1, sizeof *rcs);
+    char(*whys)[256] = calloc(n ? n : 1, sizeof *whys);
+    int many_rc = syms && got && rcs && whys ? 0 : PD_ENOMEM;
+    for (size_t i = 0; many_rc == 0 && i < n; i++)
+        syms[i] = wanted ? wanted[i] : names[i];
+    /* the windows of every symbol the caches miss come in one round trip */
+    if (many_rc == 0)
+        many_rc = api_predict_many(rq->ctx, syms, n, tf, &sel, rq->now, got, rcs, whys);
+    for (size_t i = 0; many_rc == 0 && i < n; i++) {
+        const char *symbol = syms[i];
+        api_prediction *p = got[i];
+        char *why = whys[i];
+        int rc = rcs[i];
         if (rc) {
             if (rc == PD_EDB)
                 db_errors++;
             if (!*why && rc == PD_EUNKNOWNSYM)
-                snprintf(why, sizeof why, "no candles for %s %s", symbol, tf);
+                snprintf(why, 256, "no candles for %s %s", symbol, tf);
             else if (!*why && rc == PD_ENOMODEL)
-                snprintf(why, sizeof why, "no verified model serves %s %s", symbol, tf);
+                snprintf(why, 256, "no verified model serves %s %s", symbol, tf);
             append_item_error(&errs, &first_e, "symbol", symbol, rc, why);
             continue;
         }
@@ -222,7 +232,13 @@ void api_route_predictions(struct api_request *rq)
         api_prediction_release(p);
         count++;
     }
-    if (n > 0 && db_errors == n) {
+    free(syms);
+    free(got);
+    free(rcs);
+    free(whys);
+    if (many_rc) {
+        api_reply_error(rq, many_rc, NULL);
+    } else if (n > 0 && db_errors == n) {
         api_reply_error(rq, PD_EDB, "the candle database is unavailable");
     } else {
         util_buf b;

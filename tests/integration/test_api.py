@@ -76,6 +76,26 @@ def listed_symbols_with_errors_alongside():
 
 
 @test
+def batch_of_symbols_equals_one_by_one():
+    # with the caches off every symbol is computed: the multi-symbol route
+    # reads all windows in one batch (api_predict_many), the single route one
+    # at a time; the answers must be the same
+    service()
+    svc = Service(MODELS, env={"PREDICTD_CACHE": "off"})
+    status, _, many = svc.get("/api/predictions?timeframe=15m&symbols=ETHUSDT,BTCUSDT,NOPEUSDT")
+    check_eq(status, 200, many)
+    check_eq([p["symbol"] for p in many["predictions"]], ["ETHUSDT", "BTCUSDT"])
+    check_eq([e["code"] for e in many["errors"]], ["unknown_symbol"])
+    for p in many["predictions"]:
+        _, _, one = svc.get(f"/api/predictions/{p['symbol']}?timeframe=15m")
+        q = one["prediction"]
+        for k in ("probabilities", "entry", "stop_loss", "take_profits", "candle_time", "atr",
+                  "data"):
+            check_eq(p[k], q[k], k)
+    check_eq(svc.stop(), 0)
+
+
+@test
 def cached_answer_equals_computed_one():
     svc = service()
     _, _, a = svc.get("/api/predictions/ETHUSDT?timeframe=15m")
