@@ -53,22 +53,27 @@ static bool timeframe_ok(struct api_request *rq, const char *tf)
     return false;
 }
 
-static void reply_predict_error(struct api_request *rq, int rc, const char *symbol,
-                                const char *tf, const char *why)
+/* Fills an empty why with the message of the per-series codes every
+ * prediction route words the same way. */
+static void default_why(int rc, const char *symbol, const char *tf, char *why, size_t len)
 {
-    switch (rc) {
-    case PD_EUNKNOWNSYM:
-        api_reply_errorf(rq, rc, "no candles for %s %s", symbol, tf);
-        break;
-    case PD_ENOMODEL:
-        api_reply_errorf(rq, rc, "no verified model serves %s %s", symbol, tf);
-        break;
-    case PD_ESYMBOL:
-        api_reply_error(rq, rc, "symbol must match ^[A-Z0-9]{2,20}$");
-        break;
-    default:
-        api_reply_error(rq, rc, why && *why ? why : NULL);
-    }
+    if (*why)
+        return;
+    if (rc == PD_EUNKNOWNSYM)
+        snprintf(why, len, "no candles for %s %s", symbol, tf);
+    else if (rc == PD_ENOMODEL)
+        snprintf(why, len, "no verified model serves %s %s", symbol, tf);
+    else if (rc == PD_ESYMBOL)
+        snprintf(why, len, "symbol must match ^[A-Z0-9]{2,20}$");
+}
+
+static void reply_predict_error(struct api_request *rq, int rc, const char *symbol,
+                                const char *tf, char *why, size_t len)
+{
+    if (rc == PD_EUNKNOWNSYM || rc == PD_ENOMODEL || rc == PD_ESYMBOL)
+        why[0] = '\0'; /* these read the same whatever the detail */
+    default_why(rc, symbol, tf, why, len);
+    api_reply_error(rq, rc, *why ? why : NULL);
 }
 
 /* GET /api/predictions/{symbol}?timeframe=15m */
@@ -90,7 +95,7 @@ void api_route_prediction(struct api_request *rq)
     char why[256] = "";
     int rc = api_predict(rq->ctx, symbol, tf, &sel, rq->now, &p, why, sizeof why);
     if (rc) {
-        reply_predict_error(rq, rc, symbol, tf, why);
+        reply_predict_error(rq, rc, symbol, tf, why, sizeof why);
         return;
     }
     api_metrics_prediction(rq->http, symbol, tf, p->direction);
@@ -217,10 +222,7 @@ void api_route_predictions(struct api_request *rq)
         if (rc) {
             if (rc == PD_EDB)
                 db_errors++;
-            if (!*why && rc == PD_EUNKNOWNSYM)
-                snprintf(why, 256, "no candles for %s %s", symbol, tf);
-            else if (!*why && rc == PD_ENOMODEL)
-                snprintf(why, 256, "no verified model serves %s %s", symbol, tf);
+            default_why(rc, symbol, tf, why, 256);
             append_item_error(&errs, &first_e, "symbol", symbol, rc, why);
             continue;
         }
@@ -290,10 +292,7 @@ void api_route_summary(struct api_request *rq)
         if (rc) {
             failed++;
             common = (failed == 1 || common == rc) ? rc : PD_EINTERNAL;
-            if (!*why && rc == PD_EUNKNOWNSYM)
-                snprintf(why, sizeof why, "no candles for %s %s", symbol, tf);
-            else if (!*why && rc == PD_ENOMODEL)
-                snprintf(why, sizeof why, "no verified model serves %s %s", symbol, tf);
+            default_why(rc, symbol, tf, why, sizeof why);
             append_item_error(&errs, &first_e, "timeframe", tf, rc, why);
             continue;
         }
