@@ -13,7 +13,9 @@
  *   command. A NULL reply means the context is dead: it is freed and the
  *   next call connects again. After a failed connect no thread tries again
  *   for RECONNECT_BACKOFF_NS; calls meanwhile are bypassed (and counted as
- *   errors), so a dead Redis costs requests nothing.
+ *   errors), so a dead Redis costs requests nothing. The URL form and the
+ *   connect sequence (timeouts, AUTH, SELECT) are redis.c's, shared with
+ *   ledger.c's publisher.
  * - An outage is logged once when it starts (WARN) and once when it ends
  *   (INFO).
  * - Windows: key predictd:candles:SYMBOL:TF holds one value,
@@ -41,9 +43,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "features/features.h"
+#include "features/redis_internal.h"
 #include "features/store_internal.h"
 #include "util/util.h"
 
@@ -60,10 +62,7 @@
 static struct {
     bool configured; /* a URL was given */
     bool cache_on;
-    char host[256];
-    int port;
-    int db;
-    char *user, *password; /* NULL when absent */
+    features__redis_url url;
 } rcfg;
 
 static atomic_bool redis_is_down;
@@ -72,40 +71,13 @@ static _Atomic uint64_t redis_retry_at; /* util_mono_ns() before which no connec
 /* ---------------------------------------------------------------------------
  * Settings.
  */
-static int parse_port(const char *s, size_t len, int *out)
-{
-    if (len == 0 || len > 5)
-        return PD_EINVAL;
-    int v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return PD_EINVAL;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v < 1 || v > 65535)
-        return PD_EINVAL;
-    *out = v;
-    return 0;
-}
-
-static char *dup_n(const char *s, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (d) {
-        memcpy(d, s, n);
-        d[n] = '\0';
-    }
-    return d;
-}
-
 void features__cache_unconfigure(void)
 {
-    free(rcfg.user);
-    free(rcfg.password);
+    features__redis_url_cleanup(&rcfg.url);
     memset(&rcfg, 0, sizeof rcfg);
 }
 
-/* redis://[[user]:password@]host[:port][/db]; host may be [v6]. */
+/* The URL form is features__redis_url_parse()'s (redis.c). */
 int features__cache_configure(const char *url, bool cache_on, unsigned gen)
 {
     (void)gen;
@@ -115,68 +87,16 @@ int features__cache_configure(const char *url, bool cache_on, unsigned gen)
     rcfg.cache_on = cache_on;
     if (!url || !*url)
         return 0;
-    const char *p = url;
-    if (strncmp(p, "redis://", 8) != 0)
-        goto bad;
-    p += 8;
-    const char *end = p + strcspn(p, "/?#");
-    const char *at = memchr(p, '@', (size_t)(end - p));
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (!colon)
-            goto bad; /* redis://user@host: no password given */
-        if (colon > p && !(rcfg.user = dup_n(p, (size_t)(colon - p))))
-            goto nomem;
-        if (!(rcfg.password = dup_n(colon + 1, (size_t)(at - colon - 1))))
-            goto nomem;
-        p = at + 1;
-    }
-    const char *host = p, *hend, *port = NULL;
-    if (*p == '[') {
-        host = p + 1;
-        hend = memchr(host, ']', (size_t)(end - host));
-        if (!hend)
-            goto bad;
-        if (hend + 1 < end) {
-            if (hend[1] != ':')
-                goto bad;
-            port = hend + 2;
-        }
-    } else {
-        hend = memchr(host, ':', (size_t)(end - host));
-        if (hend)
-            port = hend + 1;
-        else
-            hend = end;
-    }
-    size_t hlen = (size_t)(hend - host);
-    if (hlen == 0 || hlen >= sizeof rcfg.host)
-        goto bad;
-    memcpy(rcfg.host, host, hlen);
-    rcfg.host[hlen] = '\0';
-    rcfg.port = 6379;
-    if (port && parse_port(port, (size_t)(end - port), &rcfg.port))
-        goto bad;
-    if (*end == '/' && end[1]) {
-        char *dend;
-        long db = strtol(end + 1, &dend, 10);
-        if (*dend || dend == end + 1 || db < 0 || db > 1000000)
-            goto bad;
-        rcfg.db = (int)db;
-    } else if (*end && strcmp(end, "/") != 0) {
-        goto bad;
+    int rc = features__redis_url_parse(url, &rcfg.url);
+    if (rc) {
+        /* Never echo the URL: it may hold a password. */
+        if (rc == PD_EINVAL)
+            LOG_ERROR(MOD, "Redis URL is malformed (expected redis://host:port/db)");
+        features__cache_unconfigure();
+        return rc;
     }
     rcfg.configured = true;
-    rcfg.cache_on = cache_on;
     return 0;
-bad:
-    /* Never echo the URL: it may hold a password. */
-    LOG_ERROR(MOD, "Redis URL is malformed (expected redis://host:port/db)");
-    features__cache_unconfigure();
-    return PD_EINVAL;
-nomem:
-    features__cache_unconfigure();
-    return PD_ENOMEM;
 }
 
 bool features__cache_enabled(void)
@@ -218,22 +138,6 @@ static void redis_dead(features__tls *t)
     features__cache_close(t);
 }
 
-/* Runs one setup command (AUTH, SELECT); 0 when it answered OK. */
-static int setup_cmd(redisContext *c, const char *what, redisReply *r)
-{
-    (void)c;
-    int ok = r && r->type == REDIS_REPLY_STATUS;
-    if (!ok) {
-        char buf[160];
-        snprintf(buf, sizeof buf, "%s: %s", what,
-                 r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
-        redis_went_down(buf);
-    }
-    if (r)
-        freeReplyObject(r);
-    return ok ? 0 : PD_ECACHE;
-}
-
 /* The thread's context, connecting when needed; NULL when Redis is off,
  * down, or in back-off (counted). */
 static redisContext *redis_ctx(features__tls **tp)
@@ -249,33 +153,17 @@ static redisContext *redis_ctx(features__tls **tp)
         FEATURES__COUNT(redis_errors);
         return NULL;
     }
-    struct timeval tv = {0, TIMEOUT_US};
-    redisContext *c = redisConnectWithTimeout(rcfg.host, rcfg.port, tv);
-    if (!c || c->err) {
-        redis_went_down(c ? c->errstr : "out of memory");
-        goto fail;
+    redisContext *c;
+    char why[160];
+    if (features__redis_connect(&rcfg.url, TIMEOUT_US, &c, why, sizeof why)) {
+        redis_went_down(why);
+        atomic_store(&redis_retry_at, util_mono_ns() + RECONNECT_BACKOFF_NS);
+        return NULL;
     }
-    if (redisSetTimeout(c, tv) != REDIS_OK) {
-        redis_went_down("cannot set the socket timeout");
-        goto fail;
-    }
-    if (rcfg.password) {
-        redisReply *r = rcfg.user ? redisCommand(c, "AUTH %s %s", rcfg.user, rcfg.password)
-                                  : redisCommand(c, "AUTH %s", rcfg.password);
-        if (setup_cmd(c, "AUTH", r))
-            goto fail;
-    }
-    if (rcfg.db && setup_cmd(c, "SELECT", redisCommand(c, "SELECT %d", rcfg.db)))
-        goto fail;
     if (retry_at)
         atomic_store(&redis_retry_at, 0);
     t->redis = c;
     return c;
-fail:
-    if (c)
-        redisFree(c);
-    atomic_store(&redis_retry_at, util_mono_ns() + RECONNECT_BACKOFF_NS);
-    return NULL;
 }
 
 /* Classifies a reply: NULL kills the context, an error reply is a failed

@@ -31,9 +31,9 @@
  *   listener's connection sets TCP keepalives so a silently dead peer is
  *   noticed, and is re-made by its owner (LISTEN does not survive a
  *   reconnect, so features_listen_connect issues it again).
- * - The publisher parses the same URL form as PREDICTD_REDIS_URL
- *   (features/cache.c); it keeps its own connection because PUBLISH comes
- *   from the loop's thread only.
+ * - The publisher parses and connects as the cache does (one parser and
+ *   one connect sequence, features/redis.c); it keeps its own connection
+ *   because PUBLISH comes from the loop's thread only.
  *
  * THREADING: the pure functions are thread-safe. A features_ledger's mutex
  * serialises use of its connection; a listener or a publisher is used by
@@ -47,9 +47,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "features/features.h"
+#include "features/redis_internal.h"
 #include "util/util.h"
 
 #define MOD "ledger"
@@ -1214,84 +1214,11 @@ void features_listen_close(features_listener *l)
  * PUBLISH.
  */
 struct features_pub {
-    char host[256];
-    int port, db;
-    char *user, *password; /* NULL when absent */
-    redisContext *c;       /* NULL until first use or after a failure */
-    uint64_t retry_at;     /* util_mono_ns() before which no connect is tried */
-    bool down;             /* an outage is in progress (logged) */
+    features__redis_url url;
+    redisContext *c;   /* NULL until first use or after a failure */
+    uint64_t retry_at; /* util_mono_ns() before which no connect is tried */
+    bool down;         /* an outage is in progress (logged) */
 };
-
-static char *dup_n(const char *s, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (d) {
-        memcpy(d, s, n);
-        d[n] = '\0';
-    }
-    return d;
-}
-
-/* redis://[[user]:password@]host[:port][/db]; host may be [v6]. */
-static int pub_parse(features_pub *p, const char *url)
-{
-    if (strncmp(url, "redis://", 8) != 0)
-        return PD_EINVAL;
-    const char *s = url + 8;
-    const char *end = s + strcspn(s, "/?#");
-    const char *at = memchr(s, '@', (size_t)(end - s));
-    if (at) {
-        const char *colon = memchr(s, ':', (size_t)(at - s));
-        if (!colon)
-            return PD_EINVAL;
-        if (colon > s && !(p->user = dup_n(s, (size_t)(colon - s))))
-            return PD_ENOMEM;
-        if (!(p->password = dup_n(colon + 1, (size_t)(at - colon - 1))))
-            return PD_ENOMEM;
-        s = at + 1;
-    }
-    const char *host = s, *hend, *port = NULL;
-    if (*s == '[') {
-        host = s + 1;
-        hend = memchr(host, ']', (size_t)(end - host));
-        if (!hend)
-            return PD_EINVAL;
-        if (hend + 1 < end) {
-            if (hend[1] != ':')
-                return PD_EINVAL;
-            port = hend + 2;
-        }
-    } else {
-        hend = memchr(host, ':', (size_t)(end - host));
-        if (hend)
-            port = hend + 1;
-        else
-            hend = end;
-    }
-    size_t hlen = (size_t)(hend - host);
-    if (hlen == 0 || hlen >= sizeof p->host)
-        return PD_EINVAL;
-    memcpy(p->host, host, hlen);
-    p->host[hlen] = '\0';
-    p->port = 6379;
-    if (port) {
-        char *pend;
-        long v = strtol(port, &pend, 10);
-        if (pend != end || pend == port || v < 1 || v > 65535)
-            return PD_EINVAL;
-        p->port = (int)v;
-    }
-    if (*end == '/' && end[1]) {
-        char *dend;
-        long db = strtol(end + 1, &dend, 10);
-        if (*dend || dend == end + 1 || db < 0 || db > 1000000)
-            return PD_EINVAL;
-        p->db = (int)db;
-    } else if (*end && strcmp(end, "/") != 0) {
-        return PD_EINVAL;
-    }
-    return 0;
-}
 
 int features_pub_open(const char *redis_url, features_pub **out)
 {
@@ -1300,7 +1227,7 @@ int features_pub_open(const char *redis_url, features_pub **out)
     features_pub *p = calloc(1, sizeof *p);
     if (!p)
         return PD_ENOMEM;
-    int rc = pub_parse(p, redis_url);
+    int rc = features__redis_url_parse(redis_url, &p->url);
     if (rc) {
         if (rc == PD_EINVAL)
             LOG_ERROR(MOD, "Redis URL is malformed (expected redis://host:port/db)");
@@ -1323,44 +1250,17 @@ static void pub_down(features_pub *p, const char *why)
     p->retry_at = util_mono_ns() + PUB_BACKOFF_NS;
 }
 
-/* Runs a setup command; true when Redis answered a status. */
-static bool setup_ok(features_pub *p, redisReply *r, const char *what)
-{
-    bool ok = r && r->type == REDIS_REPLY_STATUS;
-    if (!ok) {
-        char buf[160];
-        snprintf(buf, sizeof buf, "%s: %s", what,
-                 r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
-        pub_down(p, buf);
-    }
-    if (r)
-        freeReplyObject(r);
-    return ok;
-}
-
 static bool pub_connect(features_pub *p)
 {
     if (p->c)
         return true;
     if (p->retry_at && util_mono_ns() < p->retry_at)
         return false;
-    struct timeval tv = {0, PUB_TIMEOUT_US};
-    p->c = redisConnectWithTimeout(p->host, p->port, tv);
-    if (!p->c || p->c->err) {
-        pub_down(p, p->c ? p->c->errstr : "out of memory");
+    char why[160];
+    if (features__redis_connect(&p->url, PUB_TIMEOUT_US, &p->c, why, sizeof why)) {
+        pub_down(p, why);
         return false;
     }
-    if (redisSetTimeout(p->c, tv) != REDIS_OK) {
-        pub_down(p, "cannot set the socket timeout");
-        return false;
-    }
-    if (p->password && !setup_ok(p,
-                                 p->user ? redisCommand(p->c, "AUTH %s %s", p->user, p->password)
-                                         : redisCommand(p->c, "AUTH %s", p->password),
-                                 "AUTH"))
-        return false;
-    if (p->db && !setup_ok(p, redisCommand(p->c, "SELECT %d", p->db), "SELECT"))
-        return false;
     return true;
 }
 
@@ -1396,7 +1296,6 @@ void features_pub_close(features_pub *p)
         return;
     if (p->c)
         redisFree(p->c);
-    free(p->user);
-    free(p->password);
+    features__redis_url_cleanup(&p->url);
     free(p);
 }
