@@ -48,11 +48,13 @@ static const double inf_buckets[NINF_BUCKETS] = {0.000001, 0.0000025, 0.000005, 
 static _Atomic uint64_t inf_bucket[NINF_BUCKETS + 1];
 static _Atomic uint64_t inf_sum_ns;
 
+/* 101: a WebSocket handshake (GET /api/predictions/stream), which fell into
+ * "5xx" before it had a code of its own */
 enum { CODE_200, CODE_204, CODE_400, CODE_401, CODE_403, CODE_404, CODE_413, CODE_414, CODE_422,
-       CODE_429, CODE_500, CODE_503, CODE_2XX, CODE_4XX, CODE_5XX, CODE_COUNT_ };
+       CODE_429, CODE_500, CODE_503, CODE_2XX, CODE_4XX, CODE_5XX, CODE_101, CODE_COUNT_ };
 static const char *code_names[CODE_COUNT_] = {"200", "204", "400", "401", "403",
                                               "404", "413", "414", "422", "429",
-                                              "500", "503", "2xx", "4xx", "5xx"};
+                                              "500", "503", "2xx", "4xx", "5xx", "101"};
 /* clang-format on */
 
 struct series_counter {
@@ -87,6 +89,7 @@ static int code_index(int status)
     case 429: return CODE_429;
     case 500: return CODE_500;
     case 503: return CODE_503;
+    case 101: return CODE_101;
     }
     if (status >= 200 && status < 400)
         return CODE_2XX;
