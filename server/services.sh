@@ -41,8 +41,23 @@ wait_for() { # wait_for SECONDS COMMAND...
     return 1
 }
 
-pg_start() {
+# The cluster's directory: DIR/pg, unless the cluster runs as the postgres
+# user and cannot reach DIR (a checkout under /root, mode 0700 on a fresh
+# Debian, made initdb fail with "Permission denied"); then a directory of its
+# own under /var/tmp. The choice is recorded in DIR/pg.data so every command
+# finds the same cluster.
+pg_data() {
+    if [ -f "$dir/pg.data" ]; then cat "$dir/pg.data"; return 0; fi
     local data=$dir/pg
+    if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$dir" 2>/dev/null; then
+        data=$(mktemp -d /var/tmp/predictd-pg.XXXXXX)
+    fi
+    echo "$data" >"$dir/pg.data"
+    echo "$data"
+}
+
+pg_start() {
+    local data; data=$(pg_data)
     if [ ! -f "$data/PG_VERSION" ]; then
         mkdir -p "$data"
         chmod 700 "$data"
@@ -65,8 +80,9 @@ pg_start() {
 }
 
 pg_stop() {
-    [ -f "$dir/pg/PG_VERSION" ] || return 0
-    as_pg "$pgbin/pg_ctl" -D "$dir/pg" -m fast -w -t 30 stop >/dev/null 2>&1 || true
+    local data; data=$(cat "$dir/pg.data" 2>/dev/null || echo "$dir/pg")
+    [ -f "$data/PG_VERSION" ] || return 0
+    as_pg "$pgbin/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1 || true
 }
 
 redis_start() {

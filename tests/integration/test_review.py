@@ -61,5 +61,42 @@ def websocket_handshakes_are_not_counted_as_server_errors():
     check(any('code="101"' in ln for ln in lines), f"the handshake is not counted: {lines}")
 
 
+@test
+def services_start_as_root_under_a_private_directory():
+    # server/services.sh put the cluster in DIR/pg, which the postgres user
+    # (the cluster runs as it when we are root) cannot reach when a parent is
+    # private: `make run` from a checkout under /root (mode 0700 on a fresh
+    # Debian 12) failed in initdb with "Permission denied".
+    if os.geteuid() != 0:
+        raise Skip("only root runs the cluster as the postgres user")
+    if not any(os.path.isdir(f"/usr/lib/postgresql/{v}/bin") for v in os.listdir(
+            "/usr/lib/postgresql") if os.path.isdir("/usr/lib/postgresql")):
+        raise Skip("no PostgreSQL server binaries")
+    parent = tempfile.mkdtemp(prefix="predictd-review-private-")
+    os.chmod(parent, 0o700)
+    d = os.path.join(parent, "checkout", ".run", "services")
+    script = os.path.join(ROOT, "server", "services.sh")
+    data = None
+    try:
+        p = subprocess.run([script, "start", d, "--fast"], capture_output=True, text=True,
+                           timeout=120)
+        check_eq(p.returncode, 0, p.stderr)
+        with open(os.path.join(d, "pg.data")) as f:
+            data = f.read().strip()
+        env = {}
+        with open(os.path.join(d, "env")) as f:
+            for line in f:
+                k, v = line.replace("export ", "", 1).strip().split("=", 1)
+                env[k] = v.strip("'")
+        q = subprocess.run(["psql", env["PREDICTD_DATABASE_URL"].split("?")[0], "-qtAX", "-c",
+                            "SELECT 42"], capture_output=True, text=True, timeout=30)
+        check_eq(q.stdout.strip(), "42", q.stderr)
+    finally:
+        subprocess.run([script, "stop", d], capture_output=True, timeout=120)
+        if data and data.startswith("/var/tmp/predictd-pg."):
+            subprocess.run(["rm", "-rf", data], timeout=60)
+        subprocess.run(["rm", "-rf", parent], timeout=60)
+
+
 if __name__ == "__main__":
     sys.exit(run_tests())
