@@ -14,9 +14,10 @@
  *   its mutex, instead of every HTTP thread's store connection: a job
  *   update never waits behind a window query, and the store's
  *   per-thread connections stay the candle path's alone.
- * - The connection is made on first use (connect_timeout 3 s unless the URL
- *   says otherwise, statement_timeout 5 s) and made again once when a
- *   statement finds it gone; a second failure is PD_EDB.
+ * - The connection is a features__pg_link (pg.c), the same kind the ledger
+ *   holds: made on first use (connect_timeout 3 s unless the URL says
+ *   otherwise, statement_timeout 5 s) and made again once when a statement
+ *   finds it gone; a second failure is PD_EDB.
  * - The schema's states are queued, running, succeeded, failed, canceled,
  *   rejected; this file passes states through and lets a CHECK violation
  *   surface as PD_EINVAL.
@@ -30,43 +31,30 @@
  */
 #include <inttypes.h>
 #include <libpq-fe.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "features/features.h"
+#include "features/pg_internal.h"
 #include "util/util.h"
 
 #define MOD "jobs"
-#define CONN_LOST 1
 
 struct features_jobs_db {
-    pthread_mutex_t lock;
-    char *url;
-    PGconn *pg; /* guarded by lock; NULL until first use or after a failure */
+    features__pg_link link;
 };
 
 int features_jobs_open(const char *database_url, features_jobs_db **out)
 {
-    if (!database_url || !*database_url)
-        return PD_EINVAL;
-    char *err = NULL;
-    PQconninfoOption *opts = PQconninfoParse(database_url, &err);
-    if (!opts) {
-        LOG_ERROR(MOD, "database URL is malformed: %s", err ? err : "out of memory");
-        PQfreemem(err);
-        return PD_EINVAL;
-    }
-    PQconninfoFree(opts);
     features_jobs_db *db = calloc(1, sizeof *db);
     if (!db)
         return PD_ENOMEM;
-    db->url = strdup(database_url);
-    if (!db->url || pthread_mutex_init(&db->lock, NULL) != 0) {
-        free(db->url);
+    int rc = features__pg_link_init(&db->link, database_url, MOD, "predictd-jobs",
+                                    FEATURES__PG_KEEPALIVE_DEFAULT);
+    if (rc) {
         free(db);
-        return PD_ENOMEM;
+        return rc;
     }
     *out = db;
     return 0;
@@ -76,100 +64,42 @@ void features_jobs_close(features_jobs_db *db)
 {
     if (!db)
         return;
-    if (db->pg)
-        PQfinish(db->pg);
-    pthread_mutex_destroy(&db->lock);
-    free(db->url);
+    features__pg_link_cleanup(&db->link);
     free(db);
 }
 
-static void one_line(const char *msg, char *buf, size_t len)
+struct stmt {
+    const char *what, *sql;
+    int n;
+    const char *const *vals;
+    ExecStatusType want;
+    PGresult *res; /* on success */
+};
+
+static int op_stmt(PGconn *c, void *arg)
 {
-    snprintf(buf, len, "%s", msg ? msg : "");
-    for (char *p = buf; *p; p++)
-        if (*p == '\n' || *p == '\r')
-            *p = ' ';
-    size_t n = strlen(buf);
-    while (n && buf[n - 1] == ' ')
-        buf[--n] = '\0';
+    struct stmt *s = arg;
+    return features__pg_exec(MOD, c, s->what, s->sql, s->n, s->vals, s->want,
+                             FEATURES__PG_UNIQUE_BUSY, &s->res);
 }
 
-/* Caller holds db->lock. */
-static int connect_db(features_jobs_db *db)
-{
-    if (db->pg && PQstatus(db->pg) == CONNECTION_OK)
-        return 0;
-    if (db->pg)
-        PQfinish(db->pg);
-    /* Ours first; with expand_dbname the URL's own settings override them. */
-    const char *kw[] = {"connect_timeout", "options", "fallback_application_name", "dbname", NULL};
-    const char *val[] = {"3", "-c statement_timeout=5000", "predictd-jobs", db->url, NULL};
-    db->pg = PQconnectdbParams(kw, val, 1);
-    if (!db->pg || PQstatus(db->pg) != CONNECTION_OK) {
-        char buf[256];
-        one_line(db->pg ? PQerrorMessage(db->pg) : "out of memory", buf, sizeof buf);
-        LOG_ERROR(MOD, "cannot connect to the database: %s", buf);
-        PQfinish(db->pg);
-        db->pg = NULL;
-        return PD_EDB;
-    }
-    return 0;
-}
-
-/* 0, CONN_LOST, PD_EBUSY (unique violation), PD_EINVAL (other 22/23 class
- * errors: a CHECK), PD_EDB. */
-static int check(features_jobs_db *db, PGresult *r, ExecStatusType want, const char *what)
-{
-    if (r && PQresultStatus(r) == want)
-        return 0;
-    if (!r || PQstatus(db->pg) != CONNECTION_OK)
-        return CONN_LOST;
-    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    if (state && strncmp(state, "08", 2) == 0)
-        return CONN_LOST;
-    char buf[512];
-    one_line(PQresultErrorMessage(r), buf, sizeof buf);
-    if (state && strcmp(state, "23505") == 0) {
-        LOG_INFO(MOD, "%s: %s", what, buf);
-        return PD_EBUSY;
-    }
-    if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)) {
-        LOG_WARN(MOD, "%s: rejected by the database: %s", what, buf);
-        return PD_EINVAL;
-    }
-    LOG_ERROR(MOD, "%s failed: %s", what, buf);
-    return PD_EDB;
-}
-
-/* Runs one parameterised statement (text format), reconnecting once. On 0
- * *out holds the result (PQclear it) when out is given. Takes the lock. */
+/* Runs one parameterised statement (text format) on the handle's
+ * connection, reconnecting once. 0, PD_EBUSY (unique violation), PD_EINVAL
+ * (other 22/23 class errors: a CHECK) or PD_EDB. On 0 *out holds the
+ * result (PQclear it) when out is given. */
 static int exec(features_jobs_db *db, const char *what, const char *sql, int n,
                 const char *const *vals, ExecStatusType want, PGresult **out)
 {
     if (!db)
         return PD_EDB;
-    pthread_mutex_lock(&db->lock);
-    int rc = PD_EDB;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if ((rc = connect_db(db)) != 0)
-            break;
-        PGresult *r = PQexecParams(db->pg, sql, n, NULL, vals, NULL, NULL, 0);
-        rc = check(db, r, want, what);
-        if (rc == 0) {
-            if (out)
-                *out = r;
-            else
-                PQclear(r);
-            break;
-        }
-        PQclear(r);
-        if (rc != CONN_LOST)
-            break;
-        PQfinish(db->pg);
-        db->pg = NULL;
-        rc = PD_EDB;
+    struct stmt s = {.what = what, .sql = sql, .n = n, .vals = vals, .want = want};
+    int rc = features__pg_link_run(&db->link, op_stmt, &s);
+    if (rc == 0) {
+        if (out)
+            *out = s.res;
+        else
+            PQclear(s.res);
     }
-    pthread_mutex_unlock(&db->lock);
     return rc;
 }
 

@@ -26,8 +26,10 @@
  * - Times cross as Unix seconds (to_timestamp($n) in, extract(epoch) out),
  *   doubles as text with 17 significant digits (exact round trip); NULL is
  *   NaN.
- * - Every handle has its own connection, made on first use and again once
- *   when a statement finds it lost; a second failure is PD_EDB. The
+ * - Every handle has its own connection (a features__pg_link, pg.c, as
+ *   jobs.c's), made on first use and again once when a statement finds it
+ *   lost; a second failure is PD_EDB. Every statement's result goes
+ *   through features__pg_check(), as the store's and the jobs' do. The
  *   listener's connection sets TCP keepalives so a silently dead peer is
  *   noticed, and is re-made by its owner (LISTEN does not survive a
  *   reconnect, so features_listen_connect issues it again).
@@ -43,17 +45,16 @@
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "features/features.h"
+#include "features/pg_internal.h"
 #include "features/redis_internal.h"
 #include "util/util.h"
 
 #define MOD "ledger"
-#define CONN_LOST 1
 #define SETTLE_ROWS_MAX 2000
 #define SETTLE_CANDLES_MAX 200000
 #define HISTORY_LIMIT_MAX 1000
@@ -277,103 +278,22 @@ int features_ledger_resolve(const features_ledger_entry *e, int64_t tf_seconds,
 /* ---------------------------------------------------------------------------
  * Connections.
  */
-static void one_line(const char *msg, char *buf, size_t len)
-{
-    snprintf(buf, len, "%s", msg && *msg ? msg : "unknown error");
-    for (char *p = buf; *p; p++)
-        if (*p == '\n' || *p == '\r')
-            *p = ' ';
-    size_t n = strlen(buf);
-    while (n && buf[n - 1] == ' ')
-        buf[--n] = '\0';
-}
-
-static int check_url(const char *url)
-{
-    if (!url || !*url)
-        return PD_EINVAL;
-    char *err = NULL;
-    PQconninfoOption *opts = PQconninfoParse(url, &err);
-    if (!opts) {
-        /* never echo the URL or libpq's message about it: it may hold a password */
-        LOG_ERROR(MOD, "database URL is malformed");
-        PQfreemem(err);
-        return PD_EINVAL;
-    }
-    PQconninfoFree(opts);
-    return 0;
-}
-
-static void notice_to_log(void *arg, const char *msg)
-{
-    (void)arg;
-    char buf[256];
-    one_line(msg, buf, sizeof buf);
-    LOG_DEBUG(MOD, "server notice: %s", buf);
-}
-
-/* Connects with our defaults; the URL's own settings override them. */
-static PGconn *pg_connect(const char *url, const char *app, bool keepalives)
-{
-    const char *kw[] = {"connect_timeout",  "options",         "fallback_application_name",
-                        "keepalives",       "keepalives_idle", "keepalives_interval",
-                        "keepalives_count", "dbname",          NULL};
-    const char *val[] = {
-        "3", "-c statement_timeout=5000", app, keepalives ? "1" : "0", "10", "5", "3", url, NULL};
-    PGconn *c = PQconnectdbParams(kw, val, 1);
-    if (!c || PQstatus(c) != CONNECTION_OK) {
-        char buf[256];
-        one_line(c ? PQerrorMessage(c) : "out of memory", buf, sizeof buf);
-        LOG_WARN(MOD, "%s: cannot connect to the database: %s", app, buf);
-        PQfinish(c);
-        return NULL;
-    }
-    PQsetNoticeProcessor(c, notice_to_log, NULL);
-    return c;
-}
-
-/* 0, CONN_LOST, PD_EINVAL (the data broke a CHECK: classes 22, 23) or PD_EDB. */
-static int check(PGconn *c, PGresult *r, ExecStatusType want, const char *what)
-{
-    if (r && PQresultStatus(r) == want)
-        return 0;
-    if (!r || PQstatus(c) != CONNECTION_OK)
-        return CONN_LOST;
-    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    if (state && (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
-                  strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0))
-        return CONN_LOST;
-    char buf[512];
-    one_line(PQresultErrorMessage(r), buf, sizeof buf);
-    if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)) {
-        LOG_WARN(MOD, "%s: rejected by the database: %s", what, buf);
-        return PD_EINVAL;
-    }
-    LOG_ERROR(MOD, "%s failed: %s", what, buf);
-    return PD_EDB;
-}
-
 struct features_ledger {
-    pthread_mutex_t lock; /* guards pg */
-    char *url;
-    PGconn *pg; /* NULL until first use or after a failure */
+    features__pg_link link; /* its own connection, as every handle */
 };
 
 int features_ledger_open(const char *database_url, features_ledger **out)
 {
     if (!out)
         return PD_EINVAL;
-    int rc = check_url(database_url);
-    if (rc)
-        return rc;
     features_ledger *db = calloc(1, sizeof *db);
     if (!db)
         return PD_ENOMEM;
-    db->url = strdup(database_url);
-    if (!db->url || pthread_mutex_init(&db->lock, NULL) != 0) {
-        free(db->url);
+    int rc = features__pg_link_init(&db->link, database_url, MOD, "predictd-ledger",
+                                    FEATURES__PG_KEEPALIVE_OFF);
+    if (rc) {
         free(db);
-        return PD_ENOMEM;
+        return rc;
     }
     *out = db;
     return 0;
@@ -383,53 +303,27 @@ void features_ledger_close(features_ledger *db)
 {
     if (!db)
         return;
-    PQfinish(db->pg);
-    pthread_mutex_destroy(&db->lock);
-    free(db->url);
+    features__pg_link_cleanup(&db->link);
     free(db);
 }
 
-typedef int (*ledger_op)(PGconn *c, void *arg);
-
 /* Runs op on the handle's connection under its lock; when op finds the
- * connection lost, connects again and runs it once more. */
-static int run(features_ledger *db, ledger_op op, void *arg)
+ * connection lost (FEATURES__PG_LOST), connects again and runs it once
+ * more. */
+static int run(features_ledger *db, features__pg_op op, void *arg)
 {
     if (!db)
         return PD_EDB;
-    pthread_mutex_lock(&db->lock);
-    int rc = PD_EDB;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (!db->pg || PQstatus(db->pg) != CONNECTION_OK) {
-            PQfinish(db->pg);
-            db->pg = pg_connect(db->url, "predictd-ledger", false);
-            if (!db->pg) {
-                rc = PD_EDB;
-                break;
-            }
-        }
-        rc = op(db->pg, arg);
-        if (rc != CONN_LOST)
-            break;
-        PQfinish(db->pg);
-        db->pg = NULL;
-        rc = PD_EDB;
-    }
-    pthread_mutex_unlock(&db->lock);
-    return rc;
+    return features__pg_link_run(&db->link, op, arg);
 }
 
-/* One statement; on 0 *out holds the result when out is given. */
+/* One statement; on 0 *out holds the result when out is given. 0,
+ * FEATURES__PG_LOST, PD_EINVAL (the data broke a CHECK: classes 22, 23) or
+ * PD_EDB. */
 static int exec1(PGconn *c, const char *what, const char *sql, int n, const char *const *vals,
                  ExecStatusType want, PGresult **out)
 {
-    PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
-    int rc = check(c, r, want, what);
-    if (rc == 0 && out)
-        *out = r;
-    else
-        PQclear(r);
-    return rc;
+    return features__pg_exec(MOD, c, what, sql, n, vals, want, 0, out);
 }
 
 /* ---------------------------------------------------------------------------
@@ -799,7 +693,7 @@ static int op_settle(PGconn *c, void *arg)
     if (in_tx) {
         if (rc == 0)
             rc = exec1(c, "COMMIT", "COMMIT", 0, NULL, PGRES_COMMAND_OK, NULL);
-        if (rc && rc != CONN_LOST && PQstatus(c) == CONNECTION_OK)
+        if (rc && rc != FEATURES__PG_LOST && PQstatus(c) == CONNECTION_OK)
             PQclear(PQexec(c, "ROLLBACK"));
         if (rc)
             q->settled = 0;
@@ -1132,7 +1026,7 @@ int features_listen_open(const char *database_url, const char *channel, features
 {
     if (!out || !channel_ok(channel))
         return PD_EINVAL;
-    int rc = check_url(database_url);
+    int rc = features__pg_url_check(MOD, database_url);
     if (rc)
         return rc;
     features_listener *l = calloc(1, sizeof *l);
@@ -1156,13 +1050,13 @@ int features_listen_connect(features_listener *l)
     if (!l)
         return PD_EINVAL;
     listen_drop(l);
-    PGconn *c = pg_connect(l->url, "predictd-listen", true);
+    PGconn *c = features__pg_connect(MOD, l->url, "predictd-listen", FEATURES__PG_KEEPALIVE_PROBE);
     if (!c)
         return PD_EDB;
     char sql[96];
     snprintf(sql, sizeof sql, "LISTEN %s", l->channel); /* channel_ok: a plain identifier */
     PGresult *r = PQexec(c, sql);
-    int rc = check(c, r, PGRES_COMMAND_OK, "LISTEN");
+    int rc = features__pg_check(MOD, c, r, PGRES_COMMAND_OK, "LISTEN", 0);
     PQclear(r);
     if (rc) {
         PQfinish(c);
@@ -1193,8 +1087,8 @@ int features_listen_consume(features_listener *l, features_notify_fn fn, void *a
     }
     if (!ok || PQstatus(l->pg) != CONNECTION_OK) {
         char buf[256];
-        one_line(PQerrorMessage(l->pg), buf, sizeof buf);
-        LOG_WARN(MOD, "LISTEN connection lost: %s", buf);
+        LOG_WARN(MOD, "LISTEN connection lost: %s",
+                 features__pg_one_line(PQerrorMessage(l->pg), buf, sizeof buf));
         listen_drop(l);
         return PD_EDB;
     }

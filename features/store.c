@@ -19,9 +19,9 @@
  * - Every operation is a callback run by db_run(). When a round trip finds
  *   the connection gone (libpq says CONNECTION_BAD, or SQLSTATE class 08,
  *   57P01-57P03, or 26000 "prepared statement does not exist"), the
- *   callback returns DB_LOST; db_run() then drops the connection, connects
- *   again (so the statements are re-prepared on first use) and runs the
- *   whole callback once more. A multi-statement transaction is therefore
+ *   callback returns FEATURES__PG_LOST; db_run() then drops the
+ *   connection, connects again (so the statements are re-prepared on first
+ *   use) and runs the whole callback once more. A multi-statement transaction is therefore
  *   retried as a whole, never resumed half-way. A second failure is
  *   PD_EDB.
  * - After a failed connect, no thread tries again for RECONNECT_BACKOFF_NS
@@ -30,6 +30,9 @@
  * - An outage is logged once when it starts (ERROR) and once when it ends
  *   (INFO), not per request; SQL errors (constraint violations, timeouts)
  *   are logged where they happen.
+ * - Result classification, its log lines and one-line libpq messages are
+ *   pg.c's (shared with jobs.c and ledger.c); the connections, back-off
+ *   and outage accounting above are this file's own.
  * - The hot query (the window) binds the time and limit in binary and asks
  *   for binary results: timestamptz as int64 microseconds since 2000-01-01,
  *   float8 as IEEE 754 in network order, decoded here.
@@ -56,6 +59,7 @@
 #include <string.h>
 
 #include "features/features.h"
+#include "features/pg_internal.h"
 #include "features/store_internal.h"
 #include "util/util.h"
 
@@ -72,7 +76,6 @@ enum {
 };
 
 #define PG_EPOCH_UNIX INT64_C(946684800) /* 2000-01-01T00:00:00Z */
-#define DB_LOST 1                        /* internal: connection gone, retry on a new one */
 #define RECONNECT_BACKOFF_NS UINT64_C(500000000)
 #define UPSERT_CHUNK 10000
 #define WINDOW_LIMIT_MAX 100000
@@ -98,20 +101,6 @@ static atomic_bool no_db_logged;     /* "no database configured" said once */
 static atomic_bool db_is_down;       /* an outage is in progress (logged) */
 static _Atomic uint64_t db_retry_at; /* util_mono_ns() before which no connect is tried */
 
-/* Copies a libpq message to one line (libpq's end in newlines). */
-static const char *one_line(const char *msg, char *buf, size_t len)
-{
-    if (!msg || !*msg)
-        msg = "unknown error";
-    size_t i = 0;
-    for (; msg[i] && i + 1 < len; i++)
-        buf[i] = msg[i] == '\n' || msg[i] == '\r' ? ' ' : msg[i];
-    while (i > 0 && buf[i - 1] == ' ')
-        i--;
-    buf[i] = '\0';
-    return buf;
-}
-
 static void cfg_free(void)
 {
     for (size_t i = 0; cfg.kw && cfg.kw[i]; i++) {
@@ -132,7 +121,7 @@ static int cfg_build(const char *url)
     if (!opts) {
         char buf[256];
         LOG_ERROR(MOD, "database URL is malformed: %s",
-                  one_line(err ? err : "out of memory", buf, sizeof buf));
+                  features__pg_one_line(err ? err : "out of memory", buf, sizeof buf));
         PQfreemem(err);
         return err ? PD_EINVAL : PD_ENOMEM;
     }
@@ -400,13 +389,6 @@ static void db_came_up(void)
         LOG_INFO(MOD, "database available again");
 }
 
-static void notice_to_log(void *arg, const char *msg)
-{
-    (void)arg;
-    char buf[256];
-    LOG_DEBUG(MOD, "server notice: %s", one_line(msg, buf, sizeof buf));
-}
-
 static void db_drop(features__tls *t)
 {
     if (t->pg) {
@@ -423,17 +405,16 @@ static int db_connect(features__tls *t, bool replacing)
         FEATURES__COUNT(db_errors);
         return PD_EDB;
     }
-    PGconn *c = PQconnectdbParams((const char *const *)cfg.kw, (const char *const *)cfg.val, 0);
-    if (!c || PQstatus(c) != CONNECTION_OK) {
-        char buf[256];
-        db_went_down(one_line(c ? PQerrorMessage(c) : "out of memory", buf, sizeof buf));
-        PQfinish(c);
+    char why[256];
+    PGconn *c = features__pg_connect_params(MOD, (const char *const *)cfg.kw,
+                                            (const char *const *)cfg.val, 0, why, sizeof why);
+    if (!c) {
+        db_went_down(why);
         atomic_store(&db_retry_at, util_mono_ns() + RECONNECT_BACKOFF_NS);
         return PD_EDB;
     }
     if (retry_at)
         atomic_store(&db_retry_at, 0);
-    PQsetNoticeProcessor(c, notice_to_log, NULL);
     t->pg = c;
     t->prepared = 0;
     if (replacing) {
@@ -443,38 +424,15 @@ static int db_connect(features__tls *t, bool replacing)
     return 0;
 }
 
-/* Is this failure the connection's rather than the statement's? */
-static bool conn_lost(PGconn *c, const PGresult *r)
-{
-    if (!r || PQstatus(c) != CONNECTION_OK)
-        return true;
-    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    if (!s)
-        return false;
-    return strncmp(s, "08", 2) == 0 || strcmp(s, "57P01") == 0 || strcmp(s, "57P02") == 0 ||
-           strcmp(s, "57P03") == 0 || strcmp(s, "26000") == 0;
-}
-
-/* Checks one result: 0, DB_LOST, PD_EINVAL (the data broke a constraint or
- * a data rule: SQLSTATE classes 22 and 23) or PD_EDB (logged). */
+/* Checks one result: 0, FEATURES__PG_LOST, PD_EINVAL (the data broke a constraint or
+ * a data rule: SQLSTATE classes 22 and 23) or PD_EDB (logged); the last
+ * two are counted as database errors. */
 static int db_check(PGconn *c, const PGresult *r, ExecStatusType want, const char *what)
 {
-    if (r && PQresultStatus(r) == want)
-        return 0;
-    if (conn_lost(c, r))
-        return DB_LOST;
-    FEATURES__COUNT(db_errors);
-    char buf[512];
-    const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(c);
-    if (!msg || !*msg)
-        msg = PQresStatus(PQresultStatus(r));
-    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)) {
-        LOG_WARN(MOD, "%s: rejected by the database: %s", what, one_line(msg, buf, sizeof buf));
-        return PD_EINVAL;
-    }
-    LOG_ERROR(MOD, "%s failed: %s", what, one_line(msg, buf, sizeof buf));
-    return PD_EDB;
+    int rc = features__pg_check(MOD, c, r, want, what, 0);
+    if (rc < 0)
+        FEATURES__COUNT(db_errors);
+    return rc;
 }
 
 static int db_prepare(features__tls *t, enum stmt_id id)
@@ -532,7 +490,7 @@ typedef int (*db_op)(features__tls *t, void *ctx);
 
 /*
  * Runs op on the calling thread's connection, connecting first when there
- * is none. When op reports DB_LOST, drops the connection, connects again
+ * is none. When op reports FEATURES__PG_LOST, drops the connection, connects again
  * and runs op once more. Returns op's result, or PD_EDB.
  */
 static int db_run(db_op op, void *ctx)
@@ -555,10 +513,11 @@ static int db_run(db_op op, void *ctx)
                 return rc;
         }
         rc = op(t, ctx);
-        if (rc != DB_LOST)
+        if (rc != FEATURES__PG_LOST)
             break;
         char buf[256];
-        LOG_DEBUG(MOD, "connection lost: %s", one_line(PQerrorMessage(t->pg), buf, sizeof buf));
+        LOG_DEBUG(MOD, "connection lost: %s",
+                  features__pg_one_line(PQerrorMessage(t->pg), buf, sizeof buf));
         db_drop(t);
         lost = true;
         rc = PD_EDB;
@@ -720,7 +679,7 @@ static int migrate_file(features__tls *t, struct migrate_ctx *m, const char *nam
     LOG_INFO(MOD, "applied migration %s", name);
     m->applied++;
 out:
-    if (rc && rc != DB_LOST) {
+    if (rc && rc != FEATURES__PG_LOST) {
         db_rollback(t);
         if (rc == PD_EINVAL)
             rc = PD_EDB; /* a migration that breaks a constraint is a database problem */
@@ -766,7 +725,7 @@ static int op_migrate(features__tls *t, void *ctx)
     }
     PQclear(r);
 unlock:
-    if (rc != DB_LOST) {
+    if (rc != FEATURES__PG_LOST) {
         /* Session state outlives the call: give the lock and timeout back. */
         PQclear(PQexec(t->pg, "SELECT pg_advisory_unlock(" MIGRATION_LOCK_KEY ")"));
         PQclear(PQexec(t->pg, "RESET statement_timeout"));
@@ -1312,7 +1271,7 @@ static int op_upsert(features__tls *t, void *ctx)
     }
     if (tx && rc == 0)
         rc = db_simple(t, "COMMIT");
-    if (rc && rc != DB_LOST)
+    if (rc && rc != FEATURES__PG_LOST)
         db_rollback(t);
     return rc;
 }
