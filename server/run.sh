@@ -15,21 +15,39 @@ cd "$root"
 run=$root/.run
 mkdir -p "$run"
 started=0
+pid= # predictd serve, while it runs
 
-if [ -z "${PREDICTD_DATABASE_URL:-}" ]; then
-    echo "run: starting a private PostgreSQL and Redis under .run/"
-    server/services.sh start "$run/services" >/dev/null
-    # shellcheck disable=SC1091
-    . "$run/services/env"
-    started=1
-fi
 stop_services() {
     if [ "$started" = 1 ]; then
         echo "run: stopping the private PostgreSQL and Redis"
         server/services.sh stop "$run/services" >/dev/null 2>&1 || true
+        started=0
     fi
 }
-trap stop_services EXIT
+# Whatever ends the script (Ctrl-C, SIGTERM, a hangup, an error) stops serve
+# first (one SIGTERM: it drains), then the services. Before, a hangup ended
+# bash without stopping serve (which takes SIGHUP as "rescan") and left it
+# running alone.
+cleanup() {
+    if [ -n "$pid" ]; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        pid=
+    fi
+    stop_services
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+if [ -z "${PREDICTD_DATABASE_URL:-}" ]; then
+    echo "run: starting a private PostgreSQL and Redis under .run/"
+    started=1 # before: a half-done start (PostgreSQL up, Redis not) is stopped too
+    server/services.sh start "$run/services" >/dev/null
+    # shellcheck disable=SC1091
+    . "$run/services/env"
+fi
 
 export PREDICTD_MODELS_DIR=${PREDICTD_MODELS_DIR:-$root/models}
 "$bin" migrate
@@ -60,8 +78,13 @@ predictd is starting on http://$listen  (Ctrl-C stops it)
   curl -H "X-API-Key: \$(cat .predictd_key)" 'http://$listen/admin/models'
 
 MSG
-# not exec: the trap must stop the services when serve exits
-"$bin" serve &
+# not exec: the trap must stop the services when serve exits. serve runs in a
+# session of its own so the terminal's SIGINT (Ctrl-C) or SIGHUP reaches only
+# this script, which stops serve with one SIGTERM: before, serve got the
+# terminal's SIGINT and then the forwarded SIGTERM, and a second signal during
+# its drain ends it at once. (setsid does not fork here: a background job is
+# no process group leader, so $! is serve's own pid.)
+setsid "$bin" serve &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid; stop_services' INT TERM
-wait $pid || true
+wait "$pid" || true
+pid=

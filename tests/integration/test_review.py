@@ -98,5 +98,125 @@ def services_start_as_root_under_a_private_directory():
         subprocess.run(["rm", "-rf", parent], timeout=60)
 
 
+# A stand-in for predictd under server/run.sh: the subcommands run.sh calls
+# before serving succeed at once; `serve` behaves as predictd serve does with
+# signals: the first SIGTERM/SIGINT drains (for a moment) and exits 0, a
+# second one during the drain exits at once with 128 + the signal, SIGHUP
+# (rescan) changes nothing. It writes what it saw to $FAKE_LOG.
+FAKE_PREDICTD = r"""#!/usr/bin/python3
+import os, signal, sys, time
+def note(s):
+    with open(os.environ["FAKE_LOG"], "a") as f:
+        f.write(s + "\n")
+if sys.argv[1] != "serve":
+    sys.exit(0)
+draining = []
+def on_signal(sig, frame):
+    if sig == signal.SIGHUP:
+        note("rescan")
+        return
+    if draining:
+        note("second signal: exit at once")
+        os._exit(128 + sig)
+    draining.append(sig)
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, on_signal)
+note(f"serving {os.getpid()}")
+while not draining:
+    time.sleep(0.05)
+time.sleep(1.0)
+note("drained")
+sys.exit(0)
+"""
+
+
+def run_sh_with_fake_serve():
+    """Starts `server/run.sh FAKE` as a terminal would start `make run`: in a
+    process group of its own (the terminal's foreground group). Returns the
+    process, the log path and the fake serve's pid once it serves."""
+    tmp = tempfile.mkdtemp(prefix="predictd-review-run-")
+    fake = os.path.join(tmp, "predictd")
+    with open(fake, "w") as f:
+        f.write(FAKE_PREDICTD)
+    os.chmod(fake, 0o755)
+    models = os.path.join(tmp, "models", "BTCUSDT", "15m", "1")
+    os.makedirs(models)  # a version directory: run.sh trains nothing
+    log = os.path.join(tmp, "log")
+    env = dict(os.environ, FAKE_LOG=log, PREDICTD_MODELS_DIR=os.path.join(tmp, "models"),
+               PREDICTD_DATABASE_URL="postgresql://unused", PREDICTD_API_KEY="k" * 32,
+               PREDICTD_LISTEN="127.0.0.1:1")
+    proc = subprocess.Popen([os.path.join(ROOT, "server", "run.sh"), fake], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if os.path.exists(log):
+            with open(log) as f:
+                for line in f:
+                    if line.startswith("serving "):
+                        return proc, log, int(line.split()[1])
+        check(proc.poll() is None, "run.sh exited before serving")
+        time.sleep(0.05)
+    raise AssertionError("the fake serve did not start")
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone for our purpose
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def gone_within(pid, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@test
+def run_sh_ctrl_c_drains_serve_once():
+    # server/run.sh forwarded SIGTERM to serve from its INT trap while the
+    # terminal's SIGINT had reached serve too (same process group): serve saw
+    # a second signal during its drain and exited at once (143) instead of
+    # draining. Ctrl-C must reach serve once.
+    proc, log, pid = run_sh_with_fake_serve()
+    try:
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+        proc.wait(timeout=30)
+        check(gone_within(pid, 10), "serve still runs after run.sh exited")
+        with open(log) as f:
+            seen = f.read()
+        check("second signal" not in seen, f"serve got two signals: {seen}")
+        check("drained" in seen, f"serve did not drain: {seen}")
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@test
+def run_sh_hangup_leaves_no_serve_behind():
+    # On a hangup (the terminal or SSH session closes) bash died without
+    # stopping serve, which treats SIGHUP as "rescan" and kept running, alone,
+    # after run.sh had stopped the private PostgreSQL and Redis.
+    proc, log, pid = run_sh_with_fake_serve()
+    try:
+        os.killpg(proc.pid, signal.SIGHUP)
+        proc.wait(timeout=30)
+        check(gone_within(pid, 10), "serve still runs after a hangup ended run.sh")
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 if __name__ == "__main__":
     sys.exit(run_tests())
