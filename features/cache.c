@@ -138,32 +138,30 @@ static void redis_dead(features__tls *t)
     features__cache_close(t);
 }
 
-/* The thread's context, connecting when needed; NULL when Redis is off,
- * down, or in back-off (counted). */
-static redisContext *redis_ctx(features__tls **tp)
+/* The calling thread's slot with a live context in t->redis, connecting
+ * when needed; NULL when the cache is off (features__cache_enabled), or
+ * Redis is down or in back-off (counted). */
+static features__tls *redis_tls(void)
 {
-    features__tls *t = features__tls_get();
-    *tp = t;
-    if (!t)
+    if (!features__cache_enabled())
         return NULL;
-    if (t->redis)
-        return t->redis;
+    features__tls *t = features__tls_get();
+    if (!t || t->redis)
+        return t;
     uint64_t retry_at = atomic_load_explicit(&redis_retry_at, memory_order_relaxed);
     if (retry_at && util_mono_ns() < retry_at) {
         FEATURES__COUNT(redis_errors);
         return NULL;
     }
-    redisContext *c;
     char why[160];
-    if (features__redis_connect(&rcfg.url, TIMEOUT_US, &c, why, sizeof why)) {
+    if (features__redis_connect(&rcfg.url, TIMEOUT_US, &t->redis, why, sizeof why)) {
         redis_went_down(why);
         atomic_store(&redis_retry_at, util_mono_ns() + RECONNECT_BACKOFF_NS);
         return NULL;
     }
     if (retry_at)
         atomic_store(&redis_retry_at, 0);
-    t->redis = c;
-    return c;
+    return t;
 }
 
 /* Classifies a reply: NULL kills the context, an error reply is a failed
@@ -181,6 +179,15 @@ static int reply_check(features__tls *t, redisReply *r)
     }
     redis_came_up();
     return 0;
+}
+
+/* reply_check() for a reply whose content does not matter; frees it. */
+static int reply_done(features__tls *t, redisReply *r)
+{
+    int rc = reply_check(t, r);
+    if (r)
+        freeReplyObject(r);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------
@@ -330,15 +337,12 @@ static int window_from_reply(const redisReply *r, int64_t last_open, size_t limi
 int features__cache_window_get(const char *symbol, const char *tf, int64_t last_open, size_t limit,
                                features_candle **out, size_t *n)
 {
-    if (!features__cache_enabled())
-        return PD_ECACHE;
-    features__tls *t;
-    redisContext *c = redis_ctx(&t);
-    if (!c)
+    features__tls *t = redis_tls();
+    if (!t)
         return PD_ECACHE;
     char key[64];
     window_key(key, sizeof key, symbol, tf);
-    redisReply *r = redisCommand(c, "GETRANGE %s %lld -1", key, window_range_start(limit));
+    redisReply *r = redisCommand(t->redis, "GETRANGE %s %lld -1", key, window_range_start(limit));
     int rc = reply_check(t, r);
     if (rc == 0)
         rc = window_from_reply(r, last_open, limit, out, n);
@@ -350,13 +354,10 @@ int features__cache_window_get(const char *symbol, const char *tf, int64_t last_
 int features__cache_window_put(const char *symbol, const char *tf, const features_candle *c,
                                size_t n, bool complete, int64_t ttl_s)
 {
-    if (!features__cache_enabled())
-        return PD_ECACHE;
     if (n == 0 || n > FEATURES__WINDOW_CACHE_MAX || ttl_s < 1)
         return PD_EINVAL;
-    features__tls *t;
-    redisContext *ctx = redis_ctx(&t);
-    if (!ctx)
+    features__tls *t = redis_tls();
+    if (!t)
         return PD_ECACHE;
     unsigned char *val;
     size_t len;
@@ -365,23 +366,17 @@ int features__cache_window_put(const char *symbol, const char *tf, const feature
         return rc;
     char key[64];
     window_key(key, sizeof key, symbol, tf);
-    redisReply *r = redisCommand(ctx, "SET %s %b EX %lld", key, val, len, (long long)ttl_s);
+    redisReply *r = redisCommand(t->redis, "SET %s %b EX %lld", key, val, len, (long long)ttl_s);
     free(val);
-    rc = reply_check(t, r);
-    if (r)
-        freeReplyObject(r);
-    return rc;
+    return reply_done(t, r);
 }
 
 int features__cache_window_mget(const char *const *symbols, size_t nsym, const char *tf,
                                 int64_t last_open, size_t limit, features_candle **outs, size_t *ns,
                                 int *rcs)
 {
-    if (!features__cache_enabled())
-        return PD_ECACHE;
-    features__tls *t;
-    redisContext *c = redis_ctx(&t);
-    if (!c)
+    features__tls *t = redis_tls();
+    if (!t)
         return PD_ECACHE;
     redisReply **replies = calloc(nsym ? nsym : 1, sizeof *replies);
     if (!replies)
@@ -392,7 +387,7 @@ int features__cache_window_mget(const char *const *symbols, size_t nsym, const c
         if (!symbols[i])
             continue;
         window_key(key, sizeof key, symbols[i], tf);
-        if (redisAppendCommand(c, "GETRANGE %s %lld -1", key, window_range_start(limit)) !=
+        if (redisAppendCommand(t->redis, "GETRANGE %s %lld -1", key, window_range_start(limit)) !=
             REDIS_OK)
             rc = PD_ECACHE;
     }
@@ -401,7 +396,7 @@ int features__cache_window_mget(const char *const *symbols, size_t nsym, const c
         if (!symbols[i])
             continue;
         void *r = NULL;
-        if (redisGetReply(c, &r) != REDIS_OK || !r)
+        if (redisGetReply(t->redis, &r) != REDIS_OK || !r)
             rc = PD_ECACHE;
         else if ((replies[i] = r)->type == REDIS_REPLY_ERROR && !err)
             err = replies[i]->str;
@@ -437,11 +432,8 @@ int features__cache_window_mput(const char *const *symbols, size_t nsym, const c
                                 features_candle *const *c, const size_t *n, const bool *complete,
                                 int64_t ttl_s)
 {
-    if (!features__cache_enabled())
-        return PD_ECACHE;
-    features__tls *t;
-    redisContext *ctx = redis_ctx(&t);
-    if (!ctx)
+    features__tls *t = redis_tls();
+    if (!t)
         return PD_ECACHE;
     int rc = 0;
     size_t sent = 0;
@@ -454,7 +446,7 @@ int features__cache_window_mput(const char *const *symbols, size_t nsym, const c
         if ((rc = window_encode(c[i], n[i], complete[i], &val, &len)))
             break;
         window_key(key, sizeof key, symbols[i], tf);
-        if (redisAppendCommand(ctx, "SET %s %b EX %lld", key, val, len, (long long)ttl_s) !=
+        if (redisAppendCommand(t->redis, "SET %s %b EX %lld", key, val, len, (long long)ttl_s) !=
             REDIS_OK)
             rc = PD_ECACHE;
         else
@@ -463,7 +455,7 @@ int features__cache_window_mput(const char *const *symbols, size_t nsym, const c
     }
     for (size_t i = 0; i < sent; i++) {
         void *r = NULL;
-        if (redisGetReply(ctx, &r) != REDIS_OK || !r) {
+        if (redisGetReply(t->redis, &r) != REDIS_OK || !r) {
             redis_dead(t);
             return PD_ECACHE;
         }
@@ -476,19 +468,12 @@ int features__cache_window_mput(const char *const *symbols, size_t nsym, const c
 
 int features__cache_window_del(const char *symbol, const char *tf)
 {
-    if (!features__cache_enabled())
-        return PD_ECACHE;
-    features__tls *t;
-    redisContext *c = redis_ctx(&t);
-    if (!c)
+    features__tls *t = redis_tls();
+    if (!t)
         return PD_ECACHE;
     char key[64];
     window_key(key, sizeof key, symbol, tf);
-    redisReply *r = redisCommand(c, "DEL %s", key);
-    int rc = reply_check(t, r);
-    if (r)
-        freeReplyObject(r);
-    return rc;
+    return reply_done(t, redisCommand(t->redis, "DEL %s", key));
 }
 
 /* ---------------------------------------------------------------------------
@@ -504,13 +489,10 @@ int features_cache_get(const char *key, char **out, size_t *len)
 {
     if (!key_ok(key) || !out || !len)
         return PD_EINVAL;
-    if (!features__cache_enabled())
+    features__tls *t = redis_tls();
+    if (!t)
         return PD_ECACHE;
-    features__tls *t;
-    redisContext *c = redis_ctx(&t);
-    if (!c)
-        return PD_ECACHE;
-    redisReply *r = redisCommand(c, "GET %b", key, strlen(key));
+    redisReply *r = redisCommand(t->redis, "GET %b", key, strlen(key));
     int rc = reply_check(t, r);
     if (rc == 0) {
         if (r->type == REDIS_REPLY_STRING) {
@@ -538,18 +520,11 @@ int features_cache_set(const char *key, const char *val, size_t len, int64_t ttl
 {
     if (!key_ok(key) || (!val && len) || ttl_s < 1)
         return PD_EINVAL;
-    if (!features__cache_enabled())
+    features__tls *t = redis_tls();
+    if (!t)
         return PD_ECACHE;
-    features__tls *t;
-    redisContext *c = redis_ctx(&t);
-    if (!c)
-        return PD_ECACHE;
-    redisReply *r = redisCommand(c, "SET %b %b EX %lld", key, strlen(key), val ? val : "", len,
-                                 (long long)ttl_s);
-    int rc = reply_check(t, r);
-    if (r)
-        freeReplyObject(r);
-    return rc;
+    return reply_done(t, redisCommand(t->redis, "SET %b %b EX %lld", key, strlen(key),
+                                      val ? val : "", len, (long long)ttl_s));
 }
 
 int features_cache_drop_window(const char *symbol, const char *tf)

@@ -75,7 +75,8 @@ bool features__cache_enabled(void);
  * PD_ECACHE when Redis is off or down. */
 int features__cache_window_get(const char *symbol, const char *tf, int64_t last_open, size_t limit,
                                features_candle **out, size_t *n);
-/* Stores a window with a TTL in seconds. 0, or PD_ECACHE. */
+/* Stores a window with a TTL in seconds. 0, PD_EINVAL (n is 0 or over
+ * FEATURES__WINDOW_CACHE_MAX, ttl_s < 1) or PD_ECACHE. */
 int features__cache_window_put(const char *symbol, const char *tf, const features_candle *c,
                                size_t n, bool complete, int64_t ttl_s);
 /* Pipelined look-up of nsym windows of one timeframe. rcs[i] as
