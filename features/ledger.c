@@ -23,6 +23,10 @@
  *   primary key (symbol, timeframe, candle_time, model_version).
  * - Performance figures are SQL aggregates (count ... FILTER, sums); the
  *   rolling window is the N most recent resolved rows of each version.
+ * - A statement whose rows map one to one onto an array (open series,
+ *   live figures, history, the candles to resolve) is a struct listing:
+ *   its SQL, parameters and a row decoder, run by list_exec(), which owns
+ *   the allocation and the clean-up.
  * - Times cross as Unix seconds (to_timestamp($n) in, extract(epoch) out),
  *   doubles as text with 17 significant digits (exact round trip); NULL is
  *   NaN.
@@ -399,6 +403,73 @@ static int decode_entry(const PGresult *r, int i, features_ledger_entry *e)
 }
 
 /* ---------------------------------------------------------------------------
+ * Listings: statements whose rows decode one to one into an array.
+ */
+
+/* Decodes row i of r into elem (zeroed); 0 or PD_EDB for a row it cannot
+ * read. */
+typedef int (*row_fn)(const PGresult *r, int i, void *elem);
+
+struct listing {
+    const char *what, *sql;
+    int nvals;
+    const char *const *vals;
+    size_t size; /* bytes per element */
+    size_t max;  /* rows decoded at most; 0: all */
+    row_fn decode;
+    /* the result, replaced by each successful run */
+    void *v; /* calloc'd; NULL when there are no rows */
+    size_t n;
+    bool more; /* rows beyond max matched */
+};
+
+/* Runs the listing's statement on c. 0 (l->v, n, more replaced), or an
+ * error of exec1, of the decoder, or PD_ENOMEM (l left as it was). */
+static int list_exec(PGconn *c, struct listing *l)
+{
+    PGresult *r = NULL;
+    int rc = exec1(c, l->what, l->sql, l->nvals, l->vals, PGRES_TUPLES_OK, &r);
+    if (rc)
+        return rc;
+    size_t rows = (size_t)PQntuples(r);
+    bool more = l->max && rows > l->max;
+    if (more)
+        rows = l->max;
+    unsigned char *v = rows ? calloc(rows, l->size) : NULL;
+    if (rows && !v)
+        rc = PD_ENOMEM;
+    for (size_t i = 0; i < rows && rc == 0; i++)
+        rc = l->decode(r, (int)i, v + i * l->size);
+    PQclear(r);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    free(l->v);
+    l->v = v;
+    l->n = rows;
+    l->more = more;
+    return 0;
+}
+
+static int op_list(PGconn *c, void *arg)
+{
+    return list_exec(c, arg);
+}
+
+/* Runs a listing on the handle's connection (reconnecting once). On 0 the
+ * caller owns l->v; on failure there is nothing to free. */
+static int list_run(features_ledger *db, struct listing *l)
+{
+    int rc = run(db, op_list, l);
+    if (rc) {
+        free(l->v);
+        l->v = NULL;
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
  * Recording.
  */
 struct record_q {
@@ -475,35 +546,11 @@ int features_ledger_record(features_ledger *db, const features_ledger_entry *e, 
 /* ---------------------------------------------------------------------------
  * Resolving.
  */
-struct series_q {
-    features_ledger_series *v;
-    size_t n;
-};
-
-static int op_open_series(PGconn *c, void *arg)
+static int decode_series(const PGresult *r, int i, void *elem)
 {
-    struct series_q *q = arg;
-    PGresult *r = NULL;
-    int rc = exec1(c, "list series with open predictions",
-                   "SELECT DISTINCT symbol, timeframe FROM predictions WHERE outcome IS NULL"
-                   " ORDER BY 1, 2",
-                   0, NULL, PGRES_TUPLES_OK, &r);
-    if (rc)
-        return rc;
-    size_t rows = (size_t)PQntuples(r);
-    features_ledger_series *v = rows ? calloc(rows, sizeof *v) : NULL;
-    if (rows && !v) {
-        PQclear(r);
-        return PD_ENOMEM;
-    }
-    for (size_t i = 0; i < rows; i++) {
-        snprintf(v[i].symbol, sizeof v[i].symbol, "%s", PQgetvalue(r, (int)i, 0));
-        snprintf(v[i].timeframe, sizeof v[i].timeframe, "%s", PQgetvalue(r, (int)i, 1));
-    }
-    PQclear(r);
-    free(q->v); /* a retried attempt */
-    q->v = v;
-    q->n = rows;
+    features_ledger_series *v = elem;
+    snprintf(v->symbol, sizeof v->symbol, "%s", PQgetvalue(r, i, 0));
+    snprintf(v->timeframe, sizeof v->timeframe, "%s", PQgetvalue(r, i, 1));
     return 0;
 }
 
@@ -511,14 +558,16 @@ int features_ledger_open_series(features_ledger *db, features_ledger_series **ou
 {
     if (!out || !n)
         return PD_EINVAL;
-    struct series_q q = {0};
-    int rc = run(db, op_open_series, &q);
-    if (rc) {
-        free(q.v);
+    struct listing l = {.what = "list series with open predictions",
+                        .sql = "SELECT DISTINCT symbol, timeframe FROM predictions"
+                               " WHERE outcome IS NULL ORDER BY 1, 2",
+                        .size = sizeof **out,
+                        .decode = decode_series};
+    int rc = list_run(db, &l);
+    if (rc)
         return rc;
-    }
-    *out = q.v;
-    *n = q.n;
+    *out = l.v;
+    *n = l.n;
     return 0;
 }
 
@@ -527,6 +576,18 @@ struct settle_q {
     int64_t tfs, now;
     size_t settled;
 };
+
+static int decode_candle(const PGresult *r, int i, void *elem)
+{
+    features_candle *v = elem;
+    v->t = get_i64(r, i, 0);
+    v->open = get_dbl(r, i, 1);
+    v->high = get_dbl(r, i, 2);
+    v->low = get_dbl(r, i, 3);
+    v->close = get_dbl(r, i, 4);
+    v->volume = get_dbl(r, i, 5);
+    return 0;
+}
 
 /* Loads the candles with open time in (lo, hi], ascending. */
 static int load_candles(PGconn *c, const char *symbol, const char *tf, int64_t lo, int64_t hi,
@@ -537,33 +598,21 @@ static int load_candles(PGconn *c, const char *symbol, const char *tf, int64_t l
     snprintf(his, sizeof his, "%" PRId64, hi);
     snprintf(lim, sizeof lim, "%d", SETTLE_CANDLES_MAX);
     const char *vals[] = {symbol, tf, los, his, lim};
-    PGresult *r = NULL;
-    int rc = exec1(c, "load candles to resolve",
-                   "SELECT floor(extract(epoch FROM open_time))::bigint, open, high, low, close,"
-                   " volume FROM candles WHERE symbol = $1 AND timeframe = $2"
-                   " AND open_time > to_timestamp($3::bigint)"
-                   " AND open_time <= to_timestamp($4::bigint) ORDER BY open_time"
-                   " LIMIT $5::bigint",
-                   5, vals, PGRES_TUPLES_OK, &r);
+    struct listing l = {.what = "load candles to resolve",
+                        .sql = "SELECT floor(extract(epoch FROM open_time))::bigint, open, high,"
+                               " low, close, volume FROM candles WHERE symbol = $1"
+                               " AND timeframe = $2 AND open_time > to_timestamp($3::bigint)"
+                               " AND open_time <= to_timestamp($4::bigint) ORDER BY open_time"
+                               " LIMIT $5::bigint",
+                        .nvals = 5,
+                        .vals = vals,
+                        .size = sizeof **out,
+                        .decode = decode_candle};
+    int rc = list_exec(c, &l);
     if (rc)
         return rc;
-    size_t rows = (size_t)PQntuples(r);
-    features_candle *v = rows ? malloc(rows * sizeof *v) : NULL;
-    if (rows && !v) {
-        PQclear(r);
-        return PD_ENOMEM;
-    }
-    for (size_t i = 0; i < rows; i++) {
-        v[i].t = get_i64(r, (int)i, 0);
-        v[i].open = get_dbl(r, (int)i, 1);
-        v[i].high = get_dbl(r, (int)i, 2);
-        v[i].low = get_dbl(r, (int)i, 3);
-        v[i].close = get_dbl(r, (int)i, 4);
-        v[i].volume = get_dbl(r, (int)i, 5);
-    }
-    PQclear(r);
-    *out = v;
-    *n = rows;
+    *out = l.v;
+    *n = l.n;
     return 0;
 }
 
@@ -720,44 +769,14 @@ int features_ledger_settle(features_ledger *db, const char *symbol, const char *
 /* ---------------------------------------------------------------------------
  * Figures.
  */
-struct live_q {
-    const char *symbol, *tf;
-    features_ledger_live *v;
-    size_t n;
-};
-
-static int op_live(PGconn *c, void *arg)
+static int decode_live(const PGresult *r, int i, void *elem)
 {
-    struct live_q *q = arg;
-    const char *vals[] = {q->symbol, q->tf};
-    PGresult *r = NULL;
-    int rc = exec1(c, "live figures",
-                   "SELECT symbol, timeframe, model_version,"
-                   " count(*) FILTER (WHERE direction <> 'NO_TRADE' AND outcome IS NOT NULL),"
-                   " count(*) FILTER (WHERE outcome IN ('TP1', 'TP2', 'TP3'))"
-                   " FROM predictions WHERE ($1::text IS NULL OR symbol = $1)"
-                   " AND ($2::text IS NULL OR timeframe = $2)"
-                   " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-                   2, vals, PGRES_TUPLES_OK, &r);
-    if (rc)
-        return rc;
-    size_t rows = (size_t)PQntuples(r);
-    features_ledger_live *v = rows ? calloc(rows, sizeof *v) : NULL;
-    if (rows && !v) {
-        PQclear(r);
-        return PD_ENOMEM;
-    }
-    for (size_t i = 0; i < rows; i++) {
-        snprintf(v[i].symbol, sizeof v[i].symbol, "%s", PQgetvalue(r, (int)i, 0));
-        snprintf(v[i].timeframe, sizeof v[i].timeframe, "%s", PQgetvalue(r, (int)i, 1));
-        v[i].version = (uint32_t)get_u64(r, (int)i, 2);
-        v[i].trades = get_u64(r, (int)i, 3);
-        v[i].hits = get_u64(r, (int)i, 4);
-    }
-    PQclear(r);
-    free(q->v);
-    q->v = v;
-    q->n = rows;
+    features_ledger_live *v = elem;
+    snprintf(v->symbol, sizeof v->symbol, "%s", PQgetvalue(r, i, 0));
+    snprintf(v->timeframe, sizeof v->timeframe, "%s", PQgetvalue(r, i, 1));
+    v->version = (uint32_t)get_u64(r, i, 2);
+    v->trades = get_u64(r, i, 3);
+    v->hits = get_u64(r, i, 4);
     return 0;
 }
 
@@ -771,14 +790,24 @@ int features_ledger_live_stats(features_ledger *db, const char *symbol, const ch
         if (rc)
             return rc;
     }
-    struct live_q q = {.symbol = symbol, .tf = tf};
-    int rc = run(db, op_live, &q);
-    if (rc) {
-        free(q.v);
+    const char *vals[] = {symbol, tf};
+    struct listing l = {
+        .what = "live figures",
+        .sql = "SELECT symbol, timeframe, model_version,"
+               " count(*) FILTER (WHERE direction <> 'NO_TRADE' AND outcome IS NOT NULL),"
+               " count(*) FILTER (WHERE outcome IN ('TP1', 'TP2', 'TP3'))"
+               " FROM predictions WHERE ($1::text IS NULL OR symbol = $1)"
+               " AND ($2::text IS NULL OR timeframe = $2)"
+               " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        .nvals = 2,
+        .vals = vals,
+        .size = sizeof **out,
+        .decode = decode_live};
+    int rc = list_run(db, &l);
+    if (rc)
         return rc;
-    }
-    *out = q.v;
-    *n = q.n;
+    *out = l.v;
+    *n = l.n;
     return 0;
 }
 
@@ -894,87 +923,25 @@ int features_ledger_performance(features_ledger *db, const char *symbol, const c
 /* ---------------------------------------------------------------------------
  * History.
  */
-struct history_q {
-    const features_ledger_query *q;
-    features_ledger_row *v;
-    size_t n;
-    bool more;
-};
-
-static int op_history(PGconn *c, void *arg)
+static int decode_row(const PGresult *r, int row, void *elem)
 {
-    struct history_q *h = arg;
-    const features_ledger_query *q = h->q;
-    char from[24], to[24], lim[24], ct[24], cv[16];
-    snprintf(from, sizeof from, "%" PRId64, q->from);
-    snprintf(to, sizeof to, "%" PRId64, q->to);
-    snprintf(lim, sizeof lim, "%zu", q->limit + 1); /* one more says whether a page follows */
-    const features_ledger_cursor *a = q->after;
-    if (a) {
-        snprintf(ct, sizeof ct, "%" PRId64, a->candle_time);
-        snprintf(cv, sizeof cv, "%" PRIu32, a->version);
-    }
-    const char *vals[] = {q->symbol,
-                          q->timeframe,
-                          q->from ? from : NULL,
-                          q->to ? to : NULL,
-                          a ? ct : NULL,
-                          a ? a->symbol : NULL,
-                          a ? a->timeframe : NULL,
-                          a ? cv : NULL,
-                          lim};
-    PGresult *r = NULL;
-    int rc = exec1(c, "ledger history",
-                   "SELECT " ENTRY_COLUMNS ", outcome, realised,"
-                   " coalesce(floor(extract(epoch FROM resolved_at))::bigint, 0), hit_time_s,"
-                   " r_multiple, mfe, mae FROM predictions"
-                   " WHERE ($1::text IS NULL OR symbol = $1)"
-                   " AND ($2::text IS NULL OR timeframe = $2)"
-                   " AND ($3::bigint IS NULL OR candle_time >= to_timestamp($3::bigint))"
-                   " AND ($4::bigint IS NULL OR candle_time < to_timestamp($4::bigint))"
-                   " AND ($5::bigint IS NULL OR (candle_time, symbol, timeframe, model_version)"
-                   " < (to_timestamp($5::bigint), $6::text, $7::text, $8::integer))"
-                   " ORDER BY candle_time DESC, symbol DESC, timeframe DESC, model_version DESC"
-                   " LIMIT $9::bigint",
-                   9, vals, PGRES_TUPLES_OK, &r);
-    if (rc)
-        return rc;
-    size_t rows = (size_t)PQntuples(r);
-    bool more = rows > q->limit;
-    if (more)
-        rows = q->limit;
-    features_ledger_row *v = rows ? calloc(rows, sizeof *v) : NULL;
-    if (rows && !v) {
-        PQclear(r);
-        return PD_ENOMEM;
-    }
-    for (size_t i = 0; i < rows; i++) {
-        int row = (int)i, col = ENTRY_NCOLS;
-        if (decode_entry(r, row, &v[i].e) != 0) {
-            free(v);
-            PQclear(r);
-            return PD_EDB;
-        }
-        features_ledger_resolution *res = &v[i].r;
-        res->outcome = PQgetisnull(r, row, col) ? FEATURES_OUTCOME_OPEN
-                                                : outcome_parse(PQgetvalue(r, row, col));
-        res->realised =
-            PQgetisnull(r, row, col + 1) ? -1 : class_parse(PQgetvalue(r, row, col + 1));
-        if (res->outcome < 0)
-            res->outcome = FEATURES_OUTCOME_OPEN;
-        v[i].resolved_at = get_i64(r, row, col + 2);
-        res->hit_time_s = get_dbl(r, row, col + 3);
-        res->r_multiple = get_dbl(r, row, col + 4);
-        res->mfe = get_dbl(r, row, col + 5);
-        res->mae = get_dbl(r, row, col + 6);
-        if (isfinite(res->hit_time_s) && v[i].e.timeframe[0])
-            res->candles = (uint32_t)(res->hit_time_s / (double)util_tf_seconds(v[i].e.timeframe));
-    }
-    PQclear(r);
-    free(h->v);
-    h->v = v;
-    h->n = rows;
-    h->more = more;
+    features_ledger_row *v = elem;
+    int col = ENTRY_NCOLS;
+    if (decode_entry(r, row, &v->e) != 0)
+        return PD_EDB;
+    features_ledger_resolution *res = &v->r;
+    res->outcome =
+        PQgetisnull(r, row, col) ? FEATURES_OUTCOME_OPEN : outcome_parse(PQgetvalue(r, row, col));
+    res->realised = PQgetisnull(r, row, col + 1) ? -1 : class_parse(PQgetvalue(r, row, col + 1));
+    if (res->outcome < 0)
+        res->outcome = FEATURES_OUTCOME_OPEN;
+    v->resolved_at = get_i64(r, row, col + 2);
+    res->hit_time_s = get_dbl(r, row, col + 3);
+    res->r_multiple = get_dbl(r, row, col + 4);
+    res->mfe = get_dbl(r, row, col + 5);
+    res->mae = get_dbl(r, row, col + 6);
+    if (isfinite(res->hit_time_s) && v->e.timeframe[0])
+        res->candles = (uint32_t)(res->hit_time_s / (double)util_tf_seconds(v->e.timeframe));
     return 0;
 }
 
@@ -992,16 +959,48 @@ int features_ledger_history(features_ledger *db, const features_ledger_query *q,
     if (a && (!util_symbol_valid(a->symbol) || !util_tf_seconds(a->timeframe) || a->version == 0 ||
               a->candle_time < 0))
         return PD_EINVAL;
-    struct history_q h = {.q = q};
-    int rc = run(db, op_history, &h);
-    if (rc) {
-        free(h.v);
-        return rc == PD_EINVAL ? PD_EDB : rc;
+    char from[24], to[24], lim[24], ct[24], cv[16];
+    snprintf(from, sizeof from, "%" PRId64, q->from);
+    snprintf(to, sizeof to, "%" PRId64, q->to);
+    snprintf(lim, sizeof lim, "%zu", q->limit + 1); /* one more says whether a page follows */
+    if (a) {
+        snprintf(ct, sizeof ct, "%" PRId64, a->candle_time);
+        snprintf(cv, sizeof cv, "%" PRIu32, a->version);
     }
-    *out = h.v;
-    *n = h.n;
+    const char *vals[] = {q->symbol,
+                          q->timeframe,
+                          q->from ? from : NULL,
+                          q->to ? to : NULL,
+                          a ? ct : NULL,
+                          a ? a->symbol : NULL,
+                          a ? a->timeframe : NULL,
+                          a ? cv : NULL,
+                          lim};
+    struct listing l = {
+        .what = "ledger history",
+        .sql = "SELECT " ENTRY_COLUMNS ", outcome, realised,"
+               " coalesce(floor(extract(epoch FROM resolved_at))::bigint, 0), hit_time_s,"
+               " r_multiple, mfe, mae FROM predictions"
+               " WHERE ($1::text IS NULL OR symbol = $1)"
+               " AND ($2::text IS NULL OR timeframe = $2)"
+               " AND ($3::bigint IS NULL OR candle_time >= to_timestamp($3::bigint))"
+               " AND ($4::bigint IS NULL OR candle_time < to_timestamp($4::bigint))"
+               " AND ($5::bigint IS NULL OR (candle_time, symbol, timeframe, model_version)"
+               " < (to_timestamp($5::bigint), $6::text, $7::text, $8::integer))"
+               " ORDER BY candle_time DESC, symbol DESC, timeframe DESC, model_version DESC"
+               " LIMIT $9::bigint",
+        .nvals = 9,
+        .vals = vals,
+        .size = sizeof **out,
+        .max = q->limit,
+        .decode = decode_row};
+    int rc = list_run(db, &l);
+    if (rc)
+        return rc == PD_EINVAL ? PD_EDB : rc;
+    *out = l.v;
+    *n = l.n;
     if (more)
-        *more = h.more;
+        *more = l.more;
     return 0;
 }
 
