@@ -21,9 +21,9 @@
  *   57P01-57P03, or 26000 "prepared statement does not exist"), the
  *   callback returns FEATURES__PG_LOST; db_run() then drops the
  *   connection, connects again (so the statements are re-prepared on first
- *   use) and runs the whole callback once more. A multi-statement transaction is therefore
- *   retried as a whole, never resumed half-way. A second failure is
- *   PD_EDB.
+ *   use) and runs the whole callback once more. A multi-statement
+ *   transaction is therefore retried as a whole, never resumed half-way. A
+ *   second failure is PD_EDB.
  * - After a failed connect, no thread tries again for RECONNECT_BACKOFF_NS
  *   (fail fast instead of every request paying connect_timeout while the
  *   database is unreachable).
@@ -424,9 +424,9 @@ static int db_connect(features__tls *t, bool replacing)
     return 0;
 }
 
-/* Checks one result: 0, FEATURES__PG_LOST, PD_EINVAL (the data broke a constraint or
- * a data rule: SQLSTATE classes 22 and 23) or PD_EDB (logged); the last
- * two are counted as database errors. */
+/* Checks one result: 0, FEATURES__PG_LOST, PD_EINVAL (the data broke a
+ * constraint or a data rule: SQLSTATE classes 22 and 23) or PD_EDB (logged);
+ * the last two are counted as database errors. */
 static int db_check(PGconn *c, const PGresult *r, ExecStatusType want, const char *what)
 {
     int rc = features__pg_check(MOD, c, r, want, what, 0);
@@ -490,8 +490,8 @@ typedef int (*db_op)(features__tls *t, void *ctx);
 
 /*
  * Runs op on the calling thread's connection, connecting first when there
- * is none. When op reports FEATURES__PG_LOST, drops the connection, connects again
- * and runs op once more. Returns op's result, or PD_EDB.
+ * is none. When op reports FEATURES__PG_LOST, drops the connection,
+ * connects again and runs op once more. Returns op's result, or PD_EDB.
  */
 static int db_run(db_op op, void *ctx)
 {
