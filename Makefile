@@ -119,7 +119,7 @@ unit: $(UNIT_BIN)
 test: deps
 	@$(MAKE) --no-print-directory build-tests
 	PREDICTD_BIN=$(abspath $(BIN)) PREDICTD_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
-	    tests/run
+	    PREDICTD_SANITIZER=$(SANITIZER) tests/run
 
 build-tests: all $(UNIT_BIN)
 
