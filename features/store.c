@@ -119,11 +119,11 @@ static int cfg_build(const char *url)
     char *err = NULL;
     PQconninfoOption *opts = PQconninfoParse(url, &err);
     if (!opts) {
-        char buf[256];
-        LOG_ERROR(MOD, "database URL is malformed: %s",
-                  features__pg_one_line(err ? err : "out of memory", buf, sizeof buf));
+        /* libpq's message may quote part of the URL, password included: not logged */
+        LOG_ERROR(MOD, "database URL is malformed (not a libpq conninfo string or URI)");
+        int rc = err ? PD_EINVAL : PD_ENOMEM;
         PQfreemem(err);
-        return err ? PD_EINVAL : PD_ENOMEM;
+        return rc;
     }
     size_t nopt = 0;
     for (PQconninfoOption *o = opts; o->keyword; o++)
