@@ -157,10 +157,6 @@ int api_http_start(api_context *ctx, api_http **out);
 /* Readiness turns false at once (503 on /health/ready); then waits up to
  * timeout_s for in-flight requests, stops the listener and frees. */
 void api_http_stop(api_http *h, int timeout_s);
-/* Marks the service as draining (readiness 503) without stopping it. */
-void api_http_set_draining(api_http *h);
-/* Requests currently being handled. */
-long api_http_in_flight(api_http *h);
 
 /*
  * Background jobs in /health/status (components.jobs): the model scanner,

@@ -281,6 +281,10 @@ static int handle(const struct _u_request *req, struct _u_response *resp, void *
     int retry_after = 0;
     if (req->http_url && strlen(req->http_url) > MAX_URL_BYTES) {
         reply_error_status(&rq, 414, PD_ETOOBIG, "URL longer than 2048 bytes");
+    } else if (req->http_url && strcasestr(req->http_url, "%00")) {
+        /* Ulfius decodes parameters into C strings: an encoded NUL would
+         * silently cut a symbol short ("BTC%00X" read as "BTC") */
+        api_reply_error(&rq, PD_EINVAL, "the URL contains an encoded NUL byte (%00)");
     } else if (body_too_big(req)) {
         api_reply_errorf(&rq, PD_ETOOBIG, "request body over %d bytes", MAX_BODY_BYTES);
     } else if (strcmp(req->http_verb, "OPTIONS") == 0 &&
@@ -558,16 +562,6 @@ int api_http_start(api_context *ctx, api_http **out)
              ctx->opt.idle_timeout);
     *out = h;
     return 0;
-}
-
-void api_http_set_draining(api_http *h)
-{
-    atomic_store(&h->draining, true);
-}
-
-long api_http_in_flight(api_http *h)
-{
-    return atomic_load(&h->open_requests);
 }
 
 /* Requests the drain waits for: open ones that are not long-lived streams. */
