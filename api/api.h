@@ -10,7 +10,7 @@
  *   routes_*.c  handlers; they parse and validate, call plain C, render
  *
  * HTTP types stop at the handlers: everything below takes plain C values and
- * returns PD_* codes. api_status_of() is the one table from codes to HTTP
+ * returns PD_* codes. util_err_status() (util/util.h: PD_ERRNO_MAP) gives the HTTP
  * statuses.
  *
  * Threading: an api_context is created before the HTTP threads start and
@@ -135,8 +135,6 @@ void api_render_prediction(util_buf *b, const api_prediction *p, int64_t now);
 
 /* Appends {"status":"error","error":{"code":..,"message":..}} to b. */
 void api_render_error(util_buf *b, int err, const char *message);
-/* HTTP status for a PD_* code (400, 401, 404, 413, 429, 503, 500, ...). */
-int api_status_of(int err);
 
 /* Cache counters for /metrics. */
 typedef struct api_cache_stats {

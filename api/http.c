@@ -82,7 +82,7 @@ void api_reply_error(struct api_request *rq, int err, const char *message)
     util_buf b;
     util_buf_init(&b);
     api_render_error(&b, err, message);
-    api_reply_json(rq, api_status_of(err), &b);
+    api_reply_json(rq, util_err_status(err), &b);
     rq->err = err;
     util_buf_cleanup(&b);
 }
@@ -97,7 +97,7 @@ void api_reply_errorf(struct api_request *rq, int err, const char *fmt, ...)
     api_reply_error(rq, err, msg);
 }
 
-/* An error body with a status other than api_status_of(err) (414, 403). */
+/* An error body with a status other than util_err_status(err) (414, 403). */
 static void reply_error_status(struct api_request *rq, int status, int err, const char *message)
 {
     util_buf b;

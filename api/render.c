@@ -13,30 +13,6 @@
 #include "api/api_internal.h"
 #include "inference/inference.h"
 
-int api_status_of(int err)
-{
-    switch (err) {
-    case PD_OK: return 200;
-    case PD_EINVAL:
-    case PD_ETIMEFRAME:
-    case PD_ESYMBOL:
-    case PD_EPARSE: return 400;
-    case PD_EAUTH: return 401;
-    case PD_ENOTFOUND:
-    case PD_EUNKNOWNSYM:
-    case PD_ENOMODEL: return 404;
-    case PD_EBUSY: return 409;
-    case PD_ETOOBIG: return 413;
-    case PD_ERATE: return 429;
-    case PD_EDB:
-    case PD_ECACHE:
-    case PD_ENODATA:
-    case PD_ENOTREADY: return 503;
-    case PD_EVERIFY: return 422;
-    default: return 500;
-    }
-}
-
 void api_render_error(util_buf *b, int err, const char *message)
 {
     util_buf_puts(b, "{\"status\":\"error\",\"error\":{\"code\":");
