@@ -114,7 +114,7 @@ void api_prediction_release(api_prediction *p); /* NULL is a no-op */
 /*
  * api_predict for n symbols of one timeframe: the same answers, but the
  * candle windows of every symbol the caches cannot answer are read in one
- * pipelined round trip (features_load_windows) instead of one each. Writes
+ * pipelined round trip (store_load_windows) instead of one each. Writes
  * outs[i] (a new reference) or rcs[i] (a PD_* code, whys[i] the detail) for
  * each symbol. Returns 0, or PD_ENOMEM with nothing written.
  */
@@ -188,7 +188,7 @@ void api_http_remove_job(api_http *h, const char *name);
  * rate (accuracy_source "live") rather than its test accuracy. */
 #define API_LIVE_MIN_RESOLVED 50
 
-struct features_ledger;
+struct store_ledger;
 
 /*
  * Records the live figures of one model version of a series: hit_rate over
@@ -204,7 +204,7 @@ int api_set_live_accuracy(api_context *ctx, const char *symbol, const char *tf, 
 /* Lends the performance and history routes a ledger handle (NULL detaches;
  * without one they answer 503). The caller keeps it alive until it has
  * detached it after the HTTP service stopped. Thread-safe. */
-void api_set_ledger(api_context *ctx, struct features_ledger *db);
+void api_set_ledger(api_context *ctx, struct store_ledger *db);
 
 /* Appends {"type":"prediction","data":{...prediction at now...}}: the
  * message the streams and Redis (predictd:predictions) carry. */

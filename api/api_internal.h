@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 
 #include "api/api.h"
+#include "store/store.h"
 
 #define API_CACHE_BUCKETS 1024
 #define API_CACHE_PER_SERIES 4 /* versions x labels cached per series */
@@ -46,7 +47,7 @@ struct api_context {
      * and the ledger the loop lends the ledger routes (NULL: none). */
     struct api_live *live;
     struct api_hub *hub;
-    _Atomic(struct features_ledger *) ledger;
+    _Atomic(struct store_ledger *) ledger;
 };
 
 /* Builds the process-cache key; returns false when it does not fit. */
@@ -54,7 +55,7 @@ bool api_cache_key(char *key, size_t len, const char *symbol, const char *tf, ui
                    const char *label);
 
 /* A snapshot of the symbols with candles for tf (cached ~5 s). Caller frees
- * with features_strv_free. */
+ * with store_strv_free. */
 int api_symbols_for(api_context *ctx, const char *tf, int64_t now, char ***out, size_t *n);
 
 /* Renders p's JSON fragment (everything but the time-dependent tail) from

@@ -27,6 +27,7 @@
 
 #include "api/http_internal.h"
 #include "features/features.h"
+#include "store/store.h"
 #include "inference/inference.h"
 #include "training/training.h"
 
@@ -351,8 +352,8 @@ static void render_predictions(struct api_http *h, util_buf *b)
 
     api_cache_stats cs;
     api_cache_stats_get(h->ctx, &cs);
-    features_stats fst;
-    features_stats_get(&fst);
+    store_stats fst;
+    store_stats_get(&fst);
     header(b, "predictd_cache_requests_total", "counter",
            "Cache lookups by cache (rendered predictions, candle windows), layer (process, "
            "redis) and result.");

@@ -30,6 +30,7 @@
 
 #include "api/api_internal.h"
 #include "features/features.h"
+#include "store/store.h"
 #include "inference/inference.h"
 
 #define RECHECK_S 2
@@ -108,7 +109,7 @@ void api_context_free(api_context *ctx)
         }
     }
     for (size_t i = 0; i < sizeof ctx->symbols / sizeof ctx->symbols[0]; i++)
-        features_strv_free(ctx->symbols[i].names, ctx->symbols[i].n);
+        store_strv_free(ctx->symbols[i].names, ctx->symbols[i].n);
     api_hub_free(ctx->hub); /* issue 7 */
     api_live_free(ctx->live);
     pthread_rwlock_destroy(&ctx->cache_lock);
@@ -277,7 +278,7 @@ static void redis_store(const api_prediction *p, const char *label, int64_t now)
     util_buf_append(&b, p->fragment, p->fragment_len);
     int64_t ttl = p->valid_until - now;
     if (util_buf_ok(&b) && ttl > 0)
-        (void)features_cache_set(key, b.data, b.len, ttl + 1);
+        (void)store_cache_set(key, b.data, b.len, ttl + 1);
     util_buf_cleanup(&b);
 }
 
@@ -288,7 +289,7 @@ static api_prediction *redis_fetch(const char *symbol, const char *tf, uint32_t 
     redis_key(key, sizeof key, symbol, tf, version, label, candle);
     char *val = NULL;
     size_t len = 0;
-    if (features_cache_get(key, &val, &len) != 0)
+    if (store_cache_get(key, &val, &len) != 0)
         return NULL;
     api_prediction *p = prediction_new();
     char *nl = memchr(val, '\n', len);
@@ -400,7 +401,7 @@ static int compute_from(api_context *ctx, registry_version *v, const char *symbo
     }
     features_candle *c = all + (n_all - need); /* the window this model reads */
     size_t n = need;
-    features_window_info info = {.last_open = c[n - 1].t, .last_close = c[n - 1].t + tfs};
+    store_window_info info = {.last_open = c[n - 1].t, .last_close = c[n - 1].t + tfs};
     for (size_t i = 1; i < n; i++)
         if (c[i].t - c[i - 1].t > tfs)
             info.gaps += (int)((c[i].t - c[i - 1].t) / tfs - 1);
@@ -487,7 +488,7 @@ static int compute(api_context *ctx, registry_version *v, const char *symbol, co
 {
     features_candle *c = NULL;
     size_t n = 0;
-    int rc = features_load_window(symbol, tf, now, registry_version_candles(v), &c, &n, NULL);
+    int rc = store_load_window(symbol, tf, now, registry_version_candles(v), &c, &n, NULL);
     if (rc) {
         if (why && rc == PD_EDB)
             snprintf(why, whylen, "the candle database is unavailable");
@@ -512,7 +513,7 @@ static int no_model_reason(const char *symbol, const char *tf, int rc)
     if (rc != PD_ENOMODEL)
         return rc;
     int64_t count = 0;
-    if (features_count_candles(symbol, tf, &count) == 0 && count == 0)
+    if (store_count_candles(symbol, tf, &count) == 0 && count == 0)
         return PD_EUNKNOWNSYM;
     return PD_ENOMODEL;
 }
@@ -657,7 +658,7 @@ int api_predict_many(api_context *ctx, const char *const *symbols, size_t n, con
     /* one pipelined round trip to Redis (then the database) for every miss */
     if (m > 1 && (c = calloc(m, sizeof *c)) && (cn = calloc(m, sizeof *cn)) &&
         (crc = calloc(m, sizeof *crc)) &&
-        features_load_windows(miss, m, tf, now, limit, c, cn, NULL, crc) != 0) {
+        store_load_windows(miss, m, tf, now, limit, c, cn, NULL, crc) != 0) {
         free(crc);
         crc = NULL;
     }
@@ -720,13 +721,13 @@ int api_symbols_for(api_context *ctx, const char *tf, int64_t now, char ***out, 
     if (!s->names || now - s->fetched_at >= SYMBOLS_TTL_S || !ctx->opt.cache) {
         char **names = NULL;
         size_t count = 0;
-        int rc = features_list_symbols(tf, &names, &count);
+        int rc = store_list_symbols(tf, &names, &count);
         if (rc && !s->names) {
             pthread_mutex_unlock(&ctx->symbols_lock);
             return rc;
         }
         if (rc == 0) {
-            features_strv_free(s->names, s->n);
+            store_strv_free(s->names, s->n);
             s->names = names;
             s->n = count;
             s->fetched_at = now;
@@ -740,7 +741,7 @@ int api_symbols_for(api_context *ctx, const char *tf, int64_t now, char ***out, 
     size_t count = s->n;
     pthread_mutex_unlock(&ctx->symbols_lock);
     if (rc) {
-        features_strv_free(copy, count);
+        store_strv_free(copy, count);
         return rc;
     }
     *out = copy;

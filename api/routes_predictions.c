@@ -13,6 +13,7 @@
 
 #include "api/http_internal.h"
 #include "features/features.h"
+#include "store/store.h"
 
 #define MAX_SYMBOLS 100
 
@@ -262,7 +263,7 @@ void api_route_predictions(struct api_request *rq)
     util_buf_cleanup(&preds);
     util_buf_cleanup(&errs);
     free(wanted);
-    features_strv_free(names, n);
+    store_strv_free(names, n);
 }
 
 /* GET /api/predictions/{symbol}/summary: 15m, 1h, 4h and 1d together. */

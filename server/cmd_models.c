@@ -19,6 +19,7 @@
 
 #include "api/api.h"
 #include "features/features.h"
+#include "store/store.h"
 #include "inference/inference.h"
 #include "registry/registry.h"
 #include "server/commands.h"
@@ -35,7 +36,7 @@ int cmd_predict(server_config *cfg, int argc, char **argv)
     int exit_code = 1;
     registry *reg = NULL;
     api_context *ctx = NULL;
-    if (features_init(cfg->database_url, cfg->redis_url, false) != 0)
+    if (store_init(cfg->database_url, cfg->redis_url, false) != 0)
         return 1;
     if (registry_new(cfg->models_dir, &reg) != 0 || registry_scan(reg, NULL, NULL) != 0) {
         fprintf(stderr, "predictd predict: cannot read the model repository %s\n",
@@ -69,7 +70,7 @@ int cmd_predict(server_config *cfg, int argc, char **argv)
 out:
     api_context_free(ctx);
     registry_free(reg);
-    features_shutdown();
+    store_shutdown();
     return exit_code;
 }
 

@@ -28,6 +28,7 @@
 
 #include "api/api.h"
 #include "features/features.h"
+#include "store/store.h"
 #include "registry/registry.h"
 #include "server/commands.h"
 #include "server/loop.h"
@@ -125,7 +126,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
 
     if (!cfg->database_url)
         LOG_WARN("server", "PREDICTD_DATABASE_URL is not set: every prediction will answer 503");
-    if (features_init(cfg->database_url, cfg->redis_url, cfg->cache) != 0) {
+    if (store_init(cfg->database_url, cfg->redis_url, cfg->cache) != 0) {
         LOG_ERROR("server", "cannot initialise the candle store");
         goto out;
     }
@@ -246,7 +247,7 @@ out_registry:
     registry_stop(reg);
     registry_free(reg);
 out_features:
-    features_shutdown();
+    store_shutdown();
     if (exit_code == 0)
         LOG_INFO("server", "stopped");
 out:

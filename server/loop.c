@@ -28,7 +28,7 @@
  * Every RESOLVE_S it also settles the open predictions of every series.
  *
  * It deliberately does not: serve requests, render anything but the stream
- * message, or talk SQL (features/ledger.c does).
+ * message, or talk SQL (store/ledger.c does).
  *
  * DESIGN
  * - "Moved on" is decided against this thread's own marks per series (the
@@ -46,7 +46,7 @@
  *
  * THREADING: everything but the status fields (guarded by status_lock) and
  * the stop flag belongs to the loop's thread. It uses the features store's
- * thread-local connections (released with features_thread_cleanup at exit),
+ * thread-local connections (released with store_thread_cleanup at exit),
  * its own ledger handle, and lends a second one to the HTTP routes.
  */
 #define _GNU_SOURCE
@@ -65,6 +65,7 @@
 #include <unistd.h>
 
 #include "features/features.h"
+#include "store/store.h"
 #include "inference/inference.h"
 #include "registry/registry.h"
 
@@ -80,9 +81,9 @@
 #define BACKOFF_MAX_MS 5000
 #define SERIES_MAX 100000
 
-_Static_assert((int)FEATURES_LEDGER_LONG == (int)INFERENCE_LONG &&
-                   (int)FEATURES_LEDGER_SHORT == (int)INFERENCE_SHORT &&
-                   (int)FEATURES_LEDGER_NO_TRADE == (int)INFERENCE_NO_TRADE,
+_Static_assert((int)STORE_LEDGER_LONG == (int)INFERENCE_LONG &&
+                   (int)STORE_LEDGER_SHORT == (int)INFERENCE_SHORT &&
+                   (int)STORE_LEDGER_NO_TRADE == (int)INFERENCE_NO_TRADE,
                "the ledger's classes are inference's");
 
 /* What this thread knows of one series. */
@@ -101,10 +102,10 @@ struct server_loop {
     pthread_t thread;
     int wake_fd;
     atomic_bool stop;
-    features_listener *listen;
-    features_ledger *ledger;     /* the loop's */
-    features_ledger *ledger_api; /* lent to the HTTP routes */
-    features_pub *pub;           /* NULL without Redis */
+    store_listener *listen;
+    store_ledger *ledger;     /* the loop's */
+    store_ledger *ledger_api; /* lent to the HTTP routes */
+    store_pub *pub;           /* NULL without Redis */
     struct series *series;
     size_t nseries, cap;
     size_t npending;
@@ -195,9 +196,9 @@ static void on_notify(const char *payload, void *arg)
  */
 static void refresh_live(server_loop *l, const char *symbol, const char *tf)
 {
-    features_ledger_live *v = NULL;
+    store_ledger_live *v = NULL;
     size_t n = 0;
-    if (features_ledger_live_stats(l->ledger, symbol, tf, &v, &n) != 0)
+    if (store_ledger_live_stats(l->ledger, symbol, tf, &v, &n) != 0)
         return;
     for (size_t i = 0; i < n; i++)
         (void)api_set_live_accuracy(l->ctx, v[i].symbol, v[i].timeframe, v[i].version,
@@ -209,7 +210,7 @@ static void refresh_live(server_loop *l, const char *symbol, const char *tf)
 static void settle(server_loop *l, const char *symbol, const char *tf, int64_t now)
 {
     size_t settled = 0;
-    int rc = features_ledger_settle(l->ledger, symbol, tf, now, &settled);
+    int rc = store_ledger_settle(l->ledger, symbol, tf, now, &settled);
     if (rc) {
         set_error(l, "resolving %s %s: %s", symbol, tf, util_strerror(rc));
         return;
@@ -220,20 +221,20 @@ static void settle(server_loop *l, const char *symbol, const char *tf, int64_t n
 
 static void resolve_all(server_loop *l, int64_t now)
 {
-    features_ledger_series *v = NULL;
+    store_ledger_series *v = NULL;
     size_t n = 0;
-    if (features_ledger_open_series(l->ledger, &v, &n) != 0)
+    if (store_ledger_open_series(l->ledger, &v, &n) != 0)
         return;
     for (size_t i = 0; i < n && !atomic_load(&l->stop); i++) {
         size_t settled = 0;
-        if (features_ledger_settle(l->ledger, v[i].symbol, v[i].timeframe, now, &settled) == 0 &&
+        if (store_ledger_settle(l->ledger, v[i].symbol, v[i].timeframe, now, &settled) == 0 &&
             settled)
             refresh_live(l, v[i].symbol, v[i].timeframe);
     }
     free(v);
 }
 
-static void entry_of(const api_prediction *p, features_ledger_entry *e)
+static void entry_of(const api_prediction *p, store_ledger_entry *e)
 {
     memset(e, 0, sizeof *e);
     snprintf(e->symbol, sizeof e->symbol, "%s", p->symbol);
@@ -272,7 +273,7 @@ static void process(server_loop *l, struct series *s, int64_t now)
     }
     registry_release(v);
 
-    (void)features_cache_drop_window(s->symbol, s->tf);
+    (void)store_cache_drop_window(s->symbol, s->tf);
     settle(l, s->symbol, s->tf, now);
     refresh_live(l, s->symbol, s->tf); /* one grouped query per new candle, never per request */
 
@@ -296,10 +297,10 @@ static void process(server_loop *l, struct series *s, int64_t now)
     s->due = p->valid_until > now ? p->valid_until + DUE_GRACE_S : 0;
 
     if (p->candle_time > s->rec_candle || p->version != s->rec_version) {
-        features_ledger_entry e;
+        store_ledger_entry e;
         entry_of(p, &e);
         bool inserted = false;
-        rc = features_ledger_record(l->ledger, &e, &inserted);
+        rc = store_ledger_record(l->ledger, &e, &inserted);
         if (rc == 0) {
             s->rec_candle = p->candle_time;
             s->rec_version = p->version;
@@ -312,7 +313,7 @@ static void process(server_loop *l, struct series *s, int64_t now)
             util_buf_init(&b);
             api_render_stream_message(&b, p, now);
             if (util_buf_ok(&b))
-                (void)features_pub_publish(l->pub, PUBLISH_CHANNEL, b.data, b.len, NULL);
+                (void)store_pub_publish(l->pub, PUBLISH_CHANNEL, b.data, b.len, NULL);
             util_buf_cleanup(&b);
         }
     }
@@ -366,7 +367,7 @@ static void catch_up(server_loop *l)
         }
         char **syms = NULL;
         size_t ns = 0;
-        if (features_list_symbols(info[i].timeframe, &syms, &ns) != 0)
+        if (store_list_symbols(info[i].timeframe, &syms, &ns) != 0)
             continue;
         for (size_t k = 0; k < ns && !atomic_load(&l->stop); k++) {
             struct series *s = series_get(l, syms[k], info[i].timeframe);
@@ -375,7 +376,7 @@ static void catch_up(server_loop *l)
                 seen++;
             }
         }
-        features_strv_free(syms, ns);
+        store_strv_free(syms, ns);
     }
     registry_list_free(info, n);
     pthread_mutex_lock(&l->status_lock);
@@ -403,11 +404,11 @@ static bool coalesce(server_loop *l)
         int64_t left = ms_until(until, util_mono_ns());
         if (left <= 0 || atomic_load(&l->stop))
             return true;
-        struct pollfd p = {.fd = features_listen_socket(l->listen), .events = POLLIN};
+        struct pollfd p = {.fd = store_listen_socket(l->listen), .events = POLLIN};
         if (p.fd < 0)
             return false;
         int r = poll(&p, 1, (int)left);
-        if (r > 0 && features_listen_consume(l->listen, on_notify, l) < 0)
+        if (r > 0 && store_listen_consume(l->listen, on_notify, l) < 0)
             return false;
     }
 }
@@ -421,7 +422,7 @@ static void *loop_main(void *arg)
     while (!atomic_load(&l->stop)) {
         uint64_t now_ns = util_mono_ns();
         if (!connected && now_ns >= next_connect) {
-            if (features_listen_connect(l->listen) == 0) {
+            if (store_listen_connect(l->listen) == 0) {
                 connected = true;
                 backoff_ms = 0;
                 set_state(l, "listening");
@@ -454,14 +455,14 @@ static void *loop_main(void *arg)
             timeout = 0;
         struct pollfd p[2] = {
             {.fd = l->wake_fd, .events = POLLIN},
-            {.fd = connected ? features_listen_socket(l->listen) : -1, .events = POLLIN}};
+            {.fd = connected ? store_listen_socket(l->listen) : -1, .events = POLLIN}};
         int r = poll(p, 2, (int)timeout);
         if (r < 0 && errno != EINTR)
             LOG_WARN(MOD, "poll: %s", strerror(errno));
         if (atomic_load(&l->stop))
             break;
         if (r > 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP))) {
-            if (features_listen_consume(l->listen, on_notify, l) < 0 || !coalesce(l)) {
+            if (store_listen_consume(l->listen, on_notify, l) < 0 || !coalesce(l)) {
                 connected = false;
                 next_connect = util_mono_ns(); /* at once, then backing off */
                 set_state(l, "reconnecting");
@@ -481,7 +482,7 @@ static void *loop_main(void *arg)
         }
     }
     set_state(l, "stopped");
-    features_thread_cleanup();
+    store_thread_cleanup();
     return NULL;
 }
 
@@ -494,10 +495,10 @@ static void loop_free(server_loop *l)
         return;
     if (l->ctx && l->ledger_api)
         api_set_ledger(l->ctx, NULL);
-    features_listen_close(l->listen);
-    features_ledger_close(l->ledger);
-    features_ledger_close(l->ledger_api);
-    features_pub_close(l->pub);
+    store_listen_close(l->listen);
+    store_ledger_close(l->ledger);
+    store_ledger_close(l->ledger_api);
+    store_pub_close(l->pub);
     if (l->wake_fd >= 0)
         close(l->wake_fd);
     pthread_mutex_destroy(&l->status_lock);
@@ -516,12 +517,12 @@ int server_loop_start(api_context *ctx, const server_config *cfg, server_loop **
     l->wake_fd = -1;
     l->state = "starting";
     pthread_mutex_init(&l->status_lock, NULL);
-    int rc = features_listen_open(cfg->database_url, CHANNEL, &l->listen);
+    int rc = store_listen_open(cfg->database_url, CHANNEL, &l->listen);
     if (rc == 0)
-        rc = features_ledger_open(cfg->database_url, &l->ledger);
+        rc = store_ledger_open(cfg->database_url, &l->ledger);
     if (rc == 0)
-        rc = features_ledger_open(cfg->database_url, &l->ledger_api);
-    if (rc == 0 && cfg->redis_url && features_pub_open(cfg->redis_url, &l->pub) != 0)
+        rc = store_ledger_open(cfg->database_url, &l->ledger_api);
+    if (rc == 0 && cfg->redis_url && store_pub_open(cfg->redis_url, &l->pub) != 0)
         LOG_WARN(MOD, "predictions will not be published on Redis");
     if (rc == 0 && (l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         rc = PD_EIO;
