@@ -65,6 +65,7 @@
 #include <unistd.h>
 
 #include "features/features.h"
+#include "predict/predict.h"
 #include "store/store.h"
 #include "inference/inference.h"
 #include "registry/registry.h"
@@ -80,11 +81,6 @@
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 5000
 #define SERIES_MAX 100000
-
-_Static_assert((int)STORE_LEDGER_LONG == (int)INFERENCE_LONG &&
-                   (int)STORE_LEDGER_SHORT == (int)INFERENCE_SHORT &&
-                   (int)STORE_LEDGER_NO_TRADE == (int)INFERENCE_NO_TRADE,
-               "the ledger's classes are inference's");
 
 /* What this thread knows of one series. */
 struct series {
@@ -210,7 +206,7 @@ static void refresh_live(server_loop *l, const char *symbol, const char *tf)
 static void settle(server_loop *l, const char *symbol, const char *tf, int64_t now)
 {
     size_t settled = 0;
-    int rc = store_ledger_settle(l->ledger, symbol, tf, now, &settled);
+    int rc = store_ledger_settle(l->ledger, symbol, tf, now, predict_resolve, &settled);
     if (rc) {
         set_error(l, "resolving %s %s: %s", symbol, tf, util_strerror(rc));
         return;
@@ -227,7 +223,8 @@ static void resolve_all(server_loop *l, int64_t now)
         return;
     for (size_t i = 0; i < n && !atomic_load(&l->stop); i++) {
         size_t settled = 0;
-        if (store_ledger_settle(l->ledger, v[i].symbol, v[i].timeframe, now, &settled) == 0 &&
+        if (store_ledger_settle(l->ledger, v[i].symbol, v[i].timeframe, now, predict_resolve,
+                                &settled) == 0 &&
             settled)
             refresh_live(l, v[i].symbol, v[i].timeframe);
     }

@@ -1,19 +1,16 @@
 /*
  * ledger.c: the prediction ledger (the predictions table) and the
- * inference loop's other wires to the outside: the resolver that settles
- * predictions against the candles that followed them (pure), the ledger's
- * SQL (record, settle, figures, history), LISTEN on the candles' NOTIFY
- * channel, and PUBLISH of new predictions to Redis.
+ * inference loop's other wires to the outside: the ledger's SQL (record,
+ * settle, figures, history), LISTEN on the candles' NOTIFY channel, and
+ * PUBLISH of new predictions to Redis.
  *
  * It does not decide when to predict or what to publish (server/loop.c
  * does) and does not render JSON (api/ does).
  *
  * DESIGN
- * - The resolver (store_ledger_resolve) is a pure function of one entry
- *   and the candles after it, so its rules are unit-tested on hand-built
- *   candles (tests/unit/test_ledger.c). Its realised class is the training
- *   labels' triple barrier (training/labels.c) rebuilt from the row: risk
- *   R = |entry - stop|, the TP1 multiple |tp1 - entry| / R, both sides.
+ * - The rules that settle a row are not here: store_ledger_settle takes
+ *   the resolver as a function (predict_resolve, on the one triple barrier
+ *   of inference/barrier.c), so this file stays SQL only.
  * - store_ledger_settle loads a series' open rows, the closed candles
  *   they span (one range query) and the latest closed candle's time, runs
  *   the resolver on each row and writes the settled ones in one
@@ -101,183 +98,6 @@ static int class_parse(const char *s)
         if (strcmp(s, class_names[i]) == 0)
             return i;
     return -1;
-}
-
-/* ---------------------------------------------------------------------------
- * The resolver (pure).
- */
-
-/* Which side the levels are for, or -1 when they are unusable. */
-static int levels_side(const store_ledger_entry *e)
-{
-    double lv[5] = {e->entry, e->stop_loss, e->tp[0], e->tp[1], e->tp[2]};
-    for (int i = 0; i < 5; i++)
-        if (!(isfinite(lv[i]) && lv[i] > 0))
-            return -1;
-    if (e->stop_loss < e->entry) {
-        if (!(e->tp[0] > e->entry && e->tp[1] >= e->tp[0] && e->tp[2] >= e->tp[1]))
-            return -1;
-        return STORE_LEDGER_LONG;
-    }
-    if (e->stop_loss > e->entry) {
-        if (!(e->tp[0] < e->entry && e->tp[1] <= e->tp[0] && e->tp[2] <= e->tp[1]))
-            return -1;
-        return STORE_LEDGER_SHORT;
-    }
-    return -1;
-}
-
-/* One side of the triple barrier: alive until it wins or is stopped. */
-struct barrier {
-    double stop, target;
-    int dir; /* +1 LONG, -1 SHORT */
-    bool done;
-};
-
-/* Advances a barrier over one candle; true when the side wins in it. */
-static bool barrier_step(struct barrier *b, const features_candle *k)
-{
-    if (b->done)
-        return false;
-    bool stopped = b->dir > 0 ? k->low <= b->stop : k->high >= b->stop;
-    bool reached = b->dir > 0 ? k->high >= b->target : k->low <= b->target;
-    if (stopped || reached)
-        b->done = true;
-    return !stopped && reached;
-}
-
-int store_ledger_resolve(const store_ledger_entry *e, int64_t tf_seconds,
-                            const features_candle *after, size_t n, int64_t last_closed_open,
-                            store_ledger_resolution *out)
-{
-    if (!e || !out || (n && !after) || tf_seconds <= 0 || e->horizon == 0 ||
-        e->direction < STORE_LEDGER_LONG || e->direction > STORE_LEDGER_NO_TRADE)
-        return PD_EINVAL;
-    int side = levels_side(e);
-    if (side < 0 || (e->direction != STORE_LEDGER_NO_TRADE && side != e->direction))
-        return PD_EINVAL;
-
-    const double risk = fabs(e->entry - e->stop_loss);
-    const int sgn = side == STORE_LEDGER_LONG ? 1 : -1;
-    double tp_r[3];
-    for (int k = 0; k < 3; k++)
-        tp_r[k] = fabs(e->tp[k] - e->entry) / risk;
-    const int64_t end_open = e->candle_time + (int64_t)e->horizon * tf_seconds;
-    const bool complete = last_closed_open >= end_open;
-
-    /* the trade */
-    bool trading = e->direction != STORE_LEDGER_NO_TRADE, trade_done = !trading;
-    int outcome = STORE_OUTCOME_OPEN, tp_hit = 0;
-    double tp_time[3] = {NAN, NAN, NAN}, hit_time = NAN, r = NAN;
-    double mfe = 0, mae = 0, last_close = NAN;
-    uint32_t trade_candles = 0;
-
-    /* the realised class */
-    struct barrier lb = {e->entry - risk, e->entry + tp_r[0] * risk, +1, false};
-    struct barrier sb = {e->entry + risk, e->entry - tp_r[0] * risk, -1, false};
-    int realised = -1;
-    uint32_t class_candles = 0;
-
-    for (size_t i = 0; i < n && !(trade_done && realised >= 0); i++) {
-        const features_candle *k = &after[i];
-        if (k->t <= e->candle_time)
-            continue;
-        if (k->t > end_open)
-            break;
-        uint32_t j = (uint32_t)((k->t - e->candle_time) / tf_seconds);
-        if (!trade_done) {
-            double fav = sgn > 0 ? (k->high - e->entry) / risk : (e->entry - k->low) / risk;
-            double adv = sgn > 0 ? (e->entry - k->low) / risk : (k->high - e->entry) / risk;
-            if (fav > mfe)
-                mfe = fav;
-            if (adv > mae)
-                mae = adv;
-            last_close = k->close;
-            trade_candles = j;
-            bool stopped = sgn > 0 ? k->low <= e->stop_loss : k->high >= e->stop_loss;
-            if (stopped) {
-                trade_done = true;
-                if (tp_hit) {
-                    outcome = STORE_OUTCOME_TP1 + tp_hit - 1;
-                    r = tp_r[tp_hit - 1];
-                    hit_time = tp_time[tp_hit - 1];
-                } else {
-                    outcome = STORE_OUTCOME_SL;
-                    r = -1;
-                    hit_time = (double)j * (double)tf_seconds;
-                }
-            } else {
-                for (int t = tp_hit; t < 3; t++) {
-                    bool reached = sgn > 0 ? k->high >= e->tp[t] : k->low <= e->tp[t];
-                    if (!reached)
-                        break; /* levels are ordered: a farther one needs this one */
-                    tp_hit = t + 1;
-                    tp_time[t] = (double)j * (double)tf_seconds;
-                }
-                if (tp_hit == 3) {
-                    trade_done = true;
-                    outcome = STORE_OUTCOME_TP3;
-                    r = tp_r[2];
-                    hit_time = tp_time[2];
-                }
-            }
-        }
-        if (realised < 0) {
-            bool lw = barrier_step(&lb, k), sw = barrier_step(&sb, k);
-            if (lw && sw)
-                realised = STORE_LEDGER_NO_TRADE;
-            else if (lw)
-                realised = STORE_LEDGER_LONG;
-            else if (sw)
-                realised = STORE_LEDGER_SHORT;
-            else if (lb.done && sb.done)
-                realised = STORE_LEDGER_NO_TRADE;
-            if (realised >= 0)
-                class_candles = j;
-        }
-    }
-    if (complete) {
-        if (realised < 0) {
-            realised = STORE_LEDGER_NO_TRADE;
-            class_candles = e->horizon;
-        }
-        if (!trade_done) {
-            trade_done = true;
-            trade_candles = e->horizon;
-            if (tp_hit) {
-                outcome = STORE_OUTCOME_TP1 + tp_hit - 1;
-                r = tp_r[tp_hit - 1];
-                hit_time = tp_time[tp_hit - 1];
-            } else {
-                outcome = STORE_OUTCOME_EXPIRED;
-                r = isnan(last_close) ? 0 : sgn * (last_close - e->entry) / risk;
-                hit_time = NAN;
-            }
-        }
-    }
-
-    store_ledger_resolution res = {.outcome = STORE_OUTCOME_OPEN,
-                                      .realised = -1,
-                                      .hit_time_s = NAN,
-                                      .r_multiple = NAN,
-                                      .mfe = NAN,
-                                      .mae = NAN};
-    if (trade_done && realised >= 0) {
-        res.realised = realised;
-        if (trading) {
-            res.outcome = outcome;
-            res.candles = trade_candles;
-            res.hit_time_s = hit_time;
-            res.r_multiple = r;
-            res.mfe = mfe;
-            res.mae = mae;
-        } else {
-            res.outcome = STORE_OUTCOME_NONE;
-            res.candles = class_candles;
-        }
-    }
-    *out = res;
-    return 0;
 }
 
 /* ---------------------------------------------------------------------------
@@ -575,6 +395,7 @@ int store_ledger_open_series(store_ledger *db, store_ledger_series **out, size_t
 struct settle_q {
     const char *symbol, *tf;
     int64_t tfs, now;
+    store_ledger_resolve_fn resolve;
     size_t settled;
 };
 
@@ -724,7 +545,7 @@ static int op_settle(PGconn *c, void *arg)
         const store_ledger_entry *e = &es[i];
         size_t from = first_after(cs, nc, e->candle_time);
         store_ledger_resolution res;
-        if (store_ledger_resolve(e, q->tfs, cs + from, nc - from, last_closed, &res) != 0) {
+        if (q->resolve(e, q->tfs, cs + from, nc - from, last_closed, &res) != 0) {
             LOG_DEBUG(MOD, "%s %s %" PRId64 " v%u: levels cannot be resolved", e->symbol,
                       e->timeframe, e->candle_time, e->version);
             continue;
@@ -755,12 +576,15 @@ out:
 }
 
 int store_ledger_settle(store_ledger *db, const char *symbol, const char *tf, int64_t now,
-                           size_t *settled)
+                        store_ledger_resolve_fn resolve, size_t *settled)
 {
+    if (!resolve)
+        return PD_EINVAL;
     int rc = check_series(symbol, tf);
     if (rc)
         return rc;
-    struct settle_q q = {.symbol = symbol, .tf = tf, .tfs = util_tf_seconds(tf), .now = now};
+    struct settle_q q = {
+        .symbol = symbol, .tf = tf, .tfs = util_tf_seconds(tf), .now = now, .resolve = resolve};
     rc = run(db, op_settle, &q);
     if (rc == 0 && settled)
         *settled = q.settled;

@@ -184,7 +184,7 @@ int store_jobs_fail_unfinished(store_jobs_db *db, const char *error, size_t *cou
  */
 
 /* Classes, in enum inference_class order (this module does not depend on
- * inference; api/ asserts the two agree). */
+ * inference; predict/resolver.c asserts the two agree). */
 enum { STORE_LEDGER_LONG, STORE_LEDGER_SHORT, STORE_LEDGER_NO_TRADE };
 
 /* What a prediction's trade did (the outcome column). */
@@ -232,40 +232,13 @@ typedef struct store_ledger_resolution {
 } store_ledger_resolution;
 
 /*
- * The resolver, pure. Settles entry e against the candles that followed it:
- * `after` holds candles of the same series in ascending open time (those at
- * or before e->candle_time and past the horizon are ignored; gaps are
- * allowed), and last_closed_open is the open time of the series' latest
- * closed candle, which says whether the horizon is complete (no candle can
- * still arrive inside it) when the data ends early.
- *
- * Rules (R = |entry - stop_loss|; candle j is the j-th timeframe after
- * candle_time, j = 1..horizon):
- * - Trade (LONG/SHORT only, on its levels): a candle whose range reaches
- *   the stop ends it (reaching the stop and a target in one candle counts
- *   as the stop); else each take-profit reached is noted and TP3 ends it.
- *   The outcome is the highest take-profit reached before the end, r =
- *   that level's R multiple (|tp - entry| / R); SL (r = -1) when none was;
- *   at the end of a complete horizon without either, EXPIRED with r the
- *   mark-to-market of the last close in the horizon (0 without candles).
- *   mfe/mae span the candles from the entry to the deciding one.
- * - Realised class: the triple barrier of the training labels, on both
- *   sides with the entry's risk R and its TP1 multiple: a side wins when
- *   its TP1 is reached before its stop (the same candle counts as the
- *   stop); LONG or SHORT is the side that wins first, NO_TRADE when both
- *   win in the same candle, neither wins, or the horizon ends.
- * An entry is settled once both are decided (for NO_TRADE, the class
- * only: outcome NONE). Otherwise out->outcome is STORE_OUTCOME_OPEN.
- *
- * Returns 0 and fills *out, or PD_EINVAL (out untouched) for a NULL
- * argument, tf_seconds <= 0, horizon 0, levels that are not finite and
- * positive, stop equal to entry, take-profits on the wrong side or out of
- * order, or LONG/SHORT levels that disagree with the direction.
- * Thread-safe.
+ * A resolver: settles entry e against the candles that followed it (see
+ * predict_resolve for the rules). Writes *out and returns 0, or returns
+ * non-zero when the entry's levels cannot be resolved (the row is skipped).
  */
-int store_ledger_resolve(const store_ledger_entry *e, int64_t tf_seconds,
-                            const features_candle *after, size_t n, int64_t last_closed_open,
-                            store_ledger_resolution *out);
+typedef int (*store_ledger_resolve_fn)(const store_ledger_entry *e, int64_t tf_seconds,
+                                       const features_candle *after, size_t n,
+                                       int64_t last_closed_open, store_ledger_resolution *out);
 
 typedef struct store_ledger store_ledger;
 
@@ -292,13 +265,13 @@ int store_ledger_open_series(store_ledger *db, store_ledger_series **out, size_t
 
 /*
  * Resolves the series' open rows (at most 2000 per call, oldest first)
- * against its closed candles at time now, with store_ledger_resolve,
- * and writes the settled ones in one transaction. *settled (may be NULL)
+ * against its closed candles at time now, with the resolver given, and
+ * writes the settled ones in one transaction. *settled (may be NULL)
  * gets how many. Rows without levels are left alone. PD_ESYMBOL,
  * PD_ETIMEFRAME, PD_EDB.
  */
 int store_ledger_settle(store_ledger *db, const char *symbol, const char *tf, int64_t now,
-                           size_t *settled);
+                        store_ledger_resolve_fn resolve, size_t *settled);
 
 /* Live figures of one version of one series, for model_accuracy. */
 typedef struct store_ledger_live {

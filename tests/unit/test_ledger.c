@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "features/features.h"
+#include "predict/predict.h"
 #include "store/store.h"
 #include "tests/unit/unit.h"
 #include "util/util.h"
@@ -79,7 +80,7 @@ static store_ledger_resolution resolve(const store_ledger_entry *e, const featur
 {
     store_ledger_resolution r;
     memset(&r, 0xA5, sizeof r);
-    int rc = store_ledger_resolve(e, TF, c, n, T0 + 1000 * TF, &r);
+    int rc = predict_resolve(e, TF, c, n, T0 + 1000 * TF, &r);
     if (rc != 0)
         printf("  resolve returned %d\n", rc);
     return r;
@@ -187,17 +188,17 @@ TEST(incomplete_horizon_stays_open)
     features_candle c[] = {at(1, 102.5, 99, 102), at(2, 103, 101, 102.5)};
     store_ledger_resolution r;
     /* the series' latest closed candle is candle 2: candle 3 may still come */
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, c, 2, T0 + 2 * TF, &r), 0);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 2, T0 + 2 * TF, &r), 0);
     CHECK_EQ_INT(r.outcome, STORE_OUTCOME_OPEN);
     CHECK_EQ_INT(r.realised, -1);
     CHECK(isnan(r.r_multiple));
     /* a stop decides without waiting for the horizon */
     features_candle d[] = {at(1, 100.5, 97.9, 98)};
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, d, 1, T0 + TF, &r), 0);
+    CHECK_EQ_INT(predict_resolve(&e, TF, d, 1, T0 + TF, &r), 0);
     CHECK_EQ_INT(r.outcome, STORE_OUTCOME_SL);
     CHECK_EQ_INT(r.realised, STORE_LEDGER_SHORT);
     /* nothing after the entry yet */
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, NULL, 0, T0, &r), 0);
+    CHECK_EQ_INT(predict_resolve(&e, TF, NULL, 0, T0, &r), 0);
     CHECK_EQ_INT(r.outcome, STORE_OUTCOME_OPEN);
 }
 
@@ -214,13 +215,13 @@ TEST(gaps_and_foreign_candles)
     CHECK_EQ_INT(r.candles, 4);
     /* a gap at the end of the horizon: complete once a later candle exists */
     features_candle d[] = {at(2, 104.5, 99.5, 104)};
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, d, 1, T0 + 3 * TF, &r), 0);
+    CHECK_EQ_INT(predict_resolve(&e, TF, d, 1, T0 + 3 * TF, &r), 0);
     CHECK_EQ_INT(r.outcome, STORE_OUTCOME_OPEN);
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, d, 1, T0 + 9 * TF, &r), 0);
+    CHECK_EQ_INT(predict_resolve(&e, TF, d, 1, T0 + 9 * TF, &r), 0);
     CHECK_EQ_INT(r.outcome, STORE_OUTCOME_TP2);
     CHECK_NEAR(r.hit_time_s, 2.0 * TF, 1e-12);
     /* no candle at all in a complete horizon */
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, NULL, 0, T0 + 9 * TF, &r), 0);
+    CHECK_EQ_INT(predict_resolve(&e, TF, NULL, 0, T0 + 9 * TF, &r), 0);
     CHECK_EQ_INT(r.outcome, STORE_OUTCOME_EXPIRED);
     CHECK_NEAR(r.r_multiple, 0.0, 1e-12);
     CHECK_EQ_INT(r.realised, STORE_LEDGER_NO_TRADE);
@@ -281,7 +282,7 @@ TEST(no_trade_rows_get_a_realised_class)
 
     /* open until the class is known */
     features_candle q[] = {at(1, 100.5, 99.5, 100)};
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, q, 1, T0 + TF, &r), 0);
+    CHECK_EQ_INT(predict_resolve(&e, TF, q, 1, T0 + TF, &r), 0);
     CHECK_EQ_INT(r.outcome, STORE_OUTCOME_OPEN);
 }
 
@@ -290,26 +291,26 @@ TEST(invalid_entries_are_refused)
     store_ledger_resolution r = {.outcome = 42};
     features_candle c[] = {at(1, 101, 99, 100)};
     store_ledger_entry e = long_entry(5);
-    CHECK_EQ_INT(store_ledger_resolve(NULL, TF, c, 1, T0, &r), PD_EINVAL);
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, c, 1, T0, NULL), PD_EINVAL);
-    CHECK_EQ_INT(store_ledger_resolve(&e, 0, c, 1, T0, &r), PD_EINVAL);
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, NULL, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(NULL, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, NULL), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, 0, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, NULL, 1, T0, &r), PD_EINVAL);
     e.horizon = 0;
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
     e = long_entry(5);
     e.stop_loss = e.entry;
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
     e = long_entry(5);
     e.tp[1] = 99; /* a LONG target below the entry */
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
     e = long_entry(5);
     e.tp[2] = NAN;
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
     e = long_entry(5);
     e.direction = STORE_LEDGER_SHORT; /* SHORT with LONG levels */
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
     e.direction = 7;
-    CHECK_EQ_INT(store_ledger_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
     CHECK_EQ_INT(r.outcome, 42); /* untouched */
     CHECK_EQ_STR(store_ledger_outcome_name(99), "OPEN");
     CHECK_EQ_STR(store_ledger_class_name(STORE_LEDGER_NO_TRADE), "NO_TRADE");
@@ -486,7 +487,7 @@ TEST(settle_writes_outcomes)
 
     size_t settled = 99;
     int64_t now = util_now();
-    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", now, &settled), 0);
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", now, predict_resolve, &settled), 0);
     CHECK_EQ_INT(settled, 3);
     CHECK_EQ_STR(sql_text(c, "SELECT outcome || ' ' || realised || ' ' || r_multiple || ' ' ||"
                              " hit_time_s || ' ' || mfe || ' ' || mae FROM predictions"
@@ -503,21 +504,21 @@ TEST(settle_writes_outcomes)
                              " candle_time = to_timestamp(1717999560)"),
                  "t");
     /* settled rows are not touched again */
-    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", now, &settled), 0);
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", now, predict_resolve, &settled), 0);
     CHECK_EQ_INT(settled, 0);
     /* the later row settles once a candle after it exists: a drop to its stop */
     features_candle more[] = {at(7, 97.5, 95.9, 96)};
     CHECK_EQ_INT(store_upsert_candles("LDGBUSDT", "1m", more, 1), 0);
     /* not while that candle is still open at `now` */
-    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", T0 + 7 * TF + 30, &settled), 0);
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", T0 + 7 * TF + 30, predict_resolve, &settled), 0);
     CHECK_EQ_INT(settled, 0);
-    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", now, &settled), 0);
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", now, predict_resolve, &settled), 0);
     CHECK_EQ_INT(settled, 1);
     CHECK_EQ_STR(sql_text(c, "SELECT outcome || ' ' || realised FROM predictions WHERE"
                              " candle_time = to_timestamp(1717999560)"),
                  "SL SHORT");
-    CHECK_EQ_INT(store_ledger_settle(db, "bad", "1m", now, NULL), PD_ESYMBOL);
-    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "7m", now, NULL), PD_ETIMEFRAME);
+    CHECK_EQ_INT(store_ledger_settle(db, "bad", "1m", now, predict_resolve, NULL), PD_ESYMBOL);
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "7m", now, predict_resolve, NULL), PD_ETIMEFRAME);
     CHECK_EQ_INT(store_ledger_open_series(db, &s, &ns), 0);
     CHECK_EQ_INT(ns, 0);
     free(s);
