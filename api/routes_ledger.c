@@ -11,7 +11,7 @@
  * Definitions (the ledger's columns are described in db/004_ledger_outcomes.sql):
  *   trades     resolved LONG and SHORT predictions
  *   hit_rate   trades whose outcome is TP1, TP2 or TP3, over trades; this is
- *              model_accuracy once a version has API_LIVE_MIN_RESOLVED trades
+ *              model_accuracy once a version has PREDICT_LIVE_MIN_RESOLVED trades
  *   accuracy   resolved predictions (NO_TRADE included) whose realised class
  *              is the predicted one, over resolved predictions: comparable
  *              with the model's test accuracy
@@ -21,7 +21,7 @@
  *              k in LONG, SHORT, NO_TRADE (0 is perfect, 2 the worst)
  *
  * The figures are SQL aggregates (store_ledger_performance) over the
- * handle the inference loop lends (api_set_ledger); without it (no
+ * handle the inference loop lends (predict_set_ledger); without it (no
  * database, or the loop is off) both routes answer 503. Neither route is on
  * the prediction path: they query the database on every request.
  *
@@ -42,14 +42,9 @@
 #define LIMIT_DEFAULT 100
 #define LIMIT_MAX 1000
 
-void api_set_ledger(api_context *ctx, struct store_ledger *db)
-{
-    atomic_store(&ctx->ledger, db);
-}
-
 static store_ledger *ledger_or_reply(struct api_request *rq)
 {
-    store_ledger *db = atomic_load(&rq->ctx->ledger);
+    store_ledger *db = predict_ledger(rq->ctx->svc);
     if (!db)
         api_reply_error(rq, PD_EDB,
                         "the prediction ledger is unavailable (no database, or the inference "
@@ -147,7 +142,7 @@ void api_route_performance(struct api_request *rq)
     }
     uint32_t serving = 0;
     registry_version *v = NULL;
-    if (registry_acquire(rq->ctx->reg, symbol, tf, NULL, &v) == 0) {
+    if (registry_acquire(api_context_registry(rq->ctx), symbol, tf, NULL, &v) == 0) {
         serving = registry_version_number(v);
         registry_release(v);
     }
@@ -161,7 +156,7 @@ void api_route_performance(struct api_request *rq)
     util_buf_puts(&b, ",\"timeframe\":");
     util_json_str(&b, tf);
     util_buf_printf(&b, ",\"window\":%zu,\"live_min_resolved\":%d,\"serving_version\":", window,
-                    API_LIVE_MIN_RESOLVED);
+                    PREDICT_LIVE_MIN_RESOLVED);
     if (serving)
         util_buf_printf(&b, "%" PRIu32, serving);
     else
@@ -169,7 +164,7 @@ void api_route_performance(struct api_request *rq)
     util_buf_puts(&b, ",\"versions\":[");
     for (size_t i = 0; i < n; i++) {
         const store_ledger_perf *p = &perf[i];
-        bool live = p->all.trades >= API_LIVE_MIN_RESOLVED;
+        bool live = p->all.trades >= PREDICT_LIVE_MIN_RESOLVED;
         util_buf_printf(&b, "%s{\"version\":%" PRIu32 ",\"serving\":%s,\"accuracy_source\":\"%s\"",
                         i ? "," : "", p->version, p->version == serving ? "true" : "false",
                         live ? "live" : "backtest");

@@ -6,7 +6,7 @@
  * (the candles changed behind this process), settles the ledger's open
  * predictions of the series against the new candles and refreshes the live
  * accuracy of its versions, recomputes the prediction with the serving
- * version (api_predict_refresh: replaces the process and Redis caches),
+ * version (predict_refresh: replaces the process and Redis caches),
  * and, when the last closed candle (or the serving version) moved on,
  * records the prediction in the ledger, pushes it to the stream clients and
  * PUBLISHes it on Redis (predictd:predictions).
@@ -42,7 +42,7 @@
  * - Reconnecting: the LISTEN connection is made again with a back-off from
  *   250 ms to 5 s; each success is followed by a catch-up.
  * - Stopping: the thread polls an eventfd with the LISTEN socket and wakes
- *   at least every second; server_loop_stop writes the eventfd.
+ *   at least every second; predict_loop_stop writes the eventfd.
  *
  * THREADING: everything but the status fields (guarded by status_lock) and
  * the stop flag belongs to the loop's thread. It uses the features store's
@@ -50,8 +50,6 @@
  * its own ledger handle, and lends a second one to the HTTP routes.
  */
 #define _GNU_SOURCE
-#include "server/loop.h"
-
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
@@ -93,8 +91,9 @@ struct series {
     int last_rc;  /* the last prediction's result, to log changes only */
 };
 
-struct server_loop {
-    api_context *ctx;
+struct predict_loop {
+    predict_service *svc;
+    predict_loop_options opt; /* the URLs are not kept: copied where needed */
     pthread_t thread;
     int wake_fd;
     atomic_bool stop;
@@ -113,15 +112,15 @@ struct server_loop {
     char last_error[200];
 };
 
-static void set_state(server_loop *l, const char *state)
+static void set_state(predict_loop *l, const char *state)
 {
     pthread_mutex_lock(&l->status_lock);
     l->state = state;
     pthread_mutex_unlock(&l->status_lock);
 }
 
-static void set_error(server_loop *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_error(server_loop *l, const char *fmt, ...)
+static void set_error(predict_loop *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(predict_loop *l, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -131,7 +130,7 @@ static void set_error(server_loop *l, const char *fmt, ...)
     va_end(ap);
 }
 
-void server_loop_status(server_loop *l, api_job_status *out)
+void predict_loop_status(predict_loop *l, predict_loop_state *out)
 {
     if (!l) {
         out->state = "off";
@@ -148,7 +147,7 @@ void server_loop_status(server_loop *l, api_job_status *out)
 /* ------------------------------------------------------------------------
  * Series table.
  */
-static struct series *series_get(server_loop *l, const char *symbol, const char *tf)
+static struct series *series_get(predict_loop *l, const char *symbol, const char *tf)
 {
     for (size_t i = 0; i < l->nseries; i++)
         if (strcmp(l->series[i].symbol, symbol) == 0 && strcmp(l->series[i].tf, tf) == 0)
@@ -173,7 +172,7 @@ static struct series *series_get(server_loop *l, const char *symbol, const char 
 /* "SYMBOL:TF" from a notification. */
 static void on_notify(const char *payload, void *arg)
 {
-    server_loop *l = arg;
+    predict_loop *l = arg;
     const char *colon = strchr(payload, ':');
     char symbol[24];
     if (!colon || (size_t)(colon - payload) >= sizeof symbol)
@@ -190,20 +189,20 @@ static void on_notify(const char *payload, void *arg)
 /* ------------------------------------------------------------------------
  * Ledger and live accuracy.
  */
-static void refresh_live(server_loop *l, const char *symbol, const char *tf)
+static void refresh_live(predict_loop *l, const char *symbol, const char *tf)
 {
     store_ledger_live *v = NULL;
     size_t n = 0;
     if (store_ledger_live_stats(l->ledger, symbol, tf, &v, &n) != 0)
         return;
     for (size_t i = 0; i < n; i++)
-        (void)api_set_live_accuracy(l->ctx, v[i].symbol, v[i].timeframe, v[i].version,
+        (void)predict_set_live_accuracy(l->svc, v[i].symbol, v[i].timeframe, v[i].version,
                                     v[i].trades ? (double)v[i].hits / (double)v[i].trades : 0,
                                     v[i].trades);
     free(v);
 }
 
-static void settle(server_loop *l, const char *symbol, const char *tf, int64_t now)
+static void settle(predict_loop *l, const char *symbol, const char *tf, int64_t now)
 {
     size_t settled = 0;
     int rc = store_ledger_settle(l->ledger, symbol, tf, now, predict_resolve, &settled);
@@ -215,7 +214,7 @@ static void settle(server_loop *l, const char *symbol, const char *tf, int64_t n
         LOG_DEBUG(MOD, "%s %s: %zu predictions resolved", symbol, tf, settled);
 }
 
-static void resolve_all(server_loop *l, int64_t now)
+static void resolve_all(predict_loop *l, int64_t now)
 {
     store_ledger_series *v = NULL;
     size_t n = 0;
@@ -231,7 +230,7 @@ static void resolve_all(server_loop *l, int64_t now)
     free(v);
 }
 
-static void entry_of(const api_prediction *p, store_ledger_entry *e)
+static void entry_of(const predict_result *p, store_ledger_entry *e)
 {
     memset(e, 0, sizeof *e);
     snprintf(e->symbol, sizeof e->symbol, "%s", p->symbol);
@@ -253,17 +252,17 @@ static void entry_of(const api_prediction *p, store_ledger_entry *e)
 /* ------------------------------------------------------------------------
  * One series.
  */
-static void process(server_loop *l, struct series *s, int64_t now)
+static void process(predict_loop *l, struct series *s, int64_t now)
 {
     uint64_t t0 = util_mono_ns();
     if (s->pending) {
         s->pending = false;
         l->npending--;
     }
-    /* Without a model there is nothing to do (and api_predict_refresh would
+    /* Without a model there is nothing to do (and predict_refresh would
      * count the series' candles to say why). */
     registry_version *v = NULL;
-    int rc = registry_acquire(api_context_registry(l->ctx), s->symbol, s->tf, NULL, &v);
+    int rc = registry_acquire(predict_registry(l->svc), s->symbol, s->tf, NULL, &v);
     if (rc) {
         s->due = rc == PD_ENOTREADY ? now + RETRY_S : 0; /* a first version still loading */
         return;
@@ -274,9 +273,9 @@ static void process(server_loop *l, struct series *s, int64_t now)
     settle(l, s->symbol, s->tf, now);
     refresh_live(l, s->symbol, s->tf); /* one grouped query per new candle, never per request */
 
-    api_prediction *p = NULL;
+    predict_result *p = NULL;
     char why[256] = "";
-    rc = api_predict_refresh(l->ctx, s->symbol, s->tf, now, &p, why, sizeof why);
+    rc = predict_refresh(l->svc, s->symbol, s->tf, now, &p, why, sizeof why);
     if (rc) {
         if (rc != s->last_rc)
             LOG_WARN(MOD, "%s %s: no prediction: %s", s->symbol, s->tf,
@@ -308,7 +307,7 @@ static void process(server_loop *l, struct series *s, int64_t now)
         if (inserted && l->pub) {
             util_buf b;
             util_buf_init(&b);
-            api_render_stream_message(&b, p, now);
+            predict_render_stream_message(&b, p, now);
             if (util_buf_ok(&b))
                 (void)store_pub_publish(l->pub, PUBLISH_CHANNEL, b.data, b.len, NULL);
             util_buf_cleanup(&b);
@@ -317,9 +316,9 @@ static void process(server_loop *l, struct series *s, int64_t now)
     if (p->candle_time > s->pub_candle || p->version != s->pub_version) {
         util_buf b;
         util_buf_init(&b);
-        api_render_stream_message(&b, p, now);
-        if (util_buf_ok(&b))
-            api_streams_publish(l->ctx, p->symbol, p->timeframe, b.data, b.len);
+        predict_render_stream_message(&b, p, now);
+        if (util_buf_ok(&b) && l->opt.deliver)
+            l->opt.deliver(l->opt.deliver_arg, p->symbol, p->timeframe, b.data, b.len);
         util_buf_cleanup(&b);
         s->pub_candle = p->candle_time;
         s->pub_version = p->version;
@@ -331,17 +330,17 @@ static void process(server_loop *l, struct series *s, int64_t now)
                   inference_class_name((enum inference_class)p->direction),
                   (long long)p->candle_time, p->version, (double)(util_mono_ns() - t0) / 1e6);
     }
-    api_prediction_release(p);
+    predict_result_release(p);
 }
 
 /* Every series with a serving model; a _default model covers the symbols of
  * its timeframe that have candles. */
-static void catch_up(server_loop *l)
+static void catch_up(predict_loop *l)
 {
     int64_t now = util_now();
     registry_series_info *info = NULL;
     size_t n = 0;
-    if (registry_list(api_context_registry(l->ctx), &info, &n) != 0)
+    if (registry_list(predict_registry(l->svc), &info, &n) != 0)
         return;
     size_t before = 0;
     pthread_mutex_lock(&l->status_lock);
@@ -394,7 +393,7 @@ static int64_t ms_until(uint64_t deadline_ns, uint64_t now_ns)
 
 /* Reads notifications for COALESCE_MS after the first ones; false when the
  * connection was lost. */
-static bool coalesce(server_loop *l)
+static bool coalesce(predict_loop *l)
 {
     uint64_t until = util_mono_ns() + (uint64_t)COALESCE_MS * 1000000u;
     for (;;) {
@@ -412,7 +411,7 @@ static bool coalesce(server_loop *l)
 
 static void *loop_main(void *arg)
 {
-    server_loop *l = arg;
+    predict_loop *l = arg;
     bool connected = false, ever = false;
     int backoff_ms = 0;
     uint64_t next_connect = 0, next_resolve = 0;
@@ -486,12 +485,12 @@ static void *loop_main(void *arg)
 /* ------------------------------------------------------------------------
  * Lifecycle.
  */
-static void loop_free(server_loop *l)
+static void loop_free(predict_loop *l)
 {
     if (!l)
         return;
-    if (l->ctx && l->ledger_api)
-        api_set_ledger(l->ctx, NULL);
+    if (l->svc && l->ledger_api)
+        predict_set_ledger(l->svc, NULL);
     store_listen_close(l->listen);
     store_ledger_close(l->ledger);
     store_ledger_close(l->ledger_api);
@@ -503,23 +502,25 @@ static void loop_free(server_loop *l)
     free(l);
 }
 
-int server_loop_start(api_context *ctx, const server_config *cfg, server_loop **out)
+int predict_loop_start(predict_service *svc, const predict_loop_options *opt, predict_loop **out)
 {
-    if (!ctx || !cfg || !out || !cfg->database_url)
+    if (!svc || !opt || !out || !opt->database_url)
         return PD_EINVAL;
-    server_loop *l = calloc(1, sizeof *l);
+    predict_loop *l = calloc(1, sizeof *l);
     if (!l)
         return PD_ENOMEM;
-    l->ctx = ctx;
+    l->svc = svc;
+    l->opt = *opt;
+    l->opt.database_url = l->opt.redis_url = NULL;
     l->wake_fd = -1;
     l->state = "starting";
     pthread_mutex_init(&l->status_lock, NULL);
-    int rc = store_listen_open(cfg->database_url, CHANNEL, &l->listen);
+    int rc = store_listen_open(opt->database_url, CHANNEL, &l->listen);
     if (rc == 0)
-        rc = store_ledger_open(cfg->database_url, &l->ledger);
+        rc = store_ledger_open(opt->database_url, &l->ledger);
     if (rc == 0)
-        rc = store_ledger_open(cfg->database_url, &l->ledger_api);
-    if (rc == 0 && cfg->redis_url && store_pub_open(cfg->redis_url, &l->pub) != 0)
+        rc = store_ledger_open(opt->database_url, &l->ledger_api);
+    if (rc == 0 && opt->redis_url && store_pub_open(opt->redis_url, &l->pub) != 0)
         LOG_WARN(MOD, "predictions will not be published on Redis");
     if (rc == 0 && (l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         rc = PD_EIO;
@@ -527,7 +528,7 @@ int server_loop_start(api_context *ctx, const server_config *cfg, server_loop **
         loop_free(l);
         return rc;
     }
-    api_set_ledger(ctx, l->ledger_api);
+    predict_set_ledger(svc, l->ledger_api);
     if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
         loop_free(l);
         return PD_EIO;
@@ -536,7 +537,7 @@ int server_loop_start(api_context *ctx, const server_config *cfg, server_loop **
     return 0;
 }
 
-void server_loop_stop(server_loop *l)
+void predict_loop_stop(predict_loop *l)
 {
     if (!l)
         return;
