@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "api/api_internal.h"
+#include "api/http_internal.h"
 
 int api_context_new(const api_options *opt, predict_service *svc, api_context **out)
 {
@@ -50,4 +51,16 @@ void api_render_error(util_buf *b, int err, const char *message)
     util_buf_puts(b, ",\"message\":");
     util_json_str(b, message && *message ? message : util_strerror(err));
     util_buf_puts(b, "}}");
+}
+
+void api_success_open(util_buf *b)
+{
+    util_buf_puts(b, "{\"status\":\"success\"");
+}
+
+void api_success_begin(util_buf *b, int64_t now)
+{
+    api_success_open(b);
+    util_buf_puts(b, ",\"timestamp\":");
+    api_timestamp(b, now);
 }

@@ -354,7 +354,7 @@ static void connection_notify(void *cls, struct MHD_Connection *con, void **sock
 {
     (void)con;
     api_http *h = cls;
-    api_streams_connection(h, con, code); /* issue 7: SSE streams find their connection */
+    api_streams_connection(h, con, code); /* SSE streams find their connection */
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         struct conn_state *cs = malloc(sizeof *cs);
         if (cs) {
@@ -576,7 +576,7 @@ void api_http_stop(api_http *h, int timeout_s)
     if (!h)
         return;
     atomic_store(&h->draining, true);
-    api_streams_stop(h); /* issue 7: streams end now; the drain does not wait for them */
+    api_streams_stop(h); /* streams end now; the drain does not wait for them */
     /* Stop accepting; requests already accepted run to completion. The
      * connections the kernel completed but the pool had not accepted yet
      * (the listen backlog) are accepted here and handed to the pool, so a

@@ -14,9 +14,9 @@
  * - feature staleness is read at scrape time from the process cache of
  *   predictions (also made only by successful predictions), capped at
  *   METRIC_SERIES_MAX series.
- * The inference histogram is process-wide (static atomics) because the
- * kernel runs below the HTTP layer (api/predict.c calls
- * predict__inference_observe around inference_run).
+ * The inference histogram and the staleness of cached series come from
+ * the prediction service (predict_latency_get, predict_freshness_get):
+ * this file only renders them.
  *
  * A histogram's buckets are counted non-cumulatively, with an overflow
  * bucket, and summed at render time: the count is the sum of the buckets,
@@ -347,19 +347,6 @@ static void render_predictions(struct api_http *h, util_buf *b)
     util_buf_printf(b, "predictd_redis_errors_total %llu\n", (unsigned long long)fst.redis_errors);
 }
 
-/* clang-format off */
-static const char *state_name(registry_state s)
-{
-    switch (s) {
-    case REGISTRY_LOADING: return "loading";
-    case REGISTRY_AVAILABLE: return "available";
-    case REGISTRY_FAILED: return "failed";
-    case REGISTRY_RETIRED: return "retired";
-    }
-    return "unknown";
-}
-/* clang-format on */
-
 static void render_models(struct api_http *h, util_buf *b)
 {
     registry *reg = api_context_registry(h->ctx);
@@ -403,7 +390,7 @@ static void render_models(struct api_http *h, util_buf *b)
     header(b, "predictd_model_versions", "gauge", "Model versions in the repository by state.");
     for (int st = 0; st < 4; st++)
         util_buf_printf(b, "predictd_model_versions{state=\"%s\"} %llu\n",
-                        state_name((registry_state)st), (unsigned long long)by_state[st]);
+                        registry_state_name((registry_state)st), (unsigned long long)by_state[st]);
     registry_list_free(s, ns);
 }
 

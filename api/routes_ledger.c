@@ -149,8 +149,7 @@ void api_route_performance(struct api_request *rq)
 
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-    api_timestamp(&b, rq->now);
+    api_success_begin(&b, rq->now);
     util_buf_puts(&b, ",\"symbol\":");
     util_json_str(&b, symbol);
     util_buf_puts(&b, ",\"timeframe\":");
@@ -331,8 +330,7 @@ void api_route_history(struct api_request *rq)
     }
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-    api_timestamp(&b, rq->now);
+    api_success_begin(&b, rq->now);
     util_buf_printf(&b, ",\"count\":%zu,\"next_cursor\":", n);
     if (more && n) {
         char next[96];

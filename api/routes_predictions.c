@@ -102,8 +102,7 @@ void api_route_prediction(struct api_request *rq)
     api_metrics_prediction(rq->http, symbol, tf, p->direction);
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-    api_timestamp(&b, rq->now);
+    api_success_begin(&b, rq->now);
     util_buf_puts(&b, ",\"prediction\":");
     predict_render(&b, p, rq->now);
     util_buf_puts(&b, "}");
@@ -246,8 +245,7 @@ void api_route_predictions(struct api_request *rq)
     } else {
         util_buf b;
         util_buf_init(&b);
-        util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-        api_timestamp(&b, rq->now);
+        api_success_begin(&b, rq->now);
         util_buf_puts(&b, ",\"timeframe\":");
         util_json_str(&b, tf);
         util_buf_printf(&b, ",\"count\":%zu,\"predictions\":[", count);
@@ -312,8 +310,7 @@ void api_route_summary(struct api_request *rq)
     } else {
         util_buf b;
         util_buf_init(&b);
-        util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-        api_timestamp(&b, rq->now);
+        api_success_begin(&b, rq->now);
         util_buf_puts(&b, ",\"symbol\":");
         util_json_str(&b, symbol);
         util_buf_puts(&b, ",\"predictions\":{");

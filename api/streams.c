@@ -10,7 +10,7 @@
  * and wakes the client; a client whose queue is full is dropped, so a slow
  * reader never slows the others or the loop.
  *
- * It does not make predictions or decide what is published (server/loop.c
+ * It does not make predictions or decide what is published (predict/loop.c
  * does), and it does not count or cap streams (http.c's api_stream_enter
  * does, with PREDICTD_STREAM_MAX; beyond it the routes answer 503).
  *

@@ -3,10 +3,10 @@
  * hit rate of its resolved LONG/SHORT predictions and how many there are,
  * as the inference loop last read them from the ledger
  * (predict_set_live_accuracy). A computed prediction looks its version up once
- * (predict__live_get, from predict.c) and renders model_accuracy from it; no
+ * (predict__live_get, from pipeline.c) and renders model_accuracy from it; no
  * request ever queries the ledger for it.
  *
- * It does not decide when figures are refreshed (server/loop.c does, after
+ * It does not decide when figures are refreshed (predict/loop.c does, after
  * the resolver settles rows) and does not talk SQL.
  *
  * THREADING: one mutex guards the table; entries are never removed, and a
@@ -74,13 +74,8 @@ void predict__live_free(struct predict_live *l)
 
 static size_t bucket(const char *symbol, const char *tf, uint32_t version)
 {
-    uint32_t h = 2166136261u; /* FNV-1a over symbol, tf and version */
-    for (const char *p = symbol; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    for (const char *p = tf; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    h = (h ^ version) * 16777619u;
-    return h % LIVE_BUCKETS;
+    uint32_t h = util_fnv1a(util_fnv1a(UTIL_FNV1A_INIT, symbol), tf);
+    return util_fnv1a_u32(h, version) % LIVE_BUCKETS;
 }
 
 /* The entry of a version, or NULL; caller holds the lock. */

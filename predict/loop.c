@@ -45,7 +45,7 @@
  *   at least every second; predict_loop_stop writes the eventfd.
  *
  * THREADING: everything but the status fields (guarded by status_lock) and
- * the stop flag belongs to the loop's thread. It uses the features store's
+ * the stop flag belongs to the loop's thread. It uses the store's
  * thread-local connections (released with store_thread_cleanup at exit),
  * its own ledger handle, and lends a second one to the HTTP routes.
  */

@@ -1,5 +1,5 @@
 /*
- * predict.c: the prediction pipeline and its caches.
+ * pipeline.c: the prediction pipeline and its caches.
  *
  * One prediction: acquire the model version serving the series, load the
  * last (window + steps - 1) closed candles, compute one feature vector per
@@ -143,10 +143,7 @@ bool predict__cache_key(char *key, size_t len, const char *symbol, const char *t
 
 static size_t bucket_of(const char *key)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *p = key; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    return h % PREDICT_CACHE_BUCKETS;
+    return util_fnv1a(UTIL_FNV1A_INIT, key) % PREDICT_CACHE_BUCKETS;
 }
 
 /* Returns a new reference to the cached prediction for key, or NULL. When
@@ -461,7 +458,7 @@ static int compute_from(predict_service *svc, registry_version *v, const char *s
     p->max_age_s = pol->max_age_s;
     p->tf_seconds = tfs;
     p->gaps = info.gaps;
-    /* issue 7: what the ledger records, and the live accuracy the fragment shows */
+    /* what the ledger records, and the live accuracy the fragment shows */
     p->has_levels = true;
     p->levels_for = (int)sig.levels_for;
     p->entry = sig.entry;

@@ -75,7 +75,7 @@ typedef struct predict_result {
     int gaps;                /* missing candles inside the window */
     char *fragment;          /* "{...," without the closing tail */
     size_t fragment_len;
-    /* For the ledger (issue 7): the levels and horizon behind the fragment.
+    /* For the ledger: the levels and horizon behind the fragment.
      * Set when computed; has_levels is false for one read back from Redis. */
     bool has_levels;
     int levels_for;          /* enum inference_class: LONG or SHORT */

@@ -53,7 +53,7 @@ int predict__render_fragment(predict_result *p, const struct inference_signal *s
     util_json_fixed(&b, p->probs[INFERENCE_SHORT], 6);
     util_buf_puts(&b, ",\"NO_TRADE\":");
     util_json_fixed(&b, p->probs[INFERENCE_NO_TRADE], 6);
-    /* issue 7: the live hit rate once enough of this version's trades resolved */
+    /* the live hit rate once enough of this version's trades resolved */
     bool live = p->live_resolved >= PREDICT_LIVE_MIN_RESOLVED;
     util_buf_puts(&b, "},\"model_accuracy\":");
     util_json_num(&b, live ? p->live_hit_rate : meta->test_accuracy);

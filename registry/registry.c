@@ -168,16 +168,6 @@ static bool tf_ok(const char *tf)
     return tf && util_tf_seconds(tf) > 0;
 }
 
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++) {
-        h ^= (uint8_t)*s;
-        h *= 16777619u;
-    }
-    return h;
-}
-
 static int series_cmp(const char *sym, const char *tf, const series *s)
 {
     int c = strcmp(sym, s->symbol);
@@ -285,15 +275,9 @@ static bool is_real_dir_at(int dfd, const char *name)
 /* Valid version directories in sfd, ascending. *out is malloc'd. */
 static int list_versions(int sfd, const char *sym, const char *tf, uint32_t **out, size_t *n)
 {
-    int fd = dup(sfd);
-    if (fd < 0)
+    DIR *d = registry__walk_dir(sfd);
+    if (!d)
         return PD_EIO;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return PD_EIO;
-    }
-    rewinddir(d);
     uint32_t *v = NULL;
     size_t nv = 0, cap = 0;
     int rc = 0;
@@ -1158,7 +1142,7 @@ static registry_version *pick(const series *s, const registry_selector *sel)
         return NULL;
     }
     if (sel && sel->client_key && s->canary && s->pol.canary_share > 0 &&
-        fnv1a(sel->client_key) % 100 < s->pol.canary_share)
+        util_fnv1a(UTIL_FNV1A_INIT, sel->client_key) % 100 < s->pol.canary_share)
         return s->canary;
     return s->serving;
 }
@@ -1597,3 +1581,16 @@ int registry_set_label(registry *r, const char *symbol, const char *tf, const ch
     }
     return change_policy(r, symbol, tf, edit_label, &a);
 }
+
+/* clang-format off */
+const char *registry_state_name(registry_state s)
+{
+    switch (s) {
+    case REGISTRY_LOADING: return "loading";
+    case REGISTRY_AVAILABLE: return "available";
+    case REGISTRY_FAILED: return "failed";
+    case REGISTRY_RETIRED: return "retired";
+    }
+    return "unknown";
+}
+/* clang-format on */

@@ -1,8 +1,8 @@
 /*
  * cmd_data.c: the data subcommands: migrate, seed, import and features.
  *
- * They parse their own arguments, call the features module and report on
- * stderr. Nothing here talks SQL: the features module does.
+ * They parse their own arguments, call the feed and store modules and report on
+ * stderr. Nothing here talks SQL: the store module does.
  */
 #define _GNU_SOURCE
 #include <stdio.h>

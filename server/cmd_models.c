@@ -39,8 +39,7 @@ int cmd_predict(server_config *cfg, int argc, char **argv)
     if (store_init(cfg->database_url, cfg->redis_url, false) != 0)
         return 1;
     if (registry_new(cfg->models_dir, &reg) != 0 || registry_scan(reg, NULL, NULL) != 0) {
-        fprintf(stderr, "predictd predict: cannot read the model repository %s\n",
-                cfg->models_dir);
+        fprintf(stderr, "predictd predict: cannot read the model repository %s\n", cfg->models_dir);
         goto out;
     }
     predict_options opt = {.cache = false};
@@ -74,17 +73,6 @@ out:
     return exit_code;
 }
 
-static const char *state_name(registry_state s)
-{
-    switch (s) {
-    case REGISTRY_LOADING: return "loading";
-    case REGISTRY_AVAILABLE: return "available";
-    case REGISTRY_FAILED: return "FAILED";
-    case REGISTRY_RETIRED: return "retired";
-    }
-    return "?";
-}
-
 static int models_list(server_config *cfg)
 {
     registry *reg = NULL;
@@ -106,7 +94,8 @@ static int models_list(server_config *cfg)
         for (size_t k = 0; k < s[i].n_versions; k++) {
             const registry_version_info *v = &s[i].versions[k];
             printf("%-12s %-4s %-8u %-10s %-8s %-8s ", s[i].symbol, s[i].timeframe, v->version,
-                   state_name(v->state), v->serving ? "yes" : "", v->label);
+                   v->state == REGISTRY_FAILED ? "FAILED" : registry_state_name(v->state),
+                   v->serving ? "yes" : "", v->label);
             if (v->state == REGISTRY_FAILED)
                 printf("%s\n", v->reason);
             else if (isfinite(v->test_accuracy))
@@ -185,8 +174,8 @@ static int models_eval(const char *dir)
         if (k == 0)
             continue;
         if (k != width) {
-            fprintf(stderr, "predictd models eval: line %ld: %zu values, expected %zu\n", lineno,
-                    k, width);
+            fprintf(stderr, "predictd models eval: line %ld: %zu values, expected %zu\n", lineno, k,
+                    width);
             exit_code = 1;
             break;
         }

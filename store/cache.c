@@ -66,7 +66,10 @@ static struct {
     store__redis_url url;
 } rcfg;
 
-static atomic_bool redis_is_down;
+static store__outage redis_outage = {.mod = MOD,
+                                     .what = "Redis unavailable, serving from the database",
+                                     .back = "Redis available again",
+                                     .level = UTIL_LOG_WARN};
 static _Atomic uint64_t redis_retry_at; /* util_mono_ns() before which no connect */
 
 /* ---------------------------------------------------------------------------
@@ -83,7 +86,7 @@ int store__cache_configure(const char *url, bool cache_on, unsigned gen)
 {
     (void)gen;
     store__cache_unconfigure();
-    atomic_store(&redis_is_down, false);
+    atomic_store(&redis_outage.down, false);
     atomic_store(&redis_retry_at, 0);
     rcfg.cache_on = cache_on;
     if (!url || !*url)
@@ -119,17 +122,12 @@ void store__cache_close(store__tls *t)
 static void redis_went_down(const char *why)
 {
     STORE__COUNT(redis_errors);
-    if (!atomic_exchange(&redis_is_down, true))
-        LOG_WARN(MOD, "Redis unavailable, serving from the database: %s", why);
-    else
-        LOG_DEBUG(MOD, "Redis still unavailable: %s", why);
+    store__outage_fail(&redis_outage, why);
 }
 
 static void redis_came_up(void)
 {
-    if (atomic_load_explicit(&redis_is_down, memory_order_relaxed) &&
-        atomic_exchange(&redis_is_down, false))
-        LOG_INFO(MOD, "Redis available again");
+    store__outage_ok(&redis_outage);
 }
 
 /* The context died (NULL reply or I/O error): forget it. */

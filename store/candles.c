@@ -99,7 +99,10 @@ static struct {
 
 static atomic_uint cfg_gen;          /* bumped by every store_init/shutdown */
 static atomic_bool no_db_logged;     /* "no database configured" said once */
-static atomic_bool db_is_down;       /* an outage is in progress (logged) */
+static store__outage db_outage = {.mod = MOD,
+                                  .what = "database unavailable",
+                                  .back = "database available again",
+                                  .level = UTIL_LOG_ERROR}; /* an outage is in progress (logged) */
 static _Atomic uint64_t db_retry_at; /* util_mono_ns() before which no connect is tried */
 
 static void cfg_free(void)
@@ -377,17 +380,12 @@ static int64_t from_pg_us(int64_t us)
 static void db_went_down(const char *why)
 {
     STORE__COUNT(db_errors);
-    if (!atomic_exchange(&db_is_down, true))
-        LOG_ERROR(MOD, "database unavailable: %s", why);
-    else
-        LOG_DEBUG(MOD, "database still unavailable: %s", why);
+    store__outage_fail(&db_outage, why);
 }
 
 static void db_came_up(void)
 {
-    if (atomic_load_explicit(&db_is_down, memory_order_relaxed) &&
-        atomic_exchange(&db_is_down, false))
-        LOG_INFO(MOD, "database available again");
+    store__outage_ok(&db_outage);
 }
 
 static void db_drop(store__tls *t)
@@ -540,7 +538,7 @@ int store_init(const char *database_url, const char *redis_url, bool cache_on)
     store__cache_unconfigure();
     unsigned gen = atomic_fetch_add(&cfg_gen, 1) + 1;
     atomic_store(&no_db_logged, false);
-    atomic_store(&db_is_down, false);
+    atomic_store(&db_outage.down, false);
     atomic_store(&db_retry_at, 0);
     int rc = 0;
     if (database_url && *database_url) {

@@ -3,7 +3,7 @@
  * ledger's SQL: record, settle, figures, history. (LISTEN and PUBLISH, the
  * inference loop's other wires, are notify.c.)
  *
- * It does not decide when to predict or what to publish (server/loop.c
+ * It does not decide when to predict or what to publish (predict/loop.c
  * does) and does not render JSON (api/ does).
  *
  * DESIGN

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "store/pg_internal.h"
+#include "store/store_internal.h"
 #include "util/util.h"
 
 const char *store__pg_one_line(const char *msg, char *buf, size_t len)
@@ -197,4 +198,23 @@ int store__pg_link_run(store__pg_link *l, store__pg_op op, void *arg)
     }
     pthread_mutex_unlock(&l->lock);
     return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Outage bookkeeping.
+ */
+void store__outage_fail(store__outage *o, const char *why)
+{
+    if (!atomic_exchange(&o->down, true)) {
+        if (util_log_enabled(o->level))
+            util_log_write(o->level, o->mod, "%s: %s", o->what, why);
+    }
+    else
+        LOG_DEBUG(o->mod, "still: %s: %s", o->what, why);
+}
+
+void store__outage_ok(store__outage *o)
+{
+    if (atomic_load_explicit(&o->down, memory_order_relaxed) && atomic_exchange(&o->down, false))
+        LOG_INFO(o->mod, "%s", o->back);
 }

@@ -19,6 +19,7 @@
 
 #include "features/features.h"
 #include "store/store.h"
+#include "util/util.h"
 
 struct pg_conn;      /* libpq's PGconn */
 struct redisContext; /* hiredis' context */
@@ -46,6 +47,22 @@ extern store__counters store__ctr;
 
 #define STORE__COUNT(field)                                                                     \
     atomic_fetch_add_explicit(&store__ctr.field, 1, memory_order_relaxed)
+
+/* --- outage bookkeeping (pg.c), for the shared connections ---------------
+ * One flag per dependency (the database, Redis): the first failure of an
+ * outage is logged at `level` with its reason, later ones at debug, and the
+ * first success after it at info, so a long outage is two lines, not one
+ * per request. Any thread may call these. */
+typedef struct store__outage {
+    atomic_bool down;
+    const char *mod;  /* log module */
+    const char *what; /* "database unavailable", "Redis unavailable, serving from the database" */
+    const char *back; /* "database available again" */
+    enum util_log_level level;
+} store__outage;
+
+void store__outage_fail(store__outage *o, const char *why);
+void store__outage_ok(store__outage *o);
 
 /* --- cache.c, called by candles.c ----------------------------------------- */
 

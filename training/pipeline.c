@@ -422,8 +422,8 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
         cw[c] = count[c] ? (double)r.n_train / (INFERENCE_NCLASS * (double)count[c]) : 0.0;
         prior[c] = (double)count[c] / (double)r.n_train;
     }
-    training__rng rng;
-    training__rng_seed(&rng, p->seed);
+    util_rng rng;
+    util_rng_seed(&rng, p->seed);
     rc = training__net_init(&r.net, r.ds.d, p->hidden, p->kind == TRAINING_MLP ? p->n_hidden : 0,
                             &rng);
     if (rc != 0)

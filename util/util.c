@@ -673,3 +673,57 @@ int util_rmtree(const char *path)
         rc = PD_EIO;
     return rc;
 }
+
+/* ------------------------------------------------------------------------
+ * PRNG and hash.
+ */
+uint64_t util_splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += UINT64_C(0x9e3779b97f4a7c15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+void util_rng_seed(util_rng *r, uint64_t seed)
+{
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++)
+        r->s[i] = util_splitmix64(&x);
+}
+
+static inline uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t util_rng_next(util_rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double util_rng_uniform(util_rng *r)
+{
+    return (double)(util_rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+uint32_t util_fnv1a(uint32_t h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+uint32_t util_fnv1a_u32(uint32_t h, uint32_t v)
+{
+    return (h ^ v) * 16777619u;
+}

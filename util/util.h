@@ -109,6 +109,33 @@ int64_t util_tf_last_closed_open(int64_t now, int64_t tf_seconds);
 bool util_symbol_valid(const char *s);
 
 /* ---------------------------------------------------------------------------
+ * A seeded PRNG and a string hash, shared so no module keeps its own copy.
+ *
+ * util_rng is xoshiro256** (Blackman & Vigna) seeded through splitmix64: the
+ * same seed gives the same stream on every platform, which the demo seed and
+ * the trainer's bit-for-bit reproducibility rely on. Not for secrets. One
+ * generator belongs to one thread at a time.
+ */
+typedef struct util_rng {
+    uint64_t s[4];
+} util_rng;
+void util_rng_seed(util_rng *r, uint64_t seed);
+/* splitmix64: advances *state and returns the next output (the seeder). */
+uint64_t util_splitmix64(uint64_t *state);
+uint64_t util_rng_next(util_rng *r);
+/* Uniform in [0, 1) with 53 bits. */
+double util_rng_uniform(util_rng *r);
+
+/* FNV-1a, 32 bits: util_fnv1a(UTIL_FNV1A_INIT, s) hashes a string; pass a
+ * previous result as h to hash several strings as one. For hash tables and
+ * buckets, never for anything an attacker could exploit by collisions
+ * beyond a slower lookup. */
+#define UTIL_FNV1A_INIT 2166136261u
+uint32_t util_fnv1a(uint32_t h, const char *s);
+/* One more 32-bit value folded into h (FNV-1a step). */
+uint32_t util_fnv1a_u32(uint32_t h, uint32_t v);
+
+/* ---------------------------------------------------------------------------
  * SHA-256 (FIPS 180-4). */
 typedef struct util_sha256 {
     uint32_t h[8];

@@ -1,6 +1,6 @@
 """The walking skeleton end to end: candles in PostgreSQL, a trained model
 in a real repository, predictions over real HTTP, every response checked
-against openapi.yaml, and the error paths of issue 2 (unknown symbol, bad
+against openapi.yaml, and the error paths (unknown symbol, bad
 timeframe, no model, malformed symbols, database down)."""
 import os
 import sys

@@ -50,19 +50,19 @@ static features_candle *trending(size_t n, uint64_t seed, int64_t tfs)
     features_candle *c = malloc(n * sizeof *c);
     if (!c)
         return NULL;
-    training__rng g;
-    training__rng_seed(&g, seed);
+    util_rng g;
+    util_rng_seed(&g, seed);
     double price = 100, drift = 0.3;
     int64_t t0 = util_tf_last_closed_open(NOW, tfs) - (int64_t)(n - 1) * tfs;
     for (size_t i = 0; i < n; i++) {
-        if (training__rng_uniform(&g) < 1.0 / 300)
+        if (util_rng_uniform(&g) < 1.0 / 300)
             drift = -drift;
         double r = 0.01 * (drift + training__rng_normal(&g));
         double open = price, close = price * exp(r);
-        double hi = (open > close ? open : close) * (1 + 0.004 * training__rng_uniform(&g));
-        double lo = (open < close ? open : close) * (1 - 0.004 * training__rng_uniform(&g));
+        double hi = (open > close ? open : close) * (1 + 0.004 * util_rng_uniform(&g));
+        double lo = (open < close ? open : close) * (1 - 0.004 * util_rng_uniform(&g));
         c[i] = (features_candle){
-            t0 + (int64_t)i * tfs, open, hi, lo, close, 1000 + 500 * training__rng_uniform(&g)};
+            t0 + (int64_t)i * tfs, open, hi, lo, close, 1000 + 500 * util_rng_uniform(&g)};
         price = close;
     }
     return c;
@@ -218,11 +218,11 @@ static double fit_xor(int n_hidden, const uint32_t *hidden, int32_t epochs)
     double *x = malloc(N * 2 * sizeof *x);
     training_label *y = calloc(N, sizeof *y);
     size_t *train = malloc(N * sizeof *train), *val = malloc(N * sizeof *val);
-    training__rng g;
-    training__rng_seed(&g, 1);
+    util_rng g;
+    util_rng_seed(&g, 1);
     size_t nt = 0, nv = 0;
     for (size_t i = 0; i < N; i++) {
-        double a = 2 * training__rng_uniform(&g) - 1, b = 2 * training__rng_uniform(&g) - 1;
+        double a = 2 * util_rng_uniform(&g) - 1, b = 2 * util_rng_uniform(&g) - 1;
         x[2 * i] = a, x[2 * i + 1] = b;
         y[i].cls = a * b > 0.05    ? INFERENCE_LONG
                    : a * b < -0.05 ? INFERENCE_SHORT
@@ -233,7 +233,7 @@ static double fit_xor(int n_hidden, const uint32_t *hidden, int32_t epochs)
             val[nv++] = i;
     }
     training__net net;
-    training__rng_seed(&g, 2);
+    util_rng_seed(&g, 2);
     double acc = -1;
     if (training__net_init(&net, 2, hidden, (size_t)n_hidden, &g) == 0) {
         double cw[3] = {1, 1, 1};
@@ -271,13 +271,13 @@ TEST(test_mlp_learns_what_softmax_cannot)
 
 TEST(test_rng_stream)
 {
-    training__rng a, b;
-    training__rng_seed(&a, 42);
-    training__rng_seed(&b, 42);
+    util_rng a, b;
+    util_rng_seed(&a, 42);
+    util_rng_seed(&b, 42);
     for (int i = 0; i < 1000; i++)
-        CHECK(training__rng_next(&a) == training__rng_next(&b));
-    training__rng_seed(&b, 43);
-    CHECK(training__rng_next(&a) != training__rng_next(&b));
+        CHECK(util_rng_next(&a) == util_rng_next(&b));
+    util_rng_seed(&b, 43);
+    CHECK(util_rng_next(&a) != util_rng_next(&b));
     double s = 0, s2 = 0;
     for (int i = 0; i < 20000; i++) {
         double v = training__rng_normal(&a);
