@@ -38,7 +38,7 @@ struct live_entry {
 };
 
 struct predict_live {
-    pthread_mutex_t lock; /* guards buckets, count and every entry's figures */
+    util_mutex lock; /* guards buckets, count and every entry's figures */
     struct live_entry *buckets[LIVE_BUCKETS];
     size_t count;
 };
@@ -48,7 +48,7 @@ int predict__live_new(struct predict_live **out)
     struct predict_live *l = calloc(1, sizeof *l);
     if (!l)
         return PD_ENOMEM;
-    if (pthread_mutex_init(&l->lock, NULL) != 0) {
+    if (util_mutex_init(&l->lock) != 0) {
         free(l);
         return PD_ENOMEM;
     }
@@ -68,7 +68,7 @@ void predict__live_free(struct predict_live *l)
             e = next;
         }
     }
-    pthread_mutex_destroy(&l->lock);
+    util_mutex_destroy(&l->lock);
     free(l);
 }
 
@@ -82,6 +82,7 @@ static size_t bucket(const char *symbol, const char *tf, uint32_t version)
 static struct live_entry *find(struct predict_live *l, size_t b, const char *symbol, const char *tf,
                                uint32_t version)
 {
+    UTIL_ASSERT_HELD(&l->lock);
     for (struct live_entry *e = l->buckets[b]; e; e = e->next)
         if (e->version == version && strcmp(e->symbol, symbol) == 0 && strcmp(e->tf, tf) == 0)
             return e;
@@ -97,7 +98,7 @@ int predict_set_live_accuracy(predict_service *svc, const char *symbol, const ch
     struct predict_live *l = svc->live;
     size_t b = bucket(symbol, tf, version);
     int rc = 0;
-    pthread_mutex_lock(&l->lock);
+    util_mutex_lock(&l->lock);
     struct live_entry *e = find(l, b, symbol, tf, version);
     if (!e) {
         e = l->count < LIVE_MAX ? calloc(1, sizeof *e) : NULL;
@@ -115,7 +116,7 @@ int predict_set_live_accuracy(predict_service *svc, const char *symbol, const ch
     e->hit_rate = hit_rate;
     e->resolved = resolved;
 out:
-    pthread_mutex_unlock(&l->lock);
+    util_mutex_unlock(&l->lock);
     return rc;
 }
 
@@ -126,14 +127,14 @@ bool predict__live_get(predict_service *svc, const char *symbol, const char *tf,
     if (!l || !symbol || !tf)
         return false;
     size_t b = bucket(symbol, tf, version);
-    pthread_mutex_lock(&l->lock);
+    util_mutex_lock(&l->lock);
     const struct live_entry *e = find(l, b, symbol, tf, version);
     bool found = e != NULL;
     if (found) {
         *hit_rate = e->hit_rate;
         *resolved = e->resolved;
     }
-    pthread_mutex_unlock(&l->lock);
+    util_mutex_unlock(&l->lock);
     return found;
 }
 

@@ -82,7 +82,7 @@ int predict_service_new(const predict_options *opt, registry *reg, predict_servi
         return PD_ENOMEM;
     svc->opt = *opt;
     svc->reg = reg;
-    if (pthread_rwlock_init(&svc->cache_lock, NULL) != 0) {
+    if (util_rwlock_init(&svc->cache_lock) != 0) {
         free(svc);
         return PD_ENOMEM;
     }
@@ -111,7 +111,7 @@ void predict_service_free(predict_service *svc)
     for (size_t i = 0; i < sizeof svc->symbols / sizeof svc->symbols[0]; i++)
         store_strv_free(svc->symbols[i].names, svc->symbols[i].n);
     predict__live_free(svc->live);
-    pthread_rwlock_destroy(&svc->cache_lock);
+    util_rwlock_destroy(&svc->cache_lock);
     pthread_mutex_destroy(&svc->symbols_lock);
     free(svc);
 }
@@ -153,7 +153,7 @@ static predict_result *cache_get(predict_service *svc, const char *key, int64_t 
 {
     predict_result *p = NULL;
     *recheck = false;
-    pthread_rwlock_rdlock(&svc->cache_lock);
+    util_rwlock_rdlock(&svc->cache_lock);
     for (struct predict_cache_entry *e = svc->buckets[bucket_of(key)]; e; e = e->next) {
         if (strcmp(e->key, key) != 0)
             continue;
@@ -168,7 +168,7 @@ static predict_result *cache_get(predict_service *svc, const char *key, int64_t 
         }
         break;
     }
-    pthread_rwlock_unlock(&svc->cache_lock);
+    util_rwlock_unlock(&svc->cache_lock);
     return p;
 }
 
@@ -183,6 +183,7 @@ static predict_result *cache_get(predict_service *svc, const char *key, int64_t 
 static struct predict_cache_entry *evict_series(predict_service *svc, const char *key,
                                             const struct predict_cache_entry *keep)
 {
+    UTIL_ASSERT_WRITE_HELD(&svc->cache_lock);
     const char *bar = strchr(key, '|');
     bar = bar ? strchr(bar + 1, '|') : NULL;
     size_t plen = bar ? (size_t)(bar - key) + 1 : strlen(key); /* "SYMBOL|TF|" */
@@ -215,14 +216,14 @@ static void cache_put(predict_service *svc, const char *key, predict_result *p, 
     size_t b = bucket_of(key);
     predict_result *old = NULL;
     struct predict_cache_entry *victims = NULL;
-    pthread_rwlock_wrlock(&svc->cache_lock);
+    util_rwlock_wrlock(&svc->cache_lock);
     struct predict_cache_entry *e = svc->buckets[b];
     while (e && strcmp(e->key, key) != 0)
         e = e->next;
     if (!e) {
         e = calloc(1, sizeof *e);
         if (!e) {
-            pthread_rwlock_unlock(&svc->cache_lock);
+            util_rwlock_unlock(&svc->cache_lock);
             return; /* caching is an optimisation: skip it */
         }
         snprintf(e->key, sizeof e->key, "%s", key);
@@ -237,7 +238,7 @@ static void cache_put(predict_service *svc, const char *key, predict_result *p, 
         e->p = p;
     }
     atomic_store(&e->checked_at, now);
-    pthread_rwlock_unlock(&svc->cache_lock);
+    util_rwlock_unlock(&svc->cache_lock);
     predict_result_release(old);
     while (victims) {
         struct predict_cache_entry *next = victims->next;
@@ -751,7 +752,7 @@ int predict_symbols_for(predict_service *svc, const char *tf, int64_t now, char 
 size_t predict_freshness_get(predict_service *svc, predict_freshness *out, size_t max)
 {
     size_t n = 0;
-    pthread_rwlock_rdlock(&svc->cache_lock);
+    util_rwlock_rdlock(&svc->cache_lock);
     for (size_t i = 0; i < PREDICT_CACHE_BUCKETS; i++)
         for (const struct predict_cache_entry *e = svc->buckets[i]; e; e = e->next) {
             const predict_result *p = e->p;
@@ -774,7 +775,7 @@ size_t predict_freshness_get(predict_service *svc, predict_freshness *out, size_
                 out[k].gaps = p->gaps;
             }
         }
-    pthread_rwlock_unlock(&svc->cache_lock);
+    util_rwlock_unlock(&svc->cache_lock);
     return n;
 }
 

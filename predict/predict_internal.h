@@ -36,7 +36,7 @@ struct predict_service {
     predict_options opt;
     registry *reg;
 
-    pthread_rwlock_t cache_lock; /* guards buckets and the entries' p pointers */
+    util_rwlock cache_lock; /* guards buckets and the entries' p pointers */
     struct predict_cache_entry *buckets[PREDICT_CACHE_BUCKETS];
 
     pthread_mutex_t symbols_lock; /* guards symbols */

@@ -727,3 +727,74 @@ uint32_t util_fnv1a_u32(uint32_t h, uint32_t v)
 {
     return (h ^ v) * 16777619u;
 }
+
+/* ------------------------------------------------------------------------
+ * Locks that know their owner.
+ */
+static unsigned long self_id(void)
+{
+    return (unsigned long)pthread_self();
+}
+
+int util_mutex_init(util_mutex *m)
+{
+    atomic_init(&m->owner, 0);
+    return pthread_mutex_init(&m->m, NULL) == 0 ? 0 : PD_ENOMEM;
+}
+
+void util_mutex_destroy(util_mutex *m)
+{
+    pthread_mutex_destroy(&m->m);
+}
+
+void util_mutex_lock(util_mutex *m)
+{
+    pthread_mutex_lock(&m->m);
+    atomic_store_explicit(&m->owner, self_id(), memory_order_relaxed);
+}
+
+void util_mutex_unlock(util_mutex *m)
+{
+    assert(util_mutex_held(m));
+    atomic_store_explicit(&m->owner, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&m->m);
+}
+
+bool util_mutex_held(const util_mutex *m)
+{
+    return atomic_load_explicit(&m->owner, memory_order_relaxed) == self_id();
+}
+
+int util_rwlock_init(util_rwlock *l)
+{
+    atomic_init(&l->writer, 0);
+    return pthread_rwlock_init(&l->l, NULL) == 0 ? 0 : PD_ENOMEM;
+}
+
+void util_rwlock_destroy(util_rwlock *l)
+{
+    pthread_rwlock_destroy(&l->l);
+}
+
+void util_rwlock_rdlock(util_rwlock *l)
+{
+    pthread_rwlock_rdlock(&l->l);
+}
+
+void util_rwlock_wrlock(util_rwlock *l)
+{
+    pthread_rwlock_wrlock(&l->l);
+    atomic_store_explicit(&l->writer, self_id(), memory_order_relaxed);
+}
+
+void util_rwlock_unlock(util_rwlock *l)
+{
+    if (atomic_load_explicit(&l->writer, memory_order_relaxed) == self_id())
+        atomic_store_explicit(&l->writer, 0, memory_order_relaxed);
+    pthread_rwlock_unlock(&l->l);
+}
+
+bool util_rwlock_write_held(const util_rwlock *l)
+{
+    return atomic_load_explicit(&l->writer, memory_order_relaxed) == self_id();
+}

@@ -10,7 +10,10 @@
 #ifndef PREDICTD_UTIL_H
 #define PREDICTD_UTIL_H
 
+#include <assert.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -107,6 +110,39 @@ int64_t util_tf_last_closed_open(int64_t now, int64_t tf_seconds);
 
 /* Symbols match ^[A-Z0-9]{2,20}$. */
 bool util_symbol_valid(const char *s);
+
+/* ---------------------------------------------------------------------------
+ * Locks that know their owner, so "caller holds X" is an assert, not only a
+ * comment (UTIL_ASSERT_HELD). A util_mutex is a pthread mutex plus the id
+ * of the thread holding it; a util_rwlock tracks its writer (readers are
+ * not tracked). The bookkeeping is one relaxed atomic store per lock and
+ * unlock. Not for use with pthread_cond_wait (its owner would go stale).
+ */
+typedef struct util_mutex {
+    pthread_mutex_t m;
+    _Atomic unsigned long owner; /* pthread_self() of the holder, 0: free */
+} util_mutex;
+int util_mutex_init(util_mutex *m);
+void util_mutex_destroy(util_mutex *m);
+void util_mutex_lock(util_mutex *m);
+void util_mutex_unlock(util_mutex *m);
+/* True when the calling thread holds m. */
+bool util_mutex_held(const util_mutex *m);
+
+typedef struct util_rwlock {
+    pthread_rwlock_t l;
+    _Atomic unsigned long writer; /* pthread_self() of the writer, 0: none */
+} util_rwlock;
+int util_rwlock_init(util_rwlock *l);
+void util_rwlock_destroy(util_rwlock *l);
+void util_rwlock_rdlock(util_rwlock *l);
+void util_rwlock_wrlock(util_rwlock *l);
+void util_rwlock_unlock(util_rwlock *l);
+/* True when the calling thread holds l for writing. */
+bool util_rwlock_write_held(const util_rwlock *l);
+
+#define UTIL_ASSERT_HELD(m) assert(util_mutex_held(m))
+#define UTIL_ASSERT_WRITE_HELD(l) assert(util_rwlock_write_held(l))
 
 /* ---------------------------------------------------------------------------
  * A seeded PRNG and a string hash, shared so no module keeps its own copy.
