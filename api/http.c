@@ -301,8 +301,14 @@ static int handle(const struct _u_request *req, struct _u_response *resp, void *
     } else if ((route->flags & API_ROUTE_ADMIN) && !api_key_matches(key, opt->admin_key)) {
         api_reply_error(&rq, PD_EAUTH, "missing or invalid X-API-Key");
     } else if ((route->flags & API_ROUTE_READ) && opt->read_key &&
-               !api_key_matches(key, opt->read_key) && !api_key_matches(key, opt->admin_key)) {
-        api_reply_error(&rq, PD_EAUTH, "missing or invalid X-API-Key");
+               !api_key_matches(key, opt->read_key) && !api_key_matches(key, opt->admin_key) &&
+               !((route->flags & API_ROUTE_TOKEN) &&
+                 api_stream_token_valid(h, api_query(&rq, "token"), rq.now))) {
+        api_reply_error(&rq, PD_EAUTH,
+                        (route->flags & API_ROUTE_TOKEN)
+                            ? "missing or invalid X-API-Key, or an expired or invalid token "
+                              "(POST /api/stream-token)"
+                            : "missing or invalid X-API-Key");
     } else {
         route->fn(&rq);
         if (rq.status == 0)
@@ -454,6 +460,7 @@ static void http_free(api_http *h, bool instance_ok)
         pthread_mutex_destroy(&h->component_errors[i].lock);
     free(h->routes);
     free(h->dashboard);
+    api_candles_cache_free(h->candles);
     free(h);
 }
 
@@ -491,6 +498,11 @@ int api_http_start(api_context *ctx, api_http **out)
     api_rate_init(h);
     api_metrics_init(h);
     load_dashboard(h);
+    api_stream_token_init(h);
+    if (api_candles_cache_new(&h->candles) != 0) {
+        http_free(h, false);
+        return PD_ENOMEM;
+    }
     if (ulfius_init_instance(&h->instance, (unsigned int)ctx->opt.listen_port, &addr, NULL) !=
         U_OK) {
         http_free(h, false);

@@ -18,6 +18,8 @@ enum {
     API_ROUTE_ADMIN = 1,          /* X-API-Key must match the admin key */
     API_ROUTE_READ = 2,           /* X-API-Key must match the read key when one is set */
     API_ROUTE_CORS_PREFLIGHT = 4, /* answer OPTIONS for CORS */
+    API_ROUTE_TOKEN = 8,          /* with API_ROUTE_READ: a valid ?token= (stream_token.c)
+                                   * also passes, for clients that cannot send headers */
 };
 
 /* Routes as metric label values: bounded, so no request can create a series. */
@@ -100,6 +102,8 @@ struct api_http {
     struct api_component_error component_errors[API_COMPONENT_COUNT_];
     char *dashboard;          /* web_dir/index.html read at start, NULL when absent */
     size_t dashboard_len;
+    uint8_t stream_secret[32]; /* stream tokens' HMAC key: set at start, read-only after */
+    struct api_candles_cache *candles; /* routes_candles.c: own lock */
 };
 
 /* One request as handlers see it. */
@@ -161,6 +165,24 @@ void api_route_stream_ws(struct api_request *rq);
 void api_route_stream_sse(struct api_request *rq);
 void api_route_performance(struct api_request *rq);
 void api_route_history(struct api_request *rq);
+/* GET /api/candles/{symbol} (routes_candles.c). */
+void api_route_candles(struct api_request *rq);
+/* The closed-candle answers' process cache (routes_candles.c), made and
+ * freed with the api_http object. new returns 0 or PD_ENOMEM; free(NULL) is
+ * a no-op. The cache has its own lock: any pool thread may use it. */
+struct api_candles_cache;
+int api_candles_cache_new(struct api_candles_cache **out);
+void api_candles_cache_free(struct api_candles_cache *c);
+
+/* Stream tokens (stream_token.c). POST /api/stream-token issues one to a
+ * keyed client; api_stream_token_valid tells whether token (NULL: false)
+ * is one this process issued and has not expired at now. Thread-safe once
+ * api_stream_token_init (which fills h->stream_secret from getrandom) ran
+ * before the daemon started. */
+#define API_STREAM_TOKEN_MAX 96
+void api_stream_token_init(struct api_http *h);
+bool api_stream_token_valid(const struct api_http *h, const char *token, int64_t now);
+void api_route_stream_token(struct api_request *rq);
 /* Hooks http.c calls (streams.c). api_streams_connection, from
  * libmicrohttpd's connection-notify callback, maps peers to their
  * connections, which SSE streams suspend and resume (it does not use the

@@ -18,7 +18,7 @@ void api_route_dashboard(struct api_request *rq)
     u_map_put(rq->resp->map_header, "Cache-Control", "no-cache");
     u_map_put(rq->resp->map_header, "Content-Security-Policy",
               "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-              "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'");
+              "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'");
     u_map_put(rq->resp->map_header, "X-Content-Type-Options", "nosniff");
     rq->status = 200;
 }
