@@ -5,7 +5,7 @@
  *               signal, with a process cache and a Redis cache of rendered
  *               predictions keyed by series, model version and candle
  *   render.c    JSON rendering of predictions and the error envelope
- *   http.c      the Ulfius instance (epoll thread pool), middleware (request
+ *   http.c      the libmicrohttpd daemon (epoll thread pool), routing, middleware (request
  *               id, limits, auth, CORS, rate limit, metrics), route table
  *   routes_*.c  handlers; they parse and validate, call plain C, render
  *
@@ -36,6 +36,7 @@ typedef struct api_options {
     int listen_port;
     int threads;
     int max_connections;
+    int per_ip_connections;   /* connections one client address may hold; 0: no cap */
     int idle_timeout;
     bool cache;               /* process + Redis prediction caches */
     const char *admin_key;    /* NULL: admin routes answer 401 */

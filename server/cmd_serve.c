@@ -174,6 +174,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .listen_port = cfg->listen_port,
                        .threads = cfg->threads,
                        .max_connections = cfg->max_connections,
+                       .per_ip_connections = cfg->per_ip_connections,
                        .idle_timeout = cfg->idle_timeout,
                        .cache = cfg->cache,
                        .admin_key = cfg->api_key,

@@ -31,6 +31,7 @@ typedef struct server_config {
     int retrain_interval; /* seconds, 0 = off */
     int drain_timeout;    /* seconds SIGTERM waits for in-flight requests */
     int max_connections;
+    int per_ip_connections; /* 0: no per-address cap */
     int idle_timeout; /* seconds */
     int stream_max;   /* concurrent WebSocket/SSE clients */
     bool access_log;
