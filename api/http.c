@@ -93,7 +93,7 @@ void api_reply_error(struct api_request *rq, int err, const char *message)
     util_buf b;
     util_buf_init(&b);
     api_render_error(&b, err, message);
-    api_reply_json(rq, api_status_of(err), &b);
+    api_reply_json(rq, util_err_status(err), &b);
     rq->err = err;
     util_buf_cleanup(&b);
 }
@@ -108,7 +108,7 @@ void api_reply_errorf(struct api_request *rq, int err, const char *fmt, ...)
     api_reply_error(rq, err, msg);
 }
 
-/* An error body with a status other than api_status_of(err) (414, 403). */
+/* An error body with a status other than util_err_status(err) (414, 403). */
 static void reply_error_status(struct api_request *rq, int status, int err, const char *message)
 {
     util_buf b;
@@ -237,28 +237,10 @@ static bool body_too_big(const struct _u_request *req)
     return errno == ERANGE || n > MAX_BODY_BYTES;
 }
 
-/* An error body whose code is not one of the PD_* codes' names
- * (method_not_allowed, origin_not_allowed). */
-static void reply_error_code(struct api_request *rq, int status, const char *code,
-                             const char *message)
-{
-    util_buf b;
-    util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"error\",\"error\":{\"code\":");
-    util_json_str(&b, code);
-    util_buf_puts(&b, ",\"message\":");
-    util_json_str(&b, message);
-    util_buf_puts(&b, "}}");
-    api_reply_json(rq, status, &b);
-    rq->err = PD_EINVAL;
-    util_buf_cleanup(&b);
-}
-
 static void preflight(struct api_request *rq, bool cors)
 {
     if (!cors) {
-        reply_error_code(rq, 403, "origin_not_allowed",
-                         "this Origin is not in PREDICTD_CORS_ORIGINS");
+        api_reply_error(rq, PD_EORIGIN, "this Origin is not in PREDICTD_CORS_ORIGINS");
         return;
     }
     u_map_put(rq->resp->map_header, "Access-Control-Allow-Methods", "GET, OPTIONS");
@@ -359,7 +341,7 @@ static void handle(api_http *h, struct req_state *st, struct MHD_Connection *con
         char msg[128];
         snprintf(msg, sizeof msg, "%s is not allowed here; allowed: %s", req->http_verb,
                  st->allow);
-        reply_error_code(&rq, 405, "method_not_allowed", msg);
+        api_reply_error(&rq, PD_EMETHOD, msg);
     } else if ((route->flags & API_ROUTE_ADMIN) && !opt->admin_key) {
         api_reply_error(&rq, PD_EAUTH, "admin routes are disabled: no admin key is configured");
     } else if ((route->flags & API_ROUTE_ADMIN) && !api_key_matches(key, opt->admin_key)) {

@@ -25,6 +25,7 @@
 
 #include "api/http_internal.h"
 #include "features/features.h"
+#include "store/store.h"
 
 /* A series that cannot clash with a real one in practice; the query is a
  * primary-key count, one round trip. */
@@ -141,7 +142,7 @@ static void render_jobs(util_buf *b, struct api_http *h)
 static int database_check(struct api_http *h)
 {
     int64_t count = 0;
-    int rc = features_count_candles(PING_SYMBOL, PING_TF, &count);
+    int rc = store_count_candles(PING_SYMBOL, PING_TF, &count);
     if (rc) {
         char msg[160];
         snprintf(msg, sizeof msg, "health check: %s", util_strerror(rc));
@@ -323,14 +324,14 @@ void api_route_status(struct api_request *rq)
     char why[512] = "";
     bool db_up = false;
     int not_ready = readiness(h, why, sizeof why, &db_up);
-    features_stats fs;
-    features_stats_get(&fs);
+    store_stats fs;
+    store_stats_get(&fs);
 
     const char *redis_state = "off";
     if (opt->redis && opt->cache) {
         char *probe = NULL;
         size_t plen = 0;
-        int rc = features_cache_get("predictd:health", &probe, &plen);
+        int rc = store_cache_get("predictd:health", &probe, &plen);
         free(probe);
         redis_state = rc == PD_ECACHE ? "down" : "up";
         if (rc == PD_ECACHE)

@@ -441,13 +441,6 @@ size_t api_streams_publish(api_context *ctx, const char *symbol, const char *tf,
     return n;
 }
 
-void api_render_stream_message(util_buf *b, const api_prediction *p, int64_t now)
-{
-    util_buf_puts(b, "{\"type\":\"prediction\",\"data\":");
-    api_render_prediction(b, p, now);
-    util_buf_puts(b, "}");
-}
-
 /* ------------------------------------------------------------------------
  * Subscriptions.
  */

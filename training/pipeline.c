@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "training/internal.h"
+#include "store/store.h"
 
 #ifndef PREDICTD_VERSION
 #define PREDICTD_VERSION "dev"
@@ -609,7 +610,7 @@ int training_run(const training_params *p, const training_ctx *ctx, training_res
     for (size_t i = 0; i < p->n_symbols; i++) {
         if (ctx && ctx->progress)
             ctx->progress(ctx->progress_ud, 0.02 * (double)i / (double)p->n_symbols, "load");
-        rc = features_load_range(p->symbols[i], p->timeframe, p->from, p->to, now, &series[i],
+        rc = store_load_range(p->symbols[i], p->timeframe, p->from, p->to, now, &series[i],
                                  &lens[i]);
         if (rc == 0 && lens[i] == 0)
             rc = PD_EUNKNOWNSYM;

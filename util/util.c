@@ -21,32 +21,21 @@
 #include <time.h>
 #include <unistd.h>
 
+/* One row per code, indexed by -code, generated from PD_ERRNO_MAP. */
 static const struct {
     const char *code;
     const char *text;
+    int status;
 } err_table[PD_ERR_COUNT_] = {
-    [0] = {"ok", "success"},
-    [1] = {"out_of_memory", "out of memory"},
-    [2] = {"invalid_argument", "invalid argument"},
-    [3] = {"io_error", "input/output error"},
-    [4] = {"not_found", "not found"},
-    [5] = {"data_unavailable", "database unavailable"},
-    [6] = {"cache_unavailable", "cache unavailable"},
-    [7] = {"insufficient_data", "not enough candles for the features"},
-    [8] = {"no_model", "no verified model for this series"},
-    [9] = {"model_invalid", "model failed verification"},
-    [10] = {"invalid_timeframe", "invalid timeframe"},
-    [11] = {"invalid_symbol", "invalid symbol"},
-    [12] = {"unknown_symbol", "unknown symbol"},
-    [13] = {"too_large", "input too large"},
-    [14] = {"unauthorized", "missing or invalid credentials"},
-    [15] = {"rate_limited", "rate limited"},
-    [16] = {"busy", "resource busy"},
-    [17] = {"canceled", "operation cancelled"},
-    [18] = {"not_ready", "service not ready"},
-    [19] = {"parse_error", "malformed input"},
-    [20] = {"internal_error", "internal error"},
+#define PD_ERR_ROW(name, value, code, text, status) [-(value)] = {code, text, status},
+    PD_ERRNO_MAP(PD_ERR_ROW)
+#undef PD_ERR_ROW
 };
+
+/* The list must be dense from 0 down to -(PD_ERR_COUNT_ - 1). */
+#define PD_ERR_ONE(name, value, code, text, status) +1
+_Static_assert(0 PD_ERRNO_MAP(PD_ERR_ONE) == PD_ERR_COUNT_, "PD_ERRNO_MAP and PD_ERR_COUNT_ disagree");
+#undef PD_ERR_ONE
 
 const char *util_strerror(int err)
 {
@@ -62,6 +51,14 @@ const char *util_err_code(int err)
     if (i < 0 || i >= PD_ERR_COUNT_)
         return "internal_error";
     return err_table[i].code;
+}
+
+int util_err_status(int err)
+{
+    int i = -err;
+    if (i < 0 || i >= PD_ERR_COUNT_)
+        return 500;
+    return err_table[i].status;
 }
 
 /* ------------------------------------------------------------------------ */

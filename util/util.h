@@ -16,39 +16,51 @@
 #include <stdint.h>
 
 /* ---------------------------------------------------------------------------
- * Errors. Functions return 0 on success or one of these (negative). The api
- * module maps each to an HTTP status and a stable JSON code string
- * (util_err_code()).
+ * Errors. Functions return 0 on success or one of these (negative). The one
+ * list below is the only place a code is defined: the enum, the JSON code
+ * string, the text and the HTTP status are all generated from it.
+ *
+ *   X(NAME, value, "json_code", "text", http_status)
  */
+#define PD_ERRNO_MAP(X)                                                                            \
+    X(OK, 0, "ok", "success", 200)                                                                 \
+    X(ENOMEM, -1, "out_of_memory", "out of memory", 500)                                           \
+    X(EINVAL, -2, "invalid_argument", "invalid argument", 400)                                     \
+    X(EIO, -3, "io_error", "input/output error", 500)                                              \
+    X(ENOTFOUND, -4, "not_found", "not found", 404)                                                \
+    X(EDB, -5, "data_unavailable", "database unavailable", 503)                                    \
+    X(ECACHE, -6, "cache_unavailable", "cache unavailable", 503)                                   \
+    X(ENODATA, -7, "insufficient_data", "not enough candles for the features", 503)                \
+    X(ENOMODEL, -8, "no_model", "no verified model for this series", 404)                          \
+    X(EVERIFY, -9, "model_invalid", "model failed verification", 422)                              \
+    X(ETIMEFRAME, -10, "invalid_timeframe", "invalid timeframe", 400)                              \
+    X(ESYMBOL, -11, "invalid_symbol", "invalid symbol", 400)                                       \
+    X(EUNKNOWNSYM, -12, "unknown_symbol", "unknown symbol", 404)                                   \
+    X(ETOOBIG, -13, "too_large", "input too large", 413)                                           \
+    X(EAUTH, -14, "unauthorized", "missing or invalid credentials", 401)                           \
+    X(ERATE, -15, "rate_limited", "rate limited", 429)                                             \
+    X(EBUSY, -16, "busy", "resource busy", 409)                                                    \
+    X(ECANCELED, -17, "canceled", "operation cancelled", 500)                                      \
+    X(ENOTREADY, -18, "not_ready", "service not ready", 503)                                       \
+    X(EPARSE, -19, "parse_error", "malformed input", 400)                                          \
+    X(EINTERNAL, -20, "internal_error", "internal error", 500)                                     \
+    X(EMETHOD, -21, "method_not_allowed", "method not allowed", 405)                               \
+    X(EORIGIN, -22, "origin_not_allowed", "origin not allowed", 403)
+
 enum {
-    PD_OK = 0,
-    PD_ENOMEM = -1,         /* allocation failed */
-    PD_EINVAL = -2,         /* bad argument or input */
-    PD_EIO = -3,            /* file or socket I/O failed */
-    PD_ENOTFOUND = -4,      /* no such thing */
-    PD_EDB = -5,            /* PostgreSQL unavailable or failed */
-    PD_ECACHE = -6,         /* Redis unavailable or failed */
-    PD_ENODATA = -7,        /* not enough candles for the features */
-    PD_ENOMODEL = -8,       /* no verified model for the series */
-    PD_EVERIFY = -9,        /* a model version failed verification */
-    PD_ETIMEFRAME = -10,    /* unknown or malformed timeframe */
-    PD_ESYMBOL = -11,       /* malformed symbol */
-    PD_EUNKNOWNSYM = -12,   /* well-formed symbol with no candles */
-    PD_ETOOBIG = -13,       /* input over a size limit */
-    PD_EAUTH = -14,         /* missing or wrong credentials */
-    PD_ERATE = -15,         /* rate limited */
-    PD_EBUSY = -16,         /* resource busy (a job already runs, ...) */
-    PD_ECANCELED = -17,     /* operation cancelled */
-    PD_ENOTREADY = -18,     /* service not ready (draining, warming up) */
-    PD_EPARSE = -19,        /* malformed file or message */
-    PD_EINTERNAL = -20,     /* a bug: an invariant did not hold */
-    PD_ERR_COUNT_ = 21
+#define PD_ERR_ENUM(name, value, code, text, status) PD_##name = value,
+    PD_ERRNO_MAP(PD_ERR_ENUM)
+#undef PD_ERR_ENUM
+    PD_ERR_COUNT_ = 23
 };
 
 /* Human-readable text for an error code. Never NULL, static storage. */
 const char *util_strerror(int err);
-/* Stable snake_case code for JSON bodies and metrics ("data_unavailable"). */
+/* Stable snake_case code for JSON bodies and metrics ("data_unavailable");
+ * "internal_error" for a value outside the list. */
 const char *util_err_code(int err);
+/* The HTTP status an error answers with (200 for PD_OK, 500 outside the list). */
+int util_err_status(int err);
 
 /* ---------------------------------------------------------------------------
  * Logging: one line per event on stderr, text or JSON. The level is checked

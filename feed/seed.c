@@ -29,13 +29,14 @@
  * timestamps. No rand(), no globals: thread-safe.
  *
  * It does no I/O; `predictd seed` writes the result with
- * features_upsert_candles().
+ * store_upsert_candles().
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "features/features.h"
+#include "feed/feed.h"
 #include "util/util.h"
 
 #define SEED_MAX_COUNT 10000000u
@@ -206,7 +207,7 @@ static double to_tick(double v, double tick)
     return nearbyint(v / tick) * tick;
 }
 
-int features_seed_series(const char *symbol, const char *tf, int64_t now, size_t count,
+int feed_seed_series(const char *symbol, const char *tf, int64_t now, size_t count,
                          uint64_t seed, features_candle **out)
 {
     if (!symbol || !util_symbol_valid(symbol))
