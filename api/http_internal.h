@@ -192,8 +192,10 @@ int api_readiness(struct api_http *h, char *why, size_t whylen);
 void api_metrics_init(struct api_http *h);
 void api_metrics_cleanup(struct api_http *h);
 void api_metrics_request(struct api_http *h, int metric, int status, double seconds);
-void api_metrics_prediction(struct api_http *h, const char *symbol, const char *tf,
-                            int direction);
+/* Counts a prediction served (by its series and model version) and the
+ * seconds it took to obtain. Thread-safe, lock-free once the series is
+ * known. */
+void api_metrics_prediction(struct api_http *h, const predict_result *p, double seconds);
 void api_metrics_render(struct api_http *h, util_buf *b);
 
 /* Rate limiting (ratelimit.c): token bucket per client address. */

@@ -335,10 +335,10 @@ void server_config_cleanup(server_config *c)
         }
 }
 
-void server_config_usage(void)
+void server_config_usage(FILE *out)
 {
-    fprintf(stderr, "\nOptions (flag / environment variable, default):\n");
+    fprintf(out, "\nOptions (flag / environment variable, default):\n");
     for (size_t i = 0; i < NOPTS; i++)
-        fprintf(stderr, "  --%-18s %-26s %-16s %s\n", opts[i].flag, opts[i].env,
+        fprintf(out, "  --%-18s %-26s %-16s %s\n", opts[i].flag, opts[i].env,
                 opts[i].def ? opts[i].def : "(none)", opts[i].help);
 }

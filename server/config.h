@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct server_config {
     char *listen;         /* "127.0.0.1:8080" */
@@ -61,7 +62,7 @@ int server_config_load(server_config *c, int *argc, char **argv, char *why, size
  */
 int server_config_load_keys(server_config *c, char *why, size_t whylen);
 void server_config_cleanup(server_config *c);
-/* Prints the table of options (for --help). */
-void server_config_usage(void);
+/* Prints the table of options (for --help) to out. */
+void server_config_usage(FILE *out);
 
 #endif

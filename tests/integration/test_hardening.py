@@ -443,6 +443,44 @@ def refused_cors_origin_has_its_own_code():
 
 
 @test
+def metrics_have_exact_codes_process_figures_and_fine_buckets():
+    svc = service()
+    get_raw(svc.port, "/api/predictions", method="POST")  # 405
+    get_raw(svc.port, "/api/predictions/BTC%zz")           # 400
+    _, _, text = svc.get("/metrics")
+    text = text.decode()
+    codes = set()
+    for ln in text.splitlines():
+        if ln.startswith("predictd_http_requests_total{"):
+            codes.add(ln.split('code="')[1].split('"')[0])
+    check(codes and all(c.isdigit() and len(c) == 3 for c in codes), f"code labels: {codes}")
+    check({"405", "400"} <= codes, f"code labels: {codes}")
+    values = {}
+    for ln in text.splitlines():
+        if ln.startswith("process_"):
+            name, value = ln.split()
+            values[name] = float(value)
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                 "process_open_fds", "process_start_time_seconds", "process_threads"):
+        check(name in values, f"{name} missing")
+    check(values["process_resident_memory_bytes"] > 1 << 20, "RSS over 1 MiB")
+    check(values["process_threads"] >= 4, "the pool's threads")
+    check(abs(values["process_start_time_seconds"] - svc_started(svc)) < 60,
+          "start time is the process's")
+    fds = len(os.listdir(f"/proc/{svc.proc.pid}/fd"))
+    check(abs(values["process_open_fds"] - fds) <= 3, f"{values['process_open_fds']} vs {fds}")
+    check('predictd_http_request_duration_seconds_bucket{route="other",le="1e-05"}' in text,
+          "latency buckets start at 10 us")
+    p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=60)
+    check_eq(p.returncode, 0, p.stdout + p.stderr)
+
+
+def svc_started(svc):
+    return os.stat(f"/proc/{svc.proc.pid}").st_mtime
+
+
+@test
 def listens_on_ipv6():
     try:
         probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
@@ -473,6 +511,28 @@ def listens_on_ipv6():
             p.terminate()
             _, err = p.communicate(timeout=30)
         check_eq(p.returncode, 0, err.decode()[-2000:])
+
+
+@test
+def help_goes_to_stdout_and_unknown_flags_are_named():
+    commands = ["serve", "migrate", "seed", "import", "train", "features", "predict", "models",
+                "keygen", "version"]
+    for args in [["--help"], ["-h"]] + [[c, "--help"] for c in commands]:
+        p = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=30)
+        check_eq(p.returncode, 0, f"predictd {' '.join(args)}: {p.stderr}")
+        check("usage: predictd" in p.stdout, f"predictd {' '.join(args)}: help not on stdout")
+        check_eq(p.stderr, "", f"predictd {' '.join(args)} wrote to stderr")
+    p = subprocess.run([BIN, "--version"], capture_output=True, text=True, timeout=30)
+    check_eq(p.returncode, 0)
+    check(p.stdout.startswith("predictd "), p.stdout)
+    for args, named in ((["serve", "--bogus"], "'--bogus'"), (["keygen", "--frob"], "'--frob'"),
+                        (["--bogus"], "'--bogus'"), (["seed", "--nope"], "'--nope'")):
+        p = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=30)
+        check_eq(p.returncode, 2, " ".join(args))
+        check(named in p.stderr.splitlines()[0], f"{args}: {p.stderr[:200]}")
+    p = subprocess.run([BIN], capture_output=True, text=True, timeout=30)
+    check_eq(p.returncode, 2, "no command is an error")
+    check("usage: predictd" in p.stderr)
 
 
 if __name__ == "__main__":
