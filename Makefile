@@ -57,7 +57,7 @@ FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-dev \
     libhiredis-dev libprotobuf-c-dev protobuf-c-compiler postgresql redis-server \
     curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
-    python3-numpy python3-sklearn python3-torch python3-xgboost prometheus \
+    python3-numpy python3-sklearn python3-torch python3-xgboost prometheus python3-websockets \
     clang libclang-rt-14-dev wrk nginx-light python3-psycopg2 python3-flask
 
 # generated sources are kept, not deleted as intermediates

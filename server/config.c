@@ -68,6 +68,9 @@ static const struct opt opts[] = {
      "seconds SIGTERM waits for in-flight requests"},
     {"max-connections", "PREDICTD_MAX_CONNECTIONS", OPT_INT, "1024", 1, 100000,
      OFF(max_connections), "concurrent HTTP connections"},
+    {"per-ip-connections", "PREDICTD_PER_IP_CONNECTIONS", OPT_INT, "64", 0, 100000,
+     OFF(per_ip_connections),
+     "connections one client address may hold (0 = no cap; raise it behind a gateway)"},
     {"idle-timeout", "PREDICTD_IDLE_TIMEOUT", OPT_INT, "30", 1, 3600, OFF(idle_timeout),
      "seconds before an idle connection is closed"},
     {"stream-max", "PREDICTD_STREAM_MAX", OPT_INT, "64", 0, 10000, OFF(stream_max),
@@ -270,7 +273,7 @@ int server_config_load(server_config *c, int *argc, char **argv, char *why, size
     argv[out] = NULL;
     *argc = out;
 
-    /* listen = host:port */
+    /* listen = host:port, [v6addr]:port or v6addr:port ("::" has colons) */
     const char *colon = strrchr(c->listen, ':');
     char *end;
     long port = colon ? strtol(colon + 1, &end, 10) : -1;
@@ -279,12 +282,21 @@ int server_config_load(server_config *c, int *argc, char **argv, char *why, size
         snprintf(why, whylen, "--listen: '%s' is not host:port", c->listen);
         return PD_EINVAL;
     }
-    memcpy(c->listen_host, c->listen, (size_t)(colon - c->listen));
-    c->listen_host[colon - c->listen] = '\0';
+    const char *hs = c->listen, *he = colon;
+    if (hs[0] == '[' && he[-1] == ']')
+        hs++, he--;
+    if (he <= hs) {
+        snprintf(why, whylen, "--listen: '%s' is not host:port", c->listen);
+        return PD_EINVAL;
+    }
+    memcpy(c->listen_host, hs, (size_t)(he - hs));
+    c->listen_host[he - hs] = '\0';
     c->listen_port = (int)port;
     struct in_addr ia;
-    if (strcmp(c->listen_host, "localhost") != 0 && inet_pton(AF_INET, c->listen_host, &ia) != 1) {
-        snprintf(why, whylen, "--listen: '%s' is not an IPv4 address (or localhost)",
+    struct in6_addr ia6;
+    if (strcmp(c->listen_host, "localhost") != 0 && inet_pton(AF_INET, c->listen_host, &ia) != 1 &&
+        inet_pton(AF_INET6, c->listen_host, &ia6) != 1) {
+        snprintf(why, whylen, "--listen: '%s' is not an IPv4 or IPv6 address (or localhost)",
                  c->listen_host);
         return PD_EINVAL;
     }
@@ -323,10 +335,10 @@ void server_config_cleanup(server_config *c)
         }
 }
 
-void server_config_usage(void)
+void server_config_usage(FILE *out)
 {
-    fprintf(stderr, "\nOptions (flag / environment variable, default):\n");
+    fprintf(out, "\nOptions (flag / environment variable, default):\n");
     for (size_t i = 0; i < NOPTS; i++)
-        fprintf(stderr, "  --%-18s %-26s %-16s %s\n", opts[i].flag, opts[i].env,
+        fprintf(out, "  --%-18s %-26s %-16s %s\n", opts[i].flag, opts[i].env,
                 opts[i].def ? opts[i].def : "(none)", opts[i].help);
 }

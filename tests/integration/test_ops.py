@@ -274,7 +274,8 @@ def promtool_accepts_metrics_and_labels_stay_bounded():
                          'symbol="BTCUSDT",timeframe="15m"')
     check(stale is not None and 0 <= stale <= 2 * 900, f"staleness {stale}")
     check(re.search(r'predictd_predictions_total\{symbol="BTCUSDT",timeframe="15m",'
-                    r'direction="(LONG|SHORT|NO_TRADE)"\} \d+', text), "prediction counter")
+                    r'version="\d+",direction="(LONG|SHORT|NO_TRADE)"\} \d+', text),
+          "prediction counter")
     # the same exposition on /health/metrics
     other = metrics_text(svc, "/health/metrics")
     check_eq(sorted(re.findall(r"^# TYPE (\S+)", text, re.M)),
