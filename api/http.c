@@ -491,8 +491,9 @@ int api_http_start(api_context *ctx, api_http **out)
     api_rate_init(h);
     api_metrics_init(h);
     load_dashboard(h);
-    if (ulfius_init_instance(&h->instance, (unsigned int)ctx->opt.listen_port, &addr, NULL) !=
-        U_OK) {
+    /* ulfius refuses port 0; MHD binds the address given below (port 0 included) */
+    unsigned int ulfius_port = ctx->opt.listen_port ? (unsigned int)ctx->opt.listen_port : 1;
+    if (ulfius_init_instance(&h->instance, ulfius_port, &addr, NULL) != U_OK) {
         http_free(h, false);
         return PD_ENOMEM;
     }
@@ -555,10 +556,18 @@ int api_http_start(api_context *ctx, api_http **out)
         http_free(h, true);
         return PD_EIO;
     }
+    /* port 0: the kernel chose one; the log line says which (tests read it) */
+    int port = ctx->opt.listen_port;
+    const union MHD_DaemonInfo *fd =
+        MHD_get_daemon_info(h->instance.mhd_daemon, MHD_DAEMON_INFO_LISTEN_FD);
+    struct sockaddr_in bound;
+    socklen_t bound_len = sizeof bound;
+    if (port == 0 && fd && getsockname(fd->listen_fd, (struct sockaddr *)&bound, &bound_len) == 0)
+        port = ntohs(bound.sin_port);
     LOG_INFO("http",
              "listening on %s:%d with %d worker threads, %d connections at most, idle timeout "
              "%d s",
-             ctx->opt.listen_host, ctx->opt.listen_port, ctx->opt.threads, ctx->opt.max_connections,
+             ctx->opt.listen_host, port, ctx->opt.threads, ctx->opt.max_connections,
              ctx->opt.idle_timeout);
     *out = h;
     return 0;

@@ -34,7 +34,7 @@ struct opt {
 #define OFF(f) offsetof(server_config, f)
 static const struct opt opts[] = {
     {"listen", "PREDICTD_LISTEN", OPT_STR, "127.0.0.1:8080", 0, 0, OFF(listen),
-     "address:port of the API"},
+     "address:port of the API (port 0: any free port, named in the log)"},
     {"database-url", "PREDICTD_DATABASE_URL", OPT_STR, NULL, 0, 0, OFF(database_url),
      "libpq connection string or URI"},
     {"redis-url", "PREDICTD_REDIS_URL", OPT_STR, NULL, 0, 0, OFF(redis_url),
@@ -270,11 +270,11 @@ int server_config_load(server_config *c, int *argc, char **argv, char *why, size
     argv[out] = NULL;
     *argc = out;
 
-    /* listen = host:port */
+    /* listen = host:port; port 0 lets the kernel choose (the log says which) */
     const char *colon = strrchr(c->listen, ':');
     char *end;
     long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == c->listen || *end || port < 1 || port > 65535 ||
+    if (!colon || colon == c->listen || end == colon + 1 || *end || port < 0 || port > 65535 ||
         (size_t)(colon - c->listen) >= sizeof c->listen_host) {
         snprintf(why, whylen, "--listen: '%s' is not host:port", c->listen);
         return PD_EINVAL;
