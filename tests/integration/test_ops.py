@@ -21,7 +21,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Service, Skip, check, check_eq, cli, free_port, need_services,  # noqa: E402
+from harness import (Service, Skip, check, check_eq, cli, need_services,  # noqa: E402
                      prepare_database, run_tests, services, test, train)
 
 MODELS = tempfile.mkdtemp(prefix="predictd-ops-models-")
@@ -70,10 +70,7 @@ def key_file(content, mode):
 
 def logs_of(svc):
     """The service's log so far (also after it stopped)."""
-    if not svc.log.closed:
-        svc.log.flush()
-    with open(svc.log_path) as f:
-        return f.read()
+    return svc.logs()
 
 
 def log_lines(svc):
@@ -326,7 +323,7 @@ def group_or_world_readable_key_file_is_refused():
     for mode in (0o644, 0o640, 0o604):
         path = key_file(ADMIN_KEY + "\n", mode)
         p = cli("serve", env={"PREDICTD_API_KEY_FILE": path, "PREDICTD_MODELS_DIR": MODELS,
-                              "PREDICTD_LISTEN": f"127.0.0.1:{free_port()}"},
+                              "PREDICTD_LISTEN": "127.0.0.1:0"},
                 check_rc=False, timeout=60)
         check(p.returncode != 0, f"mode {mode:o}: serve started")
         check(path in p.stderr and "chmod 600" in p.stderr, p.stderr)
@@ -335,7 +332,7 @@ def group_or_world_readable_key_file_is_refused():
     for path, needle in ((key_file("short\n", 0o600), "16 to 4096"),
                          (tempfile.mkdtemp(dir=TMP), "not a regular file")):
         p = cli("serve", env={"PREDICTD_API_KEY_FILE": path, "PREDICTD_MODELS_DIR": MODELS,
-                              "PREDICTD_LISTEN": f"127.0.0.1:{free_port()}"},
+                              "PREDICTD_LISTEN": "127.0.0.1:0"},
                 check_rc=False, timeout=60)
         check(p.returncode != 0 and needle in p.stderr, p.stderr)
     # the variable wins over the file (the insecure file is not even read)
@@ -718,7 +715,7 @@ def bad_configuration_is_refused_at_start():
                         ({"PREDICTD_LOG_FORMAT": "xml"}, "text or json"),
                         ({"PREDICTD_API_KEY": "short"}, "PREDICTD_API_KEY"),
                         ({"PREDICTD_READ_KEY": "has space in it, 16+"}, "PREDICTD_READ_KEY")):
-        e = {"PREDICTD_MODELS_DIR": MODELS, "PREDICTD_LISTEN": f"127.0.0.1:{free_port()}"}
+        e = {"PREDICTD_MODELS_DIR": MODELS, "PREDICTD_LISTEN": "127.0.0.1:0"}
         e.update(env)
         p = cli("serve", env=e, check_rc=False, timeout=60)
         check(p.returncode == 2 and needle in p.stderr, f"{env}: {p.returncode} {p.stderr}")

@@ -151,7 +151,7 @@ TEST(migrate_is_idempotent)
     char tmpl[] = "/tmp/store-migr-XXXXXX";
     char *dir = mkdtemp(tmpl);
     CHECK(dir != NULL);
-    char path[256], cmd[512];
+    char path[256], cmd[2200];
     snprintf(cmd, sizeof cmd, "cp %s/*.sql %s/", migrations_dir(), dir);
     CHECK_EQ_INT(system(cmd), 0);
     snprintf(path, sizeof path, "%s/900_test.sql", dir);
