@@ -603,6 +603,11 @@ def sigterm_under_load_loses_no_accepted_request():
         t.join(timeout=60)
     svc.stop()
     check_eq(rc, 0, logs_of(svc)[-2000:])
+    # A connection the kernel queued after SIGTERM, which the server (no
+    # longer accepting) never saw, is reset when the listening socket
+    # closes: refused, not lost. A reset of one begun before SIGTERM is lost.
+    results = [("refused",) + r[1:] if r[0] == "lost" and r[1] > t_sig and
+               r[4].startswith("ConnectionResetError") else r for r in results]
     lost = [r for r in results if r[0] == "lost"]
     check_eq(lost, [], "requests accepted and then dropped")
     answered = [r for r in results if r[0] == "answered"]
@@ -671,7 +676,7 @@ def second_sigterm_exits_at_once_and_drain_is_bounded():
     rc = svc.proc.wait(timeout=60)  # far below the 600 s drain
     check_eq(rc, 128 + signal.SIGTERM)
     hold.close()
-    svc.stop()
+    svc.stop(expect_rc=128 + signal.SIGTERM)
 
     svc = Service(MODELS, env={"PREDICTD_DRAIN_TIMEOUT": "1"})
     hold = partial_request(svc.port)
