@@ -14,11 +14,12 @@
 
 #include "server/config.h"
 #include "unit.h"
+#include "fixtures.h"
 #include "util/util.h"
 
 extern char **environ;
 
-static char tmpdir[64];
+static char tmpdir[160];
 
 /* Removes every PREDICTD_* variable so each test starts from the defaults. */
 static void clear_env(void)
@@ -381,8 +382,7 @@ TEST(environment_key_wins_and_is_checked)
 
 int main(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/predictd-test-config.XXXXXX");
-    if (!mkdtemp(tmpdir)) {
+    if (!unit_tmpdir(tmpdir, sizeof tmpdir, "predictd-test-config")) {
         perror("mkdtemp");
         return 1;
     }
