@@ -74,6 +74,8 @@ static const struct opt opts[] = {
      "concurrent WebSocket and SSE clients"},
     {"access-log", "PREDICTD_ACCESS_LOG", OPT_BOOL, "off", 0, 0, OFF(access_log),
      "log one line per request"},
+    {"reuse-port", "PREDICTD_REUSE_PORT", OPT_BOOL, "off", 0, 0, OFF(reuse_port),
+     "on: a second process may share the port (restarts); off: a taken port fails the start"},
     {"migrations-dir", "PREDICTD_MIGRATIONS_DIR", OPT_STR, "./db", 0, 0, OFF(migrations_dir),
      "SQL migrations applied by `migrate`"},
     {"web-dir", "PREDICTD_WEB_DIR", OPT_STR, "./web", 0, 0, OFF(web_dir),

@@ -737,6 +737,29 @@ def bad_configuration_is_refused_at_start():
                 check(env[var] not in p.stderr, f"{var}'s value echoed: {p.stderr}")
 
 
+@test
+def a_taken_port_fails_the_start_unless_reuse_port_is_on():
+    # libmicrohttpd was always given SO_REUSEPORT: a second server on a taken
+    # port started and silently shared it (with a test harness that picked
+    # ports, two test servers could answer for each other)
+    setup()
+    svc = Service(MODELS)
+    p = cli("serve", env={"PREDICTD_MODELS_DIR": MODELS, "PREDICTD_LISTEN": f"127.0.0.1:{svc.port}"},
+            check_rc=False, timeout=60)
+    check(p.returncode != 0, f"a second server started on port {svc.port}")
+    check("cannot listen on" in p.stderr, p.stderr[-800:])
+    check_eq(svc.get("/health/live")[0], 200)
+    check_eq(svc.stop(), 0)
+    # with PREDICTD_REUSE_PORT=on on both, the second one shares the port
+    a = Service(MODELS, env={"PREDICTD_REUSE_PORT": "on"})
+    b = Service(MODELS, env={"PREDICTD_REUSE_PORT": "on",
+                             "PREDICTD_LISTEN": f"127.0.0.1:{a.port}"})
+    check_eq(b.port, a.port)
+    check_eq(a.stop(), 0)
+    check_eq(b.get("/health/live")[0], 200)  # b alone answers now
+    check_eq(b.stop(), 0)
+
+
 if __name__ == "__main__":
     try:
         sys.exit(run_tests())
