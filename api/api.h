@@ -41,6 +41,7 @@ typedef struct api_options {
     int rate_limit;           /* per client address per second, 0 = off */
     int stream_max;
     bool access_log;
+    bool reuse_port;          /* SO_REUSEPORT; off: a port already taken fails the start */
     const char *models_dir;
     int rate_burst;           /* bucket size; 0 = twice rate_limit */
     bool redis;               /* a Redis URL is configured (for /health/status) */

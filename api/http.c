@@ -904,7 +904,9 @@ int api_http_start(api_context *ctx, api_http **out)
          * answer (bench/README.md) */
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 32 * 1024, NULL},
         {MHD_OPTION_SOCK_ADDR, 0, &addr},
-        {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
+        /* 1: SO_REUSEPORT (a second server on the port shares it silently);
+         * 0: libmicrohttpd's default, SO_REUSEADDR only: a taken port fails */
+        {MHD_OPTION_LISTENING_ADDRESS_REUSE, ctx->opt.reuse_port ? 1 : 0, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)request_completed, h},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)connection_notify, h},
         {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_logged, h},
@@ -923,11 +925,19 @@ int api_http_start(api_context *ctx, api_http **out)
         http_free(h);
         return PD_EIO;
     }
+    /* port 0: the kernel chose one; the log line says which (tests read it) */
+    int port = ctx->opt.listen_port;
+    const union MHD_DaemonInfo *fd = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+    struct sockaddr_storage bound;
+    socklen_t bound_len = sizeof bound;
+    if (port == 0 && fd && getsockname(fd->listen_fd, (struct sockaddr *)&bound, &bound_len) == 0)
+        port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                 : ((struct sockaddr_in *)&bound)->sin_port);
     LOG_INFO("http",
              "listening on %s:%d with %d worker threads, %d connections at most (%d per "
              "address), idle timeout %d s",
-             ctx->opt.listen_host, ctx->opt.listen_port, ctx->opt.threads, ctx->opt.max_connections,
-             per_ip, ctx->opt.idle_timeout);
+             ctx->opt.listen_host, port, ctx->opt.threads, ctx->opt.max_connections, per_ip,
+             ctx->opt.idle_timeout);
     *out = h;
     return 0;
 }

@@ -201,6 +201,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .rate_burst = cfg->rate_burst,
                        .stream_max = cfg->stream_max,
                        .access_log = cfg->access_log,
+                       .reuse_port = cfg->reuse_port,
                        .models_dir = cfg->models_dir,
                        .jobs = tjobs,
                        .web_dir = cfg->web_dir,

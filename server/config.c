@@ -34,7 +34,7 @@ struct opt {
 #define OFF(f) offsetof(server_config, f)
 static const struct opt opts[] = {
     {"listen", "PREDICTD_LISTEN", OPT_STR, "127.0.0.1:8080", 0, 0, OFF(listen),
-     "address:port of the API"},
+     "address:port of the API (port 0: any free port, named in the log)"},
     {"database-url", "PREDICTD_DATABASE_URL", OPT_STR, NULL, 0, 0, OFF(database_url),
      "libpq connection string or URI"},
     {"redis-url", "PREDICTD_REDIS_URL", OPT_STR, NULL, 0, 0, OFF(redis_url),
@@ -77,6 +77,8 @@ static const struct opt opts[] = {
      "concurrent WebSocket and SSE clients"},
     {"access-log", "PREDICTD_ACCESS_LOG", OPT_BOOL, "off", 0, 0, OFF(access_log),
      "log one line per request"},
+    {"reuse-port", "PREDICTD_REUSE_PORT", OPT_BOOL, "off", 0, 0, OFF(reuse_port),
+     "on: a second process may share the port (restarts); off: a taken port fails the start"},
     {"migrations-dir", "PREDICTD_MIGRATIONS_DIR", OPT_STR, "./db", 0, 0, OFF(migrations_dir),
      "SQL migrations applied by `migrate`"},
     {"web-dir", "PREDICTD_WEB_DIR", OPT_STR, "./web", 0, 0, OFF(web_dir),
@@ -273,11 +275,12 @@ int server_config_load(server_config *c, int *argc, char **argv, char *why, size
     argv[out] = NULL;
     *argc = out;
 
-    /* listen = host:port, [v6addr]:port or v6addr:port ("::" has colons) */
+    /* listen = host:port, [v6addr]:port or v6addr:port ("::" has colons); port 0
+     * lets the kernel choose (the log says which) */
     const char *colon = strrchr(c->listen, ':');
     char *end;
     long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == c->listen || *end || port < 1 || port > 65535 ||
+    if (!colon || colon == c->listen || end == colon + 1 || *end || port < 0 || port > 65535 ||
         (size_t)(colon - c->listen) >= sizeof c->listen_host) {
         snprintf(why, whylen, "--listen: '%s' is not host:port", c->listen);
         return PD_EINVAL;

@@ -36,6 +36,7 @@ typedef struct server_config {
     int idle_timeout; /* seconds */
     int stream_max;   /* concurrent WebSocket/SSE clients */
     bool access_log;
+    bool reuse_port; /* SO_REUSEPORT: another process may listen on the same port */
     char *migrations_dir;
     char *web_dir;         /* the dashboard page served at / */
 } server_config;
