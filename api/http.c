@@ -904,12 +904,15 @@ int api_http_start(api_context *ctx, api_http **out)
          * answer (bench/README.md) */
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 32 * 1024, NULL},
         {MHD_OPTION_SOCK_ADDR, 0, &addr},
-        /* 1: SO_REUSEPORT (a second server on the port shares it silently);
-         * 0: libmicrohttpd's default, SO_REUSEADDR only: a taken port fails */
-        {MHD_OPTION_LISTENING_ADDRESS_REUSE, ctx->opt.reuse_port ? 1 : 0, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)request_completed, h},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)connection_notify, h},
         {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_logged, h},
+        /* on: SO_REUSEPORT (a second server on the port shares it). Off, the
+         * option is left out: libmicrohttpd's default is SO_REUSEADDR only,
+         * so a port another process listens on fails the start while a
+         * restart over TIME_WAIT connections still binds (passing "false"
+         * would drop SO_REUSEADDR too) */
+        {ctx->opt.reuse_port ? MHD_OPTION_LISTENING_ADDRESS_REUSE : MHD_OPTION_END, 1, NULL},
         {MHD_OPTION_END, 0, NULL}};
     (void)addr_len;
     /* MHD_ALLOW_UPGRADE: the WebSocket route takes its connection over */
