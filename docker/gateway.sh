@@ -1,0 +1,36 @@
+#!/bin/sh
+# Gateway start-up step (mounted into nginx's /docker-entrypoint.d/, run by
+# the image's entrypoint before nginx starts). Writes the two parts of the
+# configuration that depend on where the gateway runs, included by
+# nginx.conf from /etc/nginx/predictd.d/:
+#   resolver.conf  the container's own DNS servers (Docker's 127.0.0.11,
+#                  podman's aardvark-dns, ...) from /etc/resolv.conf, so the
+#                  replicas' name is re-resolved while nginx runs
+#   admin.conf     who may reach /admin/ through the gateway: the addresses
+#                  or CIDRs in PREDICTD_GATEWAY_ADMIN_FROM (space or comma
+#                  separated); empty (the default): nobody
+set -eu
+out=/etc/nginx/predictd.d
+mkdir -p "$out"
+
+servers=
+for ns in $(awk '$1 == "nameserver" { print $2 }' /etc/resolv.conf); do
+    case "$ns" in *:*) ns="[$ns]" ;; esac
+    servers="$servers $ns"
+done
+if [ -z "$servers" ]; then
+    echo "gateway: no nameserver in /etc/resolv.conf; using 127.0.0.11" >&2
+    servers=" 127.0.0.11"
+fi
+echo "resolver$servers valid=5s ipv6=off;" >"$out/resolver.conf"
+echo "resolver_timeout 3s;" >>"$out/resolver.conf"
+
+{
+    echo "geo \$predictd_admin {"
+    echo "    default 0;"
+    for a in $(echo "${PREDICTD_GATEWAY_ADMIN_FROM:-}" | tr ',' ' '); do
+        echo "    $a 1;"
+    done
+    echo "}"
+} >"$out/admin.conf"
+echo "gateway: resolver$servers; admin routes open to: ${PREDICTD_GATEWAY_ADMIN_FROM:-nobody}" >&2
