@@ -64,6 +64,7 @@ DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-de
 .SECONDARY: $(GEN_C) $(GEN_H)
 
 .PHONY: all deps run test unit sanitize bench fuzz format format-check clean docker-check \
+    compose-test \
     build-tests build-bench
 all: $(BIN)
 
@@ -151,6 +152,12 @@ format-check:
 
 docker-check:
 	docker/check.sh
+
+# The compose stack as shipped on a container engine (../shared/tools/containers/engine,
+# or PREDICTD_ENGINE): builds the image, starts docker/compose.yaml from empty
+# volumes and checks it (tests/compose/test_compose.py). Takes minutes; not in .ci/run.
+compose-test:
+	$(PYTHON) tests/compose/test_compose.py
 
 clean:
 	rm -rf build build-san build-fuzz

@@ -441,6 +441,22 @@ static void make_id_prefix(api_http *h)
         snprintf(h->id_prefix + 2 * i, 3, "%02x", raw[i]);
 }
 
+/* Why listening on addr fails, for the message after libmicrohttpd refused
+ * to start: the errno of a bind (with SO_REUSEADDR, as libmicrohttpd binds
+ * without SO_REUSEPORT) on a probe socket, 0 when the bind succeeds. */
+static int listen_probe(const struct sockaddr_in *addr)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return errno;
+    int one = 1, e = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)addr, sizeof *addr) != 0)
+        e = errno;
+    close(fd);
+    return e;
+}
+
 /* Frees what api_http_start made; instance_ok: the Ulfius instance was
  * initialised (and is not running). */
 static void http_free(api_http *h, bool instance_ok)
@@ -541,7 +557,10 @@ int api_http_start(api_context *ctx, api_http **out)
          * answer (bench/README.md) */
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 32 * 1024, NULL},
         {MHD_OPTION_SOCK_ADDR, 0, &addr},
-        {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
+        /* 1: SO_REUSEPORT, two processes share the port (asked for, for
+         * zero-downtime restarts); 0: SO_REUSEADDR only, a port another
+         * process listens on fails the start */
+        {MHD_OPTION_LISTENING_ADDRESS_REUSE, ctx->opt.reuse_port ? 1 : 0, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)request_completed, h},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)connection_notify, h},
         {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_logged, h},
@@ -550,8 +569,16 @@ int api_http_start(api_context *ctx, api_http **out)
     unsigned int flags =
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
     if (ulfius_start_framework_with_mhd_options(&h->instance, flags, mhd_ops) != U_OK) {
-        LOG_ERROR("http", "cannot listen on %s:%d (in use, or not allowed)", ctx->opt.listen_host,
-                  ctx->opt.listen_port);
+        int e = listen_probe(&addr);
+        if (e == EADDRINUSE)
+            LOG_ERROR("http",
+                      "cannot listen on %s:%d: the address is already in use (another process "
+                      "listens there; PREDICTD_REUSE_PORT=on shares a port on purpose, and both "
+                      "processes must set it)",
+                      ctx->opt.listen_host, ctx->opt.listen_port);
+        else
+            LOG_ERROR("http", "cannot listen on %s:%d: %s", ctx->opt.listen_host,
+                      ctx->opt.listen_port, e ? strerror(e) : "the HTTP server did not start");
         http_free(h, true);
         return PD_EIO;
     }

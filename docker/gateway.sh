@@ -3,8 +3,8 @@
 # the image's entrypoint before nginx starts). Writes the two parts of the
 # configuration that depend on where the gateway runs, included by
 # nginx.conf from /etc/nginx/predictd.d/:
-#   resolver.conf  the container's own DNS servers (Docker's 127.0.0.11,
-#                  podman's aardvark-dns, ...) from /etc/resolv.conf, so the
+#   resolver.conf  the container's DNS server (Docker's 127.0.0.11, podman's
+#                  aardvark-dns, ...) from /etc/resolv.conf, so the
 #                  replicas' name is re-resolved while nginx runs
 #   admin.conf     who may reach /admin/ through the gateway: the addresses
 #                  or CIDRs in PREDICTD_GATEWAY_ADMIN_FROM (space or comma
@@ -13,15 +13,16 @@ set -eu
 out=/etc/nginx/predictd.d
 mkdir -p "$out"
 
-servers=
-for ns in $(awk '$1 == "nameserver" { print $2 }' /etc/resolv.conf); do
-    case "$ns" in *:*) ns="[$ns]" ;; esac
-    servers="$servers $ns"
-done
-if [ -z "$servers" ]; then
+# Only the first nameserver: the engine's own. nginx asks its resolvers in
+# turn, and a second one (podman adds the host's) does not know the
+# replicas' name: every other lookup would fail with a 502.
+ns=$(awk '$1 == "nameserver" { print $2; exit }' /etc/resolv.conf)
+if [ -z "$ns" ]; then
     echo "gateway: no nameserver in /etc/resolv.conf; using 127.0.0.11" >&2
-    servers=" 127.0.0.11"
+    ns=127.0.0.11
 fi
+case "$ns" in *:*) ns="[$ns]" ;; esac
+servers=" $ns"
 echo "resolver$servers valid=5s ipv6=off;" >"$out/resolver.conf"
 echo "resolver_timeout 3s;" >>"$out/resolver.conf"
 

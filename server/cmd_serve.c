@@ -186,6 +186,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .models_dir = cfg->models_dir,
                        .jobs = tjobs,
                        .web_dir = cfg->web_dir,
+                       .reuse_port = cfg->reuse_port,
                        .redis = cfg->redis_url != NULL};
     if (api_context_new(&opt, reg, &ctx) != 0)
         goto out_ctx;
