@@ -50,6 +50,7 @@ typedef struct api_options {
     const char *web_dir;        /* the dashboard page (index.html) served at /; NULL: none */
     struct training_jobs *jobs; /* background training (admin API); NULL: routes answer 503 */
     bool reuse_port;            /* SO_REUSEPORT; off: a port in use fails the start */
+    const char *trusted_proxies; /* X-Forwarded-For believed from these (IPv4/CIDR list) */
 } api_options;
 
 /* Creates the context over a registry the caller keeps alive longer.

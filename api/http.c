@@ -151,17 +151,6 @@ bool api_key_matches(const char *given, const char *want)
     return diff == 0;
 }
 
-/* The listener is IPv4 only: Ulfius copies sizeof(struct sockaddr) bytes of
- * the peer address, enough for a sockaddr_in and not for a sockaddr_in6. */
-static void client_address(const struct _u_request *req, char *out, size_t len)
-{
-    snprintf(out, len, "unknown");
-    if (req->client_address && req->client_address->sa_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)req->client_address;
-        inet_ntop(AF_INET, &a->sin_addr, out, (socklen_t)len);
-    }
-}
-
 /* Origin allowed by PREDICTD_CORS_ORIGINS (exact match, or "*"). */
 static bool origin_allowed(const char *list, const char *origin)
 {
@@ -264,7 +253,7 @@ static int handle(const struct _u_request *req, struct _u_response *resp, void *
                  (unsigned long long)atomic_fetch_add(&request_seq, 1) + 1);
     util_log_set_request_id(rq.request_id);
     u_map_put(resp->map_header, "X-Request-Id", rq.request_id);
-    client_address(req, rq.client, sizeof rq.client);
+    api_client_address(h, req, rq.client, sizeof rq.client);
     if (atomic_load(&h->draining))
         u_map_put(resp->map_header, "Connection", "close");
 
@@ -470,6 +459,7 @@ static void http_free(api_http *h, bool instance_ok)
         pthread_mutex_destroy(&h->component_errors[i].lock);
     free(h->routes);
     free(h->dashboard);
+    free(h->trusted);
     free(h);
 }
 
@@ -504,6 +494,18 @@ int api_http_start(api_context *ctx, api_http **out)
     for (int i = 0; i < API_COMPONENT_COUNT_; i++)
         pthread_mutex_init(&h->component_errors[i].lock, NULL);
     make_id_prefix(h);
+    char why[160];
+    int prc = api_trusted_proxies_parse(ctx->opt.trusted_proxies, &h->trusted, &h->ntrusted, why,
+                                        sizeof why);
+    if (prc) {
+        if (prc == PD_EINVAL)
+            LOG_ERROR("http", "%s", why);
+        pthread_rwlock_destroy(&h->jobs_lock);
+        for (int i = 0; i < API_COMPONENT_COUNT_; i++)
+            pthread_mutex_destroy(&h->component_errors[i].lock);
+        free(h);
+        return prc;
+    }
     api_rate_init(h);
     api_metrics_init(h);
     load_dashboard(h);

@@ -187,6 +187,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .jobs = tjobs,
                        .web_dir = cfg->web_dir,
                        .reuse_port = cfg->reuse_port,
+                       .trusted_proxies = cfg->trusted_proxies,
                        .redis = cfg->redis_url != NULL};
     if (api_context_new(&opt, reg, &ctx) != 0)
         goto out_ctx;

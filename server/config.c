@@ -76,6 +76,8 @@ static const struct opt opts[] = {
      "log one line per request"},
     {"migrations-dir", "PREDICTD_MIGRATIONS_DIR", OPT_STR, "./db", 0, 0, OFF(migrations_dir),
      "SQL migrations applied by `migrate`"},
+    {"trusted-proxies", "PREDICTD_TRUSTED_PROXIES", OPT_STR, NULL, 0, 0, OFF(trusted_proxies),
+     "IPv4 addresses/CIDRs whose X-Forwarded-For names the client (logs, rate limit)"},
     {"reuse-port", "PREDICTD_REUSE_PORT", OPT_BOOL, "off", 0, 0, OFF(reuse_port),
      "on: share the port with another process (SO_REUSEPORT; zero-downtime restarts)"},
     {"web-dir", "PREDICTD_WEB_DIR", OPT_STR, "./web", 0, 0, OFF(web_dir),

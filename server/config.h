@@ -37,6 +37,7 @@ typedef struct server_config {
     char *migrations_dir;
     char *web_dir;         /* the dashboard page served at / */
     bool reuse_port;       /* SO_REUSEPORT: a second process may share the port */
+    char *trusted_proxies; /* NULL: X-Forwarded-For is ignored */
 } server_config;
 
 /*
