@@ -28,10 +28,11 @@ echo "resolver_timeout 3s;" >>"$out/resolver.conf"
 
 {
     echo "geo \$predictd_admin {"
-    echo "    default 0;"
+    default=0
     for a in $(echo "${PREDICTD_GATEWAY_ADMIN_FROM:-}" | tr ',' ' '); do
-        echo "    $a 1;"
+        case "$a" in 0.0.0.0/0) default=1 ;; *) echo "    $a 1;" ;; esac
     done
+    echo "    default $default;"
     echo "}"
 } >"$out/admin.conf"
 echo "gateway: resolver$servers; admin routes open to: ${PREDICTD_GATEWAY_ADMIN_FROM:-nobody}" >&2
