@@ -43,34 +43,47 @@ def access_clients(svc):
     return out
 
 
+def until_limited(svc, xff, most=50):
+    """Requests as one client until one is refused; the number sent."""
+    for n in range(1, most + 1):
+        if models(svc, xff) == 429:
+            return n
+    raise AssertionError(f"{most} requests from {xff} were never limited")
+
+
 @test
 def a_trusted_proxy_names_the_client():
     svc = serve(PREDICTD_TRUSTED_PROXIES="127.0.0.1/32, 10.0.0.0/8")
-    # each client has its own bucket (burst 2): the third request of one
-    # client is limited, another client still passes
-    check_eq([models(svc, "203.0.113.1") for _ in range(3)], [200, 200, 429])
+    # each client has its own bucket: once one is limited, another (a full
+    # bucket of 2) still passes, and 20 different clients all pass
+    n = until_limited(svc, "203.0.113.1")
     check_eq(models(svc, "203.0.113.2"), 200)
+    check_eq([models(svc, f"198.51.100.{i}") for i in range(1, 21)], [200] * 20)
     # read from the right: what the client itself sent is not believed, a
     # trusted hop (10.1.2.3) is skipped
-    check_eq(models(svc, "198.51.100.7, 203.0.113.3"), 200)
+    check_eq(models(svc, "192.0.2.1, 203.0.113.3"), 200)
     check_eq(models(svc, "203.0.113.4, 10.1.2.3"), 200)
     # garbage on the right: the hop after it (the peer) is the client
     check_eq(models(svc, "203.0.113.5, not-an-ip"), 200)
     time.sleep(0.2)
     check_eq(svc.stop(), 0)
-    check_eq(access_clients(svc), ["203.0.113.1"] * 3 + ["203.0.113.2", "203.0.113.3",
-                                                           "203.0.113.4", "127.0.0.1"])
+    check_eq(access_clients(svc), ["203.0.113.1"] * n + ["203.0.113.2"] +
+             [f"198.51.100.{i}" for i in range(1, 21)] +
+             ["203.0.113.3", "203.0.113.4", "127.0.0.1"])
 
 
 @test
 def an_untrusted_peer_cannot_pick_its_address():
-    # no list: the header is ignored, every request is the peer's
+    # no list, or a list without the peer: the header is ignored, every
+    # request is the peer's and they share one bucket (2 tokens, 1 a second:
+    # 20 requests cannot all pass)
     for env in ({}, {"PREDICTD_TRUSTED_PROXIES": "10.0.0.0/8"}):
         svc = serve(**env)
-        check_eq([models(svc, f"203.0.113.{i}") for i in range(1, 4)], [200, 200, 429])
+        codes = [models(svc, f"203.0.113.{i}") for i in range(1, 21)]
+        check(429 in codes, codes)
         time.sleep(0.2)
         check_eq(svc.stop(), 0)
-        check_eq(access_clients(svc), ["127.0.0.1"] * 3)
+        check_eq(access_clients(svc), ["127.0.0.1"] * 20)
 
 
 @test
