@@ -60,7 +60,8 @@ FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 # tests/k8s); bench adds DEPS_BENCH. `make deps` installs all of them (what
 # CI needs: .ci/run calls it).
 DEPS_RUN   := build-essential pkg-config libulfius-dev libjansson-dev libpq-dev \
-    libhiredis-dev libprotobuf-c-dev protobuf-c-compiler postgresql redis-server
+    libhiredis-dev libprotobuf-c-dev protobuf-c-compiler postgresql redis-server \
+    python3-minimal
 DEPS_TEST  := curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
     python3-numpy python3-sklearn python3-torch python3-xgboost prometheus \
     clang libclang-rt-14-dev

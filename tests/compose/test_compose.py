@@ -4,6 +4,9 @@
 `make compose-test` (not part of .ci/run: it takes minutes and needs the
 engine, ../shared/tools/containers/engine or PREDICTD_ENGINE). Builds the
 image, starts docker/compose.yaml from empty volumes and checks:
+  - the image alone: its HEALTHCHECK follows PREDICTD_LISTEN; a key file
+    root:10001 0440 (a Kubernetes Secret with fsGroup) is accepted, a
+    world-readable or an unreadable one stops the start with the reason;
   - every long-running service stays up 20 s without a restart, the one-shot
     jobs (migrate, init) exit 0;
   - /health/ready answers 200 through the gateway within 120 s;
@@ -21,8 +24,10 @@ PREDICTD_COMPOSE_KEEP=1 leaves the stack running.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -114,12 +119,12 @@ def http(url, method="GET", body=None, headers=None, timeout=5):
         return 0, {}, b""
 
 
-def in_replica(cid, path, method="GET", headers=()):
+def in_replica(cid, path, method="GET", headers=(), port=8080):
     """(status, JSON or None) of a request made inside a replica's container."""
     args = ["exec", cid, "curl", "-sS", "-o", "/dev/stdout", "-w", "\n%{http_code}", "-X", method]
     for h in headers:
         args += ["-H", h]
-    r = podman(*args, f"http://127.0.0.1:8080{path}", check_rc=False)
+    r = podman(*args, f"http://127.0.0.1:{port}{path}", check_rc=False)
     body, _, code = r.stdout.rpartition("\n")
     try:
         return int(code), json.loads(body)
@@ -169,6 +174,7 @@ def main():
     check(user == "10001:10001", "the image runs as 10001:10001", user)
 
     try:
+        image_checks()
         run_checks()
     finally:
         if os.environ.get("PREDICTD_COMPOSE_KEEP") != "1":
@@ -178,6 +184,62 @@ def main():
         print(f"  {k:<44} {v:8.1f}")
     print(f"\n{passed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def image_checks():
+    """The image alone: the health check follows PREDICTD_LISTEN, and a key
+    file laid out as Kubernetes does with fsGroup (root:10001 0440) is
+    accepted while a world-readable or an unreadable one is refused."""
+    print("== the image", flush=True)
+    tmp = tempfile.mkdtemp(prefix="predictd-compose-test-")
+    os.chmod(tmp, 0o755)
+    names = []
+
+    def run(name, key_mode=None, key_owner=(0, 10001), env=()):
+        args = ["run", "-d", "--name", name, "-e", "PREDICTD_LISTEN=0.0.0.0:9090"]
+        for e in env:
+            args += ["-e", e]
+        if key_mode is not None:
+            path = os.path.join(tmp, name)
+            with open(path, "w") as f:
+                f.write("k" * 40 + "\n")
+            os.chown(path, *key_owner)
+            os.chmod(path, key_mode)
+            args += ["-v", f"{path}:/run/secrets/predictd/key:ro",
+                     "-e", "PREDICTD_API_KEY_FILE=/run/secrets/predictd/key"]
+        podman("rm", "-f", name, check_rc=False)
+        podman(*args, IMAGE, "serve")
+        names.append(name)
+        return name
+
+    def exited(name, limit=15):
+        return wait_for(lambda: not state(name)[0].get("Running"), limit) is not None
+
+    try:
+        c = run("predictd-test-hc", key_mode=0o440)
+        live = wait_for(lambda: podman("exec", c, "/app/bin/healthcheck", check_rc=False)
+                        .returncode == 0, 20)
+        check(live is not None, "HEALTHCHECK probes the port PREDICTD_LISTEN names (9090)")
+        r = podman("exec", "-e", "PREDICTD_LISTEN=0.0.0.0:8080", c, "/app/bin/healthcheck",
+                   check_rc=False)
+        check(r.returncode != 0, "... and fails where nothing listens (8080)")
+        code, body = in_replica(c, "/admin/models", headers=["X-API-Key: " + "k" * 40],
+                                port=9090)
+        check(code == 200, "a root:10001 0440 key file (a Secret with fsGroup) is accepted", code)
+        for name, mode, owner, needle in (
+                ("predictd-test-key644", 0o644, (0, 10001), "accessible by others"),
+                ("predictd-test-key400", 0o400, (0, 0), "not readable by this process")):
+            run(name, key_mode=mode, key_owner=owner)
+            gone = exited(name)
+            logs = podman("logs", name, check_rc=False)
+            text = logs.stdout + logs.stderr
+            check(gone and state(name)[0].get("ExitCode") != 0 and needle in text,
+                  f"a key file {mode:o} owned {owner[0]}:{owner[1]} stops the start ({needle})",
+                  text[-300:])
+    finally:
+        for n in names:
+            podman("rm", "-f", n, check_rc=False)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_checks():
