@@ -87,7 +87,7 @@ int predict_service_new(const predict_options *opt, registry *reg, predict_servi
         return PD_ENOMEM;
     }
     pthread_mutex_init(&svc->symbols_lock, NULL);
-    if (predict__live_new(&svc->live) != 0) {
+    if (predict__live_new(&svc->live) != 0 || (opt->cache && predict__neg_new(&svc->neg) != 0)) {
         predict_service_free(svc);
         return PD_ENOMEM;
     }
@@ -111,6 +111,7 @@ void predict_service_free(predict_service *svc)
     for (size_t i = 0; i < sizeof svc->symbols / sizeof svc->symbols[0]; i++)
         store_strv_free(svc->symbols[i].names, svc->symbols[i].n);
     predict__live_free(svc->live);
+    predict__neg_free(svc->neg);
     util_rwlock_destroy(&svc->cache_lock);
     pthread_mutex_destroy(&svc->symbols_lock);
     free(svc);
@@ -128,6 +129,7 @@ void predict_cache_stats_get(predict_service *svc, predict_cache_stats *out)
     out->redis_hits = atomic_load(&svc->redis_hits);
     out->redis_misses = atomic_load(&svc->redis_misses);
     out->computed = atomic_load(&svc->computed);
+    out->negative_hits = atomic_load(&svc->negative_hits);
 }
 
 /* ------------------------------------------------------------------------
@@ -518,6 +520,8 @@ static int no_model_reason(const char *symbol, const char *tf, int rc)
 /* A request between its cache lookups and its computation. */
 struct pending {
     registry_version *v;     /* one reference, or NULL when done */
+    uint64_t generation;     /* the registry's, before it was asked (negative.c) */
+    bool neg;                /* a "no" may be cached (the default selection) */
     predict_result *cached;  /* an older answer kept for when the database is down */
     char key[64];
     bool keyed;
@@ -530,15 +534,27 @@ struct pending {
  */
 static int predict_begin(predict_service *svc, const char *symbol, const char *tf,
                          const registry_selector *sel, int64_t now, struct pending *pd,
-                         predict_result **out)
+                         predict_result **out, char *why, size_t whylen)
 {
     memset(pd, 0, sizeof *pd);
     int rc = validate(symbol, tf);
     if (rc)
         return rc;
+    pd->neg = svc->neg && (!sel || (!sel->version && !sel->label));
+    if (pd->neg) {
+        if (predict__neg_get(svc, symbol, tf, now, &rc, why, whylen)) {
+            atomic_fetch_add(&svc->negative_hits, 1);
+            return rc;
+        }
+        pd->generation = registry_generation(svc->reg);
+    }
     rc = registry_acquire(svc->reg, symbol, tf, sel, &pd->v);
-    if (rc)
-        return no_model_reason(symbol, tf, rc);
+    if (rc) {
+        rc = no_model_reason(symbol, tf, rc);
+        if (pd->neg)
+            predict__neg_put(svc, symbol, tf, now, pd->generation, rc, NULL);
+        return rc;
+    }
     uint32_t version = registry_version_number(pd->v);
     const char *vl = registry_version_label(pd->v);
     if (vl)
@@ -602,6 +618,8 @@ static int predict_finish(predict_service *svc, const char *symbol, const char *
             return 0;
         }
         predict_result_release(pd->cached);
+        if (pd->neg)
+            predict__neg_put(svc, symbol, tf, now, pd->generation, rc, why);
         return rc;
     }
     predict_result_release(pd->cached);
@@ -618,7 +636,7 @@ int predict_one(predict_service *svc, const char *symbol, const char *tf,
                 size_t whylen)
 {
     struct pending pd;
-    int rc = predict_begin(svc, symbol, tf, sel, now, &pd, out);
+    int rc = predict_begin(svc, symbol, tf, sel, now, &pd, out, why, whylen);
     if (rc != 1)
         return rc;
     return predict_finish(svc, symbol, tf, now, &pd, NULL, 0, 0, out, why, whylen);
@@ -641,7 +659,7 @@ int predict_many(predict_service *svc, const char *const *symbols, size_t n, con
     for (size_t i = 0; i < n; i++) {
         outs[i] = NULL;
         whys[i][0] = '\0';
-        rcs[i] = predict_begin(svc, symbols[i], tf, sel, now, &pd[i], &outs[i]);
+        rcs[i] = predict_begin(svc, symbols[i], tf, sel, now, &pd[i], &outs[i], whys[i], 256);
         if (rcs[i] == 1) {
             size_t need = registry_version_candles(pd[i].v);
             limit = need > limit ? need : limit;
@@ -684,11 +702,19 @@ int predict_refresh(predict_service *svc, const char *symbol, const char *tf, in
     if (rc)
         return rc;
     registry_version *v = NULL;
+    uint64_t generation = registry_generation(svc->reg);
     rc = registry_acquire(svc->reg, symbol, tf, NULL, &v);
-    if (rc)
-        return no_model_reason(symbol, tf, rc);
+    if (rc) {
+        rc = no_model_reason(symbol, tf, rc);
+        predict__neg_put(svc, symbol, tf, now, generation, rc, NULL);
+        return rc;
+    }
     predict_result *p = NULL;
     rc = compute(svc, v, symbol, tf, now, &p, why, whylen);
+    if (rc == 0)
+        predict__neg_forget(svc, symbol, tf);
+    else
+        predict__neg_put(svc, symbol, tf, now, generation, rc, why);
     if (rc == 0 && svc->opt.cache) {
         char key[64];
         if (predict__cache_key(key, sizeof key, symbol, tf, registry_version_number(v),

@@ -137,6 +137,7 @@ typedef struct predict_cache_stats {
     uint64_t process_hits, process_misses;
     uint64_t redis_hits, redis_misses;
     uint64_t computed;
+    uint64_t negative_hits; /* "no" answers (unknown symbol, no model, too few candles) from cache */
 } predict_cache_stats;
 void predict_cache_stats_get(predict_service *svc, predict_cache_stats *out);
 

@@ -43,8 +43,10 @@ struct predict_service {
     struct predict_symbols symbols[6];
 
     _Atomic uint64_t process_hits, process_misses, redis_hits, redis_misses, computed;
+    _Atomic uint64_t negative_hits; /* answered "no" from negative.c */
 
     struct predict_live *live;             /* live accuracy (live.c) */
+    struct predict_neg *neg;               /* "no" answers (negative.c); NULL: caching off */
     _Atomic(struct store_ledger *) ledger; /* lent by the loop to the ledger routes; NULL: none */
 };
 
@@ -70,5 +72,23 @@ void predict__live_free(struct predict_live *l); /* NULL is a no-op */
  * recorded. Thread-safe. */
 bool predict__live_get(predict_service *svc, const char *symbol, const char *tf,
                        uint32_t version, double *hit_rate, uint64_t *resolved);
+
+/* The cache of negative answers (negative.c), made with the service when
+ * caching is on. Thread-safe. */
+struct predict_neg;
+int predict__neg_new(struct predict_neg **out);
+void predict__neg_free(struct predict_neg *n); /* NULL is a no-op */
+/* Whether rc is an answer the cache keeps: PD_EUNKNOWNSYM, PD_ENOMODEL,
+ * PD_ENODATA. */
+bool predict__neg_cacheable(int rc);
+/* True (with *rc and why) when a still valid "no" is cached for the series. */
+bool predict__neg_get(predict_service *svc, const char *symbol, const char *tf, int64_t now,
+                      int *rc, char *why, size_t whylen);
+/* Caches a cacheable rc made under the registry's `generation` (read before
+ * the registry was asked); anything else is ignored. */
+void predict__neg_put(predict_service *svc, const char *symbol, const char *tf, int64_t now,
+                      uint64_t generation, int rc, const char *why);
+/* Drops the series' entry (its candles changed). */
+void predict__neg_forget(predict_service *svc, const char *symbol, const char *tf);
 
 #endif
