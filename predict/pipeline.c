@@ -86,7 +86,7 @@ int predict_service_new(const predict_options *opt, registry *reg, predict_servi
         free(svc);
         return PD_ENOMEM;
     }
-    pthread_mutex_init(&svc->symbols_lock, NULL);
+    util_mutex_init(&svc->symbols_lock);
     if (predict__live_new(&svc->live) != 0 || (opt->cache && predict__neg_new(&svc->neg) != 0)) {
         predict_service_free(svc);
         return PD_ENOMEM;
@@ -109,11 +109,11 @@ void predict_service_free(predict_service *svc)
         }
     }
     for (size_t i = 0; i < sizeof svc->symbols / sizeof svc->symbols[0]; i++)
-        store_strv_free(svc->symbols[i].names, svc->symbols[i].n);
+        predict_symbol_list_release(svc->symbols[i].list);
     predict__live_free(svc->live);
     predict__neg_free(svc->neg);
     util_rwlock_destroy(&svc->cache_lock);
-    pthread_mutex_destroy(&svc->symbols_lock);
+    util_mutex_destroy(&svc->symbols_lock);
     free(svc);
 }
 
@@ -731,7 +731,48 @@ int predict_refresh(predict_service *svc, const char *symbol, const char *tf, in
 /* ------------------------------------------------------------------------
  * Symbols per timeframe.
  */
-int predict_symbols_for(predict_service *svc, const char *tf, int64_t now, char ***out, size_t *n)
+/* A predict_symbol_list with its reference count and its strings in one
+ * allocation. */
+struct symbol_box {
+    atomic_int refs;
+    predict_symbol_list list;
+    const char *names[]; /* then the strings */
+};
+
+static struct symbol_box *symbol_box_of(predict_symbol_list *l)
+{
+    return (struct symbol_box *)((char *)l - offsetof(struct symbol_box, list));
+}
+
+void predict_symbol_list_release(predict_symbol_list *l)
+{
+    if (l && atomic_fetch_sub_explicit(&symbol_box_of(l)->refs, 1, memory_order_acq_rel) == 1)
+        free(symbol_box_of(l));
+}
+
+static predict_symbol_list *symbol_list_new(char **names, size_t n)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += strlen(names[i]) + 1;
+    struct symbol_box *b = malloc(sizeof *b + n * sizeof b->names[0] + bytes);
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    char *at = (char *)&b->names[n];
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(names[i]) + 1;
+        memcpy(at, names[i], len);
+        b->names[i] = at;
+        at += len;
+    }
+    b->list.n = n;
+    b->list.names = b->names;
+    return &b->list;
+}
+
+int predict_symbols_for(predict_service *svc, const char *tf, int64_t now,
+                        predict_symbol_list **out)
 {
     static const char *tfs[] = {"1m", "5m", "15m", "1h", "4h", "1d"};
     size_t slot = 0;
@@ -739,37 +780,50 @@ int predict_symbols_for(predict_service *svc, const char *tf, int64_t now, char 
         slot++;
     if (slot == 6)
         return PD_ETIMEFRAME;
-    pthread_mutex_lock(&svc->symbols_lock);
     struct predict_symbols *s = &svc->symbols[slot];
-    if (!s->names || now - s->fetched_at >= SYMBOLS_TTL_S || !svc->opt.cache) {
-        char **names = NULL;
-        size_t count = 0;
-        int rc = store_list_symbols(tf, &names, &count);
-        if (rc && !s->names) {
-            pthread_mutex_unlock(&svc->symbols_lock);
-            return rc;
-        }
-        if (rc == 0) {
-            store_strv_free(s->names, s->n);
-            s->names = names;
-            s->n = count;
-            s->fetched_at = now;
-        }
+    util_mutex_lock(&svc->symbols_lock);
+    bool due = !s->list || now - s->fetched_at >= SYMBOLS_TTL_S || !svc->opt.cache;
+    bool mine = due && (!s->refreshing || !s->list);
+    if (mine)
+        s->refreshing = true;
+    predict_symbol_list *cur = s->list;
+    if (cur)
+        atomic_fetch_add_explicit(&symbol_box_of(cur)->refs, 1, memory_order_relaxed);
+    util_mutex_unlock(&svc->symbols_lock);
+    if (!mine) {
+        *out = cur;
+        return 0;
     }
-    char **copy = calloc(s->n + 1, sizeof *copy);
-    int rc = copy ? 0 : PD_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < s->n; i++)
-        if (!(copy[i] = strdup(s->names[i])))
-            rc = PD_ENOMEM;
-    size_t count = s->n;
-    pthread_mutex_unlock(&svc->symbols_lock);
-    if (rc) {
-        store_strv_free(copy, count);
-        return rc;
+
+    /* this request reads the list; the others meanwhile use the old one */
+    char **names = NULL;
+    size_t count = 0;
+    int rc = store_list_symbols(tf, &names, &count);
+    predict_symbol_list *fresh = rc == 0 ? symbol_list_new(names, count) : NULL;
+    if (rc == 0 && !fresh)
+        rc = PD_ENOMEM;
+    store_strv_free(names, count);
+    util_mutex_lock(&svc->symbols_lock);
+    s->refreshing = false;
+    predict_symbol_list *old = NULL;
+    if (fresh) {
+        old = s->list;
+        s->list = fresh;
+        s->fetched_at = now;
+        atomic_fetch_add_explicit(&symbol_box_of(fresh)->refs, 1, memory_order_relaxed);
     }
-    *out = copy;
-    *n = count;
-    return 0;
+    util_mutex_unlock(&svc->symbols_lock);
+    predict_symbol_list_release(old);
+    if (fresh) {
+        predict_symbol_list_release(cur);
+        *out = fresh;
+        return 0;
+    }
+    if (cur) { /* the database failed: the last list still answers */
+        *out = cur;
+        return 0;
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------------

@@ -24,12 +24,15 @@ struct predict_cache_entry {
 };
 
 /* The symbols that have candles for one timeframe, refreshed every few
- * seconds so multi-symbol requests do not query the database each time. */
+ * seconds so multi-symbol requests do not query the database each time.
+ * `list` is an immutable, reference-counted snapshot: requests take a
+ * reference under symbols_lock and read it without the lock; one request
+ * at a time (`refreshing`) reads a new one from the database, outside the
+ * lock, while the others keep using the old one. */
 struct predict_symbols {
-    char tf[8];
-    char **names; /* owned */
-    size_t n;
-    int64_t fetched_at;
+    predict_symbol_list *list; /* symbols_lock; NULL until first read */
+    int64_t fetched_at;        /* symbols_lock */
+    bool refreshing;           /* symbols_lock */
 };
 
 struct predict_service {
@@ -39,7 +42,7 @@ struct predict_service {
     util_rwlock cache_lock; /* guards buckets and the entries' p pointers */
     struct predict_cache_entry *buckets[PREDICT_CACHE_BUCKETS];
 
-    pthread_mutex_t symbols_lock; /* guards symbols */
+    util_mutex symbols_lock; /* guards symbols[] (not the lists they point to) */
     struct predict_symbols symbols[6];
 
     _Atomic uint64_t process_hits, process_misses, redis_hits, redis_misses, computed;
