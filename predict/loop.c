@@ -50,6 +50,7 @@
  * its own ledger handle, and lends a second one to the HTTP routes.
  */
 #define _GNU_SOURCE
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
@@ -79,6 +80,8 @@
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 5000
 #define SERIES_MAX 100000
+#define BATCH_MIN 4    /* series due together that make a burst (see process_many) */
+#define BATCH_MAX 1000 /* series predicted in one group */
 
 /* What this thread knows of one series. */
 struct series {
@@ -103,6 +106,7 @@ struct predict_loop {
     store_pub *pub;           /* NULL without Redis */
     struct series *series;
     size_t nseries, cap;
+    struct series **batch; /* cap entries: the series processed together */
     size_t npending;
 
     pthread_mutex_t status_lock; /* guards the fields below */
@@ -160,6 +164,10 @@ static struct series *series_get(predict_loop *l, const char *symbol, const char
         if (!v)
             return NULL;
         l->series = v;
+        struct series **b = realloc(l->batch, cap * sizeof *b);
+        if (!b)
+            return NULL; /* l->series grew, cap did not: the next call retries */
+        l->batch = b;
         l->cap = cap;
     }
     struct series *s = &l->series[l->nseries++];
@@ -167,6 +175,15 @@ static struct series *series_get(predict_loop *l, const char *symbol, const char
     snprintf(s->symbol, sizeof s->symbol, "%s", symbol);
     snprintf(s->tf, sizeof s->tf, "%s", tf);
     return s;
+}
+
+/* Marks s (NULL: ignored) to be processed in the next pass. */
+static void mark(predict_loop *l, struct series *s)
+{
+    if (s && !s->pending) {
+        s->pending = true;
+        l->npending++;
+    }
 }
 
 /* "SYMBOL:TF" from a notification. */
@@ -179,11 +196,7 @@ static void on_notify(const char *payload, void *arg)
         return;
     memcpy(symbol, payload, (size_t)(colon - payload));
     symbol[colon - payload] = '\0';
-    struct series *s = series_get(l, symbol, colon + 1);
-    if (s && !s->pending) {
-        s->pending = true;
-        l->npending++;
-    }
+    mark(l, series_get(l, symbol, colon + 1));
 }
 
 /* ------------------------------------------------------------------------
@@ -250,35 +263,34 @@ static void entry_of(const predict_result *p, store_ledger_entry *e)
 }
 
 /* ------------------------------------------------------------------------
- * One series.
+ * Series, one or many at a time.
  */
-static void process(predict_loop *l, struct series *s, int64_t now)
+
+/* Whether a model serves s; when none does there is nothing to do (and
+ * predicting would count the series' candles to say why). Clears s's
+ * pending flag, and the cached "no" of a series whose candles changed. */
+static bool serving(predict_loop *l, struct series *s, int64_t now)
 {
-    uint64_t t0 = util_mono_ns();
     if (s->pending) {
         s->pending = false;
         l->npending--;
     }
-    /* Its candles changed: a cached "no" (too few candles, unknown symbol)
-     * may not hold any more. */
     predict__neg_forget(l->svc, s->symbol, s->tf);
-    /* Without a model there is nothing to do (and predict_refresh would
-     * count the series' candles to say why). */
     registry_version *v = NULL;
     int rc = registry_acquire(predict_registry(l->svc), s->symbol, s->tf, NULL, &v);
     if (rc) {
         s->due = rc == PD_ENOTREADY ? now + RETRY_S : 0; /* a first version still loading */
-        return;
+        return false;
     }
     registry_release(v);
+    return true;
+}
 
-    (void)store_cache_drop_window(s->symbol, s->tf);
-    settle(l, s->symbol, s->tf, now);
-    refresh_live(l, s->symbol, s->tf); /* one grouped query per new candle, never per request */
-
-    predict_result *p = NULL;
-    char why[256] = "";
-    rc = predict_refresh(l->svc, s->symbol, s->tf, now, &p, why, sizeof why);
+/* Bookkeeping of one series' attempt: logs a change of outcome, and sets
+ * when it is due again. True when p is a prediction to record and publish. */
+static bool attempted(predict_loop *l, struct series *s, int rc, const char *why,
+                      const predict_result *p, int64_t now)
+{
     if (rc) {
         if (rc != s->last_rc)
             LOG_WARN(MOD, "%s %s: no prediction: %s", s->symbol, s->tf,
@@ -288,52 +300,165 @@ static void process(predict_loop *l, struct series *s, int64_t now)
          * again soon rather than wait for a notification that already came */
         s->due = rc == PD_EDB || rc == PD_ENOTREADY ? now + RETRY_S : 0;
         set_error(l, "%s %s: %s", s->symbol, s->tf, why[0] ? why : util_strerror(rc));
-        return;
+        return false;
     }
     if (s->last_rc)
         LOG_INFO(MOD, "%s %s: predicting again", s->symbol, s->tf);
     s->last_rc = 0;
     s->due = p->valid_until > now ? p->valid_until + DUE_GRACE_S : 0;
+    return true;
+}
 
-    if (p->candle_time > s->rec_candle || p->version != s->rec_version) {
-        store_ledger_entry e;
-        entry_of(p, &e);
-        bool inserted = false;
-        rc = store_ledger_record(l->ledger, &e, &inserted);
-        if (rc == 0) {
-            s->rec_candle = p->candle_time;
-            s->rec_version = p->version;
-        } else {
-            set_error(l, "recording %s %s: %s", s->symbol, s->tf, util_strerror(rc));
-            s->due = now + RETRY_S;
-        }
-        if (inserted && l->pub) {
-            util_buf b;
-            util_buf_init(&b);
-            predict_render_stream_message(&b, p, now);
-            if (util_buf_ok(&b))
-                (void)store_pub_publish(l->pub, PUBLISH_CHANNEL, b.data, b.len, NULL);
-            util_buf_cleanup(&b);
+/*
+ * Predicts the n series of v (one timeframe) together: their cached windows
+ * dropped, their windows read and their predictions cached in a few round
+ * trips (predict_refresh_many), the new ones recorded in one statement
+ * (store_ledger_record_many), PUBLISHed in one pipeline, and handed to the
+ * stream clients. A burst at a candle close costs a few round trips, not a
+ * few per series.
+ */
+static void predict_group(predict_loop *l, struct series **v, size_t n, int64_t now)
+{
+    const char **syms = calloc(n, sizeof *syms);
+    predict_result **p = calloc(n, sizeof *p);
+    int *rcs = calloc(n, sizeof *rcs);
+    char(*whys)[256] = calloc(n, sizeof *whys);
+    store_ledger_entry *e = calloc(n, sizeof *e);
+    size_t *rec = calloc(n, sizeof *rec);
+    bool *inserted = calloc(n, sizeof *inserted);
+    util_buf *msg = calloc(n, sizeof *msg);
+    const char **pub = calloc(n, sizeof *pub);
+    size_t *publen = calloc(n, sizeof *publen);
+    if (!syms || !p || !rcs || !whys || !e || !rec || !inserted || !msg || !pub || !publen) {
+        set_error(l, "out of memory predicting %zu series", n);
+        for (size_t i = 0; i < n; i++)
+            v[i]->due = now + RETRY_S;
+        goto out;
+    }
+    const char *tf = v[0]->tf;
+    for (size_t i = 0; i < n; i++) {
+        assert(strcmp(v[i]->tf, tf) == 0);
+        syms[i] = v[i]->symbol;
+    }
+    (void)store_cache_drop_windows(syms, n, tf); /* the candles changed behind this process */
+    if (predict_refresh_many(l->svc, syms, n, tf, now, p, rcs, whys) != 0) {
+        set_error(l, "cannot predict %zu %s series at once", n, tf);
+        for (size_t i = 0; i < n; i++)
+            v[i]->due = now + RETRY_S;
+        goto out;
+    }
+
+    /* the ledger: one row per new candle or version, the first writer wins */
+    size_t nrec = 0;
+    for (size_t i = 0; i < n; i++) {
+        util_buf_init(&msg[i]);
+        if (!attempted(l, v[i], rcs[i], whys[i], p[i], now))
+            continue;
+        predict_render_stream_message(&msg[i], p[i], now);
+        if (p[i]->candle_time > v[i]->rec_candle || p[i]->version != v[i]->rec_version) {
+            entry_of(p[i], &e[nrec]);
+            rec[nrec++] = i;
         }
     }
-    if (p->candle_time > s->pub_candle || p->version != s->pub_version) {
-        util_buf b;
-        util_buf_init(&b);
-        predict_render_stream_message(&b, p, now);
-        if (util_buf_ok(&b) && l->opt.deliver)
-            l->opt.deliver(l->opt.deliver_arg, p->symbol, p->timeframe, b.data, b.len);
-        util_buf_cleanup(&b);
-        s->pub_candle = p->candle_time;
-        s->pub_version = p->version;
+    int rc = store_ledger_record_many(l->ledger, e, nrec, inserted);
+    size_t npub = 0;
+    for (size_t k = 0; k < nrec; k++) {
+        struct series *s = v[rec[k]];
+        if (rc) {
+            set_error(l, "recording %s %s: %s", s->symbol, s->tf, util_strerror(rc));
+            s->due = now + RETRY_S;
+            continue;
+        }
+        s->rec_candle = e[k].candle_time;
+        s->rec_version = e[k].version;
+        /* only the replica whose insert wrote the row publishes it */
+        if (inserted[k] && l->pub && util_buf_ok(&msg[rec[k]])) {
+            pub[npub] = msg[rec[k]].data;
+            publen[npub++] = msg[rec[k]].len;
+        }
+    }
+    if (npub)
+        (void)store_pub_publish_many(l->pub, PUBLISH_CHANNEL, pub, publen, npub);
+
+    /* this process's stream clients */
+    for (size_t i = 0; i < n; i++) {
+        struct series *s = v[i];
+        if (!p[i] || !(p[i]->candle_time > s->pub_candle || p[i]->version != s->pub_version))
+            continue;
+        if (util_buf_ok(&msg[i]) && l->opt.deliver)
+            l->opt.deliver(l->opt.deliver_arg, p[i]->symbol, p[i]->timeframe, msg[i].data,
+                           msg[i].len);
+        s->pub_candle = p[i]->candle_time;
+        s->pub_version = p[i]->version;
         pthread_mutex_lock(&l->status_lock);
         l->predictions++;
         l->last_prediction = now;
         pthread_mutex_unlock(&l->status_lock);
-        LOG_DEBUG(MOD, "%s %s: %s for the candle of %lld (v%u) in %.1f ms", p->symbol, p->timeframe,
-                  inference_class_name((enum inference_class)p->direction),
-                  (long long)p->candle_time, p->version, (double)(util_mono_ns() - t0) / 1e6);
+        LOG_DEBUG(MOD, "%s %s: %s for the candle of %lld (v%u)", p[i]->symbol, p[i]->timeframe,
+                  inference_class_name((enum inference_class)p[i]->direction),
+                  (long long)p[i]->candle_time, p[i]->version);
     }
-    predict_result_release(p);
+out:
+    for (size_t i = 0; p && i < n; i++)
+        predict_result_release(p[i]);
+    for (size_t i = 0; msg && i < n; i++)
+        util_buf_cleanup(&msg[i]);
+    free(syms);
+    free(p);
+    free(rcs);
+    free(whys);
+    free(e);
+    free(rec);
+    free(inserted);
+    free(msg);
+    free(pub);
+    free(publen);
+}
+
+/*
+ * Processes series v[0..n): for each one with a serving model, settles its
+ * open predictions against its new candles, refreshes its live accuracy,
+ * predicts, records and publishes. A few series (the steady state) settle
+ * first, so the prediction shows live accuracy with the newest outcomes; a
+ * burst (BATCH_MIN or more) predicts, records and publishes first, a
+ * timeframe at a time, and settles afterwards: the outcomes of older calls
+ * never delay the new ones.
+ */
+static void process_many(predict_loop *l, struct series **v, size_t n, int64_t now)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (serving(l, v[i], now))
+            v[k++] = v[i];
+    n = k;
+    if (n == 0)
+        return;
+    bool burst = n >= BATCH_MIN;
+    if (!burst)
+        for (size_t i = 0; i < n; i++) {
+            settle(l, v[i]->symbol, v[i]->tf, now);
+            refresh_live(l, v[i]->symbol, v[i]->tf); /* one grouped query per new candle */
+        }
+    /* one timeframe at a time: sort by it, then take each run */
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && strcmp(v[j - 1]->tf, v[j]->tf) > 0; j--) {
+            struct series *t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && strcmp(v[j]->tf, v[i]->tf) == 0)
+            j++;
+        for (size_t at = i; at < j; at += BATCH_MAX)
+            predict_group(l, v + at, j - at < BATCH_MAX ? j - at : BATCH_MAX, now);
+        i = j;
+    }
+    if (burst) {
+        for (size_t i = 0; i < n && !atomic_load(&l->stop); i++)
+            settle(l, v[i]->symbol, v[i]->tf, now);
+        refresh_live(l, NULL, NULL); /* every series' figures in one query */
+    }
 }
 
 /* Every series with a serving model; a _default model covers the symbols of
@@ -349,34 +474,32 @@ static void catch_up(predict_loop *l)
     pthread_mutex_lock(&l->status_lock);
     before = l->predictions;
     pthread_mutex_unlock(&l->status_lock);
-    size_t seen = 0;
+    /* mark every series first (series_get may move the table), then
+     * process them together */
     for (size_t i = 0; i < n && !atomic_load(&l->stop); i++) {
-        bool serving = false;
+        bool serves = false;
         for (size_t k = 0; k < info[i].n_versions; k++)
-            serving |= info[i].versions[k].serving;
-        if (!serving)
+            serves |= info[i].versions[k].serving;
+        if (!serves)
             continue;
         if (strcmp(info[i].symbol, "_default") != 0) {
-            struct series *s = series_get(l, info[i].symbol, info[i].timeframe);
-            if (s) {
-                process(l, s, now);
-                seen++;
-            }
+            mark(l, series_get(l, info[i].symbol, info[i].timeframe));
             continue;
         }
         char **syms = NULL;
         size_t ns = 0;
         if (store_list_symbols(info[i].timeframe, &syms, &ns) != 0)
             continue;
-        for (size_t k = 0; k < ns && !atomic_load(&l->stop); k++) {
-            struct series *s = series_get(l, syms[k], info[i].timeframe);
-            if (s) {
-                process(l, s, now);
-                seen++;
-            }
-        }
+        for (size_t k = 0; k < ns; k++)
+            mark(l, series_get(l, syms[k], info[i].timeframe));
         store_strv_free(syms, ns);
     }
+    size_t seen = 0;
+    for (size_t i = 0; i < l->nseries; i++)
+        if (l->series[i].pending)
+            l->batch[seen++] = &l->series[i];
+    if (seen && !atomic_load(&l->stop))
+        process_many(l, l->batch, seen, now);
     registry_list_free(info, n);
     pthread_mutex_lock(&l->status_lock);
     size_t made = (size_t)(l->predictions - before);
@@ -470,11 +593,14 @@ static void *loop_main(void *arg)
         }
 
         now = util_now();
-        for (size_t i = 0; i < l->nseries && !atomic_load(&l->stop); i++) {
+        size_t ndue = 0;
+        for (size_t i = 0; i < l->nseries; i++) {
             struct series *s = &l->series[i];
             if (s->pending || (s->due && now >= s->due))
-                process(l, s, now);
+                l->batch[ndue++] = s;
         }
+        if (ndue && !atomic_load(&l->stop))
+            process_many(l, l->batch, ndue, now);
         if (connected && util_mono_ns() >= next_resolve) {
             resolve_all(l, now);
             next_resolve = util_mono_ns() + (uint64_t)RESOLVE_S * 1000000000u;
@@ -502,6 +628,7 @@ static void loop_free(predict_loop *l)
         close(l->wake_fd);
     pthread_mutex_destroy(&l->status_lock);
     free(l->series);
+    free(l->batch);
     free(l);
 }
 

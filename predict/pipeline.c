@@ -262,22 +262,31 @@ static void redis_key(char *key, size_t len, const char *symbol, const char *tf,
              label ? label : "-", (long long)candle);
 }
 
-static void redis_store(const predict_result *p, const char *label, int64_t now)
+/* The Redis key and value of p (value appended to b); false when it has
+ * nothing left to live for (ttl) or did not fit. */
+static bool redis_entry(const predict_result *p, const char *label, int64_t now, char *key,
+                        size_t keylen, util_buf *b, int64_t *ttl)
 {
-    char key[128];
-    redis_key(key, sizeof key, p->symbol, p->timeframe, p->version, label, p->candle_time);
-    util_buf b;
-    util_buf_init(&b);
-    util_buf_printf(&b, "PD1 %d %a %a %a %a %lld %lld %lld %lld %lld %lld %lld %d\n", p->direction,
+    redis_key(key, keylen, p->symbol, p->timeframe, p->version, label, p->candle_time);
+    util_buf_printf(b, "PD1 %d %a %a %a %a %lld %lld %lld %lld %lld %lld %lld %d\n", p->direction,
                     p->probs[0], p->probs[1], p->probs[2], p->confidence,
                     (long long)p->candle_time, (long long)p->candle_close,
                     (long long)p->prediction_time, (long long)p->valid_until,
                     (long long)p->trained_at, (long long)p->max_age_s, (long long)p->tf_seconds,
                     p->gaps);
-    util_buf_append(&b, p->fragment, p->fragment_len);
-    int64_t ttl = p->valid_until - now;
-    if (util_buf_ok(&b) && ttl > 0)
-        (void)store_cache_set(key, b.data, b.len, ttl + 1);
+    util_buf_append(b, p->fragment, p->fragment_len);
+    *ttl = p->valid_until - now + 1;
+    return util_buf_ok(b) && *ttl > 1;
+}
+
+static void redis_store(const predict_result *p, const char *label, int64_t now)
+{
+    char key[128];
+    int64_t ttl = 0;
+    util_buf b;
+    util_buf_init(&b);
+    if (redis_entry(p, label, now, key, sizeof key, &b, &ttl))
+        (void)store_cache_set(key, b.data, b.len, ttl);
     util_buf_cleanup(&b);
 }
 
@@ -725,6 +734,113 @@ int predict_refresh(predict_service *svc, const char *symbol, const char *tf, in
     registry_release(v);
     if (rc == 0)
         *out = p;
+    return rc;
+}
+
+int predict_refresh_many(predict_service *svc, const char *const *symbols, size_t n,
+                         const char *tf, int64_t now, predict_result **outs, int *rcs,
+                         char (*whys)[256])
+{
+    if (!util_tf_seconds(tf))
+        return PD_ETIMEFRAME;
+    registry_version **v = calloc(n ? n : 1, sizeof *v);
+    uint64_t *gen = calloc(n ? n : 1, sizeof *gen);
+    const char **miss = calloc(n ? n : 1, sizeof *miss);
+    size_t *idx = calloc(n ? n : 1, sizeof *idx);
+    features_candle **c = calloc(n ? n : 1, sizeof *c);
+    size_t *cn = calloc(n ? n : 1, sizeof *cn);
+    int *crc = calloc(n ? n : 1, sizeof *crc);
+    util_buf *vals = calloc(n ? n : 1, sizeof *vals);
+    char(*keys)[128] = calloc(n ? n : 1, sizeof *keys);
+    const char **kp = calloc(n ? n : 1, sizeof *kp), **vp = calloc(n ? n : 1, sizeof *vp);
+    size_t *lens = calloc(n ? n : 1, sizeof *lens);
+    int64_t *ttls = calloc(n ? n : 1, sizeof *ttls);
+    int rc = PD_ENOMEM;
+    if (!v || !gen || !miss || !idx || !c || !cn || !crc || !vals || !keys || !kp || !vp ||
+        !lens || !ttls)
+        goto out;
+
+    /* the versions serving each series, and the longest window they need */
+    size_t m = 0, limit = 0;
+    for (size_t i = 0; i < n; i++) {
+        outs[i] = NULL;
+        whys[i][0] = '\0';
+        rcs[i] = validate(symbols[i], tf);
+        if (rcs[i])
+            continue;
+        gen[i] = registry_generation(svc->reg);
+        rcs[i] = registry_acquire(svc->reg, symbols[i], tf, NULL, &v[i]);
+        if (rcs[i]) {
+            rcs[i] = no_model_reason(symbols[i], tf, rcs[i]);
+            predict__neg_put(svc, symbols[i], tf, now, gen[i], rcs[i], NULL);
+            continue;
+        }
+        size_t need = registry_version_candles(v[i]);
+        limit = need > limit ? need : limit;
+        miss[m] = symbols[i];
+        idx[m++] = i;
+    }
+    /* every window in one pipelined round trip to Redis, then the database */
+    if (m && store_load_windows(miss, m, tf, now, limit, c, cn, NULL, crc) != 0)
+        for (size_t k = 0; k < m; k++)
+            crc[k] = PD_EDB;
+    size_t nset = 0;
+    for (size_t k = 0; k < m; k++) {
+        size_t i = idx[k];
+        if (crc[k]) {
+            rcs[i] = crc[k];
+            if (rcs[i] == PD_EDB)
+                snprintf(whys[i], 256, "the candle database is unavailable");
+        } else {
+            rcs[i] = compute_from(svc, v[i], symbols[i], tf, now, c[k], cn[k], &outs[i],
+                                  whys[i], 256);
+            c[k] = NULL; /* compute_from took it */
+        }
+        const char *label = registry_version_label(v[i]);
+        if (rcs[i]) {
+            predict__neg_put(svc, symbols[i], tf, now, gen[i], rcs[i], whys[i]);
+        } else if (svc->opt.cache) {
+            predict__neg_forget(svc, symbols[i], tf);
+            char key[64];
+            if (predict__cache_key(key, sizeof key, symbols[i], tf, registry_version_number(v[i]),
+                                   label))
+                cache_put(svc, key, outs[i], now);
+            util_buf_init(&vals[nset]);
+            if (redis_entry(outs[i], label, now, keys[nset], sizeof keys[nset], &vals[nset],
+                            &ttls[nset])) {
+                kp[nset] = keys[nset];
+                vp[nset] = vals[nset].data;
+                lens[nset] = vals[nset].len;
+                nset++;
+            } else {
+                util_buf_cleanup(&vals[nset]);
+            }
+        }
+    }
+    /* the rendered predictions for the replicas, in one more round trip */
+    if (nset)
+        (void)store_cache_set_many(kp, vp, lens, ttls, nset);
+    for (size_t k = 0; k < nset; k++)
+        util_buf_cleanup(&vals[k]);
+    rc = 0;
+out:
+    for (size_t i = 0; v && i < n; i++)
+        registry_release(v[i]);
+    for (size_t k = 0; c && k < n; k++)
+        free(c[k]);
+    free(v);
+    free(gen);
+    free(miss);
+    free(idx);
+    free(c);
+    free(cn);
+    free(crc);
+    free(vals);
+    free(keys);
+    free(kp);
+    free(vp);
+    free(lens);
+    free(ttls);
     return rc;
 }
 

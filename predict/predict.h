@@ -138,6 +138,18 @@ int predict_many(predict_service *svc, const char *const *symbols, size_t n, con
 int predict_refresh(predict_service *svc, const char *symbol, const char *tf, int64_t now,
                         predict_result **out, char *why, size_t whylen);
 
+/*
+ * predict_refresh for n symbols of one timeframe, as the inference loop does
+ * when many series close together: the windows of all of them are read in
+ * one pipelined round trip (store_load_windows) and the rendered
+ * predictions written to Redis in one more. Writes outs[i] (a new
+ * reference) or rcs[i] (a PD_* code, whys[i] the detail) for each symbol.
+ * Returns 0, PD_ETIMEFRAME or PD_ENOMEM (nothing written).
+ */
+int predict_refresh_many(predict_service *svc, const char *const *symbols, size_t n,
+                         const char *tf, int64_t now, predict_result **outs, int *rcs,
+                         char (*whys)[256]);
+
 /* Appends the full prediction object (fragment + tail for now) to b. */
 void predict_render(util_buf *b, const predict_result *p, int64_t now);
 

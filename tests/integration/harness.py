@@ -373,3 +373,49 @@ def psql(sql):
     if p.returncode != 0:
         raise AssertionError(f"psql failed: {p.stderr}")
     return p.stdout.strip()
+
+
+# ---------------------------------------------------------------------------
+# A Redis subscriber speaking RESP over a raw socket (the loop's PUBLISH).
+
+class RedisSubscriber:
+    def __init__(self, url, channel):
+        host, port = url.split("://", 1)[1].split("/")[0].rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        self.buf = b""
+        self.sock.sendall(f"*2\r\n$9\r\nSUBSCRIBE\r\n${len(channel)}\r\n{channel}\r\n".encode())
+        check_eq(self.read()[0], b"subscribe")
+
+    def _need(self, n, deadline):
+        while len(self.buf) < n:
+            self.sock.settimeout(max(0.01, deadline - time.time()))
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("redis closed the connection")
+            self.buf += chunk
+
+    def _line(self, deadline):
+        while b"\r\n" not in self.buf:
+            self._need(len(self.buf) + 1, deadline)
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _value(self, deadline):
+        line = self._line(deadline)
+        kind, rest = line[:1], line[1:]
+        if kind == b"*":
+            return [self._value(deadline) for _ in range(int(rest))]
+        if kind == b"$":
+            n = int(rest)
+            self._need(n + 2, deadline)
+            v, self.buf = self.buf[:n], self.buf[n + 2:]
+            return v
+        if kind == b":":
+            return int(rest)
+        return rest
+
+    def read(self, timeout=30):
+        return self._value(time.time() + timeout)
+
+    def close(self):
+        self.sock.close()

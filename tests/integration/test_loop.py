@@ -25,8 +25,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (DB_URL, REDIS_URL, Service, check, check_eq, need_services,  # noqa: E402
-                     openapi_check, prepare_database, psql, run_tests, services, test, train)
+from harness import (DB_URL, REDIS_URL, RedisSubscriber, Service, check, check_eq,  # noqa: E402
+                     need_services, openapi_check, prepare_database, psql, run_tests, services,
+                     test, train)
 
 SYM, TF, TFS = "LOOPUSDT", "1h", 3600
 LAG = 8
@@ -291,52 +292,6 @@ class EventStream:
             self.sock.close()
         except OSError:
             pass
-
-
-# ---------------------------------------------------------------------------
-# A Redis subscriber speaking RESP over a raw socket.
-
-class RedisSubscriber:
-    def __init__(self, url, channel):
-        host, port = url.split("://", 1)[1].split("/")[0].rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=DEADLINE)
-        self.buf = b""
-        self.sock.sendall(f"*2\r\n$9\r\nSUBSCRIBE\r\n${len(channel)}\r\n{channel}\r\n".encode())
-        check_eq(self.read()[0], b"subscribe")
-
-    def _need(self, n, deadline):
-        while len(self.buf) < n:
-            self.sock.settimeout(max(0.01, deadline - time.time()))
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("redis closed the connection")
-            self.buf += chunk
-
-    def _line(self, deadline):
-        while b"\r\n" not in self.buf:
-            self._need(len(self.buf) + 1, deadline)
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _value(self, deadline):
-        line = self._line(deadline)
-        kind, rest = line[:1], line[1:]
-        if kind == b"*":
-            return [self._value(deadline) for _ in range(int(rest))]
-        if kind == b"$":
-            n = int(rest)
-            self._need(n + 2, deadline)
-            v, self.buf = self.buf[:n], self.buf[n + 2:]
-            return v
-        if kind == b":":
-            return int(rest)
-        return rest
-
-    def read(self, timeout=DEADLINE):
-        return self._value(time.time() + timeout)
-
-    def close(self):
-        self.sock.close()
 
 
 def metric(svc, name):
