@@ -556,9 +556,11 @@ def scenario(symbol, candles, direction="LONG"):
          f"{probs}, {lv}, 1.3, 3)")
 
 
-@test
-def resolver_settles_hand_built_scenarios():
-    service()
+def resolver_scenarios():
+    """The five hand-built ledger rows and their candles (once per file, so
+    any test that reads them can run alone)."""
+    if state.get("scenarios"):
+        return
     scenario("RESTARGET", [(101, 99.5, 100.5), (102.5, 100, 102), (104.2, 101, 104)])
     scenario("RESSTOP", [(100.5, 97.5, 98), (103, 98, 102.5), (101, 99, 100)])
     scenario("RESBOTH", [(106.5, 97.5, 100), (101, 99, 100), (101, 99, 100)])
@@ -569,6 +571,25 @@ def resolver_settles_hand_built_scenarios():
     for s in ("RESTARGET", "RESSTOP", "RESBOTH", "RESSHORT"):
         psql(f"INSERT INTO candles VALUES ('{s}', '1m', to_timestamp({1704067200 + 240}), "
              f"100, 100.5, 99.5, 100, 1)")
+    state["scenarios"] = True
+
+
+def loop_history(rows=8):
+    """At least `rows` of the loop's own predictions of SYM, the older ones
+    past their horizon (inserting the closed candles tests have not yet):
+    what the ledger-reading tests need when they run alone."""
+    while int(psql(f"SELECT count(*) FROM predictions WHERE symbol = '{SYM}'")) < rows:
+        c = next_candle()
+        if c[0] + TFS > time.time():
+            break  # no closed candle left to insert
+        psql(candle_sql(c))
+        wait_for(lambda: ledger_count(c[0]) == 1, "the loop's prediction")
+
+
+@test
+def resolver_settles_hand_built_scenarios():
+    service()
+    resolver_scenarios()
 
     def settled():
         out = psql("SELECT symbol || '|' || outcome || '|' || realised || '|' || "
@@ -635,6 +656,10 @@ def check_performance(svc, symbol, tf):
 @test
 def performance_matches_the_ledger():
     svc = service()
+    resolver_scenarios()
+    loop_history()
+    wait_for(lambda: psql("SELECT count(*) FROM predictions WHERE symbol LIKE 'RES%' AND "
+                          "outcome IS NOT NULL") == "5", "the resolver")
     body = check_performance(svc, "RESTARGET", "1m")
     check_eq(body["serving_version"], None)
     a = body["versions"][0]["all"]
@@ -695,6 +720,8 @@ def model_accuracy_turns_live_after_50_resolved_trades():
 @test
 def history_pages_through_the_ledger():
     svc = service()
+    loop_history()
+    resolver_scenarios()
     want = psql(f"SELECT extract(epoch FROM candle_time)::bigint || '|' || model_version || '|' || "
                 f"coalesce(outcome, '') FROM predictions WHERE symbol = '{SYM}' AND "
                 f"timeframe = '{TF}' ORDER BY candle_time DESC, model_version DESC").splitlines()
