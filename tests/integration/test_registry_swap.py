@@ -201,6 +201,11 @@ def pin_and_labels_over_http():
     check_eq(body["model"]["pinned_version"], None)
     latest_ok = max(v["version"] for v in body["model"]["versions"]
                     if v["state"] != "failed")
+    if latest_ok == 1:  # this test alone: a second good version for the stable label
+        latest_ok = publish_copy(1)
+        status, _, body = admin("POST", "/admin/models/reload",
+                                {"symbol": "BTCUSDT", "timeframe": "15m"})
+        check_eq(status, 200, body)
     # a canary label for all traffic, then requested explicitly
     status, _, body = admin("POST", "/admin/models/BTCUSDT/15m/labels",
                             {"label": "stable", "version": latest_ok})
