@@ -532,5 +532,57 @@ def a_model_whose_levels_are_not_prices_answers_a_documented_5xx():
         shutil.rmtree(d)
 
 
+def wait_for(cond, what, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@test
+def the_loop_catches_up_symbols_served_by_default():
+    # a repository with only models/_default/15m: at start the inference
+    # loop predicts the latest closed candle of every symbol it serves
+    setup()
+    models = tempfile.mkdtemp(prefix="predictd-edges-default-")
+    shutil.copytree(os.path.join(SERIES, "1"), os.path.join(models, "_default", "15m", "1"))
+    psql("DELETE FROM predictions WHERE symbol IN ('BTCUSDT', 'ETHUSDT') AND timeframe = '15m'")
+    svc = Service(models, name="default-catch-up")
+    try:
+        for sym in ("BTCUSDT", "ETHUSDT"):
+            # the ledger row comes from the loop, before any request asks
+            t = psql(f"SELECT extract(epoch FROM max(open_time))::bigint FROM candles WHERE "
+                     f"symbol = '{sym}' AND timeframe = '15m'")
+            wait_for(lambda: psql(f"SELECT count(*) FROM predictions WHERE symbol = '{sym}' "
+                                  f"AND timeframe = '15m' AND candle_time = to_timestamp({t})")
+                     == "1", f"the loop's prediction of {sym} at {t}")
+            p = prediction(svc, sym)
+            check_eq(p["model"]["series"], "_default", p["model"])
+    finally:
+        check_eq(svc.stop(), 0)
+        shutil.rmtree(models)
+
+
+@test
+def a_model_trained_for_another_timeframe_warns_and_serves():
+    setup()
+    cli("seed", "--symbols", "BTCUSDT", "--timeframes", "1h", "--count", "400")
+    models = tempfile.mkdtemp(prefix="predictd-edges-tf-")
+    shutil.copytree(os.path.join(SERIES, "1"), os.path.join(models, "BTCUSDT", "1h", "1"))
+    svc = Service(models, name="other-timeframe")
+    try:
+        status, _, body = svc.get("/api/predictions/BTCUSDT?timeframe=1h")
+        check_eq(status, 200, body)
+        check_eq(body["prediction"]["model"]["version"], 1)
+        logs = svc.logs()
+        check("was trained for timeframe 15m" in logs, logs[-2000:])
+    finally:
+        check_eq(svc.stop(), 0)
+        shutil.rmtree(models)
+
+
 if __name__ == "__main__":
     sys.exit(run_tests())
