@@ -4,7 +4,9 @@ entries; broken model versions (corrupt scaler, oversized MANIFEST, no
 features, a label pointing at a failed version); a series shorter than the
 window; import of misaligned rows, of an unreadable file, with the database
 down; serve with no database; `predictd models` listing; `predictd train`'s
-error paths; the `*` CORS origin; a 5xx answer that is an error, not a crash.
+error paths; the `*` CORS origin; a 5xx answer that is an error, not a crash;
+the loop's start-up catch-up of symbols served by `_default`; a model
+trained for another timeframe.
 Everything runs the real binary against real PostgreSQL (and real or
 deliberately misbehaving Redis servers on loopback)."""
 import hashlib

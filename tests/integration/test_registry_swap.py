@@ -7,7 +7,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (Service, check, check_eq, need_services, prepare_database,  # noqa: E402
