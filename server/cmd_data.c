@@ -274,15 +274,16 @@ int cmd_import(server_config *cfg, int argc, char **argv)
         return 1;
     }
     int64_t tfs = util_tf_seconds(tf);
-    size_t misaligned = 0;
+    size_t misaligned = 0, first = 0;
     for (size_t i = 0; i < n; i++)
-        if (c[i].t % tfs != 0)
-            misaligned++;
+        if (c[i].t % tfs != 0 && misaligned++ == 0)
+            first = i;
     if (misaligned) {
+        /* the first misaligned row's own time (it printed the first row's) */
         fprintf(stderr,
-                "predictd import: %zu rows are not aligned to %s candle boundaries (first at "
-                "row time %lld); wrong --timeframe?\n",
-                misaligned, tf, (long long)c[0].t);
+                "predictd import: %zu rows are not aligned to %s candle boundaries (the first "
+                "is data row %zu, open time %lld); wrong --timeframe?\n",
+                misaligned, tf, first + 1, (long long)c[first].t);
         free(c);
         return 1;
     }

@@ -7,7 +7,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (Service, check, check_eq, need_services, prepare_database,  # noqa: E402
@@ -201,6 +200,11 @@ def pin_and_labels_over_http():
     check_eq(body["model"]["pinned_version"], None)
     latest_ok = max(v["version"] for v in body["model"]["versions"]
                     if v["state"] != "failed")
+    if latest_ok == 1:  # this test alone: a second good version for the stable label
+        latest_ok = publish_copy(1)
+        status, _, body = admin("POST", "/admin/models/reload",
+                                {"symbol": "BTCUSDT", "timeframe": "15m"})
+        check_eq(status, 200, body)
     # a canary label for all traffic, then requested explicitly
     status, _, body = admin("POST", "/admin/models/BTCUSDT/15m/labels",
                             {"label": "stable", "version": latest_ok})

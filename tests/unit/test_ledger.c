@@ -1,7 +1,7 @@
 /*
  * Unit tests for features/ledger.c.
  *
- * The resolver (store_ledger_resolve) on hand-built candles: target
+ * The resolver (predict_resolve) on hand-built candles: target
  * first, stop first, stop and target in one candle, TP3, expiry with and
  * without a take-profit, an incomplete horizon, gaps, the SHORT mirror,
  * NO_TRADE rows and their realised class (including a tie), and the
@@ -116,6 +116,36 @@ TEST(long_stop_first)
     CHECK_NEAR(r.mfe, 0.25, 1e-12); /* the later rally does not count */
     /* the short side reached its TP1 (98) without touching its stop */
     CHECK_EQ_INT(r.realised, STORE_LEDGER_SHORT);
+}
+
+/* A level touched exactly (high == target, low == stop) counts as reached:
+ * the barrier rule of the training labels is "touches", not "crosses". */
+TEST(exact_touches_of_a_level_count)
+{
+    store_ledger_entry e = long_entry(2);
+    features_candle tp[] = {at(1, 102, 99.5, 101), at(2, 101, 99, 100)};
+    store_ledger_resolution r = resolve(&e, tp, 2);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_TP1);
+    CHECK_NEAR(r.r_multiple, 1.0, 1e-12);
+    CHECK_NEAR(r.hit_time_s, 1.0 * TF, 1e-12);
+
+    features_candle sl[] = {at(1, 101, 98, 99), at(2, 101, 99, 100)};
+    r = resolve(&e, sl, 2);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_SL);
+    CHECK_NEAR(r.r_multiple, -1.0, 1e-12);
+
+    store_ledger_entry s = short_entry(2);
+    features_candle stp[] = {at(1, 101, 98, 99), at(2, 101, 99, 100)};
+    r = resolve(&s, stp, 2);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_TP1);
+    features_candle ssl[] = {at(1, 102, 99, 101), at(2, 101, 99, 100)};
+    r = resolve(&s, ssl, 2);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_SL);
+
+    /* a hair short of the target is not a touch */
+    features_candle near[] = {at(1, nextafter(102, 0), 99.5, 101), at(2, 101, 99, 100)};
+    r = resolve(&e, near, 2);
+    CHECK(r.outcome != STORE_OUTCOME_TP1);
 }
 
 TEST(stop_and_target_in_one_candle_is_the_stop)
@@ -785,6 +815,7 @@ int main(void)
     util_log_configure(UTIL_LOG_ERROR, false);
     RUN(long_target_first);
     RUN(long_stop_first);
+    RUN(exact_touches_of_a_level_count);
     RUN(stop_and_target_in_one_candle_is_the_stop);
     RUN(target_then_stop_in_a_later_candle_keeps_the_target);
     RUN(tp3_ends_the_trade);
