@@ -18,17 +18,6 @@
 #include "api/wire_internal.h"
 #include "util/util.h"
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool api__utf8_valid(const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -72,7 +61,7 @@ int api__url_decode(const char *s, size_t n, char *out, size_t cap)
         if (c == '%') {
             if (n - i < 3)
                 return PD_EINVAL;
-            int a = hexval((unsigned char)s[i + 1]), b = hexval((unsigned char)s[i + 2]);
+            int a = util_hex_value((unsigned char)s[i + 1]), b = util_hex_value((unsigned char)s[i + 2]);
             if (a < 0 || b < 0)
                 return PD_EINVAL;
             c = (unsigned char)(a << 4 | b);
@@ -103,13 +92,13 @@ static int check_part(const char *s, size_t n, const char **why)
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '%') {
-            if (n - i < 3 || hexval((unsigned char)s[i + 1]) < 0 ||
-                hexval((unsigned char)s[i + 2]) < 0) {
+            if (n - i < 3 || util_hex_value((unsigned char)s[i + 1]) < 0 ||
+                util_hex_value((unsigned char)s[i + 2]) < 0) {
                 *why = "a '%' in the URL is not followed by two hex digits";
                 return PD_EINVAL;
             }
-            c = (unsigned char)(hexval((unsigned char)s[i + 1]) << 4 |
-                                hexval((unsigned char)s[i + 2]));
+            c = (unsigned char)(util_hex_value((unsigned char)s[i + 1]) << 4 |
+                                util_hex_value((unsigned char)s[i + 2]));
             if (c == 0) {
                 *why = "the URL contains an encoded NUL byte (%00)";
                 return PD_EINVAL;

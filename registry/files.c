@@ -160,17 +160,6 @@ bool registry__fp_equal(const registry__fp *a, const registry__fp *b)
     return true;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Parses `sha256sum` output: lines "<64 hex>  name" or "<64 hex> *name"
  * (binary marker). Records the lowercase digests of model.pb (want[0]) and
@@ -195,7 +184,7 @@ static int parse_manifest(const char *text, size_t len, char want[2][65], char *
         }
         bool ok = n > 66 && (p[65] == ' ' || p[65] == '*') && p[64] == ' ';
         for (size_t i = 0; ok && i < 64; i++)
-            ok = hexval(p[i]) >= 0;
+            ok = util_hex_value(p[i]) >= 0;
         if (!ok) {
             snprintf(why, whylen, "MANIFEST line %zu is not `sha256sum` output", lineno);
             return PD_EVERIFY;
@@ -210,7 +199,7 @@ static int parse_manifest(const char *text, size_t len, char want[2][65], char *
                 return PD_EVERIFY;
             }
             for (size_t i = 0; i < 64; i++)
-                want[k][i] = "0123456789abcdef"[hexval(p[i])];
+                want[k][i] = "0123456789abcdef"[util_hex_value(p[i])];
             want[k][64] = '\0';
             have[k] = true;
         }

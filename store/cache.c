@@ -237,20 +237,6 @@ static uint64_t get_le64(const unsigned char *p)
     return v;
 }
 
-static uint64_t dbits(double d)
-{
-    uint64_t u;
-    memcpy(&u, &d, sizeof u);
-    return u;
-}
-
-static double bitsd(uint64_t u)
-{
-    double d;
-    memcpy(&d, &u, sizeof d);
-    return d;
-}
-
 static void window_key(char *buf, size_t len, const char *symbol, const char *tf)
 {
     snprintf(buf, len, KEY_PREFIX "candles:%s:%s", symbol, tf);
@@ -266,11 +252,11 @@ static int window_encode(const features_candle *c, size_t n, bool complete, unsi
         return PD_ENOMEM;
     for (size_t i = 0; i < n; i++, p += WIN_CANDLE) {
         put_le64(p, (uint64_t)c[i].t);
-        put_le64(p + 8, dbits(c[i].open));
-        put_le64(p + 16, dbits(c[i].high));
-        put_le64(p + 24, dbits(c[i].low));
-        put_le64(p + 32, dbits(c[i].close));
-        put_le64(p + 40, dbits(c[i].volume));
+        put_le64(p + 8, store__dbl_bits(c[i].open));
+        put_le64(p + 16, store__dbl_bits(c[i].high));
+        put_le64(p + 24, store__dbl_bits(c[i].low));
+        put_le64(p + 32, store__dbl_bits(c[i].close));
+        put_le64(p + 40, store__dbl_bits(c[i].volume));
     }
     memcpy(p, WIN_MAGIC, 4);
     p[4] = WIN_VERSION;
@@ -322,11 +308,11 @@ static int window_decode(const unsigned char *b, size_t len, int64_t last_open, 
         return PD_ENOMEM;
     for (size_t i = 0; i < k; i++, p += WIN_CANDLE) {
         c[i].t = (int64_t)get_le64(p);
-        c[i].open = bitsd(get_le64(p + 8));
-        c[i].high = bitsd(get_le64(p + 16));
-        c[i].low = bitsd(get_le64(p + 24));
-        c[i].close = bitsd(get_le64(p + 32));
-        c[i].volume = bitsd(get_le64(p + 40));
+        c[i].open = store__bits_dbl(get_le64(p + 8));
+        c[i].high = store__bits_dbl(get_le64(p + 16));
+        c[i].low = store__bits_dbl(get_le64(p + 24));
+        c[i].close = store__bits_dbl(get_le64(p + 32));
+        c[i].volume = store__bits_dbl(get_le64(p + 40));
     }
     *out = c;
     *n = k;

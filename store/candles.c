@@ -346,20 +346,6 @@ static uint64_t get_be64(const char *p)
     return v;
 }
 
-static uint64_t dbl_bits(double d)
-{
-    uint64_t u;
-    memcpy(&u, &d, sizeof u);
-    return u;
-}
-
-static double bits_dbl(uint64_t u)
-{
-    double d;
-    memcpy(&d, &u, sizeof d);
-    return d;
-}
-
 /* Unix seconds <-> PostgreSQL binary timestamptz (microseconds since 2000). */
 static int64_t to_pg_us(int64_t t)
 {
@@ -788,7 +774,7 @@ static int decode_candles(const PGresult *r, bool reverse, features_candle **out
         }
         k->t = from_pg_us((int64_t)get_be64(PQgetvalue(r, i, 0)));
         for (int f = 0; f < 5; f++)
-            v[f] = bits_dbl(get_be64(PQgetvalue(r, i, f + 1)));
+            v[f] = store__bits_dbl(get_be64(PQgetvalue(r, i, f + 1)));
         k->open = v[0];
         k->high = v[1];
         k->low = v[2];
@@ -1232,19 +1218,19 @@ static int upsert_chunk(store__tls *t, struct upsert_q *q, const features_candle
                 v = (uint64_t)to_pg_us(c[i].t);
                 break;
             case 1:
-                v = dbl_bits(c[i].open);
+                v = store__dbl_bits(c[i].open);
                 break;
             case 2:
-                v = dbl_bits(c[i].high);
+                v = store__dbl_bits(c[i].high);
                 break;
             case 3:
-                v = dbl_bits(c[i].low);
+                v = store__dbl_bits(c[i].low);
                 break;
             case 4:
-                v = dbl_bits(c[i].close);
+                v = store__dbl_bits(c[i].close);
                 break;
             default:
-                v = dbl_bits(c[i].volume);
+                v = store__dbl_bits(c[i].volume);
                 break;
             }
             put_be32(p, 8);

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "features/features.h"
 #include "store/store.h"
@@ -47,6 +48,22 @@ extern store__counters store__ctr;
 
 #define STORE__COUNT(field)                                                                     \
     atomic_fetch_add_explicit(&store__ctr.field, 1, memory_order_relaxed)
+
+/* The bits of a double and back (the cache's and the binary protocol's
+ * encodings of candle values). */
+static inline uint64_t store__dbl_bits(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    return u;
+}
+
+static inline double store__bits_dbl(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
 
 /* --- outage bookkeeping (pg.c), for the shared connections ---------------
  * One flag per dependency (the database, Redis): the first failure of an

@@ -798,3 +798,14 @@ bool util_rwlock_write_held(const util_rwlock *l)
 {
     return atomic_load_explicit(&l->writer, memory_order_relaxed) == self_id();
 }
+
+int util_hex_value(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}

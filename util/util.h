@@ -164,6 +164,9 @@ uint64_t util_rng_next(util_rng *r);
 /* Uniform in [0, 1) with 53 bits. */
 double util_rng_uniform(util_rng *r);
 
+/* The value of a hexadecimal digit (either case), -1 for any other byte. */
+int util_hex_value(int c);
+
 /* FNV-1a, 32 bits: util_fnv1a(UTIL_FNV1A_INIT, s) hashes a string; pass a
  * previous result as h to hash several strings as one. For hash tables and
  * buckets, never for anything an attacker could exploit by collisions
