@@ -247,6 +247,7 @@ static void entry_of(const predict_result *p, store_ledger_entry *e)
     e->atr = p->has_levels ? p->atr : NAN;
     e->horizon = p->has_levels ? p->horizon : 0;
     e->created_at = p->prediction_time;
+    e->stale_data = p->stale_data;
 }
 
 /* ------------------------------------------------------------------------

@@ -266,7 +266,9 @@ static void redis_store(const predict_result *p, const char *label, int64_t now)
     redis_key(key, sizeof key, p->symbol, p->timeframe, p->version, label, p->candle_time);
     util_buf b;
     util_buf_init(&b);
-    util_buf_printf(&b, "PD1 %d %a %a %a %a %lld %lld %lld %lld %lld %lld %lld %d\n", p->direction,
+    util_buf_printf(&b, "PD2 %d %d %d %d %d %a %a %a %a %lld %lld %lld %lld %lld %lld %lld %d\n",
+                    p->direction, p->model_choice, p->no_trade_reason, (int)p->stale_data,
+                    p->n_warnings,
                     p->probs[0], p->probs[1], p->probs[2], p->confidence,
                     (long long)p->candle_time, (long long)p->candle_close,
                     (long long)p->prediction_time, (long long)p->valid_until,
@@ -291,16 +293,18 @@ static predict_result *redis_fetch(const char *symbol, const char *tf, uint32_t 
     predict_result *p = prediction_new();
     char *nl = memchr(val, '\n', len);
     long long ct, cc, pt, vu, ta, ma, tfs;
-    int consumed = 0;
+    int consumed = 0, stale_data = 0;
     if (!p || !nl ||
-        sscanf(val, "PD1 %d %la %la %la %la %lld %lld %lld %lld %lld %lld %lld %d%n",
-               &p->direction, &p->probs[0], &p->probs[1], &p->probs[2], &p->confidence, &ct, &cc,
-               &pt, &vu, &ta, &ma, &tfs, &p->gaps, &consumed) != 13 ||
+        sscanf(val, "PD2 %d %d %d %d %d %la %la %la %la %lld %lld %lld %lld %lld %lld %lld %d%n",
+               &p->direction, &p->model_choice, &p->no_trade_reason, &stale_data,
+               &p->n_warnings, &p->probs[0], &p->probs[1], &p->probs[2], &p->confidence, &ct,
+               &cc, &pt, &vu, &ta, &ma, &tfs, &p->gaps, &consumed) != 17 ||
         val + consumed != nl || ct != candle) {
         predict_result_release(p);
         free(val);
         return NULL;
     }
+    p->stale_data = stale_data != 0;
     p->candle_time = ct;
     p->candle_close = cc;
     p->prediction_time = pt;
@@ -372,6 +376,26 @@ static double *scratch_get(size_t doubles)
 }
 
 /*
+ * The rules between the model's probabilities and the answer, in the order
+ * they take precedence: levels on the market's tick, the cost floor, a
+ * model that does not beat its baselines, data too old to trade on.
+ */
+static void apply_rules(registry_version *v, const features_candle *c, size_t n, int64_t tfs,
+                        int64_t now, inference_signal *sig)
+{
+    const inference_policy *pol = inference_model_policy(registry_version_model(v));
+    inference_signal_market(pol, features_price_tick(c, n), sig);
+    if (registry_meta_metric(registry_version_meta(v), "beats_baseline") == 0) {
+        sig->direction = INFERENCE_NO_TRADE;
+        sig->no_trade_reason = INFERENCE_NT_BASELINE;
+    }
+    if (now - (c[n - 1].t + tfs) > PREDICT_STALE_TFS * tfs) {
+        sig->direction = INFERENCE_NO_TRADE;
+        sig->no_trade_reason = INFERENCE_NT_STALE;
+    }
+}
+
+/*
  * Computes the prediction of version v from closed candles c[0..n) of the
  * series (oldest first; only the last registry_version_candles(v) are
  * used). Takes ownership of c (frees it) whatever it returns.
@@ -430,6 +454,8 @@ static int compute_from(predict_service *svc, registry_version *v, const char *s
     inference_signal sig;
     if (rc == 0)
         rc = inference_signal_make(pol, probs, c[n - 1].close, atr, &sig);
+    if (rc == 0)
+        apply_rules(v, c, n, tfs, now, &sig);
     if (rc) {
         if (why)
             snprintf(why, whylen,
@@ -448,6 +474,9 @@ static int compute_from(predict_service *svc, registry_version *v, const char *s
     snprintf(p->symbol, sizeof p->symbol, "%s", symbol);
     snprintf(p->timeframe, sizeof p->timeframe, "%s", tf);
     p->direction = (int)sig.direction;
+    p->model_choice = (int)sig.model_choice;
+    p->no_trade_reason = sig.no_trade_reason;
+    p->stale_data = sig.no_trade_reason == INFERENCE_NT_STALE;
     memcpy(p->probs, probs, sizeof probs);
     p->confidence = sig.confidence;
     p->version = registry_version_number(v);

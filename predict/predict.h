@@ -62,8 +62,12 @@ typedef struct predict_result {
     char symbol[24];
     char timeframe[8];
     int direction;           /* enum inference_class */
+    int model_choice;        /* enum inference_class: the most probable class */
+    int no_trade_reason;     /* enum inference_no_trade_reason; 0 for a call */
+    bool stale_data;         /* computed from a window older than PREDICT_STALE_TFS timeframes */
+    int n_warnings;          /* warnings already inside the fragment (see predict_render) */
     double probs[3];         /* LONG, SHORT, NO_TRADE */
-    double confidence;
+    double confidence;       /* probability of model_choice */
     uint32_t version;
     int64_t candle_time;     /* open time of the last closed candle used */
     int64_t candle_close;    /* its close time */
@@ -128,8 +132,22 @@ int predict_many(predict_service *svc, const char *const *symbols, size_t n, con
 int predict_refresh(predict_service *svc, const char *symbol, const char *tf, int64_t now,
                         predict_result **out, char *why, size_t whylen);
 
-/* Appends the full prediction object (fragment + tail for now) to b. */
+/*
+ * Appends the full prediction object (fragment + tail for now) to b.
+ * The tail says how old the answer is at now. One rule for expiry: an
+ * answer is stale (`stale: true`, with an "overdue" warning) once now has
+ * reached its valid_until (the close of the candle after the one it used),
+ * or when its data was already older than PREDICT_STALE_TFS timeframes
+ * when it was computed; prediction_time never passes valid_until without
+ * stale saying so.
+ */
 void predict_render(util_buf *b, const predict_result *p, int64_t now);
+
+/* A window whose last candle closed more than this many timeframes before
+ * the prediction was computed is stale data: the answer is NO_TRADE
+ * (no_trade_reason "stale_data") and the ledger row does not count toward
+ * live accuracy. */
+#define PREDICT_STALE_TFS 2
 
 
 /* Cache counters for /metrics. */
@@ -203,14 +221,15 @@ void predict_render_stream_message(util_buf *b, const predict_result *p, int64_t
 
 /*
  * The ledger's resolver, pure (resolver.c). Settles entry e against the
- * candles that followed it: * `after` holds candles of the same series in ascending open time (those at
- * or before e->candle_time and past the horizon are ignored; gaps are
- * allowed), and last_closed_open is the open time of the series' latest
- * closed candle, which says whether the horizon is complete (no candle can
- * still arrive inside it) when the data ends early.
+ * candles that followed it: `after` holds candles of the same series in
+ * ascending open time (those at or before e->candle_time, after
+ * last_closed_open, or past the horizon are ignored), last_closed_open is
+ * the open time of the series' latest closed candle.
  *
- * Rules (R = |entry - stop_loss|; candle j is the j-th timeframe after
- * candle_time, j = 1..horizon):
+ * The horizon counts candles, as the training labels do: candle j is the
+ * j-th stored candle after candle_time (j = 1..horizon), so a gap in the
+ * series is skipped the same way in both, and the horizon is complete once
+ * `horizon` candles followed the entry. Rules (R = |entry - stop_loss|):
  * - Trade (LONG/SHORT only, on its levels): a candle whose range reaches
  *   the stop ends it (reaching the stop and a target in one candle counts
  *   as the stop); else each take-profit reached is noted and TP3 ends it.

@@ -58,6 +58,13 @@ struct inference_signal;
 int predict__render_fragment(predict_result *p, const struct inference_signal *sig,
                              const registry_version *v, size_t window, double atr);
 
+/* Appends the model object's figures (class_accuracy, hit_rate_calls,
+ * baselines, beats_baseline, cost_bps, ...), each as ",\"name\":value".
+ * pol may be NULL. */
+struct inference_policy;
+void predict__render_model_figures(util_buf *b, const registry_meta *meta,
+                                   const struct inference_policy *pol);
+
 /* Records one kernel run (inference_run) of the given duration in the
  * process-wide latency histogram (predict_latency_get). Lock-free. */
 void predict__inference_observe(double seconds);

@@ -186,8 +186,8 @@ static int check_series(const char *symbol, const char *tf)
 #define ENTRY_COLUMNS                                                                              \
     "symbol, timeframe, floor(extract(epoch FROM candle_time))::bigint, model_version, "           \
     "direction, confidence, p_long, p_short, p_no_trade, entry, stop_loss, tp1, tp2, tp3, atr, "   \
-    "coalesce(horizon_candles, 0), floor(extract(epoch FROM created_at))::bigint"
-#define ENTRY_NCOLS 17
+    "coalesce(horizon_candles, 0), floor(extract(epoch FROM created_at))::bigint, stale_data"
+#define ENTRY_NCOLS 18
 
 static int decode_entry(const PGresult *r, int i, store_ledger_entry *e)
 {
@@ -207,6 +207,7 @@ static int decode_entry(const PGresult *r, int i, store_ledger_entry *e)
     e->atr = get_dbl(r, i, 14);
     e->horizon = (uint32_t)get_u64(r, i, 15);
     e->created_at = get_i64(r, i, 16);
+    e->stale_data = PQgetvalue(r, i, 17)[0] == 't';
     return e->direction < 0 ? PD_EDB : 0;
 }
 
@@ -301,7 +302,7 @@ static int op_record(PGconn *c, void *arg)
         lvals[k] = dbl_or_null(levels[k], lv[k], sizeof lv[k]);
     snprintf(hz, sizeof hz, "%" PRIu32, e->horizon);
     snprintf(ca, sizeof ca, "%" PRId64, e->created_at);
-    const char *vals[17] = {e->symbol,
+    const char *vals[18] = {e->symbol,
                             e->timeframe,
                             t,
                             v,
@@ -317,18 +318,19 @@ static int op_record(PGconn *c, void *arg)
                             lvals[4],
                             lvals[5],
                             e->horizon ? hz : NULL,
-                            e->created_at ? ca : NULL};
+                            e->created_at ? ca : NULL,
+                            e->stale_data ? "true" : "false"};
     PGresult *r = NULL;
     int rc = exec1(c, "record a prediction",
                    "INSERT INTO predictions (symbol, timeframe, candle_time, model_version,"
                    " direction, confidence, p_long, p_short, p_no_trade, entry, stop_loss, tp1,"
-                   " tp2, tp3, atr, horizon_candles, created_at)"
+                   " tp2, tp3, atr, horizon_candles, created_at, stale_data)"
                    " VALUES ($1, $2, to_timestamp($3::bigint), $4::integer, $5,"
                    " $6::float8, $7::float8, $8::float8, $9::float8, $10::float8, $11::float8,"
                    " $12::float8, $13::float8, $14::float8, $15::float8, $16::integer,"
-                   " coalesce(to_timestamp($17::bigint), now()))"
+                   " coalesce(to_timestamp($17::bigint), now()), $18::boolean)"
                    " ON CONFLICT (symbol, timeframe, candle_time, model_version) DO NOTHING",
-                   17, vals, PGRES_COMMAND_OK, &r);
+                   18, vals, PGRES_COMMAND_OK, &r);
     if (rc)
         return rc;
     q->inserted = strcmp(PQcmdTuples(r), "1") == 0;
@@ -521,8 +523,9 @@ static int op_settle(PGconn *c, void *arg)
             goto out;
         last_closed = PQntuples(r) == 1 ? get_i64(r, 0, 0) : 0;
         PQclear(r);
-        if (last_closed && last_closed < hi)
-            hi = last_closed;
+        /* the horizon counts candles: with a gap, the candles that close
+         * it lie past its clock end, so read up to the latest closed one */
+        hi = last_closed;
         if (last_closed > lo && (rc = load_candles(c, q->symbol, q->tf, lo, hi, &cs, &nc)))
             goto out;
     }
@@ -609,7 +612,7 @@ int store_ledger_live_stats(store_ledger *db, const char *symbol, const char *tf
                " count(*) FILTER (WHERE direction <> 'NO_TRADE' AND outcome IS NOT NULL),"
                " count(*) FILTER (WHERE outcome IN ('TP1', 'TP2', 'TP3'))"
                " FROM predictions WHERE ($1::text IS NULL OR symbol = $1)"
-               " AND ($2::text IS NULL OR timeframe = $2)"
+               " AND ($2::text IS NULL OR timeframe = $2) AND NOT stale_data"
                " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
         .nvals = 2,
         .vals = vals,
@@ -641,7 +644,7 @@ static const char perf_sql[] =
     " + (p_no_trade - (realised = 'NO_TRADE')::int) ^ 2 END AS brier,"
     " row_number() OVER (PARTITION BY model_version, outcome IS NULL"
     " ORDER BY candle_time DESC) AS rn"
-    " FROM predictions WHERE symbol = $1 AND timeframe = $2),"
+    " FROM predictions WHERE symbol = $1 AND timeframe = $2 AND NOT stale_data),"
     " w AS (SELECT false AS win, * FROM s"
     " UNION ALL SELECT true, * FROM s WHERE o IS NOT NULL AND rn <= $3::bigint)"
     " SELECT v, win, count(*), count(*) FILTER (WHERE o IS NULL),"

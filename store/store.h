@@ -218,6 +218,7 @@ typedef struct store_ledger_entry {
     double entry, stop_loss, tp[3], atr;
     uint32_t horizon;    /* candles the trade may run; 0: unknown */
     int64_t created_at;  /* Unix seconds; 0: the database's now() */
+    bool stale_data;     /* made from stale data: recorded, never counted in live figures */
 } store_ledger_entry;
 
 /* A resolution: what the resolver found for one entry. */
@@ -283,7 +284,7 @@ typedef struct store_ledger_live {
 } store_ledger_live;
 
 /* Per series and version, of one series (symbol and tf given) or of all
- * (both NULL). *out is malloc'd (NULL when *n is 0). PD_EDB, PD_EINVAL. */
+ * (both NULL); rows made from stale data are left out. *out is malloc'd (NULL when *n is 0). PD_EDB, PD_EINVAL. */
 int store_ledger_live_stats(store_ledger *db, const char *symbol, const char *tf,
                                store_ledger_live **out, size_t *n);
 
