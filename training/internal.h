@@ -159,6 +159,7 @@ typedef struct training__export {
     Predictd__Dense dense[TRAINING_MAX_HIDDEN + 1];
     Predictd__Dense *dense_p[TRAINING_MAX_HIDDEN + 1];
     Predictd__SignalPolicy policy;
+    Predictd__Costs costs;
     double tp_r[INFERENCE_NTP], eta[2], eta_tp[INFERENCE_NTP];
     Predictd__TrainingMeta meta;
     Predictd__Metric metric[TRAINING_MAX_METRICS];

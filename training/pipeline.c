@@ -327,7 +327,8 @@ static void add_info_metrics(run *r, const training__fit_out *fo)
 
 /*
  * A fit that learned nothing must not become a model: the initial weights
- * kept (best epoch 0), a validation window of one class (the temperature
+ * kept (best epoch 0 after training epochs; epochs 0 asks for the initial
+ * weights on purpose and meets the baseline gate instead), a validation window of one class (the temperature
  * and early stopping saw no choice to make), or a temperature at the
  * bound of its search (certainty or indifference, not calibration).
  */
@@ -344,7 +345,7 @@ static int degenerate(run *r, const training__fit_out *fo)
                    r->n_val,
                    inference_class_name(seen[0] ? INFERENCE_LONG
                                                 : seen[1] ? INFERENCE_SHORT : INFERENCE_NO_TRADE));
-    if (fo->best_epoch == 0)
+    if (fo->best_epoch == 0 && fo->epochs_run > 0)
         return say(r, PD_EINVAL,
                    "degenerate fit: the best epoch was 0 (the initial weights beat every trained "
                    "epoch on validation): nothing was learned");

@@ -77,21 +77,21 @@ void training_result_print(const training_result *r, FILE *f)
         {"hit rate net > 0", "hit_rate_net"}, {"max drawdown R", "max_drawdown_r"},
     };
     for (size_t k = 0; k < sizeof bt / sizeof bt[0]; k++) {
-        char a[40], b[40], c[40];
-        snprintf(a, sizeof a, "bt_%s", bt[k][1]);
-        snprintf(b, sizeof b, "bt_majority_%s", bt[k][1]);
-        snprintf(c, sizeof c, "bt_persistence_%s", bt[k][1]);
-        fprintf(f, "  %-20s %9.4g %9.4g %9.4g\n", bt[k][0], M(a), M(b), M(c));
+        char km[40], kj[40], kp[40];
+        snprintf(km, sizeof km, "bt_%s", bt[k][1]);
+        snprintf(kj, sizeof kj, "bt_majority_%s", bt[k][1]);
+        snprintf(kp, sizeof kp, "bt_persistence_%s", bt[k][1]);
+        fprintf(f, "  %-20s %9.4g %9.4g %9.4g\n", bt[k][0], M(km), M(kj), M(kp));
     }
     fprintf(f, "  calibration of calls: bin  n  mean p  TP1 reached\n");
-    for (int b = 40; b <= 80; b += 10) {
-        char n[24], pp[24], h[24];
-        snprintf(n, sizeof n, "cal_%d_n", b);
-        snprintf(pp, sizeof pp, "cal_%d_p", b);
-        snprintf(h, sizeof h, "cal_%d_hit", b);
-        if (M(n) > 0)
-            fprintf(f, "    %s%.1f  %6.0f  %.4f  %.4f\n", b == 80 ? ">=" : "  ", b / 100.0, M(n),
-                    M(pp), M(h));
+    for (int bin = 40; bin <= 80; bin += 10) {
+        char kn[24], kq[24], kh[24];
+        snprintf(kn, sizeof kn, "cal_%d_n", bin);
+        snprintf(kq, sizeof kq, "cal_%d_p", bin);
+        snprintf(kh, sizeof kh, "cal_%d_hit", bin);
+        if (M(kn) > 0)
+            fprintf(f, "    %s%.1f  %6.0f  %.4f  %.4f\n", bin == 80 ? ">=" : "  ", bin / 100.0,
+                    M(kn), M(kq), M(kh));
     }
 #undef M
     fprintf(f, "  (baseline accuracy, calls, hit rate: always the test slice's most frequent\n"
