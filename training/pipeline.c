@@ -326,13 +326,29 @@ static void add_info_metrics(run *r, const training__fit_out *fo)
 }
 
 /*
- * A fit that learned nothing must not become a model: the initial weights
+ * A fit that learned nothing must not become a model (with force it is
+ * published flagged degenerate and beats_baseline 0, so it answers
+ * NO_TRADE below_baseline): the initial weights
  * kept (best epoch 0 after training epochs; epochs 0 asks for the initial
  * weights on purpose and meets the baseline gate instead), a validation window of one class (the temperature
  * and early stopping saw no choice to make), or a temperature at the
  * bound of its search (certainty or indifference, not calibration).
  */
+static int degenerate_why(run *r, const training__fit_out *fo);
 static int degenerate(run *r, const training__fit_out *fo)
+{
+    int rc = degenerate_why(r, fo);
+    if (rc == 0 || !r->p->force)
+        return rc;
+    /* force publishes it, flagged: it is gated as below its baselines */
+    LOG_WARN("training", "%s/%s: %s; published anyway (force), answering NO_TRADE",
+             r->res->target, r->p->timeframe, r->res->message);
+    training__metric_add(r->res, "degenerate", 1);
+    r->res->message[0] = '\0';
+    return 0;
+}
+
+static int degenerate_why(run *r, const training__fit_out *fo)
 {
     size_t seen[INFERENCE_NCLASS] = {0};
     for (size_t k = 0; k < r->n_val; k++)
@@ -539,6 +555,8 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
     memcpy(gi.prior, prior, sizeof prior);
     if ((rc = training__gate(&gi, res)) != 0)
         goto done;
+    if (training_result_metric(res, "degenerate") == 1)
+        training__metric_add(res, "beats_baseline", 0);
 
     /* golden cases: evenly spaced test rows */
     size_t ng = r.n_test < TRAINING_GOLDEN ? r.n_test : TRAINING_GOLDEN;

@@ -30,7 +30,16 @@ def check_prediction(p, symbol, tf):
     check_eq(p["timeframe"], tf)
     probs = p["probabilities"]
     check(abs(probs["LONG"] + probs["SHORT"] + probs["NO_TRADE"] - 1) < 1e-5, "probabilities sum")
-    check(abs(p["confidence"] - probs[p["direction"]]) < 1e-6, "confidence is its probability")
+    check(abs(p["confidence"] - probs[p["model_choice"]]) < 1e-6,
+          "confidence is the probability of the model's choice")
+    check(max(probs.values()) - p["confidence"] < 1e-6, "the model's choice is its most probable")
+    if p["direction"] == "NO_TRADE":
+        check(p["no_trade_reason"] in ("model", "below_min_confidence", "stale_data",
+                                       "levels_under_tick", "below_baseline", "cost"),
+              f"NO_TRADE says why: {p['no_trade_reason']}")
+    else:
+        check(p["direction"] == p["model_choice"] and p["no_trade_reason"] is None,
+              "a call is the model's choice")
     entry, sl = p["entry"], p["stop_loss"]
     tps = [t["price"] for t in p["take_profits"]]
     if p["levels_for"] == "LONG":
