@@ -21,3 +21,21 @@ ALTER TABLE training_jobs DROP CONSTRAINT training_jobs_state_valid;
 ALTER TABLE training_jobs ADD CONSTRAINT training_jobs_state_valid
     CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'canceled', 'rejected',
                      'below_baseline'));
+
+-- backtests: what `predictd backtest` measured for a model version over a
+-- range of candles replayed through the serving path (figures: the JSON of
+-- predict_backtest_json: calls, hit rates per take-profit, stop-outs,
+-- expiries, average R, expectancy after cost_bps, maximum drawdown,
+-- calibration, and the same for the baselines).
+CREATE TABLE backtests (
+    id            bigserial        PRIMARY KEY,
+    symbol        text             NOT NULL,
+    timeframe     text             NOT NULL,
+    model_version integer          NOT NULL CHECK (model_version > 0),
+    data_from     timestamptz      NOT NULL,
+    data_to       timestamptz      NOT NULL,
+    cost_bps      double precision NOT NULL,
+    figures       jsonb            NOT NULL,
+    created_at    timestamptz      NOT NULL DEFAULT now()
+);
+CREATE INDEX backtests_series ON backtests (symbol, timeframe, model_version, created_at DESC);

@@ -508,6 +508,18 @@ static int compute_from(predict_service *svc, registry_version *v, const char *s
     return 0;
 }
 
+int predict__compute_window(predict_service *svc, registry_version *v, const char *symbol,
+                            const char *tf, int64_t now, const features_candle *c, size_t n,
+                            predict_result **out, char *why, size_t whylen)
+{
+    features_candle *copy = malloc((n ? n : 1) * sizeof *copy);
+    if (!copy)
+        return PD_ENOMEM;
+    if (n)
+        memcpy(copy, c, n * sizeof *copy);
+    return compute_from(svc, v, symbol, tf, now, copy, n, out, why, whylen);
+}
+
 /* Loads the window of symbol/tf that version v needs, then compute_from. */
 static int compute(predict_service *svc, registry_version *v, const char *symbol, const char *tf,
                    int64_t now, predict_result **out, char *why, size_t whylen)

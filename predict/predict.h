@@ -11,6 +11,7 @@
  *   resolver.c   settling ledger rows against the candles after them
  *   loop.c       the inference loop: new candles -> predictions, ledger,
  *                stream messages, PUBLISH
+ *   backtest.c   history replayed through the same computation and resolver
  *
  * Depends on registry, features, inference and store. The HTTP module (api/)
  * and the CLI (server/) call it; it calls neither.
@@ -257,6 +258,70 @@ void predict_render_stream_message(util_buf *b, const predict_result *p, int64_t
 int predict_resolve(const store_ledger_entry *e, int64_t tf_seconds, const features_candle *after,
                     size_t n, int64_t last_closed_open, store_ledger_resolution *out);
 
+
+/* The ledger row the inference loop records for p (its levels, horizon and
+ * stale_data flag). Thread-safe, pure. */
+void predict_ledger_entry(const predict_result *p, store_ledger_entry *e);
+
+/* ===========================================================================
+ * The backtest (backtest.c): history replayed candle by candle through the
+ * serving computation and the ledger's resolver.
+ */
+typedef struct predict_backtest_options {
+    const char *symbol, *tf;
+    uint32_t version; /* 0: the version serving the series */
+    int64_t from, to; /* candle open times: predictions for from <= t < to; 0 = unbounded */
+    double cost_bps;  /* round-trip cost the figures are net of; NaN: the model's policy */
+    int64_t now;      /* candles closed by then; 0: the wall clock */
+} predict_backtest_options;
+
+/* Figures of one caller's LONG/SHORT calls whose horizon completed. */
+typedef struct predict_backtest_side {
+    uint64_t trades, open;      /* settled calls; calls whose horizon runs past the data */
+    uint64_t tp[3];             /* settled calls that reached TP1, TP2, TP3 */
+    uint64_t stops, expired, net_wins;
+    double sum_r, sum_net;      /* gross R and R after the round-trip cost */
+    double equity, peak, max_drawdown_r; /* one unit per signal, net, in time order */
+} predict_backtest_side;
+
+typedef struct predict_backtest_row {
+    store_ledger_entry e;       /* what the loop would have recorded */
+    store_ledger_resolution r;  /* what the resolver made of it (OPEN: horizon incomplete) */
+    int no_trade_reason;        /* enum inference_no_trade_reason, 0 for a call */
+    size_t index;               /* the candle's index in the loaded range */
+} predict_backtest_row;
+
+typedef struct predict_backtest {
+    uint32_t version;
+    int64_t from, to;           /* open times of the first and last candle predicted */
+    double cost_bps;
+    uint32_t horizon;
+    uint64_t candles, predictions, failed;
+    uint64_t no_trade[8];       /* NO_TRADE answers by enum inference_no_trade_reason */
+    predict_backtest_side model, majority, persistence;
+    int majority_class;         /* the period's most frequent realised class, -1: none */
+    struct {
+        uint64_t n, hits;
+        double sum_p;
+    } cal[5];                   /* calls by probability: <0.5, 0.5, 0.6, 0.7, >=0.8 */
+    predict_backtest_row *rows; /* one per prediction, in time order; owned */
+    size_t n_rows;
+} predict_backtest;
+
+/*
+ * Replays symbol/tf: for each closed candle in [from, to) with a full
+ * window before it, the prediction the service computes at that candle's
+ * close (predict_one's computation without caches), the ledger row the
+ * loop records, and predict_resolve's settlement against the candles
+ * after it. Returns 0 with *out filled (free with predict_backtest_cleanup),
+ * or PD_ESYMBOL, PD_ETIMEFRAME, PD_ENOMODEL (why says), PD_ENODATA, PD_EDB,
+ * PD_ENOMEM. Needs store_init(); runs on the caller's thread.
+ */
+int predict_backtest_run(predict_service *svc, const predict_backtest_options *o,
+                         predict_backtest *out, char *why, size_t whylen);
+void predict_backtest_cleanup(predict_backtest *b); /* NULL is a no-op */
+/* Appends the figures (not the rows) as one JSON object. */
+void predict_backtest_json(const predict_backtest *b, util_buf *out);
 
 /* ===========================================================================
  * The inference loop (loop.c). A background thread LISTENs on

@@ -818,3 +818,92 @@ int store_ledger_history(store_ledger *db, const store_ledger_query *q,
         *more = l.more;
     return 0;
 }
+
+/* ---------------------------------------------------------------------------
+ * Backtests: the figures `predictd backtest` computed, one row per run,
+ * shown per version by /api/models/{symbol}/{timeframe}.
+ */
+struct backtest_q {
+    const char *symbol, *tf, *json;
+    uint32_t version;
+    int64_t from, to;
+    double cost_bps;
+};
+
+static int op_backtest_save(PGconn *c, void *arg)
+{
+    const struct backtest_q *q = arg;
+    char v[16], f[24], t[24], cb[40];
+    snprintf(v, sizeof v, "%" PRIu32, q->version);
+    snprintf(f, sizeof f, "%" PRId64, q->from);
+    snprintf(t, sizeof t, "%" PRId64, q->to);
+    snprintf(cb, sizeof cb, "%.17g", q->cost_bps);
+    const char *vals[] = {q->symbol, q->tf, v, f, t, cb, q->json};
+    return exec1(c, "save a backtest",
+                 "INSERT INTO backtests (symbol, timeframe, model_version, data_from, data_to,"
+                 " cost_bps, figures) VALUES ($1, $2, $3::integer, to_timestamp($4::bigint),"
+                 " to_timestamp($5::bigint), $6::float8, $7::jsonb)",
+                 7, vals, PGRES_COMMAND_OK, NULL);
+}
+
+int store_ledger_backtest_save(store_ledger *db, const char *symbol, const char *tf,
+                               uint32_t version, int64_t from, int64_t to, double cost_bps,
+                               const char *figures_json)
+{
+    int rc = check_series(symbol, tf);
+    if (rc)
+        return rc;
+    if (version == 0 || !figures_json || !isfinite(cost_bps))
+        return PD_EINVAL;
+    struct backtest_q q = {.symbol = symbol,
+                           .tf = tf,
+                           .json = figures_json,
+                           .version = version,
+                           .from = from,
+                           .to = to,
+                           .cost_bps = cost_bps};
+    return run(db, op_backtest_save, &q);
+}
+
+static int decode_backtest(const PGresult *r, int i, void *elem)
+{
+    store_ledger_backtest *b = elem;
+    b->version = (uint32_t)get_u64(r, i, 0);
+    b->created_at = get_i64(r, i, 1);
+    b->figures_json = strdup(PQgetvalue(r, i, 2));
+    return b->figures_json ? 0 : PD_ENOMEM;
+}
+
+int store_ledger_backtests(store_ledger *db, const char *symbol, const char *tf,
+                           store_ledger_backtest **out, size_t *n)
+{
+    int rc = check_series(symbol, tf);
+    if (rc)
+        return rc;
+    if (!out || !n)
+        return PD_EINVAL;
+    const char *vals[] = {symbol, tf};
+    struct listing l = {
+        .what = "backtests",
+        .sql = "SELECT DISTINCT ON (model_version) model_version,"
+               " floor(extract(epoch FROM created_at))::bigint, figures::text FROM backtests"
+               " WHERE symbol = $1 AND timeframe = $2"
+               " ORDER BY model_version, created_at DESC, id DESC",
+        .nvals = 2,
+        .vals = vals,
+        .size = sizeof **out,
+        .decode = decode_backtest};
+    rc = list_run(db, &l);
+    if (rc)
+        return rc;
+    *out = l.v;
+    *n = l.n;
+    return 0;
+}
+
+void store_ledger_backtests_free(store_ledger_backtest *b, size_t n)
+{
+    for (size_t i = 0; b && i < n; i++)
+        free(b[i].figures_json);
+    free(b);
+}

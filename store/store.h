@@ -348,6 +348,26 @@ typedef struct store_ledger_query {
 int store_ledger_history(store_ledger *db, const store_ledger_query *q,
                             store_ledger_row **out, size_t *n, bool *more);
 
+/* Stores the figures of one backtest run of a version (figures_json: a
+ * JSON object, stored as jsonb). PD_ESYMBOL, PD_ETIMEFRAME, PD_EINVAL,
+ * PD_EDB. */
+int store_ledger_backtest_save(store_ledger *db, const char *symbol, const char *tf,
+                               uint32_t version, int64_t from, int64_t to, double cost_bps,
+                               const char *figures_json);
+
+/* The latest backtest of each version of a series. */
+typedef struct store_ledger_backtest {
+    uint32_t version;
+    int64_t created_at;
+    char *figures_json; /* owned */
+} store_ledger_backtest;
+
+/* Ascending by version. *out is malloc'd: free it with
+ * store_ledger_backtests_free. PD_ESYMBOL, PD_ETIMEFRAME, PD_EINVAL, PD_EDB. */
+int store_ledger_backtests(store_ledger *db, const char *symbol, const char *tf,
+                           store_ledger_backtest **out, size_t *n);
+void store_ledger_backtests_free(store_ledger_backtest *b, size_t n);
+
 /*
  * LISTEN. A listener holds one connection that LISTENs on a channel; the
  * owner polls store_listen_socket() and calls store_listen_consume()
