@@ -105,6 +105,15 @@ static bool levels_ok(const store_ledger_entry *e)
     return true;
 }
 
+/* The tick and cost rules of inference_signal_market on a row's levels
+ * (for a row the model did not call, whose reason says nothing of them). */
+static bool market_ok(const inference_policy *pol, const store_ledger_entry *e)
+{
+    double risk = fabs(e->entry - e->stop_loss);
+    double cost = pol->cost_bps / 1e4 * e->entry;
+    return !(cost > 0 && risk < pol->min_risk_costs * cost);
+}
+
 int predict_backtest_run(predict_service *svc, const predict_backtest_options *o,
                          predict_backtest *out, char *why, size_t whylen)
 {
@@ -205,7 +214,10 @@ int predict_backtest_run(predict_service *svc, const predict_backtest_options *o
     out->majority_class = realised[maj] ? maj : -1;
     for (size_t k = 0; k < out->n_rows; k++) {
         const predict_backtest_row *row = &out->rows[k];
-        if (!levels_ok(&row->e))
+        /* the market's rules bind the baselines too: no call on levels
+         * under the tick or a risk under the cost floor */
+        if (!levels_ok(&row->e) || row->no_trade_reason == INFERENCE_NT_TICK ||
+            row->no_trade_reason == INFERENCE_NT_COST || !market_ok(pol, &row->e))
             continue;
         size_t i = row->index;
         store_ledger_resolution r;

@@ -44,7 +44,7 @@ def wait_final(job_id, timeout=300):
 def job_trains_publishes_and_serves():
     service()
     status, _, body = admin("POST", "/admin/training",
-                            {"symbols": "ETHUSDT", "timeframe": "15m", "seed": 3})
+                            {"symbols": "ETHUSDT", "timeframe": "15m", "seed": 3, "force": True})
     check_eq(status, 202, body)
     job = wait_final(body["job"]["id"])
     check_eq(job["state"], "succeeded", job)
@@ -63,7 +63,7 @@ def model_not_better_is_not_promoted():
     # the same data, parameters and seed as the serving v1 give the same
     # model: not better, so it must not be published
     status, _, body = admin("POST", "/admin/training",
-                            {"symbols": ["BTCUSDT"], "timeframe": "15m", "seed": 1})
+                            {"symbols": ["BTCUSDT"], "timeframe": "15m", "seed": 1, "force": True})
     check_eq(status, 202, body)
     job = wait_final(body["job"]["id"])
     check_eq(job["state"], "rejected", job)
@@ -74,12 +74,31 @@ def model_not_better_is_not_promoted():
 
 
 @test
+def model_below_its_baselines_is_not_published():
+    service()
+    # the seeded candles are a random walk: without force the model is
+    # compared with the always-majority and persistence baselines and,
+    # beating neither, is not published; the job says so with the figures
+    status, _, body = admin("POST", "/admin/training",
+                            {"symbols": "ETHUSDT", "timeframe": "15m", "seed": 11})
+    check_eq(status, 202, body)
+    job = wait_final(body["job"]["id"])
+    if job["state"] == "failed":
+        check("degenerate fit" in job["error"], job)
+    else:
+        check_eq(job["state"], "below_baseline", job)
+        check("majority" in job["error"] and "persistence" in job["error"], job)
+        check("beats_baseline" in job["metrics"] and job["metrics"]["beats_baseline"] == 0, job)
+    check_eq(job["version"], None)
+
+
+@test
 def running_job_can_be_cancelled():
     service()
     status, _, body = admin("POST", "/admin/training",
                             {"symbols": "BTCUSDT", "timeframe": "15m", "kind": "mlp",
                              "hidden": [256, 256], "epochs": 5000, "patience": 5000,
-                             "promote_if_better": False})
+                             "promote_if_better": False, "force": True})
     check_eq(status, 202, body)
     job_id = body["job"]["id"]
     status, _, body = admin("POST", "/admin/training", {"symbols": "BTCUSDT", "timeframe": "15m"})
@@ -99,7 +118,7 @@ def running_job_can_be_cancelled():
 def history_is_in_postgresql():
     service()
     n = int(psql("SELECT count(*) FROM training_jobs WHERE state IN "
-                 "('succeeded','rejected','canceled')"))
+                 "('succeeded','rejected','canceled','below_baseline','failed')"))
     check(n >= 3, f"{n} finished jobs recorded")
 
 
