@@ -672,7 +672,8 @@ def model_accuracy_turns_live_after_50_resolved_trades():
     trades, hits = (int(x) for x in psql(
         f"SELECT count(*) FILTER (WHERE direction <> 'NO_TRADE' AND outcome IS NOT NULL), "
         f"count(*) FILTER (WHERE outcome IN ('TP1', 'TP2', 'TP3')) FROM predictions "
-        f"WHERE symbol = '{SYM}' AND timeframe = '{TF}' AND model_version = {version}").split("|"))
+        f"WHERE symbol = '{SYM}' AND timeframe = '{TF}' AND model_version = {version} "
+        f"AND NOT stale_data").split("|"))
     c = next_candle()
     psql(candle_sql(c))
     wait_for(lambda: ledger_count(c[0]) == 1, "the next prediction")
