@@ -266,9 +266,9 @@ static void redis_store(const predict_result *p, const char *label, int64_t now)
     redis_key(key, sizeof key, p->symbol, p->timeframe, p->version, label, p->candle_time);
     util_buf b;
     util_buf_init(&b);
-    util_buf_printf(&b, "PD2 %d %d %d %d %d %a %a %a %a %lld %lld %lld %lld %lld %lld %lld %d\n",
+    util_buf_printf(&b, "PD2 %d %d %d %d %d %a %a %a %a %a %lld %lld %lld %lld %lld %lld %lld %d\n",
                     p->direction, p->model_choice, p->no_trade_reason, (int)p->stale_data,
-                    p->n_warnings,
+                    p->n_warnings, p->model_accuracy,
                     p->probs[0], p->probs[1], p->probs[2], p->confidence,
                     (long long)p->candle_time, (long long)p->candle_close,
                     (long long)p->prediction_time, (long long)p->valid_until,
@@ -295,10 +295,11 @@ static predict_result *redis_fetch(const char *symbol, const char *tf, uint32_t 
     long long ct, cc, pt, vu, ta, ma, tfs;
     int consumed = 0, stale_data = 0;
     if (!p || !nl ||
-        sscanf(val, "PD2 %d %d %d %d %d %la %la %la %la %lld %lld %lld %lld %lld %lld %lld %d%n",
+        sscanf(val,
+               "PD2 %d %d %d %d %d %la %la %la %la %la %lld %lld %lld %lld %lld %lld %lld %d%n",
                &p->direction, &p->model_choice, &p->no_trade_reason, &stale_data,
-               &p->n_warnings, &p->probs[0], &p->probs[1], &p->probs[2], &p->confidence, &ct,
-               &cc, &pt, &vu, &ta, &ma, &tfs, &p->gaps, &consumed) != 17 ||
+               &p->n_warnings, &p->model_accuracy, &p->probs[0], &p->probs[1], &p->probs[2],
+               &p->confidence, &ct, &cc, &pt, &vu, &ta, &ma, &tfs, &p->gaps, &consumed) != 18 ||
         val + consumed != nl || ct != candle) {
         predict_result_release(p);
         free(val);
@@ -497,6 +498,9 @@ static int compute_from(predict_service *svc, registry_version *v, const char *s
     p->atr = atr;
     p->horizon = pol->horizon;
     (void)predict__live_get(svc, symbol, tf, p->version, &p->live_hit_rate, &p->live_resolved);
+    p->model_accuracy = p->live_resolved >= PREDICT_LIVE_MIN_RESOLVED
+                            ? p->live_hit_rate
+                            : registry_meta_metric(registry_version_meta(v), "bt_hit_rate");
     rc = predict__render_fragment(p, &sig, v, window, atr);
     free(all);
     if (rc) {

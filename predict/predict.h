@@ -91,6 +91,9 @@ typedef struct predict_result {
      * live_resolved >= PREDICT_LIVE_MIN_RESOLVED, else the test accuracy. */
     double live_hit_rate;
     uint64_t live_resolved;
+    /* The model_accuracy rendered: the live hit rate, else the backtest's;
+     * NaN when neither is known. */
+    double model_accuracy;
 } predict_result;
 
 /*
@@ -262,6 +265,41 @@ int predict_resolve(const store_ledger_entry *e, int64_t tf_seconds, const featu
 /* The ledger row the inference loop records for p (its levels, horizon and
  * stale_data flag). Thread-safe, pure. */
 void predict_ledger_entry(const predict_result *p, store_ledger_entry *e);
+
+/* ===========================================================================
+ * Cross-timeframe consensus (consensus.c), for the summary route.
+ *
+ * Rule: each timeframe's answer that is fresh (not stale at now) and from a
+ * model that beats its baselines votes. A call votes its side with its
+ * probability, NO_TRADE votes 0; each vote is weighted by the timeframe's
+ * model_accuracy (live once it has one, else the backtest's; 0.5 when
+ * neither is known). score = sum(weight x vote) / sum(weight), with LONG
+ * positive and SHORT negative; strength = |score| in [0, 1]; the direction
+ * is the sign's side when strength >= PREDICT_CONSENSUS_MIN_STRENGTH, else
+ * NO_TRADE. A timeframe agrees when its answer is the consensus direction,
+ * disagrees when it is the other call (or any call under a NO_TRADE
+ * consensus), is neutral when it answers NO_TRADE under a directional
+ * consensus, and is excluded when it is stale, below baseline or missing.
+ */
+#define PREDICT_CONSENSUS_MIN_STRENGTH 0.25
+#define PREDICT_CONSENSUS_MAX 8
+
+typedef struct predict_consensus {
+    int direction;   /* enum inference_class */
+    double strength; /* 0..1 */
+    double score;    /* -1..1, LONG positive */
+    /* timeframe names (borrowed from the caller's tfs) per group */
+    const char *agree[PREDICT_CONSENSUS_MAX], *disagree[PREDICT_CONSENSUS_MAX],
+        *neutral[PREDICT_CONSENSUS_MAX], *excluded[PREDICT_CONSENSUS_MAX];
+    size_t n_agree, n_disagree, n_neutral, n_excluded;
+} predict_consensus;
+
+/* The consensus of ps[i] (NULL: no answer) for timeframes tfs[i], i < n
+ * (at most PREDICT_CONSENSUS_MAX), at time now. Pure, thread-safe. */
+void predict_consensus_of(const predict_result *const *ps, const char *const *tfs, size_t n,
+                          int64_t now, predict_consensus *out);
+/* Appends it as a JSON object. */
+void predict_consensus_json(const predict_consensus *c, util_buf *b);
 
 /* ===========================================================================
  * The backtest (backtest.c): history replayed candle by candle through the

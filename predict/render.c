@@ -69,7 +69,7 @@ int predict__render_fragment(predict_result *p, const struct inference_signal *s
     bool live = p->live_resolved >= PREDICT_LIVE_MIN_RESOLVED;
     double backtest = registry_meta_metric(meta, "bt_hit_rate");
     util_buf_puts(&b, "},\"model_accuracy\":");
-    util_json_num(&b, live ? p->live_hit_rate : backtest);
+    util_json_num(&b, p->model_accuracy);
     util_buf_puts(&b, live                ? ",\"accuracy_source\":\"live\""
                       : isfinite(backtest) ? ",\"accuracy_source\":\"backtest\""
                                            : ",\"accuracy_source\":\"none\"");

@@ -40,6 +40,19 @@ def check_prediction(p, symbol, tf):
     else:
         check(p["direction"] == p["model_choice"] and p["no_trade_reason"] is None,
               "a call is the model's choice")
+    # a model published with --force below its baselines never calls, and
+    # says why with the figures; model_accuracy is the hit rate of calls
+    if p["model"]["beats_baseline"] is False:
+        check(p["direction"] == "NO_TRADE" and p["no_trade_reason"] in ("below_baseline",
+                                                                        "stale_data"), p)
+        check(any(w.startswith("model below baseline: test log-loss") for w in p["warnings"]),
+              p["warnings"])
+    check(p["model_accuracy"] == p["model"]["backtest_hit_rate"] or
+          p["accuracy_source"] == "live", p)
+    check(p["accuracy_source"] != "backtest" or p["model_accuracy"] is not None, p)
+    # expiry: one rule; an overdue answer is never clean
+    if any(w.startswith("overdue") for w in p["warnings"]):
+        check(p["stale"] is True, p)
     entry, sl = p["entry"], p["stop_loss"]
     tps = [t["price"] for t in p["take_profits"]]
     if p["levels_for"] == "LONG":

@@ -1213,9 +1213,11 @@ TEST(test_jobs_scheduled_retrain)
         usleep(50000);
     }
     CHECK(found.id > 0);
-    /* the schedule does not force: on the seeded random walk the retrained
-     * model meets the baseline gate before the promotion rule */
-    CHECK_EQ_INT(found.state, TRAINING_JOB_BELOW_BASELINE);
+    /* the schedule does not force: on the seeded candles the retrained
+     * model meets the degenerate-fit check or the baseline gate before the
+     * promotion rule */
+    CHECK(found.state == TRAINING_JOB_BELOW_BASELINE ||
+          (found.state == TRAINING_JOB_FAILED && strstr(found.error, "degenerate fit")));
     CHECK(strstr(found.params_json, "\"tp_r\":[1,1.5,2]") != NULL);
     CHECK(strstr(found.params_json, "\"seed\":7") != NULL);
     CHECK(strstr(found.params_json, "\"promote_if_better\":true") != NULL);
