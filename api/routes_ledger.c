@@ -272,6 +272,7 @@ static void render_row(util_buf *b, const store_ledger_row *r)
         util_buf_puts(b, "null");
     util_buf_puts(b, ",\"created_at\":");
     api_timestamp(b, e->created_at);
+    util_buf_printf(b, ",\"stale_data\":%s", e->stale_data ? "true" : "false");
     bool open = r->r.outcome == STORE_OUTCOME_OPEN;
     util_buf_puts(b, ",\"outcome\":");
     if (open)
