@@ -93,7 +93,8 @@ static const char *const param_flags[] = {
     "target",  "timeframe",      "from",          "to",        "kind",     "hidden",
     "epochs",  "batch",          "learning-rate", "l2",        "patience", "features",
     "window",  "val-frac",       "test-frac",     "seed",      "sl-atr",   "tp-r",
-    "horizon", "min-confidence", "atr-period",    "max-age-s", "now",      NULL,
+    "horizon", "min-confidence", "atr-period",    "max-age-s", "now",      "cost-bps",
+    NULL,
 };
 
 /* The setter's message without its "name: " prefix (the flag is printed). */

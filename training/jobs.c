@@ -892,6 +892,11 @@ static int params_from_model(const Predictd__Model *m, const char *symbol, const
         p->policy.min_confidence = q->min_confidence;
         p->policy.atr_period = q->atr_period ? q->atr_period : 14;
         p->policy.max_age_s = q->max_age_s;
+        if (q->costs) {
+            p->policy.cost_bps = q->costs->round_trip_bps;
+            if (q->costs->min_risk_costs > 0)
+                p->policy.min_risk_costs = q->costs->min_risk_costs;
+        }
     }
     if (m->meta) {
         p->seed = m->meta->seed;
