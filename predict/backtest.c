@@ -128,8 +128,8 @@ int predict_backtest_run(predict_service *svc, const predict_backtest_options *o
     registry_version *v = NULL;
     int rc = registry_acquire(svc->reg, o->symbol, o->tf, o->version ? &sel : NULL, &v);
     if (rc) {
-        snprintf(why, whylen, "no model %s%u for %s %s", o->version ? "version " : "",
-                 o->version, o->symbol, o->tf);
+        snprintf(why, whylen, "no model %s%u for %s %s", o->version ? "version " : "", o->version,
+                 o->symbol, o->tf);
         return rc;
     }
     const inference_policy *pol = inference_model_policy(registry_version_model(v));
@@ -201,8 +201,8 @@ int predict_backtest_run(predict_service *svc, const predict_backtest_options *o
             bin = bin < 0 ? 0 : bin > 4 ? 4 : bin;
             out->cal[bin].n++;
             out->cal[bin].sum_p += row->e.confidence;
-            out->cal[bin].hits += row->r.outcome >= STORE_OUTCOME_TP1 &&
-                                  row->r.outcome <= STORE_OUTCOME_TP3;
+            out->cal[bin].hits +=
+                row->r.outcome >= STORE_OUTCOME_TP1 && row->r.outcome <= STORE_OUTCOME_TP3;
         }
     }
 
@@ -262,8 +262,8 @@ static void ratio(util_buf *b, const char *key, double num, uint64_t den)
 
 static void side_json(util_buf *b, const char *name, const predict_backtest_side *s)
 {
-    util_buf_printf(b, ",\"%s\":{\"calls\":%llu,\"open\":%llu", name,
-                    (unsigned long long)s->trades, (unsigned long long)s->open);
+    util_buf_printf(b, ",\"%s\":{\"calls\":%llu,\"open\":%llu", name, (unsigned long long)s->trades,
+                    (unsigned long long)s->open);
     ratio(b, "hit_rate_tp1", (double)s->tp[0], s->trades);
     ratio(b, "hit_rate_tp2", (double)s->tp[1], s->trades);
     ratio(b, "hit_rate_tp3", (double)s->tp[2], s->trades);
@@ -306,8 +306,8 @@ void predict_backtest_json(const predict_backtest *bt, util_buf *b)
     side_json(b, "persistence", &bt->persistence);
     util_buf_puts(b, ",\"calibration\":[");
     for (int k = 0; k < 5; k++) {
-        util_buf_printf(b, "%s{\"bin\":\"%s%.1f\",\"calls\":%llu", k ? "," : "",
-                        k == 4 ? ">=" : "", 0.4 + 0.1 * k, (unsigned long long)bt->cal[k].n);
+        util_buf_printf(b, "%s{\"bin\":\"%s%.1f\",\"calls\":%llu", k ? "," : "", k == 4 ? ">=" : "",
+                        0.4 + 0.1 * k, (unsigned long long)bt->cal[k].n);
         ratio(b, "mean_probability", bt->cal[k].sum_p, bt->cal[k].n);
         ratio(b, "tp1_rate", (double)bt->cal[k].hits, bt->cal[k].n);
         util_buf_puts(b, "}");

@@ -19,24 +19,23 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: predictd backtest SYMBOL TIMEFRAME [--from T] [--to T] [--version N]\n"
-            "                         [--fee-bps X] [--entries FILE] [--json] [--no-store]\n"
-            "Replays the series' closed candles one by one through the code that serves\n"
-            "(window, features, model, levels on the tick, cost rule) at each candle's\n"
-            "close, settles every answer with the ledger's resolver, and prints the\n"
-            "figures of the calls: hit rate per take-profit, stop-outs, expiries,\n"
-            "average R, expectancy after the round-trip cost, maximum drawdown of a\n"
-            "one-unit-per-signal equity curve, a calibration table, and the same for\n"
-            "the always-majority and persistence baselines. The figures are stored\n"
-            "(table backtests) unless --no-store.\n"
-            "  --from T, --to T   candle open times, RFC 3339 or YYYY-MM-DD\n"
-            "  --version N        a model version (default: the one serving)\n"
-            "  --fee-bps X        round-trip cost, fees plus half the spread, in basis\n"
-            "                     points (default: the model's policy, 10)\n"
-            "  --cost-bps X       the same\n"
-            "  --entries FILE     one JSON line per prediction (entry, levels, outcome)\n"
-            "  --json             print the figures as JSON instead of a table\n");
+    fprintf(f, "usage: predictd backtest SYMBOL TIMEFRAME [--from T] [--to T] [--version N]\n"
+               "                         [--fee-bps X] [--entries FILE] [--json] [--no-store]\n"
+               "Replays the series' closed candles one by one through the code that serves\n"
+               "(window, features, model, levels on the tick, cost rule) at each candle's\n"
+               "close, settles every answer with the ledger's resolver, and prints the\n"
+               "figures of the calls: hit rate per take-profit, stop-outs, expiries,\n"
+               "average R, expectancy after the round-trip cost, maximum drawdown of a\n"
+               "one-unit-per-signal equity curve, a calibration table, and the same for\n"
+               "the always-majority and persistence baselines. The figures are stored\n"
+               "(table backtests) unless --no-store.\n"
+               "  --from T, --to T   candle open times, RFC 3339 or YYYY-MM-DD\n"
+               "  --version N        a model version (default: the one serving)\n"
+               "  --fee-bps X        round-trip cost, fees plus half the spread, in basis\n"
+               "                     points (default: the model's policy, 10)\n"
+               "  --cost-bps X       the same\n"
+               "  --entries FILE     one JSON line per prediction (entry, levels, outcome)\n"
+               "  --json             print the figures as JSON instead of a table\n");
 }
 
 static void side_row(const char *name, const predict_backtest_side *s)
@@ -55,8 +54,9 @@ static void print_table(const char *symbol, const char *tf, const predict_backte
     char a[32], b[32];
     printf("== backtest %s/%s v%u, %s .. %s, %.4g bps per round trip\n", symbol, tf, bt->version,
            util_rfc3339(bt->from, a), util_rfc3339(bt->to, b), bt->cost_bps);
-    printf("candles %llu, predictions %llu, failed %llu; NO_TRADE:", (unsigned long long)bt->candles,
-           (unsigned long long)bt->predictions, (unsigned long long)bt->failed);
+    printf(
+        "candles %llu, predictions %llu, failed %llu; NO_TRADE:", (unsigned long long)bt->candles,
+        (unsigned long long)bt->predictions, (unsigned long long)bt->failed);
     for (int k = 1; k < 8; k++)
         if (inference_no_trade_reason_name(k) && bt->no_trade[k])
             printf(" %s %llu", inference_no_trade_reason_name(k),
@@ -73,7 +73,10 @@ static void print_table(const char *symbol, const char *tf, const predict_backte
     printf("  calibration of the model's calls: bin, calls, mean probability, TP1 reached\n");
     for (int k = 0; k < 5; k++)
         if (bt->cal[k].n)
-            printf("    %s%.1f %7llu  %.4f  %.4f\n", k == 0 ? "< " : k == 4 ? ">=" : "  ",
+            printf("    %s%.1f %7llu  %.4f  %.4f\n",
+                   k == 0   ? "< "
+                   : k == 4 ? ">="
+                            : "  ",
                    k == 0 ? 0.5 : 0.4 + 0.1 * k, (unsigned long long)bt->cal[k].n,
                    bt->cal[k].sum_p / (double)bt->cal[k].n,
                    (double)bt->cal[k].hits / (double)bt->cal[k].n);
@@ -98,13 +101,14 @@ static int write_entries(const char *path, const predict_backtest *bt)
         else
             util_buf_puts(&b, "null");
         const double lv[] = {r->e.confidence, r->e.entry, r->e.stop_loss,
-                             r->e.tp[0],      r->e.tp[1],  r->e.tp[2]};
+                             r->e.tp[0],      r->e.tp[1], r->e.tp[2]};
         const char *names[] = {"confidence", "entry", "stop_loss", "tp1", "tp2", "tp3"};
         for (int k = 0; k < 6; k++) {
             util_buf_printf(&b, ",\"%s\":", names[k]);
             util_json_num(&b, lv[k]);
         }
-        util_buf_printf(&b, ",\"outcome\":\"%s\",\"realised\":", store_ledger_outcome_name(r->r.outcome));
+        util_buf_printf(
+            &b, ",\"outcome\":\"%s\",\"realised\":", store_ledger_outcome_name(r->r.outcome));
         if (r->r.realised >= 0)
             util_json_str(&b, store_ledger_class_name(r->r.realised));
         else

@@ -88,9 +88,8 @@ static void fig_metrics(const struct figures *f, const char *prefix, training_re
 #undef PUT
 }
 
-int training__trade_walk(const features_candle *c, size_t n, size_t i,
-                         const inference_signal *s, const inference_policy *pol,
-                         training__trade *out)
+int training__trade_walk(const features_candle *c, size_t n, size_t i, const inference_signal *s,
+                         const inference_policy *pol, training__trade *out)
 {
     uint32_t h = pol->horizon;
     if (i >= n || n - 1 - i < h)
@@ -140,8 +139,8 @@ int training__signal_at(const features_candle *c, size_t window, size_t i,
 
 /* One test sample's figures for a caller's probabilities (a model or a
  * baseline's one-hot call). */
-static void replay(const training__gate_in *in, size_t row, const double *probs,
-                   struct figures *f, double *p_call, int *hit_tp1)
+static void replay(const training__gate_in *in, size_t row, const double *probs, struct figures *f,
+                   double *p_call, int *hit_tp1)
 {
     const features_candle *c = in->series[in->ds->series[row]];
     size_t n = in->lens[in->ds->series[row]];
