@@ -33,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <math.h>
+
 #include "api/http_internal.h"
 #include "features/features.h"
 #include "store/store.h"
@@ -164,9 +166,28 @@ void api_route_performance(struct api_request *rq)
     for (size_t i = 0; i < n; i++) {
         const store_ledger_perf *p = &perf[i];
         bool live = p->all.trades >= PREDICT_LIVE_MIN_RESOLVED;
+        /* the version's test-window figures, when its file is loaded */
+        double bt_hit = NAN, bt_acc = NAN;
+        registry_selector sel = {.version = p->version};
+        registry_version *pv = NULL;
+        if (registry_acquire(api_context_registry(rq->ctx), symbol, tf, &sel, &pv) == 0) {
+            bt_hit = registry_meta_metric(registry_version_meta(pv), "bt_hit_rate");
+            bt_acc = registry_version_meta(pv)->test_accuracy;
+            registry_release(pv);
+        }
+        const char *source = live ? "live" : isfinite(bt_hit) ? "backtest" : "none";
         util_buf_printf(&b, "%s{\"version\":%" PRIu32 ",\"serving\":%s,\"accuracy_source\":\"%s\"",
                         i ? "," : "", p->version, p->version == serving ? "true" : "false",
-                        live ? "live" : "backtest");
+                        source);
+        double hit = p->all.trades ? (double)p->all.hits / (double)p->all.trades : NAN;
+        util_buf_puts(&b, ",\"model_accuracy\":");
+        util_json_num(&b, live ? hit : bt_hit);
+        ratio(&b, "hit_rate_calls", (double)p->all.hits, p->all.trades);
+        ratio(&b, "class_accuracy", (double)p->all.correct, p->all.resolved);
+        util_buf_puts(&b, ",\"backtest_hit_rate\":");
+        util_json_num(&b, bt_hit);
+        util_buf_puts(&b, ",\"backtest_class_accuracy\":");
+        util_json_num(&b, bt_acc);
         util_buf_puts(&b, ",\"all\":");
         render_figures(&b, &p->all);
         util_buf_puts(&b, ",\"window\":");
@@ -251,6 +272,7 @@ static void render_row(util_buf *b, const store_ledger_row *r)
         util_buf_puts(b, "null");
     util_buf_puts(b, ",\"created_at\":");
     api_timestamp(b, e->created_at);
+    util_buf_printf(b, ",\"stale_data\":%s", e->stale_data ? "true" : "false");
     bool open = r->r.outcome == STORE_OUTCOME_OPEN;
     util_buf_puts(b, ",\"outcome\":");
     if (open)

@@ -123,6 +123,31 @@ void api_route_admin_models(struct api_request *rq)
     reply_listing(rq, true);
 }
 
+/* The latest `predictd backtest` figures of each version, from the ledger
+ * database (stored as JSON by the command, passed through); null when no
+ * ledger is attached or it cannot be read now. */
+static void render_backtests(struct api_request *rq, util_buf *b, const char *symbol,
+                             const char *tf)
+{
+    util_buf_puts(b, ",\"backtests\":");
+    store_ledger *db = predict_ledger(rq->ctx->svc);
+    store_ledger_backtest *bt = NULL;
+    size_t n = 0;
+    if (!db || !util_symbol_valid(symbol) || store_ledger_backtests(db, symbol, tf, &bt, &n) != 0) {
+        util_buf_puts(b, "null");
+        return;
+    }
+    util_buf_puts(b, "[");
+    for (size_t i = 0; i < n; i++) {
+        char ts[32];
+        util_buf_printf(b, "%s{\"version\":%u,\"created_at\":\"%s\",\"figures\":%s}",
+                        i ? "," : "", bt[i].version, util_rfc3339(bt[i].created_at, ts),
+                        bt[i].figures_json);
+    }
+    util_buf_puts(b, "]");
+    store_ledger_backtests_free(bt, n);
+}
+
 static void reply_one(struct api_request *rq, const char *symbol, const char *tf, bool admin)
 {
     registry_series_info *s = NULL;
@@ -144,6 +169,8 @@ static void reply_one(struct api_request *rq, const char *symbol, const char *tf
         api_success_begin(&b, rq->now);
         util_buf_puts(&b, ",\"model\":");
         render_series(&b, found, admin);
+        if (!admin)
+            render_backtests(rq, &b, symbol, tf);
         util_buf_puts(&b, "}");
         api_reply_json(rq, 200, &b);
         util_buf_cleanup(&b);

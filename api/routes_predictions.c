@@ -287,6 +287,7 @@ void api_route_summary(struct api_request *rq)
     util_buf_puts(&errs, "");
     bool first_p = true, first_e = true;
     int n = sizeof summary_tfs / sizeof summary_tfs[0], failed = 0, common = 0;
+    predict_result *got[sizeof summary_tfs / sizeof summary_tfs[0]] = {NULL};
     for (int i = 0; i < n; i++) {
         const char *tf = summary_tfs[i];
         predict_result *p = NULL;
@@ -305,8 +306,13 @@ void api_route_summary(struct api_request *rq)
         first_p = false;
         util_json_key(&preds, tf);
         predict_render(&preds, p, rq->now);
-        predict_result_release(p);
+        got[i] = p; /* released after the consensus */
     }
+    predict_consensus cons;
+    predict_consensus_of((const predict_result *const *)got, summary_tfs, (size_t)n, rq->now,
+                         &cons);
+    for (int i = 0; i < n; i++)
+        predict_result_release(got[i]);
     if (failed == n && (common == PD_EUNKNOWNSYM || common == PD_EDB)) {
         if (common == PD_EUNKNOWNSYM)
             api_reply_errorf(rq, common, "no candles for %s", symbol);
@@ -320,7 +326,9 @@ void api_route_summary(struct api_request *rq)
         util_json_str(&b, symbol);
         util_buf_puts(&b, ",\"predictions\":{");
         util_buf_append(&b, preds.data, preds.len);
-        util_buf_puts(&b, "},\"errors\":[");
+        util_buf_puts(&b, "},\"consensus\":");
+        predict_consensus_json(&cons, &b);
+        util_buf_puts(&b, ",\"errors\":[");
         util_buf_append(&b, errs.data, errs.len);
         util_buf_puts(&b, "]}");
         if (!util_buf_ok(&preds) || !util_buf_ok(&errs))

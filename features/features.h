@@ -112,4 +112,13 @@ int features_compute(const features_set *s, const features_candle *window, size_
 /* ATR(period) at the last of n candles (Wilder, TA-Lib), for signal levels. */
 int features_atr_last(const features_candle *c, size_t n, int period, double *out);
 
+/*
+ * The price tick the candles are quoted in, inferred from their precision:
+ * the largest 10^-d (d = 0..8) of which every open, high, low and close of
+ * c[0..n) is a multiple (within 1e-6 of a tick). 0 when n is 0 or the
+ * prices carry more than 8 decimals (synthetic or averaged prices: no tick
+ * is known). Pure, thread-safe.
+ */
+double features_price_tick(const features_candle *c, size_t n);
+
 #endif

@@ -44,7 +44,16 @@ typedef struct inference_policy {
     int64_t max_age_s;
     double eta_candles[2];                /* LONG, SHORT; NaN when unknown */
     double eta_candles_tp[INFERENCE_NTP]; /* per TP level; NaN when unknown */
+    double cost_bps;       /* round-trip cost in basis points of the entry (default 10) */
+    double min_risk_costs; /* risk below this many costs is NO_TRADE (default 3) */
 } inference_policy;
+
+/* Round-trip cost and the risk floor when a model file does not say. */
+#define INFERENCE_DEFAULT_COST_BPS 10.0
+#define INFERENCE_DEFAULT_MIN_RISK_COSTS 3.0
+/* A signal needs its stop and first take-profit this many ticks from the
+ * entry once rounded to the tick. */
+#define INFERENCE_MIN_TICKS 2
 
 /*
  * Builds a model from an unpacked Model and Scaler. Checks: format, kind,
@@ -125,13 +134,30 @@ int inference_run(const inference_model *m, const double *input, double probs[IN
 int inference_check_golden(const inference_model *m, const Predictd__Model *msg, double tol,
                            char *why, size_t whylen);
 
+/* Why an answer is NO_TRADE (inference_no_trade_reason_name gives the
+ * API's spelling). */
+enum inference_no_trade_reason {
+    INFERENCE_NT_NONE = 0,       /* a call (LONG or SHORT) */
+    INFERENCE_NT_MODEL,          /* "model": NO_TRADE is the most probable class */
+    INFERENCE_NT_MIN_CONFIDENCE, /* "below_min_confidence": the side fell short of the policy */
+    INFERENCE_NT_STALE,          /* "stale_data": the last closed candle is too old */
+    INFERENCE_NT_TICK,           /* "levels_under_tick": stop or TP1 under two ticks away */
+    INFERENCE_NT_BASELINE,       /* "below_baseline": the model does not beat its baselines */
+    INFERENCE_NT_COST            /* "cost": the risk is under min_risk_costs round-trip costs */
+};
+/* "model", "below_min_confidence", ...; NULL for INFERENCE_NT_NONE. Static. */
+const char *inference_no_trade_reason_name(int reason);
+
 /* A directional call with its levels. */
 typedef struct inference_signal {
-    enum inference_class direction;  /* NO_TRADE when confidence is below min */
+    enum inference_class direction;  /* the answer: model_choice, or NO_TRADE by a rule */
+    enum inference_class model_choice; /* the most probable class */
+    int no_trade_reason;             /* enum inference_no_trade_reason; NONE for a call */
     enum inference_class levels_for; /* LONG or SHORT: the side the levels are for */
-    double confidence;               /* probability of the chosen direction */
+    double confidence;               /* probability of model_choice (of direction for a call) */
     double entry, stop_loss, tp[INFERENCE_NTP];
     double eta_candles; /* median candles to TP1, NaN if unknown */
+    double tick;        /* the price tick the levels are rounded to; 0: none known */
 } inference_signal;
 
 /*
@@ -155,6 +181,24 @@ typedef struct inference_signal {
  */
 int inference_signal_make(const inference_policy *policy, const double probs[INFERENCE_NCLASS],
                           double entry, double atr, inference_signal *out);
+
+/*
+ * The market's rules on a signal from inference_signal_make, in place:
+ * - tick > 0: entry, stop and take-profits are rounded to the nearest
+ *   multiple of tick (a level that rounds to zero or below stays one tick
+ *   above zero); a call whose stop or TP1 is then fewer than
+ *   INFERENCE_MIN_TICKS ticks from the entry becomes NO_TRADE
+ *   (INFERENCE_NT_TICK). tick <= 0 or not finite: no rounding.
+ * - a call whose risk |entry - stop| is below policy->min_risk_costs round
+ *   trips of policy->cost_bps becomes NO_TRADE (INFERENCE_NT_COST).
+ * A signal already NO_TRADE keeps its reason; its levels are rounded too.
+ * Thread-safe, pure.
+ */
+void inference_signal_market(const inference_policy *policy, double tick, inference_signal *s);
+
+/* A round trip's cost in R (units of risk) for a trade at entry with the
+ * given risk: cost_bps / 1e4 x entry / risk. 0 when risk is not positive. */
+double inference_cost_r(const inference_policy *policy, double entry, double risk);
 
 /* ---------------------------------------------------------------------------
  * The triple barrier: what the market did after a call. The one

@@ -322,6 +322,15 @@ static int policy_build(struct build *b, inference_model *m, const Predictd__Sig
         (rc = eta_build(b, "eta_candles_tp", p->eta_candles_tp, p->n_eta_candles_tp, INFERENCE_NTP,
                         o->eta_candles_tp)))
         return rc;
+    double cost = p->costs ? p->costs->round_trip_bps : INFERENCE_DEFAULT_COST_BPS;
+    double floor_costs = p->costs ? p->costs->min_risk_costs : 0;
+    if (!(isfinite(cost) && cost >= 0 && cost < 10000))
+        return fail(b, "policy: costs.round_trip_bps is %g, expected a value in [0, 10000)", cost);
+    if (!(isfinite(floor_costs) && floor_costs >= 0))
+        return fail(b, "policy: costs.min_risk_costs is %g, expected >= 0 (0 = %g)", floor_costs,
+                    INFERENCE_DEFAULT_MIN_RISK_COSTS);
+    o->cost_bps = cost;
+    o->min_risk_costs = floor_costs > 0 ? floor_costs : INFERENCE_DEFAULT_MIN_RISK_COSTS;
     o->sl_atr = p->sl_atr;
     o->horizon = p->horizon;
     o->min_confidence = p->min_confidence;

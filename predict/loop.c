@@ -245,21 +245,7 @@ static void resolve_all(predict_loop *l, int64_t now)
 
 static void entry_of(const predict_result *p, store_ledger_entry *e)
 {
-    memset(e, 0, sizeof *e);
-    snprintf(e->symbol, sizeof e->symbol, "%s", p->symbol);
-    snprintf(e->timeframe, sizeof e->timeframe, "%s", p->timeframe);
-    e->candle_time = p->candle_time;
-    e->version = p->version;
-    e->direction = p->direction;
-    e->confidence = p->confidence;
-    memcpy(e->probs, p->probs, sizeof e->probs);
-    e->entry = p->has_levels ? p->entry : NAN;
-    e->stop_loss = p->has_levels ? p->stop_loss : NAN;
-    for (int k = 0; k < 3; k++)
-        e->tp[k] = p->has_levels ? p->tp[k] : NAN;
-    e->atr = p->has_levels ? p->atr : NAN;
-    e->horizon = p->has_levels ? p->horizon : 0;
-    e->created_at = p->prediction_time;
+    predict_ledger_entry(p, e); /* the row the backtest replays too */
 }
 
 /* ------------------------------------------------------------------------

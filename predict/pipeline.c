@@ -268,7 +268,9 @@ static bool redis_entry(const predict_result *p, const char *label, int64_t now,
                         size_t keylen, util_buf *b, int64_t *ttl)
 {
     redis_key(key, keylen, p->symbol, p->timeframe, p->version, label, p->candle_time);
-    util_buf_printf(b, "PD1 %d %a %a %a %a %lld %lld %lld %lld %lld %lld %lld %d\n", p->direction,
+    util_buf_printf(b, "PD2 %d %d %d %d %d %a %a %a %a %a %lld %lld %lld %lld %lld %lld %lld %d\n",
+                    p->direction, p->model_choice, p->no_trade_reason, (int)p->stale_data,
+                    p->n_warnings, p->model_accuracy,
                     p->probs[0], p->probs[1], p->probs[2], p->confidence,
                     (long long)p->candle_time, (long long)p->candle_close,
                     (long long)p->prediction_time, (long long)p->valid_until,
@@ -302,16 +304,19 @@ static predict_result *redis_fetch(const char *symbol, const char *tf, uint32_t 
     predict_result *p = prediction_new();
     char *nl = memchr(val, '\n', len);
     long long ct, cc, pt, vu, ta, ma, tfs;
-    int consumed = 0;
+    int consumed = 0, stale_data = 0;
     if (!p || !nl ||
-        sscanf(val, "PD1 %d %la %la %la %la %lld %lld %lld %lld %lld %lld %lld %d%n",
-               &p->direction, &p->probs[0], &p->probs[1], &p->probs[2], &p->confidence, &ct, &cc,
-               &pt, &vu, &ta, &ma, &tfs, &p->gaps, &consumed) != 13 ||
+        sscanf(val,
+               "PD2 %d %d %d %d %d %la %la %la %la %la %lld %lld %lld %lld %lld %lld %lld %d%n",
+               &p->direction, &p->model_choice, &p->no_trade_reason, &stale_data,
+               &p->n_warnings, &p->model_accuracy, &p->probs[0], &p->probs[1], &p->probs[2],
+               &p->confidence, &ct, &cc, &pt, &vu, &ta, &ma, &tfs, &p->gaps, &consumed) != 18 ||
         val + consumed != nl || ct != candle) {
         predict_result_release(p);
         free(val);
         return NULL;
     }
+    p->stale_data = stale_data != 0;
     p->candle_time = ct;
     p->candle_close = cc;
     p->prediction_time = pt;
@@ -383,6 +388,26 @@ static double *scratch_get(size_t doubles)
 }
 
 /*
+ * The rules between the model's probabilities and the answer, in the order
+ * they take precedence: levels on the market's tick, the cost floor, a
+ * model that does not beat its baselines, data too old to trade on.
+ */
+static void apply_rules(registry_version *v, const features_candle *c, size_t n, int64_t tfs,
+                        int64_t now, inference_signal *sig)
+{
+    const inference_policy *pol = inference_model_policy(registry_version_model(v));
+    inference_signal_market(pol, features_price_tick(c, n), sig);
+    if (registry_meta_metric(registry_version_meta(v), "beats_baseline") == 0) {
+        sig->direction = INFERENCE_NO_TRADE;
+        sig->no_trade_reason = INFERENCE_NT_BASELINE;
+    }
+    if (now - (c[n - 1].t + tfs) > PREDICT_STALE_TFS * tfs) {
+        sig->direction = INFERENCE_NO_TRADE;
+        sig->no_trade_reason = INFERENCE_NT_STALE;
+    }
+}
+
+/*
  * Computes the prediction of version v from closed candles c[0..n) of the
  * series (oldest first; only the last registry_version_candles(v) are
  * used). Takes ownership of c (frees it) whatever it returns.
@@ -441,6 +466,8 @@ static int compute_from(predict_service *svc, registry_version *v, const char *s
     inference_signal sig;
     if (rc == 0)
         rc = inference_signal_make(pol, probs, c[n - 1].close, atr, &sig);
+    if (rc == 0)
+        apply_rules(v, c, n, tfs, now, &sig);
     if (rc) {
         if (why)
             snprintf(why, whylen,
@@ -459,6 +486,9 @@ static int compute_from(predict_service *svc, registry_version *v, const char *s
     snprintf(p->symbol, sizeof p->symbol, "%s", symbol);
     snprintf(p->timeframe, sizeof p->timeframe, "%s", tf);
     p->direction = (int)sig.direction;
+    p->model_choice = (int)sig.model_choice;
+    p->no_trade_reason = sig.no_trade_reason;
+    p->stale_data = sig.no_trade_reason == INFERENCE_NT_STALE;
     memcpy(p->probs, probs, sizeof probs);
     p->confidence = sig.confidence;
     p->version = registry_version_number(v);
@@ -479,6 +509,9 @@ static int compute_from(predict_service *svc, registry_version *v, const char *s
     p->atr = atr;
     p->horizon = pol->horizon;
     (void)predict__live_get(svc, symbol, tf, p->version, &p->live_hit_rate, &p->live_resolved);
+    p->model_accuracy = p->live_resolved >= PREDICT_LIVE_MIN_RESOLVED
+                            ? p->live_hit_rate
+                            : registry_meta_metric(registry_version_meta(v), "bt_hit_rate");
     rc = predict__render_fragment(p, &sig, v, window, atr);
     free(all);
     if (rc) {
@@ -488,6 +521,18 @@ static int compute_from(predict_service *svc, registry_version *v, const char *s
     atomic_fetch_add(&svc->computed, 1);
     *out = p;
     return 0;
+}
+
+int predict__compute_window(predict_service *svc, registry_version *v, const char *symbol,
+                            const char *tf, int64_t now, const features_candle *c, size_t n,
+                            predict_result **out, char *why, size_t whylen)
+{
+    features_candle *copy = malloc((n ? n : 1) * sizeof *copy);
+    if (!copy)
+        return PD_ENOMEM;
+    if (n)
+        memcpy(copy, c, n * sizeof *copy);
+    return compute_from(svc, v, symbol, tf, now, copy, n, out, why, whylen);
 }
 
 /* Loads the window of symbol/tf that version v needs, then compute_from. */

@@ -11,6 +11,7 @@
  *   resolver.c   settling ledger rows against the candles after them
  *   loop.c       the inference loop: new candles -> predictions, ledger,
  *                stream messages, PUBLISH
+ *   backtest.c   history replayed through the same computation and resolver
  *
  * Depends on registry, features, inference and store. The HTTP module (api/)
  * and the CLI (server/) call it; it calls neither.
@@ -62,8 +63,12 @@ typedef struct predict_result {
     char symbol[24];
     char timeframe[8];
     int direction;           /* enum inference_class */
+    int model_choice;        /* enum inference_class: the most probable class */
+    int no_trade_reason;     /* enum inference_no_trade_reason; 0 for a call */
+    bool stale_data;         /* computed from a window older than PREDICT_STALE_TFS timeframes */
+    int n_warnings;          /* warnings already inside the fragment (see predict_render) */
     double probs[3];         /* LONG, SHORT, NO_TRADE */
-    double confidence;
+    double confidence;       /* probability of model_choice */
     uint32_t version;
     int64_t candle_time;     /* open time of the last closed candle used */
     int64_t candle_close;    /* its close time */
@@ -86,6 +91,9 @@ typedef struct predict_result {
      * live_resolved >= PREDICT_LIVE_MIN_RESOLVED, else the test accuracy. */
     double live_hit_rate;
     uint64_t live_resolved;
+    /* The model_accuracy rendered: the live hit rate, else the backtest's;
+     * NaN when neither is known. */
+    double model_accuracy;
 } predict_result;
 
 /*
@@ -150,8 +158,22 @@ int predict_refresh_many(predict_service *svc, const char *const *symbols, size_
                          const char *tf, int64_t now, predict_result **outs, int *rcs,
                          char (*whys)[256]);
 
-/* Appends the full prediction object (fragment + tail for now) to b. */
+/*
+ * Appends the full prediction object (fragment + tail for now) to b.
+ * The tail says how old the answer is at now. One rule for expiry: an
+ * answer is stale (`stale: true`, with an "overdue" warning) once now has
+ * reached its valid_until (the close of the candle after the one it used),
+ * or when its data was already older than PREDICT_STALE_TFS timeframes
+ * when it was computed; prediction_time never passes valid_until without
+ * stale saying so.
+ */
 void predict_render(util_buf *b, const predict_result *p, int64_t now);
+
+/* A window whose last candle closed more than this many timeframes before
+ * the prediction was computed is stale data: the answer is NO_TRADE
+ * (no_trade_reason "stale_data") and the ledger row does not count toward
+ * live accuracy. */
+#define PREDICT_STALE_TFS 2
 
 
 /* Cache counters for /metrics. */
@@ -226,14 +248,15 @@ void predict_render_stream_message(util_buf *b, const predict_result *p, int64_t
 
 /*
  * The ledger's resolver, pure (resolver.c). Settles entry e against the
- * candles that followed it: * `after` holds candles of the same series in ascending open time (those at
- * or before e->candle_time and past the horizon are ignored; gaps are
- * allowed), and last_closed_open is the open time of the series' latest
- * closed candle, which says whether the horizon is complete (no candle can
- * still arrive inside it) when the data ends early.
+ * candles that followed it: `after` holds candles of the same series in
+ * ascending open time (those at or before e->candle_time, after
+ * last_closed_open, or past the horizon are ignored), last_closed_open is
+ * the open time of the series' latest closed candle.
  *
- * Rules (R = |entry - stop_loss|; candle j is the j-th timeframe after
- * candle_time, j = 1..horizon):
+ * The horizon counts candles, as the training labels do: candle j is the
+ * j-th stored candle after candle_time (j = 1..horizon), so a gap in the
+ * series is skipped the same way in both, and the horizon is complete once
+ * `horizon` candles followed the entry. Rules (R = |entry - stop_loss|):
  * - Trade (LONG/SHORT only, on its levels): a candle whose range reaches
  *   the stop ends it (reaching the stop and a target in one candle counts
  *   as the stop); else each take-profit reached is noted and TP3 ends it.
@@ -261,6 +284,105 @@ void predict_render_stream_message(util_buf *b, const predict_result *p, int64_t
 int predict_resolve(const store_ledger_entry *e, int64_t tf_seconds, const features_candle *after,
                     size_t n, int64_t last_closed_open, store_ledger_resolution *out);
 
+
+/* The ledger row the inference loop records for p (its levels, horizon and
+ * stale_data flag). Thread-safe, pure. */
+void predict_ledger_entry(const predict_result *p, store_ledger_entry *e);
+
+/* ===========================================================================
+ * Cross-timeframe consensus (consensus.c), for the summary route.
+ *
+ * Rule: each timeframe's answer that is fresh (not stale at now) and from a
+ * model that beats its baselines votes. A call votes its side with its
+ * probability, NO_TRADE votes 0; each vote is weighted by the timeframe's
+ * model_accuracy (live once it has one, else the backtest's; 0.5 when
+ * neither is known). score = sum(weight x vote) / sum(weight), with LONG
+ * positive and SHORT negative; strength = |score| in [0, 1]; the direction
+ * is the sign's side when strength >= PREDICT_CONSENSUS_MIN_STRENGTH, else
+ * NO_TRADE. A timeframe agrees when its answer is the consensus direction,
+ * disagrees when it is the other call (or any call under a NO_TRADE
+ * consensus), is neutral when it answers NO_TRADE under a directional
+ * consensus, and is excluded when it is stale, below baseline or missing.
+ */
+#define PREDICT_CONSENSUS_MIN_STRENGTH 0.25
+#define PREDICT_CONSENSUS_MAX 8
+
+typedef struct predict_consensus {
+    int direction;   /* enum inference_class */
+    double strength; /* 0..1 */
+    double score;    /* -1..1, LONG positive */
+    /* timeframe names (borrowed from the caller's tfs) per group */
+    const char *agree[PREDICT_CONSENSUS_MAX], *disagree[PREDICT_CONSENSUS_MAX],
+        *neutral[PREDICT_CONSENSUS_MAX], *excluded[PREDICT_CONSENSUS_MAX];
+    size_t n_agree, n_disagree, n_neutral, n_excluded;
+} predict_consensus;
+
+/* The consensus of ps[i] (NULL: no answer) for timeframes tfs[i], i < n
+ * (at most PREDICT_CONSENSUS_MAX), at time now. Pure, thread-safe. */
+void predict_consensus_of(const predict_result *const *ps, const char *const *tfs, size_t n,
+                          int64_t now, predict_consensus *out);
+/* Appends it as a JSON object. */
+void predict_consensus_json(const predict_consensus *c, util_buf *b);
+
+/* ===========================================================================
+ * The backtest (backtest.c): history replayed candle by candle through the
+ * serving computation and the ledger's resolver.
+ */
+typedef struct predict_backtest_options {
+    const char *symbol, *tf;
+    uint32_t version; /* 0: the version serving the series */
+    int64_t from, to; /* candle open times: predictions for from <= t < to; 0 = unbounded */
+    double cost_bps;  /* round-trip cost the figures are net of; NaN: the model's policy */
+    int64_t now;      /* candles closed by then; 0: the wall clock */
+} predict_backtest_options;
+
+/* Figures of one caller's LONG/SHORT calls whose horizon completed. */
+typedef struct predict_backtest_side {
+    uint64_t trades, open;      /* settled calls; calls whose horizon runs past the data */
+    uint64_t tp[3];             /* settled calls that reached TP1, TP2, TP3 */
+    uint64_t stops, expired, net_wins;
+    double sum_r, sum_net;      /* gross R and R after the round-trip cost */
+    double equity, peak, max_drawdown_r; /* one unit per signal, net, in time order */
+} predict_backtest_side;
+
+typedef struct predict_backtest_row {
+    store_ledger_entry e;       /* what the loop would have recorded */
+    store_ledger_resolution r;  /* what the resolver made of it (OPEN: horizon incomplete) */
+    int no_trade_reason;        /* enum inference_no_trade_reason, 0 for a call */
+    size_t index;               /* the candle's index in the loaded range */
+} predict_backtest_row;
+
+typedef struct predict_backtest {
+    uint32_t version;
+    int64_t from, to;           /* open times of the first and last candle predicted */
+    double cost_bps;
+    uint32_t horizon;
+    uint64_t candles, predictions, failed;
+    uint64_t no_trade[8];       /* NO_TRADE answers by enum inference_no_trade_reason */
+    predict_backtest_side model, majority, persistence;
+    int majority_class;         /* the period's most frequent realised class, -1: none */
+    struct {
+        uint64_t n, hits;
+        double sum_p;
+    } cal[5];                   /* calls by probability: <0.5, 0.5, 0.6, 0.7, >=0.8 */
+    predict_backtest_row *rows; /* one per prediction, in time order; owned */
+    size_t n_rows;
+} predict_backtest;
+
+/*
+ * Replays symbol/tf: for each closed candle in [from, to) with a full
+ * window before it, the prediction the service computes at that candle's
+ * close (predict_one's computation without caches), the ledger row the
+ * loop records, and predict_resolve's settlement against the candles
+ * after it. Returns 0 with *out filled (free with predict_backtest_cleanup),
+ * or PD_ESYMBOL, PD_ETIMEFRAME, PD_ENOMODEL (why says), PD_ENODATA, PD_EDB,
+ * PD_ENOMEM. Needs store_init(); runs on the caller's thread.
+ */
+int predict_backtest_run(predict_service *svc, const predict_backtest_options *o,
+                         predict_backtest *out, char *why, size_t whylen);
+void predict_backtest_cleanup(predict_backtest *b); /* NULL is a no-op */
+/* Appends the figures (not the rows) as one JSON object. */
+void predict_backtest_json(const predict_backtest *b, util_buf *out);
 
 /* ===========================================================================
  * The inference loop (loop.c). A background thread LISTENs on

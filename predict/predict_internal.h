@@ -63,6 +63,21 @@ struct inference_signal;
 int predict__render_fragment(predict_result *p, const struct inference_signal *sig,
                              const registry_version *v, size_t window, double atr);
 
+/* Appends the model object's figures (class_accuracy, hit_rate_calls,
+ * baselines, beats_baseline, cost_bps, ...), each as ",\"name\":value".
+ * pol may be NULL. */
+struct inference_policy;
+void predict__render_model_figures(util_buf *b, const registry_meta *meta,
+                                   const struct inference_policy *pol);
+
+/* The prediction of version v from closed candles c[0..n) (oldest first;
+ * the last registry_version_candles(v) are used) at time now: the very
+ * computation predict_one makes on a cache miss, without the caches. c is
+ * borrowed. Returns 0 and a new reference, or the codes of predict_one. */
+int predict__compute_window(predict_service *svc, registry_version *v, const char *symbol,
+                            const char *tf, int64_t now, const features_candle *c, size_t n,
+                            predict_result **out, char *why, size_t whylen);
+
 /* Records one kernel run (inference_run) of the given duration in the
  * process-wide latency histogram (predict_latency_get). Lock-free. */
 void predict__inference_observe(double seconds);

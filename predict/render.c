@@ -47,18 +47,32 @@ int predict__render_fragment(predict_result *p, const struct inference_signal *s
     util_json_str(&b, inference_class_name((enum inference_class)p->direction));
     util_buf_puts(&b, ",\"confidence\":");
     util_json_fixed(&b, p->confidence, 6);
+    util_buf_puts(&b, ",\"model_choice\":");
+    util_json_str(&b, inference_class_name((enum inference_class)p->model_choice));
+    util_buf_puts(&b, ",\"no_trade_reason\":");
+    const char *reason = p->direction == INFERENCE_NO_TRADE
+                             ? inference_no_trade_reason_name(p->no_trade_reason)
+                             : NULL;
+    if (reason)
+        util_json_str(&b, reason);
+    else
+        util_buf_puts(&b, "null");
     util_buf_puts(&b, ",\"probabilities\":{\"LONG\":");
     util_json_fixed(&b, p->probs[INFERENCE_LONG], 6);
     util_buf_puts(&b, ",\"SHORT\":");
     util_json_fixed(&b, p->probs[INFERENCE_SHORT], 6);
     util_buf_puts(&b, ",\"NO_TRADE\":");
     util_json_fixed(&b, p->probs[INFERENCE_NO_TRADE], 6);
-    /* the live hit rate once enough of this version's trades resolved */
+    /* One metric: the share of LONG/SHORT calls whose trade reached TP1
+     * before its stop, after the live ledger once enough resolved, else on
+     * the trainer's test window (same resolver rules). */
     bool live = p->live_resolved >= PREDICT_LIVE_MIN_RESOLVED;
+    double backtest = registry_meta_metric(meta, "bt_hit_rate");
     util_buf_puts(&b, "},\"model_accuracy\":");
-    util_json_num(&b, live ? p->live_hit_rate : meta->test_accuracy);
-    util_buf_puts(&b, live ? ",\"accuracy_source\":\"live\""
-                           : ",\"accuracy_source\":\"backtest\"");
+    util_json_num(&b, p->model_accuracy);
+    util_buf_puts(&b, live                ? ",\"accuracy_source\":\"live\""
+                      : isfinite(backtest) ? ",\"accuracy_source\":\"backtest\""
+                                           : ",\"accuracy_source\":\"none\"");
     time_field(&b, "prediction_time", p->prediction_time);
     time_field(&b, "valid_until", p->valid_until);
     time_field(&b, "candle_time", p->candle_time);
@@ -95,9 +109,35 @@ int predict__render_fragment(predict_result *p, const struct inference_signal *s
     util_json_num(&b, meta->test_accuracy);
     util_buf_puts(&b, ",\"baseline_accuracy\":");
     util_json_num(&b, meta->baseline_accuracy);
+    predict__render_model_figures(&b, meta, inference_model_policy(m));
     util_buf_puts(&b, "}");
     util_buf_printf(&b, ",\"data\":{\"candles\":%zu,\"gaps\":%d}", window, p->gaps);
-    util_buf_puts(&b, ",");
+    util_buf_puts(&b, ",\"tick\":");
+    util_json_num(&b, sig->tick > 0 ? sig->tick : NAN);
+    /* warnings fixed at computation; predict_render appends the timely ones */
+    util_buf_puts(&b, ",\"warnings\":[");
+    int nw = 0;
+    const inference_policy *pol = inference_model_policy(m);
+    if (p->no_trade_reason == INFERENCE_NT_TICK && p->direction == INFERENCE_NO_TRADE)
+        util_buf_printf(&b, "%s\"levels under the tick: stop %.10g and TP1 %.10g are not %d ticks of "
+                        "%.10g from entry %.10g\"", nw++ ? "," : "", sig->stop_loss, sig->tp[0],
+                        INFERENCE_MIN_TICKS, sig->tick, sig->entry);
+    if (p->no_trade_reason == INFERENCE_NT_COST && p->direction == INFERENCE_NO_TRADE)
+        util_buf_printf(&b, "%s\"cost: the risk %.10g is under %.3g round trips of %.3g bps "
+                        "(%.10g)\"", nw++ ? "," : "", fabs(sig->entry - sig->stop_loss),
+                        pol->min_risk_costs, pol->cost_bps, pol->cost_bps / 1e4 * sig->entry);
+    if (registry_meta_metric(meta, "beats_baseline") == 0)
+        util_buf_printf(&b,
+                        "%s\"model below baseline: test log-loss %.4f against majority %.4f and "
+                        "persistence %.4f; hit rate of calls %.4f against majority %.4f and "
+                        "persistence %.4f\"",
+                        nw++ ? "," : "", registry_meta_metric(meta, "log_loss"),
+                        registry_meta_metric(meta, "baseline_log_loss"),
+                        registry_meta_metric(meta, "persistence_log_loss"),
+                        registry_meta_metric(meta, "hit_rate_calls"),
+                        registry_meta_metric(meta, "baseline_hit_rate_calls"),
+                        registry_meta_metric(meta, "persistence_hit_rate_calls"));
+    p->n_warnings = nw;
     if (!util_buf_ok(&b)) {
         util_buf_cleanup(&b);
         return PD_ENOMEM;
@@ -112,17 +152,23 @@ void predict_render(util_buf *b, const predict_result *p, int64_t now)
     int64_t staleness = now - p->candle_close;
     if (staleness < 0)
         staleness = 0;
-    bool stale = staleness > 2 * p->tf_seconds;
+    bool overdue = now >= p->valid_until;
+    bool old_data = staleness > PREDICT_STALE_TFS * p->tf_seconds;
+    bool stale = overdue || old_data || p->stale_data;
     bool expired = p->max_age_s > 0 && p->trained_at > 0 && now - p->trained_at > p->max_age_s;
     util_buf_append(b, p->fragment, p->fragment_len);
-    util_buf_printf(b, "\"staleness_s\":%lld,\"stale\":%s,\"model_expired\":%s,\"warnings\":[",
-                    (long long)staleness, stale ? "true" : "false", expired ? "true" : "false");
-    const char *sep = "";
+    const char *sep = p->n_warnings > 0 ? "," : "";
     if (p->gaps > 0) {
-        util_buf_printf(b, "\"%d missing candles in the feature window\"", p->gaps);
+        util_buf_printf(b, "%s\"%d missing candles in the feature window\"", sep, p->gaps);
         sep = ",";
     }
-    if (stale) {
+    if (overdue) {
+        char ts[32];
+        util_buf_printf(b, "%s\"overdue: valid until %s; no newer candle has been predicted\"",
+                        sep, util_rfc3339(p->valid_until, ts));
+        sep = ",";
+    }
+    if (old_data || p->stale_data) {
         util_buf_printf(b, "%s\"stale data: the last closed candle ended %lld s ago\"", sep,
                         (long long)staleness);
         sep = ",";
@@ -130,7 +176,41 @@ void predict_render(util_buf *b, const predict_result *p, int64_t now)
     if (expired)
         util_buf_printf(b, "%s\"model expired: trained %lld days ago\"", sep,
                         (long long)((now - p->trained_at) / 86400));
-    util_buf_puts(b, "]}");
+    util_buf_printf(b, "],\"staleness_s\":%lld,\"stale\":%s,\"model_expired\":%s}",
+                    (long long)staleness, stale ? "true" : "false", expired ? "true" : "false");
+}
+
+/* The model's test-window figures: class accuracy and hit rate of calls as
+ * separate fields, the baselines, the gate's verdict and the cost. */
+void predict__render_model_figures(util_buf *b, const registry_meta *meta,
+                                   const inference_policy *pol)
+{
+    static const char *const names[][2] = {
+        {"class_accuracy", "accuracy"},
+        {"hit_rate_calls", "hit_rate_calls"},
+        {"calls", "calls"},
+        {"log_loss", "log_loss"},
+        {"backtest_hit_rate", "bt_hit_rate"},
+        {"backtest_trades", "bt_trades"},
+        {"backtest_expectancy_r", "bt_expectancy_r"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        util_buf_printf(b, ",\"%s\":", names[i][0]);
+        util_json_num(b, registry_meta_metric(meta, names[i][1]));
+    }
+    util_buf_puts(b, ",\"baselines\":{\"majority\":{\"log_loss\":");
+    util_json_num(b, registry_meta_metric(meta, "baseline_log_loss"));
+    util_buf_puts(b, ",\"hit_rate_calls\":");
+    util_json_num(b, registry_meta_metric(meta, "baseline_hit_rate_calls"));
+    util_buf_puts(b, "},\"persistence\":{\"log_loss\":");
+    util_json_num(b, registry_meta_metric(meta, "persistence_log_loss"));
+    util_buf_puts(b, ",\"hit_rate_calls\":");
+    util_json_num(b, registry_meta_metric(meta, "persistence_hit_rate_calls"));
+    double beats = registry_meta_metric(meta, "beats_baseline");
+    util_buf_printf(b, "}},\"beats_baseline\":%s",
+                    isnan(beats) ? "null" : beats != 0 ? "true" : "false");
+    util_buf_puts(b, ",\"cost_bps\":");
+    util_json_num(b, pol ? pol->cost_bps : NAN);
 }
 
 void predict_render_stream_message(util_buf *b, const predict_result *p, int64_t now)

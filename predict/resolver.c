@@ -68,25 +68,33 @@ int predict_resolve(const store_ledger_entry *e, int64_t tf_seconds, const featu
     inference_barrier *tb = side == STORE_LEDGER_LONG ? &lb : &sb;
 
     const bool trading = e->direction != STORE_LEDGER_NO_TRADE;
-    const int64_t end_open = e->candle_time + (int64_t)e->horizon * tf_seconds;
-    const bool complete = last_closed_open >= end_open;
 
+    /* The horizon counts candles, as the labels do: the j-th closed candle
+     * after the entry is candle j, whatever its open time, so a gap in the
+     * series is skipped in both. Times are kept for hit_time_s. */
     int realised = -1;
-    uint32_t class_candles = 0;
-    for (size_t i = 0; i < n; i++) {
+    uint32_t class_candles = 0, j = 0;
+    int64_t hit_t[3] = {0, 0, 0}, stop_t = 0;
+    for (size_t i = 0; i < n && j < e->horizon; i++) {
         const features_candle *k = &after[i];
         if (k->t <= e->candle_time)
             continue;
-        if (k->t > end_open)
+        if (k->t > last_closed_open)
             break;
+        j++;
         if (tb->done && realised >= 0)
-            break;
-        uint32_t j = (uint32_t)((k->t - e->candle_time) / tf_seconds);
+            continue; /* only counting: is the horizon complete? */
         inference_barrier_step(&lb, k->high, k->low, k->close, j);
         inference_barrier_step(&sb, k->high, k->low, k->close, j);
+        for (int t = 0; t < 3; t++)
+            if (tb->hit[t] == j)
+                hit_t[t] = k->t;
+        if (tb->stopped == j)
+            stop_t = k->t;
         if (realised < 0)
             realised = inference_barrier_class(&lb, &sb, &class_candles);
     }
+    const bool complete = j >= e->horizon;
     if (complete && realised < 0) {
         realised = STORE_LEDGER_NO_TRADE;
         class_candles = e->horizon;
@@ -104,11 +112,11 @@ int predict_resolve(const store_ledger_entry *e, int64_t tf_seconds, const featu
     if (tp_hit) {
         outcome = STORE_OUTCOME_TP1 + tp_hit - 1;
         r = tp_r[tp_hit - 1];
-        hit_time = (double)tb->hit[tp_hit - 1] * (double)tf_seconds;
+        hit_time = (double)(hit_t[tp_hit - 1] - e->candle_time);
     } else if (tb->stopped) {
         outcome = STORE_OUTCOME_SL;
         r = -1;
-        hit_time = (double)tb->stopped * (double)tf_seconds;
+        hit_time = (double)(stop_t - e->candle_time);
     } else {
         outcome = STORE_OUTCOME_EXPIRED;
         r = isnan(tb->last_close) ? 0 : (tb->dir * (tb->last_close - e->entry)) / risk;

@@ -499,6 +499,15 @@ int registry__load_at(int vfd, const char *owner, const char *tf, uint32_t numbe
         v->meta.test_samples = meta->test_samples;
         v->meta.test_accuracy = known_or_nan(meta->test_accuracy);
         v->meta.baseline_accuracy = known_or_nan(meta->baseline_accuracy);
+        size_t cap = sizeof v->meta.metrics / sizeof v->meta.metrics[0];
+        for (size_t i = 0; i < meta->n_metrics && v->meta.n_metrics < cap; i++) {
+            const Predictd__Metric *mt = meta->metrics[i];
+            if (!mt || !mt->name || strlen(mt->name) >= sizeof v->meta.metrics[0].name)
+                continue;
+            struct registry_metric *d = &v->meta.metrics[v->meta.n_metrics++];
+            snprintf(d->name, sizeof d->name, "%s", mt->name);
+            d->value = mt->value;
+        }
         /* Metadata that disagrees with the directory is suspicious but not
          * fatal: a hand-copied version keeps its old number inside. */
         if (number && meta->version && meta->version != number)

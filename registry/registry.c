@@ -1234,6 +1234,14 @@ size_t registry_version_candles(const registry_version *v)
     return v->candles;
 }
 
+double registry_meta_metric(const registry_meta *m, const char *name)
+{
+    for (size_t i = 0; m && name && i < m->n_metrics; i++)
+        if (strcmp(m->metrics[i].name, name) == 0)
+            return m->metrics[i].value;
+    return NAN;
+}
+
 const registry_meta *registry_version_meta(const registry_version *v)
 {
     return &v->meta;

@@ -46,7 +46,18 @@ typedef struct registry_meta {
     double test_accuracy;     /* NaN when unknown */
     double baseline_accuracy; /* NaN when unknown */
     const char *trainer;
+    /* TrainingMeta.metrics as written by the trainer (hit_rate_calls,
+     * beats_baseline, bt_expectancy_r, ...): read with registry_meta_metric. */
+    struct registry_metric {
+        char name[32];
+        double value;
+    } metrics[96];
+    size_t n_metrics;
 } registry_meta;
+
+/* The value of the named training metric of m, NaN when the file has none.
+ * Thread-safe (the meta of a version is immutable). */
+double registry_meta_metric(const registry_meta *m, const char *name);
 
 /* Creates a registry over models_dir. Nothing is loaded until
  * registry_scan(). Returns 0 or PD_ENOMEM / PD_EINVAL. */

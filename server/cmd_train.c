@@ -69,16 +69,23 @@ static void usage(FILE *f)
                "  --min-confidence X     below it the answer is NO_TRADE (0.45)\n"
                "  --atr-period N         ATR period (14)\n"
                "  --max-age-s N          model expiry in seconds (2592000; 0 = never)\n"
+               "  --cost-bps X           round-trip cost, fees + half spread (10 bps)\n"
                "output\n"
                "  --promote-if-better    publish only if the new model's log-loss on the\n"
                "                         most recent test window is below the serving one's\n"
                "  --dry-run              train and report, publish nothing\n"
+               "  --force                publish even a model that beats neither baseline,\n"
+               "                         or a degenerate fit\n"
+               "                         (its answers are then NO_TRADE, below_baseline)\n"
                "  --now T                act as if it were T: candles closed by then, and\n"
                "                         trained_at (with --seed: byte-identical reruns)\n"
                "  --models-dir DIR       repository (PREDICTD_MODELS_DIR, ./models)\n"
                "  --database-url URL     PostgreSQL (PREDICTD_DATABASE_URL)\n"
                "  --verbose              log progress details\n"
-               "  -h, --help             this text\n");
+               "  -h, --help             this text\n"
+               "exit status: 0 trained (published, rejected or dry run), 1 failed (a\n"
+               "degenerate fit among the reasons), 2 bad usage, 3 below_baseline (trained,\n"
+               "beats neither baseline, not published), 130 interrupted\n");
 }
 
 /* Flags passed to training_params_set under their own name. */
@@ -86,7 +93,8 @@ static const char *const param_flags[] = {
     "target",  "timeframe",      "from",          "to",        "kind",     "hidden",
     "epochs",  "batch",          "learning-rate", "l2",        "patience", "features",
     "window",  "val-frac",       "test-frac",     "seed",      "sl-atr",   "tp-r",
-    "horizon", "min-confidence", "atr-period",    "max-age-s", "now",      NULL,
+    "horizon", "min-confidence", "atr-period",    "max-age-s", "now",      "cost-bps",
+    NULL,
 };
 
 /* The setter's message without its "name: " prefix (the flag is printed). */
@@ -156,6 +164,10 @@ static int run_one(const training_params *p, const char *models_dir)
         training_result_print(res, stdout);
         printf("\n");
         fflush(stdout);
+        if (res->outcome == TRAINING_BELOW_BASELINE) {
+            fprintf(stderr, "predictd train: %s: %s\n", series, res->message);
+            code = 3;
+        }
     } else if (rc == PD_ECANCELED) {
         fprintf(stderr, "predictd train: %s: interrupted; nothing published\n", series);
         code = 130;
@@ -200,7 +212,8 @@ int cmd_train(int argc, char **argv)
                    : !strcmp(name, "per-symbol") ? &per_symbol
                    : !strcmp(name, "verbose")    ? &verbose
                                                  : NULL;
-        if (sw || !strcmp(name, "promote-if-better") || !strcmp(name, "dry-run")) {
+        if (sw || !strcmp(name, "promote-if-better") || !strcmp(name, "dry-run") ||
+            !strcmp(name, "force")) {
             if (eq) {
                 fprintf(stderr, "predictd train: --%s takes no value\n", name);
                 return 2;
@@ -209,6 +222,8 @@ int cmd_train(int argc, char **argv)
                 *sw = true;
             else if (!strcmp(name, "dry-run"))
                 p.publish = false;
+            else if (!strcmp(name, "force"))
+                p.force = true;
             else
                 p.promote_if_better = true;
             continue;

@@ -15,6 +15,7 @@ int cmd_seed(server_config *cfg, int argc, char **argv);
 int cmd_import(server_config *cfg, int argc, char **argv);
 int cmd_features(server_config *cfg, int argc, char **argv);
 int cmd_predict(server_config *cfg, int argc, char **argv);
+int cmd_backtest(server_config *cfg, int argc, char **argv);
 int cmd_models(server_config *cfg, int argc, char **argv);
 int cmd_keygen(server_config *cfg, int argc, char **argv);
 int cmd_version(server_config *cfg, int argc, char **argv);

@@ -28,6 +28,7 @@ static const struct {
     {"train", cmd_train_adapter, "train a model from candles and publish the next version"},
     {"features", cmd_features, "print the feature table of candles in a CSV"},
     {"predict", cmd_predict, "one prediction as the API's JSON, without a server"},
+    {"backtest", cmd_backtest, "replay history through the serving path and report the calls"},
     {"models", cmd_models, "list, verify or evaluate the model repository"},
     {"keygen", cmd_keygen, "write a new admin API key to the key file (mode 0600)"},
     {"version", cmd_version, "version and build info"},

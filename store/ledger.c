@@ -186,8 +186,8 @@ static int check_series(const char *symbol, const char *tf)
 #define ENTRY_COLUMNS                                                                              \
     "symbol, timeframe, floor(extract(epoch FROM candle_time))::bigint, model_version, "           \
     "direction, confidence, p_long, p_short, p_no_trade, entry, stop_loss, tp1, tp2, tp3, atr, "   \
-    "coalesce(horizon_candles, 0), floor(extract(epoch FROM created_at))::bigint"
-#define ENTRY_NCOLS 17
+    "coalesce(horizon_candles, 0), floor(extract(epoch FROM created_at))::bigint, stale_data"
+#define ENTRY_NCOLS 18
 
 static int decode_entry(const PGresult *r, int i, store_ledger_entry *e)
 {
@@ -207,6 +207,7 @@ static int decode_entry(const PGresult *r, int i, store_ledger_entry *e)
     e->atr = get_dbl(r, i, 14);
     e->horizon = (uint32_t)get_u64(r, i, 15);
     e->created_at = get_i64(r, i, 16);
+    e->stale_data = PQgetvalue(r, i, 17)[0] == 't';
     return e->direction < 0 ? PD_EDB : 0;
 }
 
@@ -282,10 +283,10 @@ static int list_run(store_ledger *db, struct listing *l)
  * RETURNING says which rows this call wrote (the others existed: the first
  * recording wins).
  */
-#define RECORD_NCOLS 17
-#define RECORD_CHUNK 1000 /* rows per statement: 17,000 parameters of 65,535 */
+#define RECORD_NCOLS 18
+#define RECORD_CHUNK 1000 /* rows per statement: 18,000 parameters of 65,535 */
 
-/* The text of one entry's 17 parameters. */
+/* The text of one entry's RECORD_NCOLS parameters. */
 struct record_vals {
     char t[24], v[16], conf[32], p[3][32], lv[6][32], hz[16], ca[24];
     const char *vals[RECORD_NCOLS];
@@ -308,7 +309,8 @@ static void record_vals_of(const store_ledger_entry *e, struct record_vals *rv)
                                       class_names[e->direction], rv->conf, rv->p[0], rv->p[1],
                                       rv->p[2], lvals[0], lvals[1], lvals[2], lvals[3], lvals[4],
                                       lvals[5], e->horizon ? rv->hz : NULL,
-                                      e->created_at ? rv->ca : NULL};
+                                      e->created_at ? rv->ca : NULL,
+                                      e->stale_data ? "true" : "false"};
     memcpy(rv->vals, vals, sizeof vals);
 }
 
@@ -319,10 +321,10 @@ static void record_row_sql(util_buf *b, int base)
                     "($%d, $%d, to_timestamp($%d::bigint), $%d::integer, $%d, $%d::float8,"
                     " $%d::float8, $%d::float8, $%d::float8, $%d::float8, $%d::float8,"
                     " $%d::float8, $%d::float8, $%d::float8, $%d::float8, $%d::integer,"
-                    " coalesce(to_timestamp($%d::bigint), now()))",
+                    " coalesce(to_timestamp($%d::bigint), now()), $%d::boolean)",
                     base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7,
                     base + 8, base + 9, base + 10, base + 11, base + 12, base + 13, base + 14,
-                    base + 15, base + 16, base + 17);
+                    base + 15, base + 16, base + 17, base + 18);
 }
 
 struct record_q {
@@ -343,7 +345,7 @@ static int op_record(PGconn *c, void *arg)
         goto out;
     util_buf_puts(&sql, "INSERT INTO predictions (symbol, timeframe, candle_time, model_version,"
                         " direction, confidence, p_long, p_short, p_no_trade, entry, stop_loss,"
-                        " tp1, tp2, tp3, atr, horizon_candles, created_at) VALUES ");
+                        " tp1, tp2, tp3, atr, horizon_candles, created_at, stale_data) VALUES ");
     for (size_t i = 0; i < q->n; i++) {
         record_vals_of(&q->e[i], &rv[i]);
         memcpy(&vals[i * RECORD_NCOLS], rv[i].vals, sizeof rv[i].vals);
@@ -591,8 +593,9 @@ static int op_settle(PGconn *c, void *arg)
             goto out;
         last_closed = PQntuples(r) == 1 ? get_i64(r, 0, 0) : 0;
         PQclear(r);
-        if (last_closed && last_closed < hi)
-            hi = last_closed;
+        /* the horizon counts candles: with a gap, the candles that close
+         * it lie past its clock end, so read up to the latest closed one */
+        hi = last_closed;
         if (last_closed > lo && (rc = load_candles(c, q->symbol, q->tf, lo, hi, &cs, &nc)))
             goto out;
     }
@@ -679,7 +682,7 @@ int store_ledger_live_stats(store_ledger *db, const char *symbol, const char *tf
                " count(*) FILTER (WHERE direction <> 'NO_TRADE' AND outcome IS NOT NULL),"
                " count(*) FILTER (WHERE outcome IN ('TP1', 'TP2', 'TP3'))"
                " FROM predictions WHERE ($1::text IS NULL OR symbol = $1)"
-               " AND ($2::text IS NULL OR timeframe = $2)"
+               " AND ($2::text IS NULL OR timeframe = $2) AND NOT stale_data"
                " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
         .nvals = 2,
         .vals = vals,
@@ -711,7 +714,7 @@ static const char perf_sql[] =
     " + (p_no_trade - (realised = 'NO_TRADE')::int) ^ 2 END AS brier,"
     " row_number() OVER (PARTITION BY model_version, outcome IS NULL"
     " ORDER BY candle_time DESC) AS rn"
-    " FROM predictions WHERE symbol = $1 AND timeframe = $2),"
+    " FROM predictions WHERE symbol = $1 AND timeframe = $2 AND NOT stale_data),"
     " w AS (SELECT false AS win, * FROM s"
     " UNION ALL SELECT true, * FROM s WHERE o IS NOT NULL AND rn <= $3::bigint)"
     " SELECT v, win, count(*), count(*) FILTER (WHERE o IS NULL),"
@@ -884,4 +887,93 @@ int store_ledger_history(store_ledger *db, const store_ledger_query *q,
     if (more)
         *more = l.more;
     return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Backtests: the figures `predictd backtest` computed, one row per run,
+ * shown per version by /api/models/{symbol}/{timeframe}.
+ */
+struct backtest_q {
+    const char *symbol, *tf, *json;
+    uint32_t version;
+    int64_t from, to;
+    double cost_bps;
+};
+
+static int op_backtest_save(PGconn *c, void *arg)
+{
+    const struct backtest_q *q = arg;
+    char v[16], f[24], t[24], cb[40];
+    snprintf(v, sizeof v, "%" PRIu32, q->version);
+    snprintf(f, sizeof f, "%" PRId64, q->from);
+    snprintf(t, sizeof t, "%" PRId64, q->to);
+    snprintf(cb, sizeof cb, "%.17g", q->cost_bps);
+    const char *vals[] = {q->symbol, q->tf, v, f, t, cb, q->json};
+    return exec1(c, "save a backtest",
+                 "INSERT INTO backtests (symbol, timeframe, model_version, data_from, data_to,"
+                 " cost_bps, figures) VALUES ($1, $2, $3::integer, to_timestamp($4::bigint),"
+                 " to_timestamp($5::bigint), $6::float8, $7::jsonb)",
+                 7, vals, PGRES_COMMAND_OK, NULL);
+}
+
+int store_ledger_backtest_save(store_ledger *db, const char *symbol, const char *tf,
+                               uint32_t version, int64_t from, int64_t to, double cost_bps,
+                               const char *figures_json)
+{
+    int rc = check_series(symbol, tf);
+    if (rc)
+        return rc;
+    if (version == 0 || !figures_json || !isfinite(cost_bps))
+        return PD_EINVAL;
+    struct backtest_q q = {.symbol = symbol,
+                           .tf = tf,
+                           .json = figures_json,
+                           .version = version,
+                           .from = from,
+                           .to = to,
+                           .cost_bps = cost_bps};
+    return run(db, op_backtest_save, &q);
+}
+
+static int decode_backtest(const PGresult *r, int i, void *elem)
+{
+    store_ledger_backtest *b = elem;
+    b->version = (uint32_t)get_u64(r, i, 0);
+    b->created_at = get_i64(r, i, 1);
+    b->figures_json = strdup(PQgetvalue(r, i, 2));
+    return b->figures_json ? 0 : PD_ENOMEM;
+}
+
+int store_ledger_backtests(store_ledger *db, const char *symbol, const char *tf,
+                           store_ledger_backtest **out, size_t *n)
+{
+    int rc = check_series(symbol, tf);
+    if (rc)
+        return rc;
+    if (!out || !n)
+        return PD_EINVAL;
+    const char *vals[] = {symbol, tf};
+    struct listing l = {
+        .what = "backtests",
+        .sql = "SELECT DISTINCT ON (model_version) model_version,"
+               " floor(extract(epoch FROM created_at))::bigint, figures::text FROM backtests"
+               " WHERE symbol = $1 AND timeframe = $2"
+               " ORDER BY model_version, created_at DESC, id DESC",
+        .nvals = 2,
+        .vals = vals,
+        .size = sizeof **out,
+        .decode = decode_backtest};
+    rc = list_run(db, &l);
+    if (rc)
+        return rc;
+    *out = l.v;
+    *n = l.n;
+    return 0;
+}
+
+void store_ledger_backtests_free(store_ledger_backtest *b, size_t n)
+{
+    for (size_t i = 0; b && i < n; i++)
+        free(b[i].figures_json);
+    free(b);
 }

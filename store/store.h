@@ -226,6 +226,7 @@ typedef struct store_ledger_entry {
     double entry, stop_loss, tp[3], atr;
     uint32_t horizon;    /* candles the trade may run; 0: unknown */
     int64_t created_at;  /* Unix seconds; 0: the database's now() */
+    bool stale_data;     /* made from stale data: recorded, never counted in live figures */
 } store_ledger_entry;
 
 /* A resolution: what the resolver found for one entry. */
@@ -298,7 +299,7 @@ typedef struct store_ledger_live {
 } store_ledger_live;
 
 /* Per series and version, of one series (symbol and tf given) or of all
- * (both NULL). *out is malloc'd (NULL when *n is 0). PD_EDB, PD_EINVAL. */
+ * (both NULL); rows made from stale data are left out. *out is malloc'd (NULL when *n is 0). PD_EDB, PD_EINVAL. */
 int store_ledger_live_stats(store_ledger *db, const char *symbol, const char *tf,
                                store_ledger_live **out, size_t *n);
 
@@ -361,6 +362,26 @@ typedef struct store_ledger_query {
  * (NULL when *n is 0). PD_ESYMBOL, PD_ETIMEFRAME, PD_EINVAL, PD_EDB. */
 int store_ledger_history(store_ledger *db, const store_ledger_query *q,
                             store_ledger_row **out, size_t *n, bool *more);
+
+/* Stores the figures of one backtest run of a version (figures_json: a
+ * JSON object, stored as jsonb). PD_ESYMBOL, PD_ETIMEFRAME, PD_EINVAL,
+ * PD_EDB. */
+int store_ledger_backtest_save(store_ledger *db, const char *symbol, const char *tf,
+                               uint32_t version, int64_t from, int64_t to, double cost_bps,
+                               const char *figures_json);
+
+/* The latest backtest of each version of a series. */
+typedef struct store_ledger_backtest {
+    uint32_t version;
+    int64_t created_at;
+    char *figures_json; /* owned */
+} store_ledger_backtest;
+
+/* Ascending by version. *out is malloc'd: free it with
+ * store_ledger_backtests_free. PD_ESYMBOL, PD_ETIMEFRAME, PD_EINVAL, PD_EDB. */
+int store_ledger_backtests(store_ledger *db, const char *symbol, const char *tf,
+                           store_ledger_backtest **out, size_t *n);
+void store_ledger_backtests_free(store_ledger_backtest *b, size_t n);
 
 /*
  * LISTEN. A listener holds one connection that LISTENs on a channel; the

@@ -66,6 +66,10 @@ void training__export_init(training__export *e, const training__net *net, int ki
     e->policy.min_confidence = pol->min_confidence;
     e->policy.atr_period = pol->atr_period;
     e->policy.max_age_s = pol->max_age_s;
+    predictd__costs__init(&e->costs);
+    e->costs.round_trip_bps = pol->cost_bps;
+    e->costs.min_risk_costs = pol->min_risk_costs;
+    e->policy.costs = &e->costs;
     /* ETA fields: NaN marks a side (or level) that never won in the train
      * slice; the fields are left out when nothing is known. */
     if (isfinite(pol->eta_candles[0]) || isfinite(pol->eta_candles[1])) {

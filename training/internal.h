@@ -101,6 +101,52 @@ double training__log_loss(const double *probs, const training_label *y, const si
 void training__metric_add(training_result *res, const char *name, double value);
 
 /* ---------------------------------------------------------------------------
+ * The gate (gate.c): baselines, the test window's backtest, beats_baseline.
+ */
+enum { TRAINING_TRADE_TP = 1, TRAINING_TRADE_SL, TRAINING_TRADE_EXPIRED };
+
+/* What one call's trade did over the horizon (the ledger resolver's rules). */
+typedef struct training__trade {
+    int outcome; /* TRAINING_TRADE_* */
+    int tp_hit;  /* highest take-profit reached before the stop, 0: none */
+    double r;    /* gross R: tp multiple, -1, or the mark-to-market at expiry */
+    double net_r; /* r minus the round trip's cost in R */
+} training__trade;
+
+/* Walks the trade of signal s (its levels_for side) made at candle i over
+ * c[i+1 .. i+horizon]. 0, PD_ENODATA (the horizon runs past n), PD_EINVAL
+ * (levels the barrier refuses). Pure. */
+int training__trade_walk(const features_candle *c, size_t n, size_t i,
+                         const inference_signal *s, const inference_policy *pol,
+                         training__trade *out);
+
+/* The signal the server would answer at candle i of c from probs: ATR and
+ * tick over the window ending at i, inference_signal_make then
+ * inference_signal_market. 0 or PD_EINVAL. Pure. */
+int training__signal_at(const features_candle *c, size_t window, size_t i,
+                        const inference_policy *pol, const double probs[INFERENCE_NCLASS],
+                        inference_signal *out);
+
+typedef struct training__gate_in {
+    const training_dataset *ds;
+    const features_candle *const *series;
+    const size_t *lens;
+    size_t n_series;
+    const size_t *train;
+    size_t n_train;
+    const size_t *test;
+    size_t n_test;
+    const double *test_probs; /* n_test x 3 */
+    const inference_policy *pol;
+    size_t window;
+    double prior[INFERENCE_NCLASS];
+} training__gate_in;
+
+/* Adds the persistence baseline, the backtest figures and beats_baseline to
+ * res (after training__evaluate). 0 or PD_ENOMEM. See gate.c. */
+int training__gate(const training__gate_in *in, training_result *res);
+
+/* ---------------------------------------------------------------------------
  * Export: a model message assembled over the trainer's memory (the Dense
  * weights point into the net, the scaler into mean/scale, the features
  * into the set's names): valid while those live. Pack it to get
@@ -113,6 +159,7 @@ typedef struct training__export {
     Predictd__Dense dense[TRAINING_MAX_HIDDEN + 1];
     Predictd__Dense *dense_p[TRAINING_MAX_HIDDEN + 1];
     Predictd__SignalPolicy policy;
+    Predictd__Costs costs;
     double tp_r[INFERENCE_NTP], eta[2], eta_tp[INFERENCE_NTP];
     Predictd__TrainingMeta meta;
     Predictd__Metric metric[TRAINING_MAX_METRICS];

@@ -95,6 +95,8 @@ const char *training_job_state_name(training_job_state s)
         return "canceled";
     case TRAINING_JOB_REJECTED:
         return "rejected";
+    case TRAINING_JOB_BELOW_BASELINE:
+        return "below_baseline";
     }
     return "unknown";
 }
@@ -106,7 +108,7 @@ bool training_job_state_final(training_job_state s)
 
 static int parse_state(const char *s, training_job_state *out)
 {
-    for (int i = TRAINING_JOB_QUEUED; i <= TRAINING_JOB_REJECTED; i++)
+    for (int i = TRAINING_JOB_QUEUED; i <= TRAINING_JOB_BELOW_BASELINE; i++)
         if (strcmp(s, training_job_state_name((training_job_state)i)) == 0) {
             *out = (training_job_state)i;
             return 0;
@@ -139,6 +141,8 @@ static const char *outcome_of(const training_job_info *j)
         return j->version ? "published" : "not_published";
     case TRAINING_JOB_REJECTED:
         return "rejected";
+    case TRAINING_JOB_BELOW_BASELINE:
+        return "below_baseline";
     default:
         return NULL;
     }
@@ -439,6 +443,9 @@ static void run_job(training_jobs *j, job *x)
     }
     if (rc == 0 && res->outcome == TRAINING_REJECTED) {
         i->state = TRAINING_JOB_REJECTED;
+        snprintf(i->error, sizeof i->error, "%s", res->message);
+    } else if (rc == 0 && res->outcome == TRAINING_BELOW_BASELINE) {
+        i->state = TRAINING_JOB_BELOW_BASELINE;
         snprintf(i->error, sizeof i->error, "%s", res->message);
     } else if (rc == 0) {
         i->state = TRAINING_JOB_SUCCEEDED;
@@ -885,6 +892,11 @@ static int params_from_model(const Predictd__Model *m, const char *symbol, const
         p->policy.min_confidence = q->min_confidence;
         p->policy.atr_period = q->atr_period ? q->atr_period : 14;
         p->policy.max_age_s = q->max_age_s;
+        if (q->costs) {
+            p->policy.cost_bps = q->costs->round_trip_bps;
+            if (q->costs->min_risk_costs > 0)
+                p->policy.min_risk_costs = q->costs->min_risk_costs;
+        }
     }
     if (m->meta) {
         p->seed = m->meta->seed;

@@ -30,6 +30,8 @@ void training_policy_default(inference_policy *p)
     p->min_confidence = 0.45;
     p->atr_period = 14;
     p->max_age_s = 30 * 86400;
+    p->cost_bps = INFERENCE_DEFAULT_COST_BPS;
+    p->min_risk_costs = INFERENCE_DEFAULT_MIN_RISK_COSTS;
     p->eta_candles[0] = NAN;
     p->eta_candles[1] = NAN;
 }
@@ -52,6 +54,10 @@ int training__policy_check(const inference_policy *p, char *why, size_t whylen)
         bad = "atr_period must be 1..1000";
     else if (p->max_age_s < 0)
         bad = "max_age_s must be >= 0";
+    else if (!(p->cost_bps >= 0 && p->cost_bps < 10000))
+        bad = "cost_bps must be in [0, 10000)";
+    else if (!(p->min_risk_costs >= 0 && isfinite(p->min_risk_costs)))
+        bad = "min_risk_costs must be >= 0";
     if (bad) {
         if (why && whylen)
             snprintf(why, whylen, "%s", bad);

@@ -249,6 +249,15 @@ int training_params_set(training_params *p, const char *name_in, const char *v, 
         if (parse_double(v, &d) != 0 || !(d >= 0 && d <= 1))
             return fail(why, whylen, "min_confidence: '%s' is not in [0, 1]%s", v, "");
         q.policy.min_confidence = d;
+    } else if (!strcmp(name, "cost_bps")) {
+        if (parse_double(v, &d) != 0 || !(d >= 0 && d < 10000))
+            return fail(why, whylen, "cost_bps: '%s' is not in [0, 10000) basis points%s", v, "");
+        q.policy.cost_bps = d;
+    } else if (!strcmp(name, "force")) {
+        bool b;
+        if (parse_bool(v, &b) != 0)
+            return fail(why, whylen, "force: '%s' is not true or false%s", v, "");
+        q.force = b;
     } else if (!strcmp(name, "atr_period")) {
         if (parse_i64(v, 1, 1000, &i64) != 0)
             return fail(why, whylen, "atr_period: '%s' is not in 1..1000%s", v, "");
@@ -421,6 +430,9 @@ void training_params_json(const training_params *p, util_buf *b)
     util_json_num(b, p->policy.min_confidence);
     util_buf_printf(b, ",\"atr_period\":%" PRIu32 ",\"max_age_s\":%" PRId64 ",",
                     p->policy.atr_period, p->policy.max_age_s);
+    util_json_key(b, "cost_bps");
+    util_json_num(b, p->policy.cost_bps);
+    util_buf_printf(b, ",\"force\":%s,", p->force ? "true" : "false");
     util_json_key(b, "val_frac");
     util_json_num(b, p->val_frac);
     util_buf_puts(b, ",");

@@ -325,6 +325,54 @@ static void add_info_metrics(run *r, const training__fit_out *fo)
     training__metric_add(res, "test_samples", (double)r->n_test);
 }
 
+/*
+ * A fit that learned nothing must not become a model (with force it is
+ * published flagged degenerate and beats_baseline 0, so it answers
+ * NO_TRADE below_baseline): the initial weights
+ * kept (best epoch 0 after training epochs; epochs 0 asks for the initial
+ * weights on purpose and meets the baseline gate instead), a validation window of one class (the temperature
+ * and early stopping saw no choice to make), or a temperature at the
+ * bound of its search (certainty or indifference, not calibration).
+ */
+static int degenerate_why(run *r, const training__fit_out *fo);
+static int degenerate(run *r, const training__fit_out *fo)
+{
+    int rc = degenerate_why(r, fo);
+    if (rc == 0 || !r->p->force)
+        return rc;
+    /* force publishes it, flagged: it is gated as below its baselines */
+    LOG_WARN("training", "%s/%s: %s; published anyway (force), answering NO_TRADE",
+             r->res->target, r->p->timeframe, r->res->message);
+    training__metric_add(r->res, "degenerate", 1);
+    r->res->message[0] = '\0';
+    return 0;
+}
+
+static int degenerate_why(run *r, const training__fit_out *fo)
+{
+    size_t seen[INFERENCE_NCLASS] = {0};
+    for (size_t k = 0; k < r->n_val; k++)
+        seen[r->ds.y[r->val[k]].cls]++;
+    int classes = (seen[0] > 0) + (seen[1] > 0) + (seen[2] > 0);
+    if (classes < 2)
+        return say(r, PD_EINVAL,
+                   "degenerate fit: the validation window holds one class (%zu samples, all %s); "
+                   "widen the range or change the policy",
+                   r->n_val,
+                   inference_class_name(seen[0] ? INFERENCE_LONG
+                                                : seen[1] ? INFERENCE_SHORT : INFERENCE_NO_TRADE));
+    if (fo->best_epoch == 0 && fo->epochs_run > 0)
+        return say(r, PD_EINVAL,
+                   "degenerate fit: the best epoch was 0 (the initial weights beat every trained "
+                   "epoch on validation): nothing was learned");
+    if (fo->temperature <= 0.0501 || fo->temperature >= 19.99)
+        return say(r, PD_EINVAL,
+                   "degenerate fit: the calibration temperature %.4g is at the bound of its "
+                   "search [0.05, 20]",
+                   fo->temperature);
+    return 0;
+}
+
 static void run_cleanup(run *r)
 {
     features_set_free(r->fs);
@@ -450,6 +498,9 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
     }
     res->epochs_run = fout.epochs_run;
     res->temperature = fout.temperature;
+    add_info_metrics(&r, &fout);
+    if ((rc = degenerate(&r, &fout)) != 0)
+        goto done;
     if (canceled(&r)) {
         rc = say(&r, PD_ECANCELED, "canceled");
         goto done;
@@ -488,7 +539,24 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
     };
     memcpy(ev.prior, prior, sizeof prior);
     training__evaluate(&ev, res);
-    add_info_metrics(&r, &fout);
+    training__gate_in gi = {
+        .ds = &r.ds,
+        .series = series,
+        .lens = lens,
+        .n_series = n_series,
+        .train = r.train,
+        .n_train = r.n_train,
+        .test = r.test,
+        .n_test = r.n_test,
+        .test_probs = r.test_probs,
+        .pol = &p->policy,
+        .window = p->window,
+    };
+    memcpy(gi.prior, prior, sizeof prior);
+    if ((rc = training__gate(&gi, res)) != 0)
+        goto done;
+    if (training_result_metric(res, "degenerate") == 1)
+        training__metric_add(res, "beats_baseline", 0);
 
     /* golden cases: evenly spaced test rows */
     size_t ng = r.n_test < TRAINING_GOLDEN ? r.n_test : TRAINING_GOLDEN;
@@ -546,6 +614,22 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
     if (!p->publish) {
         res->outcome = TRAINING_NOT_PUBLISHED;
         say(&r, 0, "trained; not published (publish off)");
+        rc = 0;
+        goto done;
+    }
+    if (training_result_metric(res, "beats_baseline") == 0 && !p->force) {
+        res->outcome = TRAINING_BELOW_BASELINE;
+        say(&r, 0,
+            "below_baseline: not published: test log-loss %.4f against majority %.4f and "
+            "persistence %.4f; hit rate of calls %.4f against majority %.4f and persistence "
+            "%.4f (force publishes it, answering NO_TRADE)",
+            training_result_metric(res, "log_loss"),
+            training_result_metric(res, "baseline_log_loss"),
+            training_result_metric(res, "persistence_log_loss"),
+            training_result_metric(res, "hit_rate_calls"),
+            training_result_metric(res, "baseline_hit_rate_calls"),
+            training_result_metric(res, "persistence_hit_rate_calls"));
+        LOG_INFO("training", "%s/%s %s", res->target, p->timeframe, res->message);
         rc = 0;
         goto done;
     }

@@ -61,6 +61,38 @@ void training_result_print(const training_result *r, FILE *f)
     row1(f, "precision NO_TRADE", M("precision_no_trade"), 4);
     row1(f, "recall NO_TRADE", M("recall_no_trade"), 4);
     row1(f, "validation log-loss", M("val_log_loss"), 4);
+    fprintf(f, "\n  %-26s %10s %10s\n", "persistence baseline", "model", "persist.");
+    row(f, "log-loss", M("log_loss"), M("persistence_log_loss"), 4);
+    row(f, "hit rate of calls", M("hit_rate_calls"), M("persistence_hit_rate_calls"), 4);
+    fprintf(f, "  beats majority %s, persistence %s\n",
+            M("beats_majority") == 1 ? "yes" : "no", M("beats_persistence") == 1 ? "yes" : "no");
+    fprintf(f, "\n  backtest of the test window (levels on the tick, %.3g bps per round trip)\n",
+            M("cost_bps"));
+    fprintf(f, "  %-20s %9s %9s %9s\n", "", "model", "majority", "persist.");
+    static const char *const bt[][2] = {
+        {"trades", "trades"},       {"hit rate TP1", "hit_rate"},
+        {"hit rate TP2", "hit_rate_tp2"}, {"hit rate TP3", "hit_rate_tp3"},
+        {"stop-outs", "stop_rate"}, {"expiries", "expired_rate"},
+        {"average R (gross)", "avg_r"}, {"expectancy R (net)", "expectancy_r"},
+        {"hit rate net > 0", "hit_rate_net"}, {"max drawdown R", "max_drawdown_r"},
+    };
+    for (size_t k = 0; k < sizeof bt / sizeof bt[0]; k++) {
+        char km[40], kj[40], kp[40];
+        snprintf(km, sizeof km, "bt_%s", bt[k][1]);
+        snprintf(kj, sizeof kj, "bt_majority_%s", bt[k][1]);
+        snprintf(kp, sizeof kp, "bt_persistence_%s", bt[k][1]);
+        fprintf(f, "  %-20s %9.4g %9.4g %9.4g\n", bt[k][0], M(km), M(kj), M(kp));
+    }
+    fprintf(f, "  calibration of calls: bin  n  mean p  TP1 reached\n");
+    for (int bin = 40; bin <= 80; bin += 10) {
+        char kn[24], kq[24], kh[24];
+        snprintf(kn, sizeof kn, "cal_%d_n", bin);
+        snprintf(kq, sizeof kq, "cal_%d_p", bin);
+        snprintf(kh, sizeof kh, "cal_%d_hit", bin);
+        if (M(kn) > 0)
+            fprintf(f, "    %s%.1f  %6.0f  %.4f  %.4f\n", bin == 80 ? ">=" : "  ", bin / 100.0,
+                    M(kn), M(kq), M(kh));
+    }
 #undef M
     fprintf(f, "  (baseline accuracy, calls, hit rate: always the test slice's most frequent\n"
                "   class, the no-information rate; its calls are n/a when that class is\n"
@@ -70,6 +102,7 @@ void training_result_print(const training_result *r, FILE *f)
                 r->new_log_loss, r->old_series, r->old_version, r->old_log_loss, r->compared);
     const char *what = r->outcome == TRAINING_PUBLISHED  ? "published"
                        : r->outcome == TRAINING_REJECTED ? "rejected"
+                       : r->outcome == TRAINING_BELOW_BASELINE ? "below_baseline"
                                                          : "not published";
     fprintf(f, "result      %s\n", r->message[0] ? r->message : what);
 }

@@ -43,7 +43,7 @@ enum training_kind { TRAINING_SOFTMAX = 1, TRAINING_MLP = 2 };
 #define TRAINING_MAX_SYMBOLS 64
 #define TRAINING_MAX_FEATURES 64
 #define TRAINING_MAX_HIDDEN 4
-#define TRAINING_MAX_METRICS 40
+#define TRAINING_MAX_METRICS 96
 #define TRAINING_SPEC_LEN 48
 #define TRAINING_NAME_LEN 32
 
@@ -77,7 +77,8 @@ int training_label_at(const features_candle *c, size_t n, size_t i, double atr,
                       const inference_policy *policy, training_label *out);
 
 /* Writes predictd's default policy: sl_atr 1.5, tp_r {1,2,3}, horizon 16,
- * min_confidence 0.45, atr_period 14, max_age_s 30 days, eta unknown. */
+ * min_confidence 0.45, atr_period 14, max_age_s 30 days, eta unknown,
+ * cost_bps 10, min_risk_costs 3. */
 void training_policy_default(inference_policy *p);
 
 /* ===========================================================================
@@ -108,6 +109,7 @@ typedef struct training_params {
     double test_frac;        /* test share, the most recent (0.20) */
     uint64_t seed;           /* PRNG seed (42): same data + params + seed = same bytes */
     bool promote_if_better;  /* publish only if better than the version serving */
+    bool force;              /* publish even when the model beats neither baseline */
     bool publish;            /* false: train and evaluate only (true) */
 } training_params;
 
@@ -181,7 +183,9 @@ typedef struct training_metric {
 typedef enum training_outcome {
     TRAINING_PUBLISHED,    /* a new version was written */
     TRAINING_REJECTED,     /* --promote-if-better kept the serving version */
-    TRAINING_NOT_PUBLISHED /* publish was off */
+    TRAINING_NOT_PUBLISHED, /* publish was off */
+    TRAINING_BELOW_BASELINE /* beats neither baseline on the test window; not published
+                               (publish with force) */
 } training_outcome;
 
 /* What one run did. Filled as far as the run got. */
@@ -267,10 +271,12 @@ typedef enum training_job_state {
     TRAINING_JOB_SUCCEEDED, /* a version was published */
     TRAINING_JOB_FAILED,
     TRAINING_JOB_CANCELED,
-    TRAINING_JOB_REJECTED /* trained, but not better than the serving version */
+    TRAINING_JOB_REJECTED, /* trained, but not better than the serving version */
+    TRAINING_JOB_BELOW_BASELINE /* trained, beats neither baseline: not published */
 } training_job_state;
 
-/* "queued", "running", "succeeded", "failed", "canceled", "rejected". */
+/* "queued", "running", "succeeded", "failed", "canceled", "rejected",
+ * "below_baseline". */
 const char *training_job_state_name(training_job_state s);
 bool training_job_state_final(training_job_state s);
 

@@ -30,7 +30,29 @@ def check_prediction(p, symbol, tf):
     check_eq(p["timeframe"], tf)
     probs = p["probabilities"]
     check(abs(probs["LONG"] + probs["SHORT"] + probs["NO_TRADE"] - 1) < 1e-5, "probabilities sum")
-    check(abs(p["confidence"] - probs[p["direction"]]) < 1e-6, "confidence is its probability")
+    check(abs(p["confidence"] - probs[p["model_choice"]]) < 1e-6,
+          "confidence is the probability of the model's choice")
+    check(max(probs.values()) - p["confidence"] < 1e-6, "the model's choice is its most probable")
+    if p["direction"] == "NO_TRADE":
+        check(p["no_trade_reason"] in ("model", "below_min_confidence", "stale_data",
+                                       "levels_under_tick", "below_baseline", "cost"),
+              f"NO_TRADE says why: {p['no_trade_reason']}")
+    else:
+        check(p["direction"] == p["model_choice"] and p["no_trade_reason"] is None,
+              "a call is the model's choice")
+    # a model published with --force below its baselines never calls, and
+    # says why with the figures; model_accuracy is the hit rate of calls
+    if p["model"]["beats_baseline"] is False:
+        check(p["direction"] == "NO_TRADE" and p["no_trade_reason"] in ("below_baseline",
+                                                                        "stale_data"), p)
+        check(any(w.startswith("model below baseline: test log-loss") for w in p["warnings"]),
+              p["warnings"])
+    check(p["model_accuracy"] == p["model"]["backtest_hit_rate"] or
+          p["accuracy_source"] == "live", p)
+    check(p["accuracy_source"] != "backtest" or p["model_accuracy"] is not None, p)
+    # expiry: one rule; an overdue answer is never clean
+    if any(w.startswith("overdue") for w in p["warnings"]):
+        check(p["stale"] is True, p)
     entry, sl = p["entry"], p["stop_loss"]
     tps = [t["price"] for t in p["take_profits"]]
     if p["levels_for"] == "LONG":

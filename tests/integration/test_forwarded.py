@@ -34,9 +34,7 @@ def models(svc, xff=None):
 def access_clients(svc):
     """The client field of each access-log line, in order."""
     out = []
-    with open(svc.log_path) as f:
-        text = f.read()
-    for line in text.splitlines():
+    for line in svc.logs().splitlines():
         if '"module":"access"' in line and "/api/models" in line:
             msg = line.split('"msg":"', 1)[1]
             out.append(msg.split(" ", 1)[0])

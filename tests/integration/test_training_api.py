@@ -45,7 +45,7 @@ def wait_final(job_id, timeout=300):
 def job_trains_publishes_and_serves():
     service()
     status, _, body = admin("POST", "/admin/training",
-                            {"symbols": "ETHUSDT", "timeframe": "15m", "seed": 3})
+                            {"symbols": "ETHUSDT", "timeframe": "15m", "seed": 3, "force": True})
     check_eq(status, 202, body)
     job = wait_final(body["job"]["id"])
     check_eq(job["state"], "succeeded", job)
@@ -64,7 +64,7 @@ def model_not_better_is_not_promoted():
     # the same data, parameters and seed as the serving v1 give the same
     # model: not better, so it must not be published
     status, _, body = admin("POST", "/admin/training",
-                            {"symbols": ["BTCUSDT"], "timeframe": "15m", "seed": 1})
+                            {"symbols": ["BTCUSDT"], "timeframe": "15m", "seed": 1, "force": True})
     check_eq(status, 202, body)
     job = wait_final(body["job"]["id"])
     check_eq(job["state"], "rejected", job)
@@ -75,12 +75,28 @@ def model_not_better_is_not_promoted():
 
 
 @test
+def model_below_its_baselines_is_not_published():
+    service()
+    # an untrained model (epochs 0: the train slice's class frequencies)
+    # never has a lower log-loss than the majority baseline's: without
+    # force it is not published, and the job says so with the figures
+    status, _, body = admin("POST", "/admin/training",
+                            {"symbols": "ETHUSDT", "timeframe": "15m", "seed": 11, "epochs": 0})
+    check_eq(status, 202, body)
+    job = wait_final(body["job"]["id"])
+    check_eq(job["state"], "below_baseline", job)
+    check("majority" in job["error"] and "persistence" in job["error"], job)
+    check_eq(job["metrics"]["beats_baseline"], 0)
+    check_eq(job["version"], None)
+
+
+@test
 def running_job_can_be_cancelled():
     service()
     status, _, body = admin("POST", "/admin/training",
                             {"symbols": "BTCUSDT", "timeframe": "15m", "kind": "mlp",
                              "hidden": [256, 256], "epochs": 5000, "patience": 5000,
-                             "promote_if_better": False})
+                             "promote_if_better": False, "force": True})
     check_eq(status, 202, body)
     job_id = body["job"]["id"]
     status, _, body = admin("POST", "/admin/training", {"symbols": "BTCUSDT", "timeframe": "15m"})

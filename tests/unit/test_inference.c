@@ -1575,18 +1575,24 @@ TEST(test_signal_no_trade)
 {
     inference_policy pol = test_policy();
     inference_signal s;
-    /* Below min_confidence: NO_TRADE, levels for the leaning side. */
+    /* Below min_confidence: NO_TRADE, levels for the leaning side; the
+     * confidence is the probability of the class the model chose (SHORT),
+     * never p(NO_TRADE), and the reason is said. */
     double p1[3] = {0.35, 0.45, 0.2};
     CHECK_EQ_INT(inference_signal_make(&pol, p1, 50, 1, &s), 0);
     CHECK_EQ_INT(s.direction, INFERENCE_NO_TRADE);
+    CHECK_EQ_INT(s.model_choice, INFERENCE_SHORT);
+    CHECK_EQ_INT(s.no_trade_reason, INFERENCE_NT_MIN_CONFIDENCE);
     CHECK_EQ_INT(s.levels_for, INFERENCE_SHORT);
-    CHECK_NEAR(s.confidence, 0.2, 0);
+    CHECK_NEAR(s.confidence, 0.45, 0);
+    CHECK(strcmp(inference_no_trade_reason_name(s.no_trade_reason), "below_min_confidence") == 0);
     CHECK_NEAR(s.stop_loss, 51.5, 0);
     CHECK_NEAR(s.tp[2], 45.5, 0);
     /* NO_TRADE the most probable. */
     double p2[3] = {0.2, 0.1, 0.7};
     CHECK_EQ_INT(inference_signal_make(&pol, p2, 50, 1, &s), 0);
     CHECK_EQ_INT(s.direction, INFERENCE_NO_TRADE);
+    CHECK_EQ_INT(s.no_trade_reason, INFERENCE_NT_MODEL);
     CHECK_EQ_INT(s.levels_for, INFERENCE_LONG);
     CHECK_NEAR(s.confidence, 0.7, 0);
     CHECK_NEAR(s.stop_loss, 48.5, 0);

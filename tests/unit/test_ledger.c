@@ -20,6 +20,7 @@
 
 #include "features/features.h"
 #include "predict/predict.h"
+#include "training/training.h"
 #include "store/store.h"
 #include "tests/unit/unit.h"
 #include "tests/unit/fixtures.h"
@@ -236,26 +237,39 @@ TEST(incomplete_horizon_stays_open)
 TEST(gaps_and_foreign_candles)
 {
     store_ledger_entry e = long_entry(4);
-    /* a candle before the entry and one past the horizon are ignored;
-     * candles 1 and 3 are missing */
-    features_candle c[] = {at(-1, 200, 1, 100), at(0, 200, 1, 100), at(2, 101, 99, 100.6),
-                           at(4, 101.2, 99.4, 100.8), at(5, 200, 1, 50)};
-    store_ledger_resolution r = resolve(&e, c, 5);
+    /* Candles 1 and 3 are missing. The horizon counts stored candles, as
+     * the training labels do: candles 2, 4, 5 and 6 are j = 1..4; one
+     * before the entry and one past the fourth are ignored. */
+    features_candle c[] = {at(-1, 200, 1, 100),     at(0, 200, 1, 100),
+                           at(2, 101, 99, 100.6),   at(4, 101.2, 99.4, 100.8),
+                           at(5, 101, 99.5, 100.4), at(6, 101.5, 99.6, 101),
+                           at(7, 200, 1, 50)};
+    store_ledger_resolution r = resolve(&e, c, 7);
     CHECK_EQ_INT(r.outcome, STORE_OUTCOME_EXPIRED);
-    CHECK_NEAR(r.r_multiple, 0.4, 1e-12);
+    CHECK_NEAR(r.r_multiple, 0.5, 1e-12);
     CHECK_EQ_INT(r.candles, 4);
-    /* a gap at the end of the horizon: complete once a later candle exists */
-    features_candle d[] = {at(2, 104.5, 99.5, 104)};
-    CHECK_EQ_INT(predict_resolve(&e, TF, d, 1, T0 + 3 * TF, &r), 0);
+    /* four timeframes of clock time have passed, but only two candles: open */
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 4, T0 + 9 * TF, &r), 0);
     CHECK_EQ_INT(r.outcome, STORE_OUTCOME_OPEN);
-    CHECK_EQ_INT(predict_resolve(&e, TF, d, 1, T0 + 9 * TF, &r), 0);
+    /* a target in the fourth stored candle (six timeframes after the
+     * entry) still counts; hit_time_s is the clock time it took */
+    features_candle d[] = {at(0, 100, 100, 100), at(2, 101, 99, 100.5), at(4, 101, 99, 100.5),
+                           at(5, 101, 99, 100.5), at(6, 104.5, 99.5, 104)};
+    CHECK_EQ_INT(predict_resolve(&e, TF, d + 1, 4, T0 + 9 * TF, &r), 0);
     CHECK_EQ_INT(r.outcome, STORE_OUTCOME_TP2);
-    CHECK_NEAR(r.hit_time_s, 2.0 * TF, 1e-12);
-    /* no candle at all in a complete horizon */
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_LONG);
+    CHECK_NEAR(r.hit_time_s, 6.0 * TF, 1e-12);
+    /* the training label of the same stored candles says the same */
+    inference_policy pol;
+    training_policy_default(&pol);
+    pol.horizon = 4;
+    training_label lab;
+    CHECK_EQ_INT(training_label_at(d, 5, 0, 4.0 / 3.0, &pol, &lab), 0);
+    CHECK_EQ_INT(lab.cls, r.realised);
+    CHECK_EQ_INT(lab.eta, 4);
+    /* without candles the horizon never completes */
     CHECK_EQ_INT(predict_resolve(&e, TF, NULL, 0, T0 + 9 * TF, &r), 0);
-    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_EXPIRED);
-    CHECK_NEAR(r.r_multiple, 0.0, 1e-12);
-    CHECK_EQ_INT(r.realised, STORE_LEDGER_NO_TRADE);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_OPEN);
 }
 
 TEST(short_mirror)

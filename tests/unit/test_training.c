@@ -11,6 +11,7 @@
  * without it; they migrate from $PREDICTD_ROOT/db.
  */
 #include <dirent.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -61,6 +62,32 @@ static features_candle *trending(size_t n, uint64_t seed, int64_t tfs)
         double open = price, close = price * exp(r);
         double hi = (open > close ? open : close) * (1 + 0.004 * util_rng_uniform(&g));
         double lo = (open < close ? open : close) * (1 - 0.004 * util_rng_uniform(&g));
+        c[i] = (features_candle){
+            t0 + (int64_t)i * tfs, open, hi, lo, close, 1000 + 500 * util_rng_uniform(&g)};
+        price = close;
+    }
+    return c;
+}
+
+/* A driftless random walk (Gaussian log-returns, 1% per candle): nothing
+ * to learn. Then, from candle `trend_from` on (n: never), a steady climb of
+ * 1% a candle with small wicks, whose triple-barrier labels are all LONG. */
+static features_candle *random_walk(size_t n, uint64_t seed, int64_t tfs, size_t trend_from)
+{
+    features_candle *c = malloc(n * sizeof *c);
+    if (!c)
+        return NULL;
+    util_rng g;
+    util_rng_seed(&g, seed);
+    double price = 100;
+    int64_t t0 = util_tf_last_closed_open(NOW, tfs) - (int64_t)(n - 1) * tfs;
+    for (size_t i = 0; i < n; i++) {
+        bool up = i >= trend_from;
+        double r = up ? 0.01 : 0.01 * training__rng_normal(&g);
+        double open = price, close = price * exp(r);
+        double w = up ? 0.001 : 0.004;
+        double hi = (open > close ? open : close) * (1 + w * util_rng_uniform(&g));
+        double lo = (open < close ? open : close) * (1 - w * util_rng_uniform(&g));
         c[i] = (features_candle){
             t0 + (int64_t)i * tfs, open, hi, lo, close, 1000 + 500 * util_rng_uniform(&g)};
         price = close;
@@ -407,6 +434,9 @@ static int train_into(const char *models_dir, int kind, int32_t epochs, bool pro
     p.epochs = epochs;
     p.seed = seed;
     p.promote_if_better = promote;
+    /* these runs test determinism and promotion, not the baseline gate: a
+     * model below its baselines (an untrained one) is published anyway */
+    p.force = true;
     if (kind == TRAINING_MLP) {
         p.hidden[0] = 16, p.hidden[1] = 8;
         p.n_hidden = 2;
@@ -486,6 +516,110 @@ TEST(test_published_version_verifies)
         registry_release(v);
     }
     registry_free(reg);
+    free(r);
+}
+
+/* Models that learned nothing are not published: four random walks
+ * trained the default way publish at most one model (by chance) that
+ * passes the baselines; the others are below_baseline or a degenerate fit,
+ * each with its figures or reason. */
+TEST(test_random_walks_do_not_publish)
+{
+    char dir[600];
+    tmpdir("walks", dir, sizeof dir);
+    training_result *r = calloc(1, sizeof *r);
+    int published = 0, below = 0, degenerate = 0;
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        features_candle *c = random_walk(4000, 100 + seed, 3600, 4000);
+        training_params p;
+        params_for(&p, "WALKUSDT", "1h");
+        training_ctx ctx = {.models_dir = dir};
+        const features_candle *s[1] = {c};
+        size_t l[1] = {4000};
+        int rc = training_run_candles(&p, &ctx, s, l, 1, r);
+        printf("  walk %" PRIu64 ": rc %d, %s\n", seed, rc, r->message);
+        if (rc == 0 && r->outcome == TRAINING_PUBLISHED) {
+            published++;
+            CHECK_NEAR(training_result_metric(r, "beats_baseline"), 1, 0);
+        } else if (rc == 0) {
+            CHECK_EQ_INT(r->outcome, TRAINING_BELOW_BASELINE);
+            CHECK(strstr(r->message, "below_baseline") != NULL);
+            CHECK(strstr(r->message, "persistence") != NULL);
+            CHECK_NEAR(training_result_metric(r, "beats_baseline"), 0, 0);
+            below++;
+        } else {
+            CHECK_EQ_INT(rc, PD_EINVAL);
+            CHECK(strstr(r->message, "degenerate fit") != NULL);
+            degenerate++;
+        }
+        free(c);
+    }
+    printf("  published %d, below baseline %d, degenerate %d\n", published, below, degenerate);
+    CHECK(published <= 1);
+    free(r);
+}
+
+/* force publishes a model below its baselines, flagged in its metrics so
+ * that serving answers NO_TRADE (below_baseline) with the figures. */
+TEST(test_force_publishes_flagged)
+{
+    char dir[600];
+    tmpdir("force", dir, sizeof dir);
+    training_result *r = calloc(1, sizeof *r);
+    features_candle *c = random_walk(4000, 7, 3600, 4000);
+    training_params p;
+    params_for(&p, "WALKUSDT", "1h");
+    p.epochs = 0; /* the initial (prior) model: never better than the majority baseline */
+    p.force = true;
+    training_ctx ctx = {.models_dir = dir};
+    const features_candle *s[1] = {c};
+    size_t l[1] = {4000};
+    CHECK_EQ_INT(training_run_candles(&p, &ctx, s, l, 1, r), 0);
+    CHECK_EQ_INT(r->outcome, TRAINING_PUBLISHED);
+    CHECK_NEAR(training_result_metric(r, "beats_baseline"), 0, 0);
+    CHECK(isfinite(training_result_metric(r, "persistence_log_loss")));
+    CHECK(isfinite(training_result_metric(r, "bt_trades")));
+    registry *reg = NULL;
+    CHECK_EQ_INT(registry_new(dir, &reg), 0);
+    CHECK_EQ_INT(registry_scan(reg, "WALKUSDT", "1h"), 0);
+    registry_version *v = NULL;
+    CHECK_EQ_INT(registry_acquire(reg, "WALKUSDT", "1h", NULL, &v), 0);
+    if (v) {
+        const registry_meta *m = registry_version_meta(v);
+        CHECK_NEAR(registry_meta_metric(m, "beats_baseline"), 0, 0);
+        CHECK(isfinite(registry_meta_metric(m, "baseline_log_loss")));
+        CHECK(isnan(registry_meta_metric(m, "no_such_metric")));
+        registry_release(v);
+    }
+    registry_free(reg);
+    /* without force the same run is refused */
+    p.force = false;
+    CHECK_EQ_INT(training_run_candles(&p, &ctx, s, l, 1, r), 0);
+    CHECK_EQ_INT(r->outcome, TRAINING_BELOW_BASELINE);
+    CHECK_EQ_INT(r->version, 0);
+    free(c);
+    free(r);
+}
+
+/* A validation window of one class would calibrate to certainty: it fails
+ * training with a clear message. */
+TEST(test_one_class_validation_fails)
+{
+    char dir[600];
+    tmpdir("oneclass", dir, sizeof dir);
+    training_result *r = calloc(1, sizeof *r);
+    /* the walk turns into a steady climb before the validation slice */
+    features_candle *c = random_walk(4000, 9, 3600, 2600);
+    training_params p;
+    params_for(&p, "CLIMBUSDT", "1h");
+    training_ctx ctx = {.models_dir = dir};
+    const features_candle *s[1] = {c};
+    size_t l[1] = {4000};
+    CHECK_EQ_INT(training_run_candles(&p, &ctx, s, l, 1, r), PD_EINVAL);
+    printf("  %s\n", r->message);
+    CHECK(strstr(r->message, "degenerate fit: the validation window holds one class") != NULL);
+    CHECK_EQ_INT(r->version, 0);
+    free(c);
     free(r);
 }
 
@@ -572,6 +706,7 @@ TEST(test_promotion_against_default_fallback)
     training_params p;
     params_for(&p, "ETHUSDT", "1h");
     snprintf(p.target, sizeof p.target, "_default");
+    p.force = true;
     training_ctx ctx = {.models_dir = dir};
     const features_candle *s[1] = {c};
     size_t l[1] = {6000};
@@ -737,6 +872,7 @@ TEST(test_db_training_run)
     tmpdir("db_run", dir, sizeof dir);
     training_params p;
     params_for(&p, "ADAUSDT", "1h");
+    p.force = true; /* seeded candles are a random walk: past the gate */
     training_ctx ctx = {.models_dir = dir};
     training_result *r = calloc(1, sizeof *r);
     CHECK_EQ_INT(training_run(&p, &ctx, r), 0);
@@ -752,6 +888,7 @@ TEST(test_db_training_run)
     CHECK(r->samples < 1500);
     /* a symbol without candles */
     params_for(&p, "NOPEUSDT", "1h");
+    p.force = true; /* seeded candles are a random walk: past the gate */
     CHECK_EQ_INT(training_run(&p, &ctx, r), PD_EUNKNOWNSYM);
     CHECK(strstr(r->message, "NOPEUSDT") != NULL);
     free(r);
@@ -845,6 +982,7 @@ TEST(test_jobs_succeed_reject_and_persist)
         return;
     training_params p;
     params_for(&p, "XRPUSDT", "1h");
+    p.force = true; /* seeded candles are a random walk: past the gate */
     p.promote_if_better = true;
     int64_t id1 = 0, id2 = 0;
     char why[200];
@@ -927,6 +1065,7 @@ TEST(test_jobs_cancel_running_and_queued)
     /* a job that would run for hours */
     training_params p;
     params_for(&p, "DOTUSDT", "1h");
+    p.force = true; /* seeded candles are a random walk: past the gate */
     training_params_set(&p, "kind", "mlp", NULL, 0);
     training_params_set(&p, "hidden", "256,256", NULL, 0);
     training_params_set(&p, "epochs", "100000", NULL, 0);
@@ -939,6 +1078,7 @@ TEST(test_jobs_cancel_running_and_queued)
     /* another series queues behind it */
     training_params q;
     params_for(&q, "LTCUSDT", "1h");
+    q.force = true; /* seeded candles are a random walk: past the gate */
     CHECK_EQ_INT(training_jobs_submit(j, &q, &id_q, why, sizeof why), 0);
 
     training_job_info r = wait_job(j, id, is_fitting);
@@ -1029,6 +1169,7 @@ TEST(test_jobs_scheduled_retrain)
     tmpdir("jobs_schedule", dir, sizeof dir);
     training_params p;
     params_for(&p, "AVAXUSDT", "1h");
+    p.force = true; /* seeded candles are a random walk: past the gate */
     p.seed = 7;
     training_params_set(&p, "tp_r", "1,1.5,2", NULL, 0);
     training_ctx ctx = {.models_dir = dir};
@@ -1072,7 +1213,11 @@ TEST(test_jobs_scheduled_retrain)
         usleep(50000);
     }
     CHECK(found.id > 0);
-    CHECK_EQ_INT(found.state, TRAINING_JOB_REJECTED);
+    /* the schedule does not force: on the seeded candles the retrained
+     * model meets the degenerate-fit check or the baseline gate before the
+     * promotion rule */
+    CHECK(found.state == TRAINING_JOB_BELOW_BASELINE ||
+          (found.state == TRAINING_JOB_FAILED && strstr(found.error, "degenerate fit")));
     CHECK(strstr(found.params_json, "\"tp_r\":[1,1.5,2]") != NULL);
     CHECK(strstr(found.params_json, "\"seed\":7") != NULL);
     CHECK(strstr(found.params_json, "\"promote_if_better\":true") != NULL);
@@ -1091,6 +1236,7 @@ TEST(test_jobs_without_database)
         return;
     training_params p;
     params_for(&p, "BTCUSDT", "1h");
+    p.force = true; /* seeded candles are a random walk: past the gate */
     int64_t id = 0;
     char why[200];
     CHECK_EQ_INT(training_jobs_submit(j, &p, &id, why, sizeof why), 0);
@@ -1129,6 +1275,9 @@ int main(void)
     RUN(test_dataset_matches_serving_call);
     RUN(test_seeded_model_beats_majority_baseline);
     RUN(test_published_version_verifies);
+    RUN(test_random_walks_do_not_publish);
+    RUN(test_force_publishes_flagged);
+    RUN(test_one_class_validation_fails);
     RUN(test_same_seed_same_bytes);
     RUN(test_promotion_rule);
     RUN(test_promotion_against_default_fallback);
