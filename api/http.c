@@ -833,26 +833,28 @@ int api_http_start(api_context *ctx, api_http **out)
                   ctx->opt.listen_host);
         return PD_EINVAL;
     }
+    struct api_cidr *trusted = NULL;
+    size_t ntrusted = 0;
+    char why[160];
+    int prc =
+        api_trusted_proxies_parse(ctx->opt.trusted_proxies, &trusted, &ntrusted, why, sizeof why);
+    if (prc) {
+        if (prc == PD_EINVAL)
+            LOG_ERROR("http", "%s", why);
+        return prc;
+    }
     api_http *h = calloc(1, sizeof *h);
-    if (!h)
+    if (!h) {
+        free(trusted);
         return PD_ENOMEM;
+    }
     h->ctx = ctx;
     pthread_rwlock_init(&h->jobs_lock, NULL);
     for (int i = 0; i < API_COMPONENT_COUNT_; i++)
         pthread_mutex_init(&h->component_errors[i].lock, NULL);
     make_id_prefix(h);
-    char why[160];
-    int prc = api_trusted_proxies_parse(ctx->opt.trusted_proxies, &h->trusted, &h->ntrusted, why,
-                                        sizeof why);
-    if (prc) {
-        if (prc == PD_EINVAL)
-            LOG_ERROR("http", "%s", why);
-        pthread_rwlock_destroy(&h->jobs_lock);
-        for (int i = 0; i < API_COMPONENT_COUNT_; i++)
-            pthread_mutex_destroy(&h->component_errors[i].lock);
-        free(h);
-        return prc;
-    }
+    h->trusted = trusted;
+    h->ntrusted = ntrusted;
     api_rate_init(h);
     api_metrics_init(h);
     load_dashboard(h);

@@ -65,13 +65,13 @@ struct api_route {
 };
 
 struct api_metrics; /* metrics.c */
+struct api_rate;    /* ratelimit.c */
 
 /* An IPv4 network, both in network byte order (forwarded.c). */
 struct api_cidr {
     uint32_t net;
     uint32_t mask;
 };
-struct api_rate;    /* ratelimit.c */
 
 /* A background job registered for /health/status (api_http_add_job). */
 #define API_JOBS_MAX 8

@@ -4,7 +4,7 @@
 set -eu
 out=${1:?usage: build.sh OUTDIR}
 here=$(dirname "$0")
-make -j"$(nproc)" BUILD=build-docker COMMIT="${PREDICTD_COMMIT:-unknown}" all
+make -j"$(nproc)" BUILD=build-docker ${PREDICTD_COMMIT:+COMMIT="$PREDICTD_COMMIT"} all
 mkdir -p "$out/bin" "$out/db" "$out/web"
 cp build-docker/predictd "$out/bin/"
 cp "$here/healthcheck.sh" "$out/bin/healthcheck"

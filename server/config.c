@@ -45,7 +45,8 @@ static const struct opt opts[] = {
      "HTTP worker threads (0: cores x 2)"},
     {"api-key", "PREDICTD_API_KEY", OPT_STR, NULL, 0, 0, OFF(api_key), "admin API key"},
     {"api-key-file", "PREDICTD_API_KEY_FILE", OPT_STR, "./.predictd_key", 0, 0, OFF(api_key_file),
-     "admin key file: readable by predictd, not world-readable, writable only by its owner (0600, 0400, 0640, 0440)"},
+     "admin key file: readable by predictd, by no one else but its group, writable only "
+     "by its owner (0600, 0400, 0640, 0440)"},
     {"read-key", "PREDICTD_READ_KEY", OPT_STR, NULL, 0, 0, OFF(read_key),
      "optional key required on prediction routes"},
     {"log-format", "PREDICTD_LOG_FORMAT", OPT_STR, NULL, 0, 0, OFF(log_format),

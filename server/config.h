@@ -60,8 +60,8 @@ int server_config_load(server_config *c, int *argc, char **argv, char *why, size
  * exists must be a regular file this process can read, that others may not
  * access at all and its group may not write (0600, 0400, 0640, 0440: a
  * Kubernetes Secret volume with fsGroup is root-owned 0440), else PD_EINVAL
- * with the reason in why (the key itself never appears in it). Keys (admin and read) must be 16..4096
- * printable ASCII characters without spaces.
+ * with the reason in why (the key itself never appears in it). Keys (admin
+ * and read) must be 16..4096 printable ASCII characters without spaces.
  */
 int server_config_load_keys(server_config *c, char *why, size_t whylen);
 void server_config_cleanup(server_config *c);

@@ -99,6 +99,13 @@ def reuse_port_on_both_shares_the_port():
     check(rc is not None and rc != 0, f"second serve without PREDICTD_REUSE_PORT started:\n{err}")
     # both ask: the second starts and serves on the same port
     second = FixedPortService(port, PREDICTD_REUSE_PORT="on")
+    # its start-up wait may have been answered by the first one: wait until
+    # the second itself says it listens
+    deadline = time.time() + 30
+    while "listening on" not in second.logs() and time.time() < deadline:
+        check(second.proc.poll() is None, "the second serve exited:\n" + second.logs())
+        time.sleep(0.05)
+    check("listening on" in second.logs(), second.logs())
     pids = set()
     for _ in range(200):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as c:

@@ -294,8 +294,8 @@ TEST(key_file_private_is_read)
 TEST(key_file_readable_by_others_is_refused)
 {
     /* world-readable, or writable by group or others: refused */
-    static const mode_t modes[] = {0644, 0604, 0660, 0602, 0620, 0601, 0700 | 0044, 0444, 0664,
-                                   0606, 0460, 0642};
+    static const mode_t modes[] = {0644,        0604, 0660, 0602, 0620, 0601,
+                                   0700 | 0044, 0444, 0664, 0606, 0460, 0642};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         server_config c;
         char why[512];
