@@ -4,6 +4,8 @@
 #   make deps       install missing Debian packages (idempotent, fast when done)
 #   make run        the service on an embedded PostgreSQL + Redis under .run/
 #   make test       unit + integration tests; ends with "N passed, N failed"
+#                   (browser tests in headless Chromium when it is installed)
+#   make browser-deps  puppeteer-core into tests/browser/node_modules (npm ci)
 #   make sanitize   the same suite built with ASan + UBSan into build-san/
 #   make bench      benchmarks (figures in bench/README.md)
 #   make fuzz       short libFuzzer runs of the model and CSV parsers
@@ -58,13 +60,14 @@ DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-de
     libhiredis-dev libprotobuf-c-dev protobuf-c-compiler postgresql redis-server \
     curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
     python3-numpy python3-sklearn python3-torch python3-xgboost prometheus \
-    clang libclang-rt-14-dev wrk nginx-light python3-psycopg2 python3-flask
+    clang libclang-rt-14-dev wrk nginx-light python3-psycopg2 python3-flask \
+    chromium nodejs
 
 # generated sources are kept, not deleted as intermediates
 .SECONDARY: $(GEN_C) $(GEN_H)
 
 .PHONY: all deps run test unit sanitize bench fuzz format format-check clean docker-check \
-    build-tests build-bench
+    build-tests build-bench browser-deps
 all: $(BIN)
 
 deps:
@@ -76,6 +79,20 @@ deps:
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "deps: all present"; fi
+	@command -v npm >/dev/null 2>&1 || { echo "deps: installing npm"; \
+	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm; }
+
+# The browser tests' driver (puppeteer-core, pinned by package-lock.json) in
+# tests/browser/node_modules; without Chromium or npm the tests skip and say so.
+BROWSER_MODULES := tests/browser/node_modules/.package-lock.json
+$(BROWSER_MODULES): tests/browser/package.json tests/browser/package-lock.json
+	@if command -v npm >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then \
+	    echo "  NPM     tests/browser (puppeteer-core)"; \
+	    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) || \
+	    echo "browser-deps: npm ci failed: the browser tests will skip"; \
+	else echo "browser-deps: chromium or npm missing: the browser tests will skip"; fi
+browser-deps: $(BROWSER_MODULES)
 
 $(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p $(BUILD)/gen
@@ -117,7 +134,7 @@ unit: $(UNIT_BIN)
 # Targets that need the Debian packages re-enter make after `deps`, so that on
 # a fresh machine the build sees the pkg-config flags of what deps installed.
 test: deps
-	@$(MAKE) --no-print-directory build-tests
+	@$(MAKE) --no-print-directory build-tests browser-deps
 	PREDICTD_BIN=$(abspath $(BIN)) PREDICTD_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
 	    PREDICTD_SANITIZER=$(SANITIZER) tests/run
 
