@@ -39,7 +39,7 @@ Q := $(if $(V),,@)
 VERSION := 0.1.0
 COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-MODULES := util inference features registry training api server
+MODULES := util inference features store feed registry training predict api server
 PROTO   := $(wildcard proto/*.proto)
 GEN_C   := $(patsubst proto/%.proto,$(BUILD)/gen/proto/%.pb-c.c,$(PROTO))
 GEN_H   := $(GEN_C:.c=.h)

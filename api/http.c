@@ -82,7 +82,7 @@ void api_reply_error(struct api_request *rq, int err, const char *message)
     util_buf b;
     util_buf_init(&b);
     api_render_error(&b, err, message);
-    api_reply_json(rq, api_status_of(err), &b);
+    api_reply_json(rq, util_err_status(err), &b);
     rq->err = err;
     util_buf_cleanup(&b);
 }
@@ -97,7 +97,7 @@ void api_reply_errorf(struct api_request *rq, int err, const char *fmt, ...)
     api_reply_error(rq, err, msg);
 }
 
-/* An error body with a status other than api_status_of(err) (414, 403). */
+/* An error body with a status other than util_err_status(err) (414, 403). */
 static void reply_error_status(struct api_request *rq, int status, int err, const char *message)
 {
     util_buf b;
@@ -360,7 +360,7 @@ static void connection_notify(void *cls, struct MHD_Connection *con, void **sock
 {
     (void)con;
     api_http *h = cls;
-    api_streams_connection(h, con, code); /* issue 7: SSE streams find their connection */
+    api_streams_connection(h, con, code); /* SSE streams find their connection */
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         struct conn_state *cs = malloc(sizeof *cs);
         if (cs) {
@@ -588,7 +588,7 @@ void api_http_stop(api_http *h, int timeout_s)
     if (!h)
         return;
     atomic_store(&h->draining, true);
-    api_streams_stop(h); /* issue 7: streams end now; the drain does not wait for them */
+    api_streams_stop(h); /* streams end now; the drain does not wait for them */
     /* Stop accepting; requests already accepted run to completion. The
      * connections the kernel completed but the pool had not accepted yet
      * (the listen backlog) are accepted here and handed to the pool, so a

@@ -131,6 +131,12 @@ const char *api_query(const struct api_request *rq, const char *name);
 const char *api_header(const struct api_request *rq, const char *name);
 /* Appends now as a quoted RFC 3339 string. */
 void api_timestamp(util_buf *b, int64_t now);
+/* The success envelope every route answers with: appends
+ * {"status":"success" (api_success_open) or {"status":"success","timestamp":"..."
+ * (api_success_begin) to b; the caller appends its fields (",\"x\":...")
+ * and the closing brace. */
+void api_success_open(util_buf *b);
+void api_success_begin(util_buf *b, int64_t now);
 bool api_key_matches(const char *given, const char *want);
 
 /* Handlers (routes_*.c). */
@@ -154,7 +160,7 @@ void api_route_live(struct api_request *rq);
 void api_route_ready(struct api_request *rq);
 void api_route_status(struct api_request *rq);
 void api_route_metrics(struct api_request *rq);
-/* Issue 7: prediction streams (streams.c) and the ledger (routes_ledger.c). */
+/* Prediction streams (streams.c) and the ledger (routes_ledger.c). */
 void api_route_stream_ws(struct api_request *rq);
 void api_route_stream_sse(struct api_request *rq);
 void api_route_performance(struct api_request *rq);

@@ -14,9 +14,9 @@
  * - feature staleness is read at scrape time from the process cache of
  *   predictions (also made only by successful predictions), capped at
  *   METRIC_SERIES_MAX series.
- * The inference histogram is process-wide (static atomics) because the
- * kernel runs below the HTTP layer (api/predict.c calls
- * api_metrics_inference around inference_run).
+ * The inference histogram and the staleness of cached series come from
+ * the prediction service (predict_latency_get, predict_freshness_get):
+ * this file only renders them.
  *
  * A histogram's buckets are counted non-cumulatively, with an overflow
  * bucket, and summed at render time: the count is the sum of the buckets,
@@ -27,6 +27,7 @@
 
 #include "api/http_internal.h"
 #include "features/features.h"
+#include "store/store.h"
 #include "inference/inference.h"
 #include "training/training.h"
 
@@ -40,13 +41,6 @@ static const double buckets[NBUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                          0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
                                          1,      2.5,     5,      10};
 
-/* Kernel latency: 1 us .. 100 ms. */
-#define NINF_BUCKETS 14
-static const double inf_buckets[NINF_BUCKETS] = {0.000001, 0.0000025, 0.000005, 0.00001, 0.000025,
-                                                 0.00005,  0.0001,    0.00025,  0.0005,  0.001,
-                                                 0.0025,   0.01,      0.025,    0.1};
-static _Atomic uint64_t inf_bucket[NINF_BUCKETS + 1];
-static _Atomic uint64_t inf_sum_ns;
 
 /* 101: a WebSocket handshake (GET /api/predictions/stream), which fell into
  * "5xx" before it had a code of its own */
@@ -143,15 +137,6 @@ void api_metrics_request(struct api_http *h, int metric, int status, double seco
                               memory_order_relaxed);
 }
 
-void api_metrics_inference(double seconds)
-{
-    if (!(seconds >= 0))
-        seconds = 0;
-    atomic_fetch_add_explicit(&inf_bucket[bucket_index(inf_buckets, NINF_BUCKETS, seconds)], 1,
-                              memory_order_relaxed);
-    atomic_fetch_add_explicit(&inf_sum_ns, (uint64_t)(seconds * 1e9), memory_order_relaxed);
-}
-
 void api_metrics_prediction(struct api_http *h, const char *symbol, const char *tf, int direction)
 {
     struct api_metrics *m = h->metrics;
@@ -229,51 +214,20 @@ static void histogram(util_buf *b, const char *name, const char *labels, const d
                         (unsigned long long)cum);
 }
 
-struct staleness {
-    char symbol[24];
-    char tf[8];
-    int64_t close;
-    int gaps; /* missing candles in the window of that newest prediction */
-};
-
 void api_metrics_render_staleness(struct api_http *h, util_buf *b, int64_t now)
 {
-    api_context *ctx = h->ctx;
-    struct staleness *s = calloc(METRIC_SERIES_MAX, sizeof *s);
+    predict_freshness *s = calloc(METRIC_SERIES_MAX, sizeof *s);
     if (!s)
         return;
-    size_t n = 0;
-    pthread_rwlock_rdlock(&ctx->cache_lock);
-    for (size_t i = 0; i < API_CACHE_BUCKETS; i++)
-        for (const struct api_cache_entry *e = ctx->buckets[i]; e; e = e->next) {
-            const api_prediction *p = e->p;
-            if (!p)
-                continue;
-            size_t k = 0;
-            while (k < n &&
-                   !(strcmp(s[k].symbol, p->symbol) == 0 && strcmp(s[k].tf, p->timeframe) == 0))
-                k++;
-            if (k == n) {
-                if (n == METRIC_SERIES_MAX)
-                    continue;
-                snprintf(s[k].symbol, sizeof s[k].symbol, "%s", p->symbol);
-                snprintf(s[k].tf, sizeof s[k].tf, "%s", p->timeframe);
-                n++;
-            }
-            if (p->candle_close > s[k].close) {
-                s[k].close = p->candle_close;
-                s[k].gaps = p->gaps;
-            }
-        }
-    pthread_rwlock_unlock(&ctx->cache_lock);
+    size_t n = predict_freshness_get(h->ctx->svc, s, METRIC_SERIES_MAX);
     header(b, "predictd_feature_staleness_seconds", "gauge",
            "Seconds since the close of the newest candle behind the prediction each series "
            "serves from the process cache (absent with PREDICTD_CACHE=off).");
     for (size_t k = 0; k < n; k++) {
         util_buf_puts(b, "predictd_feature_staleness_seconds{");
         label(b, "symbol", s[k].symbol, true);
-        label(b, "timeframe", s[k].tf, false);
-        util_buf_printf(b, "} %lld\n", (long long)(now > s[k].close ? now - s[k].close : 0));
+        label(b, "timeframe", s[k].timeframe, false);
+        util_buf_printf(b, "} %lld\n", (long long)(now > s[k].candle_close ? now - s[k].candle_close : 0));
     }
     header(b, "predictd_feature_window_gaps", "gauge",
            "Missing candles inside the feature window of the newest cached prediction of each "
@@ -281,7 +235,7 @@ void api_metrics_render_staleness(struct api_http *h, util_buf *b, int64_t now)
     for (size_t k = 0; k < n; k++) {
         util_buf_puts(b, "predictd_feature_window_gaps{");
         label(b, "symbol", s[k].symbol, true);
-        label(b, "timeframe", s[k].tf, false);
+        label(b, "timeframe", s[k].timeframe, false);
         util_buf_printf(b, "} %d\n", s[k].gaps);
     }
     free(s);
@@ -346,13 +300,18 @@ static void render_predictions(struct api_http *h, util_buf *b)
     }
     header(b, "predictd_inference_duration_seconds", "histogram",
            "Model kernel latency (one inference_run: scaler, layers or trees, softmax).");
-    histogram(b, "predictd_inference_duration_seconds", "", inf_buckets, NINF_BUCKETS, inf_bucket,
-              (double)atomic_load(&inf_sum_ns) / 1e9);
+    predict_latency lat;
+    predict_latency_get(&lat);
+    _Atomic uint64_t lat_counts[PREDICT_LATENCY_BUCKETS + 1];
+    for (int i = 0; i <= PREDICT_LATENCY_BUCKETS; i++)
+        atomic_init(&lat_counts[i], lat.counts[i]);
+    histogram(b, "predictd_inference_duration_seconds", "", lat.bounds, PREDICT_LATENCY_BUCKETS,
+              lat_counts, lat.sum_s);
 
-    api_cache_stats cs;
-    api_cache_stats_get(h->ctx, &cs);
-    features_stats fst;
-    features_stats_get(&fst);
+    predict_cache_stats cs;
+    predict_cache_stats_get(h->ctx->svc, &cs);
+    store_stats fst;
+    store_stats_get(&fst);
     header(b, "predictd_cache_requests_total", "counter",
            "Cache lookups by cache (rendered predictions, candle windows), layer (process, "
            "redis) and result.");
@@ -387,19 +346,6 @@ static void render_predictions(struct api_http *h, util_buf *b)
            "Redis errors (each one bypassed: the database answers instead).");
     util_buf_printf(b, "predictd_redis_errors_total %llu\n", (unsigned long long)fst.redis_errors);
 }
-
-/* clang-format off */
-static const char *state_name(registry_state s)
-{
-    switch (s) {
-    case REGISTRY_LOADING: return "loading";
-    case REGISTRY_AVAILABLE: return "available";
-    case REGISTRY_FAILED: return "failed";
-    case REGISTRY_RETIRED: return "retired";
-    }
-    return "unknown";
-}
-/* clang-format on */
 
 static void render_models(struct api_http *h, util_buf *b)
 {
@@ -444,7 +390,7 @@ static void render_models(struct api_http *h, util_buf *b)
     header(b, "predictd_model_versions", "gauge", "Model versions in the repository by state.");
     for (int st = 0; st < 4; st++)
         util_buf_printf(b, "predictd_model_versions{state=\"%s\"} %llu\n",
-                        state_name((registry_state)st), (unsigned long long)by_state[st]);
+                        registry_state_name((registry_state)st), (unsigned long long)by_state[st]);
     registry_list_free(s, ns);
 }
 

@@ -65,9 +65,7 @@ bool api_rate_take(struct api_http *h, const char *client, int *retry_after_s)
         return true;
     /* +1: a zero "last" marks an empty slot */
     double t = (double)util_mono_ns() / 1e9 + 1.0;
-    uint32_t hash = 2166136261u; /* FNV-1a */
-    for (const char *p = client; *p; p++)
-        hash = (hash ^ (uint8_t)*p) * 16777619u;
+    uint32_t hash = util_fnv1a(UTIL_FNV1A_INIT, client);
     pthread_mutex_lock(&r->lock);
     struct bucket *b = NULL, *oldest = NULL;
     for (uint32_t probe = 0; probe < RATE_PROBES; probe++) {

@@ -8,7 +8,7 @@
 static const struct api_route_def routes[] = {
     {"GET", "/api/predictions", api_route_predictions, API_ROUTE_READ | API_ROUTE_CORS_PREFLIGHT,
      API_METRIC_PREDICTIONS, 0},
-    /* issue 7: fixed paths under /api/predictions/ come before ":symbol" (2) */
+    /* fixed paths under /api/predictions/ come before ":symbol" (2) */
     {"GET", "/api/predictions/stream", api_route_stream_ws, API_ROUTE_READ | API_ROUTE_TOKEN,
      API_METRIC_STREAM, 0},
     {"GET", "/api/predictions/events", api_route_stream_sse,

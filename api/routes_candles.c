@@ -10,7 +10,7 @@
  *
  * Rows are arrays, not objects, to keep a few hundred candles small; time is
  * the candle's open time (RFC 3339). Only closed candles are returned (the
- * ones features would use), read through features_load_window, so Redis
+ * ones features would use), read through store_load_window, so Redis
  * serves them when it has the window.
  *
  * Caching. The rendered body (without its timestamp) is kept in a small
@@ -196,7 +196,7 @@ void api_route_candles(struct api_request *rq)
     if (!cache || !cache_get(cache, key, rq->now, &body, &next_close)) {
         features_candle *c = NULL;
         size_t n = 0;
-        int rc = features_load_window(symbol, tf, rq->now, limit, &c, &n, NULL);
+        int rc = store_load_window(symbol, tf, rq->now, limit, &c, &n, NULL);
         if (rc == 0 && n == 0)
             rc = PD_EUNKNOWNSYM;
         if (rc) {

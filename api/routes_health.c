@@ -18,13 +18,14 @@
  * probe call.
  *
  * Threading: all handlers run concurrently on the HTTP pool; they read the
- * registry and features modules through their thread-safe calls.
+ * registry, predict and store modules through their thread-safe calls.
  */
 #include <math.h>
 #include <string.h>
 
 #include "api/http_internal.h"
 #include "features/features.h"
+#include "store/store.h"
 
 /* A series that cannot clash with a real one in practice; the query is a
  * primary-key count, one round trip. */
@@ -141,7 +142,7 @@ static void render_jobs(util_buf *b, struct api_http *h)
 static int database_check(struct api_http *h)
 {
     int64_t count = 0;
-    int rc = features_count_candles(PING_SYMBOL, PING_TF, &count);
+    int rc = store_count_candles(PING_SYMBOL, PING_TF, &count);
     if (rc) {
         char msg[160];
         snprintf(msg, sizeof msg, "health check: %s", util_strerror(rc));
@@ -193,7 +194,8 @@ void api_route_live(struct api_request *rq)
 {
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"live\":true}");
+    api_success_open(&b);
+    util_buf_puts(&b, ",\"live\":true}");
     api_reply_json(rq, 200, &b);
     util_buf_cleanup(&b);
 }
@@ -212,7 +214,8 @@ void api_route_ready(struct api_request *rq)
     }
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"ready\":true}");
+    api_success_open(&b);
+    util_buf_puts(&b, ",\"ready\":true}");
     api_reply_json(rq, 200, &b);
     util_buf_cleanup(&b);
 }
@@ -225,8 +228,7 @@ void api_route_health(struct api_request *rq)
     registry_counts(api_context_registry(rq->ctx), &serving, &failed);
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-    api_timestamp(&b, rq->now);
+    api_success_begin(&b, rq->now);
     util_buf_printf(&b, ",\"ready\":%s,\"reason\":", rc ? "false" : "true");
     if (rc)
         util_json_str(&b, why);
@@ -252,7 +254,7 @@ static const char *series_state(const registry_series_info *s, int64_t now, uint
         const registry_version_info *v = &s->versions[k];
         if (v->serving) {
             *serving = v->version;
-            /* past its maximum age it still answers, flagged (issue 5) */
+            /* past its maximum age it still answers, flagged */
             *expired = v->max_age_s > 0 && v->trained_at > 0 && now - v->trained_at > v->max_age_s;
         }
         if (v->state == REGISTRY_LOADING)
@@ -323,14 +325,14 @@ void api_route_status(struct api_request *rq)
     char why[512] = "";
     bool db_up = false;
     int not_ready = readiness(h, why, sizeof why, &db_up);
-    features_stats fs;
-    features_stats_get(&fs);
+    store_stats fs;
+    store_stats_get(&fs);
 
     const char *redis_state = "off";
     if (opt->redis && opt->cache) {
         char *probe = NULL;
         size_t plen = 0;
-        int rc = features_cache_get("predictd:health", &probe, &plen);
+        int rc = store_cache_get("predictd:health", &probe, &plen);
         free(probe);
         redis_state = rc == PD_ECACHE ? "down" : "up";
         if (rc == PD_ECACHE)
@@ -339,8 +341,7 @@ void api_route_status(struct api_request *rq)
 
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-    api_timestamp(&b, rq->now);
+    api_success_begin(&b, rq->now);
     util_buf_printf(&b, ",\"ready\":%s,\"reason\":", not_ready ? "false" : "true");
     if (not_ready)
         util_json_str(&b, why);

@@ -11,7 +11,7 @@
  * Definitions (the ledger's columns are described in db/004_ledger_outcomes.sql):
  *   trades     resolved LONG and SHORT predictions
  *   hit_rate   trades whose outcome is TP1, TP2 or TP3, over trades; this is
- *              model_accuracy once a version has API_LIVE_MIN_RESOLVED trades
+ *              model_accuracy once a version has PREDICT_LIVE_MIN_RESOLVED trades
  *   accuracy   resolved predictions (NO_TRADE included) whose realised class
  *              is the predicted one, over resolved predictions: comparable
  *              with the model's test accuracy
@@ -20,8 +20,8 @@
  *   brier      mean over resolved predictions of sum_k (p_k - [realised = k])^2,
  *              k in LONG, SHORT, NO_TRADE (0 is perfect, 2 the worst)
  *
- * The figures are SQL aggregates (features_ledger_performance) over the
- * handle the inference loop lends (api_set_ledger); without it (no
+ * The figures are SQL aggregates (store_ledger_performance) over the
+ * handle the inference loop lends (predict_set_ledger); without it (no
  * database, or the loop is off) both routes answer 503. Neither route is on
  * the prediction path: they query the database on every request.
  *
@@ -35,20 +35,16 @@
 
 #include "api/http_internal.h"
 #include "features/features.h"
+#include "store/store.h"
 
 #define WINDOW_DEFAULT 100
 #define WINDOW_MAX 100000
 #define LIMIT_DEFAULT 100
 #define LIMIT_MAX 1000
 
-void api_set_ledger(api_context *ctx, struct features_ledger *db)
+static store_ledger *ledger_or_reply(struct api_request *rq)
 {
-    atomic_store(&ctx->ledger, db);
-}
-
-static features_ledger *ledger_or_reply(struct api_request *rq)
-{
-    features_ledger *db = atomic_load(&rq->ctx->ledger);
+    store_ledger *db = predict_ledger(rq->ctx->svc);
     if (!db)
         api_reply_error(rq, PD_EDB,
                         "the prediction ledger is unavailable (no database, or the inference "
@@ -85,7 +81,7 @@ static void ratio(util_buf *b, const char *key, double num, uint64_t den)
         util_buf_puts(b, "null");
 }
 
-static void render_figures(util_buf *b, const features_ledger_figures *f)
+static void render_figures(util_buf *b, const store_ledger_figures *f)
 {
     util_buf_printf(b,
                     "{\"predictions\":%" PRIu64 ",\"open\":%" PRIu64 ",\"resolved\":%" PRIu64
@@ -97,10 +93,10 @@ static void render_figures(util_buf *b, const features_ledger_figures *f)
     ratio(b, "brier", f->sum_brier, f->resolved);
     util_buf_puts(b, ",\"by_direction\":{");
     for (int d = 0; d < 3; d++) {
-        bool trade = d != FEATURES_LEDGER_NO_TRADE;
+        bool trade = d != STORE_LEDGER_NO_TRADE;
         util_buf_printf(
             b, "%s\"%s\":{\"predictions\":%" PRIu64 ",\"resolved\":%" PRIu64 ",\"hits\":%" PRIu64,
-            d ? "," : "", features_ledger_class_name(d), f->dir[d].predictions, f->dir[d].resolved,
+            d ? "," : "", store_ledger_class_name(d), f->dir[d].predictions, f->dir[d].resolved,
             f->dir[d].hits);
         ratio(b, "hit_rate", (double)f->dir[d].hits, trade ? f->dir[d].resolved : 0);
         ratio(b, "precision", (double)f->dir[d].correct, f->dir[d].resolved);
@@ -134,41 +130,40 @@ void api_route_performance(struct api_request *rq)
     size_t window;
     if (!query_count(rq, "window", WINDOW_DEFAULT, WINDOW_MAX, &window))
         return;
-    features_ledger *db = ledger_or_reply(rq);
+    store_ledger *db = ledger_or_reply(rq);
     if (!db)
         return;
-    features_ledger_perf *perf = NULL;
+    store_ledger_perf *perf = NULL;
     size_t n = 0;
-    int rc = features_ledger_performance(db, symbol, tf, window, &perf, &n);
+    int rc = store_ledger_performance(db, symbol, tf, window, &perf, &n);
     if (rc) {
         api_reply_error(rq, rc, rc == PD_EDB ? "the prediction ledger cannot be read now" : NULL);
         return;
     }
     uint32_t serving = 0;
     registry_version *v = NULL;
-    if (registry_acquire(rq->ctx->reg, symbol, tf, NULL, &v) == 0) {
+    if (registry_acquire(api_context_registry(rq->ctx), symbol, tf, NULL, &v) == 0) {
         serving = registry_version_number(v);
         registry_release(v);
     }
 
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-    api_timestamp(&b, rq->now);
+    api_success_begin(&b, rq->now);
     util_buf_puts(&b, ",\"symbol\":");
     util_json_str(&b, symbol);
     util_buf_puts(&b, ",\"timeframe\":");
     util_json_str(&b, tf);
     util_buf_printf(&b, ",\"window\":%zu,\"live_min_resolved\":%d,\"serving_version\":", window,
-                    API_LIVE_MIN_RESOLVED);
+                    PREDICT_LIVE_MIN_RESOLVED);
     if (serving)
         util_buf_printf(&b, "%" PRIu32, serving);
     else
         util_buf_puts(&b, "null");
     util_buf_puts(&b, ",\"versions\":[");
     for (size_t i = 0; i < n; i++) {
-        const features_ledger_perf *p = &perf[i];
-        bool live = p->all.trades >= API_LIVE_MIN_RESOLVED;
+        const store_ledger_perf *p = &perf[i];
+        bool live = p->all.trades >= PREDICT_LIVE_MIN_RESOLVED;
         util_buf_printf(&b, "%s{\"version\":%" PRIu32 ",\"serving\":%s,\"accuracy_source\":\"%s\"",
                         i ? "," : "", p->version, p->version == serving ? "true" : "false",
                         live ? "live" : "backtest");
@@ -189,13 +184,13 @@ void api_route_performance(struct api_request *rq)
  */
 
 /* Cursor text: "<candle unix s>_<SYMBOL>_<tf>_<version>"; opaque to clients. */
-static void cursor_format(char *out, size_t len, const features_ledger_row *r)
+static void cursor_format(char *out, size_t len, const store_ledger_row *r)
 {
     snprintf(out, len, "%" PRId64 "_%s_%s_%" PRIu32, r->e.candle_time, r->e.symbol, r->e.timeframe,
              r->e.version);
 }
 
-static bool cursor_parse(const char *s, features_ledger_cursor *c)
+static bool cursor_parse(const char *s, store_ledger_cursor *c)
 {
     long long t;
     unsigned v;
@@ -219,9 +214,9 @@ static void num_or_null(util_buf *b, const char *key, double v)
     util_json_num(b, v); /* NaN renders as null */
 }
 
-static void render_row(util_buf *b, const features_ledger_row *r)
+static void render_row(util_buf *b, const store_ledger_row *r)
 {
-    const features_ledger_entry *e = &r->e;
+    const store_ledger_entry *e = &r->e;
     util_buf_puts(b, "{\"symbol\":");
     util_json_str(b, e->symbol);
     util_buf_puts(b, ",\"timeframe\":");
@@ -229,7 +224,7 @@ static void render_row(util_buf *b, const features_ledger_row *r)
     util_buf_puts(b, ",\"candle_time\":");
     api_timestamp(b, e->candle_time);
     util_buf_printf(b, ",\"model_version\":%" PRIu32 ",\"direction\":", e->version);
-    util_json_str(b, features_ledger_class_name(e->direction));
+    util_json_str(b, store_ledger_class_name(e->direction));
     util_buf_puts(b, ",\"confidence\":");
     util_json_fixed(b, e->confidence, 6);
     util_buf_puts(b, ",\"probabilities\":{\"LONG\":");
@@ -256,15 +251,15 @@ static void render_row(util_buf *b, const features_ledger_row *r)
         util_buf_puts(b, "null");
     util_buf_puts(b, ",\"created_at\":");
     api_timestamp(b, e->created_at);
-    bool open = r->r.outcome == FEATURES_OUTCOME_OPEN;
+    bool open = r->r.outcome == STORE_OUTCOME_OPEN;
     util_buf_puts(b, ",\"outcome\":");
     if (open)
         util_buf_puts(b, "null");
     else
-        util_json_str(b, features_ledger_outcome_name(r->r.outcome));
+        util_json_str(b, store_ledger_outcome_name(r->r.outcome));
     util_buf_puts(b, ",\"realised\":");
     if (r->r.realised >= 0)
-        util_json_str(b, features_ledger_class_name(r->r.realised));
+        util_json_str(b, store_ledger_class_name(r->r.realised));
     else
         util_buf_puts(b, "null");
     util_buf_puts(b, ",\"resolved_at\":");
@@ -295,7 +290,7 @@ static bool query_time(struct api_request *rq, const char *name, int64_t *out)
 
 void api_route_history(struct api_request *rq)
 {
-    features_ledger_query q = {.symbol = api_query(rq, "symbol"),
+    store_ledger_query q = {.symbol = api_query(rq, "symbol"),
                                .timeframe = api_query(rq, "timeframe")};
     if (q.symbol && !util_symbol_valid(q.symbol)) {
         api_reply_error(rq, PD_ESYMBOL, "symbol must match ^[A-Z0-9]{2,20}$");
@@ -313,7 +308,7 @@ void api_route_history(struct api_request *rq)
     }
     if (!query_count(rq, "limit", LIMIT_DEFAULT, LIMIT_MAX, &q.limit))
         return;
-    features_ledger_cursor cur;
+    store_ledger_cursor cur;
     const char *cs = api_query(rq, "cursor");
     if (cs) {
         if (!cursor_parse(cs, &cur)) {
@@ -322,21 +317,20 @@ void api_route_history(struct api_request *rq)
         }
         q.after = &cur;
     }
-    features_ledger *db = ledger_or_reply(rq);
+    store_ledger *db = ledger_or_reply(rq);
     if (!db)
         return;
-    features_ledger_row *rows = NULL;
+    store_ledger_row *rows = NULL;
     size_t n = 0;
     bool more = false;
-    int rc = features_ledger_history(db, &q, &rows, &n, &more);
+    int rc = store_ledger_history(db, &q, &rows, &n, &more);
     if (rc) {
         api_reply_error(rq, rc, rc == PD_EDB ? "the prediction ledger cannot be read now" : NULL);
         return;
     }
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-    api_timestamp(&b, rq->now);
+    api_success_begin(&b, rq->now);
     util_buf_printf(&b, ",\"count\":%zu,\"next_cursor\":", n);
     if (more && n) {
         char next[96];

@@ -13,17 +13,6 @@
 
 #include "api/http_internal.h"
 
-static const char *state_name(registry_state s)
-{
-    switch (s) {
-    case REGISTRY_LOADING: return "loading";
-    case REGISTRY_AVAILABLE: return "available";
-    case REGISTRY_FAILED: return "failed";
-    case REGISTRY_RETIRED: return "retired";
-    }
-    return "unknown";
-}
-
 static void render_series(util_buf *b, const registry_series_info *s, bool admin)
 {
     const registry_version_info *serving = NULL;
@@ -49,7 +38,7 @@ static void render_series(util_buf *b, const registry_series_info *s, bool admin
     for (size_t i = 0; i < s->n_versions; i++) {
         const registry_version_info *v = &s->versions[i];
         util_buf_printf(b, "%s{\"version\":%u,\"state\":", i ? "," : "", v->version);
-        util_json_str(b, state_name(v->state));
+        util_json_str(b, registry_state_name(v->state));
         util_buf_printf(b, ",\"serving\":%s,\"label\":", v->serving ? "true" : "false");
         if (v->label[0])
             util_json_str(b, v->label);
@@ -94,8 +83,7 @@ static void reply_listing(struct api_request *rq, bool admin)
     }
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-    api_timestamp(&b, rq->now);
+    api_success_begin(&b, rq->now);
     util_buf_printf(&b, ",\"count\":%zu,\"models\":[", n);
     for (size_t i = 0; i < n; i++) {
         if (i)
@@ -153,8 +141,7 @@ static void reply_one(struct api_request *rq, const char *symbol, const char *tf
     } else {
         util_buf b;
         util_buf_init(&b);
-        util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-        api_timestamp(&b, rq->now);
+        api_success_begin(&b, rq->now);
         util_buf_puts(&b, ",\"model\":");
         render_series(&b, found, admin);
         util_buf_puts(&b, "}");

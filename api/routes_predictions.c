@@ -3,7 +3,7 @@
  * /api/predictions/{symbol}/summary.
  *
  * Handlers validate every input before any I/O (a malformed symbol or
- * timeframe never reaches the registry or the database), call api_predict
+ * timeframe never reaches the registry or the database), call predict_one
  * and render. Multi-series answers carry per-series errors next to the
  * predictions that worked; the whole request fails only when nothing could
  * be answered for a reason that applies to all of it (the database is down).
@@ -13,6 +13,7 @@
 
 #include "api/http_internal.h"
 #include "features/features.h"
+#include "store/store.h"
 
 #define MAX_SYMBOLS 100
 
@@ -91,9 +92,9 @@ void api_route_prediction(struct api_request *rq)
     registry_selector sel;
     if (selector_of(rq, &sel))
         return;
-    api_prediction *p = NULL;
+    predict_result *p = NULL;
     char why[256] = "";
-    int rc = api_predict(rq->ctx, symbol, tf, &sel, rq->now, &p, why, sizeof why);
+    int rc = predict_one(rq->ctx->svc, symbol, tf, &sel, rq->now, &p, why, sizeof why);
     if (rc) {
         reply_predict_error(rq, rc, symbol, tf, why, sizeof why);
         return;
@@ -101,14 +102,13 @@ void api_route_prediction(struct api_request *rq)
     api_metrics_prediction(rq->http, symbol, tf, p->direction);
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-    api_timestamp(&b, rq->now);
+    api_success_begin(&b, rq->now);
     util_buf_puts(&b, ",\"prediction\":");
-    api_render_prediction(&b, p, rq->now);
+    predict_render(&b, p, rq->now);
     util_buf_puts(&b, "}");
     api_reply_json(rq, 200, &b);
     util_buf_cleanup(&b);
-    api_prediction_release(p);
+    predict_result_release(p);
 }
 
 static void append_item_error(util_buf *b, bool *first, const char *key, const char *value, int rc,
@@ -190,7 +190,7 @@ void api_route_predictions(struct api_request *rq)
         }
         n = (size_t)k;
     } else {
-        int rc = api_symbols_for(rq->ctx, tf, rq->now, &names, &n);
+        int rc = predict_symbols_for(rq->ctx->svc, tf, rq->now, &names, &n);
         if (rc) {
             api_reply_error(rq, rc, rc == PD_EDB ? "the candle database is unavailable" : NULL);
             return;
@@ -205,7 +205,7 @@ void api_route_predictions(struct api_request *rq)
     bool first_p = true, first_e = true;
     size_t count = 0, db_errors = 0;
     const char **syms = calloc(n ? n : 1, sizeof *syms);
-    api_prediction **got = calloc(n ? n : 1, sizeof *got);
+    predict_result **got = calloc(n ? n : 1, sizeof *got);
     int *rcs = calloc(n ? n : 1, sizeof *rcs);
     char(*whys)[256] = calloc(n ? n : 1, sizeof *whys);
     int many_rc = syms && got && rcs && whys ? 0 : PD_ENOMEM;
@@ -213,10 +213,10 @@ void api_route_predictions(struct api_request *rq)
         syms[i] = wanted ? wanted[i] : names[i];
     /* the windows of every symbol the caches miss come in one round trip */
     if (many_rc == 0)
-        many_rc = api_predict_many(rq->ctx, syms, n, tf, &sel, rq->now, got, rcs, whys);
+        many_rc = predict_many(rq->ctx->svc, syms, n, tf, &sel, rq->now, got, rcs, whys);
     for (size_t i = 0; many_rc == 0 && i < n; i++) {
         const char *symbol = syms[i];
-        api_prediction *p = got[i];
+        predict_result *p = got[i];
         char *why = whys[i];
         int rc = rcs[i];
         if (rc) {
@@ -230,8 +230,8 @@ void api_route_predictions(struct api_request *rq)
         if (!first_p)
             util_buf_puts(&preds, ",");
         first_p = false;
-        api_render_prediction(&preds, p, rq->now);
-        api_prediction_release(p);
+        predict_render(&preds, p, rq->now);
+        predict_result_release(p);
         count++;
     }
     free(syms);
@@ -245,8 +245,7 @@ void api_route_predictions(struct api_request *rq)
     } else {
         util_buf b;
         util_buf_init(&b);
-        util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-        api_timestamp(&b, rq->now);
+        api_success_begin(&b, rq->now);
         util_buf_puts(&b, ",\"timeframe\":");
         util_json_str(&b, tf);
         util_buf_printf(&b, ",\"count\":%zu,\"predictions\":[", count);
@@ -262,7 +261,7 @@ void api_route_predictions(struct api_request *rq)
     util_buf_cleanup(&preds);
     util_buf_cleanup(&errs);
     free(wanted);
-    features_strv_free(names, n);
+    store_strv_free(names, n);
 }
 
 /* GET /api/predictions/{symbol}/summary: 15m, 1h, 4h and 1d together. */
@@ -286,9 +285,9 @@ void api_route_summary(struct api_request *rq)
     int n = sizeof summary_tfs / sizeof summary_tfs[0], failed = 0, common = 0;
     for (int i = 0; i < n; i++) {
         const char *tf = summary_tfs[i];
-        api_prediction *p = NULL;
+        predict_result *p = NULL;
         char why[256] = "";
-        int rc = api_predict(rq->ctx, symbol, tf, &sel, rq->now, &p, why, sizeof why);
+        int rc = predict_one(rq->ctx->svc, symbol, tf, &sel, rq->now, &p, why, sizeof why);
         if (rc) {
             failed++;
             common = (failed == 1 || common == rc) ? rc : PD_EINTERNAL;
@@ -300,8 +299,8 @@ void api_route_summary(struct api_request *rq)
         util_buf_puts(&preds, first_p ? "" : ",");
         first_p = false;
         util_json_key(&preds, tf);
-        api_render_prediction(&preds, p, rq->now);
-        api_prediction_release(p);
+        predict_render(&preds, p, rq->now);
+        predict_result_release(p);
     }
     if (failed == n && (common == PD_EUNKNOWNSYM || common == PD_EDB)) {
         if (common == PD_EUNKNOWNSYM)
@@ -311,8 +310,7 @@ void api_route_summary(struct api_request *rq)
     } else {
         util_buf b;
         util_buf_init(&b);
-        util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-        api_timestamp(&b, rq->now);
+        api_success_begin(&b, rq->now);
         util_buf_puts(&b, ",\"symbol\":");
         util_json_str(&b, symbol);
         util_buf_puts(&b, ",\"predictions\":{");

@@ -61,8 +61,7 @@ static void reply_job(struct api_request *rq, int status, const training_job_inf
 {
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-    api_timestamp(&b, rq->now);
+    api_success_begin(&b, rq->now);
     util_buf_puts(&b, ",\"job\":");
     training_job_json(info, &b);
     util_buf_puts(&b, "}");
@@ -143,8 +142,7 @@ void api_route_training_list(struct api_request *rq)
     }
     util_buf b;
     util_buf_init(&b);
-    util_buf_puts(&b, "{\"status\":\"success\",\"timestamp\":");
-    api_timestamp(&b, rq->now);
+    api_success_begin(&b, rq->now);
     util_buf_printf(&b, ",\"count\":%zu,\"jobs\":[", n);
     for (size_t i = 0; i < n; i++) {
         if (i)

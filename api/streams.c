@@ -10,7 +10,7 @@
  * and wakes the client; a client whose queue is full is dropped, so a slow
  * reader never slows the others or the loop.
  *
- * It does not make predictions or decide what is published (server/loop.c
+ * It does not make predictions or decide what is published (predict/loop.c
  * does), and it does not count or cap streams (http.c's api_stream_enter
  * does, with PREDICTD_STREAM_MAX; beyond it the routes answer 503).
  *
@@ -461,13 +461,6 @@ size_t api_streams_publish(api_context *ctx, const char *symbol, const char *tf,
     msg_release(m);
     atomic_fetch_add(&h->delivered, n);
     return n;
-}
-
-void api_render_stream_message(util_buf *b, const api_prediction *p, int64_t now)
-{
-    util_buf_puts(b, "{\"type\":\"prediction\",\"data\":");
-    api_render_prediction(b, p, now);
-    util_buf_puts(b, "}");
 }
 
 /* ------------------------------------------------------------------------

@@ -5,16 +5,16 @@
  *
  *   store_upsert_5000 ms=...                      5000 1h candles, one call
  *   store_upsert_50000 ms=...                     50000 1m candles, one call
- *   store_pg_window_300 median_us=... p90_us=...  features_load_window of 300
+ *   store_pg_window_300 median_us=... p90_us=...  store_load_window of 300
  *                                                 candles, cache off (PG)
  *   store_redis_window_300 median_us=... p90_us=... the same, cache on (hits)
- *   store_redis_windows_8x300 median_us=...       features_load_windows, 8
+ *   store_redis_windows_8x300 median_us=...       store_load_windows, 8
  *                                                 symbols, all hits (pipelined)
  *
  * Each window figure is the median (and 90th percentile) of ITER timed
  * calls after WARMUP untimed ones, on one thread with its own connections,
  * as a server worker has. Targets: PG <= 1 ms, Redis <= 0.3 ms median.
- * Candles come from features_seed_series; "now" is fixed at start so every
+ * Candles come from feed_seed_series; "now" is fixed at start so every
  * call asks for the same window.
  */
 #include <stdio.h>
@@ -22,6 +22,8 @@
 #include <string.h>
 
 #include "features/features.h"
+#include "feed/feed.h"
+#include "store/store.h"
 #include "util/util.h"
 
 #define ITER 500
@@ -49,9 +51,9 @@ static int time_window(const char *name, const char *symbol, int64_t now, bool w
     for (int i = 0; i < WARMUP + ITER; i++) {
         features_candle *c;
         size_t n;
-        features_window_info info;
+        store_window_info info;
         uint64_t t0 = util_mono_ns();
-        int rc = features_load_window(symbol, "1h", now, WINDOW, &c, &n, &info);
+        int rc = store_load_window(symbol, "1h", now, WINDOW, &c, &n, &info);
         uint64_t dt = util_mono_ns() - t0;
         if (rc || n != WINDOW || (i > 0 && info.from_cache != want_cache)) {
             fprintf(stderr, "%s: rc %d (%s), n %zu, from_cache %d\n", name, rc, util_strerror(rc),
@@ -74,10 +76,10 @@ static int time_windows(const char *name, const char *const *syms, size_t nsym, 
     for (int i = 0; i < WARMUP + ITER; i++) {
         features_candle *outs[16];
         size_t n[16];
-        features_window_info info[16];
+        store_window_info info[16];
         int rcs[16];
         uint64_t t0 = util_mono_ns();
-        int rc = features_load_windows(syms, nsym, "1h", now, WINDOW, outs, n, info, rcs);
+        int rc = store_load_windows(syms, nsym, "1h", now, WINDOW, outs, n, info, rcs);
         uint64_t dt = util_mono_ns() - t0;
         for (size_t k = 0; k < nsym && rc == 0; k++) {
             if (rcs[k] || (i > 0 && !info[k].from_cache))
@@ -109,9 +111,9 @@ int main(void)
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/db", root && *root ? root : ".");
 
-    int rc = features_init(db, NULL, false);
+    int rc = store_init(db, NULL, false);
     if (!rc)
-        rc = features_migrate(dir);
+        rc = store_migrate(dir);
     if (rc) {
         fprintf(stderr, "bench_store: init/migrate: %s\n", util_strerror(rc));
         return 1;
@@ -121,10 +123,10 @@ int main(void)
                            "BENCHE", "BENCHF", "BENCHG", "BENCHH"};
     for (size_t s = 0; s < 8; s++) {
         features_candle *c;
-        if ((rc = features_seed_series(syms[s], "1h", now, 5000, 11 + s, &c)))
+        if ((rc = feed_seed_series(syms[s], "1h", now, 5000, 11 + s, &c)))
             break;
         uint64_t t0 = util_mono_ns();
-        rc = features_upsert_candles(syms[s], "1h", c, 5000);
+        rc = store_upsert_candles(syms[s], "1h", c, 5000);
         if (s == 0 && !rc)
             printf("store_upsert_5000 ms=%.1f\n", (double)(util_mono_ns() - t0) / 1e6);
         free(c);
@@ -132,9 +134,9 @@ int main(void)
             break;
     }
     features_candle *big;
-    if (!rc && !(rc = features_seed_series("BENCHBIG", "1m", now, 50000, 5, &big))) {
+    if (!rc && !(rc = feed_seed_series("BENCHBIG", "1m", now, 50000, 5, &big))) {
         uint64_t t0 = util_mono_ns();
-        rc = features_upsert_candles("BENCHBIG", "1m", big, 50000);
+        rc = store_upsert_candles("BENCHBIG", "1m", big, 50000);
         if (!rc)
             printf("store_upsert_50000 ms=%.1f\n", (double)(util_mono_ns() - t0) / 1e6);
         free(big);
@@ -146,7 +148,7 @@ int main(void)
 
     int fails = time_window("store_pg_window_300", syms[0], now, false) != 0;
     if (redis && *redis) {
-        if ((rc = features_init(db, redis, true))) {
+        if ((rc = store_init(db, redis, true))) {
             fprintf(stderr, "bench_store: redis init: %s\n", util_strerror(rc));
             return 1;
         }
@@ -155,11 +157,11 @@ int main(void)
     } else {
         puts("store_redis_window_300 skipped (PREDICTD_BENCH_REDIS_URL is not set)");
     }
-    features_stats st;
-    features_stats_get(&st);
+    store_stats st;
+    store_stats_get(&st);
     printf("store_stats db_queries=%llu redis_hits=%llu redis_misses=%llu redis_errors=%llu\n",
            (unsigned long long)st.db_queries, (unsigned long long)st.redis_hits,
            (unsigned long long)st.redis_misses, (unsigned long long)st.redis_errors);
-    features_shutdown();
+    store_shutdown();
     return fails ? 1 : 0;
 }

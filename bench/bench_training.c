@@ -1,5 +1,5 @@
 /*
- * Training speed on synthetic candles (features_seed_series), pinned to one
+ * Training speed on synthetic candles (feed_seed_series), pinned to one
  * CPU as the background worker is:
  *
  *   samples   features_compute + triple-barrier label for 50,000 windows of
@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "training/training.h"
+#include "feed/feed.h"
 
 #define NOW INT64_C(1700000000)
 #define SAMPLES 50000
@@ -74,7 +75,7 @@ int main(void)
     pin_one_cpu();
     size_t n = SAMPLES + 199 + 16;
     features_candle *c = NULL;
-    if (features_seed_series("BTCUSDT", "15m", NOW, n, 1, &c) != 0) {
+    if (feed_seed_series("BTCUSDT", "15m", NOW, n, 1, &c) != 0) {
         printf("seed failed\n");
         return 1;
     }

@@ -23,7 +23,7 @@ with the work predictd does on an uncached request (PREDICTD_CACHE=off):
   5. the signal (inference/signal.c): direction with min_confidence, levels
      for the likelier of LONG/SHORT from the last close and ATR(atr_period)
      of the same window: stop = entry -/+ sl_atr*ATR, tp_k = entry +/- r_k*risk;
-  6. JSON shaped like predictd's (api/render.c), with json.dumps.
+  6. JSON shaped like predictd's (predict/render.c), with json.dumps.
 With PEER_CACHE=on (or --cache on) a per-process dict keyed by series and
 model version holds the computed prediction until the next candle can have
 closed (then the database is asked again at most every 2 s), as predictd's
@@ -87,7 +87,7 @@ TF_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 CLASSES = ("LONG", "SHORT", "NO_TRADE")
 RESCAN_S = 15   # predictd's default PREDICTD_RELOAD_INTERVAL
-RECHECK_S = 2   # predictd's api/predict.c
+RECHECK_S = 2   # predictd's predict/pipeline.c
 GOLDEN_TOL = 1e-6
 
 

@@ -2,7 +2,7 @@
 --
 -- One row per (symbol, timeframe, open_time). Times are candle open times,
 -- aligned to UTC timeframe boundaries. The CHECK constraints mirror the
--- validation in features/store.c so that rows written by other tools obey
+-- validation in store/candles.c so that rows written by other tools obey
 -- the same rules. PostgreSQL orders NaN above every number, so
 -- "x < 'Infinity'" rejects both NaN and infinities.
 --

@@ -1,4 +1,4 @@
--- 004_ledger_outcomes: what the resolver (features/ledger.c) writes into the
+-- 004_ledger_outcomes: what the resolver (store/ledger.c) writes into the
 -- ledger of 002_predictions, and the checks that keep it honest.
 --
 -- outcome      what the trade shown to the user did, for LONG and SHORT

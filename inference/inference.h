@@ -10,6 +10,7 @@
 #ifndef PREDICTD_INFERENCE_H
 #define PREDICTD_INFERENCE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -154,6 +155,59 @@ typedef struct inference_signal {
  */
 int inference_signal_make(const inference_policy *policy, const double probs[INFERENCE_NCLASS],
                           double entry, double atr, inference_signal *out);
+
+/* ---------------------------------------------------------------------------
+ * The triple barrier: what the market did after a call. The one
+ * implementation behind the training labels (training/labels.c) and the
+ * ledger's resolver (predict/resolver.c), so a label and a live outcome
+ * apply the same rules to the same candles.
+ *
+ * A barrier is one side's trade: an entry, a stop and three take-profits
+ * (ascending away from the entry). It is fed the candles after the entry
+ * one at a time, each with its index j (1 = the first candle after the
+ * entry; the caller decides how j is counted). Rules:
+ * - a candle whose range reaches the stop ends the trade, even when it
+ *   also reaches a target (inside one candle the order is unknown and the
+ *   pessimistic reading is the honest one);
+ * - else every take-profit the candle reaches is noted with its j (a
+ *   farther level implies the nearer ones), and TP3 ends the trade;
+ * - mfe/mae are the largest favourable and adverse excursions, in units
+ *   of risk (|entry - stop|), over the candles fed while it was open.
+ */
+typedef struct inference_barrier {
+    int dir;                      /* +1 LONG, -1 SHORT */
+    double entry, stop, risk;     /* risk = |entry - stop| > 0 */
+    double tp[INFERENCE_NTP];     /* take-profits, ascending away from entry */
+    uint32_t hit[INFERENCE_NTP];  /* j of the first candle reaching tp[k] before the stop; 0: never */
+    uint32_t stopped;             /* j of the candle that reached the stop; 0: not stopped */
+    uint32_t last;                /* j of the last candle fed while open; 0: none */
+    double last_close;            /* that candle's close; NaN: none */
+    double mfe, mae;              /* >= 0, in units of risk */
+    bool done;                    /* stopped or TP3 reached: later candles are ignored */
+} inference_barrier;
+
+/* Sets b up for one side. Returns 0, or PD_EINVAL (b untouched) when dir is
+ * not +1/-1, the entry is not finite and positive, the stop or a
+ * take-profit is not finite, the stop is not on the losing side of the
+ * entry, or the take-profits are not ordered away from it (a level at or
+ * below zero is allowed: no price reaches it). Thread-safe. */
+int inference_barrier_init(inference_barrier *b, int dir, double entry, double stop,
+                           const double tp[INFERENCE_NTP]);
+
+/* Feeds one candle with index j (> the previous one fed). Returns true
+ * when this candle reached TP1 before the stop (the side "wins" here). A
+ * done barrier ignores the candle and returns false. Thread-safe on
+ * distinct barriers. */
+bool inference_barrier_step(inference_barrier *b, double high, double low, double close,
+                            uint32_t j);
+
+/* The realised class of a pair of barriers (LONG and SHORT, same entry and
+ * risk): the side whose TP1 came first; NO_TRADE when both came in the same
+ * candle, or both sides are done without a win. -1 while undecided (the
+ * caller says NO_TRADE once the horizon is complete). *j (may be NULL) gets
+ * the deciding candle's index. */
+int inference_barrier_class(const inference_barrier *lng, const inference_barrier *sht,
+                            uint32_t *j);
 
 /* "LONG", "SHORT", "NO_TRADE"; "UNKNOWN" for any other value. Static. */
 const char *inference_class_name(enum inference_class c);

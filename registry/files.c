@@ -595,18 +595,28 @@ static int ensure_dir_at(int parent, const char *name)
     return 0;
 }
 
+DIR *registry__walk_dir(int dirfd)
+{
+    int fd = dup(dirfd);
+    if (fd < 0)
+        return NULL;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    rewinddir(d); /* the duplicate shares its offset with dirfd */
+    return d;
+}
+
 /* Highest valid version name in the series directory sfd (0 when none). */
 static int max_version(int sfd, uint32_t *out)
 {
-    int fd = dup(sfd);
-    if (fd < 0)
+    DIR *d = registry__walk_dir(sfd);
+    if (!d)
         return PD_EIO;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return PD_EIO;
-    }
-    rewinddir(d);
     uint32_t max = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {

@@ -126,8 +126,8 @@ typedef struct series {
 
 struct registry {
     char *dir;
-    pthread_mutex_t lock;      /* the lookup lock */
-    pthread_mutex_t scan_lock; /* one scan or policy change at a time */
+    util_mutex lock;      /* the lookup lock */
+    util_mutex scan_lock; /* one scan or policy change at a time */
     series **series;           /* lock; sorted by (symbol, tf) */
     size_t n_series, cap_series;
 
@@ -168,16 +168,6 @@ static bool tf_ok(const char *tf)
     return tf && util_tf_seconds(tf) > 0;
 }
 
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++) {
-        h ^= (uint8_t)*s;
-        h *= 16777619u;
-    }
-    return h;
-}
-
 static int series_cmp(const char *sym, const char *tf, const series *s)
 {
     int c = strcmp(sym, s->symbol);
@@ -188,6 +178,7 @@ static int series_cmp(const char *sym, const char *tf, const series *s)
  * scanner. */
 static size_t series_lower(const registry *r, const char *sym, const char *tf)
 {
+    assert(util_mutex_held(&r->lock) || util_mutex_held(&r->scan_lock));
     size_t lo = 0, hi = r->n_series;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -208,18 +199,19 @@ static series *find_series(const registry *r, const char *sym, const char *tf)
 /* Scanner: adds an empty series (under the lock). */
 static series *add_series(registry *r, const char *sym, const char *tf)
 {
+    UTIL_ASSERT_HELD(&r->scan_lock);
     series *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
     snprintf(s->symbol, sizeof s->symbol, "%s", sym);
     snprintf(s->tf, sizeof s->tf, "%s", tf);
     s->loading = true; /* until its first scan ends */
-    pthread_mutex_lock(&r->lock);
+    util_mutex_lock(&r->lock);
     if (r->n_series == r->cap_series) {
         size_t cap = r->cap_series ? r->cap_series * 2 : 16;
         series **p = realloc(r->series, cap * sizeof *p);
         if (!p) {
-            pthread_mutex_unlock(&r->lock);
+            util_mutex_unlock(&r->lock);
             free(s);
             return NULL;
         }
@@ -230,7 +222,7 @@ static series *add_series(registry *r, const char *sym, const char *tf)
     memmove(r->series + i + 1, r->series + i, (r->n_series - i) * sizeof *r->series);
     r->series[i] = s;
     r->n_series++;
-    pthread_mutex_unlock(&r->lock);
+    util_mutex_unlock(&r->lock);
     return s;
 }
 
@@ -285,15 +277,9 @@ static bool is_real_dir_at(int dfd, const char *name)
 /* Valid version directories in sfd, ascending. *out is malloc'd. */
 static int list_versions(int sfd, const char *sym, const char *tf, uint32_t **out, size_t *n)
 {
-    int fd = dup(sfd);
-    if (fd < 0)
+    DIR *d = registry__walk_dir(sfd);
+    if (!d)
         return PD_EIO;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return PD_EIO;
-    }
-    rewinddir(d);
     uint32_t *v = NULL;
     size_t nv = 0, cap = 0;
     int rc = 0;
@@ -420,19 +406,19 @@ static void load_policy(registry *r, series *s, int sfd)
         if (s->policy_present)
             LOG_INFO(MOD, "%s/%s: policy.json removed", s->symbol, s->tf);
         s->policy_present = false;
-        pthread_mutex_lock(&r->lock);
+        util_mutex_lock(&r->lock);
         memset(&s->pol, 0, sizeof s->pol);
         s->policy_err[0] = '\0';
-        pthread_mutex_unlock(&r->lock);
+        util_mutex_unlock(&r->lock);
         return;
     }
     if (rc) {
         LOG_WARN(MOD, "%s/%s: policy.json unreadable (%s); keeping the previous policy", s->symbol,
                  s->tf, util_strerror(rc));
-        pthread_mutex_lock(&r->lock);
+        util_mutex_lock(&r->lock);
         snprintf(s->policy_err, sizeof s->policy_err,
                  "policy.json unreadable (%s); previous policy kept", util_strerror(rc));
-        pthread_mutex_unlock(&r->lock);
+        util_mutex_unlock(&r->lock);
         s->policy_present = false; /* re-read and re-log once it is back */
         return;
     }
@@ -451,14 +437,14 @@ static void load_policy(registry *r, series *s, int sfd)
     char why[128];
     rc = parse_policy(text, len, &p, why, sizeof why);
     free(text);
-    pthread_mutex_lock(&r->lock);
+    util_mutex_lock(&r->lock);
     if (rc == 0) {
         s->pol = p;
         s->policy_err[0] = '\0';
     } else {
         snprintf(s->policy_err, sizeof s->policy_err, "policy.json ignored: %s", why);
     }
-    pthread_mutex_unlock(&r->lock);
+    util_mutex_unlock(&r->lock);
     if (rc == 0)
         LOG_INFO(MOD, "%s/%s: policy pinned=%u stable=%u canary=%u canary_share=%u", s->symbol,
                  s->tf, p.pinned, p.stable, p.canary, p.canary_share);
@@ -476,6 +462,7 @@ static void load_policy(registry *r, series *s, int sfd)
  * choose() replaces it), reappearing ones start afresh. */
 static int merge_listing(registry *r, series *s, const uint32_t *nums, size_t nn)
 {
+    UTIL_ASSERT_HELD(&r->scan_lock);
     size_t need = s->n + nn + 1;
     if (s->spare_cap < need) {
         size_t c = s->spare_cap ? s->spare_cap : 8;
@@ -493,7 +480,7 @@ static int merge_listing(registry *r, series *s, const uint32_t *nums, size_t nn
     slot *ns = s->spare;
     memset(ns, 0, need * sizeof *ns);
     size_t i = 0, j = 0, k = 0, ngone = 0;
-    pthread_mutex_lock(&r->lock);
+    util_mutex_lock(&r->lock);
     while (i < s->n || j < nn) {
         if (j >= nn || (i < s->n && s->slots[i].number < nums[j])) {
             slot *sl = &ns[k++];
@@ -540,7 +527,7 @@ static int merge_listing(registry *r, series *s, const uint32_t *nums, size_t nn
     for (size_t x = 0; x < k && !s->serving; x++)
         if (ns[x].on_disk && ns[x].state == REGISTRY_LOADING)
             s->loading = true;
-    pthread_mutex_unlock(&r->lock);
+    util_mutex_unlock(&r->lock);
     for (size_t g = 0; g < ngone; g++)
         LOG_INFO(MOD, "%s/%s v%u removed from disk", s->symbol, s->tf, gone[g]);
     free(gone);
@@ -552,11 +539,11 @@ static bool load_slot(registry *r, series *s, int sfd, size_t i)
 {
     uint32_t num = s->slots[i].number;
     uint32_t serving_num = s->serving ? s->serving->number : 0;
-    pthread_mutex_lock(&r->lock);
+    util_mutex_lock(&r->lock);
     s->slots[i].state = REGISTRY_LOADING;
     if (!s->serving)
         s->loading = true;
-    pthread_mutex_unlock(&r->lock);
+    util_mutex_unlock(&r->lock);
 
     uint64_t t0 = util_mono_ns();
     char name[16], why[256];
@@ -577,7 +564,7 @@ static bool load_slot(registry *r, series *s, int sfd, size_t i)
     double ms = (double)(util_mono_ns() - t0) / 1e6;
 
     slot *sl = &s->slots[i];
-    pthread_mutex_lock(&r->lock);
+    util_mutex_lock(&r->lock);
     sl->load_ms = ms;
     if (rc == 0) {
         sl->v = v;
@@ -591,7 +578,7 @@ static bool load_slot(registry *r, series *s, int sfd, size_t i)
         snprintf(sl->reason, sizeof sl->reason, "%s", why);
         sl->loaded_at = 0;
     }
-    pthread_mutex_unlock(&r->lock);
+    util_mutex_unlock(&r->lock);
 
     sl->fp = fp;
     sl->verified_ok = rc == 0;
@@ -654,10 +641,10 @@ static void refresh_failed(registry *r, series *s, int sfd)
             continue;
         LOG_INFO(MOD, "%s/%s v%u changed since it failed; it will be verified again", s->symbol,
                  s->tf, sl->number);
-        pthread_mutex_lock(&r->lock);
+        util_mutex_lock(&r->lock);
         sl->state = REGISTRY_LOADING;
         sl->reason[0] = '\0';
-        pthread_mutex_unlock(&r->lock);
+        util_mutex_unlock(&r->lock);
         sl->verified_ok = false;
     }
 }
@@ -677,6 +664,7 @@ static const char *state_word(const slot *sl)
  */
 static void choose_and_swap(registry *r, series *s, int sfd)
 {
+    UTIL_ASSERT_HELD(&r->scan_lock);
     const policy pol = s->pol;
     uint32_t prev = s->serving ? s->serving->number : 0;
     ssize_t choice = -1, st = -1, ca = -1, pin = -1;
@@ -743,7 +731,7 @@ static void choose_and_swap(registry *r, series *s, int sfd)
 
     registry_version **drop = malloc((s->n + 1) * sizeof *drop);
     size_t ndrop = 0;
-    pthread_mutex_lock(&r->lock);
+    util_mutex_lock(&r->lock);
     s->serving = nserv;
     s->stable = nst;
     s->canary = nca;
@@ -779,7 +767,7 @@ static void choose_and_swap(registry *r, series *s, int sfd)
         }
         s->n = k;
     }
-    pthread_mutex_unlock(&r->lock);
+    util_mutex_unlock(&r->lock);
 
     for (size_t i = 0; i < ndrop; i++) {
         LOG_DEBUG(MOD, "%s/%s v%u unloaded", s->symbol, s->tf, drop[i]->number);
@@ -811,7 +799,8 @@ static void choose_and_swap(registry *r, series *s, int sfd)
  */
 static void forget_retired(registry *r, series *s)
 {
-    pthread_mutex_lock(&r->lock);
+    UTIL_ASSERT_HELD(&r->scan_lock);
+    util_mutex_lock(&r->lock);
     size_t retired = 0;
     for (size_t i = 0; i < s->n; i++)
         if (s->slots[i].state == REGISTRY_RETIRED && !s->slots[i].v)
@@ -831,7 +820,7 @@ static void forget_retired(registry *r, series *s)
         k++;
     }
     s->n = k;
-    pthread_mutex_unlock(&r->lock);
+    util_mutex_unlock(&r->lock);
 }
 
 /*
@@ -841,6 +830,7 @@ static void forget_retired(registry *r, series *s)
  */
 static int scan_series(registry *r, int rootfd, const char *sym, const char *tf)
 {
+    UTIL_ASSERT_HELD(&r->scan_lock);
     series *s = find_series(r, sym, tf);
     int sfd = open_series_dir(rootfd, sym, tf);
     if (sfd < 0) {
@@ -878,9 +868,9 @@ static int scan_series(registry *r, int rootfd, const char *sym, const char *tf)
     forget_retired(r, s);
 out:
     if (rc && s) {
-        pthread_mutex_lock(&r->lock);
+        util_mutex_lock(&r->lock);
         s->loading = false;
-        pthread_mutex_unlock(&r->lock);
+        util_mutex_unlock(&r->lock);
     }
     free(nums);
     close(sfd);
@@ -959,6 +949,7 @@ static int walk_root(int rootfd, series_key **keys, size_t *n, size_t *cap)
 
 static int scan_locked(registry *r, const char *sym, const char *tf)
 {
+    UTIL_ASSERT_HELD(&r->scan_lock);
     int rootfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0) {
         /* One series of a repository not created yet simply does not
@@ -1019,8 +1010,8 @@ int registry_new(const char *models_dir, registry **out)
         free(r);
         return PD_EIO;
     }
-    pthread_mutex_init(&r->lock, NULL);
-    pthread_mutex_init(&r->scan_lock, NULL);
+    util_mutex_init(&r->lock);
+    util_mutex_init(&r->scan_lock);
     atomic_init(&r->stop, false);
     atomic_init(&r->requested, false);
     *out = r;
@@ -1043,8 +1034,8 @@ void registry_free(registry *r)
     free(r->series);
     close(r->wake[0]);
     close(r->wake[1]);
-    pthread_mutex_destroy(&r->lock);
-    pthread_mutex_destroy(&r->scan_lock);
+    util_mutex_destroy(&r->lock);
+    util_mutex_destroy(&r->scan_lock);
     free(r->dir);
     free(r);
 }
@@ -1055,11 +1046,11 @@ int registry_scan(registry *r, const char *symbol, const char *tf)
         return PD_EINVAL;
     if (symbol && (!symbol_ok(symbol) || !tf_ok(tf)))
         return PD_EINVAL;
-    pthread_mutex_lock(&r->scan_lock);
+    util_mutex_lock(&r->scan_lock);
     uint64_t swaps = atomic_load(&r->swaps);
     int rc = scan_locked(r, symbol, tf);
     bool swapped = atomic_load(&r->swaps) != swaps;
-    pthread_mutex_unlock(&r->scan_lock);
+    util_mutex_unlock(&r->scan_lock);
     atomic_fetch_add(&r->scans, 1);
     /* Loading and unloading models interleaves large short-lived buffers
      * (files, unpacked messages) with small long-lived ones, which leaves
@@ -1158,7 +1149,7 @@ static registry_version *pick(const series *s, const registry_selector *sel)
         return NULL;
     }
     if (sel && sel->client_key && s->canary && s->pol.canary_share > 0 &&
-        fnv1a(sel->client_key) % 100 < s->pol.canary_share)
+        util_fnv1a(UTIL_FNV1A_INIT, sel->client_key) % 100 < s->pol.canary_share)
         return s->canary;
     return s->serving;
 }
@@ -1175,7 +1166,7 @@ int registry_acquire(registry *r, const char *symbol, const char *tf, const regi
     bool explicit_sel = sel && (sel->version || (sel->label && *sel->label));
     bool is_default = strcmp(symbol, REGISTRY_DEFAULT_SYMBOL) == 0;
 
-    pthread_mutex_lock(&r->lock);
+    util_mutex_lock(&r->lock);
     series *own = find_series(r, symbol, tf);
     /* The common case (own series serving, default selection) skips the
      * second lookup. */
@@ -1195,7 +1186,7 @@ int registry_acquire(registry *r, const char *symbol, const char *tf, const regi
         rc = PD_ENOTREADY;
     else
         rc = PD_ENOMODEL;
-    pthread_mutex_unlock(&r->lock);
+    util_mutex_unlock(&r->lock);
     if (rc == 0)
         *out = v;
     return rc;
@@ -1260,7 +1251,7 @@ int registry_list(registry *r, registry_series_info **out, size_t *n)
     if (!r || !out || !n)
         return PD_EINVAL;
     int rc = 0;
-    pthread_mutex_lock(&r->lock);
+    util_mutex_lock(&r->lock);
     size_t ns = r->n_series;
     registry_series_info *info = calloc(ns ? ns : 1, sizeof *info);
     if (!info) {
@@ -1304,7 +1295,7 @@ int registry_list(registry *r, registry_series_info **out, size_t *n)
         }
     }
 out:
-    pthread_mutex_unlock(&r->lock);
+    util_mutex_unlock(&r->lock);
     if (rc == 0) {
         *out = info;
         *n = ns;
@@ -1325,7 +1316,7 @@ void registry_counts(registry *r, size_t *serving, size_t *failed)
 {
     size_t ns = 0, nf = 0;
     if (r) {
-        pthread_mutex_lock(&r->lock);
+        util_mutex_lock(&r->lock);
         for (size_t i = 0; i < r->n_series; i++) {
             const series *s = r->series[i];
             if (s->serving)
@@ -1334,7 +1325,7 @@ void registry_counts(registry *r, size_t *serving, size_t *failed)
                 if (s->slots[k].on_disk && s->slots[k].state == REGISTRY_FAILED)
                     nf++;
         }
-        pthread_mutex_unlock(&r->lock);
+        util_mutex_unlock(&r->lock);
     }
     if (serving)
         *serving = ns;
@@ -1472,7 +1463,7 @@ static int change_policy(registry *r, const char *sym, const char *tf, policy_ed
 {
     if (!r || !symbol_ok(sym) || !tf_ok(tf))
         return PD_EINVAL;
-    pthread_mutex_lock(&r->scan_lock);
+    util_mutex_lock(&r->scan_lock);
     int rootfd = -1, sfd = -1;
     int rc = scan_locked(r, sym, tf);
     if (rc)
@@ -1502,7 +1493,7 @@ out:
         close(sfd);
     if (rootfd >= 0)
         close(rootfd);
-    pthread_mutex_unlock(&r->scan_lock);
+    util_mutex_unlock(&r->scan_lock);
     atomic_fetch_add(&r->scans, 1);
     return rc == PD_ENOTFOUND || rc == PD_EVERIFY || rc == PD_EINVAL || rc == PD_ENOMEM || rc == 0
                ? rc
@@ -1597,3 +1588,16 @@ int registry_set_label(registry *r, const char *symbol, const char *tf, const ch
     }
     return change_policy(r, symbol, tf, edit_label, &a);
 }
+
+/* clang-format off */
+const char *registry_state_name(registry_state s)
+{
+    switch (s) {
+    case REGISTRY_LOADING: return "loading";
+    case REGISTRY_AVAILABLE: return "available";
+    case REGISTRY_FAILED: return "failed";
+    case REGISTRY_RETIRED: return "retired";
+    }
+    return "unknown";
+}
+/* clang-format on */

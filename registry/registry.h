@@ -138,6 +138,10 @@ typedef enum registry_state {
     REGISTRY_RETIRED    /* removed from disk or superseded and unloaded */
 } registry_state;
 
+/* "loading", "available", "failed", "retired"; "unknown" for other values.
+ * Static storage. */
+const char *registry_state_name(registry_state s);
+
 typedef struct registry_version_info {
     uint32_t version;
     registry_state state;

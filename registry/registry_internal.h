@@ -10,6 +10,7 @@
 #ifndef PREDICTD_REGISTRY_INTERNAL_H
 #define PREDICTD_REGISTRY_INTERNAL_H
 
+#include <dirent.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -94,5 +95,10 @@ int registry__load_at(int vfd, const char *owner, const char *tf, uint32_t numbe
 /* Parses a version directory name: a positive decimal integer without
  * leading zeros, at most REGISTRY__MAX_VERSION. Returns 0 when invalid. */
 uint32_t registry__parse_version(const char *name);
+
+/* Opens the directory dirfd refers to for a fresh readdir() walk, on a
+ * duplicate of the descriptor (dirfd stays open and usable). Returns the
+ * stream (closedir() it) or NULL with errno set. */
+DIR *registry__walk_dir(int dirfd);
 
 #endif

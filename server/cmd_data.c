@@ -1,8 +1,8 @@
 /*
  * cmd_data.c: the data subcommands: migrate, seed, import and features.
  *
- * They parse their own arguments, call the features module and report on
- * stderr. Nothing here talks SQL: the features module does.
+ * They parse their own arguments, call the feed and store modules and report on
+ * stderr. Nothing here talks SQL: the store module does.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "features/features.h"
+#include "feed/feed.h"
+#include "store/store.h"
 #include "server/commands.h"
 #include "util/util.h"
 
@@ -51,7 +53,7 @@ static int need_db(const server_config *cfg, const char *cmd)
                 cmd);
         return 1;
     }
-    if (features_init(cfg->database_url, NULL, false) != 0) {
+    if (store_init(cfg->database_url, NULL, false) != 0) {
         fprintf(stderr, "predictd %s: cannot initialise the candle store\n", cmd);
         return 1;
     }
@@ -68,8 +70,8 @@ int cmd_migrate(server_config *cfg, int argc, char **argv)
     }
     if (need_db(cfg, "migrate"))
         return 1;
-    int rc = features_migrate(cfg->migrations_dir);
-    features_shutdown();
+    int rc = store_migrate(cfg->migrations_dir);
+    store_shutdown();
     if (rc) {
         fprintf(stderr, "predictd migrate: %s\n", util_strerror(rc));
         return 1;
@@ -148,7 +150,7 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
         goto out;
     if (if_empty) {
         int64_t have = 0;
-        int rc = features_count_candles(NULL, NULL, &have);
+        int rc = store_count_candles(NULL, NULL, &have);
         if (rc) {
             fprintf(stderr, "predictd seed: %s\n", util_strerror(rc));
             goto out_db;
@@ -164,9 +166,9 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
     for (size_t s = 0; s < nsym; s++)
         for (size_t t = 0; t < ntf; t++) {
             features_candle *c = NULL;
-            int rc = features_seed_series(symbols[s], tfs[t], now, (size_t)count, seed, &c);
+            int rc = feed_seed_series(symbols[s], tfs[t], now, (size_t)count, seed, &c);
             if (rc == 0)
-                rc = features_upsert_candles(symbols[s], tfs[t], c, (size_t)count);
+                rc = store_upsert_candles(symbols[s], tfs[t], c, (size_t)count);
             free(c);
             if (rc) {
                 fprintf(stderr, "predictd seed: %s %s: %s\n", symbols[s], tfs[t],
@@ -177,7 +179,7 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
         }
     exit_code = 0;
 out_db:
-    features_shutdown();
+    store_shutdown();
 out:
     free(symlist);
     free(tflist);
@@ -253,7 +255,7 @@ int cmd_import(server_config *cfg, int argc, char **argv)
     features_candle *c = NULL;
     size_t n = 0;
     char why[256] = "";
-    rc = features_csv_parse(text, len, &c, &n, why, sizeof why);
+    rc = feed_csv_parse(text, len, &c, &n, why, sizeof why);
     free(text);
     if (rc) {
         fprintf(stderr, "predictd import: %s: %s\n", file, why[0] ? why : util_strerror(rc));
@@ -276,8 +278,8 @@ int cmd_import(server_config *cfg, int argc, char **argv)
         free(c);
         return 1;
     }
-    rc = features_upsert_candles(symbol, tf, c, n);
-    features_shutdown();
+    rc = store_upsert_candles(symbol, tf, c, n);
+    store_shutdown();
     free(c);
     if (rc) {
         fprintf(stderr, "predictd import: %s (nothing was stored)\n", util_strerror(rc));
@@ -351,7 +353,7 @@ int cmd_features(server_config *cfg, int argc, char **argv)
     }
     features_candle *c = NULL;
     size_t n = 0;
-    rc = features_csv_parse(text, len, &c, &n, why, sizeof why);
+    rc = feed_csv_parse(text, len, &c, &n, why, sizeof why);
     free(text);
     if (rc) {
         fprintf(stderr, "predictd features: %s\n", why);

@@ -19,6 +19,7 @@
 
 #include "api/api.h"
 #include "features/features.h"
+#include "store/store.h"
 #include "inference/inference.h"
 #include "registry/registry.h"
 #include "server/commands.h"
@@ -34,21 +35,20 @@ int cmd_predict(server_config *cfg, int argc, char **argv)
     const char *symbol = argv[1], *tf = argv[2];
     int exit_code = 1;
     registry *reg = NULL;
-    api_context *ctx = NULL;
-    if (features_init(cfg->database_url, cfg->redis_url, false) != 0)
+    predict_service *svc = NULL;
+    if (store_init(cfg->database_url, cfg->redis_url, false) != 0)
         return 1;
     if (registry_new(cfg->models_dir, &reg) != 0 || registry_scan(reg, NULL, NULL) != 0) {
-        fprintf(stderr, "predictd predict: cannot read the model repository %s\n",
-                cfg->models_dir);
+        fprintf(stderr, "predictd predict: cannot read the model repository %s\n", cfg->models_dir);
         goto out;
     }
-    api_options opt = {.cache = false, .models_dir = cfg->models_dir};
-    if (api_context_new(&opt, reg, &ctx) != 0)
+    predict_options opt = {.cache = false};
+    if (predict_service_new(&opt, reg, &svc) != 0)
         goto out;
-    api_prediction *p = NULL;
+    predict_result *p = NULL;
     char why[256] = "";
     int64_t now = util_now();
-    int rc = api_predict(ctx, symbol, tf, NULL, now, &p, why, sizeof why);
+    int rc = predict_one(svc, symbol, tf, NULL, now, &p, why, sizeof why);
     util_buf b;
     util_buf_init(&b);
     if (rc) {
@@ -58,30 +58,19 @@ int cmd_predict(server_config *cfg, int argc, char **argv)
         char ts[32];
         util_buf_printf(&b, "{\"status\":\"success\",\"timestamp\":\"%s\",\"prediction\":",
                         util_rfc3339(now, ts));
-        api_render_prediction(&b, p, now);
+        predict_render(&b, p, now);
         util_buf_puts(&b, "}");
         exit_code = 0;
     }
     if (util_buf_ok(&b))
         printf("%s\n", b.data);
     util_buf_cleanup(&b);
-    api_prediction_release(p);
+    predict_result_release(p);
 out:
-    api_context_free(ctx);
+    predict_service_free(svc);
     registry_free(reg);
-    features_shutdown();
+    store_shutdown();
     return exit_code;
-}
-
-static const char *state_name(registry_state s)
-{
-    switch (s) {
-    case REGISTRY_LOADING: return "loading";
-    case REGISTRY_AVAILABLE: return "available";
-    case REGISTRY_FAILED: return "FAILED";
-    case REGISTRY_RETIRED: return "retired";
-    }
-    return "?";
 }
 
 static int models_list(server_config *cfg)
@@ -105,7 +94,8 @@ static int models_list(server_config *cfg)
         for (size_t k = 0; k < s[i].n_versions; k++) {
             const registry_version_info *v = &s[i].versions[k];
             printf("%-12s %-4s %-8u %-10s %-8s %-8s ", s[i].symbol, s[i].timeframe, v->version,
-                   state_name(v->state), v->serving ? "yes" : "", v->label);
+                   v->state == REGISTRY_FAILED ? "FAILED" : registry_state_name(v->state),
+                   v->serving ? "yes" : "", v->label);
             if (v->state == REGISTRY_FAILED)
                 printf("%s\n", v->reason);
             else if (isfinite(v->test_accuracy))
@@ -184,8 +174,8 @@ static int models_eval(const char *dir)
         if (k == 0)
             continue;
         if (k != width) {
-            fprintf(stderr, "predictd models eval: line %ld: %zu values, expected %zu\n", lineno,
-                    k, width);
+            fprintf(stderr, "predictd models eval: line %ld: %zu values, expected %zu\n", lineno, k,
+                    width);
             exit_code = 1;
             break;
         }

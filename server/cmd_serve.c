@@ -28,9 +28,10 @@
 
 #include "api/api.h"
 #include "features/features.h"
+#include "store/store.h"
 #include "registry/registry.h"
 #include "server/commands.h"
-#include "server/loop.h"
+#include "predict/predict.h"
 #include "training/training.h"
 
 static void die_now(int sig)
@@ -45,7 +46,7 @@ struct serve_jobs {
     registry *reg;
     int reload_interval;
     bool loop_running;
-    server_loop *loop; /* NULL: not running */
+    predict_loop *loop; /* NULL: not running */
     char loop_error[200];
     training_jobs *training; /* NULL: background training is off */
     char training_error[200];
@@ -60,17 +61,29 @@ static void scanner_probe(void *arg, api_job_status *out)
     out->runs = rs.scans;
 }
 
-/* The inference loop (server/loop.c) reports only whether it started; it
- * may register a probe of its own under the same name to say more. */
+/* The inference loop (predict/loop.c): its own state, or why it is off. */
 static void loop_probe(void *arg, api_job_status *out)
 {
     const struct serve_jobs *j = arg;
     if (j->loop) {
-        server_loop_status(j->loop, out);
+        predict_loop_state st;
+        memset(&st, 0, sizeof st);
+        predict_loop_status(j->loop, &st);
+        out->state = st.state;
+        out->last_run = st.last_run;
+        out->runs = st.runs;
+        snprintf(out->last_error, sizeof out->last_error, "%s", st.last_error);
         return;
     }
     out->state = "off";
     snprintf(out->last_error, sizeof out->last_error, "%s", j->loop_error);
+}
+
+/* The loop's new predictions go to this process's stream clients. */
+static void deliver_to_streams(void *arg, const char *symbol, const char *tf, const char *msg,
+                               size_t len)
+{
+    (void)api_streams_publish(arg, symbol, tf, msg, len);
 }
 
 /* Background training: the job worker's summary (training_jobs_stats). */
@@ -118,14 +131,15 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
 
     int exit_code = 1;
     registry *reg = NULL;
+    predict_service *svc = NULL;
     api_context *ctx = NULL;
     api_http *http = NULL;
-    server_loop *loop = NULL;
+    predict_loop *loop = NULL;
     struct serve_jobs jobs = {.reload_interval = cfg->reload_interval};
 
     if (!cfg->database_url)
         LOG_WARN("server", "PREDICTD_DATABASE_URL is not set: every prediction will answer 503");
-    if (features_init(cfg->database_url, cfg->redis_url, cfg->cache) != 0) {
+    if (store_init(cfg->database_url, cfg->redis_url, cfg->cache) != 0) {
         LOG_ERROR("server", "cannot initialise the candle store");
         goto out;
     }
@@ -187,7 +201,8 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .jobs = tjobs,
                        .web_dir = cfg->web_dir,
                        .redis = cfg->redis_url != NULL};
-    if (api_context_new(&opt, reg, &ctx) != 0)
+    predict_options popt = {.cache = cfg->cache};
+    if (predict_service_new(&popt, reg, &svc) != 0 || api_context_new(&opt, svc, &ctx) != 0)
         goto out_ctx;
     if (api_http_start(ctx, &http) != 0)
         goto out_ctx;
@@ -195,7 +210,11 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     if (!cfg->database_url) {
         snprintf(jobs.loop_error, sizeof jobs.loop_error, "no database configured");
     } else {
-        int rc = server_loop_start(ctx, cfg, &loop);
+        predict_loop_options lopt = {.database_url = cfg->database_url,
+                                     .redis_url = cfg->redis_url,
+                                     .deliver = deliver_to_streams,
+                                     .deliver_arg = ctx};
+        int rc = predict_loop_start(svc, &lopt, &loop);
         if (rc != 0) {
             snprintf(jobs.loop_error, sizeof jobs.loop_error, "did not start: %s",
                      util_strerror(rc));
@@ -237,16 +256,17 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     pthread_sigmask(SIG_UNBLOCK, &term, NULL);
 
     api_http_stop(http, cfg->drain_timeout);
-    server_loop_stop(loop);
+    predict_loop_stop(loop);
     exit_code = 0;
 out_ctx:
     training_jobs_stop(tjobs);
     api_context_free(ctx);
+    predict_service_free(svc);
 out_registry:
     registry_stop(reg);
     registry_free(reg);
 out_features:
-    features_shutdown();
+    store_shutdown();
     if (exit_code == 0)
         LOG_INFO("server", "stopped");
 out:

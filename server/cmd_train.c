@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "features/features.h"
+#include "store/store.h"
 #include "training/training.h"
 #include "util/util.h"
 
@@ -281,7 +282,7 @@ int cmd_train(int argc, char **argv)
         return 2;
     }
 
-    int rc = features_init(db_url, NULL, false);
+    int rc = store_init(db_url, NULL, false);
     if (rc != 0) {
         fprintf(stderr, "predictd train: database URL: %s\n", util_strerror(rc));
         return 2;
@@ -298,15 +299,15 @@ int cmd_train(int argc, char **argv)
         char **list = NULL;
         size_t n = 0;
         if (all) {
-            rc = features_list_symbols(p.timeframe, &list, &n);
+            rc = store_list_symbols(p.timeframe, &list, &n);
             if (rc != 0) {
                 fprintf(stderr, "predictd train: listing symbols: %s\n", util_strerror(rc));
-                features_shutdown();
+                store_shutdown();
                 return 1;
             }
             if (n == 0) {
                 fprintf(stderr, "predictd train: no symbol has %s candles\n", p.timeframe);
-                features_shutdown();
+                store_shutdown();
                 return 1;
             }
         }
@@ -323,10 +324,10 @@ int cmd_train(int argc, char **argv)
             if (c > code)
                 code = c;
         }
-        features_strv_free(list, n);
+        store_strv_free(list, n);
     } else {
         code = run_one(&p, models_dir);
     }
-    features_shutdown();
+    store_shutdown();
     return code;
 }

@@ -169,8 +169,8 @@ int training__fit(training__net *net, const double *xs, const training_label *y,
         goto done;
     double *act = scratch + width, *delta = act + act_n, *delta2 = delta + width;
 
-    training__rng rng;
-    training__rng_seed(&rng, o->seed ^ 0x5eedf17ull);
+    util_rng rng;
+    util_rng_seed(&rng, o->seed ^ 0x5eedf17ull);
     memcpy(order, train, n_train * sizeof *order);
     memcpy(best, net->p, net->n_params * sizeof(double));
     /* A model fit with class weights w estimates probabilities proportional

@@ -11,18 +11,11 @@
 #include "training/training.h"
 
 /* ---------------------------------------------------------------------------
- * PRNG: xoshiro256** seeded through splitmix64. Own generator so a seed
- * gives the same model on every libc; never rand().
+ * Random draws over util_rng (never rand(): a seed gives the same model on
+ * every libc).
  */
-typedef struct training__rng {
-    uint64_t s[4];
-} training__rng;
-
-void training__rng_seed(training__rng *r, uint64_t seed);
-uint64_t training__rng_next(training__rng *r);
-double training__rng_uniform(training__rng *r); /* [0, 1) with 53 bits */
-double training__rng_normal(training__rng *r);  /* N(0, 1), Box-Muller */
-void training__rng_shuffle(training__rng *r, size_t *v, size_t n);
+double training__rng_normal(util_rng *r); /* N(0, 1), Box-Muller */
+void training__rng_shuffle(util_rng *r, size_t *v, size_t n);
 
 /* ---------------------------------------------------------------------------
  * Dense networks: dim[0] inputs, hidden ReLU layers, 3 linear outputs.
@@ -42,7 +35,7 @@ typedef struct training__net {
  * Glorot-normal for the output, zero biases; a softmax (no hidden layer)
  * starts at zero (uniform probabilities). */
 int training__net_init(training__net *net, size_t d_in, const uint32_t *hidden, size_t n_hidden,
-                       training__rng *rng);
+                       util_rng *rng);
 void training__net_cleanup(training__net *net);
 /* Doubles of scratch training__net_logits needs. */
 size_t training__net_scratch(const training__net *net);

@@ -24,7 +24,7 @@
  * info; the worker holds it only to pick a job and to copy or update
  * state, never across training or a database round trip. A job's cancel
  * flag is atomic. Database writes happen outside the lock, through the
- * features_jobs_db handle (itself serialised).
+ * store_jobs_db handle (itself serialised).
  */
 #define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
 #include <errno.h>
@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "training/internal.h"
+#include "store/store.h"
 
 #define MOD "jobs"
 #define MAX_QUEUED 16
@@ -58,7 +59,7 @@ struct training_jobs {
     pthread_cond_t cond;
     char *models_dir;
     registry *reg;
-    features_jobs_db *db;
+    store_jobs_db *db;
     int64_t interval_s;
     int nice;
     size_t keep;
@@ -233,7 +234,7 @@ void training_job_json(const training_job_info *j, util_buf *b)
 /* ---------------------------------------------------------------------------
  * Records.
  */
-static void from_row(const features_job_row *r, training_job_info *out)
+static void from_row(const store_job_row *r, training_job_info *out)
 {
     info_reset(out);
     out->id = r->id;
@@ -287,7 +288,7 @@ static void persist(training_jobs *j, const training_job_info *s)
     util_buf m;
     util_buf_init(&m);
     metrics_json(s, &m);
-    features_job_row row;
+    store_job_row row;
     memset(&row, 0, sizeof row);
     row.id = s->id;
     snprintf(row.state, sizeof row.state, "%s", training_job_state_name(s->state));
@@ -297,7 +298,7 @@ static void persist(training_jobs *j, const training_job_info *s)
     row.version = (int32_t)s->version;
     row.started_at = s->started_at;
     row.finished_at = s->finished_at;
-    int rc = features_jobs_update(j->db, &row);
+    int rc = store_jobs_update(j->db, &row);
     if (rc != 0)
         LOG_WARN(MOD, "job %" PRId64 ": recording state %s failed: %s", s->id, row.state,
                  util_strerror(rc));
@@ -519,7 +520,7 @@ static void *worker_main(void *arg)
         }
     }
     pthread_mutex_unlock(&j->lock);
-    features_thread_cleanup();
+    store_thread_cleanup();
     return NULL;
 }
 
@@ -529,16 +530,16 @@ static void *worker_main(void *arg)
 static int load_history(training_jobs *j)
 {
     size_t failed = 0;
-    int rc = features_jobs_fail_unfinished(
+    int rc = store_jobs_fail_unfinished(
         j->db, "interrupted: the server stopped before the job finished", &failed);
     if (rc != 0)
         return rc;
     if (failed)
         LOG_WARN(MOD, "%zu training job(s) of a previous run were left unfinished: marked failed",
                  failed);
-    features_job_row *rows = NULL;
+    store_job_row *rows = NULL;
     size_t n = 0;
-    if ((rc = features_jobs_list(j->db, j->keep, &rows, &n)) != 0)
+    if ((rc = store_jobs_list(j->db, j->keep, &rows, &n)) != 0)
         return rc;
     for (size_t k = n; k-- > 0 && rc == 0;) { /* oldest first */
         job *x = calloc(1, sizeof *x);
@@ -550,7 +551,7 @@ static int load_history(training_jobs *j)
         if ((rc = append(j, x)) != 0)
             free(x);
     }
-    features_job_rows_free(rows, n);
+    store_job_rows_free(rows, n);
     return rc;
 }
 
@@ -586,7 +587,7 @@ int training_jobs_start(const training_jobs_config *cfg, training_jobs **out)
     if (!j->models_dir)
         goto fail;
     if (cfg->database_url) {
-        if ((rc = features_jobs_open(cfg->database_url, &j->db)) != 0)
+        if ((rc = store_jobs_open(cfg->database_url, &j->db)) != 0)
             goto fail;
         if ((rc = load_history(j)) != 0) {
             LOG_ERROR(MOD, "reading the training job history failed: %s", util_strerror(rc));
@@ -603,7 +604,7 @@ fail:
     for (size_t i = 0; i < j->n_jobs; i++)
         free(j->jobs[i]);
     free(j->jobs);
-    features_jobs_close(j->db);
+    store_jobs_close(j->db);
     free(j->models_dir);
     pthread_mutex_destroy(&j->lock);
     pthread_cond_destroy(&j->cond);
@@ -641,7 +642,7 @@ void training_jobs_stop(training_jobs *j)
     for (size_t i = 0; i < j->n_jobs; i++)
         free(j->jobs[i]);
     free(j->jobs);
-    features_jobs_close(j->db);
+    store_jobs_close(j->db);
     free(j->models_dir);
     pthread_mutex_destroy(&j->lock);
     pthread_cond_destroy(&j->cond);
@@ -695,7 +696,7 @@ static int submit(training_jobs *j, const training_params *p, bool scheduled, in
     }
 
     if (j->db) {
-        rc = features_jobs_insert(j->db, i->symbol, i->timeframe, i->params_json, &i->id,
+        rc = store_jobs_insert(j->db, i->symbol, i->timeframe, i->params_json, &i->id,
                                   &i->created_at);
         if (rc != 0) {
             if (why && whylen)
@@ -756,12 +757,12 @@ int training_jobs_get(training_jobs *j, int64_t id, training_job_info *out)
         return 0;
     if (!j->db || id <= 0)
         return PD_ENOTFOUND;
-    features_job_row row;
-    int rc = features_jobs_get(j->db, id, &row);
+    store_job_row row;
+    int rc = store_jobs_get(j->db, id, &row);
     if (rc != 0)
         return rc;
     from_row(&row, out);
-    features_job_row_cleanup(&row);
+    store_job_row_cleanup(&row);
     return 0;
 }
 
@@ -897,13 +898,13 @@ static int params_from_model(const Predictd__Model *m, const char *symbol, const
     if (p->n_symbols == 0) {
         char **v = NULL;
         size_t n = 0;
-        int rc = features_list_symbols(tf, &v, &n);
+        int rc = store_list_symbols(tf, &v, &n);
         if (rc != 0)
             return rc;
         for (size_t i = 0; i < n && p->n_symbols < TRAINING_MAX_SYMBOLS; i++)
             if (util_symbol_valid(v[i]))
                 snprintf(p->symbols[p->n_symbols++], TRAINING_NAME_LEN, "%s", v[i]);
-        features_strv_free(v, n);
+        store_strv_free(v, n);
     }
     p->promote_if_better = true;
     p->publish = true;

@@ -5,9 +5,9 @@
  * The barriers are exactly the levels inference_signal_make() returns for a
  * call at the sample candle (entry = close, risk = sl_atr * ATR), so a label
  * says "the trade the API would have shown reached TP1 before its stop
- * within the horizon". A candle that touches both a side's stop and its
- * target counts as the stop: inside one candle the order is unknown and the
- * pessimistic reading is the honest one.
+ * within the horizon". The walk itself is inference/barrier.c, the one the
+ * ledger's resolver takes too (a candle that touches both a side's stop and
+ * its target counts as the stop).
  *
  * Deliberately not here: where the ATR comes from (the dataset computes it
  * over the feature window) and which samples exist (dataset). Pure and
@@ -60,29 +60,6 @@ int training__policy_check(const inference_policy *p, char *why, size_t whylen)
     return 0;
 }
 
-/* One side's walk: hit[k] = first candle offset (1..horizon) touching
- * target k before the stop, 0 when never. dir +1 for LONG, -1 for SHORT. */
-static void walk_side(const features_candle *c, size_t i, uint32_t horizon, int dir, double stop,
-                      const double target[INFERENCE_NTP], uint16_t hit[INFERENCE_NTP])
-{
-    memset(hit, 0, INFERENCE_NTP * sizeof hit[0]);
-    for (uint32_t j = 1; j <= horizon; j++) {
-        const features_candle *k = &c[i + j];
-        bool stopped = dir > 0 ? k->low <= stop : k->high >= stop;
-        if (stopped)
-            return; /* a candle touching stop and target counts as the stop */
-        for (int t = 0; t < INFERENCE_NTP; t++) {
-            if (hit[t])
-                continue;
-            bool reached = dir > 0 ? k->high >= target[t] : k->low <= target[t];
-            if (reached)
-                hit[t] = (uint16_t)j;
-        }
-        if (hit[INFERENCE_NTP - 1])
-            return;
-    }
-}
-
 int training_label_at(const features_candle *c, size_t n, size_t i, double atr,
                       const inference_policy *policy, training_label *out)
 {
@@ -94,26 +71,32 @@ int training_label_at(const features_candle *c, size_t n, size_t i, double atr,
     if (!(isfinite(entry) && entry > 0 && isfinite(atr) && atr > 0))
         return PD_EINVAL;
 
+    /* Both sides' trades as inference_signal_make() would show them, walked
+     * through the one triple barrier; the horizon counts candles. */
     double risk = policy->sl_atr * atr;
     double long_t[INFERENCE_NTP], short_t[INFERENCE_NTP];
     for (int k = 0; k < INFERENCE_NTP; k++) {
         long_t[k] = entry + policy->tp_r[k] * risk;
         short_t[k] = entry - policy->tp_r[k] * risk;
     }
-    uint16_t lh[INFERENCE_NTP], sh[INFERENCE_NTP];
-    walk_side(c, i, policy->horizon, +1, entry - risk, long_t, lh);
-    walk_side(c, i, policy->horizon, -1, entry + risk, short_t, sh);
+    inference_barrier lb, sb;
+    if (inference_barrier_init(&lb, +1, entry, entry - risk, long_t) != 0 ||
+        inference_barrier_init(&sb, -1, entry, entry + risk, short_t) != 0)
+        return PD_EINVAL; /* a level at or below zero: the ATR is too large for the entry */
+    for (uint32_t j = 1; j <= policy->horizon && !(lb.done && sb.done); j++) {
+        const features_candle *k = &c[i + j];
+        inference_barrier_step(&lb, k->high, k->low, k->close, j);
+        inference_barrier_step(&sb, k->high, k->low, k->close, j);
+    }
 
     training_label l;
     memset(&l, 0, sizeof l);
-    l.cls = INFERENCE_NO_TRADE;
-    bool lw = lh[0] != 0, sw = sh[0] != 0;
-    if (lw && (!sw || lh[0] < sh[0])) {
-        l.cls = INFERENCE_LONG;
-        memcpy(l.eta_tp, lh, sizeof lh);
-    } else if (sw && (!lw || sh[0] < lh[0])) {
-        l.cls = INFERENCE_SHORT;
-        memcpy(l.eta_tp, sh, sizeof sh);
+    int cls = inference_barrier_class(&lb, &sb, NULL);
+    l.cls = cls == INFERENCE_LONG || cls == INFERENCE_SHORT ? (uint8_t)cls : INFERENCE_NO_TRADE;
+    if (l.cls != INFERENCE_NO_TRADE) {
+        const inference_barrier *w = l.cls == INFERENCE_LONG ? &lb : &sb;
+        for (int k = 0; k < INFERENCE_NTP; k++)
+            l.eta_tp[k] = (uint16_t)w->hit[k];
     }
     l.eta = l.eta_tp[0];
     *out = l;

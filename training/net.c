@@ -6,9 +6,9 @@
  * (W row-major out x in, then b), so exporting is pointing at slices.
  * Softmax regression is the network without hidden layers.
  *
- * The PRNG is xoshiro256** seeded by splitmix64: the same seed gives the
- * same stream on any platform, which with the sequential, fixed-order
- * arithmetic of fit.c makes a run reproducible bit for bit.
+ * The PRNG is util_rng (xoshiro256** seeded by splitmix64): the same seed
+ * gives the same stream on any platform, which with the sequential,
+ * fixed-order arithmetic of fit.c makes a run reproducible bit for bit.
  *
  * Pure computation; a net is owned by one thread at a time.
  */
@@ -18,58 +18,19 @@
 
 #include "training/internal.h"
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-void training__rng_seed(training__rng *r, uint64_t seed)
-{
-    uint64_t x = seed;
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&x);
-}
-
-static inline uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-uint64_t training__rng_next(training__rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-double training__rng_uniform(training__rng *r)
-{
-    return (double)(training__rng_next(r) >> 11) * 0x1.0p-53;
-}
-
-double training__rng_normal(training__rng *r)
+double training__rng_normal(util_rng *r)
 {
     /* Box-Muller, one value per call (the second is dropped so the stream
      * never depends on call parity). 1 - u keeps log() away from 0. */
-    double u1 = 1.0 - training__rng_uniform(r);
-    double u2 = training__rng_uniform(r);
+    double u1 = 1.0 - util_rng_uniform(r);
+    double u2 = util_rng_uniform(r);
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-void training__rng_shuffle(training__rng *r, size_t *v, size_t n)
+void training__rng_shuffle(util_rng *r, size_t *v, size_t n)
 {
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(training__rng_next(r) % i);
+        size_t j = (size_t)(util_rng_next(r) % i);
         size_t t = v[i - 1];
         v[i - 1] = v[j];
         v[j] = t;
@@ -77,7 +38,7 @@ void training__rng_shuffle(training__rng *r, size_t *v, size_t n)
 }
 
 int training__net_init(training__net *net, size_t d_in, const uint32_t *hidden, size_t n_hidden,
-                       training__rng *rng)
+                       util_rng *rng)
 {
     if (d_in == 0 || n_hidden > TRAINING_MAX_HIDDEN)
         return PD_EINVAL;

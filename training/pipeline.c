@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "training/internal.h"
+#include "store/store.h"
 
 #ifndef PREDICTD_VERSION
 #define PREDICTD_VERSION "dev"
@@ -421,8 +422,8 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
         cw[c] = count[c] ? (double)r.n_train / (INFERENCE_NCLASS * (double)count[c]) : 0.0;
         prior[c] = (double)count[c] / (double)r.n_train;
     }
-    training__rng rng;
-    training__rng_seed(&rng, p->seed);
+    util_rng rng;
+    util_rng_seed(&rng, p->seed);
     rc = training__net_init(&r.net, r.ds.d, p->hidden, p->kind == TRAINING_MLP ? p->n_hidden : 0,
                             &rng);
     if (rc != 0)
@@ -609,7 +610,7 @@ int training_run(const training_params *p, const training_ctx *ctx, training_res
     for (size_t i = 0; i < p->n_symbols; i++) {
         if (ctx && ctx->progress)
             ctx->progress(ctx->progress_ud, 0.02 * (double)i / (double)p->n_symbols, "load");
-        rc = features_load_range(p->symbols[i], p->timeframe, p->from, p->to, now, &series[i],
+        rc = store_load_range(p->symbols[i], p->timeframe, p->from, p->to, now, &series[i],
                                  &lens[i]);
         if (rc == 0 && lens[i] == 0)
             rc = PD_EUNKNOWNSYM;

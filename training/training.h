@@ -32,6 +32,7 @@
 #include <stdio.h>
 
 #include "features/features.h"
+#include "store/store.h"
 #include "inference/inference.h"
 #include "registry/registry.h"
 #include "util/util.h"
@@ -234,8 +235,8 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
                          training_result *res);
 
 /*
- * Loads each symbol's candles (features_load_range, closed by p->now) and
- * runs training_run_candles. Needs features_init() with a database.
+ * Loads each symbol's candles (store_load_range, closed by p->now) and
+ * runs training_run_candles. Needs store_init() with a database.
  * Additional errors: PD_EDB, PD_EUNKNOWNSYM (a symbol without candles).
  */
 int training_run(const training_params *p, const training_ctx *ctx, training_result *res);
@@ -301,8 +302,8 @@ typedef struct training_jobs_config {
     const char *models_dir;     /* required; copied */
     registry *reg;              /* optional: borrowed, must outlive the jobs */
     const char *database_url;   /* record jobs in its training_jobs table; NULL: memory only.
-                                   Jobs use their own connection (features_jobs_open);
-                                   training itself needs features_init() done */
+                                   Jobs use their own connection (store_jobs_open);
+                                   training itself needs store_init() done */
     int64_t retrain_interval_s; /* PREDICTD_RETRAIN_INTERVAL; 0 = no schedule */
     int nice;                   /* worker niceness (10) */
     size_t keep;                /* finished jobs kept in memory (50) */

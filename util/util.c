@@ -21,32 +21,21 @@
 #include <time.h>
 #include <unistd.h>
 
+/* One row per code, indexed by -code, generated from PD_ERRNO_MAP. */
 static const struct {
     const char *code;
     const char *text;
+    int status;
 } err_table[PD_ERR_COUNT_] = {
-    [0] = {"ok", "success"},
-    [1] = {"out_of_memory", "out of memory"},
-    [2] = {"invalid_argument", "invalid argument"},
-    [3] = {"io_error", "input/output error"},
-    [4] = {"not_found", "not found"},
-    [5] = {"data_unavailable", "database unavailable"},
-    [6] = {"cache_unavailable", "cache unavailable"},
-    [7] = {"insufficient_data", "not enough candles for the features"},
-    [8] = {"no_model", "no verified model for this series"},
-    [9] = {"model_invalid", "model failed verification"},
-    [10] = {"invalid_timeframe", "invalid timeframe"},
-    [11] = {"invalid_symbol", "invalid symbol"},
-    [12] = {"unknown_symbol", "unknown symbol"},
-    [13] = {"too_large", "input too large"},
-    [14] = {"unauthorized", "missing or invalid credentials"},
-    [15] = {"rate_limited", "rate limited"},
-    [16] = {"busy", "resource busy"},
-    [17] = {"canceled", "operation cancelled"},
-    [18] = {"not_ready", "service not ready"},
-    [19] = {"parse_error", "malformed input"},
-    [20] = {"internal_error", "internal error"},
+#define PD_ERR_ROW(name, value, code, text, status) [-(value)] = {code, text, status},
+    PD_ERRNO_MAP(PD_ERR_ROW)
+#undef PD_ERR_ROW
 };
+
+/* The list must be dense from 0 down to -(PD_ERR_COUNT_ - 1). */
+#define PD_ERR_ONE(name, value, code, text, status) +1
+_Static_assert(0 PD_ERRNO_MAP(PD_ERR_ONE) == PD_ERR_COUNT_, "PD_ERRNO_MAP and PD_ERR_COUNT_ disagree");
+#undef PD_ERR_ONE
 
 const char *util_strerror(int err)
 {
@@ -62,6 +51,14 @@ const char *util_err_code(int err)
     if (i < 0 || i >= PD_ERR_COUNT_)
         return "internal_error";
     return err_table[i].code;
+}
+
+int util_err_status(int err)
+{
+    int i = -err;
+    if (i < 0 || i >= PD_ERR_COUNT_)
+        return 500;
+    return err_table[i].status;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -675,4 +672,129 @@ int util_rmtree(const char *path)
     if (rmdir(path) != 0 && rc == 0)
         rc = PD_EIO;
     return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * PRNG and hash.
+ */
+uint64_t util_splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += UINT64_C(0x9e3779b97f4a7c15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+void util_rng_seed(util_rng *r, uint64_t seed)
+{
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++)
+        r->s[i] = util_splitmix64(&x);
+}
+
+static inline uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t util_rng_next(util_rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double util_rng_uniform(util_rng *r)
+{
+    return (double)(util_rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+uint32_t util_fnv1a(uint32_t h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+uint32_t util_fnv1a_u32(uint32_t h, uint32_t v)
+{
+    return (h ^ v) * 16777619u;
+}
+
+/* ------------------------------------------------------------------------
+ * Locks that know their owner.
+ */
+static unsigned long self_id(void)
+{
+    return (unsigned long)pthread_self();
+}
+
+int util_mutex_init(util_mutex *m)
+{
+    atomic_init(&m->owner, 0);
+    return pthread_mutex_init(&m->m, NULL) == 0 ? 0 : PD_ENOMEM;
+}
+
+void util_mutex_destroy(util_mutex *m)
+{
+    pthread_mutex_destroy(&m->m);
+}
+
+void util_mutex_lock(util_mutex *m)
+{
+    pthread_mutex_lock(&m->m);
+    atomic_store_explicit(&m->owner, self_id(), memory_order_relaxed);
+}
+
+void util_mutex_unlock(util_mutex *m)
+{
+    assert(util_mutex_held(m));
+    atomic_store_explicit(&m->owner, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&m->m);
+}
+
+bool util_mutex_held(const util_mutex *m)
+{
+    return atomic_load_explicit(&m->owner, memory_order_relaxed) == self_id();
+}
+
+int util_rwlock_init(util_rwlock *l)
+{
+    atomic_init(&l->writer, 0);
+    return pthread_rwlock_init(&l->l, NULL) == 0 ? 0 : PD_ENOMEM;
+}
+
+void util_rwlock_destroy(util_rwlock *l)
+{
+    pthread_rwlock_destroy(&l->l);
+}
+
+void util_rwlock_rdlock(util_rwlock *l)
+{
+    pthread_rwlock_rdlock(&l->l);
+}
+
+void util_rwlock_wrlock(util_rwlock *l)
+{
+    pthread_rwlock_wrlock(&l->l);
+    atomic_store_explicit(&l->writer, self_id(), memory_order_relaxed);
+}
+
+void util_rwlock_unlock(util_rwlock *l)
+{
+    if (atomic_load_explicit(&l->writer, memory_order_relaxed) == self_id())
+        atomic_store_explicit(&l->writer, 0, memory_order_relaxed);
+    pthread_rwlock_unlock(&l->l);
+}
+
+bool util_rwlock_write_held(const util_rwlock *l)
+{
+    return atomic_load_explicit(&l->writer, memory_order_relaxed) == self_id();
 }

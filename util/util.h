@@ -10,45 +10,58 @@
 #ifndef PREDICTD_UTIL_H
 #define PREDICTD_UTIL_H
 
+#include <assert.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 /* ---------------------------------------------------------------------------
- * Errors. Functions return 0 on success or one of these (negative). The api
- * module maps each to an HTTP status and a stable JSON code string
- * (util_err_code()).
+ * Errors. Functions return 0 on success or one of these (negative). The one
+ * list below is the only place a code is defined: the enum, the JSON code
+ * string, the text and the HTTP status are all generated from it.
+ *
+ *   X(NAME, value, "json_code", "text", http_status)
  */
+#define PD_ERRNO_MAP(X)                                                                            \
+    X(OK, 0, "ok", "success", 200)                                                                 \
+    X(ENOMEM, -1, "out_of_memory", "out of memory", 500)                                           \
+    X(EINVAL, -2, "invalid_argument", "invalid argument", 400)                                     \
+    X(EIO, -3, "io_error", "input/output error", 500)                                              \
+    X(ENOTFOUND, -4, "not_found", "not found", 404)                                                \
+    X(EDB, -5, "data_unavailable", "database unavailable", 503)                                    \
+    X(ECACHE, -6, "cache_unavailable", "cache unavailable", 503)                                   \
+    X(ENODATA, -7, "insufficient_data", "not enough candles for the features", 503)                \
+    X(ENOMODEL, -8, "no_model", "no verified model for this series", 404)                          \
+    X(EVERIFY, -9, "model_invalid", "model failed verification", 422)                              \
+    X(ETIMEFRAME, -10, "invalid_timeframe", "invalid timeframe", 400)                              \
+    X(ESYMBOL, -11, "invalid_symbol", "invalid symbol", 400)                                       \
+    X(EUNKNOWNSYM, -12, "unknown_symbol", "unknown symbol", 404)                                   \
+    X(ETOOBIG, -13, "too_large", "input too large", 413)                                           \
+    X(EAUTH, -14, "unauthorized", "missing or invalid credentials", 401)                           \
+    X(ERATE, -15, "rate_limited", "rate limited", 429)                                             \
+    X(EBUSY, -16, "busy", "resource busy", 409)                                                    \
+    X(ECANCELED, -17, "canceled", "operation cancelled", 500)                                      \
+    X(ENOTREADY, -18, "not_ready", "service not ready", 503)                                       \
+    X(EPARSE, -19, "parse_error", "malformed input", 400)                                          \
+    X(EINTERNAL, -20, "internal_error", "internal error", 500)
+
 enum {
-    PD_OK = 0,
-    PD_ENOMEM = -1,         /* allocation failed */
-    PD_EINVAL = -2,         /* bad argument or input */
-    PD_EIO = -3,            /* file or socket I/O failed */
-    PD_ENOTFOUND = -4,      /* no such thing */
-    PD_EDB = -5,            /* PostgreSQL unavailable or failed */
-    PD_ECACHE = -6,         /* Redis unavailable or failed */
-    PD_ENODATA = -7,        /* not enough candles for the features */
-    PD_ENOMODEL = -8,       /* no verified model for the series */
-    PD_EVERIFY = -9,        /* a model version failed verification */
-    PD_ETIMEFRAME = -10,    /* unknown or malformed timeframe */
-    PD_ESYMBOL = -11,       /* malformed symbol */
-    PD_EUNKNOWNSYM = -12,   /* well-formed symbol with no candles */
-    PD_ETOOBIG = -13,       /* input over a size limit */
-    PD_EAUTH = -14,         /* missing or wrong credentials */
-    PD_ERATE = -15,         /* rate limited */
-    PD_EBUSY = -16,         /* resource busy (a job already runs, ...) */
-    PD_ECANCELED = -17,     /* operation cancelled */
-    PD_ENOTREADY = -18,     /* service not ready (draining, warming up) */
-    PD_EPARSE = -19,        /* malformed file or message */
-    PD_EINTERNAL = -20,     /* a bug: an invariant did not hold */
+#define PD_ERR_ENUM(name, value, code, text, status) PD_##name = value,
+    PD_ERRNO_MAP(PD_ERR_ENUM)
+#undef PD_ERR_ENUM
     PD_ERR_COUNT_ = 21
 };
 
 /* Human-readable text for an error code. Never NULL, static storage. */
 const char *util_strerror(int err);
-/* Stable snake_case code for JSON bodies and metrics ("data_unavailable"). */
+/* Stable snake_case code for JSON bodies and metrics ("data_unavailable");
+ * "internal_error" for a value outside the list. */
 const char *util_err_code(int err);
+/* The HTTP status an error answers with (200 for PD_OK, 500 outside the list). */
+int util_err_status(int err);
 
 /* ---------------------------------------------------------------------------
  * Logging: one line per event on stderr, text or JSON. The level is checked
@@ -97,6 +110,66 @@ int64_t util_tf_last_closed_open(int64_t now, int64_t tf_seconds);
 
 /* Symbols match ^[A-Z0-9]{2,20}$. */
 bool util_symbol_valid(const char *s);
+
+/* ---------------------------------------------------------------------------
+ * Locks that know their owner, so "caller holds X" is an assert, not only a
+ * comment (UTIL_ASSERT_HELD). A util_mutex is a pthread mutex plus the id
+ * of the thread holding it; a util_rwlock tracks its writer (readers are
+ * not tracked). The bookkeeping is one relaxed atomic store per lock and
+ * unlock. Not for use with pthread_cond_wait (its owner would go stale).
+ */
+typedef struct util_mutex {
+    pthread_mutex_t m;
+    _Atomic unsigned long owner; /* pthread_self() of the holder, 0: free */
+} util_mutex;
+int util_mutex_init(util_mutex *m);
+void util_mutex_destroy(util_mutex *m);
+void util_mutex_lock(util_mutex *m);
+void util_mutex_unlock(util_mutex *m);
+/* True when the calling thread holds m. */
+bool util_mutex_held(const util_mutex *m);
+
+typedef struct util_rwlock {
+    pthread_rwlock_t l;
+    _Atomic unsigned long writer; /* pthread_self() of the writer, 0: none */
+} util_rwlock;
+int util_rwlock_init(util_rwlock *l);
+void util_rwlock_destroy(util_rwlock *l);
+void util_rwlock_rdlock(util_rwlock *l);
+void util_rwlock_wrlock(util_rwlock *l);
+void util_rwlock_unlock(util_rwlock *l);
+/* True when the calling thread holds l for writing. */
+bool util_rwlock_write_held(const util_rwlock *l);
+
+#define UTIL_ASSERT_HELD(m) assert(util_mutex_held(m))
+#define UTIL_ASSERT_WRITE_HELD(l) assert(util_rwlock_write_held(l))
+
+/* ---------------------------------------------------------------------------
+ * A seeded PRNG and a string hash, shared so no module keeps its own copy.
+ *
+ * util_rng is xoshiro256** (Blackman & Vigna) seeded through splitmix64: the
+ * same seed gives the same stream on every platform, which the demo seed and
+ * the trainer's bit-for-bit reproducibility rely on. Not for secrets. One
+ * generator belongs to one thread at a time.
+ */
+typedef struct util_rng {
+    uint64_t s[4];
+} util_rng;
+void util_rng_seed(util_rng *r, uint64_t seed);
+/* splitmix64: advances *state and returns the next output (the seeder). */
+uint64_t util_splitmix64(uint64_t *state);
+uint64_t util_rng_next(util_rng *r);
+/* Uniform in [0, 1) with 53 bits. */
+double util_rng_uniform(util_rng *r);
+
+/* FNV-1a, 32 bits: util_fnv1a(UTIL_FNV1A_INIT, s) hashes a string; pass a
+ * previous result as h to hash several strings as one. For hash tables and
+ * buckets, never for anything an attacker could exploit by collisions
+ * beyond a slower lookup. */
+#define UTIL_FNV1A_INIT 2166136261u
+uint32_t util_fnv1a(uint32_t h, const char *s);
+/* One more 32-bit value folded into h (FNV-1a step). */
+uint32_t util_fnv1a_u32(uint32_t h, uint32_t v);
 
 /* ---------------------------------------------------------------------------
  * SHA-256 (FIPS 180-4). */

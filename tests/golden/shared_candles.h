@@ -2,7 +2,7 @@
  * shared_candles.h: loads the real candle files of PREDICTD_SHARED_DATA
  * (`open_time,open,high,low,close,volume`, RFC 3339 times, one header line)
  * for the feature tests. A deliberately small parser of its own, so the
- * indicator tests do not depend on features/csv.c.
+ * indicator tests do not depend on feed/csv.c.
  */
 #ifndef PREDICTD_SHARED_CANDLES_H
 #define PREDICTD_SHARED_CANDLES_H

@@ -1,6 +1,6 @@
 """The walking skeleton end to end: candles in PostgreSQL, a trained model
 in a real repository, predictions over real HTTP, every response checked
-against openapi.yaml, and the error paths of issue 2 (unknown symbol, bad
+against openapi.yaml, and the error paths (unknown symbol, bad
 timeframe, no model, malformed symbols, database down)."""
 import os
 import sys
@@ -78,7 +78,7 @@ def listed_symbols_with_errors_alongside():
 @test
 def batch_of_symbols_equals_one_by_one():
     # with the caches off every symbol is computed: the multi-symbol route
-    # reads all windows in one batch (api_predict_many), the single route one
+    # reads all windows in one batch (predict_many), the single route one
     # at a time; the answers must be the same
     service()
     svc = Service(MODELS, env={"PREDICTD_CACHE": "off"})

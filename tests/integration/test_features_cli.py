@@ -1,4 +1,4 @@
-"""`predictd features` against TA-Lib (issue 3): the golden series and
+"""`predictd features` against TA-Lib: the golden series and
 TA-Lib's outputs generated into tests/golden/talib_golden.h are read here,
 the series is written as CSV, and the CLI's feature row for the last candle
 (a window of the whole series, as TA-Lib sees it) must equal TA-Lib's last

@@ -1,4 +1,4 @@
-"""The inference loop end to end (issue 7): a candle inserted into PostgreSQL
+"""The inference loop end to end: a candle inserted into PostgreSQL
 becomes a new prediction in the cache, the ledger, a subscribed WebSocket
 client and a Server-Sent Events client; bursts are coalesced; a restarted
 database is LISTENed again and what was missed is caught up; the resolver

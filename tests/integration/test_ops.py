@@ -1,4 +1,4 @@
-"""The operations surface (issue 6): health and readiness, Prometheus
+"""The operations surface: health and readiness, Prometheus
 metrics checked by promtool, admin and read keys, key files and keygen,
 rate limiting, URL/body/symbol limits, CORS, request ids and logs, and the
 lifecycle: SIGTERM drains the requests already accepted and exits 0, a

@@ -1,4 +1,4 @@
-"""The model repository under load (issue 4): publishing 100 versions in a
+"""The model repository under load: publishing 100 versions in a
 row while requests keep coming fails no request and leaves memory flat; a
 broken version never serves, the serving one stays, and the reason shows in
 the admin API and the metrics; pin and labels work over HTTP."""

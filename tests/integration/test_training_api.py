@@ -1,4 +1,4 @@
-"""Background training over the admin API (issue 5): a job trains and
+"""Background training over the admin API: a job trains and
 publishes, the new version serves, a job whose model is not better is not
 promoted, a long job can be cancelled, job history survives a restart,
 and bad requests get clear errors."""

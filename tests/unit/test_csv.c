@@ -1,16 +1,17 @@
-/* Unit tests for features_csv_parse: both layouts, header or not, ms/us/s
+/* Unit tests for feed_csv_parse: both layouts, header or not, ms/us/s
  * and RFC 3339 times, CRLF, blank lines, every rejected row with its exact
  * line number, and the real files in PREDICTD_SHARED_DATA. */
 #include <stdint.h>
 
 #include "features/features.h"
+#include "feed/feed.h"
 #include "tests/unit/unit.h"
 #include "util/util.h"
 
 static int parse(const char *text, features_candle **c, size_t *n, char *why)
 {
     why[0] = '\0';
-    return features_csv_parse(text, strlen(text), c, n, why, 256);
+    return feed_csv_parse(text, strlen(text), c, n, why, 256);
 }
 
 /* Parses text that must fail; checks the code and the message. */
@@ -182,15 +183,15 @@ TEST(bad_arguments)
     features_candle *c;
     size_t n;
     char why[8]; /* a short buffer is truncated, never overrun */
-    CHECK_EQ_INT(features_csv_parse(NULL, 3, &c, &n, why, sizeof why), PD_EINVAL);
-    CHECK_EQ_INT(features_csv_parse("x", 1, NULL, &n, why, sizeof why), PD_EINVAL);
-    CHECK_EQ_INT(features_csv_parse("1,2,3,4,5", 9, &c, &n, why, sizeof why), PD_EPARSE);
+    CHECK_EQ_INT(feed_csv_parse(NULL, 3, &c, &n, why, sizeof why), PD_EINVAL);
+    CHECK_EQ_INT(feed_csv_parse("x", 1, NULL, &n, why, sizeof why), PD_EINVAL);
+    CHECK_EQ_INT(feed_csv_parse("1,2,3,4,5", 9, &c, &n, why, sizeof why), PD_EPARSE);
     CHECK_EQ_INT(strlen(why), 7);
-    CHECK_EQ_INT(features_csv_parse("1,2,3,4,5", 9, &c, &n, NULL, 0), PD_EPARSE);
+    CHECK_EQ_INT(feed_csv_parse("1,2,3,4,5", 9, &c, &n, NULL, 0), PD_EPARSE);
     /* a buffer without a terminating NUL: the parser reads only len bytes */
     char raw[] = {'1', '7', '0', '4', '0', '6', '7', '2', '0', '0', ',',
                   '1', ',', '2', ',', '1', ',', '1', ',', '5', '9'};
-    CHECK_EQ_INT(features_csv_parse(raw, sizeof raw - 1, &c, &n, NULL, 0), 0);
+    CHECK_EQ_INT(feed_csv_parse(raw, sizeof raw - 1, &c, &n, NULL, 0), 0);
     CHECK_EQ_INT(n, 1);
     CHECK(c[0].volume == 5);
     free(c);
@@ -210,7 +211,7 @@ static void real_file(const char *name, size_t rows, int64_t first, int64_t last
     features_candle *c;
     size_t n;
     char why[256] = "";
-    rc = features_csv_parse(text, len, &c, &n, why, sizeof why);
+    rc = feed_csv_parse(text, len, &c, &n, why, sizeof why);
     if (rc)
         UNIT_FAIL_("%s: %s", name, why);
     free(text);

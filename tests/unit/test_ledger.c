@@ -1,7 +1,7 @@
 /*
- * Unit tests for features/ledger.c.
+ * Unit tests for store/ledger.c.
  *
- * The resolver (features_ledger_resolve) on hand-built candles: target
+ * The resolver (store_ledger_resolve) on hand-built candles: target
  * first, stop first, stop and target in one candle, TP3, expiry with and
  * without a take-profit, an incomplete horizon, gaps, the SHORT mirror,
  * NO_TRADE rows and their realised class (including a tie), and the
@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include "features/features.h"
+#include "predict/predict.h"
+#include "store/store.h"
 #include "tests/unit/unit.h"
 #include "util/util.h"
 
@@ -30,13 +32,13 @@ static const int64_t T0 = 1717999200;
 static const int64_t TF = 60;
 
 /* A LONG entry at 100, stop 98 (R = 2), targets 102, 104, 106. */
-static features_ledger_entry long_entry(uint32_t horizon)
+static store_ledger_entry long_entry(uint32_t horizon)
 {
-    features_ledger_entry e = {.symbol = "TESTUSDT",
+    store_ledger_entry e = {.symbol = "TESTUSDT",
                                .timeframe = "1m",
                                .candle_time = T0,
                                .version = 1,
-                               .direction = FEATURES_LEDGER_LONG,
+                               .direction = STORE_LEDGER_LONG,
                                .confidence = 0.6,
                                .probs = {0.6, 0.1, 0.3},
                                .entry = 100,
@@ -48,10 +50,10 @@ static features_ledger_entry long_entry(uint32_t horizon)
 }
 
 /* Its mirror: SHORT at 100, stop 102, targets 98, 96, 94. */
-static features_ledger_entry short_entry(uint32_t horizon)
+static store_ledger_entry short_entry(uint32_t horizon)
 {
-    features_ledger_entry e = long_entry(horizon);
-    e.direction = FEATURES_LEDGER_SHORT;
+    store_ledger_entry e = long_entry(horizon);
+    e.direction = STORE_LEDGER_SHORT;
     e.probs[0] = 0.1;
     e.probs[1] = 0.6;
     e.stop_loss = 102;
@@ -73,12 +75,12 @@ static features_candle at(int j, double high, double low, double close)
 }
 
 /* Resolves with the horizon complete (the series has a candle past it). */
-static features_ledger_resolution resolve(const features_ledger_entry *e, const features_candle *c,
+static store_ledger_resolution resolve(const store_ledger_entry *e, const features_candle *c,
                                           size_t n)
 {
-    features_ledger_resolution r;
+    store_ledger_resolution r;
     memset(&r, 0xA5, sizeof r);
-    int rc = features_ledger_resolve(e, TF, c, n, T0 + 1000 * TF, &r);
+    int rc = predict_resolve(e, TF, c, n, T0 + 1000 * TF, &r);
     if (rc != 0)
         printf("  resolve returned %d\n", rc);
     return r;
@@ -86,95 +88,95 @@ static features_ledger_resolution resolve(const features_ledger_entry *e, const 
 
 TEST(long_target_first)
 {
-    features_ledger_entry e = long_entry(5);
+    store_ledger_entry e = long_entry(5);
     features_candle c[] = {at(1, 101, 99.5, 100.5), at(2, 102.5, 100, 102), at(3, 104.1, 101, 104),
                            at(4, 103, 97.9, 98.5), at(5, 101, 99, 100)};
-    features_ledger_resolution r = resolve(&e, c, 5);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_TP2);
-    CHECK_EQ_STR(features_ledger_outcome_name(r.outcome), "TP2");
+    store_ledger_resolution r = resolve(&e, c, 5);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_TP2);
+    CHECK_EQ_STR(store_ledger_outcome_name(r.outcome), "TP2");
     CHECK_NEAR(r.r_multiple, 2.0, 1e-12);
     CHECK_NEAR(r.hit_time_s, 3.0 * TF, 1e-12); /* TP2 first touched by candle 3 */
     CHECK_EQ_INT(r.candles, 4);                /* the stop in candle 4 ended it */
     CHECK_NEAR(r.mfe, (104.1 - 100) / 2, 1e-12);
     CHECK_NEAR(r.mae, (100 - 97.9) / 2, 1e-12);
-    CHECK_EQ_INT(r.realised, FEATURES_LEDGER_LONG); /* long TP1 at candle 2 */
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_LONG); /* long TP1 at candle 2 */
 }
 
 TEST(long_stop_first)
 {
-    features_ledger_entry e = long_entry(5);
+    store_ledger_entry e = long_entry(5);
     features_candle c[] = {at(1, 100.5, 97.5, 98), at(2, 106.5, 98, 106)};
-    features_ledger_resolution r = resolve(&e, c, 2);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_SL);
+    store_ledger_resolution r = resolve(&e, c, 2);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_SL);
     CHECK_NEAR(r.r_multiple, -1.0, 1e-12);
     CHECK_NEAR(r.hit_time_s, 1.0 * TF, 1e-12);
     CHECK_EQ_INT(r.candles, 1);
     CHECK_NEAR(r.mae, 1.25, 1e-12);
     CHECK_NEAR(r.mfe, 0.25, 1e-12); /* the later rally does not count */
     /* the short side reached its TP1 (98) without touching its stop */
-    CHECK_EQ_INT(r.realised, FEATURES_LEDGER_SHORT);
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_SHORT);
 }
 
 TEST(stop_and_target_in_one_candle_is_the_stop)
 {
-    features_ledger_entry e = long_entry(5);
+    store_ledger_entry e = long_entry(5);
     features_candle c[] = {at(1, 106.5, 97.5, 101)};
-    features_ledger_resolution r = resolve(&e, c, 1);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_SL);
+    store_ledger_resolution r = resolve(&e, c, 1);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_SL);
     CHECK_NEAR(r.r_multiple, -1.0, 1e-12);
     CHECK_NEAR(r.hit_time_s, 1.0 * TF, 1e-12);
     /* both sides touched their stops in that candle: neither won */
-    CHECK_EQ_INT(r.realised, FEATURES_LEDGER_NO_TRADE);
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_NO_TRADE);
 }
 
 TEST(target_then_stop_in_a_later_candle_keeps_the_target)
 {
-    features_ledger_entry e = long_entry(5);
+    store_ledger_entry e = long_entry(5);
     features_candle c[] = {at(1, 102.2, 99, 102), at(2, 104.5, 97, 97.5)};
-    features_ledger_resolution r = resolve(&e, c, 2);
+    store_ledger_resolution r = resolve(&e, c, 2);
     /* TP1 at candle 1; candle 2 reached TP2 and the stop: the stop wins that
      * candle, so the outcome stays TP1 */
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_TP1);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_TP1);
     CHECK_NEAR(r.r_multiple, 1.0, 1e-12);
     CHECK_NEAR(r.hit_time_s, 1.0 * TF, 1e-12);
     CHECK_EQ_INT(r.candles, 2);
-    CHECK_EQ_INT(r.realised, FEATURES_LEDGER_LONG);
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_LONG);
 }
 
 TEST(tp3_ends_the_trade)
 {
-    features_ledger_entry e = long_entry(5);
+    store_ledger_entry e = long_entry(5);
     features_candle c[] = {at(1, 106.5, 99.5, 106), at(2, 110, 90, 95)};
-    features_ledger_resolution r = resolve(&e, c, 2);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_TP3);
+    store_ledger_resolution r = resolve(&e, c, 2);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_TP3);
     CHECK_NEAR(r.r_multiple, 3.0, 1e-12);
     CHECK_NEAR(r.hit_time_s, 1.0 * TF, 1e-12);
     CHECK_EQ_INT(r.candles, 1);
     CHECK_NEAR(r.mfe, 3.25, 1e-12);
-    CHECK_EQ_INT(r.realised, FEATURES_LEDGER_LONG);
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_LONG);
 }
 
 TEST(expiry_marks_to_market)
 {
-    features_ledger_entry e = long_entry(3);
+    store_ledger_entry e = long_entry(3);
     features_candle c[] = {at(1, 101, 99, 100.4), at(2, 101.5, 99.2, 100.9),
                            at(3, 101.8, 99.6, 101.1), at(4, 120, 80, 90)};
-    features_ledger_resolution r = resolve(&e, c, 4);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_EXPIRED);
+    store_ledger_resolution r = resolve(&e, c, 4);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_EXPIRED);
     CHECK_NEAR(r.r_multiple, (101.1 - 100) / 2, 1e-12); /* last close in the horizon */
     CHECK(isnan(r.hit_time_s));
     CHECK_EQ_INT(r.candles, 3);
     CHECK_NEAR(r.mfe, 0.9, 1e-12);
     CHECK_NEAR(r.mae, 0.5, 1e-12);
-    CHECK_EQ_INT(r.realised, FEATURES_LEDGER_NO_TRADE);
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_NO_TRADE);
 }
 
 TEST(target_then_expiry_keeps_the_target)
 {
-    features_ledger_entry e = long_entry(3);
+    store_ledger_entry e = long_entry(3);
     features_candle c[] = {at(1, 102.5, 99, 102), at(2, 103, 101, 102.5), at(3, 103, 100, 100.5)};
-    features_ledger_resolution r = resolve(&e, c, 3);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_TP1);
+    store_ledger_resolution r = resolve(&e, c, 3);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_TP1);
     CHECK_NEAR(r.r_multiple, 1.0, 1e-12);
     CHECK_NEAR(r.hit_time_s, 1.0 * TF, 1e-12);
     CHECK_EQ_INT(r.candles, 3);
@@ -182,92 +184,92 @@ TEST(target_then_expiry_keeps_the_target)
 
 TEST(incomplete_horizon_stays_open)
 {
-    features_ledger_entry e = long_entry(3);
+    store_ledger_entry e = long_entry(3);
     features_candle c[] = {at(1, 102.5, 99, 102), at(2, 103, 101, 102.5)};
-    features_ledger_resolution r;
+    store_ledger_resolution r;
     /* the series' latest closed candle is candle 2: candle 3 may still come */
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, c, 2, T0 + 2 * TF, &r), 0);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_OPEN);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 2, T0 + 2 * TF, &r), 0);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_OPEN);
     CHECK_EQ_INT(r.realised, -1);
     CHECK(isnan(r.r_multiple));
     /* a stop decides without waiting for the horizon */
     features_candle d[] = {at(1, 100.5, 97.9, 98)};
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, d, 1, T0 + TF, &r), 0);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_SL);
-    CHECK_EQ_INT(r.realised, FEATURES_LEDGER_SHORT);
+    CHECK_EQ_INT(predict_resolve(&e, TF, d, 1, T0 + TF, &r), 0);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_SL);
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_SHORT);
     /* nothing after the entry yet */
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, NULL, 0, T0, &r), 0);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_OPEN);
+    CHECK_EQ_INT(predict_resolve(&e, TF, NULL, 0, T0, &r), 0);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_OPEN);
 }
 
 TEST(gaps_and_foreign_candles)
 {
-    features_ledger_entry e = long_entry(4);
+    store_ledger_entry e = long_entry(4);
     /* a candle before the entry and one past the horizon are ignored;
      * candles 1 and 3 are missing */
     features_candle c[] = {at(-1, 200, 1, 100), at(0, 200, 1, 100), at(2, 101, 99, 100.6),
                            at(4, 101.2, 99.4, 100.8), at(5, 200, 1, 50)};
-    features_ledger_resolution r = resolve(&e, c, 5);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_EXPIRED);
+    store_ledger_resolution r = resolve(&e, c, 5);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_EXPIRED);
     CHECK_NEAR(r.r_multiple, 0.4, 1e-12);
     CHECK_EQ_INT(r.candles, 4);
     /* a gap at the end of the horizon: complete once a later candle exists */
     features_candle d[] = {at(2, 104.5, 99.5, 104)};
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, d, 1, T0 + 3 * TF, &r), 0);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_OPEN);
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, d, 1, T0 + 9 * TF, &r), 0);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_TP2);
+    CHECK_EQ_INT(predict_resolve(&e, TF, d, 1, T0 + 3 * TF, &r), 0);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_OPEN);
+    CHECK_EQ_INT(predict_resolve(&e, TF, d, 1, T0 + 9 * TF, &r), 0);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_TP2);
     CHECK_NEAR(r.hit_time_s, 2.0 * TF, 1e-12);
     /* no candle at all in a complete horizon */
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, NULL, 0, T0 + 9 * TF, &r), 0);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_EXPIRED);
+    CHECK_EQ_INT(predict_resolve(&e, TF, NULL, 0, T0 + 9 * TF, &r), 0);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_EXPIRED);
     CHECK_NEAR(r.r_multiple, 0.0, 1e-12);
-    CHECK_EQ_INT(r.realised, FEATURES_LEDGER_NO_TRADE);
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_NO_TRADE);
 }
 
 TEST(short_mirror)
 {
-    features_ledger_entry e = short_entry(5);
+    store_ledger_entry e = short_entry(5);
     features_candle c[] = {at(1, 100.5, 97.9, 98), at(2, 102.1, 97, 101)};
-    features_ledger_resolution r = resolve(&e, c, 2);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_TP1);
+    store_ledger_resolution r = resolve(&e, c, 2);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_TP1);
     CHECK_NEAR(r.r_multiple, 1.0, 1e-12);
     CHECK_NEAR(r.hit_time_s, 1.0 * TF, 1e-12);
     CHECK_EQ_INT(r.candles, 2);
     CHECK_NEAR(r.mfe, 1.5, 1e-12);
     CHECK_NEAR(r.mae, 1.05, 1e-12);
-    CHECK_EQ_INT(r.realised, FEATURES_LEDGER_SHORT);
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_SHORT);
 
     features_candle s[] = {at(1, 102.5, 99, 102)};
     r = resolve(&e, s, 1);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_SL);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_SL);
     CHECK_NEAR(r.r_multiple, -1.0, 1e-12);
-    CHECK_EQ_INT(r.realised, FEATURES_LEDGER_LONG);
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_LONG);
 
     features_candle t[] = {at(1, 100.2, 93.9, 94)};
     r = resolve(&e, t, 1);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_TP3);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_TP3);
     CHECK_NEAR(r.r_multiple, 3.0, 1e-12);
 
     features_candle x[] = {at(1, 100.8, 99.4, 99.4), at(2, 100.9, 99.1, 99.2),
                            at(3, 100.1, 99.3, 99.5), at(4, 100.2, 99.6, 99.9),
                            at(5, 100.6, 99.5, 100.6)};
     r = resolve(&e, x, 5);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_EXPIRED);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_EXPIRED);
     CHECK_NEAR(r.r_multiple, -0.3, 1e-12); /* short: (entry - close) / R */
 }
 
 TEST(no_trade_rows_get_a_realised_class)
 {
-    features_ledger_entry e = long_entry(5);
-    e.direction = FEATURES_LEDGER_NO_TRADE;
+    store_ledger_entry e = long_entry(5);
+    e.direction = STORE_LEDGER_NO_TRADE;
     e.probs[0] = 0.35;
     e.probs[1] = 0.2;
     e.probs[2] = 0.45;
     features_candle c[] = {at(1, 101, 99, 100), at(2, 102.5, 99.5, 102)};
-    features_ledger_resolution r = resolve(&e, c, 2);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_NONE);
-    CHECK_EQ_INT(r.realised, FEATURES_LEDGER_LONG);
+    store_ledger_resolution r = resolve(&e, c, 2);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_NONE);
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_LONG);
     CHECK_EQ_INT(r.candles, 2);
     CHECK(isnan(r.r_multiple) && isnan(r.mfe) && isnan(r.mae) && isnan(r.hit_time_s));
 
@@ -275,44 +277,44 @@ TEST(no_trade_rows_get_a_realised_class)
     e.tp[0] = 101;
     features_candle t[] = {at(1, 101.5, 98.5, 100)};
     r = resolve(&e, t, 1);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_NONE);
-    CHECK_EQ_INT(r.realised, FEATURES_LEDGER_NO_TRADE);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_NONE);
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_NO_TRADE);
 
     /* open until the class is known */
     features_candle q[] = {at(1, 100.5, 99.5, 100)};
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, q, 1, T0 + TF, &r), 0);
-    CHECK_EQ_INT(r.outcome, FEATURES_OUTCOME_OPEN);
+    CHECK_EQ_INT(predict_resolve(&e, TF, q, 1, T0 + TF, &r), 0);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_OPEN);
 }
 
 TEST(invalid_entries_are_refused)
 {
-    features_ledger_resolution r = {.outcome = 42};
+    store_ledger_resolution r = {.outcome = 42};
     features_candle c[] = {at(1, 101, 99, 100)};
-    features_ledger_entry e = long_entry(5);
-    CHECK_EQ_INT(features_ledger_resolve(NULL, TF, c, 1, T0, &r), PD_EINVAL);
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, c, 1, T0, NULL), PD_EINVAL);
-    CHECK_EQ_INT(features_ledger_resolve(&e, 0, c, 1, T0, &r), PD_EINVAL);
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, NULL, 1, T0, &r), PD_EINVAL);
+    store_ledger_entry e = long_entry(5);
+    CHECK_EQ_INT(predict_resolve(NULL, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, NULL), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, 0, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, NULL, 1, T0, &r), PD_EINVAL);
     e.horizon = 0;
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
     e = long_entry(5);
     e.stop_loss = e.entry;
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
     e = long_entry(5);
     e.tp[1] = 99; /* a LONG target below the entry */
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
     e = long_entry(5);
     e.tp[2] = NAN;
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
     e = long_entry(5);
-    e.direction = FEATURES_LEDGER_SHORT; /* SHORT with LONG levels */
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
+    e.direction = STORE_LEDGER_SHORT; /* SHORT with LONG levels */
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
     e.direction = 7;
-    CHECK_EQ_INT(features_ledger_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
+    CHECK_EQ_INT(predict_resolve(&e, TF, c, 1, T0, &r), PD_EINVAL);
     CHECK_EQ_INT(r.outcome, 42); /* untouched */
-    CHECK_EQ_STR(features_ledger_outcome_name(99), "OPEN");
-    CHECK_EQ_STR(features_ledger_class_name(FEATURES_LEDGER_NO_TRADE), "NO_TRADE");
-    CHECK_EQ_STR(features_ledger_class_name(-1), "UNKNOWN");
+    CHECK_EQ_STR(store_ledger_outcome_name(99), "OPEN");
+    CHECK_EQ_STR(store_ledger_class_name(STORE_LEDGER_NO_TRADE), "NO_TRADE");
+    CHECK_EQ_STR(store_ledger_class_name(-1), "UNKNOWN");
 }
 
 /* ---------------------------------------------------------------------------
@@ -369,7 +371,7 @@ static const char *sql_text(PGconn *c, const char *sql)
 /* Migrated database, empty ledger and candles of the test symbols. */
 static bool setup_db(PGconn **out)
 {
-    if (features_init(db_url(), NULL, false) != 0 || features_migrate(migrations_dir()) != 0)
+    if (store_init(db_url(), NULL, false) != 0 || store_migrate(migrations_dir()) != 0)
         return false;
     PGconn *c = admin();
     if (!c)
@@ -383,13 +385,13 @@ static bool setup_db(PGconn **out)
     return true;
 }
 
-static features_ledger_entry entry_for(const char *symbol, int64_t t, uint32_t version, int dir)
+static store_ledger_entry entry_for(const char *symbol, int64_t t, uint32_t version, int dir)
 {
-    features_ledger_entry e = dir == FEATURES_LEDGER_SHORT ? short_entry(3) : long_entry(3);
+    store_ledger_entry e = dir == STORE_LEDGER_SHORT ? short_entry(3) : long_entry(3);
     snprintf(e.symbol, sizeof e.symbol, "%s", symbol);
     e.candle_time = t;
     e.version = version;
-    if (dir == FEATURES_LEDGER_NO_TRADE) {
+    if (dir == STORE_LEDGER_NO_TRADE) {
         e.direction = dir;
         e.probs[0] = 0.3;
         e.probs[1] = 0.2;
@@ -406,14 +408,14 @@ TEST(record_is_idempotent)
     CHECK(setup_db(&c));
     if (!c)
         return;
-    features_ledger *db = NULL;
-    CHECK_EQ_INT(features_ledger_open(db_url(), &db), 0);
-    features_ledger_entry e = entry_for("LDGAUSDT", T0, 1, FEATURES_LEDGER_LONG);
+    store_ledger *db = NULL;
+    CHECK_EQ_INT(store_ledger_open(db_url(), &db), 0);
+    store_ledger_entry e = entry_for("LDGAUSDT", T0, 1, STORE_LEDGER_LONG);
     bool ins = false;
-    CHECK_EQ_INT(features_ledger_record(db, &e, &ins), 0);
+    CHECK_EQ_INT(store_ledger_record(db, &e, &ins), 0);
     CHECK(ins);
     e.confidence = 0.9; /* the first record wins */
-    CHECK_EQ_INT(features_ledger_record(db, &e, &ins), 0);
+    CHECK_EQ_INT(store_ledger_record(db, &e, &ins), 0);
     CHECK(!ins);
     CHECK_EQ_STR(sql_text(c, "SELECT count(*) FROM predictions"), "1");
     CHECK_EQ_STR(sql_text(c, "SELECT confidence FROM predictions"), "0.6");
@@ -423,27 +425,27 @@ TEST(record_is_idempotent)
     CHECK_EQ_STR(sql_text(c, "SELECT atr = 4::float8 / 3 FROM predictions"), "t");
     /* another version of the same candle is another row */
     e.version = 2;
-    CHECK_EQ_INT(features_ledger_record(db, &e, &ins), 0);
+    CHECK_EQ_INT(store_ledger_record(db, &e, &ins), 0);
     CHECK(ins);
     /* NO_TRADE rows are recorded too */
-    features_ledger_entry n = entry_for("LDGAUSDT", T0 + TF, 1, FEATURES_LEDGER_NO_TRADE);
-    CHECK_EQ_INT(features_ledger_record(db, &n, NULL), 0);
+    store_ledger_entry n = entry_for("LDGAUSDT", T0 + TF, 1, STORE_LEDGER_NO_TRADE);
+    CHECK_EQ_INT(store_ledger_record(db, &n, NULL), 0);
     CHECK_EQ_STR(sql_text(c, "SELECT direction FROM predictions WHERE candle_time ="
                              " to_timestamp(1717999260)"),
                  "NO_TRADE");
     /* bad entries */
     e.version = 0;
-    CHECK_EQ_INT(features_ledger_record(db, &e, NULL), PD_EINVAL);
-    e = entry_for("bad", T0, 1, FEATURES_LEDGER_LONG);
-    CHECK_EQ_INT(features_ledger_record(db, &e, NULL), PD_ESYMBOL);
-    e = entry_for("LDGAUSDT", T0, 1, FEATURES_LEDGER_LONG);
+    CHECK_EQ_INT(store_ledger_record(db, &e, NULL), PD_EINVAL);
+    e = entry_for("bad", T0, 1, STORE_LEDGER_LONG);
+    CHECK_EQ_INT(store_ledger_record(db, &e, NULL), PD_ESYMBOL);
+    e = entry_for("LDGAUSDT", T0, 1, STORE_LEDGER_LONG);
     snprintf(e.timeframe, sizeof e.timeframe, "2m");
-    CHECK_EQ_INT(features_ledger_record(db, &e, NULL), PD_ETIMEFRAME);
-    CHECK_EQ_INT(features_ledger_open("host=x bogus_option=1", &db), PD_EINVAL);
-    features_ledger_close(db);
-    features_ledger_close(NULL);
+    CHECK_EQ_INT(store_ledger_record(db, &e, NULL), PD_ETIMEFRAME);
+    CHECK_EQ_INT(store_ledger_open("host=x bogus_option=1", &db), PD_EINVAL);
+    store_ledger_close(db);
+    store_ledger_close(NULL);
     PQfinish(c);
-    features_shutdown();
+    store_shutdown();
 }
 
 TEST(settle_writes_outcomes)
@@ -453,29 +455,29 @@ TEST(settle_writes_outcomes)
     CHECK(setup_db(&c));
     if (!c)
         return;
-    features_ledger *db = NULL;
-    CHECK_EQ_INT(features_ledger_open(db_url(), &db), 0);
+    store_ledger *db = NULL;
+    CHECK_EQ_INT(store_ledger_open(db_url(), &db), 0);
     /* candles 0..6 of LDGBUSDT 1m: a rally to 104.5 then a drop to 97 */
     features_candle k[] = {at(0, 100.5, 99.5, 100), at(1, 101, 99.5, 100.5), at(2, 102.5, 100, 102),
                            at(3, 104.5, 101, 104),  at(4, 104, 96.5, 97),    at(5, 98, 96, 97),
                            at(6, 98, 96, 97)};
-    CHECK_EQ_INT(features_upsert_candles("LDGBUSDT", "1m", k, 7), 0);
+    CHECK_EQ_INT(store_upsert_candles("LDGBUSDT", "1m", k, 7), 0);
     /* LONG at candle 0 (horizon 3): TP1 at 2, TP2 at 3 -> TP2 at the end */
-    features_ledger_entry a = entry_for("LDGBUSDT", T0, 1, FEATURES_LEDGER_LONG);
+    store_ledger_entry a = entry_for("LDGBUSDT", T0, 1, STORE_LEDGER_LONG);
     /* SHORT at candle 0: stopped at candle 2 */
-    features_ledger_entry b = entry_for("LDGBUSDT", T0, 2, FEATURES_LEDGER_SHORT);
+    store_ledger_entry b = entry_for("LDGBUSDT", T0, 2, STORE_LEDGER_SHORT);
     /* NO_TRADE at candle 0 */
-    features_ledger_entry n = entry_for("LDGBUSDT", T0, 3, FEATURES_LEDGER_NO_TRADE);
+    store_ledger_entry n = entry_for("LDGBUSDT", T0, 3, STORE_LEDGER_NO_TRADE);
     /* LONG at candle 6: nothing after it yet */
-    features_ledger_entry o = entry_for("LDGBUSDT", T0 + 6 * TF, 1, FEATURES_LEDGER_LONG);
-    CHECK_EQ_INT(features_ledger_record(db, &a, NULL), 0);
-    CHECK_EQ_INT(features_ledger_record(db, &b, NULL), 0);
-    CHECK_EQ_INT(features_ledger_record(db, &n, NULL), 0);
-    CHECK_EQ_INT(features_ledger_record(db, &o, NULL), 0);
+    store_ledger_entry o = entry_for("LDGBUSDT", T0 + 6 * TF, 1, STORE_LEDGER_LONG);
+    CHECK_EQ_INT(store_ledger_record(db, &a, NULL), 0);
+    CHECK_EQ_INT(store_ledger_record(db, &b, NULL), 0);
+    CHECK_EQ_INT(store_ledger_record(db, &n, NULL), 0);
+    CHECK_EQ_INT(store_ledger_record(db, &o, NULL), 0);
 
-    features_ledger_series *s = NULL;
+    store_ledger_series *s = NULL;
     size_t ns = 0;
-    CHECK_EQ_INT(features_ledger_open_series(db, &s, &ns), 0);
+    CHECK_EQ_INT(store_ledger_open_series(db, &s, &ns), 0);
     CHECK_EQ_INT(ns, 1);
     if (ns == 1) {
         CHECK_EQ_STR(s[0].symbol, "LDGBUSDT");
@@ -485,7 +487,7 @@ TEST(settle_writes_outcomes)
 
     size_t settled = 99;
     int64_t now = util_now();
-    CHECK_EQ_INT(features_ledger_settle(db, "LDGBUSDT", "1m", now, &settled), 0);
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", now, predict_resolve, &settled), 0);
     CHECK_EQ_INT(settled, 3);
     CHECK_EQ_STR(sql_text(c, "SELECT outcome || ' ' || realised || ' ' || r_multiple || ' ' ||"
                              " hit_time_s || ' ' || mfe || ' ' || mae FROM predictions"
@@ -502,27 +504,27 @@ TEST(settle_writes_outcomes)
                              " candle_time = to_timestamp(1717999560)"),
                  "t");
     /* settled rows are not touched again */
-    CHECK_EQ_INT(features_ledger_settle(db, "LDGBUSDT", "1m", now, &settled), 0);
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", now, predict_resolve, &settled), 0);
     CHECK_EQ_INT(settled, 0);
     /* the later row settles once a candle after it exists: a drop to its stop */
     features_candle more[] = {at(7, 97.5, 95.9, 96)};
-    CHECK_EQ_INT(features_upsert_candles("LDGBUSDT", "1m", more, 1), 0);
+    CHECK_EQ_INT(store_upsert_candles("LDGBUSDT", "1m", more, 1), 0);
     /* not while that candle is still open at `now` */
-    CHECK_EQ_INT(features_ledger_settle(db, "LDGBUSDT", "1m", T0 + 7 * TF + 30, &settled), 0);
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", T0 + 7 * TF + 30, predict_resolve, &settled), 0);
     CHECK_EQ_INT(settled, 0);
-    CHECK_EQ_INT(features_ledger_settle(db, "LDGBUSDT", "1m", now, &settled), 0);
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", now, predict_resolve, &settled), 0);
     CHECK_EQ_INT(settled, 1);
     CHECK_EQ_STR(sql_text(c, "SELECT outcome || ' ' || realised FROM predictions WHERE"
                              " candle_time = to_timestamp(1717999560)"),
                  "SL SHORT");
-    CHECK_EQ_INT(features_ledger_settle(db, "bad", "1m", now, NULL), PD_ESYMBOL);
-    CHECK_EQ_INT(features_ledger_settle(db, "LDGBUSDT", "7m", now, NULL), PD_ETIMEFRAME);
-    CHECK_EQ_INT(features_ledger_open_series(db, &s, &ns), 0);
+    CHECK_EQ_INT(store_ledger_settle(db, "bad", "1m", now, predict_resolve, NULL), PD_ESYMBOL);
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "7m", now, predict_resolve, NULL), PD_ETIMEFRAME);
+    CHECK_EQ_INT(store_ledger_open_series(db, &s, &ns), 0);
     CHECK_EQ_INT(ns, 0);
     free(s);
-    features_ledger_close(db);
+    store_ledger_close(db);
     PQfinish(c);
-    features_shutdown();
+    store_shutdown();
 }
 
 /* Rows with known outcomes written behind the ledger's back (outcome NULL:
@@ -563,14 +565,14 @@ TEST(performance_figures_match_rows)
     CHECK(insert_row(c, "LDGCUSDT", 5, 1, "LONG", 0.6, 0.1, NULL, NULL, 0));
     /* version 2: one expired trade */
     CHECK(insert_row(c, "LDGCUSDT", 0, 2, "LONG", 0.55, 0.05, "EXPIRED", "NO_TRADE", -0.25));
-    features_ledger *db = NULL;
-    CHECK_EQ_INT(features_ledger_open(db_url(), &db), 0);
-    features_ledger_perf *p = NULL;
+    store_ledger *db = NULL;
+    CHECK_EQ_INT(store_ledger_open(db_url(), &db), 0);
+    store_ledger_perf *p = NULL;
     size_t n = 0;
-    CHECK_EQ_INT(features_ledger_performance(db, "LDGCUSDT", "1m", 2, &p, &n), 0);
+    CHECK_EQ_INT(store_ledger_performance(db, "LDGCUSDT", "1m", 2, &p, &n), 0);
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
-        const features_ledger_figures *f = &p[0].all;
+        const store_ledger_figures *f = &p[0].all;
         CHECK_EQ_INT(p[0].version, 1);
         CHECK_EQ_INT(f->predictions, 6);
         CHECK_EQ_INT(f->open, 1);
@@ -583,17 +585,17 @@ TEST(performance_figures_match_rows)
                        (0.2 * 0.2 + 0.3 * 0.3 + 0.1 * 0.1) + (0.1 * 0.1 + 0.5 * 0.5 + 0.6 * 0.6) +
                        (0.2 * 0.2 + 0.2 * 0.2 + 0.4 * 0.4);
         CHECK_NEAR(f->sum_brier, brier, 1e-9);
-        CHECK_EQ_INT(f->dir[FEATURES_LEDGER_LONG].predictions, 3);
-        CHECK_EQ_INT(f->dir[FEATURES_LEDGER_LONG].resolved, 2);
-        CHECK_EQ_INT(f->dir[FEATURES_LEDGER_LONG].hits, 1);
-        CHECK_EQ_INT(f->dir[FEATURES_LEDGER_LONG].correct, 1);
-        CHECK_EQ_INT(f->dir[FEATURES_LEDGER_SHORT].hits, 2);
-        CHECK_EQ_INT(f->dir[FEATURES_LEDGER_SHORT].correct, 1);
-        CHECK_EQ_INT(f->dir[FEATURES_LEDGER_NO_TRADE].correct, 1);
+        CHECK_EQ_INT(f->dir[STORE_LEDGER_LONG].predictions, 3);
+        CHECK_EQ_INT(f->dir[STORE_LEDGER_LONG].resolved, 2);
+        CHECK_EQ_INT(f->dir[STORE_LEDGER_LONG].hits, 1);
+        CHECK_EQ_INT(f->dir[STORE_LEDGER_LONG].correct, 1);
+        CHECK_EQ_INT(f->dir[STORE_LEDGER_SHORT].hits, 2);
+        CHECK_EQ_INT(f->dir[STORE_LEDGER_SHORT].correct, 1);
+        CHECK_EQ_INT(f->dir[STORE_LEDGER_NO_TRADE].correct, 1);
         CHECK_EQ_INT(f->first, T0);
         CHECK_EQ_INT(f->last, T0 + 5 * TF);
         /* the window: the 2 most recent resolved rows (3 and 4) */
-        const features_ledger_figures *w = &p[0].window;
+        const store_ledger_figures *w = &p[0].window;
         CHECK_EQ_INT(w->predictions, 2);
         CHECK_EQ_INT(w->resolved, 2);
         CHECK_EQ_INT(w->open, 0);
@@ -606,8 +608,8 @@ TEST(performance_figures_match_rows)
         CHECK_NEAR(p[1].all.sum_r, -0.25, 1e-12);
     }
     free(p);
-    features_ledger_live *lv = NULL;
-    CHECK_EQ_INT(features_ledger_live_stats(db, NULL, NULL, &lv, &n), 0);
+    store_ledger_live *lv = NULL;
+    CHECK_EQ_INT(store_ledger_live_stats(db, NULL, NULL, &lv, &n), 0);
     CHECK_EQ_INT(n, 2);
     if (n == 2) {
         CHECK_EQ_INT(lv[0].version, 1);
@@ -615,17 +617,17 @@ TEST(performance_figures_match_rows)
         CHECK_EQ_INT(lv[0].hits, 3);
     }
     free(lv);
-    CHECK_EQ_INT(features_ledger_live_stats(db, "LDGCUSDT", "1m", &lv, &n), 0);
+    CHECK_EQ_INT(store_ledger_live_stats(db, "LDGCUSDT", "1m", &lv, &n), 0);
     CHECK_EQ_INT(n, 2);
     free(lv);
-    CHECK_EQ_INT(features_ledger_live_stats(db, "LDGCUSDT", NULL, &lv, &n), PD_EINVAL);
-    CHECK_EQ_INT(features_ledger_performance(db, "LDGCUSDT", "1m", 0, &p, &n), PD_EINVAL);
-    CHECK_EQ_INT(features_ledger_performance(db, "NOPEUSDT", "1m", 10, &p, &n), 0);
+    CHECK_EQ_INT(store_ledger_live_stats(db, "LDGCUSDT", NULL, &lv, &n), PD_EINVAL);
+    CHECK_EQ_INT(store_ledger_performance(db, "LDGCUSDT", "1m", 0, &p, &n), PD_EINVAL);
+    CHECK_EQ_INT(store_ledger_performance(db, "NOPEUSDT", "1m", 10, &p, &n), 0);
     CHECK_EQ_INT(n, 0);
     free(p);
-    features_ledger_close(db);
+    store_ledger_close(db);
     PQfinish(c);
-    features_shutdown();
+    store_shutdown();
 }
 
 TEST(history_pages)
@@ -635,27 +637,27 @@ TEST(history_pages)
     CHECK(setup_db(&c));
     if (!c)
         return;
-    features_ledger *db = NULL;
-    CHECK_EQ_INT(features_ledger_open(db_url(), &db), 0);
+    store_ledger *db = NULL;
+    CHECK_EQ_INT(store_ledger_open(db_url(), &db), 0);
     for (int i = 0; i < 5; i++) {
-        features_ledger_entry e = entry_for("LDGDUSDT", T0 + i * TF, 1, FEATURES_LEDGER_LONG);
-        CHECK_EQ_INT(features_ledger_record(db, &e, NULL), 0);
+        store_ledger_entry e = entry_for("LDGDUSDT", T0 + i * TF, 1, STORE_LEDGER_LONG);
+        CHECK_EQ_INT(store_ledger_record(db, &e, NULL), 0);
     }
-    features_ledger_entry e = entry_for("LDGEUSDT", T0 + 2 * TF, 1, FEATURES_LEDGER_SHORT);
-    CHECK_EQ_INT(features_ledger_record(db, &e, NULL), 0);
+    store_ledger_entry e = entry_for("LDGEUSDT", T0 + 2 * TF, 1, STORE_LEDGER_SHORT);
+    CHECK_EQ_INT(store_ledger_record(db, &e, NULL), 0);
     CHECK(sql_ok(c, "UPDATE predictions SET outcome = 'SL', realised = 'LONG', resolved_at ="
                     " now(), r_multiple = -1, hit_time_s = 60 WHERE symbol = 'LDGEUSDT'"));
 
     /* one symbol, pages of 2: 4,3 / 2,1 / 0 */
-    features_ledger_query q = {.symbol = "LDGDUSDT", .timeframe = "1m", .limit = 2};
-    features_ledger_row *rows = NULL;
+    store_ledger_query q = {.symbol = "LDGDUSDT", .timeframe = "1m", .limit = 2};
+    store_ledger_row *rows = NULL;
     size_t n = 0;
     bool more = false;
     int64_t seen[5];
     size_t total = 0;
-    features_ledger_cursor cur;
+    store_ledger_cursor cur;
     for (int page = 0; page < 4; page++) {
-        CHECK_EQ_INT(features_ledger_history(db, &q, &rows, &n, &more), 0);
+        CHECK_EQ_INT(store_ledger_history(db, &q, &rows, &n, &more), 0);
         for (size_t i = 0; i < n && total < 5; i++)
             seen[total++] = rows[i].e.candle_time;
         if (n) {
@@ -674,17 +676,17 @@ TEST(history_pages)
         CHECK_EQ_INT(seen[i], T0 + (int64_t)(4 - i) * TF);
 
     /* every symbol, a time range, outcomes */
-    features_ledger_query all = {.from = T0 + 2 * TF, .to = T0 + 3 * TF, .limit = 10};
-    CHECK_EQ_INT(features_ledger_history(db, &all, &rows, &n, &more), 0);
+    store_ledger_query all = {.from = T0 + 2 * TF, .to = T0 + 3 * TF, .limit = 10};
+    CHECK_EQ_INT(store_ledger_history(db, &all, &rows, &n, &more), 0);
     CHECK_EQ_INT(n, 2);
     CHECK(!more);
     if (n == 2) {
         CHECK_EQ_STR(rows[0].e.symbol, "LDGEUSDT"); /* same candle: symbol descending */
-        CHECK_EQ_INT(rows[0].r.outcome, FEATURES_OUTCOME_SL);
-        CHECK_EQ_INT(rows[0].r.realised, FEATURES_LEDGER_LONG);
+        CHECK_EQ_INT(rows[0].r.outcome, STORE_OUTCOME_SL);
+        CHECK_EQ_INT(rows[0].r.realised, STORE_LEDGER_LONG);
         CHECK_NEAR(rows[0].r.r_multiple, -1, 1e-12);
         CHECK(rows[0].resolved_at > 0);
-        CHECK_EQ_INT(rows[1].r.outcome, FEATURES_OUTCOME_OPEN);
+        CHECK_EQ_INT(rows[1].r.outcome, STORE_OUTCOME_OPEN);
         CHECK_EQ_INT(rows[1].r.realised, -1);
         CHECK(isnan(rows[1].r.r_multiple));
         CHECK_EQ_INT(rows[1].resolved_at, 0);
@@ -692,16 +694,16 @@ TEST(history_pages)
         CHECK_EQ_INT(rows[1].e.horizon, 3);
     }
     free(rows);
-    features_ledger_query bad = {.limit = 0};
-    CHECK_EQ_INT(features_ledger_history(db, &bad, &rows, &n, &more), PD_EINVAL);
+    store_ledger_query bad = {.limit = 0};
+    CHECK_EQ_INT(store_ledger_history(db, &bad, &rows, &n, &more), PD_EINVAL);
     bad.limit = 1001;
-    CHECK_EQ_INT(features_ledger_history(db, &bad, &rows, &n, &more), PD_EINVAL);
+    CHECK_EQ_INT(store_ledger_history(db, &bad, &rows, &n, &more), PD_EINVAL);
     bad.limit = 10;
     bad.symbol = "x";
-    CHECK_EQ_INT(features_ledger_history(db, &bad, &rows, &n, &more), PD_ESYMBOL);
-    features_ledger_close(db);
+    CHECK_EQ_INT(store_ledger_history(db, &bad, &rows, &n, &more), PD_ESYMBOL);
+    store_ledger_close(db);
     PQfinish(c);
-    features_shutdown();
+    store_shutdown();
 }
 
 struct got {
@@ -717,14 +719,14 @@ static void on_notify(const char *payload, void *arg)
 }
 
 /* Waits up to 5 s for at least one notification. */
-static int wait_notify(features_listener *l, struct got *g)
+static int wait_notify(store_listener *l, struct got *g)
 {
     for (int i = 0; i < 50 && g->n == 0; i++) {
-        struct pollfd p = {.fd = features_listen_socket(l), .events = POLLIN};
+        struct pollfd p = {.fd = store_listen_socket(l), .events = POLLIN};
         if (p.fd < 0)
             return PD_EDB;
         if (poll(&p, 1, 100) > 0) {
-            int rc = features_listen_consume(l, on_notify, g);
+            int rc = store_listen_consume(l, on_notify, g);
             if (rc < 0)
                 return rc;
         }
@@ -739,16 +741,16 @@ TEST(listen_receives_and_survives_a_lost_connection)
     CHECK(setup_db(&c));
     if (!c)
         return;
-    features_listener *l = NULL;
-    CHECK_EQ_INT(features_listen_open(db_url(), "Bad-Channel", &l), PD_EINVAL);
-    CHECK_EQ_INT(features_listen_open(db_url(), "predictd_candles", &l), 0);
-    CHECK_EQ_INT(features_listen_socket(l), -1);
+    store_listener *l = NULL;
+    CHECK_EQ_INT(store_listen_open(db_url(), "Bad-Channel", &l), PD_EINVAL);
+    CHECK_EQ_INT(store_listen_open(db_url(), "predictd_candles", &l), 0);
+    CHECK_EQ_INT(store_listen_socket(l), -1);
     struct got g = {0};
-    CHECK_EQ_INT(features_listen_consume(l, on_notify, &g), PD_EDB); /* not connected */
-    CHECK_EQ_INT(features_listen_connect(l), 0);
-    CHECK(features_listen_socket(l) >= 0);
+    CHECK_EQ_INT(store_listen_consume(l, on_notify, &g), PD_EDB); /* not connected */
+    CHECK_EQ_INT(store_listen_connect(l), 0);
+    CHECK(store_listen_socket(l) >= 0);
     features_candle k[] = {at(0, 101, 99, 100)};
-    CHECK_EQ_INT(features_upsert_candles("LDGFUSDT", "1m", k, 1), 0);
+    CHECK_EQ_INT(store_upsert_candles("LDGFUSDT", "1m", k, 1), 0);
     CHECK(wait_notify(l, &g) >= 1);
     CHECK_EQ_STR(g.payload[0], "LDGFUSDT:1m");
 
@@ -758,32 +760,32 @@ TEST(listen_receives_and_survives_a_lost_connection)
     g.n = 0;
     int rc = 0;
     for (int i = 0; i < 50 && rc >= 0; i++) {
-        struct pollfd p = {.fd = features_listen_socket(l), .events = POLLIN};
+        struct pollfd p = {.fd = store_listen_socket(l), .events = POLLIN};
         if (poll(&p, 1, 100) > 0)
-            rc = features_listen_consume(l, on_notify, &g);
+            rc = store_listen_consume(l, on_notify, &g);
     }
     CHECK_EQ_INT(rc, PD_EDB);
-    CHECK_EQ_INT(features_listen_socket(l), -1);
+    CHECK_EQ_INT(store_listen_socket(l), -1);
     /* connect again: LISTEN is issued anew */
-    CHECK_EQ_INT(features_listen_connect(l), 0);
+    CHECK_EQ_INT(store_listen_connect(l), 0);
     features_candle k2[] = {at(1, 101, 99, 100)};
-    CHECK_EQ_INT(features_upsert_candles("LDGFUSDT", "1m", k2, 1), 0);
+    CHECK_EQ_INT(store_upsert_candles("LDGFUSDT", "1m", k2, 1), 0);
     g.n = 0;
     CHECK(wait_notify(l, &g) >= 1);
     CHECK_EQ_STR(g.payload[0], "LDGFUSDT:1m");
-    features_listen_close(l);
-    features_listen_close(NULL);
+    store_listen_close(l);
+    store_listen_close(NULL);
     PQfinish(c);
-    features_shutdown();
+    store_shutdown();
 }
 
 TEST(publish_reaches_a_subscriber)
 {
     UNIT_NEED_ENV(REDIS_ENV);
-    features_pub *p = NULL;
-    CHECK_EQ_INT(features_pub_open("http://x:1/0", &p), PD_EINVAL);
-    CHECK_EQ_INT(features_pub_open("redis://host:99999/0", &p), PD_EINVAL);
-    CHECK_EQ_INT(features_pub_open(getenv(REDIS_ENV), &p), 0);
+    store_pub *p = NULL;
+    CHECK_EQ_INT(store_pub_open("http://x:1/0", &p), PD_EINVAL);
+    CHECK_EQ_INT(store_pub_open("redis://host:99999/0", &p), PD_EINVAL);
+    CHECK_EQ_INT(store_pub_open(getenv(REDIS_ENV), &p), 0);
     /* a subscriber on its own connection */
     const char *url = getenv(REDIS_ENV) + 8;
     char host[128];
@@ -795,13 +797,13 @@ TEST(publish_reaches_a_subscriber)
     CHECK(sub && !sub->err);
     if (!sub || sub->err) {
         redisFree(sub);
-        features_pub_close(p);
+        store_pub_close(p);
         return;
     }
     redisReply *r = redisCommand(sub, "SUBSCRIBE predictd:test");
     freeReplyObject(r);
     long long receivers = -1;
-    CHECK_EQ_INT(features_pub_publish(p, "predictd:test", "hello\0world", 11, &receivers), 0);
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "hello\0world", 11, &receivers), 0);
     CHECK_EQ_INT(receivers, 1);
     void *reply = NULL;
     CHECK_EQ_INT(redisGetReply(sub, &reply), REDIS_OK);
@@ -814,14 +816,14 @@ TEST(publish_reaches_a_subscriber)
     }
     freeReplyObject(r);
     redisFree(sub);
-    features_pub_close(p);
+    store_pub_close(p);
 
     /* a dead Redis: PD_ECACHE, without waiting */
-    CHECK_EQ_INT(features_pub_open("redis://127.0.0.1:1/0", &p), 0);
-    CHECK_EQ_INT(features_pub_publish(p, "predictd:test", "x", 1, NULL), PD_ECACHE);
-    CHECK_EQ_INT(features_pub_publish(p, "predictd:test", "x", 1, NULL), PD_ECACHE);
-    features_pub_close(p);
-    features_pub_close(NULL);
+    CHECK_EQ_INT(store_pub_open("redis://127.0.0.1:1/0", &p), 0);
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "x", 1, NULL), PD_ECACHE);
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "x", 1, NULL), PD_ECACHE);
+    store_pub_close(p);
+    store_pub_close(NULL);
 }
 
 int main(void)

@@ -1,10 +1,11 @@
-/* Unit tests for features_seed_series: determinism, alignment, OHLC
+/* Unit tests for feed_seed_series: determinism, alignment, OHLC
  * invariants, count, the last closed candle, realistic price levels, and
  * structure a model can learn (regime persistence) without it being
  * trivial. */
 #include <stdint.h>
 
 #include "features/features.h"
+#include "feed/feed.h"
 #include "tests/unit/unit.h"
 #include "util/util.h"
 
@@ -13,17 +14,17 @@ static const int64_t NOW = 1718000000 + 1234; /* a fixed, unaligned instant */
 TEST(deterministic)
 {
     features_candle *a, *b, *c, *d;
-    CHECK_EQ_INT(features_seed_series("BTCUSDT", "15m", NOW, 3000, 42, &a), 0);
-    CHECK_EQ_INT(features_seed_series("BTCUSDT", "15m", NOW, 3000, 42, &b), 0);
+    CHECK_EQ_INT(feed_seed_series("BTCUSDT", "15m", NOW, 3000, 42, &a), 0);
+    CHECK_EQ_INT(feed_seed_series("BTCUSDT", "15m", NOW, 3000, 42, &b), 0);
     CHECK(memcmp(a, b, 3000 * sizeof *a) == 0);
     /* another seed, another symbol, another timeframe: other values */
-    CHECK_EQ_INT(features_seed_series("BTCUSDT", "15m", NOW, 3000, 43, &c), 0);
+    CHECK_EQ_INT(feed_seed_series("BTCUSDT", "15m", NOW, 3000, 43, &c), 0);
     CHECK(memcmp(a, c, 3000 * sizeof *a) != 0);
-    CHECK_EQ_INT(features_seed_series("BTCUSDC", "15m", NOW, 3000, 42, &d), 0);
+    CHECK_EQ_INT(feed_seed_series("BTCUSDC", "15m", NOW, 3000, 42, &d), 0);
     CHECK(a[1].close != d[1].close);
     /* `now` moves the timestamps, not the values */
     features_candle *e;
-    CHECK_EQ_INT(features_seed_series("BTCUSDT", "15m", NOW + 86400, 3000, 42, &e), 0);
+    CHECK_EQ_INT(feed_seed_series("BTCUSDT", "15m", NOW + 86400, 3000, 42, &e), 0);
     CHECK_EQ_INT(e[0].t, a[0].t + 86400);
     CHECK(e[100].close == a[100].close && e[2999].volume == a[2999].volume);
     free(a);
@@ -36,7 +37,7 @@ TEST(deterministic)
 static void check_series(const char *symbol, const char *tf, size_t n)
 {
     features_candle *c;
-    int rc = features_seed_series(symbol, tf, NOW, n, 7, &c);
+    int rc = feed_seed_series(symbol, tf, NOW, n, 7, &c);
     CHECK_EQ_INT(rc, 0);
     if (rc)
         return;
@@ -80,14 +81,14 @@ TEST(price_levels)
                 {"BTCUSD", 60000},  {"ETHBTC", 0.05}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         features_candle *c;
-        CHECK_EQ_INT(features_seed_series(want[i].sym, "1h", NOW, 10, 1, &c), 0);
+        CHECK_EQ_INT(feed_seed_series(want[i].sym, "1h", NOW, 10, 1, &c), 0);
         CHECK_NEAR(c[0].open, want[i].price, 1e-5);
         free(c);
     }
     /* unknown symbols: a stable price in a plausible band */
     features_candle *c, *d;
-    CHECK_EQ_INT(features_seed_series("FOOUSDT", "1h", NOW, 10, 1, &c), 0);
-    CHECK_EQ_INT(features_seed_series("FOOUSDT", "4h", NOW, 10, 99, &d), 0);
+    CHECK_EQ_INT(feed_seed_series("FOOUSDT", "1h", NOW, 10, 1, &c), 0);
+    CHECK_EQ_INT(feed_seed_series("FOOUSDT", "4h", NOW, 10, 99, &d), 0);
     CHECK(c[0].open >= 0.01 && c[0].open <= 1000);
     CHECK(c[0].open == d[0].open);
     free(c);
@@ -101,7 +102,7 @@ TEST(learnable_not_trivial)
 {
     size_t n = 40000;
     features_candle *c;
-    CHECK_EQ_INT(features_seed_series("SOLUSDT", "15m", NOW, n, 2024, &c), 0);
+    CHECK_EQ_INT(feed_seed_series("SOLUSDT", "15m", NOW, n, 2024, &c), 0);
     double *r = malloc(n * sizeof *r);
     double sum = 0, sum2 = 0, sum4 = 0;
     for (size_t i = 0; i < n; i++) {
@@ -166,13 +167,13 @@ TEST(learnable_not_trivial)
 TEST(bad_arguments)
 {
     features_candle *c = (features_candle *)0x1;
-    CHECK_EQ_INT(features_seed_series("btc", "1h", NOW, 10, 1, &c), PD_ESYMBOL);
-    CHECK_EQ_INT(features_seed_series(NULL, "1h", NOW, 10, 1, &c), PD_ESYMBOL);
-    CHECK_EQ_INT(features_seed_series("BTCUSDT", "2h", NOW, 10, 1, &c), PD_ETIMEFRAME);
-    CHECK_EQ_INT(features_seed_series("BTCUSDT", "1h", NOW, 0, 1, &c), PD_EINVAL);
-    CHECK_EQ_INT(features_seed_series("BTCUSDT", "1h", NOW, 10, 1, NULL), PD_EINVAL);
-    CHECK_EQ_INT(features_seed_series("BTCUSDT", "1d", NOW, 100000, 1, &c), PD_EINVAL);
-    CHECK_EQ_INT(features_seed_series("BTCUSDT", "1m", NOW, 20000000, 1, &c), PD_ETOOBIG);
+    CHECK_EQ_INT(feed_seed_series("btc", "1h", NOW, 10, 1, &c), PD_ESYMBOL);
+    CHECK_EQ_INT(feed_seed_series(NULL, "1h", NOW, 10, 1, &c), PD_ESYMBOL);
+    CHECK_EQ_INT(feed_seed_series("BTCUSDT", "2h", NOW, 10, 1, &c), PD_ETIMEFRAME);
+    CHECK_EQ_INT(feed_seed_series("BTCUSDT", "1h", NOW, 0, 1, &c), PD_EINVAL);
+    CHECK_EQ_INT(feed_seed_series("BTCUSDT", "1h", NOW, 10, 1, NULL), PD_EINVAL);
+    CHECK_EQ_INT(feed_seed_series("BTCUSDT", "1d", NOW, 100000, 1, &c), PD_EINVAL);
+    CHECK_EQ_INT(feed_seed_series("BTCUSDT", "1m", NOW, 20000000, 1, &c), PD_ETOOBIG);
     CHECK(c == (features_candle *)0x1);
 }
 

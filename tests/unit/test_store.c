@@ -1,5 +1,5 @@
 /*
- * Unit tests for features/store.c and features/cache.c against the real
+ * Unit tests for store/candles.c and store/cache.c against the real
  * PostgreSQL and Redis that tests/run starts (PREDICTD_TEST_DATABASE_URL, a
  * fresh database for this file, and PREDICTD_TEST_REDIS_URL). Without them
  * every test skips.
@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "features/features.h"
+#include "feed/feed.h"
+#include "store/store.h"
 #include "tests/unit/unit.h"
 #include "util/util.h"
 
@@ -83,7 +85,7 @@ static bool sql_ok(PGconn *c, const char *sql)
 /* Back to the normal configuration: test database, Redis, cache on/off. */
 static int init_normal(bool cache)
 {
-    return features_init(db_url(), redis_url(), cache);
+    return store_init(db_url(), redis_url(), cache);
 }
 
 /* n candles of a series ending with the last closed candle at NOW, with
@@ -124,9 +126,9 @@ TEST(migrate_is_idempotent)
 {
     UNIT_NEED_ENV(DB_ENV);
     CHECK_EQ_INT(init_normal(false), 0);
-    CHECK_EQ_INT(features_migrate(migrations_dir()), 0);
-    CHECK_EQ_INT(features_migrate(migrations_dir()), 0);
-    CHECK_EQ_INT(features_migrate("/nonexistent/dir"), PD_ENOTFOUND);
+    CHECK_EQ_INT(store_migrate(migrations_dir()), 0);
+    CHECK_EQ_INT(store_migrate(migrations_dir()), 0);
+    CHECK_EQ_INT(store_migrate("/nonexistent/dir"), PD_ENOTFOUND);
     PGconn *c = admin();
     CHECK(c != NULL);
     if (!c)
@@ -159,13 +161,13 @@ TEST(migrate_is_idempotent)
     snprintf(path, sizeof path, "%s/901_broken.sql", dir);
     const char *broken = "CREATE TABLE t901 (x int); SELECT nonsense FROM nowhere;";
     CHECK_EQ_INT(util_write_file_atomic(path, broken, strlen(broken), 0644), 0);
-    CHECK_EQ_INT(features_migrate(dir), PD_EDB);
+    CHECK_EQ_INT(store_migrate(dir), PD_EDB);
     CHECK_EQ_INT(sql_int(c, "SELECT count(*) FROM schema_migrations"), nfiles + 1);
     CHECK_EQ_INT(sql_int(c, "SELECT count(*) FROM information_schema.tables WHERE table_name IN "
                             "('t900', 't901')"),
                  1);
     unlink(path);
-    CHECK_EQ_INT(features_migrate(dir), 0);
+    CHECK_EQ_INT(store_migrate(dir), 0);
     CHECK_EQ_INT(sql_int(c, "SELECT count(*) FROM schema_migrations"), nfiles + 1);
     CHECK(sql_ok(c, "DROP TABLE t900"));
     CHECK(sql_ok(c, "DELETE FROM schema_migrations WHERE name = '900_test.sql'"));
@@ -181,11 +183,11 @@ TEST(upsert_and_reload_exact)
     const char *tf = "1h";
     size_t n = 500;
     features_candle *in = make_candles(tf, n, last_closed(tf, NOW), 61234.5);
-    CHECK_EQ_INT(features_upsert_candles("EXACTUSDT", tf, in, n), 0);
+    CHECK_EQ_INT(store_upsert_candles("EXACTUSDT", tf, in, n), 0);
     features_candle *out = NULL;
     size_t got = 0;
-    features_window_info info;
-    CHECK_EQ_INT(features_load_window("EXACTUSDT", tf, NOW, 300, &out, &got, &info), 0);
+    store_window_info info;
+    CHECK_EQ_INT(store_load_window("EXACTUSDT", tf, NOW, 300, &out, &got, &info), 0);
     CHECK_EQ_INT(got, 300);
     if (got == 300)
         CHECK(same_candles(out, in + 200, 300));
@@ -195,26 +197,26 @@ TEST(upsert_and_reload_exact)
     CHECK(!info.from_cache);
     free(out);
     /* more than there is: everything, oldest first */
-    CHECK_EQ_INT(features_load_window("EXACTUSDT", tf, NOW, 5000, &out, &got, NULL), 0);
+    CHECK_EQ_INT(store_load_window("EXACTUSDT", tf, NOW, 5000, &out, &got, NULL), 0);
     CHECK_EQ_INT(got, n);
     if (got == n)
         CHECK(same_candles(out, in, n));
     free(out);
     /* range loads for training: [from, to) */
-    CHECK_EQ_INT(features_load_range("EXACTUSDT", tf, in[10].t, in[20].t, NOW, &out, &got), 0);
+    CHECK_EQ_INT(store_load_range("EXACTUSDT", tf, in[10].t, in[20].t, NOW, &out, &got), 0);
     CHECK_EQ_INT(got, 10);
     if (got == 10)
         CHECK(same_candles(out, in + 10, 10));
     free(out);
-    CHECK_EQ_INT(features_load_range("EXACTUSDT", tf, 0, 0, NOW, &out, &got), 0);
+    CHECK_EQ_INT(store_load_range("EXACTUSDT", tf, 0, 0, NOW, &out, &got), 0);
     CHECK_EQ_INT(got, n);
     free(out);
-    CHECK_EQ_INT(features_load_range("EXACTUSDT", tf, 0, 0, in[99].t + 3600, &out, &got), 0);
+    CHECK_EQ_INT(store_load_range("EXACTUSDT", tf, 0, 0, in[99].t + 3600, &out, &got), 0);
     CHECK_EQ_INT(got, 100); /* closed at that "now": the first 100 */
     free(out);
     out = (features_candle *)0x1;
     got = 77;
-    CHECK_EQ_INT(features_load_range("NOSUCH", tf, 0, 0, NOW, &out, &got), 0);
+    CHECK_EQ_INT(store_load_range("NOSUCH", tf, 0, 0, NOW, &out, &got), 0);
     CHECK_EQ_INT(got, 0);
     CHECK(out == NULL);
     free(in);
@@ -228,27 +230,27 @@ TEST(closed_candle_rule)
     int64_t last = last_closed(tf, NOW);
     /* 10 closed candles plus the one in progress (closes after NOW) */
     features_candle *in = make_candles(tf, 11, last + 900, 100);
-    CHECK_EQ_INT(features_upsert_candles("CLOSEDUSDT", tf, in, 11), 0);
+    CHECK_EQ_INT(store_upsert_candles("CLOSEDUSDT", tf, in, 11), 0);
     features_candle *out;
     size_t n;
-    features_window_info info;
-    CHECK_EQ_INT(features_load_window("CLOSEDUSDT", tf, NOW, 50, &out, &n, &info), 0);
+    store_window_info info;
+    CHECK_EQ_INT(store_load_window("CLOSEDUSDT", tf, NOW, 50, &out, &n, &info), 0);
     CHECK_EQ_INT(n, 10);
     CHECK_EQ_INT(info.last_open, last);
     CHECK_EQ_INT(out[n - 1].t, last);
     free(out);
     /* exactly at its close time the candle counts as closed */
-    CHECK_EQ_INT(features_load_window("CLOSEDUSDT", tf, last + 1800, 50, &out, &n, &info), 0);
+    CHECK_EQ_INT(store_load_window("CLOSEDUSDT", tf, last + 1800, 50, &out, &n, &info), 0);
     CHECK_EQ_INT(n, 11);
     CHECK_EQ_INT(info.last_close, last + 1800);
     free(out);
-    CHECK_EQ_INT(features_load_window("CLOSEDUSDT", tf, last + 1799, 50, &out, &n, &info), 0);
+    CHECK_EQ_INT(store_load_window("CLOSEDUSDT", tf, last + 1799, 50, &out, &n, &info), 0);
     CHECK_EQ_INT(n, 10);
     free(out);
     /* a series whose only candle is still open has no data yet */
-    CHECK_EQ_INT(features_upsert_candles("OPENONLY", tf, in + 10, 1), 0);
+    CHECK_EQ_INT(store_upsert_candles("OPENONLY", tf, in + 10, 1), 0);
     out = NULL;
-    CHECK_EQ_INT(features_load_window("OPENONLY", tf, NOW, 50, &out, &n, &info), PD_ENODATA);
+    CHECK_EQ_INT(store_load_window("OPENONLY", tf, NOW, 50, &out, &n, &info), PD_ENODATA);
     CHECK(out == NULL);
     free(in);
 }
@@ -265,16 +267,16 @@ TEST(gaps_counted)
     for (size_t i = 0; i < 100; i++)
         if (i != 10 && !(i >= 50 && i <= 52) && i != 98)
             keep[k++] = in[i];
-    CHECK_EQ_INT(features_upsert_candles("GAPUSDT", tf, keep, k), 0);
+    CHECK_EQ_INT(store_upsert_candles("GAPUSDT", tf, keep, k), 0);
     features_candle *out;
     size_t n;
-    features_window_info info;
-    CHECK_EQ_INT(features_load_window("GAPUSDT", tf, NOW, 200, &out, &n, &info), 0);
+    store_window_info info;
+    CHECK_EQ_INT(store_load_window("GAPUSDT", tf, NOW, 200, &out, &n, &info), 0);
     CHECK_EQ_INT(n, 95);
     CHECK_EQ_INT(info.gaps, 5);
     free(out);
     /* only the gaps inside the returned window count */
-    CHECK_EQ_INT(features_load_window("GAPUSDT", tf, NOW, 45, &out, &n, &info), 0);
+    CHECK_EQ_INT(store_load_window("GAPUSDT", tf, NOW, 45, &out, &n, &info), 0);
     CHECK_EQ_INT(n, 45);
     CHECK_EQ_INT(info.gaps, 1);
     free(out);
@@ -287,30 +289,30 @@ TEST(upsert_idempotent_and_updates)
     CHECK_EQ_INT(init_normal(false), 0);
     const char *tf = "4h";
     features_candle *in = make_candles(tf, 200, last_closed(tf, NOW), 3000);
-    CHECK_EQ_INT(features_upsert_candles("IDEMUSDT", tf, in, 200), 0);
-    CHECK_EQ_INT(features_upsert_candles("IDEMUSDT", tf, in, 200), 0);
+    CHECK_EQ_INT(store_upsert_candles("IDEMUSDT", tf, in, 200), 0);
+    CHECK_EQ_INT(store_upsert_candles("IDEMUSDT", tf, in, 200), 0);
     int64_t count = -1;
-    CHECK_EQ_INT(features_count_candles("IDEMUSDT", tf, &count), 0);
+    CHECK_EQ_INT(store_count_candles("IDEMUSDT", tf, &count), 0);
     CHECK_EQ_INT(count, 200);
     /* a revised candle replaces the old values; unsorted input is fine */
     features_candle rev[2] = {in[199], in[0]};
     rev[0].close = rev[0].open * 1.01;
     rev[0].high = rev[0].close * 1.02;
     rev[1].volume = 42;
-    CHECK_EQ_INT(features_upsert_candles("IDEMUSDT", tf, rev, 2), 0);
-    CHECK_EQ_INT(features_count_candles("IDEMUSDT", tf, &count), 0);
+    CHECK_EQ_INT(store_upsert_candles("IDEMUSDT", tf, rev, 2), 0);
+    CHECK_EQ_INT(store_count_candles("IDEMUSDT", tf, &count), 0);
     CHECK_EQ_INT(count, 200);
     features_candle *out;
     size_t n;
-    CHECK_EQ_INT(features_load_window("IDEMUSDT", tf, NOW, 200, &out, &n, NULL), 0);
+    CHECK_EQ_INT(store_load_window("IDEMUSDT", tf, NOW, 200, &out, &n, NULL), 0);
     CHECK_EQ_INT(n, 200);
     CHECK(out[199].close == rev[0].close && out[199].high == rev[0].high);
     CHECK(out[0].volume == 42);
     free(out);
-    CHECK_EQ_INT(features_count_candles(NULL, NULL, &count), 0);
+    CHECK_EQ_INT(store_count_candles(NULL, NULL, &count), 0);
     CHECK(count >= 200);
-    CHECK_EQ_INT(features_count_candles("IDEMUSDT", NULL, &count), PD_ETIMEFRAME);
-    CHECK_EQ_INT(features_upsert_candles("IDEMUSDT", tf, in, 0), 0);
+    CHECK_EQ_INT(store_count_candles("IDEMUSDT", NULL, &count), PD_ETIMEFRAME);
+    CHECK_EQ_INT(store_upsert_candles("IDEMUSDT", tf, in, 0), 0);
     free(in);
 }
 
@@ -325,22 +327,22 @@ TEST(bad_batches_write_nothing)
     /* rejected before sending: a NaN, high < low, misaligned, duplicate */
     features_candle saved = in[n - 1];
     in[n - 1].close = NAN;
-    CHECK_EQ_INT(features_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL);
+    CHECK_EQ_INT(store_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL);
     in[n - 1] = saved;
     in[777].high = in[777].low / 2;
-    CHECK_EQ_INT(features_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL);
+    CHECK_EQ_INT(store_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL);
     in[777] = in[776];
-    CHECK_EQ_INT(features_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL); /* duplicate */
+    CHECK_EQ_INT(store_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL); /* duplicate */
     in[777].t = in[776].t + 90;
-    CHECK_EQ_INT(features_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL); /* misaligned */
+    CHECK_EQ_INT(store_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL); /* misaligned */
     in[777] = saved;
     in[777].t = in[776].t + 60;
     in[777].volume = -1;
-    CHECK_EQ_INT(features_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL);
+    CHECK_EQ_INT(store_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL);
     in[777].volume = 1;
-    CHECK_EQ_INT(features_upsert_candles("bad", tf, in, n), PD_ESYMBOL);
-    CHECK_EQ_INT(features_upsert_candles("BADUSDT", "2m", in, n), PD_ETIMEFRAME);
-    CHECK_EQ_INT(features_count_candles("BADUSDT", tf, &count), 0);
+    CHECK_EQ_INT(store_upsert_candles("bad", tf, in, n), PD_ESYMBOL);
+    CHECK_EQ_INT(store_upsert_candles("BADUSDT", "2m", in, n), PD_ETIMEFRAME);
+    CHECK_EQ_INT(store_count_candles("BADUSDT", tf, &count), 0);
     CHECK_EQ_INT(count, 0);
 
     /* rejected by the database in the last chunk, after two chunks went
@@ -357,16 +359,16 @@ TEST(bad_batches_write_nothing)
     CHECK(sql_ok(c, "CREATE TRIGGER test_reject BEFORE INSERT ON candles FOR EACH ROW"
                     " EXECUTE FUNCTION test_reject()"));
     in[n - 2].volume = 4242.25;
-    CHECK_EQ_INT(features_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL);
-    CHECK_EQ_INT(features_count_candles("BADUSDT", tf, &count), 0);
+    CHECK_EQ_INT(store_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL);
+    CHECK_EQ_INT(store_count_candles("BADUSDT", tf, &count), 0);
     CHECK_EQ_INT(count, 0);
     CHECK_EQ_INT(sql_int(c, "SELECT count(*) FROM candles WHERE symbol = 'BADUSDT'"), 0);
     CHECK(sql_ok(c, "DROP TRIGGER test_reject ON candles"));
     CHECK(sql_ok(c, "DROP FUNCTION test_reject()"));
     /* the connection is still good, and the fixed batch goes in whole */
     in[n - 2].volume = 1;
-    CHECK_EQ_INT(features_upsert_candles("BADUSDT", tf, in, n), 0);
-    CHECK_EQ_INT(features_count_candles("BADUSDT", tf, &count), 0);
+    CHECK_EQ_INT(store_upsert_candles("BADUSDT", tf, in, n), 0);
+    CHECK_EQ_INT(store_count_candles("BADUSDT", tf, &count), 0);
     CHECK_EQ_INT(count, (int64_t)n);
     PQfinish(c);
     free(in);
@@ -378,16 +380,16 @@ TEST(big_upsert)
     CHECK_EQ_INT(init_normal(false), 0);
     features_candle *c;
     size_t n = 50000;
-    CHECK_EQ_INT(features_seed_series("BIGUSDT", "1m", NOW, n, 9, &c), 0);
+    CHECK_EQ_INT(feed_seed_series("BIGUSDT", "1m", NOW, n, 9, &c), 0);
     uint64_t t0 = util_mono_ns();
-    CHECK_EQ_INT(features_upsert_candles("BIGUSDT", "1m", c, n), 0);
+    CHECK_EQ_INT(store_upsert_candles("BIGUSDT", "1m", c, n), 0);
     printf("  50000 candles upserted in %.0f ms\n", (double)(util_mono_ns() - t0) / 1e6);
     int64_t count;
-    CHECK_EQ_INT(features_count_candles("BIGUSDT", "1m", &count), 0);
+    CHECK_EQ_INT(store_count_candles("BIGUSDT", "1m", &count), 0);
     CHECK_EQ_INT(count, (int64_t)n);
     features_candle *out;
     size_t got;
-    CHECK_EQ_INT(features_load_range("BIGUSDT", "1m", 0, 0, NOW, &out, &got), 0);
+    CHECK_EQ_INT(store_load_range("BIGUSDT", "1m", 0, 0, NOW, &out, &got), 0);
     CHECK_EQ_INT(got, n);
     if (got == n)
         CHECK(same_candles(out, c, n));
@@ -401,14 +403,14 @@ TEST(unknown_series_and_bad_arguments)
     CHECK_EQ_INT(init_normal(false), 0);
     features_candle *out = (features_candle *)0x1;
     size_t n = 99;
-    features_window_info info = {.gaps = 77};
-    CHECK_EQ_INT(features_load_window("NOPEUSDT", "1h", NOW, 10, &out, &n, &info), PD_EUNKNOWNSYM);
+    store_window_info info = {.gaps = 77};
+    CHECK_EQ_INT(store_load_window("NOPEUSDT", "1h", NOW, 10, &out, &n, &info), PD_EUNKNOWNSYM);
     CHECK(out == (features_candle *)0x1 && n == 99 && info.gaps == 77);
-    CHECK_EQ_INT(features_load_window("nope", "1h", NOW, 10, &out, &n, &info), PD_ESYMBOL);
-    CHECK_EQ_INT(features_load_window("NOPEUSDT", "7m", NOW, 10, &out, &n, &info), PD_ETIMEFRAME);
-    CHECK_EQ_INT(features_load_window("NOPEUSDT", "1h", NOW, 0, &out, &n, &info), PD_EINVAL);
-    CHECK_EQ_INT(features_load_window("NOPEUSDT", "1h", NOW, 1000000, &out, &n, &info), PD_ETOOBIG);
-    CHECK_EQ_INT(features_load_window("NOPEUSDT", "1h", NOW, 10, NULL, &n, &info), PD_EINVAL);
+    CHECK_EQ_INT(store_load_window("nope", "1h", NOW, 10, &out, &n, &info), PD_ESYMBOL);
+    CHECK_EQ_INT(store_load_window("NOPEUSDT", "7m", NOW, 10, &out, &n, &info), PD_ETIMEFRAME);
+    CHECK_EQ_INT(store_load_window("NOPEUSDT", "1h", NOW, 0, &out, &n, &info), PD_EINVAL);
+    CHECK_EQ_INT(store_load_window("NOPEUSDT", "1h", NOW, 1000000, &out, &n, &info), PD_ETOOBIG);
+    CHECK_EQ_INT(store_load_window("NOPEUSDT", "1h", NOW, 10, NULL, &n, &info), PD_EINVAL);
     CHECK(out == (features_candle *)0x1 && n == 99);
 }
 
@@ -419,24 +421,24 @@ TEST(list_symbols)
     const char *syms[] = {"ZECUSDT", "AAAUSDT", "MMMUSDT"};
     features_candle *c = make_candles("5m", 3, last_closed("5m", NOW), 1);
     for (size_t i = 0; i < 3; i++)
-        CHECK_EQ_INT(features_upsert_candles(syms[i], "5m", c, 3), 0);
-    CHECK_EQ_INT(features_upsert_candles("ONLY1D", "1d", c, 1), PD_EINVAL); /* misaligned for 1d */
+        CHECK_EQ_INT(store_upsert_candles(syms[i], "5m", c, 3), 0);
+    CHECK_EQ_INT(store_upsert_candles("ONLY1D", "1d", c, 1), PD_EINVAL); /* misaligned for 1d */
     free(c);
     char **v;
     size_t n;
-    CHECK_EQ_INT(features_list_symbols("5m", &v, &n), 0);
+    CHECK_EQ_INT(store_list_symbols("5m", &v, &n), 0);
     CHECK_EQ_INT(n, 3);
     if (n == 3) {
         CHECK_EQ_STR(v[0], "AAAUSDT");
         CHECK_EQ_STR(v[1], "MMMUSDT");
         CHECK_EQ_STR(v[2], "ZECUSDT");
     }
-    features_strv_free(v, n);
-    CHECK_EQ_INT(features_list_symbols("1d", &v, &n), 0);
+    store_strv_free(v, n);
+    CHECK_EQ_INT(store_list_symbols("1d", &v, &n), 0);
     CHECK_EQ_INT(n, 0);
-    features_strv_free(v, n);
-    CHECK_EQ_INT(features_list_symbols("3d", &v, &n), PD_ETIMEFRAME);
-    features_strv_free(NULL, 0);
+    store_strv_free(v, n);
+    CHECK_EQ_INT(store_list_symbols("3d", &v, &n), PD_ETIMEFRAME);
+    store_strv_free(NULL, 0);
 }
 
 TEST(cache_hit_path)
@@ -446,15 +448,15 @@ TEST(cache_hit_path)
     CHECK_EQ_INT(init_normal(true), 0);
     const char *tf = "1h";
     features_candle *in = make_candles(tf, 2000, last_closed(tf, NOW), 777);
-    CHECK_EQ_INT(features_upsert_candles("CACHEUSDT", tf, in, 2000), 0);
-    features_stats s0, s1;
-    features_stats_get(&s0);
+    CHECK_EQ_INT(store_upsert_candles("CACHEUSDT", tf, in, 2000), 0);
+    store_stats s0, s1;
+    store_stats_get(&s0);
     features_candle *a, *b;
     size_t na, nb;
-    features_window_info ia, ib;
-    CHECK_EQ_INT(features_load_window("CACHEUSDT", tf, NOW, 300, &a, &na, &ia), 0);
+    store_window_info ia, ib;
+    CHECK_EQ_INT(store_load_window("CACHEUSDT", tf, NOW, 300, &a, &na, &ia), 0);
     CHECK(!ia.from_cache);
-    CHECK_EQ_INT(features_load_window("CACHEUSDT", tf, NOW, 300, &b, &nb, &ib), 0);
+    CHECK_EQ_INT(store_load_window("CACHEUSDT", tf, NOW, 300, &b, &nb, &ib), 0);
     CHECK(ib.from_cache);
     CHECK_EQ_INT(na, 300);
     CHECK_EQ_INT(nb, 300);
@@ -463,45 +465,45 @@ TEST(cache_hit_path)
         CHECK(same_candles(b, in + 1700, 300));
     }
     CHECK(ia.last_open == ib.last_open && ia.last_close == ib.last_close && ia.gaps == ib.gaps);
-    features_stats_get(&s1);
+    store_stats_get(&s1);
     CHECK_EQ_INT(s1.redis_hits - s0.redis_hits, 1);
     CHECK_EQ_INT(s1.redis_misses - s0.redis_misses, 1);
     free(a);
     free(b);
     /* a smaller window comes from the same entry; one beyond what is stored
      * goes to the database */
-    CHECK_EQ_INT(features_load_window("CACHEUSDT", tf, NOW, 1024, &a, &na, &ia), 0);
+    CHECK_EQ_INT(store_load_window("CACHEUSDT", tf, NOW, 1024, &a, &na, &ia), 0);
     CHECK(ia.from_cache);
     CHECK_EQ_INT(na, 1024);
     free(a);
-    CHECK_EQ_INT(features_load_window("CACHEUSDT", tf, NOW, 1500, &a, &na, &ia), 0);
+    CHECK_EQ_INT(store_load_window("CACHEUSDT", tf, NOW, 1500, &a, &na, &ia), 0);
     CHECK(!ia.from_cache);
     CHECK_EQ_INT(na, 1500);
     if (na == 1500)
         CHECK(same_candles(a, in + 500, 1500));
     free(a);
     /* an hour later a new candle is due: the entry no longer serves */
-    CHECK_EQ_INT(features_load_window("CACHEUSDT", tf, NOW + 3600, 300, &a, &na, &ia), 0);
+    CHECK_EQ_INT(store_load_window("CACHEUSDT", tf, NOW + 3600, 300, &a, &na, &ia), 0);
     CHECK(!ia.from_cache);
     CHECK_EQ_INT(ia.last_open, in[1999].t); /* the series lags: the last it has */
     free(a);
     /* an earlier "now" neither */
-    CHECK_EQ_INT(features_load_window("CACHEUSDT", tf, NOW - 3600, 300, &a, &na, &ia), 0);
+    CHECK_EQ_INT(store_load_window("CACHEUSDT", tf, NOW - 3600, 300, &a, &na, &ia), 0);
     CHECK(!ia.from_cache);
     CHECK_EQ_INT(ia.last_open, in[1998].t);
     free(a);
     /* (that one replaced the entry; the current window is stored again) */
-    CHECK_EQ_INT(features_load_window("CACHEUSDT", tf, NOW, 300, &a, &na, &ia), 0);
+    CHECK_EQ_INT(store_load_window("CACHEUSDT", tf, NOW, 300, &a, &na, &ia), 0);
     CHECK(!ia.from_cache);
     free(a);
     /* an upsert drops the entry, so revised candles show at once */
-    CHECK_EQ_INT(features_load_window("CACHEUSDT", tf, NOW, 300, &a, &na, &ia), 0);
+    CHECK_EQ_INT(store_load_window("CACHEUSDT", tf, NOW, 300, &a, &na, &ia), 0);
     CHECK(ia.from_cache);
     free(a);
     features_candle rev = in[1999];
     rev.volume = 99999;
-    CHECK_EQ_INT(features_upsert_candles("CACHEUSDT", tf, &rev, 1), 0);
-    CHECK_EQ_INT(features_load_window("CACHEUSDT", tf, NOW, 300, &a, &na, &ia), 0);
+    CHECK_EQ_INT(store_upsert_candles("CACHEUSDT", tf, &rev, 1), 0);
+    CHECK_EQ_INT(store_load_window("CACHEUSDT", tf, NOW, 300, &a, &na, &ia), 0);
     CHECK(!ia.from_cache);
     CHECK(a[na - 1].volume == 99999);
     free(a);
@@ -518,11 +520,11 @@ TEST(cache_hit_path)
     CHECK_EQ_INT(ttl, in[1999].t + 7200 - NOW + 1);
     /* a short series is stored whole and serves any limit */
     features_candle *few = make_candles(tf, 5, last_closed(tf, NOW), 1);
-    CHECK_EQ_INT(features_upsert_candles("FEWUSDT", tf, few, 5), 0);
-    CHECK_EQ_INT(features_load_window("FEWUSDT", tf, NOW, 300, &a, &na, &ia), 0);
+    CHECK_EQ_INT(store_upsert_candles("FEWUSDT", tf, few, 5), 0);
+    CHECK_EQ_INT(store_load_window("FEWUSDT", tf, NOW, 300, &a, &na, &ia), 0);
     CHECK(!ia.from_cache);
     free(a);
-    CHECK_EQ_INT(features_load_window("FEWUSDT", tf, NOW, 5000, &a, &na, &ia), 0);
+    CHECK_EQ_INT(store_load_window("FEWUSDT", tf, NOW, 5000, &a, &na, &ia), 0);
     CHECK(ia.from_cache);
     CHECK_EQ_INT(na, 5);
     if (na == 5)
@@ -531,7 +533,7 @@ TEST(cache_hit_path)
     free(few);
     /* cache off: never from Redis */
     CHECK_EQ_INT(init_normal(false), 0);
-    CHECK_EQ_INT(features_load_window("CACHEUSDT", tf, NOW, 300, &a, &na, &ia), 0);
+    CHECK_EQ_INT(store_load_window("CACHEUSDT", tf, NOW, 300, &a, &na, &ia), 0);
     CHECK(!ia.from_cache);
     free(a);
     free(in);
@@ -548,14 +550,14 @@ TEST(multi_symbol_windows)
     for (int i = 0; i < 3; i++) {
         in[i] = make_candles(tf, 400, last_closed(tf, NOW), 10.0 * (i + 1));
         const char *s = i == 0 ? "MULTIA" : i == 1 ? "MULTIB" : "MULTIC";
-        CHECK_EQ_INT(features_upsert_candles(s, tf, in[i], 400), 0);
+        CHECK_EQ_INT(store_upsert_candles(s, tf, in[i], 400), 0);
     }
     for (int round = 0; round < 2; round++) {
         features_candle *outs[5] = {0};
         size_t ns[5] = {0};
-        features_window_info infos[5];
+        store_window_info infos[5];
         int rcs[5];
-        CHECK_EQ_INT(features_load_windows(syms, 5, tf, NOW, 100, outs, ns, infos, rcs), 0);
+        CHECK_EQ_INT(store_load_windows(syms, 5, tf, NOW, 100, outs, ns, infos, rcs), 0);
         CHECK_EQ_INT(rcs[0], 0);
         CHECK_EQ_INT(rcs[1], PD_ESYMBOL);
         CHECK_EQ_INT(rcs[2], 0);
@@ -578,16 +580,16 @@ TEST(multi_symbol_windows)
     int rcs[1];
     features_candle *outs[1];
     size_t ns[1];
-    CHECK_EQ_INT(features_load_windows(syms, 1, "9m", NOW, 100, outs, ns, NULL, rcs),
+    CHECK_EQ_INT(store_load_windows(syms, 1, "9m", NOW, 100, outs, ns, NULL, rcs),
                  PD_ETIMEFRAME);
-    CHECK_EQ_INT(features_load_windows(syms, 1, tf, NOW, 100, NULL, ns, NULL, rcs), PD_EINVAL);
-    CHECK_EQ_INT(features_load_windows(syms, 0, tf, NOW, 100, NULL, NULL, NULL, NULL), 0);
+    CHECK_EQ_INT(store_load_windows(syms, 1, tf, NOW, 100, NULL, ns, NULL, rcs), PD_EINVAL);
+    CHECK_EQ_INT(store_load_windows(syms, 0, tf, NOW, 100, NULL, NULL, NULL, NULL), 0);
     /* without Redis the same answers come from the database */
     CHECK_EQ_INT(init_normal(false), 0);
     features_candle *o5[5] = {0};
     size_t n5[5];
     int r5[5];
-    CHECK_EQ_INT(features_load_windows(syms, 5, tf, NOW, 100, o5, n5, NULL, r5), 0);
+    CHECK_EQ_INT(store_load_windows(syms, 5, tf, NOW, 100, o5, n5, NULL, r5), 0);
     CHECK(r5[0] == 0 && r5[1] == PD_ESYMBOL && r5[2] == 0 && r5[3] == PD_EUNKNOWNSYM && r5[4] == 0);
     for (int i = 0; i < 5; i++)
         free(o5[i]);
@@ -598,42 +600,42 @@ TEST(multi_symbol_windows)
 TEST(generic_cache_values)
 {
     UNIT_NEED_ENV(REDIS_ENV);
-    CHECK_EQ_INT(features_init(NULL, redis_url(), true), 0);
+    CHECK_EQ_INT(store_init(NULL, redis_url(), true), 0);
     char *v = NULL;
     size_t len = 0;
     const char val[] = "{\"a\":1}\0binary";
-    CHECK_EQ_INT(features_cache_set("predictd:pred:BTCUSDT:15m:v3", val, sizeof val, 60), 0);
-    CHECK_EQ_INT(features_cache_get("predictd:pred:BTCUSDT:15m:v3", &v, &len), 0);
+    CHECK_EQ_INT(store_cache_set("predictd:pred:BTCUSDT:15m:v3", val, sizeof val, 60), 0);
+    CHECK_EQ_INT(store_cache_get("predictd:pred:BTCUSDT:15m:v3", &v, &len), 0);
     CHECK_EQ_INT(len, sizeof val);
     CHECK(v && memcmp(v, val, sizeof val) == 0);
     free(v);
-    CHECK_EQ_INT(features_cache_get("predictd:pred:none", &v, &len), PD_ENOTFOUND);
-    CHECK_EQ_INT(features_cache_get("other:key", &v, &len), PD_EINVAL);
-    CHECK_EQ_INT(features_cache_set("predictd:x", "a", 1, 0), PD_EINVAL);
-    CHECK_EQ_INT(features_cache_set("predictd:x with space", "", 0, 5), 0);
-    CHECK_EQ_INT(features_cache_get("predictd:x with space", &v, &len), 0);
+    CHECK_EQ_INT(store_cache_get("predictd:pred:none", &v, &len), PD_ENOTFOUND);
+    CHECK_EQ_INT(store_cache_get("other:key", &v, &len), PD_EINVAL);
+    CHECK_EQ_INT(store_cache_set("predictd:x", "a", 1, 0), PD_EINVAL);
+    CHECK_EQ_INT(store_cache_set("predictd:x with space", "", 0, 5), 0);
+    CHECK_EQ_INT(store_cache_get("predictd:x with space", &v, &len), 0);
     CHECK_EQ_INT(len, 0);
     free(v);
-    CHECK_EQ_INT(features_cache_drop_window("BTCUSDT", "1h"), 0);
-    CHECK_EQ_INT(features_cache_drop_window("btc", "1h"), PD_ESYMBOL);
+    CHECK_EQ_INT(store_cache_drop_window("BTCUSDT", "1h"), 0);
+    CHECK_EQ_INT(store_cache_drop_window("btc", "1h"), PD_ESYMBOL);
     /* no database: store calls fail cleanly */
     int64_t count;
-    CHECK_EQ_INT(features_count_candles(NULL, NULL, &count), PD_EDB);
+    CHECK_EQ_INT(store_count_candles(NULL, NULL, &count), PD_EDB);
     features_candle *out;
     size_t n;
-    CHECK_EQ_INT(features_load_window("BTCUSDT", "1h", NOW, 10, &out, &n, NULL), PD_EDB);
+    CHECK_EQ_INT(store_load_window("BTCUSDT", "1h", NOW, 10, &out, &n, NULL), PD_EDB);
     /* cache off or no Redis: PD_ECACHE */
-    CHECK_EQ_INT(features_init(NULL, redis_url(), false), 0);
-    CHECK_EQ_INT(features_cache_get("predictd:pred:BTCUSDT:15m:v3", &v, &len), PD_ECACHE);
-    CHECK_EQ_INT(features_init(NULL, NULL, true), 0);
-    CHECK_EQ_INT(features_cache_set("predictd:a", "b", 1, 5), PD_ECACHE);
+    CHECK_EQ_INT(store_init(NULL, redis_url(), false), 0);
+    CHECK_EQ_INT(store_cache_get("predictd:pred:BTCUSDT:15m:v3", &v, &len), PD_ECACHE);
+    CHECK_EQ_INT(store_init(NULL, NULL, true), 0);
+    CHECK_EQ_INT(store_cache_set("predictd:a", "b", 1, 5), PD_ECACHE);
     /* malformed URLs */
-    CHECK_EQ_INT(features_init(NULL, "http://x:1/0", true), PD_EINVAL);
-    CHECK_EQ_INT(features_init(NULL, "redis://:99999/0", true), PD_EINVAL);
-    CHECK_EQ_INT(features_init(NULL, "redis://host:12/x", true), PD_EINVAL);
-    CHECK_EQ_INT(features_init("host=x port=y bogus_option=1", NULL, true), PD_EINVAL);
-    CHECK_EQ_INT(features_init(NULL, "redis://[::1]:6379/2", true), 0);
-    CHECK_EQ_INT(features_init(NULL, "redis://user:secret@localhost", true), 0);
+    CHECK_EQ_INT(store_init(NULL, "http://x:1/0", true), PD_EINVAL);
+    CHECK_EQ_INT(store_init(NULL, "redis://:99999/0", true), PD_EINVAL);
+    CHECK_EQ_INT(store_init(NULL, "redis://host:12/x", true), PD_EINVAL);
+    CHECK_EQ_INT(store_init("host=x port=y bogus_option=1", NULL, true), PD_EINVAL);
+    CHECK_EQ_INT(store_init(NULL, "redis://[::1]:6379/2", true), 0);
+    CHECK_EQ_INT(store_init(NULL, "redis://user:secret@localhost", true), 0);
 }
 
 /* A port nothing listens on. */
@@ -657,16 +659,16 @@ TEST(redis_down_served_from_db)
     UNIT_NEED_ENV(DB_ENV);
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", closed_port());
-    CHECK_EQ_INT(features_init(db_url(), url, true), 0);
+    CHECK_EQ_INT(store_init(db_url(), url, true), 0);
     features_candle *in = make_candles("1h", 50, last_closed("1h", NOW), 9);
-    CHECK_EQ_INT(features_upsert_candles("NOREDIS", "1h", in, 50), 0);
-    features_stats s0, s1;
-    features_stats_get(&s0);
+    CHECK_EQ_INT(store_upsert_candles("NOREDIS", "1h", in, 50), 0);
+    store_stats s0, s1;
+    store_stats_get(&s0);
     for (int i = 0; i < 3; i++) {
         features_candle *out;
         size_t n;
-        features_window_info info;
-        CHECK_EQ_INT(features_load_window("NOREDIS", "1h", NOW, 20, &out, &n, &info), 0);
+        store_window_info info;
+        CHECK_EQ_INT(store_load_window("NOREDIS", "1h", NOW, 20, &out, &n, &info), 0);
         CHECK_EQ_INT(n, 20);
         CHECK(!info.from_cache);
         if (n == 20)
@@ -675,8 +677,8 @@ TEST(redis_down_served_from_db)
     }
     char *v;
     size_t len;
-    CHECK_EQ_INT(features_cache_get("predictd:x", &v, &len), PD_ECACHE);
-    features_stats_get(&s1);
+    CHECK_EQ_INT(store_cache_get("predictd:x", &v, &len), PD_ECACHE);
+    store_stats_get(&s1);
     CHECK(s1.redis_errors - s0.redis_errors >= 3);
     CHECK_EQ_INT(s1.redis_hits - s0.redis_hits, 0);
     free(in);
@@ -714,21 +716,21 @@ TEST(notify_trigger)
         return;
     CHECK(sql_ok(c, "LISTEN predictd_candles"));
     features_candle *in;
-    CHECK_EQ_INT(features_seed_series("NOTIFYUSDT", "5m", NOW, 5000, 3, &in), 0);
-    CHECK_EQ_INT(features_upsert_candles("NOTIFYUSDT", "5m", in, 5000), 0);
+    CHECK_EQ_INT(feed_seed_series("NOTIFYUSDT", "5m", NOW, 5000, 3, &in), 0);
+    CHECK_EQ_INT(store_upsert_candles("NOTIFYUSDT", "5m", in, 5000), 0);
     /* one notification for 5000 rows: wait for it, then a while for more */
     CHECK_EQ_INT(notifications(c, "NOTIFYUSDT:5m", 5000, 1), 1);
     CHECK_EQ_INT(notifications(c, "NOTIFYUSDT:5m", 300, 1), 0);
     /* unchanged rows change nothing and notify nobody */
-    CHECK_EQ_INT(features_upsert_candles("NOTIFYUSDT", "5m", in, 5000), 0);
+    CHECK_EQ_INT(store_upsert_candles("NOTIFYUSDT", "5m", in, 5000), 0);
     CHECK_EQ_INT(notifications(c, "NOTIFYUSDT:5m", 300, 1), 0);
     /* an update notifies; a multi-chunk upsert still notifies once */
     in[4999].volume += 1;
-    CHECK_EQ_INT(features_upsert_candles("NOTIFYUSDT", "5m", in + 4990, 10), 0);
+    CHECK_EQ_INT(store_upsert_candles("NOTIFYUSDT", "5m", in + 4990, 10), 0);
     CHECK_EQ_INT(notifications(c, "NOTIFYUSDT:5m", 5000, 1), 1);
     features_candle *big;
-    CHECK_EQ_INT(features_seed_series("NOTIFYUSDT", "1m", NOW, 25000, 3, &big), 0);
-    CHECK_EQ_INT(features_upsert_candles("NOTIFYUSDT", "1m", big, 25000), 0);
+    CHECK_EQ_INT(feed_seed_series("NOTIFYUSDT", "1m", NOW, 25000, 3, &big), 0);
+    CHECK_EQ_INT(store_upsert_candles("NOTIFYUSDT", "1m", big, 25000), 0);
     CHECK_EQ_INT(notifications(c, "NOTIFYUSDT:1m", 5000, 1), 1);
     CHECK_EQ_INT(notifications(c, "NOTIFYUSDT:1m", 300, 1), 0);
     free(big);
@@ -754,7 +756,7 @@ static void module_session(char *timeout, char *work_mem, char *app)
     sql_ok(c, "CREATE OR REPLACE TRIGGER see_session AFTER INSERT ON candles"
               " FOR EACH STATEMENT EXECUTE FUNCTION see_session()");
     features_candle one = {.t = last_closed("1d", NOW), 1, 1, 1, 1, 1};
-    if (features_upsert_candles("SESSIONUSDT", "1d", &one, 1) == 0) {
+    if (store_upsert_candles("SESSIONUSDT", "1d", &one, 1) == 0) {
         PGresult *r = PQexec(c, "SELECT t, w, a FROM session_seen");
         if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
             snprintf(timeout, 32, "%s", PQgetvalue(r, 0, 0));
@@ -776,7 +778,7 @@ TEST(session_settings)
     /* the URI form: our statement_timeout, even right after a migration
      * (which lifts it for itself) on the same connection */
     CHECK_EQ_INT(init_normal(false), 0);
-    CHECK_EQ_INT(features_migrate(migrations_dir()), 0);
+    CHECK_EQ_INT(store_migrate(migrations_dir()), 0);
     module_session(t, w, a);
     CHECK_EQ_STR(t, "5s");
     CHECK_EQ_STR(a, "predictd");
@@ -797,12 +799,12 @@ TEST(session_settings)
             snprintf(kv + l, sizeof kv - l, " %s='%s'", p->keyword, p->val);
         }
     PQconninfoFree(o);
-    CHECK_EQ_INT(features_init(kv, NULL, true), 0);
+    CHECK_EQ_INT(store_init(kv, NULL, true), 0);
     module_session(t, w, a);
     CHECK_EQ_STR(t, "7s");
     CHECK_EQ_STR(w, "7777kB");
     CHECK_EQ_STR(a, "kvtest");
-    features_thread_cleanup();
+    store_thread_cleanup();
 }
 
 static void *thread_loads(void *arg)
@@ -811,13 +813,13 @@ static void *thread_loads(void *arg)
     for (int i = 0; i < 50; i++) {
         features_candle *out;
         size_t n;
-        if (features_load_window("EXACTUSDT", "1h", NOW, 100, &out, &n, NULL) == 0 && n == 100)
+        if (store_load_window("EXACTUSDT", "1h", NOW, 100, &out, &n, NULL) == 0 && n == 100)
             (*ok)++;
         else
             break;
         free(out);
     }
-    features_thread_cleanup();
+    store_thread_cleanup();
     return NULL;
 }
 
@@ -825,7 +827,7 @@ static void *thread_loads_no_cleanup(void *arg)
 {
     features_candle *out;
     size_t n;
-    if (features_load_window("EXACTUSDT", "1h", NOW, 10, &out, &n, NULL) == 0) {
+    if (store_load_window("EXACTUSDT", "1h", NOW, 10, &out, &n, NULL) == 0) {
         free(out);
         (*(int *)arg)++;
     }
@@ -863,31 +865,31 @@ TEST(database_down_and_back)
     CHECK_EQ_INT(init_normal(false), 0);
     features_candle *out;
     size_t n;
-    features_stats s0, s1;
+    store_stats s0, s1;
     /* a working connection with its statements prepared */
-    CHECK_EQ_INT(features_load_window("EXACTUSDT", "1h", NOW, 10, &out, &n, NULL), 0);
+    CHECK_EQ_INT(store_load_window("EXACTUSDT", "1h", NOW, 10, &out, &n, NULL), 0);
     free(out);
 
     /* restart under the connection's feet: the next call reconnects,
      * prepares again, and succeeds */
-    features_stats_get(&s0);
+    store_stats_get(&s0);
     CHECK_EQ_INT(services("pg-stop"), 0);
     CHECK_EQ_INT(services("pg-start"), 0);
-    CHECK_EQ_INT(features_load_window("EXACTUSDT", "1h", NOW, 10, &out, &n, NULL), 0);
+    CHECK_EQ_INT(store_load_window("EXACTUSDT", "1h", NOW, 10, &out, &n, NULL), 0);
     CHECK_EQ_INT(n, 10);
     free(out);
-    features_stats_get(&s1);
+    store_stats_get(&s1);
     CHECK_EQ_INT(s1.db_reconnects - s0.db_reconnects, 1);
 
     /* down: clean PD_EDB, no crash, for every kind of call */
     CHECK_EQ_INT(services("pg-stop"), 0);
-    int rc = features_load_window("EXACTUSDT", "1h", NOW, 10, &out, &n, NULL);
-    int rc2 = features_load_window("EXACTUSDT", "1h", NOW, 10, &out, &n, NULL);
+    int rc = store_load_window("EXACTUSDT", "1h", NOW, 10, &out, &n, NULL);
+    int rc2 = store_load_window("EXACTUSDT", "1h", NOW, 10, &out, &n, NULL);
     int64_t count;
-    int rc3 = features_count_candles(NULL, NULL, &count);
+    int rc3 = store_count_candles(NULL, NULL, &count);
     features_candle one = {.t = last_closed("1h", NOW), 1, 1, 1, 1, 1};
-    int rc4 = features_upsert_candles("DOWNUSDT", "1h", &one, 1);
-    features_stats_get(&s1);
+    int rc4 = store_upsert_candles("DOWNUSDT", "1h", &one, 1);
+    store_stats_get(&s1);
     /* whatever happens above, PostgreSQL must come back for later tests */
     int started = services("pg-start");
     CHECK_EQ_INT(started, 0);
@@ -900,7 +902,7 @@ TEST(database_down_and_back)
     /* back: the next calls succeed (after the short reconnect back-off) */
     rc = PD_EDB;
     for (int i = 0; i < 100 && rc == PD_EDB; i++) {
-        rc = features_load_window("EXACTUSDT", "1h", NOW, 10, &out, &n, NULL);
+        rc = store_load_window("EXACTUSDT", "1h", NOW, 10, &out, &n, NULL);
         if (rc == PD_EDB)
             usleep(100000);
     }
@@ -909,7 +911,7 @@ TEST(database_down_and_back)
         CHECK_EQ_INT(n, 10);
         free(out);
     }
-    CHECK_EQ_INT(features_upsert_candles("DOWNUSDT", "1h", &one, 1), 0);
+    CHECK_EQ_INT(store_upsert_candles("DOWNUSDT", "1h", &one, 1), 0);
 }
 
 TEST(redis_down_and_back)
@@ -921,29 +923,29 @@ TEST(redis_down_and_back)
     CHECK_EQ_INT(init_normal(true), 0);
     features_candle *a;
     size_t n;
-    features_window_info info;
+    store_window_info info;
     /* a live context with the window stored */
-    CHECK_EQ_INT(features_load_window("EXACTUSDT", "1h", NOW, 100, &a, &n, &info), 0);
+    CHECK_EQ_INT(store_load_window("EXACTUSDT", "1h", NOW, 100, &a, &n, &info), 0);
     free(a);
-    CHECK_EQ_INT(features_load_window("EXACTUSDT", "1h", NOW, 100, &a, &n, &info), 0);
+    CHECK_EQ_INT(store_load_window("EXACTUSDT", "1h", NOW, 100, &a, &n, &info), 0);
     CHECK(info.from_cache);
     free(a);
-    features_stats s0, s1;
-    features_stats_get(&s0);
+    store_stats s0, s1;
+    store_stats_get(&s0);
     CHECK_EQ_INT(services("redis-stop"), 0);
-    int rc = features_load_window("EXACTUSDT", "1h", NOW, 100, &a, &n, &info);
+    int rc = store_load_window("EXACTUSDT", "1h", NOW, 100, &a, &n, &info);
     bool from_cache = rc == 0 && info.from_cache;
     if (rc == 0)
         free(a);
     CHECK_EQ_INT(services("redis-start"), 0);
     CHECK_EQ_INT(rc, 0);
     CHECK(!from_cache);
-    features_stats_get(&s1);
+    store_stats_get(&s1);
     CHECK(s1.redis_errors > s0.redis_errors);
     /* back (after the reconnect back-off): stored again, then served */
     from_cache = false;
     for (int i = 0; i < 100 && !from_cache; i++) {
-        rc = features_load_window("EXACTUSDT", "1h", NOW, 100, &a, &n, &info);
+        rc = store_load_window("EXACTUSDT", "1h", NOW, 100, &a, &n, &info);
         if (rc)
             break;
         from_cache = info.from_cache;
@@ -964,11 +966,11 @@ TEST(cache_serves_while_database_down)
     CHECK_EQ_INT(init_normal(true), 0);
     features_candle *a, *b;
     size_t na, nb;
-    features_window_info info;
-    CHECK_EQ_INT(features_load_window("EXACTUSDT", "1h", NOW, 100, &a, &na, &info), 0);
+    store_window_info info;
+    CHECK_EQ_INT(store_load_window("EXACTUSDT", "1h", NOW, 100, &a, &na, &info), 0);
     CHECK_EQ_INT(services("pg-stop"), 0);
-    int rc = features_load_window("EXACTUSDT", "1h", NOW, 100, &b, &nb, &info);
-    int rc2 = features_load_window("NOTCACHED", "1h", NOW, 100, &b, &nb, NULL);
+    int rc = store_load_window("EXACTUSDT", "1h", NOW, 100, &b, &nb, &info);
+    int rc2 = store_load_window("NOTCACHED", "1h", NOW, 100, &b, &nb, NULL);
     CHECK_EQ_INT(services("pg-start"), 0);
     CHECK_EQ_INT(rc, 0);
     CHECK_EQ_INT(rc2, PD_EDB);
@@ -1001,6 +1003,6 @@ int main(void)
     RUN(database_down_and_back);
     RUN(redis_down_and_back);
     RUN(cache_serves_while_database_down);
-    features_shutdown();
+    store_shutdown();
     return unit_report();
 }

@@ -19,6 +19,8 @@
 #include "registry/registry.h"
 #include "training/internal.h"
 #include "unit.h"
+#include "feed/feed.h"
+#include "store/store.h"
 
 #define NOW INT64_C(1700000000)
 
@@ -35,7 +37,7 @@ static const char *tmpdir(const char *name, char *buf, size_t len)
 static features_candle *seeded(const char *symbol, const char *tf, size_t n, uint64_t seed)
 {
     features_candle *c = NULL;
-    if (features_seed_series(symbol, tf, NOW, n, seed, &c) != 0)
+    if (feed_seed_series(symbol, tf, NOW, n, seed, &c) != 0)
         return NULL;
     return c;
 }
@@ -48,19 +50,19 @@ static features_candle *trending(size_t n, uint64_t seed, int64_t tfs)
     features_candle *c = malloc(n * sizeof *c);
     if (!c)
         return NULL;
-    training__rng g;
-    training__rng_seed(&g, seed);
+    util_rng g;
+    util_rng_seed(&g, seed);
     double price = 100, drift = 0.3;
     int64_t t0 = util_tf_last_closed_open(NOW, tfs) - (int64_t)(n - 1) * tfs;
     for (size_t i = 0; i < n; i++) {
-        if (training__rng_uniform(&g) < 1.0 / 300)
+        if (util_rng_uniform(&g) < 1.0 / 300)
             drift = -drift;
         double r = 0.01 * (drift + training__rng_normal(&g));
         double open = price, close = price * exp(r);
-        double hi = (open > close ? open : close) * (1 + 0.004 * training__rng_uniform(&g));
-        double lo = (open < close ? open : close) * (1 - 0.004 * training__rng_uniform(&g));
+        double hi = (open > close ? open : close) * (1 + 0.004 * util_rng_uniform(&g));
+        double lo = (open < close ? open : close) * (1 - 0.004 * util_rng_uniform(&g));
         c[i] = (features_candle){
-            t0 + (int64_t)i * tfs, open, hi, lo, close, 1000 + 500 * training__rng_uniform(&g)};
+            t0 + (int64_t)i * tfs, open, hi, lo, close, 1000 + 500 * util_rng_uniform(&g)};
         price = close;
     }
     return c;
@@ -216,11 +218,11 @@ static double fit_xor(int n_hidden, const uint32_t *hidden, int32_t epochs)
     double *x = malloc(N * 2 * sizeof *x);
     training_label *y = calloc(N, sizeof *y);
     size_t *train = malloc(N * sizeof *train), *val = malloc(N * sizeof *val);
-    training__rng g;
-    training__rng_seed(&g, 1);
+    util_rng g;
+    util_rng_seed(&g, 1);
     size_t nt = 0, nv = 0;
     for (size_t i = 0; i < N; i++) {
-        double a = 2 * training__rng_uniform(&g) - 1, b = 2 * training__rng_uniform(&g) - 1;
+        double a = 2 * util_rng_uniform(&g) - 1, b = 2 * util_rng_uniform(&g) - 1;
         x[2 * i] = a, x[2 * i + 1] = b;
         y[i].cls = a * b > 0.05    ? INFERENCE_LONG
                    : a * b < -0.05 ? INFERENCE_SHORT
@@ -231,7 +233,7 @@ static double fit_xor(int n_hidden, const uint32_t *hidden, int32_t epochs)
             val[nv++] = i;
     }
     training__net net;
-    training__rng_seed(&g, 2);
+    util_rng_seed(&g, 2);
     double acc = -1;
     if (training__net_init(&net, 2, hidden, (size_t)n_hidden, &g) == 0) {
         double cw[3] = {1, 1, 1};
@@ -269,13 +271,13 @@ TEST(test_mlp_learns_what_softmax_cannot)
 
 TEST(test_rng_stream)
 {
-    training__rng a, b;
-    training__rng_seed(&a, 42);
-    training__rng_seed(&b, 42);
+    util_rng a, b;
+    util_rng_seed(&a, 42);
+    util_rng_seed(&b, 42);
     for (int i = 0; i < 1000; i++)
-        CHECK(training__rng_next(&a) == training__rng_next(&b));
-    training__rng_seed(&b, 43);
-    CHECK(training__rng_next(&a) != training__rng_next(&b));
+        CHECK(util_rng_next(&a) == util_rng_next(&b));
+    util_rng_seed(&b, 43);
+    CHECK(util_rng_next(&a) != util_rng_next(&b));
     double s = 0, s2 = 0;
     for (int i = 0; i < 20000; i++) {
         double v = training__rng_normal(&a);
@@ -667,7 +669,7 @@ static bool db_ready(void)
     const char *root = getenv("PREDICTD_ROOT");
     char dir[600];
     snprintf(dir, sizeof dir, "%s/db", root ? root : ".");
-    return features_init(url, NULL, false) == 0 && features_migrate(dir) == 0;
+    return store_init(url, NULL, false) == 0 && store_migrate(dir) == 0;
 }
 
 static int upsert_seeded(const char *symbol, const char *tf, size_t n, uint64_t seed)
@@ -675,7 +677,7 @@ static int upsert_seeded(const char *symbol, const char *tf, size_t n, uint64_t 
     features_candle *c = seeded(symbol, tf, n, seed);
     if (!c)
         return PD_ENOMEM;
-    int rc = features_upsert_candles(symbol, tf, c, n);
+    int rc = store_upsert_candles(symbol, tf, c, n);
     free(c);
     return rc;
 }
@@ -688,7 +690,7 @@ TEST(test_db_vectors_bit_identical_to_serving)
     /* training's path: the range loader */
     features_candle *c = NULL;
     size_t n = 0;
-    CHECK_EQ_INT(features_load_range("SOLUSDT", "15m", 0, 0, NOW, &c, &n), 0);
+    CHECK_EQ_INT(store_load_range("SOLUSDT", "15m", 0, 0, NOW, &c, &n), 0);
     CHECK_EQ_INT(n, 1500);
     size_t nd;
     const char *const *specs = features_default_specs(&nd);
@@ -707,8 +709,8 @@ TEST(test_db_vectors_bit_identical_to_serving)
         int64_t close_t = c[ds.index[k]].t + util_tf_seconds("15m");
         features_candle *w = NULL;
         size_t wn = 0;
-        features_window_info info;
-        CHECK_EQ_INT(features_load_window("SOLUSDT", "15m", close_t, 200, &w, &wn, &info), 0);
+        store_window_info info;
+        CHECK_EQ_INT(store_load_window("SOLUSDT", "15m", close_t, 200, &w, &wn, &info), 0);
         CHECK_EQ_INT(wn, 200);
         CHECK_EQ_INT(info.last_open, c[ds.index[k]].t);
         CHECK_EQ_INT(features_compute(fs, w, wn, vec), 0);
@@ -970,37 +972,37 @@ TEST(test_jobs_cancel_running_and_queued)
     training_jobs_stop(j);
 
     /* the records say so too */
-    features_jobs_db *db = NULL;
-    CHECK_EQ_INT(features_jobs_open(getenv("PREDICTD_TEST_DATABASE_URL"), &db), 0);
-    features_job_row row;
-    CHECK_EQ_INT(features_jobs_get(db, id, &row), 0);
+    store_jobs_db *db = NULL;
+    CHECK_EQ_INT(store_jobs_open(getenv("PREDICTD_TEST_DATABASE_URL"), &db), 0);
+    store_job_row row;
+    CHECK_EQ_INT(store_jobs_get(db, id, &row), 0);
     CHECK_EQ_STR(row.state, "canceled");
     CHECK(row.finished_at > 0);
-    features_job_row_cleanup(&row);
-    features_jobs_close(db);
+    store_job_row_cleanup(&row);
+    store_jobs_close(db);
 }
 
 TEST(test_jobs_interrupted_by_restart)
 {
     UNIT_NEED_ENV("PREDICTD_TEST_DATABASE_URL");
     CHECK(db_ready());
-    features_jobs_db *db = NULL;
-    CHECK_EQ_INT(features_jobs_open(getenv("PREDICTD_TEST_DATABASE_URL"), &db), 0);
+    store_jobs_db *db = NULL;
+    CHECK_EQ_INT(store_jobs_open(getenv("PREDICTD_TEST_DATABASE_URL"), &db), 0);
     int64_t id = 0, created = 0;
     CHECK_EQ_INT(
-        features_jobs_insert(db, "BNBUSDT", "4h", "{\"symbols\":[\"BNBUSDT\"]}", &id, &created), 0);
-    features_job_row row;
+        store_jobs_insert(db, "BNBUSDT", "4h", "{\"symbols\":[\"BNBUSDT\"]}", &id, &created), 0);
+    store_job_row row;
     memset(&row, 0, sizeof row);
     row.id = id;
     snprintf(row.state, sizeof row.state, "running");
     row.progress = 0.5;
     row.started_at = created;
-    CHECK_EQ_INT(features_jobs_update(db, &row), 0);
+    CHECK_EQ_INT(store_jobs_update(db, &row), 0);
     /* the table allows one active job per series */
     int64_t id2 = 0;
-    CHECK_EQ_INT(features_jobs_insert(db, "BNBUSDT", "4h", "{}", &id2, NULL), PD_EBUSY);
+    CHECK_EQ_INT(store_jobs_insert(db, "BNBUSDT", "4h", "{}", &id2, NULL), PD_EBUSY);
     row.id = 99999999;
-    CHECK_EQ_INT(features_jobs_update(db, &row), PD_ENOTFOUND);
+    CHECK_EQ_INT(store_jobs_update(db, &row), PD_ENOTFOUND);
     char dir[600];
     tmpdir("jobs_restart", dir, sizeof dir);
     training_jobs *j = NULL;
@@ -1010,12 +1012,12 @@ TEST(test_jobs_interrupted_by_restart)
     CHECK_EQ_INT(info.state, TRAINING_JOB_FAILED);
     CHECK(strstr(info.error, "interrupted") != NULL);
     training_jobs_stop(j);
-    features_job_row back;
-    CHECK_EQ_INT(features_jobs_get(db, id, &back), 0);
+    store_job_row back;
+    CHECK_EQ_INT(store_jobs_get(db, id, &back), 0);
     CHECK_EQ_STR(back.state, "failed");
     CHECK_NEAR(back.progress, 0.5, 1e-9);
-    features_job_row_cleanup(&back);
-    features_jobs_close(db);
+    store_job_row_cleanup(&back);
+    store_jobs_close(db);
 }
 
 TEST(test_jobs_scheduled_retrain)
@@ -1139,7 +1141,7 @@ int main(void)
     RUN(test_jobs_cancel_running_and_queued);
     RUN(test_jobs_interrupted_by_restart);
     RUN(test_jobs_scheduled_retrain);
-    features_shutdown();
+    store_shutdown();
     util_rmtree(tmp_root);
     return unit_report();
 }

@@ -1,12 +1,12 @@
 /*
- * store_internal.h: what features/store.c and features/cache.c share and no
+ * store_internal.h: what store/candles.c and store/cache.c share and no
  * other file may use: the per-thread connection slot, the counters behind
- * features_stats_get(), and the cache's window calls that the store's
+ * store_stats_get(), and the cache's window calls that the store's
  * read-through loader makes. Names carry a double underscore
  * (features__*) to say "exported for the module, not public".
  *
- * Threading: a features__tls belongs to one thread (thread-local, created
- * on first use, freed by features_thread_cleanup() or by the thread-exit
+ * Threading: a store__tls belongs to one thread (thread-local, created
+ * on first use, freed by store_thread_cleanup() or by the thread-exit
  * destructor). The counters are atomics and may be bumped from any thread.
  */
 #ifndef PREDICTD_FEATURES_STORE_INTERNAL_H
@@ -18,45 +18,63 @@
 #include <stdint.h>
 
 #include "features/features.h"
+#include "store/store.h"
+#include "util/util.h"
 
 struct pg_conn;      /* libpq's PGconn */
 struct redisContext; /* hiredis' context */
 
-/* One thread's connections. gen is the features_init() generation they were
+/* One thread's connections. gen is the store_init() generation they were
  * made for: a re-init (tests switching URLs) makes older ones stale. */
-typedef struct features__tls {
+typedef struct store__tls {
     struct pg_conn *pg;         /* NULL until first use or after a failure */
     uint64_t prepared;          /* bit i: statement i prepared on pg */
     struct redisContext *redis; /* NULL until first use or after a failure */
     unsigned gen;
-} features__tls;
+} store__tls;
 
 /* The calling thread's slot, created on first use; NULL on allocation
- * failure. Connections of an older features_init() generation are closed
+ * failure. Connections of an older store_init() generation are closed
  * first. */
-features__tls *features__tls_get(void);
+store__tls *store__tls_get(void);
 
 /* Counters; relaxed atomic increments. */
-typedef struct features__counters {
+typedef struct store__counters {
     _Atomic uint64_t redis_hits, redis_misses, redis_errors;
     _Atomic uint64_t db_queries, db_errors, db_reconnects;
-} features__counters;
-extern features__counters features__ctr;
+} store__counters;
+extern store__counters store__ctr;
 
-#define FEATURES__COUNT(field)                                                                     \
-    atomic_fetch_add_explicit(&features__ctr.field, 1, memory_order_relaxed)
+#define STORE__COUNT(field)                                                                     \
+    atomic_fetch_add_explicit(&store__ctr.field, 1, memory_order_relaxed)
 
-/* --- cache.c, called by store.c ----------------------------------------- */
+/* --- outage bookkeeping (pg.c), for the shared connections ---------------
+ * One flag per dependency (the database, Redis): the first failure of an
+ * outage is logged at `level` with its reason, later ones at debug, and the
+ * first success after it at info, so a long outage is two lines, not one
+ * per request. Any thread may call these. */
+typedef struct store__outage {
+    atomic_bool down;
+    const char *mod;  /* log module */
+    const char *what; /* "database unavailable", "Redis unavailable, serving from the database" */
+    const char *back; /* "database available again" */
+    enum util_log_level level;
+} store__outage;
+
+void store__outage_fail(store__outage *o, const char *why);
+void store__outage_ok(store__outage *o);
+
+/* --- cache.c, called by candles.c ----------------------------------------- */
 
 /* Parses and stores the Redis settings (url NULL: no Redis). Called by
- * features_init() before threads start. PD_EINVAL on a malformed URL. */
-int features__cache_configure(const char *url, bool cache_on, unsigned gen);
-void features__cache_unconfigure(void);
+ * store_init() before threads start. PD_EINVAL on a malformed URL. */
+int store__cache_configure(const char *url, bool cache_on, unsigned gen);
+void store__cache_unconfigure(void);
 /* Closes the thread's Redis context (tls->redis); NULL-safe. */
-void features__cache_close(features__tls *t);
+void store__cache_close(store__tls *t);
 /* True when windows and values should go through Redis (a URL is set and
  * caching is on); says nothing about whether Redis is up. */
-bool features__cache_enabled(void);
+bool store__cache_enabled(void);
 
 /*
  * The candle window cache. One key per series, predictd:candles:SYMBOL:TF,
@@ -67,30 +85,30 @@ bool features__cache_enabled(void);
  * request's last closed candle (last_open) and it holds at least `limit`
  * candles or the whole history of the series (flag complete).
  */
-#define FEATURES__WINDOW_CACHE_MIN 1024 /* candles fetched on a miss, at least */
-#define FEATURES__WINDOW_CACHE_MAX 8192 /* larger windows are not cached */
+#define STORE__WINDOW_CACHE_MIN 1024 /* candles fetched on a miss, at least */
+#define STORE__WINDOW_CACHE_MAX 8192 /* larger windows are not cached */
 
 /* Looks up one window. 0 on a hit (*out malloc'd, the last min(limit, count)
  * candles, oldest first), PD_ENOTFOUND on a miss or an unusable entry,
  * PD_ECACHE when Redis is off or down. */
-int features__cache_window_get(const char *symbol, const char *tf, int64_t last_open, size_t limit,
+int store__cache_window_get(const char *symbol, const char *tf, int64_t last_open, size_t limit,
                                features_candle **out, size_t *n);
 /* Stores a window with a TTL in seconds. 0, PD_EINVAL (n is 0 or over
- * FEATURES__WINDOW_CACHE_MAX, ttl_s < 1) or PD_ECACHE. */
-int features__cache_window_put(const char *symbol, const char *tf, const features_candle *c,
+ * STORE__WINDOW_CACHE_MAX, ttl_s < 1) or PD_ECACHE. */
+int store__cache_window_put(const char *symbol, const char *tf, const features_candle *c,
                                size_t n, bool complete, int64_t ttl_s);
 /* Pipelined look-up of nsym windows of one timeframe. rcs[i] as
- * features__cache_window_get; symbols[i] NULL are skipped (rcs[i] left
+ * store__cache_window_get; symbols[i] NULL are skipped (rcs[i] left
  * alone). Returns 0, or PD_ECACHE when Redis is off or down (then every
  * entry is untouched). */
-int features__cache_window_mget(const char *const *symbols, size_t nsym, const char *tf,
+int store__cache_window_mget(const char *const *symbols, size_t nsym, const char *tf,
                                 int64_t last_open, size_t limit, features_candle **outs, size_t *ns,
                                 int *rcs);
 /* Pipelined store of several windows; entries with c[i] NULL are skipped. */
-int features__cache_window_mput(const char *const *symbols, size_t nsym, const char *tf,
+int store__cache_window_mput(const char *const *symbols, size_t nsym, const char *tf,
                                 features_candle *const *c, const size_t *n, const bool *complete,
                                 int64_t ttl_s);
 /* Drops a series' window (after an upsert changed it). */
-int features__cache_window_del(const char *symbol, const char *tf);
+int store__cache_window_del(const char *symbol, const char *tf);
 
 #endif

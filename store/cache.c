@@ -1,14 +1,14 @@
 /*
- * cache.c: the Redis side of the features module. Packed candle windows
- * (read through by store.c's window loaders) and opaque rendered values
- * (features_cache_get/set) under keys prefixed "predictd:".
+ * cache.c: the Redis side of the store. Packed candle windows
+ * (read through by candles.c's window loaders) and opaque rendered values
+ * (store_cache_get/set) under keys prefixed "predictd:".
  *
  * Redis is a cache, never the source of truth: every failure here is
  * counted, logged once per outage, and reported as PD_ECACHE so callers go
  * to PostgreSQL instead. This file never talks SQL.
  *
  * DESIGN
- * - One redisContext per thread (in features__tls), connected on first use
+ * - One redisContext per thread (in store__tls), connected on first use
  *   with a 200 ms connect timeout, then redisSetTimeout(200 ms) for every
  *   command. A NULL reply means the context is dead: it is freed and the
  *   next call connects again. After a failed connect no thread tries again
@@ -26,16 +26,16 @@
  *   all little-endian. The description trails the candles so that one
  *   GETRANGE of the last 48 * limit + 24 bytes fetches exactly what a
  *   request needs (a 300-candle request reads 14 KB of a 1024-candle
- *   entry, not 49 KB). store.c fetches max(limit, FEATURES__WINDOW_CACHE_MIN)
- *   candles on a miss and stores them (up to FEATURES__WINDOW_CACHE_MAX),
+ *   entry, not 49 KB). candles.c fetches max(limit, STORE__WINDOW_CACHE_MIN)
+ *   candles on a miss and stores them (up to STORE__WINDOW_CACHE_MAX),
  *   with a TTL that ends one second after the candle in progress closes. A
  *   stored window serves a request only when its last candle is the
  *   request's last closed candle and it holds enough candles; otherwise it
  *   is a miss, so a hit is always what the database would have returned
  *   (upserts through this process also delete the key).
  *
- * THREADING: the settings (rcfg) are written by features_init() and
- * features_shutdown() only; contexts are per thread; counters and the
+ * THREADING: the settings (rcfg) are written by store_init() and
+ * store_shutdown() only; contexts are per thread; counters and the
  * outage flag are atomics.
  */
 #include <hiredis/hiredis.h>
@@ -45,8 +45,9 @@
 #include <string.h>
 
 #include "features/features.h"
-#include "features/redis_internal.h"
-#include "features/store_internal.h"
+#include "store/store.h"
+#include "store/redis_internal.h"
+#include "store/store_internal.h"
 #include "util/util.h"
 
 #define MOD "cache"
@@ -62,44 +63,47 @@
 static struct {
     bool configured; /* a URL was given */
     bool cache_on;
-    features__redis_url url;
+    store__redis_url url;
 } rcfg;
 
-static atomic_bool redis_is_down;
+static store__outage redis_outage = {.mod = MOD,
+                                     .what = "Redis unavailable, serving from the database",
+                                     .back = "Redis available again",
+                                     .level = UTIL_LOG_WARN};
 static _Atomic uint64_t redis_retry_at; /* util_mono_ns() before which no connect */
 
 /* ---------------------------------------------------------------------------
  * Settings.
  */
-void features__cache_unconfigure(void)
+void store__cache_unconfigure(void)
 {
-    features__redis_url_cleanup(&rcfg.url);
+    store__redis_url_cleanup(&rcfg.url);
     memset(&rcfg, 0, sizeof rcfg);
 }
 
-/* The URL form is features__redis_url_parse()'s (redis.c). */
-int features__cache_configure(const char *url, bool cache_on, unsigned gen)
+/* The URL form is store__redis_url_parse()'s (redis.c). */
+int store__cache_configure(const char *url, bool cache_on, unsigned gen)
 {
     (void)gen;
-    features__cache_unconfigure();
-    atomic_store(&redis_is_down, false);
+    store__cache_unconfigure();
+    atomic_store(&redis_outage.down, false);
     atomic_store(&redis_retry_at, 0);
     rcfg.cache_on = cache_on;
     if (!url || !*url)
         return 0;
-    int rc = features__redis_url_parse(url, &rcfg.url);
+    int rc = store__redis_url_parse(url, &rcfg.url);
     if (rc) {
         /* Never echo the URL: it may hold a password. */
         if (rc == PD_EINVAL)
             LOG_ERROR(MOD, "Redis URL is malformed (expected redis://host:port/db)");
-        features__cache_unconfigure();
+        store__cache_unconfigure();
         return rc;
     }
     rcfg.configured = true;
     return 0;
 }
 
-bool features__cache_enabled(void)
+bool store__cache_enabled(void)
 {
     return rcfg.configured && rcfg.cache_on;
 }
@@ -107,7 +111,7 @@ bool features__cache_enabled(void)
 /* ---------------------------------------------------------------------------
  * Connection.
  */
-void features__cache_close(features__tls *t)
+void store__cache_close(store__tls *t)
 {
     if (t && t->redis) {
         redisFree(t->redis);
@@ -117,44 +121,39 @@ void features__cache_close(features__tls *t)
 
 static void redis_went_down(const char *why)
 {
-    FEATURES__COUNT(redis_errors);
-    if (!atomic_exchange(&redis_is_down, true))
-        LOG_WARN(MOD, "Redis unavailable, serving from the database: %s", why);
-    else
-        LOG_DEBUG(MOD, "Redis still unavailable: %s", why);
+    STORE__COUNT(redis_errors);
+    store__outage_fail(&redis_outage, why);
 }
 
 static void redis_came_up(void)
 {
-    if (atomic_load_explicit(&redis_is_down, memory_order_relaxed) &&
-        atomic_exchange(&redis_is_down, false))
-        LOG_INFO(MOD, "Redis available again");
+    store__outage_ok(&redis_outage);
 }
 
 /* The context died (NULL reply or I/O error): forget it. */
-static void redis_dead(features__tls *t)
+static void redis_dead(store__tls *t)
 {
     redis_went_down(t->redis && t->redis->errstr[0] ? t->redis->errstr : "connection lost");
-    features__cache_close(t);
+    store__cache_close(t);
 }
 
 /* The calling thread's slot with a live context in t->redis, connecting
- * when needed; NULL when the cache is off (features__cache_enabled), or
+ * when needed; NULL when the cache is off (store__cache_enabled), or
  * Redis is down or in back-off (counted). */
-static features__tls *redis_tls(void)
+static store__tls *redis_tls(void)
 {
-    if (!features__cache_enabled())
+    if (!store__cache_enabled())
         return NULL;
-    features__tls *t = features__tls_get();
+    store__tls *t = store__tls_get();
     if (!t || t->redis)
         return t;
     uint64_t retry_at = atomic_load_explicit(&redis_retry_at, memory_order_relaxed);
     if (retry_at && util_mono_ns() < retry_at) {
-        FEATURES__COUNT(redis_errors);
+        STORE__COUNT(redis_errors);
         return NULL;
     }
     char why[160];
-    if (features__redis_connect(&rcfg.url, TIMEOUT_US, &t->redis, why, sizeof why)) {
+    if (store__redis_connect(&rcfg.url, TIMEOUT_US, &t->redis, why, sizeof why)) {
         redis_went_down(why);
         atomic_store(&redis_retry_at, util_mono_ns() + RECONNECT_BACKOFF_NS);
         return NULL;
@@ -167,7 +166,7 @@ static features__tls *redis_tls(void)
 /* Classifies a reply: NULL kills the context, an error reply is a failed
  * command (Redis loading, read-only replica, out of memory...). Returns 0
  * when the reply is usable. */
-static int reply_check(features__tls *t, redisReply *r)
+static int reply_check(store__tls *t, redisReply *r)
 {
     if (!r) {
         redis_dead(t);
@@ -182,7 +181,7 @@ static int reply_check(features__tls *t, redisReply *r)
 }
 
 /* reply_check() for a reply whose content does not matter; frees it. */
-static int reply_done(features__tls *t, redisReply *r)
+static int reply_done(store__tls *t, redisReply *r)
 {
     int rc = reply_check(t, r);
     if (r)
@@ -325,19 +324,19 @@ static int window_from_reply(const redisReply *r, int64_t last_open, size_t limi
     if (r->type == REDIS_REPLY_STRING)
         rc = window_decode((const unsigned char *)r->str, (size_t)r->len, last_open, limit, out, n);
     if (rc == 0)
-        FEATURES__COUNT(redis_hits);
+        STORE__COUNT(redis_hits);
     else if (rc == PD_ENOTFOUND)
-        FEATURES__COUNT(redis_misses);
+        STORE__COUNT(redis_misses);
     return rc;
 }
 
 /* ---------------------------------------------------------------------------
- * Window cache (for store.c).
+ * Window cache (for candles.c).
  */
-int features__cache_window_get(const char *symbol, const char *tf, int64_t last_open, size_t limit,
+int store__cache_window_get(const char *symbol, const char *tf, int64_t last_open, size_t limit,
                                features_candle **out, size_t *n)
 {
-    features__tls *t = redis_tls();
+    store__tls *t = redis_tls();
     if (!t)
         return PD_ECACHE;
     char key[64];
@@ -351,12 +350,12 @@ int features__cache_window_get(const char *symbol, const char *tf, int64_t last_
     return rc;
 }
 
-int features__cache_window_put(const char *symbol, const char *tf, const features_candle *c,
+int store__cache_window_put(const char *symbol, const char *tf, const features_candle *c,
                                size_t n, bool complete, int64_t ttl_s)
 {
-    if (n == 0 || n > FEATURES__WINDOW_CACHE_MAX || ttl_s < 1)
+    if (n == 0 || n > STORE__WINDOW_CACHE_MAX || ttl_s < 1)
         return PD_EINVAL;
-    features__tls *t = redis_tls();
+    store__tls *t = redis_tls();
     if (!t)
         return PD_ECACHE;
     unsigned char *val;
@@ -371,11 +370,11 @@ int features__cache_window_put(const char *symbol, const char *tf, const feature
     return reply_done(t, r);
 }
 
-int features__cache_window_mget(const char *const *symbols, size_t nsym, const char *tf,
+int store__cache_window_mget(const char *const *symbols, size_t nsym, const char *tf,
                                 int64_t last_open, size_t limit, features_candle **outs, size_t *ns,
                                 int *rcs)
 {
-    features__tls *t = redis_tls();
+    store__tls *t = redis_tls();
     if (!t)
         return PD_ECACHE;
     redisReply **replies = calloc(nsym ? nsym : 1, sizeof *replies);
@@ -428,18 +427,18 @@ int features__cache_window_mget(const char *const *symbols, size_t nsym, const c
     return rc;
 }
 
-int features__cache_window_mput(const char *const *symbols, size_t nsym, const char *tf,
+int store__cache_window_mput(const char *const *symbols, size_t nsym, const char *tf,
                                 features_candle *const *c, const size_t *n, const bool *complete,
                                 int64_t ttl_s)
 {
-    features__tls *t = redis_tls();
+    store__tls *t = redis_tls();
     if (!t)
         return PD_ECACHE;
     int rc = 0;
     size_t sent = 0;
     char key[64];
     for (size_t i = 0; i < nsym && rc == 0; i++) {
-        if (!symbols[i] || !c[i] || n[i] == 0 || n[i] > FEATURES__WINDOW_CACHE_MAX)
+        if (!symbols[i] || !c[i] || n[i] == 0 || n[i] > STORE__WINDOW_CACHE_MAX)
             continue;
         unsigned char *val;
         size_t len;
@@ -466,9 +465,9 @@ int features__cache_window_mput(const char *const *symbols, size_t nsym, const c
     return rc;
 }
 
-int features__cache_window_del(const char *symbol, const char *tf)
+int store__cache_window_del(const char *symbol, const char *tf)
 {
-    features__tls *t = redis_tls();
+    store__tls *t = redis_tls();
     if (!t)
         return PD_ECACHE;
     char key[64];
@@ -485,11 +484,11 @@ static bool key_ok(const char *key)
            strlen(key) > strlen(KEY_PREFIX) && strlen(key) <= 1024;
 }
 
-int features_cache_get(const char *key, char **out, size_t *len)
+int store_cache_get(const char *key, char **out, size_t *len)
 {
     if (!key_ok(key) || !out || !len)
         return PD_EINVAL;
-    features__tls *t = redis_tls();
+    store__tls *t = redis_tls();
     if (!t)
         return PD_ECACHE;
     redisReply *r = redisCommand(t->redis, "GET %b", key, strlen(key));
@@ -504,11 +503,11 @@ int features_cache_get(const char *key, char **out, size_t *len)
                 v[r->len] = '\0';
                 *out = v;
                 *len = (size_t)r->len;
-                FEATURES__COUNT(redis_hits);
+                STORE__COUNT(redis_hits);
             }
         } else {
             rc = PD_ENOTFOUND;
-            FEATURES__COUNT(redis_misses);
+            STORE__COUNT(redis_misses);
         }
     }
     if (r)
@@ -516,22 +515,22 @@ int features_cache_get(const char *key, char **out, size_t *len)
     return rc;
 }
 
-int features_cache_set(const char *key, const char *val, size_t len, int64_t ttl_s)
+int store_cache_set(const char *key, const char *val, size_t len, int64_t ttl_s)
 {
     if (!key_ok(key) || (!val && len) || ttl_s < 1)
         return PD_EINVAL;
-    features__tls *t = redis_tls();
+    store__tls *t = redis_tls();
     if (!t)
         return PD_ECACHE;
     return reply_done(t, redisCommand(t->redis, "SET %b %b EX %lld", key, strlen(key),
                                       val ? val : "", len, (long long)ttl_s));
 }
 
-int features_cache_drop_window(const char *symbol, const char *tf)
+int store_cache_drop_window(const char *symbol, const char *tf)
 {
     if (!symbol || !util_symbol_valid(symbol))
         return PD_ESYMBOL;
     if (!util_tf_seconds(tf))
         return PD_ETIMEFRAME;
-    return features__cache_window_del(symbol, tf);
+    return store__cache_window_del(symbol, tf);
 }

@@ -6,7 +6,7 @@
  * (the candles changed behind this process), settles the ledger's open
  * predictions of the series against the new candles and refreshes the live
  * accuracy of its versions, recomputes the prediction with the serving
- * version (api_predict_refresh: replaces the process and Redis caches),
+ * version (predict_refresh: replaces the process and Redis caches),
  * and, when the last closed candle (or the serving version) moved on,
  * records the prediction in the ledger, pushes it to the stream clients and
  * PUBLISHes it on Redis (predictd:predictions).
@@ -28,7 +28,7 @@
  * Every RESOLVE_S it also settles the open predictions of every series.
  *
  * It deliberately does not: serve requests, render anything but the stream
- * message, or talk SQL (features/ledger.c does).
+ * message, or talk SQL (store/ledger.c does).
  *
  * DESIGN
  * - "Moved on" is decided against this thread's own marks per series (the
@@ -42,16 +42,14 @@
  * - Reconnecting: the LISTEN connection is made again with a back-off from
  *   250 ms to 5 s; each success is followed by a catch-up.
  * - Stopping: the thread polls an eventfd with the LISTEN socket and wakes
- *   at least every second; server_loop_stop writes the eventfd.
+ *   at least every second; predict_loop_stop writes the eventfd.
  *
  * THREADING: everything but the status fields (guarded by status_lock) and
- * the stop flag belongs to the loop's thread. It uses the features store's
- * thread-local connections (released with features_thread_cleanup at exit),
+ * the stop flag belongs to the loop's thread. It uses the store's
+ * thread-local connections (released with store_thread_cleanup at exit),
  * its own ledger handle, and lends a second one to the HTTP routes.
  */
 #define _GNU_SOURCE
-#include "server/loop.h"
-
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
@@ -65,6 +63,8 @@
 #include <unistd.h>
 
 #include "features/features.h"
+#include "predict/predict.h"
+#include "store/store.h"
 #include "inference/inference.h"
 #include "registry/registry.h"
 
@@ -80,11 +80,6 @@
 #define BACKOFF_MAX_MS 5000
 #define SERIES_MAX 100000
 
-_Static_assert((int)FEATURES_LEDGER_LONG == (int)INFERENCE_LONG &&
-                   (int)FEATURES_LEDGER_SHORT == (int)INFERENCE_SHORT &&
-                   (int)FEATURES_LEDGER_NO_TRADE == (int)INFERENCE_NO_TRADE,
-               "the ledger's classes are inference's");
-
 /* What this thread knows of one series. */
 struct series {
     char symbol[24];
@@ -96,15 +91,16 @@ struct series {
     int last_rc;  /* the last prediction's result, to log changes only */
 };
 
-struct server_loop {
-    api_context *ctx;
+struct predict_loop {
+    predict_service *svc;
+    predict_loop_options opt; /* the URLs are not kept: copied where needed */
     pthread_t thread;
     int wake_fd;
     atomic_bool stop;
-    features_listener *listen;
-    features_ledger *ledger;     /* the loop's */
-    features_ledger *ledger_api; /* lent to the HTTP routes */
-    features_pub *pub;           /* NULL without Redis */
+    store_listener *listen;
+    store_ledger *ledger;     /* the loop's */
+    store_ledger *ledger_api; /* lent to the HTTP routes */
+    store_pub *pub;           /* NULL without Redis */
     struct series *series;
     size_t nseries, cap;
     size_t npending;
@@ -116,15 +112,15 @@ struct server_loop {
     char last_error[200];
 };
 
-static void set_state(server_loop *l, const char *state)
+static void set_state(predict_loop *l, const char *state)
 {
     pthread_mutex_lock(&l->status_lock);
     l->state = state;
     pthread_mutex_unlock(&l->status_lock);
 }
 
-static void set_error(server_loop *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_error(server_loop *l, const char *fmt, ...)
+static void set_error(predict_loop *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(predict_loop *l, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -134,7 +130,7 @@ static void set_error(server_loop *l, const char *fmt, ...)
     va_end(ap);
 }
 
-void server_loop_status(server_loop *l, api_job_status *out)
+void predict_loop_status(predict_loop *l, predict_loop_state *out)
 {
     if (!l) {
         out->state = "off";
@@ -151,7 +147,7 @@ void server_loop_status(server_loop *l, api_job_status *out)
 /* ------------------------------------------------------------------------
  * Series table.
  */
-static struct series *series_get(server_loop *l, const char *symbol, const char *tf)
+static struct series *series_get(predict_loop *l, const char *symbol, const char *tf)
 {
     for (size_t i = 0; i < l->nseries; i++)
         if (strcmp(l->series[i].symbol, symbol) == 0 && strcmp(l->series[i].tf, tf) == 0)
@@ -176,7 +172,7 @@ static struct series *series_get(server_loop *l, const char *symbol, const char 
 /* "SYMBOL:TF" from a notification. */
 static void on_notify(const char *payload, void *arg)
 {
-    server_loop *l = arg;
+    predict_loop *l = arg;
     const char *colon = strchr(payload, ':');
     char symbol[24];
     if (!colon || (size_t)(colon - payload) >= sizeof symbol)
@@ -193,23 +189,23 @@ static void on_notify(const char *payload, void *arg)
 /* ------------------------------------------------------------------------
  * Ledger and live accuracy.
  */
-static void refresh_live(server_loop *l, const char *symbol, const char *tf)
+static void refresh_live(predict_loop *l, const char *symbol, const char *tf)
 {
-    features_ledger_live *v = NULL;
+    store_ledger_live *v = NULL;
     size_t n = 0;
-    if (features_ledger_live_stats(l->ledger, symbol, tf, &v, &n) != 0)
+    if (store_ledger_live_stats(l->ledger, symbol, tf, &v, &n) != 0)
         return;
     for (size_t i = 0; i < n; i++)
-        (void)api_set_live_accuracy(l->ctx, v[i].symbol, v[i].timeframe, v[i].version,
+        (void)predict_set_live_accuracy(l->svc, v[i].symbol, v[i].timeframe, v[i].version,
                                     v[i].trades ? (double)v[i].hits / (double)v[i].trades : 0,
                                     v[i].trades);
     free(v);
 }
 
-static void settle(server_loop *l, const char *symbol, const char *tf, int64_t now)
+static void settle(predict_loop *l, const char *symbol, const char *tf, int64_t now)
 {
     size_t settled = 0;
-    int rc = features_ledger_settle(l->ledger, symbol, tf, now, &settled);
+    int rc = store_ledger_settle(l->ledger, symbol, tf, now, predict_resolve, &settled);
     if (rc) {
         set_error(l, "resolving %s %s: %s", symbol, tf, util_strerror(rc));
         return;
@@ -218,22 +214,23 @@ static void settle(server_loop *l, const char *symbol, const char *tf, int64_t n
         LOG_DEBUG(MOD, "%s %s: %zu predictions resolved", symbol, tf, settled);
 }
 
-static void resolve_all(server_loop *l, int64_t now)
+static void resolve_all(predict_loop *l, int64_t now)
 {
-    features_ledger_series *v = NULL;
+    store_ledger_series *v = NULL;
     size_t n = 0;
-    if (features_ledger_open_series(l->ledger, &v, &n) != 0)
+    if (store_ledger_open_series(l->ledger, &v, &n) != 0)
         return;
     for (size_t i = 0; i < n && !atomic_load(&l->stop); i++) {
         size_t settled = 0;
-        if (features_ledger_settle(l->ledger, v[i].symbol, v[i].timeframe, now, &settled) == 0 &&
+        if (store_ledger_settle(l->ledger, v[i].symbol, v[i].timeframe, now, predict_resolve,
+                                &settled) == 0 &&
             settled)
             refresh_live(l, v[i].symbol, v[i].timeframe);
     }
     free(v);
 }
 
-static void entry_of(const api_prediction *p, features_ledger_entry *e)
+static void entry_of(const predict_result *p, store_ledger_entry *e)
 {
     memset(e, 0, sizeof *e);
     snprintf(e->symbol, sizeof e->symbol, "%s", p->symbol);
@@ -255,30 +252,30 @@ static void entry_of(const api_prediction *p, features_ledger_entry *e)
 /* ------------------------------------------------------------------------
  * One series.
  */
-static void process(server_loop *l, struct series *s, int64_t now)
+static void process(predict_loop *l, struct series *s, int64_t now)
 {
     uint64_t t0 = util_mono_ns();
     if (s->pending) {
         s->pending = false;
         l->npending--;
     }
-    /* Without a model there is nothing to do (and api_predict_refresh would
+    /* Without a model there is nothing to do (and predict_refresh would
      * count the series' candles to say why). */
     registry_version *v = NULL;
-    int rc = registry_acquire(api_context_registry(l->ctx), s->symbol, s->tf, NULL, &v);
+    int rc = registry_acquire(predict_registry(l->svc), s->symbol, s->tf, NULL, &v);
     if (rc) {
         s->due = rc == PD_ENOTREADY ? now + RETRY_S : 0; /* a first version still loading */
         return;
     }
     registry_release(v);
 
-    (void)features_cache_drop_window(s->symbol, s->tf);
+    (void)store_cache_drop_window(s->symbol, s->tf);
     settle(l, s->symbol, s->tf, now);
     refresh_live(l, s->symbol, s->tf); /* one grouped query per new candle, never per request */
 
-    api_prediction *p = NULL;
+    predict_result *p = NULL;
     char why[256] = "";
-    rc = api_predict_refresh(l->ctx, s->symbol, s->tf, now, &p, why, sizeof why);
+    rc = predict_refresh(l->svc, s->symbol, s->tf, now, &p, why, sizeof why);
     if (rc) {
         if (rc != s->last_rc)
             LOG_WARN(MOD, "%s %s: no prediction: %s", s->symbol, s->tf,
@@ -296,10 +293,10 @@ static void process(server_loop *l, struct series *s, int64_t now)
     s->due = p->valid_until > now ? p->valid_until + DUE_GRACE_S : 0;
 
     if (p->candle_time > s->rec_candle || p->version != s->rec_version) {
-        features_ledger_entry e;
+        store_ledger_entry e;
         entry_of(p, &e);
         bool inserted = false;
-        rc = features_ledger_record(l->ledger, &e, &inserted);
+        rc = store_ledger_record(l->ledger, &e, &inserted);
         if (rc == 0) {
             s->rec_candle = p->candle_time;
             s->rec_version = p->version;
@@ -310,18 +307,18 @@ static void process(server_loop *l, struct series *s, int64_t now)
         if (inserted && l->pub) {
             util_buf b;
             util_buf_init(&b);
-            api_render_stream_message(&b, p, now);
+            predict_render_stream_message(&b, p, now);
             if (util_buf_ok(&b))
-                (void)features_pub_publish(l->pub, PUBLISH_CHANNEL, b.data, b.len, NULL);
+                (void)store_pub_publish(l->pub, PUBLISH_CHANNEL, b.data, b.len, NULL);
             util_buf_cleanup(&b);
         }
     }
     if (p->candle_time > s->pub_candle || p->version != s->pub_version) {
         util_buf b;
         util_buf_init(&b);
-        api_render_stream_message(&b, p, now);
-        if (util_buf_ok(&b))
-            api_streams_publish(l->ctx, p->symbol, p->timeframe, b.data, b.len);
+        predict_render_stream_message(&b, p, now);
+        if (util_buf_ok(&b) && l->opt.deliver)
+            l->opt.deliver(l->opt.deliver_arg, p->symbol, p->timeframe, b.data, b.len);
         util_buf_cleanup(&b);
         s->pub_candle = p->candle_time;
         s->pub_version = p->version;
@@ -333,17 +330,17 @@ static void process(server_loop *l, struct series *s, int64_t now)
                   inference_class_name((enum inference_class)p->direction),
                   (long long)p->candle_time, p->version, (double)(util_mono_ns() - t0) / 1e6);
     }
-    api_prediction_release(p);
+    predict_result_release(p);
 }
 
 /* Every series with a serving model; a _default model covers the symbols of
  * its timeframe that have candles. */
-static void catch_up(server_loop *l)
+static void catch_up(predict_loop *l)
 {
     int64_t now = util_now();
     registry_series_info *info = NULL;
     size_t n = 0;
-    if (registry_list(api_context_registry(l->ctx), &info, &n) != 0)
+    if (registry_list(predict_registry(l->svc), &info, &n) != 0)
         return;
     size_t before = 0;
     pthread_mutex_lock(&l->status_lock);
@@ -366,7 +363,7 @@ static void catch_up(server_loop *l)
         }
         char **syms = NULL;
         size_t ns = 0;
-        if (features_list_symbols(info[i].timeframe, &syms, &ns) != 0)
+        if (store_list_symbols(info[i].timeframe, &syms, &ns) != 0)
             continue;
         for (size_t k = 0; k < ns && !atomic_load(&l->stop); k++) {
             struct series *s = series_get(l, syms[k], info[i].timeframe);
@@ -375,7 +372,7 @@ static void catch_up(server_loop *l)
                 seen++;
             }
         }
-        features_strv_free(syms, ns);
+        store_strv_free(syms, ns);
     }
     registry_list_free(info, n);
     pthread_mutex_lock(&l->status_lock);
@@ -396,32 +393,32 @@ static int64_t ms_until(uint64_t deadline_ns, uint64_t now_ns)
 
 /* Reads notifications for COALESCE_MS after the first ones; false when the
  * connection was lost. */
-static bool coalesce(server_loop *l)
+static bool coalesce(predict_loop *l)
 {
     uint64_t until = util_mono_ns() + (uint64_t)COALESCE_MS * 1000000u;
     for (;;) {
         int64_t left = ms_until(until, util_mono_ns());
         if (left <= 0 || atomic_load(&l->stop))
             return true;
-        struct pollfd p = {.fd = features_listen_socket(l->listen), .events = POLLIN};
+        struct pollfd p = {.fd = store_listen_socket(l->listen), .events = POLLIN};
         if (p.fd < 0)
             return false;
         int r = poll(&p, 1, (int)left);
-        if (r > 0 && features_listen_consume(l->listen, on_notify, l) < 0)
+        if (r > 0 && store_listen_consume(l->listen, on_notify, l) < 0)
             return false;
     }
 }
 
 static void *loop_main(void *arg)
 {
-    server_loop *l = arg;
+    predict_loop *l = arg;
     bool connected = false, ever = false;
     int backoff_ms = 0;
     uint64_t next_connect = 0, next_resolve = 0;
     while (!atomic_load(&l->stop)) {
         uint64_t now_ns = util_mono_ns();
         if (!connected && now_ns >= next_connect) {
-            if (features_listen_connect(l->listen) == 0) {
+            if (store_listen_connect(l->listen) == 0) {
                 connected = true;
                 backoff_ms = 0;
                 set_state(l, "listening");
@@ -454,14 +451,14 @@ static void *loop_main(void *arg)
             timeout = 0;
         struct pollfd p[2] = {
             {.fd = l->wake_fd, .events = POLLIN},
-            {.fd = connected ? features_listen_socket(l->listen) : -1, .events = POLLIN}};
+            {.fd = connected ? store_listen_socket(l->listen) : -1, .events = POLLIN}};
         int r = poll(p, 2, (int)timeout);
         if (r < 0 && errno != EINTR)
             LOG_WARN(MOD, "poll: %s", strerror(errno));
         if (atomic_load(&l->stop))
             break;
         if (r > 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP))) {
-            if (features_listen_consume(l->listen, on_notify, l) < 0 || !coalesce(l)) {
+            if (store_listen_consume(l->listen, on_notify, l) < 0 || !coalesce(l)) {
                 connected = false;
                 next_connect = util_mono_ns(); /* at once, then backing off */
                 set_state(l, "reconnecting");
@@ -481,23 +478,23 @@ static void *loop_main(void *arg)
         }
     }
     set_state(l, "stopped");
-    features_thread_cleanup();
+    store_thread_cleanup();
     return NULL;
 }
 
 /* ------------------------------------------------------------------------
  * Lifecycle.
  */
-static void loop_free(server_loop *l)
+static void loop_free(predict_loop *l)
 {
     if (!l)
         return;
-    if (l->ctx && l->ledger_api)
-        api_set_ledger(l->ctx, NULL);
-    features_listen_close(l->listen);
-    features_ledger_close(l->ledger);
-    features_ledger_close(l->ledger_api);
-    features_pub_close(l->pub);
+    if (l->svc && l->ledger_api)
+        predict_set_ledger(l->svc, NULL);
+    store_listen_close(l->listen);
+    store_ledger_close(l->ledger);
+    store_ledger_close(l->ledger_api);
+    store_pub_close(l->pub);
     if (l->wake_fd >= 0)
         close(l->wake_fd);
     pthread_mutex_destroy(&l->status_lock);
@@ -505,23 +502,25 @@ static void loop_free(server_loop *l)
     free(l);
 }
 
-int server_loop_start(api_context *ctx, const server_config *cfg, server_loop **out)
+int predict_loop_start(predict_service *svc, const predict_loop_options *opt, predict_loop **out)
 {
-    if (!ctx || !cfg || !out || !cfg->database_url)
+    if (!svc || !opt || !out || !opt->database_url)
         return PD_EINVAL;
-    server_loop *l = calloc(1, sizeof *l);
+    predict_loop *l = calloc(1, sizeof *l);
     if (!l)
         return PD_ENOMEM;
-    l->ctx = ctx;
+    l->svc = svc;
+    l->opt = *opt;
+    l->opt.database_url = l->opt.redis_url = NULL;
     l->wake_fd = -1;
     l->state = "starting";
     pthread_mutex_init(&l->status_lock, NULL);
-    int rc = features_listen_open(cfg->database_url, CHANNEL, &l->listen);
+    int rc = store_listen_open(opt->database_url, CHANNEL, &l->listen);
     if (rc == 0)
-        rc = features_ledger_open(cfg->database_url, &l->ledger);
+        rc = store_ledger_open(opt->database_url, &l->ledger);
     if (rc == 0)
-        rc = features_ledger_open(cfg->database_url, &l->ledger_api);
-    if (rc == 0 && cfg->redis_url && features_pub_open(cfg->redis_url, &l->pub) != 0)
+        rc = store_ledger_open(opt->database_url, &l->ledger_api);
+    if (rc == 0 && opt->redis_url && store_pub_open(opt->redis_url, &l->pub) != 0)
         LOG_WARN(MOD, "predictions will not be published on Redis");
     if (rc == 0 && (l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         rc = PD_EIO;
@@ -529,7 +528,7 @@ int server_loop_start(api_context *ctx, const server_config *cfg, server_loop **
         loop_free(l);
         return rc;
     }
-    api_set_ledger(ctx, l->ledger_api);
+    predict_set_ledger(svc, l->ledger_api);
     if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
         loop_free(l);
         return PD_EIO;
@@ -538,7 +537,7 @@ int server_loop_start(api_context *ctx, const server_config *cfg, server_loop **
     return 0;
 }
 
-void server_loop_stop(server_loop *l)
+void predict_loop_stop(predict_loop *l)
 {
     if (!l)
         return;

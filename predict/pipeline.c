@@ -1,5 +1,5 @@
 /*
- * predict.c: the prediction pipeline and its caches.
+ * pipeline.c: the prediction pipeline and its caches.
  *
  * One prediction: acquire the model version serving the series, load the
  * last (window + steps - 1) closed candles, compute one feature vector per
@@ -16,8 +16,8 @@
  * how old its data is. Nothing here invents a prediction: no model, no
  * candles or too few candles is an error for the caller to report.
  *
- * Threading: api_predict is called concurrently by HTTP workers, the CLI and
- * the inference loop. The process cache is guarded by ctx->cache_lock (a
+ * Threading: predict_one is called concurrently by HTTP workers, the CLI and
+ * the inference loop. The process cache is guarded by svc->cache_lock (a
  * rwlock: lookups share it); predictions are immutable once published.
  * Each thread keeps its own scratch for features and the kernel.
  */
@@ -28,30 +28,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/api_internal.h"
+#include "predict/predict_internal.h"
 #include "features/features.h"
+#include "store/store.h"
 #include "inference/inference.h"
 
 #define RECHECK_S 2
 #define SYMBOLS_TTL_S 5
 
-/* An api_prediction with its reference count in front. */
+/* An predict_result with its reference count in front. */
 struct pred_box {
     atomic_int refs;
-    api_prediction p;
+    predict_result p;
 };
 
-static struct pred_box *box_of(api_prediction *p)
+static struct pred_box *box_of(predict_result *p)
 {
     return (struct pred_box *)((char *)p - offsetof(struct pred_box, p));
 }
 
-void api_prediction_retain(api_prediction *p)
+void predict_result_retain(predict_result *p)
 {
     atomic_fetch_add_explicit(&box_of(p)->refs, 1, memory_order_relaxed);
 }
 
-void api_prediction_release(api_prediction *p)
+void predict_result_release(predict_result *p)
 {
     if (!p)
         return;
@@ -62,7 +63,7 @@ void api_prediction_release(api_prediction *p)
     }
 }
 
-static api_prediction *prediction_new(void)
+static predict_result *prediction_new(void)
 {
     struct pred_box *b = calloc(1, sizeof *b);
     if (!b)
@@ -72,68 +73,67 @@ static api_prediction *prediction_new(void)
 }
 
 /* ------------------------------------------------------------------------
- * Context.
+ * The service.
  */
-int api_context_new(const api_options *opt, registry *reg, api_context **out)
+int predict_service_new(const predict_options *opt, registry *reg, predict_service **out)
 {
-    api_context *ctx = calloc(1, sizeof *ctx);
-    if (!ctx)
+    predict_service *svc = calloc(1, sizeof *svc);
+    if (!svc)
         return PD_ENOMEM;
-    ctx->opt = *opt;
-    ctx->reg = reg;
-    if (pthread_rwlock_init(&ctx->cache_lock, NULL) != 0) {
-        free(ctx);
-        return PD_ENOMEM;
-    }
-    pthread_mutex_init(&ctx->symbols_lock, NULL);
-    if (api_live_new(&ctx->live) != 0 || api_hub_new(&ctx->hub) != 0) { /* issue 7 */
-        api_context_free(ctx);
+    svc->opt = *opt;
+    svc->reg = reg;
+    if (util_rwlock_init(&svc->cache_lock) != 0) {
+        free(svc);
         return PD_ENOMEM;
     }
-    *out = ctx;
+    pthread_mutex_init(&svc->symbols_lock, NULL);
+    if (predict__live_new(&svc->live) != 0) {
+        predict_service_free(svc);
+        return PD_ENOMEM;
+    }
+    *out = svc;
     return 0;
 }
 
-void api_context_free(api_context *ctx)
+void predict_service_free(predict_service *svc)
 {
-    if (!ctx)
+    if (!svc)
         return;
-    for (size_t i = 0; i < API_CACHE_BUCKETS; i++) {
-        struct api_cache_entry *e = ctx->buckets[i];
+    for (size_t i = 0; i < PREDICT_CACHE_BUCKETS; i++) {
+        struct predict_cache_entry *e = svc->buckets[i];
         while (e) {
-            struct api_cache_entry *next = e->next;
-            api_prediction_release(e->p);
+            struct predict_cache_entry *next = e->next;
+            predict_result_release(e->p);
             free(e);
             e = next;
         }
     }
-    for (size_t i = 0; i < sizeof ctx->symbols / sizeof ctx->symbols[0]; i++)
-        features_strv_free(ctx->symbols[i].names, ctx->symbols[i].n);
-    api_hub_free(ctx->hub); /* issue 7 */
-    api_live_free(ctx->live);
-    pthread_rwlock_destroy(&ctx->cache_lock);
-    pthread_mutex_destroy(&ctx->symbols_lock);
-    free(ctx);
+    for (size_t i = 0; i < sizeof svc->symbols / sizeof svc->symbols[0]; i++)
+        store_strv_free(svc->symbols[i].names, svc->symbols[i].n);
+    predict__live_free(svc->live);
+    util_rwlock_destroy(&svc->cache_lock);
+    pthread_mutex_destroy(&svc->symbols_lock);
+    free(svc);
 }
 
-registry *api_context_registry(api_context *ctx)
+registry *predict_registry(predict_service *svc)
 {
-    return ctx->reg;
+    return svc->reg;
 }
 
-void api_cache_stats_get(api_context *ctx, api_cache_stats *out)
+void predict_cache_stats_get(predict_service *svc, predict_cache_stats *out)
 {
-    out->process_hits = atomic_load(&ctx->process_hits);
-    out->process_misses = atomic_load(&ctx->process_misses);
-    out->redis_hits = atomic_load(&ctx->redis_hits);
-    out->redis_misses = atomic_load(&ctx->redis_misses);
-    out->computed = atomic_load(&ctx->computed);
+    out->process_hits = atomic_load(&svc->process_hits);
+    out->process_misses = atomic_load(&svc->process_misses);
+    out->redis_hits = atomic_load(&svc->redis_hits);
+    out->redis_misses = atomic_load(&svc->redis_misses);
+    out->computed = atomic_load(&svc->computed);
 }
 
 /* ------------------------------------------------------------------------
  * Process cache.
  */
-bool api_cache_key(char *key, size_t len, const char *symbol, const char *tf, uint32_t version,
+bool predict__cache_key(char *key, size_t len, const char *symbol, const char *tf, uint32_t version,
                    const char *label)
 {
     /* the label is rendered into the prediction, so it is part of the key */
@@ -143,25 +143,22 @@ bool api_cache_key(char *key, size_t len, const char *symbol, const char *tf, ui
 
 static size_t bucket_of(const char *key)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *p = key; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    return h % API_CACHE_BUCKETS;
+    return util_fnv1a(UTIL_FNV1A_INIT, key) % PREDICT_CACHE_BUCKETS;
 }
 
 /* Returns a new reference to the cached prediction for key, or NULL. When
  * the entry is past its candle and was last checked RECHECK_S ago, *recheck
  * is set (and the entry is still returned, for use if the recheck fails). */
-static api_prediction *cache_get(api_context *ctx, const char *key, int64_t now, bool *recheck)
+static predict_result *cache_get(predict_service *svc, const char *key, int64_t now, bool *recheck)
 {
-    api_prediction *p = NULL;
+    predict_result *p = NULL;
     *recheck = false;
-    pthread_rwlock_rdlock(&ctx->cache_lock);
-    for (struct api_cache_entry *e = ctx->buckets[bucket_of(key)]; e; e = e->next) {
+    util_rwlock_rdlock(&svc->cache_lock);
+    for (struct predict_cache_entry *e = svc->buckets[bucket_of(key)]; e; e = e->next) {
         if (strcmp(e->key, key) != 0)
             continue;
         p = e->p;
-        api_prediction_retain(p);
+        predict_result_retain(p);
         if (now >= p->valid_until) {
             /* a newer candle may have closed: ask the database, once per RECHECK_S */
             int64_t seen = atomic_load_explicit(&e->checked_at, memory_order_relaxed);
@@ -171,30 +168,31 @@ static api_prediction *cache_get(api_context *ctx, const char *key, int64_t now,
         }
         break;
     }
-    pthread_rwlock_unlock(&ctx->cache_lock);
+    util_rwlock_unlock(&svc->cache_lock);
     return p;
 }
 
 /*
- * Keeps at most API_CACHE_PER_SERIES entries of one series (versions and
+ * Keeps at most PREDICT_CACHE_PER_SERIES entries of one series (versions and
  * labels): a series that went through many versions must not keep one
  * entry per version forever. Unlinks the entries with the oldest
  * predictions, except keep, and returns them for freeing outside the lock.
  * Called with cache_lock held for writing; scans every bucket, which costs
  * a few microseconds once per new entry (one per series and version).
  */
-static struct api_cache_entry *evict_series(api_context *ctx, const char *key,
-                                            const struct api_cache_entry *keep)
+static struct predict_cache_entry *evict_series(predict_service *svc, const char *key,
+                                            const struct predict_cache_entry *keep)
 {
+    UTIL_ASSERT_WRITE_HELD(&svc->cache_lock);
     const char *bar = strchr(key, '|');
     bar = bar ? strchr(bar + 1, '|') : NULL;
     size_t plen = bar ? (size_t)(bar - key) + 1 : strlen(key); /* "SYMBOL|TF|" */
-    struct api_cache_entry *victims = NULL;
+    struct predict_cache_entry *victims = NULL;
     for (;;) {
         size_t count = 0;
-        struct api_cache_entry **oldest = NULL;
-        for (size_t i = 0; i < API_CACHE_BUCKETS; i++)
-            for (struct api_cache_entry **pe = &ctx->buckets[i]; *pe; pe = &(*pe)->next) {
+        struct predict_cache_entry **oldest = NULL;
+        for (size_t i = 0; i < PREDICT_CACHE_BUCKETS; i++)
+            for (struct predict_cache_entry **pe = &svc->buckets[i]; *pe; pe = &(*pe)->next) {
                 if (strncmp((*pe)->key, key, plen) != 0)
                     continue;
                 count++;
@@ -203,9 +201,9 @@ static struct api_cache_entry *evict_series(api_context *ctx, const char *key,
                                                      (*oldest)->p->prediction_time)))
                     oldest = pe;
             }
-        if (count <= API_CACHE_PER_SERIES || !oldest)
+        if (count <= PREDICT_CACHE_PER_SERIES || !oldest)
             return victims;
-        struct api_cache_entry *v = *oldest;
+        struct predict_cache_entry *v = *oldest;
         *oldest = v->next;
         v->next = victims;
         victims = v;
@@ -213,38 +211,38 @@ static struct api_cache_entry *evict_series(api_context *ctx, const char *key,
 }
 
 /* Publishes p under key (taking a new reference), replacing an older one. */
-static void cache_put(api_context *ctx, const char *key, api_prediction *p, int64_t now)
+static void cache_put(predict_service *svc, const char *key, predict_result *p, int64_t now)
 {
     size_t b = bucket_of(key);
-    api_prediction *old = NULL;
-    struct api_cache_entry *victims = NULL;
-    pthread_rwlock_wrlock(&ctx->cache_lock);
-    struct api_cache_entry *e = ctx->buckets[b];
+    predict_result *old = NULL;
+    struct predict_cache_entry *victims = NULL;
+    util_rwlock_wrlock(&svc->cache_lock);
+    struct predict_cache_entry *e = svc->buckets[b];
     while (e && strcmp(e->key, key) != 0)
         e = e->next;
     if (!e) {
         e = calloc(1, sizeof *e);
         if (!e) {
-            pthread_rwlock_unlock(&ctx->cache_lock);
+            util_rwlock_unlock(&svc->cache_lock);
             return; /* caching is an optimisation: skip it */
         }
         snprintf(e->key, sizeof e->key, "%s", key);
-        e->next = ctx->buckets[b];
-        ctx->buckets[b] = e;
-        victims = evict_series(ctx, key, e);
+        e->next = svc->buckets[b];
+        svc->buckets[b] = e;
+        victims = evict_series(svc, key, e);
     }
     /* never replace a prediction for a newer candle with an older one */
     if (!(e->p && e->p->candle_time > p->candle_time)) {
         old = e->p;
-        api_prediction_retain(p);
+        predict_result_retain(p);
         e->p = p;
     }
     atomic_store(&e->checked_at, now);
-    pthread_rwlock_unlock(&ctx->cache_lock);
-    api_prediction_release(old);
+    util_rwlock_unlock(&svc->cache_lock);
+    predict_result_release(old);
     while (victims) {
-        struct api_cache_entry *next = victims->next;
-        api_prediction_release(victims->p);
+        struct predict_cache_entry *next = victims->next;
+        predict_result_release(victims->p);
         free(victims);
         victims = next;
     }
@@ -262,7 +260,7 @@ static void redis_key(char *key, size_t len, const char *symbol, const char *tf,
              label ? label : "-", (long long)candle);
 }
 
-static void redis_store(const api_prediction *p, const char *label, int64_t now)
+static void redis_store(const predict_result *p, const char *label, int64_t now)
 {
     char key[128];
     redis_key(key, sizeof key, p->symbol, p->timeframe, p->version, label, p->candle_time);
@@ -277,20 +275,20 @@ static void redis_store(const api_prediction *p, const char *label, int64_t now)
     util_buf_append(&b, p->fragment, p->fragment_len);
     int64_t ttl = p->valid_until - now;
     if (util_buf_ok(&b) && ttl > 0)
-        (void)features_cache_set(key, b.data, b.len, ttl + 1);
+        (void)store_cache_set(key, b.data, b.len, ttl + 1);
     util_buf_cleanup(&b);
 }
 
-static api_prediction *redis_fetch(const char *symbol, const char *tf, uint32_t version,
+static predict_result *redis_fetch(const char *symbol, const char *tf, uint32_t version,
                                    const char *label, int64_t candle)
 {
     char key[128];
     redis_key(key, sizeof key, symbol, tf, version, label, candle);
     char *val = NULL;
     size_t len = 0;
-    if (features_cache_get(key, &val, &len) != 0)
+    if (store_cache_get(key, &val, &len) != 0)
         return NULL;
-    api_prediction *p = prediction_new();
+    predict_result *p = prediction_new();
     char *nl = memchr(val, '\n', len);
     long long ct, cc, pt, vu, ta, ma, tfs;
     int consumed = 0;
@@ -299,7 +297,7 @@ static api_prediction *redis_fetch(const char *symbol, const char *tf, uint32_t 
                &p->direction, &p->probs[0], &p->probs[1], &p->probs[2], &p->confidence, &ct, &cc,
                &pt, &vu, &ta, &ma, &tfs, &p->gaps, &consumed) != 13 ||
         val + consumed != nl || ct != candle) {
-        api_prediction_release(p);
+        predict_result_release(p);
         free(val);
         return NULL;
     }
@@ -316,7 +314,7 @@ static api_prediction *redis_fetch(const char *symbol, const char *tf, uint32_t 
     p->fragment_len = len - (size_t)(nl + 1 - val);
     p->fragment = malloc(p->fragment_len + 1);
     if (!p->fragment) {
-        api_prediction_release(p);
+        predict_result_release(p);
         free(val);
         return NULL;
     }
@@ -378,9 +376,9 @@ static double *scratch_get(size_t doubles)
  * series (oldest first; only the last registry_version_candles(v) are
  * used). Takes ownership of c (frees it) whatever it returns.
  */
-static int compute_from(api_context *ctx, registry_version *v, const char *symbol,
+static int compute_from(predict_service *svc, registry_version *v, const char *symbol,
                         const char *tf, int64_t now, features_candle *all, size_t n_all,
-                        api_prediction **out, char *why, size_t whylen)
+                        predict_result **out, char *why, size_t whylen)
 {
     const inference_model *m = registry_version_model(v);
     const features_set *fs = registry_version_features(v);
@@ -400,7 +398,7 @@ static int compute_from(api_context *ctx, registry_version *v, const char *symbo
     }
     features_candle *c = all + (n_all - need); /* the window this model reads */
     size_t n = need;
-    features_window_info info = {.last_open = c[n - 1].t, .last_close = c[n - 1].t + tfs};
+    store_window_info info = {.last_open = c[n - 1].t, .last_close = c[n - 1].t + tfs};
     for (size_t i = 1; i < n; i++)
         if (c[i].t - c[i - 1].t > tfs)
             info.gaps += (int)((c[i].t - c[i - 1].t) / tfs - 1);
@@ -426,7 +424,7 @@ static int compute_from(api_context *ctx, registry_version *v, const char *symbo
     double probs[INFERENCE_NCLASS], atr = NAN;
     uint64_t run_t0 = util_mono_ns();
     rc = inference_run(m, x, probs, kernel_scratch);
-    api_metrics_inference((double)(util_mono_ns() - run_t0) / 1e9);
+    predict__inference_observe((double)(util_mono_ns() - run_t0) / 1e9);
     if (rc == 0)
         rc = features_atr_last(c + (n - window), window, (int)pol->atr_period, &atr);
     inference_signal sig;
@@ -442,7 +440,7 @@ static int compute_from(api_context *ctx, registry_version *v, const char *symbo
         return rc == PD_EINVAL ? PD_ENODATA : rc;
     }
 
-    api_prediction *p = prediction_new();
+    predict_result *p = prediction_new();
     if (!p) {
         free(all);
         return PD_ENOMEM;
@@ -461,7 +459,7 @@ static int compute_from(api_context *ctx, registry_version *v, const char *symbo
     p->max_age_s = pol->max_age_s;
     p->tf_seconds = tfs;
     p->gaps = info.gaps;
-    /* issue 7: what the ledger records, and the live accuracy the fragment shows */
+    /* what the ledger records, and the live accuracy the fragment shows */
     p->has_levels = true;
     p->levels_for = (int)sig.levels_for;
     p->entry = sig.entry;
@@ -469,31 +467,31 @@ static int compute_from(api_context *ctx, registry_version *v, const char *symbo
     memcpy(p->tp, sig.tp, sizeof p->tp);
     p->atr = atr;
     p->horizon = pol->horizon;
-    (void)api_live_get(ctx, symbol, tf, p->version, &p->live_hit_rate, &p->live_resolved);
-    rc = api_render_fragment(p, &sig, v, window, atr);
+    (void)predict__live_get(svc, symbol, tf, p->version, &p->live_hit_rate, &p->live_resolved);
+    rc = predict__render_fragment(p, &sig, v, window, atr);
     free(all);
     if (rc) {
-        api_prediction_release(p);
+        predict_result_release(p);
         return rc;
     }
-    atomic_fetch_add(&ctx->computed, 1);
+    atomic_fetch_add(&svc->computed, 1);
     *out = p;
     return 0;
 }
 
 /* Loads the window of symbol/tf that version v needs, then compute_from. */
-static int compute(api_context *ctx, registry_version *v, const char *symbol, const char *tf,
-                   int64_t now, api_prediction **out, char *why, size_t whylen)
+static int compute(predict_service *svc, registry_version *v, const char *symbol, const char *tf,
+                   int64_t now, predict_result **out, char *why, size_t whylen)
 {
     features_candle *c = NULL;
     size_t n = 0;
-    int rc = features_load_window(symbol, tf, now, registry_version_candles(v), &c, &n, NULL);
+    int rc = store_load_window(symbol, tf, now, registry_version_candles(v), &c, &n, NULL);
     if (rc) {
         if (why && rc == PD_EDB)
             snprintf(why, whylen, "the candle database is unavailable");
         return rc;
     }
-    return compute_from(ctx, v, symbol, tf, now, c, n, out, why, whylen);
+    return compute_from(svc, v, symbol, tf, now, c, n, out, why, whylen);
 }
 
 static int validate(const char *symbol, const char *tf)
@@ -512,7 +510,7 @@ static int no_model_reason(const char *symbol, const char *tf, int rc)
     if (rc != PD_ENOMODEL)
         return rc;
     int64_t count = 0;
-    if (features_count_candles(symbol, tf, &count) == 0 && count == 0)
+    if (store_count_candles(symbol, tf, &count) == 0 && count == 0)
         return PD_EUNKNOWNSYM;
     return PD_ENOMODEL;
 }
@@ -520,7 +518,7 @@ static int no_model_reason(const char *symbol, const char *tf, int rc)
 /* A request between its cache lookups and its computation. */
 struct pending {
     registry_version *v;     /* one reference, or NULL when done */
-    api_prediction *cached;  /* an older answer kept for when the database is down */
+    predict_result *cached;  /* an older answer kept for when the database is down */
     char key[64];
     bool keyed;
     char label[16];          /* copied: v's label is borrowed */
@@ -530,15 +528,15 @@ struct pending {
  * The cache half of a prediction. Returns 0 with *out when a cache answers,
  * 1 when pd holds what predict_finish needs to compute one, or an error.
  */
-static int predict_begin(api_context *ctx, const char *symbol, const char *tf,
+static int predict_begin(predict_service *svc, const char *symbol, const char *tf,
                          const registry_selector *sel, int64_t now, struct pending *pd,
-                         api_prediction **out)
+                         predict_result **out)
 {
     memset(pd, 0, sizeof *pd);
     int rc = validate(symbol, tf);
     if (rc)
         return rc;
-    rc = registry_acquire(ctx->reg, symbol, tf, sel, &pd->v);
+    rc = registry_acquire(svc->reg, symbol, tf, sel, &pd->v);
     if (rc)
         return no_model_reason(symbol, tf, rc);
     uint32_t version = registry_version_number(pd->v);
@@ -546,31 +544,31 @@ static int predict_begin(api_context *ctx, const char *symbol, const char *tf,
     if (vl)
         snprintf(pd->label, sizeof pd->label, "%s", vl);
     const char *label = pd->label[0] ? pd->label : NULL;
-    pd->keyed = ctx->opt.cache && api_cache_key(pd->key, sizeof pd->key, symbol, tf, version, label);
+    pd->keyed = svc->opt.cache && predict__cache_key(pd->key, sizeof pd->key, symbol, tf, version, label);
     if (!pd->keyed)
         return 1;
     bool recheck = false;
-    pd->cached = cache_get(ctx, pd->key, now, &recheck);
+    pd->cached = cache_get(svc, pd->key, now, &recheck);
     if (pd->cached && !recheck) {
-        atomic_fetch_add(&ctx->process_hits, 1);
+        atomic_fetch_add(&svc->process_hits, 1);
         registry_release(pd->v);
         *out = pd->cached;
         return 0;
     }
-    atomic_fetch_add(&ctx->process_misses, 1);
+    atomic_fetch_add(&svc->process_misses, 1);
     /* the candle a fresh prediction would use; Redis may have it from a replica */
     int64_t expect = util_tf_last_closed_open(now, util_tf_seconds(tf));
     if (!pd->cached || pd->cached->candle_time < expect) {
-        api_prediction *r = redis_fetch(symbol, tf, version, label, expect);
+        predict_result *r = redis_fetch(symbol, tf, version, label, expect);
         if (r) {
-            atomic_fetch_add(&ctx->redis_hits, 1);
-            cache_put(ctx, pd->key, r, now);
-            api_prediction_release(pd->cached);
+            atomic_fetch_add(&svc->redis_hits, 1);
+            cache_put(svc, pd->key, r, now);
+            predict_result_release(pd->cached);
             registry_release(pd->v);
             *out = r;
             return 0;
         }
-        atomic_fetch_add(&ctx->redis_misses, 1);
+        atomic_fetch_add(&svc->redis_misses, 1);
     }
     return 1;
 }
@@ -580,11 +578,11 @@ static int predict_begin(api_context *ctx, const char *symbol, const char *tf,
  * else loaded here; load_rc is the error of a failed preload. Releases
  * everything pd holds.
  */
-static int predict_finish(api_context *ctx, const char *symbol, const char *tf, int64_t now,
+static int predict_finish(predict_service *svc, const char *symbol, const char *tf, int64_t now,
                           struct pending *pd, features_candle *c, size_t n, int load_rc,
-                          api_prediction **out, char *why, size_t whylen)
+                          predict_result **out, char *why, size_t whylen)
 {
-    api_prediction *p = NULL;
+    predict_result *p = NULL;
     int rc;
     if (load_rc) {
         free(c);
@@ -592,9 +590,9 @@ static int predict_finish(api_context *ctx, const char *symbol, const char *tf, 
         if (why && rc == PD_EDB)
             snprintf(why, whylen, "the candle database is unavailable");
     } else if (c) {
-        rc = compute_from(ctx, pd->v, symbol, tf, now, c, n, &p, why, whylen);
+        rc = compute_from(svc, pd->v, symbol, tf, now, c, n, &p, why, whylen);
     } else {
-        rc = compute(ctx, pd->v, symbol, tf, now, &p, why, whylen);
+        rc = compute(svc, pd->v, symbol, tf, now, &p, why, whylen);
     }
     registry_release(pd->v);
     pd->v = NULL;
@@ -603,31 +601,31 @@ static int predict_finish(api_context *ctx, const char *symbol, const char *tf, 
             *out = pd->cached;
             return 0;
         }
-        api_prediction_release(pd->cached);
+        predict_result_release(pd->cached);
         return rc;
     }
-    api_prediction_release(pd->cached);
+    predict_result_release(pd->cached);
     if (pd->keyed) {
-        cache_put(ctx, pd->key, p, now);
+        cache_put(svc, pd->key, p, now);
         redis_store(p, pd->label[0] ? pd->label : NULL, now);
     }
     *out = p;
     return 0;
 }
 
-int api_predict(api_context *ctx, const char *symbol, const char *tf,
-                const registry_selector *sel, int64_t now, api_prediction **out, char *why,
+int predict_one(predict_service *svc, const char *symbol, const char *tf,
+                const registry_selector *sel, int64_t now, predict_result **out, char *why,
                 size_t whylen)
 {
     struct pending pd;
-    int rc = predict_begin(ctx, symbol, tf, sel, now, &pd, out);
+    int rc = predict_begin(svc, symbol, tf, sel, now, &pd, out);
     if (rc != 1)
         return rc;
-    return predict_finish(ctx, symbol, tf, now, &pd, NULL, 0, 0, out, why, whylen);
+    return predict_finish(svc, symbol, tf, now, &pd, NULL, 0, 0, out, why, whylen);
 }
 
-int api_predict_many(api_context *ctx, const char *const *symbols, size_t n, const char *tf,
-                     const registry_selector *sel, int64_t now, api_prediction **outs, int *rcs,
+int predict_many(predict_service *svc, const char *const *symbols, size_t n, const char *tf,
+                     const registry_selector *sel, int64_t now, predict_result **outs, int *rcs,
                      char (*whys)[256])
 {
     struct pending *pd = calloc(n ? n : 1, sizeof *pd);
@@ -643,7 +641,7 @@ int api_predict_many(api_context *ctx, const char *const *symbols, size_t n, con
     for (size_t i = 0; i < n; i++) {
         outs[i] = NULL;
         whys[i][0] = '\0';
-        rcs[i] = predict_begin(ctx, symbols[i], tf, sel, now, &pd[i], &outs[i]);
+        rcs[i] = predict_begin(svc, symbols[i], tf, sel, now, &pd[i], &outs[i]);
         if (rcs[i] == 1) {
             size_t need = registry_version_candles(pd[i].v);
             limit = need > limit ? need : limit;
@@ -657,17 +655,17 @@ int api_predict_many(api_context *ctx, const char *const *symbols, size_t n, con
     /* one pipelined round trip to Redis (then the database) for every miss */
     if (m > 1 && (c = calloc(m, sizeof *c)) && (cn = calloc(m, sizeof *cn)) &&
         (crc = calloc(m, sizeof *crc)) &&
-        features_load_windows(miss, m, tf, now, limit, c, cn, NULL, crc) != 0) {
+        store_load_windows(miss, m, tf, now, limit, c, cn, NULL, crc) != 0) {
         free(crc);
         crc = NULL;
     }
     for (size_t k = 0; k < m; k++) {
         size_t i = idx[k];
         if (crc)
-            rcs[i] = predict_finish(ctx, symbols[i], tf, now, &pd[i], crc[k] ? NULL : c[k],
+            rcs[i] = predict_finish(svc, symbols[i], tf, now, &pd[i], crc[k] ? NULL : c[k],
                                     crc[k] ? 0 : cn[k], crc[k], &outs[i], whys[i], 256);
         else /* one miss, or the batch could not be read: one at a time */
-            rcs[i] = predict_finish(ctx, symbols[i], tf, now, &pd[i], NULL, 0, 0, &outs[i],
+            rcs[i] = predict_finish(svc, symbols[i], tf, now, &pd[i], NULL, 0, 0, &outs[i],
                                     whys[i], 256);
     }
     free(c);
@@ -679,23 +677,23 @@ int api_predict_many(api_context *ctx, const char *const *symbols, size_t n, con
     return 0;
 }
 
-int api_predict_refresh(api_context *ctx, const char *symbol, const char *tf, int64_t now,
-                        api_prediction **out, char *why, size_t whylen)
+int predict_refresh(predict_service *svc, const char *symbol, const char *tf, int64_t now,
+                        predict_result **out, char *why, size_t whylen)
 {
     int rc = validate(symbol, tf);
     if (rc)
         return rc;
     registry_version *v = NULL;
-    rc = registry_acquire(ctx->reg, symbol, tf, NULL, &v);
+    rc = registry_acquire(svc->reg, symbol, tf, NULL, &v);
     if (rc)
         return no_model_reason(symbol, tf, rc);
-    api_prediction *p = NULL;
-    rc = compute(ctx, v, symbol, tf, now, &p, why, whylen);
-    if (rc == 0 && ctx->opt.cache) {
+    predict_result *p = NULL;
+    rc = compute(svc, v, symbol, tf, now, &p, why, whylen);
+    if (rc == 0 && svc->opt.cache) {
         char key[64];
-        if (api_cache_key(key, sizeof key, symbol, tf, registry_version_number(v),
+        if (predict__cache_key(key, sizeof key, symbol, tf, registry_version_number(v),
                           registry_version_label(v)))
-            cache_put(ctx, key, p, now);
+            cache_put(svc, key, p, now);
         redis_store(p, registry_version_label(v), now);
     }
     registry_release(v);
@@ -707,7 +705,7 @@ int api_predict_refresh(api_context *ctx, const char *symbol, const char *tf, in
 /* ------------------------------------------------------------------------
  * Symbols per timeframe.
  */
-int api_symbols_for(api_context *ctx, const char *tf, int64_t now, char ***out, size_t *n)
+int predict_symbols_for(predict_service *svc, const char *tf, int64_t now, char ***out, size_t *n)
 {
     static const char *tfs[] = {"1m", "5m", "15m", "1h", "4h", "1d"};
     size_t slot = 0;
@@ -715,18 +713,18 @@ int api_symbols_for(api_context *ctx, const char *tf, int64_t now, char ***out, 
         slot++;
     if (slot == 6)
         return PD_ETIMEFRAME;
-    pthread_mutex_lock(&ctx->symbols_lock);
-    struct api_symbols *s = &ctx->symbols[slot];
-    if (!s->names || now - s->fetched_at >= SYMBOLS_TTL_S || !ctx->opt.cache) {
+    pthread_mutex_lock(&svc->symbols_lock);
+    struct predict_symbols *s = &svc->symbols[slot];
+    if (!s->names || now - s->fetched_at >= SYMBOLS_TTL_S || !svc->opt.cache) {
         char **names = NULL;
         size_t count = 0;
-        int rc = features_list_symbols(tf, &names, &count);
+        int rc = store_list_symbols(tf, &names, &count);
         if (rc && !s->names) {
-            pthread_mutex_unlock(&ctx->symbols_lock);
+            pthread_mutex_unlock(&svc->symbols_lock);
             return rc;
         }
         if (rc == 0) {
-            features_strv_free(s->names, s->n);
+            store_strv_free(s->names, s->n);
             s->names = names;
             s->n = count;
             s->fetched_at = now;
@@ -738,12 +736,71 @@ int api_symbols_for(api_context *ctx, const char *tf, int64_t now, char ***out, 
         if (!(copy[i] = strdup(s->names[i])))
             rc = PD_ENOMEM;
     size_t count = s->n;
-    pthread_mutex_unlock(&ctx->symbols_lock);
+    pthread_mutex_unlock(&svc->symbols_lock);
     if (rc) {
-        features_strv_free(copy, count);
+        store_strv_free(copy, count);
         return rc;
     }
     *out = copy;
     *n = count;
     return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * What /metrics reads.
+ */
+size_t predict_freshness_get(predict_service *svc, predict_freshness *out, size_t max)
+{
+    size_t n = 0;
+    util_rwlock_rdlock(&svc->cache_lock);
+    for (size_t i = 0; i < PREDICT_CACHE_BUCKETS; i++)
+        for (const struct predict_cache_entry *e = svc->buckets[i]; e; e = e->next) {
+            const predict_result *p = e->p;
+            if (!p)
+                continue;
+            size_t k = 0;
+            while (k < n && !(strcmp(out[k].symbol, p->symbol) == 0 &&
+                              strcmp(out[k].timeframe, p->timeframe) == 0))
+                k++;
+            if (k == n) {
+                if (n == max)
+                    continue;
+                memset(&out[k], 0, sizeof out[k]);
+                snprintf(out[k].symbol, sizeof out[k].symbol, "%s", p->symbol);
+                snprintf(out[k].timeframe, sizeof out[k].timeframe, "%s", p->timeframe);
+                n++;
+            }
+            if (p->candle_close > out[k].candle_close) {
+                out[k].candle_close = p->candle_close;
+                out[k].gaps = p->gaps;
+            }
+        }
+    util_rwlock_unlock(&svc->cache_lock);
+    return n;
+}
+
+/* 1 us .. 100 ms */
+static const double latency_bounds[PREDICT_LATENCY_BUCKETS] = {
+    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001,
+    0.00025,  0.0005,    0.001,    0.0025,  0.01,     0.025,   0.1};
+static _Atomic uint64_t latency_counts[PREDICT_LATENCY_BUCKETS + 1];
+static _Atomic uint64_t latency_sum_ns;
+
+void predict__inference_observe(double seconds)
+{
+    if (!(seconds >= 0))
+        seconds = 0;
+    size_t i = 0;
+    while (i < PREDICT_LATENCY_BUCKETS && seconds > latency_bounds[i])
+        i++;
+    atomic_fetch_add_explicit(&latency_counts[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&latency_sum_ns, (uint64_t)(seconds * 1e9), memory_order_relaxed);
+}
+
+void predict_latency_get(predict_latency *out)
+{
+    out->bounds = latency_bounds;
+    for (size_t i = 0; i <= PREDICT_LATENCY_BUCKETS; i++)
+        out->counts[i] = atomic_load_explicit(&latency_counts[i], memory_order_relaxed);
+    out->sum_s = (double)atomic_load_explicit(&latency_sum_ns, memory_order_relaxed) / 1e9;
 }

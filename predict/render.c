@@ -1,6 +1,5 @@
 /*
- * render.c: JSON for predictions and errors, and the one table from PD_*
- * codes to HTTP statuses.
+ * render.c: a prediction's JSON.
  *
  * DESIGN: predictions are written with util_buf's JSON writer rather than
  * jansson: the object is fixed in shape, rendered once per candle into a
@@ -10,41 +9,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "api/api_internal.h"
+#include "predict/predict_internal.h"
 #include "inference/inference.h"
 
-int api_status_of(int err)
-{
-    switch (err) {
-    case PD_OK: return 200;
-    case PD_EINVAL:
-    case PD_ETIMEFRAME:
-    case PD_ESYMBOL:
-    case PD_EPARSE: return 400;
-    case PD_EAUTH: return 401;
-    case PD_ENOTFOUND:
-    case PD_EUNKNOWNSYM:
-    case PD_ENOMODEL: return 404;
-    case PD_EBUSY: return 409;
-    case PD_ETOOBIG: return 413;
-    case PD_ERATE: return 429;
-    case PD_EDB:
-    case PD_ECACHE:
-    case PD_ENODATA:
-    case PD_ENOTREADY: return 503;
-    case PD_EVERIFY: return 422;
-    default: return 500;
-    }
-}
-
-void api_render_error(util_buf *b, int err, const char *message)
-{
-    util_buf_puts(b, "{\"status\":\"error\",\"error\":{\"code\":");
-    util_json_str(b, util_err_code(err));
-    util_buf_puts(b, ",\"message\":");
-    util_json_str(b, message && *message ? message : util_strerror(err));
-    util_buf_puts(b, "}}");
-}
 
 static const char *kind_name(int kind)
 {
@@ -65,7 +32,7 @@ static void time_field(util_buf *b, const char *key, int64_t t)
     util_json_str(b, util_rfc3339(t, ts));
 }
 
-int api_render_fragment(api_prediction *p, const struct inference_signal *sig,
+int predict__render_fragment(predict_result *p, const struct inference_signal *sig,
                         const registry_version *v, size_t window, double atr)
 {
     const registry_meta *meta = registry_version_meta(v);
@@ -86,8 +53,8 @@ int api_render_fragment(api_prediction *p, const struct inference_signal *sig,
     util_json_fixed(&b, p->probs[INFERENCE_SHORT], 6);
     util_buf_puts(&b, ",\"NO_TRADE\":");
     util_json_fixed(&b, p->probs[INFERENCE_NO_TRADE], 6);
-    /* issue 7: the live hit rate once enough of this version's trades resolved */
-    bool live = p->live_resolved >= API_LIVE_MIN_RESOLVED;
+    /* the live hit rate once enough of this version's trades resolved */
+    bool live = p->live_resolved >= PREDICT_LIVE_MIN_RESOLVED;
     util_buf_puts(&b, "},\"model_accuracy\":");
     util_json_num(&b, live ? p->live_hit_rate : meta->test_accuracy);
     util_buf_puts(&b, live ? ",\"accuracy_source\":\"live\""
@@ -140,7 +107,7 @@ int api_render_fragment(api_prediction *p, const struct inference_signal *sig,
     return 0;
 }
 
-void api_render_prediction(util_buf *b, const api_prediction *p, int64_t now)
+void predict_render(util_buf *b, const predict_result *p, int64_t now)
 {
     int64_t staleness = now - p->candle_close;
     if (staleness < 0)
@@ -164,4 +131,11 @@ void api_render_prediction(util_buf *b, const api_prediction *p, int64_t now)
         util_buf_printf(b, "%s\"model expired: trained %lld days ago\"", sep,
                         (long long)((now - p->trained_at) / 86400));
     util_buf_puts(b, "]}");
+}
+
+void predict_render_stream_message(util_buf *b, const predict_result *p, int64_t now)
+{
+    util_buf_puts(b, "{\"type\":\"prediction\",\"data\":");
+    predict_render(b, p, now);
+    util_buf_puts(b, "}");
 }

@@ -10,11 +10,11 @@
  * DESIGN
  * - Job records are low-rate (a handful of statements per job), written by
  *   the training worker and the admin API's threads. They go through one
- *   dedicated connection owned by a features_jobs_db handle and guarded by
+ *   dedicated connection owned by a store_jobs_db handle and guarded by
  *   its mutex, instead of every HTTP thread's store connection: a job
  *   update never waits behind a window query, and the store's
  *   per-thread connections stay the candle path's alone.
- * - The connection is a features__pg_link (pg.c), the same kind the ledger
+ * - The connection is a store__pg_link (pg.c), the same kind the ledger
  *   holds: made on first use (connect_timeout 3 s unless the URL says
  *   otherwise, statement_timeout 5 s) and made again once when a statement
  *   finds it gone; a second failure is PD_EDB.
@@ -36,22 +36,23 @@
 #include <string.h>
 
 #include "features/features.h"
-#include "features/pg_internal.h"
+#include "store/store.h"
+#include "store/pg_internal.h"
 #include "util/util.h"
 
 #define MOD "jobs"
 
-struct features_jobs_db {
-    features__pg_link link;
+struct store_jobs_db {
+    store__pg_link link;
 };
 
-int features_jobs_open(const char *database_url, features_jobs_db **out)
+int store_jobs_open(const char *database_url, store_jobs_db **out)
 {
-    features_jobs_db *db = calloc(1, sizeof *db);
+    store_jobs_db *db = calloc(1, sizeof *db);
     if (!db)
         return PD_ENOMEM;
-    int rc = features__pg_link_init(&db->link, database_url, MOD, "predictd-jobs",
-                                    FEATURES__PG_KEEPALIVE_DEFAULT);
+    int rc = store__pg_link_init(&db->link, database_url, MOD, "predictd-jobs",
+                                    STORE__PG_KEEPALIVE_DEFAULT);
     if (rc) {
         free(db);
         return rc;
@@ -60,11 +61,11 @@ int features_jobs_open(const char *database_url, features_jobs_db **out)
     return 0;
 }
 
-void features_jobs_close(features_jobs_db *db)
+void store_jobs_close(store_jobs_db *db)
 {
     if (!db)
         return;
-    features__pg_link_cleanup(&db->link);
+    store__pg_link_cleanup(&db->link);
     free(db);
 }
 
@@ -79,21 +80,21 @@ struct stmt {
 static int op_stmt(PGconn *c, void *arg)
 {
     struct stmt *s = arg;
-    return features__pg_exec(MOD, c, s->what, s->sql, s->n, s->vals, s->want,
-                             FEATURES__PG_UNIQUE_BUSY, &s->res);
+    return store__pg_exec(MOD, c, s->what, s->sql, s->n, s->vals, s->want,
+                             STORE__PG_UNIQUE_BUSY, &s->res);
 }
 
 /* Runs one parameterised statement (text format) on the handle's
  * connection, reconnecting once. 0, PD_EBUSY (unique violation), PD_EINVAL
  * (other 22/23 class errors: a CHECK) or PD_EDB. On 0 *out holds the
  * result (PQclear it) when out is given. */
-static int exec(features_jobs_db *db, const char *what, const char *sql, int n,
+static int exec(store_jobs_db *db, const char *what, const char *sql, int n,
                 const char *const *vals, ExecStatusType want, PGresult **out)
 {
     if (!db)
         return PD_EDB;
     struct stmt s = {.what = what, .sql = sql, .n = n, .vals = vals, .want = want};
-    int rc = features__pg_link_run(&db->link, op_stmt, &s);
+    int rc = store__pg_link_run(&db->link, op_stmt, &s);
     if (rc == 0) {
         if (out)
             *out = s.res;
@@ -111,7 +112,7 @@ static const char *i64_or_null(int64_t v, char *buf, size_t len)
     return buf;
 }
 
-int features_jobs_insert(features_jobs_db *db, const char *symbol, const char *tf,
+int store_jobs_insert(store_jobs_db *db, const char *symbol, const char *tf,
                          const char *params_json, int64_t *id, int64_t *created_at)
 {
     if (!symbol || !tf || !params_json || !id)
@@ -136,7 +137,7 @@ int features_jobs_insert(features_jobs_db *db, const char *symbol, const char *t
     return 0;
 }
 
-int features_jobs_update(features_jobs_db *db, const features_job_row *row)
+int store_jobs_update(store_jobs_db *db, const store_job_row *row)
 {
     if (!row || row->id <= 0)
         return PD_EINVAL;
@@ -181,9 +182,9 @@ static char *dup_or_null(const PGresult *r, int row, int col)
     return strdup(PQgetvalue(r, row, col));
 }
 
-static int decode_row(const PGresult *r, int i, features_job_row *out)
+static int decode_row(const PGresult *r, int i, store_job_row *out)
 {
-    features_job_row j;
+    store_job_row j;
     memset(&j, 0, sizeof j);
     j.id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
     snprintf(j.symbol, sizeof j.symbol, "%s", PQgetvalue(r, i, 1));
@@ -199,14 +200,14 @@ static int decode_row(const PGresult *r, int i, features_job_row *out)
     j.finished_at = strtoll(PQgetvalue(r, i, 11), NULL, 10);
     if ((!j.params && !PQgetisnull(r, i, 4)) || (!j.metrics && !PQgetisnull(r, i, 6)) ||
         (!j.error && !PQgetisnull(r, i, 7))) {
-        features_job_row_cleanup(&j);
+        store_job_row_cleanup(&j);
         return PD_ENOMEM;
     }
     *out = j;
     return 0;
 }
 
-void features_job_row_cleanup(features_job_row *row)
+void store_job_row_cleanup(store_job_row *row)
 {
     if (!row)
         return;
@@ -216,7 +217,7 @@ void features_job_row_cleanup(features_job_row *row)
     row->params = row->metrics = row->error = NULL;
 }
 
-int features_jobs_get(features_jobs_db *db, int64_t id, features_job_row *out)
+int store_jobs_get(store_jobs_db *db, int64_t id, store_job_row *out)
 {
     char ids[24];
     snprintf(ids, sizeof ids, "%" PRId64, id);
@@ -235,7 +236,7 @@ int features_jobs_get(features_jobs_db *db, int64_t id, features_job_row *out)
     return rc;
 }
 
-int features_jobs_list(features_jobs_db *db, size_t limit, features_job_row **out, size_t *n)
+int store_jobs_list(store_jobs_db *db, size_t limit, store_job_row **out, size_t *n)
 {
     char lim[24];
     snprintf(lim, sizeof lim, "%zu", limit ? limit : 50);
@@ -248,14 +249,14 @@ int features_jobs_list(features_jobs_db *db, size_t limit, features_job_row **ou
     if (rc != 0)
         return rc;
     size_t rows = (size_t)PQntuples(r);
-    features_job_row *v = calloc(rows ? rows : 1, sizeof *v);
+    store_job_row *v = calloc(rows ? rows : 1, sizeof *v);
     if (!v) {
         PQclear(r);
         return PD_ENOMEM;
     }
     for (size_t i = 0; i < rows; i++) {
         if ((rc = decode_row(r, (int)i, &v[i])) != 0) {
-            features_job_rows_free(v, i);
+            store_job_rows_free(v, i);
             PQclear(r);
             return rc;
         }
@@ -266,16 +267,16 @@ int features_jobs_list(features_jobs_db *db, size_t limit, features_job_row **ou
     return 0;
 }
 
-void features_job_rows_free(features_job_row *rows, size_t n)
+void store_job_rows_free(store_job_row *rows, size_t n)
 {
     if (!rows)
         return;
     for (size_t i = 0; i < n; i++)
-        features_job_row_cleanup(&rows[i]);
+        store_job_row_cleanup(&rows[i]);
     free(rows);
 }
 
-int features_jobs_fail_unfinished(features_jobs_db *db, const char *error, size_t *count)
+int store_jobs_fail_unfinished(store_jobs_db *db, const char *error, size_t *count)
 {
     const char *vals[] = {error ? error : "interrupted"};
     PGresult *r = NULL;

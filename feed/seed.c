@@ -22,70 +22,49 @@
  * max(open, close), all prices > 0, volume >= 0, open times aligned to UTC
  * tf boundaries, the last candle is the last one closed at `now`.
  *
- * Determinism: the generator is this file's own (splitmix64 seeding
+ * Determinism: the generator is util_rng (splitmix64 seeding
  * xoshiro256**) seeded with seed ^ FNV-1a("SYMBOL:TF"), so the same
  * (symbol, tf, count, seed) gives the same values bit for bit on a given
  * platform (the maths is libm's exp/log/sqrt/cos); `now` only moves the
  * timestamps. No rand(), no globals: thread-safe.
  *
  * It does no I/O; `predictd seed` writes the result with
- * features_upsert_candles().
+ * store_upsert_candles().
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "features/features.h"
+#include "feed/feed.h"
 #include "util/util.h"
 
 #define SEED_MAX_COUNT 10000000u
 
 /* ---------------------------------------------------------------------------
- * PRNG: xoshiro256** (Blackman & Vigna), seeded through splitmix64.
+ * PRNG: util_rng, with a spare normal draw kept between calls.
  */
 typedef struct prng {
-    uint64_t s[4];
+    util_rng r;
     bool has_spare;
     double spare;
 } prng;
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
 static uint64_t next_u64(prng *g)
 {
-    uint64_t *s = g->s;
-    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
+    return util_rng_next(&g->r);
 }
 
 static void prng_seed(prng *g, uint64_t seed)
 {
-    for (int i = 0; i < 4; i++)
-        g->s[i] = splitmix64(&seed);
+    util_rng_seed(&g->r, seed);
     g->has_spare = false;
 }
 
 /* Uniform in [0, 1). */
 static double uniform(prng *g)
 {
-    return (double)(next_u64(g) >> 11) * 0x1.0p-53;
+    return util_rng_uniform(&g->r);
 }
 
 /* Standard normal (Box-Muller, both values used). */
@@ -160,9 +139,9 @@ static void asset_of(const char *symbol, asset *a)
     /* Unknown: a price between 0.01 and 1000 USD, volatility 4-8 %/day,
      * 10-300 M USD a day, all fixed by the name. */
     uint64_t x = fnv1a(base, UINT64_C(0xcbf29ce484222325));
-    double u1 = (double)(splitmix64(&x) >> 11) * 0x1.0p-53;
-    double u2 = (double)(splitmix64(&x) >> 11) * 0x1.0p-53;
-    double u3 = (double)(splitmix64(&x) >> 11) * 0x1.0p-53;
+    double u1 = (double)(util_splitmix64(&x) >> 11) * 0x1.0p-53;
+    double u2 = (double)(util_splitmix64(&x) >> 11) * 0x1.0p-53;
+    double u3 = (double)(util_splitmix64(&x) >> 11) * 0x1.0p-53;
     a->base = NULL;
     a->price = pow(10.0, -2.0 + 5.0 * u1) / quote_usd;
     a->vol_day = 0.04 + 0.04 * u2;
@@ -206,7 +185,7 @@ static double to_tick(double v, double tick)
     return nearbyint(v / tick) * tick;
 }
 
-int features_seed_series(const char *symbol, const char *tf, int64_t now, size_t count,
+int feed_seed_series(const char *symbol, const char *tf, int64_t now, size_t count,
                          uint64_t seed, features_candle **out)
 {
     if (!symbol || !util_symbol_valid(symbol))

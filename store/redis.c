@@ -16,7 +16,7 @@
 #include <string.h>
 #include <sys/time.h>
 
-#include "features/redis_internal.h"
+#include "store/redis_internal.h"
 #include "util/util.h"
 
 #define DEFAULT_PORT 6379
@@ -49,7 +49,7 @@ static char *dup_n(const char *s, size_t n)
     return d;
 }
 
-void features__redis_url_cleanup(features__redis_url *u)
+void store__redis_url_cleanup(store__redis_url *u)
 {
     if (!u)
         return;
@@ -59,9 +59,9 @@ void features__redis_url_cleanup(features__redis_url *u)
 }
 
 /* redis://[[user]:password@]host[:port][/db]; host may be [v6]. */
-int features__redis_url_parse(const char *url, features__redis_url *out)
+int store__redis_url_parse(const char *url, store__redis_url *out)
 {
-    features__redis_url u = {.port = DEFAULT_PORT};
+    store__redis_url u = {.port = DEFAULT_PORT};
     int rc = PD_EINVAL;
     if (!url || strncmp(url, "redis://", 8) != 0)
         goto fail;
@@ -117,7 +117,7 @@ int features__redis_url_parse(const char *url, features__redis_url *out)
     *out = u;
     return 0;
 fail:
-    features__redis_url_cleanup(&u);
+    store__redis_url_cleanup(&u);
     return rc;
 }
 
@@ -133,7 +133,7 @@ static int setup_reply(redisReply *r, const char *what, char *why, size_t whylen
     return ok ? 0 : PD_ECACHE;
 }
 
-int features__redis_connect(const features__redis_url *u, long timeout_us, redisContext **out,
+int store__redis_connect(const store__redis_url *u, long timeout_us, redisContext **out,
                             char *why, size_t whylen)
 {
     struct timeval tv = {timeout_us / 1000000, timeout_us % 1000000};

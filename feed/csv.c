@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "features/features.h"
+#include "feed/feed.h"
 #include "util/util.h"
 
 #define MAX_COLS 16
@@ -190,7 +191,7 @@ static bool blank(const char *p, size_t len)
     return true;
 }
 
-int features_csv_parse(const char *text, size_t len, features_candle **out, size_t *n, char *why,
+int feed_csv_parse(const char *text, size_t len, features_candle **out, size_t *n, char *why,
                        size_t whylen)
 {
     if ((!text && len) || !out || !n)

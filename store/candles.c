@@ -1,8 +1,8 @@
 /*
- * store.c: the PostgreSQL side of the features module. Connections
- * (features_init and friends), migrations, the candle window loader that
+ * candles.c: the candles in PostgreSQL. Connections
+ * (store_init and friends), migrations, the candle window loader that
  * reads through the Redis cache, range loads for training, upserts, series
- * listing and counting, and the counters behind features_stats_get().
+ * listing and counting, and the counters behind store_stats_get().
  *
  * It does not parse CSV, generate candles or compute features; the Redis
  * protocol lives in cache.c, which this file calls for windows.
@@ -19,7 +19,7 @@
  * - Every operation is a callback run by db_run(). When a round trip finds
  *   the connection gone (libpq says CONNECTION_BAD, or SQLSTATE class 08,
  *   57P01-57P03, or 26000 "prepared statement does not exist"), the
- *   callback returns FEATURES__PG_LOST; db_run() then drops the
+ *   callback returns STORE__PG_LOST; db_run() then drops the
  *   connection, connects again (so the statements are re-prepared on first
  *   use) and runs the whole callback once more. A multi-statement
  *   transaction is therefore retried as a whole, never resumed half-way. A
@@ -41,9 +41,9 @@
  *   one transaction when there is more than one chunk. Unchanged rows are
  *   not rewritten (and so do not notify).
  *
- * THREADING: the configuration (cfg) is written only by features_init() and
- * features_shutdown(), before worker threads start and after they stop;
- * everything else reads it. Connections are thread-local (features__tls).
+ * THREADING: the configuration (cfg) is written only by store_init() and
+ * store_shutdown(), before worker threads start and after they stop;
+ * everything else reads it. Connections are thread-local (store__tls).
  * Counters and the outage flags are atomics.
  */
 #include <assert.h>
@@ -59,8 +59,9 @@
 #include <string.h>
 
 #include "features/features.h"
-#include "features/pg_internal.h"
-#include "features/store_internal.h"
+#include "store/store.h"
+#include "store/pg_internal.h"
+#include "store/store_internal.h"
 #include "util/util.h"
 
 #define MOD "store"
@@ -86,7 +87,7 @@ enum {
 #define TIME_MIN INT64_C(0)
 #define TIME_MAX INT64_C(253402300799)
 
-features__counters features__ctr;
+store__counters store__ctr;
 
 /* ---------------------------------------------------------------------------
  * Configuration (written before threads start, read-only afterwards).
@@ -96,9 +97,12 @@ static struct {
     char **kw, **val; /* NULL-terminated, for PQconnectdbParams */
 } cfg;
 
-static atomic_uint cfg_gen;          /* bumped by every features_init/shutdown */
+static atomic_uint cfg_gen;          /* bumped by every store_init/shutdown */
 static atomic_bool no_db_logged;     /* "no database configured" said once */
-static atomic_bool db_is_down;       /* an outage is in progress (logged) */
+static store__outage db_outage = {.mod = MOD,
+                                  .what = "database unavailable",
+                                  .back = "database available again",
+                                  .level = UTIL_LOG_ERROR}; /* an outage is in progress (logged) */
 static _Atomic uint64_t db_retry_at; /* util_mono_ns() before which no connect is tried */
 
 static void cfg_free(void)
@@ -182,21 +186,21 @@ fail:
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 static bool tls_key_ok;
-static _Thread_local features__tls *tls_cur;
+static _Thread_local store__tls *tls_cur;
 
-static void tls_close(features__tls *t)
+static void tls_close(store__tls *t)
 {
     if (t->pg) {
         PQfinish(t->pg);
         t->pg = NULL;
     }
     t->prepared = 0;
-    features__cache_close(t);
+    store__cache_close(t);
 }
 
 static void tls_destroy(void *p)
 {
-    features__tls *t = p;
+    store__tls *t = p;
     if (!t)
         return;
     tls_close(t);
@@ -210,10 +214,10 @@ static void tls_key_make(void)
     tls_key_ok = pthread_key_create(&tls_key, tls_destroy) == 0;
 }
 
-features__tls *features__tls_get(void)
+store__tls *store__tls_get(void)
 {
     unsigned gen = atomic_load_explicit(&cfg_gen, memory_order_relaxed);
-    features__tls *t = tls_cur;
+    store__tls *t = tls_cur;
     if (t) {
         if (t->gen != gen) {
             tls_close(t);
@@ -227,7 +231,7 @@ features__tls *features__tls_get(void)
         return NULL;
     t->gen = gen;
     /* Without the key the slot is still usable; it just is not freed at
-     * thread exit unless the thread calls features_thread_cleanup(). */
+     * thread exit unless the thread calls store_thread_cleanup(). */
     if (tls_key_ok)
         pthread_setspecific(tls_key, t);
     tls_cur = t;
@@ -236,7 +240,7 @@ features__tls *features__tls_get(void)
 
 static void tls_release_current(void)
 {
-    features__tls *t = tls_cur;
+    store__tls *t = tls_cur;
     if (!t)
         return;
     if (tls_key_ok)
@@ -375,21 +379,16 @@ static int64_t from_pg_us(int64_t us)
  */
 static void db_went_down(const char *why)
 {
-    FEATURES__COUNT(db_errors);
-    if (!atomic_exchange(&db_is_down, true))
-        LOG_ERROR(MOD, "database unavailable: %s", why);
-    else
-        LOG_DEBUG(MOD, "database still unavailable: %s", why);
+    STORE__COUNT(db_errors);
+    store__outage_fail(&db_outage, why);
 }
 
 static void db_came_up(void)
 {
-    if (atomic_load_explicit(&db_is_down, memory_order_relaxed) &&
-        atomic_exchange(&db_is_down, false))
-        LOG_INFO(MOD, "database available again");
+    store__outage_ok(&db_outage);
 }
 
-static void db_drop(features__tls *t)
+static void db_drop(store__tls *t)
 {
     if (t->pg) {
         PQfinish(t->pg);
@@ -398,15 +397,15 @@ static void db_drop(features__tls *t)
     t->prepared = 0;
 }
 
-static int db_connect(features__tls *t, bool replacing)
+static int db_connect(store__tls *t, bool replacing)
 {
     uint64_t retry_at = atomic_load_explicit(&db_retry_at, memory_order_relaxed);
     if (retry_at && util_mono_ns() < retry_at) {
-        FEATURES__COUNT(db_errors);
+        STORE__COUNT(db_errors);
         return PD_EDB;
     }
     char why[256];
-    PGconn *c = features__pg_connect_params(MOD, (const char *const *)cfg.kw,
+    PGconn *c = store__pg_connect_params(MOD, (const char *const *)cfg.kw,
                                             (const char *const *)cfg.val, 0, why, sizeof why);
     if (!c) {
         db_went_down(why);
@@ -418,31 +417,31 @@ static int db_connect(features__tls *t, bool replacing)
     t->pg = c;
     t->prepared = 0;
     if (replacing) {
-        FEATURES__COUNT(db_reconnects);
+        STORE__COUNT(db_reconnects);
         LOG_INFO(MOD, "reconnected to the database");
     }
     return 0;
 }
 
-/* Checks one result: 0, FEATURES__PG_LOST, PD_EINVAL (the data broke a
+/* Checks one result: 0, STORE__PG_LOST, PD_EINVAL (the data broke a
  * constraint or a data rule: SQLSTATE classes 22 and 23) or PD_EDB (logged);
  * the last two are counted as database errors. */
 static int db_check(PGconn *c, const PGresult *r, ExecStatusType want, const char *what)
 {
-    int rc = features__pg_check(MOD, c, r, want, what, 0);
+    int rc = store__pg_check(MOD, c, r, want, what, 0);
     if (rc < 0)
-        FEATURES__COUNT(db_errors);
+        STORE__COUNT(db_errors);
     return rc;
 }
 
-static int db_prepare(features__tls *t, enum stmt_id id)
+static int db_prepare(store__tls *t, enum stmt_id id)
 {
     uint64_t bit = UINT64_C(1) << id;
     if (t->prepared & bit)
         return 0;
     const struct stmt_def *s = &stmts[id];
     PGresult *r = PQprepare(t->pg, s->name, s->sql, s->nparams, s->types);
-    FEATURES__COUNT(db_queries);
+    STORE__COUNT(db_queries);
     int rc = db_check(t->pg, r, PGRES_COMMAND_OK, s->name);
     PQclear(r);
     if (rc == 0)
@@ -451,7 +450,7 @@ static int db_prepare(features__tls *t, enum stmt_id id)
 }
 
 /* Runs a prepared statement. On 0, *out is the result (PQclear it). */
-static int db_exec(features__tls *t, enum stmt_id id, const char *const *vals, const int *lens,
+static int db_exec(store__tls *t, enum stmt_id id, const char *const *vals, const int *lens,
                    const int *fmts, int binary_result, ExecStatusType want, PGresult **out)
 {
     int rc = db_prepare(t, id);
@@ -459,7 +458,7 @@ static int db_exec(features__tls *t, enum stmt_id id, const char *const *vals, c
         return rc;
     PGresult *r =
         PQexecPrepared(t->pg, stmts[id].name, stmts[id].nparams, vals, lens, fmts, binary_result);
-    FEATURES__COUNT(db_queries);
+    STORE__COUNT(db_queries);
     rc = db_check(t->pg, r, want, stmts[id].name);
     if (rc) {
         PQclear(r);
@@ -470,27 +469,27 @@ static int db_exec(features__tls *t, enum stmt_id id, const char *const *vals, c
 }
 
 /* Runs a statement without parameters or rows (BEGIN, COMMIT, SET ...). */
-static int db_simple(features__tls *t, const char *sql)
+static int db_simple(store__tls *t, const char *sql)
 {
     PGresult *r = PQexec(t->pg, sql);
-    FEATURES__COUNT(db_queries);
+    STORE__COUNT(db_queries);
     int rc = db_check(t->pg, r, PGRES_COMMAND_OK, sql);
     PQclear(r);
     return rc;
 }
 
 /* Ends a failed transaction; a lost connection needs nothing. */
-static void db_rollback(features__tls *t)
+static void db_rollback(store__tls *t)
 {
     if (t->pg && PQstatus(t->pg) == CONNECTION_OK && PQtransactionStatus(t->pg) != PQTRANS_IDLE)
         PQclear(PQexec(t->pg, "ROLLBACK"));
 }
 
-typedef int (*db_op)(features__tls *t, void *ctx);
+typedef int (*db_op)(store__tls *t, void *ctx);
 
 /*
  * Runs op on the calling thread's connection, connecting first when there
- * is none. When op reports FEATURES__PG_LOST, drops the connection,
+ * is none. When op reports STORE__PG_LOST, drops the connection,
  * connects again and runs op once more. Returns op's result, or PD_EDB.
  */
 static int db_run(db_op op, void *ctx)
@@ -500,7 +499,7 @@ static int db_run(db_op op, void *ctx)
             LOG_ERROR(MOD, "no database configured (set PREDICTD_DATABASE_URL)");
         return PD_EDB;
     }
-    features__tls *t = features__tls_get();
+    store__tls *t = store__tls_get();
     if (!t)
         return PD_ENOMEM;
     int rc = PD_EDB;
@@ -513,11 +512,11 @@ static int db_run(db_op op, void *ctx)
                 return rc;
         }
         rc = op(t, ctx);
-        if (rc != FEATURES__PG_LOST)
+        if (rc != STORE__PG_LOST)
             break;
         char buf[256];
         LOG_DEBUG(MOD, "connection lost: %s",
-                  features__pg_one_line(PQerrorMessage(t->pg), buf, sizeof buf));
+                  store__pg_one_line(PQerrorMessage(t->pg), buf, sizeof buf));
         db_drop(t);
         lost = true;
         rc = PD_EDB;
@@ -532,14 +531,14 @@ static int db_run(db_op op, void *ctx)
 /* ---------------------------------------------------------------------------
  * Connections (public).
  */
-int features_init(const char *database_url, const char *redis_url, bool cache_on)
+int store_init(const char *database_url, const char *redis_url, bool cache_on)
 {
     tls_release_current();
     cfg_free();
-    features__cache_unconfigure();
+    store__cache_unconfigure();
     unsigned gen = atomic_fetch_add(&cfg_gen, 1) + 1;
     atomic_store(&no_db_logged, false);
-    atomic_store(&db_is_down, false);
+    atomic_store(&db_outage.down, false);
     atomic_store(&db_retry_at, 0);
     int rc = 0;
     if (database_url && *database_url) {
@@ -547,7 +546,7 @@ int features_init(const char *database_url, const char *redis_url, bool cache_on
         if (rc)
             return rc;
     }
-    rc = features__cache_configure(redis_url, cache_on, gen);
+    rc = store__cache_configure(redis_url, cache_on, gen);
     if (rc) {
         cfg_free();
         return rc;
@@ -555,29 +554,29 @@ int features_init(const char *database_url, const char *redis_url, bool cache_on
     return 0;
 }
 
-void features_shutdown(void)
+void store_shutdown(void)
 {
     tls_release_current();
     cfg_free();
-    features__cache_unconfigure();
+    store__cache_unconfigure();
     atomic_fetch_add(&cfg_gen, 1);
 }
 
-void features_thread_cleanup(void)
+void store_thread_cleanup(void)
 {
     tls_release_current();
 }
 
-void features_stats_get(features_stats *out)
+void store_stats_get(store_stats *out)
 {
     if (!out)
         return;
-    out->redis_hits = atomic_load(&features__ctr.redis_hits);
-    out->redis_misses = atomic_load(&features__ctr.redis_misses);
-    out->redis_errors = atomic_load(&features__ctr.redis_errors);
-    out->db_queries = atomic_load(&features__ctr.db_queries);
-    out->db_errors = atomic_load(&features__ctr.db_errors);
-    out->db_reconnects = atomic_load(&features__ctr.db_reconnects);
+    out->redis_hits = atomic_load(&store__ctr.redis_hits);
+    out->redis_misses = atomic_load(&store__ctr.redis_misses);
+    out->redis_errors = atomic_load(&store__ctr.redis_errors);
+    out->db_queries = atomic_load(&store__ctr.db_queries);
+    out->db_errors = atomic_load(&store__ctr.db_errors);
+    out->db_reconnects = atomic_load(&store__ctr.db_reconnects);
 }
 
 /* ---------------------------------------------------------------------------
@@ -645,7 +644,7 @@ struct migrate_ctx {
     int applied;
 };
 
-static int migrate_file(features__tls *t, struct migrate_ctx *m, const char *name)
+static int migrate_file(store__tls *t, struct migrate_ctx *m, const char *name)
 {
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/%s", m->dir, name) >= sizeof path)
@@ -660,7 +659,7 @@ static int migrate_file(features__tls *t, struct migrate_ctx *m, const char *nam
     if ((rc = db_simple(t, "BEGIN")))
         goto out;
     PGresult *r = PQexec(t->pg, sql);
-    FEATURES__COUNT(db_queries);
+    STORE__COUNT(db_queries);
     rc = db_check(t->pg, r,
                   PQresultStatus(r) == PGRES_TUPLES_OK ? PGRES_TUPLES_OK : PGRES_COMMAND_OK, name);
     PQclear(r);
@@ -669,7 +668,7 @@ static int migrate_file(features__tls *t, struct migrate_ctx *m, const char *nam
     const char *vals[1] = {name};
     r = PQexecParams(t->pg, "INSERT INTO schema_migrations (name) VALUES ($1)", 1, NULL, vals, NULL,
                      NULL, 0);
-    FEATURES__COUNT(db_queries);
+    STORE__COUNT(db_queries);
     rc = db_check(t->pg, r, PGRES_COMMAND_OK, "recording a migration");
     PQclear(r);
     if (rc)
@@ -679,7 +678,7 @@ static int migrate_file(features__tls *t, struct migrate_ctx *m, const char *nam
     LOG_INFO(MOD, "applied migration %s", name);
     m->applied++;
 out:
-    if (rc && rc != FEATURES__PG_LOST) {
+    if (rc && rc != STORE__PG_LOST) {
         db_rollback(t);
         if (rc == PD_EINVAL)
             rc = PD_EDB; /* a migration that breaks a constraint is a database problem */
@@ -688,7 +687,7 @@ out:
     return rc;
 }
 
-static int op_migrate(features__tls *t, void *ctx)
+static int op_migrate(store__tls *t, void *ctx)
 {
     struct migrate_ctx *m = ctx;
     m->applied = 0;
@@ -698,7 +697,7 @@ static int op_migrate(features__tls *t, void *ctx)
     if (rc)
         return rc;
     PGresult *r = PQexec(t->pg, "SELECT pg_advisory_lock(" MIGRATION_LOCK_KEY ")");
-    FEATURES__COUNT(db_queries);
+    STORE__COUNT(db_queries);
     rc = db_check(t->pg, r, PGRES_TUPLES_OK, "taking the migration lock");
     PQclear(r);
     if (rc)
@@ -709,7 +708,7 @@ static int op_migrate(features__tls *t, void *ctx)
     if (rc)
         goto unlock;
     r = PQexec(t->pg, "SELECT name FROM schema_migrations");
-    FEATURES__COUNT(db_queries);
+    STORE__COUNT(db_queries);
     rc = db_check(t->pg, r, PGRES_TUPLES_OK, "reading schema_migrations");
     if (rc) {
         PQclear(r);
@@ -725,7 +724,7 @@ static int op_migrate(features__tls *t, void *ctx)
     }
     PQclear(r);
 unlock:
-    if (rc != FEATURES__PG_LOST) {
+    if (rc != STORE__PG_LOST) {
         /* Session state outlives the call: give the lock and timeout back. */
         PQclear(PQexec(t->pg, "SELECT pg_advisory_unlock(" MIGRATION_LOCK_KEY ")"));
         PQclear(PQexec(t->pg, "RESET statement_timeout"));
@@ -733,7 +732,7 @@ unlock:
     return rc;
 }
 
-int features_migrate(const char *migrations_dir)
+int store_migrate(const char *migrations_dir)
 {
     if (!migrations_dir)
         return PD_EINVAL;
@@ -809,7 +808,7 @@ struct window_q {
     size_t n;
 };
 
-static int op_window(features__tls *t, void *ctx)
+static int op_window(store__tls *t, void *ctx)
 {
     struct window_q *q = ctx;
     char tbuf[8], lbuf[8];
@@ -859,7 +858,7 @@ static int check_series(const char *symbol, const char *tf, int64_t *tfs)
 }
 
 static void window_info(const features_candle *c, size_t n, int64_t tfs, bool from_cache,
-                        features_window_info *info)
+                        store_window_info *info)
 {
     if (!info)
         return;
@@ -899,8 +898,8 @@ static int check_limit(size_t limit)
     return limit > WINDOW_LIMIT_MAX ? PD_ETOOBIG : 0;
 }
 
-int features_load_window(const char *symbol, const char *tf, int64_t now, size_t limit,
-                         features_candle **out, size_t *n, features_window_info *info)
+int store_load_window(const char *symbol, const char *tf, int64_t now, size_t limit,
+                         features_candle **out, size_t *n, store_window_info *info)
 {
     int64_t tfs;
     int rc = check_series(symbol, tf, &tfs);
@@ -913,22 +912,22 @@ int features_load_window(const char *symbol, const char *tf, int64_t now, size_t
     int64_t last = util_tf_last_closed_open(now, tfs);
     features_candle *c = NULL;
     size_t cn = 0;
-    bool use_cache = features__cache_enabled(), hit = false;
+    bool use_cache = store__cache_enabled(), hit = false;
     if (use_cache) {
-        rc = features__cache_window_get(symbol, tf, last, limit, &c, &cn);
+        rc = store__cache_window_get(symbol, tf, last, limit, &c, &cn);
         hit = rc == 0;
         use_cache = rc != PD_ECACHE;
     }
     if (!hit) {
         size_t want =
-            use_cache && limit < FEATURES__WINDOW_CACHE_MIN ? FEATURES__WINDOW_CACHE_MIN : limit;
+            use_cache && limit < STORE__WINDOW_CACHE_MIN ? STORE__WINDOW_CACHE_MIN : limit;
         rc = db_load_window(symbol, tf, last, want, &c, &cn);
         if (rc)
             return rc;
         /* Only a window that ends with the current last closed candle can
          * ever be a hit; a lagging series is not worth storing. */
-        if (use_cache && cn <= FEATURES__WINDOW_CACHE_MAX && c[cn - 1].t == last)
-            features__cache_window_put(symbol, tf, c, cn, cn < want, window_ttl(last, tfs, now));
+        if (use_cache && cn <= STORE__WINDOW_CACHE_MAX && c[cn - 1].t == last)
+            store__cache_window_put(symbol, tf, c, cn, cn < want, window_ttl(last, tfs, now));
         keep_tail(c, &cn, limit);
     }
     window_info(c, cn, tfs, hit, info);
@@ -937,9 +936,9 @@ int features_load_window(const char *symbol, const char *tf, int64_t now, size_t
     return 0;
 }
 
-int features_load_windows(const char *const *symbols, size_t nsym, const char *tf, int64_t now,
+int store_load_windows(const char *const *symbols, size_t nsym, const char *tf, int64_t now,
                           size_t limit, features_candle **outs, size_t *ns,
-                          features_window_info *infos, int *rcs)
+                          store_window_info *infos, int *rcs)
 {
     int64_t tfs = util_tf_seconds(tf);
     if (!tfs)
@@ -968,10 +967,10 @@ int features_load_windows(const char *const *symbols, size_t nsym, const char *t
         valid[i] = ok ? symbols[i] : NULL;
         rcs[i] = ok ? PD_ENOTFOUND : PD_ESYMBOL;
     }
-    bool use_cache = features__cache_enabled();
+    bool use_cache = store__cache_enabled();
     if (use_cache)
         use_cache =
-            features__cache_window_mget(valid, nsym, tf, last, limit, win, wn, rcs) != PD_ECACHE;
+            store__cache_window_mget(valid, nsym, tf, last, limit, win, wn, rcs) != PD_ECACHE;
     bool any_store = false;
     for (size_t i = 0; i < nsym; i++) {
         if (!valid[i])
@@ -981,18 +980,18 @@ int features_load_windows(const char *const *symbols, size_t nsym, const char *t
             continue;
         }
         size_t want =
-            use_cache && limit < FEATURES__WINDOW_CACHE_MIN ? FEATURES__WINDOW_CACHE_MIN : limit;
+            use_cache && limit < STORE__WINDOW_CACHE_MIN ? STORE__WINDOW_CACHE_MIN : limit;
         rcs[i] = db_load_window(valid[i], tf, last, want, &win[i], &wn[i]);
         if (rcs[i])
             continue;
-        if (use_cache && wn[i] <= FEATURES__WINDOW_CACHE_MAX && win[i][wn[i] - 1].t == last) {
+        if (use_cache && wn[i] <= STORE__WINDOW_CACHE_MAX && win[i][wn[i] - 1].t == last) {
             store[i] = win[i];
             complete[i] = wn[i] < want;
             any_store = true;
         }
     }
     if (any_store)
-        features__cache_window_mput(valid, nsym, tf, store, wn, complete,
+        store__cache_window_mput(valid, nsym, tf, store, wn, complete,
                                     window_ttl(last, tfs, now));
     for (size_t i = 0; i < nsym; i++) {
         if (rcs[i])
@@ -1020,7 +1019,7 @@ struct range_q {
     size_t n;
 };
 
-static int op_range(features__tls *t, void *ctx)
+static int op_range(store__tls *t, void *ctx)
 {
     struct range_q *q = ctx;
     char lo[8], hi[8];
@@ -1037,7 +1036,7 @@ static int op_range(features__tls *t, void *ctx)
     return rc;
 }
 
-int features_load_range(const char *symbol, const char *tf, int64_t from, int64_t to, int64_t now,
+int store_load_range(const char *symbol, const char *tf, int64_t from, int64_t to, int64_t now,
                         features_candle **out, size_t *n)
 {
     int64_t tfs;
@@ -1070,7 +1069,7 @@ struct symbols_q {
     size_t n;
 };
 
-static int op_symbols(features__tls *t, void *ctx)
+static int op_symbols(store__tls *t, void *ctx)
 {
     struct symbols_q *q = ctx;
     const char *vals[1] = {q->tf};
@@ -1094,7 +1093,7 @@ static int op_symbols(features__tls *t, void *ctx)
     return 0;
 }
 
-int features_list_symbols(const char *tf, char ***out, size_t *n)
+int store_list_symbols(const char *tf, char ***out, size_t *n)
 {
     if (!util_tf_seconds(tf))
         return PD_ETIMEFRAME;
@@ -1109,7 +1108,7 @@ int features_list_symbols(const char *tf, char ***out, size_t *n)
     return 0;
 }
 
-void features_strv_free(char **v, size_t n)
+void store_strv_free(char **v, size_t n)
 {
     strv_free(v, n);
 }
@@ -1119,7 +1118,7 @@ struct count_q {
     int64_t count;
 };
 
-static int op_count(features__tls *t, void *ctx)
+static int op_count(store__tls *t, void *ctx)
 {
     struct count_q *q = ctx;
     const char *vals[2] = {q->symbol, q->tf};
@@ -1133,7 +1132,7 @@ static int op_count(features__tls *t, void *ctx)
     return 0;
 }
 
-int features_count_candles(const char *symbol, const char *tf, int64_t *count)
+int store_count_candles(const char *symbol, const char *tf, int64_t *count)
 {
     if (!count)
         return PD_EINVAL;
@@ -1217,7 +1216,7 @@ static char *array_header(char *p, uint32_t elem_oid, size_t n)
 
 #define ARRAY_BYTES(n) (20 + 12 * (n))
 
-static int upsert_chunk(features__tls *t, struct upsert_q *q, const features_candle *c, size_t n)
+static int upsert_chunk(store__tls *t, struct upsert_q *q, const features_candle *c, size_t n)
 {
     const char *vals[8] = {q->symbol, q->tf};
     int lens[8] = {0}, fmts[8] = {0, 0, 1, 1, 1, 1, 1, 1};
@@ -1260,7 +1259,7 @@ static int upsert_chunk(features__tls *t, struct upsert_q *q, const features_can
     return rc;
 }
 
-static int op_upsert(features__tls *t, void *ctx)
+static int op_upsert(store__tls *t, void *ctx)
 {
     struct upsert_q *q = ctx;
     bool tx = q->n > UPSERT_CHUNK;
@@ -1271,12 +1270,12 @@ static int op_upsert(features__tls *t, void *ctx)
     }
     if (tx && rc == 0)
         rc = db_simple(t, "COMMIT");
-    if (rc && rc != FEATURES__PG_LOST)
+    if (rc && rc != STORE__PG_LOST)
         db_rollback(t);
     return rc;
 }
 
-int features_upsert_candles(const char *symbol, const char *tf, const features_candle *c, size_t n)
+int store_upsert_candles(const char *symbol, const char *tf, const features_candle *c, size_t n)
 {
     int64_t tfs;
     int rc = check_series(symbol, tf, &tfs);
@@ -1314,7 +1313,7 @@ int features_upsert_candles(const char *symbol, const char *tf, const features_c
     free(q.buf);
     free(copy);
     /* The cached window may hold the old values of these candles. */
-    if (rc == 0 && features__cache_enabled())
-        features__cache_window_del(symbol, tf);
+    if (rc == 0 && store__cache_enabled())
+        store__cache_window_del(symbol, tf);
     return rc;
 }

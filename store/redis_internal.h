@@ -1,6 +1,6 @@
 /*
- * redis_internal.h: the Redis plumbing that features/cache.c (one context
- * per thread, for windows and rendered values) and features/ledger.c (the
+ * redis_internal.h: the Redis plumbing that store/cache.c (one context
+ * per thread, for windows and rendered values) and store/ledger.c (the
  * publisher's own context) share: the redis:// URL form of
  * PREDICTD_REDIS_URL and the connect sequence (timeouts, AUTH, SELECT).
  * Names carry a double underscore: exported for the module, not public.
@@ -17,23 +17,23 @@
 struct redisContext; /* hiredis' context */
 
 /* A parsed redis://[[user]:password@]host[:port][/db] URL. */
-typedef struct features__redis_url {
+typedef struct store__redis_url {
     char host[256];        /* a name or an address; [v6] without the brackets */
     int port;              /* 6379 unless the URL names one */
     int db;                /* 0 unless the URL names one */
     char *user, *password; /* malloc'd; NULL when absent */
-} features__redis_url;
+} store__redis_url;
 
 /*
  * Parses url into *out (which the caller then owns: release it with
- * features__redis_url_cleanup()). Returns 0, PD_EINVAL for a malformed URL
+ * store__redis_url_cleanup()). Returns 0, PD_EINVAL for a malformed URL
  * (not logged: the caller says so, without echoing the URL, which may hold
  * a password) or PD_ENOMEM. *out is written only on success.
  */
-int features__redis_url_parse(const char *url, features__redis_url *out);
+int store__redis_url_parse(const char *url, store__redis_url *out);
 
 /* Frees the strings of *u and zeroes it; NULL-safe and idempotent. */
-void features__redis_url_cleanup(features__redis_url *u);
+void store__redis_url_cleanup(store__redis_url *u);
 
 /*
  * Connects to u with a connect timeout of timeout_us microseconds, sets the
@@ -43,7 +43,7 @@ void features__redis_url_cleanup(features__redis_url *u);
  * reason in why (hiredis' error, or "AUTH: ..." / "SELECT: ..." with
  * Redis' answer); never logs. Thread-safe: touches only its arguments.
  */
-int features__redis_connect(const features__redis_url *u, long timeout_us,
+int store__redis_connect(const store__redis_url *u, long timeout_us,
                             struct redisContext **out, char *why, size_t whylen);
 
 #endif

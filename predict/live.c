@@ -2,11 +2,11 @@
  * live.c: the live accuracy table. For each series and model version, the
  * hit rate of its resolved LONG/SHORT predictions and how many there are,
  * as the inference loop last read them from the ledger
- * (api_set_live_accuracy). A computed prediction looks its version up once
- * (api_live_get, from predict.c) and renders model_accuracy from it; no
+ * (predict_set_live_accuracy). A computed prediction looks its version up once
+ * (predict__live_get, from pipeline.c) and renders model_accuracy from it; no
  * request ever queries the ledger for it.
  *
- * It does not decide when figures are refreshed (server/loop.c does, after
+ * It does not decide when figures are refreshed (predict/loop.c does, after
  * the resolver settles rows) and does not talk SQL.
  *
  * THREADING: one mutex guards the table; entries are never removed, and a
@@ -20,10 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/api_internal.h"
+#include "predict/predict_internal.h"
 #include "inference/inference.h"
 
-_Static_assert(INFERENCE_NTP == 3, "api_prediction holds three take-profits");
+_Static_assert(INFERENCE_NTP == 3, "predict_result holds three take-profits");
 
 #define LIVE_BUCKETS 256
 #define LIVE_MAX 100000
@@ -37,18 +37,18 @@ struct live_entry {
     struct live_entry *next;
 };
 
-struct api_live {
-    pthread_mutex_t lock; /* guards buckets, count and every entry's figures */
+struct predict_live {
+    util_mutex lock; /* guards buckets, count and every entry's figures */
     struct live_entry *buckets[LIVE_BUCKETS];
     size_t count;
 };
 
-int api_live_new(struct api_live **out)
+int predict__live_new(struct predict_live **out)
 {
-    struct api_live *l = calloc(1, sizeof *l);
+    struct predict_live *l = calloc(1, sizeof *l);
     if (!l)
         return PD_ENOMEM;
-    if (pthread_mutex_init(&l->lock, NULL) != 0) {
+    if (util_mutex_init(&l->lock) != 0) {
         free(l);
         return PD_ENOMEM;
     }
@@ -56,7 +56,7 @@ int api_live_new(struct api_live **out)
     return 0;
 }
 
-void api_live_free(struct api_live *l)
+void predict__live_free(struct predict_live *l)
 {
     if (!l)
         return;
@@ -68,41 +68,37 @@ void api_live_free(struct api_live *l)
             e = next;
         }
     }
-    pthread_mutex_destroy(&l->lock);
+    util_mutex_destroy(&l->lock);
     free(l);
 }
 
 static size_t bucket(const char *symbol, const char *tf, uint32_t version)
 {
-    uint32_t h = 2166136261u; /* FNV-1a over symbol, tf and version */
-    for (const char *p = symbol; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    for (const char *p = tf; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    h = (h ^ version) * 16777619u;
-    return h % LIVE_BUCKETS;
+    uint32_t h = util_fnv1a(util_fnv1a(UTIL_FNV1A_INIT, symbol), tf);
+    return util_fnv1a_u32(h, version) % LIVE_BUCKETS;
 }
 
 /* The entry of a version, or NULL; caller holds the lock. */
-static struct live_entry *find(struct api_live *l, size_t b, const char *symbol, const char *tf,
+static struct live_entry *find(struct predict_live *l, size_t b, const char *symbol, const char *tf,
                                uint32_t version)
 {
+    UTIL_ASSERT_HELD(&l->lock);
     for (struct live_entry *e = l->buckets[b]; e; e = e->next)
         if (e->version == version && strcmp(e->symbol, symbol) == 0 && strcmp(e->tf, tf) == 0)
             return e;
     return NULL;
 }
 
-int api_set_live_accuracy(api_context *ctx, const char *symbol, const char *tf, uint32_t version,
+int predict_set_live_accuracy(predict_service *svc, const char *symbol, const char *tf, uint32_t version,
                           double hit_rate, uint64_t resolved)
 {
-    if (!ctx || !symbol || !util_symbol_valid(symbol) || !tf || !util_tf_seconds(tf) ||
+    if (!svc || !symbol || !util_symbol_valid(symbol) || !tf || !util_tf_seconds(tf) ||
         version == 0 || !(hit_rate >= 0 && hit_rate <= 1))
         return PD_EINVAL;
-    struct api_live *l = ctx->live;
+    struct predict_live *l = svc->live;
     size_t b = bucket(symbol, tf, version);
     int rc = 0;
-    pthread_mutex_lock(&l->lock);
+    util_mutex_lock(&l->lock);
     struct live_entry *e = find(l, b, symbol, tf, version);
     if (!e) {
         e = l->count < LIVE_MAX ? calloc(1, sizeof *e) : NULL;
@@ -120,24 +116,34 @@ int api_set_live_accuracy(api_context *ctx, const char *symbol, const char *tf, 
     e->hit_rate = hit_rate;
     e->resolved = resolved;
 out:
-    pthread_mutex_unlock(&l->lock);
+    util_mutex_unlock(&l->lock);
     return rc;
 }
 
-bool api_live_get(api_context *ctx, const char *symbol, const char *tf, uint32_t version,
+bool predict__live_get(predict_service *svc, const char *symbol, const char *tf, uint32_t version,
                   double *hit_rate, uint64_t *resolved)
 {
-    struct api_live *l = ctx ? ctx->live : NULL;
+    struct predict_live *l = svc ? svc->live : NULL;
     if (!l || !symbol || !tf)
         return false;
     size_t b = bucket(symbol, tf, version);
-    pthread_mutex_lock(&l->lock);
+    util_mutex_lock(&l->lock);
     const struct live_entry *e = find(l, b, symbol, tf, version);
     bool found = e != NULL;
     if (found) {
         *hit_rate = e->hit_rate;
         *resolved = e->resolved;
     }
-    pthread_mutex_unlock(&l->lock);
+    util_mutex_unlock(&l->lock);
     return found;
+}
+
+void predict_set_ledger(predict_service *svc, struct store_ledger *db)
+{
+    atomic_store(&svc->ledger, db);
+}
+
+struct store_ledger *predict_ledger(predict_service *svc)
+{
+    return atomic_load(&svc->ledger);
 }

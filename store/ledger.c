@@ -1,20 +1,16 @@
 /*
  * ledger.c: the prediction ledger (the predictions table) and the
- * inference loop's other wires to the outside: the resolver that settles
- * predictions against the candles that followed them (pure), the ledger's
- * SQL (record, settle, figures, history), LISTEN on the candles' NOTIFY
- * channel, and PUBLISH of new predictions to Redis.
+ * ledger's SQL: record, settle, figures, history. (LISTEN and PUBLISH, the
+ * inference loop's other wires, are notify.c.)
  *
- * It does not decide when to predict or what to publish (server/loop.c
+ * It does not decide when to predict or what to publish (predict/loop.c
  * does) and does not render JSON (api/ does).
  *
  * DESIGN
- * - The resolver (features_ledger_resolve) is a pure function of one entry
- *   and the candles after it, so its rules are unit-tested on hand-built
- *   candles (tests/unit/test_ledger.c). Its realised class is the training
- *   labels' triple barrier (training/labels.c) rebuilt from the row: risk
- *   R = |entry - stop|, the TP1 multiple |tp1 - entry| / R, both sides.
- * - features_ledger_settle loads a series' open rows, the closed candles
+ * - The rules that settle a row are not here: store_ledger_settle takes
+ *   the resolver as a function (predict_resolve, on the one triple barrier
+ *   of inference/barrier.c), so this file stays SQL only.
+ * - store_ledger_settle loads a series' open rows, the closed candles
  *   they span (one range query) and the latest closed candle's time, runs
  *   the resolver on each row and writes the settled ones in one
  *   transaction. Rows are updated only while still open (outcome IS NULL),
@@ -30,22 +26,13 @@
  * - Times cross as Unix seconds (to_timestamp($n) in, extract(epoch) out),
  *   doubles as text with 17 significant digits (exact round trip); NULL is
  *   NaN.
- * - Every handle has its own connection (a features__pg_link, pg.c, as
+ * - Every handle has its own connection (a store__pg_link, pg.c, as
  *   jobs.c's), made on first use and again once when a statement finds it
  *   lost; a second failure is PD_EDB. Every statement's result goes
- *   through features__pg_check(), as the store's and the jobs' do. The
- *   listener's connection sets TCP keepalives so a silently dead peer is
- *   noticed, and is re-made by its owner (LISTEN does not survive a
- *   reconnect, so features_listen_connect issues it again).
- * - The publisher parses and connects as the cache does (one parser and
- *   one connect sequence, features/redis.c); it keeps its own connection
- *   because PUBLISH comes from the loop's thread only.
+ *   through store__pg_check(), as the store's and the jobs' do. 
  *
- * THREADING: the pure functions are thread-safe. A features_ledger's mutex
- * serialises use of its connection; a listener or a publisher is used by
- * one thread at a time (its owner).
+ * THREADING: a store_ledger's mutex serialises use of its connection.
  */
-#include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <math.h>
@@ -54,8 +41,8 @@
 #include <string.h>
 
 #include "features/features.h"
-#include "features/pg_internal.h"
-#include "features/redis_internal.h"
+#include "store/store.h"
+#include "store/pg_internal.h"
 #include "util/util.h"
 
 #define MOD "ledger"
@@ -63,8 +50,6 @@
 #define SETTLE_CANDLES_MAX 200000
 #define HISTORY_LIMIT_MAX 1000
 #define WINDOW_MAX 100000
-#define PUB_TIMEOUT_US 200000
-#define PUB_BACKOFF_NS UINT64_C(1000000000)
 
 /* ---------------------------------------------------------------------------
  * Names.
@@ -72,23 +57,23 @@
 static const char *const outcome_names[] = {"OPEN", "TP1", "TP2", "TP3", "SL", "EXPIRED", "NONE"};
 static const char *const class_names[] = {"LONG", "SHORT", "NO_TRADE"};
 
-const char *features_ledger_outcome_name(int outcome)
+const char *store_ledger_outcome_name(int outcome)
 {
-    if (outcome < FEATURES_OUTCOME_OPEN || outcome > FEATURES_OUTCOME_NONE)
+    if (outcome < STORE_OUTCOME_OPEN || outcome > STORE_OUTCOME_NONE)
         return "OPEN";
     return outcome_names[outcome];
 }
 
-const char *features_ledger_class_name(int cls)
+const char *store_ledger_class_name(int cls)
 {
-    if (cls < FEATURES_LEDGER_LONG || cls > FEATURES_LEDGER_NO_TRADE)
+    if (cls < STORE_LEDGER_LONG || cls > STORE_LEDGER_NO_TRADE)
         return "UNKNOWN";
     return class_names[cls];
 }
 
 static int outcome_parse(const char *s)
 {
-    for (int i = FEATURES_OUTCOME_TP1; i <= FEATURES_OUTCOME_NONE; i++)
+    for (int i = STORE_OUTCOME_TP1; i <= STORE_OUTCOME_NONE; i++)
         if (strcmp(s, outcome_names[i]) == 0)
             return i;
     return -1;
@@ -103,198 +88,21 @@ static int class_parse(const char *s)
 }
 
 /* ---------------------------------------------------------------------------
- * The resolver (pure).
- */
-
-/* Which side the levels are for, or -1 when they are unusable. */
-static int levels_side(const features_ledger_entry *e)
-{
-    double lv[5] = {e->entry, e->stop_loss, e->tp[0], e->tp[1], e->tp[2]};
-    for (int i = 0; i < 5; i++)
-        if (!(isfinite(lv[i]) && lv[i] > 0))
-            return -1;
-    if (e->stop_loss < e->entry) {
-        if (!(e->tp[0] > e->entry && e->tp[1] >= e->tp[0] && e->tp[2] >= e->tp[1]))
-            return -1;
-        return FEATURES_LEDGER_LONG;
-    }
-    if (e->stop_loss > e->entry) {
-        if (!(e->tp[0] < e->entry && e->tp[1] <= e->tp[0] && e->tp[2] <= e->tp[1]))
-            return -1;
-        return FEATURES_LEDGER_SHORT;
-    }
-    return -1;
-}
-
-/* One side of the triple barrier: alive until it wins or is stopped. */
-struct barrier {
-    double stop, target;
-    int dir; /* +1 LONG, -1 SHORT */
-    bool done;
-};
-
-/* Advances a barrier over one candle; true when the side wins in it. */
-static bool barrier_step(struct barrier *b, const features_candle *k)
-{
-    if (b->done)
-        return false;
-    bool stopped = b->dir > 0 ? k->low <= b->stop : k->high >= b->stop;
-    bool reached = b->dir > 0 ? k->high >= b->target : k->low <= b->target;
-    if (stopped || reached)
-        b->done = true;
-    return !stopped && reached;
-}
-
-int features_ledger_resolve(const features_ledger_entry *e, int64_t tf_seconds,
-                            const features_candle *after, size_t n, int64_t last_closed_open,
-                            features_ledger_resolution *out)
-{
-    if (!e || !out || (n && !after) || tf_seconds <= 0 || e->horizon == 0 ||
-        e->direction < FEATURES_LEDGER_LONG || e->direction > FEATURES_LEDGER_NO_TRADE)
-        return PD_EINVAL;
-    int side = levels_side(e);
-    if (side < 0 || (e->direction != FEATURES_LEDGER_NO_TRADE && side != e->direction))
-        return PD_EINVAL;
-
-    const double risk = fabs(e->entry - e->stop_loss);
-    const int sgn = side == FEATURES_LEDGER_LONG ? 1 : -1;
-    double tp_r[3];
-    for (int k = 0; k < 3; k++)
-        tp_r[k] = fabs(e->tp[k] - e->entry) / risk;
-    const int64_t end_open = e->candle_time + (int64_t)e->horizon * tf_seconds;
-    const bool complete = last_closed_open >= end_open;
-
-    /* the trade */
-    bool trading = e->direction != FEATURES_LEDGER_NO_TRADE, trade_done = !trading;
-    int outcome = FEATURES_OUTCOME_OPEN, tp_hit = 0;
-    double tp_time[3] = {NAN, NAN, NAN}, hit_time = NAN, r = NAN;
-    double mfe = 0, mae = 0, last_close = NAN;
-    uint32_t trade_candles = 0;
-
-    /* the realised class */
-    struct barrier lb = {e->entry - risk, e->entry + tp_r[0] * risk, +1, false};
-    struct barrier sb = {e->entry + risk, e->entry - tp_r[0] * risk, -1, false};
-    int realised = -1;
-    uint32_t class_candles = 0;
-
-    for (size_t i = 0; i < n && !(trade_done && realised >= 0); i++) {
-        const features_candle *k = &after[i];
-        if (k->t <= e->candle_time)
-            continue;
-        if (k->t > end_open)
-            break;
-        uint32_t j = (uint32_t)((k->t - e->candle_time) / tf_seconds);
-        if (!trade_done) {
-            double fav = sgn > 0 ? (k->high - e->entry) / risk : (e->entry - k->low) / risk;
-            double adv = sgn > 0 ? (e->entry - k->low) / risk : (k->high - e->entry) / risk;
-            if (fav > mfe)
-                mfe = fav;
-            if (adv > mae)
-                mae = adv;
-            last_close = k->close;
-            trade_candles = j;
-            bool stopped = sgn > 0 ? k->low <= e->stop_loss : k->high >= e->stop_loss;
-            if (stopped) {
-                trade_done = true;
-                if (tp_hit) {
-                    outcome = FEATURES_OUTCOME_TP1 + tp_hit - 1;
-                    r = tp_r[tp_hit - 1];
-                    hit_time = tp_time[tp_hit - 1];
-                } else {
-                    outcome = FEATURES_OUTCOME_SL;
-                    r = -1;
-                    hit_time = (double)j * (double)tf_seconds;
-                }
-            } else {
-                for (int t = tp_hit; t < 3; t++) {
-                    bool reached = sgn > 0 ? k->high >= e->tp[t] : k->low <= e->tp[t];
-                    if (!reached)
-                        break; /* levels are ordered: a farther one needs this one */
-                    tp_hit = t + 1;
-                    tp_time[t] = (double)j * (double)tf_seconds;
-                }
-                if (tp_hit == 3) {
-                    trade_done = true;
-                    outcome = FEATURES_OUTCOME_TP3;
-                    r = tp_r[2];
-                    hit_time = tp_time[2];
-                }
-            }
-        }
-        if (realised < 0) {
-            bool lw = barrier_step(&lb, k), sw = barrier_step(&sb, k);
-            if (lw && sw)
-                realised = FEATURES_LEDGER_NO_TRADE;
-            else if (lw)
-                realised = FEATURES_LEDGER_LONG;
-            else if (sw)
-                realised = FEATURES_LEDGER_SHORT;
-            else if (lb.done && sb.done)
-                realised = FEATURES_LEDGER_NO_TRADE;
-            if (realised >= 0)
-                class_candles = j;
-        }
-    }
-    if (complete) {
-        if (realised < 0) {
-            realised = FEATURES_LEDGER_NO_TRADE;
-            class_candles = e->horizon;
-        }
-        if (!trade_done) {
-            trade_done = true;
-            trade_candles = e->horizon;
-            if (tp_hit) {
-                outcome = FEATURES_OUTCOME_TP1 + tp_hit - 1;
-                r = tp_r[tp_hit - 1];
-                hit_time = tp_time[tp_hit - 1];
-            } else {
-                outcome = FEATURES_OUTCOME_EXPIRED;
-                r = isnan(last_close) ? 0 : sgn * (last_close - e->entry) / risk;
-                hit_time = NAN;
-            }
-        }
-    }
-
-    features_ledger_resolution res = {.outcome = FEATURES_OUTCOME_OPEN,
-                                      .realised = -1,
-                                      .hit_time_s = NAN,
-                                      .r_multiple = NAN,
-                                      .mfe = NAN,
-                                      .mae = NAN};
-    if (trade_done && realised >= 0) {
-        res.realised = realised;
-        if (trading) {
-            res.outcome = outcome;
-            res.candles = trade_candles;
-            res.hit_time_s = hit_time;
-            res.r_multiple = r;
-            res.mfe = mfe;
-            res.mae = mae;
-        } else {
-            res.outcome = FEATURES_OUTCOME_NONE;
-            res.candles = class_candles;
-        }
-    }
-    *out = res;
-    return 0;
-}
-
-/* ---------------------------------------------------------------------------
  * Connections.
  */
-struct features_ledger {
-    features__pg_link link; /* its own connection, as every handle */
+struct store_ledger {
+    store__pg_link link; /* its own connection, as every handle */
 };
 
-int features_ledger_open(const char *database_url, features_ledger **out)
+int store_ledger_open(const char *database_url, store_ledger **out)
 {
     if (!out)
         return PD_EINVAL;
-    features_ledger *db = calloc(1, sizeof *db);
+    store_ledger *db = calloc(1, sizeof *db);
     if (!db)
         return PD_ENOMEM;
-    int rc = features__pg_link_init(&db->link, database_url, MOD, "predictd-ledger",
-                                    FEATURES__PG_KEEPALIVE_OFF);
+    int rc = store__pg_link_init(&db->link, database_url, MOD, "predictd-ledger",
+                                    STORE__PG_KEEPALIVE_OFF);
     if (rc) {
         free(db);
         return rc;
@@ -303,31 +111,31 @@ int features_ledger_open(const char *database_url, features_ledger **out)
     return 0;
 }
 
-void features_ledger_close(features_ledger *db)
+void store_ledger_close(store_ledger *db)
 {
     if (!db)
         return;
-    features__pg_link_cleanup(&db->link);
+    store__pg_link_cleanup(&db->link);
     free(db);
 }
 
 /* Runs op on the handle's connection under its lock; when op finds the
- * connection lost (FEATURES__PG_LOST), connects again and runs it once
+ * connection lost (STORE__PG_LOST), connects again and runs it once
  * more. */
-static int run(features_ledger *db, features__pg_op op, void *arg)
+static int run(store_ledger *db, store__pg_op op, void *arg)
 {
     if (!db)
         return PD_EDB;
-    return features__pg_link_run(&db->link, op, arg);
+    return store__pg_link_run(&db->link, op, arg);
 }
 
 /* One statement; on 0 *out holds the result when out is given. 0,
- * FEATURES__PG_LOST, PD_EINVAL (the data broke a CHECK: classes 22, 23) or
+ * STORE__PG_LOST, PD_EINVAL (the data broke a CHECK: classes 22, 23) or
  * PD_EDB. */
 static int exec1(PGconn *c, const char *what, const char *sql, int n, const char *const *vals,
                  ExecStatusType want, PGresult **out)
 {
-    return features__pg_exec(MOD, c, what, sql, n, vals, want, 0, out);
+    return store__pg_exec(MOD, c, what, sql, n, vals, want, 0, out);
 }
 
 /* ---------------------------------------------------------------------------
@@ -381,7 +189,7 @@ static int check_series(const char *symbol, const char *tf)
     "coalesce(horizon_candles, 0), floor(extract(epoch FROM created_at))::bigint"
 #define ENTRY_NCOLS 17
 
-static int decode_entry(const PGresult *r, int i, features_ledger_entry *e)
+static int decode_entry(const PGresult *r, int i, store_ledger_entry *e)
 {
     memset(e, 0, sizeof *e);
     snprintf(e->symbol, sizeof e->symbol, "%s", PQgetvalue(r, i, 0));
@@ -459,7 +267,7 @@ static int op_list(PGconn *c, void *arg)
 
 /* Runs a listing on the handle's connection (reconnecting once). On 0 the
  * caller owns l->v; on failure there is nothing to free. */
-static int list_run(features_ledger *db, struct listing *l)
+static int list_run(store_ledger *db, struct listing *l)
 {
     int rc = run(db, op_list, l);
     if (rc) {
@@ -473,14 +281,14 @@ static int list_run(features_ledger *db, struct listing *l)
  * Recording.
  */
 struct record_q {
-    const features_ledger_entry *e;
+    const store_ledger_entry *e;
     bool inserted;
 };
 
 static int op_record(PGconn *c, void *arg)
 {
     struct record_q *q = arg;
-    const features_ledger_entry *e = q->e;
+    const store_ledger_entry *e = q->e;
     char t[24], v[16], conf[32], p[3][32], lv[6][32], hz[16], ca[24];
     snprintf(t, sizeof t, "%" PRId64, e->candle_time);
     snprintf(v, sizeof v, "%" PRIu32, e->version);
@@ -528,10 +336,10 @@ static int op_record(PGconn *c, void *arg)
     return 0;
 }
 
-int features_ledger_record(features_ledger *db, const features_ledger_entry *e, bool *inserted)
+int store_ledger_record(store_ledger *db, const store_ledger_entry *e, bool *inserted)
 {
-    if (!e || e->version == 0 || e->direction < FEATURES_LEDGER_LONG ||
-        e->direction > FEATURES_LEDGER_NO_TRADE || e->candle_time < 0)
+    if (!e || e->version == 0 || e->direction < STORE_LEDGER_LONG ||
+        e->direction > STORE_LEDGER_NO_TRADE || e->candle_time < 0)
         return PD_EINVAL;
     int rc = check_series(e->symbol, e->timeframe);
     if (rc)
@@ -548,13 +356,13 @@ int features_ledger_record(features_ledger *db, const features_ledger_entry *e, 
  */
 static int decode_series(const PGresult *r, int i, void *elem)
 {
-    features_ledger_series *v = elem;
+    store_ledger_series *v = elem;
     snprintf(v->symbol, sizeof v->symbol, "%s", PQgetvalue(r, i, 0));
     snprintf(v->timeframe, sizeof v->timeframe, "%s", PQgetvalue(r, i, 1));
     return 0;
 }
 
-int features_ledger_open_series(features_ledger *db, features_ledger_series **out, size_t *n)
+int store_ledger_open_series(store_ledger *db, store_ledger_series **out, size_t *n)
 {
     if (!out || !n)
         return PD_EINVAL;
@@ -574,6 +382,7 @@ int features_ledger_open_series(features_ledger *db, features_ledger_series **ou
 struct settle_q {
     const char *symbol, *tf;
     int64_t tfs, now;
+    store_ledger_resolve_fn resolve;
     size_t settled;
 };
 
@@ -630,8 +439,8 @@ static size_t first_after(const features_candle *c, size_t n, int64_t t)
     return lo;
 }
 
-static int write_resolution(PGconn *c, const features_ledger_entry *e,
-                            const features_ledger_resolution *res)
+static int write_resolution(PGconn *c, const store_ledger_entry *e,
+                            const store_ledger_resolution *res)
 {
     char t[24], v[16], ht[32], rm[32], mf[32], ma[32];
     snprintf(t, sizeof t, "%" PRId64, e->candle_time);
@@ -640,7 +449,7 @@ static int write_resolution(PGconn *c, const features_ledger_entry *e,
                           e->timeframe,
                           t,
                           v,
-                          features_ledger_outcome_name(res->outcome),
+                          store_ledger_outcome_name(res->outcome),
                           class_names[res->realised],
                           dbl_or_null(res->hit_time_s, ht, sizeof ht),
                           dbl_or_null(res->r_multiple, rm, sizeof rm),
@@ -675,7 +484,7 @@ static int op_settle(PGconn *c, void *arg)
         PQclear(rows);
         return 0;
     }
-    features_ledger_entry *es = calloc((size_t)nrows, sizeof *es);
+    store_ledger_entry *es = calloc((size_t)nrows, sizeof *es);
     features_candle *cs = NULL;
     size_t nc = 0;
     if (!es) {
@@ -687,7 +496,7 @@ static int op_settle(PGconn *c, void *arg)
     for (int i = 0; i < nrows; i++) {
         if (decode_entry(rows, i, &es[usable]) != 0)
             continue;
-        const features_ledger_entry *e = &es[usable++];
+        const store_ledger_entry *e = &es[usable++];
         int64_t end = e->candle_time + (int64_t)e->horizon * q->tfs;
         if (e->candle_time < lo)
             lo = e->candle_time;
@@ -720,15 +529,15 @@ static int op_settle(PGconn *c, void *arg)
 
     bool in_tx = false;
     for (int i = 0; i < usable; i++) {
-        const features_ledger_entry *e = &es[i];
+        const store_ledger_entry *e = &es[i];
         size_t from = first_after(cs, nc, e->candle_time);
-        features_ledger_resolution res;
-        if (features_ledger_resolve(e, q->tfs, cs + from, nc - from, last_closed, &res) != 0) {
+        store_ledger_resolution res;
+        if (q->resolve(e, q->tfs, cs + from, nc - from, last_closed, &res) != 0) {
             LOG_DEBUG(MOD, "%s %s %" PRId64 " v%u: levels cannot be resolved", e->symbol,
                       e->timeframe, e->candle_time, e->version);
             continue;
         }
-        if (res.outcome == FEATURES_OUTCOME_OPEN)
+        if (res.outcome == STORE_OUTCOME_OPEN)
             continue;
         if (!in_tx) {
             if ((rc = exec1(c, "BEGIN", "BEGIN", 0, NULL, PGRES_COMMAND_OK, NULL)))
@@ -742,7 +551,7 @@ static int op_settle(PGconn *c, void *arg)
     if (in_tx) {
         if (rc == 0)
             rc = exec1(c, "COMMIT", "COMMIT", 0, NULL, PGRES_COMMAND_OK, NULL);
-        if (rc && rc != FEATURES__PG_LOST && PQstatus(c) == CONNECTION_OK)
+        if (rc && rc != STORE__PG_LOST && PQstatus(c) == CONNECTION_OK)
             PQclear(PQexec(c, "ROLLBACK"));
         if (rc)
             q->settled = 0;
@@ -753,13 +562,16 @@ out:
     return rc;
 }
 
-int features_ledger_settle(features_ledger *db, const char *symbol, const char *tf, int64_t now,
-                           size_t *settled)
+int store_ledger_settle(store_ledger *db, const char *symbol, const char *tf, int64_t now,
+                        store_ledger_resolve_fn resolve, size_t *settled)
 {
+    if (!resolve)
+        return PD_EINVAL;
     int rc = check_series(symbol, tf);
     if (rc)
         return rc;
-    struct settle_q q = {.symbol = symbol, .tf = tf, .tfs = util_tf_seconds(tf), .now = now};
+    struct settle_q q = {
+        .symbol = symbol, .tf = tf, .tfs = util_tf_seconds(tf), .now = now, .resolve = resolve};
     rc = run(db, op_settle, &q);
     if (rc == 0 && settled)
         *settled = q.settled;
@@ -771,7 +583,7 @@ int features_ledger_settle(features_ledger *db, const char *symbol, const char *
  */
 static int decode_live(const PGresult *r, int i, void *elem)
 {
-    features_ledger_live *v = elem;
+    store_ledger_live *v = elem;
     snprintf(v->symbol, sizeof v->symbol, "%s", PQgetvalue(r, i, 0));
     snprintf(v->timeframe, sizeof v->timeframe, "%s", PQgetvalue(r, i, 1));
     v->version = (uint32_t)get_u64(r, i, 2);
@@ -780,8 +592,8 @@ static int decode_live(const PGresult *r, int i, void *elem)
     return 0;
 }
 
-int features_ledger_live_stats(features_ledger *db, const char *symbol, const char *tf,
-                               features_ledger_live **out, size_t *n)
+int store_ledger_live_stats(store_ledger *db, const char *symbol, const char *tf,
+                               store_ledger_live **out, size_t *n)
 {
     if (!out || !n || (!symbol) != (!tf))
         return PD_EINVAL;
@@ -841,11 +653,11 @@ static const char perf_sql[] =
 struct perf_q {
     const char *symbol, *tf;
     size_t window;
-    features_ledger_perf *v;
+    store_ledger_perf *v;
     size_t n;
 };
 
-static void decode_figures(const PGresult *r, int i, features_ledger_figures *f)
+static void decode_figures(const PGresult *r, int i, store_ledger_figures *f)
 {
     memset(f, 0, sizeof *f);
     f->predictions = get_u64(r, i, 2);
@@ -863,7 +675,7 @@ static void decode_figures(const PGresult *r, int i, features_ledger_figures *f)
         f->dir[d].sum_r = get_dbl(r, i, col + 4);
         f->correct += f->dir[d].correct;
     }
-    for (int d = FEATURES_LEDGER_LONG; d <= FEATURES_LEDGER_SHORT; d++) {
+    for (int d = STORE_LEDGER_LONG; d <= STORE_LEDGER_SHORT; d++) {
         f->trades += f->dir[d].resolved;
         f->hits += f->dir[d].hits;
         f->sum_r += f->dir[d].sum_r;
@@ -881,7 +693,7 @@ static int op_perf(PGconn *c, void *arg)
     if (rc)
         return rc;
     int rows = PQntuples(r);
-    features_ledger_perf *v = rows ? calloc((size_t)rows, sizeof *v) : NULL;
+    store_ledger_perf *v = rows ? calloc((size_t)rows, sizeof *v) : NULL;
     if (rows && !v) {
         PQclear(r);
         return PD_ENOMEM;
@@ -901,8 +713,8 @@ static int op_perf(PGconn *c, void *arg)
     return 0;
 }
 
-int features_ledger_performance(features_ledger *db, const char *symbol, const char *tf,
-                                size_t window, features_ledger_perf **out, size_t *n)
+int store_ledger_performance(store_ledger *db, const char *symbol, const char *tf,
+                                size_t window, store_ledger_perf **out, size_t *n)
 {
     int rc = check_series(symbol, tf);
     if (rc)
@@ -925,16 +737,16 @@ int features_ledger_performance(features_ledger *db, const char *symbol, const c
  */
 static int decode_row(const PGresult *r, int row, void *elem)
 {
-    features_ledger_row *v = elem;
+    store_ledger_row *v = elem;
     int col = ENTRY_NCOLS;
     if (decode_entry(r, row, &v->e) != 0)
         return PD_EDB;
-    features_ledger_resolution *res = &v->r;
+    store_ledger_resolution *res = &v->r;
     res->outcome =
-        PQgetisnull(r, row, col) ? FEATURES_OUTCOME_OPEN : outcome_parse(PQgetvalue(r, row, col));
+        PQgetisnull(r, row, col) ? STORE_OUTCOME_OPEN : outcome_parse(PQgetvalue(r, row, col));
     res->realised = PQgetisnull(r, row, col + 1) ? -1 : class_parse(PQgetvalue(r, row, col + 1));
     if (res->outcome < 0)
-        res->outcome = FEATURES_OUTCOME_OPEN;
+        res->outcome = STORE_OUTCOME_OPEN;
     v->resolved_at = get_i64(r, row, col + 2);
     res->hit_time_s = get_dbl(r, row, col + 3);
     res->r_multiple = get_dbl(r, row, col + 4);
@@ -945,8 +757,8 @@ static int decode_row(const PGresult *r, int row, void *elem)
     return 0;
 }
 
-int features_ledger_history(features_ledger *db, const features_ledger_query *q,
-                            features_ledger_row **out, size_t *n, bool *more)
+int store_ledger_history(store_ledger *db, const store_ledger_query *q,
+                            store_ledger_row **out, size_t *n, bool *more)
 {
     if (!q || !out || !n || q->limit < 1 || q->limit > HISTORY_LIMIT_MAX || q->from < 0 ||
         q->to < 0)
@@ -955,7 +767,7 @@ int features_ledger_history(features_ledger *db, const features_ledger_query *q,
         return PD_ESYMBOL;
     if (q->timeframe && !util_tf_seconds(q->timeframe))
         return PD_ETIMEFRAME;
-    const features_ledger_cursor *a = q->after;
+    const store_ledger_cursor *a = q->after;
     if (a && (!util_symbol_valid(a->symbol) || !util_tf_seconds(a->timeframe) || a->version == 0 ||
               a->candle_time < 0))
         return PD_EINVAL;
@@ -1002,193 +814,4 @@ int features_ledger_history(features_ledger *db, const features_ledger_query *q,
     if (more)
         *more = l.more;
     return 0;
-}
-
-/* ---------------------------------------------------------------------------
- * LISTEN.
- */
-struct features_listener {
-    char *url;
-    char channel[64];
-    PGconn *pg; /* NULL when not connected */
-};
-
-static bool channel_ok(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 63 || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
-        return false;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_") == n;
-}
-
-int features_listen_open(const char *database_url, const char *channel, features_listener **out)
-{
-    if (!out || !channel_ok(channel))
-        return PD_EINVAL;
-    int rc = features__pg_url_check(MOD, database_url);
-    if (rc)
-        return rc;
-    features_listener *l = calloc(1, sizeof *l);
-    if (!l || !(l->url = strdup(database_url))) {
-        free(l);
-        return PD_ENOMEM;
-    }
-    snprintf(l->channel, sizeof l->channel, "%s", channel);
-    *out = l;
-    return 0;
-}
-
-static void listen_drop(features_listener *l)
-{
-    PQfinish(l->pg);
-    l->pg = NULL;
-}
-
-int features_listen_connect(features_listener *l)
-{
-    if (!l)
-        return PD_EINVAL;
-    listen_drop(l);
-    PGconn *c = features__pg_connect(MOD, l->url, "predictd-listen", FEATURES__PG_KEEPALIVE_PROBE);
-    if (!c)
-        return PD_EDB;
-    char sql[96];
-    snprintf(sql, sizeof sql, "LISTEN %s", l->channel); /* channel_ok: a plain identifier */
-    PGresult *r = PQexec(c, sql);
-    int rc = features__pg_check(MOD, c, r, PGRES_COMMAND_OK, "LISTEN", 0);
-    PQclear(r);
-    if (rc) {
-        PQfinish(c);
-        return PD_EDB;
-    }
-    l->pg = c;
-    return 0;
-}
-
-int features_listen_socket(const features_listener *l)
-{
-    return l && l->pg ? PQsocket(l->pg) : -1;
-}
-
-int features_listen_consume(features_listener *l, features_notify_fn fn, void *arg)
-{
-    if (!l || !fn)
-        return PD_EINVAL;
-    if (!l->pg)
-        return PD_EDB;
-    int ok = PQconsumeInput(l->pg);
-    int count = 0;
-    PGnotify *nt;
-    while ((nt = PQnotifies(l->pg)) != NULL) {
-        fn(nt->extra ? nt->extra : "", arg);
-        PQfreemem(nt);
-        count++;
-    }
-    if (!ok || PQstatus(l->pg) != CONNECTION_OK) {
-        char buf[256];
-        LOG_WARN(MOD, "LISTEN connection lost: %s",
-                 features__pg_one_line(PQerrorMessage(l->pg), buf, sizeof buf));
-        listen_drop(l);
-        return PD_EDB;
-    }
-    return count;
-}
-
-void features_listen_close(features_listener *l)
-{
-    if (!l)
-        return;
-    listen_drop(l);
-    free(l->url);
-    free(l);
-}
-
-/* ---------------------------------------------------------------------------
- * PUBLISH.
- */
-struct features_pub {
-    features__redis_url url;
-    redisContext *c;   /* NULL until first use or after a failure */
-    uint64_t retry_at; /* util_mono_ns() before which no connect is tried */
-    bool down;         /* an outage is in progress (logged) */
-};
-
-int features_pub_open(const char *redis_url, features_pub **out)
-{
-    if (!redis_url || !out)
-        return PD_EINVAL;
-    features_pub *p = calloc(1, sizeof *p);
-    if (!p)
-        return PD_ENOMEM;
-    int rc = features__redis_url_parse(redis_url, &p->url);
-    if (rc) {
-        if (rc == PD_EINVAL)
-            LOG_ERROR(MOD, "Redis URL is malformed (expected redis://host:port/db)");
-        features_pub_close(p);
-        return rc;
-    }
-    *out = p;
-    return 0;
-}
-
-static void pub_down(features_pub *p, const char *why)
-{
-    if (!p->down)
-        LOG_WARN(MOD, "Redis unavailable, predictions are not published: %s", why);
-    p->down = true;
-    if (p->c) {
-        redisFree(p->c);
-        p->c = NULL;
-    }
-    p->retry_at = util_mono_ns() + PUB_BACKOFF_NS;
-}
-
-static bool pub_connect(features_pub *p)
-{
-    if (p->c)
-        return true;
-    if (p->retry_at && util_mono_ns() < p->retry_at)
-        return false;
-    char why[160];
-    if (features__redis_connect(&p->url, PUB_TIMEOUT_US, &p->c, why, sizeof why)) {
-        pub_down(p, why);
-        return false;
-    }
-    return true;
-}
-
-int features_pub_publish(features_pub *p, const char *channel, const char *msg, size_t len,
-                         long long *receivers)
-{
-    if (!p || !channel || (!msg && len))
-        return PD_EINVAL;
-    if (!pub_connect(p))
-        return PD_ECACHE;
-    redisReply *r = redisCommand(p->c, "PUBLISH %s %b", channel, msg ? msg : "", len);
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
-        pub_down(p, r && r->type == REDIS_REPLY_ERROR ? r->str
-                    : p->c->errstr[0]                 ? p->c->errstr
-                                                      : "no reply");
-        if (r)
-            freeReplyObject(r);
-        return PD_ECACHE;
-    }
-    if (p->down) {
-        LOG_INFO(MOD, "Redis available again: publishing predictions");
-        p->down = false;
-    }
-    if (receivers)
-        *receivers = r->integer;
-    freeReplyObject(r);
-    return 0;
-}
-
-void features_pub_close(features_pub *p)
-{
-    if (!p)
-        return;
-    if (p->c)
-        redisFree(p->c);
-    features__redis_url_cleanup(&p->url);
-    free(p);
 }

@@ -1,0 +1,74 @@
+/*
+ * predict_internal.h: what the predict module's files share and nothing
+ * outside predict/ may include: the service's layout, the process cache,
+ * and the helpers pipeline.c, render.c and live.c call in each other.
+ * Names carry a double underscore: exported for the module, not public.
+ */
+#ifndef PREDICTD_PREDICT_INTERNAL_H
+#define PREDICTD_PREDICT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "predict/predict.h"
+
+#define PREDICT_CACHE_BUCKETS 1024
+#define PREDICT_CACHE_PER_SERIES 4 /* versions x labels cached per series */
+
+/* A cached prediction for one series and model version. */
+struct predict_cache_entry {
+    char key[64];               /* "SYMBOL|TF|vN|label" ("-": no label) */
+    predict_result *p;          /* one reference held by the cache */
+    _Atomic int64_t checked_at; /* last time the database was asked for newer candles */
+    struct predict_cache_entry *next;
+};
+
+/* The symbols that have candles for one timeframe, refreshed every few
+ * seconds so multi-symbol requests do not query the database each time. */
+struct predict_symbols {
+    char tf[8];
+    char **names; /* owned */
+    size_t n;
+    int64_t fetched_at;
+};
+
+struct predict_service {
+    predict_options opt;
+    registry *reg;
+
+    util_rwlock cache_lock; /* guards buckets and the entries' p pointers */
+    struct predict_cache_entry *buckets[PREDICT_CACHE_BUCKETS];
+
+    pthread_mutex_t symbols_lock; /* guards symbols */
+    struct predict_symbols symbols[6];
+
+    _Atomic uint64_t process_hits, process_misses, redis_hits, redis_misses, computed;
+
+    struct predict_live *live;             /* live accuracy (live.c) */
+    _Atomic(struct store_ledger *) ledger; /* lent by the loop to the ledger routes; NULL: none */
+};
+
+/* Builds the process-cache key; returns false when it does not fit. */
+bool predict__cache_key(char *key, size_t len, const char *symbol, const char *tf,
+                        uint32_t version, const char *label);
+
+/* Renders p's JSON fragment (everything but the time-dependent tail) from
+ * the signal and the version that made it; sets p->fragment. */
+struct inference_signal;
+int predict__render_fragment(predict_result *p, const struct inference_signal *sig,
+                             const registry_version *v, size_t window, double atr);
+
+/* Records one kernel run (inference_run) of the given duration in the
+ * process-wide latency histogram (predict_latency_get). Lock-free. */
+void predict__inference_observe(double seconds);
+
+/* The live accuracy table, made and freed with the service. */
+struct predict_live;
+int predict__live_new(struct predict_live **out);
+void predict__live_free(struct predict_live *l); /* NULL is a no-op */
+/* The live figures of a version; false (outputs untouched) when none were
+ * recorded. Thread-safe. */
+bool predict__live_get(predict_service *svc, const char *symbol, const char *tf,
+                       uint32_t version, double *hit_rate, uint64_t *resolved);
+
+#endif
