@@ -190,6 +190,7 @@ async function openMode(browser) {
     check(s.muted && s.opacity < 1 && s.line.includes('line-through'), 'direction not muted: ' + JSON.stringify(s));
     check(s.warn && /last candle closed/.test(s.warn), 'no plain-text reason: ' + JSON.stringify(s));
     check(s.row, 'the watchlist does not badge it');
+    await page.screenshot({ path: path.join(env.OUT_DIR, 'dashboard-stale-1280x800.png') });
     return { detail: `badge "${s.badge}", reason "${s.warn}"` };
   });
 
