@@ -244,6 +244,46 @@ def stream_token_opens_the_event_stream_of_a_keyed_service():
     check(READ_KEY not in logs, "the key was logged")
 
 
+def ws_status(port, path):
+    """A WebSocket handshake; returns the HTTP status of the answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    raw = b""
+    while b"\r\n" not in raw:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        raw += chunk
+    s.close()
+    return int(raw.split(b" ", 2)[1])
+
+
+@test
+def stream_token_opens_the_websocket_too():
+    setup()
+    svc = Service(MODELS, env={"PREDICTD_READ_KEY": READ_KEY})
+    path = f"/api/predictions/stream?symbols={SYM}"
+    check_eq(ws_status(svc.port, path), 401)
+    check_eq(ws_status(svc.port, path + "&token=" + "1" * 10 + "." + "f" * 64), 401)
+    _, _, body = svc.request("POST", "/api/stream-token", headers={"X-API-Key": READ_KEY})
+    check_eq(ws_status(svc.port, path + "&token=" + body["token"]), 101)
+    check_eq(svc.stop(), 0)
+
+
+@test
+def candles_requests_have_their_metrics_label():
+    svc = service()
+    svc.get(f"/api/candles/{SYM}?timeframe={TF}&limit=2")
+    svc.get(f"/api/candles/{SYM}?timeframe={TF}&limit=0")
+    status, _, text = svc.get("/metrics", validate=False)
+    check_eq(status, 200)
+    text = text.decode()
+    check('predictd_http_requests_total{route="candles",code="200"}' in text, "200 not counted")
+    check('predictd_http_requests_total{route="candles",code="400"}' in text, "400 not counted")
+
+
 @test
 def stream_token_without_a_read_key():
     svc = service()
