@@ -100,6 +100,21 @@ async function openMode(browser) {
     return { detail: `loaded and live in ${loadMs} ms`, figures: { load_ms: loadMs } };
   });
 
+  await attempt('header_shows_feed_state_and_source', async () => {
+    const h = await page.evaluate(async () => {
+      const st = await (await fetch('/health/status')).json();
+      return { shown: document.querySelector('#feed').textContent.trim(), want: feedOf(st).text,
+        health: document.querySelector('#healthpill').textContent.trim(), ready: st.ready,
+        demo: feedOf({ components: { feed: { feed: 'demo-replay', state: 'connected', source: 'recorded BTCUSDT trades replayed' } } }).text,
+        live: feedOf({ components: { feed: { feed: 'binance', state: 'lagging', source: 'wss://stream.binance.com:9443' } } }) };
+    });
+    check(h.shown === h.want, `header says "${h.shown}", /health/status gives "${h.want}"`);
+    check(h.ready && h.health === 'ready', 'health pill: ' + h.health);
+    check(h.demo === 'feed connected · demo replay', 'demo feed: ' + h.demo);
+    check(h.live.text === 'feed lagging · live exchange' && h.live.dot === 'warn', 'exchange feed: ' + JSON.stringify(h.live));
+    return { detail: h.shown };
+  });
+
   await attempt('chart_levels_at_the_prediction_prices', async () => {
     const api = await page.evaluate(async (s, tf) => (await (await fetch(`/api/predictions/${s}?timeframe=${tf}`)).json()).prediction, SYMBOL, TF);
     const shown = await page.evaluate(() => ({

@@ -173,6 +173,11 @@ def page_loads_without_console_errors():
 
 
 @test
+def header_shows_feed_state_and_source():
+    result(opened(), "header_shows_feed_state_and_source")
+
+
+@test
 def chart_levels_at_the_prediction_prices():
     result(opened(), "chart_levels_at_the_prediction_prices")
 
