@@ -159,6 +159,40 @@ async function openMode(browser) {
     return { detail: `${m.markers.length} markers (${outcomes}), ${m.rows} ledger rows` };
   });
 
+  await attempt('record_shows_backtest_live_and_baselines', async () => {
+    const r = await page.evaluate(() => {
+      const rows = () => [...document.querySelectorAll('#recordbody table.stats tbody tr')].map((tr) => [...tr.cells].map((c) => c.textContent));
+      const today = rows();
+      /* the figures the model metadata is gaining (test-window hit rate,
+       * replayed backtest, baselines, the gate's verdict) are rendered when
+       * present: the same page code over a prediction that carries them */
+      const saved = predictd.prediction;
+      predictd.prediction = Object.assign({}, saved, { model: Object.assign({}, saved.model, {
+        class_accuracy: 0.41, hit_rate_calls: 0.55, calls: 120, log_loss: 1.02,
+        backtest_hit_rate: 0.52, backtest_trades: 300, backtest_expectancy_r: 0.08,
+        baselines: { majority: { log_loss: 1.09, hit_rate_calls: 0.5 }, persistence: { log_loss: 1.2, hit_rate_calls: 0.47 } },
+        beats_baseline: false }) });
+      renderRecord();
+      const later = rows();
+      const warning = document.querySelector('#recordbody [data-warning="baseline"]');
+      predictd.prediction = saved;
+      renderRecord();
+      return { today, later, warning: warning && warning.textContent, perf: predictd.performance.versions[0].all };
+    });
+    const find = (rows, name) => rows.find((x) => x[0].startsWith(name));
+    const live = find(r.today, 'live, all');
+    check(live && live[2] === (r.perf.hit_rate * 100).toFixed(1) + '%' && live[3] === String(r.perf.resolved), 'live row: ' + JSON.stringify(live) + ' vs ' + JSON.stringify(r.perf));
+    check(find(r.today, 'test set') && find(r.today, 'baseline: majority class'), 'today: ' + JSON.stringify(r.today));
+    const maj = r.later.filter((x) => x[0] === 'baseline: majority class');
+    const today = find(r.today, 'baseline: majority class');
+    check(maj.length === 1 && maj[0][1] === today[1] && maj[0][2] === '50.0%' && maj[0][6] === '1.0900', 'majority: ' + JSON.stringify(r.later));
+    check(find(r.later, 'baseline: persistence'), 'persistence: ' + JSON.stringify(r.later));
+    const bt = find(r.later, 'backtest (replay)');
+    check(bt && bt[2] === '52.0%' && bt[4] === '300' && bt[5] === '0.08R', 'backtest: ' + JSON.stringify(bt));
+    check(r.warning && /does not beat its baseline/.test(r.warning), 'no baseline warning');
+    return { detail: `live ${live.slice(1).join(' / ')}` };
+  });
+
   await attempt('prediction_pushed_by_a_new_candle_appears', async () => {
     check(PUSH.length >= 1, 'no candle to push');
     const times = [];

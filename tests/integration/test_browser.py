@@ -188,6 +188,11 @@ def past_calls_marked_by_outcome():
 
 
 @test
+def record_shows_backtest_live_and_baselines():
+    result(opened(), "record_shows_backtest_live_and_baselines")
+
+
+@test
 def prediction_pushed_by_a_new_candle_appears():
     r = result(opened(), "prediction_pushed_by_a_new_candle_appears")
     print(f"     insert -> shown (ms): {r['figures'].get('push_ms')}", flush=True)
