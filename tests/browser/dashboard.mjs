@@ -97,6 +97,8 @@ async function openMode(browser) {
     check(!log.console.length && !log.pageErrors.length && !log.badResponses.length,
       'errors: ' + JSON.stringify(log));
     check(!log.requests.some((u) => u.endsWith('/favicon.ico')), 'favicon.ico was requested');
+    const junk = await page.evaluate(() => document.querySelector('main').innerText.match(/\b(null|undefined|NaN|\[object Object\])\b/g));
+    check(!junk, 'the page shows ' + junk);
     return { detail: `loaded and live in ${loadMs} ms`, figures: { load_ms: loadMs } };
   });
 
@@ -239,6 +241,8 @@ async function openMode(browser) {
     check(s.muted && s.opacity < 1 && s.line.includes('line-through'), 'direction not muted: ' + JSON.stringify(s));
     check(s.warn && /last candle closed/.test(s.warn), 'no plain-text reason: ' + JSON.stringify(s));
     check(s.row, 'the watchlist does not badge it');
+    const junk = await page.evaluate(() => document.querySelector('main').innerText.match(/\b(null|undefined|NaN|\[object Object\])\b/g));
+    check(!junk, 'the page shows ' + junk);
     await page.screenshot({ path: path.join(env.OUT_DIR, 'dashboard-stale-1280x800.png') });
     return { detail: `badge "${s.badge}", reason "${s.warn}"` };
   });
