@@ -291,6 +291,7 @@ async function keyedMode(browser) {
     const asked = await page.evaluate(() => ({ msg: document.getElementById('keymsg').textContent, body: document.getElementById('signalbody').textContent, stream: predictd.stream }));
     check(/read key/.test(asked.msg), 'no key prompt: ' + JSON.stringify(asked));
     check(/locked/.test(asked.body), 'shows data without a key: ' + JSON.stringify(asked));
+    await page.screenshot({ path: path.join(env.OUT_DIR, 'dashboard-key-prompt-1280x800.png') });
     const before = log.badResponses.length;
     check(before > 0 && log.badResponses.every((r) => r.startsWith('401 ')), 'expected only 401s: ' + log.badResponses);
     await page.type('#keyinput', key);
