@@ -59,7 +59,7 @@ FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-dev \
     libhiredis-dev libprotobuf-c-dev protobuf-c-compiler postgresql redis-server \
     curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
-    python3-numpy python3-sklearn python3-torch python3-xgboost prometheus \
+    python3-numpy python3-sklearn python3-torch python3-xgboost prometheus python3-websockets \
     clang libclang-rt-14-dev wrk nginx-light python3-psycopg2 python3-flask \
     chromium nodejs
 
@@ -117,7 +117,7 @@ $(BIN): $(MAIN_OBJ) $(LIB)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB)
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h tests/unit/fixtures.h $(LIB)
 	@mkdir -p $(dir $@)
 	@echo "  TEST    $@"
 	$(Q)$(CC) $(CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)

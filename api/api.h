@@ -1,7 +1,7 @@
 /*
  * api: the HTTP surface over the prediction service (predict/).
  *
- *   http.c      the Ulfius instance (epoll thread pool), middleware (request
+ *   http.c      the libmicrohttpd daemon (epoll thread pool), routing, middleware (request
  *               id, limits, auth, CORS, rate limit, metrics), route table
  *   routes_*.c  handlers; they parse and validate, call plain C, render
  *
@@ -32,6 +32,7 @@ typedef struct api_options {
     int listen_port;
     int threads;
     int max_connections;
+    int per_ip_connections;   /* connections one client address may hold; 0: no cap */
     int idle_timeout;
     bool cache;               /* process + Redis prediction caches */
     const char *admin_key;    /* NULL: admin routes answer 401 */
@@ -40,6 +41,7 @@ typedef struct api_options {
     int rate_limit;           /* per client address per second, 0 = off */
     int stream_max;
     bool access_log;
+    bool reuse_port;          /* SO_REUSEPORT; off: a port already taken fails the start */
     const char *models_dir;
     int rate_burst;           /* bucket size; 0 = twice rate_limit */
     bool redis;               /* a Redis URL is configured (for /health/status) */

@@ -1,21 +1,32 @@
 /*
- * http.c: the Ulfius instance and everything every request goes through.
+ * http.c: the libmicrohttpd daemon and everything every request goes through.
  *
- * Ulfius is started on libmicrohttpd's epoll thread pool (not the default
- * thread per connection), with a connection limit, an idle timeout and a
- * per-connection memory limit (request line and headers must fit in it: a
- * URL past it gets libmicrohttpd's own 414 before Ulfius sees it). Every
- * route, and the default one, is registered with one dispatcher, handle(),
+ * libmicrohttpd runs on its epoll thread pool (not a thread per
+ * connection), with a connection limit, a per-address connection limit, an
+ * idle timeout and a per-connection memory limit (request line and headers
+ * must fit in it: a URL past it gets libmicrohttpd's own 414). Its access
+ * handler is ours (access_handler): it fills Ulfius' request and response
+ * structures (the handlers' types: maps, bodies, stream responses) but
+ * routing, URL decoding and the response itself are done here, because
+ * Ulfius' dispatcher decodes escapes leniently, copies only an IPv4-sized
+ * peer address, answers 404 for a wrong method and upgrades WebSockets
+ * with its own threads. Routes are matched on the path as sent
+ * (api__path_match, strict decoding); a path that matches with another
+ * method answers 405 with Allow; HEAD runs the GET route (libmicrohttpd
+ * drops the body). Every request then goes through one function, handle(),
  * which does the shared work in one place: request id, URL and body limits,
  * CORS, rate limiting, authentication, the handler itself, the access log
- * and metrics. Handlers (routes_*.c) only parse, call plain C and render.
+ * and metrics. Handlers (routes_*.c) only parse, call plain C and render. A
+ * handler may take the connection over (the WebSocket route): it sets
+ * rq->upgrade and the dispatcher answers 101 through
+ * MHD_create_response_for_upgrade and hands it the socket.
  *
  * Limits. URLs over 2 KiB get 414 and bodies over 64 KiB get 413, both with
- * the JSON error body. Ulfius keeps at most max_post_body_size bytes of a
- * body and drops the rest silently, so the handler cannot trust the body it
- * is given: the declared Content-Length and the kept length are both
- * checked. Ulfius still reads (and discards) the whole upload before it
- * calls a handler, so an oversized body costs bandwidth but never memory.
+ * the JSON error body. The dispatcher keeps at most MAX_BODY_BYTES + 1
+ * bytes of a body and drops the rest, so the declared Content-Length and
+ * the kept length are both checked. The whole upload is still read (and
+ * discarded) before the handler runs, so an oversized body costs bandwidth
+ * but never memory.
  *
  * Drain. libmicrohttpd's URI-log and request-completed callbacks bracket
  * every request from its first line to the last byte of its response (or
@@ -151,14 +162,19 @@ bool api_key_matches(const char *given, const char *want)
     return diff == 0;
 }
 
-/* The listener is IPv4 only: Ulfius copies sizeof(struct sockaddr) bytes of
- * the peer address, enough for a sockaddr_in and not for a sockaddr_in6. */
+/* The peer's address, IPv4 or IPv6 (the dispatcher copies the whole
+ * sockaddr libmicrohttpd gives). */
 static void client_address(const struct _u_request *req, char *out, size_t len)
 {
     snprintf(out, len, "unknown");
-    if (req->client_address && req->client_address->sa_family == AF_INET) {
+    if (!req->client_address)
+        return;
+    if (req->client_address->sa_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)req->client_address;
         inet_ntop(AF_INET, &a->sin_addr, out, (socklen_t)len);
+    } else if (req->client_address->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)req->client_address;
+        inet_ntop(AF_INET6, &a->sin6_addr, out, (socklen_t)len);
     }
 }
 
@@ -224,7 +240,7 @@ static bool body_too_big(const struct _u_request *req)
 static void preflight(struct api_request *rq, bool cors)
 {
     if (!cors) {
-        reply_error_status(rq, 403, PD_EAUTH, "origin not allowed");
+        api_reply_error(rq, PD_EORIGIN, "this Origin is not in PREDICTD_CORS_ORIGINS");
         return;
     }
     u_map_put(rq->resp->map_header, "Access-Control-Allow-Methods", "GET, OPTIONS");
@@ -242,15 +258,38 @@ static bool rate_limited_route(const struct api_route *route)
     return route->metric != API_METRIC_HEALTH && route->metric != API_METRIC_METRICS;
 }
 
-static int handle(const struct _u_request *req, struct _u_response *resp, void *user_data)
+/* Per request (libmicrohttpd's request context, from its URI-log callback
+ * to its completion callback). */
+struct req_state {
+    struct _u_request req;
+    bool started;       /* headers and query copied into req */
+    char allow[64];     /* a 405's Allow header */
+    /* A handler's upgrade waiting for libmicrohttpd to switch protocols;
+     * taken by upgraded() or, when that never happens, abandoned in
+     * request_completed(). */
+    _Atomic(struct pending_upgrade *) upgrade;
+};
+
+struct pending_upgrade {
+    api_http *h;
+    api_upgrade_fn fn;
+    void (*abandon)(void *arg);
+    void *arg;
+};
+
+/* Runs one request through the shared rules and its route's handler. The
+ * response goes into resp; an upgrade the handler asked for into *up. */
+static void handle(api_http *h, struct req_state *st, struct MHD_Connection *con,
+                   const struct api_route *route, struct _u_response *resp,
+                   struct pending_upgrade **up)
 {
-    const struct api_route *route = user_data;
-    api_http *h = route->http;
+    const struct _u_request *req = &st->req;
     uint64_t t0 = util_mono_ns();
     atomic_fetch_add(&h->in_flight, 1);
 
     struct api_request rq = {.req = req,
                              .resp = resp,
+                             .conn = con,
                              .ctx = h->ctx,
                              .http = h,
                              .route = route,
@@ -279,12 +318,13 @@ static int handle(const struct _u_request *req, struct _u_response *resp, void *
 
     const char *key = u_map_get_case(req->map_header, "X-API-Key");
     int retry_after = 0;
-    if (req->http_url && strlen(req->http_url) > MAX_URL_BYTES) {
+    const char *bad_url = NULL;
+    size_t url_len = req->http_url ? strlen(req->http_url) : 0;
+    if (url_len > MAX_URL_BYTES) {
         reply_error_status(&rq, 414, PD_ETOOBIG, "URL longer than 2048 bytes");
-    } else if (req->http_url && strcasestr(req->http_url, "%00")) {
-        /* Ulfius decodes parameters into C strings: an encoded NUL would
-         * silently cut a symbol short ("BTC%00X" read as "BTC") */
-        api_reply_error(&rq, PD_EINVAL, "the URL contains an encoded NUL byte (%00)");
+    } else if (req->http_url && api__url_check(req->http_url, url_len, &bad_url) != 0) {
+        /* checked on the URL as sent: decoding would hide a bad escape */
+        api_reply_error(&rq, PD_EINVAL, bad_url);
     } else if (body_too_big(req)) {
         api_reply_errorf(&rq, PD_ETOOBIG, "request body over %d bytes", MAX_BODY_BYTES);
     } else if (strcmp(req->http_verb, "OPTIONS") == 0 &&
@@ -296,6 +336,12 @@ static int handle(const struct _u_request *req, struct _u_response *resp, void *
         u_map_put(resp->map_header, "Retry-After", ra);
         api_reply_errorf(&rq, PD_ERATE, "too many requests from this address; retry in %d s",
                          retry_after);
+    } else if (route->fn == NULL) {
+        u_map_put(resp->map_header, "Allow", st->allow);
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s is not allowed here; allowed: %s", req->http_verb,
+                 st->allow);
+        api_reply_error(&rq, PD_EMETHOD, msg);
     } else if ((route->flags & API_ROUTE_ADMIN) && !opt->admin_key) {
         api_reply_error(&rq, PD_EAUTH, "admin routes are disabled: no admin key is configured");
     } else if ((route->flags & API_ROUTE_ADMIN) && !api_key_matches(key, opt->admin_key)) {
@@ -314,6 +360,21 @@ static int handle(const struct _u_request *req, struct _u_response *resp, void *
         if (rq.status == 0)
             api_reply_error(&rq, PD_EINTERNAL, "handler gave no response");
     }
+    if (rq.upgrade) {
+        struct pending_upgrade *p = malloc(sizeof *p);
+        if (p) {
+            *p = (struct pending_upgrade){
+                .h = h, .fn = rq.upgrade, .abandon = rq.upgrade_abandon, .arg = rq.upgrade_arg};
+            *up = p;
+        } else {
+            rq.upgrade_abandon(rq.upgrade_arg);
+            util_buf b;
+            util_buf_init(&b);
+            api_render_error(&b, PD_ENOMEM, NULL);
+            api_reply_json(&rq, 500, &b);
+            util_buf_cleanup(&b);
+        }
+    }
 
     double secs = (double)(util_mono_ns() - t0) / 1e9;
     api_metrics_request(h, route->metric, rq.status, secs);
@@ -331,7 +392,6 @@ static int handle(const struct _u_request *req, struct _u_response *resp, void *
     }
     util_log_set_request_id(NULL);
     atomic_fetch_sub(&h->in_flight, 1);
-    return rq.stream ? U_CALLBACK_CONTINUE : U_CALLBACK_COMPLETE;
 }
 
 static void route_not_found(struct api_request *rq)
@@ -340,7 +400,198 @@ static void route_not_found(struct api_request *rq)
 }
 
 /* ------------------------------------------------------------------------
- * libmicrohttpd callbacks around Ulfius' own (which they must call).
+ * The access handler: routing and the libmicrohttpd response.
+ */
+/* Adds a header or query value; a repeated name keeps every value,
+ * comma-separated (as Ulfius did). */
+static enum MHD_Result fill_map(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    (void)kind;
+    struct _u_map *map = cls;
+    if (!key)
+        return MHD_YES;
+    const char *old = u_map_get(map, key);
+    if (old) {
+        char *both = NULL;
+        if (asprintf(&both, "%s,%s", old, value ? value : "") < 0)
+            return MHD_NO;
+        u_map_put(map, key, both);
+        free(both);
+    } else {
+        u_map_put(map, key, value ? value : "");
+    }
+    return MHD_YES;
+}
+
+/* Whether method may be answered by a route registered for route_method. */
+static bool method_ok(const char *method, const struct api_route *r)
+{
+    if (strcmp(method, r->method) == 0)
+        return true;
+    if (strcmp(method, "HEAD") == 0 && strcmp(r->method, "GET") == 0)
+        return true;
+    return strcmp(method, "OPTIONS") == 0 && (r->flags & API_ROUTE_CORS_PREFLIGHT);
+}
+
+static void allow_add(char *allow, size_t len, const char *m)
+{
+    size_t ml = strlen(m);
+    for (const char *p = allow; (p = strstr(p, m)); p += ml)
+        if ((p == allow || p[-1] == ' ') && (p[ml] == ',' || p[ml] == '\0'))
+            return;
+    size_t n = strlen(allow);
+    snprintf(allow + n, len - n, "%s%s", n ? ", " : "", m);
+}
+
+/* The route of a request, with its path parameters put into the query
+ * map; the 405 route (fn NULL, st->allow filled) when only the method is
+ * wrong, the fallback when nothing matches. */
+static const struct api_route *route_of(api_http *h, struct req_state *st)
+{
+    const char *target = st->req.http_url ? st->req.http_url : "/";
+    size_t plen = strcspn(target, "?");
+    struct api_path_params pp;
+    for (size_t k = 0; k < h->nroutes; k++) {
+        const struct api_route *r = &h->routes[h->order[k]];
+        if (!method_ok(st->req.http_verb, r))
+            continue;
+        if (api__path_match(r->pattern, target, plen, &pp) != 1)
+            continue;
+        for (size_t i = 0; i < pp.n; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "%.*s", (int)pp.name_len[i], pp.name[i]);
+            u_map_put(st->req.map_url, name, pp.value[i]);
+        }
+        return r;
+    }
+    st->allow[0] = '\0';
+    for (size_t k = 0; k < h->nroutes; k++) {
+        const struct api_route *r = &h->routes[h->order[k]];
+        if (api__path_match(r->pattern, target, plen, NULL) != 1)
+            continue;
+        allow_add(st->allow, sizeof st->allow, r->method);
+        if (strcmp(r->method, "GET") == 0)
+            allow_add(st->allow, sizeof st->allow, "HEAD");
+        if (r->flags & API_ROUTE_CORS_PREFLIGHT)
+            allow_add(st->allow, sizeof st->allow, "OPTIONS");
+    }
+    return st->allow[0] ? &h->method_not_allowed : &h->routes[h->nroutes];
+}
+
+static void add_headers(struct MHD_Response *r, const struct _u_map *m)
+{
+    for (int i = 0; m && i < m->nb_values; i++)
+        MHD_add_response_header(r, m->keys[i], m->values[i]);
+}
+
+/* libmicrohttpd calls this once the 101 is sent: the socket is the
+ * handler's from here (it must end with MHD_upgrade_action CLOSE). */
+static void upgraded(void *cls, struct MHD_Connection *con, void *con_cls, const char *extra,
+                     size_t extra_len, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    (void)cls;
+    (void)con;
+    struct req_state *st = con_cls;
+    struct pending_upgrade *p = st ? atomic_exchange(&st->upgrade, NULL) : NULL;
+    if (!p) {
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+        return;
+    }
+    p->fn(p->arg, sock, extra, extra_len, urh);
+    free(p);
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *con, const char *url,
+                                      const char *method, const char *version,
+                                      const char *upload, size_t *upload_size, void **con_cls)
+{
+    (void)url;
+    api_http *h = cls;
+    struct req_state *st = *con_cls;
+    if (!st)
+        return MHD_NO;
+    struct _u_request *req = &st->req;
+    if (!st->started) {
+        st->started = true;
+        req->http_verb = strdup(method);
+        req->http_protocol = strdup(version);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        req->client_address = calloc(1, sizeof(struct sockaddr_storage));
+        if (!req->http_verb || !req->http_protocol || !req->client_address)
+            return MHD_NO;
+        if (ci && ci->client_addr)
+            memcpy(req->client_address, ci->client_addr,
+                   ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                          : sizeof(struct sockaddr_in));
+        MHD_get_connection_values(con, MHD_HEADER_KIND, fill_map, req->map_header);
+        MHD_get_connection_values(con, MHD_GET_ARGUMENT_KIND, fill_map, req->map_url);
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        /* keep one byte over the limit, so that handle() sees it was
+         * exceeded; drop the rest */
+        size_t room = req->binary_body_length <= MAX_BODY_BYTES
+                          ? MAX_BODY_BYTES + 1 - req->binary_body_length
+                          : 0;
+        size_t take = *upload_size < room ? *upload_size : room;
+        if (take) {
+            char *body = realloc(req->binary_body, req->binary_body_length + take);
+            if (!body)
+                return MHD_NO;
+            memcpy(body + req->binary_body_length, upload, take);
+            req->binary_body = body;
+            req->binary_body_length += take;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+
+    struct _u_response resp;
+    if (ulfius_init_response(&resp) != U_OK)
+        return MHD_NO;
+    const struct api_route *route = route_of(h, st);
+    struct pending_upgrade *up = NULL;
+    handle(h, st, con, route, &resp, &up);
+
+    struct MHD_Response *r = NULL;
+    unsigned status = resp.status ? (unsigned)resp.status : 500;
+    if (up) {
+        r = MHD_create_response_for_upgrade(upgraded, NULL);
+        status = MHD_HTTP_SWITCHING_PROTOCOLS;
+    } else if (resp.stream_callback) {
+        r = MHD_create_response_from_callback(resp.stream_size, resp.stream_block_size,
+                                              resp.stream_callback, resp.stream_user_data,
+                                              resp.stream_callback_free);
+    } else {
+        r = MHD_create_response_from_buffer(resp.binary_body_length, resp.binary_body,
+                                            MHD_RESPMEM_MUST_COPY);
+    }
+    enum MHD_Result ret = MHD_NO;
+    if (r) {
+        add_headers(r, resp.map_header);
+        if (up)
+            atomic_store(&st->upgrade, up);
+        ret = MHD_queue_response(con, status, r);
+        MHD_destroy_response(r);
+        if (ret != MHD_YES && up)
+            up = atomic_exchange(&st->upgrade, NULL);
+        else
+            up = NULL; /* upgraded() or request_completed() owns it now */
+    } else if (resp.stream_callback && resp.stream_callback_free) {
+        resp.stream_callback_free(resp.stream_user_data);
+    }
+    if (up) {
+        up->abandon(up->arg);
+        free(up);
+    }
+    ulfius_clean_response(&resp);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------
+ * libmicrohttpd's connection and request callbacks.
  */
 /* Per connection (libmicrohttpd's socket context): whether it has sent a
  * request line yet. The drain gives such fresh connections a short grace:
@@ -360,7 +611,6 @@ static void connection_notify(void *cls, struct MHD_Connection *con, void **sock
 {
     (void)con;
     api_http *h = cls;
-    api_streams_connection(h, con, code); /* SSE streams find their connection */
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         struct conn_state *cs = malloc(sizeof *cs);
         if (cs) {
@@ -375,6 +625,7 @@ static void connection_notify(void *cls, struct MHD_Connection *con, void **sock
     }
 }
 
+/* The first callback of a request: its state, with the target as sent. */
 static void *uri_logged(void *cls, const char *uri, struct MHD_Connection *con)
 {
     api_http *h = cls;
@@ -383,29 +634,95 @@ static void *uri_logged(void *cls, const char *uri, struct MHD_Connection *con)
         MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     if (ci)
         not_fresh(h, ci->socket_context);
-    return ulfius_uri_logger(NULL, uri);
+    struct req_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    if (ulfius_init_request(&st->req) != U_OK) {
+        free(st);
+        return NULL;
+    }
+    atomic_init(&st->upgrade, NULL);
+    st->req.http_url = strdup(uri ? uri : "/");
+    st->req.url_path = st->req.http_url ? strndup(st->req.http_url, strcspn(st->req.http_url, "?"))
+                                        : NULL;
+    return st;
 }
 
 static void request_completed(void *cls, struct MHD_Connection *con, void **con_cls,
                               enum MHD_RequestTerminationCode toe)
 {
+    (void)con;
+    (void)toe;
     api_http *h = cls;
-    mhd_request_completed(NULL, con, con_cls, toe);
+    struct req_state *st = *con_cls;
+    if (st) {
+        struct pending_upgrade *p = atomic_exchange(&st->upgrade, NULL);
+        if (p) {
+            p->abandon(p->arg);
+            free(p);
+        }
+        ulfius_clean_request(&st->req);
+        free(st);
+        *con_cls = NULL;
+    }
     atomic_fetch_sub(&h->open_requests, 1);
 }
 
-/* libmicrohttpd's own errors, as log lines like every other. */
+/* libmicrohttpd's own errors, as log lines like every other, at most one
+ * line per kind of message every LOG_EPISODE_S seconds: a flood of refused
+ * connections is one episode, logged once with a count when it ends. */
+#define LOG_EPISODE_S 10
+static struct {
+    pthread_mutex_t lock; /* guards the table */
+    struct {
+        const char *fmt;
+        int64_t since;
+        unsigned long suppressed;
+    } kinds[16];
+} mhd_log_state = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     if (!util_log_enabled(UTIL_LOG_WARN))
         return;
+    int64_t now = (int64_t)(util_mono_ns() / 1000000000u);
+    unsigned long earlier = 0;
+    pthread_mutex_lock(&mhd_log_state.lock);
+    size_t i, n = sizeof mhd_log_state.kinds / sizeof mhd_log_state.kinds[0], oldest = 0;
+    for (i = 0; i < n; i++) {
+        if (mhd_log_state.kinds[i].fmt == fmt)
+            break;
+        if (mhd_log_state.kinds[i].since < mhd_log_state.kinds[oldest].since)
+            oldest = i;
+    }
+    if (i == n) {
+        i = oldest;
+        mhd_log_state.kinds[i].fmt = fmt;
+        mhd_log_state.kinds[i].since = now - LOG_EPISODE_S;
+        mhd_log_state.kinds[i].suppressed = 0;
+    }
+    bool show = now - mhd_log_state.kinds[i].since >= LOG_EPISODE_S;
+    if (show) {
+        earlier = mhd_log_state.kinds[i].suppressed;
+        mhd_log_state.kinds[i].suppressed = 0;
+        mhd_log_state.kinds[i].since = now;
+    } else {
+        mhd_log_state.kinds[i].suppressed++;
+    }
+    pthread_mutex_unlock(&mhd_log_state.lock);
+    if (!show)
+        return;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    size_t n = strlen(msg);
-    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-        msg[--n] = '\0';
-    LOG_WARN("mhd", "%s", msg);
+    size_t len = strlen(msg);
+    while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == '\r'))
+        msg[--len] = '\0';
+    if (earlier)
+        LOG_WARN("mhd", "%s (and %lu more like it in the last %d s or more)", msg, earlier,
+                 LOG_EPISODE_S);
+    else
+        LOG_WARN("mhd", "%s", msg);
 }
 
 /* ------------------------------------------------------------------------
@@ -447,18 +764,15 @@ static void make_id_prefix(api_http *h)
         snprintf(h->id_prefix + 2 * i, 3, "%02x", raw[i]);
 }
 
-/* Frees what api_http_start made; instance_ok: the Ulfius instance was
- * initialised (and is not running). */
-static void http_free(api_http *h, bool instance_ok)
+static void http_free(api_http *h)
 {
-    if (instance_ok)
-        ulfius_clean_instance(&h->instance);
     api_rate_cleanup(h);
     api_metrics_cleanup(h);
     pthread_rwlock_destroy(&h->jobs_lock);
     for (int i = 0; i < API_COMPONENT_COUNT_; i++)
         pthread_mutex_destroy(&h->component_errors[i].lock);
     free(h->routes);
+    free(h->order);
     free(h->dashboard);
     api_candles_cache_free(h->candles);
     free(h);
@@ -476,15 +790,46 @@ static void load_dashboard(api_http *h)
         LOG_INFO("http", "no dashboard at %s (%s): / answers 404", path, util_strerror(rc));
 }
 
+/* The listening address: IPv4, IPv6 ("::", "::1", brackets optional) or
+ * localhost. *v6 tells which. */
+static int listen_address(const api_options *opt, struct sockaddr_storage *ss, socklen_t *len,
+                          bool *v6)
+{
+    char host[64];
+    const char *h = opt->listen_host;
+    size_t n = strlen(h);
+    if (n >= 2 && h[0] == '[' && h[n - 1] == ']')
+        snprintf(host, sizeof host, "%.*s", (int)(n - 2), h + 1);
+    else
+        snprintf(host, sizeof host, "%s", strcmp(h, "localhost") == 0 ? "127.0.0.1" : h);
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)opt->listen_port);
+        *len = sizeof *a4;
+        *v6 = false;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)opt->listen_port);
+        *len = sizeof *a6;
+        *v6 = true;
+        return 0;
+    }
+    return PD_EINVAL;
+}
+
 int api_http_start(api_context *ctx, api_http **out)
 {
-    struct sockaddr_in addr = {.sin_family = AF_INET,
-                               .sin_port = htons((uint16_t)ctx->opt.listen_port)};
-    const char *host = ctx->opt.listen_host;
-    if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
-        LOG_ERROR("http", "listen address '%s' is not an IPv4 address", ctx->opt.listen_host);
+    struct sockaddr_storage addr;
+    socklen_t addr_len = 0;
+    bool v6 = false;
+    if (listen_address(&ctx->opt, &addr, &addr_len, &v6) != 0) {
+        LOG_ERROR("http", "listen address '%s' is not an IPv4 or IPv6 address",
+                  ctx->opt.listen_host);
         return PD_EINVAL;
     }
     api_http *h = calloc(1, sizeof *h);
@@ -500,20 +845,15 @@ int api_http_start(api_context *ctx, api_http **out)
     load_dashboard(h);
     api_stream_token_init(h);
     if (api_candles_cache_new(&h->candles) != 0) {
-        http_free(h, false);
+        http_free(h);
         return PD_ENOMEM;
     }
-    if (ulfius_init_instance(&h->instance, (unsigned int)ctx->opt.listen_port, &addr, NULL) !=
-        U_OK) {
-        http_free(h, false);
-        return PD_ENOMEM;
-    }
-    h->instance.max_post_body_size = MAX_BODY_BYTES + 1; /* one more: over the limit shows */
     size_t nroutes = 0;
     const struct api_route_def *defs = api_routes(&nroutes);
     h->routes = calloc(nroutes + 1, sizeof *h->routes); /* + the default route */
-    if (!h->routes) {
-        http_free(h, true);
+    h->order = calloc(nroutes, sizeof *h->order);
+    if (!h->routes || !h->order) {
+        http_free(h);
         return PD_ENOMEM;
     }
     h->nroutes = nroutes;
@@ -524,28 +864,39 @@ int api_http_start(api_context *ctx, api_http **out)
         r->flags = defs[i].flags;
         r->metric = defs[i].metric;
         r->pattern = defs[i].pattern;
-        if (ulfius_add_endpoint_by_val(&h->instance, defs[i].method, NULL, defs[i].pattern,
-                                       (unsigned int)defs[i].priority, handle, r) != U_OK ||
-            ((r->flags & API_ROUTE_CORS_PREFLIGHT) &&
-             ulfius_add_endpoint_by_val(&h->instance, "OPTIONS", NULL, defs[i].pattern,
-                                        (unsigned int)defs[i].priority, handle, r) != U_OK)) {
-            LOG_ERROR("http", "cannot register %s %s", defs[i].method, defs[i].pattern);
-            http_free(h, true);
-            return PD_EIO;
+        r->method = defs[i].method;
+        r->priority = defs[i].priority;
+        /* insertion sort by priority, stable: the table's order breaks ties */
+        size_t k = i;
+        while (k > 0 && h->routes[h->order[k - 1]].priority > r->priority) {
+            h->order[k] = h->order[k - 1];
+            k--;
         }
+        h->order[k] = i;
     }
-    struct api_route *fallback = &h->routes[nroutes];
-    *fallback = (struct api_route){.http = h,
-                                   .fn = route_not_found,
-                                   .flags = 0,
-                                   .metric = API_METRIC_OTHER,
-                                   .pattern = "(no route)"};
-    ulfius_set_default_endpoint(&h->instance, handle, fallback);
+    h->routes[nroutes] = (struct api_route){.http = h,
+                                            .fn = route_not_found,
+                                            .flags = 0,
+                                            .metric = API_METRIC_OTHER,
+                                            .method = "*",
+                                            .pattern = "(no route)"};
+    h->method_not_allowed = (struct api_route){.http = h,
+                                               .fn = NULL, /* handle() answers 405 */
+                                               .flags = 0,
+                                               .metric = API_METRIC_OTHER,
+                                               .method = "*",
+                                               .pattern = "(wrong method)"};
 
+    int per_ip = ctx->opt.per_ip_connections;
+    if (per_ip <= 0 || per_ip > ctx->opt.max_connections)
+        per_ip = ctx->opt.max_connections;
     struct MHD_OptionItem mhd_ops[] = {
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL}, /* first: it must be */
         {MHD_OPTION_THREAD_POOL_SIZE, ctx->opt.threads, NULL},
         {MHD_OPTION_CONNECTION_LIMIT, ctx->opt.max_connections, NULL},
+        /* one address cannot take every connection: the rest stay for
+         * others, health probes included */
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, ctx->opt.idle_timeout, NULL},
         /* libmicrohttpd zeroes a connection's whole pool between keep-alive
          * requests: 32 KiB holds a 2 KiB URL and the headers with room to
@@ -553,24 +904,42 @@ int api_http_start(api_context *ctx, api_http **out)
          * answer (bench/README.md) */
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 32 * 1024, NULL},
         {MHD_OPTION_SOCK_ADDR, 0, &addr},
-        {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)request_completed, h},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)connection_notify, h},
         {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_logged, h},
+        /* on: SO_REUSEPORT (a second server on the port shares it). Off, the
+         * option is left out: libmicrohttpd's default is SO_REUSEADDR only,
+         * so a port another process listens on fails the start while a
+         * restart over TIME_WAIT connections still binds (passing "false"
+         * would drop SO_REUSEADDR too) */
+        {ctx->opt.reuse_port ? MHD_OPTION_LISTENING_ADDRESS_REUSE : MHD_OPTION_END, 1, NULL},
         {MHD_OPTION_END, 0, NULL}};
-    /* MHD_ALLOW_UPGRADE: WebSocket routes (Ulfius upgrades the connection) */
+    (void)addr_len;
+    /* MHD_ALLOW_UPGRADE: the WebSocket route takes its connection over */
     unsigned int flags =
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
-    if (ulfius_start_framework_with_mhd_options(&h->instance, flags, mhd_ops) != U_OK) {
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    h->daemon = MHD_start_daemon(flags, (uint16_t)ctx->opt.listen_port, NULL, NULL,
+                                 access_handler, h, MHD_OPTION_ARRAY, mhd_ops, MHD_OPTION_END);
+    if (!h->daemon) {
         LOG_ERROR("http", "cannot listen on %s:%d (in use, or not allowed)", ctx->opt.listen_host,
                   ctx->opt.listen_port);
-        http_free(h, true);
+        http_free(h);
         return PD_EIO;
     }
+    /* port 0: the kernel chose one; the log line says which (tests read it) */
+    int port = ctx->opt.listen_port;
+    const union MHD_DaemonInfo *fd = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+    struct sockaddr_storage bound;
+    socklen_t bound_len = sizeof bound;
+    if (port == 0 && fd && getsockname(fd->listen_fd, (struct sockaddr *)&bound, &bound_len) == 0)
+        port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                 : ((struct sockaddr_in *)&bound)->sin_port);
     LOG_INFO("http",
-             "listening on %s:%d with %d worker threads, %d connections at most, idle timeout "
-             "%d s",
-             ctx->opt.listen_host, ctx->opt.listen_port, ctx->opt.threads, ctx->opt.max_connections,
+             "listening on %s:%d with %d worker threads, %d connections at most (%d per "
+             "address), idle timeout %d s",
+             ctx->opt.listen_host, port, ctx->opt.threads, ctx->opt.max_connections, per_ip,
              ctx->opt.idle_timeout);
     *out = h;
     return 0;
@@ -597,8 +966,8 @@ void api_http_stop(api_http *h, int timeout_s)
      * stays open until the daemon has stopped, as libmicrohttpd requires. */
     long adopted = 0;
     MHD_socket listen_fd = MHD_INVALID_SOCKET;
-    if (h->instance.mhd_daemon)
-        listen_fd = MHD_quiesce_daemon(h->instance.mhd_daemon);
+    if (h->daemon)
+        listen_fd = MHD_quiesce_daemon(h->daemon);
     if (listen_fd != MHD_INVALID_SOCKET) {
         int fl = fcntl(listen_fd, F_GETFL);
         bool nonblocking = fl >= 0 && fcntl(listen_fd, F_SETFL, fl | O_NONBLOCK) == 0;
@@ -613,7 +982,7 @@ void api_http_stop(api_http *h, int timeout_s)
                 break; /* EAGAIN: the backlog is empty */
             }
             /* MHD owns (and on failure closes) the socket from here */
-            if (MHD_add_connection(h->instance.mhd_daemon, c, (struct sockaddr *)&peer, plen) ==
+            if (MHD_add_connection(h->daemon, c, (struct sockaddr *)&peer, plen) ==
                 MHD_YES)
                 adopted++;
         }
@@ -645,8 +1014,16 @@ void api_http_stop(api_http *h, int timeout_s)
     else
         LOG_INFO("http", "drained %ld open requests in %.0f ms", at_start,
                  (double)(util_mono_ns() - start) / 1e6);
-    ulfius_stop_framework(&h->instance);
+    /* upgraded connections (WebSockets) are the application's: libmicrohttpd
+     * must not stop under them */
+    uint64_t ws_deadline = util_mono_ns() + 5000000000ull;
+    while (atomic_load(&h->upgraded) > 0 && util_mono_ns() < ws_deadline)
+        usleep(5000);
+    if (atomic_load(&h->upgraded) > 0)
+        LOG_WARN("http", "%d WebSocket connections did not close in 5 s",
+                 atomic_load(&h->upgraded));
+    MHD_stop_daemon(h->daemon);
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd);
-    http_free(h, true);
+    http_free(h);
 }

@@ -9,9 +9,11 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <microhttpd.h>
 #include <ulfius.h>
 
 #include "api/api_internal.h"
+#include "api/wire_internal.h"
 
 /* Route flags. */
 enum {
@@ -55,9 +57,11 @@ const struct api_route_def *api_routes(size_t *n);
 
 struct api_route {
     struct api_http *http;
-    api_handler fn;
+    api_handler fn; /* NULL: the 405 route (http.c) */
     int flags;
     int metric;
+    int priority;
+    const char *method;
     const char *pattern;
 };
 
@@ -81,10 +85,15 @@ struct api_component_error {
 };
 
 struct api_http {
-    struct _u_instance instance;
+    struct MHD_Daemon *daemon;
     api_context *ctx;
-    struct api_route *routes;
+    struct api_route *routes;  /* nroutes, then the fallback (404) */
     size_t nroutes;
+    size_t *order;             /* route indexes by priority */
+    struct api_route method_not_allowed;
+    /* connections taken over by a handler (WebSocket) and not yet given
+     * back with MHD_UPGRADE_ACTION_CLOSE: the stop waits for them */
+    atomic_int upgraded;
     atomic_bool draining;
     atomic_long in_flight;
     int64_t started_at;
@@ -107,10 +116,26 @@ struct api_http {
     struct api_candles_cache *candles; /* routes_candles.c: own lock */
 };
 
+/*
+ * A handler that takes its connection over sets api_request.upgrade: once
+ * libmicrohttpd has sent the 101 it calls fn with the socket, any bytes the
+ * client sent after its request (extra), and the handle the owner must end
+ * with MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE). fn runs on a
+ * pool thread and must not block it. When the upgrade never happens (the
+ * client left first) abandon(arg) is called instead; exactly one of the
+ * two is called.
+ */
+typedef void (*api_upgrade_fn)(void *arg, MHD_socket sock, const char *extra, size_t extra_len,
+                               struct MHD_UpgradeResponseHandle *urh);
+
 /* One request as handlers see it. */
 struct api_request {
     const struct _u_request *req;
     struct _u_response *resp;
+    struct MHD_Connection *conn; /* its connection (SSE suspends it) */
+    api_upgrade_fn upgrade;      /* see api_upgrade_fn; NULL: a plain response */
+    void *upgrade_arg;
+    void (*upgrade_abandon)(void *arg);
     api_context *ctx;
     struct api_http *http;
     const struct api_route *route;
@@ -184,13 +209,9 @@ void api_candles_cache_free(struct api_candles_cache *c);
 void api_stream_token_init(struct api_http *h);
 bool api_stream_token_valid(const struct api_http *h, const char *token, int64_t now);
 void api_route_stream_token(struct api_request *rq);
-/* Hooks http.c calls (streams.c). api_streams_connection, from
- * libmicrohttpd's connection-notify callback, maps peers to their
- * connections, which SSE streams suspend and resume (it does not use the
- * socket context). api_streams_stop ends every stream for good as the drain
- * starts (libmicrohttpd must not stop with a suspended connection). */
-void api_streams_connection(struct api_http *h, struct MHD_Connection *conn,
-                            enum MHD_ConnectionNotificationCode code);
+/* A hook http.c calls (streams.c): api_streams_stop ends every stream for
+ * good as the drain starts (libmicrohttpd must not stop with a suspended
+ * connection or an upgraded one). */
 void api_streams_stop(struct api_http *h);
 
 /* Readiness: 0 when ready, else the first reason in why. */
@@ -200,8 +221,10 @@ int api_readiness(struct api_http *h, char *why, size_t whylen);
 void api_metrics_init(struct api_http *h);
 void api_metrics_cleanup(struct api_http *h);
 void api_metrics_request(struct api_http *h, int metric, int status, double seconds);
-void api_metrics_prediction(struct api_http *h, const char *symbol, const char *tf,
-                            int direction);
+/* Counts a prediction served (by its series and model version) and the
+ * seconds it took to obtain. Thread-safe, lock-free once the series is
+ * known. */
+void api_metrics_prediction(struct api_http *h, const predict_result *p, double seconds);
 void api_metrics_render(struct api_http *h, util_buf *b);
 
 /* Rate limiting (ratelimit.c): token bucket per client address. */

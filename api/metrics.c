@@ -22,8 +22,12 @@
  * bucket, and summed at render time: the count is the sum of the buckets,
  * so a scrape racing with observations is still monotonic and consistent.
  */
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "api/http_internal.h"
 #include "features/features.h"
@@ -35,26 +39,28 @@
 
 /* Tables read best as tables. */
 /* clang-format off */
-/* HTTP request latency: 100 us .. 10 s. */
-#define NBUCKETS 16
-static const double buckets[NBUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                         0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
-                                         1,      2.5,     5,      10};
-
-
-/* 101: a WebSocket handshake (GET /api/predictions/stream), which fell into
- * "5xx" before it had a code of its own */
-enum { CODE_200, CODE_204, CODE_400, CODE_401, CODE_403, CODE_404, CODE_413, CODE_414, CODE_422,
-       CODE_429, CODE_500, CODE_503, CODE_2XX, CODE_4XX, CODE_5XX, CODE_101, CODE_COUNT_ };
-static const char *code_names[CODE_COUNT_] = {"200", "204", "400", "401", "403",
-                                              "404", "413", "414", "422", "429",
-                                              "500", "503", "2xx", "4xx", "5xx", "101"};
+/* Request and prediction latency: 10 us .. 10 s (a cached answer takes
+ * tens of microseconds). */
+#define NBUCKETS 19
+static const double buckets[NBUCKETS] = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025,
+                                         0.0005,  0.001,    0.0025,  0.005,  0.01,
+                                         0.025,   0.05,     0.1,     0.25,   0.5,
+                                         1,       2.5,      5,       10};
 /* clang-format on */
 
+/* The code label is the exact status: every status 100..599 has a slot. */
+#define CODE_MIN 100
+#define CODE_COUNT_ 500
+
+/* Predictions of one series by one model version (a canary and the stable
+ * version of a series are two entries, so they can be compared). */
 struct series_counter {
     char symbol[24];
     char tf[8];
+    uint32_t version;
     _Atomic uint64_t by_direction[3];
+    _Atomic uint64_t latency_bucket[NBUCKETS + 1];
+    _Atomic uint64_t latency_sum_us;
 };
 
 struct api_metrics {
@@ -67,31 +73,12 @@ struct api_metrics {
     struct series_counter series[METRIC_SERIES_MAX + 1]; /* the last is "_other" */
 };
 
-/* clang-format off */
 static int code_index(int status)
 {
-    switch (status) {
-    case 200: return CODE_200;
-    case 204: return CODE_204;
-    case 400: return CODE_400;
-    case 401: return CODE_401;
-    case 403: return CODE_403;
-    case 404: return CODE_404;
-    case 413: return CODE_413;
-    case 414: return CODE_414;
-    case 422: return CODE_422;
-    case 429: return CODE_429;
-    case 500: return CODE_500;
-    case 503: return CODE_503;
-    case 101: return CODE_101;
-    }
-    if (status >= 200 && status < 400)
-        return CODE_2XX;
-    if (status >= 400 && status < 500)
-        return CODE_4XX;
-    return CODE_5XX;
+    if (status < CODE_MIN || status >= CODE_MIN + CODE_COUNT_)
+        status = 500; /* no reply is recorded as the 500 it becomes */
+    return status - CODE_MIN;
 }
-/* clang-format on */
 
 static int bucket_index(const double *bounds, int n, double v)
 {
@@ -137,34 +124,45 @@ void api_metrics_request(struct api_http *h, int metric, int status, double seco
                               memory_order_relaxed);
 }
 
-void api_metrics_prediction(struct api_http *h, const char *symbol, const char *tf, int direction)
+static bool same_series(const struct series_counter *c, const predict_result *p)
+{
+    return c->version == p->version && strcmp(c->symbol, p->symbol) == 0 &&
+           strcmp(c->tf, p->timeframe) == 0;
+}
+
+void api_metrics_prediction(struct api_http *h, const predict_result *p, double seconds)
 {
     struct api_metrics *m = h->metrics;
-    if (!m || direction < 0 || direction > 2)
+    if (!m || !p || p->direction < 0 || p->direction > 2)
         return;
     size_t n = atomic_load(&m->nseries);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(m->series[i].symbol, symbol) == 0 && strcmp(m->series[i].tf, tf) == 0) {
-            atomic_fetch_add_explicit(&m->series[i].by_direction[direction], 1,
-                                      memory_order_relaxed);
-            return;
-        }
-    pthread_mutex_lock(&m->series_lock);
-    n = atomic_load(&m->nseries);
     size_t i = 0;
-    while (i < n && !(strcmp(m->series[i].symbol, symbol) == 0 && strcmp(m->series[i].tf, tf) == 0))
+    while (i < n && !same_series(&m->series[i], p))
         i++;
     if (i == n) {
-        if (n < METRIC_SERIES_MAX) {
-            snprintf(m->series[n].symbol, sizeof m->series[n].symbol, "%s", symbol);
-            snprintf(m->series[n].tf, sizeof m->series[n].tf, "%s", tf);
-            atomic_store(&m->nseries, n + 1); /* publish after the names are written */
-        } else {
-            i = METRIC_SERIES_MAX;
+        pthread_mutex_lock(&m->series_lock);
+        n = atomic_load(&m->nseries);
+        i = 0;
+        while (i < n && !same_series(&m->series[i], p))
+            i++;
+        if (i == n) {
+            if (n < METRIC_SERIES_MAX) {
+                snprintf(m->series[n].symbol, sizeof m->series[n].symbol, "%s", p->symbol);
+                snprintf(m->series[n].tf, sizeof m->series[n].tf, "%s", p->timeframe);
+                m->series[n].version = p->version;
+                atomic_store(&m->nseries, n + 1); /* publish after the names are written */
+            } else {
+                i = METRIC_SERIES_MAX;
+            }
         }
+        pthread_mutex_unlock(&m->series_lock);
     }
-    atomic_fetch_add_explicit(&m->series[i].by_direction[direction], 1, memory_order_relaxed);
-    pthread_mutex_unlock(&m->series_lock);
+    struct series_counter *c = &m->series[i];
+    atomic_fetch_add_explicit(&c->by_direction[p->direction], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->latency_bucket[bucket_index(buckets, NBUCKETS, seconds)], 1,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->latency_sum_us, (uint64_t)(seconds * 1e6),
+                              memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------------
@@ -249,8 +247,8 @@ static void render_http(struct api_http *h, util_buf *b)
         for (int c = 0; c < CODE_COUNT_; c++) {
             uint64_t v = atomic_load(&m->requests[r][c]);
             if (v)
-                util_buf_printf(b, "predictd_http_requests_total{route=\"%s\",code=\"%s\"} %llu\n",
-                                api_metric_route_name(r), code_names[c], (unsigned long long)v);
+                util_buf_printf(b, "predictd_http_requests_total{route=\"%s\",code=\"%d\"} %llu\n",
+                                api_metric_route_name(r), c + CODE_MIN, (unsigned long long)v);
         }
     header(b, "predictd_http_request_duration_seconds", "histogram",
            "HTTP request latency by route, from dispatch to the response being queued.");
@@ -282,11 +280,14 @@ static void render_predictions(struct api_http *h, util_buf *b)
 {
     struct api_metrics *m = h->metrics;
     header(b, "predictd_predictions_total", "counter",
-           "Predictions served by symbol, timeframe and direction.");
+           "Predictions served by symbol, timeframe, model version and direction.");
     size_t n = atomic_load(&m->nseries);
     for (size_t i = 0; i <= METRIC_SERIES_MAX; i++) {
         if (i == n && i < METRIC_SERIES_MAX)
             i = METRIC_SERIES_MAX;
+        char version[16];
+        snprintf(version, sizeof version, i == METRIC_SERIES_MAX ? "_other" : "%u",
+                 m->series[i].version);
         for (int d = 0; d < 3; d++) {
             uint64_t v = atomic_load(&m->series[i].by_direction[d]);
             if (!v)
@@ -294,9 +295,36 @@ static void render_predictions(struct api_http *h, util_buf *b)
             util_buf_puts(b, "predictd_predictions_total{");
             label(b, "symbol", m->series[i].symbol, true);
             label(b, "timeframe", m->series[i].tf, false);
+            label(b, "version", version, false);
             label(b, "direction", inference_class_name((enum inference_class)d), false);
             util_buf_printf(b, "} %llu\n", (unsigned long long)v);
         }
+    }
+    header(b, "predictd_prediction_duration_seconds", "histogram",
+           "Time to obtain a prediction (cache or computed) by symbol, timeframe and model "
+           "version; the predictions of one batch request share the batch's time.");
+    for (size_t i = 0; i <= METRIC_SERIES_MAX; i++) {
+        if (i == n && i < METRIC_SERIES_MAX)
+            i = METRIC_SERIES_MAX;
+        uint64_t any = 0;
+        for (int k = 0; k <= NBUCKETS; k++)
+            any |= atomic_load(&m->series[i].latency_bucket[k]);
+        if (!any)
+            continue;
+        util_buf lb;
+        util_buf_init(&lb);
+        char version[16];
+        snprintf(version, sizeof version, i == METRIC_SERIES_MAX ? "_other" : "%u",
+                 m->series[i].version);
+        label(&lb, "symbol", m->series[i].symbol, true);
+        label(&lb, "timeframe", m->series[i].tf, false);
+        label(&lb, "version", version, false);
+        util_buf_puts(&lb, ",");
+        if (util_buf_ok(&lb))
+            histogram(b, "predictd_prediction_duration_seconds", lb.data, buckets, NBUCKETS,
+                      m->series[i].latency_bucket,
+                      (double)atomic_load(&m->series[i].latency_sum_us) / 1e6);
+        util_buf_cleanup(&lb);
     }
     header(b, "predictd_inference_duration_seconds", "histogram",
            "Model kernel latency (one inference_run: scaler, layers or trees, softmax).");
@@ -414,6 +442,67 @@ static void render_training(struct api_http *h, util_buf *b)
     util_buf_printf(b, "predictd_training_job_running %d\n", st.running ? 1 : 0);
 }
 
+/* The standard process_* metrics of Prometheus' client libraries, from
+ * /proc (Linux): CPU time, memory, file descriptors, threads. A value that
+ * cannot be read is left out rather than reported as 0. */
+static void render_process(util_buf *b)
+{
+    long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    /* fields after the command (which may hold spaces), from field 3 on */
+    const char *p = strrchr(buf, ')');
+    unsigned long utime = 0, stime = 0;
+    unsigned long long start = 0, vsize = 0;
+    long threads = 0, rss = 0;
+    if (p && tick > 0 &&
+        sscanf(p + 2,
+               "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %ld %*d %llu "
+               "%llu %ld",
+               &utime, &stime, &threads, &start, &vsize, &rss) == 6) {
+        header(b, "process_cpu_seconds_total", "counter", "User and system CPU time (seconds).");
+        util_buf_printf(b, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / tick);
+        header(b, "process_resident_memory_bytes", "gauge", "Resident memory (bytes).");
+        util_buf_printf(b, "process_resident_memory_bytes %lld\n", (long long)rss * page);
+        header(b, "process_virtual_memory_bytes", "gauge", "Virtual memory (bytes).");
+        util_buf_printf(b, "process_virtual_memory_bytes %llu\n", vsize);
+        header(b, "process_threads", "gauge", "Threads of the process.");
+        util_buf_printf(b, "process_threads %ld\n", threads);
+        /* start: clock ticks after boot; btime: boot in Unix seconds */
+        f = fopen("/proc/stat", "r");
+        long long btime = -1;
+        while (f && fgets(buf, sizeof buf, f))
+            if (sscanf(buf, "btime %lld", &btime) == 1)
+                break;
+        if (f)
+            fclose(f);
+        if (btime >= 0) {
+            header(b, "process_start_time_seconds", "gauge",
+                   "Start time of the process (Unix seconds).");
+            util_buf_printf(b, "process_start_time_seconds %.2f\n",
+                            (double)btime + (double)start / tick);
+        }
+    }
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        long fds = -1; /* the directory's own descriptor is not counted */
+        while (readdir(d))
+            fds++;
+        closedir(d);
+        header(b, "process_open_fds", "gauge", "Open file descriptors.");
+        util_buf_printf(b, "process_open_fds %ld\n", fds - 2); /* . and .. */
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        header(b, "process_max_fds", "gauge", "Limit on open file descriptors.");
+        util_buf_printf(b, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
+}
+
 void api_metrics_render(struct api_http *h, util_buf *b)
 {
     if (!h->metrics)
@@ -424,8 +513,7 @@ void api_metrics_render(struct api_http *h, util_buf *b)
     render_training(h, b);
     header(b, "predictd_uptime_seconds", "gauge", "Seconds since the service started.");
     util_buf_printf(b, "predictd_uptime_seconds %lld\n", (long long)(util_now() - h->started_at));
-    header(b, "process_start_time_seconds", "gauge", "Start time of the process (Unix seconds).");
-    util_buf_printf(b, "process_start_time_seconds %lld\n", (long long)h->started_at);
+    render_process(b);
     header(b, "predictd_build_info", "gauge", "Build version and commit (value 1).");
     util_buf_printf(b, "predictd_build_info{version=\"%s\",commit=\"%s\"} 1\n", PREDICTD_VERSION,
                     PREDICTD_COMMIT);

@@ -94,12 +94,13 @@ void api_route_prediction(struct api_request *rq)
         return;
     predict_result *p = NULL;
     char why[256] = "";
+    uint64_t t0 = util_mono_ns();
     int rc = predict_one(rq->ctx->svc, symbol, tf, &sel, rq->now, &p, why, sizeof why);
     if (rc) {
         reply_predict_error(rq, rc, symbol, tf, why, sizeof why);
         return;
     }
-    api_metrics_prediction(rq->http, symbol, tf, p->direction);
+    api_metrics_prediction(rq->http, p, (double)(util_mono_ns() - t0) / 1e9);
     util_buf b;
     util_buf_init(&b);
     api_success_begin(&b, rq->now);
@@ -212,8 +213,10 @@ void api_route_predictions(struct api_request *rq)
     for (size_t i = 0; many_rc == 0 && i < n; i++)
         syms[i] = wanted ? wanted[i] : names[i];
     /* the windows of every symbol the caches miss come in one round trip */
+    uint64_t t0 = util_mono_ns();
     if (many_rc == 0)
         many_rc = predict_many(rq->ctx->svc, syms, n, tf, &sel, rq->now, got, rcs, whys);
+    double batch_s = (double)(util_mono_ns() - t0) / 1e9;
     for (size_t i = 0; many_rc == 0 && i < n; i++) {
         const char *symbol = syms[i];
         predict_result *p = got[i];
@@ -226,7 +229,7 @@ void api_route_predictions(struct api_request *rq)
             append_item_error(&errs, &first_e, "symbol", symbol, rc, why);
             continue;
         }
-        api_metrics_prediction(rq->http, symbol, tf, p->direction);
+        api_metrics_prediction(rq->http, p, batch_s);
         if (!first_p)
             util_buf_puts(&preds, ",");
         first_p = false;
@@ -287,6 +290,7 @@ void api_route_summary(struct api_request *rq)
         const char *tf = summary_tfs[i];
         predict_result *p = NULL;
         char why[256] = "";
+        uint64_t t0 = util_mono_ns();
         int rc = predict_one(rq->ctx->svc, symbol, tf, &sel, rq->now, &p, why, sizeof why);
         if (rc) {
             failed++;
@@ -295,7 +299,7 @@ void api_route_summary(struct api_request *rq)
             append_item_error(&errs, &first_e, "timeframe", tf, rc, why);
             continue;
         }
-        api_metrics_prediction(rq->http, symbol, tf, p->direction);
+        api_metrics_prediction(rq->http, p, (double)(util_mono_ns() - t0) / 1e9);
         util_buf_puts(&preds, first_p ? "" : ",");
         first_p = false;
         util_json_key(&preds, tf);

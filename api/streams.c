@@ -15,26 +15,25 @@
  * does, with PREDICTD_STREAM_MAX; beyond it the routes answer 503).
  *
  * DESIGN
- * - WebSocket: Ulfius upgrades the connection and runs each websocket on
- *   threads of its own (a reader and our manager callback), off the HTTP
- *   worker pool. The manager waits on the client's condition variable and
- *   sends what is queued, or a heartbeat message after HEARTBEAT_S of
- *   silence; it returns (and Ulfius closes the websocket) when the client
- *   is dropped, the hub closes or the peer went away. Incoming messages
- *   (subscribe) arrive on Ulfius' reader thread; replies go through the
- *   client's queue so only the manager writes. The manager sets
- *   keep_messages to U_WEBSOCKET_KEEP_NONE (Ulfius would otherwise keep
- *   every message for the life of the connection) and never uses
- *   ulfius_websocket_pop_first_message (heap bug in 2.7.13).
+ * - WebSocket: the route answers the handshake and asks the dispatcher to
+ *   take the connection over (http.c: libmicrohttpd's upgrade response);
+ *   once the 101 is sent, the socket belongs to one thread of the client's
+ *   own, off the HTTP pool (ws_main). It polls the socket and the client's
+ *   eventfd (which wake() writes): it parses what the client sends with
+ *   ws.c's frame parser, which refuses a frame from its header alone (over
+ *   SUB_MESSAGE_MAX bytes, unmasked, reserved bits, a bad opcode) before
+ *   reading its payload, so memory per client is fixed (struct ws); it
+ *   answers pings, and closes with the RFC's codes (1002 protocol, 1007 not
+ *   UTF-8, 1009 too big, 1001 going away); it writes what is queued, or a
+ *   heartbeat message after HEARTBEAT_S of silence. Only this thread reads
+ *   or writes the socket; replies to a subscription go through the queue
+ *   like every other message. Ulfius' websocket code is not used.
  * - SSE: a streamed response whose reader never blocks a worker thread.
  *   With nothing to send it suspends its connection (MHD_suspend_connection)
  *   and returns 0; publishing, a heartbeat due or the hub closing resumes
  *   it (MHD_resume_connection, from any thread). A suspended client costs
- *   no thread and no CPU. The reader needs its MHD_Connection, which Ulfius
- *   does not give handlers: api_streams_connection (http.c registers it as
- *   libmicrohttpd's connection-notify callback) keeps a map from the peer's
- *   IPv4 address and port to the connection, and the SSE route looks itself
- *   up there. A heartbeat thread (started with the first SSE client) resumes
+ *   no thread and no CPU. The dispatcher gives the route its connection
+ *   (api_request.conn). A heartbeat thread (started with the first SSE client) resumes
  *   SSE clients silent for HEARTBEAT_S so they send a comment line (which
  *   keeps proxies from timing them out), and ends suspended clients whose
  *   peer hung up (libmicrohttpd does not watch a suspended socket), so a
@@ -42,8 +41,9 @@
  * - libmicrohttpd must not stop with a suspended connection: api_streams_stop
  *   (called by api_http_stop as the drain starts) closes the hub for good,
  *   resumes every suspended client (whose reader then ends its stream) and
- *   wakes every WebSocket manager (which returns). Streams are never part of
- *   the drain's wait.
+ *   wakes every WebSocket thread (which sends a 1001 close and gives its
+ *   socket back; api_http_stop waits for them before stopping the daemon).
+ *   Streams are never part of the drain's wait.
  * - Wire formats. WebSocket text messages: {"type":"prediction","data":{..}},
  *   {"type":"heartbeat","timestamp":..}, {"type":"subscribed","symbols":[..],
  *   "timeframes":[..]} and {"type":"error","error":{"code","message"}}. The
@@ -55,10 +55,9 @@
  *
  * THREADING: hub->lock guards the client list, every client's queue,
  * subscription and flags, and the hub's closing flag. Lock order: hub->lock
- * before libmicrohttpd's own (suspend and resume are called under it); the
- * connection map has its own striped locks, never held with hub->lock.
- * A client is freed by whoever ends it last: Ulfius' close callback for a
- * websocket (after its threads have finished), the response's free
+ * before libmicrohttpd's own (suspend and resume are called under it).
+ * A client is freed by whoever ends it last: its thread for a WebSocket
+ * (or the dispatcher when the upgrade never happened), the response's free
  * callback for SSE (libmicrohttpd calls it once the response is done).
  */
 #define _GNU_SOURCE
@@ -71,16 +70,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/http_internal.h"
 
 #define QUEUE_MAX 256        /* messages a client may have waiting */
 #define HEARTBEAT_S 15       /* silence before a heartbeat */
-#define WS_WAIT_MS 500       /* a manager re-checks its websocket this often */
 #define SUB_SYMBOLS_MAX 100  /* symbols in one subscription */
 #define SUB_MESSAGE_MAX 8192 /* bytes of one incoming websocket message */
-#define CONN_STRIPES 64
 
 static const char *const tf_names[] = {"1m", "5m", "15m", "1h", "4h", "1d"};
 #define TF_COUNT 6
@@ -121,7 +121,7 @@ struct client {
     int kind;
     /* --- guarded by hub->lock --- */
     struct client *prev, *next;
-    pthread_cond_t cond; /* WebSocket: something to do */
+    int wake_fd; /* WebSocket: an eventfd its thread polls (written by wake()) */
     bool subscribed;
     unsigned tf_mask;
     char (*symbols)[24]; /* NULL: every symbol */
@@ -137,19 +137,6 @@ struct client {
     size_t out_len, out_off;
 };
 
-/* The peer address -> libmicrohttpd connection map. */
-struct conn_node {
-    struct MHD_Connection *conn;
-    uint32_t addr; /* network order */
-    uint16_t port; /* network order */
-    struct conn_node *next;
-};
-
-struct conn_stripe {
-    pthread_mutex_t lock; /* guards head */
-    struct conn_node *head;
-};
-
 struct api_hub {
     pthread_mutex_t lock; /* see THREADING */
     struct client *clients;
@@ -161,7 +148,6 @@ struct api_hub {
     pthread_t hb;
     bool hb_started, hb_stop; /* guarded by lock */
     pthread_cond_t hb_cond;
-    struct conn_stripe stripes[CONN_STRIPES];
 };
 
 static int64_t mono_s(void)
@@ -211,8 +197,6 @@ int api_hub_new(struct api_hub **out)
         free(h);
         return PD_ENOMEM;
     }
-    for (size_t i = 0; i < CONN_STRIPES; i++)
-        pthread_mutex_init(&h->stripes[i].lock, NULL);
     *out = h;
     return 0;
 }
@@ -230,15 +214,6 @@ void api_hub_free(struct api_hub *h)
         pthread_join(h->hb, NULL);
     if (h->nclients)
         LOG_WARN("streams", "%zu stream clients left at shutdown", h->nclients);
-    for (size_t i = 0; i < CONN_STRIPES; i++) {
-        struct conn_node *n = h->stripes[i].head;
-        while (n) {
-            struct conn_node *next = n->next;
-            free(n);
-            n = next;
-        }
-        pthread_mutex_destroy(&h->stripes[i].lock);
-    }
     pthread_cond_destroy(&h->hb_cond);
     pthread_mutex_destroy(&h->lock);
     free(h);
@@ -259,7 +234,9 @@ void api_stream_stats_get(api_context *ctx, api_stream_stats *out)
 static void wake(struct client *c)
 {
     if (c->kind == KIND_WS) {
-        pthread_cond_signal(&c->cond);
+        uint64_t one = 1;
+        if (write(c->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+            LOG_WARN("streams", "cannot wake a WebSocket client: %s", strerror(errno));
     } else if (c->suspended) {
         c->suspended = false;
         MHD_resume_connection(c->conn);
@@ -394,7 +371,7 @@ static void client_end(struct client *c)
     pthread_mutex_unlock(&h->lock);
     api_stream_leave(c->http);
     if (c->kind == KIND_WS)
-        pthread_cond_destroy(&c->cond);
+        close(c->wake_fd);
     free(c);
 }
 
@@ -403,7 +380,8 @@ static struct client *client_new(struct api_request *rq, int kind)
     struct client *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    if (kind == KIND_WS && cond_init_mono(&c->cond) != 0) {
+    c->wake_fd = -1;
+    if (kind == KIND_WS && (c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
         free(c);
         return NULL;
     }
@@ -629,77 +607,78 @@ static int filter_from_query(struct api_request *rq, struct filter *f, bool *giv
 }
 
 /* ------------------------------------------------------------------------
- * WebSocket.
+ * WebSocket transport (RFC 6455 framing in ws.c).
  */
-static void ws_manager(const struct _u_request *req, struct _websocket_manager *wm, void *arg)
+/* Bytes read from a client before they are parsed: one whole frame of the
+ * largest size a client may send, plus its header. */
+#define WS_READ_BUF (SUB_MESSAGE_MAX + 14)
+#define WS_SEND_TIMEOUT_MS 10000 /* a peer that reads nothing for this long is dropped */
+#define WS_CLOSE_WAIT_MS 1000    /* after our close frame, for the peer's */
+
+struct ws {
+    struct client *c;
+    int fd;
+    struct MHD_UpgradeResponseHandle *urh;
+    uint8_t in[WS_READ_BUF];
+    size_t in_len;
+    uint8_t msg[SUB_MESSAGE_MAX]; /* a message being assembled from frames */
+    size_t msg_len;
+    int msg_opcode; /* 0: none in progress */
+    bool close_sent;
+};
+
+/* Writes all of buf, waiting at most WS_SEND_TIMEOUT_MS for the peer to
+ * read; false when it cannot. */
+static bool ws_write(int fd, const void *buf, size_t len)
 {
-    (void)req;
-    struct client *c = arg;
-    struct api_hub *h = c->hub;
-    wm->keep_messages = U_WEBSOCKET_KEEP_NONE;
-    pthread_mutex_lock(&h->lock);
-    c->last_sent = mono_s();
-    while (!h->closing && !c->dropped) {
-        struct msg *m = pop(c);
-        if (m) {
-            pthread_mutex_unlock(&h->lock);
-            int rc = ulfius_websocket_send_message(wm, U_WEBSOCKET_OPCODE_TEXT, m->len, m->data);
-            msg_release(m);
-            pthread_mutex_lock(&h->lock);
-            if (rc != U_OK)
-                break;
-            c->last_sent = mono_s();
+    const char *p = buf;
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
             continue;
         }
-        if (mono_s() - c->last_sent >= HEARTBEAT_S) {
-            char ts[32], beat[96];
-            int n = snprintf(beat, sizeof beat, "{\"type\":\"heartbeat\",\"timestamp\":\"%s\"}",
-                             util_rfc3339(util_now(), ts));
-            pthread_mutex_unlock(&h->lock);
-            int rc = ulfius_websocket_send_message(wm, U_WEBSOCKET_OPCODE_TEXT, (uint64_t)n, beat);
-            pthread_mutex_lock(&h->lock);
-            if (rc != U_OK)
-                break;
-            c->last_sent = mono_s();
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            if (poll(&pf, 1, WS_SEND_TIMEOUT_MS) <= 0)
+                return false;
             continue;
         }
-        pthread_mutex_unlock(&h->lock);
-        bool open = ulfius_websocket_status(wm) == U_WEBSOCKET_STATUS_OPEN;
-        pthread_mutex_lock(&h->lock);
-        if (!open)
-            break;
-        if (!c->count && !h->closing && !c->dropped)
-            cond_wait_ms(&c->cond, &h->lock, WS_WAIT_MS);
+        return false;
     }
-    pthread_mutex_unlock(&h->lock);
-    /* returning closes the websocket (Ulfius sends the close frame) */
+    return true;
 }
 
-static void ws_incoming(const struct _u_request *req, struct _websocket_manager *wm,
-                        const struct _websocket_message *message, void *arg)
+static bool ws_send(struct ws *w, uint8_t opcode, const void *data, size_t len)
 {
-    (void)req;
-    (void)wm;
-    struct client *c = arg;
-    struct api_hub *h = c->hub;
-    if (message->opcode != U_WEBSOCKET_OPCODE_TEXT) {
-        pthread_mutex_lock(&h->lock);
-        reply_error(c, PD_EINVAL, "messages are JSON text");
-        pthread_mutex_unlock(&h->lock);
+    uint8_t head[10];
+    size_t hl = api__ws_frame_header(head, opcode, len);
+    return ws_write(w->fd, head, hl) && (len == 0 || ws_write(w->fd, data, len));
+}
+
+static void ws_send_close(struct ws *w, int code)
+{
+    if (w->close_sent)
         return;
-    }
+    uint8_t body[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    ws_send(w, API_WS_CLOSE, body, sizeof body);
+    w->close_sent = true;
+}
+
+/* A subscription message (JSON text): the reply goes through the queue. */
+static void ws_message(struct client *c, const uint8_t *data, size_t len)
+{
+    struct api_hub *h = c->hub;
     char why[160] = "";
     int rc = 0;
     struct filter f = {0};
     json_error_t jerr;
-    json_t *root = message->data_len <= SUB_MESSAGE_MAX
-                       ? json_loadb(message->data, message->data_len, 0, &jerr)
-                       : NULL;
+    json_t *root = json_loadb((const char *)data, len, 0, &jerr);
     const char *type = root ? json_string_value(json_object_get(root, "type")) : NULL;
-    if (message->data_len > SUB_MESSAGE_MAX) {
-        rc = PD_ETOOBIG;
-        snprintf(why, sizeof why, "messages are at most %d bytes", SUB_MESSAGE_MAX);
-    } else if (!root || !json_is_object(root)) {
+    if (!root || !json_is_object(root)) {
         rc = PD_EPARSE;
         snprintf(why, sizeof why, "not a JSON object");
     } else if (!type || strcmp(type, "subscribe") != 0) {
@@ -730,22 +709,253 @@ static void ws_incoming(const struct _u_request *req, struct _websocket_manager 
     free(f.symbols);
 }
 
-static void ws_closed(const struct _u_request *req, struct _websocket_manager *wm, void *arg)
+/* Parses and acts on every whole frame in w->in. Returns 0 to go on, 1 when
+ * the peer closed (our close answered), or the close code to send. */
+static int ws_frames(struct ws *w)
 {
-    (void)req;
-    (void)wm;
+    for (;;) {
+        struct api_ws_frame f;
+        int rc = api__ws_frame_parse(w->in, w->in_len, SUB_MESSAGE_MAX, &f);
+        if (rc < 0)
+            return -rc;
+        if (rc == 1 && !(f.opcode & 0x8) && f.len > SUB_MESSAGE_MAX - w->msg_len)
+            return API_WS_CLOSE_TOO_BIG; /* the message would outgrow its limit */
+        if (rc == 0 || w->in_len - f.header_len < f.len)
+            return 0; /* the rest of the frame is still on its way */
+        uint8_t *payload = w->in + f.header_len;
+        size_t n = (size_t)f.len;
+        api__ws_unmask(payload, n, f.mask, 0);
+        switch (f.opcode) {
+        case API_WS_PING:
+            if (!ws_send(w, API_WS_PONG, payload, n))
+                return API_WS_CLOSE_GOING_AWAY;
+            break;
+        case API_WS_PONG:
+            break;
+        case API_WS_CLOSE: {
+            int code = API_WS_CLOSE_NORMAL;
+            if (n == 1)
+                return API_WS_CLOSE_PROTOCOL;
+            if (n >= 2) {
+                code = payload[0] << 8 | payload[1];
+                if (code < 1000 || code == 1004 || code == 1005 || code == 1006 ||
+                    (code > 1014 && code < 3000) || code > 4999)
+                    return API_WS_CLOSE_PROTOCOL;
+                if (!api__utf8_valid((const char *)payload + 2, n - 2))
+                    return API_WS_CLOSE_BAD_DATA;
+            }
+            ws_send_close(w, code);
+            return 1;
+        }
+        case API_WS_CONT:
+        case API_WS_TEXT:
+        case API_WS_BINARY:
+            if ((f.opcode == API_WS_CONT) != (w->msg_opcode != 0))
+                return API_WS_CLOSE_PROTOCOL; /* a continuation of nothing, or a new
+                                               * message inside another */
+            if (f.opcode != API_WS_CONT)
+                w->msg_opcode = f.opcode;
+            memcpy(w->msg + w->msg_len, payload, n); /* n is within the budget */
+            w->msg_len += n;
+            if (f.fin) {
+                if (w->msg_opcode == API_WS_BINARY) {
+                    pthread_mutex_lock(&w->c->hub->lock);
+                    reply_error(w->c, PD_EINVAL, "messages are JSON text");
+                    pthread_mutex_unlock(&w->c->hub->lock);
+                } else if (!api__utf8_valid((const char *)w->msg, w->msg_len)) {
+                    return API_WS_CLOSE_BAD_DATA;
+                } else {
+                    ws_message(w->c, w->msg, w->msg_len);
+                }
+                w->msg_len = 0;
+                w->msg_opcode = 0;
+            }
+            break;
+        default:
+            return API_WS_CLOSE_PROTOCOL; /* the parser lets no other opcode through */
+        }
+        size_t used = f.header_len + n;
+        memmove(w->in, w->in + used, w->in_len - used);
+        w->in_len -= used;
+    }
+}
+
+/* Sends what the client's queue holds and a heartbeat when one is due.
+ * False when the client is to end (dropped, hub closing, peer gone); *code
+ * is then the close code to send, 0 for none. */
+static bool ws_flush(struct ws *w, int *code)
+{
+    struct client *c = w->c;
+    struct api_hub *h = c->hub;
+    pthread_mutex_lock(&h->lock);
+    for (;;) {
+        if (h->closing || c->dropped) {
+            pthread_mutex_unlock(&h->lock);
+            *code = h->closing ? API_WS_CLOSE_GOING_AWAY : API_WS_CLOSE_TOO_BIG;
+            return false;
+        }
+        struct msg *m = pop(c);
+        bool beat = !m && mono_s() - c->last_sent >= HEARTBEAT_S;
+        if (!m && !beat)
+            break;
+        pthread_mutex_unlock(&h->lock);
+        bool ok;
+        if (m) {
+            ok = ws_send(w, API_WS_TEXT, m->data, m->len);
+            msg_release(m);
+        } else {
+            char ts[32], text[96];
+            int len = snprintf(text, sizeof text, "{\"type\":\"heartbeat\",\"timestamp\":\"%s\"}",
+                               util_rfc3339(util_now(), ts));
+            ok = ws_send(w, API_WS_TEXT, text, (size_t)len);
+        }
+        pthread_mutex_lock(&h->lock);
+        if (!ok) {
+            pthread_mutex_unlock(&h->lock);
+            *code = 0;
+            return false;
+        }
+        c->last_sent = mono_s();
+    }
+    pthread_mutex_unlock(&h->lock);
+    return true;
+}
+
+/* After our close frame: reads (and ignores) until the peer's close or EOF,
+ * at most WS_CLOSE_WAIT_MS, so the peer sees a clean close. */
+static void ws_await_close(struct ws *w)
+{
+    uint64_t end = util_mono_ns() + WS_CLOSE_WAIT_MS * 1000000ull;
+    for (;;) {
+        uint64_t now = util_mono_ns();
+        if (now >= end)
+            return;
+        struct pollfd pf = {.fd = w->fd, .events = POLLIN};
+        if (poll(&pf, 1, (int)((end - now) / 1000000ull) + 1) <= 0)
+            return;
+        uint8_t buf[512];
+        ssize_t n = recv(w->fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            return;
+        if (n > 0 && w->in_len + (size_t)n <= sizeof w->in) {
+            memcpy(w->in + w->in_len, buf, (size_t)n);
+            w->in_len += (size_t)n;
+            struct api_ws_frame f;
+            if (api__ws_frame_parse(w->in, w->in_len, SUB_MESSAGE_MAX, &f) == 1 &&
+                f.opcode == API_WS_CLOSE)
+                return;
+        }
+    }
+}
+
+/* One thread per WebSocket (off the HTTP pool): it reads and answers the
+ * client's frames, and writes what the hub queues for it. */
+static void *ws_main(void *arg)
+{
+    struct ws *w = arg;
+    struct client *c = w->c;
+    int code = 0;
+    for (;;) {
+        if (!ws_flush(w, &code))
+            break;
+        int64_t wait_ms = (c->last_sent + HEARTBEAT_S - mono_s()) * 1000;
+        if (wait_ms < 10)
+            wait_ms = 10;
+        if (wait_ms > 1000)
+            wait_ms = 1000;
+        struct pollfd pf[2] = {{.fd = w->fd, .events = POLLIN},
+                               {.fd = c->wake_fd, .events = POLLIN}};
+        int pr = poll(pf, 2, (int)wait_ms);
+        if (pr < 0 && errno != EINTR) {
+            code = 0;
+            break;
+        }
+        if (pf[1].revents & POLLIN) {
+            uint64_t v;
+            if (read(c->wake_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+                break;
+        }
+        if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t n = recv(w->fd, w->in + w->in_len, sizeof w->in - w->in_len, MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                code = 0; /* the peer went away without a close frame */
+                break;
+            }
+            if (n > 0) {
+                w->in_len += (size_t)n;
+                int rc = ws_frames(w);
+                if (rc == 1) {
+                    code = 0; /* our answer to its close is sent */
+                    break;
+                }
+                if (rc) {
+                    code = rc;
+                    break;
+                }
+            }
+        }
+    }
+    if (code) {
+        ws_send_close(w, code);
+        ws_await_close(w);
+    }
+    struct api_http *hp = c->http;
+    MHD_upgrade_action(w->urh, MHD_UPGRADE_ACTION_CLOSE);
+    client_end(c);
+    free(w);
+    atomic_fetch_sub(&hp->upgraded, 1);
+    return NULL;
+}
+
+/* libmicrohttpd sent the 101: the socket is ours (called on a pool thread,
+ * so the work moves to a thread of its own). */
+static void ws_upgraded(void *arg, MHD_socket sock, const char *extra, size_t extra_len,
+                        struct MHD_UpgradeResponseHandle *urh)
+{
+    struct client *c = arg;
+    struct api_http *hp = c->http;
+    atomic_fetch_add(&hp->upgraded, 1);
+    struct ws *w = calloc(1, sizeof *w);
+    pthread_attr_t attr;
+    pthread_t t;
+    bool started = false;
+    if (w && extra_len <= sizeof w->in) {
+        w->c = c;
+        w->fd = sock;
+        w->urh = urh;
+        memcpy(w->in, extra, extra_len);
+        w->in_len = extra_len;
+        if (pthread_attr_init(&attr) == 0) {
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            pthread_attr_setstacksize(&attr, 256 * 1024);
+            started = pthread_create(&t, &attr, ws_main, w) == 0;
+            pthread_attr_destroy(&attr);
+        }
+    }
+    if (!started) {
+        LOG_WARN("streams", "cannot start a WebSocket thread: the client is closed");
+        free(w);
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+        client_end(c);
+        atomic_fetch_sub(&hp->upgraded, 1);
+    }
+}
+
+/* The upgrade did not happen (the client left before the 101). */
+static void ws_abandoned(void *arg)
+{
     client_end(arg);
 }
 
-/* A WebSocket handshake by the headers Ulfius checks too, so a plain GET
- * gets a JSON error rather than Ulfius' text one. */
+/* A WebSocket handshake (RFC 6455 4.2.1), so a plain GET gets a JSON
+ * error. */
 static bool websocket_request(struct api_request *rq)
 {
     const char *up = api_header(rq, "Upgrade"), *conn = api_header(rq, "Connection");
     const char *key = api_header(rq, "Sec-WebSocket-Key");
     const char *ver = api_header(rq, "Sec-WebSocket-Version");
     return up && strcasestr(up, "websocket") && conn && strcasestr(conn, "upgrade") && key && ver &&
-           strcmp(ver, "13") == 0;
+           strcmp(ver, "13") == 0 && strcmp(rq->req->http_verb, "GET") == 0;
 }
 
 static void stream_limit_reply(struct api_request *rq)
@@ -761,10 +971,15 @@ static void stream_limit_reply(struct api_request *rq)
 
 void api_route_stream_ws(struct api_request *rq)
 {
+    char accept[29];
     if (!websocket_request(rq)) {
         api_reply_error(rq, PD_EINVAL,
                         "this route speaks WebSocket (Upgrade: websocket, version 13); for "
                         "Server-Sent Events use GET /api/predictions/events");
+        return;
+    }
+    if (api__ws_accept(api_header(rq, "Sec-WebSocket-Key"), accept) != 0) {
+        api_reply_error(rq, PD_EINVAL, "Sec-WebSocket-Key is not the base64 of 16 bytes");
         return;
     }
     char why[160] = "";
@@ -793,18 +1008,18 @@ void api_route_stream_ws(struct api_request *rq)
     free(f.symbols);
     if ((rc = hub_add(c->hub, c)) != 0) {
         client_clear(c);
-        pthread_cond_destroy(&c->cond);
+        close(c->wake_fd);
         free(c);
         api_stream_leave(rq->http);
         stream_limit_reply(rq);
         return;
     }
-    if (ulfius_set_websocket_response(rq->resp, NULL, NULL, ws_manager, c, ws_incoming, c,
-                                      ws_closed, c) != U_OK) {
-        client_end(c);
-        api_reply_error(rq, PD_EINTERNAL, "cannot start the websocket");
-        return;
-    }
+    u_map_put(rq->resp->map_header, "Upgrade", "websocket");
+    u_map_put(rq->resp->map_header, "Sec-WebSocket-Accept", accept);
+    rq->upgrade = ws_upgraded;
+    rq->upgrade_arg = c;
+    rq->upgrade_abandon = ws_abandoned;
+    rq->resp->status = 101;
     rq->status = 101;
     rq->stream = true;
 }
@@ -886,25 +1101,6 @@ static void sse_free(void *arg)
     client_end(arg);
 }
 
-/* The libmicrohttpd connection of a peer, from the map. */
-static struct MHD_Connection *find_connection(struct api_hub *h, const struct sockaddr *sa)
-{
-    if (!sa || sa->sa_family != AF_INET)
-        return NULL;
-    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-    struct conn_stripe *s = &h->stripes[ntohs(in->sin_port) % CONN_STRIPES];
-    struct MHD_Connection *conn = NULL;
-    pthread_mutex_lock(&s->lock);
-    for (struct conn_node *n = s->head; n; n = n->next) {
-        if (n->port == in->sin_port && n->addr == in->sin_addr.s_addr) {
-            conn = n->conn;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&s->lock);
-    return conn;
-}
-
 void api_route_stream_sse(struct api_request *rq)
 {
     char why[160] = "";
@@ -916,7 +1112,7 @@ void api_route_stream_sse(struct api_request *rq)
         api_reply_error(rq, rc, why[0] ? why : NULL);
         return;
     }
-    struct MHD_Connection *conn = find_connection(rq->ctx->hub, rq->req->client_address);
+    struct MHD_Connection *conn = rq->conn;
     if (!conn) {
         free(f.symbols);
         api_reply_error(rq, PD_EINTERNAL, "the connection of this stream cannot be found");
@@ -960,52 +1156,6 @@ void api_route_stream_sse(struct api_request *rq)
 /* ------------------------------------------------------------------------
  * Hooks for http.c.
  */
-/* The stripe of a peer address, or NULL when it is not IPv4. */
-static struct conn_stripe *stripe_of(struct api_hub *h, struct MHD_Connection *conn,
-                                     const struct sockaddr_in **in)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!ci || !ci->client_addr || ci->client_addr->sa_family != AF_INET)
-        return NULL;
-    *in = (const struct sockaddr_in *)ci->client_addr;
-    return &h->stripes[ntohs((*in)->sin_port) % CONN_STRIPES];
-}
-
-void api_streams_connection(struct api_http *hp, struct MHD_Connection *conn,
-                            enum MHD_ConnectionNotificationCode code)
-{
-    struct api_hub *h = hp->ctx->hub;
-    const struct sockaddr_in *in = NULL;
-    struct conn_stripe *s = stripe_of(h, conn, &in);
-    if (!s)
-        return;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        struct conn_node *n = malloc(sizeof *n);
-        if (!n)
-            return; /* this connection just cannot stream SSE */
-        n->conn = conn;
-        n->addr = in->sin_addr.s_addr;
-        n->port = in->sin_port;
-        pthread_mutex_lock(&s->lock);
-        n->next = s->head;
-        s->head = n;
-        pthread_mutex_unlock(&s->lock);
-    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-        struct conn_node *n = NULL;
-        pthread_mutex_lock(&s->lock);
-        for (struct conn_node **pp = &s->head; *pp; pp = &(*pp)->next) {
-            if ((*pp)->conn == conn) {
-                n = *pp;
-                *pp = n->next;
-                break;
-            }
-        }
-        pthread_mutex_unlock(&s->lock);
-        free(n);
-    }
-}
-
 void api_streams_stop(struct api_http *hp)
 {
     struct api_hub *h = hp->ctx->hub;

@@ -30,6 +30,17 @@ int cmd_wants_help(int argc, char **argv)
     return 0;
 }
 
+FILE *cmd_usage_out(const char *cmd, int argc, char **argv, int bad)
+{
+    if (cmd_wants_help(argc, argv))
+        return stdout;
+    if (bad > 0 && bad < argc)
+        fprintf(stderr, "predictd %s: %s '%s'\n", cmd,
+                argv[bad][0] == '-' && argv[bad][1] ? "unknown option" : "unexpected argument",
+                argv[bad]);
+    return stderr;
+}
+
 /* "--name value" or "--name=value" at argv[*i]; advances *i. NULL if not it. */
 static const char *flag_value(int argc, char **argv, int *i, const char *name)
 {
@@ -63,7 +74,8 @@ static int need_db(const server_config *cfg, const char *cmd)
 int cmd_migrate(server_config *cfg, int argc, char **argv)
 {
     if (cmd_wants_help(argc, argv) || argc > 1) {
-        fprintf(stderr, "usage: predictd migrate [--migrations-dir DIR] [--database-url URL]\n"
+        fprintf(cmd_usage_out("migrate", argc, argv, 1),
+                "usage: predictd migrate [--migrations-dir DIR] [--database-url URL]\n"
                         "Applies the SQL files of DIR (default ./db) not yet applied, in name "
                         "order. Idempotent.\n");
         return cmd_wants_help(argc, argv) ? 0 : 2;
@@ -115,7 +127,7 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
         else if (!strcmp(argv[i], "--if-empty"))
             if_empty = 1;
         else {
-            fprintf(stderr,
+            fprintf(cmd_usage_out("seed", argc, argv, i),
                     "usage: predictd seed [--symbols A,B] [--timeframes 15m,1h] [--count N] "
                     "[--seed N] [--if-empty]\n"
                     "Writes N deterministic synthetic candles per series (default: 8 demo "
@@ -229,7 +241,7 @@ int cmd_import(server_config *cfg, int argc, char **argv)
         }
     }
     if (cmd_wants_help(argc, argv) || !file || !symbol || !tf) {
-        fprintf(stderr,
+        fprintf(cmd_usage_out("import", argc, argv, 0),
                 "usage: predictd import FILE --symbol SYMBOL --timeframe TF\n"
                 "Loads candles from a Binance kline CSV (12 columns, with or without header,\n"
                 "ms or us times) or open_time,open,high,low,close,volume (RFC 3339 or epoch).\n"
@@ -303,7 +315,7 @@ int cmd_features(server_config *cfg, int argc, char **argv)
         else if ((argv[i][0] != '-' || !strcmp(argv[i], "-")) && !file)
             file = argv[i];
         else {
-            fprintf(stderr,
+            fprintf(cmd_usage_out("features", argc, argv, i),
                     "usage: predictd features [FILE|-] [--spec default|NAME,NAME,...] "
                     "[--window N]\n"
                     "Prints the feature table of the candles in FILE (or stdin) as CSV: one "

@@ -27,7 +27,8 @@
 int cmd_predict(server_config *cfg, int argc, char **argv)
 {
     if (cmd_wants_help(argc, argv) || argc != 3) {
-        fprintf(stderr, "usage: predictd predict SYMBOL TIMEFRAME [options]\n"
+        fprintf(cmd_usage_out("predict", argc, argv, argc > 3 ? 3 : 0),
+                "usage: predictd predict SYMBOL TIMEFRAME [options]\n"
                         "One prediction from the database and the model repository, printed "
                         "as the API's JSON.\n");
         return cmd_wants_help(argc, argv) ? 0 : 2;
@@ -201,7 +202,7 @@ int cmd_models(server_config *cfg, int argc, char **argv)
         (argc >= 2 && strcmp(argv[1], "list") && strcmp(argv[1], "verify") &&
          strcmp(argv[1], "eval")) ||
         (argc == 2 && strcmp(argv[1], "list")) || (argc == 3 && !strcmp(argv[1], "list"))) {
-        fprintf(stderr,
+        fprintf(cmd_usage_out("models", argc, argv, argc > 3 ? 3 : 0),
                 "usage: predictd models [list]      the repository: series, versions, states\n"
                 "       predictd models verify DIR  verify one version directory (exit 0 = ok)\n"
                 "       predictd models eval DIR    read raw feature rows (CSV) on stdin, print\n"
@@ -232,7 +233,8 @@ int cmd_keygen(server_config *cfg, int argc, char **argv)
         else if (!strcmp(argv[i], "--print"))
             print = 1;
         else {
-            fprintf(stderr, "usage: predictd keygen [--force] [--print] [--api-key-file PATH]\n"
+            fprintf(cmd_usage_out("keygen", argc, argv, i),
+                    "usage: predictd keygen [--force] [--print] [--api-key-file PATH]\n"
                             "Writes a new random admin key (256 bits, hex) to the key file "
                             "with mode 0600.\n--force replaces an existing file; --print also "
                             "prints the key (otherwise it is never shown).\n");
@@ -280,7 +282,7 @@ int cmd_version(server_config *cfg, int argc, char **argv)
     (void)cfg;
     (void)argv;
     if (argc > 1) {
-        fprintf(stderr, "usage: predictd version\n");
+        fprintf(cmd_usage_out("version", argc, argv, 1), "usage: predictd version\n");
         return cmd_wants_help(argc, argv) ? 0 : 2;
     }
     printf("predictd %s (commit %s, built %s %s)\n", PREDICTD_VERSION, PREDICTD_COMMIT, __DATE__,

@@ -109,11 +109,14 @@ static void training_probe(void *arg, api_job_status *out)
 int cmd_serve(server_config *cfg, int argc, char **argv)
 {
     if (cmd_wants_help(argc, argv) || argc > 1) {
-        fprintf(stderr, "usage: predictd serve [options]\n"
+        FILE *out = cmd_usage_out("serve", argc, argv, 1);
+        fprintf(out, "usage: predictd serve [options]\n"
                         "Serves the HTTP API in the foreground. SIGTERM drains and exits 0, "
                         "SIGHUP rescans the model repository. Options are the shared ones of "
-                        "`predictd --help`.\n");
-        return argc > 1 && !cmd_wants_help(argc, argv) ? 2 : 0;
+                     "`predictd --help`.\n");
+        if (out == stdout)
+            server_config_usage(stdout);
+        return out == stdout ? 0 : 2;
     }
     char why[512] = "";
     if (server_config_load_keys(cfg, why, sizeof why) != 0) {
@@ -188,6 +191,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .listen_port = cfg->listen_port,
                        .threads = cfg->threads,
                        .max_connections = cfg->max_connections,
+                       .per_ip_connections = cfg->per_ip_connections,
                        .idle_timeout = cfg->idle_timeout,
                        .cache = cfg->cache,
                        .admin_key = cfg->api_key,
@@ -197,6 +201,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .rate_burst = cfg->rate_burst,
                        .stream_max = cfg->stream_max,
                        .access_log = cfg->access_log,
+                       .reuse_port = cfg->reuse_port,
                        .models_dir = cfg->models_dir,
                        .jobs = tjobs,
                        .web_dir = cfg->web_dir,

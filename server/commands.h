@@ -21,5 +21,9 @@ int cmd_version(server_config *cfg, int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 int cmd_wants_help(int argc, char **argv);
+/* Where a subcommand's usage goes: stdout when --help or -h was asked for;
+ * otherwise stderr, after a line naming argv[bad] (an unknown option or an
+ * unexpected argument) when bad is a valid index (0: name nothing). */
+FILE *cmd_usage_out(const char *cmd, int argc, char **argv, int bad);
 
 #endif

@@ -34,7 +34,7 @@ struct opt {
 #define OFF(f) offsetof(server_config, f)
 static const struct opt opts[] = {
     {"listen", "PREDICTD_LISTEN", OPT_STR, "127.0.0.1:8080", 0, 0, OFF(listen),
-     "address:port of the API"},
+     "address:port of the API (port 0: any free port, named in the log)"},
     {"database-url", "PREDICTD_DATABASE_URL", OPT_STR, NULL, 0, 0, OFF(database_url),
      "libpq connection string or URI"},
     {"redis-url", "PREDICTD_REDIS_URL", OPT_STR, NULL, 0, 0, OFF(redis_url),
@@ -68,12 +68,17 @@ static const struct opt opts[] = {
      "seconds SIGTERM waits for in-flight requests"},
     {"max-connections", "PREDICTD_MAX_CONNECTIONS", OPT_INT, "1024", 1, 100000,
      OFF(max_connections), "concurrent HTTP connections"},
+    {"per-ip-connections", "PREDICTD_PER_IP_CONNECTIONS", OPT_INT, "64", 0, 100000,
+     OFF(per_ip_connections),
+     "connections one client address may hold (0 = no cap; raise it behind a gateway)"},
     {"idle-timeout", "PREDICTD_IDLE_TIMEOUT", OPT_INT, "30", 1, 3600, OFF(idle_timeout),
      "seconds before an idle connection is closed"},
     {"stream-max", "PREDICTD_STREAM_MAX", OPT_INT, "64", 0, 10000, OFF(stream_max),
      "concurrent WebSocket and SSE clients"},
     {"access-log", "PREDICTD_ACCESS_LOG", OPT_BOOL, "off", 0, 0, OFF(access_log),
      "log one line per request"},
+    {"reuse-port", "PREDICTD_REUSE_PORT", OPT_BOOL, "off", 0, 0, OFF(reuse_port),
+     "on: a second process may share the port (restarts); off: a taken port fails the start"},
     {"migrations-dir", "PREDICTD_MIGRATIONS_DIR", OPT_STR, "./db", 0, 0, OFF(migrations_dir),
      "SQL migrations applied by `migrate`"},
     {"web-dir", "PREDICTD_WEB_DIR", OPT_STR, "./web", 0, 0, OFF(web_dir),
@@ -270,21 +275,31 @@ int server_config_load(server_config *c, int *argc, char **argv, char *why, size
     argv[out] = NULL;
     *argc = out;
 
-    /* listen = host:port */
+    /* listen = host:port, [v6addr]:port or v6addr:port ("::" has colons); port 0
+     * lets the kernel choose (the log says which) */
     const char *colon = strrchr(c->listen, ':');
     char *end;
     long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == c->listen || *end || port < 1 || port > 65535 ||
+    if (!colon || colon == c->listen || end == colon + 1 || *end || port < 0 || port > 65535 ||
         (size_t)(colon - c->listen) >= sizeof c->listen_host) {
         snprintf(why, whylen, "--listen: '%s' is not host:port", c->listen);
         return PD_EINVAL;
     }
-    memcpy(c->listen_host, c->listen, (size_t)(colon - c->listen));
-    c->listen_host[colon - c->listen] = '\0';
+    const char *hs = c->listen, *he = colon;
+    if (hs[0] == '[' && he[-1] == ']')
+        hs++, he--;
+    if (he <= hs) {
+        snprintf(why, whylen, "--listen: '%s' is not host:port", c->listen);
+        return PD_EINVAL;
+    }
+    memcpy(c->listen_host, hs, (size_t)(he - hs));
+    c->listen_host[he - hs] = '\0';
     c->listen_port = (int)port;
     struct in_addr ia;
-    if (strcmp(c->listen_host, "localhost") != 0 && inet_pton(AF_INET, c->listen_host, &ia) != 1) {
-        snprintf(why, whylen, "--listen: '%s' is not an IPv4 address (or localhost)",
+    struct in6_addr ia6;
+    if (strcmp(c->listen_host, "localhost") != 0 && inet_pton(AF_INET, c->listen_host, &ia) != 1 &&
+        inet_pton(AF_INET6, c->listen_host, &ia6) != 1) {
+        snprintf(why, whylen, "--listen: '%s' is not an IPv4 or IPv6 address (or localhost)",
                  c->listen_host);
         return PD_EINVAL;
     }
@@ -323,10 +338,10 @@ void server_config_cleanup(server_config *c)
         }
 }
 
-void server_config_usage(void)
+void server_config_usage(FILE *out)
 {
-    fprintf(stderr, "\nOptions (flag / environment variable, default):\n");
+    fprintf(out, "\nOptions (flag / environment variable, default):\n");
     for (size_t i = 0; i < NOPTS; i++)
-        fprintf(stderr, "  --%-18s %-26s %-16s %s\n", opts[i].flag, opts[i].env,
+        fprintf(out, "  --%-18s %-26s %-16s %s\n", opts[i].flag, opts[i].env,
                 opts[i].def ? opts[i].def : "(none)", opts[i].help);
 }

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct server_config {
     char *listen;         /* "127.0.0.1:8080" */
@@ -31,9 +32,11 @@ typedef struct server_config {
     int retrain_interval; /* seconds, 0 = off */
     int drain_timeout;    /* seconds SIGTERM waits for in-flight requests */
     int max_connections;
+    int per_ip_connections; /* 0: no per-address cap */
     int idle_timeout; /* seconds */
     int stream_max;   /* concurrent WebSocket/SSE clients */
     bool access_log;
+    bool reuse_port; /* SO_REUSEPORT: another process may listen on the same port */
     char *migrations_dir;
     char *web_dir;         /* the dashboard page served at / */
 } server_config;
@@ -60,7 +63,7 @@ int server_config_load(server_config *c, int *argc, char **argv, char *why, size
  */
 int server_config_load_keys(server_config *c, char *why, size_t whylen);
 void server_config_cleanup(server_config *c);
-/* Prints the table of options (for --help). */
-void server_config_usage(void);
+/* Prints the table of options (for --help) to out. */
+void server_config_usage(FILE *out);
 
 #endif

@@ -33,29 +33,37 @@ static const struct {
     {"version", cmd_version, "version and build info"},
 };
 
-static void usage(void)
+/* The overview: on stdout when asked for (--help), on stderr after an
+ * error. */
+static void usage(FILE *out)
 {
-    fprintf(stderr, "usage: predictd COMMAND [options]\n\ncommands:\n");
+    fprintf(out, "usage: predictd COMMAND [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(stderr, "  %-9s %s\n", commands[i].name, commands[i].help);
-    fprintf(stderr, "\n`predictd COMMAND --help` describes a command.\n");
-    server_config_usage();
+        fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].help);
+    fprintf(out, "\n`predictd COMMAND --help` describes a command; `predictd --version` "
+                 "prints the version.\n");
+    server_config_usage(out);
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {
-        usage();
+        usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("predictd %s (commit %s)\n", PREDICTD_VERSION, PREDICTD_COMMIT);
+        return 0;
     }
     const char *name = argv[1];
     size_t i = 0, n = sizeof commands / sizeof commands[0];
     while (i < n && strcmp(commands[i].name, name) != 0)
         i++;
     if (i == n) {
-        fprintf(stderr, "predictd: unknown command '%s'\n", name);
-        usage();
+        fprintf(stderr, "predictd: unknown %s '%s'\n", name[0] == '-' ? "option" : "command",
+                name);
+        usage(stderr);
         return 2;
     }
     /* train parses its own flags, including the shared ones it needs */

@@ -68,12 +68,24 @@ pg_start() {
     if [ -f "$dir/pg.port" ] && as_pg "$pgbin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
         return 0
     fi
-    local port; port=$(cat "$dir/pg.port" 2>/dev/null || free_port)
-    echo "$port" >"$dir/pg.port"
-    local opts="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$data -c max_connections=200"
-    [ "$fast" = --fast ] && opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    as_pg "$pgbin/pg_ctl" -D "$data" -l "$data/server.log" -o "$opts" -w -t 30 start >/dev/null \
-        || { tail -n 20 "$data/server.log" >&2; exit 1; }
+    # A port chosen here is free when chosen but may be taken before the
+    # server binds it: then another one is tried. A recorded port (a restart
+    # after pg-stop) is kept: clients already know it.
+    local port fresh=0 attempt
+    if [ -f "$dir/pg.port" ]; then port=$(cat "$dir/pg.port"); else port=$(free_port); fresh=1; fi
+    for attempt in 1 2 3 4 5; do
+        echo "$port" >"$dir/pg.port"
+        local opts="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$data -c max_connections=200"
+        [ "$fast" = --fast ] && opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        rm -f "$data/server.log"
+        as_pg "$pgbin/pg_ctl" -D "$data" -l "$data/server.log" -o "$opts" -w -t 30 start >/dev/null && break
+        if [ "$fresh" = 1 ] && [ "$attempt" -lt 5 ] && grep -q "could not bind\|already in use" "$data/server.log"; then
+            port=$(free_port)
+            continue
+        fi
+        tail -n 20 "$data/server.log" >&2
+        exit 1
+    done
     as_pg "$pgbin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtAc \
         "SELECT 1 FROM pg_database WHERE datname='predictd'" | grep -q 1 \
         || as_pg "$pgbin/createdb" -h 127.0.0.1 -p "$port" -U postgres predictd
@@ -87,12 +99,26 @@ pg_stop() {
 
 redis_start() {
     if [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; then return 0; fi
-    local port; port=$(cat "$dir/redis.port" 2>/dev/null || free_port)
-    echo "$port" >"$dir/redis.port"
+    # as for PostgreSQL: a freshly chosen port taken meanwhile is replaced
+    local port fresh=0 attempt
+    if [ -f "$dir/redis.port" ]; then port=$(cat "$dir/redis.port"); else port=$(free_port); fresh=1; fi
     mkdir -p "$dir/redis"
-    redis-server --bind 127.0.0.1 --port "$port" --dir "$dir/redis" --save '' --appendonly no \
-        --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis/redis.log" >/dev/null
-    wait_for 10 redis-cli -p "$port" ping || { echo "services: redis did not start" >&2; exit 1; }
+    for attempt in 1 2 3 4 5; do
+        echo "$port" >"$dir/redis.port"
+        : >"$dir/redis/redis.log"
+        redis-server --bind 127.0.0.1 --port "$port" --dir "$dir/redis" --save '' --appendonly no \
+            --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis/redis.log" >/dev/null
+        # the pid file names our server: a ping alone could reach another one on the port
+        if wait_for 10 test -s "$dir/redis.pid" && wait_for 10 redis-cli -p "$port" ping; then
+            return 0
+        fi
+        if [ "$fresh" = 1 ] && [ "$attempt" -lt 5 ] && grep -q "already in use\|Could not create server TCP" "$dir/redis/redis.log"; then
+            port=$(free_port)
+            continue
+        fi
+        echo "services: redis did not start" >&2
+        exit 1
+    done
 }
 
 redis_stop() {

@@ -46,13 +46,15 @@
     X(ECANCELED, -17, "canceled", "operation cancelled", 500)                                      \
     X(ENOTREADY, -18, "not_ready", "service not ready", 503)                                       \
     X(EPARSE, -19, "parse_error", "malformed input", 400)                                          \
-    X(EINTERNAL, -20, "internal_error", "internal error", 500)
+    X(EINTERNAL, -20, "internal_error", "internal error", 500)                                     \
+    X(EMETHOD, -21, "method_not_allowed", "method not allowed", 405)                               \
+    X(EORIGIN, -22, "origin_not_allowed", "origin not allowed", 403)
 
 enum {
 #define PD_ERR_ENUM(name, value, code, text, status) PD_##name = value,
     PD_ERRNO_MAP(PD_ERR_ENUM)
 #undef PD_ERR_ENUM
-    PD_ERR_COUNT_ = 21
+    PD_ERR_COUNT_ = 23
 };
 
 /* Human-readable text for an error code. Never NULL, static storage. */

@@ -6,10 +6,24 @@ A test file defines functions decorated with @test and ends with
 `sys.exit(run_tests())`, which prints "ok name" / "FAIL name" lines and the
 summary line "N passed, N failed, N skipped" that tests/run adds up.
 
+Every server a test starts is checked when it stops: it must exit 0 within
+its drain time after SIGTERM, and its log must hold no sanitizer report
+("Sanitizer", "runtime error", "LeakSanitizer"); a failure names the server
+and prints its log's tail. Servers still running when the file ends are
+stopped and checked the same way, each problem counted as a failure. The
+output of every `cli()` run is checked for sanitizer reports too. Servers
+bind port 0 and read the port the kernel chose from their log, so two
+servers never race for one port.
+
+Tests check with check()/check_eq()/check_near() or raise, never with a bare
+`assert` (python -O would remove it); tests/run runs python with -E.
+
 Environment (set by tests/run): PREDICTD_BIN, PREDICTD_ROOT,
 PREDICTD_TEST_DATABASE_URL (a fresh database for this file),
-PREDICTD_TEST_REDIS_URL, PREDICTD_TEST_SERVICES_DIR, PREDICTD_SHARED_DATA.
-Uses only Debian's python3 with python3-yaml and python3-jsonschema.
+PREDICTD_TEST_REDIS_URL, PREDICTD_TEST_SERVICES_DIR, PREDICTD_SHARED_DATA,
+PREDICTD_TEST_TMP (removed after the run; TMPDIR points into it).
+TEST_ONLY=substring runs only the matching tests (the others count as
+skipped). Uses only Debian's python3 with python3-yaml and python3-jsonschema.
 """
 import json
 import os
@@ -33,6 +47,20 @@ SERVICES_DIR = os.environ.get("PREDICTD_TEST_SERVICES_DIR")
 SHARED_DATA = os.environ.get("PREDICTD_SHARED_DATA")
 
 _tests = []
+_current = {"test": None}
+
+# a line holding one of these in a server's log or a command's stderr is a
+# sanitizer report (ASan, UBSan, LSan), which fails the test
+SANITIZER_MARKERS = ("Sanitizer", "runtime error", "LeakSanitizer")
+
+
+def sanitizer_lines(text):
+    """The lines of text that report a sanitizer finding."""
+    return [ln for ln in text.splitlines() if any(m in ln for m in SANITIZER_MARKERS)]
+
+
+def tail(text, n=40):
+    return "\n".join(text.splitlines()[-n:])
 
 
 class Skip(Exception):
@@ -54,13 +82,26 @@ def check_eq(a, b, msg=""):
         raise AssertionError(f"{a!r} != {b!r} {msg}")
 
 
+def check_near(a, b, tol, msg=""):
+    """|a - b| <= tol * max(1, |b|)."""
+    if not abs(a - b) <= tol * max(1.0, abs(b)):
+        raise AssertionError(f"{a!r} !~ {b!r} (tolerance {tol}) {msg}")
+
+
+def check_in(item, container, msg=""):
+    if item not in container:
+        raise AssertionError(f"{item!r} not in {container!r} {msg}")
+
+
 def run_tests():
     passed = failed = skipped = 0
     only = os.environ.get("TEST_ONLY")
     for fn in _tests:
         if only and only not in fn.__name__:
+            skipped += 1
             continue
         t0 = time.time()
+        _current["test"] = fn.__name__
         try:
             fn()
             passed += 1
@@ -72,8 +113,16 @@ def run_tests():
             failed += 1
             print(f"FAIL {fn.__name__}", flush=True)
             traceback.print_exc(file=sys.stdout)
+    _current["test"] = None
+    if only:
+        print(f"TEST_ONLY={only}: {skipped} tests not selected count as skipped", flush=True)
+    # servers the tests left running (shared ones): each must stop cleanly
     for svc in list(Service.running):
-        svc.stop()
+        try:
+            svc.stop()
+        except Exception as e:  # noqa: BLE001 - every failure is reported
+            failed += 1
+            print(f"FAIL server {svc.name}: {e}", flush=True)
     print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)
     return 1 if failed else 0
 
@@ -100,6 +149,10 @@ def cli(*args, env=None, check_rc=True, stdin=None, timeout=600):
     e.update(env or {})
     p = subprocess.run([BIN, *args], env=e, input=stdin, capture_output=True, text=True,
                        timeout=timeout)
+    san = sanitizer_lines(p.stderr)
+    if san:
+        raise AssertionError(f"predictd {' '.join(args)}: sanitizer report: {san[0]}\n"
+                             f"{tail(p.stderr)}")
     if check_rc and p.returncode != 0:
         raise AssertionError(f"predictd {' '.join(args)} exited {p.returncode}:\n{p.stderr}")
     return p
@@ -112,17 +165,21 @@ def services(cmd):
 
 
 class Service:
-    """One `predictd serve` process on a free port."""
+    """One `predictd serve` process on a port the kernel chose (port 0).
+
+    name says which test started it (failures name it). stop() checks the
+    exit and the log; every server is stopped by the end of the file."""
 
     running = []
 
-    def __init__(self, models_dir, env=None, redis=True):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+    def __init__(self, models_dir, env=None, redis=True, name=None):
+        self.name = name or _current["test"] or "serve"
+        self.port = None
+        self.final_log = None  # the log's text once stopped (the file is removed)
         self.log_path = tempfile.mktemp(prefix="predictd-serve-", suffix=".log")
         e = dict(os.environ)
         e.update({
-            "PREDICTD_LISTEN": f"127.0.0.1:{self.port}",
+            "PREDICTD_LISTEN": "127.0.0.1:0",
             "PREDICTD_DATABASE_URL": DB_URL or "",
             "PREDICTD_MODELS_DIR": models_dir,
             "PREDICTD_LOG_FORMAT": "json",
@@ -135,24 +192,39 @@ class Service:
         else:
             e.pop("PREDICTD_REDIS_URL", None)
         e.update(env or {})
+        self.drain_timeout = int(e.get("PREDICTD_DRAIN_TIMEOUT") or 10)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([BIN, "serve"], env=e, stdout=self.log, stderr=self.log)
         Service.running.append(self)
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited {self.proc.returncode}:\n{self.logs()}")
-            try:
-                status, _, _ = self.get("/health/live", validate=False)
-                if status == 200:
-                    return
-            except OSError:
-                pass
+                Service.running.remove(self)
+                self.log.close()
+                raise AssertionError(f"server {self.name}: serve exited {self.proc.returncode} "
+                                     f"at start:\n{tail(self.logs())}")
+            if self.port is None:
+                m = re.search(r"listening on [^\s:]+:(\d+)", self.logs())
+                if m:
+                    self.port = int(m.group(1))
+                    self.base = f"http://127.0.0.1:{self.port}"
+            if self.port is not None:
+                try:
+                    status, _, _ = self.get("/health/live", validate=False)
+                    if status == 200:
+                        return
+                except OSError:
+                    pass
             time.sleep(0.05)
-        raise AssertionError("serve did not become live in 30 s:\n" + self.logs())
+        self.stop(sig=signal.SIGKILL, expect_rc=None)
+        raise AssertionError(f"server {self.name} did not become live in 30 s:\n"
+                             f"{tail(self.logs())}")
 
     def logs(self):
-        self.log.flush()
+        if self.final_log is not None:
+            return self.final_log
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path) as f:
             return f.read()
 
@@ -177,18 +249,42 @@ class Service:
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
 
-    def stop(self, sig=signal.SIGTERM, timeout=30):
+    def stop(self, sig=signal.SIGTERM, expect_rc=0):
+        """Stops the server (if still running) with sig and checks it: the
+        exit status is expect_rc (None: any), reached within the drain time
+        plus 30 s, and the log holds no sanitizer report. Raises
+        AssertionError naming the server, with the log's tail, otherwise.
+        Returns the exit status. A clean server's log is removed."""
         if self in Service.running:
             Service.running.remove(self)
+        problems = []
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
+            limit = self.drain_timeout + 30
             try:
-                self.proc.wait(timeout=timeout)
+                self.proc.wait(timeout=limit)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
+                problems.append(f"did not exit within {limit} s of signal {int(sig)}; killed")
+        rc = self.proc.returncode
+        if expect_rc is not None and rc != expect_rc and not problems:
+            problems.append(f"exited {rc}, expected {expect_rc}")
+        if not self.log.closed:
+            self.log.close()
+        text = self.logs()
+        san = sanitizer_lines(text)
+        if san:
+            problems.append(f"sanitizer report: {san[0]}")
+        if problems:
+            raise AssertionError(f"server {self.name} (port {self.port}, log {self.log_path}): "
+                                 f"{'; '.join(problems)}\n--- log tail ---\n{tail(text)}")
+        self.final_log = text
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+        return rc
 
 
 # ---------------------------------------------------------------------------

@@ -131,8 +131,7 @@ def keyed():
                                   {"READ_KEY": READ_KEY})
         finally:
             check_eq(svc.stop(), 0)
-        with open(svc.log_path) as f:
-            state["keyed_logs"] = f.read()
+        state["keyed_logs"] = svc.logs()  # the stopped server's final log
     return state["keyed"]
 
 

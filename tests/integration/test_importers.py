@@ -38,6 +38,9 @@ TOOLS = os.path.join(ROOT, "tools")
 sys.path.insert(0, TOOLS)
 import predictd_model as pm  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import check, sanitizer_lines  # noqa: E402  (never a bare assert: python -O drops it)
+
 PY = "/usr/bin/python3"
 BIN = os.environ.get("PREDICTD_BIN") or os.path.join(ROOT, "build", "predictd")
 EVAL_TOL = 1e-5
@@ -113,6 +116,8 @@ def predictd_caps():
 def verify(d):
     predictd_caps()
     r = subprocess.run([BIN, "models", "verify", d], capture_output=True, text=True, timeout=60)
+    san = sanitizer_lines(r.stderr)
+    check(not san, "models verify %s: sanitizer report: %s" % (d, san[:1]))
     return r.returncode, (r.stdout + r.stderr).strip()
 
 
@@ -123,6 +128,8 @@ def predictd_eval(d, X):
     text = "".join(",".join(repr(float(v)) for v in row) + "\n" for row in X)
     r = subprocess.run([BIN, "models", "eval", d], input=text, capture_output=True, text=True,
                        timeout=120)
+    san = sanitizer_lines(r.stderr)
+    check(not san, "models eval %s: sanitizer report: %s" % (d, san[:1]))
     if r.returncode != 0:
         raise AssertionError("models eval exit %d: %s" % (r.returncode, r.stderr.strip()[-300:]))
     rows = []
@@ -154,7 +161,7 @@ def close(a, b, tol, what):
 def check_with_predictd(d, X, lib_probs, classes, extra=None):
     """verify exits 0; eval reproduces lib_probs (model class order)."""
     rc, out = verify(d)
-    assert rc == 0, "models verify %s: exit %d: %s" % (d, rc, out[-300:])
+    check(rc == 0, "models verify %s: exit %d: %s" % (d, rc, out[-300:]))
     want = pm.to_canonical(lib_probs, classes)
     close(predictd_eval(d, X), want, EVAL_TOL, "predictd eval vs library")
     if extra is not None:
@@ -215,14 +222,14 @@ def test_f32_threshold_mapping():
             for x in pts:
                 with np.errstate(over="ignore"):
                     lib = float(np.float32(x)) <= thr
-                assert (x <= T) == lib, "LE thr=%r x=%r T=%r" % (thr, x, T)
+                check((x <= T) == lib, "LE thr=%r x=%r T=%r" % (thr, x, T))
                 n += 1
                 if abs(t32) < 3e38:
                     T2 = pm.f32_lt_threshold(t32)
                     with np.errstate(over="ignore"):
                         lib = float(np.float32(x)) < t32
-                    assert (x < T2) == lib, "LT t=%r x=%r T=%r" % (t32, x, T2)
-        assert abs(T - thr) <= abs(thr) * 2 ** -23 + 2e-45, "T moved too far: %r -> %r" % (thr, T)
+                    check((x < T2) == lib, "LT t=%r x=%r T=%r" % (t32, x, T2))
+        check(abs(T - thr) <= abs(thr) * 2 ** -23 + 2e-45, "T moved too far: %r -> %r" % (thr, T))
     for bad in (float("nan"), float("inf"), 1e39):
         try:
             pm.f32_le_threshold(bad)
@@ -238,11 +245,11 @@ def test_f32_threshold_mapping():
 
 def test_classes_mapping():
     r = pm.resolve_classes
-    assert r(["LONG", "NO_TRADE", "SHORT"]) == ["LONG", "NO_TRADE", "SHORT"]
-    assert r([0, 1, 2]) == ["LONG", "SHORT", "NO_TRADE"]
-    assert r(np.array([0, 1, 2])) == ["LONG", "SHORT", "NO_TRADE"]
-    assert r([-1, 0, 1], "-1=SHORT,0=NO_TRADE,1=LONG") == ["SHORT", "NO_TRADE", "LONG"]
-    assert r([0, 1, 2], "NO_TRADE,LONG,SHORT") == ["NO_TRADE", "LONG", "SHORT"]
+    check(r(["LONG", "NO_TRADE", "SHORT"]) == ["LONG", "NO_TRADE", "SHORT"])
+    check(r([0, 1, 2]) == ["LONG", "SHORT", "NO_TRADE"])
+    check(r(np.array([0, 1, 2])) == ["LONG", "SHORT", "NO_TRADE"])
+    check(r([-1, 0, 1], "-1=SHORT,0=NO_TRADE,1=LONG") == ["SHORT", "NO_TRADE", "LONG"])
+    check(r([0, 1, 2], "NO_TRADE,LONG,SHORT") == ["NO_TRADE", "LONG", "SHORT"])
     for labels, mapping in (([-1, 0, 1], None), ([0, 1], None), ([0, 1, 2], "LONG,LONG,SHORT"),
                             ([0, 1, 2], "0=LONG,1=SHORT"), (["A", "B", "C"], None),
                             ([0, 1, 2], "LONG,SHORT")):
@@ -270,7 +277,7 @@ def test_publish_atomic_and_manifest():
     root = tempfile.mkdtemp(prefix="pub-", dir=TMP)
     v1, d1 = pm.publish(root, "BTCUSDT", "15m", m, sc)
     v2, d2 = pm.publish(root, "BTCUSDT", "15m", m, sc)
-    assert (v1, v2) == (1, 2), (v1, v2)
+    check((v1, v2) == (1, 2), (v1, v2))
     series = os.path.join(root, "BTCUSDT", "15m")
     os.mkdir(os.path.join(series, "7"))
     os.mkdir(os.path.join(series, ".hidden99"))
@@ -278,28 +285,28 @@ def test_publish_atomic_and_manifest():
     with open(os.path.join(series, "40"), "w") as f:  # a file, not a version
         f.write("x")
     v3, d3 = pm.publish(root, "BTCUSDT", "15m", m, sc)
-    assert v3 == 8, v3
+    check(v3 == 8, v3)
     left = [n for n in os.listdir(series) if n.startswith(".publish-")]
-    assert not left, "temporary dirs left: %r" % left
+    check(not left, "temporary dirs left: %r" % left)
     for v, d in ((1, d1), (2, d2), (8, d3)):
-        assert sorted(os.listdir(d)) == ["MANIFEST", "model.pb", "scaler.pb"], os.listdir(d)
+        check(sorted(os.listdir(d)) == ["MANIFEST", "model.pb", "scaler.pb"], os.listdir(d))
         r = subprocess.run(["sha256sum", "-c", "--strict", "MANIFEST"], cwd=d,
                            capture_output=True, text=True)
-        assert r.returncode == 0, r.stdout + r.stderr
+        check(r.returncode == 0, r.stdout + r.stderr)
         with open(os.path.join(d, "MANIFEST")) as f:
             lines = f.read().split("\n")
-        assert lines[2:] == [""] and lines[0].endswith("  model.pb") and \
-            lines[1].endswith("  scaler.pb") and len(lines[0]) == 64 + 10, lines
+        check(lines[2:] == [""] and lines[0].endswith("  model.pb") and \
+            lines[1].endswith("  scaler.pb") and len(lines[0]) == 64 + 10, lines)
         mm, ss = load_dir(d)
-        assert mm.meta.version == v and mm.meta.symbol == "BTCUSDT" and \
-            mm.meta.timeframe == "15m", mm.meta
-        assert list(ss.mean) == list(MU) and list(mm.features) == list(pm.DEFAULT_FEATURES)
-        assert mm.window == 200 and mm.policy.sl_atr == 1.5 and list(mm.policy.tp_r) == [1, 2, 3]
-        assert mm.policy.horizon == 16 and mm.policy.min_confidence == 0.45 and \
-            mm.policy.atr_period == 14
+        check(mm.meta.version == v and mm.meta.symbol == "BTCUSDT" and \
+            mm.meta.timeframe == "15m", mm.meta)
+        check(list(ss.mean) == list(MU) and list(mm.features) == list(pm.DEFAULT_FEATURES))
+        check(mm.window == 200 and mm.policy.sl_atr == 1.5 and list(mm.policy.tp_r) == [1, 2, 3])
+        check(mm.policy.horizon == 16 and mm.policy.min_confidence == 0.45 and \
+            mm.policy.atr_period == 14)
     # the default series and bad names
     v, _ = pm.publish(root, "_default", "1h", m, sc)
-    assert v == 1
+    check(v == 1)
     for sym, tf in (("btcusdt", "15m"), ("BTCUSDT", "2m"), ("../X", "15m"), ("B", "1h")):
         try:
             pm.publish(root, sym, tf, m, sc)
@@ -336,17 +343,17 @@ def test_publish_concurrent():
     got = []
     for pr in procs:
         out, err = pr.communicate(timeout=120)
-        assert pr.returncode == 0, err[-300:]
+        check(pr.returncode == 0, err[-300:])
         got += [int(v) for v in out.split()]
-    assert sorted(got) == list(range(1, 16)), sorted(got)
+    check(sorted(got) == list(range(1, 16)), sorted(got))
     series = os.path.join(root, "ADAUSDT", "1m")
-    assert sorted(os.listdir(series), key=lambda n: int(n)) == [str(v) for v in range(1, 16)]
+    check(sorted(os.listdir(series), key=lambda n: int(n)) == [str(v) for v in range(1, 16)])
     for v in range(1, 16):
         d = os.path.join(series, str(v))
         r = subprocess.run(["sha256sum", "-c", "--strict", "--quiet", "MANIFEST"], cwd=d,
                            capture_output=True, text=True)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert load_dir(d)[0].meta.version == v
+        check(r.returncode == 0, r.stdout + r.stderr)
+        check(load_dir(d)[0].meta.version == v)
 
 
 def test_self_check_catches_bad_files():
@@ -372,7 +379,7 @@ def _expect_export_error(fn, words):
     try:
         fn()
     except pm.ExportError as e:
-        assert words in str(e), "error %r lacks %r" % (str(e), words)
+        check(words in str(e), "error %r lacks %r" % (str(e), words))
         return
     raise AssertionError("no ExportError (%s)" % words)
 
@@ -397,7 +404,7 @@ def _sk_check(est, X, y, Xt, classes_arg=None, edge=None, scaler=None, on_dir=No
         return est.predict_proba(R if scaler is None else scaler.transform(R))
 
     m, sc = es.export(est, scaler, classes_arg, golden_inputs=X[:400])
-    assert len(m.golden) == 8
+    check(len(m.golden) == 8)
     pm.self_check(m, sc)
     d = _export_dir(m, sc)
     m, sc = load_dir(d)  # what predictd will read
@@ -429,8 +436,8 @@ def test_sklearn_logreg_softmax():
     d, m = _sk_check(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
                      X, y, Xt, on_dir=keep)
     p = pm.pb2()
-    assert m.kind == p.SOFTMAX and list(m.classes) == ["LONG", "NO_TRADE", "SHORT"], m.classes
-    assert m.meta.trainer.startswith("sklearn 1."), m.meta.trainer
+    check(m.kind == p.SOFTMAX and list(m.classes) == ["LONG", "NO_TRADE", "SHORT"], m.classes)
+    check(m.meta.trainer.startswith("sklearn 1."), m.meta.trainer)
 
 
 def test_sklearn_logreg_separate_scaler_int_labels():
@@ -441,7 +448,7 @@ def test_sklearn_logreg_separate_scaler_int_labels():
     Xt, _ = data(200, 4)
     _, m = _sk_check(LogisticRegression(max_iter=1000, C=0.5), X, y, Xt,
                      "-1=SHORT,0=NO_TRADE,1=LONG", scaler=StandardScaler())
-    assert list(m.classes) == ["SHORT", "NO_TRADE", "LONG"], m.classes
+    check(list(m.classes) == ["SHORT", "NO_TRADE", "LONG"], m.classes)
 
 
 def test_sklearn_logreg_ovr_refused():
@@ -470,9 +477,9 @@ def _mlp_test(act):
         _, m = _sk_check(make_pipeline(StandardScaler(), mlp), X, y, Xt)
         p = pm.pb2()
         want = {"relu": p.RELU, "tanh": p.TANH, "logistic": p.SIGMOID, "identity": p.LINEAR}[act]
-        assert m.kind == p.MLP and [l.activation for l in m.layers] == [want, want, p.LINEAR]
-        assert [(getattr(l, "in"), l.out) for l in m.layers] == [(14, 24), (24, 12), (12, 3)]
-        assert list(m.classes) == ["LONG", "SHORT", "NO_TRADE"]
+        check(m.kind == p.MLP and [l.activation for l in m.layers] == [want, want, p.LINEAR])
+        check([(getattr(l, "in"), l.out) for l in m.layers] == [(14, 24), (24, 12), (12, 3)])
+        check(list(m.classes) == ["LONG", "SHORT", "NO_TRADE"])
     t.__name__ = "test_sklearn_mlp_" + act
     return t
 
@@ -502,8 +509,8 @@ def test_sklearn_gradient_boosting_trees():
     _, m = _sk_check(gb, X, y, Xt, edge=_gb_edges(Xt[0]), on_dir=keep)
     p = pm.pb2()
     te = m.trees
-    assert m.kind == p.TREES and te.rule == p.LESS_EQUAL and not te.scaled_input
-    assert len(te.trees) == 75 and list(te.tree_class[:6]) == [0, 1, 2, 0, 1, 2]
+    check(m.kind == p.TREES and te.rule == p.LESS_EQUAL and not te.scaled_input)
+    check(len(te.trees) == 75 and list(te.tree_class[:6]) == [0, 1, 2, 0, 1, 2])
     prior = np.log(np.bincount(np.searchsorted(gb.classes_, y)) / len(y))
     close(te.base_score, prior, 1e-12, "base_score = log prior")
     _naive_thresholds_disagree(gb, m, Xt[0])
@@ -529,7 +536,7 @@ def _naive_thresholds_disagree(gb, m, x0):
     Xe = _gb_edges(x0)(gb)
     sc = pm.make_scaler(list(m.features))
     diff = np.max(np.abs(pm.reference_predict(naive, sc, Xe) - gb.predict_proba(Xe)), axis=1)
-    assert np.sum(diff > 1e-9) > 0, "naive thresholds agreed everywhere: edge rows too weak"
+    check(np.sum(diff > 1e-9) > 0, "naive thresholds agreed everywhere: edge rows too weak")
 
 
 def test_sklearn_gradient_boosting_scaled_zero_init():
@@ -554,7 +561,7 @@ def test_sklearn_gradient_boosting_scaled_zero_init():
         return mean + z * scale  # raw rows near them (rounding may move them a little)
 
     _, m = _sk_check(pipe, X, y, Xt, edge=edges)
-    assert m.trees.scaled_input and list(m.trees.base_score) == [0, 0, 0]
+    check(m.trees.scaled_input and list(m.trees.base_score) == [0, 0, 0])
 
 
 # ---------------------------------------------------------------------------
@@ -578,10 +585,10 @@ def test_xgboost_trees():
     d = _export_dir(m, sc, "ETHUSDT", "1h")
     m, sc = load_dir(d)
     p = pm.pb2()
-    assert m.kind == p.TREES and m.trees.rule == p.LESS and not m.trees.scaled_input
-    assert list(m.classes) == ["NO_TRADE", "LONG", "SHORT"]
-    assert list(m.trees.base_score) == [0.5] * 3 and len(m.trees.trees) == 60
-    assert m.meta.trainer.startswith("xgboost 1."), m.meta.trainer
+    check(m.kind == p.TREES and m.trees.rule == p.LESS and not m.trees.scaled_input)
+    check(list(m.classes) == ["NO_TRADE", "LONG", "SHORT"])
+    check(list(m.trees.base_score) == [0.5] * 3 and len(m.trees.trees) == 60)
+    check(m.meta.trainer.startswith("xgboost 1."), m.meta.trainer)
     Xt, _ = data(200, 32)
     f32, dbl, _ = ex.library_proba(b, Xt, None)
     close(pm.reference_predict(m, sc, Xt), dbl, 1e-12, "numpy vs XGBoost leaves in double")
@@ -600,7 +607,7 @@ def test_xgboost_trees():
             if f >= 0:
                 t.threshold[i] = float(np.float32(t.threshold[i]))
     diff = np.max(np.abs(pm.reference_predict(naive, sc, Xe) - dble), axis=1)
-    assert np.sum(diff > 1e-9) > 0, "naive thresholds agreed everywhere: edge rows too weak"
+    check(np.sum(diff > 1e-9) > 0, "naive thresholds agreed everywhere: edge rows too weak")
     check_with_predictd(d, Xt, f32, m.classes, (Xe, f32e))
 
 
@@ -608,8 +615,8 @@ def test_xgboost_missing_values_default_left():
     ex = need("export_xgboost")
     b = _xgb_train(seed=33, nan=True)
     m, sc = ex.export(b)
-    assert any(len(t.default_left) for t in m.trees.trees), "no default_left recorded"
-    assert any(not all(t.default_left) for t in m.trees.trees if len(t.default_left))
+    check(any(len(t.default_left) for t in m.trees.trees), "no default_left recorded")
+    check(any(not all(t.default_left) for t in m.trees.trees if len(t.default_left)))
     Xt, _ = data(300, 34)
     Xt[np.random.default_rng(35).random(Xt.shape) < 0.2] = np.nan
     _, dbl, _ = ex.library_proba(b, Xt, None)
@@ -628,7 +635,7 @@ def test_xgboost_missing_values_default_left():
         walk(json.loads(js), dump_dl)
         t = ex.parse(b)["trees"][k]
         raw_dl = [dl for f, dl in zip(t[0], t[4]) if f >= 0]
-        assert sorted(dump_dl) == sorted(raw_dl), "tree %d default_left" % k
+        check(sorted(dump_dl) == sorted(raw_dl), "tree %d default_left" % k)
 
 
 def test_xgboost_classifier_early_stopping_rounds():
@@ -639,9 +646,9 @@ def test_xgboost_classifier_early_stopping_rounds():
     clf = xgb.XGBClassifier(n_estimators=60, max_depth=3, learning_rate=0.5, n_jobs=1,
                             random_state=0, early_stopping_rounds=3, eval_metric="mlogloss")
     clf.fit(X, y, eval_set=[(Xv, yv)], verbose=False)
-    assert clf.best_iteration + 1 < 60, "early stopping did not stop (%d)" % clf.best_iteration
+    check(clf.best_iteration + 1 < 60, "early stopping did not stop (%d)" % clf.best_iteration)
     m, sc = ex.export(clf)
-    assert len(m.trees.trees) == 3 * (clf.best_iteration + 1), len(m.trees.trees)
+    check(len(m.trees.trees) == 3 * (clf.best_iteration + 1), len(m.trees.trees))
     Xt, _ = data(200, 42)
     close(pm.reference_predict(m, sc, Xt), clf.predict_proba(Xt), EVAL_TOL,
           "numpy vs XGBClassifier.predict_proba")
@@ -682,8 +689,8 @@ def _torch_test(name, cfg, classes):
         TORCH_DIR = TORCH_DIR or d
         m, sc = load_dir(d)
         p = pm.pb2()
-        assert m.kind == p.SEQUENCE and m.sequence.steps == STEPS
-        assert len(m.golden[0].input) == STEPS * NF
+        check(m.kind == p.SEQUENCE and m.sequence.steps == STEPS)
+        check(len(m.golden[0].input) == STEPS * NF)
         Xt, _ = seq_data(200, 61)
         p32, p64 = et.library_proba(net, Xt, mean, scale)
         close(pm.reference_predict(m, sc, Xt), p64, 1e-9, "numpy vs torch float64")
@@ -745,14 +752,14 @@ def test_cli_sklearn():
                         "--horizon", "24", "--tp-r", "1,1.5,2.5", "--min-confidence", "0.5",
                         "--eta-candles", "3,4", "--trained-at", "1700000000",
                         "--test-accuracy", "0.61", "--notes", "cli test")
-    assert rc == 0, err
-    assert out == os.path.join(models, "XRPUSDT", "1d", "1"), out
+    check(rc == 0, err)
+    check(out == os.path.join(models, "XRPUSDT", "1d", "1"), out)
     m, sc = load_dir(out)
-    assert m.policy.horizon == 24 and list(m.policy.tp_r) == [1, 1.5, 2.5]
-    assert m.policy.min_confidence == 0.5 and list(m.policy.eta_candles) == [3, 4]
-    assert m.meta.trained_at == 1700000000 and m.meta.test_accuracy == 0.61
-    assert m.meta.notes == "cli test" and m.meta.version == 1
-    assert list(sc.mean) == [0.0] * NF and list(sc.scale) == [1.0] * NF
+    check(m.policy.horizon == 24 and list(m.policy.tp_r) == [1, 1.5, 2.5])
+    check(m.policy.min_confidence == 0.5 and list(m.policy.eta_candles) == [3, 4])
+    check(m.meta.trained_at == 1700000000 and m.meta.test_accuracy == 0.61)
+    check(m.meta.notes == "cli test" and m.meta.version == 1)
+    check(list(sc.mean) == [0.0] * NF and list(sc.scale) == [1.0] * NF)
     close([g.input for g in m.golden], pm.pick_rows(Xg), 0, "golden rows from --inputs")
     Xt, _ = data(200, 72)
     check_with_predictd(out, Xt, gb.predict_proba(Xt), m.classes)
@@ -760,14 +767,14 @@ def test_cli_sklearn():
     joblib.dump(ss, os.path.join(work, "ss.joblib"))
     rc, _, err = _main("export_sklearn.py", "--model", os.path.join(work, "ss.joblib"),
                       "--out", os.path.join(work, "x"))
-    assert rc == 1 and "unsupported estimator" in err, err
+    check(rc == 1 and "unsupported estimator" in err, err)
     rc, _, err = _main("export_sklearn.py", "--model", mp, "--features", "rsi:14,ret:1",
                       "--out", os.path.join(work, "x"))
-    assert rc == 1 and "reads 14 features, 2 specs" in err, err
+    check(rc == 1 and "reads 14 features, 2 specs" in err, err)
     rc, _, err = _main("export_sklearn.py", "--model", mp, "--tp-r", "3,2,1", "--dry-run")
-    assert rc == 1 and "ascending" in err, err
+    check(rc == 1 and "ascending" in err, err)
     rc, out, err = _main("export_sklearn.py", "--model", mp, "--dry-run")
-    assert rc == 0 and out.startswith("ok: 8 golden cases"), out + err
+    check(rc == 0 and out.startswith("ok: 8 golden cases"), out + err)
     # a 5-feature logistic regression behind a separate scaler, specs from a file
     from sklearn.linear_model import LogisticRegression
     cols = [0, 9, 10, 11, 12]
@@ -782,14 +789,14 @@ def test_cli_sklearn():
                         "--scaler", os.path.join(work, "ss5.joblib"), "--features",
                         "@" + os.path.join(work, "specs.txt"), "--window", "80",
                         "--models-dir", models, "--symbol", "XRPUSDT", "--timeframe", "1d")
-    assert rc == 0 and out.endswith("/XRPUSDT/1d/2"), out + err
+    check(rc == 0 and out.endswith("/XRPUSDT/1d/2"), out + err)
     m5, sc5 = load_dir(out)
-    assert list(m5.features) == specs and list(sc5.features) == specs and m5.window == 80
+    check(list(m5.features) == specs and list(sc5.features) == specs and m5.window == 80)
     close(sc5.scale, ss5.scale_, 0, "scaler scale")
     Xt5 = Xt[:, cols]
     check_with_predictd(out, Xt5, lr5.predict_proba(ss5.transform(Xt5)), m5.classes)
     rc, _, err = _main("export_sklearn.py", "--model", mp, "--models-dir", models)
-    assert rc == 1 and "--symbol" in err, err
+    check(rc == 1 and "--symbol" in err, err)
 
 
 def test_cli_xgboost():
@@ -801,15 +808,15 @@ def test_cli_xgboost():
     out_dir = os.path.join(work, "v")
     rc, out, err = _cli("export_xgboost.py", "--model", mp, "--out", out_dir,
                         "--classes", "0=SHORT,1=LONG,2=NO_TRADE", "--rounds", "5")
-    assert rc == 0, err
+    check(rc == 0, err)
     m, sc = load_dir(out_dir)
-    assert list(m.classes) == ["SHORT", "LONG", "NO_TRADE"] and len(m.trees.trees) == 15
+    check(list(m.classes) == ["SHORT", "LONG", "NO_TRADE"] and len(m.trees.trees) == 15)
     ex = __import__("export_xgboost")
     Xt, _ = data(200, 81)
     f32, _, _ = ex.library_proba(b, Xt, 5)
     check_with_predictd(out_dir, Xt, f32, m.classes)
     rc, _, err = _main("export_xgboost.py", "--model", mp, "--rounds", "9", "--dry-run")
-    assert rc == 1 and "rounds 9" in err, err
+    check(rc == 1 and "rounds 9" in err, err)
 
 
 def test_cli_torch():
@@ -825,10 +832,10 @@ def test_cli_torch():
     rc, out, err = _cli("export_torch.py", "--checkpoint", ck, "--models-dir", models,
                         "--symbol", "_default", "--timeframe", "15m", "--window", "120",
                         "--inputs", os.path.join(work, "g.npy"))
-    assert rc == 0, err
+    check(rc == 0, err)
     m, sc = load_dir(out)
-    assert m.window == 120 and list(m.classes) == ["SHORT", "LONG", "NO_TRADE"]
-    assert m.meta.trainer.startswith("torch "), m.meta.trainer
+    check(m.window == 120 and list(m.classes) == ["SHORT", "LONG", "NO_TRADE"])
+    check(m.meta.trainer.startswith("torch "), m.meta.trainer)
     close(sc.mean, mean, 0, "scaler mean")
     Xt, _ = seq_data(200, 92)
     p32, _ = et.library_proba(net, Xt, mean, scale)
@@ -836,7 +843,7 @@ def test_cli_torch():
     bad = os.path.join(work, "bad.pt")
     need("torch").save({"state_dict": net.state_dict()}, bad)
     rc, _, err = _main("export_torch.py", "--checkpoint", bad, "--dry-run")
-    assert rc == 1 and "not a predictd-convlstm-1 checkpoint" in err, err
+    check(rc == 1 and "not a predictd-convlstm-1 checkpoint" in err, err)
 
 
 # ---------------------------------------------------------------------------
@@ -873,9 +880,9 @@ def _mutate_model(fn):
 
 def _expect_verify_fails(d, words):
     rc, out = verify(d)
-    assert rc != 0, "models verify accepted %s" % d
+    check(rc != 0, "models verify accepted %s" % d)
     low = out.lower()
-    assert any(w in low for w in words), "reason %r mentions none of %r" % (out[-200:], words)
+    check(any(w in low for w in words), "reason %r mentions none of %r" % (out[-200:], words))
 
 
 def test_negative_baseline_verifies():
@@ -883,7 +890,7 @@ def test_negative_baseline_verifies():
         need("sklearn")
         raise AssertionError("needs test_sklearn_logreg_softmax's export")
     rc, out = verify(LOGREG_DIR)
-    assert rc == 0, out
+    check(rc == 0, out)
 
 
 def test_negative_tampered_golden():
@@ -894,7 +901,7 @@ def test_negative_tampered_golden():
     d2 = _variant("golden_ok", _mutate_model(
         lambda m: m.golden[2].probabilities.__setitem__(1, m.golden[2].probabilities[1] + 5e-7)))
     rc, out = verify(d2)
-    assert rc == 0, "a 5e-7 change (within 1e-6) was refused: " + out
+    check(rc == 0, "a 5e-7 change (within 1e-6) was refused: " + out)
 
 
 def test_negative_flipped_byte_manifest():

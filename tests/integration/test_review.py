@@ -4,6 +4,7 @@ scripts) the way users do.
 """
 import base64
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,8 +13,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (ROOT, Service, Skip, check, check_eq, need_services,  # noqa: E402
-                     run_tests, test)
+from harness import (BIN, DB_URL, ROOT, Service, Skip, check, check_eq,  # noqa: E402
+                     need_services, prepare_database, run_tests, sanitizer_lines, tail, test)
 
 state = {}
 
@@ -98,66 +99,35 @@ def services_start_as_root_under_a_private_directory():
         subprocess.run(["rm", "-rf", parent], timeout=60)
 
 
-# A stand-in for predictd under server/run.sh: the subcommands run.sh calls
-# before serving succeed at once; `serve` behaves as predictd serve does with
-# signals: the first SIGTERM/SIGINT drains (for a moment) and exits 0, a
-# second one during the drain exits at once with 128 + the signal, SIGHUP
-# (rescan) changes nothing. It writes what it saw to $FAKE_LOG.
-FAKE_PREDICTD = r"""#!/usr/bin/python3
-import os, signal, sys, time
-def note(s):
-    with open(os.environ["FAKE_LOG"], "a") as f:
-        f.write(s + "\n")
-if sys.argv[1] != "serve":
-    sys.exit(0)
-draining = []
-def on_signal(sig, frame):
-    if sig == signal.SIGHUP:
-        note("rescan")
-        return
-    if draining:
-        note("second signal: exit at once")
-        os._exit(128 + sig)
-    draining.append(sig)
-for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-    signal.signal(s, on_signal)
-note(f"serving {os.getpid()}")
-while not draining:
-    time.sleep(0.05)
-time.sleep(1.0)
-note("drained")
-sys.exit(0)
-"""
-
-
-def run_sh_with_fake_serve():
-    """Starts `server/run.sh FAKE` as a terminal would start `make run`: in a
-    process group of its own (the terminal's foreground group). Returns the
-    process, the log path and the fake serve's pid once it serves."""
+def run_sh_with_real_serve():
+    """Starts `server/run.sh BIN` (the real binary) as a terminal would start
+    `make run`: in a process group of its own (the terminal's foreground
+    group), on this file's database (so run.sh starts no services; the
+    candles are there, so it seeds nothing) and a repository with a version
+    directory (so it trains nothing). Returns the process, the path of its
+    output and serve's pid once serve is ready."""
+    need_services()
+    prepare_database(symbols=("BTCUSDT",), timeframes=("15m",), count=300)
     tmp = tempfile.mkdtemp(prefix="predictd-review-run-")
-    fake = os.path.join(tmp, "predictd")
-    with open(fake, "w") as f:
-        f.write(FAKE_PREDICTD)
-    os.chmod(fake, 0o755)
-    models = os.path.join(tmp, "models", "BTCUSDT", "15m", "1")
-    os.makedirs(models)  # a version directory: run.sh trains nothing
+    os.makedirs(os.path.join(tmp, "models", "BTCUSDT", "15m", "1"))
     log = os.path.join(tmp, "log")
-    env = dict(os.environ, FAKE_LOG=log, PREDICTD_MODELS_DIR=os.path.join(tmp, "models"),
-               PREDICTD_DATABASE_URL="postgresql://unused", PREDICTD_API_KEY="k" * 32,
-               PREDICTD_LISTEN="127.0.0.1:1")
-    proc = subprocess.Popen([os.path.join(ROOT, "server", "run.sh"), fake], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 30
+    env = dict(os.environ, PREDICTD_MODELS_DIR=os.path.join(tmp, "models"),
+               PREDICTD_DATABASE_URL=DB_URL, PREDICTD_API_KEY="k" * 32,
+               PREDICTD_LISTEN="127.0.0.1:0", PREDICTD_LOG_FORMAT="json")
+    env.pop("PREDICTD_REDIS_URL", None)
+    out = open(log, "w")
+    proc = subprocess.Popen([os.path.join(ROOT, "server", "run.sh"), BIN], env=env,
+                            stdout=out, stderr=out, start_new_session=True)
+    out.close()
+    deadline = time.time() + 60
     while time.time() < deadline:
-        if os.path.exists(log):
-            with open(log) as f:
-                for line in f:
-                    if line.startswith("serving "):
-                        return proc, log, int(line.split()[1])
-        check(proc.poll() is None, "run.sh exited before serving")
+        with open(log) as f:
+            m = re.search(r"ready to serve \(pid (\d+)\)", f.read())
+        if m:
+            return proc, log, int(m.group(1))
+        check(proc.poll() is None, f"run.sh exited before serving:\n{tail(open(log).read())}")
         time.sleep(0.05)
-    raise AssertionError("the fake serve did not start")
+    raise AssertionError("serve did not start under run.sh")
 
 
 def alive(pid):
@@ -179,26 +149,35 @@ def gone_within(pid, seconds):
     return False
 
 
+def stop_all(proc, pid):
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @test
 def run_sh_ctrl_c_drains_serve_once():
     # server/run.sh forwarded SIGTERM to serve from its INT trap while the
     # terminal's SIGINT had reached serve too (same process group): serve saw
     # a second signal during its drain and exited at once (143) instead of
-    # draining. Ctrl-C must reach serve once.
-    proc, log, pid = run_sh_with_fake_serve()
+    # draining. Ctrl-C must reach serve once: the real serve logs which
+    # signal started its drain and "stopped" when the drain completed.
+    proc, log, pid = run_sh_with_real_serve()
     try:
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
-        proc.wait(timeout=30)
-        check(gone_within(pid, 10), "serve still runs after run.sh exited")
+        proc.wait(timeout=60)
+        check(gone_within(pid, 30), "serve still runs after run.sh exited")
         with open(log) as f:
             seen = f.read()
-        check("second signal" not in seen, f"serve got two signals: {seen}")
-        check("drained" in seen, f"serve did not drain: {seen}")
+        check(not sanitizer_lines(seen), f"sanitizer report:\n{tail(seen)}")
+        check_eq(seen.count(": draining (up to"), 1, tail(seen))
+        check("SIGTERM: draining" in seen, f"serve was not stopped by run.sh's SIGTERM:\n"
+              f"{tail(seen)}")
+        check('"msg":"stopped"' in seen, f"serve did not finish its drain:\n{tail(seen)}")
     finally:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_all(proc, pid)
 
 
 @test
@@ -206,16 +185,16 @@ def run_sh_hangup_leaves_no_serve_behind():
     # On a hangup (the terminal or SSH session closes) bash died without
     # stopping serve, which treats SIGHUP as "rescan" and kept running, alone,
     # after run.sh had stopped the private PostgreSQL and Redis.
-    proc, log, pid = run_sh_with_fake_serve()
+    proc, log, pid = run_sh_with_real_serve()
     try:
         os.killpg(proc.pid, signal.SIGHUP)
-        proc.wait(timeout=30)
-        check(gone_within(pid, 10), "serve still runs after a hangup ended run.sh")
+        proc.wait(timeout=60)
+        check(gone_within(pid, 30), "serve still runs after a hangup ended run.sh")
+        with open(log) as f:
+            seen = f.read()
+        check('"msg":"stopped"' in seen, f"serve did not drain:\n{tail(seen)}")
     finally:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_all(proc, pid)
 
 
 if __name__ == "__main__":

@@ -237,8 +237,7 @@ def stream_token_opens_the_event_stream_of_a_keyed_service():
     check_eq(status, 200)
     check(headers["Cache-Control"].startswith("private, max-age="), headers["Cache-Control"])
     check_eq(svc.stop(), 0)
-    with open(svc.log_path) as f:
-        logs = f.read()
+    logs = svc.final_log
     check("/api/predictions/events" in logs, "the access log has the stream requests")
     check(token not in logs and mac not in logs, "a token was logged")
     check(READ_KEY not in logs, "the key was logged")

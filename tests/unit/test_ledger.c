@@ -1,5 +1,5 @@
 /*
- * Unit tests for store/ledger.c.
+ * Unit tests for features/ledger.c.
  *
  * The resolver (store_ledger_resolve) on hand-built candles: target
  * first, stop first, stop and target in one candle, TP3, expiry with and
@@ -22,10 +22,11 @@
 #include "predict/predict.h"
 #include "store/store.h"
 #include "tests/unit/unit.h"
+#include "tests/unit/fixtures.h"
 #include "util/util.h"
 
-#define DB_ENV "PREDICTD_TEST_DATABASE_URL"
-#define REDIS_ENV "PREDICTD_TEST_REDIS_URL"
+#define DB_ENV UNIT_DB_ENV
+#define REDIS_ENV UNIT_REDIS_ENV
 
 /* 2024-06-10T06:00:00Z: aligned to every timeframe up to 1h. */
 static const int64_t T0 = 1717999200;
@@ -320,64 +321,17 @@ TEST(invalid_entries_are_refused)
 /* ---------------------------------------------------------------------------
  * Against PostgreSQL.
  */
-static const char *db_url(void)
-{
-    return getenv(DB_ENV);
-}
-
-static const char *migrations_dir(void)
-{
-    static char dir[1024];
-    const char *root = getenv("PREDICTD_ROOT");
-    snprintf(dir, sizeof dir, "%s/db", root && *root ? root : ".");
-    return dir;
-}
-
-static PGconn *admin(void)
-{
-    PGconn *c = PQconnectdb(db_url());
-    if (PQstatus(c) != CONNECTION_OK) {
-        printf("  admin connection: %s", PQerrorMessage(c));
-        PQfinish(c);
-        return NULL;
-    }
-    return c;
-}
-
-static bool sql_ok(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (!ok)
-        printf("  %s: %s", sql, PQresultErrorMessage(r));
-    PQclear(r);
-    return ok;
-}
-
-/* The first column of the first row as text ("" when none); static buffer. */
-static const char *sql_text(PGconn *c, const char *sql)
-{
-    static char buf[512];
-    buf[0] = '\0';
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) >= 1)
-        snprintf(buf, sizeof buf, "%s", PQgetvalue(r, 0, 0));
-    else if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        printf("  %s: %s", sql, PQresultErrorMessage(r));
-    PQclear(r);
-    return buf;
-}
 
 /* Migrated database, empty ledger and candles of the test symbols. */
 static bool setup_db(PGconn **out)
 {
-    if (store_init(db_url(), NULL, false) != 0 || store_migrate(migrations_dir()) != 0)
+    if (store_init(unit_db_url(), NULL, false) != 0 || store_migrate(unit_migrations_dir()) != 0)
         return false;
-    PGconn *c = admin();
+    PGconn *c = unit_db_admin();
     if (!c)
         return false;
-    if (!sql_ok(c, "DELETE FROM predictions") ||
-        !sql_ok(c, "DELETE FROM candles WHERE symbol LIKE 'LDG%'")) {
+    if (!unit_sql_ok(c, "DELETE FROM predictions") ||
+        !unit_sql_ok(c, "DELETE FROM candles WHERE symbol LIKE 'LDG%'")) {
         PQfinish(c);
         return false;
     }
@@ -409,7 +363,7 @@ TEST(record_is_idempotent)
     if (!c)
         return;
     store_ledger *db = NULL;
-    CHECK_EQ_INT(store_ledger_open(db_url(), &db), 0);
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
     store_ledger_entry e = entry_for("LDGAUSDT", T0, 1, STORE_LEDGER_LONG);
     bool ins = false;
     CHECK_EQ_INT(store_ledger_record(db, &e, &ins), 0);
@@ -417,12 +371,12 @@ TEST(record_is_idempotent)
     e.confidence = 0.9; /* the first record wins */
     CHECK_EQ_INT(store_ledger_record(db, &e, &ins), 0);
     CHECK(!ins);
-    CHECK_EQ_STR(sql_text(c, "SELECT count(*) FROM predictions"), "1");
-    CHECK_EQ_STR(sql_text(c, "SELECT confidence FROM predictions"), "0.6");
-    CHECK_EQ_STR(sql_text(c, "SELECT extract(epoch FROM candle_time)::bigint FROM predictions"),
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT count(*) FROM predictions"), "1");
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT confidence FROM predictions"), "0.6");
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT extract(epoch FROM candle_time)::bigint FROM predictions"),
                  "1717999200");
     /* exact doubles round-trip */
-    CHECK_EQ_STR(sql_text(c, "SELECT atr = 4::float8 / 3 FROM predictions"), "t");
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT atr = 4::float8 / 3 FROM predictions"), "t");
     /* another version of the same candle is another row */
     e.version = 2;
     CHECK_EQ_INT(store_ledger_record(db, &e, &ins), 0);
@@ -430,7 +384,7 @@ TEST(record_is_idempotent)
     /* NO_TRADE rows are recorded too */
     store_ledger_entry n = entry_for("LDGAUSDT", T0 + TF, 1, STORE_LEDGER_NO_TRADE);
     CHECK_EQ_INT(store_ledger_record(db, &n, NULL), 0);
-    CHECK_EQ_STR(sql_text(c, "SELECT direction FROM predictions WHERE candle_time ="
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT direction FROM predictions WHERE candle_time ="
                              " to_timestamp(1717999260)"),
                  "NO_TRADE");
     /* bad entries */
@@ -456,7 +410,7 @@ TEST(settle_writes_outcomes)
     if (!c)
         return;
     store_ledger *db = NULL;
-    CHECK_EQ_INT(store_ledger_open(db_url(), &db), 0);
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
     /* candles 0..6 of LDGBUSDT 1m: a rally to 104.5 then a drop to 97 */
     features_candle k[] = {at(0, 100.5, 99.5, 100), at(1, 101, 99.5, 100.5), at(2, 102.5, 100, 102),
                            at(3, 104.5, 101, 104),  at(4, 104, 96.5, 97),    at(5, 98, 96, 97),
@@ -489,18 +443,18 @@ TEST(settle_writes_outcomes)
     int64_t now = util_now();
     CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", now, predict_resolve, &settled), 0);
     CHECK_EQ_INT(settled, 3);
-    CHECK_EQ_STR(sql_text(c, "SELECT outcome || ' ' || realised || ' ' || r_multiple || ' ' ||"
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT outcome || ' ' || realised || ' ' || r_multiple || ' ' ||"
                              " hit_time_s || ' ' || mfe || ' ' || mae FROM predictions"
                              " WHERE model_version = 1 AND candle_time = to_timestamp(1717999200)"),
                  "TP2 LONG 2 180 2.25 0.25");
-    CHECK_EQ_STR(sql_text(c, "SELECT outcome || ' ' || realised || ' ' || r_multiple || ' ' ||"
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT outcome || ' ' || realised || ' ' || r_multiple || ' ' ||"
                              " hit_time_s FROM predictions WHERE model_version = 2"),
                  "SL LONG -1 120");
-    CHECK_EQ_STR(sql_text(c, "SELECT outcome || ' ' || realised || ' ' ||"
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT outcome || ' ' || realised || ' ' ||"
                              " (r_multiple IS NULL) || ' ' || (resolved_at IS NOT NULL)"
                              " FROM predictions WHERE model_version = 3"),
                  "NONE LONG true true");
-    CHECK_EQ_STR(sql_text(c, "SELECT outcome IS NULL FROM predictions WHERE"
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT outcome IS NULL FROM predictions WHERE"
                              " candle_time = to_timestamp(1717999560)"),
                  "t");
     /* settled rows are not touched again */
@@ -514,7 +468,7 @@ TEST(settle_writes_outcomes)
     CHECK_EQ_INT(settled, 0);
     CHECK_EQ_INT(store_ledger_settle(db, "LDGBUSDT", "1m", now, predict_resolve, &settled), 0);
     CHECK_EQ_INT(settled, 1);
-    CHECK_EQ_STR(sql_text(c, "SELECT outcome || ' ' || realised FROM predictions WHERE"
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT outcome || ' ' || realised FROM predictions WHERE"
                              " candle_time = to_timestamp(1717999560)"),
                  "SL SHORT");
     CHECK_EQ_INT(store_ledger_settle(db, "bad", "1m", now, predict_resolve, NULL), PD_ESYMBOL);
@@ -546,7 +500,7 @@ static bool insert_row(PGconn *c, const char *symbol, int t_index, int version, 
              " tp2, tp3, horizon_candles%s) VALUES ('%s', '1m', to_timestamp(%lld), %d, '%s',"
              " 0.5, %.17g, %.17g, %.17g, 100, 98, 102, 104, 106, 3%s)",
              res, symbol, (long long)(T0 + t_index * TF), version, dir, pl, ps, 1 - pl - ps, resv);
-    return sql_ok(c, sql);
+    return unit_sql_ok(c, sql);
 }
 
 TEST(performance_figures_match_rows)
@@ -566,7 +520,7 @@ TEST(performance_figures_match_rows)
     /* version 2: one expired trade */
     CHECK(insert_row(c, "LDGCUSDT", 0, 2, "LONG", 0.55, 0.05, "EXPIRED", "NO_TRADE", -0.25));
     store_ledger *db = NULL;
-    CHECK_EQ_INT(store_ledger_open(db_url(), &db), 0);
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
     store_ledger_perf *p = NULL;
     size_t n = 0;
     CHECK_EQ_INT(store_ledger_performance(db, "LDGCUSDT", "1m", 2, &p, &n), 0);
@@ -638,14 +592,14 @@ TEST(history_pages)
     if (!c)
         return;
     store_ledger *db = NULL;
-    CHECK_EQ_INT(store_ledger_open(db_url(), &db), 0);
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
     for (int i = 0; i < 5; i++) {
         store_ledger_entry e = entry_for("LDGDUSDT", T0 + i * TF, 1, STORE_LEDGER_LONG);
         CHECK_EQ_INT(store_ledger_record(db, &e, NULL), 0);
     }
     store_ledger_entry e = entry_for("LDGEUSDT", T0 + 2 * TF, 1, STORE_LEDGER_SHORT);
     CHECK_EQ_INT(store_ledger_record(db, &e, NULL), 0);
-    CHECK(sql_ok(c, "UPDATE predictions SET outcome = 'SL', realised = 'LONG', resolved_at ="
+    CHECK(unit_sql_ok(c, "UPDATE predictions SET outcome = 'SL', realised = 'LONG', resolved_at ="
                     " now(), r_multiple = -1, hit_time_s = 60 WHERE symbol = 'LDGEUSDT'"));
 
     /* one symbol, pages of 2: 4,3 / 2,1 / 0 */
@@ -742,8 +696,8 @@ TEST(listen_receives_and_survives_a_lost_connection)
     if (!c)
         return;
     store_listener *l = NULL;
-    CHECK_EQ_INT(store_listen_open(db_url(), "Bad-Channel", &l), PD_EINVAL);
-    CHECK_EQ_INT(store_listen_open(db_url(), "predictd_candles", &l), 0);
+    CHECK_EQ_INT(store_listen_open(unit_db_url(), "Bad-Channel", &l), PD_EINVAL);
+    CHECK_EQ_INT(store_listen_open(unit_db_url(), "predictd_candles", &l), 0);
     CHECK_EQ_INT(store_listen_socket(l), -1);
     struct got g = {0};
     CHECK_EQ_INT(store_listen_consume(l, on_notify, &g), PD_EDB); /* not connected */
@@ -755,7 +709,7 @@ TEST(listen_receives_and_survives_a_lost_connection)
     CHECK_EQ_STR(g.payload[0], "LDGFUSDT:1m");
 
     /* the server ends the listener's session: the next consume says so */
-    CHECK(sql_ok(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    CHECK(unit_sql_ok(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE application_name = 'predictd-listen'"));
     g.n = 0;
     int rc = 0;

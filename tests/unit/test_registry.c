@@ -4,6 +4,11 @@
  * (a softmax over the 14 default features, window 100) whose golden cases
  * are computed with inference_run on the built model itself, published
  * with registry_publish, then broken in every way the registry must refuse.
+ * Those goldens come from the code under test on purpose: this file tests
+ * the repository (hashes, parsing, shapes, swaps), not the maths. The maths
+ * is checked independently elsewhere: test_inference.c against hand-worked
+ * and numpy values, test_importers.py against scikit-learn, XGBoost and
+ * PyTorch, test_oracle.py end to end against tools/predictd_reference.py.
  *
  * No timing assertions: the scanner-thread test waits for a condition with
  * a generous deadline, it does not measure.
@@ -23,6 +28,7 @@
 
 #include "registry/registry.h"
 #include "unit.h"
+#include "fixtures.h"
 #include "util/util.h"
 
 #define NF 14
@@ -157,8 +163,8 @@ static void fx_init(fx *f, unsigned seed)
 
 static char *mkdtemp_dir(void)
 {
-    char tmpl[] = "/tmp/pd-reg-XXXXXX";
-    char *d = mkdtemp(tmpl);
+    char tmpl[512];
+    char *d = unit_tmpdir(tmpl, sizeof tmpl, "pd-reg");
     return d ? strdup(d) : NULL;
 }
 

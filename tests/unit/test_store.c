@@ -1,5 +1,5 @@
 /*
- * Unit tests for store/candles.c and store/cache.c against the real
+ * Unit tests for features/store.c and features/cache.c against the real
  * PostgreSQL and Redis that tests/run starts (PREDICTD_TEST_DATABASE_URL, a
  * fresh database for this file, and PREDICTD_TEST_REDIS_URL). Without them
  * every test skips.
@@ -21,71 +21,21 @@
 #include "feed/feed.h"
 #include "store/store.h"
 #include "tests/unit/unit.h"
+#include "tests/unit/fixtures.h"
 #include "util/util.h"
 
-#define DB_ENV "PREDICTD_TEST_DATABASE_URL"
-#define REDIS_ENV "PREDICTD_TEST_REDIS_URL"
+#define DB_ENV UNIT_DB_ENV
+#define REDIS_ENV UNIT_REDIS_ENV
 
 /* A fixed "now" (2024-06-10T06:13:20Z, inside an open 1h candle) keeps the
  * tests independent of the clock. */
 static const int64_t NOW = 1717999999 + 1;
 
-static const char *db_url(void)
-{
-    return getenv(DB_ENV);
-}
-
-static const char *redis_url(void)
-{
-    return getenv(REDIS_ENV);
-}
-
-static const char *migrations_dir(void)
-{
-    static char dir[1024];
-    const char *root = getenv("PREDICTD_ROOT");
-    snprintf(dir, sizeof dir, "%s/db", root && *root ? root : ".");
-    return dir;
-}
-
-/* A separate libpq connection for checks behind the module's back. */
-static PGconn *admin(void)
-{
-    PGconn *c = PQconnectdb(db_url());
-    if (PQstatus(c) != CONNECTION_OK) {
-        printf("  admin connection: %s", PQerrorMessage(c));
-        PQfinish(c);
-        return NULL;
-    }
-    return c;
-}
-
-static long long sql_int(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    long long v = -1;
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    else
-        printf("  %s: %s", sql, PQresultErrorMessage(r));
-    PQclear(r);
-    return v;
-}
-
-static bool sql_ok(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (!ok)
-        printf("  %s: %s", sql, PQresultErrorMessage(r));
-    PQclear(r);
-    return ok;
-}
 
 /* Back to the normal configuration: test database, Redis, cache on/off. */
 static int init_normal(bool cache)
 {
-    return store_init(db_url(), redis_url(), cache);
+    return store_init(unit_db_url(), unit_redis_url(), cache);
 }
 
 /* n candles of a series ending with the last closed candle at NOW, with
@@ -126,16 +76,16 @@ TEST(migrate_is_idempotent)
 {
     UNIT_NEED_ENV(DB_ENV);
     CHECK_EQ_INT(init_normal(false), 0);
-    CHECK_EQ_INT(store_migrate(migrations_dir()), 0);
-    CHECK_EQ_INT(store_migrate(migrations_dir()), 0);
+    CHECK_EQ_INT(store_migrate(unit_migrations_dir()), 0);
+    CHECK_EQ_INT(store_migrate(unit_migrations_dir()), 0);
     CHECK_EQ_INT(store_migrate("/nonexistent/dir"), PD_ENOTFOUND);
-    PGconn *c = admin();
+    PGconn *c = unit_db_admin();
     CHECK(c != NULL);
     if (!c)
         return;
     /* every file of db/ once (the count follows the directory) */
     char cmd0[1200];
-    snprintf(cmd0, sizeof cmd0, "ls %s/*.sql | wc -l", migrations_dir());
+    snprintf(cmd0, sizeof cmd0, "ls %s/*.sql | wc -l", unit_migrations_dir());
     FILE *ls = popen(cmd0, "r");
     long nfiles = -1;
     if (ls) {
@@ -144,17 +94,17 @@ TEST(migrate_is_idempotent)
         pclose(ls);
     }
     CHECK(nfiles >= 3);
-    CHECK_EQ_INT(sql_int(c, "SELECT count(*) FROM schema_migrations"), nfiles);
-    CHECK_EQ_INT(sql_int(c, "SELECT count(*) FROM information_schema.tables WHERE table_name IN "
+    CHECK_EQ_INT(unit_sql_int(c, "SELECT count(*) FROM schema_migrations"), nfiles);
+    CHECK_EQ_INT(unit_sql_int(c, "SELECT count(*) FROM information_schema.tables WHERE table_name IN "
                             "('candles', 'predictions', 'training_jobs', 'schema_migrations')"),
                  4);
     /* a new file is applied once, in its own transaction; a broken one is
      * rolled back and not recorded */
-    char tmpl[] = "/tmp/store-migr-XXXXXX";
-    char *dir = mkdtemp(tmpl);
+    char tmpl[512];
+    char *dir = unit_tmpdir(tmpl, sizeof tmpl, "store-migr");
     CHECK(dir != NULL);
-    char path[256], cmd[512];
-    snprintf(cmd, sizeof cmd, "cp %s/*.sql %s/", migrations_dir(), dir);
+    char path[256], cmd[2200];
+    snprintf(cmd, sizeof cmd, "cp %s/*.sql %s/", unit_migrations_dir(), dir);
     CHECK_EQ_INT(system(cmd), 0);
     snprintf(path, sizeof path, "%s/900_test.sql", dir);
     CHECK_EQ_INT(util_write_file_atomic(path, "CREATE TABLE t900 (x int);", 26, 0644), 0);
@@ -162,15 +112,15 @@ TEST(migrate_is_idempotent)
     const char *broken = "CREATE TABLE t901 (x int); SELECT nonsense FROM nowhere;";
     CHECK_EQ_INT(util_write_file_atomic(path, broken, strlen(broken), 0644), 0);
     CHECK_EQ_INT(store_migrate(dir), PD_EDB);
-    CHECK_EQ_INT(sql_int(c, "SELECT count(*) FROM schema_migrations"), nfiles + 1);
-    CHECK_EQ_INT(sql_int(c, "SELECT count(*) FROM information_schema.tables WHERE table_name IN "
+    CHECK_EQ_INT(unit_sql_int(c, "SELECT count(*) FROM schema_migrations"), nfiles + 1);
+    CHECK_EQ_INT(unit_sql_int(c, "SELECT count(*) FROM information_schema.tables WHERE table_name IN "
                             "('t900', 't901')"),
                  1);
     unlink(path);
     CHECK_EQ_INT(store_migrate(dir), 0);
-    CHECK_EQ_INT(sql_int(c, "SELECT count(*) FROM schema_migrations"), nfiles + 1);
-    CHECK(sql_ok(c, "DROP TABLE t900"));
-    CHECK(sql_ok(c, "DELETE FROM schema_migrations WHERE name = '900_test.sql'"));
+    CHECK_EQ_INT(unit_sql_int(c, "SELECT count(*) FROM schema_migrations"), nfiles + 1);
+    CHECK(unit_sql_ok(c, "DROP TABLE t900"));
+    CHECK(unit_sql_ok(c, "DELETE FROM schema_migrations WHERE name = '900_test.sql'"));
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK_EQ_INT(system(cmd), 0);
     PQfinish(c);
@@ -347,24 +297,24 @@ TEST(bad_batches_write_nothing)
 
     /* rejected by the database in the last chunk, after two chunks went
      * in: the transaction takes them back */
-    PGconn *c = admin();
+    PGconn *c = unit_db_admin();
     CHECK(c != NULL);
     if (!c) {
         free(in);
         return;
     }
-    CHECK(sql_ok(c, "CREATE FUNCTION test_reject() RETURNS trigger LANGUAGE plpgsql AS $$"
+    CHECK(unit_sql_ok(c, "CREATE FUNCTION test_reject() RETURNS trigger LANGUAGE plpgsql AS $$"
                     " BEGIN IF NEW.volume = 4242.25 THEN RAISE EXCEPTION 'test rejects it'"
                     " USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$"));
-    CHECK(sql_ok(c, "CREATE TRIGGER test_reject BEFORE INSERT ON candles FOR EACH ROW"
+    CHECK(unit_sql_ok(c, "CREATE TRIGGER test_reject BEFORE INSERT ON candles FOR EACH ROW"
                     " EXECUTE FUNCTION test_reject()"));
     in[n - 2].volume = 4242.25;
     CHECK_EQ_INT(store_upsert_candles("BADUSDT", tf, in, n), PD_EINVAL);
     CHECK_EQ_INT(store_count_candles("BADUSDT", tf, &count), 0);
     CHECK_EQ_INT(count, 0);
-    CHECK_EQ_INT(sql_int(c, "SELECT count(*) FROM candles WHERE symbol = 'BADUSDT'"), 0);
-    CHECK(sql_ok(c, "DROP TRIGGER test_reject ON candles"));
-    CHECK(sql_ok(c, "DROP FUNCTION test_reject()"));
+    CHECK_EQ_INT(unit_sql_int(c, "SELECT count(*) FROM candles WHERE symbol = 'BADUSDT'"), 0);
+    CHECK(unit_sql_ok(c, "DROP TRIGGER test_reject ON candles"));
+    CHECK(unit_sql_ok(c, "DROP FUNCTION test_reject()"));
     /* the connection is still good, and the fixed batch goes in whole */
     in[n - 2].volume = 1;
     CHECK_EQ_INT(store_upsert_candles("BADUSDT", tf, in, n), 0);
@@ -509,7 +459,7 @@ TEST(cache_hit_path)
     free(a);
     /* the stored entry expires when the candle in progress closes */
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "redis-cli -u '%s' TTL predictd:candles:CACHEUSDT:1h", redis_url());
+    snprintf(cmd, sizeof cmd, "redis-cli -u '%s' TTL predictd:candles:CACHEUSDT:1h", unit_redis_url());
     FILE *p = popen(cmd, "r");
     long ttl = -5;
     if (p) {
@@ -600,7 +550,7 @@ TEST(multi_symbol_windows)
 TEST(generic_cache_values)
 {
     UNIT_NEED_ENV(REDIS_ENV);
-    CHECK_EQ_INT(store_init(NULL, redis_url(), true), 0);
+    CHECK_EQ_INT(store_init(NULL, unit_redis_url(), true), 0);
     char *v = NULL;
     size_t len = 0;
     const char val[] = "{\"a\":1}\0binary";
@@ -625,7 +575,7 @@ TEST(generic_cache_values)
     size_t n;
     CHECK_EQ_INT(store_load_window("BTCUSDT", "1h", NOW, 10, &out, &n, NULL), PD_EDB);
     /* cache off or no Redis: PD_ECACHE */
-    CHECK_EQ_INT(store_init(NULL, redis_url(), false), 0);
+    CHECK_EQ_INT(store_init(NULL, unit_redis_url(), false), 0);
     CHECK_EQ_INT(store_cache_get("predictd:pred:BTCUSDT:15m:v3", &v, &len), PD_ECACHE);
     CHECK_EQ_INT(store_init(NULL, NULL, true), 0);
     CHECK_EQ_INT(store_cache_set("predictd:a", "b", 1, 5), PD_ECACHE);
@@ -659,7 +609,7 @@ TEST(redis_down_served_from_db)
     UNIT_NEED_ENV(DB_ENV);
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", closed_port());
-    CHECK_EQ_INT(store_init(db_url(), url, true), 0);
+    CHECK_EQ_INT(store_init(unit_db_url(), url, true), 0);
     features_candle *in = make_candles("1h", 50, last_closed("1h", NOW), 9);
     CHECK_EQ_INT(store_upsert_candles("NOREDIS", "1h", in, 50), 0);
     store_stats s0, s1;
@@ -710,11 +660,11 @@ TEST(notify_trigger)
 {
     UNIT_NEED_ENV(DB_ENV);
     CHECK_EQ_INT(init_normal(false), 0);
-    PGconn *c = admin();
+    PGconn *c = unit_db_admin();
     CHECK(c != NULL);
     if (!c)
         return;
-    CHECK(sql_ok(c, "LISTEN predictd_candles"));
+    CHECK(unit_sql_ok(c, "LISTEN predictd_candles"));
     features_candle *in;
     CHECK_EQ_INT(feed_seed_series("NOTIFYUSDT", "5m", NOW, 5000, 3, &in), 0);
     CHECK_EQ_INT(store_upsert_candles("NOTIFYUSDT", "5m", in, 5000), 0);
@@ -745,15 +695,15 @@ static void module_session(char *timeout, char *work_mem, char *app)
     strcpy(timeout, "?");
     strcpy(work_mem, "?");
     strcpy(app, "?");
-    PGconn *c = admin();
+    PGconn *c = unit_db_admin();
     if (!c)
         return;
-    sql_ok(c, "CREATE TABLE session_seen (t text, w text, a text)");
-    sql_ok(c, "CREATE OR REPLACE FUNCTION see_session() RETURNS trigger LANGUAGE plpgsql AS $$"
+    unit_sql_ok(c, "CREATE TABLE session_seen (t text, w text, a text)");
+    unit_sql_ok(c, "CREATE OR REPLACE FUNCTION see_session() RETURNS trigger LANGUAGE plpgsql AS $$"
               " BEGIN INSERT INTO session_seen VALUES (current_setting('statement_timeout'),"
               " current_setting('work_mem'), current_setting('application_name'));"
               " RETURN NULL; END $$");
-    sql_ok(c, "CREATE OR REPLACE TRIGGER see_session AFTER INSERT ON candles"
+    unit_sql_ok(c, "CREATE OR REPLACE TRIGGER see_session AFTER INSERT ON candles"
               " FOR EACH STATEMENT EXECUTE FUNCTION see_session()");
     features_candle one = {.t = last_closed("1d", NOW), 1, 1, 1, 1, 1};
     if (store_upsert_candles("SESSIONUSDT", "1d", &one, 1) == 0) {
@@ -765,9 +715,9 @@ static void module_session(char *timeout, char *work_mem, char *app)
         }
         PQclear(r);
     }
-    sql_ok(c, "DROP TRIGGER see_session ON candles");
-    sql_ok(c, "DROP FUNCTION see_session()");
-    sql_ok(c, "DROP TABLE session_seen");
+    unit_sql_ok(c, "DROP TRIGGER see_session ON candles");
+    unit_sql_ok(c, "DROP FUNCTION see_session()");
+    unit_sql_ok(c, "DROP TABLE session_seen");
     PQfinish(c);
 }
 
@@ -778,7 +728,7 @@ TEST(session_settings)
     /* the URI form: our statement_timeout, even right after a migration
      * (which lifts it for itself) on the same connection */
     CHECK_EQ_INT(init_normal(false), 0);
-    CHECK_EQ_INT(store_migrate(migrations_dir()), 0);
+    CHECK_EQ_INT(store_migrate(unit_migrations_dir()), 0);
     module_session(t, w, a);
     CHECK_EQ_STR(t, "5s");
     CHECK_EQ_STR(a, "predictd");
@@ -786,7 +736,7 @@ TEST(session_settings)
     /* the key=value form of the same database, with options and an
      * application name of its own: the user's settings win */
     char *err = NULL;
-    PQconninfoOption *o = PQconninfoParse(db_url(), &err);
+    PQconninfoOption *o = PQconninfoParse(unit_db_url(), &err);
     CHECK(o != NULL);
     if (!o) {
         PQfreemem(err);

@@ -1,6 +1,7 @@
 /* Unit tests of util: time parsing and formatting, timeframes, symbols,
  * SHA-256 against FIPS vectors, JSON escaping, atomic file writes. */
 #include "tests/unit/unit.h"
+#include "tests/unit/fixtures.h"
 #include "util/util.h"
 
 #include <stdint.h>
@@ -73,8 +74,11 @@ TEST(test_sha256)
     }
     uint8_t d[32];
     util_sha256_final(&s, d);
-    CHECK_EQ_INT(d[0], 0xcd);
-    CHECK_EQ_INT(d[31], 0xd0);
+    char got[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(got + 2 * i, 3, "%02x", d[i]);
+    /* FIPS 180-2 test vector: all 32 bytes */
+    CHECK_EQ_STR(got, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 TEST(test_json_writer)
@@ -102,8 +106,8 @@ TEST(test_json_writer)
 
 TEST(test_files)
 {
-    char dir[] = "/tmp/predictd-util-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
+    char dir[160];
+    CHECK(unit_tmpdir(dir, sizeof dir, "predictd-util") != NULL);
     char path[256];
     snprintf(path, sizeof path, "%s/f.txt", dir);
     CHECK_EQ_INT(util_write_file_atomic(path, "hello", 5, 0600), 0);

@@ -3,7 +3,7 @@
  * with TEST() functions listed in main() through RUN(). Every check that
  * fails prints file:line and marks the test failed; the binary ends with
  * "N passed, N failed" and exits non-zero on any failure. tests/run sums
- * the lines of all binaries.
+ * the lines of all binaries. Each test runs in a process of its own (RUN).
  *
  * Tests that need PostgreSQL or Redis read PREDICTD_TEST_DATABASE_URL and
  * PREDICTD_TEST_REDIS_URL (set by tests/run, which starts private servers);
@@ -18,27 +18,74 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 static int unit_passed, unit_failed, unit_skipped, unit_cur_failed, unit_cur_skipped;
 
 #define TEST(name) static void name(void)
 
-#define RUN(name)                                                                                  \
-    do {                                                                                           \
-        unit_cur_failed = 0;                                                                       \
-        unit_cur_skipped = 0;                                                                      \
-        name();                                                                                    \
-        if (unit_cur_skipped) {                                                                    \
-            unit_skipped++;                                                                        \
-            printf("skip %s\n", #name);                                                            \
-        } else if (unit_cur_failed) {                                                              \
-            unit_failed++;                                                                         \
-            printf("FAIL %s\n", #name);                                                            \
-        } else {                                                                                   \
-            unit_passed++;                                                                         \
-            printf("ok   %s\n", #name);                                                            \
-        }                                                                                          \
-        fflush(stdout);                                                                            \
-    } while (0)
+/* Each test runs in a child process of its own: a crash (or an abort from a
+ * sanitizer) fails that test by name, with the lines it printed before, and
+ * the tests after it still run. stdout is line-buffered so nothing printed
+ * is lost. The child exits 0 (pass), 1 (fail) or 2 (skip); any other exit
+ * or a signal is a failure. Side effects in PostgreSQL or Redis persist
+ * between tests; memory does not. UNIT_NOFORK=1 runs the tests in this
+ * process (for a debugger). A test that runs past UNIT_TIMEOUT seconds
+ * (default 300) is killed. */
+static inline void unit_run_(void (*fn)(void), const char *name)
+{
+    static int line_buffered;
+    if (!line_buffered) {
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        line_buffered = 1;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    int status = 0, forked = !getenv("UNIT_NOFORK");
+    pid_t pid = forked ? fork() : 0;
+    if (pid < 0) {
+        perror("fork");
+        forked = 0;
+    }
+    if (pid == 0) {
+        unit_cur_failed = 0;
+        unit_cur_skipped = 0;
+        if (forked) {
+            const char *t = getenv("UNIT_TIMEOUT");
+            alarm(t && atoi(t) > 0 ? (unsigned)atoi(t) : 300);
+        }
+        fn();
+        if (forked) {
+            fflush(stdout);
+            exit(unit_cur_skipped ? 2 : unit_cur_failed ? 1 : 0); /* exit: gcov and LSan run */
+        }
+        status = unit_cur_skipped ? 2 << 8 : unit_cur_failed ? 1 << 8 : 0;
+    } else {
+        while (waitpid(pid, &status, 0) < 0)
+            ;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+        unit_skipped++;
+        printf("skip %s\n", name);
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        unit_passed++;
+        printf("ok   %s\n", name);
+    } else {
+        unit_failed++;
+        if (WIFSIGNALED(status))
+            printf("FAIL %s (killed by signal %d: %s)\n", name, WTERMSIG(status),
+                   strsignal(WTERMSIG(status)));
+        else if (WEXITSTATUS(status) != 1)
+            printf("FAIL %s (exit %d)\n", name, WEXITSTATUS(status));
+        else
+            printf("FAIL %s\n", name);
+    }
+    fflush(stdout);
+}
+
+#define RUN(name) unit_run_(name, #name)
 
 #define UNIT_FAIL_(...)                                                                            \
     do {                                                                                           \
