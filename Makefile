@@ -1,7 +1,8 @@
 # predictd build.
 #
 #   make            build build/predictd
-#   make deps       install missing Debian packages (idempotent, fast when done)
+#   make deps       install missing Debian packages (idempotent, fast when done):
+#                   deps-run (build + run), deps-test, deps-bench; deps = all three
 #   make run        the service on an embedded PostgreSQL + Redis under .run/
 #   make test       unit + integration tests; ends with "N passed, N failed"
 #                   (browser tests in headless Chromium when it is installed)
@@ -56,32 +57,51 @@ BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 
-DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-dev \
+# Debian packages, by what needs them. `make run` installs only DEPS_RUN;
+# test, sanitize and fuzz add DEPS_TEST (and the npm schema validator of
+# tests/k8s); bench adds DEPS_BENCH. `make deps` installs all of them (what
+# CI needs: .ci/run calls it).
+DEPS_RUN   := build-essential pkg-config libulfius-dev libjansson-dev libpq-dev \
     libhiredis-dev libprotobuf-c-dev protobuf-c-compiler postgresql redis-server \
-    curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
+    python3-minimal
+DEPS_TEST  := curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
     python3-numpy python3-sklearn python3-torch python3-xgboost prometheus python3-websockets \
-    clang libclang-rt-14-dev wrk nginx-light python3-psycopg2 python3-flask \
-    chromium nodejs
+    clang libclang-rt-14-dev chromium
+DEPS_BENCH := curl python3 python3-numpy python3-protobuf protobuf-compiler wrk nginx-light \
+    python3-psycopg2 python3-flask
+DEB_PACKAGES := $(sort $(DEPS_RUN) $(DEPS_TEST) $(DEPS_BENCH))
+APT_GET := apt-get -o DPkg::Lock::Timeout=900
 
 # generated sources are kept, not deleted as intermediates
 .SECONDARY: $(GEN_C) $(GEN_H)
 
-.PHONY: all deps run test unit sanitize bench fuzz format format-check clean docker-check \
-    build-tests build-bench browser-deps
+.PHONY: all deps deps-run deps-test deps-bench run test unit sanitize bench fuzz format format-check clean docker-check \
+    compose-test browser-deps \
+    build-tests build-bench
 all: $(BIN)
 
-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+# apt_install NAME PACKAGES: installs the packages that are missing (idempotent,
+# instant when all are there).
+define apt_install
+	@missing=$$(for p in $(2); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	    echo "deps: installing:" $$missing; \
+	    echo "$(1): installing:" $$missing; \
 	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "deps: all present"; fi
-	@command -v npm >/dev/null 2>&1 || { echo "deps: installing npm"; \
-	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm; }
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive $(APT_GET) update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq --no-install-recommends $$missing; \
+	else echo "$(1): all present"; fi
+endef
+
+deps-run:
+	$(call apt_install,deps-run,$(DEPS_RUN))
+
+deps-test: deps-run
+	$(call apt_install,deps-test,$(DEPS_TEST))
+	@command -v npm >/dev/null || { SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq --no-install-recommends nodejs npm; }
+	@[ -d tests/k8s/node_modules/kubernetes-models ] || \
+	    (cd tests/k8s && npm ci --no-audit --no-fund --loglevel=error)
 
 # The browser tests' driver (puppeteer-core, pinned by package-lock.json) in
 # tests/browser/node_modules; without Chromium or npm the tests skip and say so.
@@ -93,6 +113,12 @@ $(BROWSER_MODULES): tests/browser/package.json tests/browser/package-lock.json
 	    echo "browser-deps: npm ci failed: the browser tests will skip"; \
 	else echo "browser-deps: chromium or npm missing: the browser tests will skip"; fi
 browser-deps: $(BROWSER_MODULES)
+
+deps-bench: deps-run
+	$(call apt_install,deps-bench,$(DEPS_BENCH))
+
+# everything CI needs
+deps: deps-run deps-test deps-bench
 
 $(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p $(BUILD)/gen
@@ -133,30 +159,30 @@ unit: $(UNIT_BIN)
 # the real binary against a private PostgreSQL and Redis.
 # Targets that need the Debian packages re-enter make after `deps`, so that on
 # a fresh machine the build sees the pkg-config flags of what deps installed.
-test: deps
+test: deps-test
 	@$(MAKE) --no-print-directory build-tests browser-deps
 	PREDICTD_BIN=$(abspath $(BIN)) PREDICTD_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
 	    PREDICTD_SANITIZER=$(SANITIZER) tests/run
 
 build-tests: all $(UNIT_BIN)
 
-sanitize: deps
+sanitize: deps-test
 	PREDICTD_SANITIZER=address,undefined \
 	    $(MAKE) BUILD=build-san SANITIZER=address,undefined CFLAGS='-O1 -g' test
 
-bench: deps
+bench: deps-bench
 	@$(MAKE) --no-print-directory build-bench
 	PREDICTD_BIN=$(abspath $(BIN)) PREDICTD_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
 	    bench/run
 
 build-bench: all $(BENCH_BIN)
 
-fuzz: deps
+fuzz: deps-test
 	$(MAKE) BUILD=build-fuzz CC=clang SANITIZER=fuzzer-no-link,address,undefined CFLAGS='-O1 -g' \
 	    build-fuzz/libpredictd.a
 	tests/fuzz/run build-fuzz
 
-run: deps
+run: deps-run
 	@$(MAKE) --no-print-directory all
 	server/run.sh $(abspath $(BIN))
 
@@ -168,6 +194,12 @@ format-check:
 
 docker-check:
 	docker/check.sh
+
+# The compose stack as shipped on a container engine (../shared/tools/containers/engine,
+# or PREDICTD_ENGINE): builds the image, starts docker/compose.yaml from empty
+# volumes and checks it (tests/compose/test_compose.py). Takes minutes; not in .ci/run.
+compose-test:
+	$(PYTHON) tests/compose/test_compose.py
 
 clean:
 	rm -rf build build-san build-fuzz

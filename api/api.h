@@ -47,6 +47,7 @@ typedef struct api_options {
     bool redis;               /* a Redis URL is configured (for /health/status) */
     const char *web_dir;        /* the dashboard page (index.html) served at /; NULL: none */
     struct training_jobs *jobs; /* background training (admin API); NULL: routes answer 503 */
+    const char *trusted_proxies; /* X-Forwarded-For believed from these (IPv4/CIDR list) */
 } api_options;
 
 /* Creates the context over a prediction service the caller keeps alive

@@ -162,22 +162,6 @@ bool api_key_matches(const char *given, const char *want)
     return diff == 0;
 }
 
-/* The peer's address, IPv4 or IPv6 (the dispatcher copies the whole
- * sockaddr libmicrohttpd gives). */
-static void client_address(const struct _u_request *req, char *out, size_t len)
-{
-    snprintf(out, len, "unknown");
-    if (!req->client_address)
-        return;
-    if (req->client_address->sa_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)req->client_address;
-        inet_ntop(AF_INET, &a->sin_addr, out, (socklen_t)len);
-    } else if (req->client_address->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)req->client_address;
-        inet_ntop(AF_INET6, &a->sin6_addr, out, (socklen_t)len);
-    }
-}
-
 /* Origin allowed by PREDICTD_CORS_ORIGINS (exact match, or "*"). */
 static bool origin_allowed(const char *list, const char *origin)
 {
@@ -303,7 +287,7 @@ static void handle(api_http *h, struct req_state *st, struct MHD_Connection *con
                  (unsigned long long)atomic_fetch_add(&request_seq, 1) + 1);
     util_log_set_request_id(rq.request_id);
     u_map_put(resp->map_header, "X-Request-Id", rq.request_id);
-    client_address(req, rq.client, sizeof rq.client);
+    api_client_address(h, req, rq.client, sizeof rq.client);
     if (atomic_load(&h->draining))
         u_map_put(resp->map_header, "Connection", "close");
 
@@ -764,6 +748,22 @@ static void make_id_prefix(api_http *h)
         snprintf(h->id_prefix + 2 * i, 3, "%02x", raw[i]);
 }
 
+/* Why listening on addr fails, for the message after libmicrohttpd refused
+ * to start: the errno of a bind (with SO_REUSEADDR, as libmicrohttpd binds
+ * without SO_REUSEPORT) on a probe socket, 0 when the bind succeeds. */
+static int listen_probe(const struct sockaddr_storage *addr, socklen_t len)
+{
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return errno;
+    int one = 1, e = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)addr, len) != 0)
+        e = errno;
+    close(fd);
+    return e;
+}
+
 static void http_free(api_http *h)
 {
     api_rate_cleanup(h);
@@ -775,6 +775,7 @@ static void http_free(api_http *h)
     free(h->order);
     free(h->dashboard);
     api_candles_cache_free(h->candles);
+    free(h->trusted);
     free(h);
 }
 
@@ -840,6 +841,18 @@ int api_http_start(api_context *ctx, api_http **out)
     for (int i = 0; i < API_COMPONENT_COUNT_; i++)
         pthread_mutex_init(&h->component_errors[i].lock, NULL);
     make_id_prefix(h);
+    char why[160];
+    int prc = api_trusted_proxies_parse(ctx->opt.trusted_proxies, &h->trusted, &h->ntrusted, why,
+                                        sizeof why);
+    if (prc) {
+        if (prc == PD_EINVAL)
+            LOG_ERROR("http", "%s", why);
+        pthread_rwlock_destroy(&h->jobs_lock);
+        for (int i = 0; i < API_COMPONENT_COUNT_; i++)
+            pthread_mutex_destroy(&h->component_errors[i].lock);
+        free(h);
+        return prc;
+    }
     api_rate_init(h);
     api_metrics_init(h);
     load_dashboard(h);
@@ -914,7 +927,6 @@ int api_http_start(api_context *ctx, api_http **out)
          * would drop SO_REUSEADDR too) */
         {ctx->opt.reuse_port ? MHD_OPTION_LISTENING_ADDRESS_REUSE : MHD_OPTION_END, 1, NULL},
         {MHD_OPTION_END, 0, NULL}};
-    (void)addr_len;
     /* MHD_ALLOW_UPGRADE: the WebSocket route takes its connection over */
     unsigned int flags =
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
@@ -923,8 +935,16 @@ int api_http_start(api_context *ctx, api_http **out)
     h->daemon = MHD_start_daemon(flags, (uint16_t)ctx->opt.listen_port, NULL, NULL,
                                  access_handler, h, MHD_OPTION_ARRAY, mhd_ops, MHD_OPTION_END);
     if (!h->daemon) {
-        LOG_ERROR("http", "cannot listen on %s:%d (in use, or not allowed)", ctx->opt.listen_host,
-                  ctx->opt.listen_port);
+        int e = listen_probe(&addr, addr_len);
+        if (e == EADDRINUSE)
+            LOG_ERROR("http",
+                      "cannot listen on %s:%d: the address is already in use (another process "
+                      "listens there; PREDICTD_REUSE_PORT=on shares a port on purpose, and both "
+                      "processes must set it)",
+                      ctx->opt.listen_host, ctx->opt.listen_port);
+        else
+            LOG_ERROR("http", "cannot listen on %s:%d: %s", ctx->opt.listen_host,
+                      ctx->opt.listen_port, e ? strerror(e) : "the HTTP server did not start");
         http_free(h);
         return PD_EIO;
     }

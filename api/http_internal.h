@@ -66,6 +66,12 @@ struct api_route {
 };
 
 struct api_metrics; /* metrics.c */
+
+/* An IPv4 network, both in network byte order (forwarded.c). */
+struct api_cidr {
+    uint32_t net;
+    uint32_t mask;
+};
 struct api_rate;    /* ratelimit.c */
 
 /* A background job registered for /health/status (api_http_add_job). */
@@ -114,6 +120,8 @@ struct api_http {
     size_t dashboard_len;
     uint8_t stream_secret[32]; /* stream tokens' HMAC key: set at start, read-only after */
     struct api_candles_cache *candles; /* routes_candles.c: own lock */
+    struct api_cidr *trusted; /* PREDICTD_TRUSTED_PROXIES, parsed at start */
+    size_t ntrusted;
 };
 
 /*
@@ -226,6 +234,17 @@ void api_metrics_request(struct api_http *h, int metric, int status, double seco
  * known. */
 void api_metrics_prediction(struct api_http *h, const predict_result *p, double seconds);
 void api_metrics_render(struct api_http *h, util_buf *b);
+
+/* Client addresses (forwarded.c). api_trusted_proxies_parse reads a list
+ * of IPv4 addresses or CIDRs separated by commas or spaces into a calloc'd
+ * array the caller frees (NULL and 0 for an empty list); returns 0,
+ * PD_ENOMEM, or PD_EINVAL with the reason in why. api_client_address writes
+ * the request's client address (the peer's, or from X-Forwarded-For when
+ * the peer is a trusted proxy; "unknown" when not IPv4). Thread-safe. */
+int api_trusted_proxies_parse(const char *list, struct api_cidr **out, size_t *n, char *why,
+                              size_t whylen);
+void api_client_address(const struct api_http *h, const struct _u_request *req, char *out,
+                        size_t len);
 
 /* Rate limiting (ratelimit.c): token bucket per client address. */
 void api_rate_init(struct api_http *h);

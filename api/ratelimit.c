@@ -7,8 +7,10 @@
  * those slots are all taken the least recently used one is reused, so
  * memory is bounded whatever the number of clients (a reused bucket starts
  * full: an attacker cycling through addresses gains at most a burst each).
- * Addresses are those of the TCP peer: behind a gateway every client shares
- * the gateway's bucket, which is why the limit is off by default.
+ * Addresses are those of the TCP peer, or the forwarded client's when the
+ * peer is a trusted proxy (forwarded.c): behind a gateway that is not
+ * trusted every client shares the gateway's bucket, which is why the limit
+ * is off by default.
  *
  * Threading: one mutex guards the table; a lookup is a hash and a few
  * comparisons. Off (rate 0) allocates nothing and takes no lock.

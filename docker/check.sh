@@ -17,7 +17,9 @@ test -x "$tmp/out/bin/predictd" && ls "$tmp/out/db"/*.sql >/dev/null
 import sys, yaml, os
 root = sys.argv[1]
 yaml.safe_load(open(os.path.join(root, "docker/compose.yaml")))
-list(yaml.safe_load_all(open(os.path.join(root, "docker/k8s/predictd.yaml"))))
+import glob
+for f in sorted(glob.glob(os.path.join(root, "docker/k8s/*.yaml"))):
+    list(yaml.safe_load_all(open(f)))
 print("docker-check: compose and k8s manifests parse")
 PY
 echo "docker-check: image steps ran; binary built and runs"

@@ -3,5 +3,5 @@
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends build-essential pkg-config git \
+apt-get install -y -qq --no-install-recommends build-essential pkg-config \
     libulfius-dev libjansson-dev libpq-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler

@@ -205,6 +205,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .models_dir = cfg->models_dir,
                        .jobs = tjobs,
                        .web_dir = cfg->web_dir,
+                       .trusted_proxies = cfg->trusted_proxies,
                        .redis = cfg->redis_url != NULL};
     predict_options popt = {.cache = cfg->cache};
     if (predict_service_new(&popt, reg, &svc) != 0 || api_context_new(&opt, svc, &ctx) != 0)

@@ -45,7 +45,7 @@ static const struct opt opts[] = {
      "HTTP worker threads (0: cores x 2)"},
     {"api-key", "PREDICTD_API_KEY", OPT_STR, NULL, 0, 0, OFF(api_key), "admin API key"},
     {"api-key-file", "PREDICTD_API_KEY_FILE", OPT_STR, "./.predictd_key", 0, 0, OFF(api_key_file),
-     "file holding the admin key (mode 0600)"},
+     "admin key file: readable by predictd, not world-readable, writable only by its owner (0600, 0400, 0640, 0440)"},
     {"read-key", "PREDICTD_READ_KEY", OPT_STR, NULL, 0, 0, OFF(read_key),
      "optional key required on prediction routes"},
     {"log-format", "PREDICTD_LOG_FORMAT", OPT_STR, NULL, 0, 0, OFF(log_format),
@@ -81,6 +81,8 @@ static const struct opt opts[] = {
      "on: a second process may share the port (restarts); off: a taken port fails the start"},
     {"migrations-dir", "PREDICTD_MIGRATIONS_DIR", OPT_STR, "./db", 0, 0, OFF(migrations_dir),
      "SQL migrations applied by `migrate`"},
+    {"trusted-proxies", "PREDICTD_TRUSTED_PROXIES", OPT_STR, NULL, 0, 0, OFF(trusted_proxies),
+     "IPv4 addresses/CIDRs whose X-Forwarded-For names the client (logs, rate limit)"},
     {"web-dir", "PREDICTD_WEB_DIR", OPT_STR, "./web", 0, 0, OFF(web_dir),
      "directory of the dashboard page served at /"},
 };
@@ -140,10 +142,13 @@ static bool key_ok(const char *k)
     return true;
 }
 
-/* Reads the admin key from a file that only its owner may access. The file
- * is opened first and its mode checked on the open descriptor, so what is
- * checked is what is read. Symlinks are followed (Kubernetes mounts
- * secrets through them); the target is what must be private. */
+/* Reads the admin key from a file this process can read, that neither its
+ * group nor others may write and that others may not read (0600, 0400, and
+ * 0640 or 0440 for a key shared with a group: a Kubernetes Secret volume
+ * with fsGroup is root-owned 0440). The file is opened first and its mode
+ * checked on the open descriptor, so what is checked is what is read.
+ * Symlinks are followed (Kubernetes mounts secrets through them); the
+ * target is what must be private. */
 static int read_key_file(server_config *c, char *why, size_t whylen)
 {
     const char *path = c->api_key_file;
@@ -151,6 +156,13 @@ static int read_key_file(server_config *c, char *why, size_t whylen)
     if (fd < 0) {
         if (errno == ENOENT)
             return 0; /* no file: admin routes stay disabled */
+        if (errno == EACCES) {
+            snprintf(why, whylen,
+                     "key file %s: not readable by this process (uid %u, gid %u): give it to "
+                     "that user (mode 0600) or its group (mode 0640 or 0440)",
+                     path, (unsigned)geteuid(), (unsigned)getegid());
+            return PD_EINVAL;
+        }
         snprintf(why, whylen, "key file %s: %s", path, strerror(errno));
         return PD_EINVAL;
     }
@@ -164,11 +176,12 @@ static int read_key_file(server_config *c, char *why, size_t whylen)
     } else if (!S_ISREG(st.st_mode)) {
         snprintf(why, whylen, "key file %s is not a regular file", path);
         rc = PD_EINVAL;
-    } else if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+    } else if (st.st_mode & (S_IWGRP | S_IRWXO)) {
         snprintf(why, whylen,
-                 "key file %s is accessible by group or others (mode %04o): refusing to "
-                 "start; run chmod 600 %s",
-                 path, (unsigned)(st.st_mode & 07777), path);
+                 "key file %s is %s (mode %04o): refusing to start; run chmod 600 %s (or "
+                 "chmod 640 when a group must read it)",
+                 path, (st.st_mode & S_IRWXO) ? "accessible by others" : "writable by its group",
+                 (unsigned)(st.st_mode & 07777), path);
         rc = PD_EINVAL;
     } else {
         for (;;) {

@@ -39,6 +39,7 @@ typedef struct server_config {
     bool reuse_port; /* SO_REUSEPORT: another process may listen on the same port */
     char *migrations_dir;
     char *web_dir;         /* the dashboard page served at / */
+    char *trusted_proxies; /* NULL: X-Forwarded-For is ignored */
 } server_config;
 
 /*
@@ -56,9 +57,10 @@ int server_config_load(server_config *c, int *argc, char **argv, char *why, size
  * Settles the admin key for the commands that use it (`serve`): the
  * PREDICTD_API_KEY value when set, else the content of api_key_file. A key
  * file that is missing leaves api_key NULL (admin routes disabled); one that
- * exists must be a regular file that neither group nor others may access
- * (mode 0600 or stricter), else PD_EINVAL with the reason in why (the key
- * itself never appears in it). Keys (admin and read) must be 16..4096
+ * exists must be a regular file this process can read, that others may not
+ * access at all and its group may not write (0600, 0400, 0640, 0440: a
+ * Kubernetes Secret volume with fsGroup is root-owned 0440), else PD_EINVAL
+ * with the reason in why (the key itself never appears in it). Keys (admin and read) must be 16..4096
  * printable ASCII characters without spaces.
  */
 int server_config_load_keys(server_config *c, char *why, size_t whylen);

@@ -319,9 +319,9 @@ def admin_routes_disabled_without_a_key():
 
 
 @test
-def group_or_world_readable_key_file_is_refused():
+def world_readable_or_group_writable_key_file_is_refused():
     setup()
-    for mode in (0o644, 0o640, 0o604):
+    for mode in (0o644, 0o604, 0o660, 0o620):
         path = key_file(ADMIN_KEY + "\n", mode)
         p = cli("serve", env={"PREDICTD_API_KEY_FILE": path, "PREDICTD_MODELS_DIR": MODELS,
                               "PREDICTD_LISTEN": "127.0.0.1:0"},
@@ -336,6 +336,14 @@ def group_or_world_readable_key_file_is_refused():
                               "PREDICTD_LISTEN": "127.0.0.1:0"},
                 check_rc=False, timeout=60)
         check(p.returncode != 0 and needle in p.stderr, p.stderr)
+    # readable by the group, writable only by the owner: accepted (what a
+    # Kubernetes Secret volume with fsGroup looks like: 0440)
+    for mode in (0o640, 0o440):
+        path = key_file(ADMIN_KEY + "\n", mode)
+        svc = Service(MODELS, env={"PREDICTD_API_KEY_FILE": path})
+        status, _, body = svc.get("/admin/models", headers={"X-API-Key": ADMIN_KEY})
+        check_eq(status, 200, f"mode {mode:o}: {body}")
+        check_eq(svc.stop(), 0)
     # the variable wins over the file (the insecure file is not even read)
     path = key_file("x" * 40, 0o644)
     svc = Service(MODELS, env={"PREDICTD_API_KEY_FILE": path, "PREDICTD_API_KEY": ADMIN_KEY})

@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "server/config.h"
@@ -262,6 +265,16 @@ TEST(key_file_private_is_read)
     CHECK_EQ_INT(load_keys(&c, why, path), 0);
     CHECK_EQ_STR(c.api_key, KEY);
     server_config_cleanup(&c);
+    /* readable by the group, writable by nobody but the owner: accepted (a
+     * Kubernetes Secret volume with fsGroup is root-owned 0440) */
+    static const mode_t group_modes[] = {0640, 0440, 0610, 0650};
+    for (size_t i = 0; i < sizeof group_modes / sizeof group_modes[0]; i++) {
+        const char *p = write_file("keygroup", KEY, group_modes[i]);
+        int rc = load_keys(&c, why, p);
+        if (rc != 0 || !c.api_key || strcmp(c.api_key, KEY) != 0)
+            UNIT_FAIL_("mode %o: rc %d, why '%s'", (unsigned)group_modes[i], rc, why);
+        server_config_cleanup(&c);
+    }
     /* a symlink to a private file: followed (Kubernetes secrets) */
     char link[256];
     snprintf(link, sizeof link, "%s/keylink", tmpdir);
@@ -280,7 +293,9 @@ TEST(key_file_private_is_read)
 
 TEST(key_file_readable_by_others_is_refused)
 {
-    static const mode_t modes[] = {0644, 0640, 0604, 0660, 0602, 0620, 0610, 0601, 0700 | 0044};
+    /* world-readable, or writable by group or others: refused */
+    static const mode_t modes[] = {0644, 0604, 0660, 0602, 0620, 0601, 0700 | 0044, 0444, 0664,
+                                   0606, 0460, 0642};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         server_config c;
         char why[512];
@@ -379,6 +394,65 @@ TEST(environment_key_wins_and_is_checked)
     clear_env();
 }
 
+/* In a child that runs as uid 65534 (nobody) with the given supplementary
+ * group (or none): the result of loading a root-owned 0440 key file whose
+ * group is 10001, as Kubernetes lays out a Secret volume with fsGroup. Writes
+ * why into the pipe. Only as root (setuid); returns -1000 otherwise. */
+static int load_as_nobody(const char *path, bool in_group, char *why, size_t whylen)
+{
+    if (geteuid() != 0)
+        return -1000;
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1001;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1002;
+    if (pid == 0) {
+        close(fds[0]);
+        gid_t g = 10001;
+        if (setgroups(in_group ? 1 : 0, &g) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(99);
+        server_config c;
+        char w[512] = "";
+        int rc = load_keys(&c, w, path);
+        if (rc == 0 && (!c.api_key || strcmp(c.api_key, KEY) != 0))
+            rc = -1003;
+        server_config_cleanup(&c);
+        if (write(fds[1], w, strlen(w)) < 0)
+            _exit(98);
+        _exit(rc == 0 ? 0 : rc == PD_EINVAL ? 1 : 2);
+    }
+    close(fds[1]);
+    ssize_t n = read(fds[0], why, whylen - 1);
+    why[n > 0 ? n : 0] = '\0';
+    close(fds[0]);
+    int st;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+        return -1004;
+    return WEXITSTATUS(st) == 0 ? 0 : WEXITSTATUS(st) == 1 ? PD_EINVAL : -WEXITSTATUS(st);
+}
+
+TEST(key_file_is_read_through_the_group_and_unreadable_is_clear)
+{
+    if (geteuid() != 0) {
+        printf("  (skipped: needs root to change identity)\n");
+        return;
+    }
+    const char *path = write_file("keyfsgroup", KEY, 0440);
+    CHECK(chown(path, 0, 10001) == 0);
+    CHECK(chmod(tmpdir, 0755) == 0);
+    char why[512];
+    /* in the file's group: read */
+    CHECK_EQ_INT(load_as_nobody(path, true, why, sizeof why), 0);
+    /* not in it: refused, and the message says why and what to do */
+    CHECK_EQ_INT(load_as_nobody(path, false, why, sizeof why), PD_EINVAL);
+    CHECK(strstr(why, "not readable by this process") != NULL);
+    CHECK(strstr(why, "uid 65534") != NULL);
+    CHECK(strstr(why, path) != NULL);
+    CHECK(strstr(why, KEY) == NULL);
+}
+
 int main(void)
 {
     if (!unit_tmpdir(tmpdir, sizeof tmpdir, "predictd-test-config")) {
@@ -391,6 +465,7 @@ int main(void)
     RUN(bounds_and_malformed_values);
     RUN(key_file_private_is_read);
     RUN(key_file_readable_by_others_is_refused);
+    RUN(key_file_is_read_through_the_group_and_unreadable_is_clear);
     RUN(malformed_keys_are_refused_without_echo);
     RUN(environment_key_wins_and_is_checked);
     util_rmtree(tmpdir);
