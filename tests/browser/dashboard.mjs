@@ -203,7 +203,11 @@ async function openMode(browser) {
     // the direction shown is the pushed prediction's
     const shown = await page.evaluate(() => ({ dir: document.getElementById('direction').textContent, want: predictd.prediction.direction, state: document.getElementById('signal').dataset.state }));
     check(shown.dir.replace(/[^A-Z_ ]/g, '').trim().replace(' ', '_') === shown.want, JSON.stringify(shown));
-    // the chart follows with the new candle (the candles route may serve its cache ~2 s)
+    // the timeframe summary and the watchlist follow from the same stream
+    const side = await page.evaluate((tf, sym) => ({ summary: predictd.summary.predictions[tf] && predictd.summary.predictions[tf].candle_time,
+      watch: predictd.watch.get(sym) && predictd.watch.get(sym).candle_time }), TF, SYMBOL);
+    check(side.summary === last && side.watch === last, 'summary/watchlist behind: ' + JSON.stringify(side));
+    // the chart follows with the new candle
     await page.waitForFunction((ct) => predictd.chart && predictd.chart.lastCandle === ct, { timeout: DEADLINE, polling: 50 }, last);
     return { detail: `insert -> page: ${times.join(' ms, ')} ms; state ${shown.state}`, figures: { push_ms: times } };
   });
