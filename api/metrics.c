@@ -341,8 +341,8 @@ static void render_predictions(struct api_http *h, util_buf *b)
     store_stats fst;
     store_stats_get(&fst);
     header(b, "predictd_cache_requests_total", "counter",
-           "Cache lookups by cache (rendered predictions, candle windows), layer (process, "
-           "redis) and result.");
+           "Cache lookups by cache (rendered predictions, candle windows, negative answers), "
+           "layer (process, redis) and result.");
     util_buf_printf(
         b,
         "predictd_cache_requests_total{cache=\"prediction\",layer=\"process\",result=\"hit\"} "
@@ -353,10 +353,13 @@ static void render_predictions(struct api_http *h, util_buf *b)
         "predictd_cache_requests_total{cache=\"prediction\",layer=\"redis\",result=\"miss\"} "
         "%llu\n"
         "predictd_cache_requests_total{cache=\"candles\",layer=\"redis\",result=\"hit\"} %llu\n"
-        "predictd_cache_requests_total{cache=\"candles\",layer=\"redis\",result=\"miss\"} %llu\n",
+        "predictd_cache_requests_total{cache=\"candles\",layer=\"redis\",result=\"miss\"} %llu\n"
+        "predictd_cache_requests_total{cache=\"negative\",layer=\"process\",result=\"hit\"} "
+        "%llu\n",
         (unsigned long long)cs.process_hits, (unsigned long long)cs.process_misses,
         (unsigned long long)cs.redis_hits, (unsigned long long)cs.redis_misses,
-        (unsigned long long)fst.redis_hits, (unsigned long long)fst.redis_misses);
+        (unsigned long long)fst.redis_hits, (unsigned long long)fst.redis_misses,
+        (unsigned long long)cs.negative_hits);
     header(b, "predictd_predictions_computed_total", "counter",
            "Predictions computed from candles (not served from a cache).");
     util_buf_printf(b, "predictd_predictions_computed_total %llu\n",

@@ -176,7 +176,7 @@ void api_route_predictions(struct api_request *rq)
         return;
     const char *list = api_query(rq, "symbols");
     char(*wanted)[24] = NULL;
-    char **names = NULL;
+    predict_symbol_list *all = NULL;
     size_t n = 0;
     if (list && *list) {
         wanted = calloc(MAX_SYMBOLS, sizeof *wanted);
@@ -191,11 +191,12 @@ void api_route_predictions(struct api_request *rq)
         }
         n = (size_t)k;
     } else {
-        int rc = predict_symbols_for(rq->ctx->svc, tf, rq->now, &names, &n);
+        int rc = predict_symbols_for(rq->ctx->svc, tf, rq->now, &all);
         if (rc) {
             api_reply_error(rq, rc, rc == PD_EDB ? "the candle database is unavailable" : NULL);
             return;
         }
+        n = all->n;
     }
 
     util_buf preds, errs;
@@ -211,7 +212,7 @@ void api_route_predictions(struct api_request *rq)
     char(*whys)[256] = calloc(n ? n : 1, sizeof *whys);
     int many_rc = syms && got && rcs && whys ? 0 : PD_ENOMEM;
     for (size_t i = 0; many_rc == 0 && i < n; i++)
-        syms[i] = wanted ? wanted[i] : names[i];
+        syms[i] = wanted ? wanted[i] : all->names[i];
     /* the windows of every symbol the caches miss come in one round trip */
     uint64_t t0 = util_mono_ns();
     if (many_rc == 0)
@@ -264,7 +265,7 @@ void api_route_predictions(struct api_request *rq)
     util_buf_cleanup(&preds);
     util_buf_cleanup(&errs);
     free(wanted);
-    store_strv_free(names, n);
+    predict_symbol_list_release(all);
 }
 
 /* GET /api/predictions/{symbol}/summary: 15m, 1h, 4h and 1d together. */

@@ -63,7 +63,7 @@
 #include <unistd.h>
 
 #include "features/features.h"
-#include "predict/predict.h"
+#include "predict/predict_internal.h"
 #include "store/store.h"
 #include "inference/inference.h"
 #include "registry/registry.h"
@@ -259,6 +259,9 @@ static void process(predict_loop *l, struct series *s, int64_t now)
         s->pending = false;
         l->npending--;
     }
+    /* Its candles changed: a cached "no" (too few candles, unknown symbol)
+     * may not hold any more. */
+    predict__neg_forget(l->svc, s->symbol, s->tf);
     /* Without a model there is nothing to do (and predict_refresh would
      * count the series' candles to say why). */
     registry_version *v = NULL;

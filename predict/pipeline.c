@@ -86,8 +86,8 @@ int predict_service_new(const predict_options *opt, registry *reg, predict_servi
         free(svc);
         return PD_ENOMEM;
     }
-    pthread_mutex_init(&svc->symbols_lock, NULL);
-    if (predict__live_new(&svc->live) != 0) {
+    util_mutex_init(&svc->symbols_lock);
+    if (predict__live_new(&svc->live) != 0 || (opt->cache && predict__neg_new(&svc->neg) != 0)) {
         predict_service_free(svc);
         return PD_ENOMEM;
     }
@@ -109,10 +109,11 @@ void predict_service_free(predict_service *svc)
         }
     }
     for (size_t i = 0; i < sizeof svc->symbols / sizeof svc->symbols[0]; i++)
-        store_strv_free(svc->symbols[i].names, svc->symbols[i].n);
+        predict_symbol_list_release(svc->symbols[i].list);
     predict__live_free(svc->live);
+    predict__neg_free(svc->neg);
     util_rwlock_destroy(&svc->cache_lock);
-    pthread_mutex_destroy(&svc->symbols_lock);
+    util_mutex_destroy(&svc->symbols_lock);
     free(svc);
 }
 
@@ -128,6 +129,7 @@ void predict_cache_stats_get(predict_service *svc, predict_cache_stats *out)
     out->redis_hits = atomic_load(&svc->redis_hits);
     out->redis_misses = atomic_load(&svc->redis_misses);
     out->computed = atomic_load(&svc->computed);
+    out->negative_hits = atomic_load(&svc->negative_hits);
 }
 
 /* ------------------------------------------------------------------------
@@ -518,6 +520,8 @@ static int no_model_reason(const char *symbol, const char *tf, int rc)
 /* A request between its cache lookups and its computation. */
 struct pending {
     registry_version *v;     /* one reference, or NULL when done */
+    uint64_t generation;     /* the registry's, before it was asked (negative.c) */
+    bool neg;                /* a "no" may be cached (the default selection) */
     predict_result *cached;  /* an older answer kept for when the database is down */
     char key[64];
     bool keyed;
@@ -530,15 +534,27 @@ struct pending {
  */
 static int predict_begin(predict_service *svc, const char *symbol, const char *tf,
                          const registry_selector *sel, int64_t now, struct pending *pd,
-                         predict_result **out)
+                         predict_result **out, char *why, size_t whylen)
 {
     memset(pd, 0, sizeof *pd);
     int rc = validate(symbol, tf);
     if (rc)
         return rc;
+    pd->neg = svc->neg && (!sel || (!sel->version && !sel->label));
+    if (pd->neg) {
+        if (predict__neg_get(svc, symbol, tf, now, &rc, why, whylen)) {
+            atomic_fetch_add(&svc->negative_hits, 1);
+            return rc;
+        }
+        pd->generation = registry_generation(svc->reg);
+    }
     rc = registry_acquire(svc->reg, symbol, tf, sel, &pd->v);
-    if (rc)
-        return no_model_reason(symbol, tf, rc);
+    if (rc) {
+        rc = no_model_reason(symbol, tf, rc);
+        if (pd->neg)
+            predict__neg_put(svc, symbol, tf, now, pd->generation, rc, NULL);
+        return rc;
+    }
     uint32_t version = registry_version_number(pd->v);
     const char *vl = registry_version_label(pd->v);
     if (vl)
@@ -602,6 +618,8 @@ static int predict_finish(predict_service *svc, const char *symbol, const char *
             return 0;
         }
         predict_result_release(pd->cached);
+        if (pd->neg)
+            predict__neg_put(svc, symbol, tf, now, pd->generation, rc, why);
         return rc;
     }
     predict_result_release(pd->cached);
@@ -618,7 +636,7 @@ int predict_one(predict_service *svc, const char *symbol, const char *tf,
                 size_t whylen)
 {
     struct pending pd;
-    int rc = predict_begin(svc, symbol, tf, sel, now, &pd, out);
+    int rc = predict_begin(svc, symbol, tf, sel, now, &pd, out, why, whylen);
     if (rc != 1)
         return rc;
     return predict_finish(svc, symbol, tf, now, &pd, NULL, 0, 0, out, why, whylen);
@@ -641,7 +659,7 @@ int predict_many(predict_service *svc, const char *const *symbols, size_t n, con
     for (size_t i = 0; i < n; i++) {
         outs[i] = NULL;
         whys[i][0] = '\0';
-        rcs[i] = predict_begin(svc, symbols[i], tf, sel, now, &pd[i], &outs[i]);
+        rcs[i] = predict_begin(svc, symbols[i], tf, sel, now, &pd[i], &outs[i], whys[i], 256);
         if (rcs[i] == 1) {
             size_t need = registry_version_candles(pd[i].v);
             limit = need > limit ? need : limit;
@@ -684,11 +702,19 @@ int predict_refresh(predict_service *svc, const char *symbol, const char *tf, in
     if (rc)
         return rc;
     registry_version *v = NULL;
+    uint64_t generation = registry_generation(svc->reg);
     rc = registry_acquire(svc->reg, symbol, tf, NULL, &v);
-    if (rc)
-        return no_model_reason(symbol, tf, rc);
+    if (rc) {
+        rc = no_model_reason(symbol, tf, rc);
+        predict__neg_put(svc, symbol, tf, now, generation, rc, NULL);
+        return rc;
+    }
     predict_result *p = NULL;
     rc = compute(svc, v, symbol, tf, now, &p, why, whylen);
+    if (rc == 0)
+        predict__neg_forget(svc, symbol, tf);
+    else
+        predict__neg_put(svc, symbol, tf, now, generation, rc, why);
     if (rc == 0 && svc->opt.cache) {
         char key[64];
         if (predict__cache_key(key, sizeof key, symbol, tf, registry_version_number(v),
@@ -705,7 +731,48 @@ int predict_refresh(predict_service *svc, const char *symbol, const char *tf, in
 /* ------------------------------------------------------------------------
  * Symbols per timeframe.
  */
-int predict_symbols_for(predict_service *svc, const char *tf, int64_t now, char ***out, size_t *n)
+/* A predict_symbol_list with its reference count and its strings in one
+ * allocation. */
+struct symbol_box {
+    atomic_int refs;
+    predict_symbol_list list;
+    const char *names[]; /* then the strings */
+};
+
+static struct symbol_box *symbol_box_of(predict_symbol_list *l)
+{
+    return (struct symbol_box *)((char *)l - offsetof(struct symbol_box, list));
+}
+
+void predict_symbol_list_release(predict_symbol_list *l)
+{
+    if (l && atomic_fetch_sub_explicit(&symbol_box_of(l)->refs, 1, memory_order_acq_rel) == 1)
+        free(symbol_box_of(l));
+}
+
+static predict_symbol_list *symbol_list_new(char **names, size_t n)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += strlen(names[i]) + 1;
+    struct symbol_box *b = malloc(sizeof *b + n * sizeof b->names[0] + bytes);
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    char *at = (char *)&b->names[n];
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(names[i]) + 1;
+        memcpy(at, names[i], len);
+        b->names[i] = at;
+        at += len;
+    }
+    b->list.n = n;
+    b->list.names = b->names;
+    return &b->list;
+}
+
+int predict_symbols_for(predict_service *svc, const char *tf, int64_t now,
+                        predict_symbol_list **out)
 {
     static const char *tfs[] = {"1m", "5m", "15m", "1h", "4h", "1d"};
     size_t slot = 0;
@@ -713,37 +780,50 @@ int predict_symbols_for(predict_service *svc, const char *tf, int64_t now, char 
         slot++;
     if (slot == 6)
         return PD_ETIMEFRAME;
-    pthread_mutex_lock(&svc->symbols_lock);
     struct predict_symbols *s = &svc->symbols[slot];
-    if (!s->names || now - s->fetched_at >= SYMBOLS_TTL_S || !svc->opt.cache) {
-        char **names = NULL;
-        size_t count = 0;
-        int rc = store_list_symbols(tf, &names, &count);
-        if (rc && !s->names) {
-            pthread_mutex_unlock(&svc->symbols_lock);
-            return rc;
-        }
-        if (rc == 0) {
-            store_strv_free(s->names, s->n);
-            s->names = names;
-            s->n = count;
-            s->fetched_at = now;
-        }
+    util_mutex_lock(&svc->symbols_lock);
+    bool due = !s->list || now - s->fetched_at >= SYMBOLS_TTL_S || !svc->opt.cache;
+    bool mine = due && (!s->refreshing || !s->list);
+    if (mine)
+        s->refreshing = true;
+    predict_symbol_list *cur = s->list;
+    if (cur)
+        atomic_fetch_add_explicit(&symbol_box_of(cur)->refs, 1, memory_order_relaxed);
+    util_mutex_unlock(&svc->symbols_lock);
+    if (!mine) {
+        *out = cur;
+        return 0;
     }
-    char **copy = calloc(s->n + 1, sizeof *copy);
-    int rc = copy ? 0 : PD_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < s->n; i++)
-        if (!(copy[i] = strdup(s->names[i])))
-            rc = PD_ENOMEM;
-    size_t count = s->n;
-    pthread_mutex_unlock(&svc->symbols_lock);
-    if (rc) {
-        store_strv_free(copy, count);
-        return rc;
+
+    /* this request reads the list; the others meanwhile use the old one */
+    char **names = NULL;
+    size_t count = 0;
+    int rc = store_list_symbols(tf, &names, &count);
+    predict_symbol_list *fresh = rc == 0 ? symbol_list_new(names, count) : NULL;
+    if (rc == 0 && !fresh)
+        rc = PD_ENOMEM;
+    store_strv_free(names, count);
+    util_mutex_lock(&svc->symbols_lock);
+    s->refreshing = false;
+    predict_symbol_list *old = NULL;
+    if (fresh) {
+        old = s->list;
+        s->list = fresh;
+        s->fetched_at = now;
+        atomic_fetch_add_explicit(&symbol_box_of(fresh)->refs, 1, memory_order_relaxed);
     }
-    *out = copy;
-    *n = count;
-    return 0;
+    util_mutex_unlock(&svc->symbols_lock);
+    predict_symbol_list_release(old);
+    if (fresh) {
+        predict_symbol_list_release(cur);
+        *out = fresh;
+        return 0;
+    }
+    if (cur) { /* the database failed: the last list still answers */
+        *out = cur;
+        return 0;
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------------

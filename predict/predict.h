@@ -103,11 +103,21 @@ void predict_result_release(predict_result *p); /* NULL is a no-op */
 /* Adds a reference (released with predict_result_release). */
 void predict_result_retain(predict_result *p);
 
-/* A snapshot of the symbols with candles for tf (refreshed every few
- * seconds, never per request). *out is a new array: free it with
- * store_strv_free. Returns 0, PD_ETIMEFRAME, PD_EDB, PD_ENOMEM. */
-int predict_symbols_for(predict_service *svc, const char *tf, int64_t now, char ***out,
-                        size_t *n);
+/* The symbols that have candles for a timeframe, sorted: an immutable
+ * snapshot shared by every request that asks within a few seconds. */
+typedef struct predict_symbol_list {
+    size_t n;
+    const char *const *names;
+} predict_symbol_list;
+
+/* A snapshot of the symbols with candles for tf, refreshed from the database
+ * every few seconds (never per request, and never with a lock held over the
+ * query: requests meanwhile get the previous snapshot). Returns 0 and a new
+ * reference in *out (predict_symbol_list_release it), PD_ETIMEFRAME, or
+ * PD_EDB / PD_ENOMEM when there is no snapshot at all yet. Thread-safe. */
+int predict_symbols_for(predict_service *svc, const char *tf, int64_t now,
+                        predict_symbol_list **out);
+void predict_symbol_list_release(predict_symbol_list *l); /* NULL is a no-op */
 
 /*
  * predict_one for n symbols of one timeframe: the same answers, but the
@@ -137,6 +147,7 @@ typedef struct predict_cache_stats {
     uint64_t process_hits, process_misses;
     uint64_t redis_hits, redis_misses;
     uint64_t computed;
+    uint64_t negative_hits; /* "no" answers (unknown symbol, no model, too few candles) from cache */
 } predict_cache_stats;
 void predict_cache_stats_get(predict_service *svc, predict_cache_stats *out);
 

@@ -24,12 +24,15 @@ struct predict_cache_entry {
 };
 
 /* The symbols that have candles for one timeframe, refreshed every few
- * seconds so multi-symbol requests do not query the database each time. */
+ * seconds so multi-symbol requests do not query the database each time.
+ * `list` is an immutable, reference-counted snapshot: requests take a
+ * reference under symbols_lock and read it without the lock; one request
+ * at a time (`refreshing`) reads a new one from the database, outside the
+ * lock, while the others keep using the old one. */
 struct predict_symbols {
-    char tf[8];
-    char **names; /* owned */
-    size_t n;
-    int64_t fetched_at;
+    predict_symbol_list *list; /* symbols_lock; NULL until first read */
+    int64_t fetched_at;        /* symbols_lock */
+    bool refreshing;           /* symbols_lock */
 };
 
 struct predict_service {
@@ -39,12 +42,14 @@ struct predict_service {
     util_rwlock cache_lock; /* guards buckets and the entries' p pointers */
     struct predict_cache_entry *buckets[PREDICT_CACHE_BUCKETS];
 
-    pthread_mutex_t symbols_lock; /* guards symbols */
+    util_mutex symbols_lock; /* guards symbols[] (not the lists they point to) */
     struct predict_symbols symbols[6];
 
     _Atomic uint64_t process_hits, process_misses, redis_hits, redis_misses, computed;
+    _Atomic uint64_t negative_hits; /* answered "no" from negative.c */
 
     struct predict_live *live;             /* live accuracy (live.c) */
+    struct predict_neg *neg;               /* "no" answers (negative.c); NULL: caching off */
     _Atomic(struct store_ledger *) ledger; /* lent by the loop to the ledger routes; NULL: none */
 };
 
@@ -70,5 +75,23 @@ void predict__live_free(struct predict_live *l); /* NULL is a no-op */
  * recorded. Thread-safe. */
 bool predict__live_get(predict_service *svc, const char *symbol, const char *tf,
                        uint32_t version, double *hit_rate, uint64_t *resolved);
+
+/* The cache of negative answers (negative.c), made with the service when
+ * caching is on. Thread-safe. */
+struct predict_neg;
+int predict__neg_new(struct predict_neg **out);
+void predict__neg_free(struct predict_neg *n); /* NULL is a no-op */
+/* Whether rc is an answer the cache keeps: PD_EUNKNOWNSYM, PD_ENOMODEL,
+ * PD_ENODATA. */
+bool predict__neg_cacheable(int rc);
+/* True (with *rc and why) when a still valid "no" is cached for the series. */
+bool predict__neg_get(predict_service *svc, const char *symbol, const char *tf, int64_t now,
+                      int *rc, char *why, size_t whylen);
+/* Caches a cacheable rc made under the registry's `generation` (read before
+ * the registry was asked); anything else is ignored. */
+void predict__neg_put(predict_service *svc, const char *symbol, const char *tf, int64_t now,
+                      uint64_t generation, int rc, const char *why);
+/* Drops the series' entry (its candles changed). */
+void predict__neg_forget(predict_service *svc, const char *symbol, const char *tf);
 
 #endif

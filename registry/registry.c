@@ -141,6 +141,7 @@ struct registry {
     int interval_s;
 
     atomic_uint_fast64_t loads_ok, loads_failed, swaps, scans;
+    atomic_uint_fast64_t generation; /* bumped when what serves a series changes */
     atomic_uint_fast64_t failed_by[REGISTRY_FAIL_COUNT_];
 };
 
@@ -777,6 +778,7 @@ static void choose_and_swap(registry *r, series *s, int sfd)
 
     uint32_t now = nserv ? nserv->number : 0;
     if (now != prev) {
+        atomic_fetch_add(&r->generation, 1);
         if (now) {
             atomic_fetch_add(&r->swaps, 1);
             if (prev)
@@ -1601,3 +1603,8 @@ const char *registry_state_name(registry_state s)
     return "unknown";
 }
 /* clang-format on */
+
+uint64_t registry_generation(registry *r)
+{
+    return atomic_load_explicit(&r->generation, memory_order_acquire);
+}

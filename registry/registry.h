@@ -202,6 +202,11 @@ const char *registry_fail_name(int reason);
  * set not one snapshot). NULL r zeroes *out. */
 void registry_stats_get(registry *r, registry_stats *out);
 
+/* A number that changes whenever what serves some series changes (a swap,
+ * a series losing its last version): a cheap "may anything be answered
+ * differently now" for caches of negative answers. Lock-free. */
+uint64_t registry_generation(registry *r);
+
 /* ===========================================================================
  * Policy changes (admin API). Each rewrites the series' policy.json
  * atomically (keeping keys it does not know) and rescans it. PD_ENOTFOUND
