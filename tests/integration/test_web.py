@@ -11,13 +11,14 @@ import calendar
 import os
 import re
 import socket
+import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Service, check, check_eq, need_services, prepare_database, psql,  # noqa: E402
-                     run_tests, test, train)
+from harness import (DB_URL, REDIS_URL, Service, Skip, check, check_eq, need_services,  # noqa: E402
+                     prepare_database, psql, run_tests, test, train)
 
 SYM, TF, TFS = "CNDLUSDT", "1h", 3600
 MODELS = tempfile.mkdtemp(prefix="predictd-web-models-")
@@ -166,6 +167,37 @@ def candles_a_closed_candle_put_back_is_served():
     else:
         check_eq(headers["Cache-Control"], "no-cache")
     check_eq(body["candles"][-2][0], before["candles"][-1][0])
+
+
+@test
+def candles_process_cache_serves_until_the_next_close():
+    """A silent change (no NOTIFY, Redis' window dropped) is not seen while
+    the process cache may serve: it is what the process cache holds."""
+    svc = service()  # the test before put the last candle back: the series is current
+    status, headers, body = svc.get(f"/api/candles/{SYM}?timeframe={TF}&limit=4")
+    if headers["Cache-Control"] == "no-cache":
+        raise Skip("the series is not current (run alone, or the clock passed the next close)")
+    t, close = body["candles"][-1][0], body["candles"][-1][4]
+    epoch = calendar.timegm(time.strptime(t, "%Y-%m-%dT%H:%M:%SZ"))
+    args = ["psql", DB_URL.split("?")[0], "-qtAX", "-v", "ON_ERROR_STOP=1",
+            "-c", "SET session_replication_role = replica",  # no trigger, no NOTIFY
+            "-c", f"UPDATE candles SET close = close + 1 WHERE symbol = '{SYM}' AND "
+                  f"timeframe = '{TF}' AND open_time = to_timestamp({epoch})"]
+    subprocess.run(args, check=True, capture_output=True, timeout=60)
+    subprocess.run(["redis-cli", "-u", REDIS_URL, "del", f"predictd:candles:{SYM}:{TF}"],
+                   check=True, capture_output=True, timeout=30)
+    try:
+        _, _, cached = svc.get(f"/api/candles/{SYM}?timeframe={TF}&limit=4")
+        check_eq(cached["candles"][-1][4], close)  # the process cache answered
+        # another key reads the store (this entry keeps the changed value: no
+        # other test asks for 7 candles)
+        _, _, other = svc.get(f"/api/candles/{SYM}?timeframe={TF}&limit=7")
+        check_eq(other["candles"][-1][4], close + 1)
+    finally:
+        args[-1] = args[-1].replace("close = close + 1", "close = close - 1")
+        subprocess.run(args, check=True, capture_output=True, timeout=60)
+        subprocess.run(["redis-cli", "-u", REDIS_URL, "del", f"predictd:candles:{SYM}:{TF}"],
+                       check=True, capture_output=True, timeout=30)
 
 
 @test
