@@ -313,6 +313,11 @@ async function keyedMode(browser) {
     await page.reload({ waitUntil: 'load' });
     await page.waitForFunction(() => predictd.loads > 0 && predictd.stream === 'live', { timeout: DEADLINE });
     check(await page.evaluate(() => !predictd.needKey && document.getElementById('keypanel').hidden), 'asked again after a reload');
+    // forgetting the key locks the page again and stops the stream
+    await page.click('#keybtn');
+    await page.click('#keyforget');
+    await page.waitForFunction(() => predictd.needKey && predictd.stream === 'needs a key' && !localStorage.getItem('predictd.readKey') &&
+      !document.getElementById('keypanel').hidden && /locked/.test(document.getElementById('signalbody').textContent), { timeout: DEADLINE });
     check(log.pageErrors.length === 0, 'page errors: ' + log.pageErrors);
     return { detail: `pushed prediction on the token stream in ${pushMs} ms`, figures: { push_ms: pushMs } };
   });
