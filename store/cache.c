@@ -189,6 +189,23 @@ static int reply_done(store__tls *t, redisReply *r)
     return rc;
 }
 
+/* Reads the replies of `sent` pipelined commands whose content does not
+ * matter; returns rc, or the first failure among them. */
+static int pipeline_drain(store__tls *t, size_t sent, int rc)
+{
+    for (size_t i = 0; i < sent; i++) {
+        void *r = NULL;
+        if (redisGetReply(t->redis, &r) != REDIS_OK || !r) {
+            redis_dead(t);
+            return PD_ECACHE;
+        }
+        if (rc == 0)
+            rc = reply_check(t, r);
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
 /* ---------------------------------------------------------------------------
  * Window encoding.
  */
@@ -452,17 +469,7 @@ int store__cache_window_mput(const char *const *symbols, size_t nsym, const char
             sent++;
         free(val);
     }
-    for (size_t i = 0; i < sent; i++) {
-        void *r = NULL;
-        if (redisGetReply(t->redis, &r) != REDIS_OK || !r) {
-            redis_dead(t);
-            return PD_ECACHE;
-        }
-        if (rc == 0)
-            rc = reply_check(t, r);
-        freeReplyObject(r);
-    }
-    return rc;
+    return pipeline_drain(t, sent, rc);
 }
 
 int store__cache_window_del(const char *symbol, const char *tf)
@@ -533,4 +540,54 @@ int store_cache_drop_window(const char *symbol, const char *tf)
     if (!util_tf_seconds(tf))
         return PD_ETIMEFRAME;
     return store__cache_window_del(symbol, tf);
+}
+
+int store_cache_set_many(const char *const *keys, const char *const *vals, const size_t *lens,
+                         const int64_t *ttls, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!key_ok(keys[i]) || (!vals[i] && lens[i]) || ttls[i] < 1)
+            return PD_EINVAL;
+    if (n == 0)
+        return 0;
+    store__tls *t = redis_tls();
+    if (!t)
+        return PD_ECACHE;
+    int rc = 0;
+    size_t sent = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (redisAppendCommand(t->redis, "SET %b %b EX %lld", keys[i], strlen(keys[i]),
+                               vals[i] ? vals[i] : "", lens[i], (long long)ttls[i]) != REDIS_OK) {
+            rc = PD_ECACHE;
+            break;
+        }
+        sent++;
+    }
+    return pipeline_drain(t, sent, rc);
+}
+
+int store_cache_drop_windows(const char *const *symbols, size_t n, const char *tf)
+{
+    if (!util_tf_seconds(tf))
+        return PD_ETIMEFRAME;
+    for (size_t i = 0; i < n; i++)
+        if (!symbols[i] || !util_symbol_valid(symbols[i]))
+            return PD_ESYMBOL;
+    if (n == 0)
+        return 0;
+    store__tls *t = redis_tls();
+    if (!t)
+        return PD_ECACHE;
+    int rc = 0;
+    size_t sent = 0;
+    char key[64];
+    for (size_t i = 0; i < n; i++) {
+        window_key(key, sizeof key, symbols[i], tf);
+        if (redisAppendCommand(t->redis, "DEL %s", key) != REDIS_OK) {
+            rc = PD_ECACHE;
+            break;
+        }
+        sent++;
+    }
+    return pipeline_drain(t, sent, rc);
 }

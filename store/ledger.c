@@ -278,76 +278,146 @@ static int list_run(store_ledger *db, struct listing *l)
 }
 
 /* ---------------------------------------------------------------------------
- * Recording.
+ * Recording. One statement for one row or many: a multi-row INSERT whose
+ * RETURNING says which rows this call wrote (the others existed: the first
+ * recording wins).
  */
+#define RECORD_NCOLS 17
+#define RECORD_CHUNK 1000 /* rows per statement: 17,000 parameters of 65,535 */
+
+/* The text of one entry's 17 parameters. */
+struct record_vals {
+    char t[24], v[16], conf[32], p[3][32], lv[6][32], hz[16], ca[24];
+    const char *vals[RECORD_NCOLS];
+};
+
+static void record_vals_of(const store_ledger_entry *e, struct record_vals *rv)
+{
+    snprintf(rv->t, sizeof rv->t, "%" PRId64, e->candle_time);
+    snprintf(rv->v, sizeof rv->v, "%" PRIu32, e->version);
+    snprintf(rv->conf, sizeof rv->conf, "%.17g", clamp01(e->confidence));
+    for (int k = 0; k < 3; k++)
+        snprintf(rv->p[k], sizeof rv->p[k], "%.17g", clamp01(e->probs[k]));
+    double levels[6] = {e->entry, e->stop_loss, e->tp[0], e->tp[1], e->tp[2], e->atr};
+    const char *lvals[6];
+    for (int k = 0; k < 6; k++)
+        lvals[k] = dbl_or_null(levels[k], rv->lv[k], sizeof rv->lv[k]);
+    snprintf(rv->hz, sizeof rv->hz, "%" PRIu32, e->horizon);
+    snprintf(rv->ca, sizeof rv->ca, "%" PRId64, e->created_at);
+    const char *vals[RECORD_NCOLS] = {e->symbol, e->timeframe, rv->t, rv->v,
+                                      class_names[e->direction], rv->conf, rv->p[0], rv->p[1],
+                                      rv->p[2], lvals[0], lvals[1], lvals[2], lvals[3], lvals[4],
+                                      lvals[5], e->horizon ? rv->hz : NULL,
+                                      e->created_at ? rv->ca : NULL};
+    memcpy(rv->vals, vals, sizeof vals);
+}
+
+/* Appends one row's VALUES tuple, its parameters numbered from base + 1. */
+static void record_row_sql(util_buf *b, int base)
+{
+    util_buf_printf(b,
+                    "($%d, $%d, to_timestamp($%d::bigint), $%d::integer, $%d, $%d::float8,"
+                    " $%d::float8, $%d::float8, $%d::float8, $%d::float8, $%d::float8,"
+                    " $%d::float8, $%d::float8, $%d::float8, $%d::float8, $%d::integer,"
+                    " coalesce(to_timestamp($%d::bigint), now()))",
+                    base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7,
+                    base + 8, base + 9, base + 10, base + 11, base + 12, base + 13, base + 14,
+                    base + 15, base + 16, base + 17);
+}
+
 struct record_q {
-    const store_ledger_entry *e;
-    bool inserted;
+    const store_ledger_entry *e; /* n entries, already checked */
+    size_t n;
+    bool *inserted; /* n flags, written on success */
 };
 
 static int op_record(PGconn *c, void *arg)
 {
     struct record_q *q = arg;
-    const store_ledger_entry *e = q->e;
-    char t[24], v[16], conf[32], p[3][32], lv[6][32], hz[16], ca[24];
-    snprintf(t, sizeof t, "%" PRId64, e->candle_time);
-    snprintf(v, sizeof v, "%" PRIu32, e->version);
-    snprintf(conf, sizeof conf, "%.17g", clamp01(e->confidence));
-    for (int k = 0; k < 3; k++)
-        snprintf(p[k], sizeof p[k], "%.17g", clamp01(e->probs[k]));
-    double levels[6] = {e->entry, e->stop_loss, e->tp[0], e->tp[1], e->tp[2], e->atr};
-    const char *lvals[6];
-    for (int k = 0; k < 6; k++)
-        lvals[k] = dbl_or_null(levels[k], lv[k], sizeof lv[k]);
-    snprintf(hz, sizeof hz, "%" PRIu32, e->horizon);
-    snprintf(ca, sizeof ca, "%" PRId64, e->created_at);
-    const char *vals[17] = {e->symbol,
-                            e->timeframe,
-                            t,
-                            v,
-                            class_names[e->direction],
-                            conf,
-                            p[0],
-                            p[1],
-                            p[2],
-                            lvals[0],
-                            lvals[1],
-                            lvals[2],
-                            lvals[3],
-                            lvals[4],
-                            lvals[5],
-                            e->horizon ? hz : NULL,
-                            e->created_at ? ca : NULL};
+    struct record_vals *rv = calloc(q->n, sizeof *rv);
+    const char **vals = calloc(q->n * RECORD_NCOLS, sizeof *vals);
+    util_buf sql;
+    util_buf_init(&sql);
+    int rc = PD_ENOMEM;
+    if (!rv || !vals)
+        goto out;
+    util_buf_puts(&sql, "INSERT INTO predictions (symbol, timeframe, candle_time, model_version,"
+                        " direction, confidence, p_long, p_short, p_no_trade, entry, stop_loss,"
+                        " tp1, tp2, tp3, atr, horizon_candles, created_at) VALUES ");
+    for (size_t i = 0; i < q->n; i++) {
+        record_vals_of(&q->e[i], &rv[i]);
+        memcpy(&vals[i * RECORD_NCOLS], rv[i].vals, sizeof rv[i].vals);
+        if (i)
+            util_buf_puts(&sql, ",");
+        record_row_sql(&sql, (int)(i * RECORD_NCOLS));
+    }
+    util_buf_puts(&sql, " ON CONFLICT (symbol, timeframe, candle_time, model_version) DO NOTHING"
+                        " RETURNING symbol, timeframe,"
+                        " floor(extract(epoch FROM candle_time))::bigint, model_version");
+    if (!util_buf_ok(&sql))
+        goto out;
     PGresult *r = NULL;
-    int rc = exec1(c, "record a prediction",
-                   "INSERT INTO predictions (symbol, timeframe, candle_time, model_version,"
-                   " direction, confidence, p_long, p_short, p_no_trade, entry, stop_loss, tp1,"
-                   " tp2, tp3, atr, horizon_candles, created_at)"
-                   " VALUES ($1, $2, to_timestamp($3::bigint), $4::integer, $5,"
-                   " $6::float8, $7::float8, $8::float8, $9::float8, $10::float8, $11::float8,"
-                   " $12::float8, $13::float8, $14::float8, $15::float8, $16::integer,"
-                   " coalesce(to_timestamp($17::bigint), now()))"
-                   " ON CONFLICT (symbol, timeframe, candle_time, model_version) DO NOTHING",
-                   17, vals, PGRES_COMMAND_OK, &r);
+    rc = exec1(c, q->n == 1 ? "record a prediction" : "record predictions", sql.data,
+               (int)(q->n * RECORD_NCOLS), vals, PGRES_TUPLES_OK, &r);
     if (rc)
-        return rc;
-    q->inserted = strcmp(PQcmdTuples(r), "1") == 0;
+        goto out;
+    memset(q->inserted, 0, q->n * sizeof *q->inserted);
+    for (int row = 0; row < PQntuples(r); row++) {
+        int64_t t = get_i64(r, row, 2);
+        uint32_t v = (uint32_t)get_u64(r, row, 3);
+        for (size_t i = 0; i < q->n; i++)
+            if (!q->inserted[i] && q->e[i].candle_time == t && q->e[i].version == v &&
+                strcmp(q->e[i].symbol, PQgetvalue(r, row, 0)) == 0 &&
+                strcmp(q->e[i].timeframe, PQgetvalue(r, row, 1)) == 0) {
+                q->inserted[i] = true;
+                break;
+            }
+    }
     PQclear(r);
+out:
+    util_buf_cleanup(&sql);
+    free(vals);
+    free(rv);
+    return rc;
+}
+
+static int check_entry(const store_ledger_entry *e)
+{
+    if (!e || e->version == 0 || e->direction < STORE_LEDGER_LONG ||
+        e->direction > STORE_LEDGER_NO_TRADE || e->candle_time < 0)
+        return PD_EINVAL;
+    return check_series(e->symbol, e->timeframe);
+}
+
+int store_ledger_record_many(store_ledger *db, const store_ledger_entry *e, size_t n,
+                             bool *inserted)
+{
+    if (n && (!e || !inserted))
+        return PD_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        int rc = check_entry(&e[i]);
+        if (rc)
+            return rc;
+    }
+    for (size_t at = 0; at < n; at += RECORD_CHUNK) {
+        struct record_q q = {.e = e + at,
+                             .n = n - at < RECORD_CHUNK ? n - at : RECORD_CHUNK,
+                             .inserted = inserted + at};
+        int rc = run(db, op_record, &q);
+        if (rc)
+            return rc;
+    }
     return 0;
 }
 
 int store_ledger_record(store_ledger *db, const store_ledger_entry *e, bool *inserted)
 {
-    if (!e || e->version == 0 || e->direction < STORE_LEDGER_LONG ||
-        e->direction > STORE_LEDGER_NO_TRADE || e->candle_time < 0)
-        return PD_EINVAL;
-    int rc = check_series(e->symbol, e->timeframe);
-    if (rc)
-        return rc;
-    struct record_q q = {.e = e};
-    rc = run(db, op_record, &q);
+    bool ins = false;
+    int rc = check_entry(e);
+    if (rc == 0)
+        rc = store_ledger_record_many(db, e, 1, &ins);
     if (rc == 0 && inserted)
-        *inserted = q.inserted;
+        *inserted = ins;
     return rc;
 }
 

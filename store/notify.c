@@ -219,3 +219,39 @@ void store_pub_close(store_pub *p)
     store__redis_url_cleanup(&p->url);
     free(p);
 }
+
+int store_pub_publish_many(store_pub *p, const char *channel, const char *const *msgs,
+                           const size_t *lens, size_t n)
+{
+    if (!p || !channel || (n && (!msgs || !lens)))
+        return PD_EINVAL;
+    if (n == 0)
+        return 0;
+    if (!pub_connect(p))
+        return PD_ECACHE;
+    size_t sent = 0;
+    for (; sent < n; sent++)
+        if (redisAppendCommand(p->c, "PUBLISH %s %b", channel, msgs[sent] ? msgs[sent] : "",
+                               lens[sent]) != REDIS_OK)
+            break;
+    const char *why = sent < n ? "cannot queue a command" : NULL;
+    for (size_t i = 0; i < sent; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(p->c, (void **)&r) != REDIS_OK || !r) {
+            why = p->c->errstr[0] ? p->c->errstr : "no reply";
+            break; /* the connection is unusable: pub_down below drops it */
+        }
+        if (r->type != REDIS_REPLY_INTEGER && !why)
+            why = r->type == REDIS_REPLY_ERROR ? "an error reply" : "an unexpected reply";
+        freeReplyObject(r);
+    }
+    if (why) {
+        pub_down(p, why);
+        return PD_ECACHE;
+    }
+    if (p->down) {
+        LOG_INFO(MOD, "Redis available again: publishing predictions");
+        p->down = false;
+    }
+    return 0;
+}

@@ -106,12 +106,20 @@ int store_count_candles(const char *symbol, const char *tf, int64_t *count);
 int store_cache_get(const char *key, char **out, size_t *len);
 /* Stores a value with a TTL in seconds (>= 1). */
 int store_cache_set(const char *key, const char *val, size_t len, int64_t ttl_s);
+/* store_cache_set for n values in one pipelined round trip. PD_EINVAL (a bad
+ * key, value or TTL: nothing sent), PD_ECACHE (Redis down or off, or a
+ * command failed: the others may be stored). */
+int store_cache_set_many(const char *const *keys, const char *const *vals, const size_t *lens,
+                         const int64_t *ttls, size_t n);
 
 /* Drops the cached candle window of a series (call it when candles of the
  * series changed outside this process, e.g. on NOTIFY predictd_candles;
  * upserts made through this module already do it). 0, PD_ECACHE when Redis
  * is down or off, PD_ESYMBOL / PD_ETIMEFRAME. */
 int store_cache_drop_window(const char *symbol, const char *tf);
+/* store_cache_drop_window for n symbols of one timeframe, in one pipelined
+ * round trip. 0, PD_ECACHE, PD_ESYMBOL / PD_ETIMEFRAME (nothing sent). */
+int store_cache_drop_windows(const char *const *symbols, size_t n, const char *tf);
 
 /* Counters for /metrics, monotonically increasing. */
 typedef struct store_stats {
@@ -252,6 +260,13 @@ void store_ledger_close(store_ledger *db);
  * whether this call wrote it. PD_EINVAL (bad entry, or refused by a
  * CHECK), PD_EDB. */
 int store_ledger_record(store_ledger *db, const store_ledger_entry *e, bool *inserted);
+/* Records n predictions in one round trip per 1,000 (one multi-row INSERT),
+ * with store_ledger_record's rules; inserted[i] says whether this call wrote
+ * entry i. All entries are checked first (PD_EINVAL, PD_ESYMBOL,
+ * PD_ETIMEFRAME: nothing written); PD_EDB (the chunks before the failing
+ * one are written). */
+int store_ledger_record_many(store_ledger *db, const store_ledger_entry *e, size_t n,
+                             bool *inserted);
 
 /* A series (symbol and timeframe). */
 typedef struct store_ledger_series {
@@ -383,6 +398,10 @@ int store_pub_open(const char *redis_url, store_pub **out);
  * outage). *receivers (may be NULL) gets the subscriber count. */
 int store_pub_publish(store_pub *p, const char *channel, const char *msg, size_t len,
                          long long *receivers);
+/* PUBLISH channel msgs[i] for i < n in one pipelined round trip. 0, or
+ * PD_ECACHE when Redis is down (logged once per outage). */
+int store_pub_publish_many(store_pub *p, const char *channel, const char *const *msgs,
+                           const size_t *lens, size_t n);
 void store_pub_close(store_pub *p); /* NULL is a no-op */
 
 #endif
