@@ -5,6 +5,8 @@
 #                   deps-run (build + run), deps-test, deps-bench; deps = all three
 #   make run        the service on an embedded PostgreSQL + Redis under .run/
 #   make test       unit + integration tests; ends with "N passed, N failed"
+#                   (browser tests in headless Chromium when it is installed)
+#   make browser-deps  puppeteer-core into tests/browser/node_modules (npm ci)
 #   make sanitize   the same suite built with ASan + UBSan into build-san/
 #   make coverage   the same suite built with --coverage into build-cov/; line and
 #                   branch coverage per module (lcov), report in build-cov/html/
@@ -66,7 +68,7 @@ DEPS_RUN   := build-essential pkg-config libulfius-dev libjansson-dev libpq-dev 
     python3-minimal
 DEPS_TEST  := curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
     python3-numpy python3-sklearn python3-torch python3-xgboost prometheus python3-websockets \
-    clang libclang-rt-14-dev lcov
+    clang libclang-rt-14-dev lcov chromium
 DEPS_BENCH := curl python3 python3-numpy python3-protobuf protobuf-compiler wrk nginx-light \
     python3-psycopg2 python3-flask
 DEB_PACKAGES := $(sort $(DEPS_RUN) $(DEPS_TEST) $(DEPS_BENCH))
@@ -76,7 +78,7 @@ APT_GET := apt-get -o DPkg::Lock::Timeout=900
 .SECONDARY: $(GEN_C) $(GEN_H)
 
 .PHONY: all deps deps-run deps-test deps-bench run test unit sanitize coverage bench fuzz format \
-    format-check clean docker-check compose-test build-tests build-bench
+    format-check clean docker-check compose-test browser-deps build-tests build-bench
 all: $(BIN)
 
 # apt_install NAME PACKAGES: installs the packages that are missing (idempotent,
@@ -101,6 +103,17 @@ deps-test: deps-run
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq --no-install-recommends nodejs npm; }
 	@[ -d tests/k8s/node_modules/kubernetes-models ] || \
 	    (cd tests/k8s && npm ci --no-audit --no-fund --loglevel=error)
+
+# The browser tests' driver (puppeteer-core, pinned by package-lock.json) in
+# tests/browser/node_modules; without Chromium or npm the tests skip and say so.
+BROWSER_MODULES := tests/browser/node_modules/.package-lock.json
+$(BROWSER_MODULES): tests/browser/package.json tests/browser/package-lock.json
+	@if command -v npm >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then \
+	    echo "  NPM     tests/browser (puppeteer-core)"; \
+	    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) || \
+	    echo "browser-deps: npm ci failed: the browser tests will skip"; \
+	else echo "browser-deps: chromium or npm missing: the browser tests will skip"; fi
+browser-deps: $(BROWSER_MODULES)
 
 deps-bench: deps-run
 	$(call apt_install,deps-bench,$(DEPS_BENCH))
@@ -148,7 +161,7 @@ unit: $(UNIT_BIN)
 # Targets that need the Debian packages re-enter make after `deps`, so that on
 # a fresh machine the build sees the pkg-config flags of what deps installed.
 test: deps-test
-	@$(MAKE) --no-print-directory build-tests
+	@$(MAKE) --no-print-directory build-tests browser-deps
 	PREDICTD_BIN=$(abspath $(BIN)) PREDICTD_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
 	    PREDICTD_SANITIZER=$(SANITIZER) tests/run
 

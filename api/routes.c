@@ -15,7 +15,7 @@ static const struct api_route_def routes[] = {
      API_ROUTE_READ | API_ROUTE_TOKEN | API_ROUTE_CORS_PREFLIGHT, API_METRIC_STREAM, 0},
     {"POST", "/api/stream-token", api_route_stream_token, API_ROUTE_READ, API_METRIC_STREAM, 0},
     {"GET", "/api/candles/:symbol", api_route_candles, API_ROUTE_READ | API_ROUTE_CORS_PREFLIGHT,
-     API_METRIC_OTHER, 1},
+     API_METRIC_CANDLES, 1},
     {"GET", "/api/predictions/history", api_route_history,
      API_ROUTE_READ | API_ROUTE_CORS_PREFLIGHT, API_METRIC_PREDICTIONS, 0},
     {"GET", "/api/models/:symbol/:timeframe/performance", api_route_performance,
@@ -59,7 +59,7 @@ const struct api_route_def *api_routes(size_t *n)
 const char *api_metric_route_name(int metric)
 {
     static const char *names[API_METRIC_COUNT_] = {
-        "predictions", "prediction", "summary", "models", "model",
-        "admin",       "health",     "metrics", "stream", "other"};
+        "predictions", "prediction", "summary", "models",  "model", "admin",
+        "health",      "metrics",    "stream",  "candles", "other"};
     return metric >= 0 && metric < API_METRIC_COUNT_ ? names[metric] : "other";
 }

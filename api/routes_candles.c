@@ -15,11 +15,13 @@
  *
  * Caching. The rendered body (without its timestamp) is kept in a small
  * process cache keyed "SYMBOL|TF|LIMIT" while no newer candle can have
- * closed (now < next_close), like the prediction cache; once past it, or
- * for a series whose next candle is overdue, an entry serves for at most
- * RECHECK_S seconds before the store is asked again. The reply carries
- * Cache-Control max-age up to the next close (private when a read key
- * is set, so shared caches do not keep keyed answers).
+ * closed (now < next_close), like the prediction cache, and the reply
+ * carries Cache-Control max-age up to then (private when a read key is
+ * set, so shared caches do not keep keyed answers). Once the next candle is
+ * due, nothing caches the answer (no-cache): a candle arriving late must
+ * show at once, and this route has no other way to hear of it. A series
+ * whose feed stopped thus reads the store on every request (Redis' window,
+ * else one indexed query); the prediction routes are not affected.
  *
  * It does not compute anything from the candles and never returns the
  * candle in progress.
@@ -39,7 +41,6 @@
 #define LIMIT_DEFAULT 200
 #define LIMIT_MAX 1000
 #define CACHE_SLOTS 256 /* series x limits kept; a colliding key replaces the slot */
-#define RECHECK_S 2
 #define MAX_AGE_MAX 300 /* Cache-Control max-age ceiling, seconds */
 
 struct slot {
@@ -47,7 +48,7 @@ struct slot {
     char *body;   /* owned: the answer after "timestamp":"..." */
     size_t len;
     int64_t next_close; /* when a newer candle can first have closed */
-    int64_t fetched_at;
+    int64_t fetched_at; /* for debugging: when it was loaded */
 };
 
 struct api_candles_cache {
@@ -85,7 +86,7 @@ static size_t slot_of(const char *key)
 
 static bool fresh(const struct slot *s, int64_t now)
 {
-    return now < s->next_close || now - s->fetched_at < RECHECK_S;
+    return now < s->next_close;
 }
 
 /* Copies a fresh entry's body into b; false on a miss. */
@@ -214,7 +215,7 @@ void api_route_candles(struct api_request *rq)
         render(&body, symbol, tf, tfs, c, n);
         next_close = c[n - 1].t + 2 * tfs;
         free(c);
-        if (cache && util_buf_ok(&body))
+        if (cache && util_buf_ok(&body) && rq->now < next_close)
             cache_put(cache, key, body.data, body.len, next_close, rq->now);
     }
 
@@ -230,13 +231,14 @@ void api_route_candles(struct api_request *rq)
     util_buf_cleanup(&body);
     if (rq->status == 200) {
         int64_t age = next_close - rq->now;
-        if (age <= 0)
-            age = RECHECK_S; /* the next candle is due: ask again soon */
         if (age > MAX_AGE_MAX)
             age = MAX_AGE_MAX;
         char cc[48];
-        snprintf(cc, sizeof cc, "%s, max-age=%" PRId64,
-                 rq->ctx->opt.read_key ? "private" : "public", age);
+        if (age > 0)
+            snprintf(cc, sizeof cc, "%s, max-age=%" PRId64,
+                     rq->ctx->opt.read_key ? "private" : "public", age);
+        else
+            snprintf(cc, sizeof cc, "no-cache"); /* the next candle is due */
         u_map_put(rq->resp->map_header, "Cache-Control", cc);
     }
 }
