@@ -190,17 +190,36 @@ def candles_needed(model):
     return model.window + steps_of(model) - 1
 
 
-def signal(policy, probs, entry, atr_value):
-    """inference/signal.c: dict(direction, levels_for, confidence,
-    stop_loss, take_profits); None when a level is not a positive price.
-    probs: LONG, SHORT, NO_TRADE order."""
+def price_tick(ohlcv):
+    """features/tick.c: the largest 10^-d (d = 0..8) on whose grid every
+    open, high, low and close of the window lies; 0 when none."""
+    prices = np.asarray(ohlcv, dtype=np.float64)[:, :4].ravel()
+    for d in range(9):
+        x = prices * 10.0 ** d
+        if np.all(np.abs(x - np.round(x)) <= 1e-6 + np.abs(x) * 1e-15):
+            return 10.0 ** -d
+    return 0.0
+
+
+MIN_TICKS = 2               # inference.h INFERENCE_MIN_TICKS
+DEFAULT_COST_BPS = 10.0     # SignalPolicy without a Costs message
+DEFAULT_MIN_RISK_COSTS = 3.0
+
+
+def signal(policy, probs, entry, atr_value, tick=0.0, beats_baseline=True):
+    """inference/signal.c and the answer rules of predict/pipeline.c:
+    dict(direction, model_choice, no_trade_reason, levels_for, confidence,
+    entry, stop_loss, take_profits); None when a level is not a positive
+    price. probs: LONG, SHORT, NO_TRADE order."""
     if not (math.isfinite(entry) and entry > 0 and math.isfinite(atr_value) and atr_value > 0):
         return None
     best = 0
     for c in (1, 2):
         if probs[c] > probs[best]:
             best = c
-    direction = 2 if probs[best] < policy.min_confidence else best
+    direction, reason = best, None
+    if probs[best] < policy.min_confidence:
+        direction, reason = 2, "below_min_confidence"
     levels_for = 0 if probs[0] >= probs[1] else 1
     sign = 1.0 if levels_for == 0 else -1.0
     stop = entry - sign * policy.sl_atr * atr_value
@@ -208,8 +227,40 @@ def signal(policy, probs, entry, atr_value):
     tps = [entry + sign * r * risk for r in policy.tp_r]
     if not all(math.isfinite(v) and v > 0 for v in [stop] + tps):
         return None
-    return {"direction": pm.CLASS_NAMES[direction], "levels_for": pm.CLASS_NAMES[levels_for],
-            "confidence": float(probs[direction]), "stop_loss": stop, "take_profits": tps}
+    if tick > 0:
+        def to_tick(v):
+            r = round(v / tick) * tick
+            return r if r > 0 else tick
+        entry, stop, tps = to_tick(entry), to_tick(stop), [to_tick(t) for t in tps]
+        for k in (1, 2):  # rounding never reorders the levels
+            if sign * (tps[k] - tps[k - 1]) < 0:
+                tps[k] = tps[k - 1]
+        under = (abs(entry - stop) / tick + 1e-9 < MIN_TICKS or
+                 abs(tps[0] - entry) / tick + 1e-9 < MIN_TICKS or
+                 sign * (entry - stop) <= 0 or sign * (tps[0] - entry) <= 0)
+        if under and direction != 2:
+            direction, reason = 2, "levels_under_tick"
+    has_costs = policy.HasField("costs")
+    cost_bps = policy.costs.round_trip_bps if has_costs else DEFAULT_COST_BPS
+    floor = policy.costs.min_risk_costs if has_costs and policy.costs.min_risk_costs > 0 \
+        else DEFAULT_MIN_RISK_COSTS
+    if direction != 2 and cost_bps > 0 and abs(entry - stop) < floor * cost_bps / 1e4 * entry:
+        direction, reason = 2, "cost"
+    if not beats_baseline:
+        direction, reason = 2, "below_baseline"
+    return {"direction": pm.CLASS_NAMES[direction], "model_choice": pm.CLASS_NAMES[best],
+            "no_trade_reason": reason, "levels_for": pm.CLASS_NAMES[levels_for],
+            "confidence": float(probs[best]), "entry": entry, "stop_loss": stop,
+            "take_profits": tps}
+
+
+def beats_baseline(model):
+    """False when the model file's training metrics say it does not beat its
+    baselines (a model published with --force)."""
+    for m in model.meta.metrics:
+        if m.name == "beats_baseline":
+            return m.value != 0
+    return True
 
 
 def predict(model, scaler, ohlcv):
@@ -231,7 +282,7 @@ def predict(model, scaler, ohlcv):
     entry = float(ohlcv[-1, 3])
     out = {"features": x, "probabilities": dict(zip(pm.CLASS_NAMES, map(float, probs))),
            "entry": entry, "atr": a}
-    sig = signal(model.policy, probs, entry, a)
+    sig = signal(model.policy, probs, entry, a, price_tick(ohlcv), beats_baseline(model))
     if sig is None:
         raise ValueError("no positive level for these candles")
     out.update(sig)

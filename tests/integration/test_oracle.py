@@ -163,9 +163,9 @@ def compare(p, want, what):
     for name, a, b in levels:
         if not rel(a, b) <= TOL:
             bad.append(f"{name} {a!r} vs {b!r}")
-    for k in ("direction", "levels_for"):
-        if p[k] != want[k]:
-            bad.append(f"{k} {p[k]} vs {want[k]}")
+    for k in ("direction", "levels_for", "model_choice", "no_trade_reason"):
+        if p.get(k) != want[k]:
+            bad.append(f"{k} {p.get(k)} vs {want[k]}")
     if not abs(p["confidence"] - want["confidence"]) <= TOL:
         bad.append(f"confidence {p['confidence']} vs {want['confidence']}")
     if bad:
