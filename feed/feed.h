@@ -73,7 +73,9 @@ int feed_trades_csv_parse(const char *text, size_t len, feed_trade **out, size_t
  * seen before is ignored. A trade of an already emitted minute (within the
  * last FEED_AGG_KEEP_MINUTES) updates that candle, which is emitted again
  * with correction = true (as are the flat minutes after it whose price it
- * changes); an older one is dropped and counted as too_late.
+ * changes); an older one is dropped and counted as too_late. A trade
+ * earlier than the first minute seen (within the kept span, before any
+ * minute was dropped) adds its minute and flat ones up to the first.
  *
  * The emit callback receives a candle (open time t in Unix seconds, aligned
  * to the minute) owned by the aggregator for the duration of the call; its
