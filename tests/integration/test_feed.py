@@ -287,6 +287,9 @@ def demo_feed_moves_every_1m_prediction():
         check(moved, f"1m predictions did not all move and turn fresh: {start} -> "
                      f"{ {s: (p['candle_time'], p['stale']) for s, p in now.items()} }\n"
               + svc.logs()[-3000:])
+        for p in now.values():
+            check(any(w.startswith("demo data: real 2018 candles") for w in p["warnings"]),
+                  f"a demo answer does not say so: {p['warnings']}")
         st, _, status = svc.get("/health/status")
         check_eq(st, 200)
         check_eq(status["feed"], "demo-replay")
