@@ -300,6 +300,10 @@ def demo_feed_moves_every_1m_prediction():
         text = text.decode() if isinstance(text, bytes) else text
         check('predictd_feed_up{feed="demo-replay"} 1' in text, "no predictd_feed_up 1 in /metrics")
         check('predictd_feed_candles_total{feed="demo-replay"}' in text, "no feed counters")
+        if shutil.which("promtool"):
+            p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                               text=True, timeout=60)
+            check_eq((p.stdout + p.stderr).strip(), "", "promtool check metrics with a feed")
         # one symbol's timeframes agree: the last closed 5m candle is the roll-up
         # of its 1m candles
         for sym in start:
