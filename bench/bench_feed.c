@@ -15,7 +15,7 @@
  *                                  starts serve with models for it): from
  *                                  the call writing a base candle to the
  *                                  PUBLISH of the prediction of each
- *                                  timeframe the write closed (the loop
+ *                                  timeframe whose bucket it completes (the loop
  *                                  caches a prediction before it publishes
  *                                  it, so it is served by then)
  *
@@ -229,7 +229,9 @@ static void bench_e2e(const char *symbol, const char *redis_url)
     static const char *const tfs[] = {"1m", "5m", "15m"};
     double lat[3][64];
     size_t nl[3] = {0};
-    for (int k = 0; k < 40; k++) {
+    int64_t first_t = 0;
+    bool lost = false;
+    for (int k = 0; k < 40 && !lost; k++) {
         features_candle next = last;
         next.t += 60;
         next.open = last.close;
@@ -238,8 +240,15 @@ static void bench_e2e(const char *symbol, const char *redis_url)
         next.low = next.open < next.close ? next.open * 0.9998 : next.close * 0.9998;
         if (next.t + 60 > util_now())
             break; /* only closed minutes */
-        /* the timeframes whose bucket this minute's write closes */
-        bool want[3] = {true, next.t % 300 == 0, next.t % 900 == 0};
+        /* the timeframes whose bucket this minute completes (its last one),
+         * among buckets this run wrote from their start: a bucket the seed
+         * left half-filled in the past was already served (and recorded)
+         * as closed by its close time, so completing it only refreshes */
+        if (!first_t)
+            first_t = next.t;
+        int64_t end = next.t + 60;
+        bool want[3] = {true, end % 300 == 0 && end - 300 >= first_t,
+                        end % 900 == 0 && end - 900 >= first_t};
         double t0 = util_now_precise();
         if (store_upsert_base_candles(symbol, &next, 1) != 0)
             break;
@@ -251,8 +260,12 @@ static void bench_e2e(const char *symbol, const char *redis_url)
             if (all)
                 break;
             char tf[8], sym[32];
-            if (!next_message(r, tf, sym))
-                break; /* 5 s without a message */
+            if (!next_message(r, tf, sym)) {
+                lost = true; /* 5 s without a message: the context is spent */
+                printf("e2e: no message within 5 s after the write of minute %lld\n",
+                       (long long)next.t);
+                break;
+            }
             double dt = (util_now_precise() - t0) * 1e3;
             for (int i = 0; i < 3; i++)
                 if (want[i] && !seen[i] && !strcmp(tf, tfs[i]) && !strcmp(sym, symbol)) {
