@@ -197,6 +197,13 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
     }
     for (size_t s = 0; s < nsym; s++)
         for (size_t t = 0; t < ntf; t++) {
+            int kind = STORE_SERIES_NONE;
+            if (store_series_kind(symbols[s], tfs[t], &kind) == 0 &&
+                kind == STORE_SERIES_DERIVED) {
+                fprintf(stderr, "predictd seed: %s %s: derived from %s 1m, not seeded\n",
+                        symbols[s], tfs[t], symbols[s]);
+                continue;
+            }
             features_candle *c = NULL;
             int rc = feed_seed_series(symbols[s], tfs[t], now, (size_t)count, seed, &c);
             if (rc == 0)
