@@ -21,7 +21,7 @@ SANITIZER ?=
 CC        ?= cc
 PYTHON    ?= /usr/bin/python3
 
-PKGS      := libulfius libmicrohttpd jansson libpq hiredis libprotobuf-c
+PKGS      := libulfius libmicrohttpd jansson libpq hiredis libprotobuf-c zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -64,7 +64,7 @@ FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 # tests/k8s); bench adds DEPS_BENCH. `make deps` installs all of them (what
 # CI needs: .ci/run calls it).
 DEPS_RUN   := build-essential pkg-config libulfius-dev libjansson-dev libpq-dev \
-    libhiredis-dev libprotobuf-c-dev protobuf-c-compiler postgresql redis-server \
+    libhiredis-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev postgresql redis-server \
     python3-minimal
 DEPS_TEST  := curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
     python3-numpy python3-sklearn python3-torch python3-xgboost prometheus python3-websockets \

@@ -28,6 +28,7 @@
 
 #include "api/api.h"
 #include "features/features.h"
+#include "feed/feed.h"
 #include "store/store.h"
 #include "registry/registry.h"
 #include "server/commands.h"
@@ -138,6 +139,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     api_context *ctx = NULL;
     api_http *http = NULL;
     predict_loop *loop = NULL;
+    feed_runner *feed = NULL; /* PREDICTD_FEED, NULL: none */
     struct serve_jobs jobs = {.reload_interval = cfg->reload_interval};
 
     if (!cfg->database_url)
@@ -232,6 +234,20 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
         jobs.loop_running = rc == 0 && loop != NULL;
         jobs.loop = jobs.loop_running ? loop : NULL;
     }
+    if (cfg->feed && *cfg->feed) {
+        char fwhy[300] = "";
+        if (!cfg->database_url) {
+            LOG_ERROR("server", "PREDICTD_FEED needs a database (PREDICTD_DATABASE_URL)");
+        } else if (feed_runner_start(cfg->feed, &feed, fwhy, sizeof fwhy) != 0) {
+            LOG_ERROR("server", "PREDICTD_FEED: %s", fwhy[0] ? fwhy : "did not start");
+        }
+        if (!feed) {
+            api_http_stop(http, 0);
+            predict_loop_stop(loop);
+            exit_code = 2;
+            goto out_ctx;
+        }
+    }
     (void)api_http_add_job(http, "model_scanner", scanner_probe, &jobs);
     (void)api_http_add_job(http, "inference_loop", loop_probe, &jobs);
     (void)api_http_add_job(http, "training", training_probe, &jobs);
@@ -262,6 +278,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     pthread_sigmask(SIG_UNBLOCK, &term, NULL);
 
     api_http_stop(http, cfg->drain_timeout);
+    feed_runner_stop(feed);
     predict_loop_stop(loop);
     exit_code = 0;
 out_ctx:

@@ -53,6 +53,8 @@ static const struct opt opts[] = {
      "text or json (default: text on a tty, else json)"},
     {"log-level", "PREDICTD_LOG_LEVEL", OPT_STR, "info", 0, 0, OFF(log_level),
      "debug, info, warn or error"},
+    {"feed", "PREDICTD_FEED", OPT_STR, NULL, 0, 0, OFF(feed),
+     "market-data feed: demo[:FILES] (replay of data/demo), binance:SYMBOLS, ..."},
     {"cors-origins", "PREDICTD_CORS_ORIGINS", OPT_STR, NULL, 0, 0, OFF(cors_origins),
      "comma-separated allowed origins"},
     {"reload-interval", "PREDICTD_RELOAD_INTERVAL", OPT_INT, "15", 0, 86400, OFF(reload_interval),

@@ -25,6 +25,7 @@ typedef struct server_config {
     char *log_format;     /* "text" | "json" */
     char *log_level;      /* "debug" | "info" | "warn" | "error" */
     char *cors_origins;   /* comma-separated, NULL: none */
+    char *feed;           /* PREDICTD_FEED "name[:args]", NULL: no feed */
     int reload_interval;  /* seconds, 0 = on demand only */
     int rate_limit;       /* requests/s per client address, 0 = off */
     int rate_burst;       /* bucket size, 0 = twice rate_limit */
