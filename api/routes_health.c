@@ -173,9 +173,14 @@ static int readiness(struct api_http *h, char *why, size_t whylen, bool *db_up)
         add_reason(why, whylen, "no model version is verified and serving");
         rc = PD_ENOTREADY;
     }
+    /* Ready means "can answer predictions": with the database away, a
+     * replica whose process cache holds answers still serves them (flagged
+     * by their staleness), so one database blip does not take every replica
+     * out of the load balancer at once. */
     *db_up = database_check(h) == 0;
-    if (!*db_up) {
-        add_reason(why, whylen, "the candle database does not answer");
+    predict_freshness any;
+    if (!*db_up && predict_freshness_get(h->ctx->svc, &any, 1) == 0) {
+        add_reason(why, whylen, "the candle database does not answer and no answer is cached");
         rc = PD_ENOTREADY;
     }
     return rc;

@@ -242,6 +242,31 @@ def cli_predict_matches_the_api_shape():
 
 
 @test
+def database_down_leaves_a_replica_with_cached_answers_ready():
+    need_services()
+    service()
+    svc = Service(MODELS)  # the caches on
+    status, _, _ = svc.get("/api/predictions/BTCUSDT?timeframe=15m")
+    check_eq(status, 200)
+    services("pg-stop")
+    try:
+        # what is cached still answers, so the replica stays in the balancer
+        status, _, body = svc.get("/api/predictions/BTCUSDT?timeframe=15m")
+        check_eq(status, 200, body)
+        status, _, body = svc.get("/health/ready")
+        check_eq(status, 200, body)
+        # a replica with nothing cached cannot answer: not ready, and says why
+        empty = Service(MODELS)
+        status, _, body = empty.get("/health/ready")
+        check_eq(status, 503, body)
+        check("no answer is cached" in body["error"]["message"], body)
+        empty.stop()
+    finally:
+        services("pg-start")
+    svc.stop()
+
+
+@test
 def database_down_answers_503_and_recovers():
     need_services()
     service()
