@@ -10,6 +10,8 @@
  *   jobs.c      the training_jobs table
  *   ledger.c    the predictions table (the ledger): record, settle, figures
  *   notify.c    LISTEN on a channel and PUBLISH to Redis
+ *   lock.c      an advisory lock on its own connection (one process of
+ *               several does a thing); NOTIFY from any thread
  *   migrate.c   the db/ migrations
  *
  * Threading: candle and cache functions use the calling thread's own
@@ -128,7 +130,7 @@ void store_stats_get(store_stats *out);
  */
 typedef struct store_jobs_db store_jobs_db;
 
-/* One row. params and metrics are JSON text; params, metrics and error are
+/* One row. params and metrics are compact JSON text; params, metrics and error are
  * malloc'd (NULL when SQL NULL): store_job_row_cleanup frees them. */
 typedef struct store_job_row {
     int64_t id;
@@ -141,6 +143,9 @@ typedef struct store_job_row {
     char *error;
     int32_t version;  /* 0 = none */
     int64_t created_at, started_at, finished_at;
+    char stage[24];        /* what the running job does now; "" when none */
+    char worker[64];       /* the replica that claimed it ("" when none); read only */
+    bool cancel_requested; /* a cancel was asked for; read only */
 } store_job_row;
 
 /* A handle over database_url (libpq conninfo or URI); connects on first
@@ -152,8 +157,38 @@ void store_jobs_close(store_jobs_db *db); /* NULL is a no-op */
  * job for the series is already queued or running; PD_EDB. */
 int store_jobs_insert(store_jobs_db *db, const char *symbol, const char *tf,
                          const char *params_json, int64_t *id, int64_t *created_at);
-/* Writes state, progress, metrics, error, version, started_at and
- * finished_at of row->id (symbol, timeframe, params, created_at are not
+/* The same, with the metrics column set (JSON text, NULL: none). */
+int store_jobs_insert_ex(store_jobs_db *db, const char *symbol, const char *tf,
+                         const char *params_json, const char *metrics_json, int64_t *id,
+                         int64_t *created_at);
+/*
+ * Claims the oldest queued job for worker (a replica's name): it becomes
+ * running with started_at and heartbeat_at now and stage "load", in one
+ * statement whose SELECT ... FOR UPDATE SKIP LOCKED lets two replicas
+ * claiming at once get different jobs. 0 and the row (clean it up),
+ * PD_ENOTFOUND when nothing is queued, PD_EDB.
+ */
+int store_jobs_claim(store_jobs_db *db, const char *worker, store_job_row *out);
+/* The running job's heartbeat: heartbeat_at = now(), progress (never
+ * lowered) and stage (NULL or "": unchanged), only while the row is running
+ * and claimed by worker. *cancel gets cancel_requested. PD_ENOTFOUND when
+ * the row is no longer this worker's running job (it was marked failed, or
+ * finished); PD_EDB. */
+int store_jobs_heartbeat(store_jobs_db *db, int64_t id, const char *worker, double progress,
+                         const char *stage, bool *cancel);
+/* Asks for a cancel: a queued job becomes canceled at once (*was_queued
+ * true); a running one gets cancel_requested, which its worker reads at its
+ * next heartbeat. 0, PD_ENOTFOUND, PD_EINVAL when the job already finished,
+ * PD_EDB. */
+int store_jobs_cancel(store_jobs_db *db, int64_t id, bool *was_queued);
+/* Jobs waiting to be claimed, all replicas together. */
+int store_jobs_count_queued(store_jobs_db *db, size_t *count);
+/* Marks failed (with error) every running job whose heartbeat is older than
+ * stale_s seconds (or missing): its worker is gone. *count (optional) gets
+ * how many. */
+int store_jobs_fail_orphaned(store_jobs_db *db, int stale_s, const char *error, size_t *count);
+/* Writes state, progress, metrics, error, version, started_at,
+ * finished_at and stage of row->id (symbol, timeframe, params, created_at are not
  * changed). PD_ENOTFOUND, PD_EINVAL (a value the table's checks refuse),
  * PD_EDB. */
 int store_jobs_update(store_jobs_db *db, const store_job_row *row);
@@ -164,9 +199,6 @@ int store_jobs_get(store_jobs_db *db, int64_t id, store_job_row *out);
 int store_jobs_list(store_jobs_db *db, size_t limit, store_job_row **out, size_t *n);
 void store_job_row_cleanup(store_job_row *row);
 void store_job_rows_free(store_job_row *rows, size_t n);
-/* Marks every queued or running job failed with error (a previous process
- * died with them); *count (optional) gets how many. */
-int store_jobs_fail_unfinished(store_jobs_db *db, const char *error, size_t *count);
 
 /* ===========================================================================
  * Ledger (store/ledger.c). The
@@ -384,5 +416,50 @@ int store_pub_open(const char *redis_url, store_pub **out);
 int store_pub_publish(store_pub *p, const char *channel, const char *msg, size_t len,
                          long long *receivers);
 void store_pub_close(store_pub *p); /* NULL is a no-op */
+
+/* ===========================================================================
+ * Advisory lock (store/lock.c). A PostgreSQL session advisory lock held on
+ * a dedicated connection: among the processes on one database, the one
+ * holding it does what it guards (the replicas' leader, the single
+ * market-data ingester). The lock is released when the holder's
+ * connection ends (the process died, or its network did: the session's
+ * TCP keepalives end it within about 25 s). A store_lock belongs to one
+ * thread at a time.
+ */
+typedef struct store_lock store_lock;
+
+/* A 64-bit key derived from a name (FNV-1a): users agree on a lock by
+ * name. Pure, thread-safe. */
+int64_t store_lock_key(const char *name);
+/* name: for the log lines. Does not connect. PD_EINVAL (bad URL, empty
+ * name), PD_ENOMEM. Free with store_lock_close. */
+int store_lock_open(const char *database_url, const char *name, int64_t key, store_lock **out);
+/*
+ * Takes or keeps the lock; call it periodically (about every second).
+ * Without the lock: connects when needed and tries pg_try_advisory_lock.
+ * With it: checks (one round trip) that the connection holding it lives;
+ * when it does not, the lock is lost (logged) and taken again if free.
+ * Returns 1 held, 0 held by another session, PD_EDB when the database is
+ * unreachable (not held; logged once per outage). Blocks for at most a
+ * round trip (connect_timeout 3 s, statement_timeout 5 s).
+ */
+int store_lock_try(store_lock *l);
+/* Whether the last store_lock_try left the lock held. */
+bool store_lock_held(const store_lock *l);
+/* Gives the lock up by closing its connection. The next try takes it anew. */
+void store_lock_release(store_lock *l);
+void store_lock_close(store_lock *l); /* releases; NULL is a no-op */
+
+/*
+ * NOTIFY from any thread: one dedicated connection (made on first use, again
+ * after a loss), serialised by a mutex.
+ */
+typedef struct store_notifier store_notifier;
+/* Does not connect. PD_EINVAL (bad URL), PD_ENOMEM. */
+int store_notifier_open(const char *database_url, store_notifier **out);
+/* pg_notify(channel, payload) (payload < 8000 bytes). 0, PD_EINVAL or
+ * PD_EDB (logged). Thread-safe. */
+int store_notifier_send(store_notifier *n, const char *channel, const char *payload);
+void store_notifier_close(store_notifier *n); /* NULL is a no-op */
 
 #endif
