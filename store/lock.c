@@ -102,9 +102,9 @@ static int connect_lock(store_lock *l)
     return 0;
 }
 
-/* pg_try_advisory_lock on the current connection: 1 taken, 0 held
- * elsewhere, STORE__PG_LOST or PD_EDB. */
-static int try_take(store_lock *l)
+/* pg_try_advisory_lock on the current connection: 0 and *taken,
+ * STORE__PG_LOST or PD_EDB. */
+static int try_take(store_lock *l, bool *taken)
 {
     char key[24];
     snprintf(key, sizeof key, "%" PRId64, l->key);
@@ -115,18 +115,18 @@ static int try_take(store_lock *l)
                             0, &r);
     if (rc)
         return rc;
-    rc = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    *taken = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
     PQclear(r);
-    return rc;
+    return 0;
 }
 
-/* Is the holding session still there? 1 yes, STORE__PG_LOST or PD_EDB. */
+/* Is the holding session still there? 0 yes, STORE__PG_LOST or PD_EDB. */
 static int check_held(store_lock *l)
 {
     PGresult *r = PQexec(l->pg, "SELECT 1");
     int rc = store__pg_check(MOD, l->pg, r, PGRES_TUPLES_OK, "advisory lock check", 0);
     PQclear(r);
-    return rc ? rc : 1;
+    return rc;
 }
 
 int store_lock_try(store_lock *l)
@@ -134,8 +134,7 @@ int store_lock_try(store_lock *l)
     if (!l)
         return PD_EINVAL;
     if (l->held) {
-        int rc = check_held(l);
-        if (rc == 1)
+        if (check_held(l) == 0)
             return 1;
         LOG_WARN(MOD, "%s: lost the connection holding the lock; no longer held", l->name);
         drop(l);
@@ -152,7 +151,8 @@ int store_lock_try(store_lock *l)
                 return PD_EDB;
             }
         }
-        int rc = try_take(l);
+        bool taken = false;
+        int rc = try_take(l, &taken);
         if (rc == STORE__PG_LOST) {
             drop(l);
             continue;
@@ -164,8 +164,8 @@ int store_lock_try(store_lock *l)
         if (l->down)
             LOG_INFO(MOD, "%s: the database is reachable again", l->name);
         l->down = false;
-        l->held = rc == 1;
-        return rc;
+        l->held = taken;
+        return taken ? 1 : 0;
     }
     return PD_EDB;
 }

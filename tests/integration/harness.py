@@ -116,8 +116,8 @@ class Service:
 
     running = []
 
-    def __init__(self, models_dir, env=None, redis=True):
-        self.port = free_port()
+    def __init__(self, models_dir, env=None, redis=True, port=None):
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = tempfile.mktemp(prefix="predictd-serve-", suffix=".log")
         e = dict(os.environ)
