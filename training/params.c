@@ -380,6 +380,11 @@ void training_params_json(const training_params *p, util_buf *b)
     else
         util_buf_puts(b, "null");
     util_buf_puts(b, ",");
+    if (p->now) { /* a fixed "now" (reproducible runs) travels with the job */
+        util_json_key(b, "now");
+        util_json_str(b, util_rfc3339(p->now, t));
+        util_buf_puts(b, ",");
+    }
     util_json_key(b, "kind");
     util_json_str(b, p->kind == TRAINING_MLP ? "mlp" : "softmax");
     if (p->kind == TRAINING_MLP) {
