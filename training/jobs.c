@@ -598,7 +598,7 @@ static job *job_from_claim(training_jobs *j, const store_job_row *row)
         return x;
     x->info.state = TRAINING_JOB_FAILED;
     x->info.finished_at = util_now();
-    snprintf(x->info.error, sizeof x->info.error, "parameters: %s", why);
+    snprintf(x->info.error, sizeof x->info.error, "parameters: %.200s", why);
     LOG_WARN(MOD, "job %" PRId64 ": %s", x->info.id, x->info.error);
     persist(j, &x->info);
     free(x);
