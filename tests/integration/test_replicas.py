@@ -8,7 +8,8 @@ models directory.
 - kill -9 one replica under load: no request fails through the gateway;
 - kill -9 the leader: another replica takes the loop over, and what is
   recorded next still has exactly one ledger row per prediction;
-- a pin, and a version published by a training job, are served by all three
+- a pin, a version published by a training job, and a reload through one
+  replica after a version was copied in by hand are served by all three
   long before the periodic scan (PREDICTD_RELOAD_INTERVAL is an hour here:
   only the NOTIFY can have told them);
 - a training job started through one replica reads the same through every
@@ -423,6 +424,25 @@ def pin_is_served_by_every_replica_at_once():
     check(status in (200, 204), body)
     wait_for(lambda: all(serving_version(r, SYM) == v2 for r in replicas()),
              "every replica to serve v2 again after the unpin", timeout=10)
+
+
+@test
+def reload_through_one_replica_reaches_all():
+    cluster()
+    before = {serving_version(r, OTHER) for r in replicas()}
+    check_eq(len(before), 1)
+    old = before.pop()
+    train(MODELS, OTHER, TF, "--seed", "9")  # by hand: no server hears of it
+    time.sleep(0.5)
+    check(all(serving_version(r, OTHER) == old for r in replicas()),
+          "a replica found the hand-published version on its own (the scan is hourly)")
+    rs = replicas()
+    status, _, body = admin(rs[0], "POST", "/admin/models/reload", {})
+    check_eq(status, 200, body)
+    t0 = time.time()
+    wait_for(lambda: all(serving_version(r, OTHER) == old + 1 for r in replicas()),
+             f"every replica to serve v{old + 1} after one reload", timeout=10)
+    note("one reload reached all three", time.time() - t0)
 
 
 def wait_final(r, job_id, timeout=300):
