@@ -110,9 +110,9 @@ static int try_take(store_lock *l, bool *taken)
     snprintf(key, sizeof key, "%" PRId64, l->key);
     const char *vals[] = {key};
     PGresult *r = NULL;
-    int rc = store__pg_exec(MOD, l->pg, "try advisory lock",
-                            "SELECT pg_try_advisory_lock($1::bigint)", 1, vals, PGRES_TUPLES_OK,
-                            0, &r);
+    int rc =
+        store__pg_exec(MOD, l->pg, "try advisory lock", "SELECT pg_try_advisory_lock($1::bigint)",
+                       1, vals, PGRES_TUPLES_OK, 0, &r);
     if (rc)
         return rc;
     *taken = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
@@ -145,8 +145,7 @@ int store_lock_try(store_lock *l)
             drop(l);
             if (connect_lock(l) != 0) {
                 if (!l->down)
-                    LOG_WARN(MOD, "%s: the database is unreachable; the lock is not held",
-                             l->name);
+                    LOG_WARN(MOD, "%s: the database is unreachable; the lock is not held", l->name);
                 l->down = true;
                 return PD_EDB;
             }
@@ -222,8 +221,8 @@ static int op_notify(PGconn *c, void *arg)
 {
     const struct notify_arg *a = arg;
     const char *vals[] = {a->channel, a->payload};
-    return store__pg_exec(MOD, c, "NOTIFY", "SELECT pg_notify($1, $2)", 2, vals,
-                          PGRES_TUPLES_OK, 0, NULL);
+    return store__pg_exec(MOD, c, "NOTIFY", "SELECT pg_notify($1, $2)", 2, vals, PGRES_TUPLES_OK, 0,
+                          NULL);
 }
 
 int store_notifier_send(store_notifier *n, const char *channel, const char *payload)

@@ -64,8 +64,7 @@ TEST(lock_errors)
     CHECK_EQ_INT(store_lock_open("postgresql://127.0.0.1:1/x", "", 1, &l), PD_EINVAL);
     CHECK_EQ_INT(store_lock_try(NULL), PD_EINVAL);
     /* nothing listens on port 1: not held, PD_EDB, and trying again is fine */
-    CHECK_EQ_INT(store_lock_open("postgresql://127.0.0.1:1/x?connect_timeout=1", "down", 1, &l),
-                 0);
+    CHECK_EQ_INT(store_lock_open("postgresql://127.0.0.1:1/x?connect_timeout=1", "down", 1, &l), 0);
     if (!l)
         return;
     CHECK_EQ_INT(store_lock_try(l), PD_EDB);
