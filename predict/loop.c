@@ -470,13 +470,14 @@ static void on_models_notify(const char *payload, void *arg)
 }
 
 /* Takes or keeps the leader lock; on becoming leader, catches up so that
- * what the previous leader left unrecorded is recorded. */
-static void leader_tick(predict_loop *l, bool connected)
+ * what the previous leader left unrecorded is recorded. Returns
+ * store_lock_try's result. */
+static int leader_tick(predict_loop *l, bool connected)
 {
     int rc = store_lock_try(l->leader_lock);
     bool now = rc == 1, was = atomic_load(&l->leader);
     if (now == was)
-        return;
+        return rc;
     atomic_store(&l->leader, now);
     if (now) {
         LOG_INFO(MOD, "leader: this replica records, settles and publishes predictions");
@@ -489,6 +490,7 @@ static void leader_tick(predict_loop *l, bool connected)
                       "publishes",
                  rc < 0 ? util_strerror(rc) : "taken elsewhere");
     }
+    return rc;
 }
 
 static void *loop_main(void *arg)
@@ -501,8 +503,10 @@ static void *loop_main(void *arg)
     while (!atomic_load(&l->stop)) {
         uint64_t now_ns = util_mono_ns();
         if (now_ns >= next_lock) {
-            leader_tick(l, connected);
-            next_lock = util_mono_ns() + (uint64_t)LEADER_TRY_MS * 1000000u;
+            /* a database away: each try may wait for connect_timeout, so
+             * try less often until it answers again */
+            int ms = leader_tick(l, connected) < 0 ? BACKOFF_MAX_MS : LEADER_TRY_MS;
+            next_lock = util_mono_ns() + (uint64_t)ms * 1000000u;
         }
         if (!models_connected && now_ns >= next_models) {
             models_connected = store_listen_connect(l->models) == 0;
