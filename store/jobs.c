@@ -434,3 +434,24 @@ int store_jobs_fail_orphaned(store_jobs_db *db, int stale_s, const char *error, 
     PQclear(r);
     return 0;
 }
+
+int store_jobs_requeue(store_jobs_db *db, int64_t id, const char *worker)
+{
+    if (!worker)
+        return PD_EINVAL;
+    char ids[24];
+    snprintf(ids, sizeof ids, "%" PRId64, id);
+    const char *vals[] = {ids, worker};
+    PGresult *r = NULL;
+    int rc = exec(db, "requeue training job",
+                  "UPDATE training_jobs SET state = 'queued', progress = 0, stage = NULL, "
+                  "started_at = NULL, worker = NULL, heartbeat_at = NULL "
+                  "WHERE id = $1::bigint AND worker = $2 AND state = 'running' "
+                  "AND NOT cancel_requested",
+                  2, vals, PGRES_COMMAND_OK, &r);
+    if (rc != 0)
+        return rc;
+    bool found = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return found ? 0 : PD_ENOTFOUND;
+}

@@ -181,6 +181,11 @@ int store_jobs_heartbeat(store_jobs_db *db, int64_t id, const char *worker, doub
  * next heartbeat. 0, PD_ENOTFOUND, PD_EINVAL when the job already finished,
  * PD_EDB. */
 int store_jobs_cancel(store_jobs_db *db, int64_t id, bool *was_queued);
+/* Puts worker's running job back in the queue (its worker stops; another
+ * claims it and starts over), unless a cancel was requested. 0,
+ * PD_ENOTFOUND (not this worker's running job, or a cancel was asked for),
+ * PD_EDB. */
+int store_jobs_requeue(store_jobs_db *db, int64_t id, const char *worker);
 /* Jobs waiting to be claimed, all replicas together. */
 int store_jobs_count_queued(store_jobs_db *db, size_t *count);
 /* Marks failed (with error) every running job whose heartbeat is older than

@@ -19,7 +19,9 @@
  * A running job whose heartbeat is older than STALE_S lost its worker (the
  * process died): every worker sweeps such jobs to 'failed' every
  * SWEEP_S and at start, so restarting a replica never touches a job
- * another live replica runs. A rejected job (trained, not promoted) is
+ * another live replica runs. A replica that stops hands its running job
+ * back to the queue (unless a cancel was requested), so a rolling restart
+ * does not lose it. A rejected job (trained, not promoted) is
  * stored as 'rejected' with the reason in error; "outcome" in its metrics
  * says the same.
  *
@@ -455,6 +457,22 @@ static void run_job(training_jobs *j, job *x)
     ctx.progress_ud = &pc;
     training_result *res = calloc(1, sizeof *res);
     int rc = res ? training_run(&x->params, &ctx, res) : PD_ENOMEM;
+
+    pthread_mutex_lock(&j->lock);
+    bool stopping = j->stopping;
+    pthread_mutex_unlock(&j->lock);
+    if (rc == PD_ECANCELED && stopping && j->db &&
+        store_jobs_requeue(j->db, x->info.id, j->worker_name) == 0) {
+        /* this replica stops (a restart, a scale-down): another one, or
+         * this one when it is back, runs the job from the start */
+        LOG_INFO(MOD, "job %" PRId64 " handed back to the queue: this replica stops",
+                 x->info.id);
+        pthread_mutex_lock(&j->lock);
+        j->running = false;
+        pthread_mutex_unlock(&j->lock);
+        free(res);
+        return;
+    }
 
     training_job_info snap;
     pthread_mutex_lock(&j->lock);

@@ -327,9 +327,11 @@ typedef struct training_jobs_config {
  * PD_EINVAL, PD_ENOMEM, or PD_EDB when the table cannot be read.
  */
 int training_jobs_start(const training_jobs_config *cfg, training_jobs **out);
-/* Cancels this process's running job, drops the in-memory queue (marked
- * canceled; with a database queued jobs stay for the other replicas),
- * joins the threads and frees everything. NULL is a no-op. */
+/* Stops this process's running job, drops the in-memory queue (marked
+ * canceled), joins the threads and frees everything. With a database the
+ * queued jobs stay for the other replicas and the running one goes back to
+ * the queue (unless a cancel was requested), to start over on whichever
+ * replica claims it. NULL is a no-op. */
 void training_jobs_stop(training_jobs *j);
 
 /* Queues a job (params are validated and copied). Returns 0 and its id, or

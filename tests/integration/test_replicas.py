@@ -15,7 +15,8 @@ models directory.
 - a training job started through one replica reads the same through every
   replica and is cancelled through another than the one running it;
 - restarting a replica leaves another replica's running job alone; a job
-  whose replica is killed is marked failed by the others.
+  whose replica is killed is marked failed by the others; a replica that
+  stops (SIGTERM) hands its running job back to the queue for another.
 
 Latencies are printed, never asserted (deadlines are generous; speed lives
 in benchmarks).
@@ -540,6 +541,28 @@ def restarting_a_replica_leaves_a_running_job_alone():
     note("orphaned job marked failed", time.time() - t0)
     check("interrupted" in job["error"], job)
     start_replica(ri)
+
+
+@test
+def stopping_a_replica_hands_its_running_job_to_another():
+    cluster()
+    job_id, runner = start_long_job(replicas()[0])
+    ri = state["replicas"].index(runner)
+    check_eq(runner.stop(), 0)  # SIGTERM: a rolling restart
+
+    def reclaimed():
+        row = psql(f"SELECT state, coalesce(worker, '') FROM training_jobs WHERE id = {job_id}")
+        st, worker = row.split("|")
+        return worker if st == "running" and worker.rsplit(":", 1)[1] != str(runner.proc.pid) \
+            else None
+    worker = wait_for(reclaimed, "another replica to claim the handed-back job", timeout=30)
+    pid = int(worker.rsplit(":", 1)[1])
+    check(any(r.proc.pid == pid for r in replicas()), worker)
+    start_replica(ri)
+    status, _, body = admin(state["replicas"][ri], "DELETE", f"/admin/training/{job_id}")
+    check_eq(status, 200, body)
+    job = wait_final(state["replicas"][ri], job_id, timeout=60)
+    check_eq(job["state"], "canceled", job)
 
 
 @test

@@ -170,6 +170,19 @@ TEST(two_workers_claim_different_jobs)
     CHECK_EQ_STR(g.error, "gone");
     store_job_row_cleanup(&g);
     CHECK_EQ_INT(store_jobs_heartbeat(a, id1, "host:1", 0.6, NULL, &cancel), PD_ENOTFOUND);
+    /* a stopping worker hands its job back; a canceled one stays canceled */
+    CHECK_EQ_INT(store_jobs_requeue(b, id2, "host:1"), PD_ENOTFOUND); /* not its job */
+    CHECK_EQ_INT(store_jobs_requeue(b, id2, "host:2"), 0);
+    CHECK_EQ_INT(store_jobs_get(a, id2, &g), 0);
+    CHECK_EQ_STR(g.state, "queued");
+    CHECK_EQ_STR(g.worker, "");
+    CHECK(g.started_at == 0 && g.progress == 0);
+    store_job_row_cleanup(&g);
+    CHECK_EQ_INT(store_jobs_claim(a, "host:1", &r3), 0);
+    CHECK_EQ_INT(r3.id, id2);
+    store_job_row_cleanup(&r3);
+    CHECK_EQ_INT(store_jobs_cancel(b, id2, NULL), 0);
+    CHECK_EQ_INT(store_jobs_requeue(a, id2, "host:1"), PD_ENOTFOUND);
     store_job_row_cleanup(&r1);
     store_job_row_cleanup(&r2);
     store_jobs_close(a);
