@@ -33,8 +33,8 @@
  * Every RESOLVE_S it also settles the open predictions of every series.
  *
  * Leader and followers. Several replicas on one database each run a loop;
- * one of them, the leader, holds the advisory lock PREDICT_LEADER_LOCK on a
- * dedicated connection (store_lock, tried about every second). Only the
+ * one of them, the leader, holds the advisory lock STORE_LOCK_KEY_LEADER on
+ * a dedicated connection (store_lock, tried and checked about every second). Only the
  * leader writes: it records predictions in the ledger, settles them and
  * PUBLISHes them on Redis. A follower does everything else: it hears the
  * same notifications, drops and refreshes its own caches (process and
@@ -474,8 +474,9 @@ static void on_models_notify(const char *payload, void *arg)
  * store_lock_try's result. */
 static int leader_tick(predict_loop *l, bool connected)
 {
-    int rc = store_lock_try(l->leader_lock);
-    bool now = rc == 1, was = atomic_load(&l->leader);
+    bool held = false;
+    int rc = store_lock_try(l->leader_lock, &held);
+    bool now = rc == 0 && held, was = atomic_load(&l->leader);
     if (now == was)
         return rc;
     atomic_store(&l->leader, now);
@@ -500,12 +501,15 @@ static void *loop_main(void *arg)
     int backoff_ms = 0;
     uint64_t next_connect = 0, next_resolve = 0, next_lock = 0, next_models = 0;
     bool models_connected = false;
+    int lock_failures = 0;
     while (!atomic_load(&l->stop)) {
         uint64_t now_ns = util_mono_ns();
         if (now_ns >= next_lock) {
             /* a database away: each try may wait for connect_timeout, so
-             * try less often until it answers again */
-            int ms = leader_tick(l, connected) < 0 ? BACKOFF_MAX_MS : LEADER_TRY_MS;
+             * after two failures in a row try less often until it answers */
+            int rc = leader_tick(l, connected);
+            lock_failures = rc < 0 ? lock_failures + 1 : 0;
+            int ms = lock_failures >= 2 ? BACKOFF_MAX_MS : LEADER_TRY_MS;
             next_lock = util_mono_ns() + (uint64_t)ms * 1000000u;
         }
         if (!models_connected && now_ns >= next_models) {
@@ -628,8 +632,7 @@ int predict_loop_start(predict_service *svc, const predict_loop_options *opt, pr
     if (rc == 0)
         rc = store_listen_open(opt->database_url, PREDICT_MODELS_CHANNEL, &l->models);
     if (rc == 0)
-        rc = store_lock_open(opt->database_url, "leader", store_lock_key(PREDICT_LEADER_LOCK),
-                             &l->leader_lock);
+        rc = store_lock_open(opt->database_url, STORE_LOCK_KEY_LEADER, &l->leader_lock);
     if (rc == 0)
         rc = store_ledger_open(opt->database_url, &l->ledger);
     if (rc == 0)

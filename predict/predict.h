@@ -293,14 +293,11 @@ void predict_loop_status(predict_loop *loop, predict_loop_state *out);
 
 /*
  * Whether this process is the replicas' leader: it holds the advisory lock
- * PREDICT_LEADER_LOCK on the database, so its loop writes the ledger,
+ * STORE_LOCK_KEY_LEADER on the database, so its loop writes the ledger,
  * settles and PUBLISHes, and its retraining schedule runs. false for NULL.
  * Thread-safe (an atomic the loop's thread sets about every second).
  */
 bool predict_loop_leader(predict_loop *loop);
-
-/* The name of the leader's advisory lock (store_lock_key of it). */
-#define PREDICT_LEADER_LOCK "predictd:leader"
 
 /* The channel and payload ('SYMBOL:TF') by which a replica that changed a
  * series in the model repository (a new version, a pin, a label) tells the

@@ -10,8 +10,8 @@
  *   jobs.c      the training_jobs table
  *   ledger.c    the predictions table (the ledger): record, settle, figures
  *   notify.c    LISTEN on a channel and PUBLISH to Redis
- *   lock.c      an advisory lock on its own connection (one process of
- *               several does a thing); NOTIFY from any thread
+ *   lock.c      leader locks: a PostgreSQL advisory lock per job
+ *   notifier.c  NOTIFY from any thread (the replicas tell each other)
  *   migrate.c   the db/ migrations
  *
  * Threading: candle and cache functions use the calling thread's own
@@ -423,41 +423,44 @@ int store_pub_publish(store_pub *p, const char *channel, const char *msg, size_t
 void store_pub_close(store_pub *p); /* NULL is a no-op */
 
 /* ===========================================================================
- * Advisory lock (store/lock.c). A PostgreSQL session advisory lock held on
- * a dedicated connection: among the processes on one database, the one
- * holding it does what it guards (the replicas' leader, the single
- * market-data ingester). The lock is released when the holder's
- * connection ends (the process died, or its network did: the session's
- * TCP keepalives end it within about 25 s). A store_lock belongs to one
- * thread at a time.
+ * Leader locks (store/lock.c): one holder among the processes sharing a
+ * database, by a PostgreSQL session advisory lock on a 64-bit key. The
+ * holder does the key's job; the others call store_lock_try now and then
+ * and take over when the holder's session ends (process gone, connection
+ * broken). A handle owns one dedicated connection (TCP keepalives on),
+ * never replaced behind the owner's back: once the connection is lost the
+ * lock is not held, and the owner must stop the job before trying again.
+ * A handle belongs to one thread at a time.
  */
 typedef struct store_lock store_lock;
 
-/* A 64-bit key derived from a name (FNV-1a): users agree on a lock by
- * name. Pure, thread-safe. */
-int64_t store_lock_key(const char *name);
-/* name: for the log lines. Does not connect. PD_EINVAL (bad URL, empty
- * name), PD_ENOMEM. Free with store_lock_close. */
-int store_lock_open(const char *database_url, const char *name, int64_t key, store_lock **out);
-/*
- * Takes or keeps the lock; call it periodically (about every second).
- * Without the lock: connects when needed and tries pg_try_advisory_lock.
- * With it: checks (one round trip) that the connection holding it lives;
- * when it does not, the lock is lost (logged) and taken again if free.
- * Returns 1 held, 0 held by another session, PD_EDB when the database is
- * unreachable (not held; logged once per outage). Blocks for at most a
- * round trip (connect_timeout 3 s, statement_timeout 5 s).
- */
-int store_lock_try(store_lock *l);
-/* Whether the last store_lock_try left the lock held. */
-bool store_lock_held(const store_lock *l);
-/* Gives the lock up by closing its connection. The next try takes it anew. */
-void store_lock_release(store_lock *l);
-void store_lock_close(store_lock *l); /* releases; NULL is a no-op */
+/* Keys in use, one per job. Positive, so pg_locks shows them as is. */
+#define STORE_LOCK_KEY_FEED INT64_C(0x7072656466656564) /* "predfeed": the market feed */
+/* "predlead": the replicas' leader (the inference loop's ledger writes,
+ * settling and publishes, and the retraining schedule) */
+#define STORE_LOCK_KEY_LEADER INT64_C(0x707265646c656164)
 
-/*
- * NOTIFY from any thread: one dedicated connection (made on first use, again
- * after a loss), serialised by a mutex.
+/* A handle for key over database_url; connects nothing. PD_EINVAL (bad URL
+ * or NULL out), PD_ENOMEM. Close with store_lock_close. */
+int store_lock_open(const char *database_url, int64_t key, store_lock **out);
+/* Tries to take the lock without waiting (connecting first when needed).
+ * 0 with *held true (taken now, or still held: then it is checked as
+ * store_lock_check does) or false (another session holds it); PD_EDB
+ * when the database cannot be reached (*held untouched). */
+int store_lock_try(store_lock *l, bool *held);
+/* Is the lock still held? Asks the server (pg_locks of this session).
+ * 0 with *held; PD_EDB when the connection broke (*held false: the lock
+ * is gone with the session). */
+int store_lock_check(store_lock *l, bool *held);
+/* Releases the lock and closes the connection (a standby takes over).
+ * NULL or not held: no-op. */
+void store_lock_release(store_lock *l);
+/* Releases and frees; NULL is a no-op. */
+void store_lock_close(store_lock *l);
+
+/* ===========================================================================
+ * NOTIFY (store/notifier.c) from any thread: one dedicated connection (made
+ * on first use, again after a loss), serialised by a mutex.
  */
 typedef struct store_notifier store_notifier;
 /* Does not connect. PD_EINVAL (bad URL), PD_ENOMEM. */

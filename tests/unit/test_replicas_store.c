@@ -1,6 +1,6 @@
 /*
  * Unit tests for what lets several predictd processes share one database:
- * store/lock.c (the advisory lock a leader holds, the NOTIFY sender), the
+ * store/lock.c (the advisory lock a leader holds), store/notifier.c, the
  * shared training queue of store/jobs.c (claims with SKIP LOCKED,
  * heartbeats, cancel requests, orphans) and the job parameters' JSON round
  * trip (training_params_from_json), against the real PostgreSQL of
@@ -29,47 +29,47 @@ TEST(lock_is_held_by_one_session_and_passes_on_release)
 {
     UNIT_NEED_ENV(DB_ENV);
     CHECK(db_ready());
-    int64_t key = store_lock_key("predictd:test-lock");
-    CHECK_EQ_INT(key, store_lock_key("predictd:test-lock")); /* stable */
-    CHECK(key != store_lock_key("predictd:other"));
+    int64_t key = STORE_LOCK_KEY_LEADER + 1000; /* not the key a running server may hold */
     store_lock *a = NULL, *b = NULL;
-    CHECK_EQ_INT(store_lock_open(getenv(DB_ENV), "a", key, &a), 0);
-    CHECK_EQ_INT(store_lock_open(getenv(DB_ENV), "b", key, &b), 0);
+    CHECK_EQ_INT(store_lock_open(getenv(DB_ENV), key, &a), 0);
+    CHECK_EQ_INT(store_lock_open(getenv(DB_ENV), key, &b), 0);
     if (!a || !b)
         return;
-    CHECK(!store_lock_held(a));
-    CHECK_EQ_INT(store_lock_try(a), 1);
-    CHECK_EQ_INT(store_lock_try(b), 0);
-    CHECK_EQ_INT(store_lock_try(a), 1); /* kept: its connection lives */
-    CHECK(store_lock_held(a) && !store_lock_held(b));
-    store_lock_release(a); /* the connection closes: PostgreSQL frees the lock */
-    CHECK(!store_lock_held(a));
-    int got = 0;
-    for (int i = 0; i < 100 && got != 1; i++) { /* the backend's exit is asynchronous */
-        got = store_lock_try(b);
-        if (got != 1)
+    bool ha = false, hb = true;
+    CHECK_EQ_INT(store_lock_try(a, &ha), 0);
+    CHECK(ha);
+    CHECK_EQ_INT(store_lock_try(b, &hb), 0);
+    CHECK(!hb);
+    CHECK_EQ_INT(store_lock_try(a, &ha), 0); /* kept: checked on the server */
+    CHECK(ha);
+    store_lock_release(a); /* the standby takes over at its next try */
+    hb = false;
+    for (int i = 0; i < 100 && !hb; i++) {
+        CHECK_EQ_INT(store_lock_try(b, &hb), 0);
+        if (!hb)
             usleep(20000);
     }
-    CHECK_EQ_INT(got, 1);
-    CHECK_EQ_INT(store_lock_try(a), 0);
+    CHECK(hb);
+    CHECK_EQ_INT(store_lock_try(a, &ha), 0);
+    CHECK(!ha);
     store_lock_close(a);
     store_lock_close(b);
-    store_lock_close(NULL);
 }
 
 TEST(lock_errors)
 {
     store_lock *l = NULL;
-    CHECK_EQ_INT(store_lock_open("postgresql://[bad", "x", 1, &l), PD_EINVAL);
-    CHECK_EQ_INT(store_lock_open("postgresql://127.0.0.1:1/x", "", 1, &l), PD_EINVAL);
-    CHECK_EQ_INT(store_lock_try(NULL), PD_EINVAL);
-    /* nothing listens on port 1: not held, PD_EDB, and trying again is fine */
-    CHECK_EQ_INT(store_lock_open("postgresql://127.0.0.1:1/x?connect_timeout=1", "down", 1, &l), 0);
+    bool held = true;
+    CHECK_EQ_INT(store_lock_open("postgresql://[bad", 1, &l), PD_EINVAL);
+    CHECK_EQ_INT(store_lock_try(NULL, &held), PD_EINVAL);
+    /* nothing listens on port 1: PD_EDB, and trying again is fine */
+    CHECK_EQ_INT(store_lock_open("postgresql://127.0.0.1:1/x?connect_timeout=1", 1, &l), 0);
     if (!l)
         return;
-    CHECK_EQ_INT(store_lock_try(l), PD_EDB);
-    CHECK_EQ_INT(store_lock_try(l), PD_EDB);
-    CHECK(!store_lock_held(l));
+    CHECK_EQ_INT(store_lock_try(l, &held), PD_EDB);
+    CHECK_EQ_INT(store_lock_try(l, &held), PD_EDB);
+    CHECK_EQ_INT(store_lock_check(l, &held), 0);
+    CHECK(!held);
     store_lock_close(l);
 }
 

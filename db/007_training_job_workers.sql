@@ -1,4 +1,4 @@
--- 005_job_workers: training jobs shared by the replicas of one database.
+-- 007_training_job_workers: training jobs shared by the replicas of one database.
 -- Any replica's worker claims a queued job (SELECT ... FOR UPDATE SKIP
 -- LOCKED), names itself in worker and refreshes heartbeat_at about every
 -- second while it runs, writing progress and stage with it, so every
