@@ -84,6 +84,7 @@ void api_http_stop(api_http *h, int timeout_s);
  */
 typedef struct api_job_status {
     const char *state;    /* "running", "idle", "off", "failed", ...: static storage */
+    const char *role;     /* with replicas: "leader" or "follower" (static); NULL: none */
     int64_t last_run;     /* Unix seconds of the last run or activity; 0: never/unknown */
     uint64_t runs;        /* runs (scans, jobs, batches) since start */
     char last_error[256]; /* "" when none; never a secret */

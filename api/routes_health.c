@@ -118,6 +118,11 @@ static void render_jobs(util_buf *b, struct api_http *h)
         util_json_str(b, h->jobs[i].name);
         util_buf_puts(b, ",\"state\":");
         util_json_str(b, st.state ? st.state : "unknown");
+        util_buf_puts(b, ",\"role\":");
+        if (st.role)
+            util_json_str(b, st.role);
+        else
+            util_buf_puts(b, "null");
         util_buf_printf(b, ",\"runs\":%llu,\"last_run\":", (unsigned long long)st.runs);
         if (st.last_run)
             api_timestamp(b, st.last_run);

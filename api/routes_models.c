@@ -220,12 +220,26 @@ void api_route_admin_reload(struct api_request *rq)
         api_reply_error(rq, PD_EINVAL, "invalid symbol or timeframe");
         return;
     }
-    int rc = registry_scan(api_context_registry(rq->ctx), symbol, tf);
-    json_decref(body);
+    registry *reg = api_context_registry(rq->ctx);
+    int rc = registry_scan(reg, symbol, tf);
     if (rc) {
+        json_decref(body);
         api_reply_error(rq, rc, "the model repository could not be read");
         return;
     }
+    /* the other replicas (sharing the directory) rescan the same series */
+    if (symbol) {
+        registry_announce(reg, symbol, tf);
+    } else {
+        registry_series_info *all = NULL;
+        size_t n = 0;
+        if (registry_list(reg, &all, &n) == 0) {
+            for (size_t i = 0; i < n; i++)
+                registry_announce(reg, all[i].symbol, all[i].timeframe);
+            registry_list_free(all, n);
+        }
+    }
+    json_decref(body);
     reply_listing(rq, true);
 }
 

@@ -25,7 +25,24 @@
  *   start: every series with a serving model (and, for a _default model,
  *   every symbol with candles in its timeframe) is processed, so what was
  *   inserted while no one listened is predicted and recorded.
+ * - NOTIFY predictd_models 'SYMBOL:TF' (PREDICT_MODELS_CHANNEL), sent by
+ *   the replica that published a version or changed a pin or label: the
+ *   loop rescans that series of the repository at once (registry_scan)
+ *   and processes it, so every replica serves the change within a second,
+ *   not only after its next periodic scan.
  * Every RESOLVE_S it also settles the open predictions of every series.
+ *
+ * Leader and followers. Several replicas on one database each run a loop;
+ * one of them, the leader, holds the advisory lock STORE_LOCK_KEY_LEADER on
+ * a dedicated connection (store_lock, tried and checked about every second). Only the
+ * leader writes: it records predictions in the ledger, settles them and
+ * PUBLISHes them on Redis. A follower does everything else: it hears the
+ * same notifications, drops and refreshes its own caches (process and
+ * Redis), refreshes the live accuracy it reads from the ledger, and pushes
+ * new predictions to its own stream clients. When the leader dies its
+ * connection drops, PostgreSQL releases the lock, and the next follower to
+ * try takes it and catches up (every series: what the old leader had not
+ * recorded is recorded now).
  *
  * It deliberately does not: serve requests, render anything but the stream
  * message, or talk SQL (store/ledger.c does).
@@ -82,6 +99,7 @@
 #define SERIES_MAX 100000
 #define BATCH_MIN 4    /* series due together that make a burst (see process_many) */
 #define BATCH_MAX 1000 /* series predicted in one group */
+#define LEADER_TRY_MS 1000 /* a standby takes over within about this after the leader dies */
 
 /* What this thread knows of one series. */
 struct series {
@@ -104,6 +122,9 @@ struct predict_loop {
     store_ledger *ledger;     /* the loop's */
     store_ledger *ledger_api; /* lent to the HTTP routes */
     store_pub *pub;           /* NULL without Redis */
+    store_lock *leader_lock;  /* the replicas' leader lock */
+    store_listener *models;   /* PREDICT_MODELS_CHANNEL */
+    atomic_bool leader;       /* written by the loop's thread, read by anyone */
     struct series *series;
     size_t nseries, cap;
     struct series **batch; /* cap entries: the series processed together */
@@ -138,14 +159,21 @@ void predict_loop_status(predict_loop *l, predict_loop_state *out)
 {
     if (!l) {
         out->state = "off";
+        out->role = NULL;
         return;
     }
     pthread_mutex_lock(&l->status_lock);
     out->state = l->state;
+    out->role = atomic_load(&l->leader) ? "leader" : "follower";
     out->last_run = l->last_prediction;
     out->runs = l->predictions;
     snprintf(out->last_error, sizeof out->last_error, "%s", l->last_error);
     pthread_mutex_unlock(&l->status_lock);
+}
+
+bool predict_loop_leader(predict_loop *l)
+{
+    return l && atomic_load(&l->leader);
 }
 
 /* ------------------------------------------------------------------------
@@ -346,6 +374,10 @@ static void predict_group(predict_loop *l, struct series **v, size_t n, int64_t 
             rec[nrec++] = i;
         }
     }
+    /* only the leader writes the ledger and PUBLISHes; a follower keeps
+     * its caches and its own stream clients current */
+    if (!atomic_load(&l->leader))
+        nrec = 0;
     int rc = store_ledger_record_many(l->ledger, e, nrec, inserted);
     size_t npub = 0;
     for (size_t k = 0; k < nrec; k++) {
@@ -419,10 +451,11 @@ static void process_many(predict_loop *l, struct series **v, size_t n, int64_t n
     n = k;
     if (n == 0)
         return;
-    bool burst = n >= BATCH_MIN;
+    bool burst = n >= BATCH_MIN, lead = atomic_load(&l->leader);
     if (!burst)
         for (size_t i = 0; i < n; i++) {
-            settle(l, v[i]->symbol, v[i]->tf, now);
+            if (lead)
+                settle(l, v[i]->symbol, v[i]->tf, now);
             refresh_live(l, v[i]->symbol, v[i]->tf); /* one grouped query per new candle */
         }
     /* one timeframe at a time: sort by it, then take each run */
@@ -441,7 +474,7 @@ static void process_many(predict_loop *l, struct series **v, size_t n, int64_t n
         i = j;
     }
     if (burst) {
-        for (size_t i = 0; i < n && !atomic_load(&l->stop); i++)
+        for (size_t i = 0; lead && i < n && !atomic_load(&l->stop); i++)
             settle(l, v[i]->symbol, v[i]->tf, now);
         refresh_live(l, NULL, NULL); /* every series' figures in one query */
     }
@@ -521,14 +554,85 @@ static bool coalesce(predict_loop *l)
     }
 }
 
+/* "SYMBOL:TF" on PREDICT_MODELS_CHANNEL: rescan that series of the
+ * repository now, then process it (a _default change: every series of the
+ * timeframe this loop knows). */
+static void on_models_notify(const char *payload, void *arg)
+{
+    predict_loop *l = arg;
+    const char *colon = strchr(payload, ':');
+    char symbol[24];
+    if (!colon || (size_t)(colon - payload) >= sizeof symbol)
+        return;
+    memcpy(symbol, payload, (size_t)(colon - payload));
+    symbol[colon - payload] = '\0';
+    const char *tf = colon + 1;
+    int rc = registry_scan(predict_registry(l->svc), symbol, tf);
+    if (rc) {
+        LOG_DEBUG(MOD, "models notification %s: rescan: %s", payload, util_strerror(rc));
+        return;
+    }
+    LOG_DEBUG(MOD, "models notification: rescanned %s %s", symbol, tf);
+    if (strcmp(symbol, REGISTRY_DEFAULT_SYMBOL) != 0) {
+        on_notify(payload, l);
+        return;
+    }
+    for (size_t i = 0; i < l->nseries; i++)
+        if (strcmp(l->series[i].tf, tf) == 0 && !l->series[i].pending) {
+            l->series[i].pending = true;
+            l->npending++;
+        }
+}
+
+/* Takes or keeps the leader lock; on becoming leader, catches up so that
+ * what the previous leader left unrecorded is recorded. Returns
+ * store_lock_try's result. */
+static int leader_tick(predict_loop *l, bool connected)
+{
+    bool held = false;
+    int rc = store_lock_try(l->leader_lock, &held);
+    bool now = rc == 0 && held, was = atomic_load(&l->leader);
+    if (now == was)
+        return rc;
+    atomic_store(&l->leader, now);
+    if (now) {
+        LOG_INFO(MOD, "leader: this replica records, settles and publishes predictions");
+        for (size_t i = 0; i < l->nseries; i++) /* the ledger decides what is new */
+            l->series[i].rec_candle = 0, l->series[i].rec_version = 0;
+        if (connected)
+            catch_up(l);
+    } else {
+        LOG_WARN(MOD, "follower: lost the leader lock (%s); another replica records and "
+                      "publishes",
+                 rc < 0 ? util_strerror(rc) : "taken elsewhere");
+    }
+    return rc;
+}
+
 static void *loop_main(void *arg)
 {
     predict_loop *l = arg;
     bool connected = false, ever = false;
     int backoff_ms = 0;
-    uint64_t next_connect = 0, next_resolve = 0;
+    uint64_t next_connect = 0, next_resolve = 0, next_lock = 0, next_models = 0;
+    bool models_connected = false;
+    int lock_failures = 0;
     while (!atomic_load(&l->stop)) {
         uint64_t now_ns = util_mono_ns();
+        if (now_ns >= next_lock) {
+            /* a database away: each try may wait for connect_timeout, so
+             * after two failures in a row try less often until it answers */
+            int rc = leader_tick(l, connected);
+            lock_failures = rc < 0 ? lock_failures + 1 : 0;
+            int ms = lock_failures >= 2 ? BACKOFF_MAX_MS : LEADER_TRY_MS;
+            next_lock = util_mono_ns() + (uint64_t)ms * 1000000u;
+        }
+        if (!models_connected && now_ns >= next_models) {
+            models_connected = store_listen_connect(l->models) == 0;
+            next_models = util_mono_ns() + (uint64_t)BACKOFF_MAX_MS * 1000000u;
+            if (models_connected && ever) /* changes may have been missed meanwhile */
+                registry_request_scan(predict_registry(l->svc));
+        }
         if (!connected && now_ns >= next_connect) {
             if (store_listen_connect(l->listen) == 0) {
                 connected = true;
@@ -559,12 +663,15 @@ static void *loop_main(void *arg)
             timeout = ms_until(next_connect, util_mono_ns()) < timeout
                           ? ms_until(next_connect, util_mono_ns())
                           : timeout;
+        if (ms_until(next_lock, util_mono_ns()) < timeout)
+            timeout = ms_until(next_lock, util_mono_ns());
         if (timeout < 0)
             timeout = 0;
-        struct pollfd p[2] = {
+        struct pollfd p[3] = {
             {.fd = l->wake_fd, .events = POLLIN},
-            {.fd = connected ? store_listen_socket(l->listen) : -1, .events = POLLIN}};
-        int r = poll(p, 2, (int)timeout);
+            {.fd = connected ? store_listen_socket(l->listen) : -1, .events = POLLIN},
+            {.fd = models_connected ? store_listen_socket(l->models) : -1, .events = POLLIN}};
+        int r = poll(p, 3, (int)timeout);
         if (r < 0 && errno != EINTR)
             LOG_WARN(MOD, "poll: %s", strerror(errno));
         if (atomic_load(&l->stop))
@@ -577,6 +684,11 @@ static void *loop_main(void *arg)
                 LOG_WARN(MOD, "lost the LISTEN connection; reconnecting");
             }
         }
+        if (r > 0 && (p[2].revents & (POLLIN | POLLERR | POLLHUP)) &&
+            store_listen_consume(l->models, on_models_notify, l) < 0) {
+            models_connected = false;
+            next_models = util_mono_ns() + (uint64_t)BACKOFF_MIN_MS * 1000000u;
+        }
 
         now = util_now();
         size_t ndue = 0;
@@ -587,12 +699,14 @@ static void *loop_main(void *arg)
         }
         if (ndue && !atomic_load(&l->stop))
             process_many(l, l->batch, ndue, now);
-        if (connected && util_mono_ns() >= next_resolve) {
+        if (connected && atomic_load(&l->leader) && util_mono_ns() >= next_resolve) {
             resolve_all(l, now);
             next_resolve = util_mono_ns() + (uint64_t)RESOLVE_S * 1000000000u;
         }
     }
     set_state(l, "stopped");
+    store_lock_release(l->leader_lock); /* a standby may take over at once */
+    atomic_store(&l->leader, false);
     store_thread_cleanup();
     return NULL;
 }
@@ -607,6 +721,8 @@ static void loop_free(predict_loop *l)
     if (l->svc && l->ledger_api)
         predict_set_ledger(l->svc, NULL);
     store_listen_close(l->listen);
+    store_listen_close(l->models);
+    store_lock_close(l->leader_lock);
     store_ledger_close(l->ledger);
     store_ledger_close(l->ledger_api);
     store_pub_close(l->pub);
@@ -632,6 +748,10 @@ int predict_loop_start(predict_service *svc, const predict_loop_options *opt, pr
     l->state = "starting";
     pthread_mutex_init(&l->status_lock, NULL);
     int rc = store_listen_open(opt->database_url, CHANNEL, &l->listen);
+    if (rc == 0)
+        rc = store_listen_open(opt->database_url, PREDICT_MODELS_CHANNEL, &l->models);
+    if (rc == 0)
+        rc = store_lock_open(opt->database_url, STORE_LOCK_KEY_LEADER, &l->leader_lock);
     if (rc == 0)
         rc = store_ledger_open(opt->database_url, &l->ledger);
     if (rc == 0)

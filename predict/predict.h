@@ -408,6 +408,7 @@ typedef struct predict_loop_options {
 /* The loop's state for /health/status. */
 typedef struct predict_loop_state {
     const char *state;    /* "listening", "reconnecting", "stopped": static storage */
+    const char *role;     /* "leader" (records, settles, publishes) or "follower" */
     int64_t last_run;     /* Unix seconds of the last prediction made; 0: none */
     uint64_t runs;        /* predictions made */
     char last_error[256]; /* "" when none */
@@ -434,5 +435,18 @@ void predict_loop_stop(predict_loop *loop);
  * "stopped", the time of the last prediction it made, how many it made, and
  * the last error ("" when none). Thread-safe. */
 void predict_loop_status(predict_loop *loop, predict_loop_state *out);
+
+/*
+ * Whether this process is the replicas' leader: it holds the advisory lock
+ * STORE_LOCK_KEY_LEADER on the database, so its loop writes the ledger,
+ * settles and PUBLISHes, and its retraining schedule runs. false for NULL.
+ * Thread-safe (an atomic the loop's thread sets about every second).
+ */
+bool predict_loop_leader(predict_loop *loop);
+
+/* The channel and payload ('SYMBOL:TF') by which a replica that changed a
+ * series in the model repository (a new version, a pin, a label) tells the
+ * others; every replica's loop LISTENs on it and rescans the series. */
+#define PREDICT_MODELS_CHANNEL "predictd_models"
 
 #endif

@@ -143,6 +143,10 @@ struct registry {
     atomic_uint_fast64_t loads_ok, loads_failed, swaps, scans;
     atomic_uint_fast64_t generation; /* bumped when what serves a series changes */
     atomic_uint_fast64_t failed_by[REGISTRY_FAIL_COUNT_];
+
+    /* set before any thread uses the registry, read-only afterwards */
+    registry_change_fn on_change;
+    void *on_change_arg;
 };
 
 /* ------------------------------------------------------------------------
@@ -1505,6 +1509,8 @@ out:
         close(rootfd);
     util_mutex_unlock(&r->scan_lock);
     atomic_fetch_add(&r->scans, 1);
+    if (rc == 0)
+        registry_announce(r, sym, tf);
     return rc == PD_ENOTFOUND || rc == PD_EVERIFY || rc == PD_EINVAL || rc == PD_ENOMEM || rc == 0
                ? rc
                : PD_EIO;
@@ -1597,6 +1603,20 @@ int registry_set_label(registry *r, const char *symbol, const char *tf, const ch
         return PD_EINVAL;
     }
     return change_policy(r, symbol, tf, edit_label, &a);
+}
+
+void registry_set_change_hook(registry *r, registry_change_fn fn, void *arg)
+{
+    if (!r)
+        return;
+    r->on_change = fn;
+    r->on_change_arg = arg;
+}
+
+void registry_announce(registry *r, const char *symbol, const char *tf)
+{
+    if (r && r->on_change && symbol_ok(symbol) && tf_ok(tf))
+        r->on_change(r->on_change_arg, symbol, tf);
 }
 
 /* clang-format off */

@@ -238,6 +238,20 @@ int registry_unpin(registry *r, const char *symbol, const char *tf);
 int registry_set_label(registry *r, const char *symbol, const char *tf, const char *label,
                        uint32_t version, int canary_share);
 
+/*
+ * Telling other processes. A hook called after this process changed a
+ * series on disk: a successful pin, unpin or label change (from the thread
+ * that made it), and registry_announce() (what a publisher calls after it
+ * published a version). server/ sets it to NOTIFY the other replicas; the
+ * registry itself talks no SQL. The hook must be quick and thread-safe.
+ * Set it before any other thread uses the registry.
+ */
+typedef void (*registry_change_fn)(void *arg, const char *symbol, const char *tf);
+void registry_set_change_hook(registry *r, registry_change_fn fn, void *arg);
+/* Calls the hook for symbol/tf (no-op without a hook, for a NULL registry
+ * or a malformed name). Thread-safe. */
+void registry_announce(registry *r, const char *symbol, const char *tf);
+
 /* ===========================================================================
  * Files.
  */

@@ -7,6 +7,12 @@
  * HTTP pool and the inference loop, and register the background jobs that
  * /health/status reports.
  *
+ * Replicas: several `predictd serve` on one database cooperate through it.
+ * The inference loop holds (or waits for) the leader lock and the training
+ * schedule asks it whether this replica leads; a pin, label or published
+ * version made here is announced with NOTIFY predictd_models so the other
+ * replicas rescan that series at once.
+ *
  * Threads: the main thread owns start-up, shutdown and signals (it waits
  * in sigwait; every other thread blocks SIGTERM, SIGINT and SIGHUP because
  * they inherit the mask set before any thread starts). The registry's
@@ -22,6 +28,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -51,7 +58,28 @@ struct serve_jobs {
     char loop_error[200];
     training_jobs *training; /* NULL: background training is off */
     char training_error[200];
+    predict_loop *_Atomic leader; /* the loop while it runs (leader lock); NULL: none */
+    store_notifier *notifier;     /* NOTIFY predictd_models; NULL without a database */
 };
+
+/* The training schedule runs on the leader only (replicas on one database). */
+static bool schedule_leads(void *arg)
+{
+    struct serve_jobs *j = arg;
+    return predict_loop_leader(atomic_load(&j->leader));
+}
+
+/* A series changed here (pin, label, new version): tell the other replicas. */
+static void announce_change(void *arg, const char *symbol, const char *tf)
+{
+    struct serve_jobs *j = arg;
+    char payload[64];
+    snprintf(payload, sizeof payload, "%s:%s", symbol, tf);
+    if (store_notifier_send(j->notifier, PREDICT_MODELS_CHANNEL, payload) != 0)
+        LOG_WARN("server", "could not tell the other replicas that %s changed; they see it "
+                           "at their next scan",
+                 payload);
+}
 
 static void scanner_probe(void *arg, api_job_status *out)
 {
@@ -71,6 +99,7 @@ static void loop_probe(void *arg, api_job_status *out)
         memset(&st, 0, sizeof st);
         predict_loop_status(j->loop, &st);
         out->state = st.state;
+        out->role = st.role;
         out->last_run = st.last_run;
         out->runs = st.runs;
         snprintf(out->last_error, sizeof out->last_error, "%s", st.last_error);
@@ -98,6 +127,8 @@ static void training_probe(void *arg, api_job_status *out)
     }
     training_jobs_stats st;
     training_jobs_stats_get(j->training, &st);
+    if (st.retrain_interval_s) /* the schedule is the leader's */
+        out->role = predict_loop_leader(atomic_load(&j->leader)) ? "leader" : "follower";
     out->state = st.running              ? "running"
                  : st.queued             ? "queued"
                  : st.retrain_interval_s ? "scheduled"
@@ -157,6 +188,13 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     size_t serving = 0, failed = 0;
     registry_counts(reg, &serving, &failed);
     LOG_INFO("server", "%zu series serving, %zu versions failed verification", serving, failed);
+    if (cfg->database_url) {
+        if (store_notifier_open(cfg->database_url, &jobs.notifier) == 0)
+            registry_set_change_hook(reg, announce_change, &jobs);
+        else
+            LOG_WARN("server", "model changes made here reach other replicas only at their "
+                               "next scan");
+    }
     if (registry_start(reg, cfg->reload_interval) != 0) {
         LOG_ERROR("server", "cannot start the model scanner");
         goto out_registry;
@@ -177,7 +215,9 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                                    .database_url = cfg->database_url,
                                    .retrain_interval_s = cfg->retrain_interval,
                                    .nice = 10,
-                                   .keep = 50};
+                                   .keep = 50,
+                                   .is_leader = schedule_leads,
+                                   .leader_arg = &jobs};
         int rc = training_jobs_start(&tc, &tjobs);
         if (rc) {
             LOG_WARN("server", "background training is unavailable: %s", util_strerror(rc));
@@ -233,6 +273,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
         }
         jobs.loop_running = rc == 0 && loop != NULL;
         jobs.loop = jobs.loop_running ? loop : NULL;
+        atomic_store(&jobs.leader, jobs.loop);
     }
     if (cfg->feed && *cfg->feed) {
         char fwhy[300] = "";
@@ -279,6 +320,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
 
     api_http_stop(http, cfg->drain_timeout);
     feed_runner_stop(feed);
+    atomic_store(&jobs.leader, NULL);
     predict_loop_stop(loop);
     exit_code = 0;
 out_ctx:
@@ -288,6 +330,7 @@ out_ctx:
 out_registry:
     registry_stop(reg);
     registry_free(reg);
+    store_notifier_close(jobs.notifier);
 out_features:
     store_shutdown();
     if (exit_code == 0)

@@ -1,8 +1,11 @@
 /*
  * jobs.c: the SQL of the training_jobs table (db/003_training_jobs.sql):
- * insert a job when it is queued, update it on state changes and progress,
- * read one or the most recent, and mark the jobs a previous process left
- * unfinished as failed.
+ * insert a job when it is queued, claim the oldest queued one for a worker
+ * (FOR UPDATE SKIP LOCKED, so two replicas never claim the same job), beat
+ * the running job's heartbeat (reading its cancel request back), request a
+ * cancel, update it on state changes and progress, read one or the most
+ * recent, and mark failed the running jobs whose worker is gone (no
+ * heartbeat for a while).
  *
  * It does not decide states or run anything (training/jobs.c does) and
  * does not touch candles.
@@ -115,15 +118,22 @@ static const char *i64_or_null(int64_t v, char *buf, size_t len)
 int store_jobs_insert(store_jobs_db *db, const char *symbol, const char *tf,
                          const char *params_json, int64_t *id, int64_t *created_at)
 {
+    return store_jobs_insert_ex(db, symbol, tf, params_json, NULL, id, created_at);
+}
+
+int store_jobs_insert_ex(store_jobs_db *db, const char *symbol, const char *tf,
+                         const char *params_json, const char *metrics_json, int64_t *id,
+                         int64_t *created_at)
+{
     if (!symbol || !tf || !params_json || !id)
         return PD_EINVAL;
-    const char *vals[] = {symbol, tf, params_json};
+    const char *vals[] = {symbol, tf, params_json, metrics_json};
     PGresult *r = NULL;
     int rc = exec(db, "insert training job",
-                  "INSERT INTO training_jobs (symbol, timeframe, state, params) "
-                  "VALUES ($1, $2, 'queued', $3::jsonb) "
+                  "INSERT INTO training_jobs (symbol, timeframe, state, params, metrics) "
+                  "VALUES ($1, $2, 'queued', $3::jsonb, $4::jsonb) "
                   "RETURNING id, floor(extract(epoch FROM created_at))::bigint",
-                  3, vals, PGRES_TUPLES_OK, &r);
+                  4, vals, PGRES_TUPLES_OK, &r);
     if (rc != 0)
         return rc;
     if (PQntuples(r) != 1) {
@@ -142,6 +152,7 @@ int store_jobs_update(store_jobs_db *db, const store_job_row *row)
     if (!row || row->id <= 0)
         return PD_EINVAL;
     char id[24], prog[40], ver[24], st[24], fin[24];
+    const char *stage = row->stage[0] ? row->stage : NULL;
     snprintf(id, sizeof id, "%" PRId64, row->id);
     double p = row->progress < 0 ? 0 : row->progress > 1 ? 1 : row->progress;
     snprintf(prog, sizeof prog, "%.6f", p);
@@ -154,14 +165,16 @@ int store_jobs_update(store_jobs_db *db, const store_job_row *row)
         row->version > 0 ? (snprintf(ver, sizeof ver, "%" PRId32, row->version), ver) : NULL,
         i64_or_null(row->started_at, st, sizeof st),
         i64_or_null(row->finished_at, fin, sizeof fin),
+        stage,
     };
     PGresult *r = NULL;
     int rc = exec(db, "update training job",
                   "UPDATE training_jobs SET state = $2, progress = $3::double precision, "
                   "metrics = $4::jsonb, error = $5, version = $6::integer, "
-                  "started_at = to_timestamp($7::bigint), finished_at = to_timestamp($8::bigint) "
+                  "started_at = to_timestamp($7::bigint), finished_at = to_timestamp($8::bigint), "
+                  "stage = $9 "
                   "WHERE id = $1::bigint",
-                  8, vals, PGRES_COMMAND_OK, &r);
+                  9, vals, PGRES_COMMAND_OK, &r);
     if (rc != 0)
         return rc;
     bool found = strcmp(PQcmdTuples(r), "0") != 0;
@@ -173,13 +186,40 @@ int store_jobs_update(store_jobs_db *db, const store_job_row *row)
     "id, symbol, timeframe, state, params::text, progress, metrics::text, error, "                 \
     "coalesce(version, 0), floor(extract(epoch FROM created_at))::bigint, "                        \
     "coalesce(floor(extract(epoch FROM started_at))::bigint, 0), "                                 \
-    "coalesce(floor(extract(epoch FROM finished_at))::bigint, 0)"
+    "coalesce(floor(extract(epoch FROM finished_at))::bigint, 0), "                                \
+    "coalesce(stage, ''), coalesce(worker, ''), cancel_requested"
 
 static char *dup_or_null(const PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
         return NULL;
     return strdup(PQgetvalue(r, row, col));
+}
+
+/* jsonb prints ", " and ": "; drops the blanks outside strings so the text
+ * reads as it was written (compact). In place. */
+static void json_compact(char *s)
+{
+    if (!s)
+        return;
+    bool in_str = false, esc = false;
+    char *w = s;
+    for (const char *p = s; *p; p++) {
+        if (in_str) {
+            if (esc)
+                esc = false;
+            else if (*p == '\\')
+                esc = true;
+            else if (*p == '"')
+                in_str = false;
+        } else if (*p == '"') {
+            in_str = true;
+        } else if (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') {
+            continue;
+        }
+        *w++ = *p;
+    }
+    *w = '\0';
 }
 
 static int decode_row(const PGresult *r, int i, store_job_row *out)
@@ -191,13 +231,18 @@ static int decode_row(const PGresult *r, int i, store_job_row *out)
     snprintf(j.timeframe, sizeof j.timeframe, "%s", PQgetvalue(r, i, 2));
     snprintf(j.state, sizeof j.state, "%s", PQgetvalue(r, i, 3));
     j.params = dup_or_null(r, i, 4);
+    json_compact(j.params);
     j.progress = strtod(PQgetvalue(r, i, 5), NULL);
     j.metrics = dup_or_null(r, i, 6);
+    json_compact(j.metrics);
     j.error = dup_or_null(r, i, 7);
     j.version = (int32_t)strtol(PQgetvalue(r, i, 8), NULL, 10);
     j.created_at = strtoll(PQgetvalue(r, i, 9), NULL, 10);
     j.started_at = strtoll(PQgetvalue(r, i, 10), NULL, 10);
     j.finished_at = strtoll(PQgetvalue(r, i, 11), NULL, 10);
+    snprintf(j.stage, sizeof j.stage, "%s", PQgetvalue(r, i, 12));
+    snprintf(j.worker, sizeof j.worker, "%s", PQgetvalue(r, i, 13));
+    j.cancel_requested = strcmp(PQgetvalue(r, i, 14), "t") == 0;
     if ((!j.params && !PQgetisnull(r, i, 4)) || (!j.metrics && !PQgetisnull(r, i, 6)) ||
         (!j.error && !PQgetisnull(r, i, 7))) {
         store_job_row_cleanup(&j);
@@ -276,18 +321,137 @@ void store_job_rows_free(store_job_row *rows, size_t n)
     free(rows);
 }
 
-int store_jobs_fail_unfinished(store_jobs_db *db, const char *error, size_t *count)
+int store_jobs_claim(store_jobs_db *db, const char *worker, store_job_row *out)
 {
-    const char *vals[] = {error ? error : "interrupted"};
+    if (!worker || !*worker || !out)
+        return PD_EINVAL;
+    const char *vals[] = {worker};
     PGresult *r = NULL;
-    int rc = exec(db, "fail unfinished training jobs",
-                  "UPDATE training_jobs SET state = 'failed', error = $1, finished_at = now() "
-                  "WHERE state IN ('queued', 'running')",
-                  1, vals, PGRES_COMMAND_OK, &r);
+    /* SKIP LOCKED: a row another replica is claiming right now is passed
+     * over, not waited for; the UPDATE then makes it 'running' for good */
+    int rc = exec(db, "claim training job",
+                  "UPDATE training_jobs SET state = 'running', started_at = now(), worker = $1, "
+                  "heartbeat_at = now(), stage = 'load' "
+                  "WHERE id = (SELECT id FROM training_jobs WHERE state = 'queued' "
+                  "            ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                  "RETURNING " ROW_COLUMNS,
+                  1, vals, PGRES_TUPLES_OK, &r);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(r) == 1 ? decode_row(r, 0, out) : PD_ENOTFOUND;
+    PQclear(r);
+    return rc;
+}
+
+int store_jobs_heartbeat(store_jobs_db *db, int64_t id, const char *worker, double progress,
+                         const char *stage, bool *cancel)
+{
+    if (!worker || !cancel)
+        return PD_EINVAL;
+    char ids[24], prog[40];
+    snprintf(ids, sizeof ids, "%" PRId64, id);
+    snprintf(prog, sizeof prog, "%.6f", progress < 0 ? 0 : progress > 1 ? 1 : progress);
+    const char *vals[] = {ids, worker, prog, stage && *stage ? stage : NULL};
+    PGresult *r = NULL;
+    int rc = exec(db, "training job heartbeat",
+                  "UPDATE training_jobs SET heartbeat_at = now(), "
+                  "progress = greatest(progress, $3::double precision), "
+                  "stage = coalesce($4, stage) "
+                  "WHERE id = $1::bigint AND worker = $2 AND state = 'running' "
+                  "RETURNING cancel_requested",
+                  4, vals, PGRES_TUPLES_OK, &r);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(r) == 1)
+        *cancel = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    else
+        rc = PD_ENOTFOUND;
+    PQclear(r);
+    return rc;
+}
+
+int store_jobs_cancel(store_jobs_db *db, int64_t id, bool *was_queued)
+{
+    char ids[24];
+    snprintf(ids, sizeof ids, "%" PRId64, id);
+    const char *vals[] = {ids};
+    PGresult *r = NULL;
+    /* a queued job ends here; a running one is asked, and its worker
+     * (whichever replica runs it) stops at its next heartbeat */
+    int rc = exec(db, "cancel training job",
+                  "UPDATE training_jobs SET cancel_requested = true, "
+                  "state = CASE WHEN state = 'queued' THEN 'canceled' ELSE state END, "
+                  "error = CASE WHEN state = 'queued' THEN 'canceled' ELSE error END, "
+                  "finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END "
+                  "WHERE id = $1::bigint AND state IN ('queued', 'running') RETURNING state",
+                  1, vals, PGRES_TUPLES_OK, &r);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(r) == 1) {
+        if (was_queued)
+            *was_queued = strcmp(PQgetvalue(r, 0, 0), "canceled") == 0;
+        PQclear(r);
+        return 0;
+    }
+    PQclear(r);
+    store_job_row row;
+    rc = store_jobs_get(db, id, &row);
+    if (rc != 0)
+        return rc;
+    store_job_row_cleanup(&row);
+    return PD_EINVAL; /* it exists and already finished */
+}
+
+int store_jobs_count_queued(store_jobs_db *db, size_t *count)
+{
+    PGresult *r = NULL;
+    int rc = exec(db, "count queued training jobs",
+                  "SELECT count(*) FROM training_jobs WHERE state = 'queued'", 0, NULL,
+                  PGRES_TUPLES_OK, &r);
+    if (rc != 0)
+        return rc;
+    *count = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return 0;
+}
+
+int store_jobs_fail_orphaned(store_jobs_db *db, int stale_s, const char *error, size_t *count)
+{
+    char secs[24];
+    snprintf(secs, sizeof secs, "%d", stale_s);
+    const char *vals[] = {error ? error : "interrupted", secs};
+    PGresult *r = NULL;
+    int rc = exec(db, "fail orphaned training jobs",
+                  "UPDATE training_jobs SET state = 'failed', error = $1, finished_at = now(), "
+                  "stage = NULL "
+                  "WHERE state = 'running' AND (heartbeat_at IS NULL OR "
+                  "heartbeat_at < now() - make_interval(secs => $2::integer))",
+                  2, vals, PGRES_COMMAND_OK, &r);
     if (rc != 0)
         return rc;
     if (count)
         *count = (size_t)strtoull(PQcmdTuples(r), NULL, 10);
     PQclear(r);
     return 0;
+}
+
+int store_jobs_requeue(store_jobs_db *db, int64_t id, const char *worker)
+{
+    if (!worker)
+        return PD_EINVAL;
+    char ids[24];
+    snprintf(ids, sizeof ids, "%" PRId64, id);
+    const char *vals[] = {ids, worker};
+    PGresult *r = NULL;
+    int rc = exec(db, "requeue training job",
+                  "UPDATE training_jobs SET state = 'queued', progress = 0, stage = NULL, "
+                  "started_at = NULL, worker = NULL, heartbeat_at = NULL "
+                  "WHERE id = $1::bigint AND worker = $2 AND state = 'running' "
+                  "AND NOT cancel_requested",
+                  2, vals, PGRES_COMMAND_OK, &r);
+    if (rc != 0)
+        return rc;
+    bool found = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return found ? 0 : PD_ENOTFOUND;
 }

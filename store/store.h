@@ -10,6 +10,8 @@
  *   jobs.c      the training_jobs table
  *   ledger.c    the predictions table (the ledger): record, settle, figures
  *   notify.c    LISTEN on a channel and PUBLISH to Redis
+ *   lock.c      leader locks: a PostgreSQL advisory lock per job
+ *   notifier.c  NOTIFY from any thread (the replicas tell each other)
  *   migrate.c   the db/ migrations
  *   feedstate.c the market-data feed's state, for /health/status
  *
@@ -187,7 +189,7 @@ void store_stats_get(store_stats *out);
  */
 typedef struct store_jobs_db store_jobs_db;
 
-/* One row. params and metrics are JSON text; params, metrics and error are
+/* One row. params and metrics are compact JSON text; params, metrics and error are
  * malloc'd (NULL when SQL NULL): store_job_row_cleanup frees them. */
 typedef struct store_job_row {
     int64_t id;
@@ -200,6 +202,9 @@ typedef struct store_job_row {
     char *error;
     int32_t version;  /* 0 = none */
     int64_t created_at, started_at, finished_at;
+    char stage[24];        /* what the running job does now; "" when none */
+    char worker[64];       /* the replica that claimed it ("" when none); read only */
+    bool cancel_requested; /* a cancel was asked for; read only */
 } store_job_row;
 
 /* A handle over database_url (libpq conninfo or URI); connects on first
@@ -211,8 +216,43 @@ void store_jobs_close(store_jobs_db *db); /* NULL is a no-op */
  * job for the series is already queued or running; PD_EDB. */
 int store_jobs_insert(store_jobs_db *db, const char *symbol, const char *tf,
                          const char *params_json, int64_t *id, int64_t *created_at);
-/* Writes state, progress, metrics, error, version, started_at and
- * finished_at of row->id (symbol, timeframe, params, created_at are not
+/* The same, with the metrics column set (JSON text, NULL: none). */
+int store_jobs_insert_ex(store_jobs_db *db, const char *symbol, const char *tf,
+                         const char *params_json, const char *metrics_json, int64_t *id,
+                         int64_t *created_at);
+/*
+ * Claims the oldest queued job for worker (a replica's name): it becomes
+ * running with started_at and heartbeat_at now and stage "load", in one
+ * statement whose SELECT ... FOR UPDATE SKIP LOCKED lets two replicas
+ * claiming at once get different jobs. 0 and the row (clean it up),
+ * PD_ENOTFOUND when nothing is queued, PD_EDB.
+ */
+int store_jobs_claim(store_jobs_db *db, const char *worker, store_job_row *out);
+/* The running job's heartbeat: heartbeat_at = now(), progress (never
+ * lowered) and stage (NULL or "": unchanged), only while the row is running
+ * and claimed by worker. *cancel gets cancel_requested. PD_ENOTFOUND when
+ * the row is no longer this worker's running job (it was marked failed, or
+ * finished); PD_EDB. */
+int store_jobs_heartbeat(store_jobs_db *db, int64_t id, const char *worker, double progress,
+                         const char *stage, bool *cancel);
+/* Asks for a cancel: a queued job becomes canceled at once (*was_queued
+ * true); a running one gets cancel_requested, which its worker reads at its
+ * next heartbeat. 0, PD_ENOTFOUND, PD_EINVAL when the job already finished,
+ * PD_EDB. */
+int store_jobs_cancel(store_jobs_db *db, int64_t id, bool *was_queued);
+/* Puts worker's running job back in the queue (its worker stops; another
+ * claims it and starts over), unless a cancel was requested. 0,
+ * PD_ENOTFOUND (not this worker's running job, or a cancel was asked for),
+ * PD_EDB. */
+int store_jobs_requeue(store_jobs_db *db, int64_t id, const char *worker);
+/* Jobs waiting to be claimed, all replicas together. */
+int store_jobs_count_queued(store_jobs_db *db, size_t *count);
+/* Marks failed (with error) every running job whose heartbeat is older than
+ * stale_s seconds (or missing): its worker is gone. *count (optional) gets
+ * how many. */
+int store_jobs_fail_orphaned(store_jobs_db *db, int stale_s, const char *error, size_t *count);
+/* Writes state, progress, metrics, error, version, started_at,
+ * finished_at and stage of row->id (symbol, timeframe, params, created_at are not
  * changed). PD_ENOTFOUND, PD_EINVAL (a value the table's checks refuse),
  * PD_EDB. */
 int store_jobs_update(store_jobs_db *db, const store_job_row *row);
@@ -223,9 +263,6 @@ int store_jobs_get(store_jobs_db *db, int64_t id, store_job_row *out);
 int store_jobs_list(store_jobs_db *db, size_t limit, store_job_row **out, size_t *n);
 void store_job_row_cleanup(store_job_row *row);
 void store_job_rows_free(store_job_row *rows, size_t n);
-/* Marks every queued or running job failed with error (a previous process
- * died with them); *count (optional) gets how many. */
-int store_jobs_fail_unfinished(store_jobs_db *db, const char *error, size_t *count);
 
 /* ===========================================================================
  * Ledger (store/ledger.c). The
@@ -475,5 +512,53 @@ int store_pub_publish(store_pub *p, const char *channel, const char *msg, size_t
 int store_pub_publish_many(store_pub *p, const char *channel, const char *const *msgs,
                            const size_t *lens, size_t n);
 void store_pub_close(store_pub *p); /* NULL is a no-op */
+
+/* ===========================================================================
+ * Leader locks (store/lock.c): one holder among the processes sharing a
+ * database, by a PostgreSQL session advisory lock on a 64-bit key. The
+ * holder does the key's job; the others call store_lock_try now and then
+ * and take over when the holder's session ends (process gone, connection
+ * broken). A handle owns one dedicated connection (TCP keepalives on),
+ * never replaced behind the owner's back: once the connection is lost the
+ * lock is not held, and the owner must stop the job before trying again.
+ * A handle belongs to one thread at a time.
+ */
+typedef struct store_lock store_lock;
+
+/* Keys in use, one per job. Positive, so pg_locks shows them as is. */
+#define STORE_LOCK_KEY_FEED INT64_C(0x7072656466656564) /* "predfeed": the market feed */
+/* "predlead": the replicas' leader (the inference loop's ledger writes,
+ * settling and publishes, and the retraining schedule) */
+#define STORE_LOCK_KEY_LEADER INT64_C(0x707265646c656164)
+
+/* A handle for key over database_url; connects nothing. PD_EINVAL (bad URL
+ * or NULL out), PD_ENOMEM. Close with store_lock_close. */
+int store_lock_open(const char *database_url, int64_t key, store_lock **out);
+/* Tries to take the lock without waiting (connecting first when needed).
+ * 0 with *held true (taken now, or still held: then it is checked as
+ * store_lock_check does) or false (another session holds it); PD_EDB
+ * when the database cannot be reached (*held untouched). */
+int store_lock_try(store_lock *l, bool *held);
+/* Is the lock still held? Asks the server (pg_locks of this session).
+ * 0 with *held; PD_EDB when the connection broke (*held false: the lock
+ * is gone with the session). */
+int store_lock_check(store_lock *l, bool *held);
+/* Releases the lock and closes the connection (a standby takes over).
+ * NULL or not held: no-op. */
+void store_lock_release(store_lock *l);
+/* Releases and frees; NULL is a no-op. */
+void store_lock_close(store_lock *l);
+
+/* ===========================================================================
+ * NOTIFY (store/notifier.c) from any thread: one dedicated connection (made
+ * on first use, again after a loss), serialised by a mutex.
+ */
+typedef struct store_notifier store_notifier;
+/* Does not connect. PD_EINVAL (bad URL), PD_ENOMEM. */
+int store_notifier_open(const char *database_url, store_notifier **out);
+/* pg_notify(channel, payload) (payload < 8000 bytes). 0, PD_EINVAL or
+ * PD_EDB (logged). Thread-safe. */
+int store_notifier_send(store_notifier *n, const char *channel, const char *payload);
+void store_notifier_close(store_notifier *n); /* NULL is a no-op */
 
 #endif

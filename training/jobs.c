@@ -7,24 +7,36 @@
  * copy of training_params plus its state; the worker calls training_run()
  * with a cancel flag polled between samples, epochs and batches.
  *
- * Records: with a database, every job is inserted into training_jobs when
- * queued and updated when it starts, every ~10% of progress, and when it
- * ends, so history survives restarts; at start-up the previous process'
- * unfinished jobs are marked failed and the recent history is loaded. A
- * rejected job (trained, not promoted) is stored as 'rejected' with the
- * reason in error; "outcome" in its metrics says the same.
+ * Without a database the queue and the history are this process's memory.
+ *
+ * With a database the queue is the training_jobs table, shared by every
+ * replica on it: a job is inserted 'queued', and whichever replica's worker
+ * claims it first (store_jobs_claim: FOR UPDATE SKIP LOCKED) runs it. The
+ * running worker names itself in the row and a heartbeat thread refreshes
+ * heartbeat_at, progress and stage every BEAT_MS, reading back
+ * cancel_requested, which a cancel through any replica sets. Reads (one
+ * job, the list) come from the table, so every replica answers the same.
+ * A running job whose heartbeat is older than STALE_S lost its worker (the
+ * process died): every worker sweeps such jobs to 'failed' every
+ * SWEEP_S and at start, so restarting a replica never touches a job
+ * another live replica runs. A replica that stops hands its running job
+ * back to the queue (unless a cancel was requested), so a rolling restart
+ * does not lose it. A rejected job (trained, not promoted) is
+ * stored as 'rejected' with the reason in error; "outcome" in its metrics
+ * says the same.
  *
  * Schedule: every retrain_interval_s, each series with a serving version
  * is retrained with the parameters its serving model was trained with
  * (kind, layer sizes, features, window, policy, symbols, seed) under the
  * promote-if-better rule. Only softmax and MLP models (the kinds this
- * trainer makes) are retrained.
+ * trainer makes) are retrained. With replicas, only the leader's schedule
+ * runs (cfg.is_leader).
  *
- * THREAD SAFETY: j->lock guards the job list, the queue and every job's
- * info; the worker holds it only to pick a job and to copy or update
- * state, never across training or a database round trip. A job's cancel
- * flag is atomic. Database writes happen outside the lock, through the
- * store_jobs_db handle (itself serialised).
+ * THREAD SAFETY: j->lock guards the job list, the queue, j->current and
+ * every job's info; the worker holds it only to pick a job and to copy or
+ * update state, never across training or a database round trip. A job's
+ * cancel flag is atomic. Database writes happen outside the lock, through
+ * the store_jobs_db handle (itself serialised).
  */
 #define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
 #include <errno.h>
@@ -45,6 +57,10 @@
 
 #define MOD "jobs"
 #define MAX_QUEUED 16
+#define BEAT_MS 1000   /* heartbeat of the running job (and cancel poll) */
+#define CLAIM_MS 1000  /* an idle worker looks for queued jobs this often */
+#define STALE_S 15     /* a running job without a heartbeat for this long lost its worker */
+#define SWEEP_S 5      /* how often a worker looks for such jobs */
 
 typedef struct job {
     training_job_info info; /* guarded by training_jobs.lock */
@@ -52,6 +68,7 @@ typedef struct job {
     atomic_bool cancel;
     struct job *next; /* queue link, guarded by lock */
     double persisted; /* progress last written (worker only) */
+    char persisted_stage[24]; /* stage last written (worker only) */
 } job;
 
 struct training_jobs {
@@ -78,6 +95,15 @@ struct training_jobs {
     char last_error[256];
 
     pthread_t worker;
+
+    /* with a database */
+    char worker_name[64];   /* this replica in the rows it claims; immutable */
+    job *current;           /* guarded by lock: the job this replica runs; NULL: none */
+    pthread_cond_t beat_cond; /* wakes the heartbeat thread (stop) */
+    pthread_t beat;
+    bool beat_started;
+    bool (*is_leader)(void *arg); /* NULL: always */
+    void *leader_arg;
 };
 
 const char *training_job_state_name(training_job_state s)
@@ -253,6 +279,8 @@ static void from_row(const store_job_row *r, training_job_info *out)
     out->created_at = r->created_at;
     out->started_at = r->started_at;
     out->finished_at = r->finished_at;
+    if (out->state == TRAINING_JOB_RUNNING)
+        snprintf(out->stage, sizeof out->stage, "%s", r->stage);
     if (!r->metrics)
         return;
     json_t *m = json_loads(r->metrics, 0, NULL);
@@ -302,6 +330,7 @@ static void persist(training_jobs *j, const training_job_info *s)
     row.version = (int32_t)s->version;
     row.started_at = s->started_at;
     row.finished_at = s->finished_at;
+    snprintf(row.stage, sizeof row.stage, "%s", s->state == TRAINING_JOB_RUNNING ? s->stage : "");
     int rc = store_jobs_update(j->db, &row);
     if (rc != 0)
         LOG_WARN(MOD, "job %" PRId64 ": recording state %s failed: %s", s->id, row.state,
@@ -382,8 +411,10 @@ static void on_progress(void *ud, double f, const char *stage)
     if (f > c->x->info.progress)
         c->x->info.progress = f > 1 ? 1 : f;
     snprintf(c->x->info.stage, sizeof c->x->info.stage, "%s", stage);
-    if (c->x->info.progress - c->x->persisted >= 0.1) {
+    if (c->x->info.progress - c->x->persisted >= 0.1 ||
+        strcmp(c->x->persisted_stage, c->x->info.stage) != 0) {
         c->x->persisted = c->x->info.progress;
+        memcpy(c->x->persisted_stage, c->x->info.stage, sizeof c->x->persisted_stage);
         snap = c->x->info;
         write = true;
     }
@@ -431,6 +462,22 @@ static void run_job(training_jobs *j, job *x)
     training_result *res = calloc(1, sizeof *res);
     int rc = res ? training_run(&x->params, &ctx, res) : PD_ENOMEM;
 
+    pthread_mutex_lock(&j->lock);
+    bool stopping = j->stopping;
+    pthread_mutex_unlock(&j->lock);
+    if (rc == PD_ECANCELED && stopping && j->db &&
+        store_jobs_requeue(j->db, x->info.id, j->worker_name) == 0) {
+        /* this replica stops (a restart, a scale-down): another one, or
+         * this one when it is back, runs the job from the start */
+        LOG_INFO(MOD, "job %" PRId64 " handed back to the queue: this replica stops",
+                 x->info.id);
+        pthread_mutex_lock(&j->lock);
+        j->running = false;
+        pthread_mutex_unlock(&j->lock);
+        free(res);
+        return;
+    }
+
     training_job_info snap;
     pthread_mutex_lock(&j->lock);
     training_job_info *i = &x->info;
@@ -475,10 +522,54 @@ static void run_job(training_jobs *j, job *x)
     free(res);
 }
 
-static void *worker_main(void *arg)
+/* Waits on cond until the monotonic deadline (ns). Caller holds lock. */
+static void wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t deadline)
 {
-    training_jobs *j = arg;
-    confine_thread(j->nice);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = util_mono_ns();
+    uint64_t wait = deadline > now ? deadline - now : 0;
+    /* pthread_cond_timedwait on the condvar's clock (monotonic) */
+    uint64_t ns = (uint64_t)ts.tv_nsec + wait % 1000000000ull;
+    ts.tv_sec += (time_t)(wait / 1000000000ull + ns / 1000000000ull);
+    ts.tv_nsec = (long)(ns % 1000000000ull);
+    pthread_cond_timedwait(cond, lock, &ts);
+}
+
+/* The retrain schedule, when it is due (and this replica leads). Caller
+ * holds lock; it is released while jobs are queued. */
+static void schedule_tick(training_jobs *j)
+{
+    if (j->interval_s <= 0 || util_mono_ns() < j->next_retrain_ns)
+        return;
+    j->next_retrain_ns = util_mono_ns() + (uint64_t)j->interval_s * 1000000000ull;
+    pthread_mutex_unlock(&j->lock);
+    if (j->is_leader && !j->is_leader(j->leader_arg)) {
+        LOG_DEBUG(MOD, "scheduled retrain: not the leader; the leader's schedule runs");
+    } else {
+        int n = training_jobs_retrain_all(j);
+        if (n < 0)
+            LOG_WARN(MOD, "scheduled retrain: %s", util_strerror(n));
+        else
+            LOG_INFO(MOD, "scheduled retrain: %d job(s) queued", n);
+    }
+    pthread_mutex_lock(&j->lock);
+}
+
+/* Marks failed the running jobs whose worker is gone (any replica's). */
+static void sweep_orphans(training_jobs *j)
+{
+    size_t n = 0;
+    char why[160];
+    snprintf(why, sizeof why,
+             "interrupted: the replica running it stopped (no heartbeat for %d s)", STALE_S);
+    if (store_jobs_fail_orphaned(j->db, STALE_S, why, &n) == 0 && n)
+        LOG_WARN(MOD, "%zu training job(s) lost their worker: marked failed", n);
+}
+
+/* Without a database: the in-memory FIFO. */
+static void worker_memory(training_jobs *j)
+{
     pthread_mutex_lock(&j->lock);
     while (!j->stopping) {
         job *x = j->head;
@@ -493,37 +584,144 @@ static void *worker_main(void *arg)
             snprintf(x->info.stage, sizeof x->info.stage, "load");
             j->running = true;
             j->last_activity = x->info.started_at;
-            training_job_info snap = x->info;
             pthread_mutex_unlock(&j->lock);
-            persist(j, &snap);
             run_job(j, x);
             pthread_mutex_lock(&j->lock);
             trim(j);
             continue;
         }
-        if (j->interval_s > 0 && util_mono_ns() >= j->next_retrain_ns) {
-            j->next_retrain_ns = util_mono_ns() + (uint64_t)j->interval_s * 1000000000ull;
+        uint64_t before = j->next_retrain_ns;
+        schedule_tick(j);
+        if (j->next_retrain_ns != before)
+            continue;
+        if (j->interval_s > 0)
+            wait_until(&j->cond, &j->lock, j->next_retrain_ns);
+        else
+            pthread_cond_wait(&j->cond, &j->lock);
+    }
+    pthread_mutex_unlock(&j->lock);
+}
+
+/* A claimed row as a job this worker runs; NULL (the row marked failed)
+ * when its parameters do not read back. */
+static job *job_from_claim(training_jobs *j, const store_job_row *row)
+{
+    job *x = calloc(1, sizeof *x);
+    if (!x)
+        return NULL;
+    atomic_init(&x->cancel, false);
+    from_row(row, &x->info);
+    x->info.state = TRAINING_JOB_RUNNING;
+    snprintf(x->info.stage, sizeof x->info.stage, "load");
+    memcpy(x->persisted_stage, x->info.stage, sizeof x->persisted_stage);
+    char why[256] = "";
+    int rc = training_params_from_json(row->params ? row->params : "{}", &x->params, why,
+                                       sizeof why);
+    if (rc == 0)
+        rc = training_params_validate(&x->params, why, sizeof why);
+    if (rc == 0)
+        return x;
+    x->info.state = TRAINING_JOB_FAILED;
+    x->info.finished_at = util_now();
+    snprintf(x->info.error, sizeof x->info.error, "parameters: %.200s", why);
+    LOG_WARN(MOD, "job %" PRId64 ": %s", x->info.id, x->info.error);
+    persist(j, &x->info);
+    free(x);
+    return NULL;
+}
+
+/* With a database: claim from the shared table. */
+static void worker_shared(training_jobs *j)
+{
+    uint64_t next_sweep = 0;
+    pthread_mutex_lock(&j->lock);
+    while (!j->stopping) {
+        pthread_mutex_unlock(&j->lock);
+        if (util_mono_ns() >= next_sweep) {
+            sweep_orphans(j);
+            next_sweep = util_mono_ns() + (uint64_t)SWEEP_S * 1000000000ull;
+        }
+        store_job_row row;
+        job *x = NULL;
+        bool claimed = store_jobs_claim(j->db, j->worker_name, &row) == 0;
+        if (claimed) {
+            x = job_from_claim(j, &row);
+            store_job_row_cleanup(&row);
+        }
+        pthread_mutex_lock(&j->lock);
+        if (x) {
+            if (j->stopping) /* claimed while stopping: give it up as canceled */
+                atomic_store(&x->cancel, true);
+            j->current = x;
+            j->running = true;
+            j->last_activity = util_now();
             pthread_mutex_unlock(&j->lock);
-            int n = training_jobs_retrain_all(j);
-            if (n < 0)
-                LOG_WARN(MOD, "scheduled retrain: %s", util_strerror(n));
-            else
-                LOG_INFO(MOD, "scheduled retrain: %d job(s) queued", n);
+            LOG_INFO(MOD, "job %" PRId64 " claimed: %s/%s", x->info.id, x->info.symbol,
+                     x->info.timeframe);
+            run_job(j, x);
             pthread_mutex_lock(&j->lock);
+            j->current = NULL;
+            free(x);
             continue;
         }
-        if (j->interval_s > 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t now = util_mono_ns();
-            uint64_t wait = j->next_retrain_ns > now ? j->next_retrain_ns - now : 0;
-            /* pthread_cond_timedwait on the condvar's clock (monotonic) */
-            uint64_t ns = (uint64_t)ts.tv_nsec + wait % 1000000000ull;
-            ts.tv_sec += (time_t)(wait / 1000000000ull + ns / 1000000000ull);
-            ts.tv_nsec = (long)(ns % 1000000000ull);
-            pthread_cond_timedwait(&j->cond, &j->lock, &ts);
-        } else {
-            pthread_cond_wait(&j->cond, &j->lock);
+        if (claimed) /* a job that could not run: look for the next at once */
+            continue;
+        schedule_tick(j);
+        if (j->stopping)
+            break;
+        uint64_t until = util_mono_ns() + (uint64_t)CLAIM_MS * 1000000ull;
+        if (j->interval_s > 0 && j->next_retrain_ns < until)
+            until = j->next_retrain_ns;
+        wait_until(&j->cond, &j->lock, until);
+    }
+    pthread_mutex_unlock(&j->lock);
+}
+
+static void *worker_main(void *arg)
+{
+    training_jobs *j = arg;
+    confine_thread(j->nice);
+    if (j->db)
+        worker_shared(j);
+    else
+        worker_memory(j);
+    store_thread_cleanup();
+    return NULL;
+}
+
+/* The running job's heartbeat (with a database): every BEAT_MS, writes its
+ * progress and stage with heartbeat_at and reads back a cancel request
+ * made through any replica. */
+static void *beat_main(void *arg)
+{
+    training_jobs *j = arg;
+    bool told = false;
+    int64_t told_id = 0;
+    pthread_mutex_lock(&j->lock);
+    while (!j->stopping) {
+        wait_until(&j->beat_cond, &j->lock, util_mono_ns() + (uint64_t)BEAT_MS * 1000000ull);
+        if (j->stopping || !j->current)
+            continue;
+        int64_t id = j->current->info.id;
+        double progress = j->current->info.progress;
+        char stage[24];
+        memcpy(stage, j->current->info.stage, sizeof stage);
+        pthread_mutex_unlock(&j->lock);
+        bool cancel = false;
+        int rc = store_jobs_heartbeat(j->db, id, j->worker_name, progress, stage, &cancel);
+        pthread_mutex_lock(&j->lock);
+        if (!j->current || j->current->info.id != id || (rc != 0 && rc != PD_ENOTFOUND))
+            continue;
+        if (told_id != id)
+            told = false, told_id = id;
+        if (rc == PD_ENOTFOUND && !training_job_state_final(j->current->info.state)) {
+            /* another replica marked it failed (this one looked gone) */
+            atomic_store(&j->current->cancel, true);
+            if (!told)
+                LOG_WARN(MOD, "job %" PRId64 ": no longer this replica's; stopping it", id);
+            told = true;
+        } else if (rc == 0 && cancel && !atomic_exchange(&j->current->cancel, true)) {
+            LOG_INFO(MOD, "job %" PRId64 ": cancel requested; stopping at the next batch", id);
         }
     }
     pthread_mutex_unlock(&j->lock);
@@ -534,34 +732,6 @@ static void *worker_main(void *arg)
 /* ---------------------------------------------------------------------------
  * API.
  */
-static int load_history(training_jobs *j)
-{
-    size_t failed = 0;
-    int rc = store_jobs_fail_unfinished(
-        j->db, "interrupted: the server stopped before the job finished", &failed);
-    if (rc != 0)
-        return rc;
-    if (failed)
-        LOG_WARN(MOD, "%zu training job(s) of a previous run were left unfinished: marked failed",
-                 failed);
-    store_job_row *rows = NULL;
-    size_t n = 0;
-    if ((rc = store_jobs_list(j->db, j->keep, &rows, &n)) != 0)
-        return rc;
-    for (size_t k = n; k-- > 0 && rc == 0;) { /* oldest first */
-        job *x = calloc(1, sizeof *x);
-        if (!x) {
-            rc = PD_ENOMEM;
-            break;
-        }
-        from_row(&rows[k], &x->info);
-        if ((rc = append(j, x)) != 0)
-            free(x);
-    }
-    store_job_rows_free(rows, n);
-    return rc;
-}
-
 int training_jobs_start(const training_jobs_config *cfg, training_jobs **out)
 {
     if (!cfg || !cfg->models_dir || !out || cfg->retrain_interval_s < 0)
@@ -579,11 +749,27 @@ int training_jobs_start(const training_jobs_config *cfg, training_jobs **out)
         free(j);
         return PD_ENOMEM;
     }
-    if (pthread_mutex_init(&j->lock, NULL) != 0) {
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    cond_ok = pthread_cond_init(&j->beat_cond, &ca) == 0;
+    pthread_condattr_destroy(&ca);
+    if (!cond_ok) {
         pthread_cond_destroy(&j->cond);
         free(j);
         return PD_ENOMEM;
     }
+    if (pthread_mutex_init(&j->lock, NULL) != 0) {
+        pthread_cond_destroy(&j->cond);
+        pthread_cond_destroy(&j->beat_cond);
+        free(j);
+        return PD_ENOMEM;
+    }
+    j->is_leader = cfg->is_leader;
+    j->leader_arg = cfg->leader_arg;
+    char host[48] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+        snprintf(host, sizeof host, "localhost");
+    snprintf(j->worker_name, sizeof j->worker_name, "%s:%d", host, (int)getpid());
     j->models_dir = strdup(cfg->models_dir);
     j->reg = cfg->reg;
     j->interval_s = cfg->retrain_interval_s;
@@ -596,10 +782,19 @@ int training_jobs_start(const training_jobs_config *cfg, training_jobs **out)
     if (cfg->database_url) {
         if ((rc = store_jobs_open(cfg->database_url, &j->db)) != 0)
             goto fail;
-        if ((rc = load_history(j)) != 0) {
-            LOG_ERROR(MOD, "reading the training job history failed: %s", util_strerror(rc));
+        size_t queued = 0;
+        if ((rc = store_jobs_count_queued(j->db, &queued)) != 0) {
+            LOG_ERROR(MOD, "reading the training jobs failed: %s", util_strerror(rc));
             goto fail;
         }
+        LOG_INFO(MOD, "training jobs shared through the database as %s (%zu queued)",
+                 j->worker_name, queued);
+        sweep_orphans(j);
+        if (pthread_create(&j->beat, NULL, beat_main, j) != 0) {
+            rc = PD_ENOMEM;
+            goto fail;
+        }
+        j->beat_started = true;
     }
     if (pthread_create(&j->worker, NULL, worker_main, j) != 0) {
         rc = PD_ENOMEM;
@@ -608,6 +803,13 @@ int training_jobs_start(const training_jobs_config *cfg, training_jobs **out)
     *out = j;
     return 0;
 fail:
+    if (j->beat_started) {
+        pthread_mutex_lock(&j->lock);
+        j->stopping = true;
+        pthread_cond_broadcast(&j->beat_cond);
+        pthread_mutex_unlock(&j->lock);
+        pthread_join(j->beat, NULL);
+    }
     for (size_t i = 0; i < j->n_jobs; i++)
         free(j->jobs[i]);
     free(j->jobs);
@@ -615,6 +817,7 @@ fail:
     free(j->models_dir);
     pthread_mutex_destroy(&j->lock);
     pthread_cond_destroy(&j->cond);
+    pthread_cond_destroy(&j->beat_cond);
     free(j);
     return rc;
 }
@@ -640,12 +843,17 @@ void training_jobs_stop(training_jobs *j)
     for (size_t i = 0; i < j->n_jobs; i++)
         if (j->jobs[i]->info.state == TRAINING_JOB_RUNNING)
             atomic_store(&j->jobs[i]->cancel, true);
+    if (j->current) /* queued rows stay in the table for the other replicas */
+        atomic_store(&j->current->cancel, true);
     pthread_cond_broadcast(&j->cond);
+    pthread_cond_broadcast(&j->beat_cond);
     pthread_mutex_unlock(&j->lock);
     for (size_t i = 0; i < ns; i++)
         persist(j, &snaps[i]);
     free(snaps);
     pthread_join(j->worker, NULL);
+    if (j->beat_started)
+        pthread_join(j->beat, NULL);
     for (size_t i = 0; i < j->n_jobs; i++)
         free(j->jobs[i]);
     free(j->jobs);
@@ -653,7 +861,50 @@ void training_jobs_stop(training_jobs *j)
     free(j->models_dir);
     pthread_mutex_destroy(&j->lock);
     pthread_cond_destroy(&j->cond);
+    pthread_cond_destroy(&j->beat_cond);
     free(j);
+}
+
+/* With a database: the job goes into the shared table, where the first
+ * idle worker of any replica claims it. Takes x. */
+static int submit_shared(training_jobs *j, job *x, int64_t *id, char *why, size_t whylen)
+{
+    training_job_info *i = &x->info;
+    pthread_mutex_lock(&j->lock);
+    bool stopping = j->stopping;
+    pthread_mutex_unlock(&j->lock);
+    size_t queued = 0;
+    int rc = stopping ? PD_ENOTREADY : store_jobs_count_queued(j->db, &queued);
+    if (rc == 0 && queued >= MAX_QUEUED) {
+        rc = PD_EBUSY;
+        if (why && whylen)
+            snprintf(why, whylen, "the queue is full (%d jobs waiting)", MAX_QUEUED);
+    }
+    util_buf m;
+    util_buf_init(&m);
+    metrics_json(i, &m); /* {"scheduled":...} */
+    if (rc == 0)
+        rc = util_buf_ok(&m) ? store_jobs_insert_ex(j->db, i->symbol, i->timeframe,
+                                                    i->params_json, m.data, &i->id,
+                                                    &i->created_at)
+                             : PD_ENOMEM;
+    util_buf_cleanup(&m);
+    if (rc == PD_EBUSY && why && whylen && !why[0])
+        snprintf(why, whylen, "a job for %s/%s is already queued or running", i->symbol,
+                 i->timeframe);
+    else if (rc != 0 && rc != PD_EBUSY && why && whylen && !why[0])
+        snprintf(why, whylen, "%s",
+                 rc == PD_ENOTREADY ? "the server is stopping" : "the job could not be recorded");
+    if (rc == 0) {
+        *id = i->id;
+        LOG_INFO(MOD, "job %" PRId64 " queued: %s/%s%s", i->id, i->symbol, i->timeframe,
+                 i->scheduled ? " (scheduled)" : "");
+        pthread_mutex_lock(&j->lock);
+        pthread_cond_broadcast(&j->cond); /* this replica's worker may claim it at once */
+        pthread_mutex_unlock(&j->lock);
+    }
+    free(x);
+    return rc;
 }
 
 static int submit(training_jobs *j, const training_params *p, bool scheduled, int64_t *id,
@@ -685,6 +936,8 @@ static int submit(training_jobs *j, const training_params *p, bool scheduled, in
     }
     memcpy(i->params_json, b.data, b.len + 1);
     util_buf_cleanup(&b);
+    if (j->db)
+        return submit_shared(j, x, id, why, whylen);
 
     pthread_mutex_lock(&j->lock);
     if (j->stopping)
@@ -755,6 +1008,17 @@ int training_jobs_get(training_jobs *j, int64_t id, training_job_info *out)
 {
     if (!j || !out)
         return PD_EINVAL;
+    if (j->db) { /* the table, so every replica answers the same */
+        if (id <= 0)
+            return PD_ENOTFOUND;
+        store_job_row row;
+        int rc = store_jobs_get(j->db, id, &row);
+        if (rc != 0)
+            return rc;
+        from_row(&row, out);
+        store_job_row_cleanup(&row);
+        return 0;
+    }
     pthread_mutex_lock(&j->lock);
     job *x = find(j, id);
     if (x)
@@ -777,6 +1041,24 @@ int training_jobs_list(training_jobs *j, size_t limit, training_job_info **out, 
 {
     if (!j || !out || !n)
         return PD_EINVAL;
+    if (j->db) {
+        store_job_row *rows = NULL;
+        size_t nr = 0;
+        int rc = store_jobs_list(j->db, limit ? limit : j->keep, &rows, &nr);
+        if (rc != 0)
+            return rc;
+        training_job_info *v = malloc((nr ? nr : 1) * sizeof *v);
+        if (!v) {
+            store_job_rows_free(rows, nr);
+            return PD_ENOMEM;
+        }
+        for (size_t k = 0; k < nr; k++)
+            from_row(&rows[k], &v[k]);
+        store_job_rows_free(rows, nr);
+        *out = v;
+        *n = nr;
+        return 0;
+    }
     pthread_mutex_lock(&j->lock);
     size_t m = limit && limit < j->n_jobs ? limit : j->n_jobs;
     training_job_info *v = malloc((m ? m : 1) * sizeof *v);
@@ -795,6 +1077,21 @@ int training_jobs_cancel(training_jobs *j, int64_t id)
 {
     if (!j)
         return PD_EINVAL;
+    if (j->db) {
+        bool was_queued = false;
+        int rc = id > 0 ? store_jobs_cancel(j->db, id, &was_queued) : PD_ENOTFOUND;
+        if (rc == 0 && !was_queued) {
+            /* ours: stop now rather than at the next heartbeat */
+            pthread_mutex_lock(&j->lock);
+            if (j->current && j->current->info.id == id)
+                atomic_store(&j->current->cancel, true);
+            pthread_mutex_unlock(&j->lock);
+        }
+        if (rc == 0)
+            LOG_INFO(MOD, "job %" PRId64 " %s", id,
+                     was_queued ? "canceled while queued" : "cancel requested");
+        return rc;
+    }
     pthread_mutex_lock(&j->lock);
     job *x = find(j, id);
     if (!x) {
@@ -842,9 +1139,12 @@ void training_jobs_stats_get(training_jobs *j, training_jobs_stats *out)
     memset(out, 0, sizeof *out);
     if (!j)
         return;
+    size_t shared_queued = 0; /* the table's, every replica's (0 when unreadable) */
+    if (j->db)
+        (void)store_jobs_count_queued(j->db, &shared_queued);
     pthread_mutex_lock(&j->lock);
-    out->running = j->running;
-    out->queued = j->queued;
+    out->running = j->db ? j->current != NULL : j->running;
+    out->queued = j->db ? shared_queued : j->queued;
     out->finished = j->finished;
     out->failed = j->failed;
     out->last_activity = j->last_activity;

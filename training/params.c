@@ -4,11 +4,16 @@
  * the same things), whole-set validation and a JSON rendering (stored with
  * each job).
  *
- * Not here: reading flags or JSON (server/, api/). Pure and thread-safe.
+ * training_params_from_json reads back what training_params_json wrote (a
+ * job's parameters, claimed by another replica than the one that queued it).
+ *
+ * Not here: reading flags or the API's request bodies (server/, api/). Pure
+ * and thread-safe.
  */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -384,6 +389,11 @@ void training_params_json(const training_params *p, util_buf *b)
     else
         util_buf_puts(b, "null");
     util_buf_puts(b, ",");
+    if (p->now) { /* a fixed "now" (reproducible runs) travels with the job */
+        util_json_key(b, "now");
+        util_json_str(b, util_rfc3339(p->now, t));
+        util_buf_puts(b, ",");
+    }
     util_json_key(b, "kind");
     util_json_str(b, p->kind == TRAINING_MLP ? "mlp" : "softmax");
     if (p->kind == TRAINING_MLP) {
@@ -440,4 +450,68 @@ void training_params_json(const training_params *p, util_buf *b)
     util_json_num(b, p->test_frac);
     util_buf_printf(b, ",\"seed\":%" PRIu64 ",\"promote_if_better\":%s,\"publish\":%s}", p->seed,
                     p->promote_if_better ? "true" : "false", p->publish ? "true" : "false");
+}
+
+/* Writes a JSON scalar or an array of scalars as training_params_set reads
+ * it. false for objects, nested arrays and null. */
+static bool value_text(json_t *v, util_buf *out)
+{
+    if (json_is_string(v)) {
+        util_buf_puts(out, json_string_value(v));
+    } else if (json_is_integer(v)) {
+        util_buf_printf(out, "%lld", (long long)json_integer_value(v));
+    } else if (json_is_real(v)) {
+        util_buf_printf(out, "%.17g", json_real_value(v));
+    } else if (json_is_boolean(v)) {
+        util_buf_puts(out, json_is_true(v) ? "true" : "false");
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e)
+        {
+            if (json_is_array(e) || !value_text(e, out))
+                return false;
+            if (i + 1 < json_array_size(v))
+                util_buf_puts(out, ",");
+        }
+    } else {
+        return false;
+    }
+    return true;
+}
+
+int training_params_from_json(const char *json, training_params *p, char *why, size_t whylen)
+{
+    if (!json || !p)
+        return PD_EINVAL;
+    json_t *o = json_loads(json, 0, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return fail(why, whylen, "parameters are not a JSON object%s%s", "", "");
+    }
+    training_params q;
+    training_params_default(&q);
+    int rc = 0;
+    const char *key;
+    json_t *v;
+    util_buf text;
+    util_buf_init(&text);
+    json_object_foreach(o, key, v)
+    {
+        if (json_is_null(v))
+            continue; /* from/to unset */
+        util_buf_reset(&text);
+        util_buf_puts(&text, "");
+        if (!value_text(v, &text) || !util_buf_ok(&text)) {
+            rc = fail(why, whylen, "%s: not a scalar or a list of scalars%s", key, "");
+            break;
+        }
+        if ((rc = training_params_set(&q, key, text.data, why, whylen)) != 0)
+            break;
+    }
+    util_buf_cleanup(&text);
+    json_decref(o);
+    if (rc == 0)
+        *p = q;
+    return rc;
 }

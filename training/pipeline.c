@@ -670,6 +670,7 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
         if (src != 0)
             LOG_WARN("training", "rescan of %s/%s after publishing failed: %s", res->target,
                      p->timeframe, util_strerror(src));
+        registry_announce(ctx->reg, res->target, p->timeframe); /* the other replicas */
     }
     progress(&r, 1.0, "done");
     rc = 0;

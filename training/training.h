@@ -138,6 +138,9 @@ const char *training_params_target(const training_params *p);
 
 /* Appends p as a JSON object (the names of training_params_set). */
 void training_params_json(const training_params *p, util_buf *b);
+/* Reads such an object back (keys through training_params_set, nulls
+ * skipped), over the defaults. 0, or PD_EINVAL with why (p unchanged). */
+int training_params_from_json(const char *json, training_params *p, char *why, size_t whylen);
 
 /* ===========================================================================
  * Datasets: one row per labelled sample.
@@ -254,12 +257,17 @@ void training_result_metrics_json(const training_result *res, util_buf *b);
  * Background jobs (admin API).
  *
  * One worker thread runs one job at a time from a FIFO queue, at nice 10
- * and pinned to one CPU, so serving keeps the other cores. Each job is
- * persisted in the training_jobs table (inserted when queued, updated on
- * every state change and every ~10% of progress), so history survives
- * restarts; jobs left queued or running by a previous process are marked
- * failed ("interrupted") at start. Jobs publish with the params'
- * promote_if_better, and rescan the registry's series after publishing.
+ * and pinned to one CPU, so serving keeps the other cores. With a database
+ * the queue is the training_jobs table, shared by every replica on it: a
+ * job queued through one replica is claimed by the first idle worker of
+ * any (FOR UPDATE SKIP LOCKED), its running worker refreshes a heartbeat
+ * with its progress and stage every second and stops when a cancel was
+ * requested through any replica; reads come from the table, so every
+ * replica answers alike. A running job without a heartbeat for 15 s lost
+ * its worker and is marked failed ("interrupted") by any replica; a
+ * restarting replica leaves live replicas' jobs alone. Without a database
+ * jobs live in memory. Jobs publish with the params' promote_if_better,
+ * and rescan the registry's series after publishing.
  *
  * THREAD SAFETY: every function below may be called from any thread
  * concurrently (one mutex guards the job list; the worker holds it only to
@@ -312,18 +320,24 @@ typedef struct training_jobs_config {
                                    training itself needs store_init() done */
     int64_t retrain_interval_s; /* PREDICTD_RETRAIN_INTERVAL; 0 = no schedule */
     int nice;                   /* worker niceness (10) */
-    size_t keep;                /* finished jobs kept in memory (50) */
+    size_t keep;                /* finished jobs kept in memory, or listed (50) */
+    bool (*is_leader)(void *arg); /* optional: the schedule runs only while it says true
+                                     (replicas: the leader's); called from the worker */
+    void *leader_arg;
 } training_jobs_config;
 
 /*
  * Starts the worker thread (and the schedule when retrain_interval_s > 0).
- * With a database_url, marks the previous process' unfinished jobs failed
- * and loads the recent history. Returns 0, PD_EINVAL, PD_ENOMEM, or PD_EDB
- * when the table cannot be read.
+ * With a database_url, marks failed the running jobs whose worker is gone
+ * (no heartbeat for 15 s) and starts the heartbeat thread. Returns 0,
+ * PD_EINVAL, PD_ENOMEM, or PD_EDB when the table cannot be read.
  */
 int training_jobs_start(const training_jobs_config *cfg, training_jobs **out);
-/* Cancels the running job, drops the queue (marked canceled), joins the
- * worker and frees everything. NULL is a no-op. */
+/* Stops this process's running job, drops the in-memory queue (marked
+ * canceled), joins the threads and frees everything. With a database the
+ * queued jobs stay for the other replicas and the running one goes back to
+ * the queue (unless a cancel was requested), to start over on whichever
+ * replica claims it. NULL is a no-op. */
 void training_jobs_stop(training_jobs *j);
 
 /* Queues a job (params are validated and copied). Returns 0 and its id, or
@@ -340,8 +354,9 @@ int training_jobs_get(training_jobs *j, int64_t id, training_job_info *out);
  * (free() it), *n may be 0. */
 int training_jobs_list(training_jobs *j, size_t limit, training_job_info **out, size_t *n);
 /* Cancels a queued job at once, or asks the running one to stop at its next
- * check (between batches). Returns 0, PD_ENOTFOUND, or PD_EINVAL when the
- * job already finished. */
+ * check (between batches; on another replica, after its next heartbeat).
+ * Returns 0, PD_ENOTFOUND, PD_EINVAL when the job already finished, or
+ * PD_EDB. */
 int training_jobs_cancel(training_jobs *j, int64_t id);
 /* A summary for /health/status and /metrics. Quick (one short lock). */
 typedef struct training_jobs_stats {

@@ -172,14 +172,17 @@ class Service:
 
     running = []
 
-    def __init__(self, models_dir, env=None, redis=True, name=None):
+    def __init__(self, models_dir, env=None, redis=True, name=None, port=None):
+        """port: listen there (a gateway's upstream must know it first);
+        None: port 0, and the server's log line says which it got."""
         self.name = name or _current["test"] or "serve"
-        self.port = None
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}" if port else None
         self.final_log = None  # the log's text once stopped (the file is removed)
         self.log_path = tempfile.mktemp(prefix="predictd-serve-", suffix=".log")
         e = dict(os.environ)
         e.update({
-            "PREDICTD_LISTEN": "127.0.0.1:0",
+            "PREDICTD_LISTEN": f"127.0.0.1:{port or 0}",
             "PREDICTD_DATABASE_URL": DB_URL or "",
             "PREDICTD_MODELS_DIR": models_dir,
             "PREDICTD_LOG_FORMAT": "json",

@@ -1,4 +1,4 @@
--- 005_honest_answers: what the ledger and the job table need so answers
+-- 008_honest_answers: what the ledger and the job table need so answers
 -- do not read better than they are.
 --
 -- predictions.stale_data  the prediction was computed from a window whose
