@@ -267,7 +267,7 @@ async function openMode(browser) {
     const said = { below_baseline: /does not beat its baselines/, stale_data: /the data is stale/ };
     check(v.p.direction === 'NO_TRADE' && said[v.p.reason], 'the answer: ' + JSON.stringify(v.p));
     check(v.shown.reason === v.p.reason && said[v.p.reason].test(v.shown.why), 'shown: ' + JSON.stringify(v.shown));
-    const conf = (v.p.confidence * 100).toFixed(0) + '%';
+    const conf = (v.p.confidence * 100).toFixed(1) + '%';
     if (v.p.choice !== 'NO_TRADE') {
       check(v.shown.why.includes(`the model chose ${v.p.choice} at ${conf}`), 'no model choice in ' + v.shown.why);
       check(v.shown.choice === `model's choice ${v.p.choice} ${(v.p.confidence * 100).toFixed(1)}%`, 'choice: ' + v.shown.choice);
@@ -276,7 +276,7 @@ async function openMode(browser) {
     }
     for (const [reason, text] of Object.entries(v.words)) {
       check(!/_/.test(text) && text.startsWith('No trade: '), `${reason}: ${text}`);
-      check(reason === 'model' ? !/chose/.test(text) : text.includes('the model chose SHORT at 47%'), `${reason}: ${text}`);
+      check(reason === 'model' ? !/chose/.test(text) : text.includes('the model chose SHORT at 47.0%'), `${reason}: ${text}`);
     }
     check(/minimum confidence/.test(v.words.below_min_confidence) && /stale/.test(v.words.stale_data) && /tick/.test(v.words.levels_under_tick) &&
       /cost/.test(v.words.cost) && /most probable class is no trade/.test(v.words.model), JSON.stringify(v.words));
