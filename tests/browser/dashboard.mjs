@@ -12,7 +12,8 @@
 //                              key kept, SSE opened with a token
 //
 // Environment: PREDICTD_URL, CHROMIUM, DB_URL, OUT_DIR, SYMBOL, STALE_SYMBOL,
-// TF, READ_KEY (keyed), PUSH (JSON list of {sql, candle_time}).
+// TF, READ_KEY (keyed), PUSH (JSON list of {sql, candle_time}), CALLS (JSON
+// list of {candle_time, direction, outcome, r}: ledger rows with known outcomes).
 // Times are measured and printed, never asserted against a budget: the
 // deadlines below only bound how long a check may wait.
 import { execFileSync } from 'node:child_process';
@@ -107,13 +108,24 @@ async function openMode(browser) {
       const st = await (await fetch('/health/status')).json();
       return { shown: document.querySelector('#feed').textContent.trim(), want: feedOf(st).text,
         health: document.querySelector('#healthpill').textContent.trim(), ready: st.ready,
-        demo: feedOf({ components: { feed: { feed: 'demo-replay', state: 'connected', source: 'recorded BTCUSDT trades replayed' } } }).text,
-        live: feedOf({ components: { feed: { feed: 'binance', state: 'lagging', source: 'wss://stream.binance.com:9443' } } }) };
+        /* the shapes /health/status gives with a feed running (openapi.yaml) */
+        demo: feedOf({ feed: 'demo-replay', components: { feed: { state: 'connected', name: 'demo-replay', source: 'data/BTCUSDT-1m.csv replayed',
+          last_candle: null, last_candle_age_s: null, candles: 0, trades: 0, corrections: 0, write_errors: 0 } } }),
+        live: feedOf({ feed: 'binance', components: { feed: { state: 'lagging', name: 'binance', source: 'wss://stream.binance.com:9443',
+          last_candle: '2026-12-05T00:00:00Z', last_candle_age_s: 90, candles: 9, trades: 900, corrections: 0, write_errors: 0 } } }),
+        down: feedOf({ feed: 'binance', components: { feed: { state: 'down', name: 'binance', source: 'wss://stream.binance.com:9443',
+          last_candle: null, last_candle_age_s: null, candles: 0, trades: 0, corrections: 0, write_errors: 0 } } }),
+        off: feedOf({ feed: null, components: { feed: { state: 'off', name: null, source: null,
+          last_candle: null, last_candle_age_s: null, candles: 0, trades: 0, corrections: 0, write_errors: 0 } } }),
+        feed: st.feed, state: st.components.feed.state };
     });
     check(h.shown === h.want, `header says "${h.shown}", /health/status gives "${h.want}"`);
+    /* this service runs no feed of its own (PREDICTD_FEED unset) */
+    check(h.feed === null && h.state === 'off' && h.shown === 'no feed: candles from the database', 'no feed: ' + JSON.stringify(h));
     check(h.ready && h.health === 'ready', 'health pill: ' + h.health);
-    check(h.demo === 'feed connected · demo replay', 'demo feed: ' + h.demo);
-    check(h.live.text === 'feed lagging · live exchange' && h.live.dot === 'warn', 'exchange feed: ' + JSON.stringify(h.live));
+    check(h.demo.text === 'feed connected · demo replay' && h.demo.dot === 'ok', 'demo feed: ' + JSON.stringify(h.demo));
+    check(h.live.text === 'feed lagging · live exchange · last 1m candle 90 s ago' && h.live.dot === 'warn', 'exchange feed: ' + JSON.stringify(h.live));
+    check(h.down.dot === 'bad' && h.off.text === 'no feed: candles from the database', 'down/off: ' + JSON.stringify([h.down, h.off]));
     return { detail: h.shown };
   });
 
@@ -148,51 +160,145 @@ async function openMode(browser) {
 
   await attempt('past_calls_marked_by_outcome', async () => {
     const m = await page.evaluate(() => ({ markers: predictd.chart.markers,
-      svg: [...document.querySelectorAll('#calls polygon')].map((e) => ({ outcome: e.dataset.outcome, fill: e.getAttribute('fill') })),
-      rows: document.querySelectorAll('#ledger tbody tr').length, history: predictd.history.length }));
-    check(m.history > 0 && m.rows > 0, 'no ledger rows shown');
-    const calls = await page.evaluate(() => predictd.history.map((r) => r.candle_time + ' ' + r.direction + ' ' + r.outcome));
-    check(m.markers.length > 0 && m.svg.length === m.markers.length, 'no call markers: ' + JSON.stringify(m) + ' ' + calls.join(', '));
-    for (const s of m.svg) {
-      const want = s.outcome.startsWith('TP') ? 'var(--profit)' : s.outcome === 'SL' ? 'var(--loss)' : s.outcome === 'OPEN' ? 'none' : null;
-      if (want) check(s.fill === want, `a ${s.outcome} call filled ${s.fill}`);
+      calls: [...document.querySelectorAll('#calls polygon')].map((e) => ({ candle: e.dataset.candle, direction: e.dataset.direction, outcome: e.dataset.outcome, fill: e.getAttribute('fill') })),
+      dots: [...document.querySelectorAll('#calls circle')].map((e) => ({ candle: e.dataset.candle, direction: e.dataset.direction, fill: e.getAttribute('fill'), stroke: e.getAttribute('stroke') })),
+      rows: [...document.querySelectorAll('#ledger tbody tr')].map((tr) => ({ candle: tr.dataset.candle, cells: [...tr.cells].map((c) => c.textContent), cls: tr.cells[3].className })),
+      inChart: predictd.history.filter((r) => predictd.candles.slice(-predictd.chart.candles).some((c) => c.t === Date.parse(r.candle_time)))
+        .map((r) => ({ candle: r.candle_time, direction: r.direction })),
+      notrades: document.getElementById('notrades') && document.getElementById('notrades').textContent,
+      history: predictd.history.length }));
+    const calls = JSON.parse(env.CALLS || '[]');
+    check(calls.length >= 3 && m.history > calls.length, 'ledger: ' + m.history + ' rows for ' + calls.length + ' calls');
+    /* every ledger row on the chart's candles is marked, calls as triangles, NO_TRADE as dots */
+    check(m.markers.length === m.inChart.length && m.calls.length + m.dots.length === m.markers.length,
+      `markers ${m.markers.length}, rows on the chart ${m.inChart.length}, drawn ${m.calls.length}+${m.dots.length}`);
+    const fillOf = (o) => (o.startsWith('TP') ? 'var(--profit)' : o === 'SL' ? 'var(--loss)' : o === 'OPEN' ? 'none' : 'var(--none)');
+    for (const c of calls) {
+      const s = m.calls.find((x) => x.candle === c.candle_time);
+      check(s, `no marker for the ${c.direction} call of ${c.candle_time}: ` + JSON.stringify(m.calls));
+      check(s.direction === c.direction && s.outcome === c.outcome && s.fill === fillOf(c.outcome),
+        `the ${c.direction} ${c.outcome} call of ${c.candle_time} drawn as ${JSON.stringify(s)}`);
+      const row = m.rows.find((r) => r.candle === c.candle_time);
+      const r = (c.r > 0 ? '+' : '') + c.r.toFixed(2);
+      check(row && row.cells[3] === c.outcome && row.cells[4] === r, `ledger row of ${c.candle_time}: ${JSON.stringify(row)}, want ${c.outcome} ${r}`);
+      check(row.cls === (c.outcome.startsWith('TP') ? 'profit' : c.outcome === 'SL' ? 'loss' : c.r > 0 ? 'profit' : 'flat'), 'outcome cell coloured ' + row.cls);
     }
-    const outcomes = [...new Set(m.svg.map((s) => s.outcome))].join(' ');
-    return { detail: `${m.markers.length} markers (${outcomes}), ${m.rows} ledger rows` };
+    check(new Set(calls.map((c) => fillOf(c.outcome))).size === 3, 'the calls do not cover profit, loss and expired');
+    for (const s of m.calls) check(s.fill === fillOf(s.outcome), `a ${s.outcome} call filled ${s.fill}`);
+    check(m.dots.length > 0 && m.dots.every((d) => d.direction === 'NO_TRADE' && d.fill === 'none' && d.stroke === 'var(--none)'),
+      'NO_TRADE answers: ' + JSON.stringify(m.dots));
+    check(m.rows.every((r) => !/NO TRADE/.test(r.cells[1])), 'the calls table lists NO_TRADE rows');
+    check(m.notrades && /answers were no trade/.test(m.notrades), 'no count of the no-trade answers: ' + m.notrades);
+    return { detail: `${m.calls.length} calls (${[...new Set(m.calls.map((s) => s.outcome))].join(' ')}), ${m.dots.length} no-trade dots, ${m.rows.length} call rows; ${m.notrades}` };
   });
 
   await attempt('record_shows_backtest_live_and_baselines', async () => {
-    const r = await page.evaluate(() => {
+    const r = await page.evaluate(async (s, tf) => {
       const rows = () => [...document.querySelectorAll('#recordbody table.stats tbody tr')].map((tr) => [...tr.cells].map((c) => c.textContent));
+      const get = async (u) => (await fetch(u)).json();
+      const [pred, perf, model] = await Promise.all([get(`/api/predictions/${s}?timeframe=${tf}`),
+        get(`/api/models/${s}/${tf}/performance`), get(`/api/models/${s}/${tf}`)]);
       const today = rows();
-      /* the figures the model metadata is gaining (test-window hit rate,
-       * replayed backtest, baselines, the gate's verdict) are rendered when
-       * present: the same page code over a prediction that carries them */
-      const saved = predictd.prediction;
-      predictd.prediction = Object.assign({}, saved, { model: Object.assign({}, saved.model, {
-        class_accuracy: 0.41, hit_rate_calls: 0.55, calls: 120, log_loss: 1.02,
-        backtest_hit_rate: 0.52, backtest_trades: 300, backtest_expectancy_r: 0.08,
-        baselines: { majority: { log_loss: 1.09, hit_rate_calls: 0.5 }, persistence: { log_loss: 1.2, hit_rate_calls: 0.47 } },
-        beats_baseline: false }) });
-      renderRecord();
-      const later = rows();
+      const headline = document.getElementById('accuracy');
       const warning = document.querySelector('#recordbody [data-warning="baseline"]');
+      /* a model that beats its baselines gets no warning: the same page code
+       * over the same answer with the gate's other verdict */
+      const saved = predictd.prediction;
+      predictd.prediction = Object.assign({}, saved, { model: Object.assign({}, saved.model, { beats_baseline: true }) });
+      renderRecord();
+      const beats = { warning: !!document.querySelector('#recordbody [data-warning="baseline"]'),
+        verdict: document.querySelector('#recordbody [data-verdict="beats"]') && document.querySelector('#recordbody [data-verdict="beats"]').textContent };
       predictd.prediction = saved;
       renderRecord();
-      return { today, later, warning: warning && warning.textContent, perf: predictd.performance.versions[0].all };
-    });
-    const find = (rows, name) => rows.find((x) => x[0].startsWith(name));
-    const live = find(r.today, 'live, all');
-    check(live && live[2] === (r.perf.hit_rate * 100).toFixed(1) + '%' && live[3] === String(r.perf.resolved), 'live row: ' + JSON.stringify(live) + ' vs ' + JSON.stringify(r.perf));
-    check(find(r.today, 'test set') && find(r.today, 'baseline: majority class'), 'today: ' + JSON.stringify(r.today));
-    const maj = r.later.filter((x) => x[0] === 'baseline: majority class');
-    const today = find(r.today, 'baseline: majority class');
-    check(maj.length === 1 && maj[0][1] === today[1] && maj[0][2] === '50.0%' && maj[0][6] === '1.0900', 'majority: ' + JSON.stringify(r.later));
-    check(find(r.later, 'baseline: persistence'), 'persistence: ' + JSON.stringify(r.later));
-    const bt = find(r.later, 'backtest (replay)');
-    check(bt && bt[2] === '52.0%' && bt[4] === '300' && bt[5] === '0.08R', 'backtest: ' + JSON.stringify(bt));
-    check(r.warning && /does not beat its baseline/.test(r.warning), 'no baseline warning');
-    return { detail: `live ${live.slice(1).join(' / ')}` };
+      return { today, headline: headline && { text: headline.textContent, source: headline.dataset.source },
+        warning: warning && warning.textContent, beats, p: pred.prediction, perf, backtests: model.backtests };
+    }, SYMBOL, TF);
+    const pct = (x) => (x === null || x === undefined ? '–' : (x * 100).toFixed(1) + '%');
+    const cnt = (x) => (x === null || x === undefined ? '–' : String(x));
+    const rr = (x) => (x === null || x === undefined ? '–' : (x > 0 ? '+' : '') + x.toFixed(2) + 'R');
+    const ll = (x) => (x === null || x === undefined ? '–' : x.toFixed(4));
+    const find = (name) => r.today.find((x) => x[0].trim().startsWith(name));
+    const m = r.p.model;
+    /* columns: name, hit rate, class acc., calls, resolved, R, log loss */
+    const want = (name, cells) => {
+      const row = find(name);
+      check(row, `no "${name}" row: ` + JSON.stringify(r.today));
+      check(JSON.stringify(row.slice(1)) === JSON.stringify(cells), `${name}: ${JSON.stringify(row.slice(1))}, the API gives ${JSON.stringify(cells)}`);
+      return row;
+    };
+    check(r.headline && r.headline.source === r.p.accuracy_source && r.headline.text.startsWith('hit rate of calls ' + pct(r.p.model_accuracy)),
+      'headline: ' + JSON.stringify(r.headline) + ' vs ' + r.p.model_accuracy + ' ' + r.p.accuracy_source);
+    check(m.class_accuracy !== null && m.baselines.majority.log_loss !== null, 'the model carries no test figures: ' + JSON.stringify(m));
+    want('test window', [pct(m.hit_rate_calls), pct(m.class_accuracy), cnt(m.calls), '–', '–', ll(m.log_loss)]);
+    want('backtest, test window', [pct(m.backtest_hit_rate), '–', cnt(m.backtest_trades), '–', rr(m.backtest_expectancy_r), '–']);
+    want('baseline: majority class', [pct(m.baselines.majority.hit_rate_calls), pct(m.baseline_accuracy), '–', '–', '–', ll(m.baselines.majority.log_loss)]);
+    want('baseline: persistence', [pct(m.baselines.persistence.hit_rate_calls), '–', '–', '–', '–', ll(m.baselines.persistence.log_loss)]);
+    const ver = r.perf.versions.find((v) => v.version === m.version);
+    check(ver && ver.all.trades >= 3, 'the performance route has no trades of v' + m.version + ': ' + JSON.stringify(r.perf));
+    want('live, all', [pct(ver.hit_rate_calls), pct(ver.class_accuracy), cnt(ver.all.trades), cnt(ver.all.resolved), rr(ver.all.avg_r), '–']);
+    want('live, last', [pct(ver.window.hit_rate), pct(ver.window.accuracy), cnt(ver.window.trades), cnt(ver.window.resolved), rr(ver.window.avg_r), '–']);
+    const bt = (r.backtests || []).find((b) => b.version === m.version);
+    check(bt, 'no stored backtest of v' + m.version + ': ' + JSON.stringify(r.backtests));
+    const f = bt.figures;
+    want('backtest run', [pct(f.model.hit_rate_tp1), '–', cnt(f.model.calls), '–', rr(f.model.expectancy_r), '–']);
+    want('run baseline: majority', [pct(f.majority.hit_rate_tp1), '–', cnt(f.majority.calls), '–', rr(f.majority.expectancy_r), '–']);
+    want('run baseline: persistence', [pct(f.persistence.hit_rate_tp1), '–', cnt(f.persistence.calls), '–', rr(f.persistence.expectancy_r), '–']);
+    /* the gate's verdict as the model says it */
+    check(m.beats_baseline === false, 'a --force model that beats its baselines? ' + m.beats_baseline);
+    check(r.warning && /does not beat its baselines/.test(r.warning) && r.warning.includes(m.baselines.majority.log_loss.toFixed(3)), 'baseline warning: ' + r.warning);
+    check(!r.beats.warning && r.beats.verdict && /beats its baselines/.test(r.beats.verdict), 'a model that beats: ' + JSON.stringify(r.beats));
+    return { detail: `${r.headline.text}; live v${ver.version}: ${ver.all.trades} trades, hit ${pct(ver.hit_rate_calls)}; replay ${f.model.calls} calls, majority ${f.majority.calls}` };
+  });
+
+  await attempt('no_trade_reason_in_words_with_the_models_choice', async () => {
+    const v = await page.evaluate(async (s, tf) => {
+      const p = (await (await fetch(`/api/predictions/${s}?timeframe=${tf}`)).json()).prediction;
+      const shown = { why: document.getElementById('whynot') && document.getElementById('whynot').textContent,
+        reason: document.getElementById('whynot') && document.getElementById('whynot').dataset.noTrade,
+        choice: document.getElementById('choice').textContent };
+      /* the other reasons and a NO_TRADE chosen by the model itself, through the same code */
+      const words = {};
+      for (const reason of ['model', 'below_min_confidence', 'stale_data', 'levels_under_tick', 'below_baseline', 'cost'])
+        words[reason] = noTradeWhy(Object.assign({}, p, { direction: 'NO_TRADE', no_trade_reason: reason, model_choice: reason === 'model' ? 'NO_TRADE' : 'SHORT', confidence: 0.47 }));
+      const call = choiceText(Object.assign({}, p, { direction: 'LONG', model_choice: 'LONG', no_trade_reason: null, confidence: 0.61 }));
+      return { p: { direction: p.direction, reason: p.no_trade_reason, choice: p.model_choice, confidence: p.confidence }, shown, words, call };
+    }, SYMBOL, TF);
+    /* a --force model: below_baseline, or stale_data while the last candle is old */
+    const said = { below_baseline: /does not beat its baselines/, stale_data: /the data is stale/ };
+    check(v.p.direction === 'NO_TRADE' && said[v.p.reason], 'the answer: ' + JSON.stringify(v.p));
+    check(v.shown.reason === v.p.reason && said[v.p.reason].test(v.shown.why), 'shown: ' + JSON.stringify(v.shown));
+    const conf = (v.p.confidence * 100).toFixed(1) + '%';
+    if (v.p.choice !== 'NO_TRADE') {
+      check(v.shown.why.includes(`the model chose ${v.p.choice} at ${conf}`), 'no model choice in ' + v.shown.why);
+      check(v.shown.choice === `model's choice ${v.p.choice} ${(v.p.confidence * 100).toFixed(1)}%`, 'choice: ' + v.shown.choice);
+    } else {
+      check(!/model chose/.test(v.shown.why), v.shown.why);
+    }
+    for (const [reason, text] of Object.entries(v.words)) {
+      check(!/_/.test(text) && text.startsWith('No trade: '), `${reason}: ${text}`);
+      check(reason === 'model' ? !/chose/.test(text) : text.includes('the model chose SHORT at 47.0%'), `${reason}: ${text}`);
+    }
+    check(/minimum confidence/.test(v.words.below_min_confidence) && /stale/.test(v.words.stale_data) && /tick/.test(v.words.levels_under_tick) &&
+      /cost/.test(v.words.cost) && /most probable class is no trade/.test(v.words.model), JSON.stringify(v.words));
+    check(v.call === '61.0% confidence', 'a call: ' + v.call);
+    return { detail: v.shown.why };
+  });
+
+  await attempt('consensus_is_the_services', async () => {
+    const v = await page.evaluate(async (s) => {
+      const c = (await (await fetch(`/api/predictions/${s}/summary`)).json()).consensus;
+      const e = document.getElementById('consensus');
+      return { c, direction: e.dataset.direction, strength: parseFloat(e.dataset.strength), text: e.textContent,
+        sets: Object.fromEntries([...e.querySelectorAll('[data-set]')].map((x) => [x.dataset.set, x.textContent])) };
+    }, SYMBOL);
+    check(v.direction === v.c.direction && Math.abs(v.strength - v.c.strength) < 1e-12, `page ${v.direction} ${v.strength}, service ${JSON.stringify(v.c)}`);
+    check(v.text.startsWith('consensus ' + v.c.direction.replace('_', ' ')), v.text);
+    for (const [k, name] of [['agree', 'agree'], ['disagree', 'disagree'], ['neutral', 'neutral'], ['excluded', 'no vote']]) {
+      const want = v.c[k].length ? ' · ' + name + ' ' + v.c[k].join(' ') : undefined;
+      check(v.sets[name] === want, `${name}: page "${v.sets[name]}", service ${JSON.stringify(v.c[k])}`);
+    }
+    check(v.c.excluded.length > 0, 'the --force models vote? ' + JSON.stringify(v.c));
+    return { detail: v.text };
   });
 
   await attempt('prediction_pushed_by_a_new_candle_appears', async () => {
@@ -210,6 +316,13 @@ async function openMode(browser) {
     // the chart follows with the new candle
     await page.waitForFunction((ct) => predictd.chart && predictd.chart.lastCandle === ct, { timeout: DEADLINE, polling: 50 }, last);
     return { detail: `insert -> page: ${times.join(' ms, ')} ms; state ${shown.state}`, figures: { push_ms: times } };
+  });
+
+  await attempt('no_trade_reason_after_the_push', async () => {
+    const v = await page.evaluate(() => ({ p: predictd.prediction, why: document.getElementById('whynot') && document.getElementById('whynot').textContent }));
+    check(!v.p.stale && v.p.no_trade_reason === 'below_baseline', 'the fresh answer: ' + JSON.stringify(v.p));
+    check(/does not beat its baselines/.test(v.why), 'shown: ' + v.why);
+    return { detail: v.why };
   });
 
   for (const [w, h] of [[1280, 800], [390, 844]]) {

@@ -10,6 +10,16 @@ other three are pushed while the page watches (one in the keyed run, two in
 the open run, the last making the call fresh again). OLDUSDT loses its last
 6 candles: its answers are stale.
 
+The seeded candles are a random walk: the models are published with --force
+and every answer of theirs is NO_TRADE (below_baseline), the fed candles'
+ones on stale data besides. So that the chart's call markers by outcome are
+proven too, CALLS (LONG/SHORT ledger rows with known outcomes: TP2, SL,
+EXPIRED, TP1) are written into the ledger at earlier candles, as the loop
+would have written them for a version that called; the page must draw each
+as a triangle coloured by its outcome, and the loop's NO_TRADE answers as
+dots. `predictd backtest` of LIVEUSDT 1h is stored, so the record shows a
+replay through the serving path.
+
 Skipped, with the reason, when Chromium, node or puppeteer-core (make
 browser-deps: npm ci in tests/browser) is missing. Screenshots go to
 $PREDICTD_SCREENSHOT_DIR, else the suite's temporary directory.
@@ -47,6 +57,35 @@ def need_browser():
     if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "puppeteer-core")):
         raise Skip("puppeteer-core is not installed (make browser-deps): browser tests not run")
     return chromium
+
+
+# (candles back from the last one left once the LAG are deleted, direction, outcome,
+#  realised class, R, hours to the hit)
+CALLS = [(8, "LONG", "TP2", "LONG", 2.0, 2), (6, "SHORT", "SL", "LONG", -1.0, 1),
+         (4, "LONG", "EXPIRED", "NO_TRADE", 0.3, None), (2, "SHORT", "TP1", "SHORT", 1.0, 1)]
+
+
+def insert_calls():
+    """Ledger rows with known outcomes at candles the chart shows."""
+    closes = psql(f"SELECT extract(epoch FROM open_time)::bigint, close FROM candles WHERE "
+                  f"symbol = '{LIVE}' AND timeframe = '{TF}' ORDER BY open_time DESC LIMIT 17")
+    closes = [(int(t), float(c)) for t, c in (r.split("|") for r in closes.splitlines())]
+    calls = []
+    for back, d, outcome, realised, r, hours in CALLS:
+        t, close = closes[back]
+        sign = 1 if d == "LONG" else -1
+        risk = close * 0.004
+        p = (0.62, 0.2, 0.18) if d == "LONG" else (0.2, 0.62, 0.18)
+        hit = "NULL" if hours is None else str(hours * TFS)
+        psql(f"INSERT INTO predictions (symbol, timeframe, candle_time, model_version, direction, "
+             f"confidence, p_long, p_short, p_no_trade, entry, stop_loss, tp1, tp2, tp3, atr, "
+             f"horizon_candles, outcome, realised, resolved_at, hit_time_s, r_multiple, mfe, mae, "
+             f"stale_data) VALUES ('{LIVE}', '{TF}', to_timestamp({t}), 1, '{d}', 0.62, {p[0]}, "
+             f"{p[1]}, {p[2]}, {close}, {close - sign * risk}, {close + sign * risk}, "
+             f"{close + 2 * sign * risk}, {close + 3 * sign * risk}, {risk * 2}, 3, '{outcome}', "
+             f"'{realised}', to_timestamp({t + 4 * TFS}), {hit}, {r}, {max(r, 0.5)}, 0.4, false)")
+        calls.append({"candle_time": iso(t), "direction": d, "outcome": outcome, "r": r})
+    return calls
 
 
 def candle_sql(c):
@@ -88,6 +127,10 @@ def setup():
     train(MODELS, LIVE, TF, "--horizon", "3", "--sl-atr", "0.5", "--min-confidence", "0")
     train(MODELS, LIVE, "4h")
     train(MODELS, OLD, TF)
+    state["calls"] = insert_calls()
+    # a replay through the serving path, stored for /api/models/{s}/{tf}
+    cli("backtest", LIVE, TF, "--from", iso(state["deleted"][0][0] - 300 * TFS),
+        "--models-dir", MODELS)
 
 
 def node(mode, svc, push, extra=None):
@@ -99,7 +142,8 @@ def node(mode, svc, push, extra=None):
     env.update({"PREDICTD_URL": svc.base, "CHROMIUM": chromium, "DB_URL": DB_URL,
                 "OUT_DIR": out_dir, "SYMBOL": LIVE, "STALE_SYMBOL": OLD, "TF": TF,
                 "PUSH": json.dumps([{"sql": candle_sql(c), "candle_time": iso(c[0])}
-                                    for c in push])})
+                                    for c in push]),
+                "CALLS": json.dumps(state["calls"])})
     env.update(extra or {})
     p = subprocess.run(["node", os.path.join(BROWSER_DIR, "dashboard.mjs"), mode], env=env,
                        capture_output=True, text=True, timeout=300, cwd=BROWSER_DIR)
@@ -189,6 +233,17 @@ def past_calls_marked_by_outcome():
 @test
 def record_shows_backtest_live_and_baselines():
     result(opened(), "record_shows_backtest_live_and_baselines")
+
+
+@test
+def no_trade_said_in_words_with_the_models_choice():
+    result(opened(), "no_trade_reason_in_words_with_the_models_choice")
+    result(opened(), "no_trade_reason_after_the_push")
+
+
+@test
+def consensus_is_the_services():
+    result(opened(), "consensus_is_the_services")
 
 
 @test
