@@ -16,7 +16,7 @@ SANITIZER ?=
 CC        ?= cc
 PYTHON    ?= /usr/bin/python3
 
-PKGS      := libulfius libmicrohttpd jansson libpq hiredis libprotobuf-c
+PKGS      := libulfius libmicrohttpd jansson libpq hiredis libprotobuf-c libcurl openssl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -58,7 +58,8 @@ DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-de
     libhiredis-dev libprotobuf-c-dev protobuf-c-compiler postgresql redis-server \
     curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
     python3-numpy python3-sklearn python3-torch python3-xgboost prometheus \
-    clang libclang-rt-14-dev wrk nginx-light python3-psycopg2 python3-flask
+    clang libclang-rt-14-dev wrk nginx-light python3-psycopg2 python3-flask \
+    libcurl4-gnutls-dev libssl-dev python3-websockets
 
 # generated sources are kept, not deleted as intermediates
 .SECONDARY: $(GEN_C) $(GEN_H)

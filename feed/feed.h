@@ -160,6 +160,8 @@ void feed_sink_stats_get(feed_sink *s, feed_sink_stats *out);
  * connector.c ("demo", "demo:FILE,FILE", "binance:BTCUSDT,ETHUSDT", ...).
  */
 typedef struct feed_connector feed_connector;
+struct util_buf;
+struct feed_connector_status;
 struct feed_connector {
     const char *name; /* "demo", "binance": static storage */
     /* Starts delivering to sink from the connector's own thread(s) and
@@ -176,7 +178,21 @@ struct feed_connector {
     const char *source;
     /* The connector's own state. */
     void *impl;
+    /* Optional (NULL: none). Appends the connector's Prometheus series
+     * (HELP, TYPE and samples) to out. Called from a scrape's thread while
+     * the connector runs: reads atomics only. */
+    void (*metrics)(feed_connector *self, struct util_buf *out);
+    /* Optional (NULL: none). The connector's state and last error, for
+     * /health/status. Thread-safe, quick. */
+    void (*status)(feed_connector *self, struct feed_connector_status *out);
 };
+
+/* What a connector says about itself. */
+typedef struct feed_connector_status {
+    int state;            /* enum feed_state */
+    uint64_t reconnects;  /* connections lost and made again */
+    char last_error[256]; /* "" when none; never a secret */
+} feed_connector_status;
 
 /* A constructor: args is the text after "name:" ("" when none). */
 typedef int (*feed_connector_new_fn)(const char *args, feed_connector **out);
@@ -192,6 +208,49 @@ void feed_connector_free(feed_connector *c);
  * list of 1m candle files (.csv or .csv.gz; the symbol is the file name up
  * to its first '_'). See demo.c for the relabelling and the replay clock. */
 int feed_demo_new(const char *args, feed_connector **out);
+
+/* ===========================================================================
+ * Binance spot (binance.c): `<symbol>@trade` streams, 1m klines over REST
+ * for history and gaps, exchangeInfo for each symbol's status and tick
+ * (written to the store's exchange_symbols table). See binance.c for how
+ * no minute is lost or doubled across disconnects.
+ */
+#define FEED_BINANCE_WS_URL "wss://stream.binance.com:9443"
+#define FEED_BINANCE_REST_URL "https://api.binance.com"
+#define FEED_BINANCE_RENEW_S (23 * 3600 + 1800) /* Binance ends a connection at 24 h */
+
+typedef struct feed_binance_config {
+    const char *ws_url;       /* NULL: FEED_BINANCE_WS_URL */
+    const char *rest_url;     /* NULL: FEED_BINANCE_REST_URL */
+    const char *database_url; /* for exchange_symbols; NULL: not stored */
+    int renew_s;              /* connection age before renewal; 0: FEED_BINANCE_RENEW_S */
+} feed_binance_config;
+
+/* A connector for symbols "BTCUSDT,ETHUSDT" (not started; strings are
+ * copied). PD_EINVAL / PD_ESYMBOL with why filled (bad URL, bad or
+ * duplicate symbol, more than 64), PD_ENOMEM. */
+int feed_binance_open(const feed_binance_config *cfg, const char *symbols, feed_connector **out,
+                      char *why, size_t whylen);
+/* The connector table's constructor: feed_binance_open with the URLs of
+ * PREDICTD_BINANCE_WS_URL, PREDICTD_BINANCE_REST_URL and the database of
+ * PREDICTD_DATABASE_URL from the environment (call before threads start). */
+int feed_binance_new(const char *args, feed_connector **out);
+
+/* Progress of a download: minutes done of total. */
+typedef void (*feed_fetch_progress_fn)(int64_t done, int64_t total, void *arg);
+
+/*
+ * Downloads the closed 1m candles of symbol with from <= open < to (Unix
+ * seconds, to 0: now) over REST and writes them through sink. Resumes
+ * after the newest candle already stored in the range; writes are upserts,
+ * so running it again changes nothing. progress (may be NULL) is called
+ * after each page. *written (may be NULL) gets the candles written.
+ * 0, PD_EINVAL (bad range, unknown symbol: why has the exchange's
+ * message), PD_ERATE, PD_EIO (REST down), PD_EDB.
+ */
+int feed_binance_fetch(const feed_binance_config *cfg, const char *symbol, int64_t from,
+                       int64_t to, feed_sink *sink, feed_fetch_progress_fn progress, void *arg,
+                       int64_t *written, char *why, size_t whylen);
 
 /* ===========================================================================
  * Seed: deterministic synthetic candles (regime-switching random walk with

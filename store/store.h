@@ -385,4 +385,62 @@ int store_pub_publish(store_pub *p, const char *channel, const char *msg, size_t
                          long long *receivers);
 void store_pub_close(store_pub *p); /* NULL is a no-op */
 
+/* ===========================================================================
+ * Leader locks (store/lock.c): one holder among the processes sharing a
+ * database, by a PostgreSQL session advisory lock on a 64-bit key. The
+ * holder does the key's job; the others call store_lock_try now and then
+ * and take over when the holder's session ends (process gone, connection
+ * broken). A handle owns one dedicated connection (TCP keepalives on),
+ * never replaced behind the owner's back: once the connection is lost the
+ * lock is not held, and the owner must stop the job before trying again.
+ * A handle belongs to one thread at a time.
+ */
+typedef struct store_lock store_lock;
+
+/* Keys in use, one per job. Positive, so pg_locks shows them as is. */
+#define STORE_LOCK_KEY_FEED INT64_C(0x7072656466656564) /* "predfeed": the market feed */
+
+/* A handle for key over database_url; connects nothing. PD_EINVAL (bad URL
+ * or NULL out), PD_ENOMEM. Close with store_lock_close. */
+int store_lock_open(const char *database_url, int64_t key, store_lock **out);
+/* Tries to take the lock without waiting (connecting first when needed).
+ * 0 with *held true (taken now, or still held: then it is checked as
+ * store_lock_check does) or false (another session holds it); PD_EDB
+ * when the database cannot be reached (*held untouched). */
+int store_lock_try(store_lock *l, bool *held);
+/* Is the lock still held? Asks the server (pg_locks of this session).
+ * 0 with *held; PD_EDB when the connection broke (*held false: the lock
+ * is gone with the session). */
+int store_lock_check(store_lock *l, bool *held);
+/* Releases the lock and closes the connection (a standby takes over).
+ * NULL or not held: no-op. */
+void store_lock_release(store_lock *l);
+/* Releases and frees; NULL is a no-op. */
+void store_lock_close(store_lock *l);
+
+/* ===========================================================================
+ * Exchange symbols (store/markets.c): what an exchange says about a
+ * symbol, in the exchange_symbols table. A handle owns one dedicated
+ * connection guarded by a mutex: thread-safe.
+ */
+typedef struct store_markets store_markets;
+
+typedef struct store_market {
+    char venue[33];   /* "binance": [a-z0-9_-]{1,32} */
+    char symbol[24];
+    char status[24];  /* the exchange's word: "TRADING", "BREAK", "HALT", ... */
+    double tick_size; /* price step (> 0) */
+    double step_size; /* quantity step; 0: unknown */
+    int64_t updated_at; /* Unix seconds of the last write (get only) */
+} store_market;
+
+/* PD_EINVAL (bad URL), PD_ENOMEM. Close with store_markets_close (NULL: no-op). */
+int store_markets_open(const char *database_url, store_markets **out);
+void store_markets_close(store_markets *m);
+/* Inserts or replaces (venue, symbol). 0, PD_EINVAL (bad fields), PD_EDB. */
+int store_market_put(store_markets *h, const store_market *m);
+/* One symbol. 0 with *out, PD_ENOTFOUND, PD_ESYMBOL, PD_EINVAL, PD_EDB. */
+int store_market_get(store_markets *h, const char *venue, const char *symbol,
+                     store_market *out);
+
 #endif
