@@ -16,7 +16,7 @@ SANITIZER ?=
 CC        ?= cc
 PYTHON    ?= /usr/bin/python3
 
-PKGS      := libulfius libmicrohttpd jansson libpq hiredis libprotobuf-c libcurl openssl
+PKGS      := libulfius libmicrohttpd jansson libpq hiredis libprotobuf-c zlib libcurl openssl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -55,7 +55,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 
 DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-dev \
-    libhiredis-dev libprotobuf-c-dev protobuf-c-compiler postgresql redis-server \
+    libhiredis-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev postgresql redis-server \
     curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
     python3-numpy python3-sklearn python3-torch python3-xgboost prometheus \
     clang libclang-rt-14-dev wrk nginx-light python3-psycopg2 python3-flask \

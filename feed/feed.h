@@ -127,9 +127,10 @@ void feed_sink_free(feed_sink *s);
  * (PD_EDB ...: the candle is kept and written again on the next call). */
 int feed_sink_trade(feed_sink *s, const char *symbol, const feed_trade *t);
 /* Closed 1m base candles of symbol (a kline stream, a REST backfill, the
- * demo replay): written as they are, in one transaction, idempotently.
- * Also ends the symbol's aggregator minutes up to them. 0, PD_ESYMBOL,
- * PD_EINVAL (the series is native, misaligned or bad values), PD_EDB. */
+ * demo replay): written as they are, in one transaction, idempotently
+ * (a symbol is fed either trades or candles, not both). 0, PD_ESYMBOL,
+ * PD_EINVAL (misaligned or bad values: dropped), PD_EDB (kept and written
+ * again with the symbol's next call). */
 int feed_sink_candles(feed_sink *s, const char *symbol, const features_candle *c, size_t n);
 /* The clock: closes every symbol's minutes that ended at or before now_ms
  * (flat candles for minutes without trades). Call it every few seconds. */
@@ -163,7 +164,8 @@ typedef struct feed_connector feed_connector;
 struct util_buf;
 struct feed_connector_status;
 struct feed_connector {
-    const char *name; /* "demo", "binance": static storage */
+    /* The feed's name in /health/status ("demo-replay", "binance"): static. */
+    const char *name;
     /* Starts delivering to sink from the connector's own thread(s) and
      * returns: 0, or a PD_* code (nothing started). The sink outlives the
      * connector's threads. Called once. */
@@ -203,10 +205,39 @@ int feed_connector_new(const char *spec, feed_connector **out, char *why, size_t
 /* stop + free; NULL is a no-op. */
 void feed_connector_free(feed_connector *c);
 
-/* The demo connector (demo.c): args "" (data/demo/ *.csv.gz under the
- * directory PREDICTD_DEMO_DIR, default ./data/demo) or a comma-separated
- * list of 1m candle files (.csv or .csv.gz; the symbol is the file name up
- * to its first '_'). See demo.c for the relabelling and the replay clock. */
+/*
+ * A running feed: the connector of spec, a sink named after it, started.
+ * What `serve` (PREDICTD_FEED) and `predictd ingest` run. store_init() must
+ * have run. PD_EINVAL with why for a bad spec, or the connector's start
+ * code. feed_runner_stop stops the connector, then frees both (NULL: no-op).
+ */
+typedef struct feed_runner feed_runner;
+int feed_runner_start(const char *spec, feed_runner **out, char *why, size_t whylen);
+void feed_runner_stop(feed_runner *r);
+
+/*
+ * The demo (demo.c): real 1m candles (.csv or .csv.gz; the symbol is the
+ * file name up to its first '_'), relabelled by a whole number of minutes
+ * so that the first FEED_DEMO_SEED_PERCENT % of each file end at the last
+ * closed minute (less `behind` minutes), then replayed one candle per
+ * minute as each relabelled candle closes.
+ *
+ * files: a comma-separated list, or NULL/"" for every *.csv.gz in the
+ * directory PREDICTD_DEMO_DIR (default ./data/demo).
+ */
+#define FEED_DEMO_SEED_PERCENT 80
+
+/* Writes the seed part of every file whose symbol has no 1m candles yet
+ * (their 5m..1d follow in PostgreSQL). *seeded (may be NULL) gets how many
+ * symbols were written. PD_ENOTFOUND (no files), PD_EPARSE (with why),
+ * PD_EIO, PD_EDB. */
+int feed_demo_seed(const char *files, int64_t now, int behind_minutes, size_t *seeded,
+                   char *why, size_t whylen);
+
+/* The demo connector: args as files above. Seeds an empty symbol first, then
+ * replays. Environment: PREDICTD_DEMO_STEP_MS (default 0: a candle is
+ * written as soon as its relabelled close has passed; N > 0: at most one
+ * candle per symbol every N ms while catching up, for tests). */
 int feed_demo_new(const char *args, feed_connector **out);
 
 /* ===========================================================================

@@ -259,6 +259,7 @@ enum stmt_id {
     ST_COUNT_SERIES,
     ST_COUNT_ALL,
     ST_UPSERT,
+    ST_SERIES_KIND,
     ST_COUNT_
 };
 
@@ -315,6 +316,10 @@ static const struct stmt_def {
                    8,
                    {OID_TEXT, OID_TEXT, OID_TIMESTAMPTZ_ARRAY, OID_FLOAT8_ARRAY, OID_FLOAT8_ARRAY,
                     OID_FLOAT8_ARRAY, OID_FLOAT8_ARRAY, OID_FLOAT8_ARRAY}},
+    [ST_SERIES_KIND] = {"pd_series_kind",
+                        "SELECT kind FROM candle_series WHERE symbol = $1 AND timeframe = $2",
+                        2,
+                        {OID_TEXT, OID_TEXT}},
 };
 
 _Static_assert(ST_COUNT_ <= 64, "prepared-statement bitmask holds 64 statements");
@@ -1150,6 +1155,59 @@ int store_count_candles(const char *symbol, const char *tf, int64_t *count)
     return 0;
 }
 
+struct kind_q {
+    const char *symbol, *tf;
+    int kind;
+};
+
+static int op_kind(store__tls *t, void *ctx)
+{
+    struct kind_q *q = ctx;
+    const char *vals[2] = {q->symbol, q->tf};
+    PGresult *r;
+    int rc = db_exec(t, ST_SERIES_KIND, vals, NULL, NULL, 0, PGRES_TUPLES_OK, &r);
+    if (rc)
+        return rc;
+    q->kind = STORE_SERIES_NONE;
+    if (PQntuples(r) == 1) {
+        const char *k = PQgetvalue(r, 0, 0);
+        q->kind = !strcmp(k, "base")      ? STORE_SERIES_BASE
+                  : !strcmp(k, "derived") ? STORE_SERIES_DERIVED
+                                          : STORE_SERIES_NATIVE;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int store_series_kind(const char *symbol, const char *tf, int *kind)
+{
+    int64_t tfs;
+    int rc = check_series(symbol, tf, &tfs);
+    if (rc)
+        return rc;
+    if (!kind)
+        return PD_EINVAL;
+    struct kind_q q = {.symbol = symbol, .tf = tf};
+    if ((rc = db_run(op_kind, &q)))
+        return rc;
+    *kind = q.kind;
+    return 0;
+}
+
+const char *store_series_kind_name(int kind)
+{
+    switch (kind) {
+    case STORE_SERIES_BASE:
+        return "base";
+    case STORE_SERIES_DERIVED:
+        return "derived";
+    case STORE_SERIES_NATIVE:
+        return "native";
+    default:
+        return "none";
+    }
+}
+
 /* ---------------------------------------------------------------------------
  * Upsert.
  */
@@ -1195,6 +1253,9 @@ static int validate_candles(const char *symbol, const char *tf, int64_t tfs,
     }
     return 0;
 }
+
+/* The timeframes PostgreSQL derives from 1m (db/005_derived_series.sql). */
+static const char *const derived_tfs[] = {"5m", "15m", "1h", "4h", "1d"};
 
 struct upsert_q {
     const char *symbol, *tf;
@@ -1312,8 +1373,18 @@ int store_upsert_candles(const char *symbol, const char *tf, const features_cand
     rc = db_run(op_upsert, &q);
     free(q.buf);
     free(copy);
-    /* The cached window may hold the old values of these candles. */
-    if (rc == 0 && store__cache_enabled())
+    /* The cached window may hold the old values of these candles (and, for
+     * 1m, of the candles PostgreSQL derived from them). */
+    if (rc == 0 && store__cache_enabled()) {
         store__cache_window_del(symbol, tf);
+        if (!strcmp(tf, "1m"))
+            for (size_t i = 0; i < sizeof derived_tfs / sizeof *derived_tfs; i++)
+                store__cache_window_del(symbol, derived_tfs[i]);
+    }
     return rc;
+}
+
+int store_upsert_base_candles(const char *symbol, const features_candle *c, size_t n)
+{
+    return store_upsert_candles(symbol, "1m", c, n);
 }

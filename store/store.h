@@ -11,6 +11,7 @@
  *   ledger.c    the predictions table (the ledger): record, settle, figures
  *   notify.c    LISTEN on a channel and PUBLISH to Redis
  *   migrate.c   the db/ migrations
+ *   feedstate.c the market-data feed's state, for /health/status
  *
  * Threading: candle and cache functions use the calling thread's own
  * connections (thread-local, made on first use and rebuilt after a
@@ -90,13 +91,60 @@ int store_load_range(const char *symbol, const char *tf, int64_t from, int64_t t
 int store_list_symbols(const char *tf, char ***out, size_t *n);
 void store_strv_free(char **v, size_t n);
 
-/* Upserts candles of one series in a single transaction: all or nothing. */
+/*
+ * Upserts candles of one series in a single transaction: all or nothing.
+ * Unchanged rows are not rewritten. For a timeframe above 1m the series is
+ * native (registered so on its first write); a derived series refuses the
+ * write: PD_EINVAL, and the database's message naming the series is logged.
+ * Writing 1m candles is store_upsert_base_candles. Also PD_ESYMBOL,
+ * PD_ETIMEFRAME, PD_EINVAL (bad or misaligned candles), PD_EDB.
+ */
 int store_upsert_candles(const char *symbol, const char *tf, const features_candle *c,
                             size_t n);
+
+/*
+ * Upserts 1m base candles of symbol; in the same transaction PostgreSQL
+ * (db/005_derived_series.sql) recomputes the 5m, 15m, 1h, 4h and 1d
+ * candles of every bucket they touch, from the 1m candles present (first
+ * open, max high, min low, last close, summed volume), except for series of
+ * the symbol that are native. Idempotent; a late or corrected candle
+ * corrects its buckets. Drops the cached windows of every timeframe of the
+ * symbol. Same codes as store_upsert_candles. Thread-safe (the calling
+ * thread's connection).
+ */
+int store_upsert_base_candles(const char *symbol, const features_candle *c, size_t n);
+
+/* What a series is (candle_series): none yet, base (1m), derived from 1m,
+ * or native (written directly). */
+enum { STORE_SERIES_NONE, STORE_SERIES_BASE, STORE_SERIES_DERIVED, STORE_SERIES_NATIVE };
+/* Writes *kind. 0, PD_ESYMBOL, PD_ETIMEFRAME, PD_EINVAL, PD_EDB. */
+int store_series_kind(const char *symbol, const char *tf, int *kind);
+/* "none", "base", "derived", "native". Static storage. */
+const char *store_series_kind_name(int kind);
 
 /* Number of candles of a series (for `seed`'s "table empty" check: pass
  * NULL symbol and tf for the whole table). */
 int store_count_candles(const char *symbol, const char *tf, int64_t *count);
+
+/* ===========================================================================
+ * Feed state (store/feedstate.c): what the market-data feed of this process
+ * last reported, for /health/status and /metrics. Thread-safe (a mutex).
+ */
+typedef struct store_feed_status {
+    char feed[32];         /* "demo-replay", "binance": the feed's name */
+    char state[16];        /* connecting, connected, lagging, backfilling, down */
+    char source[192];      /* where its data comes from, a sentence */
+    int64_t last_candle;   /* open time of the newest base candle written, 0: none */
+    int64_t updated_at;    /* Unix seconds of the last report */
+    uint64_t candles;      /* base candles written */
+    uint64_t trades;       /* trades aggregated */
+    uint64_t corrections;  /* candles written again (late trades) */
+    uint64_t write_errors; /* failed writes */
+} store_feed_status;
+/* Copies *s (NULL: no feed). */
+void store_feed_status_set(const store_feed_status *s);
+/* 0 and *out, or PD_ENOTFOUND when no feed runs in this process. */
+int store_feed_status_get(store_feed_status *out);
 
 /* ===========================================================================
  * Cache (Redis): rendered predictions, keyed by series and model version.

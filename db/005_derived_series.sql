@@ -1,0 +1,165 @@
+-- 005_derived_series: one base timeframe (1m), every other derived.
+--
+-- candle_series records what each series is:
+--   base     the 1m series of a symbol; always base
+--   derived  a higher timeframe rolled up from the symbol's 1m candles
+--   native   a higher timeframe written directly (years of daily candles,
+--            a series someone else maintains); it stands alone
+-- A series is registered by its first write: a 1m write registers S:1m as
+-- base and every higher timeframe of S not already native as derived; a
+-- direct write of a higher timeframe registers it as native. Once derived,
+-- a series refuses direct writes (check_violation, the message names the
+-- series); once native it is never rolled up.
+--
+-- The roll-up (candles_rollup, a statement trigger, so any writer gets it:
+-- predictd, psql, another tool): for every 1m candle a statement inserts or
+-- changes, the buckets that contain it are recomputed from the 1m candles
+-- present in them (open = first open, high = max, low = min, close = last
+-- close, volume = sum) and upserted in the same transaction. A late or
+-- corrected 1m candle therefore corrects its buckets, and a re-import that
+-- changes nothing writes nothing. Buckets are aligned to the Unix epoch
+-- (UTC), as exchanges align them (4h at 00/04/08.. UTC, 1d at 00:00 UTC).
+--
+-- NOTIFY predictd_candles for derived series: a derived candle is closed
+-- when a base candle of a later bucket exists. So 'S:TF' is sent (once per
+-- statement) when the statement's 1m rows include
+--   * the earliest base candle of its bucket: the previous bucket just
+--     closed (live feeds, one minute a time), or
+--   * a candle of a bucket older than the symbol's newest one: a closed
+--     bucket changed (imports, late or corrected candles).
+-- Writes that only extend the open bucket notify 'S:1m' and nothing else.
+-- Base and native series notify on every change as before
+-- (candles_notify, now skipping derived rows).
+--
+-- Migrations run inside a transaction opened by `predictd migrate`: no
+-- BEGIN/COMMIT here.
+
+CREATE TABLE candle_series (
+    symbol     text        NOT NULL,
+    timeframe  text        NOT NULL,
+    kind       text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (symbol, timeframe),
+    CONSTRAINT candle_series_kind_valid CHECK (kind IN ('base', 'derived', 'native')),
+    CONSTRAINT candle_series_base_is_1m CHECK ((kind = 'base') = (timeframe = '1m'))
+);
+
+COMMENT ON TABLE candle_series IS
+    'per series: base (1m), derived (rolled up from 1m) or native (written directly)';
+
+-- Series that already have candles: 1m is base, the others native (they were
+-- written directly).
+INSERT INTO candle_series (symbol, timeframe, kind)
+SELECT DISTINCT symbol, timeframe, CASE WHEN timeframe = '1m' THEN 'base' ELSE 'native' END
+FROM candles;
+
+CREATE FUNCTION candles_tf_seconds(tf text) RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT CASE tf WHEN '1m' THEN 60 WHEN '5m' THEN 300 WHEN '15m' THEN 900
+                   WHEN '1h' THEN 3600 WHEN '4h' THEN 14400 WHEN '1d' THEN 86400 END
+$$;
+
+-- Registers the series of a statement's rows, refuses direct writes of
+-- derived series, and rolls 1m rows up. The nested upserts of the roll-up
+-- run at trigger depth 2 and are let through.
+CREATE FUNCTION candles_rollup() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    s record;
+    k text;
+    tf text;
+    secs integer;
+    newest timestamptz;
+    closed boolean;
+BEGIN
+    IF pg_trigger_depth() > 1 THEN
+        RETURN NULL;
+    END IF;
+    FOR s IN SELECT DISTINCT symbol, timeframe FROM new_rows WHERE timeframe <> '1m' LOOP
+        INSERT INTO candle_series (symbol, timeframe, kind)
+            VALUES (s.symbol, s.timeframe, 'native') ON CONFLICT DO NOTHING;
+        SELECT kind INTO k FROM candle_series
+            WHERE symbol = s.symbol AND timeframe = s.timeframe;
+        IF k = 'derived' THEN
+            RAISE EXCEPTION 'series %:% is derived from %:1m and refuses direct writes',
+                s.symbol, s.timeframe, s.symbol
+                USING ERRCODE = 'check_violation',
+                      HINT = 'write its 1m candles; the higher timeframes follow';
+        END IF;
+    END LOOP;
+    FOR s IN SELECT DISTINCT symbol FROM new_rows WHERE timeframe = '1m' LOOP
+        INSERT INTO candle_series (symbol, timeframe, kind)
+            VALUES (s.symbol, '1m', 'base') ON CONFLICT DO NOTHING;
+        SELECT max(open_time) INTO newest FROM candles
+            WHERE symbol = s.symbol AND timeframe = '1m';
+        FOREACH tf IN ARRAY ARRAY['5m', '15m', '1h', '4h', '1d'] LOOP
+            INSERT INTO candle_series (symbol, timeframe, kind)
+                VALUES (s.symbol, tf, 'derived') ON CONFLICT DO NOTHING;
+            SELECT kind INTO k FROM candle_series WHERE symbol = s.symbol AND timeframe = tf;
+            CONTINUE WHEN k <> 'derived';
+            secs := candles_tf_seconds(tf);
+            INSERT INTO candles AS d (symbol, timeframe, open_time, open, high, low, close, volume)
+            SELECT s.symbol, tf, b.bucket,
+                   (array_agg(c.open ORDER BY c.open_time))[1], max(c.high), min(c.low),
+                   (array_agg(c.close ORDER BY c.open_time DESC))[1], sum(c.volume)
+            FROM (SELECT DISTINCT date_bin(make_interval(secs => secs), n.open_time,
+                                           timestamptz 'epoch') AS bucket
+                  FROM new_rows n WHERE n.symbol = s.symbol AND n.timeframe = '1m') b
+            JOIN candles c ON c.symbol = s.symbol AND c.timeframe = '1m'
+                          AND c.open_time >= b.bucket
+                          AND c.open_time < b.bucket + make_interval(secs => secs)
+            GROUP BY b.bucket
+            ON CONFLICT (symbol, timeframe, open_time) DO UPDATE SET
+                open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
+                close = EXCLUDED.close, volume = EXCLUDED.volume
+            WHERE (d.open, d.high, d.low, d.close, d.volume) IS DISTINCT FROM
+                  (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume);
+            -- Closed: a bucket older than the newest changed, or a row is the
+            -- first base candle of its bucket (so the bucket before closed).
+            SELECT EXISTS (
+                SELECT 1 FROM new_rows n
+                WHERE n.symbol = s.symbol AND n.timeframe = '1m'
+                  AND (date_bin(make_interval(secs => secs), n.open_time, timestamptz 'epoch')
+                         < date_bin(make_interval(secs => secs), newest, timestamptz 'epoch')
+                       OR NOT EXISTS (
+                           SELECT 1 FROM candles c
+                           WHERE c.symbol = s.symbol AND c.timeframe = '1m'
+                             AND c.open_time < n.open_time
+                             AND c.open_time >= date_bin(make_interval(secs => secs),
+                                                         n.open_time, timestamptz 'epoch'))))
+            INTO closed;
+            IF closed THEN
+                PERFORM pg_notify('predictd_candles', s.symbol || ':' || tf);
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER candles_rollup_insert
+    AFTER INSERT ON candles
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION candles_rollup();
+
+CREATE TRIGGER candles_rollup_update
+    AFTER UPDATE ON candles
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION candles_rollup();
+
+-- Base and native series notify on every change; derived ones by the rule
+-- above (sent by candles_rollup).
+CREATE OR REPLACE FUNCTION candles_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    s record;
+BEGIN
+    FOR s IN SELECT DISTINCT n.symbol, n.timeframe FROM new_rows n
+             WHERE NOT EXISTS (SELECT 1 FROM candle_series c
+                               WHERE c.symbol = n.symbol AND c.timeframe = n.timeframe
+                                 AND c.kind = 'derived') LOOP
+        PERFORM pg_notify('predictd_candles', s.symbol || ':' || s.timeframe);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
