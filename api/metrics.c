@@ -422,6 +422,10 @@ void api_metrics_render(struct api_http *h, util_buf *b)
     render_predictions(h, b);
     render_models(h, b);
     render_training(h, b);
+    pthread_rwlock_rdlock(&h->jobs_lock);
+    if (h->metrics_hook)
+        h->metrics_hook(h->metrics_hook_arg, b);
+    pthread_rwlock_unlock(&h->jobs_lock);
     header(b, "predictd_uptime_seconds", "gauge", "Seconds since the service started.");
     util_buf_printf(b, "predictd_uptime_seconds %lld\n", (long long)(util_now() - h->started_at));
     header(b, "process_start_time_seconds", "gauge", "Start time of the process (Unix seconds).");
@@ -429,4 +433,14 @@ void api_metrics_render(struct api_http *h, util_buf *b)
     header(b, "predictd_build_info", "gauge", "Build version and commit (value 1).");
     util_buf_printf(b, "predictd_build_info{version=\"%s\",commit=\"%s\"} 1\n", PREDICTD_VERSION,
                     PREDICTD_COMMIT);
+}
+
+void api_http_set_metrics_hook(api_http *h, api_metrics_hook fn, void *arg)
+{
+    if (!h)
+        return;
+    pthread_rwlock_wrlock(&h->jobs_lock);
+    h->metrics_hook = fn;
+    h->metrics_hook_arg = fn ? arg : NULL;
+    pthread_rwlock_unlock(&h->jobs_lock);
 }

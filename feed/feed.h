@@ -284,6 +284,33 @@ int feed_binance_fetch(const feed_binance_config *cfg, const char *symbol, int64
                        int64_t *written, char *why, size_t whylen);
 
 /* ===========================================================================
+ * Leader (leader.c): one ingester among processes sharing a database. A
+ * thread takes the feed's advisory lock (store_lock_*), runs the connector
+ * of spec with a sink while it holds it, and stands by (retrying every
+ * 5 s) while another process does. Without database_url it runs alone.
+ */
+typedef struct feed_leader feed_leader;
+
+/* Checks spec (feed_connector_new) and starts the thread. 0, PD_EINVAL
+ * (why filled), PD_ENOMEM, PD_EINTERNAL. Strings are copied. */
+int feed_leader_start(const char *spec, const char *database_url, feed_leader **out, char *why,
+                      size_t whylen);
+/* Stops the connector (if running), releases the lock, joins, frees. NULL: no-op. */
+void feed_leader_stop(feed_leader *l);
+/* Appends predictd_feed_leader and the running connector's series to
+ * out. Thread-safe. */
+void feed_leader_metrics(feed_leader *l, struct util_buf *out);
+
+typedef struct feed_leader_status {
+    const char *state;    /* "standby", a feed_state_name(), "down", "off": static */
+    uint64_t reconnects;  /* of the running connector */
+    uint64_t takeovers;   /* times this process became the ingester */
+    char last_error[256];
+} feed_leader_status;
+/* Thread-safe, quick. l NULL: state "off". */
+void feed_leader_status_get(feed_leader *l, feed_leader_status *out);
+
+/* ===========================================================================
  * Seed: deterministic synthetic candles (regime-switching random walk with
  * volume and wicks). Writes `count` candles of tf ending with the last one
  * closed before `now`, for a given symbol and seed. *out is malloc'd.

@@ -28,6 +28,7 @@
 
 #include "api/api.h"
 #include "features/features.h"
+#include "feed/feed.h"
 #include "store/store.h"
 #include "registry/registry.h"
 #include "server/commands.h"
@@ -50,7 +51,20 @@ struct serve_jobs {
     char loop_error[200];
     training_jobs *training; /* NULL: background training is off */
     char training_error[200];
+    feed_leader *feed; /* NULL: no PREDICTD_FEED */
 };
+
+/* The market feed (PREDICTD_FEED): connected, lagging, backfilling, down,
+ * or standby while another replica ingests. */
+static void feed_probe(void *arg, api_job_status *out)
+{
+    const struct serve_jobs *j = arg;
+    feed_leader_status st;
+    feed_leader_status_get(j->feed, &st);
+    out->state = st.state;
+    out->runs = st.reconnects;
+    snprintf(out->last_error, sizeof out->last_error, "%s", st.last_error);
+}
 
 static void scanner_probe(void *arg, api_job_status *out)
 {
@@ -229,6 +243,14 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     (void)api_http_add_job(http, "model_scanner", scanner_probe, &jobs);
     (void)api_http_add_job(http, "inference_loop", loop_probe, &jobs);
     (void)api_http_add_job(http, "training", training_probe, &jobs);
+    if (cfg->feed) {
+        if (!cfg->database_url)
+            LOG_WARN("server", "PREDICTD_FEED is set but there is no database to write to");
+        else if (server_feed_start(cfg, &jobs.feed) == 0) {
+            api_http_set_metrics_hook(http, server_feed_metrics, jobs.feed);
+            (void)api_http_add_job(http, "feed", feed_probe, &jobs);
+        }
+    }
     LOG_INFO("server", "ready to serve (pid %d)", (int)getpid());
 
     for (;;) {
@@ -256,6 +278,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     pthread_sigmask(SIG_UNBLOCK, &term, NULL);
 
     api_http_stop(http, cfg->drain_timeout);
+    feed_leader_stop(jobs.feed); /* after HTTP: no probe or scrape reads it any more */
     predict_loop_stop(loop);
     exit_code = 0;
 out_ctx:

@@ -78,6 +78,12 @@ static const struct opt opts[] = {
      "SQL migrations applied by `migrate`"},
     {"web-dir", "PREDICTD_WEB_DIR", OPT_STR, "./web", 0, 0, OFF(web_dir),
      "directory of the dashboard page served at /"},
+    {"feed", "PREDICTD_FEED", OPT_STR, NULL, 0, 0, OFF(feed),
+     "market-data feed, e.g. binance:BTCUSDT,ETHUSDT (serve and ingest)"},
+    {"binance-ws-url", "PREDICTD_BINANCE_WS_URL", OPT_STR, "wss://stream.binance.com:9443", 0, 0,
+     OFF(binance_ws_url), "Binance stream base URL (testnet: wss://stream.testnet.binance.vision)"},
+    {"binance-rest-url", "PREDICTD_BINANCE_REST_URL", OPT_STR, "https://api.binance.com", 0, 0,
+     OFF(binance_rest_url), "Binance REST base URL (testnet: https://testnet.binance.vision)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

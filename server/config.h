@@ -36,6 +36,9 @@ typedef struct server_config {
     bool access_log;
     char *migrations_dir;
     char *web_dir;         /* the dashboard page served at / */
+    char *feed;             /* PREDICTD_FEED "name:args", NULL: no feed */
+    char *binance_ws_url;   /* PREDICTD_BINANCE_WS_URL */
+    char *binance_rest_url; /* PREDICTD_BINANCE_REST_URL */
 } server_config;
 
 /*
