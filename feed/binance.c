@@ -888,7 +888,8 @@ static void *run(void *arg)
         }
         LOG_INFO(MOD, "streaming %s", b->ws_url);
         set_state(b, FEED_STATE_CONNECTED);
-        uint64_t opened = util_mono_ns(), last_frame = opened;
+        uint64_t opened = util_mono_ns(), last_frame = opened, last_sync = opened,
+                 last_trade = opened;
         feed__ws_stats ws0;
         feed__ws_stats_get(ws, &ws0);
         bool renew = false;
@@ -905,8 +906,18 @@ static void *run(void *arg)
                 last_frame = now;
                 ws0 = wst;
             }
-            if (rc == 1)
+            if (rc == 1) {
                 on_message(b, msg, len);
+                last_trade = now;
+            }
+            /* The clock closes minutes without trades: sync it with the
+             * server every minute, and every few seconds while quiet. */
+            if (now - last_sync >= UINT64_C(60000000000) ||
+                (now - last_sync >= UINT64_C(3000000000) &&
+                 now - last_trade >= UINT64_C(3000000000))) {
+                (void)sync_clock(b);
+                last_sync = now;
+            }
             tick(b);
             int64_t lag = atomic_load(&b->last_event_lag_ms);
             set_state(b, lag > LAG_S * 1000 ? FEED_STATE_LAGGING : FEED_STATE_CONNECTED);
@@ -1183,9 +1194,11 @@ fail:
 
 int feed_binance_new(const char *args, feed_connector **out)
 {
+    const char *renew = getenv("PREDICTD_BINANCE_RENEW");
     feed_binance_config cfg = {.ws_url = getenv("PREDICTD_BINANCE_WS_URL"),
                                .rest_url = getenv("PREDICTD_BINANCE_REST_URL"),
-                               .database_url = getenv("PREDICTD_DATABASE_URL")};
+                               .database_url = getenv("PREDICTD_DATABASE_URL"),
+                               .renew_s = renew ? atoi(renew) : 0};
     if (cfg.ws_url && !*cfg.ws_url)
         cfg.ws_url = NULL;
     if (cfg.rest_url && !*cfg.rest_url)
@@ -1230,7 +1243,7 @@ int feed_binance_fetch(const feed_binance_config *cfg, const char *symbol, int64
     }
     const char *rest = cfg->rest_url ? cfg->rest_url : FEED_BINANCE_REST_URL;
     feed__rest *r = NULL;
-    int rc = feed__rest_new(rest, NULL, 5, &r, why, whylen);
+    int rc = feed__rest_new(rest, NULL, 3, &r, why, whylen);
     if (rc)
         return rc;
     json_t *j = NULL;

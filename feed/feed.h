@@ -263,8 +263,9 @@ typedef struct feed_binance_config {
 int feed_binance_open(const feed_binance_config *cfg, const char *symbols, feed_connector **out,
                       char *why, size_t whylen);
 /* The connector table's constructor: feed_binance_open with the URLs of
- * PREDICTD_BINANCE_WS_URL, PREDICTD_BINANCE_REST_URL and the database of
- * PREDICTD_DATABASE_URL from the environment (call before threads start). */
+ * PREDICTD_BINANCE_WS_URL, PREDICTD_BINANCE_REST_URL, the database of
+ * PREDICTD_DATABASE_URL and the renewal age PREDICTD_BINANCE_RENEW
+ * (seconds) from the environment (read once, here). */
 int feed_binance_new(const char *args, feed_connector **out);
 
 /* Progress of a download: minutes done of total. */

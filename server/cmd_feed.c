@@ -9,9 +9,9 @@
  * server_feed_start / stop: what serve calls when PREDICTD_FEED is set.
  *
  * The connectors read their endpoints from the environment
- * (feed_binance_new); the flags --binance-ws-url / --binance-rest-url and
- * --database-url are copied into it here, on the main thread, before any
- * feed thread starts.
+ * (feed_binance_new); the flags --binance-ws-url / --binance-rest-url /
+ * --binance-renew and --database-url are copied into it here, on the main
+ * thread, before any feed thread starts.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -33,6 +33,9 @@ static void export_endpoints(const server_config *cfg)
         setenv("PREDICTD_BINANCE_REST_URL", cfg->binance_rest_url, 1);
     if (cfg->database_url)
         setenv("PREDICTD_DATABASE_URL", cfg->database_url, 1);
+    char renew[16];
+    snprintf(renew, sizeof renew, "%d", cfg->binance_renew);
+    setenv("PREDICTD_BINANCE_RENEW", renew, 1);
 }
 
 int server_feed_start(const server_config *cfg, feed_leader **out)

@@ -4,8 +4,10 @@
  * Start-up: settle the admin key (refusing a key file others may read),
  * connect the candle store, load the model repository synchronously (so
  * the first request sees every verified model), start the scanner, the
- * HTTP pool and the inference loop, and register the background jobs that
- * /health/status reports.
+ * HTTP pool, the inference loop and the market feed (PREDICTD_FEED: a
+ * feed_leader thread that runs the connector while this process holds the
+ * feed's advisory lock), and register the background jobs that
+ * /health/status reports (the feed as job "feed").
  *
  * Threads: the main thread owns start-up, shutdown and signals (it waits
  * in sigwait; every other thread blocks SIGTERM, SIGINT and SIGHUP because

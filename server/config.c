@@ -84,6 +84,8 @@ static const struct opt opts[] = {
      OFF(binance_ws_url), "Binance stream base URL (testnet: wss://stream.testnet.binance.vision)"},
     {"binance-rest-url", "PREDICTD_BINANCE_REST_URL", OPT_STR, "https://api.binance.com", 0, 0,
      OFF(binance_rest_url), "Binance REST base URL (testnet: https://testnet.binance.vision)"},
+    {"binance-renew", "PREDICTD_BINANCE_RENEW", OPT_INT, "84600", 5, 86000, OFF(binance_renew),
+     "seconds before a stream connection is renewed (Binance ends them at 24 h)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

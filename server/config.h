@@ -39,6 +39,7 @@ typedef struct server_config {
     char *feed;             /* PREDICTD_FEED "name:args", NULL: no feed */
     char *binance_ws_url;   /* PREDICTD_BINANCE_WS_URL */
     char *binance_rest_url; /* PREDICTD_BINANCE_REST_URL */
+    int binance_renew;      /* PREDICTD_BINANCE_RENEW: seconds before a stream is renewed */
 } server_config;
 
 /*

@@ -1,0 +1,275 @@
+"""The Binance connector against a stand-in exchange (exchange_standin.py): a
+real server process on loopback speaking Binance's documented WebSocket and
+REST formats, replaying the shared real XRPETH trades and candles with
+faults (a dropped connection, a gap only REST can fill, duplicate and
+out-of-order trades, malformed messages, a 429 with Retry-After). The
+connector runs inside the real `predictd serve` (PREDICTD_FEED) and as
+`predictd ingest` / `predictd fetch`; every minute it writes must equal the
+exchange's 1m candle.
+"""
+import csv
+import datetime
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import (DB_URL, ROOT, BIN, Service, Skip, check, check_eq, cli, free_port,  # noqa: E402
+                     need_services, psql, run_tests, test, SHARED_DATA)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRADES = os.path.join(SHARED_DATA or "", "XRPETH_trades_2019-10.csv")
+CANDLES = os.path.join(SHARED_DATA or "", "XRPETH_1m_2019-10.csv")
+
+
+def need_data():
+    need_services()
+    if not SHARED_DATA or not os.path.exists(TRADES) or not os.path.exists(CANDLES):
+        raise Skip("needs ../shared/data/XRPETH_trades_2019-10.csv and XRPETH_1m_2019-10.csv")
+
+
+class StandIn:
+    def __init__(self, faults="dup,swap,malformed,gap,drop,429", speed=6000, lead=30):
+        self.ws_port, self.rest_port = free_port(), free_port()
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", os.path.join(HERE, "exchange_standin.py"), "--trades", TRADES,
+             "--candles", CANDLES, "--ws-port", str(self.ws_port), "--rest-port",
+             str(self.rest_port), "--speed", str(speed), "--lead", str(lead), "--faults", faults],
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            self.log.seek(0)
+            raise AssertionError("stand-in did not start: " + self.log.read())
+        self.ws = f"ws://127.0.0.1:{self.ws_port}"
+        self.rest = f"http://127.0.0.1:{self.rest_port}"
+
+    def get(self, path):
+        import json
+        import urllib.request
+        with urllib.request.urlopen(self.rest + path, timeout=10) as r:
+            return json.loads(r.read())
+
+    def stats(self):
+        return self.get("/_standin/stats")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def expected_candles():
+    out = {}
+    with open(CANDLES) as f:
+        for r in csv.DictReader(f):
+            t = datetime.datetime.fromisoformat(r["open_time"].replace("Z", "+00:00"))
+            out[int(t.timestamp())] = tuple(float(r[k]) for k in
+                                            ("open", "high", "low", "close", "volume"))
+    return out
+
+
+def stored_candles(symbol="XRPETH"):
+    rows = psql(f"SELECT extract(epoch FROM open_time)::bigint, open, high, low, close, volume "
+                f"FROM candles WHERE symbol = '{symbol}' AND timeframe = '1m' ORDER BY 1")
+    out = {}
+    for line in rows.splitlines():
+        p = line.split("|")
+        out[int(p[0])] = tuple(float(x) for x in p[1:])
+    return out
+
+
+def differences(want, have):
+    """Minutes of want missing from have or different (prices exactly, volume
+    to 1e-9 relative: a sum of amounts in another order)."""
+    bad = []
+    for t, w in want.items():
+        h = have.get(t)
+        if h is None:
+            bad.append((t, "missing", w))
+        elif h[:4] != w[:4] or not math.isclose(h[4], w[4], rel_tol=1e-9, abs_tol=1e-12):
+            bad.append((t, h, w))
+    return bad
+
+
+def env_for(si, **extra):
+    e = {"PREDICTD_BINANCE_WS_URL": si.ws, "PREDICTD_BINANCE_REST_URL": si.rest,
+         "PREDICTD_LOG_FORMAT": "text"}
+    e.update(extra)
+    return e
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def metric(text, name, symbol="XRPETH"):
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'symbol="{symbol}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+@test
+def feed_survives_every_fault_and_every_minute_matches():
+    need_data()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    si = StandIn()
+    models = tempfile.mkdtemp(prefix="predictd-exchange-models-")
+    svc = ingest2 = None
+    try:
+        svc = Service(models, env=env_for(si, PREDICTD_FEED="binance:XRPETH"))
+        # a second replica on the same database stands by
+        ingest2 = subprocess.Popen([BIN, "ingest"], env=dict(
+            os.environ, PREDICTD_DATABASE_URL=DB_URL, PREDICTD_FEED="binance:XRPETH",
+            **env_for(si)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: si.stats()["replay_done"], 120, "the replay")
+        want = expected_candles()
+        # the last minute closes once the connector's clock passes it
+        wait_for(lambda: not differences(want, stored_candles()), 60,
+                 "every minute in PostgreSQL")
+        st = si.stats()
+        check(st["dropped"] >= 1 and st["ws_connections"] >= 2,
+              f"the connection was dropped and made again: {st}")
+        check(st["rate_limited"] >= 1, "the 429 was served")
+        check(st["gap_ids"], "a run of trades was never sent")
+        check(st["malformed_sent"] >= 4, "malformed messages were sent")
+        check(st["pongs"] >= 2, f"pings were answered: {st['pongs']}")
+        check(st["ws_connections"] == len([p for p in st["ws_paths"]
+                                           if p.startswith("/stream?streams=xrpeth@trade")]),
+              f"stream paths: {st['ws_paths']}")
+        # derived timeframes follow the base candles
+        if psql("SELECT count(*) FROM candles WHERE symbol = 'XRPETH' AND timeframe = '1h'") \
+                not in ("", "0"):
+            check_eq(psql("SELECT count(*) FROM candles WHERE symbol='XRPETH' AND "
+                          "timeframe='1h' AND open_time < '2019-10-13 11:00Z'"), "59")
+        # the tick is kept for the rest of the service
+        check_eq(psql("SELECT status, tick_size FROM exchange_symbols WHERE venue = 'binance' "
+                      "AND symbol = 'XRPETH'"), "TRADING|1e-08")
+        # observability
+        status, _, m = svc.get("/metrics", validate=False)
+        m = m.decode() if isinstance(m, bytes) else m
+        check_eq(status, 200)
+        check(metric(m, "predictd_feed_reconnects_total") >= 1, "reconnects counted")
+        check(metric(m, "predictd_feed_backfilled_minutes_total") >= 30, "backfill counted")
+        check(metric(m, "predictd_feed_rejected_messages_total") >= 2, "rejects counted")
+        check(metric(m, "predictd_feed_trades_total") > 10000, "trades counted")
+        metric(m, "predictd_feed_trades_per_minute")
+        check(metric(m, "predictd_feed_last_trade_age_seconds") >= 0, "last trade age")
+        check("predictd_feed_leader 1" in m, "serve ingests")
+        status, _, h = svc.get("/health/status")
+        check_eq(status, 200)
+        jobs = {j["name"]: j for j in h["components"]["jobs"]}
+        check(jobs.get("feed", {}).get("state") in ("connected", "lagging", "backfilling"),
+              f"feed job: {jobs.get('feed')}")
+        # the stand-by replica takes over when the ingester dies
+        check(ingest2.poll() is None, "the second replica runs")
+        svc.stop(sig=signal.SIGKILL)
+        svc = None
+        deadline = time.time() + 30
+        conns = si.stats()["ws_connections"]
+        while time.time() < deadline and si.stats()["ws_connections"] == conns:
+            time.sleep(0.5)
+        check(si.stats()["ws_connections"] > conns, "the stand-by replica connected")
+    finally:
+        if ingest2 and ingest2.poll() is None:
+            ingest2.send_signal(signal.SIGTERM)
+            try:
+                ingest2.wait(20)
+            except subprocess.TimeoutExpired:
+                ingest2.kill()
+        if svc:
+            log = svc.logs()
+            svc.stop()
+            if sys.exc_info()[0]:
+                print(log[-6000:])
+        si.stop()
+
+
+@test
+def fetch_downloads_history_resumably_through_a_429():
+    need_data()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    psql("DELETE FROM candles WHERE symbol = 'XRPETH'")
+    si = StandIn(faults="none", speed=1000000, lead=4000)
+    try:
+        wait_for(lambda: si.stats()["now_ms"] >= si.stats()["t_end"], 30, "the end of the data")
+        si.get("/_standin/mode?klines=429once")
+        env = env_for(si)
+        p = cli("fetch", "XRPETH", "--from", "2019-10-11", "--to", "2019-10-12", env=env)
+        check("1440/1440" in p.stderr or "100%" in p.stderr, f"progress bar: {p.stderr}")
+        check_eq(si.stats()["rate_limited"], 1)
+        have = stored_candles()
+        want = {t: v for t, v in expected_candles().items() if t < 1570838400}
+        check_eq(len(want), 1440)
+        check_eq(differences(want, have), [])
+        n1 = si.stats()["klines_requests"]
+        # again: resumes after what is stored, writes nothing new
+        p = cli("fetch", "XRPETH", "--from", "2019-10-11", "--to", "2019-10-12", env=env)
+        check(si.stats()["klines_requests"] - n1 <= 1, "the second run resumed at the end")
+        check_eq(stored_candles(), have)
+        # the rest of the data
+        cli("fetch", "XRPETH", "--from", "2019-10-11", env=env)
+        check_eq(differences(expected_candles(), stored_candles()), [])
+    finally:
+        si.stop()
+
+
+@test
+def error_paths_fail_clearly():
+    need_services()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    # --help on stdout, exit 0
+    for cmd in ("ingest", "fetch"):
+        p = cli(cmd, "--help")
+        check("usage: predictd " + cmd in p.stdout, p.stdout)
+    # bad URLs and specs are refused at start
+    p = cli("ingest", env={"PREDICTD_FEED": "binance:XRPETH",
+                           "PREDICTD_BINANCE_WS_URL": "ftp://example"}, check_rc=False)
+    check_eq(p.returncode, 2)
+    check("PREDICTD_BINANCE_WS_URL" in p.stderr, p.stderr)
+    p = cli("ingest", env={"PREDICTD_FEED": "binance:xrp-eth"}, check_rc=False)
+    check_eq(p.returncode, 2)
+    p = cli("ingest", env={"PREDICTD_FEED": "nosuchexchange:X"}, check_rc=False)
+    check_eq(p.returncode, 2)
+    check("unknown feed" in p.stderr, p.stderr)
+    p = cli("fetch", "XRPETH", "--from", "yesterday", check_rc=False)
+    check_eq(p.returncode, 2)
+    # REST down: a closed port fails after its retries, with the reason
+    port = free_port()
+    p = cli("fetch", "XRPETH", "--from", "2019-10-11",
+            env={"PREDICTD_BINANCE_REST_URL": f"http://127.0.0.1:{port}"}, check_rc=False,
+            timeout=120)
+    check_eq(p.returncode, 1)
+    check("fetch: XRPETH:" in p.stderr, p.stderr)
+    if not SHARED_DATA or not os.path.exists(TRADES):
+        return
+    si = StandIn(faults="none", speed=1000000, lead=4000)
+    try:
+        env = env_for(si)
+        # an unknown symbol: the exchange's own message
+        p = cli("fetch", "DOGEUSDT", "--from", "2019-10-11", env=env, check_rc=False)
+        check_eq(p.returncode, 1)
+        check("Invalid symbol" in p.stderr, p.stderr)
+        # malformed JSON from REST
+        psql("DELETE FROM candles WHERE symbol = 'XRPETH'")
+        si.get("/_standin/mode?klines=malformed")
+        p = cli("fetch", "XRPETH", "--from", "2019-10-11", env=env, check_rc=False)
+        check_eq(p.returncode, 1)
+        check("klines" in p.stderr, p.stderr)
+        si.get("/_standin/mode?klines=ok")
+    finally:
+        si.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests())
