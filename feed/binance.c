@@ -407,6 +407,7 @@ struct page_ctx {
     bsym *s;
     double last_close;
     int64_t written_to;
+    size_t written;
 };
 
 static int on_page(const features_candle *c, size_t n, void *arg)
@@ -416,6 +417,7 @@ static int on_page(const features_candle *c, size_t n, void *arg)
     if (rc)
         return rc;
     atomic_fetch_add_explicit(&p->s->backfilled, n, memory_order_relaxed);
+    p->written += n;
     p->last_close = c[n - 1].close;
     p->written_to = c[n - 1].t * 1000 + MINUTE_MS;
     return 0;
@@ -439,9 +441,8 @@ static int refetch(binance *b, bsym *s, int64_t from, int64_t to)
             rest_took_over(s, p.written_to, p.last_close);
         return rc;
     }
-    if (p.written_to)
-        LOG_INFO(MOD, "%s: %lld minutes written from REST", s->name,
-                 (long long)((p.written_to - from) / MINUTE_MS));
+    if (p.written)
+        LOG_INFO(MOD, "%s: %zu minutes written from REST", s->name, p.written);
     /* Minutes REST did not return (the exchange was down) stay as they are. */
     rest_took_over(s, to, p.last_close);
     return 0;
@@ -604,6 +605,10 @@ static void mark_dirty(bsym *s, int64_t from, int64_t to)
 {
     from = floor_min(from);
     to = floor_min(to - 1) + MINUTE_MS;
+    if (from < s->rest_upto)
+        from = s->rest_upto; /* REST already answered for those */
+    if (from >= to)
+        return;
     if (s->dirty_to == 0 || from < s->dirty_from)
         s->dirty_from = from;
     if (to > s->dirty_to)

@@ -135,8 +135,13 @@ def feed_survives_every_fault_and_every_minute_matches():
         wait_for(lambda: si.stats()["replay_done"], 120, "the replay")
         want = expected_candles()
         # the last minute closes once the connector's clock passes it
-        wait_for(lambda: not differences(want, stored_candles()), 60,
-                 "every minute in PostgreSQL")
+        try:
+            wait_for(lambda: not differences(want, stored_candles()), 60,
+                     "every minute in PostgreSQL")
+        except AssertionError:
+            bad = differences(want, stored_candles())
+            raise AssertionError(f"{len(bad)} minutes differ from the exchange's, first: "
+                                 f"{bad[:5]}") from None
         st = si.stats()
         check(st["dropped"] >= 1 and st["ws_connections"] >= 2,
               f"the connection was dropped and made again: {st}")
