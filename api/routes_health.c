@@ -318,6 +318,39 @@ static void render_registry(util_buf *b, struct api_request *rq)
     registry_list_free(s, ns);
 }
 
+/* The market-data feed of this process (store_feed_status): components.feed,
+ * and the feed's name at the top level, so a demo says it is one. */
+static void render_feed(util_buf *b, int64_t now)
+{
+    store_feed_status f;
+    if (store_feed_status_get(&f) != 0) {
+        util_buf_puts(b, "\"feed\":{\"state\":\"off\",\"name\":null,\"source\":null,"
+                         "\"last_candle\":null,\"last_candle_age_s\":null,\"candles\":0,"
+                         "\"trades\":0,\"corrections\":0,\"write_errors\":0}},\"feed\":null");
+        return;
+    }
+    util_buf_puts(b, "\"feed\":{\"state\":");
+    util_json_str(b, f.state);
+    util_buf_puts(b, ",\"name\":");
+    util_json_str(b, f.feed);
+    util_buf_puts(b, ",\"source\":");
+    util_json_str(b, f.source);
+    if (f.last_candle) {
+        char t[32];
+        util_buf_printf(b, ",\"last_candle\":\"%s\",\"last_candle_age_s\":%lld",
+                        util_rfc3339(f.last_candle, t),
+                        (long long)(now - f.last_candle - 60 > 0 ? now - f.last_candle - 60 : 0));
+    } else {
+        util_buf_puts(b, ",\"last_candle\":null,\"last_candle_age_s\":null");
+    }
+    util_buf_printf(b,
+                    ",\"candles\":%llu,\"trades\":%llu,\"corrections\":%llu,"
+                    "\"write_errors\":%llu}},\"feed\":",
+                    (unsigned long long)f.candles, (unsigned long long)f.trades,
+                    (unsigned long long)f.corrections, (unsigned long long)f.write_errors);
+    util_json_str(b, f.feed);
+}
+
 void api_route_status(struct api_request *rq)
 {
     struct api_http *h = rq->http;
@@ -364,7 +397,9 @@ void api_route_status(struct api_request *rq)
     render_registry(&b, rq);
     util_buf_puts(&b, ",");
     render_jobs(&b, h);
-    util_buf_puts(&b, "}}");
+    util_buf_puts(&b, ",");
+    render_feed(&b, rq->now); /* closes components */
+    util_buf_puts(&b, "}");
     api_reply_json(rq, 200, &b);
     util_buf_cleanup(&b);
 }

@@ -12,8 +12,9 @@
 -- series); once native it is never rolled up.
 --
 -- The roll-up (candles_rollup, a statement trigger, so any writer gets it:
--- predictd, psql, another tool): for every 1m candle a statement inserts or
--- changes, the buckets that contain it are recomputed from the 1m candles
+-- predictd, psql, another tool): for the 1m candles a statement inserts or
+-- changes, the buckets from the first to the last that contain one are
+-- recomputed from the 1m candles
 -- present in them (open = first open, high = max, low = min, close = last
 -- close, volume = sum) and upserted in the same transaction. A late or
 -- corrected 1m candle therefore corrects its buckets, and a re-import that
@@ -71,6 +72,9 @@ DECLARE
     secs integer;
     newest timestamptz;
     closed boolean;
+    iv interval;
+    lo timestamptz;
+    hi timestamptz;
 BEGIN
     IF pg_trigger_depth() > 1 THEN
         RETURN NULL;
@@ -98,17 +102,25 @@ BEGIN
             SELECT kind INTO k FROM candle_series WHERE symbol = s.symbol AND timeframe = tf;
             CONTINUE WHEN k <> 'derived';
             secs := candles_tf_seconds(tf);
+            iv := make_interval(secs => secs);
+            SELECT min(date_bin(iv, n.open_time, timestamptz 'epoch')),
+                   max(date_bin(iv, n.open_time, timestamptz 'epoch'))
+                INTO lo, hi
+                FROM new_rows n WHERE n.symbol = s.symbol AND n.timeframe = '1m';
+            -- Every bucket of the span from the first to the last touched one
+            -- is recomputed, in one index range scan (no join against the
+            -- transition table: it has no statistics, and the planner's
+            -- guesses made that quadratic); the guard below leaves the
+            -- untouched ones unwritten. Feeds write one minute (or a few
+            -- recent ones), imports contiguous runs, so the span is the set.
             INSERT INTO candles AS d (symbol, timeframe, open_time, open, high, low, close, volume)
-            SELECT s.symbol, tf, b.bucket,
+            SELECT s.symbol, tf, date_bin(iv, c.open_time, timestamptz 'epoch'),
                    (array_agg(c.open ORDER BY c.open_time))[1], max(c.high), min(c.low),
                    (array_agg(c.close ORDER BY c.open_time DESC))[1], sum(c.volume)
-            FROM (SELECT DISTINCT date_bin(make_interval(secs => secs), n.open_time,
-                                           timestamptz 'epoch') AS bucket
-                  FROM new_rows n WHERE n.symbol = s.symbol AND n.timeframe = '1m') b
-            JOIN candles c ON c.symbol = s.symbol AND c.timeframe = '1m'
-                          AND c.open_time >= b.bucket
-                          AND c.open_time < b.bucket + make_interval(secs => secs)
-            GROUP BY b.bucket
+            FROM candles c
+            WHERE c.symbol = s.symbol AND c.timeframe = '1m'
+              AND c.open_time >= lo AND c.open_time < hi + iv
+            GROUP BY 3
             ON CONFLICT (symbol, timeframe, open_time) DO UPDATE SET
                 open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
                 close = EXCLUDED.close, volume = EXCLUDED.volume
@@ -119,14 +131,14 @@ BEGIN
             SELECT EXISTS (
                 SELECT 1 FROM new_rows n
                 WHERE n.symbol = s.symbol AND n.timeframe = '1m'
-                  AND (date_bin(make_interval(secs => secs), n.open_time, timestamptz 'epoch')
-                         < date_bin(make_interval(secs => secs), newest, timestamptz 'epoch')
+                  AND (date_bin(iv, n.open_time, timestamptz 'epoch')
+                         < date_bin(iv, newest, timestamptz 'epoch')
                        OR NOT EXISTS (
                            SELECT 1 FROM candles c
                            WHERE c.symbol = s.symbol AND c.timeframe = '1m'
                              AND c.open_time < n.open_time
-                             AND c.open_time >= date_bin(make_interval(secs => secs),
-                                                         n.open_time, timestamptz 'epoch'))))
+                             AND c.open_time >= date_bin(iv, n.open_time,
+                                                         timestamptz 'epoch'))))
             INTO closed;
             IF closed THEN
                 PERFORM pg_notify('predictd_candles', s.symbol || ':' || tf);

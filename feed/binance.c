@@ -750,7 +750,12 @@ static void on_trade(binance *b, bsym *s, const feed_trade *t)
         return;
     }
     struct emit_ctx e = {b, s};
+    feed_agg_stats before, after;
+    feed_agg_stats_get(s->agg, &before);
     int rc = feed_agg_push(s->agg, t, on_emit, &e);
+    feed_agg_stats_get(s->agg, &after);
+    feed_sink_note_trades(b->sink, after.trades - before.trades,
+                          after.corrections - before.corrections);
     if (rc)
         LOG_WARN(MOD, "%s: trade %lld not aggregated: %s", s->name, (long long)t->id,
                  util_strerror(rc));

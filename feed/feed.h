@@ -73,7 +73,9 @@ int feed_trades_csv_parse(const char *text, size_t len, feed_trade **out, size_t
  * seen before is ignored. A trade of an already emitted minute (within the
  * last FEED_AGG_KEEP_MINUTES) updates that candle, which is emitted again
  * with correction = true (as are the flat minutes after it whose price it
- * changes); an older one is dropped and counted as too_late.
+ * changes); an older one is dropped and counted as too_late. A trade
+ * earlier than the first minute seen (within the kept span, before any
+ * minute was dropped) adds its minute and flat ones up to the first.
  *
  * The emit callback receives a candle (open time t in Unix seconds, aligned
  * to the minute) owned by the aggregator for the duration of the call; its
@@ -132,6 +134,11 @@ int feed_sink_trade(feed_sink *s, const char *symbol, const feed_trade *t);
  * PD_EINVAL (misaligned or bad values: dropped), PD_EDB (kept and written
  * again with the symbol's next call). */
 int feed_sink_candles(feed_sink *s, const char *symbol, const features_candle *c, size_t n);
+/* A connector that aggregates trades itself (binance.c keeps one
+ * aggregator per symbol so that REST can take minutes over) hands its
+ * closed candles to feed_sink_candles and reports how many trades and
+ * corrections it aggregated here, for the feed's status. Thread-safe. */
+void feed_sink_note_trades(feed_sink *s, uint64_t trades, uint64_t corrections);
 /* The clock: closes every symbol's minutes that ended at or before now_ms
  * (flat candles for minutes without trades). Call it every few seconds. */
 int feed_sink_tick(feed_sink *s, int64_t now_ms);

@@ -122,6 +122,14 @@ static void *run(void *arg)
             }
         }
         if (!running && lk && !held) {
+            if (!said_standby) {
+                store_feed_status st = {.updated_at = util_now()};
+                snprintf(st.feed, sizeof st.feed, "%.*s", (int)strcspn(l->spec, ":"), l->spec);
+                snprintf(st.state, sizeof st.state, "standby");
+                snprintf(st.source, sizeof st.source,
+                         "another process holds the feed's leader lock and ingests");
+                store_feed_status_set(&st);
+            }
             atomic_store(&l->standby, true);
             if (!said_standby)
                 LOG_INFO(MOD, "another process ingests the feed: standing by");
@@ -130,6 +138,8 @@ static void *run(void *arg)
         feed__sleep_ms(LOCK_RETRY_S * 1000, &l->stop);
     }
     stop_feed(l);
+    if (atomic_load(&l->standby))
+        store_feed_status_set(NULL);
     store_lock_close(lk);
     store_thread_cleanup();
     return NULL;

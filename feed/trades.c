@@ -53,6 +53,7 @@ typedef struct idset {
 struct feed_agg {
     minute ring[KEEP];
     bool have;          /* a first trade was seen */
+    bool evicted;       /* minutes have left the ring */
     int64_t lo, hi;     /* minutes [lo, hi] are in the ring */
     int64_t emitted_to; /* minutes < emitted_to have been emitted */
     idset ids;
@@ -191,8 +192,10 @@ static void extend_flat(feed_agg *a)
     a->hi++;
     minute *m = slot(a, a->hi);
     *m = (minute){.mi = a->hi, .o = px, .h = px, .l = px, .c = px, .v = 0};
-    if (a->hi - a->lo >= KEEP)
+    if (a->hi - a->lo >= KEEP) {
         a->lo = a->hi - KEEP + 1;
+        a->evicted = true;
+    }
 }
 
 static void start_minute(minute *m, int64_t mi, const feed_trade *t)
@@ -240,6 +243,32 @@ static int emit_until(feed_agg *a, int64_t to, feed_agg_emit_fn emit, void *arg)
     return 0;
 }
 
+/* A trade of minute mi < lo (hi - mi < KEEP, nothing evicted): minute mi
+ * from it, flat minutes from mi + 1 to lo - 1 at its close. The new minutes
+ * are emitted now when the old first one was (they are older), else with
+ * it. */
+static int extend_back(feed_agg *a, int64_t mi, const feed_trade *t, feed_agg_emit_fn emit,
+                       void *arg)
+{
+    int64_t old_lo = a->lo;
+    start_minute(slot(a, mi), mi, t);
+    for (int64_t k = mi + 1; k < old_lo; k++) {
+        double px = t->price;
+        *slot(a, k) = (minute){.mi = k, .o = px, .h = px, .l = px, .c = px};
+    }
+    a->lo = mi;
+    if (a->emitted_to == old_lo) {
+        a->emitted_to = mi; /* nothing emitted yet: they go out with the rest */
+        return 0;
+    }
+    for (int64_t k = mi; k < old_lo; k++) {
+        int rc = emit_minute(a, slot(a, k), false, emit, arg);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int feed_agg_push(feed_agg *a, const feed_trade *t, feed_agg_emit_fn emit, void *arg)
 {
     if (!a || !t || !isfinite(t->price) || t->price <= 0 || !isfinite(t->amount) ||
@@ -257,13 +286,19 @@ int feed_agg_push(feed_agg *a, const feed_trade *t, feed_agg_emit_fn emit, void 
         a->st.duplicates++;
         return 0;
     }
-    if (mi < a->lo) {
+    if (mi < a->lo && (a->evicted || a->hi - mi >= KEEP)) {
         a->st.too_late++;
         return 0;
     }
-    int rc = idset_put(&a->ids, t->id, mi, a->lo);
+    int rc = idset_put(&a->ids, t->id, mi, mi < a->lo ? mi : a->lo);
     if (rc)
         return rc;
+    if (mi < a->lo) {
+        /* Earlier than every minute so far, and nothing dropped yet: the
+         * ring grows backwards (flat minutes up to the old first one). */
+        a->st.trades++;
+        return extend_back(a, mi, t, emit, arg);
+    }
     a->st.trades++;
     if (mi > a->hi) {
         /* Closes the open minute and the flat ones up to this trade's. */
@@ -273,8 +308,10 @@ int feed_agg_push(feed_agg *a, const feed_trade *t, feed_agg_emit_fn emit, void 
             extend_flat(a);
         a->hi = mi;
         start_minute(slot(a, mi), mi, t);
-        if (a->hi - a->lo >= KEEP)
+        if (a->hi - a->lo >= KEEP) {
             a->lo = a->hi - KEEP + 1;
+            a->evicted = true;
+        }
         return 0;
     }
     minute *m = slot(a, mi);

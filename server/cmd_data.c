@@ -100,7 +100,9 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
     memcpy(tfs, demo_timeframes, sizeof demo_timeframes);
     long count = 6000;
     unsigned long long seed = 42;
-    int if_empty = 0;
+    int if_empty = 0, demo = 0;
+    long behind = 0;
+    const char *demo_files = NULL;
     char *symlist = NULL, *tflist = NULL;
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -114,13 +116,27 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
             seed = strtoull(v, NULL, 10);
         else if (!strcmp(argv[i], "--if-empty"))
             if_empty = 1;
+        else if (!strcmp(argv[i], "--demo"))
+            demo = 1;
+        else if ((v = flag_value(argc, argv, &i, "--demo-files"))) {
+            demo = 1;
+            demo_files = v;
+        } else if ((v = flag_value(argc, argv, &i, "--behind")))
+            behind = strtol(v, NULL, 10);
         else {
             fprintf(stderr,
                     "usage: predictd seed [--symbols A,B] [--timeframes 15m,1h] [--count N] "
                     "[--seed N] [--if-empty]\n"
+                    "       predictd seed --demo [--demo-files A.csv.gz,B.csv] [--behind MIN] "
+                    "[--if-empty]\n"
                     "Writes N deterministic synthetic candles per series (default: 8 demo "
                     "symbols x 15m,1h,4h,1d, 6000 each,\nending at the last closed candle). "
-                    "--if-empty does nothing when the table has candles.\n");
+                    "--if-empty does nothing when the table has candles.\n"
+                    "--demo writes real 1m candles instead (data/demo/*.csv.gz, or "
+                    "PREDICTD_DEMO_DIR):\nthe first %d%% of each file, relabelled to end at "
+                    "the last closed minute (less --behind\nminutes); 5m..1d are derived. "
+                    "The demo feed (PREDICTD_FEED=demo) replays the rest.\n",
+                    FEED_DEMO_SEED_PERCENT);
             free(symlist);
             free(tflist);
             return cmd_wants_help(argc, argv) ? 0 : 2;
@@ -163,6 +179,22 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
         }
     }
     int64_t now = util_now();
+    if (demo) {
+        char why[512] = "";
+        size_t k = 0;
+        if (behind < 0 || behind > 100000) {
+            fprintf(stderr, "predictd seed: --behind must be 0..100000 minutes\n");
+            goto out_db;
+        }
+        int rc = feed_demo_seed(demo_files, now, (int)behind, &k, why, sizeof why);
+        if (rc) {
+            fprintf(stderr, "predictd seed: %s\n", why[0] ? why : util_strerror(rc));
+            goto out_db;
+        }
+        fprintf(stderr, "predictd seed: %zu demo symbols seeded with real 1m candles\n", k);
+        exit_code = 0;
+        goto out_db;
+    }
     for (size_t s = 0; s < nsym; s++)
         for (size_t t = 0; t < ntf; t++) {
             features_candle *c = NULL;
@@ -212,6 +244,82 @@ static int read_input(const char *path, char **out, size_t *len)
     return 0;
 }
 
+struct trades_out {
+    features_candle *c;
+    size_t n, cap;
+};
+
+/* Collects the aggregator's candles; a correction replaces its minute. */
+static int collect_candle(const features_candle *c, bool correction, void *arg)
+{
+    struct trades_out *o = arg;
+    if (correction)
+        for (size_t i = o->n; i-- > 0;)
+            if (o->c[i].t == c->t) {
+                o->c[i] = *c;
+                return 0;
+            }
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? 2 * o->cap : 1024;
+        features_candle *v = realloc(o->c, cap * sizeof *v);
+        if (!v)
+            return PD_ENOMEM;
+        o->c = v;
+        o->cap = cap;
+    }
+    o->c[o->n++] = *c;
+    return 0;
+}
+
+/* A trades CSV: through the aggregator into 1m base candles. */
+static int import_trades(server_config *cfg, const char *file, const char *symbol,
+                         const char *text, size_t len)
+{
+    feed_trade *t = NULL;
+    size_t n = 0;
+    char why[256] = "";
+    int rc = feed_trades_csv_parse(text, len, &t, &n, why, sizeof why);
+    if (rc) {
+        fprintf(stderr, "predictd import: %s: %s\n", file, why[0] ? why : util_strerror(rc));
+        return 1;
+    }
+    feed_agg *agg = NULL;
+    struct trades_out o = {0};
+    if ((rc = feed_agg_new(&agg)) == 0) {
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = feed_agg_push(agg, &t[i], collect_candle, &o);
+        if (rc == 0)
+            rc = feed_agg_finish(agg, collect_candle, &o);
+    }
+    feed_agg_stats st = {0};
+    if (agg)
+        feed_agg_stats_get(agg, &st);
+    feed_agg_free(agg);
+    free(t);
+    int exit_code = 1;
+    if (rc) {
+        fprintf(stderr, "predictd import: %s: %s\n", file, util_strerror(rc));
+        goto out;
+    }
+    if (need_db(cfg, "import"))
+        goto out;
+    rc = store_upsert_base_candles(symbol, o.c, o.n);
+    store_shutdown();
+    if (rc) {
+        fprintf(stderr, "predictd import: %s (nothing was stored)\n", util_strerror(rc));
+        goto out;
+    }
+    fprintf(stderr,
+            "predictd import: %zu trades (%llu duplicates ignored, %llu corrections) -> %zu 1m "
+            "candles of %s stored; 5m 15m 1h 4h 1d derived\n",
+            n, (unsigned long long)st.duplicates, (unsigned long long)st.corrections, o.n,
+            symbol);
+    exit_code = 0;
+out:
+    free(o.c);
+    return exit_code;
+}
+
 int cmd_import(server_config *cfg, int argc, char **argv)
 {
     const char *file = NULL, *symbol = NULL, *tf = NULL;
@@ -228,11 +336,17 @@ int cmd_import(server_config *cfg, int argc, char **argv)
             break;
         }
     }
-    if (cmd_wants_help(argc, argv) || !file || !symbol || !tf) {
+    if (cmd_wants_help(argc, argv) || !file || !symbol) {
         fprintf(stderr,
-                "usage: predictd import FILE --symbol SYMBOL --timeframe TF\n"
+                "usage: predictd import FILE --symbol SYMBOL [--timeframe TF]\n"
                 "Loads candles from a Binance kline CSV (12 columns, with or without header,\n"
-                "ms or us times) or open_time,open,high,low,close,volume (RFC 3339 or epoch).\n"
+                "ms or us times) or open_time,open,high,low,close,volume (RFC 3339 or epoch);\n"
+                "--timeframe is required for candles. A trades CSV (header\n"
+                "time,id,side,price,amount) is aggregated into 1m candles (duplicate ids\n"
+                "ignored; a minute without trades is flat at the previous close).\n"
+                "1m candles are the symbol's base: 5m 15m 1h 4h 1d are derived from them in\n"
+                "the database. A higher timeframe imported directly is a native series; a\n"
+                "derived series refuses direct imports.\n"
                 "One transaction: a bad row aborts the import with its line number, nothing\n"
                 "partial is stored. Re-importing the same rows is idempotent (upsert).\n");
         return cmd_wants_help(argc, argv) ? 0 : 2;
@@ -241,7 +355,7 @@ int cmd_import(server_config *cfg, int argc, char **argv)
         fprintf(stderr, "predictd import: symbol '%s' must match ^[A-Z0-9]{2,20}$\n", symbol);
         return 2;
     }
-    if (!util_tf_seconds(tf)) {
+    if (tf && !util_tf_seconds(tf)) {
         fprintf(stderr, "predictd import: timeframe '%s' must be one of %s\n", tf, util_tf_list());
         return 2;
     }
@@ -251,6 +365,22 @@ int cmd_import(server_config *cfg, int argc, char **argv)
     if (rc) {
         fprintf(stderr, "predictd import: %s: %s\n", file, util_strerror(rc));
         return 1;
+    }
+    if (feed_trades_csv_is(text, len)) {
+        if (tf && strcmp(tf, "1m") != 0) {
+            fprintf(stderr, "predictd import: %s is a trades file: it makes 1m candles, not %s\n",
+                    file, tf);
+            free(text);
+            return 2;
+        }
+        int ec = import_trades(cfg, file, symbol, text, len);
+        free(text);
+        return ec;
+    }
+    if (!tf) {
+        fprintf(stderr, "predictd import: %s holds candles: --timeframe is required\n", file);
+        free(text);
+        return 2;
     }
     features_candle *c = NULL;
     size_t n = 0;
@@ -278,14 +408,31 @@ int cmd_import(server_config *cfg, int argc, char **argv)
         free(c);
         return 1;
     }
-    rc = store_upsert_candles(symbol, tf, c, n);
+    bool base = !strcmp(tf, "1m");
+    int kind = STORE_SERIES_NONE;
+    if (!base && (rc = store_series_kind(symbol, tf, &kind)) == 0 &&
+        kind == STORE_SERIES_DERIVED) {
+        fprintf(stderr,
+                "predictd import: series %s:%s is derived from %s:1m and refuses direct writes; "
+                "import its 1m candles instead (nothing was stored)\n",
+                symbol, tf, symbol);
+        store_shutdown();
+        free(c);
+        return 1;
+    }
+    rc = base ? store_upsert_base_candles(symbol, c, n) : store_upsert_candles(symbol, tf, c, n);
     store_shutdown();
     free(c);
     if (rc) {
         fprintf(stderr, "predictd import: %s (nothing was stored)\n", util_strerror(rc));
         return 1;
     }
-    fprintf(stderr, "predictd import: %zu candles of %s %s stored\n", n, symbol, tf);
+    if (base)
+        fprintf(stderr, "predictd import: %zu candles of %s 1m stored; 5m 15m 1h 4h 1d derived\n",
+                n, symbol);
+    else
+        fprintf(stderr, "predictd import: %zu candles of %s %s stored (native series)\n", n,
+                symbol, tf);
     return 0;
 }
 

@@ -242,17 +242,26 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
         jobs.loop_running = rc == 0 && loop != NULL;
         jobs.loop = jobs.loop_running ? loop : NULL;
     }
+    if (cfg->feed && *cfg->feed) {
+        /* a feed_leader: runs the connector while this process holds the
+         * feed's advisory lock, stands by while another replica does */
+        if (!cfg->database_url)
+            LOG_ERROR("server", "PREDICTD_FEED needs a database (PREDICTD_DATABASE_URL)");
+        else
+            (void)server_feed_start(cfg, &jobs.feed);
+        if (!jobs.feed) {
+            api_http_stop(http, 0);
+            predict_loop_stop(loop);
+            exit_code = 2;
+            goto out_ctx;
+        }
+        api_http_set_metrics_hook(http, server_feed_metrics, jobs.feed);
+    }
     (void)api_http_add_job(http, "model_scanner", scanner_probe, &jobs);
     (void)api_http_add_job(http, "inference_loop", loop_probe, &jobs);
     (void)api_http_add_job(http, "training", training_probe, &jobs);
-    if (cfg->feed) {
-        if (!cfg->database_url)
-            LOG_WARN("server", "PREDICTD_FEED is set but there is no database to write to");
-        else if (server_feed_start(cfg, &jobs.feed) == 0) {
-            api_http_set_metrics_hook(http, server_feed_metrics, jobs.feed);
-            (void)api_http_add_job(http, "feed", feed_probe, &jobs);
-        }
-    }
+    if (jobs.feed)
+        (void)api_http_add_job(http, "feed", feed_probe, &jobs);
     LOG_INFO("server", "ready to serve (pid %d)", (int)getpid());
 
     for (;;) {

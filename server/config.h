@@ -24,6 +24,7 @@ typedef struct server_config {
     char *log_format;     /* "text" | "json" */
     char *log_level;      /* "debug" | "info" | "warn" | "error" */
     char *cors_origins;   /* comma-separated, NULL: none */
+    char *feed;           /* PREDICTD_FEED "name[:args]", NULL: no feed */
     int reload_interval;  /* seconds, 0 = on demand only */
     int rate_limit;       /* requests/s per client address, 0 = off */
     int rate_burst;       /* bucket size, 0 = twice rate_limit */
@@ -36,7 +37,6 @@ typedef struct server_config {
     bool access_log;
     char *migrations_dir;
     char *web_dir;         /* the dashboard page served at / */
-    char *feed;             /* PREDICTD_FEED "name:args", NULL: no feed */
     char *binance_ws_url;   /* PREDICTD_BINANCE_WS_URL */
     char *binance_rest_url; /* PREDICTD_BINANCE_REST_URL */
     int binance_renew;      /* PREDICTD_BINANCE_RENEW: seconds before a stream is renewed */

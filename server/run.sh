@@ -51,13 +51,29 @@ fi
 
 export PREDICTD_MODELS_DIR=${PREDICTD_MODELS_DIR:-$root/models}
 "$bin" migrate
-"$bin" seed --if-empty
+# The demo: real 1m candles of data/demo relabelled to end now, kept live by
+# the demo feed (one real minute a minute). PREDICTD_FEED set to another feed
+# (an exchange) is used as it is, without demo data.
+export PREDICTD_FEED=${PREDICTD_FEED:-demo}
+case $PREDICTD_FEED in
+demo | demo:*)
+    demo_files=${PREDICTD_FEED#demo}
+    demo_files=${demo_files#:}
+    "$bin" seed --if-empty --demo ${demo_files:+--demo-files "$demo_files"} \
+        ${PREDICTD_DEMO_BEHIND:+--behind "$PREDICTD_DEMO_BEHIND"}
+    ;;
+esac
 
 if ! find "$PREDICTD_MODELS_DIR" -mindepth 3 -maxdepth 3 -type d -regex '.*/[1-9][0-9]*' 2>/dev/null | grep -q .; then
     echo "run: the model repository is empty: training demo models (softmax, one per series)"
-    for tf in 15m 1h 4h 1d; do
+    # Eight days of 1m history: enough for 1m, 5m and 15m with the default
+    # window, for 1h with a shorter one, not for 4h and 1d (they answer
+    # "insufficient data" until history grows).
+    for tf in 1m 5m 15m; do
         "$bin" train --all --timeframe "$tf" --seed 1
     done
+    "$bin" train --all --timeframe 1h --seed 1 --window 80 ||
+        echo "run: no 1h models (too little history)"
 fi
 
 if [ -z "${PREDICTD_API_KEY:-}" ] && [ ! -f "${PREDICTD_API_KEY_FILE:-$root/.predictd_key}" ]; then
@@ -69,11 +85,12 @@ cat <<MSG
 
 predictd is starting on http://$listen  (Ctrl-C stops it)
 
-  curl 'http://$listen/api/predictions?timeframe=15m'
-  curl 'http://$listen/api/predictions/BTCUSDT?timeframe=1h'
-  curl 'http://$listen/api/predictions/BTCUSDT/summary'
+  curl 'http://$listen/api/predictions?timeframe=1m'
+  curl 'http://$listen/api/predictions/ETHBTC?timeframe=15m'
+  curl 'http://$listen/api/predictions/ETHBTC/summary'
   curl 'http://$listen/api/models'
   curl 'http://$listen/health/ready'
+  curl 'http://$listen/health/status'     # "feed": "demo-replay" while the demo runs
   curl 'http://$listen/metrics'
   curl -H "X-API-Key: \$(cat .predictd_key)" 'http://$listen/admin/models'
 
