@@ -214,6 +214,55 @@ static void histogram(util_buf *b, const char *name, const char *labels, const d
                         (unsigned long long)cum);
 }
 
+/* The market-data feed of this process (store_feed_status); nothing when
+ * none runs here. */
+static void render_feed(util_buf *b, int64_t now)
+{
+    static const char *const states[] = {"connecting", "connected", "lagging", "backfilling",
+                                         "down"};
+    store_feed_status f;
+    if (store_feed_status_get(&f) != 0)
+        return;
+    bool up = !strcmp(f.state, "connected") || !strcmp(f.state, "lagging") ||
+              !strcmp(f.state, "backfilling");
+    header(b, "predictd_feed_up", "gauge",
+           "1 while the market-data feed delivers (connected, lagging or backfilling), else 0.");
+    util_buf_puts(b, "predictd_feed_up{");
+    label(b, "feed", f.feed, true);
+    util_buf_printf(b, "} %d\n", up ? 1 : 0);
+    header(b, "predictd_feed_state", "gauge", "The feed's state: 1 for the current one.");
+    for (size_t i = 0; i < sizeof states / sizeof *states; i++) {
+        util_buf_puts(b, "predictd_feed_state{");
+        label(b, "feed", f.feed, true);
+        label(b, "state", states[i], false);
+        util_buf_printf(b, "} %d\n", !strcmp(f.state, states[i]));
+    }
+    struct {
+        const char *name, *help;
+        uint64_t v;
+    } c[] = {
+        {"predictd_feed_candles_total", "1m base candles the feed wrote.", f.candles},
+        {"predictd_feed_trades_total", "Trades the feed aggregated.", f.trades},
+        {"predictd_feed_corrections_total", "Base candles written again (late trades).",
+         f.corrections},
+        {"predictd_feed_write_errors_total", "Failed base candle writes.", f.write_errors},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        header(b, c[i].name, "counter", c[i].help);
+        util_buf_printf(b, "%s{", c[i].name);
+        label(b, "feed", f.feed, true);
+        util_buf_printf(b, "} %llu\n", (unsigned long long)c[i].v);
+    }
+    if (f.last_candle) {
+        header(b, "predictd_feed_last_candle_age_seconds", "gauge",
+               "Seconds since the newest base candle the feed wrote closed.");
+        util_buf_puts(b, "predictd_feed_last_candle_age_seconds{");
+        label(b, "feed", f.feed, true);
+        int64_t age = now - f.last_candle - 60;
+        util_buf_printf(b, "} %lld\n", (long long)(age > 0 ? age : 0));
+    }
+}
+
 void api_metrics_render_staleness(struct api_http *h, util_buf *b, int64_t now)
 {
     predict_freshness *s = calloc(METRIC_SERIES_MAX, sizeof *s);
@@ -334,6 +383,7 @@ static void render_predictions(struct api_http *h, util_buf *b)
     util_buf_printf(b, "predictd_predictions_computed_total %llu\n",
                     (unsigned long long)cs.computed);
     api_metrics_render_staleness(h, b, util_now());
+    render_feed(b, util_now());
 
     header(b, "predictd_db_queries_total", "counter", "PostgreSQL queries.");
     util_buf_printf(b, "predictd_db_queries_total %llu\n", (unsigned long long)fst.db_queries);

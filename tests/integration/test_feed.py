@@ -14,6 +14,7 @@ assertions.
 import calendar
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -292,6 +293,10 @@ def demo_feed_moves_every_1m_prediction():
         f = status["components"]["feed"]
         check(f["state"] in ("connected", "lagging"), str(f))
         check(f["candles"] > 0 and "data/demo" in f["source"], str(f))
+        st, _, text = svc.get("/metrics")
+        text = text.decode() if isinstance(text, bytes) else text
+        check('predictd_feed_up{feed="demo-replay"} 1' in text, "no predictd_feed_up 1 in /metrics")
+        check('predictd_feed_candles_total{feed="demo-replay"}' in text, "no feed counters")
         # one symbol's timeframes agree: the last closed 5m candle is the roll-up
         # of its 1m candles
         for sym in start:
@@ -306,6 +311,17 @@ def demo_feed_moves_every_1m_prediction():
     # the seed is idempotent: a second one writes nothing
     p = cli("seed", "--if-empty", "--demo", env={"PREDICTD_DEMO_DIR": demo_dir})
     check("already stored" in p.stderr, p.stderr)
+
+
+@test
+def prometheus_rules_check_and_pass_their_tests():
+    if not shutil.which("promtool"):
+        raise Skip("promtool is not installed (make deps installs Debian's prometheus)")
+    d = os.path.join(ROOT, "docker", "prometheus")
+    for args in (["check", "rules", "predictd.rules.yml"],
+                 ["test", "rules", "predictd.rules.test.yml"]):
+        p = subprocess.run(["promtool", *args], cwd=d, capture_output=True, text=True, timeout=120)
+        check(p.returncode == 0 and "SUCCESS" in p.stdout, p.stdout + p.stderr)
 
 
 @test

@@ -424,21 +424,74 @@ TEST(list_symbols)
         CHECK_EQ_INT(store_upsert_candles(syms[i], "5m", c, 3), 0);
     CHECK_EQ_INT(store_upsert_candles("ONLY1D", "1d", c, 1), PD_EINVAL); /* misaligned for 1d */
     free(c);
+    /* Other tests' 1m candles have derived 5m and 1d series too: the list
+     * holds these three, in order, among sorted others. */
     char **v;
     size_t n;
     CHECK_EQ_INT(store_list_symbols("5m", &v, &n), 0);
-    CHECK_EQ_INT(n, 3);
-    if (n == 3) {
-        CHECK_EQ_STR(v[0], "AAAUSDT");
-        CHECK_EQ_STR(v[1], "MMMUSDT");
-        CHECK_EQ_STR(v[2], "ZECUSDT");
+    size_t found = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            CHECK(strcmp(v[i - 1], v[i]) < 0);
+        if (found < 3 && !strcmp(v[i], (const char *[]){"AAAUSDT", "MMMUSDT", "ZECUSDT"}[found]))
+            found++;
     }
+    CHECK_EQ_INT(found, 3);
     store_strv_free(v, n);
     CHECK_EQ_INT(store_list_symbols("1d", &v, &n), 0);
-    CHECK_EQ_INT(n, 0);
+    for (size_t i = 0; i < n; i++)
+        CHECK(strcmp(v[i], "ONLY1D") != 0);
     store_strv_free(v, n);
     CHECK_EQ_INT(store_list_symbols("3d", &v, &n), PD_ETIMEFRAME);
     store_strv_free(NULL, 0);
+}
+
+/* 1m candles are the base: 5m..1d are derived in the database, and a
+ * derived series refuses direct writes. */
+TEST(base_candles_derive_every_timeframe)
+{
+    UNIT_NEED_ENV(DB_ENV);
+    CHECK_EQ_INT(init_normal(false), 0);
+    int64_t t0 = last_closed("1d", NOW) - 86400;
+    features_candle c[10];
+    for (int i = 0; i < 10; i++)
+        c[i] = (features_candle){.t = t0 + 60 * i, .open = 10 + i, .high = 12 + i,
+                                 .low = 9 + i, .close = 11 + i, .volume = 2};
+    int kind = -1;
+    CHECK_EQ_INT(store_series_kind("DERIVUSD", "5m", &kind), 0);
+    CHECK_EQ_INT(kind, STORE_SERIES_NONE);
+    CHECK_EQ_INT(store_upsert_base_candles("DERIVUSD", c, 10), 0);
+    CHECK_EQ_INT(store_series_kind("DERIVUSD", "1m", &kind), 0);
+    CHECK_EQ_INT(kind, STORE_SERIES_BASE);
+    CHECK_EQ_INT(store_series_kind("DERIVUSD", "4h", &kind), 0);
+    CHECK_EQ_INT(kind, STORE_SERIES_DERIVED);
+    CHECK_EQ_STR(store_series_kind_name(kind), "derived");
+    features_candle *out;
+    size_t n;
+    CHECK_EQ_INT(store_load_range("DERIVUSD", "5m", 0, 0, NOW, &out, &n), 0);
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK(out[0].open == 10 && out[0].high == 16 && out[0].low == 9 && out[0].close == 15);
+        CHECK(out[0].volume == 10 && out[1].open == 15 && out[1].close == 20);
+    }
+    free(out);
+    CHECK_EQ_INT(store_load_range("DERIVUSD", "1d", 0, 0, NOW, &out, &n), 0);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1)
+        CHECK(out[0].open == 10 && out[0].high == 21 && out[0].close == 20 && out[0].volume == 20);
+    free(out);
+    /* a derived series refuses a direct write */
+    features_candle d = {.t = t0, .open = 1, .high = 1, .low = 1, .close = 1, .volume = 1};
+    CHECK_EQ_INT(store_upsert_candles("DERIVUSD", "5m", &d, 1), PD_EINVAL);
+    /* a correction of one minute corrects its buckets */
+    c[3].high = 100;
+    CHECK_EQ_INT(store_upsert_base_candles("DERIVUSD", &c[3], 1), 0);
+    CHECK_EQ_INT(store_load_range("DERIVUSD", "1h", 0, 0, NOW, &out, &n), 0);
+    CHECK(n == 1 && out[0].high == 100);
+    free(out);
+    CHECK_EQ_INT(store_series_kind("bad", "5m", &kind), PD_ESYMBOL);
+    CHECK_EQ_INT(store_series_kind("DERIVUSD", "7m", &kind), PD_ETIMEFRAME);
+    CHECK_EQ_INT(store_series_kind("DERIVUSD", "5m", NULL), PD_EINVAL);
 }
 
 TEST(cache_hit_path)
@@ -993,6 +1046,7 @@ int main(void)
     RUN(big_upsert);
     RUN(unknown_series_and_bad_arguments);
     RUN(list_symbols);
+    RUN(base_candles_derive_every_timeframe);
     RUN(cache_hit_path);
     RUN(multi_symbol_windows);
     RUN(generic_cache_values);
