@@ -223,6 +223,10 @@ static void render_feed(util_buf *b, int64_t now)
     store_feed_status f;
     if (store_feed_status_get(&f) != 0)
         return;
+    /* a replica on standby (another one holds the feed's leader lock)
+     * exports no feed series: predictd_feed_leader says it waits */
+    if (!strcmp(f.state, "standby"))
+        return;
     bool up = !strcmp(f.state, "connected") || !strcmp(f.state, "lagging") ||
               !strcmp(f.state, "backfilling");
     header(b, "predictd_feed_up", "gauge",

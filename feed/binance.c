@@ -1036,7 +1036,7 @@ static void b_metrics(feed_connector *self, util_buf *out)
          "Trades received in the last whole local minute, per symbol."},
         {"predictd_feed_last_trade_age_seconds", "gauge",
          "Seconds since the last trade was received (-1: none yet)."},
-        {"predictd_feed_trades_total", "counter", "Trades received from the stream."},
+        {"predictd_feed_symbol_trades_total", "counter", "Trades received from the stream, per symbol."},
         {"predictd_feed_backfilled_candles_total", "counter",
          "1m candles written from the REST API (backfill after a disconnect or a gap)."},
         {"predictd_feed_rejected_messages_total", "counter",

@@ -168,7 +168,7 @@ def feed_survives_every_fault_and_every_minute_matches():
         check(metric(m, "predictd_feed_reconnects_total") >= 1, "reconnects counted")
         check(metric(m, "predictd_feed_backfilled_candles_total") >= 30, "backfill counted")
         check(metric(m, "predictd_feed_rejected_messages_total") >= 2, "rejects counted")
-        check(metric(m, "predictd_feed_trades_total") > 10000, "trades counted")
+        check(metric(m, "predictd_feed_symbol_trades_total") > 10000, "trades counted")
         metric(m, "predictd_feed_trades_per_minute")
         check(metric(m, "predictd_feed_last_trade_age_seconds") >= 0, "last trade age")
         check("predictd_feed_leader 1" in m, "serve ingests")
