@@ -104,6 +104,7 @@ typedef struct bsym {
     int64_t max_id;         /* highest trade id seen, -1: none */
     int64_t max_id_t;       /* its time */
     int64_t dirty_from, dirty_to; /* unsure minutes [from, to), 0/0: none */
+    uint64_t refetch_not_before;  /* util_mono_ns(): after a failed refetch, wait */
     gap gaps[GAPS_MAX];
     size_t ngaps;
     /* counters (any thread reads) */
@@ -580,8 +581,8 @@ static int backfill(binance *b)
         int64_t from = stored_upto(s->name);
         if (from < s->rest_upto)
             from = s->rest_upto;
-        if (!from || from < cur - INITIAL_BACKFILL_MIN * MINUTE_MS)
-            from = from ? from : cur - INITIAL_BACKFILL_MIN * MINUTE_MS;
+        if (!from) /* nothing stored: the last INITIAL_BACKFILL_MIN minutes */
+            from = cur - INITIAL_BACKFILL_MIN * MINUTE_MS;
         if ((rc = refetch(b, s, from, cur)) != 0)
             return rc;
         if (s->dirty_from == 0 || cur < s->dirty_from)
@@ -676,12 +677,15 @@ static void settle(binance *b, bsym *s)
         }
         i++;
     }
-    if (s->dirty_to && s->dirty_to + GRACE_MS <= now) {
+    if (s->dirty_to && s->dirty_to + GRACE_MS <= now &&
+        util_mono_ns() >= s->refetch_not_before) {
         int prev = atomic_load(&b->state);
         set_state(b, FEED_STATE_BACKFILLING);
         /* the current minute stays with the aggregator */
         if (refetch(b, s, s->dirty_from, floor_min(now)) == 0)
             s->dirty_from = s->dirty_to = 0;
+        else /* REST is down or refuses: keep streaming, try again later */
+            s->refetch_not_before = util_mono_ns() + UINT64_C(30000000000);
         set_state(b, prev);
     }
 }
@@ -868,12 +872,16 @@ static void *run(void *arg)
         int rc = 0;
         char why[256] = "";
         if (!have_info || util_now() - info_at > 86400) {
-            rc = exchange_info(b);
-            have_info = rc == 0 || (rc != PD_EUNKNOWNSYM && have_info);
-            if (rc == 0)
-                info_at = util_now();
-            if (rc == 0 && (rc = build_ws_url(b)) != 0)
+            /* a failed daily refresh keeps what the last one said */
+            int irc = exchange_info(b);
+            if (irc == 0 && (irc = build_ws_url(b)) != 0)
                 set_error(b, "stream URL too long");
+            if (irc == 0) {
+                have_info = true;
+                info_at = util_now();
+            }
+            if (!have_info)
+                rc = irc;
         }
         feed__ws *ws = NULL;
         if (rc == 0 && (rc = feed__ws_connect(b->ws_url, 10000, &ws, why, sizeof why)) != 0) {

@@ -77,17 +77,16 @@ static int start_feed(feed_leader *l)
 
 static void stop_feed(feed_leader *l)
 {
+    /* unpublished first: a scrape never reads a connector being stopped */
     pthread_mutex_lock(&l->run_lock);
     feed_connector *c = l->conn;
     feed_sink *s = l->sink;
+    l->conn = NULL;
+    l->sink = NULL;
     pthread_mutex_unlock(&l->run_lock);
     if (!c)
         return;
     c->stop(c); /* joins its threads: no call on the sink after this */
-    pthread_mutex_lock(&l->run_lock);
-    l->conn = NULL;
-    l->sink = NULL;
-    pthread_mutex_unlock(&l->run_lock);
     c->free(c);
     feed_sink_free(s);
 }

@@ -192,6 +192,12 @@ def feed_survives_every_fault_and_every_minute_matches():
         while time.time() < deadline and si.stats()["ws_connections"] == conns:
             time.sleep(0.5)
         check(si.stats()["ws_connections"] > conns, "the stand-by replica connected")
+        # it stops cleanly (and, in a sanitizer build, without a report)
+        ingest2.send_signal(signal.SIGTERM)
+        _, err = ingest2.communicate(timeout=30)
+        check_eq(ingest2.returncode, 0, err[-3000:])
+        check("Sanitizer" not in err and "runtime error" not in err, err[-6000:])
+        check("feed binance ingesting" in err, "the stand-by replica took over")
     finally:
         if ingest2 and ingest2.poll() is None:
             ingest2.send_signal(signal.SIGTERM)
