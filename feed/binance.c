@@ -65,14 +65,14 @@
 
 #define MOD "binance"
 #define MAX_SYMBOLS 64
-#define GRACE_MS 3000           /* a minute's trades may arrive this late */
-#define READ_SLICE_MS 500       /* the thread looks at its clock this often */
-#define SILENT_S 120            /* no frame for this long: the connection is dead */
-#define LAG_S 10                /* event time this far behind: lagging */
+#define GRACE_MS 3000     /* a minute's trades may arrive this late */
+#define READ_SLICE_MS 500 /* the thread looks at its clock this often */
+#define SILENT_S 120      /* no frame for this long: the connection is dead */
+#define LAG_S 10          /* event time this far behind: lagging */
 #define BACKOFF_MAX_MS 60000
 #define INITIAL_BACKFILL_MIN 1000 /* minutes fetched for a symbol with no candles */
 #define KLINES_LIMIT 1000
-#define GAP_BITMAP_MAX 4096     /* id gaps up to this size are tracked id by id */
+#define GAP_BITMAP_MAX 4096 /* id gaps up to this size are tracked id by id */
 #define GAPS_MAX 32
 #define MINUTE_MS INT64_C(60000)
 
@@ -83,34 +83,34 @@ static int64_t floor_min(int64_t ms)
 
 /* Trade ids missing from the stream, between two trades seen. */
 typedef struct gap {
-    int64_t lo, hi;        /* missing ids lo..hi */
-    int64_t t_before;      /* time of the trade before the gap */
-    int64_t t_after;       /* time of the trade after it */
-    uint64_t missing;      /* ids still missing */
-    uint8_t *seen;         /* bitmap over lo..hi; NULL for a large gap (never filled) */
+    int64_t lo, hi;   /* missing ids lo..hi */
+    int64_t t_before; /* time of the trade before the gap */
+    int64_t t_after;  /* time of the trade after it */
+    uint64_t missing; /* ids still missing */
+    uint8_t *seen;    /* bitmap over lo..hi; NULL for a large gap (never filled) */
 } gap;
 
 typedef struct bsym {
     char name[24];
     char lower[24];
-    bool enabled;           /* exchangeInfo knows it */
+    bool enabled; /* exchangeInfo knows it */
     /* thread-owned */
     feed_agg *agg;
-    bool agg_fresh;         /* no trade pushed since the last reset */
-    int64_t agg_first_min;  /* minute (ms) of the first trade since the reset */
-    int64_t rest_upto;      /* ms: minutes before it were written from REST; older trades drop */
-    int64_t fill_from;      /* ms: first minute a fresh aggregator has not emitted */
-    double fill_close;      /* REST's last close, NaN: unknown */
-    int64_t max_id;         /* highest trade id seen, -1: none */
-    int64_t max_id_t;       /* its time */
+    bool agg_fresh;        /* no trade pushed since the last reset */
+    int64_t agg_first_min; /* minute (ms) of the first trade since the reset */
+    int64_t rest_upto;     /* ms: minutes before it were written from REST; older trades drop */
+    int64_t fill_from;     /* ms: first minute a fresh aggregator has not emitted */
+    double fill_close;     /* REST's last close, NaN: unknown */
+    int64_t max_id;        /* highest trade id seen, -1: none */
+    int64_t max_id_t;      /* its time */
     int64_t dirty_from, dirty_to; /* unsure minutes [from, to), 0/0: none */
     uint64_t refetch_not_before;  /* util_mono_ns(): after a failed refetch, wait */
     gap gaps[GAPS_MAX];
     size_t ngaps;
     /* counters (any thread reads) */
     _Atomic uint64_t trades, rejected, backfilled, dropped_old;
-    _Atomic int64_t last_trade_wall_ms; /* local time the last trade arrived, 0: never */
-    _Atomic int64_t minute_wall;        /* the local minute of `this_minute` */
+    _Atomic int64_t last_trade_wall_ms;        /* local time the last trade arrived, 0: never */
+    _Atomic int64_t minute_wall;               /* the local minute of `this_minute` */
     _Atomic uint64_t this_minute, last_minute; /* trades received in it / the one before */
 } bsym;
 
@@ -127,13 +127,13 @@ typedef struct binance {
     /* thread-owned */
     feed__rest *rest;
     store_markets *markets;
-    int64_t xnow;          /* the exchange's clock, ms (newest seen) */
-    int64_t clock_offset;  /* server time - local time, ms, at the last sync */
+    int64_t xnow;         /* the exchange's clock, ms (newest seen) */
+    int64_t clock_offset; /* server time - local time, ms, at the last sync */
     bool clock_synced;
-    bool rejecting;        /* inside an episode of rejected messages */
-    uint64_t clean_since;  /* good messages since the last rejected one */
+    bool rejecting;       /* inside an episode of rejected messages */
+    uint64_t clean_since; /* good messages since the last rejected one */
     /* read by other threads */
-    _Atomic int state;     /* enum feed_state */
+    _Atomic int state; /* enum feed_state */
     _Atomic uint64_t reconnects, renewals, connects;
     _Atomic uint64_t unattributed; /* rejected messages naming no subscribed symbol */
     _Atomic int64_t last_event_lag_ms;
@@ -193,7 +193,7 @@ static int on_emit(const features_candle *c, bool correction, void *arg)
     struct emit_ctx *e = arg;
     (void)correction;
     if (c->t * 1000 < e->s->rest_upto)
-        return 0; /* REST wrote that minute */
+        return 0;                          /* REST wrote that minute */
     (void)write_candles(e->b, e->s, c, 1); /* the sink keeps it pending on PD_EDB */
     return 0;
 }
@@ -261,8 +261,8 @@ static bool json_num_str(json_t *v, double *out)
  * now_ms (openTime + 60 s <= now_ms). *out malloc'd. PD_EPARSE on any
  * malformed row (why says which).
  */
-int feed__binance_parse_klines(const char *body, size_t len, int64_t now_ms,
-                               features_candle **out, size_t *n, char *why, size_t whylen)
+int feed__binance_parse_klines(const char *body, size_t len, int64_t now_ms, features_candle **out,
+                               size_t *n, char *why, size_t whylen)
 {
     json_error_t jerr;
     json_t *root = json_loadb(body, len, 0, &jerr);
@@ -299,12 +299,8 @@ int feed__binance_parse_klines(const char *body, size_t len, int64_t now_ms,
         }
         if (t + MINUTE_MS > now_ms)
             continue; /* still open */
-        c[k++] = (features_candle){.t = t / 1000,
-                                   .open = v[0],
-                                   .high = v[1],
-                                   .low = v[2],
-                                   .close = v[3],
-                                   .volume = v[4]};
+        c[k++] = (features_candle){
+            .t = t / 1000, .open = v[0], .high = v[1], .low = v[2], .close = v[3], .volume = v[4]};
     }
     json_decref(root);
     if (rc) {
@@ -666,8 +662,9 @@ static void settle(binance *b, bsym *s)
     for (size_t i = 0; i < s->ngaps;) {
         gap *g = &s->gaps[i];
         if (floor_min(g->t_after) + MINUTE_MS + GRACE_MS <= now) {
-            LOG_INFO(MOD, "%s: %llu trades missing from the stream (ids %lld..%lld); their "
-                          "minutes will be fetched over REST",
+            LOG_INFO(MOD,
+                     "%s: %llu trades missing from the stream (ids %lld..%lld); their "
+                     "minutes will be fetched over REST",
                      s->name, (unsigned long long)g->missing, (long long)g->lo, (long long)g->hi);
             mark_dirty(s, g->t_before, g->t_after + 1);
             gap_free(g);
@@ -677,8 +674,7 @@ static void settle(binance *b, bsym *s)
         }
         i++;
     }
-    if (s->dirty_to && s->dirty_to + GRACE_MS <= now &&
-        util_mono_ns() >= s->refetch_not_before) {
+    if (s->dirty_to && s->dirty_to + GRACE_MS <= now && util_mono_ns() >= s->refetch_not_before) {
         int prev = atomic_load(&b->state);
         set_state(b, FEED_STATE_BACKFILLING);
         /* the current minute stays with the aggregator */
@@ -698,8 +694,9 @@ static void reject(binance *b, bsym *s, const char *what, const char *msg, size_
     if (s)
         atomic_fetch_add_explicit(&s->rejected, 1, memory_order_relaxed);
     if (!b->rejecting)
-        LOG_WARN(MOD, "rejected a stream message (%s): %.*s%s; further ones are counted until "
-                      "the stream is clean again",
+        LOG_WARN(MOD,
+                 "rejected a stream message (%s): %.*s%s; further ones are counted until "
+                 "the stream is clean again",
                  what, (int)(len > 160 ? 160 : len), msg, len > 160 ? "..." : "");
     b->rejecting = true;
     b->clean_since = 0;
@@ -1044,7 +1041,8 @@ static void b_metrics(feed_connector *self, util_buf *out)
          "Trades received in the last whole local minute, per symbol."},
         {"predictd_feed_last_trade_age_seconds", "gauge",
          "Seconds since the last trade was received (-1: none yet)."},
-        {"predictd_feed_symbol_trades_total", "counter", "Trades received from the stream, per symbol."},
+        {"predictd_feed_symbol_trades_total", "counter",
+         "Trades received from the stream, per symbol."},
         {"predictd_feed_backfilled_candles_total", "counter",
          "1m candles written from the REST API (backfill after a disconnect or a gap)."},
         {"predictd_feed_rejected_messages_total", "counter",
@@ -1061,7 +1059,7 @@ static void b_metrics(feed_connector *self, util_buf *out)
             switch (k) {
             case 0: {
                 int64_t mw = atomic_load(&s->minute_wall), cur = now / MINUTE_MS;
-                uint64_t v = mw == cur ? atomic_load(&s->last_minute)
+                uint64_t v = mw == cur       ? atomic_load(&s->last_minute)
                              : mw == cur - 1 ? atomic_load(&s->this_minute)
                                              : 0;
                 util_buf_printf(out, "%llu\n", (unsigned long long)v);
@@ -1181,8 +1179,8 @@ int feed_binance_open(const feed_binance_config *cfg, const char *symbols, feed_
             goto fail;
         }
         for (size_t k = 0; k <= n; k++)
-            s->lower[k] = (char)(s->name[k] >= 'A' && s->name[k] <= 'Z' ? s->name[k] + 32
-                                                                       : s->name[k]);
+            s->lower[k] =
+                (char)(s->name[k] >= 'A' && s->name[k] <= 'Z' ? s->name[k] + 32 : s->name[k]);
         for (size_t k = 0; k < b->nsyms; k++)
             if (!strcmp(b->syms[k].name, s->name)) {
                 snprintf(why, whylen, "binance: %s listed twice", s->name);
@@ -1251,8 +1249,8 @@ static int fetch_page(const features_candle *c, size_t n, void *arg)
     return 0;
 }
 
-int feed_binance_fetch(const feed_binance_config *cfg, const char *symbol, int64_t from,
-                       int64_t to, feed_sink *sink, feed_fetch_progress_fn progress, void *arg,
+int feed_binance_fetch(const feed_binance_config *cfg, const char *symbol, int64_t from, int64_t to,
+                       feed_sink *sink, feed_fetch_progress_fn progress, void *arg,
                        int64_t *written, char *why, size_t whylen)
 {
     if (!cfg || !sink || !util_symbol_valid(symbol)) {
@@ -1286,8 +1284,11 @@ int feed_binance_fetch(const feed_binance_config *cfg, const char *symbol, int64
         rc = PD_EINVAL;
         goto out;
     }
-    struct fetch_ctx f = {.sink = sink, .symbol = symbol, .from_ms = from_ms,
-                          .total = (to_ms - from_ms) / MINUTE_MS, .progress = progress,
+    struct fetch_ctx f = {.sink = sink,
+                          .symbol = symbol,
+                          .from_ms = from_ms,
+                          .total = (to_ms - from_ms) / MINUTE_MS,
+                          .progress = progress,
                           .arg = arg};
     /* resume after the newest candle already stored in the range */
     features_candle *have = NULL;

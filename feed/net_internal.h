@@ -38,14 +38,19 @@ int feed__url_parse(const char *url, feed__url *out, char *why, size_t whylen);
 /* ===========================================================================
  * WebSocket client (ws.c).
  */
-enum { FEED__WS_TEXT = 1, FEED__WS_BINARY = 2, FEED__WS_CLOSE = 8, FEED__WS_PING = 9,
-       FEED__WS_PONG = 10 };
+enum {
+    FEED__WS_TEXT = 1,
+    FEED__WS_BINARY = 2,
+    FEED__WS_CLOSE = 8,
+    FEED__WS_PING = 9,
+    FEED__WS_PONG = 10
+};
 
 typedef struct feed__ws feed__ws;
 
 typedef struct feed__ws_stats {
-    uint64_t pings;  /* ping frames received (each answered with a pong) */
-    uint64_t pongs;  /* pong frames received */
+    uint64_t pings; /* ping frames received (each answered with a pong) */
+    uint64_t pongs; /* pong frames received */
 } feed__ws_stats;
 
 /*
@@ -93,17 +98,17 @@ void feed__ws_close(feed__ws *w);
 typedef struct feed__rest feed__rest;
 
 typedef struct feed__rest_stats {
-    uint64_t requests;      /* HTTP requests sent */
-    uint64_t rate_limited;  /* 429 and 418 answers */
-    uint64_t errors;        /* network errors and 5xx answers */
-    int64_t used_weight;    /* the last X-MBX-USED-WEIGHT-1M, -1: never seen */
+    uint64_t requests;     /* HTTP requests sent */
+    uint64_t rate_limited; /* 429 and 418 answers */
+    uint64_t errors;       /* network errors and 5xx answers */
+    int64_t used_weight;   /* the last X-MBX-USED-WEIGHT-1M, -1: never seen */
 } feed__rest_stats;
 
 /* base: "https://api.binance.com" (no trailing path). stop may be NULL
  * (never cancelled). max_attempts: tries per request before giving up
  * (>= 1). 0, PD_EINVAL (bad URL, why filled), PD_ENOMEM. */
-int feed__rest_new(const char *base, const atomic_bool *stop, int max_attempts,
-                   feed__rest **out, char *why, size_t whylen);
+int feed__rest_new(const char *base, const atomic_bool *stop, int max_attempts, feed__rest **out,
+                   char *why, size_t whylen);
 void feed__rest_free(feed__rest *r);
 
 /* Sets the per-minute weight limit (from exchangeInfo's rateLimits;
@@ -119,8 +124,7 @@ void feed__rest_set_weight_limit(feed__rest *r, int64_t limit);
  * says how long), PD_EIO after max_attempts failures, PD_ECANCELED when
  * stopped, PD_ETOOBIG for a body over 16 MiB.
  */
-int feed__rest_get(feed__rest *r, const char *path_query, util_buf *body, char *why,
-                   size_t whylen);
+int feed__rest_get(feed__rest *r, const char *path_query, util_buf *body, char *why, size_t whylen);
 
 void feed__rest_stats_get(const feed__rest *r, feed__rest_stats *out);
 
@@ -142,8 +146,8 @@ struct feed_trade;
 /* Parses a klines body ([[openTime, "o", "h", "l", "c", "v", closeTime,
  * ...], ...]) keeping the candles closed at now_ms. *out malloc'd (also
  * when *n is 0). PD_EPARSE (why says which row), PD_ENOMEM. */
-int feed__binance_parse_klines(const char *body, size_t len, int64_t now_ms,
-                               features_candle **out, size_t *n, char *why, size_t whylen);
+int feed__binance_parse_klines(const char *body, size_t len, int64_t now_ms, features_candle **out,
+                               size_t *n, char *why, size_t whylen);
 
 /* Parses one combined-stream message {"stream":"btcusdt@trade","data":{"e":
  * "trade","T":...,"t":...,"p":"...","q":"...","m":bool}}. 0 with the trade

@@ -52,8 +52,8 @@ bool feed__sleep_ms(int64_t ms, const atomic_bool *stop)
     return stop && atomic_load(stop);
 }
 
-int feed__rest_new(const char *base, const atomic_bool *stop, int max_attempts,
-                   feed__rest **out, char *why, size_t whylen)
+int feed__rest_new(const char *base, const atomic_bool *stop, int max_attempts, feed__rest **out,
+                   char *why, size_t whylen)
 {
     feed__url u;
     int rc = feed__url_parse(base, &u, why, whylen);
@@ -183,8 +183,7 @@ static int pace(feed__rest *r)
     return feed__sleep_ms(ms, r->stop) ? PD_ECANCELED : 0;
 }
 
-int feed__rest_get(feed__rest *r, const char *path_query, util_buf *body, char *why,
-                   size_t whylen)
+int feed__rest_get(feed__rest *r, const char *path_query, util_buf *body, char *why, size_t whylen)
 {
     char url[2048];
     int n = snprintf(url, sizeof url, "%s%s", r->base, path_query);

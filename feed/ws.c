@@ -52,7 +52,7 @@ struct feed__ws {
     size_t in_len, in_cap;
     unsigned char *msg; /* the message being assembled / returned */
     size_t msg_len, msg_cap;
-    int msg_op;         /* opcode of the message being assembled, 0: none */
+    int msg_op; /* opcode of the message being assembled, 0: none */
     bool closed;
     feed__ws_stats st;
 };
@@ -81,7 +81,9 @@ int feed__url_parse(const char *url, feed__url *out, char *why, size_t whylen)
         const char *scheme;
         bool tls;
         int port;
-    } schemes[] = {{"ws://", false, 80}, {"wss://", true, 443}, {"http://", false, 80},
+    } schemes[] = {{"ws://", false, 80},
+                   {"wss://", true, 443},
+                   {"http://", false, 80},
                    {"https://", true, 443}};
     if (!url) {
         snprintf(why, whylen, "no URL");
@@ -113,7 +115,8 @@ int feed__url_parse(const char *url, feed__url *out, char *why, size_t whylen)
         char *end;
         errno = 0;
         long port = strtol(p + 1, &end, 10);
-        if (errno || end == p + 1 || port < 1 || port > 65535 || (*end && *end != '/' && *end != '?')) {
+        if (errno || end == p + 1 || port < 1 || port > 65535 ||
+            (*end && *end != '/' && *end != '?')) {
             snprintf(why, whylen, "URL has a bad port");
             return PD_EINVAL;
         }
@@ -364,12 +367,12 @@ static int handshake(feed__ws *w, const feed__url *u, int timeout_ms, char *why,
     char key[32], req[2048];
     base64(nonce, sizeof nonce, key);
     bool default_port = u->port == (u->tls ? 443 : 80);
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s%s%.0d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\nUser-Agent: predictd/" PREDICTD_VERSION
-                     "\r\n\r\n",
-                     u->path, u->host, default_port ? "" : ":", default_port ? 0 : u->port, key);
+    int n =
+        snprintf(req, sizeof req,
+                 "GET %s HTTP/1.1\r\nHost: %s%s%.0d\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                 "Sec-WebSocket-Version: 13\r\nUser-Agent: predictd/" PREDICTD_VERSION "\r\n\r\n",
+                 u->path, u->host, default_port ? "" : ":", default_port ? 0 : u->port, key);
     if (n < 0 || (size_t)n >= sizeof req || io_write_all(w, req, (size_t)n) != 0) {
         snprintf(why, whylen, "cannot send the upgrade request");
         return PD_EIO;

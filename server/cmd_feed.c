@@ -193,8 +193,7 @@ int cmd_fetch(server_config *cfg, int argc, char **argv)
     struct bar b = {.tty = isatty(2) != 0, .last_pct = -100};
     int64_t written = 0;
     char why[256] = "";
-    rc = feed_binance_fetch(&bc, symbol, from, to, sink, progress, &b, &written, why,
-                            sizeof why);
+    rc = feed_binance_fetch(&bc, symbol, from, to, sink, progress, &b, &written, why, sizeof why);
     if (b.tty)
         fputc('\n', stderr);
     feed_sink_free(sink);

@@ -33,8 +33,8 @@
 struct store_lock {
     char *url;
     int64_t key;
-    PGconn *pg;  /* NULL when not connected */
-    bool held;   /* pg's session holds the lock */
+    PGconn *pg; /* NULL when not connected */
+    bool held;  /* pg's session holds the lock */
 };
 
 int store_lock_open(const char *database_url, int64_t key, store_lock **out)
@@ -69,8 +69,8 @@ static int query_bool(store_lock *l, const char *what, const char *sql, bool *v)
     snprintf(key, sizeof key, "%lld", (long long)l->key);
     const char *vals[1] = {key};
     PGresult *r = NULL;
-    int rc = store__pg_exec(MOD, l->pg, what, sql, strchr(sql, '$') ? 1 : 0, vals,
-                            PGRES_TUPLES_OK, 0, &r);
+    int rc = store__pg_exec(MOD, l->pg, what, sql, strchr(sql, '$') ? 1 : 0, vals, PGRES_TUPLES_OK,
+                            0, &r);
     if (rc != 0) {
         if (rc == STORE__PG_LOST)
             LOG_WARN(MOD, "%s: the connection was lost", what);
@@ -127,8 +127,7 @@ int store_lock_check(store_lock *l, bool *held)
         return rc;
     }
     if (!still) {
-        LOG_WARN(MOD, "advisory lock %lld is no longer held by this session",
-                 (long long)l->key);
+        LOG_WARN(MOD, "advisory lock %lld is no longer held by this session", (long long)l->key);
         lock_drop(l);
     }
     *held = still;

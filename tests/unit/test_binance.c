@@ -75,27 +75,25 @@ TEST(klines_parse_keeps_closed_minutes)
     size_t n = 0;
     char why[128];
     /* at 00:01:30 the second minute is still open */
-    CHECK_EQ_INT(feed__binance_parse_klines(body, strlen(body), 1570752090000, &c, &n, why,
-                                            sizeof why),
-                 0);
+    CHECK_EQ_INT(
+        feed__binance_parse_klines(body, strlen(body), 1570752090000, &c, &n, why, sizeof why), 0);
     CHECK_EQ_INT(n, 1);
     CHECK_EQ_INT(c[0].t, 1570752000);
     CHECK(c[0].open == 0.00141342 && c[0].high == 0.00141557 && c[0].low == 0.00141266 &&
           c[0].close == 0.00141418 && c[0].volume == 1482.0);
     free(c);
-    CHECK_EQ_INT(feed__binance_parse_klines(body, strlen(body), 1570752120000, &c, &n, why,
-                                            sizeof why),
-                 0);
+    CHECK_EQ_INT(
+        feed__binance_parse_klines(body, strlen(body), 1570752120000, &c, &n, why, sizeof why), 0);
     CHECK_EQ_INT(n, 2);
     free(c);
     CHECK_EQ_INT(feed__binance_parse_klines("[]", 2, 1, &c, &n, why, sizeof why), 0);
     CHECK_EQ_INT(n, 0);
     free(c);
     static const char *bad[] = {
-        "{\"code\":-1121}",                                     /* not an array */
-        "[[1570752000000,\"0.1\"",                              /* truncated */
-        "[[1570752000000,\"x\",\"0.2\",\"0.1\",\"0.1\",\"1\"]]", /* not a number */
-        "[[1570752000001,\"0.1\",\"0.2\",\"0.1\",\"0.1\",\"1\"]]", /* not on a minute */
+        "{\"code\":-1121}",                                         /* not an array */
+        "[[1570752000000,\"0.1\"",                                  /* truncated */
+        "[[1570752000000,\"x\",\"0.2\",\"0.1\",\"0.1\",\"1\"]]",    /* not a number */
+        "[[1570752000001,\"0.1\",\"0.2\",\"0.1\",\"0.1\",\"1\"]]",  /* not on a minute */
         "[[1570752000000,\"0.1\",\"0.05\",\"0.1\",\"0.1\",\"1\"]]", /* high < open */
         "[[1570752000000,\"0.1\",\"0.2\",\"0.1\",\"0.1\",\"-1\"]]", /* negative volume */
         "[[1570752060000,\"0.1\",\"0.2\",\"0.1\",\"0.1\",\"1\"],"
@@ -119,9 +117,8 @@ TEST(trade_messages_parse_and_refuse)
                     "\"T\":1672515782136,\"m\":true,\"M\":true}}";
     feed_trade t;
     char stream[64], why[128];
-    CHECK_EQ_INT(feed__binance_parse_trade(m, strlen(m), stream, sizeof stream, &t, why,
-                                           sizeof why),
-                 0);
+    CHECK_EQ_INT(
+        feed__binance_parse_trade(m, strlen(m), stream, sizeof stream, &t, why, sizeof why), 0);
     CHECK_EQ_STR(stream, "btcusdt@trade");
     CHECK_EQ_INT(t.id, 12345);
     CHECK_EQ_INT(t.t_ms, 1672515782136);
@@ -221,8 +218,11 @@ TEST(exchange_symbols_round_trip)
     CHECK_EQ_INT(store_migrate(dir), 0);
     store_markets *m = NULL;
     CHECK_EQ_INT(store_markets_open(db_url(), &m), 0);
-    store_market in = {.venue = "binance", .symbol = "BTCUSDT", .status = "TRADING",
-                       .tick_size = 0.01, .step_size = 0.00001};
+    store_market in = {.venue = "binance",
+                       .symbol = "BTCUSDT",
+                       .status = "TRADING",
+                       .tick_size = 0.01,
+                       .step_size = 0.00001};
     CHECK_EQ_INT(store_market_put(m, &in), 0);
     in.tick_size = 0.1; /* a change replaces */
     CHECK_EQ_INT(store_market_put(m, &in), 0);
