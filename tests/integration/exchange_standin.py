@@ -31,7 +31,8 @@ Faults (all deterministic, by trade index; --faults none turns them off):
   429        the second klines request is answered 429 with Retry-After: 1
 
 Statistics for the test: GET /_standin/stats on the REST port.
-Control: GET /_standin/mode?klines=429once|malformed|ok for error-path tests.
+Control: GET /_standin/mode?klines=429once|418once|malformed|ok for error-path tests.
+With --tls-cert and --tls-key both ports speak TLS (wss:// and https://).
 
 Usage: exchange_standin.py --trades FILE --candles FILE --ws-port N
        --rest-port N [--speed X] [--lead MIN] [--faults LIST]
@@ -43,6 +44,7 @@ import asyncio
 import csv
 import datetime
 import json
+import ssl
 import threading
 import time
 import urllib.parse
@@ -328,12 +330,13 @@ def make_http(ex):
                 ex.stats["klines_requests"] += 1
                 mode = ex.klines_mode
                 if (mode == "429second" and ex.stats["klines_requests"] == 2) or \
-                        mode == "429once":
-                    if mode == "429once":
+                        mode in ("429once", "418once"):
+                    status = 418 if mode == "418once" else 429
+                    if mode != "429second":
                         ex.klines_mode = "ok"
                     ex.stats["rate_limited"] += 1
-                    return self.reply(429, {"code": -1003, "msg": "Too many requests; "
-                                                                 "please use the websocket."},
+                    return self.reply(status, {"code": -1003, "msg": "Way too many requests; "
+                                                                    "IP banned until later."},
                                       {"Retry-After": "1"})
                 if mode == "malformed":
                     return self.reply(200, b'[[1570752000000, "0.1", "0.2"')
@@ -346,9 +349,14 @@ def make_http(ex):
 
 async def main_async(ex, args):
     httpd = ThreadingHTTPServer(("127.0.0.1", args.rest_port), make_http(ex))
+    ctx = None
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     async with websockets.serve(ex.handler, "127.0.0.1", args.ws_port, ping_interval=None,
-                                max_queue=None):
+                                max_queue=None, ssl=ctx):
         print("ready", flush=True)
         bc = asyncio.ensure_future(ex.broadcast())
         await asyncio.Future()  # until killed
@@ -364,6 +372,8 @@ def main():
     ap.add_argument("--speed", type=float, default=6000.0)
     ap.add_argument("--lead", type=int, default=30)
     ap.add_argument("--faults", default="dup,swap,malformed,gap,drop,429")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     args = ap.parse_args()
     ex = Exchange(args)
     asyncio.run(main_async(ex, args))

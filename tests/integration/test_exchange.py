@@ -12,6 +12,7 @@ import datetime
 import math
 import os
 import shutil
+import ssl
 import signal
 import subprocess
 import sys
@@ -34,25 +35,30 @@ def need_data():
 
 
 class StandIn:
-    def __init__(self, faults="dup,swap,malformed,gap,drop,429", speed=6000, lead=30):
+    def __init__(self, faults="dup,swap,malformed,gap,drop,429", speed=6000, lead=30,
+                 tls=None):
         self.ws_port, self.rest_port = free_port(), free_port()
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", os.path.join(HERE, "exchange_standin.py"), "--trades", TRADES,
              "--candles", CANDLES, "--ws-port", str(self.ws_port), "--rest-port",
-             str(self.rest_port), "--speed", str(speed), "--lead", str(lead), "--faults", faults],
+             str(self.rest_port), "--speed", str(speed), "--lead", str(lead), "--faults", faults,
+             *(["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else [])],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.tls = tls
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
             self.log.seek(0)
             raise AssertionError("stand-in did not start: " + self.log.read())
-        self.ws = f"ws://127.0.0.1:{self.ws_port}"
+        self.ws = f"{'wss' if tls else 'ws'}://127.0.0.1:{self.ws_port}"
         self.rest = f"http://127.0.0.1:{self.rest_port}"
 
     def get(self, path):
         import json
         import urllib.request
-        with urllib.request.urlopen(self.rest + path, timeout=10) as r:
+        ctx = ssl._create_unverified_context() if self.tls else None
+        url = self.rest.replace("http://", "https://") if self.tls else self.rest
+        with urllib.request.urlopen(url + path, timeout=10, context=ctx) as r:
             return json.loads(r.read())
 
     def stats(self):
@@ -128,7 +134,9 @@ def feed_survives_every_fault_and_every_minute_matches():
     models = tempfile.mkdtemp(prefix="predictd-exchange-models-")
     svc = ingest2 = None
     try:
-        svc = Service(models, env=env_for(si, PREDICTD_FEED="binance:XRPETH"))
+        # renewing every 8 s exercises the 24-hour renewal many times over
+        svc = Service(models, env=env_for(si, PREDICTD_FEED="binance:XRPETH",
+                                          PREDICTD_BINANCE_RENEW="8"))
         # a second replica on the same database stands by
         ingest2 = subprocess.Popen([BIN, "ingest"], env=dict(
             os.environ, PREDICTD_DATABASE_URL=DB_URL, PREDICTD_FEED="binance:XRPETH",
@@ -150,6 +158,8 @@ def feed_survives_every_fault_and_every_minute_matches():
         check(st["gap_ids"], "a run of trades was never sent")
         check(st["malformed_sent"] >= 4, "malformed messages were sent")
         check(st["pongs"] >= 2, f"pings were answered: {st['pongs']}")
+        check(st["ws_connections"] >= 4, f"renewals: {st['ws_connections']} connections")
+        check("renewing the stream connection" in svc.logs(), "renewed")
         check(st["ws_connections"] == len([p for p in st["ws_paths"]
                                            if p.startswith("/stream?streams=xrpeth@trade")]),
               f"stream paths: {st['ws_paths']}")
@@ -183,6 +193,10 @@ def feed_survives_every_fault_and_every_minute_matches():
               f"feed job: {jobs.get('feed')}")
         check_eq(h["feed"], "binance")
         check(h["components"]["feed"]["trades"] > 10000, f"{h['components']['feed']}")
+        # out-of-order trades across a minute boundary corrected a written minute
+        check(h["components"]["feed"]["corrections"] >= 1, f"{h['components']['feed']}")
+        # four malformed messages in a row: one episode, one log line
+        check_eq(svc.logs().count("rejected a stream message"), 1)
         # the stand-by replica takes over when the ingester dies
         check(ingest2.poll() is None, "the second replica runs")
         svc.stop(sig=signal.SIGKILL)
@@ -235,8 +249,10 @@ def fetch_downloads_history_resumably_through_a_429():
         p = cli("fetch", "XRPETH", "--from", "2019-10-11", "--to", "2019-10-12", env=env)
         check(si.stats()["klines_requests"] - n1 <= 1, "the second run resumed at the end")
         check_eq(stored_candles(), have)
-        # the rest of the data
+        # the rest of the data, through a 418 (an IP ban, also with Retry-After)
+        si.get("/_standin/mode?klines=418once")
         cli("fetch", "XRPETH", "--from", "2019-10-11", env=env)
+        check_eq(si.stats()["rate_limited"], 2)
         check_eq(differences(expected_candles(), stored_candles()), [])
     finally:
         si.stop()
@@ -285,8 +301,64 @@ def error_paths_fail_clearly():
         check_eq(p.returncode, 1)
         check("klines" in p.stderr, p.stderr)
         si.get("/_standin/mode?klines=ok")
+        # a symbol the exchange does not list: said in the log, not streamed, no crash
+        p = subprocess.Popen([BIN, "ingest"], env=dict(
+            os.environ, PREDICTD_DATABASE_URL=DB_URL, PREDICTD_FEED="binance:DOGEUSDT",
+            **env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+        check_eq(p.returncode, 0, err)
+        check("Invalid symbol" in err, err)
     finally:
         si.stop()
+
+
+@test
+def wss_verifies_the_certificate():
+    need_data()
+    if not shutil.which("openssl"):
+        raise Skip("needs the openssl command")
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    d = tempfile.mkdtemp(prefix="predictd-tls-")
+    ca_key, ca, key, csr, crt = (os.path.join(d, n) for n in
+                                 ("ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem"))
+    ext = os.path.join(d, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for cmd in (["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key,
+                 "-out", ca, "-days", "2", "-subj", "/CN=predictd test CA"],
+                ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+                 "-subj", "/CN=127.0.0.1"],
+                ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+                 "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext]):
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+    si = StandIn(faults="none", speed=6000, lead=30, tls=(crt, key))
+    rest = StandIn(faults="none", speed=6000, lead=30)  # REST in the clear here
+    try:
+        def run_ingest(extra):
+            p = subprocess.Popen([BIN, "ingest"], env=dict(
+                os.environ, PREDICTD_DATABASE_URL=DB_URL, PREDICTD_FEED="binance:XRPETH",
+                PREDICTD_BINANCE_WS_URL=si.ws, PREDICTD_BINANCE_REST_URL=rest.rest,
+                PREDICTD_LOG_FORMAT="text", **extra),
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            time.sleep(4)
+            p.send_signal(signal.SIGTERM)
+            _, err = p.communicate(timeout=30)
+            check_eq(p.returncode, 0, err)
+            return err
+        # not trusted: refused, never streamed
+        err = run_ingest({"SSL_CERT_FILE": os.path.join(d, "nothing.pem")})
+        check("certificate" in err, err[-2000:])
+        check_eq(si.stats()["ws_connections"], 0)
+        # trusted (the test CA): the stream flows over TLS
+        err = run_ingest({"SSL_CERT_FILE": ca})
+        check("streaming wss://" in err, err[-2000:])
+        check(si.stats()["ws_connections"] >= 1 and si.stats()["pongs"] >= 1,
+              f"{si.stats()}")
+    finally:
+        si.stop()
+        rest.stop()
 
 
 if __name__ == "__main__":
