@@ -13,22 +13,26 @@
 --
 -- The roll-up (candles_rollup, a statement trigger, so any writer gets it:
 -- predictd, psql, another tool): for the 1m candles a statement inserts or
--- changes, the buckets from the first to the last that contain one are
--- recomputed from the 1m candles
--- present in them (open = first open, high = max, low = min, close = last
+-- changes, the closed buckets from the first to the last that contain one
+-- (and the bucket of the base candle before them) are recomputed from the
+-- 1m candles present in them (open = first open, high = max, low = min, close = last
 -- close, volume = sum) and upserted in the same transaction. A late or
 -- corrected 1m candle therefore corrects its buckets, and a re-import that
 -- changes nothing writes nothing. Buckets are aligned to the Unix epoch
 -- (UTC), as exchanges align them (4h at 00/04/08.. UTC, 1d at 00:00 UTC).
 --
--- NOTIFY predictd_candles for derived series: a derived candle is closed
--- when a base candle of a later bucket exists. So 'S:TF' is sent (once per
--- statement) when the statement's 1m rows include
---   * the earliest base candle of its bucket: the previous bucket just
---     closed (live feeds, one minute a time), or
---   * a candle of a bucket older than the symbol's newest one: a closed
---     bucket changed (imports, late or corrected candles).
--- Writes that only extend the open bucket notify 'S:1m' and nothing else.
+-- A derived candle exists only once it is closed: when its bucket's last
+-- minute is present (a feed writes that minute as it closes) or a base
+-- candle of a later bucket exists (the bucket ended in a gap). The forming
+-- bucket has no row, so readers, which take a candle whose close time has
+-- passed as closed, never take a half-filled bucket for a closed one, also
+-- while a feed catches up on minutes of the past. An import ending inside
+-- a bucket leaves that bucket out until later minutes arrive.
+--
+-- NOTIFY predictd_candles 'S:TF' for a derived series is sent (once per
+-- statement) when the statement wrote or changed a closed derived candle:
+-- a bucket closed, or a late or corrected base candle changed a closed one.
+-- Writes inside the forming bucket notify 'S:1m' only.
 -- Base and native series notify on every change as before
 -- (candles_notify, now skipping derived rows).
 --
@@ -71,7 +75,11 @@ DECLARE
     tf text;
     secs integer;
     newest timestamptz;
-    closed boolean;
+    first_new timestamptz;
+    last_new timestamptz;
+    before_new timestamptz;
+    open_bucket timestamptz;
+    written bigint;
     iv interval;
     lo timestamptz;
     hi timestamptz;
@@ -96,6 +104,11 @@ BEGIN
             VALUES (s.symbol, '1m', 'base') ON CONFLICT DO NOTHING;
         SELECT max(open_time) INTO newest FROM candles
             WHERE symbol = s.symbol AND timeframe = '1m';
+        SELECT min(n.open_time), max(n.open_time) INTO first_new, last_new
+            FROM new_rows n WHERE n.symbol = s.symbol AND n.timeframe = '1m';
+        -- the base candle before the statement's first: its bucket may close now
+        SELECT max(open_time) INTO before_new FROM candles
+            WHERE symbol = s.symbol AND timeframe = '1m' AND open_time < first_new;
         FOREACH tf IN ARRAY ARRAY['5m', '15m', '1h', '4h', '1d'] LOOP
             INSERT INTO candle_series (symbol, timeframe, kind)
                 VALUES (s.symbol, tf, 'derived') ON CONFLICT DO NOTHING;
@@ -103,16 +116,19 @@ BEGIN
             CONTINUE WHEN k <> 'derived';
             secs := candles_tf_seconds(tf);
             iv := make_interval(secs => secs);
-            SELECT min(date_bin(iv, n.open_time, timestamptz 'epoch')),
-                   max(date_bin(iv, n.open_time, timestamptz 'epoch'))
-                INTO lo, hi
-                FROM new_rows n WHERE n.symbol = s.symbol AND n.timeframe = '1m';
-            -- Every bucket of the span from the first to the last touched one
-            -- is recomputed, in one index range scan (no join against the
-            -- transition table: it has no statistics, and the planner's
-            -- guesses made that quadratic); the guard below leaves the
-            -- untouched ones unwritten. Feeds write one minute (or a few
-            -- recent ones), imports contiguous runs, so the span is the set.
+            lo := date_bin(iv, coalesce(before_new, first_new), timestamptz 'epoch');
+            hi := date_bin(iv, last_new, timestamptz 'epoch');
+            open_bucket := date_bin(iv, newest, timestamptz 'epoch');
+            -- Every closed bucket from the one of the base candle before the
+            -- statement's rows to the last one they touch is recomputed, in
+            -- one index range scan (no join against the transition table: it
+            -- has no statistics, and the planner's guesses made that
+            -- quadratic); the guard below leaves unchanged ones unwritten.
+            -- Feeds write one minute (or a few recent ones), imports
+            -- contiguous runs, so the span is the set. A bucket is closed,
+            -- and only then written, when its last minute is present or a
+            -- base candle of a later bucket exists: the forming bucket has
+            -- no row, so no reader mistakes it for a closed one.
             INSERT INTO candles AS d (symbol, timeframe, open_time, open, high, low, close, volume)
             SELECT s.symbol, tf, date_bin(iv, c.open_time, timestamptz 'epoch'),
                    (array_agg(c.open ORDER BY c.open_time))[1], max(c.high), min(c.low),
@@ -121,26 +137,17 @@ BEGIN
             WHERE c.symbol = s.symbol AND c.timeframe = '1m'
               AND c.open_time >= lo AND c.open_time < hi + iv
             GROUP BY 3
+            HAVING date_bin(iv, min(c.open_time), timestamptz 'epoch') < open_bucket
+                OR max(c.open_time) + interval '1 minute'
+                     = date_bin(iv, min(c.open_time), timestamptz 'epoch') + iv
             ON CONFLICT (symbol, timeframe, open_time) DO UPDATE SET
                 open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
                 close = EXCLUDED.close, volume = EXCLUDED.volume
             WHERE (d.open, d.high, d.low, d.close, d.volume) IS DISTINCT FROM
                   (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume);
-            -- Closed: a bucket older than the newest changed, or a row is the
-            -- first base candle of its bucket (so the bucket before closed).
-            SELECT EXISTS (
-                SELECT 1 FROM new_rows n
-                WHERE n.symbol = s.symbol AND n.timeframe = '1m'
-                  AND (date_bin(iv, n.open_time, timestamptz 'epoch')
-                         < date_bin(iv, newest, timestamptz 'epoch')
-                       OR NOT EXISTS (
-                           SELECT 1 FROM candles c
-                           WHERE c.symbol = s.symbol AND c.timeframe = '1m'
-                             AND c.open_time < n.open_time
-                             AND c.open_time >= date_bin(iv, n.open_time,
-                                                         timestamptz 'epoch'))))
-            INTO closed;
-            IF closed THEN
+            -- A closed derived candle appeared or changed: tell the readers.
+            GET DIAGNOSTICS written = ROW_COUNT;
+            IF written > 0 THEN
                 PERFORM pg_notify('predictd_candles', s.symbol || ':' || tf);
             END IF;
         END LOOP;

@@ -82,6 +82,10 @@ int feed_trades_csv_parse(const char *text, size_t len, feed_trade **out, size_t
  * non-zero return stops the call, which returns that value.
  */
 #define FEED_AGG_KEEP_MINUTES 1440
+/* The longest run of flat minutes filled in (a week): a trade further than
+ * that after the last one starts afresh, leaving the span empty, and the
+ * clock alone fills no more than that after the last trade. */
+#define FEED_AGG_MAX_GAP_MINUTES 10080
 
 typedef int (*feed_agg_emit_fn)(const features_candle *c, bool correction, void *arg);
 

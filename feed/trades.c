@@ -300,6 +300,16 @@ int feed_agg_push(feed_agg *a, const feed_trade *t, feed_agg_emit_fn emit, void 
         return extend_back(a, mi, t, emit, arg);
     }
     a->st.trades++;
+    if (mi - a->hi > FEED_AGG_MAX_GAP_MINUTES) {
+        /* A jump of more than the longest gap filled: close what is open and
+         * start again at this trade, without flat minutes across the gap. */
+        if ((rc = emit_until(a, a->hi + 1, emit, arg)))
+            return rc;
+        a->lo = a->hi = a->emitted_to = mi;
+        a->evicted = true;
+        start_minute(slot(a, mi), mi, t);
+        return 0;
+    }
     if (mi > a->hi) {
         /* Closes the open minute and the flat ones up to this trade's. */
         if ((rc = emit_until(a, mi, emit, arg)))
@@ -342,7 +352,10 @@ int feed_agg_advance(feed_agg *a, int64_t now_ms, feed_agg_emit_fn emit, void *a
         return PD_EINVAL;
     if (!a->have || now_ms < 0)
         return 0;
-    return emit_until(a, now_ms / 60000, emit, arg);
+    int64_t to = now_ms / 60000;
+    if (to - a->hi > FEED_AGG_MAX_GAP_MINUTES + 1)
+        to = a->hi + FEED_AGG_MAX_GAP_MINUTES + 1; /* no more flat minutes than that */
+    return emit_until(a, to, emit, arg);
 }
 
 int feed_agg_finish(feed_agg *a, feed_agg_emit_fn emit, void *arg)

@@ -11,6 +11,12 @@
 
 #include "predict/predict_internal.h"
 #include "inference/inference.h"
+#include "store/store.h"
+
+/* Every answer of the demo says where its data comes from. */
+#define PREDICT_DEMO_WARNING                                                                       \
+    "demo data: real 2018 candles replayed with shifted dates (PREDICTD_FEED=demo), not a live "   \
+    "market"
 
 
 static const char *kind_name(int kind)
@@ -127,9 +133,13 @@ void predict_render(util_buf *b, const predict_result *p, int64_t now)
                         (long long)staleness);
         sep = ",";
     }
-    if (expired)
+    if (expired) {
         util_buf_printf(b, "%s\"model expired: trained %lld days ago\"", sep,
                         (long long)((now - p->trained_at) / 86400));
+        sep = ",";
+    }
+    if (store_feed_demo())
+        util_buf_printf(b, "%s\"%s\"", sep, PREDICT_DEMO_WARNING);
     util_buf_puts(b, "]}");
 }
 

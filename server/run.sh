@@ -72,8 +72,8 @@ if ! find "$PREDICTD_MODELS_DIR" -mindepth 3 -maxdepth 3 -type d -regex '.*/[1-9
     for tf in 1m 5m 15m; do
         "$bin" train --all --timeframe "$tf" --seed 1
     done
-    "$bin" train --all --timeframe 1h --seed 1 --window 80 ||
-        echo "run: no 1h models (too little history)"
+    "$bin" train --all --timeframe 1h --seed 1 --window 64 ||
+        echo "run: some 1h models are missing (too little history)"
 fi
 
 if [ -z "${PREDICTD_API_KEY:-}" ] && [ ! -f "${PREDICTD_API_KEY_FILE:-$root/.predictd_key}" ]; then

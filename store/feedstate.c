@@ -9,6 +9,7 @@
  * THREADING: one mutex guards the record; set and get copy it whole.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "store/store.h"
@@ -17,6 +18,7 @@
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static store_feed_status status; /* lock */
 static bool status_set;          /* lock */
+static atomic_bool demo;         /* the feed is the demo replay: read per answer, no lock */
 
 void store_feed_status_set(const store_feed_status *s)
 {
@@ -28,6 +30,7 @@ void store_feed_status_set(const store_feed_status *s)
         status.source[sizeof status.source - 1] = 0;
     }
     status_set = s != NULL;
+    atomic_store_explicit(&demo, s && !strcmp(s->feed, "demo-replay"), memory_order_relaxed);
     pthread_mutex_unlock(&lock);
 }
 
@@ -41,4 +44,9 @@ int store_feed_status_get(store_feed_status *out)
         *out = status;
     pthread_mutex_unlock(&lock);
     return have ? 0 : PD_ENOTFOUND;
+}
+
+bool store_feed_demo(void)
+{
+    return atomic_load_explicit(&demo, memory_order_relaxed);
 }

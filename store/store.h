@@ -145,6 +145,9 @@ typedef struct store_feed_status {
 void store_feed_status_set(const store_feed_status *s);
 /* 0 and *out, or PD_ENOTFOUND when no feed runs in this process. */
 int store_feed_status_get(store_feed_status *out);
+/* True while this process's feed is the demo replay (feed "demo-replay"):
+ * every answer then says its data is a demo. Lock-free. */
+bool store_feed_demo(void);
 
 /* ===========================================================================
  * Cache (Redis): rendered predictions, keyed by series and model version.

@@ -57,16 +57,21 @@ def db_candles(sym, tf):
 
 
 def rollup(base, secs):
-    """first open, max high, min low, last close, sum volume per bucket."""
-    out = {}
-    for t, o, h, lo, c, v in base:
+    """first open, max high, min low, last close, sum volume per closed
+    bucket: one whose last minute is present or followed by a later base
+    candle (the forming bucket has no row)."""
+    out, last = {}, {}
+    for t, o, h, lo, c, v in sorted(base):
         b = t - t % secs
+        last[b] = t
         if b not in out:
             out[b] = [b, o, h, lo, c, v]
         else:
             r = out[b]
             r[2], r[3], r[4], r[5] = max(r[2], h), min(r[3], lo), c, r[5] + v
-    return [tuple(r) for r in sorted(out.values())]
+    newest = max(out)
+    return [tuple(r) for b, r in sorted(out.items())
+            if b < newest or last[b] + 60 == b + secs]
 
 
 def same(a, b, what):
@@ -200,7 +205,7 @@ def derived_series_refuse_direct_writes_native_ones_stand_alone():
     check_eq(psql(f"SELECT open || '/' || volume FROM candles WHERE symbol = 'NATIVE' "
                   f"AND timeframe = '1d' AND open_time = '{iso(t0)}'"), "100/1000")
     check_eq(psql("SELECT count(*) FROM candles WHERE symbol = 'NATIVE' AND timeframe = '5m'"),
-             "2")
+             "2")  # minutes 0..9: two complete 5m buckets
     # and a native series accepts direct writes again
     cli("import", dpath, "--symbol", "NATIVE", "--timeframe", "1d")
     for f in (path, five, dpath):
@@ -231,11 +236,11 @@ def derived_series_notify_when_a_bucket_closes():
     t0 = 1700006400  # a 4h and 1h boundary (and of 5m, 15m)
     check_eq(t0 % 14400, 0)
     s = "NOTE"
-    # the first minute: a new bucket of every timeframe, nothing before it closed,
-    # but it is the earliest base candle of its buckets: they notify
-    check_eq(notifications(ins(s, t0, 10)),
-             sorted([f"{s}:1m", f"{s}:5m", f"{s}:15m", f"{s}:1h", f"{s}:4h", f"{s}:1d"]))
-    # a minute inside the open 5m bucket: only 1m
+    # the first minute: nothing derived is closed yet
+    check_eq(notifications(ins(s, t0, 10)), [f"{s}:1m"])
+    check_eq(psql(f"SELECT count(*) FROM candles WHERE symbol = '{s}' AND timeframe <> '1m'"),
+             "0")
+    # a minute inside the forming 5m bucket: only 1m
     check_eq(notifications(ins(s, t0 + 60, 11)), [f"{s}:1m"])
     # the first minute of the next 5m bucket: the 5m bucket before closed
     check_eq(notifications(ins(s, t0 + 300, 12)), sorted([f"{s}:1m", f"{s}:5m"]))
@@ -244,8 +249,12 @@ def derived_series_notify_when_a_bucket_closes():
     # a write that changes nothing notifies nobody
     check_eq(notifications(f"INSERT INTO candles VALUES ('{s}', '1m', '{iso(t0 + 300)}', "
                            f"12, 12, 12, 12, 1) ON CONFLICT DO NOTHING"), [])
-    # the 15m bucket closes with the first minute after it (a gap before it)
-    check_eq(notifications(ins(s, t0 + 960, 14)), sorted([f"{s}:1m", f"{s}:5m", f"{s}:15m"]))
+    # the last minute of a 5m bucket completes it: 5m notifies at once
+    check_eq(notifications(ins(s, t0 + 540, 15)), sorted([f"{s}:1m", f"{s}:5m"]))
+    # the first minute after a gap closes the 15m bucket that ended in the gap
+    check_eq(notifications(ins(s, t0 + 960, 14)), sorted([f"{s}:1m", f"{s}:15m"]))
+    check_eq(psql(f"SELECT count(*) FROM candles WHERE symbol = '{s}' AND timeframe = '5m'"),
+             "2")  # [t0, t0+5m) and [t0+5m, t0+10m); [t0+15m, ..) is forming
     check_eq(psql(f"SELECT open || '/' || high || '/' || close || '/' || volume FROM candles "
                   f"WHERE symbol = '{s}' AND timeframe = '5m' AND open_time = '{iso(t0)}'"),
              "10/13/13/3")  # minutes t0, t0+1 and the late t0+2
@@ -287,6 +296,9 @@ def demo_feed_moves_every_1m_prediction():
         check(moved, f"1m predictions did not all move and turn fresh: {start} -> "
                      f"{ {s: (p['candle_time'], p['stale']) for s, p in now.items()} }\n"
               + svc.logs()[-3000:])
+        for p in now.values():
+            check(any(w.startswith("demo data: real 2018 candles") for w in p["warnings"]),
+                  f"a demo answer does not say so: {p['warnings']}")
         st, _, status = svc.get("/health/status")
         check_eq(st, 200)
         check_eq(status["feed"], "demo-replay")
@@ -297,6 +309,10 @@ def demo_feed_moves_every_1m_prediction():
         text = text.decode() if isinstance(text, bytes) else text
         check('predictd_feed_up{feed="demo-replay"} 1' in text, "no predictd_feed_up 1 in /metrics")
         check('predictd_feed_candles_total{feed="demo-replay"}' in text, "no feed counters")
+        if shutil.which("promtool"):
+            p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                               text=True, timeout=60)
+            check_eq((p.stdout + p.stderr).strip(), "", "promtool check metrics with a feed")
         # one symbol's timeframes agree: the last closed 5m candle is the roll-up
         # of its 1m candles
         for sym in start:

@@ -475,6 +475,13 @@ TEST(base_candles_derive_every_timeframe)
         CHECK(out[0].volume == 10 && out[1].open == 15 && out[1].close == 20);
     }
     free(out);
+    /* the day is forming: no 1d candle until a minute of the next day */
+    CHECK_EQ_INT(store_load_range("DERIVUSD", "1d", 0, 0, NOW, &out, &n), 0);
+    CHECK_EQ_INT(n, 0);
+    free(out);
+    features_candle next = {.t = t0 + 86400, .open = 30, .high = 30, .low = 30, .close = 30,
+                            .volume = 1};
+    CHECK_EQ_INT(store_upsert_base_candles("DERIVUSD", &next, 1), 0);
     CHECK_EQ_INT(store_load_range("DERIVUSD", "1d", 0, 0, NOW, &out, &n), 0);
     CHECK_EQ_INT(n, 1);
     if (n == 1)
@@ -483,10 +490,10 @@ TEST(base_candles_derive_every_timeframe)
     /* a derived series refuses a direct write */
     features_candle d = {.t = t0, .open = 1, .high = 1, .low = 1, .close = 1, .volume = 1};
     CHECK_EQ_INT(store_upsert_candles("DERIVUSD", "5m", &d, 1), PD_EINVAL);
-    /* a correction of one minute corrects its buckets */
+    /* a correction of one minute corrects its closed buckets */
     c[3].high = 100;
     CHECK_EQ_INT(store_upsert_base_candles("DERIVUSD", &c[3], 1), 0);
-    CHECK_EQ_INT(store_load_range("DERIVUSD", "1h", 0, 0, NOW, &out, &n), 0);
+    CHECK_EQ_INT(store_load_range("DERIVUSD", "1h", t0, t0 + 3600, NOW, &out, &n), 0);
     CHECK(n == 1 && out[0].high == 100);
     free(out);
     CHECK_EQ_INT(store_series_kind("bad", "5m", &kind), PD_ESYMBOL);

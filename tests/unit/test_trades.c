@@ -180,6 +180,32 @@ TEST(advance_closes_minutes_by_the_clock)
     feed_agg_free(a);
 }
 
+TEST(a_jump_beyond_the_longest_gap_starts_afresh)
+{
+    feed_agg *a;
+    got g = {0};
+    CHECK_EQ_INT(feed_agg_new(&a), 0);
+    push(a, tr(T0, 1, 10, 1), &g);
+    push(a, tr(T0 + 2 * MIN, 2, 11, 1), &g); /* minute 0 and a flat minute 1 */
+    CHECK_EQ_INT(g.n, 2);
+    int64_t far = T0 + (FEED_AGG_MAX_GAP_MINUTES + 10) * MIN;
+    push(a, tr(far, 3, 12, 1), &g); /* closes minute 2, fills nothing across */
+    CHECK_EQ_INT(g.n, 3);
+    CHECK_CANDLE(g.c[2], T0 / 1000 + 120, 11, 11, 11, 11, 1);
+    CHECK_EQ_INT(feed_agg_finish(a, collect, &g), 0);
+    CHECK_EQ_INT(g.n, 4);
+    CHECK_CANDLE(g.c[3], far / 1000, 12, 12, 12, 12, 1);
+    /* the clock fills at most the longest gap of flat minutes */
+    size_t before = g.n;
+    got *big = calloc(1, sizeof *big);
+    CHECK_EQ_INT(feed_agg_advance(a, far + 100LL * FEED_AGG_MAX_GAP_MINUTES * MIN, collect, big),
+                 0);
+    CHECK_EQ_INT(big->n, FEED_AGG_MAX_GAP_MINUTES);
+    CHECK_EQ_INT(g.n, before);
+    free(big);
+    feed_agg_free(a);
+}
+
 TEST(bad_trades_are_refused)
 {
     feed_agg *a;
@@ -450,6 +476,7 @@ int main(void)
     RUN(late_trade_corrects_the_emitted_candle_and_the_flat_ones_after_it);
     RUN(too_late_is_dropped_and_counted);
     RUN(advance_closes_minutes_by_the_clock);
+    RUN(a_jump_beyond_the_longest_gap_starts_afresh);
     RUN(bad_trades_are_refused);
     RUN(emit_error_is_returned);
     RUN(csv_parses_and_recognises_the_header);

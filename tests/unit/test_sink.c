@@ -1,0 +1,137 @@
+/* Unit tests for the feed sink against the real PostgreSQL of tests/run
+ * (PREDICTD_TEST_DATABASE_URL): trades through feed_sink_trade become the
+ * same 1m base candles the aggregator makes (with their derived series),
+ * duplicates change nothing, the clock closes quiet minutes, closed
+ * candles through feed_sink_candles are written as they are, bad input is
+ * refused with its code, and the feed's state reaches store_feed_status.
+ * Also the connector table: unknown names and bad demo arguments. */
+#include <stdint.h>
+
+#include "features/features.h"
+#include "feed/feed.h"
+#include "store/store.h"
+#include "tests/unit/unit.h"
+#include "util/util.h"
+
+#define DB_ENV "PREDICTD_TEST_DATABASE_URL"
+#define T0 1570752000000LL /* 2019-10-11T00:00:00Z, ms */
+#define MIN 60000LL
+
+static int init(void)
+{
+    const char *root = getenv("PREDICTD_ROOT");
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/db", root && *root ? root : ".");
+    int rc = store_init(getenv(DB_ENV), NULL, false);
+    return rc ? rc : store_migrate(dir);
+}
+
+static feed_trade tr(int64_t ms, int64_t id, double px, double amt)
+{
+    return (feed_trade){.t_ms = ms, .id = id, .side = FEED_SIDE_SELL, .price = px, .amount = amt};
+}
+
+TEST(trades_become_base_candles_and_state_is_reported)
+{
+    UNIT_NEED_ENV(DB_ENV);
+    CHECK_EQ_INT(init(), 0);
+    feed_sink *s;
+    CHECK_EQ_INT(feed_sink_new("testfeed", "unit test trades", &s), 0);
+    store_feed_status st;
+    CHECK_EQ_INT(store_feed_status_get(&st), 0);
+    CHECK_EQ_STR(st.feed, "testfeed");
+    CHECK_EQ_STR(st.state, "connecting");
+    CHECK(!store_feed_demo());
+    feed_sink_set_state(s, FEED_STATE_CONNECTED);
+    /* minute 0: 10 12 9 11; minute 1 none (flat); minute 2: 20; then the
+     * clock closes minute 2 and a flat minute 3 */
+    feed_trade t[] = {tr(T0 + 1000, 1, 10, 1), tr(T0 + 2000, 2, 12, 1), tr(T0 + 3000, 3, 9, 1),
+                      tr(T0 + 4000, 4, 11, 1), tr(T0 + 2000, 2, 12, 1) /* duplicate */,
+                      tr(T0 + 2 * MIN + 1, 5, 20, 2)};
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++)
+        CHECK_EQ_INT(feed_sink_trade(s, "SINKUSD", &t[i]), 0);
+    CHECK_EQ_INT(feed_sink_tick(s, T0 + 4 * MIN), 0);
+    features_candle *c;
+    size_t n;
+    CHECK_EQ_INT(store_load_range("SINKUSD", "1m", 0, 0, T0 / 1000 + 86400, &c, &n), 0);
+    CHECK_EQ_INT(n, 4);
+    if (n == 4) {
+        CHECK(c[0].open == 10 && c[0].high == 12 && c[0].low == 9 && c[0].close == 11 &&
+              c[0].volume == 4);
+        CHECK(c[1].open == 11 && c[1].close == 11 && c[1].volume == 0);
+        CHECK(c[2].open == 20 && c[2].volume == 2);
+        CHECK(c[3].open == 20 && c[3].volume == 0);
+    }
+    free(c);
+    /* a late trade of minute 0 corrects it, and its closed 5m bucket is not
+     * there yet (forming) */
+    feed_trade late = tr(T0 + 59000, 6, 30, 1);
+    CHECK_EQ_INT(feed_sink_trade(s, "SINKUSD", &late), 0);
+    CHECK_EQ_INT(store_load_range("SINKUSD", "1m", 0, 0, T0 / 1000 + 86400, &c, &n), 0);
+    CHECK(n == 4 && c[0].high == 30 && c[0].close == 30 && c[1].close == 30);
+    free(c);
+    feed_sink_stats ss;
+    feed_sink_stats_get(s, &ss);
+    CHECK_EQ_INT(ss.trades, 6);
+    CHECK_EQ_INT(ss.duplicates, 1);
+    CHECK(ss.corrections >= 2); /* minute 0 and the flat minute 1 after it */
+    CHECK_EQ_INT(ss.write_errors, 0);
+    CHECK_EQ_INT(ss.last_candle, T0 / 1000 + 180);
+    CHECK_EQ_INT(store_feed_status_get(&st), 0);
+    CHECK_EQ_STR(st.state, "connected");
+    CHECK_EQ_INT(st.last_candle, T0 / 1000 + 180);
+    CHECK_EQ_INT(st.trades, 6);
+    /* closed 1m candles as they are: the first minute of the next 5m
+     * bucket closes [0, 5) */
+    features_candle k = {.t = T0 / 1000 + 300, .open = 5, .high = 6, .low = 4, .close = 5.5,
+                         .volume = 3};
+    CHECK_EQ_INT(feed_sink_candles(s, "SINKUSD", &k, 1), 0);
+    CHECK_EQ_INT(store_load_range("SINKUSD", "5m", 0, 0, T0 / 1000 + 86400, &c, &n), 0);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1)
+        CHECK(c[0].open == 10 && c[0].high == 30 && c[0].close == 20 && c[0].volume == 7);
+    free(c);
+    /* bad input */
+    CHECK_EQ_INT(feed_sink_trade(s, "bad sym", &t[0]), PD_ESYMBOL);
+    feed_trade bad = tr(T0, 99, -1, 1);
+    CHECK_EQ_INT(feed_sink_trade(s, "SINKUSD", &bad), PD_EINVAL);
+    features_candle mis = {.t = T0 / 1000 + 301, .open = 1, .high = 1, .low = 1, .close = 1};
+    CHECK_EQ_INT(feed_sink_candles(s, "SINKUSD", &mis, 1), PD_EINVAL);
+    CHECK_EQ_INT(feed_sink_candles(NULL, "SINKUSD", &k, 1), PD_EINVAL);
+    feed_sink_free(s);
+    CHECK_EQ_INT(store_feed_status_get(&st), PD_ENOTFOUND);
+    feed_sink_free(NULL);
+    store_shutdown();
+}
+
+TEST(connector_table)
+{
+    feed_connector *c = NULL;
+    char why[256] = "";
+    CHECK_EQ_INT(feed_connector_new("nosuch:ABC", &c, why, sizeof why), PD_EINVAL);
+    CHECK(strstr(why, "unknown feed 'nosuch'") != NULL);
+    CHECK(strstr(why, "demo") != NULL); /* the known ones are listed */
+    CHECK_EQ_INT(feed_connector_new("demo:/nonexistent/XXBTC_1m.csv.gz", &c, why, sizeof why),
+                 PD_ENOTFOUND);
+    CHECK(c == NULL);
+    char path[1024];
+    const char *root = getenv("PREDICTD_ROOT");
+    snprintf(path, sizeof path, "demo:%s/data/demo/ETHBTC_1m_2018-01.csv.gz",
+             root && *root ? root : ".");
+    CHECK_EQ_INT(feed_connector_new(path, &c, why, sizeof why), 0);
+    if (c) {
+        CHECK_EQ_STR(c->name, "demo-replay");
+        CHECK(c->source && strstr(c->source, "data/demo"));
+        feed_connector_free(c); /* never started: stop is a no-op */
+    }
+    feed_connector_free(NULL);
+    CHECK_EQ_STR(feed_state_name(FEED_STATE_BACKFILLING), "backfilling");
+    CHECK_EQ_STR(feed_state_name(99), "unknown");
+}
+
+int main(void)
+{
+    RUN(trades_become_base_candles_and_state_is_reported);
+    RUN(connector_table);
+    return unit_report();
+}
