@@ -126,6 +126,33 @@ def metric(text, name, symbol="XRPETH"):
     raise AssertionError(f"{name} not in /metrics")
 
 
+def ingest_until(env, done, timeout=60):
+    """Runs `predictd ingest` until done(log text) holds (or timeout), then
+    SIGTERM; returns (exit code, log text)."""
+    log = tempfile.TemporaryFile(mode="w+")
+    e = dict(os.environ, PREDICTD_DATABASE_URL=DB_URL, PREDICTD_LOG_FORMAT="text")
+    e.update(env)
+    p = subprocess.Popen([BIN, "ingest"], env=e,
+                         stdout=subprocess.DEVNULL, stderr=log, text=True)
+    deadline = time.time() + timeout
+    text = ""
+    while time.time() < deadline and p.poll() is None:
+        log.seek(0)
+        text = log.read()
+        if done(text):
+            break
+        time.sleep(0.2)
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    log.seek(0)
+    return p.returncode, log.read()
+
+
 @test
 def feed_survives_every_fault_and_every_minute_matches():
     need_data()
@@ -302,13 +329,9 @@ def error_paths_fail_clearly():
         check("klines" in p.stderr, p.stderr)
         si.get("/_standin/mode?klines=ok")
         # a symbol the exchange does not list: said in the log, not streamed, no crash
-        p = subprocess.Popen([BIN, "ingest"], env=dict(
-            os.environ, PREDICTD_DATABASE_URL=DB_URL, PREDICTD_FEED="binance:DOGEUSDT",
-            **env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(3)
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=30)
-        check_eq(p.returncode, 0, err)
+        rc, err = ingest_until(dict(env, PREDICTD_FEED="binance:DOGEUSDT"),
+                               lambda t: "Invalid symbol" in t)
+        check_eq(rc, 0, err)
         check("Invalid symbol" in err, err)
     finally:
         si.stop()
@@ -336,23 +359,20 @@ def wss_verifies_the_certificate():
     si = StandIn(faults="none", speed=6000, lead=30, tls=(crt, key))
     rest = StandIn(faults="none", speed=6000, lead=30)  # REST in the clear here
     try:
-        def run_ingest(extra):
-            p = subprocess.Popen([BIN, "ingest"], env=dict(
-                os.environ, PREDICTD_DATABASE_URL=DB_URL, PREDICTD_FEED="binance:XRPETH",
-                PREDICTD_BINANCE_WS_URL=si.ws, PREDICTD_BINANCE_REST_URL=rest.rest,
-                PREDICTD_LOG_FORMAT="text", **extra),
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            time.sleep(4)
-            p.send_signal(signal.SIGTERM)
-            _, err = p.communicate(timeout=30)
-            check_eq(p.returncode, 0, err)
+        def run_ingest(extra, done):
+            rc, err = ingest_until(dict(PREDICTD_FEED="binance:XRPETH",
+                                        PREDICTD_BINANCE_WS_URL=si.ws,
+                                        PREDICTD_BINANCE_REST_URL=rest.rest, **extra), done)
+            check_eq(rc, 0, err)
             return err
         # not trusted: refused, never streamed
-        err = run_ingest({"SSL_CERT_FILE": os.path.join(d, "nothing.pem")})
+        err = run_ingest({"SSL_CERT_FILE": os.path.join(d, "nothing.pem")},
+                         lambda t: "certificate" in t)
         check("certificate" in err, err[-2000:])
         check_eq(si.stats()["ws_connections"], 0)
         # trusted (the test CA): the stream flows over TLS
-        err = run_ingest({"SSL_CERT_FILE": ca})
+        err = run_ingest({"SSL_CERT_FILE": ca},
+                         lambda t: "streaming wss://" in t and si.stats()["pongs"] >= 1)
         check("streaming wss://" in err, err[-2000:])
         check(si.stats()["ws_connections"] >= 1 and si.stats()["pongs"] >= 1,
               f"{si.stats()}")
