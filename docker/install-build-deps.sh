@@ -4,4 +4,5 @@ set -eu
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends build-essential pkg-config git \
-    libulfius-dev libjansson-dev libpq-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler
+    libulfius-dev libjansson-dev libpq-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler \
+    libcurl4-gnutls-dev libssl-dev

@@ -7,6 +7,10 @@
  *                or closed base candles, written through store/ as 1m base
  *                candles, from which PostgreSQL derives every timeframe
  *   connector.c  the connector table: PREDICTD_FEED="name:args" -> connector
+ *   leader.c     one ingester across replicas (the feed's advisory lock)
+ *   binance.c    the Binance spot connector (trades stream, klines, exchangeInfo)
+ *   ws.c, rest.c the exchange wires: RFC 6455 client over OpenSSL, REST over
+ *                libcurl with weight pacing and Retry-After (net_internal.h)
  *   demo.c       the demo connector: replays real 1m candles at real time
  *   seed.c       deterministic synthetic candles (`predictd seed`)
  *

@@ -11,6 +11,8 @@
  *   ledger.c    the predictions table (the ledger): record, settle, figures
  *   notify.c    LISTEN on a channel and PUBLISH to Redis
  *   migrate.c   the db/ migrations
+ *   lock.c      leader locks: one holder of a job across processes (advisory locks)
+ *   markets.c   exchange_symbols: a symbol's status and price tick per exchange
  *   feedstate.c the market-data feed's state, for /health/status
  *
  * Threading: candle and cache functions use the calling thread's own
