@@ -62,8 +62,8 @@ static void bench_agg(void)
         double u = (double)(s >> 11) / 9007199254740992.0;
         px *= 1 + (u - 0.5) * 1e-3;
         ms += (int64_t)(u * 200); /* ~10 trades a second */
-        t[i] = (feed_trade){.t_ms = ms, .id = (int64_t)i, .side = (int)(s & 1), .price = px,
-                            .amount = u * 10};
+        t[i] = (feed_trade){
+            .t_ms = ms, .id = (int64_t)i, .side = (int)(s & 1), .price = px, .amount = u * 10};
         if (i > 10 && (s >> 40) % 100 == 0)
             t[i] = t[i - 3]; /* a duplicate */
         else if (i > 10 && (s >> 40) % 100 == 1)
@@ -123,8 +123,12 @@ static features_candle *series(int64_t start, int64_t step, size_t n)
     double px = 50;
     for (size_t i = 0; c && i < n; i++) {
         px *= 1 + ((double)((i * 7919) % 101) - 50) * 1e-5;
-        c[i] = (features_candle){.t = start + step * (int64_t)i, .open = px, .high = px * 1.001,
-                                 .low = px * 0.999, .close = px, .volume = 1 + (double)(i % 17)};
+        c[i] = (features_candle){.t = start + step * (int64_t)i,
+                                 .open = px,
+                                 .high = px * 1.001,
+                                 .low = px * 0.999,
+                                 .close = px,
+                                 .volume = 1 + (double)(i % 17)};
     }
     return c;
 }

@@ -76,8 +76,7 @@ int feed_runner_start(const char *spec, feed_runner **out, char *why, size_t why
         goto fail;
     if ((rc = r->conn->start(r->conn, r->sink))) {
         if (why && whylen)
-            snprintf(why, whylen, "feed '%s' did not start: %s", r->conn->name,
-                     util_strerror(rc));
+            snprintf(why, whylen, "feed '%s' did not start: %s", r->conn->name, util_strerror(rc));
         goto fail;
     }
     LOG_INFO(MOD, "feed %s started (%s)", r->conn->name, spec);

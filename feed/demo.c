@@ -37,15 +37,16 @@
 
 #define MOD "feed"
 #define FILE_MAX (64u << 20) /* bytes of one uncompressed demo file */
-#define SOURCE "real 1m candles shipped in data/demo (freqtrade test data, see its README), " \
-               "relabelled to end at the current minute and replayed at real time"
+#define SOURCE                                                                                     \
+    "real 1m candles shipped in data/demo (freqtrade test data, see its README), "                 \
+    "relabelled to end at the current minute and replayed at real time"
 
 typedef struct series {
     char symbol[24];
     features_candle *c; /* the file's candles, original times */
     size_t n, nseed;
-    int64_t shift;      /* D: seconds added to the file's times */
-    size_t next;        /* the next candle to replay */
+    int64_t shift; /* D: seconds added to the file's times */
+    size_t next;   /* the next candle to replay */
     bool active;
 } series;
 
@@ -135,8 +136,7 @@ static int load_series(const char *path, series *s, char *why, size_t whylen)
     }
     for (size_t i = 0; i < s->n; i++)
         if (s->c[i].t % 60) {
-            snprintf(why, whylen, "%s: candle %zu is not on a minute: not 1m candles", path,
-                     i + 1);
+            snprintf(why, whylen, "%s: candle %zu is not on a minute: not 1m candles", path, i + 1);
             free(s->c);
             s->c = NULL;
             return PD_EPARSE;
@@ -274,8 +274,8 @@ static int seed_one(series *s, int64_t now, int behind, bool *wrote)
 
 static bool same_values(const features_candle *a, const features_candle *b)
 {
-    return a->open == b->open && a->high == b->high && a->low == b->low &&
-           a->close == b->close && a->volume == b->volume;
+    return a->open == b->open && a->high == b->high && a->low == b->low && a->close == b->close &&
+           a->volume == b->volume;
 }
 
 /* Finds D and the next candle from what the database holds. */
@@ -291,8 +291,7 @@ static int resume(series *s, int64_t now)
     if (rc)
         return rc;
     if (!same_values(&c[0], &s->c[0]) || (c[0].t - s->c[0].t) % 60) {
-        LOG_WARN(MOD, "demo: %s 1m candles are not this demo's data; not replaying it",
-                 s->symbol);
+        LOG_WARN(MOD, "demo: %s 1m candles are not this demo's data; not replaying it", s->symbol);
         free(c);
         return PD_EINVAL;
     }
@@ -308,8 +307,8 @@ static int resume(series *s, int64_t now)
     return 0;
 }
 
-int feed_demo_seed(const char *files, int64_t now, int behind_minutes, size_t *seeded,
-                   char *why, size_t whylen)
+int feed_demo_seed(const char *files, int64_t now, int behind_minutes, size_t *seeded, char *why,
+                   size_t whylen)
 {
     char dummy[8];
     if (!why || !whylen) {

@@ -62,8 +62,8 @@ bool feed_trades_csv_is(const char *text, size_t len);
  * price, amount). Rows keep file order (the aggregator sorts nothing out:
  * it takes trades in any order). *out is malloc'd (free it). PD_EPARSE
  * with "line N: reason" in why on a bad row (*out untouched), PD_ENOMEM. */
-int feed_trades_csv_parse(const char *text, size_t len, feed_trade **out, size_t *n,
-                          char *why, size_t whylen);
+int feed_trades_csv_parse(const char *text, size_t len, feed_trade **out, size_t *n, char *why,
+                          size_t whylen);
 
 /*
  * The aggregator: trades of one symbol in, 1m candles out, with the
@@ -246,8 +246,8 @@ void feed_runner_stop(feed_runner *r);
  * (their 5m..1d follow in PostgreSQL). *seeded (may be NULL) gets how many
  * symbols were written. PD_ENOTFOUND (no files), PD_EPARSE (with why),
  * PD_EIO, PD_EDB. */
-int feed_demo_seed(const char *files, int64_t now, int behind_minutes, size_t *seeded,
-                   char *why, size_t whylen);
+int feed_demo_seed(const char *files, int64_t now, int behind_minutes, size_t *seeded, char *why,
+                   size_t whylen);
 
 /* The demo connector: args as files above. Seeds an empty symbol first, then
  * replays. Environment: PREDICTD_DEMO_STEP_MS (default 0: a candle is

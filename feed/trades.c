@@ -37,7 +37,7 @@
 #define KEEP FEED_AGG_KEEP_MINUTES
 
 typedef struct minute {
-    int64_t mi;                 /* minute index: Unix seconds / 60 */
+    int64_t mi; /* minute index: Unix seconds / 60 */
     double o, h, l, c, v;
     int64_t first_ms, first_id; /* the trade that set o */
     int64_t last_ms, last_id;   /* the trade that set c */
@@ -45,9 +45,9 @@ typedef struct minute {
 } minute;
 
 typedef struct idset {
-    int64_t *ids;   /* cap slots; EMPTY when free */
-    int64_t *mins;  /* the minute of the trade in the same slot */
-    size_t cap, n;  /* cap a power of two */
+    int64_t *ids;  /* cap slots; EMPTY when free */
+    int64_t *mins; /* the minute of the trade in the same slot */
+    size_t cap, n; /* cap a power of two */
 } idset;
 
 struct feed_agg {
@@ -177,8 +177,8 @@ static minute *slot(feed_agg *a, int64_t mi)
 static int emit_minute(feed_agg *a, const minute *m, bool correction, feed_agg_emit_fn emit,
                        void *arg)
 {
-    features_candle c = {.t = m->mi * 60, .open = m->o, .high = m->h, .low = m->l,
-                         .close = m->c, .volume = m->v};
+    features_candle c = {
+        .t = m->mi * 60, .open = m->o, .high = m->h, .low = m->l, .close = m->c, .volume = m->v};
     a->st.emitted++;
     if (correction)
         a->st.corrections++;
@@ -200,9 +200,17 @@ static void extend_flat(feed_agg *a)
 
 static void start_minute(minute *m, int64_t mi, const feed_trade *t)
 {
-    *m = (minute){.mi = mi, .o = t->price, .h = t->price, .l = t->price, .c = t->price,
-                  .v = t->amount, .first_ms = t->t_ms, .first_id = t->id, .last_ms = t->t_ms,
-                  .last_id = t->id, .ntrades = 1};
+    *m = (minute){.mi = mi,
+                  .o = t->price,
+                  .h = t->price,
+                  .l = t->price,
+                  .c = t->price,
+                  .v = t->amount,
+                  .first_ms = t->t_ms,
+                  .first_id = t->id,
+                  .last_ms = t->t_ms,
+                  .last_id = t->id,
+                  .ntrades = 1};
 }
 
 static void add_trade(minute *m, const feed_trade *t)
@@ -271,8 +279,8 @@ static int extend_back(feed_agg *a, int64_t mi, const feed_trade *t, feed_agg_em
 
 int feed_agg_push(feed_agg *a, const feed_trade *t, feed_agg_emit_fn emit, void *arg)
 {
-    if (!a || !t || !isfinite(t->price) || t->price <= 0 || !isfinite(t->amount) ||
-        t->amount < 0 || t->t_ms < 0)
+    if (!a || !t || !isfinite(t->price) || t->price <= 0 || !isfinite(t->amount) || t->amount < 0 ||
+        t->t_ms < 0)
         return PD_EINVAL;
     int64_t mi = t->t_ms / 60000;
     if (!a->have) {
@@ -434,8 +442,7 @@ static const char *skip_bom(const char *text, size_t *len)
 }
 
 /* The next line [*pos, end) without its CR; false at the end. */
-static bool next_line(const char *text, size_t len, size_t *pos, const char **line,
-                      size_t *llen)
+static bool next_line(const char *text, size_t len, size_t *pos, const char **line, size_t *llen)
 {
     if (*pos >= len)
         return false;
@@ -539,8 +546,8 @@ static int parse_row(char f[NCOL + 1][FIELD_MAX], size_t line, feed_trade *t, ch
     return 0;
 }
 
-int feed_trades_csv_parse(const char *text, size_t len, feed_trade **out, size_t *n,
-                          char *why, size_t whylen)
+int feed_trades_csv_parse(const char *text, size_t len, feed_trade **out, size_t *n, char *why,
+                          size_t whylen)
 {
     if (!text || !out || !n)
         return PD_EINVAL;

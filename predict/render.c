@@ -18,7 +18,6 @@
     "demo data: real 2018 candles replayed with shifted dates (PREDICTD_FEED=demo), not a live "   \
     "market"
 
-
 static const char *kind_name(int kind)
 {
     switch (kind) {

@@ -197,6 +197,13 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
     }
     for (size_t s = 0; s < nsym; s++)
         for (size_t t = 0; t < ntf; t++) {
+            int kind = STORE_SERIES_NONE;
+            if (store_series_kind(symbols[s], tfs[t], &kind) == 0 &&
+                kind == STORE_SERIES_DERIVED) {
+                fprintf(stderr, "predictd seed: %s %s: derived from %s 1m, not seeded\n",
+                        symbols[s], tfs[t], symbols[s]);
+                continue;
+            }
             features_candle *c = NULL;
             int rc = feed_seed_series(symbols[s], tfs[t], now, (size_t)count, seed, &c);
             if (rc == 0)
@@ -272,8 +279,8 @@ static int collect_candle(const features_candle *c, bool correction, void *arg)
 }
 
 /* A trades CSV: through the aggregator into 1m base candles. */
-static int import_trades(server_config *cfg, const char *file, const char *symbol,
-                         const char *text, size_t len)
+static int import_trades(server_config *cfg, const char *file, const char *symbol, const char *text,
+                         size_t len)
 {
     feed_trade *t = NULL;
     size_t n = 0;
@@ -312,8 +319,7 @@ static int import_trades(server_config *cfg, const char *file, const char *symbo
     fprintf(stderr,
             "predictd import: %zu trades (%llu duplicates ignored, %llu corrections) -> %zu 1m "
             "candles of %s stored; 5m 15m 1h 4h 1d derived\n",
-            n, (unsigned long long)st.duplicates, (unsigned long long)st.corrections, o.n,
-            symbol);
+            n, (unsigned long long)st.duplicates, (unsigned long long)st.corrections, o.n, symbol);
     exit_code = 0;
 out:
     free(o.c);
@@ -410,8 +416,7 @@ int cmd_import(server_config *cfg, int argc, char **argv)
     }
     bool base = !strcmp(tf, "1m");
     int kind = STORE_SERIES_NONE;
-    if (!base && (rc = store_series_kind(symbol, tf, &kind)) == 0 &&
-        kind == STORE_SERIES_DERIVED) {
+    if (!base && (rc = store_series_kind(symbol, tf, &kind)) == 0 && kind == STORE_SERIES_DERIVED) {
         fprintf(stderr,
                 "predictd import: series %s:%s is derived from %s:1m and refuses direct writes; "
                 "import its 1m candles instead (nothing was stored)\n",
@@ -431,8 +436,8 @@ int cmd_import(server_config *cfg, int argc, char **argv)
         fprintf(stderr, "predictd import: %zu candles of %s 1m stored; 5m 15m 1h 4h 1d derived\n",
                 n, symbol);
     else
-        fprintf(stderr, "predictd import: %zu candles of %s %s stored (native series)\n", n,
-                symbol, tf);
+        fprintf(stderr, "predictd import: %zu candles of %s %s stored (native series)\n", n, symbol,
+                tf);
     return 0;
 }
 

@@ -45,8 +45,11 @@ TEST(trades_become_base_candles_and_state_is_reported)
     feed_sink_set_state(s, FEED_STATE_CONNECTED);
     /* minute 0: 10 12 9 11; minute 1 none (flat); minute 2: 20; then the
      * clock closes minute 2 and a flat minute 3 */
-    feed_trade t[] = {tr(T0 + 1000, 1, 10, 1), tr(T0 + 2000, 2, 12, 1), tr(T0 + 3000, 3, 9, 1),
-                      tr(T0 + 4000, 4, 11, 1), tr(T0 + 2000, 2, 12, 1) /* duplicate */,
+    feed_trade t[] = {tr(T0 + 1000, 1, 10, 1),
+                      tr(T0 + 2000, 2, 12, 1),
+                      tr(T0 + 3000, 3, 9, 1),
+                      tr(T0 + 4000, 4, 11, 1),
+                      tr(T0 + 2000, 2, 12, 1) /* duplicate */,
                       tr(T0 + 2 * MIN + 1, 5, 20, 2)};
     for (size_t i = 0; i < sizeof t / sizeof *t; i++)
         CHECK_EQ_INT(feed_sink_trade(s, "SINKUSD", &t[i]), 0);
@@ -83,8 +86,8 @@ TEST(trades_become_base_candles_and_state_is_reported)
     CHECK_EQ_INT(st.trades, 6);
     /* closed 1m candles as they are: the first minute of the next 5m
      * bucket closes [0, 5) */
-    features_candle k = {.t = T0 / 1000 + 300, .open = 5, .high = 6, .low = 4, .close = 5.5,
-                         .volume = 3};
+    features_candle k = {
+        .t = T0 / 1000 + 300, .open = 5, .high = 6, .low = 4, .close = 5.5, .volume = 3};
     CHECK_EQ_INT(feed_sink_candles(s, "SINKUSD", &k, 1), 0);
     CHECK_EQ_INT(store_load_range("SINKUSD", "5m", 0, 0, T0 / 1000 + 86400, &c, &n), 0);
     CHECK_EQ_INT(n, 1);

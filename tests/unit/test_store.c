@@ -455,8 +455,12 @@ TEST(base_candles_derive_every_timeframe)
     int64_t t0 = last_closed("1d", NOW) - 86400;
     features_candle c[10];
     for (int i = 0; i < 10; i++)
-        c[i] = (features_candle){.t = t0 + 60 * i, .open = 10 + i, .high = 12 + i,
-                                 .low = 9 + i, .close = 11 + i, .volume = 2};
+        c[i] = (features_candle){.t = t0 + 60 * i,
+                                 .open = 10 + i,
+                                 .high = 12 + i,
+                                 .low = 9 + i,
+                                 .close = 11 + i,
+                                 .volume = 2};
     int kind = -1;
     CHECK_EQ_INT(store_series_kind("DERIVUSD", "5m", &kind), 0);
     CHECK_EQ_INT(kind, STORE_SERIES_NONE);
@@ -479,8 +483,8 @@ TEST(base_candles_derive_every_timeframe)
     CHECK_EQ_INT(store_load_range("DERIVUSD", "1d", 0, 0, NOW, &out, &n), 0);
     CHECK_EQ_INT(n, 0);
     free(out);
-    features_candle next = {.t = t0 + 86400, .open = 30, .high = 30, .low = 30, .close = 30,
-                            .volume = 1};
+    features_candle next = {
+        .t = t0 + 86400, .open = 30, .high = 30, .low = 30, .close = 30, .volume = 1};
     CHECK_EQ_INT(store_upsert_base_candles("DERIVUSD", &next, 1), 0);
     CHECK_EQ_INT(store_load_range("DERIVUSD", "1d", 0, 0, NOW, &out, &n), 0);
     CHECK_EQ_INT(n, 1);

@@ -456,8 +456,7 @@ TEST(shared_xrpeth_trades_give_the_shared_candles)
             x->close != y->close || fabs(x->volume - y->volume) > 1e-9 * fmax(1, y->volume))
             if (bad++ < 3)
                 UNIT_FAIL_("shuffled, minute %zu: got %lld %.17g %.17g, want %lld %.17g %.17g", i,
-                           (long long)x->t, x->open, x->close, (long long)y->t, y->open,
-                           y->close);
+                           (long long)x->t, x->open, x->close, (long long)y->t, y->open, y->close);
     }
     CHECK_EQ_INT(bad, 0);
     feed_agg_free(a);
