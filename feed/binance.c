@@ -33,9 +33,11 @@
  *   /api/v3/time plus the local time elapsed since.
  *
  * CONNECTION RULES (Binance's documentation)
- * - The server pings every few minutes and drops a client that does not
- *   pong; ws.c answers every ping with its payload. A connection that is
- *   silent (no frame at all) for SILENT_S is taken as dead.
+ * - The server pings now and then (every 20 s today, every 3 min in older
+ *   documentation) and drops a client that does not pong; ws.c answers
+ *   every ping with its payload. After PROBE_S without any frame (a quiet
+ *   symbol, or a dead peer) the connector pings the server itself; no
+ *   frame PROBE_WAIT_S after that, and the connection is taken as dead.
  * - A connection lives at most 24 hours: it is renewed (closed and opened
  *   again, with the backfill above) after renew_s (23 h 30 min).
  * - Reconnects back off exponentially (1 s doubling to 60 s) with jitter;
@@ -67,7 +69,8 @@
 #define MAX_SYMBOLS 64
 #define GRACE_MS 3000     /* a minute's trades may arrive this late */
 #define READ_SLICE_MS 500 /* the thread looks at its clock this often */
-#define SILENT_S 120      /* no frame for this long: the connection is dead */
+#define PROBE_S 60        /* no frame for this long: ping the server */
+#define PROBE_WAIT_S 30   /* and no frame this long after the ping: dead */
 #define LAG_S 10          /* event time this far behind: lagging */
 #define BACKOFF_MAX_MS 60000
 #define INITIAL_BACKFILL_MIN 1000 /* minutes fetched for a symbol with no candles */
@@ -904,7 +907,7 @@ static void *run(void *arg)
         LOG_INFO(MOD, "streaming %s", b->ws_url);
         set_state(b, FEED_STATE_CONNECTED);
         uint64_t opened = util_mono_ns(), last_frame = opened, last_sync = opened,
-                 last_trade = opened;
+                 last_trade = opened, probed = 0;
         feed__ws_stats ws0;
         feed__ws_stats_get(ws, &ws0);
         bool renew = false;
@@ -919,6 +922,7 @@ static void *run(void *arg)
             feed__ws_stats_get(ws, &wst);
             if (rc == 1 || wst.pings != ws0.pings || wst.pongs != ws0.pongs) {
                 last_frame = now;
+                probed = 0;
                 ws0 = wst;
             }
             if (rc == 1) {
@@ -936,8 +940,16 @@ static void *run(void *arg)
             tick(b);
             int64_t lag = atomic_load(&b->last_event_lag_ms);
             set_state(b, lag > LAG_S * 1000 ? FEED_STATE_LAGGING : FEED_STATE_CONNECTED);
-            if ((now - last_frame) / 1000000000u >= SILENT_S) {
-                snprintf(why, sizeof why, "no frame for %d s", SILENT_S);
+            if (!probed && (now - last_frame) / 1000000000u >= PROBE_S) {
+                if (feed__ws_send(ws, FEED__WS_PING, "predictd", 8) != 0) {
+                    snprintf(why, sizeof why, "cannot ping the server");
+                    rc = PD_EIO;
+                    break;
+                }
+                probed = now;
+            } else if (probed && (now - probed) / 1000000000u >= PROBE_WAIT_S) {
+                snprintf(why, sizeof why, "no frame for %d s, nor a pong to our ping",
+                         PROBE_S + PROBE_WAIT_S);
                 rc = PD_EIO;
                 break;
             }
