@@ -21,7 +21,7 @@ SANITIZER ?=
 CC        ?= cc
 PYTHON    ?= /usr/bin/python3
 
-PKGS      := libulfius libmicrohttpd jansson libpq hiredis libprotobuf-c zlib
+PKGS      := libulfius libmicrohttpd jansson libpq hiredis libprotobuf-c zlib libcurl openssl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -65,7 +65,7 @@ FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 # CI needs: .ci/run calls it).
 DEPS_RUN   := build-essential pkg-config libulfius-dev libjansson-dev libpq-dev \
     libhiredis-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev postgresql redis-server \
-    python3-minimal
+    libcurl4-gnutls-dev libssl-dev python3-minimal
 DEPS_TEST  := curl python3 python3-yaml python3-jsonschema python3-protobuf protobuf-compiler \
     python3-numpy python3-sklearn python3-torch python3-xgboost prometheus python3-websockets \
     clang libclang-rt-14-dev lcov chromium

@@ -97,6 +97,16 @@ int api_http_add_job(api_http *h, const char *name, api_job_probe probe, void *a
  * freed. Unknown names are ignored. Thread-safe. */
 void api_http_remove_job(api_http *h, const char *name);
 
+/*
+ * A metrics hook: a part of the program that api/ does not know (the market
+ * feed) appends its own Prometheus series (HELP, TYPE, samples) to /metrics.
+ * Called on a request thread under a read lock: thread-safe, quick, never
+ * blocking on its owner. fn NULL removes it; when the call returns no call
+ * of the previous hook is running. One hook. Thread-safe.
+ */
+typedef void (*api_metrics_hook)(void *arg, util_buf *out);
+void api_http_set_metrics_hook(api_http *h, api_metrics_hook fn, void *arg);
+
 /* ===========================================================================
  * Streams (streams.c): the hub behind /api/predictions/stream (WebSocket)
  * and /api/predictions/events (SSE).

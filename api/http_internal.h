@@ -112,9 +112,11 @@ struct api_http {
     atomic_int streams;       /* WebSocket/SSE clients (api_stream_enter) */
     atomic_long fresh_connections; /* accepted, no request line read yet */
     char id_prefix[20];       /* random per process: generated request ids */
-    pthread_rwlock_t jobs_lock; /* guards jobs and njobs */
+    pthread_rwlock_t jobs_lock; /* guards jobs, njobs and the metrics hook */
     struct api_job jobs[API_JOBS_MAX];
     size_t njobs;
+    api_metrics_hook metrics_hook; /* jobs_lock; NULL: none */
+    void *metrics_hook_arg;        /* jobs_lock */
     struct api_component_error component_errors[API_COMPONENT_COUNT_];
     char *dashboard;          /* web_dir/index.html read at start, NULL when absent */
     size_t dashboard_len;

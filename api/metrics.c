@@ -221,6 +221,10 @@ static void render_feed(util_buf *b, int64_t now)
     store_feed_status f;
     if (store_feed_status_get(&f) != 0)
         return;
+    /* a replica on standby (another one holds the feed's leader lock)
+     * exports no feed series: predictd_feed_leader says it waits */
+    if (!strcmp(f.state, "standby"))
+        return;
     bool up = !strcmp(f.state, "connected") || !strcmp(f.state, "lagging") ||
               !strcmp(f.state, "backfilling");
     header(b, "predictd_feed_up", "gauge",
@@ -564,10 +568,24 @@ void api_metrics_render(struct api_http *h, util_buf *b)
     render_predictions(h, b);
     render_models(h, b);
     render_training(h, b);
+    pthread_rwlock_rdlock(&h->jobs_lock);
+    if (h->metrics_hook)
+        h->metrics_hook(h->metrics_hook_arg, b);
+    pthread_rwlock_unlock(&h->jobs_lock);
     header(b, "predictd_uptime_seconds", "gauge", "Seconds since the service started.");
     util_buf_printf(b, "predictd_uptime_seconds %lld\n", (long long)(util_now() - h->started_at));
     render_process(b);
     header(b, "predictd_build_info", "gauge", "Build version and commit (value 1).");
     util_buf_printf(b, "predictd_build_info{version=\"%s\",commit=\"%s\"} 1\n", PREDICTD_VERSION,
                     PREDICTD_COMMIT);
+}
+
+void api_http_set_metrics_hook(api_http *h, api_metrics_hook fn, void *arg)
+{
+    if (!h)
+        return;
+    pthread_rwlock_wrlock(&h->jobs_lock);
+    h->metrics_hook = fn;
+    h->metrics_hook_arg = fn ? arg : NULL;
+    pthread_rwlock_unlock(&h->jobs_lock);
 }

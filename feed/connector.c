@@ -20,6 +20,7 @@ static const struct {
     feed_connector_new_fn make;
 } table[] = {
     {"demo", feed_demo_new},
+    {"binance", feed_binance_new},
 };
 
 int feed_connector_new(const char *spec, feed_connector **out, char *why, size_t whylen)

@@ -7,6 +7,10 @@
  *                or closed base candles, written through store/ as 1m base
  *                candles, from which PostgreSQL derives every timeframe
  *   connector.c  the connector table: PREDICTD_FEED="name:args" -> connector
+ *   leader.c     one ingester across replicas (the feed's advisory lock)
+ *   binance.c    the Binance spot connector (trades stream, klines, exchangeInfo)
+ *   ws.c, rest.c the exchange wires: RFC 6455 client over OpenSSL, REST over
+ *                libcurl with weight pacing and Retry-After (net_internal.h)
  *   demo.c       the demo connector: replays real 1m candles at real time
  *   seed.c       deterministic synthetic candles (`predictd seed`)
  *
@@ -138,6 +142,11 @@ int feed_sink_trade(feed_sink *s, const char *symbol, const feed_trade *t);
  * PD_EINVAL (misaligned or bad values: dropped), PD_EDB (kept and written
  * again with the symbol's next call). */
 int feed_sink_candles(feed_sink *s, const char *symbol, const features_candle *c, size_t n);
+/* A connector that aggregates trades itself (binance.c keeps one
+ * aggregator per symbol so that REST can take minutes over) hands its
+ * closed candles to feed_sink_candles and reports how many trades and
+ * corrections it aggregated here, for the feed's status. Thread-safe. */
+void feed_sink_note_trades(feed_sink *s, uint64_t trades, uint64_t corrections);
 /* The clock: closes every symbol's minutes that ended at or before now_ms
  * (flat candles for minutes without trades). Call it every few seconds. */
 int feed_sink_tick(feed_sink *s, int64_t now_ms);
@@ -167,6 +176,8 @@ void feed_sink_stats_get(feed_sink *s, feed_sink_stats *out);
  * connector.c ("demo", "demo:FILE,FILE", "binance:BTCUSDT,ETHUSDT", ...).
  */
 typedef struct feed_connector feed_connector;
+struct util_buf;
+struct feed_connector_status;
 struct feed_connector {
     /* The feed's name in /health/status ("demo-replay", "binance"): static. */
     const char *name;
@@ -184,7 +195,21 @@ struct feed_connector {
     const char *source;
     /* The connector's own state. */
     void *impl;
+    /* Optional (NULL: none). Appends the connector's Prometheus series
+     * (HELP, TYPE and samples) to out. Called from a scrape's thread while
+     * the connector runs: reads atomics only. */
+    void (*metrics)(feed_connector *self, struct util_buf *out);
+    /* Optional (NULL: none). The connector's state and last error, for
+     * /health/status. Thread-safe, quick. */
+    void (*status)(feed_connector *self, struct feed_connector_status *out);
 };
+
+/* What a connector says about itself. */
+typedef struct feed_connector_status {
+    int state;            /* enum feed_state */
+    uint64_t reconnects;  /* connections lost and made again */
+    char last_error[256]; /* "" when none; never a secret */
+} feed_connector_status;
 
 /* A constructor: args is the text after "name:" ("" when none). */
 typedef int (*feed_connector_new_fn)(const char *args, feed_connector **out);
@@ -229,6 +254,77 @@ int feed_demo_seed(const char *files, int64_t now, int behind_minutes, size_t *s
  * written as soon as its relabelled close has passed; N > 0: at most one
  * candle per symbol every N ms while catching up, for tests). */
 int feed_demo_new(const char *args, feed_connector **out);
+
+/* ===========================================================================
+ * Binance spot (binance.c): `<symbol>@trade` streams, 1m klines over REST
+ * for history and gaps, exchangeInfo for each symbol's status and tick
+ * (written to the store's exchange_symbols table). See binance.c for how
+ * no minute is lost or doubled across disconnects.
+ */
+#define FEED_BINANCE_WS_URL "wss://stream.binance.com:9443"
+#define FEED_BINANCE_REST_URL "https://api.binance.com"
+#define FEED_BINANCE_RENEW_S (23 * 3600 + 1800) /* Binance ends a connection at 24 h */
+
+typedef struct feed_binance_config {
+    const char *ws_url;       /* NULL: FEED_BINANCE_WS_URL */
+    const char *rest_url;     /* NULL: FEED_BINANCE_REST_URL */
+    const char *database_url; /* for exchange_symbols; NULL: not stored */
+    int renew_s;              /* connection age before renewal; 0: FEED_BINANCE_RENEW_S */
+} feed_binance_config;
+
+/* A connector for symbols "BTCUSDT,ETHUSDT" (not started; strings are
+ * copied). PD_EINVAL / PD_ESYMBOL with why filled (bad URL, bad or
+ * duplicate symbol, more than 64), PD_ENOMEM. */
+int feed_binance_open(const feed_binance_config *cfg, const char *symbols, feed_connector **out,
+                      char *why, size_t whylen);
+/* The connector table's constructor: feed_binance_open with the URLs of
+ * PREDICTD_BINANCE_WS_URL, PREDICTD_BINANCE_REST_URL, the database of
+ * PREDICTD_DATABASE_URL and the renewal age PREDICTD_BINANCE_RENEW
+ * (seconds) from the environment (read once, here). */
+int feed_binance_new(const char *args, feed_connector **out);
+
+/* Progress of a download: minutes done of total. */
+typedef void (*feed_fetch_progress_fn)(int64_t done, int64_t total, void *arg);
+
+/*
+ * Downloads the closed 1m candles of symbol with from <= open < to (Unix
+ * seconds, to 0: now) over REST and writes them through sink. Resumes
+ * after the newest candle already stored in the range; writes are upserts,
+ * so running it again changes nothing. progress (may be NULL) is called
+ * after each page. *written (may be NULL) gets the candles written.
+ * 0, PD_EINVAL (bad range, unknown symbol: why has the exchange's
+ * message), PD_ERATE, PD_EIO (REST down), PD_EDB.
+ */
+int feed_binance_fetch(const feed_binance_config *cfg, const char *symbol, int64_t from,
+                       int64_t to, feed_sink *sink, feed_fetch_progress_fn progress, void *arg,
+                       int64_t *written, char *why, size_t whylen);
+
+/* ===========================================================================
+ * Leader (leader.c): one ingester among processes sharing a database. A
+ * thread takes the feed's advisory lock (store_lock_*), runs the connector
+ * of spec with a sink while it holds it, and stands by (retrying every
+ * 5 s) while another process does. Without database_url it runs alone.
+ */
+typedef struct feed_leader feed_leader;
+
+/* Checks spec (feed_connector_new) and starts the thread. 0, PD_EINVAL
+ * (why filled), PD_ENOMEM, PD_EINTERNAL. Strings are copied. */
+int feed_leader_start(const char *spec, const char *database_url, feed_leader **out, char *why,
+                      size_t whylen);
+/* Stops the connector (if running), releases the lock, joins, frees. NULL: no-op. */
+void feed_leader_stop(feed_leader *l);
+/* Appends predictd_feed_leader and the running connector's series to
+ * out. Thread-safe. */
+void feed_leader_metrics(feed_leader *l, struct util_buf *out);
+
+typedef struct feed_leader_status {
+    const char *state;    /* "standby", a feed_state_name(), "down", "off": static */
+    uint64_t reconnects;  /* of the running connector */
+    uint64_t takeovers;   /* times this process became the ingester */
+    char last_error[256];
+} feed_leader_status;
+/* Thread-safe, quick. l NULL: state "off". */
+void feed_leader_status_get(feed_leader *l, feed_leader_status *out);
 
 /* ===========================================================================
  * Seed: deterministic synthetic candles (regime-switching random walk with

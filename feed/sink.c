@@ -40,6 +40,7 @@ struct feed_sink {
     size_t nsyms, cap;
     store_feed_status st; /* lock */
     uint64_t duplicates, too_late;
+    uint64_t ext_trades, ext_corrections; /* lock: aggregated by the connector itself */
 };
 
 const char *feed_state_name(int state)
@@ -186,8 +187,8 @@ static void report(feed_sink *s)
         dup += a.duplicates;
         late += a.too_late;
     }
-    s->st.trades = trades;
-    s->st.corrections = corr;
+    s->st.trades = trades + s->ext_trades;
+    s->st.corrections = corr + s->ext_corrections;
     s->duplicates = dup;
     s->too_late = late;
     s->st.updated_at = util_now();
@@ -265,5 +266,16 @@ void feed_sink_stats_get(feed_sink *s, feed_sink_stats *out)
                              .candles_written = s->st.candles,
                              .write_errors = s->st.write_errors,
                              .last_candle = s->st.last_candle};
+    pthread_mutex_unlock(&s->lock);
+}
+
+void feed_sink_note_trades(feed_sink *s, uint64_t trades, uint64_t corrections)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->ext_trades += trades;
+    s->ext_corrections += corrections;
+    report(s);
     pthread_mutex_unlock(&s->lock);
 }

@@ -4,8 +4,10 @@
  * Start-up: settle the admin key (refusing a key file others may read),
  * connect the candle store, load the model repository synchronously (so
  * the first request sees every verified model), start the scanner, the
- * HTTP pool and the inference loop, and register the background jobs that
- * /health/status reports.
+ * HTTP pool, the inference loop and the market feed (PREDICTD_FEED: a
+ * feed_leader thread that runs the connector while this process holds the
+ * feed's advisory lock), and register the background jobs that
+ * /health/status reports (the feed as job "feed").
  *
  * Replicas: several `predictd serve` on one database cooperate through it.
  * The inference loop holds (or waits for) the leader lock and the training
@@ -60,6 +62,7 @@ struct serve_jobs {
     char training_error[200];
     predict_loop *_Atomic leader; /* the loop while it runs (leader lock); NULL: none */
     store_notifier *notifier;     /* NOTIFY predictd_models; NULL without a database */
+    feed_leader *feed; /* NULL: no PREDICTD_FEED */
 };
 
 /* The training schedule runs on the leader only (replicas on one database). */
@@ -79,6 +82,18 @@ static void announce_change(void *arg, const char *symbol, const char *tf)
         LOG_WARN("server", "could not tell the other replicas that %s changed; they see it "
                            "at their next scan",
                  payload);
+}
+
+/* The market feed (PREDICTD_FEED): connected, lagging, backfilling, down,
+ * or standby while another replica ingests. */
+static void feed_probe(void *arg, api_job_status *out)
+{
+    const struct serve_jobs *j = arg;
+    feed_leader_status st;
+    feed_leader_status_get(j->feed, &st);
+    out->state = st.state;
+    out->runs = st.reconnects;
+    snprintf(out->last_error, sizeof out->last_error, "%s", st.last_error);
 }
 
 static void scanner_probe(void *arg, api_job_status *out)
@@ -170,7 +185,6 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     api_context *ctx = NULL;
     api_http *http = NULL;
     predict_loop *loop = NULL;
-    feed_runner *feed = NULL; /* PREDICTD_FEED, NULL: none */
     struct serve_jobs jobs = {.reload_interval = cfg->reload_interval};
 
     if (!cfg->database_url)
@@ -276,22 +290,25 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
         atomic_store(&jobs.leader, jobs.loop);
     }
     if (cfg->feed && *cfg->feed) {
-        char fwhy[300] = "";
-        if (!cfg->database_url) {
+        /* a feed_leader: runs the connector while this process holds the
+         * feed's advisory lock, stands by while another replica does */
+        if (!cfg->database_url)
             LOG_ERROR("server", "PREDICTD_FEED needs a database (PREDICTD_DATABASE_URL)");
-        } else if (feed_runner_start(cfg->feed, &feed, fwhy, sizeof fwhy) != 0) {
-            LOG_ERROR("server", "PREDICTD_FEED: %s", fwhy[0] ? fwhy : "did not start");
-        }
-        if (!feed) {
+        else
+            (void)server_feed_start(cfg, &jobs.feed);
+        if (!jobs.feed) {
             api_http_stop(http, 0);
             predict_loop_stop(loop);
             exit_code = 2;
             goto out_ctx;
         }
+        api_http_set_metrics_hook(http, server_feed_metrics, jobs.feed);
     }
     (void)api_http_add_job(http, "model_scanner", scanner_probe, &jobs);
     (void)api_http_add_job(http, "inference_loop", loop_probe, &jobs);
     (void)api_http_add_job(http, "training", training_probe, &jobs);
+    if (jobs.feed)
+        (void)api_http_add_job(http, "feed", feed_probe, &jobs);
     LOG_INFO("server", "ready to serve (pid %d)", (int)getpid());
 
     for (;;) {
@@ -319,7 +336,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     pthread_sigmask(SIG_UNBLOCK, &term, NULL);
 
     api_http_stop(http, cfg->drain_timeout);
-    feed_runner_stop(feed);
+    feed_leader_stop(jobs.feed); /* after HTTP: no probe or scrape reads it any more */
     atomic_store(&jobs.leader, NULL);
     predict_loop_stop(loop);
     exit_code = 0;

@@ -19,6 +19,17 @@ int cmd_backtest(server_config *cfg, int argc, char **argv);
 int cmd_models(server_config *cfg, int argc, char **argv);
 int cmd_keygen(server_config *cfg, int argc, char **argv);
 int cmd_version(server_config *cfg, int argc, char **argv);
+int cmd_ingest(server_config *cfg, int argc, char **argv);
+int cmd_fetch(server_config *cfg, int argc, char **argv);
+
+/* The market feed inside serve (cmd_feed.c). server_feed_start starts a
+ * feed_leader when cfg->feed is set (*out NULL when not); 0 or the code of
+ * feed_leader_start (logged). server_feed_metrics is api/'s metrics hook
+ * over a feed_leader (arg). */
+struct feed_leader;
+struct util_buf;
+int server_feed_start(const server_config *cfg, struct feed_leader **out);
+void server_feed_metrics(void *arg, struct util_buf *out);
 
 /* True when argv holds -h or --help. */
 int cmd_wants_help(int argc, char **argv);

@@ -88,6 +88,12 @@ static const struct opt opts[] = {
      "IPv4 addresses/CIDRs whose X-Forwarded-For names the client (logs, rate limit)"},
     {"web-dir", "PREDICTD_WEB_DIR", OPT_STR, "./web", 0, 0, OFF(web_dir),
      "directory of the dashboard page served at /"},
+    {"binance-ws-url", "PREDICTD_BINANCE_WS_URL", OPT_STR, "wss://stream.binance.com:9443", 0, 0,
+     OFF(binance_ws_url), "Binance stream base URL (testnet: wss://stream.testnet.binance.vision)"},
+    {"binance-rest-url", "PREDICTD_BINANCE_REST_URL", OPT_STR, "https://api.binance.com", 0, 0,
+     OFF(binance_rest_url), "Binance REST base URL (testnet: https://testnet.binance.vision)"},
+    {"binance-renew", "PREDICTD_BINANCE_RENEW", OPT_INT, "84600", 5, 86000, OFF(binance_renew),
+     "seconds before a stream connection is renewed (Binance ends them at 24 h)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

@@ -41,6 +41,9 @@ typedef struct server_config {
     char *migrations_dir;
     char *web_dir;         /* the dashboard page served at / */
     char *trusted_proxies; /* NULL: X-Forwarded-For is ignored */
+    char *binance_ws_url;   /* PREDICTD_BINANCE_WS_URL */
+    char *binance_rest_url; /* PREDICTD_BINANCE_REST_URL */
+    int binance_renew;      /* PREDICTD_BINANCE_RENEW: seconds before a stream is renewed */
 } server_config;
 
 /*

@@ -25,6 +25,8 @@ static const struct {
     {"migrate", cmd_migrate, "apply db/ migrations (idempotent)"},
     {"seed", cmd_seed, "write deterministic synthetic candles for the demo symbols"},
     {"import", cmd_import, "load candles from a CSV file"},
+    {"ingest", cmd_ingest, "run the market-data feed (PREDICTD_FEED) alone"},
+    {"fetch", cmd_fetch, "download 1m history from the exchange's REST API"},
     {"train", cmd_train_adapter, "train a model from candles and publish the next version"},
     {"features", cmd_features, "print the feature table of candles in a CSV"},
     {"predict", cmd_predict, "one prediction as the API's JSON, without a server"},

@@ -13,6 +13,8 @@
  *   lock.c      leader locks: a PostgreSQL advisory lock per job
  *   notifier.c  NOTIFY from any thread (the replicas tell each other)
  *   migrate.c   the db/ migrations
+ *   lock.c      leader locks: one holder of a job across processes (advisory locks)
+ *   markets.c   exchange_symbols: a symbol's status and price tick per exchange
  *   feedstate.c the market-data feed's state, for /health/status
  *
  * Threading: candle and cache functions use the calling thread's own
@@ -560,5 +562,30 @@ int store_notifier_open(const char *database_url, store_notifier **out);
  * PD_EDB (logged). Thread-safe. */
 int store_notifier_send(store_notifier *n, const char *channel, const char *payload);
 void store_notifier_close(store_notifier *n); /* NULL is a no-op */
+
+/* ===========================================================================
+ * Exchange symbols (store/markets.c): what an exchange says about a
+ * symbol, in the exchange_symbols table. A handle owns one dedicated
+ * connection guarded by a mutex: thread-safe.
+ */
+typedef struct store_markets store_markets;
+
+typedef struct store_market {
+    char venue[33];   /* "binance": [a-z0-9_-]{1,32} */
+    char symbol[24];
+    char status[24];  /* the exchange's word: "TRADING", "BREAK", "HALT", ... */
+    double tick_size; /* price step (> 0) */
+    double step_size; /* quantity step; 0: unknown */
+    int64_t updated_at; /* Unix seconds of the last write (get only) */
+} store_market;
+
+/* PD_EINVAL (bad URL), PD_ENOMEM. Close with store_markets_close (NULL: no-op). */
+int store_markets_open(const char *database_url, store_markets **out);
+void store_markets_close(store_markets *m);
+/* Inserts or replaces (venue, symbol). 0, PD_EINVAL (bad fields), PD_EDB. */
+int store_market_put(store_markets *h, const store_market *m);
+/* One symbol. 0 with *out, PD_ENOTFOUND, PD_ESYMBOL, PD_EINVAL, PD_EDB. */
+int store_market_get(store_markets *h, const char *venue, const char *symbol,
+                     store_market *out);
 
 #endif
