@@ -310,6 +310,9 @@ async function openMode(browser) {
     const shown = await page.evaluate(() => ({ dir: document.getElementById('direction').textContent, want: predictd.prediction.direction, state: document.getElementById('signal').dataset.state }));
     check(shown.dir.replace(/[^A-Z_ ]/g, '').trim().replace(' ', '_') === shown.want, JSON.stringify(shown));
     // the timeframe summary and the watchlist follow from the same stream
+    // (the summary is fetched again after the push: wait for it, bounded)
+    await page.waitForFunction((tf, sym, want) => predictd.summary.predictions[tf] && predictd.summary.predictions[tf].candle_time === want &&
+      predictd.watch.get(sym) && predictd.watch.get(sym).candle_time === want, { timeout: 10000 }, TF, SYMBOL, last).catch(() => {});
     const side = await page.evaluate((tf, sym) => ({ summary: predictd.summary.predictions[tf] && predictd.summary.predictions[tf].candle_time,
       watch: predictd.watch.get(sym) && predictd.watch.get(sym).candle_time }), TF, SYMBOL);
     check(side.summary === last && side.watch === last, 'summary/watchlist behind: ' + JSON.stringify(side));
