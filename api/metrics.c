@@ -370,6 +370,24 @@ static void render_predictions(struct api_http *h, util_buf *b)
     header(b, "predictd_db_reconnects_total", "counter", "PostgreSQL reconnections.");
     util_buf_printf(b, "predictd_db_reconnects_total %llu\n",
                     (unsigned long long)fst.db_reconnects);
+    static const struct {
+        int kind;
+        const char *name, *help;
+    } lats[] = {{STORE_LATENCY_DB, "predictd_db_query_duration_seconds",
+                 "PostgreSQL statement latency (each round trip of a request-path statement)."},
+                {STORE_LATENCY_REDIS, "predictd_redis_command_duration_seconds",
+                 "Redis reply latency (in a pipelined batch the first reply carries the round "
+                 "trip)."}};
+    for (size_t k = 0; k < sizeof lats / sizeof lats[0]; k++) {
+        store_latency sl;
+        store_latency_get(lats[k].kind, &sl);
+        _Atomic uint64_t counts[STORE_LATENCY_BUCKETS + 1];
+        for (int i = 0; i <= STORE_LATENCY_BUCKETS; i++)
+            atomic_init(&counts[i], sl.counts[i]);
+        header(b, lats[k].name, "histogram", lats[k].help);
+        histogram(b, lats[k].name, "", store_latency_bounds, STORE_LATENCY_BUCKETS, counts,
+                  sl.sum_s);
+    }
     header(b, "predictd_redis_errors_total", "counter",
            "Redis errors (each one bypassed: the database answers instead).");
     util_buf_printf(b, "predictd_redis_errors_total %llu\n", (unsigned long long)fst.redis_errors);

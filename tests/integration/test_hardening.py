@@ -203,6 +203,47 @@ def websocket_churn_16_clients_for_10_s_does_not_crash():
     check(line and line[0].endswith(" 0"), f"stream clients left: {line}")
 
 
+@test
+def websocket_raw_churn_with_resets_does_not_crash():
+    # what crashed libulfius' websocket list: 16 clients opening websockets
+    # and leaving at once, by reset, by close frame or by a bare FIN
+    import struct
+    import threading
+    svc = service()
+    done = [0]
+    lock = threading.Lock()
+
+    def worker(i):
+        end = time.time() + 10
+        while time.time() < end and svc.proc.poll() is None:
+            try:
+                s = socket.create_connection(("127.0.0.1", svc.port), timeout=5)
+                key = base64.b64encode(os.urandom(16)).decode()
+                s.sendall((f"GET /api/predictions/stream HTTP/1.1\r\nHost: x\r\n"
+                           f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                           ).encode())
+                s.recv(4096)
+                if i % 3 == 0:  # reset
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                elif i % 3 == 1:  # close frame, not waiting for the answer
+                    m = os.urandom(4)
+                    s.sendall(bytes([0x88, 0x82]) + m + bytes(b ^ m[k % 4] for k, b in
+                                                              enumerate(b"\x03\xe8")))
+                s.close()
+                with lock:
+                    done[0] += 1
+            except OSError:
+                pass
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(f"     {done[0]} raw WebSocket sessions in 10 s")
+    alive(svc)
+
+
 # ---------------------------------------------------------------------------
 # 2. Memory: frames declaring huge lengths are refused from their header.
 
@@ -447,6 +488,7 @@ def metrics_have_exact_codes_process_figures_and_fine_buckets():
     svc = service()
     get_raw(svc.port, "/api/predictions", method="POST")  # 405
     get_raw(svc.port, "/api/predictions/BTC%zz")           # 400
+    get_raw(svc.port, "/api/predictions?timeframe=15m")    # lists symbols: a database query
     _, _, text = svc.get("/metrics")
     text = text.decode()
     codes = set()
@@ -471,6 +513,11 @@ def metrics_have_exact_codes_process_figures_and_fine_buckets():
     check(abs(values["process_open_fds"] - fds) <= 3, f"{values['process_open_fds']} vs {fds}")
     check('predictd_http_request_duration_seconds_bucket{route="other",le="1e-05"}' in text,
           "latency buckets start at 10 us")
+    for fam in ("predictd_db_query_duration_seconds", "predictd_redis_command_duration_seconds"):
+        check(f"# TYPE {fam} histogram" in text, f"{fam} missing")
+    db_count = [ln for ln in text.splitlines()
+                if ln.startswith("predictd_db_query_duration_seconds_count ")]
+    check(db_count and float(db_count[0].split()[1]) >= 1, f"no database latency: {db_count}")
     p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
                        text=True, timeout=60)
     check_eq(p.returncode, 0, p.stdout + p.stderr)
