@@ -191,7 +191,11 @@ def websocket_churn_16_clients_for_10_s_does_not_crash():
     print(f"     {counts['open']} WebSocket sessions in 10 s ({counts['refused']} refused)")
     check(counts["open"] > 100, f"too few sessions: {counts}")
     alive(svc)
-    # every slot came back: the stream gauge ends at 0
+    streams_back_to_zero(svc)
+
+
+def streams_back_to_zero(svc):
+    """Every stream slot came back: the stream gauge ends at 0."""
     deadline = time.time() + 5
     while time.time() < deadline:
         _, _, text = svc.get("/metrics")
@@ -242,6 +246,7 @@ def websocket_raw_churn_with_resets_does_not_crash():
         t.join()
     print(f"     {done[0]} raw WebSocket sessions in 10 s")
     alive(svc)
+    streams_back_to_zero(svc)
 
 
 # ---------------------------------------------------------------------------
