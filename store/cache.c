@@ -92,7 +92,7 @@ int store__cache_configure(const char *url, bool cache_on, unsigned gen)
     if (rc) {
         /* Never echo the URL: it may hold a password. */
         if (rc == PD_EINVAL)
-            LOG_ERROR(MOD, "Redis URL is malformed (expected redis://host:port/db)");
+            LOG_ERROR(MOD, "Redis URL is malformed or unsupported (" STORE__REDIS_URL_FORMS ")");
         store__cache_unconfigure();
         return rc;
     }
