@@ -566,6 +566,53 @@ def listens_on_ipv6():
 
 
 @test
+def redis_over_a_unix_socket_with_an_encoded_password():
+    need_services()
+    d = tempfile.mkdtemp(prefix="predictd-harden-redis-")
+    os.chmod(d, 0o777)
+    sock = os.path.join(d, "redis.sock")
+    password = "p@ss:w/rd%"
+    r = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock,
+                          "--unixsocketperm", "777", "--requirepass", password, "--save", "",
+                          "--appendonly", "no", "--dir", d],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while not os.path.exists(sock) and time.time() < deadline:
+            time.sleep(0.05)
+        check(os.path.exists(sock), "redis-server did not start")
+        url = "unix://:p%40ss%3Aw%2Frd%25@" + sock + "?db=1"
+        svc = Service(tempfile.mkdtemp(prefix="predictd-harden-models-"),
+                      env={"PREDICTD_REDIS_URL": url})
+        try:
+            status, _, body = svc.get("/health/status")
+            check_eq(status, 200)
+            check_eq(body["components"]["redis"]["state"], "up",
+                     str(body["components"]) + "\n" + svc.logs()[-2000:])
+        finally:
+            svc.stop()
+        # the same URL with a wrong password: Redis is down, not the service
+        bad = "unix://:wrong@" + sock + "?db=1"
+        svc = Service(tempfile.mkdtemp(prefix="predictd-harden-models-"),
+                      env={"PREDICTD_REDIS_URL": bad})
+        try:
+            status, _, body = svc.get("/health/status")
+            check_eq(body["components"]["redis"]["state"], "down")
+        finally:
+            svc.stop()
+    finally:
+        r.terminate()
+        r.wait()
+    # rediss:// is refused at start, with the reason
+    p = subprocess.run([BIN, "serve"], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, PREDICTD_REDIS_URL="rediss://h:6380",
+                                PREDICTD_LISTEN="127.0.0.1:1", PREDICTD_LOG_FORMAT="text"))
+    check(p.returncode != 0, "rediss:// must not start without TLS support")
+    check("TLS" in p.stderr, p.stderr[-1000:])
+    check("rediss://h" not in p.stderr, "the URL is not echoed")
+
+
+@test
 def help_goes_to_stdout_and_unknown_flags_are_named():
     commands = ["serve", "migrate", "seed", "import", "train", "features", "predict", "models",
                 "keygen", "version"]
