@@ -76,6 +76,13 @@ deps:
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "deps: all present"; fi
+	@# the OpenAPI linter the test suite runs (project-local, from the lock file)
+	@if command -v npm >/dev/null 2>&1; then \
+	    if [ ! -x tests/contract/node_modules/.bin/redocly ]; then \
+	        echo "deps: npm ci in tests/contract (redocly)"; \
+	        npm ci --prefix tests/contract --no-audit --no-fund --loglevel=error; \
+	    fi; \
+	else echo "deps: npm absent: the redocly lint of openapi.yaml will be skipped"; fi
 
 $(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p $(BUILD)/gen
