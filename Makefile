@@ -6,7 +6,7 @@
 #   make test       unit + integration tests; ends with "N passed, N failed"
 #   make sanitize   the same suite built with ASan + UBSan into build-san/
 #   make bench      benchmarks (figures in bench/README.md)
-#   make fuzz       short libFuzzer runs of the model and CSV parsers
+#   make fuzz       libFuzzer runs of every parser (FUZZ_SECONDS each, default 30)
 #   make format / format-check
 #
 # SANITIZER=address,undefined builds an instrumented tree (used by sanitize).
@@ -53,6 +53,8 @@ UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+# each fuzz target also runs its committed corpus and regressions in `make test`
+FUZZ_REPLAY := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/test_%,$(FUZZ_SRC))
 
 DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-dev \
     libhiredis-dev libprotobuf-c-dev protobuf-c-compiler postgresql redis-server \
@@ -112,6 +114,12 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB)
 	@echo "  TEST    $@"
 	$(Q)$(CC) $(CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
+$(BUILD)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  REPLAY  $@"
+	$(Q)$(CC) $(CFLAGS) -DFUZZ_NAME='"fuzz_$*"' -DFUZZ_ROOT='"$(abspath .)"' $(LDFLAGS) -o $@ \
+	    tests/fuzz/replay.c $< $(LIB) $(LDLIBS)
+
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	@echo "  BENCH   $@"
@@ -128,7 +136,7 @@ test: deps
 	PREDICTD_BIN=$(abspath $(BIN)) PREDICTD_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
 	    PREDICTD_SANITIZER=$(SANITIZER) tests/run
 
-build-tests: all $(UNIT_BIN)
+build-tests: all $(UNIT_BIN) $(FUZZ_REPLAY)
 
 sanitize: deps
 	PREDICTD_SANITIZER=address,undefined \

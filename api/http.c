@@ -178,38 +178,6 @@ static void client_address(const struct _u_request *req, char *out, size_t len)
     }
 }
 
-/* Origin allowed by PREDICTD_CORS_ORIGINS (exact match, or "*"). */
-static bool origin_allowed(const char *list, const char *origin)
-{
-    if (!list || !origin)
-        return false;
-    size_t ol = strlen(origin);
-    for (const char *p = list; *p;) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > p && t[-1] == ' ')
-            t--;
-        if ((size_t)(t - p) == 1 && *p == '*')
-            return true;
-        if (t > p && (size_t)(t - p) == ol && strncmp(p, origin, ol) == 0)
-            return true;
-        p = e;
-    }
-    return false;
-}
-
-/* A request id is echoed only when it is short and plain. */
-static bool request_id_ok(const char *id)
-{
-    size_t n = id ? strlen(id) : 0;
-    return n > 0 && n < 64 &&
-           strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:") == n;
-}
-
 /* The path for the access log: no query string, printable, bounded. */
 static void loggable_path(const struct _u_request *req, char *out, size_t len)
 {
@@ -229,12 +197,7 @@ static bool body_too_big(const struct _u_request *req)
     if (req->binary_body_length > MAX_BODY_BYTES)
         return true;
     const char *clen = u_map_get_case(req->map_header, "Content-Length");
-    if (!clen)
-        return false;
-    errno = 0;
-    char *end;
-    unsigned long long n = strtoull(clen, &end, 10);
-    return errno == ERANGE || n > MAX_BODY_BYTES;
+    return clen && api__content_length_over(clen, MAX_BODY_BYTES);
 }
 
 static void preflight(struct api_request *rq, bool cors)
@@ -296,7 +259,7 @@ static void handle(api_http *h, struct req_state *st, struct MHD_Connection *con
                              .now = util_now(),
                              .status = 0};
     const char *given_id = u_map_get_case(req->map_header, "X-Request-Id");
-    if (request_id_ok(given_id))
+    if (api__request_id_ok(given_id))
         snprintf(rq.request_id, sizeof rq.request_id, "%s", given_id);
     else
         snprintf(rq.request_id, sizeof rq.request_id, "%s-%llu", h->id_prefix,
@@ -309,7 +272,7 @@ static void handle(api_http *h, struct req_state *st, struct MHD_Connection *con
 
     const api_options *opt = &h->ctx->opt;
     const char *origin = u_map_get_case(req->map_header, "Origin");
-    bool cors = origin_allowed(opt->cors_origins, origin);
+    bool cors = api__origin_allowed(opt->cors_origins, origin);
     if (cors) {
         u_map_put(resp->map_header, "Access-Control-Allow-Origin", origin);
         u_map_put(resp->map_header, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");

@@ -408,6 +408,12 @@ out:
     return rc;
 }
 
+int registry__policy_check(const char *text, size_t len, char *why, size_t whylen)
+{
+    policy p;
+    return parse_policy(text, len, &p, why, whylen);
+}
+
 /* Scanner: reads the series' policy.json and updates s->pol. A malformed
  * file is ignored with its reason (the previous policy stays); an absent
  * one means no policy. Logs only when the content changes. */

@@ -94,5 +94,9 @@ int registry__load_at(int vfd, const char *owner, const char *tf, uint32_t numbe
 /* Parses a version directory name: a positive decimal integer without
  * leading zeros, at most REGISTRY__MAX_VERSION. Returns 0 when invalid. */
 uint32_t registry__parse_version(const char *name);
+/* Parses a policy.json text as the scanner does and discards the result:
+ * 0, or PD_EPARSE with the reason in why. For tests and fuzzing; pure,
+ * thread-safe. */
+int registry__policy_check(const char *text, size_t len, char *why, size_t whylen);
 
 #endif
