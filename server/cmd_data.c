@@ -267,23 +267,10 @@ int cmd_import(server_config *cfg, int argc, char **argv)
     features_candle *c = NULL;
     size_t n = 0;
     char why[256] = "";
-    rc = feed_csv_parse(text, len, &c, &n, why, sizeof why);
+    rc = feed_csv_parse_for(text, len, tf, &c, &n, why, sizeof why);
     free(text);
     if (rc) {
         fprintf(stderr, "predictd import: %s: %s\n", file, why[0] ? why : util_strerror(rc));
-        return 1;
-    }
-    int64_t tfs = util_tf_seconds(tf);
-    size_t misaligned = 0;
-    for (size_t i = 0; i < n; i++)
-        if (c[i].t % tfs != 0)
-            misaligned++;
-    if (misaligned) {
-        fprintf(stderr,
-                "predictd import: %zu rows are not aligned to %s candle boundaries (first at "
-                "row time %lld); wrong --timeframe?\n",
-                misaligned, tf, (long long)c[0].t);
-        free(c);
         return 1;
     }
     if (need_db(cfg, "import")) {

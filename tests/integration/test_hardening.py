@@ -613,6 +613,24 @@ def redis_over_a_unix_socket_with_an_encoded_password():
 
 
 @test
+def import_names_the_line_of_a_misaligned_row():
+    d = tempfile.mkdtemp(prefix="predictd-harden-import-")
+    path = os.path.join(d, "candles.csv")
+    with open(path, "w") as f:
+        f.write("open_time,open,high,low,close,volume\n"
+                "2024-01-01T00:00:00Z,1,2,0.5,1.5,3\n"
+                "2024-01-01T00:15:00Z,1,2,0.5,1.5,3\n"
+                "2024-01-01T00:30:00Z,1,2,0.5,1.5,3\n"
+                "2024-01-01T00:47:00Z,1,2,0.5,1.5,3\n")
+    p = subprocess.run([BIN, "import", path, "--symbol", "BTCUSDT", "--timeframe", "15m"],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PREDICTD_DATABASE_URL="postgresql://nobody@127.0.0.1:1/x"))
+    check_eq(p.returncode, 1)
+    check("line 5: open time 2024-01-01T00:47:00Z is not on a 15m candle boundary" in p.stderr,
+          p.stderr)
+
+
+@test
 def help_goes_to_stdout_and_unknown_flags_are_named():
     commands = ["serve", "migrate", "seed", "import", "train", "features", "predict", "models",
                 "keygen", "version"]
