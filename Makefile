@@ -5,6 +5,7 @@
 #   make run        the service on an embedded PostgreSQL + Redis under .run/
 #   make test       unit + integration tests; ends with "N passed, N failed"
 #   make sanitize   the same suite built with ASan + UBSan into build-san/
+#   make tsan       the thread-heavy tests built with ThreadSanitizer into build-tsan/
 #   make bench      benchmarks (figures in bench/README.md)
 #   make fuzz       libFuzzer runs of every parser (FUZZ_SECONDS each, default 30)
 #   make format / format-check
@@ -65,7 +66,7 @@ DEB_PACKAGES := build-essential pkg-config libulfius-dev libjansson-dev libpq-de
 # generated sources are kept, not deleted as intermediates
 .SECONDARY: $(GEN_C) $(GEN_H)
 
-.PHONY: all deps run test unit sanitize bench fuzz format format-check clean docker-check \
+.PHONY: all deps run test unit sanitize tsan bench fuzz format format-check clean docker-check \
     build-tests build-bench
 all: $(BIN)
 
@@ -141,6 +142,15 @@ build-tests: all $(UNIT_BIN) $(FUZZ_REPLAY)
 sanitize: deps
 	PREDICTD_SANITIZER=address,undefined \
 	    $(MAKE) BUILD=build-san SANITIZER=address,undefined CFLAGS='-O1 -g' test
+
+# ThreadSanitizer over the tests whose threads meet: streams and the loop,
+# swaps under load, WebSocket churn, background jobs (tests/tsan.supp holds
+# the reports inside uninstrumented libraries, each with its reason).
+TSAN_TESTS ?= test_loop test_registry_swap test_hardening test_training_api test_registry
+tsan: deps
+	PREDICTD_SANITIZER=thread TSAN_OPTIONS="suppressions=$(abspath tests/tsan.supp) \
+	    halt_on_error=0 second_deadlock_stack=1" TESTS='$(TSAN_TESTS)' \
+	    $(MAKE) BUILD=build-tsan SANITIZER=thread CFLAGS='-O1 -g' test
 
 bench: deps
 	@$(MAKE) --no-print-directory build-bench
