@@ -102,7 +102,22 @@ static void reply_listing(struct api_request *rq, bool admin)
             util_buf_puts(&b, ",");
         render_series(&b, &s[i], admin);
     }
-    util_buf_puts(&b, "]}");
+    util_buf_puts(&b, "]");
+    registry_refused_info *ref = NULL;
+    size_t nref = 0;
+    if (admin && registry_refused(api_context_registry(rq->ctx), &ref, &nref) == 0) {
+        util_buf_puts(&b, ",\"refused\":[");
+        for (size_t i = 0; i < nref; i++) {
+            util_buf_puts(&b, i ? ",{\"path\":" : "{\"path\":");
+            util_json_str(&b, ref[i].path);
+            util_buf_puts(&b, ",\"reason\":");
+            util_json_str(&b, ref[i].reason);
+            util_buf_puts(&b, "}");
+        }
+        util_buf_puts(&b, "]");
+        free(ref);
+    }
+    util_buf_puts(&b, "}");
     api_reply_json(rq, 200, &b);
     util_buf_cleanup(&b);
     registry_list_free(s, n);

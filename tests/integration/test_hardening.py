@@ -631,6 +631,47 @@ def import_names_the_line_of_a_misaligned_row():
 
 
 @test
+def scans_remove_old_temporaries_and_list_refused_symlinks():
+    need_services()
+    models = tempfile.mkdtemp(prefix="predictd-harden-reg-")
+    elsewhere = tempfile.mkdtemp(prefix="predictd-harden-elsewhere-")
+    os.makedirs(os.path.join(elsewhere, "15m", "1"))
+    series = os.path.join(models, "BTCUSDT", "15m")
+    os.makedirs(series)
+    old = os.path.join(series, ".tmp-4242-00000000deadbeef")  # a killed train's
+    os.makedirs(old)
+    with open(os.path.join(old, "model.pb"), "wb") as f:
+        f.write(b"half")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    fresh = os.path.join(series, ".tmp-4243-00000000cafef00d")  # maybe still publishing
+    os.makedirs(fresh)
+    old_link = os.path.join(series, ".tmp-link")  # a link is never followed nor removed
+    os.symlink(elsewhere, old_link)
+    os.symlink(os.path.join(elsewhere, "15m", "1"), os.path.join(series, "7"))
+    os.symlink(elsewhere, os.path.join(models, "ETHUSDT"))
+    os.makedirs(os.path.join(models, "SOLUSDT"))
+    os.symlink(os.path.join(elsewhere, "15m"), os.path.join(models, "SOLUSDT", "1h"))
+    key = "k" * 32
+    svc = Service(models, env={"PREDICTD_API_KEY": key})
+    try:
+        check(not os.path.exists(old), "the abandoned temporary is still there")
+        check(os.path.isdir(fresh), "a temporary younger than an hour was removed")
+        check(os.path.islink(old_link) and os.path.isdir(os.path.join(elsewhere, "15m")),
+              "a symlink was followed")
+        status, _, body = svc.get("/admin/models", headers={"X-API-Key": key})
+        check_eq(status, 200)
+        refused = {r["path"]: r["reason"] for r in body["refused"]}
+        check_eq(sorted(refused), ["BTCUSDT/15m/7", "ETHUSDT", "SOLUSDT/1h"])
+        check(all("symbolic link" in r for r in refused.values()), refused)
+        status, _, body = svc.get("/api/models")
+        check("refused" not in body, "the public listing shows no paths")
+        check("removed the abandoned temporary" in svc.logs())
+    finally:
+        svc.stop()
+
+
+@test
 def help_goes_to_stdout_and_unknown_flags_are_named():
     commands = ["serve", "migrate", "seed", "import", "train", "features", "predict", "models",
                 "keygen", "version"]
