@@ -88,8 +88,9 @@ struct api_http {
     size_t nroutes;
     size_t *order;             /* route indexes by priority */
     struct api_route method_not_allowed;
-    /* connections taken over by a handler (WebSocket) and not yet given
-     * back with MHD_UPGRADE_ACTION_CLOSE: the stop waits for them */
+    /* connections a handler asked to take over (WebSocket), from its
+     * request until MHD_UPGRADE_ACTION_CLOSE or the abandon callback: the
+     * stop waits for them before stopping the daemon */
     atomic_int upgraded;
     atomic_bool draining;
     atomic_long in_flight;
