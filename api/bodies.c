@@ -123,8 +123,7 @@ static bool value_text(json_t *v, util_buf *out)
     return true;
 }
 
-int api__body_training(const char *body, size_t len, training_params *out, char *why,
-                       size_t whylen)
+int api__body_training(const char *body, size_t len, training_params *out, char *why, size_t whylen)
 {
     json_error_t jerr;
     json_t *j = len ? json_loadb(body, len, 0, &jerr) : NULL;

@@ -30,7 +30,6 @@ int api__body_label(const char *body, size_t len, char label[16], uint32_t *vers
 /* POST /admin/training: an object of training_params_set names (values
  * strings, numbers, booleans or arrays of them), over the defaults with
  * promote_if_better on; validated. */
-int api__body_training(const char *body, size_t len, training_params *p, char *why,
-                       size_t whylen);
+int api__body_training(const char *body, size_t len, training_params *p, char *why, size_t whylen);
 
 #endif

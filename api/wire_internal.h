@@ -109,8 +109,7 @@ struct api_ws_frame {
  * complete and acceptable, 0 when more bytes are needed, or a negative
  * API_WS_CLOSE_* code (-1002 protocol error, -1009 too big) to close with.
  */
-int api__ws_frame_parse(const uint8_t *buf, size_t n, uint64_t max_payload,
-                        struct api_ws_frame *f);
+int api__ws_frame_parse(const uint8_t *buf, size_t n, uint64_t max_payload, struct api_ws_frame *f);
 
 /* Unmasks (or masks) data in place; offset is the payload position of
  * data[0] in its frame. */

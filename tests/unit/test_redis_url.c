@@ -57,9 +57,13 @@ TEST(unix_sockets)
     CHECK_EQ_STR(u.password, "pw!");
     CHECK_EQ_INT(u.db, 3);
     store__redis_url_cleanup(&u);
-    static const char *const bad[] = {"unix://", "unix://relative.sock", "unix://host/x.sock",
-                                      "unix:///x.sock?db=", "unix:///x.sock?db=-1",
-                                      "unix:///x.sock?foo=1", "unix:///x.sock#frag"};
+    static const char *const bad[] = {"unix://",
+                                      "unix://relative.sock",
+                                      "unix://host/x.sock",
+                                      "unix:///x.sock?db=",
+                                      "unix:///x.sock?db=-1",
+                                      "unix:///x.sock?foo=1",
+                                      "unix:///x.sock#frag"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         CHECK_EQ_INT(store__redis_url_parse(bad[i], &u), PD_EINVAL);
     char longpath[200] = "unix:///";
@@ -70,9 +74,9 @@ TEST(unix_sockets)
 TEST(refused_forms)
 {
     store__redis_url u;
-    static const char *const bad[] = {"rediss://h:6380", "http://h", "redis://", "redis://h:0",
-                                      "redis://h:99999", "redis://user@h", "redis://h/x",
-                                      "redis://[::1", "redis://h/2/3"};
+    static const char *const bad[] = {"rediss://h:6380", "http://h",        "redis://",
+                                      "redis://h:0",     "redis://h:99999", "redis://user@h",
+                                      "redis://h/x",     "redis://[::1",    "redis://h/2/3"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         CHECK_EQ_INT(store__redis_url_parse(bad[i], &u), PD_EINVAL);
 }

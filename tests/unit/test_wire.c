@@ -18,10 +18,18 @@ TEST(url_check_is_strict)
                                        "/a%20b?x=%C3%A9&y=%2F", "/", "/health?", "/x?a=b+c"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         CHECK_EQ_INT(api__url_check(good[i], strlen(good[i]), &why), 0);
-    static const char *const bad[] = {
-        "/api/predictions/BTCUSDT%g0XYZ", "/api/predictions/BTC%zzUSDT", "/x%", "/x%4",
-        "/x%00", "/x?timeframe=15m%g0", "/x?a=%", "/x?symbol=%FF", "/x?s=%C0%AF",
-        "/x?s=%ED%A0%80", "/x?s=%F4%90%80%80", "/%E2%82"};
+    static const char *const bad[] = {"/api/predictions/BTCUSDT%g0XYZ",
+                                      "/api/predictions/BTC%zzUSDT",
+                                      "/x%",
+                                      "/x%4",
+                                      "/x%00",
+                                      "/x?timeframe=15m%g0",
+                                      "/x?a=%",
+                                      "/x?symbol=%FF",
+                                      "/x?s=%C0%AF",
+                                      "/x?s=%ED%A0%80",
+                                      "/x?s=%F4%90%80%80",
+                                      "/%E2%82"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         why = NULL;
         CHECK_EQ_INT(api__url_check(bad[i], strlen(bad[i]), &why), PD_EINVAL);
