@@ -225,8 +225,8 @@ static bool rate_limited_route(const struct api_route *route)
  * to its completion callback). */
 struct req_state {
     struct _u_request req;
-    bool started;       /* headers and query copied into req */
-    char allow[64];     /* a 405's Allow header */
+    bool started;   /* headers and query copied into req */
+    char allow[64]; /* a 405's Allow header */
     /* A handler's upgrade waiting for libmicrohttpd to switch protocols;
      * taken by upgraded() or, when that never happens, abandoned in
      * request_completed(). */
@@ -302,8 +302,7 @@ static void handle(api_http *h, struct req_state *st, struct MHD_Connection *con
     } else if (route->fn == NULL) {
         u_map_put(resp->map_header, "Allow", st->allow);
         char msg[128];
-        snprintf(msg, sizeof msg, "%s is not allowed here; allowed: %s", req->http_verb,
-                 st->allow);
+        snprintf(msg, sizeof msg, "%s is not allowed here; allowed: %s", req->http_verb, st->allow);
         api_reply_error(&rq, PD_EMETHOD, msg);
     } else if ((route->flags & API_ROUTE_ADMIN) && !opt->admin_key) {
         api_reply_error(&rq, PD_EAUTH, "admin routes are disabled: no admin key is configured");
@@ -460,8 +459,8 @@ static void upgraded(void *cls, struct MHD_Connection *con, void *con_cls, const
 }
 
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *con, const char *url,
-                                      const char *method, const char *version,
-                                      const char *upload, size_t *upload_size, void **con_cls)
+                                      const char *method, const char *version, const char *upload,
+                                      size_t *upload_size, void **con_cls)
 {
     (void)url;
     api_http *h = cls;
@@ -600,8 +599,8 @@ static void *uri_logged(void *cls, const char *uri, struct MHD_Connection *con)
     }
     atomic_init(&st->upgrade, NULL);
     st->req.http_url = strdup(uri ? uri : "/");
-    st->req.url_path = st->req.http_url ? strndup(st->req.http_url, strcspn(st->req.http_url, "?"))
-                                        : NULL;
+    st->req.url_path =
+        st->req.http_url ? strndup(st->req.http_url, strcspn(st->req.http_url, "?")) : NULL;
     return st;
 }
 
@@ -866,8 +865,8 @@ int api_http_start(api_context *ctx, api_http **out)
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
     if (v6)
         flags |= MHD_USE_IPv6;
-    h->daemon = MHD_start_daemon(flags, (uint16_t)ctx->opt.listen_port, NULL, NULL,
-                                 access_handler, h, MHD_OPTION_ARRAY, mhd_ops, MHD_OPTION_END);
+    h->daemon = MHD_start_daemon(flags, (uint16_t)ctx->opt.listen_port, NULL, NULL, access_handler,
+                                 h, MHD_OPTION_ARRAY, mhd_ops, MHD_OPTION_END);
     if (!h->daemon) {
         LOG_ERROR("http", "cannot listen on %s:%d (in use, or not allowed)", ctx->opt.listen_host,
                   ctx->opt.listen_port);
@@ -920,8 +919,7 @@ void api_http_stop(api_http *h, int timeout_s)
                 break; /* EAGAIN: the backlog is empty */
             }
             /* MHD owns (and on failure closes) the socket from here */
-            if (MHD_add_connection(h->daemon, c, (struct sockaddr *)&peer, plen) ==
-                MHD_YES)
+            if (MHD_add_connection(h->daemon, c, (struct sockaddr *)&peer, plen) == MHD_YES)
                 adopted++;
         }
         shutdown(listen_fd, SHUT_RDWR);

@@ -84,9 +84,9 @@ struct api_component_error {
 struct api_http {
     struct MHD_Daemon *daemon;
     api_context *ctx;
-    struct api_route *routes;  /* nroutes, then the fallback (404) */
+    struct api_route *routes; /* nroutes, then the fallback (404) */
     size_t nroutes;
-    size_t *order;             /* route indexes by priority */
+    size_t *order; /* route indexes by priority */
     struct api_route method_not_allowed;
     /* connections a handler asked to take over (WebSocket), from its
      * request until MHD_UPGRADE_ACTION_CLOSE or the abandon callback: the

@@ -161,8 +161,7 @@ void api_metrics_prediction(struct api_http *h, const predict_result *p, double 
     atomic_fetch_add_explicit(&c->by_direction[p->direction], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->latency_bucket[bucket_index(buckets, NBUCKETS, seconds)], 1,
                               memory_order_relaxed);
-    atomic_fetch_add_explicit(&c->latency_sum_us, (uint64_t)(seconds * 1e6),
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->latency_sum_us, (uint64_t)(seconds * 1e6), memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------------

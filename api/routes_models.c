@@ -211,8 +211,8 @@ void api_route_admin_pin(struct api_request *rq)
         return;
     uint32_t v32 = 0;
     char why[256] = "";
-    int prc = api__body_pin(rq->req->binary_body, rq->req->binary_body_length, &v32, why,
-                            sizeof why);
+    int prc =
+        api__body_pin(rq->req->binary_body, rq->req->binary_body_length, &v32, why, sizeof why);
     if (prc) {
         api_reply_error(rq, prc, why);
         return;

@@ -49,8 +49,8 @@ void api_route_training_start(struct api_request *rq)
         return;
     training_params p;
     char why[512] = "";
-    int rc = api__body_training(rq->req->binary_body, rq->req->binary_body_length, &p, why,
-                                sizeof why);
+    int rc =
+        api__body_training(rq->req->binary_body, rq->req->binary_body_length, &p, why, sizeof why);
     int64_t id = 0;
     if (rc == 0)
         rc = training_jobs_submit(jobs, &p, &id, why, sizeof why);

@@ -745,8 +745,8 @@ int registry__sweep_temporaries(int sfd, const char *sym, const char *tf, int64_
             continue; /* maybe a publish in progress */
         if (remove_tree_at(sfd, name, 2) == 0) {
             removed++;
-            LOG_INFO(MOD, "%s/%s: removed the abandoned temporary \"%.64s\" (%lld s old)", sym,
-                     tf, name, (long long)age);
+            LOG_INFO(MOD, "%s/%s: removed the abandoned temporary \"%.64s\" (%lld s old)", sym, tf,
+                     name, (long long)age);
         } else {
             LOG_WARN(MOD, "%s/%s: cannot remove the abandoned temporary \"%.64s\": %s", sym, tf,
                      name, strerror(errno));

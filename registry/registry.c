@@ -187,7 +187,6 @@ static bool is_symlink_at(int dfd, const char *name)
 
 #define SYMLINK_REASON "a symbolic link: refused (model directories must be real directories)"
 
-
 /* ------------------------------------------------------------------------
  * Small helpers.
  */

@@ -76,8 +76,8 @@ int cmd_migrate(server_config *cfg, int argc, char **argv)
     if (cmd_wants_help(argc, argv) || argc > 1) {
         fprintf(cmd_usage_out("migrate", argc, argv, 1),
                 "usage: predictd migrate [--migrations-dir DIR] [--database-url URL]\n"
-                        "Applies the SQL files of DIR (default ./db) not yet applied, in name "
-                        "order. Idempotent.\n");
+                "Applies the SQL files of DIR (default ./db) not yet applied, in name "
+                "order. Idempotent.\n");
         return cmd_wants_help(argc, argv) ? 0 : 2;
     }
     if (need_db(cfg, "migrate"))

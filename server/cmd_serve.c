@@ -111,8 +111,8 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     if (cmd_wants_help(argc, argv) || argc > 1) {
         FILE *out = cmd_usage_out("serve", argc, argv, 1);
         fprintf(out, "usage: predictd serve [options]\n"
-                        "Serves the HTTP API in the foreground. SIGTERM drains and exits 0, "
-                        "SIGHUP rescans the model repository. Options are the shared ones of "
+                     "Serves the HTTP API in the foreground. SIGTERM drains and exits 0, "
+                     "SIGHUP rescans the model repository. Options are the shared ones of "
                      "`predictd --help`.\n");
         if (out == stdout)
             server_config_usage(stdout);

@@ -526,9 +526,9 @@ int store_cache_set(const char *key, const char *val, size_t len, int64_t ttl_s)
     store__tls *t = redis_tls();
     if (!t)
         return PD_ECACHE;
-    return reply_done(t, STORE__TIMED(REDIS, redisCommand(t->redis, "SET %b %b EX %lld", key,
-                                                          strlen(key), val ? val : "", len,
-                                                          (long long)ttl_s)));
+    return reply_done(
+        t, STORE__TIMED(REDIS, redisCommand(t->redis, "SET %b %b EX %lld", key, strlen(key),
+                                            val ? val : "", len, (long long)ttl_s)));
 }
 
 int store_cache_drop_window(const char *symbol, const char *tf)

@@ -32,9 +32,9 @@ typedef struct store__redis_url {
 /* What a PD_EINVAL from store__redis_url_parse means, for the log, as a
  * printf format (never
  * echoes the URL, which may hold a password). */
-#define STORE__REDIS_URL_FORMS                                                                  \
-    "expected redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N], with "         \
-    "%%-escapes in user and password; rediss:// (TLS) needs a hiredis with TLS, which this "    \
+#define STORE__REDIS_URL_FORMS                                                                     \
+    "expected redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N], with "            \
+    "%%-escapes in user and password; rediss:// (TLS) needs a hiredis with TLS, which this "       \
     "build lacks"
 
 /*

@@ -51,12 +51,12 @@ extern store__counters store__ctr;
  * (STORE_LATENCY_*; latency.c). */
 void store__observe(int kind, uint64_t t0_ns);
 /* The value of call, its duration recorded under kind (DB or REDIS). */
-#define STORE__TIMED(kind, call)                                                                \
-    __extension__({                                                                             \
-        uint64_t t0__ = util_mono_ns();                                                         \
-        __typeof__(call) r__ = (call);                                                          \
-        store__observe(STORE_LATENCY_##kind, t0__);                                             \
-        r__;                                                                                    \
+#define STORE__TIMED(kind, call)                                                                   \
+    __extension__({                                                                                \
+        uint64_t t0__ = util_mono_ns();                                                            \
+        __typeof__(call) r__ = (call);                                                             \
+        store__observe(STORE_LATENCY_##kind, t0__);                                                \
+        r__;                                                                                       \
     })
 
 /* --- cache.c, called by candles.c ----------------------------------------- */
