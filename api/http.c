@@ -458,6 +458,8 @@ static void upgraded(void *cls, struct MHD_Connection *con, void *con_cls, const
     free(p);
 }
 
+static void set_deadline(struct MHD_Connection *con, uint64_t ns_from_now);
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *con, const char *url,
                                       const char *method, const char *version, const char *upload,
                                       size_t *upload_size, void **con_cls)
@@ -470,6 +472,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *con, con
     struct _u_request *req = &st->req;
     if (!st->started) {
         st->started = true;
+        set_deadline(con, 0); /* the headers are in */
         req->http_verb = strdup(method);
         req->http_protocol = strdup(version);
         const union MHD_ConnectionInfo *ci =
@@ -554,7 +557,71 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *con, con
  * their client's connect() succeeded and a request is usually on its way. */
 struct conn_state {
     atomic_bool fresh;
+    /* The header deadline (monotonic ns, 0: none): the watchdog cuts a
+     * connection that passes it, so a client trickling bytes cannot stretch
+     * libmicrohttpd's idle timeout forever. Set when the connection opens
+     * and when a request line arrives (headers due within header_timeout),
+     * after a response (the next request due within the idle timeout plus
+     * header_timeout), cleared once the headers are complete. */
+    _Atomic uint64_t deadline_ns;
+    struct MHD_Connection *con;
+    struct conn_state *prev, *next; /* h->conns_lock */
+    bool cut;                       /* h->conns_lock: shut down already */
 };
+
+static void set_deadline(struct MHD_Connection *con, uint64_t ns_from_now)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_state *cs = ci ? ci->socket_context : NULL;
+    if (cs)
+        atomic_store(&cs->deadline_ns, ns_from_now ? util_mono_ns() + ns_from_now : 0);
+}
+
+#define SEC_NS 1000000000ull
+
+/* Once a second: shuts down the connections past their header deadline
+ * (libmicrohttpd then sees the end of the stream and closes them). The
+ * list lock is held while a socket is shut down, and a connection leaves
+ * the list (connection_notify, CLOSED) before libmicrohttpd closes its
+ * socket, so the descriptor is still the connection's. */
+static void *watchdog_main(void *arg)
+{
+    api_http *h = arg;
+    uint64_t episode_cuts = 0, logged_at = 0;
+    while (!atomic_load(&h->watchdog_stop)) {
+        usleep(250 * 1000);
+        uint64_t now = util_mono_ns(), cuts = 0;
+        pthread_mutex_lock(&h->conns_lock);
+        for (struct conn_state *cs = h->conns; cs; cs = cs->next) {
+            uint64_t d = atomic_load(&cs->deadline_ns);
+            if (!d || now < d || cs->cut)
+                continue;
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(cs->con, MHD_CONNECTION_INFO_CONNECTION_FD);
+            if (ci && ci->connect_fd != MHD_INVALID_SOCKET) {
+                shutdown(ci->connect_fd, SHUT_RDWR);
+                cs->cut = true;
+                cuts++;
+            }
+        }
+        pthread_mutex_unlock(&h->conns_lock);
+        if (cuts) {
+            atomic_fetch_add(&h->header_timeouts, cuts);
+            episode_cuts += cuts;
+        }
+        /* one line per episode: at most every 10 s, with the count */
+        if (episode_cuts && now - logged_at >= 10 * SEC_NS) {
+            LOG_WARN("http",
+                     "closed %llu connections that did not send their request headers within "
+                     "%d s (PREDICTD_HEADER_TIMEOUT)",
+                     (unsigned long long)episode_cuts, h->ctx->opt.header_timeout);
+            episode_cuts = 0;
+            logged_at = now;
+        }
+    }
+    return NULL;
+}
 
 static void not_fresh(api_http *h, struct conn_state *cs)
 {
@@ -568,15 +635,35 @@ static void connection_notify(void *cls, struct MHD_Connection *con, void **sock
     (void)con;
     api_http *h = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        struct conn_state *cs = malloc(sizeof *cs);
+        struct conn_state *cs = calloc(1, sizeof *cs);
         if (cs) {
             atomic_init(&cs->fresh, true);
             atomic_fetch_add(&h->fresh_connections, 1);
+            atomic_init(&cs->deadline_ns,
+                        util_mono_ns() + (uint64_t)h->ctx->opt.header_timeout * SEC_NS);
+            cs->con = con;
+            pthread_mutex_lock(&h->conns_lock);
+            cs->next = h->conns;
+            if (h->conns)
+                h->conns->prev = cs;
+            h->conns = cs;
+            pthread_mutex_unlock(&h->conns_lock);
         }
         *socket_context = cs;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-        not_fresh(h, *socket_context);
-        free(*socket_context);
+        struct conn_state *cs = *socket_context;
+        if (cs) {
+            pthread_mutex_lock(&h->conns_lock);
+            if (cs->prev)
+                cs->prev->next = cs->next;
+            else
+                h->conns = cs->next;
+            if (cs->next)
+                cs->next->prev = cs->prev;
+            pthread_mutex_unlock(&h->conns_lock);
+        }
+        not_fresh(h, cs);
+        free(cs);
         *socket_context = NULL;
     }
 }
@@ -590,6 +677,7 @@ static void *uri_logged(void *cls, const char *uri, struct MHD_Connection *con)
         MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     if (ci)
         not_fresh(h, ci->socket_context);
+    set_deadline(con, (uint64_t)h->ctx->opt.header_timeout * SEC_NS);
     struct req_state *st = calloc(1, sizeof *st);
     if (!st)
         return NULL;
@@ -607,9 +695,9 @@ static void *uri_logged(void *cls, const char *uri, struct MHD_Connection *con)
 static void request_completed(void *cls, struct MHD_Connection *con, void **con_cls,
                               enum MHD_RequestTerminationCode toe)
 {
-    (void)con;
     (void)toe;
     api_http *h = cls;
+    set_deadline(con, (uint64_t)(h->ctx->opt.idle_timeout + h->ctx->opt.header_timeout) * SEC_NS);
     struct req_state *st = *con_cls;
     if (st) {
         struct pending_upgrade *p = atomic_exchange(&st->upgrade, NULL);
@@ -724,6 +812,7 @@ static void http_free(api_http *h)
 {
     api_rate_cleanup(h);
     api_metrics_cleanup(h);
+    pthread_mutex_destroy(&h->conns_lock);
     pthread_rwlock_destroy(&h->jobs_lock);
     for (int i = 0; i < API_COMPONENT_COUNT_; i++)
         pthread_mutex_destroy(&h->component_errors[i].lock);
@@ -791,6 +880,7 @@ int api_http_start(api_context *ctx, api_http **out)
     if (!h)
         return PD_ENOMEM;
     h->ctx = ctx;
+    pthread_mutex_init(&h->conns_lock, NULL);
     pthread_rwlock_init(&h->jobs_lock, NULL);
     for (int i = 0; i < API_COMPONENT_COUNT_; i++)
         pthread_mutex_init(&h->component_errors[i].lock, NULL);
@@ -873,11 +963,15 @@ int api_http_start(api_context *ctx, api_http **out)
         http_free(h);
         return PD_EIO;
     }
+    if (pthread_create(&h->watchdog, NULL, watchdog_main, h) == 0)
+        h->watchdog_started = true;
+    else
+        LOG_WARN("http", "cannot start the header watchdog: only the idle timeout applies");
     LOG_INFO("http",
              "listening on %s:%d with %d worker threads, %d connections at most (%d per "
-             "address), idle timeout %d s",
+             "address), idle timeout %d s, header timeout %d s",
              ctx->opt.listen_host, ctx->opt.listen_port, ctx->opt.threads, ctx->opt.max_connections,
-             per_ip, ctx->opt.idle_timeout);
+             per_ip, ctx->opt.idle_timeout, ctx->opt.header_timeout);
     *out = h;
     return 0;
 }
@@ -958,6 +1052,10 @@ void api_http_stop(api_http *h, int timeout_s)
     if (atomic_load(&h->upgraded) > 0)
         LOG_WARN("http", "%d WebSocket connections did not close in 5 s",
                  atomic_load(&h->upgraded));
+    if (h->watchdog_started) {
+        atomic_store(&h->watchdog_stop, true);
+        pthread_join(h->watchdog, NULL);
+    }
     MHD_stop_daemon(h->daemon);
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd);

@@ -92,6 +92,13 @@ struct api_http {
      * request until MHD_UPGRADE_ACTION_CLOSE or the abandon callback: the
      * stop waits for them before stopping the daemon */
     atomic_int upgraded;
+    /* Open connections with their header deadlines (http.c's watchdog). */
+    pthread_mutex_t conns_lock; /* guards the conns list and each entry's cut */
+    struct conn_state *conns;
+    pthread_t watchdog;
+    bool watchdog_started;
+    atomic_bool watchdog_stop;
+    _Atomic uint64_t header_timeouts; /* connections cut by the watchdog */
     atomic_bool draining;
     atomic_long in_flight;
     int64_t started_at;

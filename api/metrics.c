@@ -267,6 +267,11 @@ static void render_http(struct api_http *h, util_buf *b)
     util_buf_printf(b, "predictd_http_in_flight_requests %ld\n", atomic_load(&h->open_requests));
     header(b, "predictd_http_streams", "gauge", "WebSocket and SSE clients connected.");
     util_buf_printf(b, "predictd_http_streams %d\n", atomic_load(&h->streams));
+    header(b, "predictd_http_header_timeouts_total", "counter",
+           "Connections closed for not sending a request line and headers within "
+           "PREDICTD_HEADER_TIMEOUT (however slowly they trickled bytes).");
+    util_buf_printf(b, "predictd_http_header_timeouts_total %llu\n",
+                    (unsigned long long)atomic_load(&h->header_timeouts));
     header(b, "predictd_http_draining", "gauge", "1 after SIGTERM while requests drain.");
     util_buf_printf(b, "predictd_http_draining %d\n", atomic_load(&h->draining) ? 1 : 0);
     header(b, "predictd_rate_limited_requests_total", "counter",

@@ -192,6 +192,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .threads = cfg->threads,
                        .max_connections = cfg->max_connections,
                        .per_ip_connections = cfg->per_ip_connections,
+                       .header_timeout = cfg->header_timeout,
                        .idle_timeout = cfg->idle_timeout,
                        .cache = cfg->cache,
                        .admin_key = cfg->api_key,

@@ -437,6 +437,48 @@ def one_address_cannot_take_every_connection():
     svc.stop()
 
 
+@test
+def a_client_trickling_its_headers_cannot_hold_a_connection():
+    need_services()
+    svc = Service(tempfile.mkdtemp(prefix="predictd-harden-slow-"),
+                  env={"PREDICTD_HEADER_TIMEOUT": "2", "PREDICTD_IDLE_TIMEOUT": "30"})
+    try:
+        s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.time()
+        closed = False
+        while time.time() - t0 < 12:  # one byte a second: never idle for 30 s
+            try:
+                s.sendall(b"X")
+                s.settimeout(1)
+                if s.recv(4096) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                closed = True
+                break
+        took = time.time() - t0
+        s.close()
+        check(closed, "a client trickling header bytes kept its connection for 12 s")
+        print(f"     trickling client cut after {took:.1f} s (header timeout 2 s)")
+        # a slow but honest keep-alive client is not cut between requests
+        s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        for _ in range(2):
+            s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = s.recv(65536)
+            check(data.startswith(b"HTTP/1.1 200"), data[:40])
+            time.sleep(3)  # idle longer than the header timeout
+        s.close()
+        _, _, text = svc.get("/metrics")
+        line = [ln for ln in text.decode().splitlines()
+                if ln.startswith("predictd_http_header_timeouts_total ")]
+        check(line and float(line[0].split()[1]) >= 1, f"{line}")
+    finally:
+        svc.stop()
+
+
 # ---------------------------------------------------------------------------
 # Conventions.
 
