@@ -43,11 +43,11 @@ typedef void (*api_handler)(struct api_request *rq);
 
 struct api_route_def {
     const char *method;
-    const char *pattern; /* Ulfius URL format: "/api/predictions/:symbol" */
+    const char *pattern; /* api__path_match form: "/api/predictions/:symbol" */
     api_handler fn;
     int flags;
     int metric;
-    int priority; /* Ulfius priority: 0 first; specific routes before ":symbol" */
+    int priority; /* matched in ascending order, ties in table order: fixed paths before ":symbol" */
 };
 /* The route table (routes.c). */
 const struct api_route_def *api_routes(size_t *n);
