@@ -47,8 +47,7 @@ struct api_route_def {
     api_handler fn;
     int flags;
     int metric;
-    int priority; /* matched in ascending order, ties in table order: fixed paths before ":symbol"
-                   */
+    int priority; /* ascending, ties in table order: fixed paths before ":symbol" */
 };
 /* The route table (routes.c). */
 const struct api_route_def *api_routes(size_t *n);
