@@ -10,8 +10,9 @@
 #   make sanitize   the same suite built with ASan + UBSan into build-san/
 #   make coverage   the same suite built with --coverage into build-cov/; line and
 #                   branch coverage per module (lcov), report in build-cov/html/
+#   make tsan       the thread-heavy tests built with ThreadSanitizer into build-tsan/
 #   make bench      benchmarks (figures in bench/README.md)
-#   make fuzz       short libFuzzer runs of the model and CSV parsers
+#   make fuzz       libFuzzer runs of every parser (FUZZ_SECONDS each, default 30)
 #   make format / format-check
 #
 # SANITIZER=address,undefined builds an instrumented tree (used by sanitize).
@@ -58,6 +59,8 @@ UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+# each fuzz target also runs its committed corpus and regressions in `make test`
+FUZZ_REPLAY := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/test_%,$(FUZZ_SRC))
 
 # Debian packages, by what needs them. `make run` installs only DEPS_RUN;
 # test, sanitize and fuzz add DEPS_TEST (and the npm schema validator of
@@ -77,8 +80,8 @@ APT_GET := apt-get -o DPkg::Lock::Timeout=900
 # generated sources are kept, not deleted as intermediates
 .SECONDARY: $(GEN_C) $(GEN_H)
 
-.PHONY: all deps deps-run deps-test deps-bench run test unit sanitize coverage bench fuzz format \
-    format-check clean docker-check compose-test browser-deps build-tests build-bench
+.PHONY: all deps deps-run deps-test deps-bench run test unit sanitize tsan coverage bench fuzz \
+    format format-check clean docker-check compose-test browser-deps build-tests build-bench
 all: $(BIN)
 
 # apt_install NAME PACKAGES: installs the packages that are missing (idempotent,
@@ -103,6 +106,10 @@ deps-test: deps-run
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq --no-install-recommends nodejs npm; }
 	@[ -d tests/k8s/node_modules/kubernetes-models ] || \
 	    (cd tests/k8s && npm ci --no-audit --no-fund --loglevel=error)
+	@# the OpenAPI linter the test suite runs (project-local, from the lock file)
+	@[ -x tests/contract/node_modules/.bin/redocly ] || \
+	    npm ci --prefix tests/contract --no-audit --no-fund --loglevel=error || \
+	    echo "deps-test: npm ci in tests/contract failed: the redocly lint will be skipped"
 
 # The browser tests' driver (puppeteer-core, pinned by package-lock.json) in
 # tests/browser/node_modules; without Chromium or npm the tests skip and say so.
@@ -149,6 +156,12 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h tests/unit/fixtures.h $(LIB)
 	@echo "  TEST    $@"
 	$(Q)$(CC) $(CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
+$(BUILD)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  REPLAY  $@"
+	$(Q)$(CC) $(CFLAGS) -DFUZZ_NAME='"fuzz_$*"' -DFUZZ_ROOT='"$(abspath .)"' $(LDFLAGS) -o $@ \
+	    tests/fuzz/replay.c $< $(LIB) $(LDLIBS)
+
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	@echo "  BENCH   $@"
@@ -165,7 +178,7 @@ test: deps-test
 	PREDICTD_BIN=$(abspath $(BIN)) PREDICTD_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
 	    PREDICTD_SANITIZER=$(SANITIZER) tests/run
 
-build-tests: all $(UNIT_BIN)
+build-tests: all $(UNIT_BIN) $(FUZZ_REPLAY)
 
 sanitize: deps-test
 	PREDICTD_SANITIZER=address,undefined \
@@ -191,6 +204,21 @@ coverage: deps-test
 	@genhtml --quiet --branch-coverage --output-directory build-cov/html build-cov/coverage.info
 	@$(PYTHON) tests/coverage_table.py build-cov/coverage.info --root . --functions \
 	    $(COV_KEY_FILES)
+
+# ThreadSanitizer over the tests whose threads meet: streams and the loop,
+# swaps under load, WebSocket churn, background jobs (tests/tsan.supp holds
+# the reports inside uninstrumented libraries, each with its reason).
+TSAN_TESTS ?= test_loop test_registry_swap test_hardening test_training_api test_registry
+# Every process writes its reports to build-tsan/tsan-report.PID (the
+# services' exit codes are not all checked): any such file fails the target.
+tsan: deps-test
+	@mkdir -p build-tsan && rm -f build-tsan/tsan-report.*
+	PREDICTD_SANITIZER=thread TSAN_OPTIONS="suppressions=$(abspath tests/tsan.supp) \
+	    halt_on_error=0 second_deadlock_stack=1 log_path=$(abspath build-tsan)/tsan-report" \
+	    TESTS='$(TSAN_TESTS)' $(MAKE) BUILD=build-tsan SANITIZER=thread CFLAGS='-O1 -g' test
+	@if ls build-tsan/tsan-report.* >/dev/null 2>&1; then \
+	    echo "tsan: ThreadSanitizer reports:"; head -n 60 build-tsan/tsan-report.*; exit 1; \
+	else echo "tsan: no ThreadSanitizer report"; fi
 
 bench: deps-bench
 	@$(MAKE) --no-print-directory build-bench

@@ -34,6 +34,7 @@ typedef struct api_options {
     int max_connections;
     int per_ip_connections;   /* connections one client address may hold; 0: no cap */
     int idle_timeout;
+    int header_timeout;       /* seconds a client has to send a request's line and headers */
     bool cache;               /* process + Redis prediction caches */
     const char *admin_key;    /* NULL: admin routes answer 401 */
     const char *read_key;     /* NULL: prediction routes are open */

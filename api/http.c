@@ -162,38 +162,6 @@ bool api_key_matches(const char *given, const char *want)
     return diff == 0;
 }
 
-/* Origin allowed by PREDICTD_CORS_ORIGINS (exact match, or "*"). */
-static bool origin_allowed(const char *list, const char *origin)
-{
-    if (!list || !origin)
-        return false;
-    size_t ol = strlen(origin);
-    for (const char *p = list; *p;) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > p && t[-1] == ' ')
-            t--;
-        if ((size_t)(t - p) == 1 && *p == '*')
-            return true;
-        if (t > p && (size_t)(t - p) == ol && strncmp(p, origin, ol) == 0)
-            return true;
-        p = e;
-    }
-    return false;
-}
-
-/* A request id is echoed only when it is short and plain. */
-static bool request_id_ok(const char *id)
-{
-    size_t n = id ? strlen(id) : 0;
-    return n > 0 && n < 64 &&
-           strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:") == n;
-}
-
 /* The path for the access log: no query string, printable, bounded. */
 static void loggable_path(const struct _u_request *req, char *out, size_t len)
 {
@@ -213,12 +181,7 @@ static bool body_too_big(const struct _u_request *req)
     if (req->binary_body_length > MAX_BODY_BYTES)
         return true;
     const char *clen = u_map_get_case(req->map_header, "Content-Length");
-    if (!clen)
-        return false;
-    errno = 0;
-    char *end;
-    unsigned long long n = strtoull(clen, &end, 10);
-    return errno == ERANGE || n > MAX_BODY_BYTES;
+    return clen && api__content_length_over(clen, MAX_BODY_BYTES);
 }
 
 static void preflight(struct api_request *rq, bool cors)
@@ -246,8 +209,8 @@ static bool rate_limited_route(const struct api_route *route)
  * to its completion callback). */
 struct req_state {
     struct _u_request req;
-    bool started;       /* headers and query copied into req */
-    char allow[64];     /* a 405's Allow header */
+    bool started;   /* headers and query copied into req */
+    char allow[64]; /* a 405's Allow header */
     /* A handler's upgrade waiting for libmicrohttpd to switch protocols;
      * taken by upgraded() or, when that never happens, abandoned in
      * request_completed(). */
@@ -280,7 +243,7 @@ static void handle(api_http *h, struct req_state *st, struct MHD_Connection *con
                              .now = util_now(),
                              .status = 0};
     const char *given_id = u_map_get_case(req->map_header, "X-Request-Id");
-    if (request_id_ok(given_id))
+    if (api__request_id_ok(given_id))
         snprintf(rq.request_id, sizeof rq.request_id, "%s", given_id);
     else
         snprintf(rq.request_id, sizeof rq.request_id, "%s-%llu", h->id_prefix,
@@ -293,7 +256,7 @@ static void handle(api_http *h, struct req_state *st, struct MHD_Connection *con
 
     const api_options *opt = &h->ctx->opt;
     const char *origin = u_map_get_case(req->map_header, "Origin");
-    bool cors = origin_allowed(opt->cors_origins, origin);
+    bool cors = api__origin_allowed(opt->cors_origins, origin);
     if (cors) {
         u_map_put(resp->map_header, "Access-Control-Allow-Origin", origin);
         u_map_put(resp->map_header, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
@@ -323,8 +286,7 @@ static void handle(api_http *h, struct req_state *st, struct MHD_Connection *con
     } else if (route->fn == NULL) {
         u_map_put(resp->map_header, "Allow", st->allow);
         char msg[128];
-        snprintf(msg, sizeof msg, "%s is not allowed here; allowed: %s", req->http_verb,
-                 st->allow);
+        snprintf(msg, sizeof msg, "%s is not allowed here; allowed: %s", req->http_verb, st->allow);
         api_reply_error(&rq, PD_EMETHOD, msg);
     } else if ((route->flags & API_ROUTE_ADMIN) && !opt->admin_key) {
         api_reply_error(&rq, PD_EAUTH, "admin routes are disabled: no admin key is configured");
@@ -486,9 +448,11 @@ static void upgraded(void *cls, struct MHD_Connection *con, void *con_cls, const
     free(p);
 }
 
+static void set_deadline(struct MHD_Connection *con, uint64_t ns_from_now);
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *con, const char *url,
-                                      const char *method, const char *version,
-                                      const char *upload, size_t *upload_size, void **con_cls)
+                                      const char *method, const char *version, const char *upload,
+                                      size_t *upload_size, void **con_cls)
 {
     (void)url;
     api_http *h = cls;
@@ -498,6 +462,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *con, con
     struct _u_request *req = &st->req;
     if (!st->started) {
         st->started = true;
+        set_deadline(con, 0); /* the headers are in */
         req->http_verb = strdup(method);
         req->http_protocol = strdup(version);
         const union MHD_ConnectionInfo *ci =
@@ -582,7 +547,71 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *con, con
  * their client's connect() succeeded and a request is usually on its way. */
 struct conn_state {
     atomic_bool fresh;
+    /* The header deadline (monotonic ns, 0: none): the watchdog cuts a
+     * connection that passes it, so a client trickling bytes cannot stretch
+     * libmicrohttpd's idle timeout forever. Set when the connection opens
+     * and when a request line arrives (headers due within header_timeout),
+     * after a response (the next request due within the idle timeout plus
+     * header_timeout), cleared once the headers are complete. */
+    _Atomic uint64_t deadline_ns;
+    struct MHD_Connection *con;
+    struct conn_state *prev, *next; /* h->conns_lock */
+    bool cut;                       /* h->conns_lock: shut down already */
 };
+
+static void set_deadline(struct MHD_Connection *con, uint64_t ns_from_now)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_state *cs = ci ? ci->socket_context : NULL;
+    if (cs)
+        atomic_store(&cs->deadline_ns, ns_from_now ? util_mono_ns() + ns_from_now : 0);
+}
+
+#define SEC_NS 1000000000ull
+
+/* Once a second: shuts down the connections past their header deadline
+ * (libmicrohttpd then sees the end of the stream and closes them). The
+ * list lock is held while a socket is shut down, and a connection leaves
+ * the list (connection_notify, CLOSED) before libmicrohttpd closes its
+ * socket, so the descriptor is still the connection's. */
+static void *watchdog_main(void *arg)
+{
+    api_http *h = arg;
+    uint64_t episode_cuts = 0, logged_at = 0;
+    while (!atomic_load(&h->watchdog_stop)) {
+        usleep(250 * 1000);
+        uint64_t now = util_mono_ns(), cuts = 0;
+        pthread_mutex_lock(&h->conns_lock);
+        for (struct conn_state *cs = h->conns; cs; cs = cs->next) {
+            uint64_t d = atomic_load(&cs->deadline_ns);
+            if (!d || now < d || cs->cut)
+                continue;
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(cs->con, MHD_CONNECTION_INFO_CONNECTION_FD);
+            if (ci && ci->connect_fd != MHD_INVALID_SOCKET) {
+                shutdown(ci->connect_fd, SHUT_RDWR);
+                cs->cut = true;
+                cuts++;
+            }
+        }
+        pthread_mutex_unlock(&h->conns_lock);
+        if (cuts) {
+            atomic_fetch_add(&h->header_timeouts, cuts);
+            episode_cuts += cuts;
+        }
+        /* one line per episode: at most every 10 s, with the count */
+        if (episode_cuts && now - logged_at >= 10 * SEC_NS) {
+            LOG_WARN("http",
+                     "closed %llu connections that did not send their request headers within "
+                     "%d s (PREDICTD_HEADER_TIMEOUT)",
+                     (unsigned long long)episode_cuts, h->ctx->opt.header_timeout);
+            episode_cuts = 0;
+            logged_at = now;
+        }
+    }
+    return NULL;
+}
 
 static void not_fresh(api_http *h, struct conn_state *cs)
 {
@@ -596,15 +625,35 @@ static void connection_notify(void *cls, struct MHD_Connection *con, void **sock
     (void)con;
     api_http *h = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        struct conn_state *cs = malloc(sizeof *cs);
+        struct conn_state *cs = calloc(1, sizeof *cs);
         if (cs) {
             atomic_init(&cs->fresh, true);
             atomic_fetch_add(&h->fresh_connections, 1);
+            atomic_init(&cs->deadline_ns,
+                        util_mono_ns() + (uint64_t)h->ctx->opt.header_timeout * SEC_NS);
+            cs->con = con;
+            pthread_mutex_lock(&h->conns_lock);
+            cs->next = h->conns;
+            if (h->conns)
+                h->conns->prev = cs;
+            h->conns = cs;
+            pthread_mutex_unlock(&h->conns_lock);
         }
         *socket_context = cs;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-        not_fresh(h, *socket_context);
-        free(*socket_context);
+        struct conn_state *cs = *socket_context;
+        if (cs) {
+            pthread_mutex_lock(&h->conns_lock);
+            if (cs->prev)
+                cs->prev->next = cs->next;
+            else
+                h->conns = cs->next;
+            if (cs->next)
+                cs->next->prev = cs->prev;
+            pthread_mutex_unlock(&h->conns_lock);
+        }
+        not_fresh(h, cs);
+        free(cs);
         *socket_context = NULL;
     }
 }
@@ -618,6 +667,7 @@ static void *uri_logged(void *cls, const char *uri, struct MHD_Connection *con)
         MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     if (ci)
         not_fresh(h, ci->socket_context);
+    set_deadline(con, (uint64_t)h->ctx->opt.header_timeout * SEC_NS);
     struct req_state *st = calloc(1, sizeof *st);
     if (!st)
         return NULL;
@@ -627,17 +677,17 @@ static void *uri_logged(void *cls, const char *uri, struct MHD_Connection *con)
     }
     atomic_init(&st->upgrade, NULL);
     st->req.http_url = strdup(uri ? uri : "/");
-    st->req.url_path = st->req.http_url ? strndup(st->req.http_url, strcspn(st->req.http_url, "?"))
-                                        : NULL;
+    st->req.url_path =
+        st->req.http_url ? strndup(st->req.http_url, strcspn(st->req.http_url, "?")) : NULL;
     return st;
 }
 
 static void request_completed(void *cls, struct MHD_Connection *con, void **con_cls,
                               enum MHD_RequestTerminationCode toe)
 {
-    (void)con;
     (void)toe;
     api_http *h = cls;
+    set_deadline(con, (uint64_t)(h->ctx->opt.idle_timeout + h->ctx->opt.header_timeout) * SEC_NS);
     struct req_state *st = *con_cls;
     if (st) {
         struct pending_upgrade *p = atomic_exchange(&st->upgrade, NULL);
@@ -768,6 +818,7 @@ static void http_free(api_http *h)
 {
     api_rate_cleanup(h);
     api_metrics_cleanup(h);
+    pthread_mutex_destroy(&h->conns_lock);
     pthread_rwlock_destroy(&h->jobs_lock);
     for (int i = 0; i < API_COMPONENT_COUNT_; i++)
         pthread_mutex_destroy(&h->component_errors[i].lock);
@@ -849,6 +900,7 @@ int api_http_start(api_context *ctx, api_http **out)
         return PD_ENOMEM;
     }
     h->ctx = ctx;
+    pthread_mutex_init(&h->conns_lock, NULL);
     pthread_rwlock_init(&h->jobs_lock, NULL);
     for (int i = 0; i < API_COMPONENT_COUNT_; i++)
         pthread_mutex_init(&h->component_errors[i].lock, NULL);
@@ -934,8 +986,8 @@ int api_http_start(api_context *ctx, api_http **out)
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
     if (v6)
         flags |= MHD_USE_IPv6;
-    h->daemon = MHD_start_daemon(flags, (uint16_t)ctx->opt.listen_port, NULL, NULL,
-                                 access_handler, h, MHD_OPTION_ARRAY, mhd_ops, MHD_OPTION_END);
+    h->daemon = MHD_start_daemon(flags, (uint16_t)ctx->opt.listen_port, NULL, NULL, access_handler,
+                                 h, MHD_OPTION_ARRAY, mhd_ops, MHD_OPTION_END);
     if (!h->daemon) {
         int e = listen_probe(&addr, addr_len);
         if (e == EADDRINUSE)
@@ -950,6 +1002,10 @@ int api_http_start(api_context *ctx, api_http **out)
         http_free(h);
         return PD_EIO;
     }
+    if (pthread_create(&h->watchdog, NULL, watchdog_main, h) == 0)
+        h->watchdog_started = true;
+    else
+        LOG_WARN("http", "cannot start the header watchdog: only the idle timeout applies");
     /* port 0: the kernel chose one; the log line says which (tests read it) */
     int port = ctx->opt.listen_port;
     const union MHD_DaemonInfo *fd = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_LISTEN_FD);
@@ -960,9 +1016,9 @@ int api_http_start(api_context *ctx, api_http **out)
                                                  : ((struct sockaddr_in *)&bound)->sin_port);
     LOG_INFO("http",
              "listening on %s:%d with %d worker threads, %d connections at most (%d per "
-             "address), idle timeout %d s",
+             "address), idle timeout %d s, header timeout %d s",
              ctx->opt.listen_host, port, ctx->opt.threads, ctx->opt.max_connections, per_ip,
-             ctx->opt.idle_timeout);
+             ctx->opt.idle_timeout, ctx->opt.header_timeout);
     *out = h;
     return 0;
 }
@@ -1004,8 +1060,7 @@ void api_http_stop(api_http *h, int timeout_s)
                 break; /* EAGAIN: the backlog is empty */
             }
             /* MHD owns (and on failure closes) the socket from here */
-            if (MHD_add_connection(h->daemon, c, (struct sockaddr *)&peer, plen) ==
-                MHD_YES)
+            if (MHD_add_connection(h->daemon, c, (struct sockaddr *)&peer, plen) == MHD_YES)
                 adopted++;
         }
         shutdown(listen_fd, SHUT_RDWR);
@@ -1044,6 +1099,10 @@ void api_http_stop(api_http *h, int timeout_s)
     if (atomic_load(&h->upgraded) > 0)
         LOG_WARN("http", "%d WebSocket connections did not close in 5 s",
                  atomic_load(&h->upgraded));
+    if (h->watchdog_started) {
+        atomic_store(&h->watchdog_stop, true);
+        pthread_join(h->watchdog, NULL);
+    }
     MHD_stop_daemon(h->daemon);
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd);

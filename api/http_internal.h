@@ -46,11 +46,11 @@ typedef void (*api_handler)(struct api_request *rq);
 
 struct api_route_def {
     const char *method;
-    const char *pattern; /* Ulfius URL format: "/api/predictions/:symbol" */
+    const char *pattern; /* api__path_match form: "/api/predictions/:symbol" */
     api_handler fn;
     int flags;
     int metric;
-    int priority; /* Ulfius priority: 0 first; specific routes before ":symbol" */
+    int priority; /* ascending, ties in table order: fixed paths before ":symbol" */
 };
 /* The route table (routes.c). */
 const struct api_route_def *api_routes(size_t *n);
@@ -93,13 +93,21 @@ struct api_component_error {
 struct api_http {
     struct MHD_Daemon *daemon;
     api_context *ctx;
-    struct api_route *routes;  /* nroutes, then the fallback (404) */
+    struct api_route *routes; /* nroutes, then the fallback (404) */
     size_t nroutes;
-    size_t *order;             /* route indexes by priority */
+    size_t *order; /* route indexes by priority */
     struct api_route method_not_allowed;
-    /* connections taken over by a handler (WebSocket) and not yet given
-     * back with MHD_UPGRADE_ACTION_CLOSE: the stop waits for them */
+    /* connections a handler asked to take over (WebSocket), from its
+     * request until MHD_UPGRADE_ACTION_CLOSE or the abandon callback: the
+     * stop waits for them before stopping the daemon */
     atomic_int upgraded;
+    /* Open connections with their header deadlines (http.c's watchdog). */
+    pthread_mutex_t conns_lock; /* guards the conns list and each entry's cut */
+    struct conn_state *conns;
+    pthread_t watchdog;
+    bool watchdog_started;
+    atomic_bool watchdog_stop;
+    _Atomic uint64_t header_timeouts; /* connections cut by the watchdog */
     atomic_bool draining;
     atomic_long in_flight;
     int64_t started_at;

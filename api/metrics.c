@@ -161,8 +161,7 @@ void api_metrics_prediction(struct api_http *h, const predict_result *p, double 
     atomic_fetch_add_explicit(&c->by_direction[p->direction], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->latency_bucket[bucket_index(buckets, NBUCKETS, seconds)], 1,
                               memory_order_relaxed);
-    atomic_fetch_add_explicit(&c->latency_sum_us, (uint64_t)(seconds * 1e6),
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->latency_sum_us, (uint64_t)(seconds * 1e6), memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------------
@@ -321,6 +320,11 @@ static void render_http(struct api_http *h, util_buf *b)
     util_buf_printf(b, "predictd_http_in_flight_requests %ld\n", atomic_load(&h->open_requests));
     header(b, "predictd_http_streams", "gauge", "WebSocket and SSE clients connected.");
     util_buf_printf(b, "predictd_http_streams %d\n", atomic_load(&h->streams));
+    header(b, "predictd_http_header_timeouts_total", "counter",
+           "Connections closed for not sending a request line and headers within "
+           "PREDICTD_HEADER_TIMEOUT (however slowly they trickled bytes).");
+    util_buf_printf(b, "predictd_http_header_timeouts_total %llu\n",
+                    (unsigned long long)atomic_load(&h->header_timeouts));
     header(b, "predictd_http_draining", "gauge", "1 after SIGTERM while requests drain.");
     util_buf_printf(b, "predictd_http_draining %d\n", atomic_load(&h->draining) ? 1 : 0);
     header(b, "predictd_rate_limited_requests_total", "counter",
@@ -427,6 +431,24 @@ static void render_predictions(struct api_http *h, util_buf *b)
     header(b, "predictd_db_reconnects_total", "counter", "PostgreSQL reconnections.");
     util_buf_printf(b, "predictd_db_reconnects_total %llu\n",
                     (unsigned long long)fst.db_reconnects);
+    static const struct {
+        int kind;
+        const char *name, *help;
+    } lats[] = {{STORE_LATENCY_DB, "predictd_db_query_duration_seconds",
+                 "PostgreSQL statement latency (each round trip of a request-path statement)."},
+                {STORE_LATENCY_REDIS, "predictd_redis_command_duration_seconds",
+                 "Redis reply latency (in a pipelined batch the first reply carries the round "
+                 "trip)."}};
+    for (size_t k = 0; k < sizeof lats / sizeof lats[0]; k++) {
+        store_latency sl;
+        store_latency_get(lats[k].kind, &sl);
+        _Atomic uint64_t counts[STORE_LATENCY_BUCKETS + 1];
+        for (int i = 0; i <= STORE_LATENCY_BUCKETS; i++)
+            atomic_init(&counts[i], sl.counts[i]);
+        header(b, lats[k].name, "histogram", lats[k].help);
+        histogram(b, lats[k].name, "", store_latency_bounds, STORE_LATENCY_BUCKETS, counts,
+                  sl.sum_s);
+    }
     header(b, "predictd_redis_errors_total", "counter",
            "Redis errors (each one bypassed: the database answers instead).");
     util_buf_printf(b, "predictd_redis_errors_total %llu\n", (unsigned long long)fst.redis_errors);

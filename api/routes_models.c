@@ -4,13 +4,13 @@
  *
  * The public listing shows every series with its serving version and the
  * state of each version; the admin listing adds why a version failed. Admin
- * bodies are small JSON objects parsed with jansson.
+ * bodies are parsed by bodies.c; the handlers act on plain values.
  */
-#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/bodies_internal.h"
 #include "api/http_internal.h"
 
 static void render_series(util_buf *b, const registry_series_info *s, bool admin)
@@ -90,7 +90,22 @@ static void reply_listing(struct api_request *rq, bool admin)
             util_buf_puts(&b, ",");
         render_series(&b, &s[i], admin);
     }
-    util_buf_puts(&b, "]}");
+    util_buf_puts(&b, "]");
+    registry_refused_info *ref = NULL;
+    size_t nref = 0;
+    if (admin && registry_refused(api_context_registry(rq->ctx), &ref, &nref) == 0) {
+        util_buf_puts(&b, ",\"refused\":[");
+        for (size_t i = 0; i < nref; i++) {
+            util_buf_puts(&b, i ? ",{\"path\":" : "{\"path\":");
+            util_json_str(&b, ref[i].path);
+            util_buf_puts(&b, ",\"reason\":");
+            util_json_str(&b, ref[i].reason);
+            util_buf_puts(&b, "}");
+        }
+        util_buf_puts(&b, "]");
+        free(ref);
+    }
+    util_buf_puts(&b, "}");
     api_reply_json(rq, 200, &b);
     util_buf_cleanup(&b);
     registry_list_free(s, n);
@@ -185,45 +200,19 @@ void api_route_model(struct api_request *rq)
         reply_one(rq, symbol, tf, false);
 }
 
-/* Parses the request body as a JSON object; NULL body gives an empty one.
- * Replies 400 and returns NULL when it is not an object. */
-static json_t *body_object(struct api_request *rq)
-{
-    if (rq->req->binary_body_length == 0)
-        return json_object();
-    json_error_t err;
-    json_t *j = json_loadb(rq->req->binary_body, rq->req->binary_body_length, 0, &err);
-    if (!j || !json_is_object(j)) {
-        json_decref(j);
-        api_reply_errorf(rq, PD_EPARSE, "body must be a JSON object%s%s", j ? "" : ": ",
-                         j ? "" : err.text);
-        return NULL;
-    }
-    return j;
-}
-
 void api_route_admin_reload(struct api_request *rq)
 {
-    json_t *body = body_object(rq);
-    if (!body)
-        return;
-    const char *symbol = json_string_value(json_object_get(body, "symbol"));
-    const char *tf = json_string_value(json_object_get(body, "timeframe"));
-    if ((symbol == NULL) != (tf == NULL)) {
-        json_decref(body);
-        api_reply_error(rq, PD_EINVAL, "give both symbol and timeframe, or neither");
+    char sym[24], tfb[8], why[256] = "";
+    int prc = api__body_reload(rq->req->binary_body, rq->req->binary_body_length, sym, tfb, why,
+                               sizeof why);
+    if (prc) {
+        api_reply_error(rq, prc, why);
         return;
     }
-    if (symbol && ((!util_symbol_valid(symbol) && strcmp(symbol, REGISTRY_DEFAULT_SYMBOL)) ||
-                   !util_tf_seconds(tf))) {
-        json_decref(body);
-        api_reply_error(rq, PD_EINVAL, "invalid symbol or timeframe");
-        return;
-    }
+    const char *symbol = sym[0] ? sym : NULL, *tf = tfb[0] ? tfb : NULL;
     registry *reg = api_context_registry(rq->ctx);
     int rc = registry_scan(reg, symbol, tf);
     if (rc) {
-        json_decref(body);
         api_reply_error(rq, rc, "the model repository could not be read");
         return;
     }
@@ -239,7 +228,6 @@ void api_route_admin_reload(struct api_request *rq)
             registry_list_free(all, n);
         }
     }
-    json_decref(body);
     reply_listing(rq, true);
 }
 
@@ -248,16 +236,15 @@ void api_route_admin_pin(struct api_request *rq)
     const char *symbol, *tf;
     if (!series_params(rq, &symbol, &tf))
         return;
-    json_t *body = body_object(rq);
-    if (!body)
-        return;
-    json_t *jv = json_object_get(body, "version");
-    json_int_t version = json_is_integer(jv) ? json_integer_value(jv) : 0;
-    json_decref(body);
-    if (version < 1 || version > 0x7fffffff) {
-        api_reply_error(rq, PD_EINVAL, "body must be {\"version\": N} with N a positive integer");
+    uint32_t v32 = 0;
+    char why[256] = "";
+    int prc =
+        api__body_pin(rq->req->binary_body, rq->req->binary_body_length, &v32, why, sizeof why);
+    if (prc) {
+        api_reply_error(rq, prc, why);
         return;
     }
+    long long version = v32;
     int rc = registry_pin(api_context_registry(rq->ctx), symbol, tf, (uint32_t)version);
     if (rc) {
         api_reply_errorf(rq, rc, "cannot pin %s %s to version %lld: %s", symbol, tf,
@@ -287,28 +274,17 @@ void api_route_admin_label(struct api_request *rq)
     const char *symbol, *tf;
     if (!series_params(rq, &symbol, &tf))
         return;
-    json_t *body = body_object(rq);
-    if (!body)
-        return;
-    const char *label = json_string_value(json_object_get(body, "label"));
-    json_t *jv = json_object_get(body, "version");
-    json_t *js = json_object_get(body, "canary_share");
-    json_int_t version = json_is_integer(jv) ? json_integer_value(jv) : -1;
-    json_int_t share = json_is_integer(js) ? json_integer_value(js) : 0;
-    int rc = 0;
-    char label_copy[16] = "";
-    if (label && strlen(label) < sizeof label_copy)
-        snprintf(label_copy, sizeof label_copy, "%s", label);
-    json_decref(body);
-    if ((strcmp(label_copy, "stable") && strcmp(label_copy, "canary")) || version < 0 ||
-        version > 0x7fffffff || share < 0 || share > 100) {
-        api_reply_error(rq, PD_EINVAL,
-                        "body must be {\"label\": \"stable\"|\"canary\", \"version\": N (0 "
-                        "removes), \"canary_share\": 0..100}");
+    char label_copy[16] = "", why[256] = "";
+    uint32_t v32 = 0;
+    int share = 0;
+    int rc = api__body_label(rq->req->binary_body, rq->req->binary_body_length, label_copy, &v32,
+                             &share, why, sizeof why);
+    if (rc) {
+        api_reply_error(rq, rc, why);
         return;
     }
-    rc = registry_set_label(api_context_registry(rq->ctx), symbol, tf, label_copy,
-                            (uint32_t)version, (int)share);
+    long long version = v32;
+    rc = registry_set_label(api_context_registry(rq->ctx), symbol, tf, label_copy, v32, share);
     if (rc) {
         api_reply_errorf(rq, rc, "cannot label %s %s v%lld %s: %s", symbol, tf,
                          (long long)version, label_copy, util_strerror(rc));

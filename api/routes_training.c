@@ -13,40 +13,12 @@
  * "promote_if_better": false. The work runs on the training worker thread,
  * never on a request thread.
  */
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/bodies_internal.h"
 #include "api/http_internal.h"
 #include "training/training.h"
-
-/* Writes a JSON scalar or array of scalars as the text training_params_set
- * reads. Returns false for objects, nulls and nested arrays. */
-static bool value_text(json_t *v, util_buf *out)
-{
-    if (json_is_string(v)) {
-        util_buf_puts(out, json_string_value(v));
-    } else if (json_is_integer(v)) {
-        util_buf_printf(out, "%lld", (long long)json_integer_value(v));
-    } else if (json_is_real(v)) {
-        util_buf_printf(out, "%.17g", json_real_value(v));
-    } else if (json_is_boolean(v)) {
-        util_buf_puts(out, json_is_true(v) ? "true" : "false");
-    } else if (json_is_array(v)) {
-        size_t i;
-        json_t *e;
-        json_array_foreach(v, i, e)
-        {
-            if (json_is_array(e) || !value_text(e, out))
-                return false;
-            if (i + 1 < json_array_size(v))
-                util_buf_puts(out, ",");
-        }
-    } else {
-        return false;
-    }
-    return true;
-}
 
 static training_jobs *jobs_of(struct api_request *rq)
 {
@@ -74,43 +46,10 @@ void api_route_training_start(struct api_request *rq)
     training_jobs *jobs = jobs_of(rq);
     if (!jobs)
         return;
-    json_error_t jerr;
-    json_t *body = rq->req->binary_body_length
-                       ? json_loadb(rq->req->binary_body, rq->req->binary_body_length, 0, &jerr)
-                       : NULL;
-    if (!body || !json_is_object(body)) {
-        json_decref(body);
-        api_reply_error(rq, PD_EPARSE,
-                        "body must be a JSON object such as {\"symbols\": \"BTCUSDT\", "
-                        "\"timeframe\": \"15m\"}");
-        return;
-    }
     training_params p;
-    training_params_default(&p);
-    p.promote_if_better = true;
     char why[512] = "";
-    int rc = 0;
-    const char *key;
-    json_t *v;
-    util_buf text;
-    util_buf_init(&text);
-    json_object_foreach(body, key, v)
-    {
-        util_buf_reset(&text);
-        util_buf_puts(&text, "");
-        const char *name = strcmp(key, "symbol") == 0 ? "symbols" : key;
-        if (!value_text(v, &text) || !util_buf_ok(&text)) {
-            snprintf(why, sizeof why, "%s: expected a string, number, boolean or array", key);
-            rc = PD_EINVAL;
-            break;
-        }
-        if ((rc = training_params_set(&p, name, text.data, why, sizeof why)) != 0)
-            break;
-    }
-    util_buf_cleanup(&text);
-    json_decref(body);
-    if (rc == 0)
-        rc = training_params_validate(&p, why, sizeof why);
+    int rc =
+        api__body_training(rq->req->binary_body, rq->req->binary_body_length, &p, why, sizeof why);
     int64_t id = 0;
     if (rc == 0)
         rc = training_jobs_submit(jobs, &p, &id, why, sizeof why);

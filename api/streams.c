@@ -914,7 +914,6 @@ static void ws_upgraded(void *arg, MHD_socket sock, const char *extra, size_t ex
 {
     struct client *c = arg;
     struct api_http *hp = c->http;
-    atomic_fetch_add(&hp->upgraded, 1);
     struct ws *w = calloc(1, sizeof *w);
     pthread_attr_t attr;
     pthread_t t;
@@ -944,7 +943,10 @@ static void ws_upgraded(void *arg, MHD_socket sock, const char *extra, size_t ex
 /* The upgrade did not happen (the client left before the 101). */
 static void ws_abandoned(void *arg)
 {
-    client_end(arg);
+    struct client *c = arg;
+    struct api_http *hp = c->http;
+    client_end(c);
+    atomic_fetch_sub(&hp->upgraded, 1);
 }
 
 /* A WebSocket handshake (RFC 6455 4.2.1), so a plain GET gets a JSON
@@ -1016,6 +1018,9 @@ void api_route_stream_ws(struct api_request *rq)
     }
     u_map_put(rq->resp->map_header, "Upgrade", "websocket");
     u_map_put(rq->resp->map_header, "Sec-WebSocket-Accept", accept);
+    /* counted from here, not from the 101: the stop must not stop the
+     * daemon while an upgrade it has queued is still to happen */
+    atomic_fetch_add(&rq->http->upgraded, 1);
     rq->upgrade = ws_upgraded;
     rq->upgrade_arg = c;
     rq->upgrade_abandon = ws_abandoned;

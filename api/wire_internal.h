@@ -56,6 +56,19 @@ int api__path_match(const char *pattern, const char *path, size_t path_len,
                     struct api_path_params *out);
 
 /* ------------------------------------------------------------------------
+ * Headers (headers.c).
+ */
+/* True when origin is in the comma-separated list (exact match, spaces
+ * around items ignored) or the list holds "*"; false for NULL. */
+bool api__origin_allowed(const char *list, const char *origin);
+/* True when an X-Request-Id may be echoed: 1..63 characters of
+ * [A-Za-z0-9-_.:]. */
+bool api__request_id_ok(const char *id);
+/* True when a Content-Length value declares more than max bytes (or more
+ * than fits in 64 bits). libmicrohttpd has already refused malformed ones. */
+bool api__content_length_over(const char *value, unsigned long long max);
+
+/* ------------------------------------------------------------------------
  * WebSocket frames (RFC 6455, section 5.2).
  */
 enum {
@@ -96,8 +109,7 @@ struct api_ws_frame {
  * complete and acceptable, 0 when more bytes are needed, or a negative
  * API_WS_CLOSE_* code (-1002 protocol error, -1009 too big) to close with.
  */
-int api__ws_frame_parse(const uint8_t *buf, size_t n, uint64_t max_payload,
-                        struct api_ws_frame *f);
+int api__ws_frame_parse(const uint8_t *buf, size_t n, uint64_t max_payload, struct api_ws_frame *f);
 
 /* Unmasks (or masks) data in place; offset is the payload position of
  * data[0] in its frame. */

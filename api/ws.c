@@ -17,8 +17,7 @@
 #include "api/wire_internal.h"
 #include "util/util.h"
 
-int api__ws_frame_parse(const uint8_t *buf, size_t n, uint64_t max_payload,
-                        struct api_ws_frame *f)
+int api__ws_frame_parse(const uint8_t *buf, size_t n, uint64_t max_payload, struct api_ws_frame *f)
 {
     if (n < 2)
         return 0;

@@ -194,7 +194,14 @@ static bool blank(const char *p, size_t len)
 int feed_csv_parse(const char *text, size_t len, features_candle **out, size_t *n, char *why,
                        size_t whylen)
 {
-    if ((!text && len) || !out || !n)
+    return feed_csv_parse_for(text, len, NULL, out, n, why, whylen);
+}
+
+int feed_csv_parse_for(const char *text, size_t len, const char *tf, features_candle **out,
+                       size_t *n, char *why, size_t whylen)
+{
+    int64_t tf_s = tf ? util_tf_seconds(tf) : 0;
+    if ((!text && len) || !out || !n || (tf && !tf_s))
         return PD_EINVAL;
     const char *p = text, *end = text + len;
     if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
@@ -254,6 +261,13 @@ int feed_csv_parse(const char *text, size_t len, features_candle **out, size_t *
         }
         if ((rc = parse_row(f, line, &rows[nrows].c, why, whylen)))
             break;
+        if (tf_s && rows[nrows].c.t % tf_s != 0) {
+            char ts[32];
+            rc = fail(why, whylen, line,
+                      "open time %s is not on a %s candle boundary (wrong --timeframe?)",
+                      util_rfc3339(rows[nrows].c.t, ts), tf);
+            break;
+        }
         rows[nrows].line = line;
         if (nrows && rows[nrows].c.t <= rows[nrows - 1].c.t)
             sorted = false;

@@ -39,6 +39,11 @@
  */
 int feed_csv_parse(const char *text, size_t len, features_candle **out, size_t *n, char *why,
                        size_t whylen);
+/* The same, and every open time must fall on a boundary of timeframe tf
+ * ("15m"): the first row that does not is PD_EPARSE with its line. tf NULL
+ * checks nothing; an unknown tf is PD_EINVAL. */
+int feed_csv_parse_for(const char *text, size_t len, const char *tf, features_candle **out,
+                       size_t *n, char *why, size_t whylen);
 
 /* ===========================================================================
  * Trades.

@@ -695,6 +695,75 @@ static int rename_noreplace(int sfd, const char *tmp, const char *name)
     return renameat(sfd, tmp, sfd, name);
 }
 
+/* Removes dir (in dfd) and what it holds: plain files, and directories
+ * down to depth levels; symlinks inside are unlinked, never followed. */
+static int remove_tree_at(int dfd, const char *name, int depth)
+{
+    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -1;
+    }
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            rc = -1;
+            continue;
+        }
+        if (S_ISDIR(st.st_mode))
+            rc |= depth > 0 ? remove_tree_at(dirfd(d), e->d_name, depth - 1) : -1;
+        else if (unlinkat(dirfd(d), e->d_name, 0) != 0)
+            rc = -1;
+    }
+    closedir(d);
+    if (rc == 0 && unlinkat(dfd, name, AT_REMOVEDIR) != 0)
+        rc = -1;
+    return rc;
+}
+
+int registry__sweep_temporaries(int sfd, const char *sym, const char *tf, int64_t max_age_s)
+{
+    int fd = dup(sfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    rewinddir(d);
+    int64_t now = util_now();
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *name = e->d_name;
+        if (name[0] != '.' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+            continue;
+        struct stat st;
+        if (fstatat(sfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+            continue;
+        int64_t age = now - (int64_t)st.st_mtime;
+        if (age < max_age_s)
+            continue; /* maybe a publish in progress */
+        if (remove_tree_at(sfd, name, 2) == 0) {
+            removed++;
+            LOG_INFO(MOD, "%s/%s: removed the abandoned temporary \"%.64s\" (%lld s old)", sym, tf,
+                     name, (long long)age);
+        } else {
+            LOG_WARN(MOD, "%s/%s: cannot remove the abandoned temporary \"%.64s\": %s", sym, tf,
+                     name, strerror(errno));
+        }
+    }
+    closedir(d);
+    return removed;
+}
+
 int registry_publish(const char *models_dir, const char *symbol, const char *tf,
                      Predictd__Model *model, const Predictd__Scaler *scaler, uint32_t *version)
 {
@@ -720,6 +789,7 @@ int registry_publish(const char *models_dir, const char *symbol, const char *tf,
     sfd = openat(symfd, tf, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (sfd < 0)
         goto out;
+    registry__sweep_temporaries(sfd, symbol, tf, REGISTRY__TMP_MAX_AGE_S);
 
     for (int attempt = 0; attempt < 100 && !made_tmp; attempt++) {
         uint64_t rnd = util_mono_ns() ^ ((uint64_t)(uintptr_t)&rnd << 16) ^ (uint64_t)attempt;

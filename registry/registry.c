@@ -147,7 +147,49 @@ struct registry {
     /* set before any thread uses the registry, read-only afterwards */
     registry_change_fn on_change;
     void *on_change_arg;
+    registry_refused_info *refused; /* lock; the last full scan's */
+    size_t n_refused;
 };
+
+/* Refused directories collected by one full scan (scanner only). */
+typedef struct refused_acc {
+    registry_refused_info *v;
+    size_t n, cap;
+} refused_acc;
+
+/* Records a refused directory; silently drops it when memory is short
+ * (the scan itself must not fail for a listing). */
+static void refuse(refused_acc *acc, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void refuse(refused_acc *acc, const char *reason, const char *fmt, ...)
+{
+    if (!acc)
+        return;
+    if (acc->n == acc->cap) {
+        size_t c = acc->cap ? acc->cap * 2 : 8;
+        if (c > 4096)
+            return;
+        registry_refused_info *p = realloc(acc->v, c * sizeof *p);
+        if (!p)
+            return;
+        acc->v = p;
+        acc->cap = c;
+    }
+    registry_refused_info *e = &acc->v[acc->n++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->path, sizeof e->path, fmt, ap);
+    va_end(ap);
+    snprintf(e->reason, sizeof e->reason, "%s", reason);
+}
+
+static bool is_symlink_at(int dfd, const char *name)
+{
+    struct stat st;
+    return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+}
+
+#define SYMLINK_REASON "a symbolic link: refused (model directories must be real directories)"
 
 /* ------------------------------------------------------------------------
  * Small helpers.
@@ -279,8 +321,10 @@ static bool is_real_dir_at(int dfd, const char *name)
     return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Valid version directories in sfd, ascending. *out is malloc'd. */
-static int list_versions(int sfd, const char *sym, const char *tf, uint32_t **out, size_t *n)
+/* Valid version directories in sfd, ascending. *out is malloc'd. Version
+ * names that are symlinks go to acc (may be NULL). */
+static int list_versions(int sfd, const char *sym, const char *tf, uint32_t **out, size_t *n,
+                         refused_acc *acc)
 {
     DIR *d = registry__walk_dir(sfd);
     if (!d)
@@ -295,6 +339,11 @@ static int list_versions(int sfd, const char *sym, const char *tf, uint32_t **ou
         if (name[0] == '.' || strcmp(name, "policy.json") == 0)
             continue; /* hidden: temporaries being published, ".", ".." */
         uint32_t num = registry__parse_version(name);
+        if (num && is_symlink_at(sfd, name)) {
+            LOG_WARN(MOD, "%s/%s/%s is a symbolic link: refused", sym, tf, name);
+            refuse(acc, SYMLINK_REASON, "%s/%s/%s", sym, tf, name);
+            continue;
+        }
         if (!num || !is_real_dir_at(sfd, name)) {
             LOG_DEBUG(MOD, "%s/%s: ignoring \"%.64s\" (not a version directory)", sym, tf, name);
             continue;
@@ -397,6 +446,12 @@ static int parse_policy(const char *text, size_t len, policy *out, char *why, si
 out:
     json_decref(root);
     return rc;
+}
+
+int registry__policy_check(const char *text, size_t len, char *why, size_t whylen)
+{
+    policy p;
+    return parse_policy(text, len, &p, why, whylen);
 }
 
 /* Scanner: reads the series' policy.json and updates s->pol. A malformed
@@ -834,11 +889,13 @@ static void forget_retired(registry *r, series *s)
  * exist (everything it had is retired), PD_EIO when it cannot be read (its
  * state is kept: a transient error must not take models away), PD_ENOMEM.
  */
-static int scan_series(registry *r, int rootfd, const char *sym, const char *tf)
+static int scan_series(registry *r, int rootfd, const char *sym, const char *tf, refused_acc *acc)
 {
     UTIL_ASSERT_HELD(&r->scan_lock);
     series *s = find_series(r, sym, tf);
     int sfd = open_series_dir(rootfd, sym, tf);
+    if (sfd >= 0)
+        registry__sweep_temporaries(sfd, sym, tf, REGISTRY__TMP_MAX_AGE_S);
     if (sfd < 0) {
         int e = -sfd;
         if (e != ENOENT && e != ENOTDIR && e != ELOOP) {
@@ -857,7 +914,7 @@ static int scan_series(registry *r, int rootfd, const char *sym, const char *tf)
     }
     uint32_t *nums = NULL;
     size_t nn = 0;
-    int rc = list_versions(sfd, sym, tf, &nums, &nn);
+    int rc = list_versions(sfd, sym, tf, &nums, &nn, acc);
     if (rc) {
         LOG_WARN(MOD, "%s/%s: cannot list versions: %s", sym, tf, util_strerror(rc));
         goto out;
@@ -907,8 +964,9 @@ static int add_key(series_key **keys, size_t *n, size_t *cap, const char *sym, c
     return 0;
 }
 
-/* Series directories under rootfd, validated; appended to keys. */
-static int walk_root(int rootfd, series_key **keys, size_t *n, size_t *cap)
+/* Series directories under rootfd, validated; appended to keys. Symlinked
+ * series directories go to acc. */
+static int walk_root(int rootfd, series_key **keys, size_t *n, size_t *cap, refused_acc *acc)
 {
     int fd = dup(rootfd);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -924,6 +982,11 @@ static int walk_root(int rootfd, series_key **keys, size_t *n, size_t *cap)
         const char *sym = e->d_name;
         if (sym[0] == '.')
             continue;
+        if (symbol_ok(sym) && is_symlink_at(rootfd, sym)) {
+            LOG_WARN(MOD, "%s is a symbolic link: refused", sym);
+            refuse(acc, SYMLINK_REASON, "%s", sym);
+            continue;
+        }
         if (!symbol_ok(sym) || !is_real_dir_at(rootfd, sym)) {
             LOG_DEBUG(MOD, "ignoring \"%.64s\" in the models directory", sym);
             continue;
@@ -941,6 +1004,11 @@ static int walk_root(int rootfd, series_key **keys, size_t *n, size_t *cap)
             const char *tf = te->d_name;
             if (tf[0] == '.')
                 continue;
+            if (tf_ok(tf) && is_symlink_at(dirfd(sd), tf)) {
+                LOG_WARN(MOD, "%s/%s is a symbolic link: refused", sym, tf);
+                refuse(acc, SYMLINK_REASON, "%s/%s", sym, tf);
+                continue;
+            }
             if (!tf_ok(tf) || !is_real_dir_at(dirfd(sd), tf)) {
                 LOG_DEBUG(MOD, "%s: ignoring \"%.64s\" (not a timeframe directory)", sym, tf);
                 continue;
@@ -968,13 +1036,14 @@ static int scan_locked(registry *r, const char *sym, const char *tf)
     }
     int rc = 0;
     if (sym) {
-        rc = scan_series(r, rootfd, sym, tf);
+        rc = scan_series(r, rootfd, sym, tf, NULL);
         close(rootfd);
         return rc;
     }
     series_key *keys = NULL;
     size_t n = 0, cap = 0;
-    rc = walk_root(rootfd, &keys, &n, &cap);
+    refused_acc acc = {0};
+    rc = walk_root(rootfd, &keys, &n, &cap, &acc);
     if (rc) {
         LOG_WARN(MOD, "models directory %s: %s", r->dir, util_strerror(rc));
         goto out;
@@ -983,11 +1052,20 @@ static int scan_locked(registry *r, const char *sym, const char *tf)
     for (size_t i = 0; rc == 0 && i < r->n_series; i++)
         rc = add_key(&keys, &n, &cap, r->series[i]->symbol, r->series[i]->tf);
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        int x = scan_series(r, rootfd, keys[i].symbol, keys[i].tf);
+        int x = scan_series(r, rootfd, keys[i].symbol, keys[i].tf, &acc);
         if (x == PD_ENOMEM)
             rc = x;
     }
+    if (rc == 0) {
+        util_mutex_lock(&r->lock);
+        free(r->refused);
+        r->refused = acc.v;
+        r->n_refused = acc.n;
+        util_mutex_unlock(&r->lock);
+        acc.v = NULL;
+    }
 out:
+    free(acc.v);
     free(keys);
     close(rootfd);
     return rc;
@@ -1038,12 +1116,30 @@ void registry_free(registry *r)
         free(s);
     }
     free(r->series);
+    free(r->refused);
     close(r->wake[0]);
     close(r->wake[1]);
     util_mutex_destroy(&r->lock);
     util_mutex_destroy(&r->scan_lock);
     free(r->dir);
     free(r);
+}
+
+int registry_refused(registry *r, registry_refused_info **out, size_t *n)
+{
+    util_mutex_lock(&r->lock);
+    size_t k = r->n_refused;
+    registry_refused_info *v = k ? malloc(k * sizeof *v) : NULL;
+    if (k && !v) {
+        util_mutex_unlock(&r->lock);
+        return PD_ENOMEM;
+    }
+    if (k)
+        memcpy(v, r->refused, k * sizeof *v);
+    util_mutex_unlock(&r->lock);
+    *out = v;
+    *n = k;
+    return 0;
 }
 
 int registry_scan(registry *r, const char *symbol, const char *tf)
@@ -1495,11 +1591,11 @@ static int change_policy(registry *r, const char *sym, const char *tf, policy_ed
         goto out;
     if ((rc = write_policy(r, sym, tf, sfd, &p)) != 0)
         goto out;
-    scan_series(r, rootfd, sym, tf);
+    scan_series(r, rootfd, sym, tf, NULL);
     if (needs && !version_loaded(s, needs)) {
         LOG_WARN(MOD, "%s/%s: v%u failed to load; restoring the previous policy", sym, tf, needs);
         if (write_policy(r, sym, tf, sfd, &old) == 0)
-            scan_series(r, rootfd, sym, tf);
+            scan_series(r, rootfd, sym, tf, NULL);
         rc = PD_EVERIFY;
     }
 out:

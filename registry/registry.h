@@ -184,6 +184,18 @@ typedef struct registry_series_info {
  * per series). Returns 0 or PD_ENOMEM; *out is the caller's. Thread-safe. */
 int registry_list(registry *r, registry_series_info **out, size_t *n);
 void registry_list_free(registry_series_info *s, size_t n); /* NULL is a no-op */
+/* Directories a full scan refused to read: a series or version directory
+ * that is a symbolic link (models are read only through real directories,
+ * so a link cannot smuggle files from elsewhere in). path is
+ * "SYMBOL/TF[/VERSION]" under the models directory. The list is the last
+ * full scan's. Returns 0 or PD_ENOMEM; *out (free() it) may be NULL with
+ * *n 0. Thread-safe. */
+typedef struct registry_refused_info {
+    char path[96];
+    char reason[128];
+} registry_refused_info;
+int registry_refused(registry *r, registry_refused_info **out, size_t *n);
+
 /* Counts for readiness: series with a serving version, versions (on disk)
  * failed. Zero serving series means not ready. Thread-safe. */
 void registry_counts(registry *r, size_t *serving, size_t *failed);

@@ -95,6 +95,21 @@ int registry__load_at(int vfd, const char *owner, const char *tf, uint32_t numbe
 /* Parses a version directory name: a positive decimal integer without
  * leading zeros, at most REGISTRY__MAX_VERSION. Returns 0 when invalid. */
 uint32_t registry__parse_version(const char *name);
+/* Temporary directories (a name starting with '.') older than this in a
+ * series directory are a publish that died half-way (a killed `train`): a
+ * scan or a publish removes them. */
+#define REGISTRY__TMP_MAX_AGE_S 3600
+
+/* Removes the abandoned temporaries of the series directory sfd (real
+ * directories whose name starts with '.', last modified max_age_s ago or
+ * more, with the plain files inside them; never following a symlink).
+ * Returns how many it removed; logs each. */
+int registry__sweep_temporaries(int sfd, const char *sym, const char *tf, int64_t max_age_s);
+
+/* Parses a policy.json text as the scanner does and discards the result:
+ * 0, or PD_EPARSE with the reason in why. For tests and fuzzing; pure,
+ * thread-safe. */
+int registry__policy_check(const char *text, size_t len, char *why, size_t whylen);
 
 /* Opens the directory dirfd refers to for a fresh readdir() walk, on a
  * duplicate of the descriptor (dirfd stays open and usable). Returns the

@@ -76,8 +76,8 @@ int cmd_migrate(server_config *cfg, int argc, char **argv)
     if (cmd_wants_help(argc, argv) || argc > 1) {
         fprintf(cmd_usage_out("migrate", argc, argv, 1),
                 "usage: predictd migrate [--migrations-dir DIR] [--database-url URL]\n"
-                        "Applies the SQL files of DIR (default ./db) not yet applied, in name "
-                        "order. Idempotent.\n");
+                "Applies the SQL files of DIR (default ./db) not yet applied, in name "
+                "order. Idempotent.\n");
         return cmd_wants_help(argc, argv) ? 0 : 2;
     }
     if (need_db(cfg, "migrate"))
@@ -403,24 +403,10 @@ int cmd_import(server_config *cfg, int argc, char **argv)
     features_candle *c = NULL;
     size_t n = 0;
     char why[256] = "";
-    rc = feed_csv_parse(text, len, &c, &n, why, sizeof why);
+    rc = feed_csv_parse_for(text, len, tf, &c, &n, why, sizeof why);
     free(text);
     if (rc) {
         fprintf(stderr, "predictd import: %s: %s\n", file, why[0] ? why : util_strerror(rc));
-        return 1;
-    }
-    int64_t tfs = util_tf_seconds(tf);
-    size_t misaligned = 0, first = 0;
-    for (size_t i = 0; i < n; i++)
-        if (c[i].t % tfs != 0 && misaligned++ == 0)
-            first = i;
-    if (misaligned) {
-        /* the first misaligned row's own time (it printed the first row's) */
-        fprintf(stderr,
-                "predictd import: %zu rows are not aligned to %s candle boundaries (the first "
-                "is data row %zu, open time %lld); wrong --timeframe?\n",
-                misaligned, tf, first + 1, (long long)c[first].t);
-        free(c);
         return 1;
     }
     if (need_db(cfg, "import")) {

@@ -29,8 +29,8 @@ int cmd_predict(server_config *cfg, int argc, char **argv)
     if (cmd_wants_help(argc, argv) || argc != 3) {
         fprintf(cmd_usage_out("predict", argc, argv, argc > 3 ? 3 : 0),
                 "usage: predictd predict SYMBOL TIMEFRAME [options]\n"
-                        "One prediction from the database and the model repository, printed "
-                        "as the API's JSON.\n");
+                "One prediction from the database and the model repository, printed "
+                "as the API's JSON.\n");
         return cmd_wants_help(argc, argv) ? 0 : 2;
     }
     const char *symbol = argv[1], *tf = argv[2];
@@ -235,9 +235,9 @@ int cmd_keygen(server_config *cfg, int argc, char **argv)
         else {
             fprintf(cmd_usage_out("keygen", argc, argv, i),
                     "usage: predictd keygen [--force] [--print] [--api-key-file PATH]\n"
-                            "Writes a new random admin key (256 bits, hex) to the key file "
-                            "with mode 0600.\n--force replaces an existing file; --print also "
-                            "prints the key (otherwise it is never shown).\n");
+                    "Writes a new random admin key (256 bits, hex) to the key file "
+                    "with mode 0600.\n--force replaces an existing file; --print also "
+                    "prints the key (otherwise it is never shown).\n");
             return cmd_wants_help(argc, argv) ? 0 : 2;
         }
     }

@@ -158,8 +158,8 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
     if (cmd_wants_help(argc, argv) || argc > 1) {
         FILE *out = cmd_usage_out("serve", argc, argv, 1);
         fprintf(out, "usage: predictd serve [options]\n"
-                        "Serves the HTTP API in the foreground. SIGTERM drains and exits 0, "
-                        "SIGHUP rescans the model repository. Options are the shared ones of "
+                     "Serves the HTTP API in the foreground. SIGTERM drains and exits 0, "
+                     "SIGHUP rescans the model repository. Options are the shared ones of "
                      "`predictd --help`.\n");
         if (out == stdout)
             server_config_usage(stdout);
@@ -248,6 +248,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .threads = cfg->threads,
                        .max_connections = cfg->max_connections,
                        .per_ip_connections = cfg->per_ip_connections,
+                       .header_timeout = cfg->header_timeout,
                        .idle_timeout = cfg->idle_timeout,
                        .cache = cfg->cache,
                        .admin_key = cfg->api_key,

@@ -76,6 +76,8 @@ static const struct opt opts[] = {
      "connections one client address may hold (0 = no cap; raise it behind a gateway)"},
     {"idle-timeout", "PREDICTD_IDLE_TIMEOUT", OPT_INT, "30", 1, 3600, OFF(idle_timeout),
      "seconds before an idle connection is closed"},
+    {"header-timeout", "PREDICTD_HEADER_TIMEOUT", OPT_INT, "10", 1, 3600, OFF(header_timeout),
+     "seconds a client has to send a request line and its headers, however it trickles them"},
     {"stream-max", "PREDICTD_STREAM_MAX", OPT_INT, "64", 0, 10000, OFF(stream_max),
      "concurrent WebSocket and SSE clients"},
     {"access-log", "PREDICTD_ACCESS_LOG", OPT_BOOL, "off", 0, 0, OFF(access_log),

@@ -35,6 +35,7 @@ typedef struct server_config {
     int max_connections;
     int per_ip_connections; /* 0: no per-address cap */
     int idle_timeout; /* seconds */
+    int header_timeout; /* seconds for a request line and its headers */
     int stream_max;   /* concurrent WebSocket/SSE clients */
     bool access_log;
     bool reuse_port; /* SO_REUSEPORT: another process may listen on the same port */

@@ -64,8 +64,7 @@ int main(int argc, char **argv)
     while (i < n && strcmp(commands[i].name, name) != 0)
         i++;
     if (i == n) {
-        fprintf(stderr, "predictd: unknown %s '%s'\n", name[0] == '-' ? "option" : "command",
-                name);
+        fprintf(stderr, "predictd: unknown %s '%s'\n", name[0] == '-' ? "option" : "command", name);
         usage(stderr);
         return 2;
     }

@@ -95,7 +95,7 @@ int store__cache_configure(const char *url, bool cache_on, unsigned gen)
     if (rc) {
         /* Never echo the URL: it may hold a password. */
         if (rc == PD_EINVAL)
-            LOG_ERROR(MOD, "Redis URL is malformed (expected redis://host:port/db)");
+            LOG_ERROR(MOD, "Redis URL is malformed or unsupported (" STORE__REDIS_URL_FORMS ")");
         store__cache_unconfigure();
         return rc;
     }
@@ -195,7 +195,7 @@ static int pipeline_drain(store__tls *t, size_t sent, int rc)
 {
     for (size_t i = 0; i < sent; i++) {
         void *r = NULL;
-        if (redisGetReply(t->redis, &r) != REDIS_OK || !r) {
+        if (STORE__TIMED(REDIS, redisGetReply(t->redis, &r)) != REDIS_OK || !r) {
             redis_dead(t);
             return PD_ECACHE;
         }
@@ -344,7 +344,8 @@ int store__cache_window_get(const char *symbol, const char *tf, int64_t last_ope
         return PD_ECACHE;
     char key[64];
     window_key(key, sizeof key, symbol, tf);
-    redisReply *r = redisCommand(t->redis, "GETRANGE %s %lld -1", key, window_range_start(limit));
+    redisReply *r = STORE__TIMED(
+        REDIS, redisCommand(t->redis, "GETRANGE %s %lld -1", key, window_range_start(limit)));
     int rc = reply_check(t, r);
     if (rc == 0)
         rc = window_from_reply(r, last_open, limit, out, n);
@@ -368,7 +369,8 @@ int store__cache_window_put(const char *symbol, const char *tf, const features_c
         return rc;
     char key[64];
     window_key(key, sizeof key, symbol, tf);
-    redisReply *r = redisCommand(t->redis, "SET %s %b EX %lld", key, val, len, (long long)ttl_s);
+    redisReply *r = STORE__TIMED(
+        REDIS, redisCommand(t->redis, "SET %s %b EX %lld", key, val, len, (long long)ttl_s));
     free(val);
     return reply_done(t, r);
 }
@@ -398,7 +400,7 @@ int store__cache_window_mget(const char *const *symbols, size_t nsym, const char
         if (!symbols[i])
             continue;
         void *r = NULL;
-        if (redisGetReply(t->redis, &r) != REDIS_OK || !r)
+        if (STORE__TIMED(REDIS, redisGetReply(t->redis, &r)) != REDIS_OK || !r)
             rc = PD_ECACHE;
         else if ((replies[i] = r)->type == REDIS_REPLY_ERROR && !err)
             err = replies[i]->str;
@@ -465,7 +467,7 @@ int store__cache_window_del(const char *symbol, const char *tf)
         return PD_ECACHE;
     char key[64];
     window_key(key, sizeof key, symbol, tf);
-    return reply_done(t, redisCommand(t->redis, "DEL %s", key));
+    return reply_done(t, STORE__TIMED(REDIS, redisCommand(t->redis, "DEL %s", key)));
 }
 
 /* ---------------------------------------------------------------------------
@@ -484,7 +486,7 @@ int store_cache_get(const char *key, char **out, size_t *len)
     store__tls *t = redis_tls();
     if (!t)
         return PD_ECACHE;
-    redisReply *r = redisCommand(t->redis, "GET %b", key, strlen(key));
+    redisReply *r = STORE__TIMED(REDIS, redisCommand(t->redis, "GET %b", key, strlen(key)));
     int rc = reply_check(t, r);
     if (rc == 0) {
         if (r->type == REDIS_REPLY_STRING) {
@@ -515,8 +517,9 @@ int store_cache_set(const char *key, const char *val, size_t len, int64_t ttl_s)
     store__tls *t = redis_tls();
     if (!t)
         return PD_ECACHE;
-    return reply_done(t, redisCommand(t->redis, "SET %b %b EX %lld", key, strlen(key),
-                                      val ? val : "", len, (long long)ttl_s));
+    return reply_done(
+        t, STORE__TIMED(REDIS, redisCommand(t->redis, "SET %b %b EX %lld", key, strlen(key),
+                                            val ? val : "", len, (long long)ttl_s)));
 }
 
 int store_cache_drop_window(const char *symbol, const char *tf)

@@ -431,7 +431,7 @@ static int db_prepare(store__tls *t, enum stmt_id id)
     if (t->prepared & bit)
         return 0;
     const struct stmt_def *s = &stmts[id];
-    PGresult *r = PQprepare(t->pg, s->name, s->sql, s->nparams, s->types);
+    PGresult *r = STORE__TIMED(DB, PQprepare(t->pg, s->name, s->sql, s->nparams, s->types));
     STORE__COUNT(db_queries);
     int rc = db_check(t->pg, r, PGRES_COMMAND_OK, s->name);
     PQclear(r);
@@ -447,8 +447,8 @@ static int db_exec(store__tls *t, enum stmt_id id, const char *const *vals, cons
     int rc = db_prepare(t, id);
     if (rc)
         return rc;
-    PGresult *r =
-        PQexecPrepared(t->pg, stmts[id].name, stmts[id].nparams, vals, lens, fmts, binary_result);
+    PGresult *r = STORE__TIMED(DB, PQexecPrepared(t->pg, stmts[id].name, stmts[id].nparams, vals,
+                                                  lens, fmts, binary_result));
     STORE__COUNT(db_queries);
     rc = db_check(t->pg, r, want, stmts[id].name);
     if (rc) {
@@ -462,7 +462,7 @@ static int db_exec(store__tls *t, enum stmt_id id, const char *const *vals, cons
 /* Runs a statement without parameters or rows (BEGIN, COMMIT, SET ...). */
 static int db_simple(store__tls *t, const char *sql)
 {
-    PGresult *r = PQexec(t->pg, sql);
+    PGresult *r = STORE__TIMED(DB, PQexec(t->pg, sql));
     STORE__COUNT(db_queries);
     int rc = db_check(t->pg, r, PGRES_COMMAND_OK, sql);
     PQclear(r);

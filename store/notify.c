@@ -150,7 +150,7 @@ int store_pub_open(const char *redis_url, store_pub **out)
     int rc = store__redis_url_parse(redis_url, &p->url);
     if (rc) {
         if (rc == PD_EINVAL)
-            LOG_ERROR(MOD, "Redis URL is malformed (expected redis://host:port/db)");
+            LOG_ERROR(MOD, "Redis URL is malformed or unsupported (" STORE__REDIS_URL_FORMS ")");
         store_pub_close(p);
         return rc;
     }

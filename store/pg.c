@@ -139,7 +139,7 @@ int store__pg_check(const char *mod, PGconn *c, const PGresult *r, ExecStatusTyp
 int store__pg_exec(const char *mod, PGconn *c, const char *what, const char *sql, int n,
                       const char *const *vals, ExecStatusType want, unsigned flags, PGresult **out)
 {
-    PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    PGresult *r = STORE__TIMED(DB, PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0));
     int rc = store__pg_check(mod, c, r, want, what, flags);
     if (rc == 0 && out)
         *out = r;

@@ -11,6 +11,7 @@
  * THREADING: no state; every function touches only its arguments.
  */
 #include <hiredis/hiredis.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,14 +40,38 @@ static int parse_port(const char *s, size_t len, int *out)
     return 0;
 }
 
-static char *dup_n(const char *s, size_t n)
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* A %-decoded copy of s[0..n) in *out: 0, PD_EINVAL for a malformed escape
+ * or an encoded NUL, PD_ENOMEM. */
+static int dup_decoded(const char *s, size_t n, char **out)
 {
     char *d = malloc(n + 1);
-    if (d) {
-        memcpy(d, s, n);
-        d[n] = '\0';
+    if (!d)
+        return PD_ENOMEM;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int a = n - i >= 3 ? hexval(s[i + 1]) : -1, b = n - i >= 3 ? hexval(s[i + 2]) : -1;
+            if (a < 0 || b < 0 || (a == 0 && b == 0)) {
+                free(d);
+                return PD_EINVAL;
+            }
+            d[o++] = (char)(a << 4 | b);
+            i += 2;
+        } else {
+            d[o++] = s[i];
+        }
     }
-    return d;
+    d[o] = '\0';
+    *out = d;
+    return 0;
 }
 
 void store__redis_url_cleanup(store__redis_url *u)
@@ -58,27 +83,59 @@ void store__redis_url_cleanup(store__redis_url *u)
     memset(u, 0, sizeof *u);
 }
 
-/* redis://[[user]:password@]host[:port][/db]; host may be [v6]. */
+/* unix://[[user]:password@]/path[?db=N], after the credentials. */
+static int parse_unix(const char *p, store__redis_url *u)
+{
+    size_t plen = strcspn(p, "?#");
+    if (p[0] != '/' || plen >= 108 || p[plen] == '#') /* 108: sun_path */
+        return PD_EINVAL;
+    memcpy(u->host, p, plen);
+    u->host[plen] = '\0';
+    u->unix_socket = 1;
+    u->port = 0;
+    const char *q = p + plen;
+    if (*q == '?') {
+        if (strncmp(q, "?db=", 4) != 0)
+            return PD_EINVAL;
+        char *dend;
+        long db = strtol(q + 4, &dend, 10);
+        if (*dend || dend == q + 4 || q[4] == '-' || db < 0 || db > DB_MAX)
+            return PD_EINVAL;
+        u->db = (int)db;
+    }
+    return 0;
+}
+
+/* redis://[[user]:password@]host[:port][/db]; host may be [v6];
+ * unix://[[user]:password@]/path[?db=N]. */
 int store__redis_url_parse(const char *url, store__redis_url *out)
 {
     store__redis_url u = {.port = DEFAULT_PORT};
     int rc = PD_EINVAL;
-    if (!url || strncmp(url, "redis://", 8) != 0)
-        goto fail;
-    const char *p = url + 8;
-    const char *end = p + strcspn(p, "/?#");
+    bool unix_socket = url && strncmp(url, "unix://", 7) == 0;
+    if (!url || (!unix_socket && strncmp(url, "redis://", 8) != 0))
+        goto fail; /* rediss:// too: no TLS in this hiredis */
+    const char *p = url + (unix_socket ? 7 : 8);
+    const char *end = unix_socket ? p + strcspn(p, "/") : p + strcspn(p, "/?#");
     const char *at = memchr(p, '@', (size_t)(end - p));
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (!colon)
             goto fail; /* redis://user@host: no password given */
-        rc = PD_ENOMEM;
-        if (colon > p && !(u.user = dup_n(p, (size_t)(colon - p))))
+        if (colon > p && (rc = dup_decoded(p, (size_t)(colon - p), &u.user)))
             goto fail;
-        if (!(u.password = dup_n(colon + 1, (size_t)(at - colon - 1))))
+        if ((rc = dup_decoded(colon + 1, (size_t)(at - colon - 1), &u.password)))
             goto fail;
         rc = PD_EINVAL;
         p = at + 1;
+    } else if (unix_socket && end != p) {
+        goto fail; /* unix://host/...: a socket has no host */
+    }
+    if (unix_socket) {
+        if ((rc = parse_unix(end, &u)))
+            goto fail;
+        *out = u;
+        return 0;
     }
     const char *host = p, *hend, *port = NULL;
     if (*p == '[') {
@@ -137,7 +194,8 @@ int store__redis_connect(const store__redis_url *u, long timeout_us, redisContex
                             char *why, size_t whylen)
 {
     struct timeval tv = {timeout_us / 1000000, timeout_us % 1000000};
-    redisContext *c = redisConnectWithTimeout(u->host, u->port, tv);
+    redisContext *c = u->unix_socket ? redisConnectUnixWithTimeout(u->host, tv)
+                                     : redisConnectWithTimeout(u->host, u->port, tv);
     if (!c || c->err) {
         snprintf(why, whylen, "%s", c ? c->errstr : "out of memory");
         goto fail;

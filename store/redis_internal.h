@@ -16,13 +16,26 @@
 
 struct redisContext; /* hiredis' context */
 
-/* A parsed redis://[[user]:password@]host[:port][/db] URL. */
+/* A parsed redis://[[user]:password@]host[:port][/db] or
+ * unix://[[user]:password@]/path/to/socket[?db=N] URL; user and password
+ * are %-decoded. rediss:// (TLS) is refused: Debian's hiredis 0.14 has no
+ * TLS. */
 typedef struct store__redis_url {
-    char host[256];        /* a name or an address; [v6] without the brackets */
+    char host[256];        /* a name or an address; [v6] without the brackets; the
+                            * socket's path when unix_socket */
+    int unix_socket;       /* 1: host is a Unix socket path */
     int port;              /* 6379 unless the URL names one */
     int db;                /* 0 unless the URL names one */
     char *user, *password; /* malloc'd; NULL when absent */
 } store__redis_url;
+
+/* What a PD_EINVAL from store__redis_url_parse means, for the log, as a
+ * printf format (never
+ * echoes the URL, which may hold a password). */
+#define STORE__REDIS_URL_FORMS                                                                     \
+    "expected redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N], with "            \
+    "%%-escapes in user and password; rediss:// (TLS) needs a hiredis with TLS, which this "       \
+    "build lacks"
 
 /*
  * Parses url into *out (which the caller then owns: release it with

@@ -183,6 +183,20 @@ typedef struct store_stats {
 } store_stats;
 void store_stats_get(store_stats *out);
 
+/* Latency histograms of the round trips to PostgreSQL (each statement) and
+ * Redis (each reply; in a pipelined batch the first reply carries the
+ * round trip). Buckets are store_latency_bounds (seconds, 10 us .. 10 s);
+ * counts[i] is the number in bucket i alone (not cumulative), the last is
+ * the overflow. Thread-safe, lock-free. */
+enum { STORE_LATENCY_DB, STORE_LATENCY_REDIS, STORE_LATENCY_KINDS_ };
+#define STORE_LATENCY_BUCKETS 19
+extern const double store_latency_bounds[STORE_LATENCY_BUCKETS];
+typedef struct store_latency {
+    uint64_t counts[STORE_LATENCY_BUCKETS + 1];
+    double sum_s;
+} store_latency;
+void store_latency_get(int kind, store_latency *out);
+
 /* ===========================================================================
  * Training jobs (store/jobs.c).
  * The training_jobs table of db/003_training_jobs.sql. Records go through

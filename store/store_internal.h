@@ -81,6 +81,18 @@ typedef struct store__outage {
 void store__outage_fail(store__outage *o, const char *why);
 void store__outage_ok(store__outage *o);
 
+/* Records the time since t0_ns in the latency histogram of kind
+ * (STORE_LATENCY_*; latency.c). */
+void store__observe(int kind, uint64_t t0_ns);
+/* The value of call, its duration recorded under kind (DB or REDIS). */
+#define STORE__TIMED(kind, call)                                                                   \
+    __extension__({                                                                                \
+        uint64_t t0__ = util_mono_ns();                                                            \
+        __typeof__(call) r__ = (call);                                                             \
+        store__observe(STORE_LATENCY_##kind, t0__);                                                \
+        r__;                                                                                       \
+    })
+
 /* --- cache.c, called by candles.c ----------------------------------------- */
 
 /* Parses and stores the Redis settings (url NULL: no Redis). Called by

@@ -191,7 +191,11 @@ def websocket_churn_16_clients_for_10_s_does_not_crash():
     print(f"     {counts['open']} WebSocket sessions in 10 s ({counts['refused']} refused)")
     check(counts["open"] > 100, f"too few sessions: {counts}")
     alive(svc)
-    # every slot came back: the stream gauge ends at 0
+    streams_back_to_zero(svc)
+
+
+def streams_back_to_zero(svc):
+    """Every stream slot came back: the stream gauge ends at 0."""
     deadline = time.time() + 5
     while time.time() < deadline:
         _, _, text = svc.get("/metrics")
@@ -201,6 +205,48 @@ def websocket_churn_16_clients_for_10_s_does_not_crash():
             break
         time.sleep(0.1)
     check(line and line[0].endswith(" 0"), f"stream clients left: {line}")
+
+
+@test
+def websocket_raw_churn_with_resets_does_not_crash():
+    # what crashed libulfius' websocket list: 16 clients opening websockets
+    # and leaving at once, by reset, by close frame or by a bare FIN
+    import struct
+    import threading
+    svc = service()
+    done = [0]
+    lock = threading.Lock()
+
+    def worker(i):
+        end = time.time() + 10
+        while time.time() < end and svc.proc.poll() is None:
+            try:
+                s = socket.create_connection(("127.0.0.1", svc.port), timeout=5)
+                key = base64.b64encode(os.urandom(16)).decode()
+                s.sendall((f"GET /api/predictions/stream HTTP/1.1\r\nHost: x\r\n"
+                           f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                           ).encode())
+                s.recv(4096)
+                if i % 3 == 0:  # reset
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                elif i % 3 == 1:  # close frame, not waiting for the answer
+                    m = os.urandom(4)
+                    s.sendall(bytes([0x88, 0x82]) + m + bytes(b ^ m[k % 4] for k, b in
+                                                              enumerate(b"\x03\xe8")))
+                s.close()
+                with lock:
+                    done[0] += 1
+            except OSError:
+                pass
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(f"     {done[0]} raw WebSocket sessions in 10 s")
+    alive(svc)
+    streams_back_to_zero(svc)
 
 
 # ---------------------------------------------------------------------------
@@ -391,6 +437,48 @@ def one_address_cannot_take_every_connection():
     svc.stop()
 
 
+@test
+def a_client_trickling_its_headers_cannot_hold_a_connection():
+    need_services()
+    svc = Service(tempfile.mkdtemp(prefix="predictd-harden-slow-"),
+                  env={"PREDICTD_HEADER_TIMEOUT": "2", "PREDICTD_IDLE_TIMEOUT": "30"})
+    try:
+        s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.time()
+        closed = False
+        while time.time() - t0 < 12:  # one byte a second: never idle for 30 s
+            try:
+                s.sendall(b"X")
+                s.settimeout(1)
+                if s.recv(4096) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                closed = True
+                break
+        took = time.time() - t0
+        s.close()
+        check(closed, "a client trickling header bytes kept its connection for 12 s")
+        print(f"     trickling client cut after {took:.1f} s (header timeout 2 s)")
+        # a slow but honest keep-alive client is not cut between requests
+        s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        for _ in range(2):
+            s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = s.recv(65536)
+            check(data.startswith(b"HTTP/1.1 200"), data[:40])
+            time.sleep(3)  # idle longer than the header timeout
+        s.close()
+        _, _, text = svc.get("/metrics")
+        line = [ln for ln in text.decode().splitlines()
+                if ln.startswith("predictd_http_header_timeouts_total ")]
+        check(line and float(line[0].split()[1]) >= 1, f"{line}")
+    finally:
+        svc.stop()
+
+
 # ---------------------------------------------------------------------------
 # Conventions.
 
@@ -447,6 +535,7 @@ def metrics_have_exact_codes_process_figures_and_fine_buckets():
     svc = service()
     get_raw(svc.port, "/api/predictions", method="POST")  # 405
     get_raw(svc.port, "/api/predictions/BTC%zz")           # 400
+    get_raw(svc.port, "/api/predictions?timeframe=15m")    # lists symbols: a database query
     _, _, text = svc.get("/metrics")
     text = text.decode()
     codes = set()
@@ -471,6 +560,11 @@ def metrics_have_exact_codes_process_figures_and_fine_buckets():
     check(abs(values["process_open_fds"] - fds) <= 3, f"{values['process_open_fds']} vs {fds}")
     check('predictd_http_request_duration_seconds_bucket{route="other",le="1e-05"}' in text,
           "latency buckets start at 10 us")
+    for fam in ("predictd_db_query_duration_seconds", "predictd_redis_command_duration_seconds"):
+        check(f"# TYPE {fam} histogram" in text, f"{fam} missing")
+    db_count = [ln for ln in text.splitlines()
+                if ln.startswith("predictd_db_query_duration_seconds_count ")]
+    check(db_count and float(db_count[0].split()[1]) >= 1, f"no database latency: {db_count}")
     p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
                        text=True, timeout=60)
     check_eq(p.returncode, 0, p.stdout + p.stderr)
@@ -511,6 +605,112 @@ def listens_on_ipv6():
             p.terminate()
             _, err = p.communicate(timeout=30)
         check_eq(p.returncode, 0, err.decode()[-2000:])
+
+
+@test
+def redis_over_a_unix_socket_with_an_encoded_password():
+    need_services()
+    d = tempfile.mkdtemp(prefix="predictd-harden-redis-")
+    os.chmod(d, 0o777)
+    sock = os.path.join(d, "redis.sock")
+    password = "p@ss:w/rd%"
+    r = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock,
+                          "--unixsocketperm", "777", "--requirepass", password, "--save", "",
+                          "--appendonly", "no", "--dir", d],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while not os.path.exists(sock) and time.time() < deadline:
+            time.sleep(0.05)
+        check(os.path.exists(sock), "redis-server did not start")
+        url = "unix://:p%40ss%3Aw%2Frd%25@" + sock + "?db=1"
+        svc = Service(tempfile.mkdtemp(prefix="predictd-harden-models-"),
+                      env={"PREDICTD_REDIS_URL": url})
+        try:
+            status, _, body = svc.get("/health/status")
+            check_eq(status, 200)
+            check_eq(body["components"]["redis"]["state"], "up",
+                     str(body["components"]) + "\n" + svc.logs()[-2000:])
+        finally:
+            svc.stop()
+        # the same URL with a wrong password: Redis is down, not the service
+        bad = "unix://:wrong@" + sock + "?db=1"
+        svc = Service(tempfile.mkdtemp(prefix="predictd-harden-models-"),
+                      env={"PREDICTD_REDIS_URL": bad})
+        try:
+            status, _, body = svc.get("/health/status")
+            check_eq(body["components"]["redis"]["state"], "down")
+        finally:
+            svc.stop()
+    finally:
+        r.terminate()
+        r.wait()
+    # rediss:// is refused at start, with the reason
+    p = subprocess.run([BIN, "serve"], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, PREDICTD_REDIS_URL="rediss://h:6380",
+                                PREDICTD_LISTEN="127.0.0.1:1", PREDICTD_LOG_FORMAT="text"))
+    check(p.returncode != 0, "rediss:// must not start without TLS support")
+    check("TLS" in p.stderr, p.stderr[-1000:])
+    check("rediss://h" not in p.stderr, "the URL is not echoed")
+
+
+@test
+def import_names_the_line_of_a_misaligned_row():
+    d = tempfile.mkdtemp(prefix="predictd-harden-import-")
+    path = os.path.join(d, "candles.csv")
+    with open(path, "w") as f:
+        f.write("open_time,open,high,low,close,volume\n"
+                "2024-01-01T00:00:00Z,1,2,0.5,1.5,3\n"
+                "2024-01-01T00:15:00Z,1,2,0.5,1.5,3\n"
+                "2024-01-01T00:30:00Z,1,2,0.5,1.5,3\n"
+                "2024-01-01T00:47:00Z,1,2,0.5,1.5,3\n")
+    p = subprocess.run([BIN, "import", path, "--symbol", "BTCUSDT", "--timeframe", "15m"],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PREDICTD_DATABASE_URL="postgresql://nobody@127.0.0.1:1/x"))
+    check_eq(p.returncode, 1)
+    check("line 5: open time 2024-01-01T00:47:00Z is not on a 15m candle boundary" in p.stderr,
+          p.stderr)
+
+
+@test
+def scans_remove_old_temporaries_and_list_refused_symlinks():
+    need_services()
+    models = tempfile.mkdtemp(prefix="predictd-harden-reg-")
+    elsewhere = tempfile.mkdtemp(prefix="predictd-harden-elsewhere-")
+    os.makedirs(os.path.join(elsewhere, "15m", "1"))
+    series = os.path.join(models, "BTCUSDT", "15m")
+    os.makedirs(series)
+    old = os.path.join(series, ".tmp-4242-00000000deadbeef")  # a killed train's
+    os.makedirs(old)
+    with open(os.path.join(old, "model.pb"), "wb") as f:
+        f.write(b"half")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    fresh = os.path.join(series, ".tmp-4243-00000000cafef00d")  # maybe still publishing
+    os.makedirs(fresh)
+    old_link = os.path.join(series, ".tmp-link")  # a link is never followed nor removed
+    os.symlink(elsewhere, old_link)
+    os.symlink(os.path.join(elsewhere, "15m", "1"), os.path.join(series, "7"))
+    os.symlink(elsewhere, os.path.join(models, "ETHUSDT"))
+    os.makedirs(os.path.join(models, "SOLUSDT"))
+    os.symlink(os.path.join(elsewhere, "15m"), os.path.join(models, "SOLUSDT", "1h"))
+    key = "k" * 32
+    svc = Service(models, env={"PREDICTD_API_KEY": key})
+    try:
+        check(not os.path.exists(old), "the abandoned temporary is still there")
+        check(os.path.isdir(fresh), "a temporary younger than an hour was removed")
+        check(os.path.islink(old_link) and os.path.isdir(os.path.join(elsewhere, "15m")),
+              "a symlink was followed")
+        status, _, body = svc.get("/admin/models", headers={"X-API-Key": key})
+        check_eq(status, 200)
+        refused = {r["path"]: r["reason"] for r in body["refused"]}
+        check_eq(sorted(refused), ["BTCUSDT/15m/7", "ETHUSDT", "SOLUSDT/1h"])
+        check(all("symbolic link" in r for r in refused.values()), refused)
+        status, _, body = svc.get("/api/models")
+        check("refused" not in body, "the public listing shows no paths")
+        check("removed the abandoned temporary" in svc.logs())
+    finally:
+        svc.stop()
 
 
 @test

@@ -103,6 +103,7 @@ TEST(defaults)
     CHECK(c.cache);
     CHECK_EQ_INT(c.drain_timeout, 10);
     CHECK_EQ_INT(c.max_connections, 1024);
+    CHECK_EQ_INT(c.per_ip_connections, 64); /* well below max_connections */
     CHECK_EQ_INT(c.idle_timeout, 30);
     CHECK_EQ_INT(c.stream_max, 64);
     CHECK(!c.access_log);
@@ -143,6 +144,18 @@ TEST(environment_then_flags)
     /* port 0: the kernel chooses (the test harness reads the port from the log) */
     CHECK_EQ_INT(load(&c, why, NULL, NULL, "serve", "--listen=127.0.0.1:0", NULL), 0);
     CHECK_EQ_INT(c.listen_port, 0);
+    server_config_cleanup(&c);
+    /* IPv6, bracketed or bare; the per-address connection cap */
+    CHECK_EQ_INT(load(&c, why, NULL, NULL, "serve", "--listen", "[::]:8081",
+                      "--per-ip-connections", "8", NULL),
+                 0);
+    CHECK_EQ_STR(c.listen_host, "::");
+    CHECK_EQ_INT(c.listen_port, 8081);
+    CHECK_EQ_INT(c.per_ip_connections, 8);
+    server_config_cleanup(&c);
+    CHECK_EQ_INT(load(&c, why, NULL, NULL, "serve", "--listen", "::1:82", NULL), 0);
+    CHECK_EQ_STR(c.listen_host, "::1");
+    CHECK_EQ_INT(c.listen_port, 82);
     server_config_cleanup(&c);
 
     /* the last of repeated flags wins */
@@ -207,6 +220,10 @@ TEST(bounds_and_malformed_values)
         {"--listen", "127.0.0.1:65536", "host:port"},
         {"--listen", "127.0.0.1:80x", "host:port"},
         {"--listen", "example.com:80", "IPv4"},
+        {"--listen", "[::1:80", "IPv6"},
+        {"--listen", "[]:80", "host:port"},
+        {"--listen", "[fe80::zz]:80", "IPv6"},
+        {"--per-ip-connections", "-1", "--per-ip-connections"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         server_config c;

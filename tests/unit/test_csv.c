@@ -178,6 +178,33 @@ TEST(bad_rows_have_line_numbers)
         "line 2: volume is not a number ('x')");
 }
 
+TEST(misaligned_row_is_named_by_its_line)
+{
+    /* the first rows are on 15m boundaries, line 4 is not */
+    const char *text = "open_time,open,high,low,close,volume\n"
+                       "2024-01-01T00:00:00Z,1,2,0.5,1.5,3\n"
+                       "2024-01-01T00:15:00Z,1,2,0.5,1.5,3\n"
+                       "2024-01-01T00:31:00Z,1,2,0.5,1.5,3\n"
+                       "2024-01-01T00:45:00Z,1,2,0.5,1.5,3\n";
+    features_candle *c = NULL;
+    size_t n = 0;
+    char why[256] = "";
+    CHECK_EQ_INT(feed_csv_parse_for(text, strlen(text), "15m", &c, &n, why, sizeof why),
+                 PD_EPARSE);
+    CHECK_EQ_STR(why, "line 4: open time 2024-01-01T00:31:00Z is not on a 15m candle boundary "
+                      "(wrong --timeframe?)");
+    CHECK(c == NULL);
+    /* the same rows are fine for 1m, and without a timeframe */
+    CHECK_EQ_INT(feed_csv_parse_for(text, strlen(text), "1m", &c, &n, why, sizeof why), 0);
+    CHECK_EQ_INT((int)n, 4);
+    free(c);
+    c = NULL;
+    CHECK_EQ_INT(feed_csv_parse_for(text, strlen(text), NULL, &c, &n, why, sizeof why), 0);
+    free(c);
+    c = NULL;
+    CHECK_EQ_INT(feed_csv_parse_for(text, strlen(text), "7m", &c, &n, why, sizeof why), PD_EINVAL);
+}
+
 TEST(bad_arguments)
 {
     features_candle *c;
@@ -248,6 +275,7 @@ int main(void)
     RUN(binance_with_header_crlf_blank_lines);
     RUN(quoted_and_spaced_fields);
     RUN(bad_rows_have_line_numbers);
+    RUN(misaligned_row_is_named_by_its_line);
     RUN(bad_arguments);
     RUN(real_files_parse_fully);
     return unit_report();
