@@ -971,6 +971,24 @@ static void stream_limit_reply(struct api_request *rq)
                          rq->ctx->opt.stream_max);
 }
 
+/* A stream slot and a client for rq, or NULL with the answer given (503
+ * beyond PREDICTD_STREAM_MAX, or out of memory) and f's symbols freed. */
+static struct client *client_open(struct api_request *rq, int kind, struct filter *f)
+{
+    if (!api_stream_enter(rq->http)) {
+        free(f->symbols);
+        stream_limit_reply(rq);
+        return NULL;
+    }
+    struct client *c = client_new(rq, kind);
+    if (!c) {
+        free(f->symbols);
+        api_stream_leave(rq->http);
+        api_reply_error(rq, PD_ENOMEM, NULL);
+    }
+    return c;
+}
+
 void api_route_stream_ws(struct api_request *rq)
 {
     char accept[29];
@@ -993,18 +1011,9 @@ void api_route_stream_ws(struct api_request *rq)
         api_reply_error(rq, rc, why[0] ? why : NULL);
         return;
     }
-    if (!api_stream_enter(rq->http)) {
-        free(f.symbols);
-        stream_limit_reply(rq);
+    struct client *c = client_open(rq, KIND_WS, &f);
+    if (!c)
         return;
-    }
-    struct client *c = client_new(rq, KIND_WS);
-    if (!c) {
-        free(f.symbols);
-        api_stream_leave(rq->http);
-        api_reply_error(rq, PD_ENOMEM, NULL);
-        return;
-    }
     if (given)
         subscribe(c, &f); /* not in the hub yet: no lock needed */
     free(f.symbols);
@@ -1123,18 +1132,9 @@ void api_route_stream_sse(struct api_request *rq)
         api_reply_error(rq, PD_EINTERNAL, "the connection of this stream cannot be found");
         return;
     }
-    if (!api_stream_enter(rq->http)) {
-        free(f.symbols);
-        stream_limit_reply(rq);
+    struct client *c = client_open(rq, KIND_SSE, &f);
+    if (!c)
         return;
-    }
-    struct client *c = client_new(rq, KIND_SSE);
-    if (!c) {
-        free(f.symbols);
-        api_stream_leave(rq->http);
-        api_reply_error(rq, PD_ENOMEM, NULL);
-        return;
-    }
     subscribe(c, &f); /* SSE subscribes by its URL: all when nothing is given */
     free(f.symbols);
     c->conn = conn;

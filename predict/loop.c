@@ -214,17 +214,27 @@ static void mark(predict_loop *l, struct series *s)
     }
 }
 
+/* Splits a notification's "SYMBOL:TF" into symbol (24 bytes) and *tf (a
+ * pointer into payload); false when it is not of that form. */
+static bool payload_series(const char *payload, char symbol[24], const char **tf)
+{
+    const char *colon = strchr(payload, ':');
+    if (!colon || (size_t)(colon - payload) >= 24)
+        return false;
+    memcpy(symbol, payload, (size_t)(colon - payload));
+    symbol[colon - payload] = '\0';
+    *tf = colon + 1;
+    return true;
+}
+
 /* "SYMBOL:TF" from a notification. */
 static void on_notify(const char *payload, void *arg)
 {
     predict_loop *l = arg;
-    const char *colon = strchr(payload, ':');
     char symbol[24];
-    if (!colon || (size_t)(colon - payload) >= sizeof symbol)
-        return;
-    memcpy(symbol, payload, (size_t)(colon - payload));
-    symbol[colon - payload] = '\0';
-    mark(l, series_get(l, symbol, colon + 1));
+    const char *tf;
+    if (payload_series(payload, symbol, &tf))
+        mark(l, series_get(l, symbol, tf));
 }
 
 /* ------------------------------------------------------------------------
@@ -560,13 +570,10 @@ static bool coalesce(predict_loop *l)
 static void on_models_notify(const char *payload, void *arg)
 {
     predict_loop *l = arg;
-    const char *colon = strchr(payload, ':');
     char symbol[24];
-    if (!colon || (size_t)(colon - payload) >= sizeof symbol)
+    const char *tf;
+    if (!payload_series(payload, symbol, &tf))
         return;
-    memcpy(symbol, payload, (size_t)(colon - payload));
-    symbol[colon - payload] = '\0';
-    const char *tf = colon + 1;
     int rc = registry_scan(predict_registry(l->svc), symbol, tf);
     if (rc) {
         LOG_DEBUG(MOD, "models notification %s: rescan: %s", payload, util_strerror(rc));
@@ -578,10 +585,8 @@ static void on_models_notify(const char *payload, void *arg)
         return;
     }
     for (size_t i = 0; i < l->nseries; i++)
-        if (strcmp(l->series[i].tf, tf) == 0 && !l->series[i].pending) {
-            l->series[i].pending = true;
-            l->npending++;
-        }
+        if (strcmp(l->series[i].tf, tf) == 0)
+            mark(l, &l->series[i]);
 }
 
 /* Takes or keeps the leader lock; on becoming leader, catches up so that
