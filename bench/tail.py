@@ -92,7 +92,7 @@ def diff(before, after):
 def accepts(log):
     per = {}
     for line in open(log):
-        m = re.match(r"^(\d+)\s+accept4?\(.*\)\s+=\s+(\d+)", line)
+        m = re.match(r"^(\d+)\s+(accept4?\(|<\.\.\. accept4? resumed>).*=\s+(\d+)\s*$", line)
         if m:
             per[m.group(1)] = per.get(m.group(1), 0) + 1
     counts = sorted(per.values(), reverse=True)
