@@ -10,7 +10,7 @@
       Inserts the next closed candle of the first N series (symbols in file
       order, every timeframe of a symbol together) in ONE statement and one
       transaction (the trigger NOTIFYs each series), then measures from the
-      COMMIT until every one of them is
+      COMMIT until every one of them is (ledger and keys polled every 25 ms)
         recorded:  its ledger row (predictions, candle_time = that candle),
         cached:    its Redis key predictd:pred:SYMBOL:TF:vV:-:EPOCH,
         published: its message on the Redis channel predictd:predictions
@@ -260,7 +260,7 @@ def cmd_fire(a, db):
                 t_pub = arrived
         now_m = time.monotonic()
         if now_m >= next_poll:
-            next_poll = now_m + 0.01
+            next_poll = now_m + 0.025  # the count is a query: not too often
             if t_rec is None:
                 cur.execute(count_sql)
                 got = cur.fetchone()[0]
