@@ -21,7 +21,7 @@
 
 The inserted candle is made from the series' previous close (open = that
 close, a 0.1% move, the previous volume); when timeframe boundaries passed
-since `prepare` (1m and 5m series: predictd's start-up takes a while), the
+since `prepare` (5m series: predictd's start-up takes a while), the
 candles in between are inserted by the same statement, so the window has
 no gap and the series still gets one NOTIFY and one new prediction.
 
@@ -203,7 +203,7 @@ def cmd_fire(a, db):
                       for s, tf in series)
     t_begin = time.monotonic()
     # the next closed candle of each series; when minutes passed since
-    # `prepare` (1m, 5m), the candles in between too, so the window has no gap
+    # `prepare` (5m), the candles in between too, so the window has no gap
     cur.execute(
         "INSERT INTO candles (symbol, timeframe, open_time, open, high, low, close, volume) "
         "SELECT v.symbol, v.tf, g.t, c.close, c.close * 1.002, c.close * 0.999, c.close * 1.001, c.volume "
@@ -299,7 +299,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["prepare", "fire"])
     ap.add_argument("--symbols-file", required=True)
-    ap.add_argument("--timeframes", default="1m,5m,15m,1h")
+    ap.add_argument("--timeframes", default="5m,15m,1h,4h")
     ap.add_argument("--count", type=int, default=0)
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=60.0)
