@@ -73,7 +73,7 @@ DEPS_TEST  := curl python3 python3-yaml python3-jsonschema python3-protobuf prot
     python3-numpy python3-sklearn python3-torch python3-xgboost prometheus python3-websockets \
     clang libclang-rt-14-dev lcov chromium
 DEPS_BENCH := curl python3 python3-numpy python3-protobuf protobuf-compiler wrk nginx-light \
-    python3-psycopg2 python3-flask
+    python3-psycopg2 python3-flask linux-perf strace
 DEB_PACKAGES := $(sort $(DEPS_RUN) $(DEPS_TEST) $(DEPS_BENCH))
 APT_GET := apt-get -o DPkg::Lock::Timeout=900
 
