@@ -14,6 +14,7 @@
  * a generous deadline, it does not measure.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1482,6 +1483,122 @@ TEST(test_scanner_thread)
     free(base);
 }
 
+/* MANIFEST as people write it: `sha256sum -b` (the '*' marker), CRLF from
+ * an editor on another system, blank lines, upper-case hex, other files
+ * listed. All verify. A file listed twice, a line with a tab, a digest one
+ * character short do not, each with its reason. */
+TEST(test_manifest_forms)
+{
+    char *base = mkdtemp_dir();
+    char models[256], vdir[512], p[512], m[65], sc[65], text[600], why[256];
+    pathf(models, sizeof models, "%s/models", base);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 3), 1);
+    pathf(vdir, sizeof vdir, "%s/BTCUSDT/15m/1", models);
+    pathf(p, sizeof p, "%s/model.pb", vdir);
+    file_sha(p, m);
+    pathf(p, sizeof p, "%s/scaler.pb", vdir);
+    file_sha(p, sc);
+    char upper[65];
+    for (int i = 0; i < 65; i++)
+        upper[i] = (char)toupper((unsigned char)sc[i]);
+    pathf(p, sizeof p, "%s/MANIFEST", vdir);
+
+    struct {
+        const char *fmt; /* %1$s the model's digest, %2$s the scaler's */
+        int rc;
+        const char *reason;
+    } forms[] = {
+        {"%s *model.pb\r\n\r\n%s *scaler.pb\r\n", 0, NULL},
+        {"\n\n%s  model.pb\n%s  scaler.pb", 0, NULL}, /* no final newline */
+        {"%s  model.pb\n%s  scaler.pb\n0000000000000000000000000000000000000000000000000000000000000000"
+         "  README\n",
+         0, NULL},
+        {"%1$s  model.pb\n%2$s  scaler.pb\n%1$s  model.pb\n", PD_EVERIFY, "lists model.pb twice"},
+        {"%s\tmodel.pb\n%s  scaler.pb\n", PD_EVERIFY, "line 1 is not"},
+        {"%.63s  model.pb\n%s  scaler.pb\n", PD_EVERIFY, "line 1 is not"},
+        {"%s  model.pb\n%s  scaler.pb \n", PD_EVERIFY, "does not list scaler.pb"},
+        {"%s  model.pb\n%s  \n", PD_EVERIFY, "line 2 is not"},
+    };
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+        snprintf(text, sizeof text, forms[i].fmt, m, i == 0 ? upper : sc);
+#pragma GCC diagnostic pop
+        CHECK_EQ_INT(write_file(p, text, strlen(text)), 0);
+        why[0] = '\0';
+        int rc = registry_verify_dir(vdir, why, sizeof why);
+        if (rc != forms[i].rc || (forms[i].reason && !strstr(why, forms[i].reason)))
+            UNIT_FAIL_("form %zu: rc %d why '%s'", i, rc, why);
+    }
+    /* a digest in upper case that is wrong is still wrong */
+    snprintf(text, sizeof text, "%s  model.pb\n%s  scaler.pb\n", m, upper);
+    text[80] = text[80] == 'A' ? 'B' : 'A'; /* in the scaler digest */
+    CHECK_EQ_INT(write_file(p, text, strlen(text)), 0);
+    CHECK_EQ_INT(registry_verify_dir(vdir, why, sizeof why), PD_EVERIFY);
+    CHECK(strstr(why, "scaler.pb") != NULL);
+
+    /* the directory itself */
+    CHECK_EQ_INT(registry_verify_dir(NULL, why, sizeof why), PD_EINVAL);
+    pathf(p, sizeof p, "%s/no-such-version", models);
+    CHECK_EQ_INT(registry_verify_dir(p, why, sizeof why), PD_EVERIFY);
+    CHECK(strstr(why, "not a readable directory") != NULL);
+    CHECK_EQ_INT(registry_verify_dir(p, NULL, 0), PD_EVERIFY); /* no room for a reason */
+    pathf(p, sizeof p, "%s/model.pb", vdir);
+    CHECK_EQ_INT(registry_verify_dir(p, why, sizeof why), PD_EVERIFY); /* a file */
+    util_rmtree(base);
+    free(base);
+}
+
+/* registry_read_model / _scaler (what `predictd models eval` and the
+ * exporters' checks use): relative paths, missing directories and files,
+ * a scaler read as a model. */
+TEST(test_read_model_paths)
+{
+    char *base = mkdtemp_dir();
+    char models[256], vdir[512], p[512], why[256] = "", cwd[1024];
+    pathf(models, sizeof models, "%s/models", base);
+    CHECK_EQ_INT(publish_good(models, "ETHUSDT", "1h", 4), 1);
+    pathf(vdir, sizeof vdir, "%s/ETHUSDT/1h/1", models);
+    Predictd__Model *m = NULL;
+    Predictd__Scaler *s = NULL;
+
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    CHECK_EQ_INT(chdir(vdir), 0);
+    CHECK_EQ_INT(registry_read_model("model.pb", &m, why, sizeof why), 0);
+    CHECK(m != NULL);
+    if (m) {
+        CHECK_EQ_INT(m->n_features, NF);
+        CHECK_EQ_STR(m->meta->symbol, "ETHUSDT");
+        predictd__model__free_unpacked(m, NULL);
+        m = NULL;
+    }
+    CHECK_EQ_INT(registry_read_scaler("scaler.pb", &s, why, sizeof why), 0);
+    if (s) {
+        CHECK_EQ_INT(s->n_mean, NF);
+        CHECK_NEAR(s->mean[0], 50.0, 0);
+        predictd__scaler__free_unpacked(s, NULL);
+        s = NULL;
+    }
+    CHECK_EQ_INT(chdir(cwd), 0);
+
+    CHECK_EQ_INT(registry_read_model(NULL, &m, why, sizeof why), PD_EINVAL);
+    pathf(p, sizeof p, "%s/nowhere/model.pb", base);
+    CHECK_EQ_INT(registry_read_model(p, &m, why, sizeof why), PD_ENOTFOUND);
+    CHECK(strstr(why, "cannot open its directory") != NULL);
+    pathf(p, sizeof p, "%s/absent.pb", vdir);
+    CHECK_EQ_INT(registry_read_model(p, &m, why, sizeof why), PD_ENOTFOUND);
+    CHECK(strstr(why, "absent.pb: missing") != NULL);
+    CHECK_EQ_INT(registry_read_model("/no-such-file.pb", &m, why, sizeof why), PD_ENOTFOUND);
+    CHECK(m == NULL);
+    /* a MANIFEST is text, not a protobuf model */
+    pathf(p, sizeof p, "%s/MANIFEST", vdir);
+    int rc = registry_read_model(p, &m, why, sizeof why);
+    CHECK(rc != 0);
+    CHECK(m == NULL);
+    util_rmtree(base);
+    free(base);
+}
+
 int main(void)
 {
     util_log_configure(getenv("PREDICTD_TEST_VERBOSE") ? UTIL_LOG_DEBUG : UTIL_LOG_ERROR, false);
@@ -1497,5 +1614,7 @@ int main(void)
     RUN(test_concurrent_publishers);
     RUN(test_read_files_bounded);
     RUN(test_scanner_thread);
+    RUN(test_manifest_forms);
+    RUN(test_read_model_paths);
     return unit_report();
 }
