@@ -824,6 +824,146 @@ TEST(publish_reaches_a_subscriber)
     store_pub_close(NULL);
 }
 
+/* What `predictd backtest` stores and /api/models shows: the latest run of
+ * each version, ascending by version; bad arguments refused before any SQL. */
+TEST(backtests_keep_the_latest_run_per_version)
+{
+    UNIT_NEED_ENV(DB_ENV);
+    PGconn *c = NULL;
+    CHECK(setup_db(&c));
+    if (!c)
+        return;
+    CHECK(unit_sql_ok(c, "DELETE FROM backtests"));
+    store_ledger *db = NULL;
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 2, T0, T0 + 3600, 10,
+                                            "{\"trades\":5,\"hit_tp1\":0.4}"),
+                 0);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 1, T0, T0 + 3600, 10,
+                                            "{\"trades\":3}"),
+                 0);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 1, T0, T0 + 7200, 12.5,
+                                            "{\"trades\":4}"),
+                 0);
+    /* another series is not listed with this one */
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "4h", 1, T0, T0 + 7200, 10, "{}"), 0);
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT count(*) FROM backtests WHERE symbol = 'LDGCUSDT'"), "4");
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT cost_bps FROM backtests WHERE figures->>'trades' = '4'"),
+                 "12.5");
+
+    store_ledger_backtest *b = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(store_ledger_backtests(db, "LDGCUSDT", "1h", &b, &n), 0);
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK_EQ_INT(b[0].version, 1);
+        CHECK(strstr(b[0].figures_json, "\"trades\": 4") != NULL); /* the later run of v1 */
+        CHECK_EQ_INT(b[1].version, 2);
+        CHECK(strstr(b[1].figures_json, "\"hit_tp1\": 0.4") != NULL);
+        CHECK(b[0].created_at > T0 && b[0].created_at <= util_now() + 5);
+    }
+    store_ledger_backtests_free(b, n);
+    b = NULL;
+    CHECK_EQ_INT(store_ledger_backtests(db, "LDGDUSDT", "1h", &b, &n), 0);
+    CHECK_EQ_INT(n, 0);
+    store_ledger_backtests_free(b, n);
+    store_ledger_backtests_free(NULL, 0);
+
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "x", "1h", 1, 0, 0, 10, "{}"), PD_ESYMBOL);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "2h", 1, 0, 0, 10, "{}"),
+                 PD_ETIMEFRAME);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 0, 0, 0, 10, "{}"), PD_EINVAL);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 1, 0, 0, 10, NULL), PD_EINVAL);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 1, 0, 0, NAN, "{}"), PD_EINVAL);
+    /* text that is not JSON: the database refuses it, nothing stored */
+    int rc = store_ledger_backtest_save(db, "LDGCUSDT", "1h", 3, 0, 0, 10, "{not json");
+    CHECK(rc != 0);
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT count(*) FROM backtests WHERE model_version = 3"), "0");
+    CHECK_EQ_INT(store_ledger_backtests(db, "x", "1h", &b, &n), PD_ESYMBOL);
+    CHECK_EQ_INT(store_ledger_backtests(db, "LDGCUSDT", "1h", NULL, &n), PD_EINVAL);
+    store_ledger_close(db);
+    PQfinish(c);
+    store_shutdown();
+}
+
+/* A resolver that cannot settle a row (levels it refuses) leaves the row
+ * open and counts nothing; settling without a resolver is refused. */
+static int refusing_resolver(const store_ledger_entry *e, int64_t tf_seconds,
+                             const features_candle *after, size_t n, int64_t last_closed_open,
+                             store_ledger_resolution *out)
+{
+    (void)e, (void)tf_seconds, (void)after, (void)n, (void)last_closed_open, (void)out;
+    return PD_EINVAL;
+}
+
+TEST(settle_leaves_rows_it_cannot_resolve_open)
+{
+    UNIT_NEED_ENV(DB_ENV);
+    PGconn *c = NULL;
+    CHECK(setup_db(&c));
+    if (!c)
+        return;
+    store_ledger *db = NULL;
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
+    features_candle k[] = {at(0, 100.5, 99.5, 100), at(1, 103, 99.5, 102.5),
+                           at(2, 107, 101, 106),    at(3, 107, 105, 106),
+                           at(4, 107, 105, 106)};
+    CHECK_EQ_INT(store_upsert_candles("LDGEUSDT", "1m", k, 5), 0);
+    store_ledger_entry a = entry_for("LDGEUSDT", T0, 1, STORE_LEDGER_LONG);
+    CHECK_EQ_INT(store_ledger_record(db, &a, NULL), 0);
+    size_t settled = 99;
+    int64_t now = util_now();
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGEUSDT", "1m", now, refusing_resolver, &settled), 0);
+    CHECK_EQ_INT(settled, 0);
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT outcome IS NULL FROM predictions WHERE"
+                                  " symbol = 'LDGEUSDT'"),
+                 "t");
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGEUSDT", "1m", now, NULL, &settled), PD_EINVAL);
+    /* the real resolver then settles it: TP3 (106) reached at candle 2 */
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGEUSDT", "1m", now, predict_resolve, &settled), 0);
+    CHECK_EQ_INT(settled, 1);
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT outcome || ' ' || r_multiple FROM predictions WHERE"
+                                  " symbol = 'LDGEUSDT'"),
+                 "TP3 3");
+    store_ledger_close(db);
+    PQfinish(c);
+    store_shutdown();
+}
+
+/* The database down: every ledger call says PD_EDB (a 503 upstream), none
+ * hangs or crashes, and the handle works once a database is there. */
+TEST(ledger_with_the_database_down)
+{
+    store_ledger *db = NULL;
+    const char *down = "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2";
+    CHECK_EQ_INT(store_ledger_open(down, &db), 0);
+    store_ledger_entry a = entry_for("LDGFUSDT", T0, 1, STORE_LEDGER_LONG);
+    bool ins = true;
+    CHECK_EQ_INT(store_ledger_record(db, &a, &ins), PD_EDB);
+    size_t settled = 7, n = 0;
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGFUSDT", "1m", util_now(), predict_resolve, &settled),
+                 PD_EDB);
+    store_ledger_series *s = NULL;
+    CHECK_EQ_INT(store_ledger_open_series(db, &s, &n), PD_EDB);
+    store_ledger_backtest *b = NULL;
+    CHECK_EQ_INT(store_ledger_backtests(db, "LDGFUSDT", "1m", &b, &n), PD_EDB);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGFUSDT", "1m", 1, 0, 0, 10, "{}"), PD_EDB);
+    store_ledger_live *l = NULL;
+    CHECK_EQ_INT(store_ledger_live_stats(db, NULL, NULL, &l, &n), PD_EDB);
+    store_ledger_perf *pf = NULL;
+    CHECK_EQ_INT(store_ledger_performance(db, "LDGFUSDT", "1m", 50, &pf, &n), PD_EDB);
+    store_ledger_row *rows = NULL;
+    bool more = true;
+    store_ledger_query q = {.limit = 10};
+    CHECK_EQ_INT(store_ledger_history(db, &q, &rows, &n, &more), PD_EDB);
+    store_ledger_close(db);
+    /* a URL libpq cannot parse is refused at open */
+    db = NULL;
+    CHECK_EQ_INT(store_ledger_open("postgresql://[::1", &db), PD_EINVAL);
+    CHECK(db == NULL);
+    store_ledger_close(db);
+}
+
 int main(void)
 {
     util_log_configure(UTIL_LOG_ERROR, false);
@@ -846,5 +986,8 @@ int main(void)
     RUN(history_pages);
     RUN(listen_receives_and_survives_a_lost_connection);
     RUN(publish_reaches_a_subscriber);
+    RUN(backtests_keep_the_latest_run_per_version);
+    RUN(settle_leaves_rows_it_cannot_resolve_open);
+    RUN(ledger_with_the_database_down);
     return unit_report();
 }
