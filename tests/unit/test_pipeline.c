@@ -19,6 +19,7 @@
 #include "predict/predict.h"
 #include "predict/predict_internal.h"
 #include "registry/registry.h"
+#include "store/store.h"
 #include "tests/unit/unit.h"
 #include "tests/unit/fixtures.h"
 #include "util/util.h"
@@ -451,11 +452,143 @@ TEST(refusals_and_gaps)
     teardown();
 }
 
+/* ---------------------------------------------------------------------------
+ * Through the service's public entry points, with candles in PostgreSQL
+ * and the Redis cache on: the same numbers as the computation above, the
+ * error of each kind of missing thing, refresh replacing the cached answer.
+ */
+
+static bool setup_store(features_candle **c, size_t n)
+{
+    if (store_init(unit_db_url(), unit_redis_url(), true) != 0 ||
+        store_migrate(unit_migrations_dir()) != 0)
+        return false;
+    *c = candles(n, T0);
+    /* LONGUSD has a model and candles; SHORTUSD too, but only 10 candles;
+     * NOMODELUSD has candles and no model */
+    return store_upsert_candles("LONGUSD", TF, *c, n) == 0 &&
+           store_upsert_candles("SHORTUSD", TF, *c + n - 10, 10) == 0 &&
+           store_upsert_candles("NOMODELUSD", TF, *c, n) == 0;
+}
+
+TEST(service_answers_and_refusals)
+{
+    UNIT_NEED_ENV(UNIT_DB_ENV);
+    UNIT_NEED_ENV(UNIT_REDIS_ENV);
+    if (!setup())
+        UNIT_SKIP("no repository");
+    predict_service_free(svc);
+    predict_options opt = {.cache = true};
+    CHECK_EQ_INT(predict_service_new(&opt, reg, &svc), 0);
+    CHECK(predict_registry(svc) == reg);
+    size_t n = 100;
+    features_candle *c = NULL;
+    CHECK(setup_store(&c, n));
+    if (!c)
+        return;
+    int64_t now = c[n - 1].t + TFS + 1;
+    char why[256] = "";
+    predict_result *p = NULL, *q = NULL;
+
+    /* the answer from the database equals the computation from the same window */
+    CHECK_EQ_INT(predict_one(svc, "LONGUSD", TF, NULL, now, &p, why, sizeof why), 0);
+    CHECK_EQ_INT(answer("LONGUSD", c, n, now, &q, why), 0);
+    if (p && q) {
+        CHECK_EQ_INT(p->direction, INFERENCE_LONG);
+        CHECK_EQ_INT(p->candle_time, c[n - 1].t);
+        CHECK_NEAR(p->entry, q->entry, 0);
+        CHECK_NEAR(p->stop_loss, q->stop_loss, 0);
+        CHECK_NEAR(p->atr, ref_atr(c + n - WINDOW, WINDOW, 14), 1e-9);
+        CHECK_EQ_STR(p->fragment, q->fragment);
+    }
+    predict_result_release(q);
+    q = NULL;
+    /* asked again: the cached object itself */
+    CHECK_EQ_INT(predict_one(svc, "LONGUSD", TF, NULL, now + 10, &q, why, sizeof why), 0);
+    CHECK(q == p);
+    predict_result_release(q);
+    q = NULL;
+    /* refresh computes anew and replaces the cached entry */
+    CHECK_EQ_INT(predict_refresh(svc, "LONGUSD", TF, now + 20, &q, why, sizeof why), 0);
+    CHECK(q != NULL && q != p);
+    if (q) {
+        CHECK_EQ_INT(q->prediction_time, now + 20);
+        CHECK(q->fragment && strstr(q->fragment, "\"direction\":\"LONG\"") != NULL);
+    }
+    predict_result *r2 = NULL;
+    CHECK_EQ_INT(predict_one(svc, "LONGUSD", TF, NULL, now + 30, &r2, why, sizeof why), 0);
+    CHECK(r2 == q);
+    predict_result_release(r2);
+    predict_result_release(q);
+    predict_result_release(p);
+    p = q = NULL;
+
+    /* each missing thing has its own code */
+    CHECK_EQ_INT(predict_one(svc, "bad", TF, NULL, now, &p, why, sizeof why), PD_ESYMBOL);
+    CHECK_EQ_INT(predict_one(svc, "LONGUSD", "2h", NULL, now, &p, why, sizeof why), PD_ETIMEFRAME);
+    CHECK_EQ_INT(predict_one(svc, "NOMODELUSD", TF, NULL, now, &p, why, sizeof why), PD_ENOMODEL);
+    CHECK_EQ_INT(predict_one(svc, "FLATUSD", TF, NULL, now, &p, why, sizeof why), PD_EUNKNOWNSYM);
+    why[0] = '\0';
+    CHECK_EQ_INT(predict_one(svc, "SHORTUSD", TF, NULL, now, &p, why, sizeof why), PD_ENODATA);
+    CHECK(strstr(why, "has 10 closed candles") != NULL);
+    CHECK_EQ_INT(predict_refresh(svc, "SHORTUSD", TF, now, &p, why, sizeof why), PD_ENODATA);
+    CHECK_EQ_INT(predict_refresh(svc, "NOMODELUSD", TF, now, &p, why, sizeof why), PD_ENOMODEL);
+    CHECK_EQ_INT(predict_refresh(svc, "bad", TF, now, &p, why, sizeof why), PD_ESYMBOL);
+    /* a version that does not exist */
+    CHECK_EQ_INT(predict_one(svc, "LONGUSD", TF, &(registry_selector){.version = 9}, now, &p, why,
+                             sizeof why),
+                 PD_ENOMODEL);
+    CHECK(p == NULL);
+
+    /* many at once: one answer or one code per symbol, in order */
+    const char *syms[] = {"LONGUSD", "SHORTUSD", "NOMODELUSD", "bad", "FLATUSD"};
+    predict_result *outs[5] = {0};
+    int rcs[5] = {0};
+    char whys[5][256];
+    CHECK_EQ_INT(predict_many(svc, syms, 5, TF, NULL, now + 40, outs, rcs, whys), 0);
+    CHECK_EQ_INT(rcs[0], 0);
+    CHECK(outs[0] && outs[0]->direction == INFERENCE_LONG);
+    CHECK_EQ_INT(rcs[1], PD_ENODATA);
+    CHECK_EQ_INT(rcs[2], PD_ENOMODEL);
+    CHECK_EQ_INT(rcs[3], PD_ESYMBOL);
+    CHECK_EQ_INT(rcs[4], PD_EUNKNOWNSYM);
+    for (int i = 0; i < 5; i++) {
+        predict_result_release(outs[i]);
+        outs[i] = NULL;
+    }
+    CHECK_EQ_INT(predict_refresh_many(svc, syms, 5, TF, now + 50, outs, rcs, whys), 0);
+    CHECK_EQ_INT(rcs[0], 0);
+    CHECK(outs[0] && outs[0]->prediction_time == now + 50);
+    CHECK_EQ_INT(rcs[1], PD_ENODATA);
+    CHECK_EQ_INT(rcs[2], PD_ENOMODEL);
+    CHECK_EQ_INT(rcs[3], PD_ESYMBOL);
+    for (int i = 0; i < 5; i++)
+        predict_result_release(outs[i]);
+    CHECK_EQ_INT(predict_refresh_many(svc, syms, 5, "2h", now, outs, rcs, whys), PD_ETIMEFRAME);
+
+    /* the symbols with candles */
+    predict_symbol_list *l = NULL;
+    CHECK_EQ_INT(predict_symbols_for(svc, TF, now, &l), 0);
+    if (l) {
+        CHECK(l->n >= 3);
+        bool seen = false;
+        for (size_t i = 0; i < l->n; i++)
+            seen |= strcmp(l->names[i], "NOMODELUSD") == 0;
+        CHECK(seen);
+    }
+    predict_symbol_list_release(l);
+    CHECK_EQ_INT(predict_symbols_for(svc, "3m", now, &l), PD_ETIMEFRAME);
+    free(c);
+    teardown();
+    store_shutdown();
+}
+
 int main(void)
 {
     RUN(long_answer_numbers);
     RUN(short_answer_levels_are_above_and_below);
     RUN(no_trade_rules);
     RUN(refusals_and_gaps);
+    RUN(service_answers_and_refusals);
     return unit_report();
 }
