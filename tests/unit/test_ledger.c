@@ -13,9 +13,13 @@
  * pages, LISTEN with a lost connection, and PUBLISH to the real Redis.
  */
 #include <hiredis/hiredis.h>
+#include <arpa/inet.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "features/features.h"
@@ -964,6 +968,135 @@ TEST(ledger_with_the_database_down)
     store_ledger_close(db);
 }
 
+/* A Redis that misbehaves: it accepts connections on loopback and answers
+ * every command with the reply set in `fake_reply` (one per command, also
+ * when several arrive pipelined in one read). */
+static const char *volatile fake_reply = "-ERR not today\r\n";
+static int fake_listen_fd = -1;
+
+static void *fake_redis_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int c = accept(fake_listen_fd, NULL, NULL);
+        if (c < 0)
+            return NULL;
+        /* commands are counted by their "*3\r\n" header across reads (the
+         * last 3 bytes of a read are kept in case a header is split) */
+        char buf[8192 + 4];
+        size_t keep = 0;
+        ssize_t r;
+        while ((r = read(c, buf + keep, sizeof buf - 1 - keep)) > 0) {
+            size_t len = keep + (size_t)r;
+            buf[len] = '\0';
+            int commands = 0;
+            char *q = buf, *last_end = buf;
+            while ((q = strstr(q, "*3\r\n")) != NULL) {
+                commands++;
+                q += 4;
+                last_end = q;
+            }
+            for (int i = 0; i < commands; i++)
+                if (write(c, fake_reply, strlen(fake_reply)) < 0)
+                    break;
+            keep = len - (size_t)(last_end - buf) < 3 ? len - (size_t)(last_end - buf) : 3;
+            memmove(buf, buf + len - keep, keep);
+        }
+        close(c);
+    }
+}
+
+static int fake_redis_start(void)
+{
+    fake_listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (bind(fake_listen_fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        listen(fake_listen_fd, 4) != 0 ||
+        getsockname(fake_listen_fd, (struct sockaddr *)&a, &al) != 0)
+        return -1;
+    pthread_t t;
+    if (pthread_create(&t, NULL, fake_redis_main, NULL) != 0)
+        return -1;
+    pthread_detach(t);
+    return ntohs(a.sin_port);
+}
+
+/* The publisher against a Redis that is not there, one that answers
+ * errors, and the same one once it answers: PD_ECACHE while it cannot
+ * publish (retrying no more than once a second), 0 and the receiver count
+ * once it can. */
+TEST(publisher_survives_a_redis_that_is_down_or_refuses)
+{
+    store_pub *p = NULL;
+    CHECK_EQ_INT(store_pub_open("redis://127.0.0.1:1/0", &p), 0);
+    long long rx = -1;
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "x", 1, &rx), PD_ECACHE);
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "x", 1, &rx), PD_ECACHE); /* backing off */
+    const char *msgs[] = {"a", "b"};
+    size_t lens[] = {1, 1};
+    CHECK_EQ_INT(store_pub_publish_many(p, "predictd:test", msgs, lens, 2), PD_ECACHE);
+    CHECK_EQ_INT(rx, -1);
+    store_pub_close(p);
+
+    int port = fake_redis_start();
+    CHECK(port > 0);
+    if (port <= 0)
+        return;
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
+    CHECK_EQ_INT(store_pub_open(url, &p), 0);
+    fake_reply = "-ERR not today\r\n";
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "x", 1, &rx), PD_ECACHE);
+    CHECK_EQ_INT(rx, -1);
+    usleep(1100 * 1000); /* past the back-off: the next call connects again */
+    CHECK_EQ_INT(store_pub_publish_many(p, "predictd:test", msgs, lens, 2), PD_ECACHE);
+    usleep(1100 * 1000);
+    fake_reply = ":3\r\n";
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "x", 1, &rx), 0);
+    CHECK_EQ_INT(rx, 3);
+    CHECK_EQ_INT(store_pub_publish_many(p, "predictd:test", msgs, lens, 2), 0);
+    CHECK_EQ_INT(store_pub_publish_many(p, "predictd:test", msgs, lens, 0), 0);
+    CHECK_EQ_INT(store_pub_publish_many(p, "predictd:test", NULL, lens, 2), PD_EINVAL);
+    CHECK_EQ_INT(store_pub_publish(p, NULL, "x", 1, &rx), PD_EINVAL);
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", NULL, 3, &rx), PD_EINVAL);
+    /* a reply of the wrong type is not a success */
+    fake_reply = "+OK\r\n";
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "x", 1, &rx), PD_ECACHE);
+    store_pub_close(p);
+    store_pub_close(NULL);
+}
+
+/* LISTEN: channel names are checked, a database that is down is PD_EDB,
+ * a listener never connected has no socket. */
+TEST(listener_arguments_and_a_database_that_is_down)
+{
+    store_listener *l = NULL;
+    const char *url = "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2";
+    CHECK_EQ_INT(store_listen_open(url, "Upper", &l), PD_EINVAL);
+    CHECK_EQ_INT(store_listen_open(url, "1abc", &l), PD_EINVAL);
+    CHECK_EQ_INT(store_listen_open(url, "", &l), PD_EINVAL);
+    CHECK_EQ_INT(store_listen_open(url, NULL, &l), PD_EINVAL);
+    char longname[70];
+    memset(longname, 'a', 64);
+    longname[64] = '\0';
+    CHECK_EQ_INT(store_listen_open(url, longname, &l), PD_EINVAL);
+    longname[63] = '\0';
+    CHECK_EQ_INT(store_listen_open(url, longname, &l), 0);
+    store_listen_close(l);
+    l = NULL;
+    CHECK_EQ_INT(store_listen_open("postgresql://[::1", "ok_name", &l), PD_EINVAL);
+    CHECK(l == NULL);
+    CHECK_EQ_INT(store_listen_open(url, "_ok", &l), 0);
+    CHECK_EQ_INT(store_listen_socket(l), -1);
+    CHECK_EQ_INT(store_listen_socket(NULL), -1);
+    CHECK_EQ_INT(store_listen_connect(l), PD_EDB);
+    CHECK_EQ_INT(store_listen_socket(l), -1);
+    CHECK_EQ_INT(store_listen_connect(NULL), PD_EINVAL);
+    store_listen_close(l);
+    store_listen_close(NULL);
+}
+
 int main(void)
 {
     util_log_configure(UTIL_LOG_ERROR, false);
@@ -989,5 +1122,7 @@ int main(void)
     RUN(backtests_keep_the_latest_run_per_version);
     RUN(settle_leaves_rows_it_cannot_resolve_open);
     RUN(ledger_with_the_database_down);
+    RUN(publisher_survives_a_redis_that_is_down_or_refuses);
+    RUN(listener_arguments_and_a_database_that_is_down);
     return unit_report();
 }
