@@ -1599,6 +1599,90 @@ TEST(test_read_model_paths)
     free(base);
 }
 
+/* registry_publish refuses what it cannot publish, before writing anything:
+ * missing arguments, a bad symbol or timeframe, a models directory that is
+ * a file or whose parent does not exist. The scan and start arguments are
+ * checked the same way. */
+TEST(test_publish_and_scan_refusals)
+{
+    char *base = mkdtemp_dir();
+    char models[256], p[512];
+    pathf(models, sizeof models, "%s/models", base);
+    fx *f = malloc(sizeof *f);
+    fx_init(f, 9);
+    uint32_t v = 77;
+    CHECK_EQ_INT(registry_publish(NULL, "BTCUSDT", "15m", &f->m, &f->s, &v), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish("", "BTCUSDT", "15m", &f->m, &f->s, &v), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", NULL, &f->s, &v), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, NULL, &v), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, &f->s, NULL), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish(models, "../x", "15m", &f->m, &f->s, &v), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "3m", &f->m, &f->s, &v), PD_EINVAL);
+    CHECK_EQ_INT(v, 77);
+    CHECK(access(models, F_OK) != 0); /* nothing was created */
+    /* _default is a valid owner */
+    CHECK_EQ_INT(registry_publish(models, "_default", "1h", &f->m, &f->s, &v), 0);
+    CHECK_EQ_INT(v, 1);
+    /* the models directory is a file; its parent does not exist */
+    pathf(p, sizeof p, "%s/plainfile", base);
+    CHECK_EQ_INT(write_file(p, "x", 1), 0);
+    v = 77;
+    CHECK_EQ_INT(registry_publish(p, "BTCUSDT", "15m", &f->m, &f->s, &v), PD_EIO);
+    pathf(p, sizeof p, "%s/no/such/parent", base);
+    CHECK_EQ_INT(registry_publish(p, "BTCUSDT", "15m", &f->m, &f->s, &v), PD_EIO);
+    CHECK_EQ_INT(v, 77);
+    /* a timeframe directory that is a file */
+    pathf(p, sizeof p, "%s/ETHUSDT", models);
+    CHECK_EQ_INT(mkdir(p, 0755), 0);
+    pathf(p, sizeof p, "%s/ETHUSDT/15m", models);
+    CHECK_EQ_INT(write_file(p, "x", 1), 0);
+    CHECK_EQ_INT(registry_publish(models, "ETHUSDT", "15m", &f->m, &f->s, &v), PD_EIO);
+    free(f);
+
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(NULL, &r), PD_EINVAL);
+    CHECK_EQ_INT(registry_new("", &r), PD_EINVAL);
+    CHECK_EQ_INT(registry_new(models, NULL), PD_EINVAL);
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", NULL), PD_EINVAL);
+    CHECK_EQ_INT(registry_scan(r, NULL, "15m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_scan(r, "bad", "15m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "9m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_scan(NULL, NULL, NULL), PD_EINVAL);
+    /* a series that is not there, and the whole tree with a file where a
+     * timeframe directory should be: no error, nothing served from them */
+    CHECK_EQ_INT(registry_scan(r, "XRPUSDT", "15m"), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_version *rv = NULL;
+    /* ETHUSDT 15m has no version of its own and _default only a 1h one */
+    CHECK_EQ_INT(registry_acquire(r, "ETHUSDT", "15m", NULL, &rv), PD_ENOMODEL);
+    CHECK(rv == NULL);
+    CHECK_EQ_INT(registry_acquire(r, "ETHUSDT", "1h", NULL, &rv), 0);
+    if (rv) {
+        CHECK_EQ_STR(registry_version_owner(rv), "_default");
+        CHECK_EQ_INT(registry_version_number(rv), 1);
+        registry_release(rv);
+    }
+    CHECK_EQ_INT(registry_start(r, -1), PD_EINVAL);
+    CHECK_EQ_INT(registry_start(r, 86400 * 366), PD_EINVAL);
+    CHECK_EQ_INT(registry_start(NULL, 5), PD_EINVAL);
+    CHECK_EQ_INT(registry_start(r, 0), 0);
+    CHECK_EQ_INT(registry_start(r, 0), PD_EBUSY);
+    registry_stop(r);
+    registry_stop(r); /* twice is harmless */
+    registry_free(r);
+    registry_free(NULL);
+    CHECK_EQ_STR(registry_fail_name(-1), "unknown");
+    CHECK_EQ_STR(registry_fail_name(REGISTRY_FAIL_COUNT_), "unknown");
+    CHECK(strcmp(registry_fail_name(REGISTRY_FAIL_MANIFEST), "unknown") != 0);
+    registry_stats st;
+    memset(&st, 0xff, sizeof st);
+    registry_stats_get(NULL, &st);
+    CHECK_EQ_INT(st.loads_failed, 0);
+    util_rmtree(base);
+    free(base);
+}
+
 int main(void)
 {
     util_log_configure(getenv("PREDICTD_TEST_VERBOSE") ? UTIL_LOG_DEBUG : UTIL_LOG_ERROR, false);
@@ -1616,5 +1700,6 @@ int main(void)
     RUN(test_scanner_thread);
     RUN(test_manifest_forms);
     RUN(test_read_model_paths);
+    RUN(test_publish_and_scan_refusals);
     return unit_report();
 }
