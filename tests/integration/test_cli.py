@@ -133,5 +133,36 @@ def import_seed_migrate_features_argument_errors():
     check_in("absent.csv", p.stderr)
 
 
+@test
+def import_from_stdin_and_seed_if_empty():
+    setup()
+    # "-" reads the CSV from stdin; the rows land exactly as given
+    rows = "".join(f"{1704067200 + 3600 * i},{100 + i}.5,{102 + i},{99 + i},{101 + i}.25,{i}\n"
+                   for i in range(5))
+    cli("import", "-", "--symbol", "STDINUSDT", "--timeframe", "1h",
+        stdin="open_time,open,high,low,close,volume\n" + rows)
+    check_eq(psql("SELECT count(*) || ' ' || min(open) || ' ' || max(close) FROM candles"
+                  " WHERE symbol = 'STDINUSDT' AND timeframe = '1h'").strip(), "5 100.5 105.25")
+    # a bad row on stdin: the error names the line, nothing more is stored
+    p = cli("import", "-", "--symbol", "STDINUSDT", "--timeframe", "1h", check_rc=False,
+            stdin="1704085200,1,2,0.5,1.5,3\n1704088800,1,2,0.5,abc,3\n")
+    check_eq(p.returncode, 1, p.stderr)
+    check_in("line 2: close is not a number", p.stderr)
+    check_eq(psql("SELECT count(*) FROM candles WHERE symbol = 'STDINUSDT'").strip(), "5")
+    # --if-empty with candles stored: nothing to do, exit 0, nothing written
+    before = psql("SELECT count(*) FROM candles").strip()
+    p = cli("seed", "--if-empty", "--symbols", "SEEDUSDT", "--timeframes", "1h", "--count", "10")
+    check_in("already stored; nothing to do", p.stderr)
+    check_eq(psql("SELECT count(*) FROM candles").strip(), before)
+    # --seed makes the series deterministic: the same seed, the same closes
+    cli("seed", "--symbols", "SEEDUSDT", "--timeframes", "1h", "--count", "20", "--seed", "7")
+    a = psql("SELECT string_agg(close::text, ',' ORDER BY open_time) FROM candles"
+             " WHERE symbol = 'SEEDUSDT'")
+    cli("seed", "--symbols", "SEEDUSDT", "--timeframes", "1h", "--count", "20", "--seed", "7")
+    check_eq(psql("SELECT string_agg(close::text, ',' ORDER BY open_time) FROM candles"
+                  " WHERE symbol = 'SEEDUSDT'"), a)
+    check_eq(psql("SELECT count(*) FROM candles WHERE symbol = 'SEEDUSDT'").strip(), "20")
+
+
 if __name__ == "__main__":
     run_tests()
