@@ -164,5 +164,54 @@ def import_from_stdin_and_seed_if_empty():
     check_eq(psql("SELECT count(*) FROM candles WHERE symbol = 'SEEDUSDT'").strip(), "20")
 
 
+@test
+def models_eval_matches_the_numpy_reference_and_refuses_bad_rows():
+    """`predictd models eval DIR` (the exporters' parity check) against
+    the numpy forward pass of tools/predictd_model.py on the same files, and
+    its refusals of rows of the wrong width or with text in them."""
+    setup()
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import numpy as np
+    import predictd_model as pm
+    vdir = os.path.join(MODELS, SYM, TF, "1")
+    p = pm.pb2()
+    m, sc = p.Model(), p.Scaler()
+    with open(os.path.join(vdir, "model.pb"), "rb") as f:
+        m.ParseFromString(f.read())
+    with open(os.path.join(vdir, "scaler.pb"), "rb") as f:
+        sc.ParseFromString(f.read())
+    width = len(m.features)
+    rng = np.random.default_rng(5)
+    X = np.array(sc.mean) + np.array(sc.scale) * rng.normal(size=(4, width))
+    want = pm.to_canonical(pm.reference_predict(m, sc, X), list(m.classes))
+    text = "\n".join(",".join(repr(float(v)) for v in row) for row in X) + "\n\n"
+    out = cli("models", "eval", vdir, stdin=text).stdout.split()
+    check_eq(len(out), 4, out)
+    for got, w in zip(out, want):
+        vals = [float(v) for v in got.split(",")]
+        for a, b in zip(vals, w):
+            check(abs(a - b) <= 1e-9, (vals, list(w)))
+    short = ",".join(["0.5"] * (width - 1)) + "\n"
+    r = cli("models", "eval", vdir, stdin=short, check_rc=False)
+    check_eq(r.returncode, 1, r.stderr)
+    check_in(f"line 1: {width - 1} values, expected {width}", r.stderr)
+    r = cli("models", "eval", vdir, stdin=text.split("\n")[0] + "\n" + "1,abc\n", check_rc=False)
+    check_eq(r.returncode, 1, r.stderr)
+    check_in(f"line 2: expected {width} numbers", r.stderr)
+    check_eq(len(r.stdout.split()), 1, r.stdout)  # the good first row was answered
+    r = cli("models", "eval", os.path.join(MODELS, "nowhere"), stdin="", check_rc=False)
+    check(r.returncode != 0, r.stderr)
+    usage_error(["models", "frobnicate"], ["usage"])
+    usage_error(["models", "list", "extra"], ["usage"])
+    usage_error(["predict", SYM], ["usage"])
+    # predict for a series with candles but no model: the API's error JSON, exit 1
+    cli("seed", "--symbols", "NOMODELUSDT", "--timeframes", "1h", "--count", "10")
+    r = cli("predict", "NOMODELUSDT", "1h", "--models-dir", MODELS, check_rc=False)
+    check_eq(r.returncode, 1, r.stderr)
+    body = json.loads(r.stdout)
+    check_eq(body["status"], "error")
+    check_eq(body["error"]["code"], "no_model")
+
+
 if __name__ == "__main__":
     run_tests()
