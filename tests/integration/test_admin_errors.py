@@ -1,0 +1,115 @@
+"""The error answers of the model routes, admin and public, that no other
+test asked for: bodies that are not JSON objects, half a series, a symbol
+or timeframe that cannot be, a version that is not a positive integer, an
+unknown label; each must be its documented 4xx with the right error code
+(every answer is checked against openapi.yaml by the harness), and none may
+change what serves. Also the backtests a series' model page lists once
+`predictd backtest` has stored one. The real binary over HTTP, against
+this file's PostgreSQL."""
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import (Service, check, check_eq, check_in, cli, need_services,  # noqa: E402
+                     prepare_database, run_tests, test, train)
+
+MODELS = tempfile.mkdtemp(prefix="predictd-admin-errors-")
+SYM, TF = "BTCUSDT", "1h"
+KEY = "a" * 40
+state = {}
+
+
+def server():
+    if "svc" not in state:
+        need_services()
+        prepare_database(symbols=(SYM,), timeframes=(TF,), count=1200)
+        train(MODELS, SYM, TF)
+        state["svc"] = Service(MODELS, env={"PREDICTD_API_KEY": KEY}, name="admin-errors")
+    return state["svc"]
+
+
+def admin(method, path, body=None):
+    return server().request(method, path, body=body, headers={"X-API-Key": KEY})
+
+
+def expect_error(status, payload, want_status, want_code, what):
+    check_eq(status, want_status, f"{what}: {payload}")
+    check_eq(payload["status"], "error", what)
+    check_eq(payload["error"]["code"], want_code, f"{what}: {payload}")
+
+
+def serving_version():
+    status, _, body = server().get(f"/api/models/{SYM}/{TF}")
+    check_eq(status, 200, body)
+    return body
+
+
+@test
+def bad_admin_bodies_are_400_and_change_nothing():
+    before = serving_version()
+    cases = [
+        ("POST", "/admin/models/reload", b"not json", 400, "parse_error"),
+        ("POST", "/admin/models/reload", b"[1, 2]", 400, "parse_error"),
+        ("POST", "/admin/models/reload", {"symbol": SYM}, 400, "invalid_argument"),
+        ("POST", "/admin/models/reload", {"symbol": "bad/..", "timeframe": TF}, 400,
+         "invalid_argument"),
+        ("POST", "/admin/models/reload", {"symbol": SYM, "timeframe": "7m"}, 400,
+         "invalid_argument"),
+        ("POST", f"/admin/models/{SYM}/{TF}/pin", {"version": "1"}, 400, "invalid_argument"),
+        ("POST", f"/admin/models/{SYM}/{TF}/pin", {"version": 0}, 400, "invalid_argument"),
+        ("POST", f"/admin/models/{SYM}/{TF}/pin", {"version": 2 ** 40}, 400, "invalid_argument"),
+        ("POST", f"/admin/models/{SYM}/{TF}/pin", {}, 400, "invalid_argument"),
+        ("POST", f"/admin/models/{SYM}/{TF}/pin", {"version": 99}, 404, "not_found"),
+        ("POST", f"/admin/models/{SYM}/7m/pin", {"version": 1}, 400, "invalid_timeframe"),
+        ("POST", f"/admin/models/bad/{TF}/pin", {"version": 1}, 400, "invalid_symbol"),
+        ("POST", f"/admin/models/{SYM}/{TF}/labels", {"label": "beta", "version": 1}, 400,
+         "invalid_argument"),
+        ("POST", f"/admin/models/{SYM}/{TF}/labels", b"{", 400, "parse_error"),
+    ]
+    for method, path, body, want_status, want_code in cases:
+        status, _, payload = admin(method, path, body)
+        expect_error(status, payload, want_status, want_code, f"{method} {path} {body!r}")
+    # nothing changed: the same version serves, unpinned
+    after = serving_version()
+    check_eq(after["model"]["serving_version"], 1, after)
+    check_eq(after["model"]["pinned_version"], None, after)
+    check_eq(after["model"]["serving_version"], before["model"]["serving_version"])
+    status, _, body = admin("POST", "/admin/models/reload", {})
+    check_eq(status, 200, body)
+    status, _, body = admin("POST", "/admin/models/reload", {"symbol": SYM, "timeframe": TF})
+    check_eq(status, 200, body)
+
+
+@test
+def public_model_routes_refuse_what_cannot_be():
+    svc = server()
+    for path, want_status, want_code in (
+            (f"/api/models/bad/{TF}", 400, "invalid_symbol"),
+            (f"/api/models/{SYM}/7m", 400, "invalid_timeframe"),
+            (f"/api/models/XRPUSDT/{TF}", 404, None),
+            (f"/api/models/{SYM}/{TF}/performance?window=0", 400, None),
+            (f"/api/models/{SYM}/{TF}/performance?window=abc", 400, None)):
+        status, _, payload = svc.get(path)
+        check_eq(status, want_status, f"{path}: {payload}")
+        check_eq(payload["status"], "error", path)
+        if want_code:
+            check_eq(payload["error"]["code"], want_code, f"{path}: {payload}")
+
+
+@test
+def model_page_lists_stored_backtests():
+    svc = server()
+    cli("backtest", SYM, TF, "--models-dir", MODELS, timeout=900)
+    status, _, body = svc.get(f"/api/models/{SYM}/{TF}")
+    check_eq(status, 200, body)
+    found = body.get("backtests")
+    check(isinstance(found, list) and len(found) == 1, body)
+    bt = found[0]
+    check_eq(bt["version"], 1)
+    check_in("figures", bt)
+    check(bt["figures"]["predictions"] > 0, bt)
+
+
+if __name__ == "__main__":
+    run_tests()
