@@ -111,5 +111,44 @@ def model_page_lists_stored_backtests():
     check(bt["figures"]["predictions"] > 0, bt)
 
 
+@test
+def training_route_refusals():
+    """Job parameters the trainer cannot take are refused with the
+    parameter's name before a job is queued; ids that are not ids are 400,
+    ids of no job 404."""
+    bad = [
+        ({"symbol": SYM, "timeframe": TF, "epochs": 1.5}, "epochs"),
+        ({"symbol": SYM, "timeframe": TF, "hidden": [[64]]}, "hidden"),
+        ({"symbol": SYM, "timeframe": TF, "kind": "forest"}, "kind"),
+        ({"symbol": SYM, "timeframe": TF, "publish": "perhaps"}, "publish"),
+        ({"symbol": SYM, "timeframe": TF, "no_such_thing": 1}, "no_such_thing"),
+        ({"symbol": SYM, "timeframe": TF, "tp_r": [1, 2]}, "tp_r"),
+        ({"symbol": SYM, "timeframe": TF, "force": None}, None),
+        (["not", "an", "object"], None),
+    ]
+    status, _, listing = admin("GET", "/admin/training")
+    check_eq(status, 200, listing)
+    jobs_before = len(listing.get("jobs", []))
+    for body, word in bad:
+        status, _, payload = admin("POST", "/admin/training", body)
+        check_eq(status, 400, f"{body}: {payload}")
+        check_eq(payload["status"], "error")
+        if word:
+            check_in(word, payload["error"]["message"], f"{body}")
+    status, _, listing = admin("GET", "/admin/training")
+    check_eq(len(listing.get("jobs", [])), jobs_before, "a refused job was queued")
+    for path, want in (("/admin/training/abc", 400), ("/admin/training/0", 400),
+                       ("/admin/training/-4", 400), ("/admin/training/999999", 404)):
+        status, _, payload = admin("GET", path)
+        check_eq(status, want, f"GET {path}: {payload}")
+        status, _, payload = admin("DELETE", path)
+        check_eq(status, want, f"DELETE {path}: {payload}")
+    # booleans and numbers are taken in their JSON types: a dry run that publishes nothing
+    status, _, job = admin("POST", "/admin/training",
+                           {"symbol": SYM, "timeframe": TF, "epochs": 2, "publish": False,
+                            "force": True, "l2": 0.001, "tp_r": [1, 2, 3]})
+    check_eq(status, 202, job)
+
+
 if __name__ == "__main__":
     run_tests()
