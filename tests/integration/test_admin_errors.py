@@ -150,5 +150,37 @@ def training_route_refusals():
     check_eq(status, 202, job)
 
 
+@test
+def prediction_selectors_and_symbol_lists():
+    """?version= and ?label= pick a version or are refused; symbol lists
+    with a name too long are refused before any lookup."""
+    svc = server()
+    base = f"/api/predictions/{SYM}?timeframe={TF}"
+    status, _, body = svc.get(base + "&version=1")
+    check_eq(status, 200, body)
+    check_eq(body["prediction"]["model"]["version"], 1)
+    status, _, body = svc.get(base + "&version=7")
+    check_eq(status, 404, body)
+    check_eq(body["error"]["code"], "no_model")
+    for q in ("&version=0", "&version=abc", "&version=1x", "&version=99999999999",
+              "&label=beta"):
+        status, _, body = svc.get(base + q)
+        check_eq(status, 400, f"{q}: {body}")
+        check_eq(body["error"]["code"], "invalid_argument", q)
+    # no stable label is set: asking for it is 404, not another version
+    status, _, body = svc.get(base + "&label=stable")
+    check_eq(status, 404, body)
+    for path in (f"/api/predictions?timeframe={TF}&symbols={'A' * 30}",
+                 f"/api/predictions?timeframe={TF}&version=0",
+                 f"/api/predictions/{SYM}/summary?version=abc",
+                 "/api/predictions/bad!/summary"):
+        status, _, body = svc.get(path)
+        check_eq(status, 400, f"{path}: {body}")
+    # the same symbol twice is answered once
+    status, _, body = svc.get(f"/api/predictions?timeframe={TF}&symbols={SYM},{SYM}")
+    check_eq(status, 200, body)
+    check_eq(body["count"], 1, body)
+
+
 if __name__ == "__main__":
     run_tests()
