@@ -182,5 +182,34 @@ def prediction_selectors_and_symbol_lists():
     check_eq(body["count"], 1, body)
 
 
+@test
+def health_of_a_series_whose_only_version_failed():
+    """A series with one version that fails verification: /health/status
+    says the series failed, with the reason, and serves nothing from it;
+    the registry as a whole is empty (nothing serves)."""
+    need_services()
+    d = tempfile.mkdtemp(prefix="predictd-admin-broken-")
+    v = os.path.join(d, "ETHUSDT", "1h", "1")
+    os.makedirs(v)
+    for name in ("model.pb", "scaler.pb"):
+        with open(os.path.join(v, name), "wb") as f:
+            f.write(b"\x08\x01garbage")
+    with open(os.path.join(v, "MANIFEST"), "w") as f:
+        f.write("hello world\n")
+    svc = Service(d, name="admin-broken")
+    status, _, body = svc.get("/health/status")
+    check_eq(status, 200, body)
+    reg = body["components"]["registry"]
+    check_eq(reg["state"], "empty", reg)
+    series = [x for x in reg["series"] if x["symbol"] == "ETHUSDT"]
+    check_eq(len(series), 1, reg)
+    check_eq(series[0]["state"], "failed", series[0])
+    check_in("MANIFEST", str(series[0]), series[0])
+    status, _, body = svc.get("/api/predictions/ETHUSDT?timeframe=1h")
+    check(status in (404, 503), body)
+    check_eq(body["status"], "error")
+    svc.stop()
+
+
 if __name__ == "__main__":
     run_tests()
