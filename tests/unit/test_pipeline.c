@@ -583,6 +583,65 @@ TEST(service_answers_and_refusals)
     store_shutdown();
 }
 
+/* The kernel's refusals (no input, no output, no scratch, a non-finite
+ * input, a logit that overflows) and the computation's refusals when the
+ * caller gives no buffer for the reason: the same codes, no crash. */
+TEST(kernel_and_computation_refusals)
+{
+    if (!setup())
+        UNIT_SKIP("no repository");
+    registry_version *v = acquire("LONGUSD");
+    CHECK(v != NULL);
+    if (!v)
+        return;
+    const inference_model *m = registry_version_model(v);
+    double x[1] = {0.01}, probs[3] = {-1, -1, -1};
+    void *scratch = malloc(inference_scratch_size(m) + 64);
+    CHECK_EQ_INT(inference_run(NULL, x, probs, scratch), PD_EINVAL);
+    CHECK_EQ_INT(inference_run(m, NULL, probs, scratch), PD_EINVAL);
+    CHECK_EQ_INT(inference_run(m, x, NULL, scratch), PD_EINVAL);
+    if (inference_scratch_size(m))
+        CHECK_EQ_INT(inference_run(m, x, probs, NULL), PD_EINVAL);
+    x[0] = NAN;
+    CHECK_EQ_INT(inference_run(m, x, probs, scratch), PD_EINVAL);
+    x[0] = INFINITY;
+    CHECK_EQ_INT(inference_run(m, x, probs, scratch), PD_EINVAL);
+    CHECK(probs[0] == -1); /* untouched on error */
+    x[0] = 0.01;
+    CHECK_EQ_INT(inference_run(m, x, probs, scratch), 0);
+    double want[3];
+    softmax3((double[]){3, 0, 0}, want);
+    CHECK_NEAR(probs[0], want[0], 1e-12);
+    free(scratch);
+
+    size_t n = 60;
+    features_candle *c = candles(n, T0);
+    predict_result *p = NULL;
+    int64_t now = c[n - 1].t + TFS;
+    CHECK_EQ_INT(predict__compute_window(svc, v, "LONGUSD", TF, now, c, 5, &p, NULL, 0),
+                 PD_ENODATA);
+    c[n - 3].close = 0;
+    CHECK_EQ_INT(predict__compute_window(svc, v, "LONGUSD", TF, now, c, n, &p, NULL, 0),
+                 PD_ENODATA);
+    /* a price jump so large that ret:1 overflows the logits is refused too */
+    features_candle *big = candles(n, T0);
+    big[n - 1].close = big[n - 1].high = 1e306;
+    int rc = predict__compute_window(svc, v, "LONGUSD", TF, now, big, n, &p, NULL, 0);
+    if (rc == 0) {
+        /* finite features: then the answer must be a real one */
+        CHECK(p && isfinite(p->probs[0]));
+        predict_result_release(p);
+        p = NULL;
+    } else {
+        CHECK_EQ_INT(rc, PD_ENODATA);
+    }
+    CHECK(p == NULL);
+    free(big);
+    free(c);
+    registry_release(v);
+    teardown();
+}
+
 int main(void)
 {
     RUN(long_answer_numbers);
@@ -590,5 +649,6 @@ int main(void)
     RUN(no_trade_rules);
     RUN(refusals_and_gaps);
     RUN(service_answers_and_refusals);
+    RUN(kernel_and_computation_refusals);
     return unit_report();
 }
