@@ -1097,6 +1097,51 @@ TEST(listener_arguments_and_a_database_that_is_down)
     store_listen_close(NULL);
 }
 
+/* The database refuses the settlement write half-way (a trigger raising on
+ * the second row's update, as a constraint or a disk error would): the
+ * call fails with PD_EDB, the batch is rolled back, no row is half
+ * settled, and a later settle (trigger gone) settles them all. */
+TEST(settle_rolls_back_when_a_write_fails)
+{
+    UNIT_NEED_ENV(DB_ENV);
+    PGconn *c = NULL;
+    CHECK(setup_db(&c));
+    if (!c)
+        return;
+    CHECK(unit_sql_ok(c, "CREATE OR REPLACE FUNCTION ldg_refuse() RETURNS trigger AS $$"
+                         " BEGIN RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"));
+    CHECK(unit_sql_ok(c, "DROP TRIGGER IF EXISTS ldg_refuse ON predictions"));
+    CHECK(unit_sql_ok(c, "CREATE TRIGGER ldg_refuse BEFORE UPDATE ON predictions FOR EACH ROW"
+                         " WHEN (NEW.model_version = 2 AND NEW.symbol = 'LDGGUSDT')"
+                         " EXECUTE FUNCTION ldg_refuse()"));
+    store_ledger *db = NULL;
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
+    features_candle k[] = {at(0, 100.5, 99.5, 100), at(1, 103, 99.5, 102.5),
+                           at(2, 107, 101, 106),    at(3, 107, 105, 106),
+                           at(4, 107, 105, 106)};
+    CHECK_EQ_INT(store_upsert_candles("LDGGUSDT", "1m", k, 5), 0);
+    store_ledger_entry a = entry_for("LDGGUSDT", T0, 1, STORE_LEDGER_LONG);
+    store_ledger_entry b = entry_for("LDGGUSDT", T0, 2, STORE_LEDGER_LONG);
+    CHECK_EQ_INT(store_ledger_record(db, &a, NULL), 0);
+    CHECK_EQ_INT(store_ledger_record(db, &b, NULL), 0);
+    size_t settled = 99;
+    int64_t now = util_now();
+    int rc = store_ledger_settle(db, "LDGGUSDT", "1m", now, predict_resolve, &settled);
+    CHECK_EQ_INT(rc, PD_EDB);
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT count(*) FROM predictions WHERE symbol = 'LDGGUSDT'"
+                                  " AND outcome IS NOT NULL"),
+                 "0");
+    CHECK(unit_sql_ok(c, "DROP TRIGGER ldg_refuse ON predictions"));
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGGUSDT", "1m", now, predict_resolve, &settled), 0);
+    CHECK_EQ_INT(settled, 2);
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT string_agg(outcome, ',' ORDER BY model_version)"
+                                  " FROM predictions WHERE symbol = 'LDGGUSDT'"),
+                 "TP3,TP3");
+    store_ledger_close(db);
+    PQfinish(c);
+    store_shutdown();
+}
+
 int main(void)
 {
     util_log_configure(UTIL_LOG_ERROR, false);
@@ -1124,5 +1169,6 @@ int main(void)
     RUN(ledger_with_the_database_down);
     RUN(publisher_survives_a_redis_that_is_down_or_refuses);
     RUN(listener_arguments_and_a_database_that_is_down);
+    RUN(settle_rolls_back_when_a_write_fails);
     return unit_report();
 }
