@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "registry/registry.h"
+#include "registry/registry_internal.h"
 #include "unit.h"
 #include "fixtures.h"
 #include "util/util.h"
@@ -1683,6 +1684,79 @@ TEST(test_publish_and_scan_refusals)
     free(base);
 }
 
+/* A series directory that goes away (deleted, or replaced by a symlink,
+ * which the scanner does not follow): nothing serves from it any more, a
+ * request already holding its version finishes with it, and publishing
+ * again brings it back. Versions removed from disk one by one are
+ * forgotten beyond the last REGISTRY__KEEP_REMOVED. */
+TEST(test_series_directory_gone)
+{
+    char *base = mkdtemp_dir();
+    char models[256], sdir[512], p[512];
+    pathf(models, sizeof models, "%s/models", base);
+    pathf(sdir, sizeof sdir, "%s/BTCUSDT/15m", models);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 21), 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_version *held = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &held), 0);
+
+    CHECK_EQ_INT(util_rmtree(sdir), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 0);
+    registry_version *v = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &v), PD_ENOMODEL);
+    /* the request that held it still reads a whole model */
+    CHECK(held != NULL);
+    if (held) {
+        CHECK_EQ_INT(registry_version_number(held), 1);
+        CHECK(registry_version_model(held) != NULL);
+        registry_release(held);
+    }
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+
+    /* a symlink in its place is not followed */
+    pathf(p, sizeof p, "%s/elsewhere", base);
+    CHECK_EQ_INT(publish_good(p, "BTCUSDT", "15m", 22), 1);
+    char target[512];
+    pathf(target, sizeof target, "%s/BTCUSDT/15m", p);
+    CHECK_EQ_INT(symlink(target, sdir), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 0);
+    CHECK_EQ_INT(unlink(sdir), 0);
+
+    /* published again: serves again, numbered after nothing (a fresh directory) */
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 23), 1);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+
+    /* twenty more versions, then all but the newest removed from disk: the
+     * listing keeps at most REGISTRY__KEEP_REMOVED of the removed ones */
+    for (int i = 0; i < 20; i++)
+        publish_good(models, "BTCUSDT", "15m", 30 + (unsigned)i);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 21);
+    for (int ver = 1; ver <= 20; ver++) {
+        pathf(p, sizeof p, "%s/%d", sdir, ver);
+        CHECK_EQ_INT(util_rmtree(p), 0);
+        CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+    }
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 21);
+    registry_series_info *s = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(registry_list(r, &s, &n), 0);
+    size_t listed = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(s[i].symbol, "BTCUSDT") && !strcmp(s[i].timeframe, "15m"))
+            listed = s[i].n_versions;
+    registry_list_free(s, n);
+    CHECK(listed >= 1 && listed <= 1 + REGISTRY__KEEP_REMOVED);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
 int main(void)
 {
     util_log_configure(getenv("PREDICTD_TEST_VERBOSE") ? UTIL_LOG_DEBUG : UTIL_LOG_ERROR, false);
@@ -1701,5 +1775,6 @@ int main(void)
     RUN(test_manifest_forms);
     RUN(test_read_model_paths);
     RUN(test_publish_and_scan_refusals);
+    RUN(test_series_directory_gone);
     return unit_report();
 }
