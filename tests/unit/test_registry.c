@@ -1757,6 +1757,63 @@ TEST(test_series_directory_gone)
     free(base);
 }
 
+/* Policy changes that cannot be made: pinning a version whose files were
+ * broken since the last scan (the previous policy is written back and keeps
+ * serving), a policy.json that is not an object (rewritten as one), a
+ * policy.json that cannot be replaced, a series whose directory is gone. */
+TEST(test_policy_changes_that_fail)
+{
+    char *base = mkdtemp_dir();
+    char models[256], p[512], sdir[512];
+    pathf(models, sizeof models, "%s/models", base);
+    pathf(sdir, sizeof sdir, "%s/BTCUSDT/15m", models);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 41), 1);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 42), 2);
+    CHECK_EQ_INT(publish_good(models, "ETHUSDT", "15m", 43), 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+
+    /* v1's model.pb broken behind the scanner's back, then pinned */
+    pathf(p, sizeof p, "%s/1/model.pb", sdir);
+    CHECK_EQ_INT(write_file(p, "\x08\x01junk", 6), 0);
+    int rc = registry_pin(r, "BTCUSDT", "15m", 1);
+    CHECK_EQ_INT(rc, PD_EVERIFY);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+    json_t *j = read_policy(models, "BTCUSDT", "15m");
+    /* the policy written back pins nothing */
+    CHECK(!j || json_integer_value(json_object_get(j, "pinned")) == 0);
+    json_decref(j);
+
+    /* a policy.json that is not an object is replaced by one */
+    pathf(p, sizeof p, "%s/policy.json", sdir);
+    CHECK_EQ_INT(write_file(p, "[1, 2]", 6), 0);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 2), 0);
+    j = read_policy(models, "BTCUSDT", "15m");
+    CHECK(j && json_is_object(j));
+    CHECK_EQ_INT(json_integer_value(json_object_get(j, "pinned")), 2);
+    json_decref(j);
+
+    /* policy.json a directory: the change cannot be written and is refused */
+    pathf(p, sizeof p, "%s/ETHUSDT/15m/policy.json", models);
+    CHECK_EQ_INT(mkdir(p, 0755), 0);
+    rc = registry_pin(r, "ETHUSDT", "15m", 1);
+    CHECK(rc == PD_EIO);
+    CHECK_EQ_INT(serving(r, "ETHUSDT", "15m"), 1);
+    CHECK_EQ_INT(rmdir(p), 0);
+
+    /* the series directory removed after the scan */
+    pathf(p, sizeof p, "%s/ETHUSDT/15m", models);
+    CHECK_EQ_INT(util_rmtree(p), 0);
+    CHECK_EQ_INT(registry_pin(r, "ETHUSDT", "15m", 1), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_unpin(r, "ETHUSDT", "15m"), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_set_label(r, "ETHUSDT", "15m", "stable", 1, 0), PD_ENOTFOUND);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
 int main(void)
 {
     util_log_configure(getenv("PREDICTD_TEST_VERBOSE") ? UTIL_LOG_DEBUG : UTIL_LOG_ERROR, false);
@@ -1776,5 +1833,6 @@ int main(void)
     RUN(test_read_model_paths);
     RUN(test_publish_and_scan_refusals);
     RUN(test_series_directory_gone);
+    RUN(test_policy_changes_that_fail);
     return unit_report();
 }
