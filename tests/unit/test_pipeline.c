@@ -642,6 +642,51 @@ TEST(kernel_and_computation_refusals)
     teardown();
 }
 
+/* Redis configured but not there: every answer is still computed from
+ * PostgreSQL, with the same numbers, one at a time and in batches. */
+TEST(service_with_redis_down)
+{
+    UNIT_NEED_ENV(UNIT_DB_ENV);
+    if (!setup())
+        UNIT_SKIP("no repository");
+    predict_service_free(svc);
+    predict_options opt = {.cache = true};
+    CHECK_EQ_INT(predict_service_new(&opt, reg, &svc), 0);
+    if (store_init(unit_db_url(), "redis://127.0.0.1:1/0", true) != 0 ||
+        store_migrate(unit_migrations_dir()) != 0) {
+        UNIT_FAIL_("store_init with Redis down failed");
+        return;
+    }
+    size_t n = 90;
+    features_candle *c = candles(n, T0 + 86400);
+    CHECK_EQ_INT(store_upsert_candles("LONGUSD", TF, c, n), 0);
+    int64_t now = c[n - 1].t + TFS + 1;
+    char why[256] = "";
+    predict_result *p = NULL, *q = NULL;
+    CHECK_EQ_INT(predict_one(svc, "LONGUSD", TF, NULL, now, &p, why, sizeof why), 0);
+    CHECK_EQ_INT(answer("LONGUSD", c, n, now, &q, why), 0);
+    if (p && q) {
+        CHECK_EQ_INT(p->candle_time, c[n - 1].t);
+        CHECK_NEAR(p->stop_loss, q->stop_loss, 0);
+        CHECK_NEAR(p->probs[0], q->probs[0], 0);
+    }
+    predict_result_release(p);
+    predict_result_release(q);
+    const char *syms[] = {"LONGUSD", "FLATUSD"};
+    predict_result *outs[2] = {0};
+    int rcs[2];
+    char whys[2][256];
+    CHECK_EQ_INT(predict_refresh_many(svc, syms, 2, TF, now + 5, outs, rcs, whys), 0);
+    CHECK_EQ_INT(rcs[0], 0);
+    CHECK(outs[0] && outs[0]->prediction_time == now + 5 && outs[0]->candle_time == c[n - 1].t);
+    CHECK(rcs[1] != 0);
+    predict_result_release(outs[0]);
+    predict_result_release(outs[1]);
+    free(c);
+    teardown();
+    store_shutdown();
+}
+
 int main(void)
 {
     RUN(long_answer_numbers);
@@ -650,5 +695,6 @@ int main(void)
     RUN(refusals_and_gaps);
     RUN(service_answers_and_refusals);
     RUN(kernel_and_computation_refusals);
+    RUN(service_with_redis_down);
     return unit_report();
 }
