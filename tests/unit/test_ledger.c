@@ -843,12 +843,12 @@ TEST(backtests_keep_the_latest_run_per_version)
     CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 2, T0, T0 + 3600, 10,
                                             "{\"trades\":5,\"hit_tp1\":0.4}"),
                  0);
-    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 1, T0, T0 + 3600, 10,
-                                            "{\"trades\":3}"),
-                 0);
-    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 1, T0, T0 + 7200, 12.5,
-                                            "{\"trades\":4}"),
-                 0);
+    CHECK_EQ_INT(
+        store_ledger_backtest_save(db, "LDGCUSDT", "1h", 1, T0, T0 + 3600, 10, "{\"trades\":3}"),
+        0);
+    CHECK_EQ_INT(
+        store_ledger_backtest_save(db, "LDGCUSDT", "1h", 1, T0, T0 + 7200, 12.5, "{\"trades\":4}"),
+        0);
     /* another series is not listed with this one */
     CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "4h", 1, T0, T0 + 7200, 10, "{}"), 0);
     CHECK_EQ_STR(unit_sql_text(c, "SELECT count(*) FROM backtests WHERE symbol = 'LDGCUSDT'"), "4");
@@ -909,9 +909,8 @@ TEST(settle_leaves_rows_it_cannot_resolve_open)
         return;
     store_ledger *db = NULL;
     CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
-    features_candle k[] = {at(0, 100.5, 99.5, 100), at(1, 103, 99.5, 102.5),
-                           at(2, 107, 101, 106),    at(3, 107, 105, 106),
-                           at(4, 107, 105, 106)};
+    features_candle k[] = {at(0, 100.5, 99.5, 100), at(1, 103, 99.5, 102.5), at(2, 107, 101, 106),
+                           at(3, 107, 105, 106), at(4, 107, 105, 106)};
     CHECK_EQ_INT(store_upsert_candles("LDGEUSDT", "1m", k, 5), 0);
     store_ledger_entry a = entry_for("LDGEUSDT", T0, 1, STORE_LEDGER_LONG);
     CHECK_EQ_INT(store_ledger_record(db, &a, NULL), 0);
@@ -1116,9 +1115,8 @@ TEST(settle_rolls_back_when_a_write_fails)
                          " EXECUTE FUNCTION ldg_refuse()"));
     store_ledger *db = NULL;
     CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
-    features_candle k[] = {at(0, 100.5, 99.5, 100), at(1, 103, 99.5, 102.5),
-                           at(2, 107, 101, 106),    at(3, 107, 105, 106),
-                           at(4, 107, 105, 106)};
+    features_candle k[] = {at(0, 100.5, 99.5, 100), at(1, 103, 99.5, 102.5), at(2, 107, 101, 106),
+                           at(3, 107, 105, 106), at(4, 107, 105, 106)};
     CHECK_EQ_INT(store_upsert_candles("LDGGUSDT", "1m", k, 5), 0);
     store_ledger_entry a = entry_for("LDGGUSDT", T0, 1, STORE_LEDGER_LONG);
     store_ledger_entry b = entry_for("LDGGUSDT", T0, 2, STORE_LEDGER_LONG);

@@ -214,8 +214,7 @@ TEST(test_json_of_a_full_set)
         CHECK_EQ_STR(json_string_value(json_object_get(j, "target")), "_default");
         CHECK_EQ_STR(json_string_value(json_object_get(j, "from")), "2024-01-01T00:00:00Z");
         CHECK_EQ_STR(json_string_value(json_object_get(j, "to")), "2024-02-01T12:00:00Z");
-        CHECK_EQ_STR(json_string_value(json_array_get(json_object_get(j, "features"), 1)),
-                     "ret:1");
+        CHECK_EQ_STR(json_string_value(json_array_get(json_object_get(j, "features"), 1)), "ret:1");
         CHECK_NEAR(json_number_value(json_object_get(j, "learning_rate")), 0.5, 1e-15);
         CHECK(json_object_get(j, "hidden") == NULL); /* softmax has none */
         json_decref(j);

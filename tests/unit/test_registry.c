@@ -1511,8 +1511,8 @@ TEST(test_manifest_forms)
     } forms[] = {
         {"%s *model.pb\r\n\r\n%s *scaler.pb\r\n", 0, NULL},
         {"\n\n%s  model.pb\n%s  scaler.pb", 0, NULL}, /* no final newline */
-        {"%s  model.pb\n%s  scaler.pb\n0000000000000000000000000000000000000000000000000000000000000000"
-         "  README\n",
+        {"%s  model.pb\n%s  scaler.pb\n"
+         "0000000000000000000000000000000000000000000000000000000000000000  README\n",
          0, NULL},
         {"%1$s  model.pb\n%2$s  scaler.pb\n%1$s  model.pb\n", PD_EVERIFY, "lists model.pb twice"},
         {"%s\tmodel.pb\n%s  scaler.pb\n", PD_EVERIFY, "line 1 is not"},
