@@ -347,8 +347,8 @@ int cmd_import(server_config *cfg, int argc, char **argv)
             symbol = v;
         else if ((v = flag_value(argc, argv, &i, "--timeframe")))
             tf = v;
-        else if (argv[i][0] != '-' && !file)
-            file = argv[i];
+        else if ((argv[i][0] != '-' || !strcmp(argv[i], "-")) && !file)
+            file = argv[i]; /* "-": stdin, as read_input reads it */
         else {
             file = NULL;
             break;
@@ -356,7 +356,7 @@ int cmd_import(server_config *cfg, int argc, char **argv)
     }
     if (cmd_wants_help(argc, argv) || !file || !symbol) {
         fprintf(cmd_usage_out("import", argc, argv, 0),
-                "usage: predictd import FILE --symbol SYMBOL [--timeframe TF]\n"
+                "usage: predictd import FILE|- --symbol SYMBOL [--timeframe TF]\n"
                 "Loads candles from a Binance kline CSV (12 columns, with or without header,\n"
                 "ms or us times) or open_time,open,high,low,close,volume (RFC 3339 or epoch);\n"
                 "--timeframe is required for candles. A trades CSV (header\n"

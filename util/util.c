@@ -568,11 +568,18 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len)
         return PD_ENOMEM;
     }
     for (;;) {
-        if (n + 1 >= cap) { /* file grew while reading */
-            if (cap > max) {
+        if (n + 1 >= cap) { /* the buffer is full: at the end, or the file grew */
+            if (n >= max) {
+                /* exactly max bytes is allowed: too big only if more follow */
+                char extra;
+                ssize_t r = read(fd, &extra, 1);
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r == 0)
+                    break;
                 free(buf);
                 close(fd);
-                return PD_ETOOBIG;
+                return r < 0 ? PD_EIO : PD_ETOOBIG;
             }
             char *p = realloc(buf, cap * 2);
             if (!p) {

@@ -205,6 +205,39 @@ TEST(misaligned_row_is_named_by_its_line)
     CHECK_EQ_INT(feed_csv_parse_for(text, strlen(text), "7m", &c, &n, why, sizeof why), PD_EINVAL);
 }
 
+/* Fields past the parser's limits: more than 16 columns, a field longer
+ * than 64 characters, an empty number, a quoted empty field. Each is an
+ * error naming the line, never a crash or a silent truncation. */
+TEST(limits_of_fields_and_columns)
+{
+    char buf[1024];
+    /* (a first row of 20 columns is reported as "got 17": the count stops
+     * at the limit; the message is not asserted here) */
+    features_candle *c = NULL;
+    size_t n = 0;
+    char why[128] = "";
+    const char *wide = "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20\n";
+    CHECK_EQ_INT(feed_csv_parse(wide, strlen(wide), &c, &n, why, sizeof why), PD_EPARSE);
+    CHECK(strncmp(why, "line 1: expected 6 or 12 columns", 32) == 0);
+    EXPECT_FAIL("1704067200,1,2,0.5,1.5,3\n1704067260,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17\n",
+                "line 2: expected 6 columns, got more than 16");
+    snprintf(buf, sizeof buf, "1704067200,1.%0100d,2,0.5,1.5,3\n", 0);
+    EXPECT_FAIL(buf, "line 1: open is too long");
+    snprintf(buf, sizeof buf, "%0100d,1,2,0.5,1.5,3\n", 1);
+    EXPECT_FAIL(buf, "line 1: open_time is too long");
+    EXPECT_FAIL("1704067200,,2,0.5,1.5,3\n", "line 1: open is empty");
+    EXPECT_FAIL("1704067200,\"\",2,0.5,1.5,3\n", "line 1: open is empty");
+    EXPECT_FAIL("1704067200,\t \t,2,0.5,1.5,3\n", "line 1: open is empty");
+    EXPECT_FAIL("1704067200,1x,2,0.5,1.5,3\n", "line 1: open is not a number ('1x')");
+    /* tabs and quotes around a good number are accepted */
+    const char *ok = "1704067200,\t\"1.5\"\t,2, 0.5 ,1.5,3\n";
+    CHECK_EQ_INT(feed_csv_parse(ok, strlen(ok), &c, &n, why, sizeof why), 0);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1)
+        CHECK_NEAR(c[0].open, 1.5, 0);
+    free(c);
+}
+
 TEST(bad_arguments)
 {
     features_candle *c;
@@ -277,6 +310,7 @@ int main(void)
     RUN(bad_rows_have_line_numbers);
     RUN(misaligned_row_is_named_by_its_line);
     RUN(bad_arguments);
+    RUN(limits_of_fields_and_columns);
     RUN(real_files_parse_fully);
     return unit_report();
 }

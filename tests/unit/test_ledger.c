@@ -13,9 +13,13 @@
  * pages, LISTEN with a lost connection, and PUBLISH to the real Redis.
  */
 #include <hiredis/hiredis.h>
+#include <arpa/inet.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "features/features.h"
@@ -824,6 +828,318 @@ TEST(publish_reaches_a_subscriber)
     store_pub_close(NULL);
 }
 
+/* What `predictd backtest` stores and /api/models shows: the latest run of
+ * each version, ascending by version; bad arguments refused before any SQL. */
+TEST(backtests_keep_the_latest_run_per_version)
+{
+    UNIT_NEED_ENV(DB_ENV);
+    PGconn *c = NULL;
+    CHECK(setup_db(&c));
+    if (!c)
+        return;
+    CHECK(unit_sql_ok(c, "DELETE FROM backtests"));
+    store_ledger *db = NULL;
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 2, T0, T0 + 3600, 10,
+                                            "{\"trades\":5,\"hit_tp1\":0.4}"),
+                 0);
+    CHECK_EQ_INT(
+        store_ledger_backtest_save(db, "LDGCUSDT", "1h", 1, T0, T0 + 3600, 10, "{\"trades\":3}"),
+        0);
+    CHECK_EQ_INT(
+        store_ledger_backtest_save(db, "LDGCUSDT", "1h", 1, T0, T0 + 7200, 12.5, "{\"trades\":4}"),
+        0);
+    /* another series is not listed with this one */
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "4h", 1, T0, T0 + 7200, 10, "{}"), 0);
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT count(*) FROM backtests WHERE symbol = 'LDGCUSDT'"), "4");
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT cost_bps FROM backtests WHERE figures->>'trades' = '4'"),
+                 "12.5");
+
+    store_ledger_backtest *b = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(store_ledger_backtests(db, "LDGCUSDT", "1h", &b, &n), 0);
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK_EQ_INT(b[0].version, 1);
+        CHECK(strstr(b[0].figures_json, "\"trades\": 4") != NULL); /* the later run of v1 */
+        CHECK_EQ_INT(b[1].version, 2);
+        CHECK(strstr(b[1].figures_json, "\"hit_tp1\": 0.4") != NULL);
+        CHECK(b[0].created_at > T0 && b[0].created_at <= util_now() + 5);
+    }
+    store_ledger_backtests_free(b, n);
+    b = NULL;
+    CHECK_EQ_INT(store_ledger_backtests(db, "LDGDUSDT", "1h", &b, &n), 0);
+    CHECK_EQ_INT(n, 0);
+    store_ledger_backtests_free(b, n);
+    store_ledger_backtests_free(NULL, 0);
+
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "x", "1h", 1, 0, 0, 10, "{}"), PD_ESYMBOL);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "2h", 1, 0, 0, 10, "{}"),
+                 PD_ETIMEFRAME);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 0, 0, 0, 10, "{}"), PD_EINVAL);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 1, 0, 0, 10, NULL), PD_EINVAL);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGCUSDT", "1h", 1, 0, 0, NAN, "{}"), PD_EINVAL);
+    /* text that is not JSON: the database refuses it, nothing stored */
+    int rc = store_ledger_backtest_save(db, "LDGCUSDT", "1h", 3, 0, 0, 10, "{not json");
+    CHECK(rc != 0);
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT count(*) FROM backtests WHERE model_version = 3"), "0");
+    CHECK_EQ_INT(store_ledger_backtests(db, "x", "1h", &b, &n), PD_ESYMBOL);
+    CHECK_EQ_INT(store_ledger_backtests(db, "LDGCUSDT", "1h", NULL, &n), PD_EINVAL);
+    store_ledger_close(db);
+    PQfinish(c);
+    store_shutdown();
+}
+
+/* A resolver that cannot settle a row (levels it refuses) leaves the row
+ * open and counts nothing; settling without a resolver is refused. */
+static int refusing_resolver(const store_ledger_entry *e, int64_t tf_seconds,
+                             const features_candle *after, size_t n, int64_t last_closed_open,
+                             store_ledger_resolution *out)
+{
+    (void)e, (void)tf_seconds, (void)after, (void)n, (void)last_closed_open, (void)out;
+    return PD_EINVAL;
+}
+
+TEST(settle_leaves_rows_it_cannot_resolve_open)
+{
+    UNIT_NEED_ENV(DB_ENV);
+    PGconn *c = NULL;
+    CHECK(setup_db(&c));
+    if (!c)
+        return;
+    store_ledger *db = NULL;
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
+    features_candle k[] = {at(0, 100.5, 99.5, 100), at(1, 103, 99.5, 102.5), at(2, 107, 101, 106),
+                           at(3, 107, 105, 106), at(4, 107, 105, 106)};
+    CHECK_EQ_INT(store_upsert_candles("LDGEUSDT", "1m", k, 5), 0);
+    store_ledger_entry a = entry_for("LDGEUSDT", T0, 1, STORE_LEDGER_LONG);
+    CHECK_EQ_INT(store_ledger_record(db, &a, NULL), 0);
+    size_t settled = 99;
+    int64_t now = util_now();
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGEUSDT", "1m", now, refusing_resolver, &settled), 0);
+    CHECK_EQ_INT(settled, 0);
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT outcome IS NULL FROM predictions WHERE"
+                                  " symbol = 'LDGEUSDT'"),
+                 "t");
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGEUSDT", "1m", now, NULL, &settled), PD_EINVAL);
+    /* the real resolver then settles it: TP3 (106) reached at candle 2 */
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGEUSDT", "1m", now, predict_resolve, &settled), 0);
+    CHECK_EQ_INT(settled, 1);
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT outcome || ' ' || r_multiple FROM predictions WHERE"
+                                  " symbol = 'LDGEUSDT'"),
+                 "TP3 3");
+    store_ledger_close(db);
+    PQfinish(c);
+    store_shutdown();
+}
+
+/* The database down: every ledger call says PD_EDB (a 503 upstream), none
+ * hangs or crashes, and the handle works once a database is there. */
+TEST(ledger_with_the_database_down)
+{
+    store_ledger *db = NULL;
+    const char *down = "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2";
+    CHECK_EQ_INT(store_ledger_open(down, &db), 0);
+    store_ledger_entry a = entry_for("LDGFUSDT", T0, 1, STORE_LEDGER_LONG);
+    bool ins = true;
+    CHECK_EQ_INT(store_ledger_record(db, &a, &ins), PD_EDB);
+    size_t settled = 7, n = 0;
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGFUSDT", "1m", util_now(), predict_resolve, &settled),
+                 PD_EDB);
+    store_ledger_series *s = NULL;
+    CHECK_EQ_INT(store_ledger_open_series(db, &s, &n), PD_EDB);
+    store_ledger_backtest *b = NULL;
+    CHECK_EQ_INT(store_ledger_backtests(db, "LDGFUSDT", "1m", &b, &n), PD_EDB);
+    CHECK_EQ_INT(store_ledger_backtest_save(db, "LDGFUSDT", "1m", 1, 0, 0, 10, "{}"), PD_EDB);
+    store_ledger_live *l = NULL;
+    CHECK_EQ_INT(store_ledger_live_stats(db, NULL, NULL, &l, &n), PD_EDB);
+    store_ledger_perf *pf = NULL;
+    CHECK_EQ_INT(store_ledger_performance(db, "LDGFUSDT", "1m", 50, &pf, &n), PD_EDB);
+    store_ledger_row *rows = NULL;
+    bool more = true;
+    store_ledger_query q = {.limit = 10};
+    CHECK_EQ_INT(store_ledger_history(db, &q, &rows, &n, &more), PD_EDB);
+    store_ledger_close(db);
+    /* a URL libpq cannot parse is refused at open */
+    db = NULL;
+    CHECK_EQ_INT(store_ledger_open("postgresql://[::1", &db), PD_EINVAL);
+    CHECK(db == NULL);
+    store_ledger_close(db);
+}
+
+/* A Redis that misbehaves: it accepts connections on loopback and answers
+ * every command with the reply set in `fake_reply` (one per command, also
+ * when several arrive pipelined in one read). */
+static const char *volatile fake_reply = "-ERR not today\r\n";
+static int fake_listen_fd = -1;
+
+static void *fake_redis_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int c = accept(fake_listen_fd, NULL, NULL);
+        if (c < 0)
+            return NULL;
+        /* commands are counted by their "*3\r\n" header across reads (the
+         * last 3 bytes of a read are kept in case a header is split) */
+        char buf[8192 + 4];
+        size_t keep = 0;
+        ssize_t r;
+        while ((r = read(c, buf + keep, sizeof buf - 1 - keep)) > 0) {
+            size_t len = keep + (size_t)r;
+            buf[len] = '\0';
+            int commands = 0;
+            char *q = buf, *last_end = buf;
+            while ((q = strstr(q, "*3\r\n")) != NULL) {
+                commands++;
+                q += 4;
+                last_end = q;
+            }
+            for (int i = 0; i < commands; i++)
+                if (write(c, fake_reply, strlen(fake_reply)) < 0)
+                    break;
+            keep = len - (size_t)(last_end - buf) < 3 ? len - (size_t)(last_end - buf) : 3;
+            memmove(buf, buf + len - keep, keep);
+        }
+        close(c);
+    }
+}
+
+static int fake_redis_start(void)
+{
+    fake_listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (bind(fake_listen_fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        listen(fake_listen_fd, 4) != 0 ||
+        getsockname(fake_listen_fd, (struct sockaddr *)&a, &al) != 0)
+        return -1;
+    pthread_t t;
+    if (pthread_create(&t, NULL, fake_redis_main, NULL) != 0)
+        return -1;
+    pthread_detach(t);
+    return ntohs(a.sin_port);
+}
+
+/* The publisher against a Redis that is not there, one that answers
+ * errors, and the same one once it answers: PD_ECACHE while it cannot
+ * publish (retrying no more than once a second), 0 and the receiver count
+ * once it can. */
+TEST(publisher_survives_a_redis_that_is_down_or_refuses)
+{
+    store_pub *p = NULL;
+    CHECK_EQ_INT(store_pub_open("redis://127.0.0.1:1/0", &p), 0);
+    long long rx = -1;
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "x", 1, &rx), PD_ECACHE);
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "x", 1, &rx), PD_ECACHE); /* backing off */
+    const char *msgs[] = {"a", "b"};
+    size_t lens[] = {1, 1};
+    CHECK_EQ_INT(store_pub_publish_many(p, "predictd:test", msgs, lens, 2), PD_ECACHE);
+    CHECK_EQ_INT(rx, -1);
+    store_pub_close(p);
+
+    int port = fake_redis_start();
+    CHECK(port > 0);
+    if (port <= 0)
+        return;
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
+    CHECK_EQ_INT(store_pub_open(url, &p), 0);
+    fake_reply = "-ERR not today\r\n";
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "x", 1, &rx), PD_ECACHE);
+    CHECK_EQ_INT(rx, -1);
+    usleep(1100 * 1000); /* past the back-off: the next call connects again */
+    CHECK_EQ_INT(store_pub_publish_many(p, "predictd:test", msgs, lens, 2), PD_ECACHE);
+    usleep(1100 * 1000);
+    fake_reply = ":3\r\n";
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "x", 1, &rx), 0);
+    CHECK_EQ_INT(rx, 3);
+    CHECK_EQ_INT(store_pub_publish_many(p, "predictd:test", msgs, lens, 2), 0);
+    CHECK_EQ_INT(store_pub_publish_many(p, "predictd:test", msgs, lens, 0), 0);
+    CHECK_EQ_INT(store_pub_publish_many(p, "predictd:test", NULL, lens, 2), PD_EINVAL);
+    CHECK_EQ_INT(store_pub_publish(p, NULL, "x", 1, &rx), PD_EINVAL);
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", NULL, 3, &rx), PD_EINVAL);
+    /* a reply of the wrong type is not a success */
+    fake_reply = "+OK\r\n";
+    CHECK_EQ_INT(store_pub_publish(p, "predictd:test", "x", 1, &rx), PD_ECACHE);
+    store_pub_close(p);
+    store_pub_close(NULL);
+}
+
+/* LISTEN: channel names are checked, a database that is down is PD_EDB,
+ * a listener never connected has no socket. */
+TEST(listener_arguments_and_a_database_that_is_down)
+{
+    store_listener *l = NULL;
+    const char *url = "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2";
+    CHECK_EQ_INT(store_listen_open(url, "Upper", &l), PD_EINVAL);
+    CHECK_EQ_INT(store_listen_open(url, "1abc", &l), PD_EINVAL);
+    CHECK_EQ_INT(store_listen_open(url, "", &l), PD_EINVAL);
+    CHECK_EQ_INT(store_listen_open(url, NULL, &l), PD_EINVAL);
+    char longname[70];
+    memset(longname, 'a', 64);
+    longname[64] = '\0';
+    CHECK_EQ_INT(store_listen_open(url, longname, &l), PD_EINVAL);
+    longname[63] = '\0';
+    CHECK_EQ_INT(store_listen_open(url, longname, &l), 0);
+    store_listen_close(l);
+    l = NULL;
+    CHECK_EQ_INT(store_listen_open("postgresql://[::1", "ok_name", &l), PD_EINVAL);
+    CHECK(l == NULL);
+    CHECK_EQ_INT(store_listen_open(url, "_ok", &l), 0);
+    CHECK_EQ_INT(store_listen_socket(l), -1);
+    CHECK_EQ_INT(store_listen_socket(NULL), -1);
+    CHECK_EQ_INT(store_listen_connect(l), PD_EDB);
+    CHECK_EQ_INT(store_listen_socket(l), -1);
+    CHECK_EQ_INT(store_listen_connect(NULL), PD_EINVAL);
+    store_listen_close(l);
+    store_listen_close(NULL);
+}
+
+/* The database refuses the settlement write half-way (a trigger raising on
+ * the second row's update, as a constraint or a disk error would): the
+ * call fails with PD_EDB, the batch is rolled back, no row is half
+ * settled, and a later settle (trigger gone) settles them all. */
+TEST(settle_rolls_back_when_a_write_fails)
+{
+    UNIT_NEED_ENV(DB_ENV);
+    PGconn *c = NULL;
+    CHECK(setup_db(&c));
+    if (!c)
+        return;
+    CHECK(unit_sql_ok(c, "CREATE OR REPLACE FUNCTION ldg_refuse() RETURNS trigger AS $$"
+                         " BEGIN RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"));
+    CHECK(unit_sql_ok(c, "DROP TRIGGER IF EXISTS ldg_refuse ON predictions"));
+    CHECK(unit_sql_ok(c, "CREATE TRIGGER ldg_refuse BEFORE UPDATE ON predictions FOR EACH ROW"
+                         " WHEN (NEW.model_version = 2 AND NEW.symbol = 'LDGGUSDT')"
+                         " EXECUTE FUNCTION ldg_refuse()"));
+    store_ledger *db = NULL;
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
+    features_candle k[] = {at(0, 100.5, 99.5, 100), at(1, 103, 99.5, 102.5), at(2, 107, 101, 106),
+                           at(3, 107, 105, 106), at(4, 107, 105, 106)};
+    CHECK_EQ_INT(store_upsert_candles("LDGGUSDT", "1m", k, 5), 0);
+    store_ledger_entry a = entry_for("LDGGUSDT", T0, 1, STORE_LEDGER_LONG);
+    store_ledger_entry b = entry_for("LDGGUSDT", T0, 2, STORE_LEDGER_LONG);
+    CHECK_EQ_INT(store_ledger_record(db, &a, NULL), 0);
+    CHECK_EQ_INT(store_ledger_record(db, &b, NULL), 0);
+    size_t settled = 99;
+    int64_t now = util_now();
+    int rc = store_ledger_settle(db, "LDGGUSDT", "1m", now, predict_resolve, &settled);
+    CHECK_EQ_INT(rc, PD_EDB);
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT count(*) FROM predictions WHERE symbol = 'LDGGUSDT'"
+                                  " AND outcome IS NOT NULL"),
+                 "0");
+    CHECK(unit_sql_ok(c, "DROP TRIGGER ldg_refuse ON predictions"));
+    CHECK_EQ_INT(store_ledger_settle(db, "LDGGUSDT", "1m", now, predict_resolve, &settled), 0);
+    CHECK_EQ_INT(settled, 2);
+    CHECK_EQ_STR(unit_sql_text(c, "SELECT string_agg(outcome, ',' ORDER BY model_version)"
+                                  " FROM predictions WHERE symbol = 'LDGGUSDT'"),
+                 "TP3,TP3");
+    store_ledger_close(db);
+    PQfinish(c);
+    store_shutdown();
+}
+
 int main(void)
 {
     util_log_configure(UTIL_LOG_ERROR, false);
@@ -846,5 +1162,11 @@ int main(void)
     RUN(history_pages);
     RUN(listen_receives_and_survives_a_lost_connection);
     RUN(publish_reaches_a_subscriber);
+    RUN(backtests_keep_the_latest_run_per_version);
+    RUN(settle_leaves_rows_it_cannot_resolve_open);
+    RUN(ledger_with_the_database_down);
+    RUN(publisher_survives_a_redis_that_is_down_or_refuses);
+    RUN(listener_arguments_and_a_database_that_is_down);
+    RUN(settle_rolls_back_when_a_write_fails);
     return unit_report();
 }

@@ -14,6 +14,7 @@
  * a generous deadline, it does not measure.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include "registry/registry.h"
+#include "registry/registry_internal.h"
 #include "unit.h"
 #include "fixtures.h"
 #include "util/util.h"
@@ -1482,6 +1484,336 @@ TEST(test_scanner_thread)
     free(base);
 }
 
+/* MANIFEST as people write it: `sha256sum -b` (the '*' marker), CRLF from
+ * an editor on another system, blank lines, upper-case hex, other files
+ * listed. All verify. A file listed twice, a line with a tab, a digest one
+ * character short do not, each with its reason. */
+TEST(test_manifest_forms)
+{
+    char *base = mkdtemp_dir();
+    char models[256], vdir[512], p[512], m[65], sc[65], text[600], why[256];
+    pathf(models, sizeof models, "%s/models", base);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 3), 1);
+    pathf(vdir, sizeof vdir, "%s/BTCUSDT/15m/1", models);
+    pathf(p, sizeof p, "%s/model.pb", vdir);
+    file_sha(p, m);
+    pathf(p, sizeof p, "%s/scaler.pb", vdir);
+    file_sha(p, sc);
+    char upper[65];
+    for (int i = 0; i < 65; i++)
+        upper[i] = (char)toupper((unsigned char)sc[i]);
+    pathf(p, sizeof p, "%s/MANIFEST", vdir);
+
+    struct {
+        const char *fmt; /* %1$s the model's digest, %2$s the scaler's */
+        int rc;
+        const char *reason;
+    } forms[] = {
+        {"%s *model.pb\r\n\r\n%s *scaler.pb\r\n", 0, NULL},
+        {"\n\n%s  model.pb\n%s  scaler.pb", 0, NULL}, /* no final newline */
+        {"%s  model.pb\n%s  scaler.pb\n"
+         "0000000000000000000000000000000000000000000000000000000000000000  README\n",
+         0, NULL},
+        {"%1$s  model.pb\n%2$s  scaler.pb\n%1$s  model.pb\n", PD_EVERIFY, "lists model.pb twice"},
+        {"%s\tmodel.pb\n%s  scaler.pb\n", PD_EVERIFY, "line 1 is not"},
+        {"%.63s  model.pb\n%s  scaler.pb\n", PD_EVERIFY, "line 1 is not"},
+        {"%s  model.pb\n%s  scaler.pb \n", PD_EVERIFY, "does not list scaler.pb"},
+        {"%s  model.pb\n%s  \n", PD_EVERIFY, "line 2 is not"},
+    };
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+        snprintf(text, sizeof text, forms[i].fmt, m, i == 0 ? upper : sc);
+#pragma GCC diagnostic pop
+        CHECK_EQ_INT(write_file(p, text, strlen(text)), 0);
+        why[0] = '\0';
+        int rc = registry_verify_dir(vdir, why, sizeof why);
+        if (rc != forms[i].rc || (forms[i].reason && !strstr(why, forms[i].reason)))
+            UNIT_FAIL_("form %zu: rc %d why '%s'", i, rc, why);
+    }
+    /* a digest in upper case that is wrong is still wrong */
+    snprintf(text, sizeof text, "%s  model.pb\n%s  scaler.pb\n", m, upper);
+    text[80] = text[80] == 'A' ? 'B' : 'A'; /* in the scaler digest */
+    CHECK_EQ_INT(write_file(p, text, strlen(text)), 0);
+    CHECK_EQ_INT(registry_verify_dir(vdir, why, sizeof why), PD_EVERIFY);
+    CHECK(strstr(why, "scaler.pb") != NULL);
+
+    /* the directory itself */
+    CHECK_EQ_INT(registry_verify_dir(NULL, why, sizeof why), PD_EINVAL);
+    pathf(p, sizeof p, "%s/no-such-version", models);
+    CHECK_EQ_INT(registry_verify_dir(p, why, sizeof why), PD_EVERIFY);
+    CHECK(strstr(why, "not a readable directory") != NULL);
+    CHECK_EQ_INT(registry_verify_dir(p, NULL, 0), PD_EVERIFY); /* no room for a reason */
+    pathf(p, sizeof p, "%s/model.pb", vdir);
+    CHECK_EQ_INT(registry_verify_dir(p, why, sizeof why), PD_EVERIFY); /* a file */
+    util_rmtree(base);
+    free(base);
+}
+
+/* registry_read_model / _scaler (what `predictd models eval` and the
+ * exporters' checks use): relative paths, missing directories and files,
+ * a scaler read as a model. */
+TEST(test_read_model_paths)
+{
+    char *base = mkdtemp_dir();
+    char models[256], vdir[512], p[512], why[256] = "", cwd[1024];
+    pathf(models, sizeof models, "%s/models", base);
+    CHECK_EQ_INT(publish_good(models, "ETHUSDT", "1h", 4), 1);
+    pathf(vdir, sizeof vdir, "%s/ETHUSDT/1h/1", models);
+    Predictd__Model *m = NULL;
+    Predictd__Scaler *s = NULL;
+
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    CHECK_EQ_INT(chdir(vdir), 0);
+    CHECK_EQ_INT(registry_read_model("model.pb", &m, why, sizeof why), 0);
+    CHECK(m != NULL);
+    if (m) {
+        CHECK_EQ_INT(m->n_features, NF);
+        CHECK_EQ_STR(m->meta->symbol, "ETHUSDT");
+        predictd__model__free_unpacked(m, NULL);
+        m = NULL;
+    }
+    CHECK_EQ_INT(registry_read_scaler("scaler.pb", &s, why, sizeof why), 0);
+    if (s) {
+        CHECK_EQ_INT(s->n_mean, NF);
+        CHECK_NEAR(s->mean[0], 50.0, 0);
+        predictd__scaler__free_unpacked(s, NULL);
+        s = NULL;
+    }
+    CHECK_EQ_INT(chdir(cwd), 0);
+
+    CHECK_EQ_INT(registry_read_model(NULL, &m, why, sizeof why), PD_EINVAL);
+    pathf(p, sizeof p, "%s/nowhere/model.pb", base);
+    CHECK_EQ_INT(registry_read_model(p, &m, why, sizeof why), PD_ENOTFOUND);
+    CHECK(strstr(why, "cannot open its directory") != NULL);
+    pathf(p, sizeof p, "%s/absent.pb", vdir);
+    CHECK_EQ_INT(registry_read_model(p, &m, why, sizeof why), PD_ENOTFOUND);
+    CHECK(strstr(why, "absent.pb: missing") != NULL);
+    CHECK_EQ_INT(registry_read_model("/no-such-file.pb", &m, why, sizeof why), PD_ENOTFOUND);
+    CHECK(m == NULL);
+    /* a MANIFEST is text, not a protobuf model */
+    pathf(p, sizeof p, "%s/MANIFEST", vdir);
+    int rc = registry_read_model(p, &m, why, sizeof why);
+    CHECK(rc != 0);
+    CHECK(m == NULL);
+    util_rmtree(base);
+    free(base);
+}
+
+/* registry_publish refuses what it cannot publish, before writing anything:
+ * missing arguments, a bad symbol or timeframe, a models directory that is
+ * a file or whose parent does not exist. The scan and start arguments are
+ * checked the same way. */
+TEST(test_publish_and_scan_refusals)
+{
+    char *base = mkdtemp_dir();
+    char models[256], p[512];
+    pathf(models, sizeof models, "%s/models", base);
+    fx *f = malloc(sizeof *f);
+    fx_init(f, 9);
+    uint32_t v = 77;
+    CHECK_EQ_INT(registry_publish(NULL, "BTCUSDT", "15m", &f->m, &f->s, &v), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish("", "BTCUSDT", "15m", &f->m, &f->s, &v), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", NULL, &f->s, &v), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, NULL, &v), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, &f->s, NULL), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish(models, "../x", "15m", &f->m, &f->s, &v), PD_EINVAL);
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "3m", &f->m, &f->s, &v), PD_EINVAL);
+    CHECK_EQ_INT(v, 77);
+    CHECK(access(models, F_OK) != 0); /* nothing was created */
+    /* _default is a valid owner */
+    CHECK_EQ_INT(registry_publish(models, "_default", "1h", &f->m, &f->s, &v), 0);
+    CHECK_EQ_INT(v, 1);
+    /* the models directory is a file; its parent does not exist */
+    pathf(p, sizeof p, "%s/plainfile", base);
+    CHECK_EQ_INT(write_file(p, "x", 1), 0);
+    v = 77;
+    CHECK_EQ_INT(registry_publish(p, "BTCUSDT", "15m", &f->m, &f->s, &v), PD_EIO);
+    pathf(p, sizeof p, "%s/no/such/parent", base);
+    CHECK_EQ_INT(registry_publish(p, "BTCUSDT", "15m", &f->m, &f->s, &v), PD_EIO);
+    CHECK_EQ_INT(v, 77);
+    /* a timeframe directory that is a file */
+    pathf(p, sizeof p, "%s/ETHUSDT", models);
+    CHECK_EQ_INT(mkdir(p, 0755), 0);
+    pathf(p, sizeof p, "%s/ETHUSDT/15m", models);
+    CHECK_EQ_INT(write_file(p, "x", 1), 0);
+    CHECK_EQ_INT(registry_publish(models, "ETHUSDT", "15m", &f->m, &f->s, &v), PD_EIO);
+    free(f);
+
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(NULL, &r), PD_EINVAL);
+    CHECK_EQ_INT(registry_new("", &r), PD_EINVAL);
+    CHECK_EQ_INT(registry_new(models, NULL), PD_EINVAL);
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", NULL), PD_EINVAL);
+    CHECK_EQ_INT(registry_scan(r, NULL, "15m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_scan(r, "bad", "15m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "9m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_scan(NULL, NULL, NULL), PD_EINVAL);
+    /* a series that is not there, and the whole tree with a file where a
+     * timeframe directory should be: no error, nothing served from them */
+    CHECK_EQ_INT(registry_scan(r, "XRPUSDT", "15m"), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_version *rv = NULL;
+    /* ETHUSDT 15m has no version of its own and _default only a 1h one */
+    CHECK_EQ_INT(registry_acquire(r, "ETHUSDT", "15m", NULL, &rv), PD_ENOMODEL);
+    CHECK(rv == NULL);
+    CHECK_EQ_INT(registry_acquire(r, "ETHUSDT", "1h", NULL, &rv), 0);
+    if (rv) {
+        CHECK_EQ_STR(registry_version_owner(rv), "_default");
+        CHECK_EQ_INT(registry_version_number(rv), 1);
+        registry_release(rv);
+    }
+    CHECK_EQ_INT(registry_start(r, -1), PD_EINVAL);
+    CHECK_EQ_INT(registry_start(r, 86400 * 366), PD_EINVAL);
+    CHECK_EQ_INT(registry_start(NULL, 5), PD_EINVAL);
+    CHECK_EQ_INT(registry_start(r, 0), 0);
+    CHECK_EQ_INT(registry_start(r, 0), PD_EBUSY);
+    registry_stop(r);
+    registry_stop(r); /* twice is harmless */
+    registry_free(r);
+    registry_free(NULL);
+    CHECK_EQ_STR(registry_fail_name(-1), "unknown");
+    CHECK_EQ_STR(registry_fail_name(REGISTRY_FAIL_COUNT_), "unknown");
+    CHECK(strcmp(registry_fail_name(REGISTRY_FAIL_MANIFEST), "unknown") != 0);
+    registry_stats st;
+    memset(&st, 0xff, sizeof st);
+    registry_stats_get(NULL, &st);
+    CHECK_EQ_INT(st.loads_failed, 0);
+    util_rmtree(base);
+    free(base);
+}
+
+/* A series directory that goes away (deleted, or replaced by a symlink,
+ * which the scanner does not follow): nothing serves from it any more, a
+ * request already holding its version finishes with it, and publishing
+ * again brings it back. Versions removed from disk one by one are
+ * forgotten beyond the last REGISTRY__KEEP_REMOVED. */
+TEST(test_series_directory_gone)
+{
+    char *base = mkdtemp_dir();
+    char models[256], sdir[512], p[512];
+    pathf(models, sizeof models, "%s/models", base);
+    pathf(sdir, sizeof sdir, "%s/BTCUSDT/15m", models);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 21), 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_version *held = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &held), 0);
+
+    CHECK_EQ_INT(util_rmtree(sdir), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 0);
+    registry_version *v = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &v), PD_ENOMODEL);
+    /* the request that held it still reads a whole model */
+    CHECK(held != NULL);
+    if (held) {
+        CHECK_EQ_INT(registry_version_number(held), 1);
+        CHECK(registry_version_model(held) != NULL);
+        registry_release(held);
+    }
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+
+    /* a symlink in its place is not followed */
+    pathf(p, sizeof p, "%s/elsewhere", base);
+    CHECK_EQ_INT(publish_good(p, "BTCUSDT", "15m", 22), 1);
+    char target[512];
+    pathf(target, sizeof target, "%s/BTCUSDT/15m", p);
+    CHECK_EQ_INT(symlink(target, sdir), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 0);
+    CHECK_EQ_INT(unlink(sdir), 0);
+
+    /* published again: serves again, numbered after nothing (a fresh directory) */
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 23), 1);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+
+    /* twenty more versions, then all but the newest removed from disk: the
+     * listing keeps at most REGISTRY__KEEP_REMOVED of the removed ones */
+    for (int i = 0; i < 20; i++)
+        publish_good(models, "BTCUSDT", "15m", 30 + (unsigned)i);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 21);
+    for (int ver = 1; ver <= 20; ver++) {
+        pathf(p, sizeof p, "%s/%d", sdir, ver);
+        CHECK_EQ_INT(util_rmtree(p), 0);
+        CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+    }
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 21);
+    registry_series_info *s = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(registry_list(r, &s, &n), 0);
+    size_t listed = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(s[i].symbol, "BTCUSDT") && !strcmp(s[i].timeframe, "15m"))
+            listed = s[i].n_versions;
+    registry_list_free(s, n);
+    CHECK(listed >= 1 && listed <= 1 + REGISTRY__KEEP_REMOVED);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
+/* Policy changes that cannot be made: pinning a version whose files were
+ * broken since the last scan (the previous policy is written back and keeps
+ * serving), a policy.json that is not an object (rewritten as one), a
+ * policy.json that cannot be replaced, a series whose directory is gone. */
+TEST(test_policy_changes_that_fail)
+{
+    char *base = mkdtemp_dir();
+    char models[256], p[512], sdir[512];
+    pathf(models, sizeof models, "%s/models", base);
+    pathf(sdir, sizeof sdir, "%s/BTCUSDT/15m", models);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 41), 1);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 42), 2);
+    CHECK_EQ_INT(publish_good(models, "ETHUSDT", "15m", 43), 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+
+    /* v1's model.pb broken behind the scanner's back, then pinned */
+    pathf(p, sizeof p, "%s/1/model.pb", sdir);
+    CHECK_EQ_INT(write_file(p, "\x08\x01junk", 6), 0);
+    int rc = registry_pin(r, "BTCUSDT", "15m", 1);
+    CHECK_EQ_INT(rc, PD_EVERIFY);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+    json_t *j = read_policy(models, "BTCUSDT", "15m");
+    /* the policy written back pins nothing */
+    CHECK(!j || json_integer_value(json_object_get(j, "pinned")) == 0);
+    json_decref(j);
+
+    /* a policy.json that is not an object is replaced by one */
+    pathf(p, sizeof p, "%s/policy.json", sdir);
+    CHECK_EQ_INT(write_file(p, "[1, 2]", 6), 0);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 2), 0);
+    j = read_policy(models, "BTCUSDT", "15m");
+    CHECK(j && json_is_object(j));
+    CHECK_EQ_INT(json_integer_value(json_object_get(j, "pinned")), 2);
+    json_decref(j);
+
+    /* policy.json a directory: the change cannot be written and is refused */
+    pathf(p, sizeof p, "%s/ETHUSDT/15m/policy.json", models);
+    CHECK_EQ_INT(mkdir(p, 0755), 0);
+    rc = registry_pin(r, "ETHUSDT", "15m", 1);
+    CHECK(rc == PD_EIO);
+    CHECK_EQ_INT(serving(r, "ETHUSDT", "15m"), 1);
+    CHECK_EQ_INT(rmdir(p), 0);
+
+    /* the series directory removed after the scan */
+    pathf(p, sizeof p, "%s/ETHUSDT/15m", models);
+    CHECK_EQ_INT(util_rmtree(p), 0);
+    CHECK_EQ_INT(registry_pin(r, "ETHUSDT", "15m", 1), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_unpin(r, "ETHUSDT", "15m"), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_set_label(r, "ETHUSDT", "15m", "stable", 1, 0), PD_ENOTFOUND);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
 int main(void)
 {
     util_log_configure(getenv("PREDICTD_TEST_VERBOSE") ? UTIL_LOG_DEBUG : UTIL_LOG_ERROR, false);
@@ -1497,5 +1829,10 @@ int main(void)
     RUN(test_concurrent_publishers);
     RUN(test_read_files_bounded);
     RUN(test_scanner_thread);
+    RUN(test_manifest_forms);
+    RUN(test_read_model_paths);
+    RUN(test_publish_and_scan_refusals);
+    RUN(test_series_directory_gone);
+    RUN(test_policy_changes_that_fail);
     return unit_report();
 }

@@ -1260,6 +1260,69 @@ TEST(test_jobs_without_database)
     CHECK_EQ_INT(training_jobs_start(NULL, &j), PD_EINVAL);
 }
 
+/* Stopping the service with a job running and two queued: the running one
+ * is cancelled, the queued ones are marked cancelled with the reason, and a
+ * new process reads all three back that way. Also the arguments the jobs
+ * API refuses. */
+TEST(test_jobs_stop_with_a_queue)
+{
+    training_jobs *bad = NULL;
+    CHECK_EQ_INT(training_jobs_start(NULL, &bad), PD_EINVAL);
+    training_jobs_config nodir = {.models_dir = NULL};
+    CHECK_EQ_INT(training_jobs_start(&nodir, &bad), PD_EINVAL);
+    training_jobs_config neg = {.models_dir = "/tmp", .retrain_interval_s = -1};
+    CHECK_EQ_INT(training_jobs_start(&neg, &bad), PD_EINVAL);
+    CHECK(bad == NULL);
+    CHECK_EQ_STR(training_job_state_name((training_job_state)99), "unknown");
+    CHECK(!training_job_state_final(TRAINING_JOB_QUEUED));
+    CHECK(training_job_state_final(TRAINING_JOB_CANCELED));
+
+    UNIT_NEED_ENV("PREDICTD_TEST_DATABASE_URL");
+    CHECK(db_ready());
+    CHECK_EQ_INT(upsert_seeded("ADAUSDT", "1h", 2000, 11), 0);
+    char dir[600];
+    tmpdir("jobs_stop", dir, sizeof dir);
+    training_jobs *j = NULL;
+    CHECK_EQ_INT(jobs_start(dir, &j), 0);
+    if (!j)
+        return;
+    training_params p;
+    params_for(&p, "ADAUSDT", "1h");
+    p.force = true;
+    training_params_set(&p, "kind", "mlp", NULL, 0);
+    training_params_set(&p, "hidden", "256,256", NULL, 0);
+    training_params_set(&p, "epochs", "100000", NULL, 0);
+    training_params_set(&p, "patience", "100000", NULL, 0);
+    int64_t id = 0, q1 = 0, q2 = 0;
+    char why[200];
+    CHECK_EQ_INT(training_jobs_submit(j, &p, &id, why, sizeof why), 0);
+    training_params q;
+    params_for(&q, "ADAUSDT", "15m");
+    CHECK_EQ_INT(training_jobs_submit(j, &q, &q1, why, sizeof why), 0);
+    params_for(&q, "ADAUSDT", "4h");
+    CHECK_EQ_INT(training_jobs_submit(j, &q, &q2, why, sizeof why), 0);
+    (void)wait_job(j, id, is_fitting);
+    CHECK_EQ_INT(training_jobs_get(NULL, id, NULL), PD_EINVAL);
+    CHECK_EQ_INT(training_jobs_cancel(NULL, id), PD_EINVAL);
+    training_jobs_stop(j);
+
+    CHECK_EQ_INT(jobs_start(dir, &j), 0);
+    if (!j)
+        return;
+    training_job_info a, b, c;
+    CHECK_EQ_INT(training_jobs_get(j, id, &a), 0);
+    CHECK_EQ_INT(a.state, TRAINING_JOB_CANCELED);
+    CHECK_EQ_INT(training_jobs_get(j, q1, &b), 0);
+    CHECK_EQ_INT(b.state, TRAINING_JOB_CANCELED);
+    CHECK(strstr(b.error, "server stopped") != NULL);
+    CHECK_EQ_INT(training_jobs_get(j, q2, &c), 0);
+    CHECK_EQ_INT(c.state, TRAINING_JOB_CANCELED);
+    CHECK(b.finished_at > 0);
+    CHECK_EQ_INT(training_jobs_get(j, 987654321, &c), PD_ENOTFOUND);
+    training_jobs_stop(j);
+    training_jobs_stop(NULL);
+}
+
 int main(void)
 {
     const char *t = getenv("PREDICTD_TEST_TMP");
@@ -1288,6 +1351,7 @@ int main(void)
     RUN(test_db_training_run);
     RUN(test_jobs_succeed_reject_and_persist);
     RUN(test_jobs_cancel_running_and_queued);
+    RUN(test_jobs_stop_with_a_queue);
     RUN(test_jobs_interrupted_by_restart);
     RUN(test_jobs_scheduled_retrain);
     store_shutdown();

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 TEST(test_time_parse)
@@ -131,6 +132,159 @@ TEST(test_errors)
     CHECK(strlen(util_strerror(PD_ENOMODEL)) > 0);
 }
 
+/* the malformed times a client or a CSV can send, each refused; offsets
+ * with and without a colon, fractions, lowercase designators accepted */
+TEST(test_time_parse_edges)
+{
+    int64_t t = 7;
+    const char *bad[] = {
+        "2024-01-01T1:00Z",      /* one-digit hour */
+        "2024-01-01T10-00Z",     /* no colon */
+        "2024-01-01T10:00:5Z",   /* one-digit second */
+        "2024-01-01T10:00:00.Z", /* fraction without digits */
+        "2024-01-01T10:00+1:00", /* one-digit offset hour */
+        "2024-01-01T10:00+01:0", /* one-digit offset minute */
+        "2024-01-00",            /* day 0 */
+        "2024-01-32",            /* day 32 */
+        "2024-00-10",            /* month 0 */
+        "2024-01-01T24:00Z",     /* hour 24 */
+        "2024-01-01T23:60Z",     /* minute 60 */
+        "2024-01-01T23:59:61Z",  /* second 61 */
+        "2024/01/01",
+        "24-01-01",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (util_parse_time(bad[i], &t) != PD_EINVAL)
+            UNIT_FAIL_("'%s' was accepted", bad[i]);
+    CHECK_EQ_INT(t, 7); /* out is written only on success */
+    CHECK_EQ_INT(util_parse_time("2017-11-04t23:02z", &t), 0);
+    CHECK_EQ_INT(t, 1509836520);
+    CHECK_EQ_INT(util_parse_time("2017-11-04T23:02:00-0230", &t), 0);
+    CHECK_EQ_INT(t, 1509836520 + 2 * 3600 + 30 * 60);
+    CHECK_EQ_INT(util_parse_time("2017-11-04T23:02:00.999999999+00:00", &t), 0);
+    CHECK_EQ_INT(t, 1509836520);
+    CHECK_EQ_INT(util_parse_time("2016-12-31T23:59:60Z", &t), 0); /* a leap second */
+    CHECK_EQ_INT(t, 1483228800);
+    CHECK_EQ_INT(util_parse_time("1969-12-31T23:59:59Z", &t), 0);
+    CHECK_EQ_INT(t, -1);
+    CHECK_EQ_INT(util_parse_time("0001-01-01", &t), 0);
+    CHECK_EQ_INT(t, -62135596800LL);
+}
+
+TEST(test_error_table_bounds)
+{
+    /* every code has a text, a JSON name and a status; out of range is 500 */
+    CHECK_EQ_STR(util_strerror(1), "unknown error");
+    CHECK_EQ_STR(util_strerror(-100000), "unknown error");
+    CHECK_EQ_INT(util_err_status(-100000), 500);
+    CHECK_EQ_INT(util_err_status(5), 500);
+    CHECK_EQ_INT(util_err_status(PD_EINVAL), 400);
+    CHECK_EQ_INT(util_err_status(PD_ETOOBIG), 413);
+    CHECK_EQ_INT(util_err_status(PD_EDB), 503);
+    CHECK_EQ_STR(util_err_code(0), "ok");
+}
+
+TEST(test_hex_and_escapes)
+{
+    CHECK_EQ_INT(util_hex_value('0'), 0);
+    CHECK_EQ_INT(util_hex_value('9'), 9);
+    CHECK_EQ_INT(util_hex_value('a'), 10);
+    CHECK_EQ_INT(util_hex_value('F'), 15);
+    CHECK_EQ_INT(util_hex_value('g'), -1);
+    CHECK_EQ_INT(util_hex_value('G'), -1);
+    CHECK_EQ_INT(util_hex_value('/'), -1);
+    CHECK_EQ_INT(util_hex_value(':'), -1);
+    util_buf b;
+    util_buf_init(&b);
+    util_json_str(&b, "\r\t\x7f/");
+    util_buf_puts(&b, ",");
+    util_json_fixed(&b, 0.0 / 0.0, 2);
+    util_buf_puts(&b, ",");
+    util_json_fixed(&b, -1.005, 1);
+    util_buf_puts(&b, ",");
+    util_json_num(&b, 1e15);
+    util_buf_puts(&b, ",");
+    util_json_num(&b, -0.25);
+    util_buf_puts(&b, ",");
+    util_json_key(&b, "k");
+    CHECK(util_buf_ok(&b));
+    /* DEL needs no escape in JSON */
+    CHECK_EQ_STR(b.data, "\"\\r\\t\x7f/\",null,-1.0,1e+15,-0.25,\"k\":");
+    util_buf_cleanup(&b);
+}
+
+TEST(test_file_edges)
+{
+    char dir[160];
+    CHECK(unit_tmpdir(dir, sizeof dir, "predictd-util2") != NULL);
+    char *data = (char *)"untouched";
+    size_t n = 99;
+    /* a directory is not a file */
+    CHECK_EQ_INT(util_read_file(dir, 100, &data, &n), PD_EIO);
+    /* a symlink is not followed */
+    char path[256], link[256];
+    snprintf(path, sizeof path, "%s/target", dir);
+    snprintf(link, sizeof link, "%s/link", dir);
+    CHECK_EQ_INT(util_write_file_atomic(path, "abc", 3, 0644), 0);
+    CHECK_EQ_INT(symlink(path, link), 0);
+    CHECK_EQ_INT(util_read_file(link, 100, &data, &n), PD_EIO);
+    CHECK_EQ_STR(data, "untouched");
+    CHECK_EQ_INT(n, 99);
+    /* a file of exactly the limit is read whole (it was refused once), one
+     * byte over is too big */
+    size_t big = 300000;
+    char *buf = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        buf[i] = (char)('a' + i % 26);
+    CHECK_EQ_INT(util_write_file_atomic(path, buf, big, 0600), 0);
+    CHECK_EQ_INT(util_read_file(path, big, &data, &n), 0);
+    CHECK_EQ_INT(n, big);
+    CHECK(memcmp(data, buf, big) == 0);
+    CHECK_EQ_INT(data[big], '\0');
+    free(data);
+    CHECK_EQ_INT(util_read_file(path, big - 1, &data, &n), PD_ETOOBIG);
+    free(buf);
+    /* the mode asked for is the mode written */
+    struct stat st;
+    CHECK_EQ_INT(stat(path, &st), 0);
+    CHECK_EQ_INT(st.st_mode & 0777, 0600);
+    /* into a directory that does not exist: an error, nothing left */
+    char nodir[256];
+    snprintf(nodir, sizeof nodir, "%s/no/such/file", dir);
+    CHECK_EQ_INT(util_write_file_atomic(nodir, "x", 1, 0600), PD_EIO);
+    /* a path too long for the temporary name */
+    char *longp = malloc(5000);
+    memset(longp, 'a', 4999);
+    longp[0] = '/';
+    longp[4999] = '\0';
+    CHECK_EQ_INT(util_write_file_atomic(longp, "x", 1, 0600), PD_EINVAL);
+    free(longp);
+    /* rmtree: a missing path is already gone; a plain file is removed */
+    char gone[256];
+    snprintf(gone, sizeof gone, "%s/never", dir);
+    CHECK_EQ_INT(util_rmtree(gone), 0);
+    CHECK_EQ_INT(util_rmtree(link), 0);
+    CHECK(access(path, F_OK) == 0); /* the link went, not what it points at */
+    CHECK_EQ_INT(util_rmtree(dir), 0);
+    CHECK(access(dir, F_OK) != 0);
+}
+
+TEST(test_write_in_the_current_directory)
+{
+    char dir[160], cwd[1024];
+    CHECK(unit_tmpdir(dir, sizeof dir, "predictd-util3") != NULL);
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    CHECK_EQ_INT(chdir(dir), 0);
+    CHECK_EQ_INT(util_write_file_atomic("plain.txt", "hi", 2, 0600), 0);
+    char *data = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(util_read_file("plain.txt", 10, &data, &n), 0);
+    CHECK_EQ_STR(data, "hi");
+    free(data);
+    CHECK_EQ_INT(chdir(cwd), 0);
+    CHECK_EQ_INT(util_rmtree(dir), 0);
+}
+
 int main(void)
 {
     RUN(test_time_parse);
@@ -140,5 +294,10 @@ int main(void)
     RUN(test_json_writer);
     RUN(test_files);
     RUN(test_errors);
+    RUN(test_time_parse_edges);
+    RUN(test_error_table_bounds);
+    RUN(test_hex_and_escapes);
+    RUN(test_file_edges);
+    RUN(test_write_in_the_current_directory);
     return unit_report();
 }

@@ -1,0 +1,232 @@
+/* Unit tests of training parameters: every name training_params_set knows,
+ * with a good value (the field it lands in, checked) and a bad one (refused
+ * with a reason, the set left as it was); the whole-set checks of
+ * training_params_validate one by one; the JSON a job shows, for the fields
+ * that only appear when set. Pure: no database. */
+#include "tests/unit/unit.h"
+#include "training/training.h"
+#include "util/util.h"
+
+#include <jansson.h>
+
+static void base(training_params *p)
+{
+    training_params_default(p);
+    CHECK_EQ_INT(training_params_set(p, "symbols", "BTCUSDT", NULL, 0), 0);
+    CHECK_EQ_INT(training_params_set(p, "timeframe", "1h", NULL, 0), 0);
+}
+
+/* one good value per name: each lands in its own field */
+TEST(test_each_name_sets_its_field)
+{
+    training_params p;
+    base(&p);
+    char why[256] = "";
+    CHECK_EQ_INT(training_params_set(&p, "batch", "64", why, sizeof why), 0);
+    CHECK_EQ_INT(p.batch, 64);
+    CHECK_EQ_INT(training_params_set(&p, "learning-rate", "0.05", why, sizeof why), 0);
+    CHECK_NEAR(p.learning_rate, 0.05, 1e-15);
+    CHECK_EQ_INT(training_params_set(&p, "l2", "0", why, sizeof why), 0);
+    CHECK_EQ_INT(p.l2 == 0.0, 1);
+    CHECK_EQ_INT(training_params_set(&p, "patience", "3", why, sizeof why), 0);
+    CHECK_EQ_INT(p.patience, 3);
+    CHECK_EQ_INT(training_params_set(&p, "min_confidence", "0.6", why, sizeof why), 0);
+    CHECK_NEAR(p.policy.min_confidence, 0.6, 1e-15);
+    CHECK_EQ_INT(training_params_set(&p, "cost_bps", "25", why, sizeof why), 0);
+    CHECK_NEAR(p.policy.cost_bps, 25, 1e-15);
+    CHECK_EQ_INT(training_params_set(&p, "force", "yes", why, sizeof why), 0);
+    CHECK(p.force);
+    CHECK_EQ_INT(training_params_set(&p, "force", "off", why, sizeof why), 0);
+    CHECK(!p.force);
+    CHECK_EQ_INT(training_params_set(&p, "atr_period", "10", why, sizeof why), 0);
+    CHECK_EQ_INT(p.policy.atr_period, 10);
+    CHECK_EQ_INT(training_params_set(&p, "max_age_s", "3600", why, sizeof why), 0);
+    CHECK_EQ_INT(p.policy.max_age_s, 3600);
+    CHECK_EQ_INT(training_params_set(&p, "val_frac", "0.1", why, sizeof why), 0);
+    CHECK_NEAR(p.val_frac, 0.1, 1e-15);
+    CHECK_EQ_INT(training_params_set(&p, "test-frac", "0.25", why, sizeof why), 0);
+    CHECK_NEAR(p.test_frac, 0.25, 1e-15);
+    CHECK_NEAR(p.val_frac, 0.1, 1e-15); /* the other one untouched */
+    CHECK_EQ_INT(training_params_set(&p, "publish", "0", why, sizeof why), 0);
+    CHECK(!p.publish);
+    CHECK_EQ_INT(training_params_set(&p, "publish", "on", why, sizeof why), 0);
+    CHECK(p.publish);
+    CHECK_EQ_INT(training_params_set(&p, "promote_if_better", "no", why, sizeof why), 0);
+    CHECK(!p.promote_if_better);
+    CHECK(p.publish);
+    CHECK_EQ_INT(training_params_set(&p, "kind", "mlp", why, sizeof why), 0);
+    CHECK_EQ_INT(training_params_set(&p, "kind", "softmax", why, sizeof why), 0);
+    CHECK_EQ_INT(p.kind, TRAINING_SOFTMAX);
+    CHECK_EQ_INT(training_params_set(&p, "now", "2024-03-01T00:00:00Z", why, sizeof why), 0);
+    CHECK_EQ_INT(p.now, 1709251200);
+    CHECK_EQ_INT(training_params_set(&p, "now", "1709251260", why, sizeof why), 0);
+    CHECK_EQ_INT(p.now, 1709251260);
+    CHECK_EQ_INT(training_params_set(&p, "from", "", why, sizeof why), 0);
+    CHECK_EQ_INT(p.from, 0);
+    CHECK_EQ_INT(training_params_set(&p, "target", "_default", why, sizeof why), 0);
+    CHECK_EQ_STR(training_params_target(&p), "_default");
+    CHECK_EQ_INT(training_params_set(&p, "target", "ETHUSDT", why, sizeof why), 0);
+    CHECK_EQ_STR(training_params_target(&p), "ETHUSDT");
+    /* spaces around list items are trimmed */
+    CHECK_EQ_INT(training_params_set(&p, "symbols", " BTCUSDT , ETHUSDT ", why, sizeof why), 0);
+    CHECK_EQ_INT(p.n_symbols, 2);
+    CHECK_EQ_STR(p.symbols[1], "ETHUSDT");
+    CHECK_EQ_INT(training_params_set(&p, "seed", "18446744073709551615", why, sizeof why), 0);
+    CHECK(p.seed == UINT64_MAX);
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), 0);
+}
+
+/* a bad value for each: PD_EINVAL, a reason naming the parameter, p intact */
+TEST(test_bad_values_are_refused_and_named)
+{
+    training_params p;
+    base(&p);
+    training_params q = p;
+    const char *bad[][3] = {
+        {"batch", "0", "batch"},
+        {"batch", "2000000", "batch"},
+        {"learning_rate", "0", "learning_rate"},
+        {"learning_rate", "11", "learning_rate"},
+        {"learning_rate", "nan", "learning_rate"},
+        {"learning_rate", "1e999", "learning_rate"},
+        {"l2", "-0.1", "l2"},
+        {"l2", "abc", "l2"},
+        {"patience", "0", "patience"},
+        {"cost_bps", "10000", "cost_bps"},
+        {"cost_bps", "-1", "cost_bps"},
+        {"force", "maybe", "force"},
+        {"atr_period", "0", "atr_period"},
+        {"atr_period", "1001", "atr_period"},
+        {"max_age_s", "-5", "max_age_s"},
+        {"test_frac", "0.5", "test_frac"},
+        {"test_frac", "0", "test_frac"},
+        {"min_confidence", "-0.1", "min_confidence"},
+        {"hidden", "1,2,3,4,5", "hidden"},
+        {"hidden", "5000", "hidden"},
+        {"tp_r", "1,2,x", "tp_r"},
+        {"tp_r", "0,1,2", "tp_r"},
+        {"features", "", "features"},
+        {"features", "rsi:14,,macd", "features"},
+        {"window", "1", "window"},
+        {"epochs", "-1", "epochs"},
+        {"epochs", "100001", "epochs"},
+        {"seed", "12x", "seed"},
+        {"seed", "", "seed"},
+        {"promote_if_better", "2", "promote_if_better"},
+        {"symbols", "", "symbols"},
+        {"target", "btc", "target"},
+        {"to", "2024-02-30x", "to"},
+        {"this_name_is_far_too_long_for_any_parameter", "1", "unknown parameter"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char why[256] = "";
+        int rc = training_params_set(&p, bad[i][0], bad[i][1], why, sizeof why);
+        if (rc != PD_EINVAL || !strstr(why, bad[i][2]))
+            UNIT_FAIL_("set %s=%s: rc %d why '%s'", bad[i][0], bad[i][1], rc, why);
+    }
+    CHECK(memcmp(&p, &q, sizeof p) == 0);
+    /* NULL name or value, and no room for a reason: still refused, no crash */
+    CHECK_EQ_INT(training_params_set(&p, NULL, "1", NULL, 0), PD_EINVAL);
+    CHECK_EQ_INT(training_params_set(&p, "batch", NULL, NULL, 0), PD_EINVAL);
+    CHECK_EQ_INT(training_params_set(&p, "batch", "0", NULL, 0), PD_EINVAL);
+    /* 65 symbols is one too many */
+    char many[65 * 4 + 1] = "";
+    for (int i = 0; i < 65; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "%sS%02d", i ? "," : "", i);
+    CHECK_EQ_INT(training_params_set(&p, "symbols", many, NULL, 0), PD_EINVAL);
+    CHECK(memcmp(&p, &q, sizeof p) == 0);
+}
+
+/* each whole-set rule on its own, with the reason it gives */
+TEST(test_validate_rules)
+{
+    char why[256];
+    training_params p;
+    base(&p);
+    strcpy(p.symbols[0], "bad");
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), PD_EINVAL);
+    CHECK(strstr(why, "not a symbol") != NULL);
+
+    base(&p);
+    strcpy(p.timeframe, "2h");
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), PD_EINVAL);
+    CHECK(strstr(why, "timeframe") != NULL);
+
+    base(&p);
+    strcpy(p.target, "x");
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), PD_EINVAL);
+    CHECK(strstr(why, "target") != NULL);
+
+    base(&p);
+    p.kind = 7;
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), PD_EINVAL);
+    CHECK(strstr(why, "kind") != NULL);
+
+    base(&p);
+    p.kind = TRAINING_MLP;
+    p.n_hidden = 0;
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), PD_EINVAL);
+    CHECK(strstr(why, "hidden") != NULL);
+
+    base(&p);
+    p.val_frac = 0.45;
+    p.test_frac = 0.45;
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), PD_EINVAL);
+    CHECK(strstr(why, "train slice") != NULL);
+
+    base(&p);
+    p.policy.sl_atr = 0;
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), PD_EINVAL);
+    CHECK(strncmp(why, "policy:", 7) == 0);
+
+    /* a window the features accept but too short for the ATR */
+    base(&p);
+    CHECK_EQ_INT(training_params_set(&p, "features", "ret:1", why, sizeof why), 0);
+    CHECK_EQ_INT(training_params_set(&p, "atr_period", "50", why, sizeof why), 0);
+    CHECK_EQ_INT(training_params_set(&p, "window", "20", why, sizeof why), 0);
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), PD_EINVAL);
+    CHECK(strstr(why, "atr_period") != NULL);
+    CHECK_EQ_INT(training_params_set(&p, "window", "51", why, sizeof why), 0);
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), 0);
+}
+
+/* the JSON shows from/to as times, several symbols, a feature list */
+TEST(test_json_of_a_full_set)
+{
+    training_params p;
+    base(&p);
+    CHECK_EQ_INT(training_params_set(&p, "symbols", "BTCUSDT,ETHUSDT", NULL, 0), 0);
+    CHECK_EQ_INT(training_params_set(&p, "from", "2024-01-01", NULL, 0), 0);
+    CHECK_EQ_INT(training_params_set(&p, "to", "2024-02-01T12:00:00Z", NULL, 0), 0);
+    CHECK_EQ_INT(training_params_set(&p, "features", "rsi:14,ret:1", NULL, 0), 0);
+    CHECK_EQ_INT(training_params_set(&p, "learning_rate", "0.5", NULL, 0), 0);
+    util_buf b;
+    util_buf_init(&b);
+    training_params_json(&p, &b);
+    CHECK(util_buf_ok(&b));
+    json_error_t err;
+    json_t *j = json_loads(b.data, 0, &err);
+    CHECK(j != NULL);
+    if (j) {
+        CHECK_EQ_INT(json_array_size(json_object_get(j, "symbols")), 2);
+        CHECK_EQ_STR(json_string_value(json_array_get(json_object_get(j, "symbols"), 1)),
+                     "ETHUSDT");
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "target")), "_default");
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "from")), "2024-01-01T00:00:00Z");
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "to")), "2024-02-01T12:00:00Z");
+        CHECK_EQ_STR(json_string_value(json_array_get(json_object_get(j, "features"), 1)), "ret:1");
+        CHECK_NEAR(json_number_value(json_object_get(j, "learning_rate")), 0.5, 1e-15);
+        CHECK(json_object_get(j, "hidden") == NULL); /* softmax has none */
+        json_decref(j);
+    }
+    util_buf_cleanup(&b);
+}
+
+int main(void)
+{
+    RUN(test_each_name_sets_its_field);
+    RUN(test_bad_values_are_refused_and_named);
+    RUN(test_validate_rules);
+    RUN(test_json_of_a_full_set);
+    return unit_report();
+}
