@@ -1309,16 +1309,34 @@ TEST(test_jobs_stop_with_a_queue)
     CHECK_EQ_INT(jobs_start(dir, &j), 0);
     if (!j)
         return;
+    /* With a database the queue is shared by the replicas: a stopping one
+     * hands its running job back and leaves the queued ones queued, so the
+     * next process (here the same directory again) finds all three unfinished,
+     * none failed or cancelled by the stop. */
     training_job_info a, b, c;
     CHECK_EQ_INT(training_jobs_get(j, id, &a), 0);
-    CHECK_EQ_INT(a.state, TRAINING_JOB_CANCELED);
+    CHECK(a.state == TRAINING_JOB_QUEUED || a.state == TRAINING_JOB_RUNNING);
     CHECK_EQ_INT(training_jobs_get(j, q1, &b), 0);
-    CHECK_EQ_INT(b.state, TRAINING_JOB_CANCELED);
-    CHECK(strstr(b.error, "server stopped") != NULL);
+    CHECK(b.state == TRAINING_JOB_QUEUED || b.state == TRAINING_JOB_RUNNING);
+    CHECK_EQ_STR(b.error, "");
     CHECK_EQ_INT(training_jobs_get(j, q2, &c), 0);
-    CHECK_EQ_INT(c.state, TRAINING_JOB_CANCELED);
-    CHECK(b.finished_at > 0);
+    CHECK(c.state == TRAINING_JOB_QUEUED || c.state == TRAINING_JOB_RUNNING);
     CHECK_EQ_INT(training_jobs_get(j, 987654321, &c), PD_ENOTFOUND);
+    /* ended now (cancelled through this process), so no later test inherits them */
+    int64_t ids[3] = {id, q1, q2};
+    for (int k = 0; k < 3; k++) {
+        (void)training_jobs_cancel(j, ids[k]); /* refused when it already ended */
+        training_job_info f;
+        memset(&f, 0, sizeof f);
+        for (int i = 0; i < 600 && !training_job_state_final(f.state); i++) {
+            if (training_jobs_get(j, ids[k], &f) != 0)
+                break;
+            if (!training_job_state_final(f.state))
+                usleep(50000);
+        }
+        /* cancelled, or already finished by the worker that claimed it */
+        CHECK(training_job_state_final(f.state));
+    }
     training_jobs_stop(j);
     training_jobs_stop(NULL);
 }
