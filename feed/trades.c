@@ -500,7 +500,9 @@ static int parse_time_ms(const char *s, int64_t *out)
     if (isdigit((unsigned char)s[0]) && !strpbrk(s, "-:T ")) {
         char *end;
         double v = strtod(s, &end);
-        if (*end || !isfinite(v) || v < 0)
+        /* beyond 1e17 (microseconds: the year 5138) it is no time, and the
+         * conversion below would overflow */
+        if (*end || !isfinite(v) || v < 0 || v >= 1e17)
             return PD_EINVAL;
         *out = v < 1e11 ? (int64_t)(v * 1000) : v < 1e14 ? (int64_t)v : (int64_t)(v / 1000);
         return 0;

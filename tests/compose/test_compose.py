@@ -319,7 +319,7 @@ def run_checks():
     # a second version of BTCUSDT/15m, then a pin of the first through the gateway
     t = time.monotonic()
     r = podman("exec", replicas[0][1], "/app/bin/predictd", "train", "--symbol", "BTCUSDT",
-               "--timeframe", "15m", "--seed", "2", timeout=600, check_rc=False)
+               "--timeframe", "15m", "--seed", "2", "--force", timeout=600, check_rc=False)
     timings["train one more version (in a replica)"] = time.monotonic() - t
     check(r.returncode == 0 and "published BTCUSDT/15m v2" in r.stdout,
           "a second version is trained into the shared models volume", r.stderr[-500:])
