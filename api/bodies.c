@@ -95,68 +95,19 @@ int api__body_label(const char *body, size_t len, char label[16], uint32_t *vers
     return PD_EINVAL;
 }
 
-/* Writes a JSON scalar or array of scalars as the text training_params_set
- * reads. Returns false for objects, nulls and nested arrays. */
-static bool value_text(json_t *v, util_buf *out)
-{
-    if (json_is_string(v)) {
-        util_buf_puts(out, json_string_value(v));
-    } else if (json_is_integer(v)) {
-        util_buf_printf(out, "%lld", (long long)json_integer_value(v));
-    } else if (json_is_real(v)) {
-        util_buf_printf(out, "%.17g", json_real_value(v));
-    } else if (json_is_boolean(v)) {
-        util_buf_puts(out, json_is_true(v) ? "true" : "false");
-    } else if (json_is_array(v)) {
-        size_t i;
-        json_t *e;
-        json_array_foreach(v, i, e)
-        {
-            if (json_is_array(e) || !value_text(e, out))
-                return false;
-            if (i + 1 < json_array_size(v))
-                util_buf_puts(out, ",");
-        }
-    } else {
-        return false;
-    }
-    return true;
-}
-
 int api__body_training(const char *body, size_t len, training_params *out, char *why, size_t whylen)
 {
-    json_error_t jerr;
-    json_t *j = len ? json_loadb(body, len, 0, &jerr) : NULL;
-    if (!j || !json_is_object(j)) {
-        json_decref(j);
-        snprintf(why, whylen,
-                 "body must be a JSON object such as {\"symbols\": \"BTCUSDT\", "
-                 "\"timeframe\": \"15m\"}");
-        return PD_EPARSE;
-    }
     training_params p;
     training_params_default(&p);
     p.promote_if_better = true;
-    int rc = 0;
-    const char *key;
-    json_t *v;
-    util_buf text;
-    util_buf_init(&text);
-    json_object_foreach(j, key, v)
-    {
-        util_buf_reset(&text);
-        util_buf_puts(&text, "");
-        const char *name = strcmp(key, "symbol") == 0 ? "symbols" : key;
-        if (!value_text(v, &text) || !util_buf_ok(&text)) {
-            snprintf(why, whylen, "%s: expected a string, number, boolean or array", key);
-            rc = PD_EINVAL;
-            break;
-        }
-        if ((rc = training_params_set(&p, name, text.data, why, whylen)) != 0)
-            break;
-    }
-    util_buf_cleanup(&text);
-    json_decref(j);
+    char bad[64] = "";
+    int rc = training_params_apply_json(body, len, false, &p, bad, sizeof bad, why, whylen);
+    if (rc == PD_EPARSE)
+        snprintf(why, whylen,
+                 "body must be a JSON object such as {\"symbols\": \"BTCUSDT\", "
+                 "\"timeframe\": \"15m\"}");
+    else if (rc == PD_EINVAL && bad[0])
+        snprintf(why, whylen, "%s: expected a string, number, boolean or array", bad);
     if (rc == 0)
         rc = training_params_validate(&p, why, whylen);
     if (rc == 0)

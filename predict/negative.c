@@ -72,7 +72,7 @@ static size_t slot_of(const char *symbol, const char *tf)
     return util_fnv1a(util_fnv1a(UTIL_FNV1A_INIT, symbol), tf) % NEG_SLOTS;
 }
 
-bool predict__neg_cacheable(int rc)
+static bool cacheable(int rc)
 {
     return rc == PD_EUNKNOWNSYM || rc == PD_ENOMODEL || rc == PD_ENODATA;
 }
@@ -104,7 +104,7 @@ void predict__neg_put(predict_service *svc, const char *symbol, const char *tf, 
 {
     struct predict_neg *n = svc->neg;
     int64_t tfs = util_tf_seconds(tf);
-    if (!n || !predict__neg_cacheable(rc) || tfs <= 0 || strlen(symbol) >= 24)
+    if (!n || !cacheable(rc) || tfs <= 0 || strlen(symbol) >= 24)
         return;
     /* until the close of the candle now open: a new one may change the answer */
     int64_t until = util_tf_last_closed_open(now, tfs) + 2 * tfs;

@@ -750,35 +750,18 @@ int predict_many(predict_service *svc, const char *const *symbols, size_t n, con
 }
 
 int predict_refresh(predict_service *svc, const char *symbol, const char *tf, int64_t now,
-                        predict_result **out, char *why, size_t whylen)
+                    predict_result **out, char *why, size_t whylen)
 {
-    int rc = validate(symbol, tf);
-    if (rc)
-        return rc;
-    registry_version *v = NULL;
-    uint64_t generation = registry_generation(svc->reg);
-    rc = registry_acquire(svc->reg, symbol, tf, NULL, &v);
-    if (rc) {
-        rc = no_model_reason(symbol, tf, rc);
-        predict__neg_put(svc, symbol, tf, now, generation, rc, NULL);
-        return rc;
-    }
     predict_result *p = NULL;
-    rc = compute(svc, v, symbol, tf, now, &p, why, whylen);
+    int rc1 = 0;
+    char whys[1][256] = {""};
+    int rc = predict_refresh_many(svc, &symbol, 1, tf, now, &p, &rc1, whys);
     if (rc == 0)
-        predict__neg_forget(svc, symbol, tf);
-    else
-        predict__neg_put(svc, symbol, tf, now, generation, rc, why);
-    if (rc == 0 && svc->opt.cache) {
-        char key[64];
-        if (predict__cache_key(key, sizeof key, symbol, tf, registry_version_number(v),
-                          registry_version_label(v)))
-            cache_put(svc, key, p, now);
-        redis_store(p, registry_version_label(v), now);
-    }
-    registry_release(v);
+        rc = rc1;
     if (rc == 0)
         *out = p;
+    else if (why && whylen)
+        snprintf(why, whylen, "%s", whys[0]);
     return rc;
 }
 

@@ -140,8 +140,8 @@ int predict_many(predict_service *svc, const char *const *symbols, size_t n, con
 
 /*
  * Recomputes symbol/tf for the serving version bypassing the caches, then
- * replaces the cached entry (process and Redis). For the inference loop:
- * returns a new reference like predict_one.
+ * replaces the cached entry (process and Redis): predict_refresh_many for
+ * one symbol. Returns a new reference like predict_one.
  */
 int predict_refresh(predict_service *svc, const char *symbol, const char *tf, int64_t now,
                         predict_result **out, char *why, size_t whylen);

@@ -96,14 +96,12 @@ bool predict__live_get(predict_service *svc, const char *symbol, const char *tf,
 struct predict_neg;
 int predict__neg_new(struct predict_neg **out);
 void predict__neg_free(struct predict_neg *n); /* NULL is a no-op */
-/* Whether rc is an answer the cache keeps: PD_EUNKNOWNSYM, PD_ENOMODEL,
- * PD_ENODATA. */
-bool predict__neg_cacheable(int rc);
 /* True (with *rc and why) when a still valid "no" is cached for the series. */
 bool predict__neg_get(predict_service *svc, const char *symbol, const char *tf, int64_t now,
                       int *rc, char *why, size_t whylen);
-/* Caches a cacheable rc made under the registry's `generation` (read before
- * the registry was asked); anything else is ignored. */
+/* Caches rc, when it is a "no" (PD_EUNKNOWNSYM, PD_ENOMODEL, PD_ENODATA;
+ * anything else is ignored), made under the registry's `generation` (read
+ * before the registry was asked). */
 void predict__neg_put(predict_service *svc, const char *symbol, const char *tf, int64_t now,
                       uint64_t generation, int rc, const char *why);
 /* Drops the series' entry (its candles changed). */

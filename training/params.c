@@ -480,37 +480,57 @@ static bool value_text(json_t *v, util_buf *out)
     return true;
 }
 
+int training_params_apply_json(const char *text, size_t len, bool skip_null, training_params *p,
+                               char *bad_key, size_t keylen, char *why, size_t whylen)
+{
+    if (!p)
+        return PD_EINVAL;
+    json_t *o = text && len ? json_loadb(text, len, 0, NULL) : NULL;
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return PD_EPARSE;
+    }
+    training_params q = *p;
+    int rc = 0;
+    const char *key;
+    json_t *v;
+    util_buf value;
+    util_buf_init(&value);
+    json_object_foreach(o, key, v)
+    {
+        if (skip_null && json_is_null(v))
+            continue; /* from/to unset */
+        util_buf_reset(&value);
+        util_buf_puts(&value, "");
+        if (!value_text(v, &value) || !util_buf_ok(&value)) {
+            if (bad_key && keylen)
+                snprintf(bad_key, keylen, "%s", key);
+            rc = PD_EINVAL;
+            break;
+        }
+        const char *name = strcmp(key, "symbol") == 0 ? "symbols" : key;
+        if ((rc = training_params_set(&q, name, value.data, why, whylen)) != 0)
+            break;
+    }
+    util_buf_cleanup(&value);
+    json_decref(o);
+    if (rc == 0)
+        *p = q;
+    return rc;
+}
+
 int training_params_from_json(const char *json, training_params *p, char *why, size_t whylen)
 {
     if (!json || !p)
         return PD_EINVAL;
-    json_t *o = json_loads(json, 0, NULL);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return fail(why, whylen, "parameters are not a JSON object%s%s", "", "");
-    }
     training_params q;
     training_params_default(&q);
-    int rc = 0;
-    const char *key;
-    json_t *v;
-    util_buf text;
-    util_buf_init(&text);
-    json_object_foreach(o, key, v)
-    {
-        if (json_is_null(v))
-            continue; /* from/to unset */
-        util_buf_reset(&text);
-        util_buf_puts(&text, "");
-        if (!value_text(v, &text) || !util_buf_ok(&text)) {
-            rc = fail(why, whylen, "%s: not a scalar or a list of scalars%s", key, "");
-            break;
-        }
-        if ((rc = training_params_set(&q, key, text.data, why, whylen)) != 0)
-            break;
-    }
-    util_buf_cleanup(&text);
-    json_decref(o);
+    char bad[64] = "";
+    int rc = training_params_apply_json(json, strlen(json), true, &q, bad, sizeof bad, why, whylen);
+    if (rc == PD_EPARSE)
+        return fail(why, whylen, "parameters are not a JSON object%s%s", "", "");
+    if (rc == PD_EINVAL && bad[0])
+        return fail(why, whylen, "%s: not a scalar or a list of scalars%s", bad, "");
     if (rc == 0)
         *p = q;
     return rc;

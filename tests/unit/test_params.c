@@ -222,11 +222,62 @@ TEST(test_json_of_a_full_set)
     util_buf_cleanup(&b);
 }
 
+/* The one JSON reader of job bodies and stored parameters: what it sets,
+ * what it refuses, and that a refusal leaves the set as it was. */
+TEST(test_apply_json_sets_refuses_and_keeps)
+{
+    training_params p;
+    training_params_default(&p);
+    char bad[64] = "", why[256] = "";
+    const char *ok = "{\"symbol\": \"BTCUSDT\", \"timeframe\": \"15m\", \"epochs\": 7,"
+                     " \"tp_r\": [1, 1.5, 2], \"from\": null}";
+    CHECK_EQ_INT(training_params_apply_json(ok, strlen(ok), true, &p, bad, sizeof bad, why,
+                                            sizeof why),
+                 0);
+    CHECK_EQ_INT((int)p.n_symbols, 1);
+    CHECK_EQ_STR(p.symbols[0], "BTCUSDT"); /* "symbol" is read as "symbols" */
+    CHECK_EQ_STR(p.timeframe, "15m");
+    CHECK_EQ_INT(p.epochs, 7);
+    CHECK_NEAR(p.policy.tp_r[1], 1.5, 0);
+
+    training_params before = p;
+    /* a null is refused unless skipped, and names its key */
+    CHECK_EQ_INT(training_params_apply_json(ok, strlen(ok), false, &p, bad, sizeof bad, why,
+                                            sizeof why),
+                 PD_EINVAL);
+    CHECK_EQ_STR(bad, "from");
+    const char *nested = "{\"epochs\": 9, \"kind\": {\"a\": 1}}";
+    bad[0] = '\0';
+    CHECK_EQ_INT(training_params_apply_json(nested, strlen(nested), true, &p, bad, sizeof bad,
+                                            why, sizeof why),
+                 PD_EINVAL);
+    CHECK_EQ_STR(bad, "kind");
+    const char *refused = "{\"epochs\": \"many\"}";
+    bad[0] = '\0';
+    CHECK_EQ_INT(training_params_apply_json(refused, strlen(refused), true, &p, bad, sizeof bad,
+                                            why, sizeof why),
+                 PD_EINVAL);
+    CHECK_EQ_STR(bad, "");
+    CHECK(strstr(why, "epochs") != NULL);
+    CHECK_EQ_INT(training_params_apply_json("[1, 2]", 6, true, &p, bad, sizeof bad, why,
+                                            sizeof why),
+                 PD_EPARSE);
+    CHECK_EQ_INT(training_params_apply_json("not json", 8, true, &p, bad, sizeof bad, why,
+                                            sizeof why),
+                 PD_EPARSE);
+    CHECK_EQ_INT(training_params_apply_json(NULL, 0, true, &p, bad, sizeof bad, why, sizeof why),
+                 PD_EPARSE);
+    /* nothing of the refused objects was kept (epochs 9 came before "kind") */
+    CHECK_EQ_INT(p.epochs, before.epochs);
+    CHECK(memcmp(&p, &before, sizeof p) == 0);
+}
+
 int main(void)
 {
     RUN(test_each_name_sets_its_field);
     RUN(test_bad_values_are_refused_and_named);
     RUN(test_validate_rules);
     RUN(test_json_of_a_full_set);
+    RUN(test_apply_json_sets_refuses_and_keeps);
     return unit_report();
 }
