@@ -594,16 +594,18 @@ static int predict_begin(predict_service *svc, const char *symbol, const char *t
     int rc = validate(symbol, tf);
     if (rc)
         return rc;
+    /* "No" answers are cached too (negative.c), but looked up only where
+     * I/O would follow: a served answer from the process cache never takes
+     * the negative cache's lock. */
     pd->neg = svc->neg && (!sel || (!sel->version && !sel->label));
-    if (pd->neg) {
-        if (predict__neg_get(svc, symbol, tf, now, &rc, why, whylen)) {
-            atomic_fetch_add(&svc->negative_hits, 1);
-            return rc;
-        }
-        pd->generation = registry_generation(svc->reg);
-    }
+    pd->generation = registry_generation(svc->reg);
     rc = registry_acquire(svc->reg, symbol, tf, sel, &pd->v);
     if (rc) {
+        int cached_rc;
+        if (pd->neg && predict__neg_get(svc, symbol, tf, now, &cached_rc, why, whylen)) {
+            atomic_fetch_add(&svc->negative_hits, 1);
+            return cached_rc;
+        }
         rc = no_model_reason(symbol, tf, rc);
         if (pd->neg)
             predict__neg_put(svc, symbol, tf, now, pd->generation, rc, NULL);
@@ -626,6 +628,14 @@ static int predict_begin(predict_service *svc, const char *symbol, const char *t
         return 0;
     }
     atomic_fetch_add(&svc->process_misses, 1);
+    if (pd->neg && predict__neg_get(svc, symbol, tf, now, &rc, why, whylen)) {
+        /* a model serves, but its window was found wanting (too few candles) */
+        atomic_fetch_add(&svc->negative_hits, 1);
+        predict_result_release(pd->cached);
+        registry_release(pd->v);
+        pd->v = NULL;
+        return rc;
+    }
     /* the candle a fresh prediction would use; Redis may have it from a replica */
     int64_t expect = util_tf_last_closed_open(now, util_tf_seconds(tf));
     if (!pd->cached || pd->cached->candle_time < expect) {
