@@ -87,7 +87,8 @@ int predict_service_new(const predict_options *opt, registry *reg, predict_servi
         return PD_ENOMEM;
     }
     util_mutex_init(&svc->symbols_lock);
-    if (predict__live_new(&svc->live) != 0 || (opt->cache && predict__neg_new(&svc->neg) != 0)) {
+    if (predict__live_new(&svc->live) != 0 || predict__ticks_new(&svc->ticks) != 0 ||
+        (opt->cache && predict__neg_new(&svc->neg) != 0)) {
         predict_service_free(svc);
         return PD_ENOMEM;
     }
@@ -112,6 +113,7 @@ void predict_service_free(predict_service *svc)
         predict_symbol_list_release(svc->symbols[i].list);
     predict__live_free(svc->live);
     predict__neg_free(svc->neg);
+    predict__ticks_free(svc->ticks);
     util_rwlock_destroy(&svc->cache_lock);
     util_mutex_destroy(&svc->symbols_lock);
     free(svc);
@@ -393,10 +395,11 @@ static double *scratch_get(size_t doubles)
  * model that does not beat its baselines, data too old to trade on.
  */
 static void apply_rules(registry_version *v, const features_candle *c, size_t n, int64_t tfs,
-                        int64_t now, inference_signal *sig)
+                        int64_t now, double exchange_tick, inference_signal *sig)
 {
     const inference_policy *pol = inference_model_policy(registry_version_model(v));
-    inference_signal_market(pol, features_price_tick(c, n), sig);
+    inference_signal_market(pol, exchange_tick > 0 ? exchange_tick : features_price_tick(c, n),
+                            sig);
     if (registry_meta_metric(registry_version_meta(v), "beats_baseline") == 0) {
         sig->direction = INFERENCE_NO_TRADE;
         sig->no_trade_reason = INFERENCE_NT_BASELINE;
@@ -466,8 +469,11 @@ static int compute_from(predict_service *svc, registry_version *v, const char *s
     inference_signal sig;
     if (rc == 0)
         rc = inference_signal_make(pol, probs, c[n - 1].close, atr, &sig);
-    if (rc == 0)
-        apply_rules(v, c, n, tfs, now, &sig);
+    double exchange_tick = 0;
+    if (rc == 0) {
+        exchange_tick = predict__exchange_tick(svc, symbol);
+        apply_rules(v, c, n, tfs, now, exchange_tick, &sig);
+    }
     if (rc) {
         if (why)
             snprintf(why, whylen,
@@ -512,7 +518,7 @@ static int compute_from(predict_service *svc, registry_version *v, const char *s
     p->model_accuracy = p->live_resolved >= PREDICT_LIVE_MIN_RESOLVED
                             ? p->live_hit_rate
                             : registry_meta_metric(registry_version_meta(v), "bt_hit_rate");
-    rc = predict__render_fragment(p, &sig, v, window, atr);
+    rc = predict__render_fragment(p, &sig, v, window, atr, exchange_tick > 0);
     free(all);
     if (rc) {
         predict_result_release(p);

@@ -50,6 +50,7 @@ struct predict_service {
 
     struct predict_live *live;             /* live accuracy (live.c) */
     struct predict_neg *neg;               /* "no" answers (negative.c); NULL: caching off */
+    struct predict_ticks *ticks;           /* the exchanges' price ticks (ticks.c) */
     _Atomic(struct store_ledger *) ledger; /* lent by the loop to the ledger routes; NULL: none */
 };
 
@@ -61,7 +62,8 @@ bool predict__cache_key(char *key, size_t len, const char *symbol, const char *t
  * the signal and the version that made it; sets p->fragment. */
 struct inference_signal;
 int predict__render_fragment(predict_result *p, const struct inference_signal *sig,
-                             const registry_version *v, size_t window, double atr);
+                             const registry_version *v, size_t window, double atr,
+                             bool exchange_tick);
 
 /* Appends the model object's figures (class_accuracy, hit_rate_calls,
  * baselines, beats_baseline, cost_bps, ...), each as ",\"name\":value".
@@ -90,6 +92,15 @@ void predict__live_free(struct predict_live *l); /* NULL is a no-op */
  * recorded. Thread-safe. */
 bool predict__live_get(predict_service *svc, const char *symbol, const char *tf,
                        uint32_t version, double *hit_rate, uint64_t *resolved);
+
+/* The exchanges' price ticks (ticks.c), made with the service. */
+struct predict_ticks;
+int predict__ticks_new(struct predict_ticks **out);
+void predict__ticks_free(struct predict_ticks *t); /* NULL is a no-op */
+/* The tick the exchange gave for symbol, from the table or (when its entry
+ * is missing or older than 5 minutes of wall clock) from the database; 0 when no exchange has said or the
+ * database cannot tell. Thread-safe; may query on the calling thread. */
+double predict__exchange_tick(predict_service *svc, const char *symbol);
 
 /* The cache of negative answers (negative.c), made with the service when
  * caching is on. Thread-safe. */

@@ -38,7 +38,8 @@ static void time_field(util_buf *b, const char *key, int64_t t)
 }
 
 int predict__render_fragment(predict_result *p, const struct inference_signal *sig,
-                        const registry_version *v, size_t window, double atr)
+                             const registry_version *v, size_t window, double atr,
+                             bool exchange_tick)
 {
     const registry_meta *meta = registry_version_meta(v);
     const inference_model *m = registry_version_model(v);
@@ -119,6 +120,9 @@ int predict__render_fragment(predict_result *p, const struct inference_signal *s
     util_buf_printf(&b, ",\"data\":{\"candles\":%zu,\"gaps\":%d}", window, p->gaps);
     util_buf_puts(&b, ",\"tick\":");
     util_json_num(&b, sig->tick > 0 ? sig->tick : NAN);
+    util_buf_puts(&b, sig->tick > 0 ? (exchange_tick ? ",\"tick_source\":\"exchange\""
+                                                      : ",\"tick_source\":\"candles\"")
+                                    : ",\"tick_source\":null");
     /* warnings fixed at computation; predict_render appends the timely ones */
     util_buf_puts(&b, ",\"warnings\":[");
     int nw = 0;

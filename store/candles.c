@@ -260,6 +260,7 @@ enum stmt_id {
     ST_COUNT_ALL,
     ST_UPSERT,
     ST_SERIES_KIND,
+    ST_SYMBOL_TICK,
     ST_COUNT_
 };
 
@@ -320,6 +321,12 @@ static const struct stmt_def {
                         "SELECT kind FROM candle_series WHERE symbol = $1 AND timeframe = $2",
                         2,
                         {OID_TEXT, OID_TEXT}},
+    /* the newest word of any venue listing the symbol (one feed: one venue) */
+    [ST_SYMBOL_TICK] = {"pd_symbol_tick",
+                        "SELECT tick_size FROM exchange_symbols WHERE symbol = $1 "
+                        "ORDER BY updated_at DESC LIMIT 1",
+                        1,
+                        {OID_TEXT}},
 };
 
 _Static_assert(ST_COUNT_ <= 64, "prepared-statement bitmask holds 64 statements");
@@ -1177,6 +1184,46 @@ int store_series_kind(const char *symbol, const char *tf, int *kind)
     if ((rc = db_run(op_kind, &q)))
         return rc;
     *kind = q.kind;
+    return 0;
+}
+
+struct tick_q {
+    const char *symbol;
+    double tick;
+};
+
+static int op_tick(store__tls *t, void *ctx)
+{
+    struct tick_q *q = ctx;
+    const char *vals[1] = {q->symbol};
+    PGresult *r;
+    int rc = db_exec(t, ST_SYMBOL_TICK, vals, NULL, NULL, 0, PGRES_TUPLES_OK, &r);
+    if (rc)
+        return rc;
+    q->tick = 0;
+    if (PQntuples(r) == 1) {
+        char *end;
+        double d = strtod(PQgetvalue(r, 0, 0), &end);
+        if (*end == '\0' && isfinite(d) && d > 0)
+            q->tick = d;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int store_symbol_tick(const char *symbol, double *tick)
+{
+    if (!util_symbol_valid(symbol))
+        return PD_ESYMBOL;
+    if (!tick)
+        return PD_EINVAL;
+    struct tick_q q = {.symbol = symbol};
+    int rc = db_run(op_tick, &q);
+    if (rc)
+        return rc;
+    if (!(q.tick > 0))
+        return PD_ENOTFOUND;
+    *tick = q.tick;
     return 0;
 }
 

@@ -123,6 +123,11 @@ int store_upsert_base_candles(const char *symbol, const features_candle *c, size
 enum { STORE_SERIES_NONE, STORE_SERIES_BASE, STORE_SERIES_DERIVED, STORE_SERIES_NATIVE };
 /* Writes *kind. 0, PD_ESYMBOL, PD_ETIMEFRAME, PD_EINVAL, PD_EDB. */
 int store_series_kind(const char *symbol, const char *tf, int *kind);
+/* The price tick an exchange gave for symbol (exchange_symbols, written by
+ * the feed; the newest row of any venue). 0 with *tick > 0, PD_ENOTFOUND (no
+ * exchange has said), PD_ESYMBOL, PD_EINVAL, PD_EDB. Any thread (its own
+ * connection). */
+int store_symbol_tick(const char *symbol, double *tick);
 /* "none", "base", "derived", "native". Static storage. */
 const char *store_series_kind_name(int kind);
 

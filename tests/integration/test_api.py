@@ -7,7 +7,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Service, Skip, check, check_eq, cli, need_services, prepare_database,  # noqa: E402
+from harness import (Service, Skip, check, check_eq, check_near, cli, need_services,  # noqa: E402
+                     prepare_database,
                      psql, run_tests, services, test, train, SHARED_DATA)
 
 MODELS = tempfile.mkdtemp(prefix="predictd-models-")
@@ -239,6 +240,54 @@ def cli_predict_matches_the_api_shape():
     p = cli("predict", "ETHUSDT", "1h", "--models-dir", MODELS, check_rc=False)
     check(p.returncode != 0, "no model is an error")
     check("no_model" in p.stdout)
+
+
+@test
+def levels_use_the_exchanges_tick_when_the_feed_stored_one():
+    # without an exchange row the tick is inferred from the candles; with
+    # one (what the Binance feed writes from exchangeInfo) the levels are
+    # rounded to it, and a tick coarser than the stop's distance makes the
+    # answer NO_TRADE levels_under_tick
+    import json
+    service()
+    psql("DELETE FROM exchange_symbols WHERE symbol = 'BTCUSDT'")
+    base = json.loads(cli("predict", "BTCUSDT", "15m", "--models-dir", MODELS).stdout)["prediction"]
+    check_eq(base["tick_source"], "candles" if base["tick"] is not None else None, base)
+    # a fine tick the candles cannot show (they carry two decimals at most)
+    fine = 1e-4
+    coarse = abs(base["entry"] - base["stop_loss"]) * 1.5
+    try:
+        psql("INSERT INTO exchange_symbols (venue, symbol, status, tick_size) "
+             f"VALUES ('binance', 'BTCUSDT', 'TRADING', {fine!r})")
+        p = json.loads(cli("predict", "BTCUSDT", "15m", "--models-dir", MODELS).stdout)["prediction"]
+        check_eq(p["tick_source"], "exchange", p)
+        check_eq(p["tick"], fine, p)
+        for price in [p["entry"], p["stop_loss"]] + [t["price"] for t in p["take_profits"]]:
+            check(abs(price / fine - round(price / fine)) < 1e-6, f"{price} is not on the tick {fine}")
+        psql(f"UPDATE exchange_symbols SET tick_size = {coarse!r} WHERE symbol = 'BTCUSDT'")
+        p = json.loads(cli("predict", "BTCUSDT", "15m", "--models-dir", MODELS).stdout)["prediction"]
+        check_eq(p["tick_source"], "exchange", p)
+        check_near(p["tick"], coarse, 1e-9 * coarse, p)
+        check(abs(p["entry"] - p["stop_loss"]) < 2 * coarse + 1e-9, p)
+        check_eq(p["direction"], "NO_TRADE", p)
+        # the rules' precedence: a model below its baselines says so first
+        if p["model"]["beats_baseline"] is False:
+            check_eq(p["no_trade_reason"], "below_baseline", p)
+        else:
+            check_eq(p["no_trade_reason"], "levels_under_tick", p)
+            check(any(w.startswith("levels under the tick") for w in p["warnings"]), p["warnings"])
+        # a server reads the same row
+        svc = Service(MODELS, env={"PREDICTD_CACHE": "off"})
+        try:
+            status, _, body = svc.get("/api/predictions/BTCUSDT?timeframe=15m")
+            check_eq(status, 200, body)
+            check_eq(body["prediction"]["tick_source"], "exchange", body)
+            check_eq(body["prediction"]["no_trade_reason"], p["no_trade_reason"], body)
+            check_eq(body["prediction"]["tick"], p["tick"], body)
+        finally:
+            svc.stop()
+    finally:
+        psql("DELETE FROM exchange_symbols WHERE symbol = 'BTCUSDT'")
 
 
 @test
