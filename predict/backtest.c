@@ -127,7 +127,12 @@ int predict_backtest_run(predict_service *svc, const predict_backtest_options *o
     registry_selector sel = {.version = o->version};
     registry_version *v = NULL;
     int rc = registry_acquire(svc->reg, o->symbol, o->tf, o->version ? &sel : NULL, &v);
-    if (rc) {
+    if (rc == PD_ENOMODEL && o->version) {
+        /* a version the registry does not keep loaded (an old one): from disk */
+        rc = registry_open_version(svc->reg, o->symbol, o->tf, o->version, &v, why, whylen);
+        if (rc)
+            return rc;
+    } else if (rc) {
         snprintf(why, whylen, "no model %s%u for %s %s", o->version ? "version " : "", o->version,
                  o->symbol, o->tf);
         return rc;

@@ -1294,6 +1294,52 @@ int registry_acquire(registry *r, const char *symbol, const char *tf, const regi
     return rc;
 }
 
+int registry_open_version(registry *r, const char *symbol, const char *tf, uint32_t version,
+                          registry_version **out, char *why, size_t whylen)
+{
+    if (!symbol_ok(symbol))
+        return PD_ESYMBOL;
+    if (!util_tf_seconds(tf))
+        return PD_ETIMEFRAME;
+    if (!out || version == 0 || version > REGISTRY__MAX_VERSION)
+        return PD_EINVAL;
+    int rootfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) {
+        snprintf(why, whylen, "model repository %s unreadable: %s", r->dir, strerror(errno));
+        return PD_EIO;
+    }
+    /* the series' own directory; without one, _default's (as acquire) */
+    const char *owner = symbol;
+    int sfd = open_series_dir(rootfd, symbol, tf);
+    if (sfd == -ENOENT && strcmp(symbol, REGISTRY_DEFAULT_SYMBOL) != 0) {
+        owner = REGISTRY_DEFAULT_SYMBOL;
+        sfd = open_series_dir(rootfd, owner, tf);
+    }
+    close(rootfd);
+    if (sfd < 0) {
+        snprintf(why, whylen, "no model directory for %s %s", symbol, tf);
+        return PD_ENOMODEL;
+    }
+    char name[16];
+    snprintf(name, sizeof name, "%u", version);
+    int vfd = openat(sfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int e = errno;
+    close(sfd);
+    if (vfd < 0) {
+        snprintf(why, whylen, "%s/%s has no version %u%s", owner, tf, version,
+                 e == ENOENT ? "" : " (unreadable)");
+        return PD_ENOMODEL;
+    }
+    int fail = REGISTRY_FAIL_OTHER;
+    registry_version *v = NULL;
+    int rc = registry__load_at(vfd, owner, tf, version, &v, &fail, why, whylen);
+    close(vfd);
+    if (rc)
+        return rc;
+    *out = v;
+    return 0;
+}
+
 void registry_release(registry_version *v)
 {
     registry__version_unref(v);

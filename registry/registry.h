@@ -118,6 +118,18 @@ typedef struct registry_selector {
  */
 int registry_acquire(registry *r, const char *symbol, const char *tf, const registry_selector *sel,
                      registry_version **out);
+/*
+ * Verifies and loads version `version` of symbol/tf from disk whatever the
+ * registry serves or keeps (for `backtest --version` of an old version):
+ * the series' own directory, else _default's when the symbol has none. The
+ * version is not added to the registry; *out is the caller's only
+ * reference (registry_release frees it). Returns 0, PD_ESYMBOL,
+ * PD_ETIMEFRAME, PD_EINVAL, PD_EIO (repository unreadable), PD_ENOMODEL (no
+ * such directory), PD_EVERIFY (it fails verification), PD_ENOMEM; a reason
+ * in why. Thread-safe; reads files on the calling thread.
+ */
+int registry_open_version(registry *r, const char *symbol, const char *tf, uint32_t version,
+                          registry_version **out, char *why, size_t whylen);
 /* Drops a reference; the last one of a version no longer loaded frees it.
  * NULL is a no-op. Thread-safe; never blocks. */
 void registry_release(registry_version *v);

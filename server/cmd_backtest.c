@@ -30,7 +30,7 @@ static void usage(FILE *f)
                "the always-majority and persistence baselines. The figures are stored\n"
                "(table backtests) unless --no-store.\n"
                "  --from T, --to T   candle open times, RFC 3339 or YYYY-MM-DD\n"
-               "  --version N        a model version (default: the one serving)\n"
+               "  --version N        a model version, any on disk (default: the one serving)\n"
                "  --fee-bps X        round-trip cost, fees plus half the spread, in basis\n"
                "                     points (default: the model's policy, 10)\n"
                "  --cost-bps X       the same\n"

@@ -82,6 +82,41 @@ def backtest_table_and_stored_figures_agree():
 
 
 @test
+def backtest_of_a_version_the_registry_does_not_keep_loaded():
+    # the registry loads what serves (the newest) and labelled versions; an
+    # older one is read from disk for the backtest, and a corrupt one is
+    # refused with the verifier's reason
+    import shutil
+    setup()
+    series = os.path.join(MODELS, SYM, TF)
+    if not os.path.isdir(os.path.join(series, "2")):
+        train(MODELS, SYM, TF)
+    versions = sorted(int(v) for v in os.listdir(series) if v.isdigit())
+    check(len(versions) >= 2, versions)
+    old, new = versions[0], versions[-1]
+    figs = {}
+    for v in (old, new):
+        j = cli("backtest", SYM, TF, "--version", str(v), "--json", "--no-store",
+                "--models-dir", MODELS, timeout=900)
+        figs[v] = json.loads(j.stdout)
+        check_eq(figs[v]["version"], v, figs[v])
+        check(figs[v]["predictions"] > 0, figs[v])
+    bad = max(versions) + 1
+    shutil.copytree(os.path.join(series, str(old)), os.path.join(series, str(bad)))
+    try:
+        model = os.path.join(series, str(bad), "model.pb")
+        with open(model, "r+b") as f:
+            f.truncate(os.path.getsize(model) // 2)
+        p = cli("backtest", SYM, TF, "--version", str(bad), "--no-store", "--models-dir", MODELS,
+                check_rc=False)
+        check_eq(p.returncode, 1, p.stderr)
+        check_in("model", p.stderr)
+        check_eq(p.stdout, "", p.stdout)
+    finally:
+        shutil.rmtree(os.path.join(series, str(bad)))
+
+
+@test
 def backtest_argument_errors():
     usage_error(["backtest", SYM], ["usage"])
     usage_error(["backtest", SYM, TF, "extra"], ["unexpected argument 'extra'"])
