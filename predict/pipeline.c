@@ -394,9 +394,11 @@ static double *scratch_get(size_t doubles)
  * they take precedence: levels on the market's tick, the cost floor, a
  * model that does not beat its baselines, data too old to trade on.
  */
-static void apply_rules(registry_version *v, const features_candle *c, size_t n, int64_t tfs,
-                        int64_t now, double exchange_tick, inference_signal *sig)
+static void apply_rules(const predict_service *svc, registry_version *v, const features_candle *c,
+                        size_t n, int64_t tfs, int64_t now, double exchange_tick,
+                        inference_signal *sig)
 {
+    int64_t stale_tfs = svc->opt.stale_tfs > 0 ? svc->opt.stale_tfs : PREDICT_STALE_TFS;
     const inference_policy *pol = inference_model_policy(registry_version_model(v));
     inference_signal_market(pol, exchange_tick > 0 ? exchange_tick : features_price_tick(c, n),
                             sig);
@@ -404,7 +406,7 @@ static void apply_rules(registry_version *v, const features_candle *c, size_t n,
         sig->direction = INFERENCE_NO_TRADE;
         sig->no_trade_reason = INFERENCE_NT_BASELINE;
     }
-    if (now - (c[n - 1].t + tfs) > PREDICT_STALE_TFS * tfs) {
+    if (now - (c[n - 1].t + tfs) > stale_tfs * tfs) {
         sig->direction = INFERENCE_NO_TRADE;
         sig->no_trade_reason = INFERENCE_NT_STALE;
     }
@@ -472,7 +474,7 @@ static int compute_from(predict_service *svc, registry_version *v, const char *s
     double exchange_tick = 0;
     if (rc == 0) {
         exchange_tick = predict__exchange_tick(svc, symbol);
-        apply_rules(v, c, n, tfs, now, exchange_tick, &sig);
+        apply_rules(svc, v, c, n, tfs, now, exchange_tick, &sig);
     }
     if (rc) {
         if (why)

@@ -38,6 +38,7 @@ typedef struct predict_service predict_service;
 /* Read-only options. */
 typedef struct predict_options {
     bool cache; /* process + Redis prediction caches (PREDICTD_CACHE) */
+    int stale_tfs; /* PREDICTD_STALE_AFTER; 0: PREDICT_STALE_TFS */
 } predict_options;
 
 /* Creates the service over a registry the caller keeps alive longer.
@@ -169,10 +170,11 @@ int predict_refresh_many(predict_service *svc, const char *const *symbols, size_
  */
 void predict_render(util_buf *b, const predict_result *p, int64_t now);
 
-/* A window whose last candle closed more than this many timeframes before
- * the prediction was computed is stale data: the answer is NO_TRADE
- * (no_trade_reason "stale_data") and the ledger row does not count toward
- * live accuracy. */
+/* A window whose last candle closed more than this many timeframes (the
+ * default of predict_options.stale_tfs) before the prediction was computed
+ * is stale data: the answer is NO_TRADE (no_trade_reason "stale_data") and
+ * the ledger row does not count toward live accuracy. An answer older than
+ * this is rendered stale whatever stale_tfs says. */
 #define PREDICT_STALE_TFS 2
 
 

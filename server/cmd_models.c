@@ -43,7 +43,7 @@ int cmd_predict(server_config *cfg, int argc, char **argv)
         fprintf(stderr, "predictd predict: cannot read the model repository %s\n", cfg->models_dir);
         goto out;
     }
-    predict_options opt = {.cache = false};
+    predict_options opt = {.cache = false, .stale_tfs = cfg->stale_after};
     if (predict_service_new(&opt, reg, &svc) != 0)
         goto out;
     predict_result *p = NULL;

@@ -264,7 +264,7 @@ int cmd_serve(server_config *cfg, int argc, char **argv)
                        .web_dir = cfg->web_dir,
                        .trusted_proxies = cfg->trusted_proxies,
                        .redis = cfg->redis_url != NULL};
-    predict_options popt = {.cache = cfg->cache};
+    predict_options popt = {.cache = cfg->cache, .stale_tfs = cfg->stale_after};
     if (predict_service_new(&popt, reg, &svc) != 0 || api_context_new(&opt, svc, &ctx) != 0)
         goto out_ctx;
     if (api_http_start(ctx, &http) != 0)

@@ -78,6 +78,9 @@ static const struct opt opts[] = {
      "seconds before an idle connection is closed"},
     {"header-timeout", "PREDICTD_HEADER_TIMEOUT", OPT_INT, "10", 1, 3600, OFF(header_timeout),
      "seconds a client has to send a request line and its headers, however it trickles them"},
+    {"stale-after", "PREDICTD_STALE_AFTER", OPT_INT, "2", 1, 100000, OFF(stale_after),
+     "timeframes after a window's last candle closed past which its answer is NO_TRADE "
+     "(stale_data) and its ledger row does not count toward live accuracy"},
     {"stream-max", "PREDICTD_STREAM_MAX", OPT_INT, "64", 0, 10000, OFF(stream_max),
      "concurrent WebSocket and SSE clients"},
     {"access-log", "PREDICTD_ACCESS_LOG", OPT_BOOL, "off", 0, 0, OFF(access_log),

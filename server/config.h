@@ -37,6 +37,7 @@ typedef struct server_config {
     int idle_timeout; /* seconds */
     int header_timeout; /* seconds for a request line and its headers */
     int stream_max;   /* concurrent WebSocket/SSE clients */
+    int stale_after;  /* timeframes: older windows answer NO_TRADE stale_data */
     bool access_log;
     bool reuse_port; /* SO_REUSEPORT: another process may listen on the same port */
     char *migrations_dir;
