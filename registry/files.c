@@ -627,6 +627,16 @@ static int max_version(int sfd, uint32_t *out)
     return 0;
 }
 
+/* Closes fd keeping errno (the cause of the failure being reported). */
+static int close_failed(int fd)
+{
+    int e = errno;
+    close(fd);
+    errno = e;
+    return PD_EIO;
+}
+
+/* Writes name in dfd and fsyncs it. 0 or PD_EIO with errno saying why. */
 static int write_at(int dfd, const char *name, const void *data, size_t n)
 {
     int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -637,21 +647,18 @@ static int write_at(int dfd, const char *name, const void *data, size_t n)
         ssize_t w = write(fd, p, n);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w < 0) {
-            close(fd);
-            return PD_EIO;
-        }
+        if (w < 0)
+            return close_failed(fd);
         p += w;
         n -= (size_t)w;
     }
-    if (fsync(fd) != 0) {
-        close(fd);
-        return PD_EIO;
-    }
+    if (fsync(fd) != 0)
+        return close_failed(fd);
     return close(fd) == 0 ? 0 : PD_EIO;
 }
 
-/* Packs the messages as they are now and writes the three files into tfd. */
+/* Packs the messages as they are now and writes the three files into tfd.
+ * 0, PD_ENOMEM, or PD_EIO with errno saying why. */
 static int write_version_files(int tfd, const Predictd__Model *model,
                                const Predictd__Scaler *scaler)
 {
@@ -777,18 +784,26 @@ int registry_publish(const char *models_dir, const char *symbol, const char *tf,
     int rc = PD_EIO, rootfd = -1, symfd = -1, sfd = -1, tfd = -1;
     char tmp[64] = "";
     bool made_tmp = false;
+    const char *step = "opening the repository"; /* what failed, for the log */
+    int err = 0;                                 /* and its errno */
+#define PUBLISH_FAIL(what)                                                                         \
+    do {                                                                                           \
+        err = errno;                                                                               \
+        step = (what);                                                                             \
+        goto out;                                                                                  \
+    } while (0)
 
     if (mkdir(models_dir, 0755) != 0 && errno != EEXIST)
-        goto out;
+        PUBLISH_FAIL("making the repository directory");
     rootfd = open(models_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0 || ensure_dir_at(rootfd, symbol) != 0)
-        goto out;
+        PUBLISH_FAIL("making the symbol's directory");
     symfd = openat(rootfd, symbol, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (symfd < 0 || ensure_dir_at(symfd, tf) != 0)
-        goto out;
+        PUBLISH_FAIL("making the series directory");
     sfd = openat(symfd, tf, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (sfd < 0)
-        goto out;
+        PUBLISH_FAIL("opening the series directory");
     registry__sweep_temporaries(sfd, symbol, tf, REGISTRY__TMP_MAX_AGE_S);
 
     for (int attempt = 0; attempt < 100 && !made_tmp; attempt++) {
@@ -797,13 +812,13 @@ int registry_publish(const char *models_dir, const char *symbol, const char *tf,
         if (mkdirat(sfd, tmp, 0755) == 0)
             made_tmp = true;
         else if (errno != EEXIST)
-            goto out;
+            PUBLISH_FAIL("making the temporary directory");
     }
     if (!made_tmp)
-        goto out;
+        PUBLISH_FAIL("making the temporary directory");
     tfd = openat(sfd, tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (tfd < 0)
-        goto out;
+        PUBLISH_FAIL("opening the temporary directory");
 
     /* Someone may publish the same number meanwhile: then the rename fails
      * with EEXIST/ENOTEMPTY and the files are rewritten for the next one
@@ -811,23 +826,24 @@ int registry_publish(const char *models_dir, const char *symbol, const char *tf,
     for (int attempt = 0; attempt < 100; attempt++) {
         uint32_t max = 0;
         if ((rc = max_version(sfd, &max)) != 0)
-            goto out;
+            PUBLISH_FAIL("listing the versions");
         if (max >= REGISTRY__MAX_VERSION) {
             rc = PD_EINVAL;
-            goto out;
+            errno = 0;
+            PUBLISH_FAIL("numbering: the highest version number is taken");
         }
         uint32_t next = max + 1;
         if (model->meta)
             model->meta->version = next;
         if ((rc = write_version_files(tfd, model, scaler)) != 0)
-            goto out;
+            PUBLISH_FAIL("writing the version's files");
         char name[16];
         snprintf(name, sizeof name, "%u", next);
         if (rename_noreplace(sfd, tmp, name) == 0) {
             made_tmp = false;
             if (fsync(sfd) != 0) {
                 rc = PD_EIO;
-                goto out;
+                PUBLISH_FAIL("syncing the series directory");
             }
             LOG_INFO(MOD, "published %s/%s v%u", symbol, tf, next);
             *version = next;
@@ -836,13 +852,16 @@ int registry_publish(const char *models_dir, const char *symbol, const char *tf,
         }
         if (errno != EEXIST && errno != ENOTEMPTY) {
             rc = PD_EIO;
-            goto out;
+            PUBLISH_FAIL("renaming the temporary directory to its version");
         }
     }
     rc = PD_EIO;
+    step = "numbering: 100 concurrent publishes took every number tried";
 out:
+#undef PUBLISH_FAIL
     if (rc)
-        LOG_WARN(MOD, "publishing %s/%s failed: %s", symbol, tf, util_strerror(rc));
+        LOG_WARN(MOD, "publishing %s/%s failed %s: %s%s%s", symbol, tf, step, util_strerror(rc),
+                 err ? ": " : "", err ? strerror(err) : "");
     if (tfd >= 0)
         close(tfd);
     if (made_tmp) {
