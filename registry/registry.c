@@ -110,7 +110,8 @@ typedef struct series {
     slot *spare;
     size_t spare_cap;
     /* scanner: retired versions numbered <= floor were forgotten (see
-     * forget_retired) and are not listed again unless the policy names them */
+     * forget_retired) and are not listed again unless the policy names them
+     * or the serving version leaves the disk (scan_series) */
     uint32_t floor;
     registry_version *serving, *stable, *canary; /* lock; borrowed from slots */
     policy pol;                                  /* lock */
@@ -884,6 +885,14 @@ static void forget_retired(registry *r, series *s)
     util_mutex_unlock(&r->lock);
 }
 
+static bool listed(const uint32_t *nums, size_t n, uint32_t v)
+{
+    for (size_t i = 0; i < n; i++)
+        if (nums[i] == v)
+            return true;
+    return false;
+}
+
 /*
  * Scans one series. Returns 0, PD_ENOTFOUND when its directory does not
  * exist (everything it had is retired), PD_EIO when it cannot be read (its
@@ -924,6 +933,14 @@ static int scan_series(registry *r, int rootfd, const char *sym, const char *tf,
         goto out;
     }
     load_policy(r, s, sfd);
+    if (s->floor && s->serving && !listed(nums, nn, s->serving->number)) {
+        /* what serves left the disk: a version forgotten below it may be
+         * what serves now, as a process starting on this directory would
+         * choose (otherwise the removed one would serve until a restart) */
+        LOG_INFO(MOD, "%s/%s: v%u left the disk; older versions are listed again", sym, tf,
+                 s->serving->number);
+        s->floor = 0;
+    }
     if ((rc = merge_listing(r, s, nums, nn)) != 0)
         goto out;
     refresh_failed(r, s, sfd);
