@@ -204,6 +204,61 @@ TEST(well_formed_calls_reach_the_database_and_say_it_is_down)
     CHECK_EQ_INT(store_ledger_open(DOWN, NULL), PD_EINVAL);
 }
 
+TEST(resolver_refuses_levels_it_cannot_settle)
+{
+    features_candle c[2] = {
+        {.t = 1717999200 + 3600, .open = 100, .high = 101, .low = 99, .close = 100, .volume = 1},
+        {.t = 1717999200 + 7200, .open = 100, .high = 103, .low = 99, .close = 102, .volume = 1}};
+    store_ledger_resolution r = {.outcome = 42};
+    store_ledger_entry e = good_entry();
+    /* each level must be a positive finite price */
+    for (int i = 0; i < 5; i++) {
+        e = good_entry();
+        double *lv[5] = {&e.entry, &e.stop_loss, &e.tp[0], &e.tp[1], &e.tp[2]};
+        *lv[i] = i % 2 ? -1 : INFINITY;
+        CHECK_EQ_INT(predict_resolve(&e, 3600, c, 2, c[1].t, &r), PD_EINVAL);
+    }
+    /* LONG targets must rise from the entry */
+    e = good_entry();
+    e.tp[0] = 100;
+    CHECK_EQ_INT(predict_resolve(&e, 3600, c, 2, c[1].t, &r), PD_EINVAL);
+    e = good_entry();
+    e.tp[2] = 103;
+    CHECK_EQ_INT(predict_resolve(&e, 3600, c, 2, c[1].t, &r), PD_EINVAL);
+    /* SHORT targets must fall from the entry */
+    store_ledger_entry s = good_entry();
+    s.direction = STORE_LEDGER_SHORT;
+    s.stop_loss = 102;
+    s.tp[0] = 98;
+    s.tp[1] = 96;
+    s.tp[2] = 94;
+    CHECK_EQ_INT(predict_resolve(&s, 3600, c, 2, c[1].t, &r), 0); /* the control */
+    e = s;
+    e.tp[0] = 101;
+    CHECK_EQ_INT(predict_resolve(&e, 3600, c, 2, c[1].t, &r), PD_EINVAL);
+    e = s;
+    e.tp[1] = 99;
+    CHECK_EQ_INT(predict_resolve(&e, 3600, c, 2, c[1].t, &r), PD_EINVAL);
+    e = s;
+    e.tp[2] = 97;
+    CHECK_EQ_INT(predict_resolve(&e, 3600, c, 2, c[1].t, &r), PD_EINVAL);
+    /* a NO_TRADE row takes the side of its levels, either one */
+    e = s;
+    e.direction = STORE_LEDGER_NO_TRADE;
+    CHECK_EQ_INT(predict_resolve(&e, 3600, c, 2, c[1].t, &r), 0);
+    /* settled once its realised class is known: 103 reached the mirror
+     * LONG's first target (102) before anything else */
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_NONE);
+    CHECK_EQ_INT(r.realised, STORE_LEDGER_LONG);
+    /* a candle not closed by last_closed_open is not counted */
+    e = good_entry();
+    e.horizon = 2;
+    CHECK_EQ_INT(predict_resolve(&e, 3600, c, 2, c[0].t, &r), 0);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_OPEN);
+    CHECK_EQ_INT(predict_resolve(&e, 3600, c, 2, c[1].t, &r), 0);
+    CHECK_EQ_INT(r.outcome, STORE_OUTCOME_TP1); /* 103 passes 102 in the second */
+}
+
 int main(void)
 {
     util_log_configure(UTIL_LOG_ERROR, false);
@@ -212,5 +267,6 @@ int main(void)
     RUN(series_arguments_are_checked_everywhere);
     RUN(history_checks_its_page_range_and_cursor);
     RUN(well_formed_calls_reach_the_database_and_say_it_is_down);
+    RUN(resolver_refuses_levels_it_cannot_settle);
     return unit_report();
 }
