@@ -7,9 +7,7 @@
  * copy of training_params plus its state; the worker calls training_run()
  * with a cancel flag polled between samples, epochs and batches.
  *
- * Without a database the queue and the history are this process's memory.
- *
- * With a database the queue is the training_jobs table, shared by every
+ * The queue is the training_jobs table of the database, shared by every
  * replica on it: a job is inserted 'queued', and whichever replica's worker
  * claims it first (store_jobs_claim: FOR UPDATE SKIP LOCKED) runs it. The
  * running worker names itself in the row and a heartbeat thread refreshes
@@ -32,8 +30,8 @@
  * trainer makes) are retrained. With replicas, only the leader's schedule
  * runs (cfg.is_leader).
  *
- * THREAD SAFETY: j->lock guards the job list, the queue, j->current and
- * every job's info; the worker holds it only to pick a job and to copy or
+ * THREAD SAFETY: j->lock guards j->current and its info, the counters and
+ * the stopping flag; the worker holds it only to pick a job and to copy or
  * update state, never across training or a database round trip. A job's
  * cancel flag is atomic. Database writes happen outside the lock, through
  * the store_jobs_db handle (itself serialised).
@@ -64,9 +62,8 @@
 
 typedef struct job {
     training_job_info info; /* guarded by training_jobs.lock */
-    training_params params; /* immutable after submit */
+    training_params params; /* immutable once claimed */
     atomic_bool cancel;
-    struct job *next; /* queue link, guarded by lock */
     double persisted; /* progress last written (worker only) */
     char persisted_stage[24]; /* stage last written (worker only) */
 } job;
@@ -82,21 +79,14 @@ struct training_jobs {
     size_t keep;
 
     /* guarded by lock */
-    job **jobs; /* oldest first */
-    size_t n_jobs, cap;
-    job *head, *tail;
-    size_t queued;
     bool stopping;
-    int64_t next_id; /* without a database */
     uint64_t next_retrain_ns;
-    bool running;
     uint64_t finished, failed;
     int64_t last_activity;
     char last_error[256];
 
     pthread_t worker;
 
-    /* with a database */
     char worker_name[64];   /* this replica in the rows it claims; immutable */
     job *current;           /* guarded by lock: the job this replica runs; NULL: none */
     pthread_cond_t beat_cond; /* wakes the heartbeat thread (stop) */
@@ -315,8 +305,6 @@ static void from_row(const store_job_row *r, training_job_info *out)
 /* Writes a snapshot's state to the table (outside the lock). */
 static void persist(training_jobs *j, const training_job_info *s)
 {
-    if (!j->db)
-        return;
     util_buf m;
     util_buf_init(&m);
     metrics_json(s, &m);
@@ -336,62 +324,6 @@ static void persist(training_jobs *j, const training_job_info *s)
         LOG_WARN(MOD, "job %" PRId64 ": recording state %s failed: %s", s->id, row.state,
                  util_strerror(rc));
     util_buf_cleanup(&m);
-}
-
-/* ---------------------------------------------------------------------------
- * The list. Caller holds lock.
- */
-static job *find(training_jobs *j, int64_t id)
-{
-    for (size_t i = j->n_jobs; i-- > 0;)
-        if (j->jobs[i]->info.id == id)
-            return j->jobs[i];
-    return NULL;
-}
-
-/* Drops the oldest finished jobs beyond keep. */
-static void trim(training_jobs *j)
-{
-    size_t finished = 0;
-    for (size_t i = 0; i < j->n_jobs; i++)
-        finished += training_job_state_final(j->jobs[i]->info.state);
-    size_t w = 0;
-    for (size_t i = 0; i < j->n_jobs; i++) {
-        job *x = j->jobs[i];
-        if (finished > j->keep && training_job_state_final(x->info.state)) {
-            finished--;
-            free(x);
-            continue;
-        }
-        j->jobs[w++] = x;
-    }
-    j->n_jobs = w;
-}
-
-static int append(training_jobs *j, job *x)
-{
-    if (j->n_jobs == j->cap) {
-        size_t cap = j->cap ? 2 * j->cap : 32;
-        job **v = realloc(j->jobs, cap * sizeof *v);
-        if (!v)
-            return PD_ENOMEM;
-        j->jobs = v;
-        j->cap = cap;
-    }
-    j->jobs[j->n_jobs++] = x;
-    trim(j);
-    return 0;
-}
-
-static bool active_for(training_jobs *j, const char *symbol, const char *tf)
-{
-    for (size_t i = 0; i < j->n_jobs; i++) {
-        const training_job_info *x = &j->jobs[i]->info;
-        if (!training_job_state_final(x->state) && strcmp(x->symbol, symbol) == 0 &&
-            strcmp(x->timeframe, tf) == 0)
-            return true;
-    }
-    return false;
 }
 
 /* ---------------------------------------------------------------------------
@@ -465,15 +397,12 @@ static void run_job(training_jobs *j, job *x)
     pthread_mutex_lock(&j->lock);
     bool stopping = j->stopping;
     pthread_mutex_unlock(&j->lock);
-    if (rc == PD_ECANCELED && stopping && j->db &&
+    if (rc == PD_ECANCELED && stopping &&
         store_jobs_requeue(j->db, x->info.id, j->worker_name) == 0) {
         /* this replica stops (a restart, a scale-down): another one, or
          * this one when it is back, runs the job from the start */
         LOG_INFO(MOD, "job %" PRId64 " handed back to the queue: this replica stops",
                  x->info.id);
-        pthread_mutex_lock(&j->lock);
-        j->running = false;
-        pthread_mutex_unlock(&j->lock);
         free(res);
         return;
     }
@@ -507,7 +436,6 @@ static void run_job(training_jobs *j, job *x)
                  res && res->message[0] ? res->message : util_strerror(rc));
     }
     i->stage[0] = '\0';
-    j->running = false;
     j->finished++;
     j->last_activity = i->finished_at;
     if (i->state == TRAINING_JOB_FAILED) {
@@ -567,41 +495,6 @@ static void sweep_orphans(training_jobs *j)
         LOG_WARN(MOD, "%zu training job(s) lost their worker: marked failed", n);
 }
 
-/* Without a database: the in-memory FIFO. */
-static void worker_memory(training_jobs *j)
-{
-    pthread_mutex_lock(&j->lock);
-    while (!j->stopping) {
-        job *x = j->head;
-        if (x) {
-            j->head = x->next;
-            if (!j->head)
-                j->tail = NULL;
-            j->queued--;
-            x->next = NULL;
-            x->info.state = TRAINING_JOB_RUNNING;
-            x->info.started_at = util_now();
-            snprintf(x->info.stage, sizeof x->info.stage, "load");
-            j->running = true;
-            j->last_activity = x->info.started_at;
-            pthread_mutex_unlock(&j->lock);
-            run_job(j, x);
-            pthread_mutex_lock(&j->lock);
-            trim(j);
-            continue;
-        }
-        uint64_t before = j->next_retrain_ns;
-        schedule_tick(j);
-        if (j->next_retrain_ns != before)
-            continue;
-        if (j->interval_s > 0)
-            wait_until(&j->cond, &j->lock, j->next_retrain_ns);
-        else
-            pthread_cond_wait(&j->cond, &j->lock);
-    }
-    pthread_mutex_unlock(&j->lock);
-}
-
 /* A claimed row as a job this worker runs; NULL (the row marked failed)
  * when its parameters do not read back. */
 static job *job_from_claim(training_jobs *j, const store_job_row *row)
@@ -630,8 +523,8 @@ static job *job_from_claim(training_jobs *j, const store_job_row *row)
     return NULL;
 }
 
-/* With a database: claim from the shared table. */
-static void worker_shared(training_jobs *j)
+/* Claims jobs from the shared table and runs them, one at a time. */
+static void worker_loop(training_jobs *j)
 {
     uint64_t next_sweep = 0;
     pthread_mutex_lock(&j->lock);
@@ -653,7 +546,6 @@ static void worker_shared(training_jobs *j)
             if (j->stopping) /* claimed while stopping: give it up as canceled */
                 atomic_store(&x->cancel, true);
             j->current = x;
-            j->running = true;
             j->last_activity = util_now();
             pthread_mutex_unlock(&j->lock);
             LOG_INFO(MOD, "job %" PRId64 " claimed: %s/%s", x->info.id, x->info.symbol,
@@ -681,15 +573,12 @@ static void *worker_main(void *arg)
 {
     training_jobs *j = arg;
     confine_thread(j->nice);
-    if (j->db)
-        worker_shared(j);
-    else
-        worker_memory(j);
+    worker_loop(j);
     store_thread_cleanup();
     return NULL;
 }
 
-/* The running job's heartbeat (with a database): every BEAT_MS, writes its
+/* The running job's heartbeat: every BEAT_MS, writes its
  * progress and stage with heartbeat_at and reads back a cancel request
  * made through any replica. */
 static void *beat_main(void *arg)
@@ -734,7 +623,7 @@ static void *beat_main(void *arg)
  */
 int training_jobs_start(const training_jobs_config *cfg, training_jobs **out)
 {
-    if (!cfg || !cfg->models_dir || !out || cfg->retrain_interval_s < 0)
+    if (!cfg || !cfg->models_dir || !cfg->database_url || !out || cfg->retrain_interval_s < 0)
         return PD_EINVAL;
     training_jobs *j = calloc(1, sizeof *j);
     if (!j)
@@ -775,27 +664,24 @@ int training_jobs_start(const training_jobs_config *cfg, training_jobs **out)
     j->interval_s = cfg->retrain_interval_s;
     j->nice = cfg->nice ? cfg->nice : 10;
     j->keep = cfg->keep ? cfg->keep : 50;
-    j->next_id = 1;
     j->next_retrain_ns = util_mono_ns() + (uint64_t)j->interval_s * 1000000000ull;
     if (!j->models_dir)
         goto fail;
-    if (cfg->database_url) {
-        if ((rc = store_jobs_open(cfg->database_url, &j->db)) != 0)
-            goto fail;
-        size_t queued = 0;
-        if ((rc = store_jobs_count_queued(j->db, &queued)) != 0) {
-            LOG_ERROR(MOD, "reading the training jobs failed: %s", util_strerror(rc));
-            goto fail;
-        }
-        LOG_INFO(MOD, "training jobs shared through the database as %s (%zu queued)",
-                 j->worker_name, queued);
-        sweep_orphans(j);
-        if (pthread_create(&j->beat, NULL, beat_main, j) != 0) {
-            rc = PD_ENOMEM;
-            goto fail;
-        }
-        j->beat_started = true;
+    if ((rc = store_jobs_open(cfg->database_url, &j->db)) != 0)
+        goto fail;
+    size_t queued = 0;
+    if ((rc = store_jobs_count_queued(j->db, &queued)) != 0) {
+        LOG_ERROR(MOD, "reading the training jobs failed: %s", util_strerror(rc));
+        goto fail;
     }
+    LOG_INFO(MOD, "training jobs shared through the database as %s (%zu queued)",
+             j->worker_name, queued);
+    sweep_orphans(j);
+    if (pthread_create(&j->beat, NULL, beat_main, j) != 0) {
+        rc = PD_ENOMEM;
+        goto fail;
+    }
+    j->beat_started = true;
     if (pthread_create(&j->worker, NULL, worker_main, j) != 0) {
         rc = PD_ENOMEM;
         goto fail;
@@ -810,9 +696,6 @@ fail:
         pthread_mutex_unlock(&j->lock);
         pthread_join(j->beat, NULL);
     }
-    for (size_t i = 0; i < j->n_jobs; i++)
-        free(j->jobs[i]);
-    free(j->jobs);
     store_jobs_close(j->db);
     free(j->models_dir);
     pthread_mutex_destroy(&j->lock);
@@ -826,37 +709,16 @@ void training_jobs_stop(training_jobs *j)
 {
     if (!j)
         return;
-    training_job_info *snaps = NULL;
-    size_t ns = 0;
     pthread_mutex_lock(&j->lock);
     j->stopping = true;
-    snaps = calloc(j->queued ? j->queued : 1, sizeof *snaps);
-    for (job *x = j->head; x; x = x->next) {
-        x->info.state = TRAINING_JOB_CANCELED;
-        x->info.finished_at = util_now();
-        snprintf(x->info.error, sizeof x->info.error, "canceled: the server stopped");
-        if (snaps)
-            snaps[ns++] = x->info;
-    }
-    j->head = j->tail = NULL;
-    j->queued = 0;
-    for (size_t i = 0; i < j->n_jobs; i++)
-        if (j->jobs[i]->info.state == TRAINING_JOB_RUNNING)
-            atomic_store(&j->jobs[i]->cancel, true);
     if (j->current) /* queued rows stay in the table for the other replicas */
         atomic_store(&j->current->cancel, true);
     pthread_cond_broadcast(&j->cond);
     pthread_cond_broadcast(&j->beat_cond);
     pthread_mutex_unlock(&j->lock);
-    for (size_t i = 0; i < ns; i++)
-        persist(j, &snaps[i]);
-    free(snaps);
     pthread_join(j->worker, NULL);
     if (j->beat_started)
         pthread_join(j->beat, NULL);
-    for (size_t i = 0; i < j->n_jobs; i++)
-        free(j->jobs[i]);
-    free(j->jobs);
     store_jobs_close(j->db);
     free(j->models_dir);
     pthread_mutex_destroy(&j->lock);
@@ -865,8 +727,8 @@ void training_jobs_stop(training_jobs *j)
     free(j);
 }
 
-/* With a database: the job goes into the shared table, where the first
- * idle worker of any replica claims it. Takes x. */
+/* The job goes into the shared table, where the first idle worker of any
+ * replica claims it. Takes x. */
 static int submit_shared(training_jobs *j, job *x, int64_t *id, char *why, size_t whylen)
 {
     training_job_info *i = &x->info;
@@ -936,66 +798,7 @@ static int submit(training_jobs *j, const training_params *p, bool scheduled, in
     }
     memcpy(i->params_json, b.data, b.len + 1);
     util_buf_cleanup(&b);
-    if (j->db)
-        return submit_shared(j, x, id, why, whylen);
-
-    pthread_mutex_lock(&j->lock);
-    if (j->stopping)
-        rc = PD_ENOTREADY;
-    else if (j->queued >= MAX_QUEUED)
-        rc = PD_EBUSY;
-    else if (active_for(j, i->symbol, i->timeframe))
-        rc = PD_EBUSY;
-    pthread_mutex_unlock(&j->lock);
-    if (rc == PD_EBUSY && why && whylen)
-        snprintf(why, whylen, "a job for %s/%s is already queued or running, or the queue is full",
-                 i->symbol, i->timeframe);
-    if (rc != 0) {
-        free(x);
-        return rc;
-    }
-
-    if (j->db) {
-        rc = store_jobs_insert(j->db, i->symbol, i->timeframe, i->params_json, &i->id,
-                                  &i->created_at);
-        if (rc != 0) {
-            if (why && whylen)
-                snprintf(why, whylen, "%s",
-                         rc == PD_EBUSY ? "a job for the series is already queued or running"
-                                        : "the job could not be recorded");
-            free(x);
-            return rc;
-        }
-    } else {
-        i->created_at = util_now();
-    }
-
-    pthread_mutex_lock(&j->lock);
-    if (!j->db)
-        i->id = j->next_id++;
-    rc = j->stopping ? PD_ENOTREADY : append(j, x);
-    if (rc == 0) {
-        if (j->tail)
-            j->tail->next = x;
-        else
-            j->head = x;
-        j->tail = x;
-        j->queued++;
-        *id = i->id;
-        pthread_cond_signal(&j->cond);
-    }
-    training_job_info snap = *i;
-    pthread_mutex_unlock(&j->lock);
-    if (rc != 0) {
-        snap.state = TRAINING_JOB_CANCELED;
-        snap.finished_at = util_now();
-        persist(j, &snap);
-        free(x);
-        return rc;
-    }
-    LOG_INFO(MOD, "job %" PRId64 " queued: %s/%s%s", snap.id, snap.symbol, snap.timeframe,
-             scheduled ? " (scheduled)" : "");
-    return 0;
+    return submit_shared(j, x, id, why, whylen);
 }
 
 int training_jobs_submit(training_jobs *j, const training_params *p, int64_t *id, char *why,
@@ -1008,25 +811,7 @@ int training_jobs_get(training_jobs *j, int64_t id, training_job_info *out)
 {
     if (!j || !out)
         return PD_EINVAL;
-    if (j->db) { /* the table, so every replica answers the same */
-        if (id <= 0)
-            return PD_ENOTFOUND;
-        store_job_row row;
-        int rc = store_jobs_get(j->db, id, &row);
-        if (rc != 0)
-            return rc;
-        from_row(&row, out);
-        store_job_row_cleanup(&row);
-        return 0;
-    }
-    pthread_mutex_lock(&j->lock);
-    job *x = find(j, id);
-    if (x)
-        *out = x->info;
-    pthread_mutex_unlock(&j->lock);
-    if (x)
-        return 0;
-    if (!j->db || id <= 0)
+    if (id <= 0) /* the table, so every replica answers the same */
         return PD_ENOTFOUND;
     store_job_row row;
     int rc = store_jobs_get(j->db, id, &row);
@@ -1041,35 +826,21 @@ int training_jobs_list(training_jobs *j, size_t limit, training_job_info **out, 
 {
     if (!j || !out || !n)
         return PD_EINVAL;
-    if (j->db) {
-        store_job_row *rows = NULL;
-        size_t nr = 0;
-        int rc = store_jobs_list(j->db, limit ? limit : j->keep, &rows, &nr);
-        if (rc != 0)
-            return rc;
-        training_job_info *v = malloc((nr ? nr : 1) * sizeof *v);
-        if (!v) {
-            store_job_rows_free(rows, nr);
-            return PD_ENOMEM;
-        }
-        for (size_t k = 0; k < nr; k++)
-            from_row(&rows[k], &v[k]);
+    store_job_row *rows = NULL;
+    size_t nr = 0;
+    int rc = store_jobs_list(j->db, limit ? limit : j->keep, &rows, &nr);
+    if (rc != 0)
+        return rc;
+    training_job_info *v = malloc((nr ? nr : 1) * sizeof *v);
+    if (!v) {
         store_job_rows_free(rows, nr);
-        *out = v;
-        *n = nr;
-        return 0;
-    }
-    pthread_mutex_lock(&j->lock);
-    size_t m = limit && limit < j->n_jobs ? limit : j->n_jobs;
-    training_job_info *v = malloc((m ? m : 1) * sizeof *v);
-    if (v)
-        for (size_t k = 0; k < m; k++)
-            v[k] = j->jobs[j->n_jobs - 1 - k]->info;
-    pthread_mutex_unlock(&j->lock);
-    if (!v)
         return PD_ENOMEM;
+    }
+    for (size_t k = 0; k < nr; k++)
+        from_row(&rows[k], &v[k]);
+    store_job_rows_free(rows, nr);
     *out = v;
-    *n = m;
+    *n = nr;
     return 0;
 }
 
@@ -1077,60 +848,18 @@ int training_jobs_cancel(training_jobs *j, int64_t id)
 {
     if (!j)
         return PD_EINVAL;
-    if (j->db) {
-        bool was_queued = false;
-        int rc = id > 0 ? store_jobs_cancel(j->db, id, &was_queued) : PD_ENOTFOUND;
-        if (rc == 0 && !was_queued) {
-            /* ours: stop now rather than at the next heartbeat */
-            pthread_mutex_lock(&j->lock);
-            if (j->current && j->current->info.id == id)
-                atomic_store(&j->current->cancel, true);
-            pthread_mutex_unlock(&j->lock);
-        }
-        if (rc == 0)
-            LOG_INFO(MOD, "job %" PRId64 " %s", id,
-                     was_queued ? "canceled while queued" : "cancel requested");
-        return rc;
-    }
-    pthread_mutex_lock(&j->lock);
-    job *x = find(j, id);
-    if (!x) {
+    bool was_queued = false;
+    int rc = id > 0 ? store_jobs_cancel(j->db, id, &was_queued) : PD_ENOTFOUND;
+    if (rc == 0 && !was_queued) {
+        /* ours: stop now rather than at the next heartbeat */
+        pthread_mutex_lock(&j->lock);
+        if (j->current && j->current->info.id == id)
+            atomic_store(&j->current->cancel, true);
         pthread_mutex_unlock(&j->lock);
-        training_job_info tmp;
-        int rc = j->db && id > 0 ? training_jobs_get(j, id, &tmp) : PD_ENOTFOUND;
-        return rc == 0 ? PD_EINVAL : rc;
     }
-    int rc = 0;
-    training_job_info snap;
-    bool write = false;
-    if (x->info.state == TRAINING_JOB_QUEUED) {
-        job **pp = &j->head, *prev = NULL;
-        while (*pp && *pp != x) {
-            prev = *pp;
-            pp = &(*pp)->next;
-        }
-        if (*pp) {
-            *pp = x->next;
-            if (j->tail == x)
-                j->tail = prev;
-            j->queued--;
-        }
-        x->next = NULL;
-        x->info.state = TRAINING_JOB_CANCELED;
-        x->info.finished_at = util_now();
-        snprintf(x->info.error, sizeof x->info.error, "canceled");
-        snap = x->info;
-        write = true;
-    } else if (x->info.state == TRAINING_JOB_RUNNING) {
-        atomic_store(&x->cancel, true);
-    } else {
-        rc = PD_EINVAL;
-    }
-    pthread_mutex_unlock(&j->lock);
-    if (write) {
-        LOG_INFO(MOD, "job %" PRId64 " canceled while queued", id);
-        persist(j, &snap);
-    }
+    if (rc == 0)
+        LOG_INFO(MOD, "job %" PRId64 " %s", id,
+                 was_queued ? "canceled while queued" : "cancel requested");
     return rc;
 }
 
@@ -1140,11 +869,10 @@ void training_jobs_stats_get(training_jobs *j, training_jobs_stats *out)
     if (!j)
         return;
     size_t shared_queued = 0; /* the table's, every replica's (0 when unreadable) */
-    if (j->db)
-        (void)store_jobs_count_queued(j->db, &shared_queued);
+    (void)store_jobs_count_queued(j->db, &shared_queued);
     pthread_mutex_lock(&j->lock);
-    out->running = j->db ? j->current != NULL : j->running;
-    out->queued = j->db ? shared_queued : j->queued;
+    out->running = j->current != NULL;
+    out->queued = shared_queued;
     out->finished = j->finished;
     out->failed = j->failed;
     out->last_activity = j->last_activity;

@@ -269,21 +269,20 @@ void training_result_metrics_json(const training_result *res, util_buf *b);
  * Background jobs (admin API).
  *
  * One worker thread runs one job at a time from a FIFO queue, at nice 10
- * and pinned to one CPU, so serving keeps the other cores. With a database
- * the queue is the training_jobs table, shared by every replica on it: a
+ * and pinned to one CPU, so serving keeps the other cores. The queue is
+ * the database's training_jobs table, shared by every replica on it: a
  * job queued through one replica is claimed by the first idle worker of
  * any (FOR UPDATE SKIP LOCKED), its running worker refreshes a heartbeat
  * with its progress and stage every second and stops when a cancel was
  * requested through any replica; reads come from the table, so every
  * replica answers alike. A running job without a heartbeat for 15 s lost
  * its worker and is marked failed ("interrupted") by any replica; a
- * restarting replica leaves live replicas' jobs alone. Without a database
- * jobs live in memory. Jobs publish with the params' promote_if_better,
+ * restarting replica leaves live replicas' jobs alone. Jobs publish with the params' promote_if_better,
  * and rescan the registry's series after publishing.
  *
  * THREAD SAFETY: every function below may be called from any thread
- * concurrently (one mutex guards the job list; the worker holds it only to
- * copy and update state). Snapshots are copies owned by the caller.
+ * concurrently (one mutex guards the running job; the worker holds it only
+ * to copy and update state). Snapshots are copies owned by the caller.
  */
 typedef enum training_job_state {
     TRAINING_JOB_QUEUED,
@@ -327,28 +326,28 @@ typedef struct training_jobs training_jobs;
 typedef struct training_jobs_config {
     const char *models_dir;     /* required; copied */
     registry *reg;              /* optional: borrowed, must outlive the jobs */
-    const char *database_url;   /* record jobs in its training_jobs table; NULL: memory only.
-                                   Jobs use their own connection (store_jobs_open);
+    const char *database_url;   /* required: the training_jobs table is the queue and the
+                                   history. Jobs use their own connection (store_jobs_open);
                                    training itself needs store_init() done */
     int64_t retrain_interval_s; /* PREDICTD_RETRAIN_INTERVAL; 0 = no schedule */
     int nice;                   /* worker niceness (10) */
-    size_t keep;                /* finished jobs kept in memory, or listed (50) */
+    size_t keep;                /* jobs listed when no limit is given (50) */
     bool (*is_leader)(void *arg); /* optional: the schedule runs only while it says true
                                      (replicas: the leader's); called from the worker */
     void *leader_arg;
 } training_jobs_config;
 
 /*
- * Starts the worker thread (and the schedule when retrain_interval_s > 0).
- * With a database_url, marks failed the running jobs whose worker is gone
- * (no heartbeat for 15 s) and starts the heartbeat thread. Returns 0,
- * PD_EINVAL, PD_ENOMEM, or PD_EDB when the table cannot be read.
+ * Starts the worker thread (and the schedule when retrain_interval_s > 0),
+ * marks failed the running jobs whose worker is gone (no heartbeat for
+ * 15 s) and starts the heartbeat thread. Returns 0, PD_EINVAL (no
+ * models_dir or database_url, a negative interval), PD_ENOMEM, or PD_EDB
+ * when the table cannot be read.
  */
 int training_jobs_start(const training_jobs_config *cfg, training_jobs **out);
-/* Stops this process's running job, drops the in-memory queue (marked
- * canceled), joins the threads and frees everything. With a database the
- * queued jobs stay for the other replicas and the running one goes back to
- * the queue (unless a cancel was requested), to start over on whichever
+/* Stops this process's running job, joins the threads and frees
+ * everything. The queued jobs stay for the other replicas and the running
+ * one goes back to the queue (unless a cancel was requested), to start over on whichever
  * replica claims it. NULL is a no-op. */
 void training_jobs_stop(training_jobs *j);
 
@@ -359,8 +358,7 @@ void training_jobs_stop(training_jobs *j);
  * written. */
 int training_jobs_submit(training_jobs *j, const training_params *p, int64_t *id, char *why,
                          size_t whylen);
-/* A snapshot of job id: from memory, else from the database (history).
- * PD_ENOTFOUND when unknown. */
+/* A snapshot of job id, from the table. PD_ENOTFOUND when unknown, PD_EDB. */
 int training_jobs_get(training_jobs *j, int64_t id, training_job_info *out);
 /* Recent jobs, newest first, at most limit (0: all kept). *out is malloc'd
  * (free() it), *n may be 0. */
