@@ -59,9 +59,8 @@
  * Threading and memory: a features_set is immutable after features_set_new()
  * and may be shared by threads. features_compute() keeps one scratch array
  * per thread (thread-local, grown to the largest window seen, never shrunk);
- * it is freed by a pthread key destructor when the thread exits, or by
- * features__scratch_release(). After the first call with a given window
- * size, a call allocates nothing.
+ * it is freed by a pthread key destructor when the thread exits. After the
+ * first call with a given window size, a call allocates nothing.
  */
 #include "features/features.h"
 #include "features/features_internal.h"
@@ -505,17 +504,6 @@ static double *scratch_get(size_t need)
     if (scratch_key_ok)
         pthread_setspecific(scratch_key, p);
     return p;
-}
-
-void features__scratch_release(void)
-{
-    if (!scratch)
-        return; /* this thread never grew it (nor ran scratch_once) */
-    if (scratch_key_ok)
-        pthread_setspecific(scratch_key, NULL);
-    free(scratch);
-    scratch = NULL;
-    scratch_cap = 0;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -84,8 +84,5 @@ void features__stoch_last(const double *high, const double *low, const double *c
 void features__stochrsi_last(const double *in, size_t n, int period, int fastk, int fastd,
                              double *tmp, double k_d[2]);
 
-/* Frees the calling thread's features_compute() scratch (it is otherwise
- * freed when the thread exits). Safe to call any time from any thread. */
-void features__scratch_release(void);
 
 #endif

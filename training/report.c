@@ -106,15 +106,3 @@ void training_result_print(const training_result *r, FILE *f)
                                                          : "not published";
     fprintf(f, "result      %s\n", r->message[0] ? r->message : what);
 }
-
-void training_result_metrics_json(const training_result *r, util_buf *b)
-{
-    util_buf_puts(b, "{");
-    for (size_t i = 0; i < r->n_metrics; i++) {
-        if (i)
-            util_buf_puts(b, ",");
-        util_json_key(b, r->metrics[i].name);
-        util_json_num(b, r->metrics[i].value);
-    }
-    util_buf_puts(b, "}");
-}

@@ -262,8 +262,6 @@ int training_run(const training_params *p, const training_ctx *ctx, training_res
 
 /* Prints res as a readable table (metrics, baseline, promotion) to f. */
 void training_result_print(const training_result *res, FILE *f);
-/* Appends the metrics of res as a JSON object {"accuracy":..., ...}. */
-void training_result_metrics_json(const training_result *res, util_buf *b);
 
 /* ===========================================================================
  * Background jobs (admin API).
