@@ -210,6 +210,19 @@ def websocket_handshakes_that_are_not_rfc_6455_are_400():
         code, msg = error_of(json.loads(b))
         check_eq(code, "invalid_argument")
         check_in("Sec-WebSocket-Key", msg)
+    # HEAD runs the GET route, but a handshake is a GET: 400, no body
+    key = base64.b64encode(os.urandom(16)).decode()
+    s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+    s.sendall((f"HEAD /api/predictions/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        check(chunk, "closed before the answer")
+        head += chunk
+    s.close()
+    check(head.startswith(b"HTTP/1.1 400"), head[:40])
     # the handshake of another method: the route is GET only
     status, h, b = raw(svc.port, b"POST /api/predictions/stream HTTP/1.1\r\nHost: x\r\n"
                        b"Upgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n")
@@ -312,6 +325,15 @@ def websocket_close_codes_and_fragmentation_rules():
     ws.send(WS.frame(0x1, b'"subscribe"}'))
     check_eq(ws.close_code(), 1002, "a text frame inside a fragmented message")
     ws.close()
+    # after its close frame the server waits a moment for the peer's, then
+    # ends the connection itself; frames other than a close meanwhile are
+    # not answered
+    ws = WS(svc.port)
+    ws.send(WS.frame(0x3, b"x"))  # a reserved opcode
+    check_eq(ws.close_code(), 1002)
+    ws.send(WS.frame(0x9, b"ignored"))
+    check_eq(ws.read_frame(timeout=15), None, "no pong after the close, then EOF")
+    ws.close()
     # a binary message is not a subscription
     ws = WS(svc.port)
     ws.send(WS.frame(0x2, b'{"type":"subscribe"}'))
@@ -394,6 +416,14 @@ def methods_a_route_does_not_take():
         check_eq(status, 404, m)
         error_schema_check(json.loads(b))
         check_eq(error_of(json.loads(b))[0], "not_found", m)
+    # a path several routes match (the history route and /:symbol, both
+    # GET): each method is named once
+    status, h, body = raw_json(svc.port, "PUT", "/api/predictions/history")
+    check_eq((status, h.get("allow")), (405, "GET, HEAD, OPTIONS"))
+    status, h, body = raw_json(svc.port, "DELETE", "/api/predictions/stream")
+    check_eq((status, h.get("allow")), (405, "GET, HEAD, OPTIONS"))
+    status, h, body = raw_json(svc.port, "PUT", "/admin/training/7")
+    check_eq((status, h.get("allow")), (405, "GET, HEAD, DELETE"))
     # a method libmicrohttpd has never heard of gets the route's 405
     status, h, b = raw(svc.port, b"BREW /health/live HTTP/1.1\r\nHost: x\r\n"
                        b"Connection: close\r\n\r\n")
@@ -524,13 +554,24 @@ def the_access_log_prints_a_bounded_printable_path_without_the_query():
 @test
 def reading_routes_answer_503_with_the_database_stopped():
     need_services()
-    prepare_database(symbols=("BTCUSDT", "ETHUSDT"), timeframes=("15m",), count=1200)
+    tfs = ("15m", "1h", "4h", "1d")
+    prepare_database(symbols=("BTCUSDT", "ETHUSDT"), timeframes=tfs, count=1200)
     models = tempfile.mkdtemp(prefix="predictd-httperr-db-")
-    train(models, "BTCUSDT", "15m")
+    for tf in tfs:
+        train(models, "BTCUSDT", tf)
     train(models, "ETHUSDT", "15m")
-    svc = Service(models, env={"PREDICTD_CACHE": "off"})
-    status, _, body = svc.get("/api/predictions?timeframe=15m&symbols=BTCUSDT,ETHUSDT")
+    svc = Service(models, env={"PREDICTD_CACHE": "off", "PREDICTD_API_KEY": ADMIN_KEY})
+    admin = {"X-API-Key": ADMIN_KEY}
+    # empty items and repeats in a list are skipped
+    status, _, body = svc.get("/api/predictions?timeframe=15m&symbols=,BTCUSDT,,ETHUSDT,BTCUSDT,")
     check_eq((status, body.get("count")), (200, 2), body)
+    # a client id picks the canary share's side; with no label set, the
+    # one version serves every client
+    status, _, body = svc.get("/api/predictions/BTCUSDT?timeframe=1h",
+                              headers={"X-Client-Id": "user-42"})
+    check_eq((status, body["prediction"]["model"]["version"]), (200, 1), body)
+    status, _, body = svc.get("/api/predictions/BTCUSDT/summary")
+    check_eq((status, len(body["errors"])), (200, 0), body)
     services("pg-stop")
     try:
         # every symbol of a list failed on the database: the list is 503
@@ -539,13 +580,21 @@ def reading_routes_answer_503_with_the_database_stopped():
         code, msg = error_of(body)
         check_eq(code, "data_unavailable")
         check_in("database", msg)
-        # a summary whose one served timeframe cannot be read: the others
-        # have no model, so the answer is 200 with one error per timeframe
+        # one symbol on the database, one without a model: 200, both named
+        status, _, body = svc.get("/api/predictions?timeframe=1h&symbols=BTCUSDT,ETHUSDT")
+        check_eq(status, 200, body)
+        check_eq(sorted((e["symbol"], e["code"]) for e in body["errors"]),
+                 [("BTCUSDT", "data_unavailable"), ("ETHUSDT", "no_model")])
+        # every timeframe of a summary failed on the database: 503
         status, _, body = svc.get("/api/predictions/BTCUSDT/summary")
+        check_eq((status, error_of(body)[0]), (503, "data_unavailable"), body)
+        # a summary of one timeframe on the database and three without a
+        # model: 200 with one error per timeframe
+        status, _, body = svc.get("/api/predictions/ETHUSDT/summary")
         check_eq(status, 200, body)
         codes = {e["timeframe"]: e["code"] for e in body["errors"]}
-        check_eq(codes.get("15m"), "data_unavailable", codes)
-        check_eq(len(body["errors"]), 4, body)
+        check_eq(codes, {"15m": "data_unavailable", "1h": "no_model", "4h": "no_model",
+                         "1d": "no_model"})
         # candles come from the database too
         status, _, body = svc.get("/api/candles/BTCUSDT?timeframe=15m")
         check_eq((status, error_of(body)[0]), (503, "data_unavailable"), body)
@@ -553,9 +602,9 @@ def reading_routes_answer_503_with_the_database_stopped():
         for path in ("/api/predictions/history", "/api/models/BTCUSDT/15m/performance"):
             status, _, body = svc.get(path)
             check_eq((status, error_of(body)[0]), (503, "data_unavailable"), path)
-        # status names the database
-        status, _, body = svc.get("/health/status")
-        check_in(status, (200, 503))
+        # training jobs live in the database
+        status, _, body = svc.get("/admin/training", headers=admin)
+        check_eq((status, error_of(body)[0]), (503, "data_unavailable"), body)
         check(svc.proc.poll() is None, "the process stays up")
     finally:
         services("pg-start")
@@ -566,6 +615,50 @@ def reading_routes_answer_503_with_the_database_stopped():
             break
         time.sleep(0.2)
     check_eq(status, 200, body)
+    status, _, body = svc.get("/admin/training", headers=admin)
+    check_eq(status, 200, body)
+    check_eq(svc.stop(), 0)
+
+
+@test
+def training_routes_without_a_database_are_503_not_ready():
+    need_services()
+    svc = Service(tempfile.mkdtemp(prefix="predictd-httperr-nodb-"),
+                  env={"PREDICTD_DATABASE_URL": "", "PREDICTD_API_KEY": ADMIN_KEY})
+    admin = {"X-API-Key": ADMIN_KEY}
+    for method, path, body in [("GET", "/admin/training", None),
+                               ("POST", "/admin/training",
+                                {"symbols": "BTCUSDT", "timeframe": "15m"}),
+                               ("GET", "/admin/training/1", None),
+                               ("DELETE", "/admin/training/1", None)]:
+        status, _, payload = svc.request(method, path, body=body, headers=admin)
+        check_eq(status, 503, f"{method} {path}: {payload}")
+        code, msg = error_of(payload)
+        check_eq(code, "not_ready")
+        check_in("no database", msg)
+    check_eq(svc.stop(), 0)
+
+
+@test
+def a_connection_accepted_before_the_drain_is_still_answered():
+    need_services()
+    svc = Service(tempfile.mkdtemp(prefix="predictd-httperr-drain-"))
+    # connected, request not sent yet: the drain gives it a grace to arrive
+    s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+    time.sleep(0.2)
+    svc.proc.send_signal(15)
+    time.sleep(0.2)
+    s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    check(data.startswith(b"HTTP/1.1 200"), data[:60])
+    check_in(b"connection: close", data.lower(), "keep-alive ends with the drain")
+    check_eq(svc.proc.wait(timeout=40), 0, "the drain ends by itself")
     check_eq(svc.stop(), 0)
 
 
