@@ -617,6 +617,24 @@ def reading_routes_answer_503_with_the_database_stopped():
     check_eq(status, 200, body)
     status, _, body = svc.get("/admin/training", headers=admin)
     check_eq(status, 200, body)
+    # the exposition counts what was served, per series and version, and
+    # describes the serving versions; 5xx answers are counted by code
+    status, _, text = svc.get("/metrics", validate=False)
+    text = text.decode()
+    served = [ln for ln in text.splitlines()
+              if ln.startswith('predictd_predictions_total{symbol="BTCUSDT",timeframe="1h",'
+                               'version="1",direction="')]
+    check_eq(len(served), 1, served)
+    check_eq(served[0].rsplit(" ", 1)[1], "2", "two 1h predictions of BTCUSDT were served")
+    want = ['predictd_prediction_duration_seconds_count{symbol="ETHUSDT",timeframe="15m",'
+            'version="1"}',
+            'predictd_http_requests_total{route="summary",code="503"} 1\n',
+            'predictd_http_requests_total{route="candles",code="503"} 1\n',
+            'predictd_model_versions{state="available"} 5\n']
+    want += [f'predictd_model_info{{symbol="BTCUSDT",timeframe="{tf}",version="1",'
+             'label="none",serving="true"} 1\n' for tf in tfs]
+    for line in want:
+        check(line in text, f"/metrics lacks {line!r}")
     check_eq(svc.stop(), 0)
 
 
@@ -643,21 +661,38 @@ def training_routes_without_a_database_are_503_not_ready():
 def a_connection_accepted_before_the_drain_is_still_answered():
     need_services()
     svc = Service(tempfile.mkdtemp(prefix="predictd-httperr-drain-"))
-    # connected, request not sent yet: the drain gives it a grace to arrive
-    s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+    # connected, request not sent yet: the drain gives them a grace to arrive
+    conns = [socket.create_connection(("127.0.0.1", svc.port), timeout=10) for _ in range(3)]
     time.sleep(0.2)
     svc.proc.send_signal(15)
     time.sleep(0.2)
-    s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
-    check(data.startswith(b"HTTP/1.1 200"), data[:60])
-    check_in(b"connection: close", data.lower(), "keep-alive ends with the drain")
+    key = base64.b64encode(os.urandom(16)).decode()
+    requests = [b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n",
+                # streams are not opened once the drain began: 503
+                (f"GET /api/predictions/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n").encode(),
+                b"GET /api/predictions/events HTTP/1.1\r\nHost: x\r\n\r\n"]
+    answers = []
+    for s, req in zip(conns, requests):
+        s.sendall(req)
+    for s in conns:
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        answers.append(data)
+    check(answers[0].startswith(b"HTTP/1.1 200"), answers[0][:60])
+    check_in(b"connection: close", answers[0].lower(), "keep-alive ends with the drain")
+    for path, data in zip(("/api/predictions/stream", "/api/predictions/events"), answers[1:]):
+        head, _, body = data.partition(b"\r\n\r\n")
+        check(head.startswith(b"HTTP/1.1 503"), head[:60])
+        payload = json.loads(body)
+        openapi_check("GET", path, 503, payload, "application/json")
+        check_eq(error_of(payload), ("not_ready", "the service is shutting down"))
     check_eq(svc.proc.wait(timeout=40), 0, "the drain ends by itself")
     check_eq(svc.stop(), 0)
 

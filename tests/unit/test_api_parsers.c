@@ -282,6 +282,10 @@ TEST(stream_tokens_refuse_tampering)
     CHECK(!api_stream_token_valid(&h, longer, 1700000000));
     snprintf(longer, sizeof longer, "%s0", known_token);
     CHECK(!api_stream_token_valid(&h, longer, 1700000000));
+    /* at or past API_STREAM_TOKEN_MAX bytes: refused before any parsing */
+    memset(longer, '1', API_STREAM_TOKEN_MAX);
+    longer[API_STREAM_TOKEN_MAX] = '\0';
+    CHECK(!api_stream_token_valid(&h, longer, 1700000000));
     snprintf(longer, sizeof longer, "01700000060.%s", strchr(known_token, '.') + 1);
     CHECK(!api_stream_token_valid(&h, longer, 1700000000)); /* another spelling of the expiry */
     snprintf(longer, sizeof longer, "1700000060x%s", strchr(known_token, '.') + 1);
