@@ -492,6 +492,31 @@ def repeated_and_empty_parameters_are_refused():
     check_eq(status, 200, body)
 
 
+@test
+def admin_series_routes_check_their_path_and_the_series():
+    svc = service()
+    admin = {"X-API-Key": ADMIN_KEY}
+    label = {"label": "stable", "version": 1}
+    for method, path, body, status, code in [
+            ("DELETE", "/admin/models/btc/15m/pin", None, 400, "invalid_symbol"),
+            ("DELETE", "/admin/models/BTCUSDT/2h/pin", None, 400, "invalid_timeframe"),
+            ("POST", "/admin/models/btc/15m/pin", {"version": 1}, 400, "invalid_symbol"),
+            ("POST", "/admin/models/_DEFAULT/15m/labels", label, 400, "invalid_symbol"),
+            ("POST", "/admin/models/BTCUSDT/1w/labels", label, 400, "invalid_timeframe"),
+            ("GET", "/api/models/b!/15m", None, 400, "invalid_symbol"),
+            # well-formed, but the repository has no such series
+            ("DELETE", "/admin/models/NOSUCH/15m/pin", None, 404, "not_found"),
+            ("POST", "/admin/models/NOSUCH/15m/pin", {"version": 1}, 404, "not_found"),
+            ("POST", "/admin/models/_default/15m/labels", label, 404, "not_found"),
+            ("GET", "/api/models/NOSUCH/15m", None, 404, "no_model")]:
+        st, _, payload = svc.request(method, path, body=body, headers=admin)
+        check_eq(st, status, f"{method} {path}: {payload}")
+        check_eq(error_of(payload)[0], code, f"{method} {path}")
+    # what the route refused changed nothing: the listing is still empty
+    st, _, payload = svc.request("GET", "/admin/models", headers=admin)
+    check_eq((st, payload["count"], payload["refused"]), (200, 0, []), payload)
+
+
 # ---------------------------------------------------------------------------
 # Start-up and logs.
 
