@@ -433,6 +433,32 @@ def methods_a_route_does_not_take():
 
 
 @test
+def oversized_and_malformed_request_heads():
+    svc = service()
+    # one large header that fits the connection's 32 KiB is fine
+    status, _, body = raw_json(svc.port, "GET", "/health/live", "X-Pad: " + "p" * 16000 + "\r\n")
+    check_eq(status, 200)
+    # headers past the connection's memory: libmicrohttpd refuses them
+    # itself, and nothing else is affected
+    for hdrs in ["X-Pad: " + "p" * 40000 + "\r\n",
+                 "".join(f"X-H{i}: {'v' * 60}\r\n" for i in range(800))]:
+        status, _, _ = raw(svc.port, f"GET /health/live HTTP/1.1\r\nHost: x\r\n{hdrs}"
+                           "Connection: close\r\n\r\n".encode())
+        check_eq(status, 431)
+    # a header line without a colon: 400
+    status, _, _ = raw(svc.port, b"GET /health/live HTTP/1.1\r\nHost: x\r\nno colon here\r\n"
+                       b"Connection: close\r\n\r\n")
+    check_eq(status, 400)
+    # an X-Request-Id that could forge a log line is replaced, a good one
+    # echoed
+    status, h, _ = raw_json(svc.port, "GET", "/health/live", "X-Request-Id: a\"b\r\n")
+    check(h.get("x-request-id") not in (None, 'a"b'), h)
+    status, h, _ = raw_json(svc.port, "GET", "/health/live", "X-Request-Id: trace-1.2:3\r\n")
+    check_eq(h.get("x-request-id"), "trace-1.2:3")
+    alive(svc)
+
+
+@test
 def repeated_and_empty_parameters_are_refused():
     svc = service()
     # a repeated parameter keeps both values: "15m,1h" is no timeframe
