@@ -656,6 +656,13 @@ def reading_routes_answer_503_with_the_database_stopped():
         # training jobs live in the database
         status, _, body = svc.get("/admin/training", headers=admin)
         check_eq((status, error_of(body)[0]), (503, "data_unavailable"), body)
+        # status says the database is down, with the last error a request met
+        status, _, body = svc.get("/health/status")
+        check_eq(status, 200, body)
+        db = body["components"]["database"]
+        check_eq(db["state"], "down", db)
+        check(db["last_error"], db)
+        check(body["ready"] is False and body["reason"], body)
         check(svc.proc.poll() is None, "the process stays up")
     finally:
         services("pg-start")
