@@ -334,6 +334,19 @@ def websocket_close_codes_and_fragmentation_rules():
     ws.send(WS.frame(0x9, b"ignored"))
     check_eq(ws.read_frame(timeout=15), None, "no pong after the close, then EOF")
     ws.close()
+    # a peer that answers the close (after a ping, a frame split in two)
+    # is let go at its close frame
+    for code, bad in ((1002, WS.frame(0x3, b"x")), (1007, WS.frame(0x1, b"\xff")),
+                      (1009, WS.frame(0x1, b" " * 9000))):
+        ws = WS(svc.port)
+        ws.send(bad)
+        check_eq(ws.close_code(), code)
+        reply = WS.frame(0x9, b"late") + WS.frame(0x8, (1000).to_bytes(2, "big"))
+        ws.send(reply[:3])
+        time.sleep(0.05)
+        ws.send(reply[3:])
+        check_eq(ws.read_frame(timeout=15), None, "EOF after the peer's close")
+        ws.close()
     # a binary message is not a subscription
     ws = WS(svc.port)
     ws.send(WS.frame(0x2, b'{"type":"subscribe"}'))
