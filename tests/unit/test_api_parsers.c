@@ -84,8 +84,8 @@ TEST(trusted_proxy_lists)
     CHECK_EQ_INT((int)n, 0);
     free(v);
 
-    CHECK_EQ_INT(api_trusted_proxies_parse("10.1.2.3, 192.168.7.9/16 0.0.0.0/0,172.16.5.5/32",
-                                           &v, &n, why, sizeof why),
+    CHECK_EQ_INT(api_trusted_proxies_parse("10.1.2.3, 192.168.7.9/16 0.0.0.0/0,172.16.5.5/32", &v,
+                                           &n, why, sizeof why),
                  0);
     CHECK_EQ_INT((int)n, 4);
     CHECK(v[0].mask == 0xffffffffu && v[0].net == inet_addr("10.1.2.3"));
@@ -95,10 +95,19 @@ TEST(trusted_proxy_lists)
     CHECK(v[3].mask == 0xffffffffu && v[3].net == inet_addr("172.16.5.5"));
     free(v);
 
-    static const char *const bad[] = {
-        "10.0.0.1/33", "10.0.0.1/-1", "10.0.0.1/", "10.0.0.1/x", "10.0.0.1/8x", "10.0.0.1/ 8",
-        "10.0.0",      "::1",         "fe80::/10", "host.example", "10.0.0.1/+8",
-        "10.0.0.1,256.0.0.1", "123456789012345678901234567890123"};
+    static const char *const bad[] = {"10.0.0.1/33",
+                                      "10.0.0.1/-1",
+                                      "10.0.0.1/",
+                                      "10.0.0.1/x",
+                                      "10.0.0.1/8x",
+                                      "10.0.0.1/ 8",
+                                      "10.0.0",
+                                      "::1",
+                                      "fe80::/10",
+                                      "host.example",
+                                      "10.0.0.1/+8",
+                                      "10.0.0.1,256.0.0.1",
+                                      "123456789012345678901234567890123"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         why[0] = '\0';
         v = (struct api_cidr *)1;
@@ -238,8 +247,8 @@ TEST(stream_tokens_known_answer)
 {
     struct api_http h;
     known_secret(&h);
-    CHECK(api_stream_token_valid(&h, known_token, 1700000000)); /* 60 s left */
-    CHECK(api_stream_token_valid(&h, known_token, 1700000060)); /* its last second */
+    CHECK(api_stream_token_valid(&h, known_token, 1700000000));  /* 60 s left */
+    CHECK(api_stream_token_valid(&h, known_token, 1700000060));  /* its last second */
     CHECK(!api_stream_token_valid(&h, known_token, 1700000061)); /* expired */
     /* an expiry further than the tokens' life is forged, whatever its MAC */
     CHECK(!api_stream_token_valid(&h, known_token, 1699999999));
@@ -334,8 +343,8 @@ TEST(reload_bodies)
     CHECK_EQ_STR(sym, "_default");
 
     /* not an object: parse errors, outputs untouched */
-    static const char *const notobj[] = {"[]", "null", "\"x\"", "{", "{\"symbol\":}", "42",
-                                         "{} {}"};
+    static const char *const notobj[] = {"[]", "null", "\"x\"", "{", "{\"symbol\":}",
+                                         "42", "{} {}"};
     for (size_t i = 0; i < sizeof notobj / sizeof notobj[0]; i++) {
         snprintf(sym, sizeof sym, "keep");
         why[0] = '\0';
@@ -357,17 +366,16 @@ TEST(reload_bodies)
                  PD_EINVAL);
     CHECK_EQ_STR(why, "give both symbol and timeframe, or neither");
     /* a symbol that is not a string counts as absent */
-    CHECK_EQ_INT(api__body_reload(B("{\"symbol\":5,\"timeframe\":\"1h\"}"), sym, tf, why,
-                                  sizeof why),
-                 PD_EINVAL);
+    CHECK_EQ_INT(
+        api__body_reload(B("{\"symbol\":5,\"timeframe\":\"1h\"}"), sym, tf, why, sizeof why),
+        PD_EINVAL);
     CHECK_EQ_STR(why, "give both symbol and timeframe, or neither");
-    static const char *const badval[] = {
-        "{\"symbol\":\"btc usdt\",\"timeframe\":\"1h\"}",
-        "{\"symbol\":\"\",\"timeframe\":\"1h\"}",
-        "{\"symbol\":\"BTCUSDT\",\"timeframe\":\"7m\"}",
-        "{\"symbol\":\"BTCUSDT\",\"timeframe\":\"\"}",
-        "{\"symbol\":\"_DEFAULT\",\"timeframe\":\"1h\"}",
-        "{\"symbol\":\"../etc\",\"timeframe\":\"1h\"}"};
+    static const char *const badval[] = {"{\"symbol\":\"btc usdt\",\"timeframe\":\"1h\"}",
+                                         "{\"symbol\":\"\",\"timeframe\":\"1h\"}",
+                                         "{\"symbol\":\"BTCUSDT\",\"timeframe\":\"7m\"}",
+                                         "{\"symbol\":\"BTCUSDT\",\"timeframe\":\"\"}",
+                                         "{\"symbol\":\"_DEFAULT\",\"timeframe\":\"1h\"}",
+                                         "{\"symbol\":\"../etc\",\"timeframe\":\"1h\"}"};
     for (size_t i = 0; i < sizeof badval / sizeof badval[0]; i++) {
         snprintf(sym, sizeof sym, "keep");
         CHECK_EQ_INT(api__body_reload(B(badval[i]), sym, tf, why, sizeof why), PD_EINVAL);
@@ -429,8 +437,8 @@ TEST(label_bodies)
 
     static const char *const bad[] = {
         "{}",
-        "{\"label\":\"stable\"}",                                     /* no version */
-        "{\"label\":\"beta\",\"version\":1}",                         /* unknown label */
+        "{\"label\":\"stable\"}",             /* no version */
+        "{\"label\":\"beta\",\"version\":1}", /* unknown label */
         "{\"label\":\"STABLE\",\"version\":1}",
         "{\"label\":1,\"version\":1}",
         "{\"label\":\"stable\",\"version\":-1}",
@@ -516,9 +524,9 @@ TEST(training_bodies)
                                     &p, why, sizeof why),
                  PD_EINVAL);
     CHECK(strstr(why, "epochs") != NULL);
-    CHECK_EQ_INT(api__body_training(B("{\"symbols\":\"BTCUSDT\",\"timeframe\":null}"), &p, why,
-                                    sizeof why),
-                 PD_EINVAL);
+    CHECK_EQ_INT(
+        api__body_training(B("{\"symbols\":\"BTCUSDT\",\"timeframe\":null}"), &p, why, sizeof why),
+        PD_EINVAL);
     /* each value good, the whole set not: validation speaks */
     CHECK_EQ_INT(api__body_training(B("{\"timeframe\":\"1h\"}"), &p, why, sizeof why), PD_EINVAL);
     CHECK(why[0] != '\0');
