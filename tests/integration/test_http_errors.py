@@ -578,6 +578,56 @@ def an_address_the_host_does_not_have_fails_the_start():
 
 
 @test
+def the_per_address_limit_is_bounded_by_the_connection_limit():
+    need_services()
+    models = tempfile.mkdtemp(prefix="predictd-httperr-perip-")
+    # 0 (no per-address limit of its own) and a limit above the total are
+    # both the total
+    for per_ip in ("0", "100"):
+        svc = Service(models, env={"PREDICTD_MAX_CONNECTIONS": "50",
+                                   "PREDICTD_PER_IP_CONNECTIONS": per_ip})
+        check_in("50 connections at most (50 per address)", svc.logs())
+        check_eq(svc.stop(), 0)
+
+
+@test
+def refused_connections_are_logged_once_per_episode_with_a_count():
+    need_services()
+    svc = Service(tempfile.mkdtemp(prefix="predictd-httperr-episode-"),
+                  env={"PREDICTD_PER_IP_CONNECTIONS": "2", "PREDICTD_LOG_FORMAT": "text",
+                       "PREDICTD_HEADER_TIMEOUT": "60"})  # the held ones stay
+    held = [socket.create_connection(("127.0.0.1", svc.port), timeout=5) for _ in range(2)]
+    time.sleep(0.3)  # both accepted
+
+    def refused_once():
+        """One connection over the address's limit: libmicrohttpd closes it."""
+        s = socket.create_connection(("127.0.0.1", svc.port), timeout=5)
+        try:
+            s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            check_eq(s.recv(100), b"", "a connection over the limit is closed unanswered")
+        except ConnectionResetError:
+            pass
+        s.close()
+    try:
+        for _ in range(5):
+            refused_once()
+        time.sleep(0.3)
+        mhd = [ln for ln in svc.logs().splitlines() if "connection limit" in ln]
+        check_eq(len(mhd), 1, mhd)  # the episode's first refusal only
+        # the next refusal after the episode's 10 s says how many were not logged
+        time.sleep(10.5)
+        refused_once()
+        time.sleep(0.3)
+        mhd = [ln for ln in svc.logs().splitlines() if "connection limit" in ln]
+        check_eq(len(mhd), 2, mhd)
+        check_in("(and 4 more like it in the last 10 s or more)", mhd[1])
+    finally:
+        for s in held:
+            s.close()
+    check_eq(svc.stop(), 0)
+
+
+@test
 def a_missing_dashboard_is_404_and_the_start_says_so():
     need_services()
     models = tempfile.mkdtemp(prefix="predictd-httperr-web-")
