@@ -227,7 +227,7 @@ def websocket_handshakes_that_are_not_rfc_6455_are_400():
     status, h, b = raw(svc.port, b"POST /api/predictions/stream HTTP/1.1\r\nHost: x\r\n"
                        b"Upgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n")
     check_eq(status, 405)
-    check_eq(h.get("allow"), "GET, HEAD, OPTIONS")  # a CORS preflight is answered
+    check_eq(h.get("allow"), "GET, HEAD, OPTIONS")  # /api/predictions/{symbol} matches too
     alive(svc)
 
 
@@ -251,7 +251,8 @@ def stream_subscriptions_in_the_query_are_checked_before_the_upgrade():
         status, _, body = svc.get(f"/api/predictions/events?{query}")
         check_eq(status, 400, query)
         check_eq(error_of(body), (code, msg), query)
-    # empty items are skipped: a subscription of exactly what is named
+    # empty items are skipped: the query's list is accepted (101), and a
+    # message's empty symbol is dropped and a null list means all
     ws = WS(svc.port, "/api/predictions/stream?symbols=,BTCUSDT,,ETHUSDT,&timeframes=1h,,15m")
     ws.send(WS.frame(0x1, b'{"type":"subscribe","symbols":["BTCUSDT",""],"timeframes":null}'))
     check_eq(ws.message(), {"type": "subscribed", "symbols": ["BTCUSDT"],
