@@ -739,6 +739,22 @@ def reading_routes_answer_503_with_the_database_stopped():
     check_eq(status, 200, body)
     status, _, body = svc.get("/admin/training", headers=admin)
     check_eq(status, 200, body)
+    # a job on a series without candles fails; cancelling it then is 409
+    status, _, body = svc.request("POST", "/admin/training", headers=admin,
+                                  body={"symbols": "NOSUCH", "timeframe": "15m"})
+    check_eq(status, 202, body)
+    job_id = body["job"]["id"]
+    deadline = time.time() + 120
+    while True:
+        status, _, body = svc.get(f"/admin/training/{job_id}", headers=admin)
+        check_eq(status, 200, body)
+        if body["job"]["state"] not in ("queued", "running") or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    check_eq(body["job"]["state"], "failed", body)
+    status, _, body = svc.request("DELETE", f"/admin/training/{job_id}", headers=admin)
+    check_eq((status, error_of(body)[0]), (409, "busy"), body)
+    check_in("already finished", error_of(body)[1])
     # the exposition counts what was served, per series and version, and
     # describes the serving versions; 5xx answers are counted by code
     status, _, text = svc.get("/metrics", validate=False)
