@@ -821,10 +821,33 @@ static bool ws_flush(struct ws *w, int *code)
     return true;
 }
 
-/* After our close frame: reads (and ignores) until the peer's close or EOF,
- * at most WS_CLOSE_WAIT_MS, so the peer sees a clean close. */
-static void ws_await_close(struct ws *w)
+/* Whether the buffered input holds the peer's close frame: whole frames
+ * before it (data, pings) are dropped unanswered; a partial frame stays
+ * for more bytes, input that does not parse never matches. */
+static bool ws_close_received(struct ws *w)
 {
+    for (;;) {
+        struct api_ws_frame f;
+        if (api__ws_frame_parse(w->in, w->in_len, SUB_MESSAGE_MAX, &f) != 1 ||
+            w->in_len - f.header_len < f.len)
+            return false;
+        if (f.opcode == API_WS_CLOSE)
+            return true;
+        size_t used = f.header_len + (size_t)f.len;
+        memmove(w->in, w->in + used, w->in_len - used);
+        w->in_len -= used;
+    }
+}
+
+/* After our close frame: reads (and ignores) until the peer's close or EOF,
+ * at most WS_CLOSE_WAIT_MS, so the peer sees a clean close. After a frame
+ * that broke the protocol the input buffered so far is dropped (the next
+ * frame can only start after it); otherwise it is kept, as a close frame
+ * may follow a partial frame. */
+static void ws_await_close(struct ws *w, bool bad_input)
+{
+    if (bad_input)
+        w->in_len = 0;
     uint64_t end = util_mono_ns() + WS_CLOSE_WAIT_MS * 1000000ull;
     for (;;) {
         uint64_t now = util_mono_ns();
@@ -840,9 +863,7 @@ static void ws_await_close(struct ws *w)
         if (n > 0 && w->in_len + (size_t)n <= sizeof w->in) {
             memcpy(w->in + w->in_len, buf, (size_t)n);
             w->in_len += (size_t)n;
-            struct api_ws_frame f;
-            if (api__ws_frame_parse(w->in, w->in_len, SUB_MESSAGE_MAX, &f) == 1 &&
-                f.opcode == API_WS_CLOSE)
+            if (ws_close_received(w))
                 return;
         }
     }
@@ -855,6 +876,7 @@ static void *ws_main(void *arg)
     struct ws *w = arg;
     struct client *c = w->c;
     int code = 0;
+    bool bad_input = false; /* code is for a frame the client sent */
     for (;;) {
         if (!ws_flush(w, &code))
             break;
@@ -890,6 +912,7 @@ static void *ws_main(void *arg)
                 }
                 if (rc) {
                     code = rc;
+                    bad_input = true;
                     break;
                 }
             }
@@ -897,7 +920,7 @@ static void *ws_main(void *arg)
     }
     if (code) {
         ws_send_close(w, code);
-        ws_await_close(w);
+        ws_await_close(w, bad_input);
     }
     struct api_http *hp = c->http;
     MHD_upgrade_action(w->urh, MHD_UPGRADE_ACTION_CLOSE);
