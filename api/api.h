@@ -56,8 +56,7 @@ typedef struct api_options {
  * PD_ENOMEM. */
 int api_context_new(const api_options *opt, predict_service *svc, api_context **out);
 void api_context_free(api_context *ctx); /* NULL is a no-op */
-/* The service and its registry (borrowed). */
-predict_service *api_context_service(api_context *ctx);
+/* The service's registry (borrowed). */
 registry *api_context_registry(api_context *ctx);
 
 /* Appends {"status":"error","error":{"code":..,"message":..}} to b. */
@@ -94,9 +93,6 @@ typedef void (*api_job_probe)(void *arg, api_job_status *out);
 /* Returns 0, PD_ETOOBIG when 8 jobs are registered, PD_EINVAL (bad name or
  * NULL probe). A name registered again replaces its probe. Thread-safe. */
 int api_http_add_job(api_http *h, const char *name, api_job_probe probe, void *arg);
-/* Unregisters; when it returns no call of the probe is running, so arg may be
- * freed. Unknown names are ignored. Thread-safe. */
-void api_http_remove_job(api_http *h, const char *name);
 
 /*
  * A metrics hook: a part of the program that api/ does not know (the market

@@ -34,11 +34,6 @@ void api_context_free(api_context *ctx)
     free(ctx);
 }
 
-predict_service *api_context_service(api_context *ctx)
-{
-    return ctx->svc;
-}
-
 registry *api_context_registry(api_context *ctx)
 {
     return predict_registry(ctx->svc);

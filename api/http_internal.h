@@ -259,7 +259,6 @@ void api_client_address(const struct api_http *h, const struct _u_request *req, 
 /* Rate limiting (ratelimit.c): token bucket per client address. */
 void api_rate_init(struct api_http *h);
 void api_rate_cleanup(struct api_http *h);
-bool api_rate_allow(struct api_http *h, const char *client, int64_t now);
 /* Takes a token for client; when none is left returns false and writes the
  * whole seconds until one is (>= 1) to *retry_after_s. Thread-safe. */
 bool api_rate_take(struct api_http *h, const char *client, int *retry_after_s);

@@ -320,6 +320,22 @@ static void render_http(struct api_http *h, util_buf *b)
     util_buf_printf(b, "predictd_http_in_flight_requests %ld\n", atomic_load(&h->open_requests));
     header(b, "predictd_http_streams", "gauge", "WebSocket and SSE clients connected.");
     util_buf_printf(b, "predictd_http_streams %d\n", atomic_load(&h->streams));
+    if (h->ctx) {
+        api_stream_stats st;
+        api_stream_stats_get(h->ctx, &st);
+        header(b, "predictd_stream_messages_published_total", "counter",
+               "Predictions handed to the WebSocket/SSE hub by the inference loop.");
+        util_buf_printf(b, "predictd_stream_messages_published_total %llu\n",
+                        (unsigned long long)st.published);
+        header(b, "predictd_stream_messages_delivered_total", "counter",
+               "Messages queued to a subscribed WebSocket or SSE client.");
+        util_buf_printf(b, "predictd_stream_messages_delivered_total %llu\n",
+                        (unsigned long long)st.delivered);
+        header(b, "predictd_stream_clients_dropped_total", "counter",
+               "Stream clients disconnected because they fell a full queue behind.");
+        util_buf_printf(b, "predictd_stream_clients_dropped_total %llu\n",
+                        (unsigned long long)st.dropped);
+    }
     header(b, "predictd_http_header_timeouts_total", "counter",
            "Connections closed for not sending a request line and headers within "
            "PREDICTD_HEADER_TIMEOUT (however slowly they trickled bytes).");

@@ -99,9 +99,3 @@ bool api_rate_take(struct api_http *h, const char *client, int *retry_after_s)
     return ok;
 }
 
-bool api_rate_allow(struct api_http *h, const char *client, int64_t now)
-{
-    (void)now;
-    int retry = 0;
-    return api_rate_take(h, client, &retry);
-}

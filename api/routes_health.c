@@ -14,8 +14,8 @@
  * api_http_add_job (server/cmd_serve.c registers the model scanner and the
  * inference loop; training jobs register the same way once they run in the
  * service). /health/status calls each probe under the table's read lock;
- * api_http_remove_job takes the write lock, so a job's state outlives every
- * probe call.
+ * a job stays registered until the server stops, so its state outlives
+ * every probe call.
  *
  * Threading: all handlers run concurrently on the HTTP pool; they read the
  * registry, predict and store modules through their thread-safe calls.
@@ -89,20 +89,6 @@ int api_http_add_job(api_http *h, const char *name, api_job_probe probe, void *a
     }
     pthread_rwlock_unlock(&h->jobs_lock);
     return rc;
-}
-
-void api_http_remove_job(api_http *h, const char *name)
-{
-    if (!h || !name)
-        return;
-    pthread_rwlock_wrlock(&h->jobs_lock);
-    for (size_t i = 0; i < h->njobs; i++)
-        if (strcmp(h->jobs[i].name, name) == 0) {
-            memmove(&h->jobs[i], &h->jobs[i + 1], (h->njobs - i - 1) * sizeof h->jobs[0]);
-            h->njobs--;
-            break;
-        }
-    pthread_rwlock_unlock(&h->jobs_lock);
 }
 
 static void render_jobs(util_buf *b, struct api_http *h)

@@ -327,6 +327,8 @@ def inserted_candle_reaches_cache_ledger_websocket_and_sse():
     check(first.get("retry") == "3000" and "comment" in first, first)
     sub = RedisSubscriber(REDIS_URL, "predictd:predictions")
     try:
+        published0 = metric(svc, "predictd_stream_messages_published_total")
+        delivered0 = metric(svc, "predictd_stream_messages_delivered_total")
         c = next_candle()
         t0 = time.time()
         psql(candle_sql(c))
@@ -347,6 +349,10 @@ def inserted_candle_reaches_cache_ledger_websocket_and_sse():
         check_stream_prediction(msg["data"])
         check_eq(msg["data"]["candle_time"], m["data"]["candle_time"])
         check(int(ev["id"]) >= 1, ev)
+        # the hub counted the message and its two deliveries (this test's clients)
+        check(metric(svc, "predictd_stream_messages_published_total") >= published0 + 1)
+        check(metric(svc, "predictd_stream_messages_delivered_total") >= delivered0 + 2)
+        check_eq(metric(svc, "predictd_stream_clients_dropped_total"), 0)
         # the cache has it: the answer is for the new candle
         status, _, body = svc.get(f"/api/predictions/{SYM}?timeframe={TF}")
         check_eq(status, 200, body)
