@@ -98,8 +98,9 @@ struct predict_ticks;
 int predict__ticks_new(struct predict_ticks **out);
 void predict__ticks_free(struct predict_ticks *t); /* NULL is a no-op */
 /* The tick the exchange gave for symbol, from the table or (when its entry
- * is missing or older than 5 minutes of wall clock) from the database; 0 when no exchange has said or the
- * database cannot tell. Thread-safe; may query on the calling thread. */
+ * is missing or older than 5 minutes of wall clock) from the database; 0
+ * when no exchange has said or the database cannot tell. Thread-safe; may
+ * query on the calling thread. */
 double predict__exchange_tick(predict_service *svc, const char *symbol);
 
 /* The cache of negative answers (negative.c), made with the service when
