@@ -27,6 +27,7 @@ binary against the real PostgreSQL and Redis of tests/run.
 import calendar
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -37,13 +38,13 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (DB_URL, REDIS_URL, SERVICES_DIR, Service, check, check_eq,  # noqa: E402
+from harness import (DB_URL, REDIS_URL, SERVICES_DIR, RedisSubscriber, Service, check, check_eq,  # noqa: E402
                      check_in, cli, free_port, need_services, prepare_database, psql, run_tests,
                      services, test, train)
 
 SYM, TF, TFS = "FAULTUSDT", "1h", 3600
 CSYM, CTF = "CANDUSDT", "1d"  # a series without a model: only the candles route reads it
-LAG = 6
+LAG = 9
 MODELS = tempfile.mkdtemp(prefix="predictd-faults-models-")
 DEADLINE = 30
 LEADER_KEY = 0x707265646c656164  # STORE_LOCK_KEY_LEADER (store/store.h)
@@ -286,6 +287,8 @@ def hung_redis_times_out_and_answers_come_from_postgres():
                  "the new prediction served with Redis hung")
         check(metric(svc, "predictd_redis_errors_total") > errors, "Redis errors counted")
         check_in("Redis unavailable, serving from the database", svc.logs())
+        wait_for(lambda: "Redis unavailable, predictions are not published" in svc.logs(),
+                 "the publisher's outage logged")
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_for(lambda: status_of(svc)["components"]["redis"]["state"] == "up", "Redis up again",
@@ -313,6 +316,50 @@ def killed_redis_under_the_loop_then_back():
     finally:
         services("redis-start")
     wait_for(lambda: status_of(svc)["components"]["redis"]["state"] == "up", "Redis up again")
+    # the publisher connects again: the next new prediction is PUBLISHed
+    sub = RedisSubscriber(REDIS_URL, "predictd:predictions")
+    try:
+        c = next_candle()
+        insert(c)
+        deadline = time.time() + DEADLINE
+        while True:
+            msg = sub.read(max(0.1, deadline - time.time()))
+            if msg[0] == b"message" and json.loads(msg[2])["data"]["candle_time"] == iso(c[0]):
+                break
+        wait_for(lambda: "Redis available again: publishing predictions" in svc.logs(),
+                 "the publisher's recovery logged")
+    finally:
+        sub.close()
+
+
+@test
+def redis_refusing_writes_is_an_outage_of_writes_only():
+    svc = setup()
+    r = shared_redis()
+    key = f"predictd:candles:{CSYM}:{CTF}"
+    r.cmd("DEL", key)
+    errors = metric(svc, "predictd_redis_errors_total")
+    # over its memory limit with nothing to evict, Redis answers every write
+    # with an error (OOM) and still serves reads
+    check_eq(r.cmd("CONFIG", "SET", "maxmemory-policy", "noeviction"), b"OK")
+    check_eq(r.cmd("CONFIG", "SET", "maxmemory", "1"), b"OK")
+    try:
+        c = next_candle()
+        insert(c)
+        wait_for(lambda: ledger_count(c[0]) == 1, "the ledger row with Redis refusing writes")
+        wait_for(lambda: prediction(svc)["candle_time"] == iso(c[0]),
+                 "the new prediction served with Redis refusing writes")
+        for limit in (61, 62):
+            same_candles(route_candles(svc, limit), db_candles(limit))
+        check_eq(r.cmd("EXISTS", key), 0, "no window was written")
+        check(metric(svc, "predictd_redis_errors_total") > errors, "the refused writes counted")
+        wait_for(lambda: "OOM" in svc.logs(), "Redis' reason logged")
+    finally:
+        r.cmd("CONFIG", "SET", "maxmemory", "0")
+    # writes are taken again
+    same_candles(route_candles(svc, 63), db_candles(63))
+    wait_for(lambda: r.cmd("EXISTS", key) == 1, "the window written once Redis takes writes")
+    r.close()
 
 
 def private_redis(password):
@@ -531,6 +578,29 @@ def a_loop_without_the_leader_lock_records_nothing_until_it_has_it():
     check(svc.logs().count("leader: this replica records") >= 2, "leader again")
 
 
+@test
+def a_refused_ledger_write_is_retried_until_recorded():
+    svc = setup()
+    psql("CREATE OR REPLACE FUNCTION test_refuse_record() RETURNS trigger LANGUAGE plpgsql AS "
+         "$$BEGIN RAISE EXCEPTION 'test refuses this record'; END$$")
+    psql("CREATE TRIGGER test_refuse_record BEFORE INSERT ON predictions FOR EACH ROW WHEN "
+         f"(NEW.symbol = '{SYM}') EXECUTE FUNCTION test_refuse_record()")
+    try:
+        c = next_candle()
+        insert(c)
+        # predicted and served, not recorded: the status says why, and the
+        # loop tries again (about once a second) rather than waiting for a
+        # notification that already came
+        wait_for(lambda: prediction(svc)["candle_time"] == iso(c[0]), "the prediction served")
+        wait_for(lambda: "recording" in (loop_job(svc).get("last_error") or ""),
+                 "the loop's error in the status")
+        wait_for(lambda: svc.logs().count("test refuses this record") >= 2, "a retry")
+        check_eq(ledger_count(c[0]), 0)
+    finally:
+        psql("DROP TRIGGER test_refuse_record ON predictions")
+    wait_for(lambda: ledger_count(c[0]) == 1, "the row once the database takes it")
+
+
 def scenario(symbol, candles, direction="LONG", t0=1704067200, close_horizon=True):
     """A hand-built ledger row at t0 for a 1m series with entry 100, stop 98
     (R = 2), targets 102/104/106 (mirrored for SHORT), horizon 3, followed
@@ -640,6 +710,35 @@ def a_settle_whose_connection_dies_midway_reconnects_and_settles():
               "the connection was killed once, and the settle ran again")
     finally:
         psql("DROP TRIGGER test_kill_settle ON predictions")
+
+
+@test
+def a_default_model_without_enough_candles_says_so_then_predicts():
+    svc = setup()
+    thin = "THINUSDT"
+    cli("seed", "--symbols", thin, "--timeframes", TF, "--count", "30")
+    models = tempfile.mkdtemp(prefix="predictd-faults-default-")
+    shutil.copytree(os.path.join(MODELS, SYM, TF, "1"), os.path.join(models, "_default", TF, "1"))
+    s = Service(models, env={"PREDICTD_LOG_LEVEL": "debug"}, name="default-thin")
+    try:
+        # the catch-up tries every symbol with candles in the timeframe; 30
+        # candles are too few: one warning, and the route says why
+        wait_for(lambda: f"{thin} {TF}: no prediction" in s.logs(), "the loop's warning")
+        status, _, body = s.get(f"/api/predictions/{thin}?timeframe={TF}")
+        check(status in (404, 409, 422, 503), f"{status} {body}")
+        check_eq(body["status"], "error")
+        line = next(ln for ln in s.logs().splitlines() if f"{thin} {TF}: no prediction" in ln)
+        check(len(line) > len(f"{thin} {TF}: no prediction") + 10, line)
+        # enough candles arrive (one upsert, one notification): it predicts
+        cli("seed", "--symbols", thin, "--timeframes", TF, "--count", "2500")
+        wait_for(lambda: f"{thin} {TF}: predicting again" in s.logs(), "predicting again")
+        status, _, body = s.get(f"/api/predictions/{thin}?timeframe={TF}")
+        check_eq(status, 200, body)
+        check_eq(body["prediction"]["model"]["series"], "_default")
+        check_eq(s.logs().count(f"{thin} {TF}: no prediction"), 1, "the warning is logged once")
+    finally:
+        check_eq(s.stop(), 0)
+        shutil.rmtree(models)
 
 
 def pred_keys(r, version):
