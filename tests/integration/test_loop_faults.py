@@ -736,6 +736,21 @@ def a_default_model_without_enough_candles_says_so_then_predicts():
         check_eq(status, 200, body)
         check_eq(body["prediction"]["model"]["series"], "_default")
         check_eq(s.logs().count(f"{thin} {TF}: no prediction"), 1, "the warning is logged once")
+        # a models notification the loop cannot use is ignored (no series in
+        # it; a malformed symbol: its rescan fails); one for _default rescans
+        # it and re-predicts every symbol of the timeframe with the new version
+        psql("NOTIFY predictd_models, 'no series here'")
+        psql(f"NOTIFY predictd_models, 'bad!sym:{TF}'")
+        wait_for(lambda: f"models notification bad!sym:{TF}: rescan:" in s.logs(),
+                 "the failed rescan logged")
+        shutil.copytree(os.path.join(MODELS, SYM, TF, "2"), os.path.join(models, "_default", TF, "2"))
+        psql(f"NOTIFY predictd_models, '_default:{TF}'")
+        wait_for(lambda: f"models notification: rescanned _default {TF}" in s.logs(),
+                 "the _default rescan")
+        wait_for(lambda: s.get(f"/api/predictions/{thin}?timeframe={TF}")[2]["prediction"]
+                 ["model"]["version"] == 2, "the new _default version serving")
+        status, _, body = s.get("/health/live")
+        check_eq(status, 200, body)
     finally:
         check_eq(s.stop(), 0)
         shutil.rmtree(models)
