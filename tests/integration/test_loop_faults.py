@@ -44,7 +44,7 @@ from harness import (DB_URL, REDIS_URL, SERVICES_DIR, RedisSubscriber, Service, 
 
 SYM, TF, TFS = "FAULTUSDT", "1h", 3600
 CSYM, CTF = "CANDUSDT", "1d"  # a series without a model: only the candles route reads it
-LAG = 9
+LAG = 10
 MODELS = tempfile.mkdtemp(prefix="predictd-faults-models-")
 DEADLINE = 30
 LEADER_KEY = 0x707265646c656164  # STORE_LOCK_KEY_LEADER (store/store.h)
@@ -576,6 +576,23 @@ def a_loop_without_the_leader_lock_records_nothing_until_it_has_it():
     # the lock is free: the loop leads again and records what it missed
     wait_for(lambda: ledger_count(c[0]) == 1, "the ledger row once leader again")
     check(svc.logs().count("leader: this replica records") >= 2, "leader again")
+
+
+@test
+def malformed_candle_notifications_are_ignored():
+    svc = setup()
+    lost = svc.logs().count("lost the LISTEN connection")
+    for payload in ("no series here", f"bad!sym:{TF}", f"{SYM}:7x", "X" * 30 + f":{TF}",
+                    f":{TF}", f"{SYM}:"):
+        psql(f"NOTIFY predictd_candles, '{payload}'")
+    # the loop is still listening on the same connection, and the next real
+    # notification is predicted and recorded
+    c = next_candle()
+    insert(c)
+    wait_for(lambda: ledger_count(c[0]) == 1, "the ledger row after the malformed notifications")
+    check_eq(loop_job(svc)["state"], "listening")
+    check_eq(svc.logs().count("lost the LISTEN connection"), lost)
+    check("bad!sym" not in psql("SELECT string_agg(DISTINCT symbol, ',') FROM predictions"))
 
 
 @test

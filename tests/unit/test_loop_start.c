@@ -1,5 +1,5 @@
 /*
- * test_loop.c: the inference loop's start and stop without a database to
+ * test_loop_start.c: the inference loop's start and stop without a database to
  * talk to: refused arguments and a malformed database URL (nothing
  * started, nothing written), a Redis URL the publisher refuses (the loop
  * runs without publishing), and a database that does not answer (the loop
