@@ -324,10 +324,9 @@ static predict_result *redis_fetch(const char *symbol, const char *tf, uint32_t 
         sscanf(val,
                "PD3 %d %d %d %d %d %la %la %la %la %la %lld %lld %lld %lld %lld %lld %lld %d %zu "
                "%x%n",
-               &p->direction, &p->model_choice, &p->no_trade_reason, &stale_data,
-               &p->n_warnings, &p->model_accuracy, &p->probs[0], &p->probs[1], &p->probs[2],
-               &p->confidence, &ct, &cc, &pt, &vu, &ta, &ma, &tfs, &p->gaps, &fraglen, &sum,
-               &consumed) != 20 ||
+               &p->direction, &p->model_choice, &p->no_trade_reason, &stale_data, &p->n_warnings,
+               &p->model_accuracy, &p->probs[0], &p->probs[1], &p->probs[2], &p->confidence, &ct,
+               &cc, &pt, &vu, &ta, &ma, &tfs, &p->gaps, &fraglen, &sum, &consumed) != 20 ||
         val + consumed != nl || ct != candle || fraglen != len - (size_t)(nl + 1 - val) ||
         sum != fragment_sum(nl + 1, fraglen)) {
         predict_result_release(p);
