@@ -9,16 +9,22 @@ binary against the real PostgreSQL and Redis of tests/run.
   missing password, or a database Redis does not have, is an outage
   (logged with Redis' reason, never the password) and answers come from
   PostgreSQL.
+- Redis refusing writes (over maxmemory, noeviction): answers stay right,
+  the refusals are counted and logged with Redis' reason.
 - Corrupt entries written into Redis directly (truncated, wrong version,
-  garbage) are misses: the answer is recomputed, never the corrupt value.
-  A well-formed entry is served (the control that shows the reads go to
-  Redis at all).
+  garbage, an altered prediction fragment) are misses: the answer is
+  recomputed, never the corrupt value. A well-formed entry is served (the
+  control that shows the reads go to Redis at all).
 - PostgreSQL stopped under a running `serve`, and a `serve` started while
   it is down: answers say so (503 data_unavailable) or come from Redis;
   once it is back, the loop LISTENs, catches up and records.
 - The leader lock taken by another session: the loop turns follower
   (predicts, records nothing), then leader again and records what it
-  missed.
+  missed. A ledger write the database refuses is retried until recorded.
+- Notifications the loop cannot use (malformed candle or models payloads)
+  are ignored; a models notification for _default rescans and re-predicts;
+  a _default model's symbol with too few candles is logged once, answered
+  with an error, and predicted once its candles arrive.
 - Settling: exact touches of a level (a high equal to the take-profit, a
   low equal to the stop, both in one candle), a failure of the database in
   the middle of a settle (rolled back, settled on a later pass), and the
