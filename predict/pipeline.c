@@ -256,7 +256,18 @@ static void cache_put(predict_service *svc, const char *key, predict_result *p, 
  * Redis cache of rendered predictions: one key per series, model version and
  * candle, so replicas share work and a new version or candle never reads an
  * old answer. The value is a header line of the numbers, then the fragment.
+ * The header ends with the fragment's length and FNV-1a sum: the fragment is
+ * served as it is, so a value cut short or altered in Redis must be a miss,
+ * not half a JSON object.
  */
+static uint32_t fragment_sum(const char *s, size_t n)
+{
+    uint32_t h = UTIL_FNV1A_INIT;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
 static void redis_key(char *key, size_t len, const char *symbol, const char *tf, uint32_t version,
                       const char *label, int64_t candle)
 {
@@ -270,14 +281,16 @@ static bool redis_entry(const predict_result *p, const char *label, int64_t now,
                         size_t keylen, util_buf *b, int64_t *ttl)
 {
     redis_key(key, keylen, p->symbol, p->timeframe, p->version, label, p->candle_time);
-    util_buf_printf(b, "PD2 %d %d %d %d %d %a %a %a %a %a %lld %lld %lld %lld %lld %lld %lld %d\n",
+    util_buf_printf(b,
+                    "PD3 %d %d %d %d %d %a %a %a %a %a %lld %lld %lld %lld %lld %lld %lld %d %zu "
+                    "%08x\n",
                     p->direction, p->model_choice, p->no_trade_reason, (int)p->stale_data,
                     p->n_warnings, p->model_accuracy,
                     p->probs[0], p->probs[1], p->probs[2], p->confidence,
                     (long long)p->candle_time, (long long)p->candle_close,
                     (long long)p->prediction_time, (long long)p->valid_until,
                     (long long)p->trained_at, (long long)p->max_age_s, (long long)p->tf_seconds,
-                    p->gaps);
+                    p->gaps, p->fragment_len, fragment_sum(p->fragment, p->fragment_len));
     util_buf_append(b, p->fragment, p->fragment_len);
     *ttl = p->valid_until - now + 1;
     return util_buf_ok(b) && *ttl > 1;
@@ -307,13 +320,17 @@ static predict_result *redis_fetch(const char *symbol, const char *tf, uint32_t 
     char *nl = memchr(val, '\n', len);
     long long ct, cc, pt, vu, ta, ma, tfs;
     int consumed = 0, stale_data = 0;
+    size_t fraglen = 0;
+    unsigned sum = 0;
     if (!p || !nl ||
         sscanf(val,
-               "PD2 %d %d %d %d %d %la %la %la %la %la %lld %lld %lld %lld %lld %lld %lld %d%n",
-               &p->direction, &p->model_choice, &p->no_trade_reason, &stale_data,
-               &p->n_warnings, &p->model_accuracy, &p->probs[0], &p->probs[1], &p->probs[2],
-               &p->confidence, &ct, &cc, &pt, &vu, &ta, &ma, &tfs, &p->gaps, &consumed) != 18 ||
-        val + consumed != nl || ct != candle) {
+               "PD3 %d %d %d %d %d %la %la %la %la %la %lld %lld %lld %lld %lld %lld %lld %d %zu "
+               "%x%n",
+               &p->direction, &p->model_choice, &p->no_trade_reason, &stale_data, &p->n_warnings,
+               &p->model_accuracy, &p->probs[0], &p->probs[1], &p->probs[2], &p->confidence, &ct,
+               &cc, &pt, &vu, &ta, &ma, &tfs, &p->gaps, &fraglen, &sum, &consumed) != 20 ||
+        val + consumed != nl || ct != candle || fraglen != len - (size_t)(nl + 1 - val) ||
+        sum != fragment_sum(nl + 1, fraglen)) {
         predict_result_release(p);
         free(val);
         return NULL;
