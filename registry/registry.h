@@ -269,8 +269,8 @@ void registry_announce(registry *r, const char *symbol, const char *tf);
  */
 /*
  * Verifies one version directory on its own (`predictd models verify DIR`,
- * tools' tests): MANIFEST, parse, shapes, features, golden cases. Returns 0
- * or PD_EVERIFY with the reason in why.
+ * tools' tests): MANIFEST, parse, shapes, features, golden cases. Returns 0,
+ * PD_EVERIFY with the reason in why, or PD_ENOMEM (why: out of memory).
  */
 int registry_verify_dir(const char *dir, char *why, size_t whylen);
 
@@ -288,7 +288,8 @@ int registry_publish(const char *models_dir, const char *symbol, const char *tf,
  * with a counting allocator (at most 16x the file size + 1 MiB, capped at
  * 1 GiB); free with the matching protobuf-c free_unpacked (allocator NULL).
  * The last path component is not followed if it is a symlink.
- * PD_EPARSE / PD_ETOOBIG / PD_EIO / PD_ENOTFOUND, with the reason in why. */
+ * PD_EPARSE / PD_ETOOBIG / PD_EIO / PD_ENOTFOUND / PD_ENOMEM, with the reason
+ * in why. */
 int registry_read_model(const char *path, Predictd__Model **out, char *why, size_t whylen);
 int registry_read_scaler(const char *path, Predictd__Scaler **out, char *why, size_t whylen);
 

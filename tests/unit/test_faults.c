@@ -1,0 +1,816 @@
+/*
+ * test_faults: allocation failures and I/O failures injected for real into
+ * the pure and file-based modules (registry, inference, features, the
+ * prediction computation, training, the CSV and trades parsers).
+ *
+ * This binary is linked with -Wl,--wrap=malloc,calloc,realloc,strdup,
+ * strndup,aligned_alloc (see the Makefile): every call to those functions
+ * from predictd's own objects (libpredictd.a) and from this file goes
+ * through the __wrap_ functions below, which call the real allocator (the
+ * libc one, or the sanitizer's under `make sanitize`) unless the countdown
+ * says this is the allocation that fails. jansson is routed through the
+ * same wrappers with json_set_alloc_funcs. Allocations made inside shared
+ * libraries on their own (libc's asprintf, protobuf-c's default allocator)
+ * are not counted; the registry unpacks protobuf with an allocator of its
+ * own that calls malloc, so those are.
+ *
+ * The loop is SQLite's: run the operation once without a fault (the
+ * reference), then for N = 1, 2, ... with the Nth allocation from the
+ * start of the operation failing (one failure; the allocations after it
+ * succeed). Every faulted run must return the documented error code
+ * (PD_ENOMEM, or a code the function documents for it), leave no output
+ * behind and not crash; the loop ends at the first run whose operation
+ * finishes without reaching the fault, which must then give the reference
+ * result. In the plain build each run is also checked for leaks with
+ * mallinfo2 (bytes in use before and after); under ASan LeakSanitizer
+ * checks each test's process at exit (unit.h runs every test in a child).
+ *
+ * I/O failures: every model file truncated at every byte offset, files
+ * that are directories or FIFOs (tests run as root, so chmod 000 would not
+ * stop a read), and a write to /dev/full.
+ *
+ * No timing assertions. Allocation counts are printed, not asserted.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <execinfo.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <malloc.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "features/features.h"
+#include "feed/feed.h"
+#include "inference/inference.h"
+#include "predict/predict.h"
+#include "predict/predict_internal.h"
+#include "registry/registry.h"
+#include "training/training.h"
+#include "unit.h"
+#include "fixtures.h"
+#include "util/util.h"
+
+/* ------------------------------------------------------------------------
+ * The allocation wrappers.
+ */
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t k, size_t n);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+char *__real_strndup(const char *s, size_t n);
+void *__real_aligned_alloc(size_t align, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t k, size_t n);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+char *__wrap_strndup(const char *s, size_t n);
+void *__wrap_aligned_alloc(size_t align, size_t n);
+
+static atomic_bool fault_armed;
+static atomic_long fault_count; /* allocations since fault_arm */
+static atomic_long fault_at;    /* the one that fails (1-based); 0: none */
+static atomic_bool fault_fired;
+
+/* True when this allocation is the one to fail. */
+static bool fault_now(void)
+{
+    if (!atomic_load(&fault_armed))
+        return false;
+    long n = atomic_fetch_add(&fault_count, 1) + 1;
+    if (n != atomic_load(&fault_at))
+        return false;
+    atomic_store(&fault_fired, true);
+    const char *bt = getenv("FAULT_BACKTRACE"); /* N: where the Nth one is */
+    if (bt && atol(bt) == n) {
+        void *frames[32];
+        int k = backtrace(frames, 32);
+        fprintf(stderr, "fault %ld:\n", n);
+        backtrace_symbols_fd(frames, k, 2);
+    }
+    errno = ENOMEM;
+    return true;
+}
+
+void *__wrap_malloc(size_t n)
+{
+    return fault_now() ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t k, size_t n)
+{
+    return fault_now() ? NULL : __real_calloc(k, n);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    /* realloc(p, 0) frees in glibc; failing it would be a leak of ours */
+    if (n == 0)
+        return __real_realloc(p, n);
+    return fault_now() ? NULL : __real_realloc(p, n);
+}
+
+char *__wrap_strdup(const char *s)
+{
+    return fault_now() ? NULL : __real_strdup(s);
+}
+
+char *__wrap_strndup(const char *s, size_t n)
+{
+    return fault_now() ? NULL : __real_strndup(s, n);
+}
+
+void *__wrap_aligned_alloc(size_t align, size_t n)
+{
+    return fault_now() ? NULL : __real_aligned_alloc(align, n);
+}
+
+static void *fault_json_malloc(size_t n)
+{
+    return __wrap_malloc(n);
+}
+
+static void fault_json_free(void *p)
+{
+    free(p);
+}
+
+/* Arms the countdown: the at-th allocation from now fails (0: none fails,
+ * the allocations are only counted). */
+static void fault_arm(long at)
+{
+    atomic_store(&fault_count, 0);
+    atomic_store(&fault_at, at);
+    atomic_store(&fault_fired, false);
+    atomic_store(&fault_armed, true);
+}
+
+/* Disarms; true when the fault was reached. *count: allocations seen. */
+static bool fault_disarm(long *count)
+{
+    atomic_store(&fault_armed, false);
+    if (count)
+        *count = atomic_load(&fault_count);
+    return atomic_load(&fault_fired);
+}
+
+/* Stops counting (for checks inside an operation that are not under
+ * test); returns what fault_resume needs. */
+static bool fault_hold(void)
+{
+    return atomic_exchange(&fault_armed, false);
+}
+
+static void fault_resume(bool held)
+{
+    atomic_store(&fault_armed, held);
+}
+
+/* Bytes the C library has handed out (0 under a sanitizer, whose
+ * allocator glibc does not see; LeakSanitizer checks those runs). */
+static size_t heap_in_use(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
+
+/* One operation under test. Runs it, checks its output against the
+ * reference (rc 0) or that it left no output (rc != 0) with CHECKs of its
+ * own, frees what it made, and returns the function's code. */
+typedef int (*fault_op)(void *ctx);
+
+#define FAULT_MAX_RUNS 200000
+
+/* fault_loop flags. TOLERATE: a faulted run may also succeed (return
+ * `want`), for operations with allocations they can do without (a change
+ * detector's hash, a log line); the op's own checks then hold it to the
+ * reference result, and the count of such runs is printed. */
+#define FAULT_TOLERATE 1
+
+/*
+ * The loop. op(ctx) must return `want` unfaulted; under a fault it must
+ * return PD_ENOMEM or one of the `n_also` codes in `also`. Returns the
+ * number of allocations of the unfaulted run (-1 on a failure, reported).
+ * The loop runs every allocation point when step is 1; larger steps sample
+ * every step-th one (for long operations), always ending with an
+ * unfaulted completion.
+ */
+static long fault_loop(const char *what, fault_op op, void *ctx, int want, const int *also,
+                       size_t n_also, int flags, long step)
+{
+    /* Warm-up: one-time initialisations (stdio buffers, lazily built
+     * tables) happen here, so they do not count as leaks below. */
+    fault_arm(0);
+    int rc = op(ctx);
+    long total = 0;
+    fault_disarm(&total);
+    if (rc == want) { /* the second run's count: lazy initialisations are done */
+        fault_arm(0);
+        rc = op(ctx);
+        fault_disarm(&total);
+    }
+    if (rc != want) {
+        UNIT_FAIL_("%s: unfaulted run returned %s, want %s", what, util_strerror(rc),
+                   util_strerror(want));
+        return -1;
+    }
+    long runs = 0, leaks = 0, bad = 0, tolerated = 0;
+    for (long n = 1; n < FAULT_MAX_RUNS; n += step) {
+        size_t before = heap_in_use();
+        fault_arm(n);
+        rc = op(ctx);
+        long seen = 0;
+        bool fired = fault_disarm(&seen);
+        size_t after = heap_in_use();
+        runs++;
+        if (after != before && leaks++ < 3)
+            UNIT_FAIL_("%s: allocation %ld failing: %zd bytes still in use after the call", what, n,
+                       (ssize_t)(after - before));
+        if (!fired) {
+            if (rc != want)
+                UNIT_FAIL_("%s: the run past the last allocation (%ld) returned %s, want %s", what,
+                           seen, util_strerror(rc), util_strerror(want));
+            printf("  %s: %ld allocations, %ld faulted runs (%ld did without it)%s\n", what, total,
+                   runs - 1, tolerated, unit_cur_failed ? "" : ", all clean");
+            return unit_cur_failed ? -1 : total;
+        }
+        bool ok = rc == PD_ENOMEM;
+        if (rc == want && (flags & FAULT_TOLERATE)) {
+            ok = true;
+            tolerated++;
+        }
+        for (size_t i = 0; i < n_also; i++)
+            ok = ok || rc == also[i];
+        if (!ok && bad++ < 5)
+            UNIT_FAIL_("%s: allocation %ld of %ld failing returned %s (%d)", what, n, total,
+                       util_strerror(rc), rc);
+    }
+    UNIT_FAIL_("%s: the loop did not end after %d runs", what, FAULT_MAX_RUNS);
+    return -1;
+}
+
+/* ------------------------------------------------------------------------
+ * A model: a softmax over the 14 default features, window 100, with golden
+ * cases computed by inference_run on the model itself (as test_registry
+ * does: this file tests failure handling, not the maths).
+ */
+#define NF 14
+#define NG 3
+
+typedef struct fx {
+    Predictd__Model m;
+    Predictd__Dense d;
+    Predictd__Dense *layers[1];
+    Predictd__SignalPolicy pol;
+    double tp[3];
+    Predictd__TrainingMeta meta;
+    Predictd__Metric metric;
+    Predictd__Metric *metrics[1];
+    Predictd__GoldenCase g[NG];
+    Predictd__GoldenCase *gp[NG];
+    double gin[NG][NF];
+    double gout[NG][3];
+    double w[3 * NF], b[3];
+    char *feat[NF];
+    char *cls[3];
+    Predictd__Scaler s;
+    double mean[NF], scale[NF];
+} fx;
+
+static void fx_init(fx *f, unsigned seed)
+{
+    memset(f, 0, sizeof *f);
+    size_t nspec = 0;
+    const char *const *specs = features_default_specs(&nspec);
+    if (nspec != NF)
+        abort();
+    for (int i = 0; i < NF; i++)
+        f->feat[i] = (char *)specs[i];
+    f->cls[0] = "LONG";
+    f->cls[1] = "SHORT";
+    f->cls[2] = "NO_TRADE";
+    for (int i = 0; i < 3 * NF; i++)
+        f->w[i] = 0.3 * sin(0.7 * i + seed);
+    for (int i = 0; i < 3; i++)
+        f->b[i] = 0.1 * cos(i + seed);
+    for (int i = 0; i < NF; i++) {
+        f->mean[i] = i == 0 ? 50.0 : 0.01 * i;
+        f->scale[i] = i == 0 ? 10.0 : 1.0 + 0.1 * i;
+    }
+    predictd__dense__init(&f->d);
+    f->d.in = NF;
+    f->d.out = 3;
+    f->d.n_weights = 3 * NF;
+    f->d.weights = f->w;
+    f->d.n_bias = 3;
+    f->d.bias = f->b;
+    f->d.activation = PREDICTD__ACTIVATION__LINEAR;
+    f->layers[0] = &f->d;
+    predictd__signal_policy__init(&f->pol);
+    f->pol.sl_atr = 1.5;
+    f->tp[0] = 1;
+    f->tp[1] = 2;
+    f->tp[2] = 3;
+    f->pol.n_tp_r = 3;
+    f->pol.tp_r = f->tp;
+    f->pol.horizon = 12;
+    f->pol.min_confidence = 0.3;
+    f->pol.atr_period = 14;
+    predictd__metric__init(&f->metric);
+    f->metric.name = "bt_hit_rate";
+    f->metric.value = 0.6;
+    f->metrics[0] = &f->metric;
+    predictd__training_meta__init(&f->meta);
+    f->meta.trained_at = 1700000000 + seed;
+    f->meta.symbol = "BTCUSDT";
+    f->meta.timeframe = "15m";
+    f->meta.test_accuracy = 0.5;
+    f->meta.trainer = "test_faults";
+    f->meta.n_metrics = 1;
+    f->meta.metrics = f->metrics;
+    predictd__model__init(&f->m);
+    f->m.format = 1;
+    f->m.kind = PREDICTD__MODEL_KIND__SOFTMAX;
+    f->m.n_features = NF;
+    f->m.features = f->feat;
+    f->m.window = 100;
+    f->m.n_classes = 3;
+    f->m.classes = f->cls;
+    f->m.temperature = 1;
+    f->m.n_layers = 1;
+    f->m.layers = f->layers;
+    f->m.policy = &f->pol;
+    f->m.meta = &f->meta;
+    predictd__scaler__init(&f->s);
+    f->s.n_features = NF;
+    f->s.features = f->feat;
+    f->s.n_mean = NF;
+    f->s.mean = f->mean;
+    f->s.n_scale = NF;
+    f->s.scale = f->scale;
+    for (int g = 0; g < NG; g++) {
+        for (int i = 0; i < NF; i++)
+            f->gin[g][i] = (i == 0 ? 50.0 : 0.0) + sin(1.3 * i + 2.1 * g + seed);
+        predictd__golden_case__init(&f->g[g]);
+        f->g[g].n_input = NF;
+        f->g[g].input = f->gin[g];
+        f->g[g].n_probabilities = 3;
+        f->g[g].probabilities = f->gout[g];
+        f->gp[g] = &f->g[g];
+    }
+    f->m.n_golden = NG;
+    f->m.golden = f->gp;
+    inference_model *im = NULL;
+    char why[256];
+    if (inference_model_build(&f->m, &f->s, &im, why, sizeof why) != 0) {
+        printf("  fixture does not build: %s\n", why);
+        abort();
+    }
+    void *scratch = malloc(inference_scratch_size(im) + 8);
+    for (int g = 0; g < NG; g++)
+        if (inference_run(im, f->gin[g], f->gout[g], scratch) != 0)
+            abort();
+    free(scratch);
+    inference_model_free(im);
+}
+
+/* ------------------------------------------------------------------------
+ * Files.
+ */
+static char base_dir[512], models_dir[600], vdir[700];
+
+/* A temporary directory with one published version models/BTCUSDT/15m/1;
+ * false (printed) when it cannot be made. */
+static bool repo_setup(fx *f)
+{
+    if (!unit_tmpdir(base_dir, sizeof base_dir, "pd-faults"))
+        return false;
+    snprintf(models_dir, sizeof models_dir, "%s/models", base_dir);
+    fx_init(f, 1);
+    uint32_t ver = 0;
+    int rc = registry_publish(models_dir, "BTCUSDT", "15m", &f->m, &f->s, &ver);
+    if (rc != 0 || ver != 1) {
+        printf("  publish: %s\n", util_strerror(rc));
+        return false;
+    }
+    snprintf(vdir, sizeof vdir, "%s/BTCUSDT/15m/1", models_dir);
+    return true;
+}
+
+static __attribute__((unused)) int write_file(const char *path, const void *data, size_t n)
+{
+    FILE *fp = fopen(path, "wb");
+    if (!fp)
+        return -1;
+    size_t w = fwrite(data, 1, n, fp);
+    return fclose(fp) == 0 && w == n ? 0 : -1;
+}
+
+/* Names of the entries of dir, sorted, joined with spaces ("" when none,
+ * "?" when unreadable). */
+static void listing(const char *dir, char *out, size_t n)
+{
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "ls -A '%s' 2>/dev/null | sort | tr '\\n' ' '", dir);
+    out[0] = '\0';
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        snprintf(out, n, "?");
+        return;
+    }
+    size_t k = fread(out, 1, n - 1, p);
+    out[k] = '\0';
+    pclose(p);
+}
+
+/* ------------------------------------------------------------------------
+ * Registry: verify, read, scan/acquire/list, publish.
+ */
+static int op_verify_dir(void *ctx)
+{
+    (void)ctx;
+    char why[256] = "";
+    int rc = registry_verify_dir(vdir, why, sizeof why);
+    if (rc == PD_ENOMEM && !strstr(why, "memory"))
+        UNIT_FAIL_("verify under a fault: why \"%s\" does not say memory", why);
+    return rc;
+}
+
+static int op_read_model(void *ctx)
+{
+    fx *f = ctx;
+    char path[800], why[256] = "";
+    snprintf(path, sizeof path, "%s/model.pb", vdir);
+    Predictd__Model *m = NULL;
+    int rc = registry_read_model(path, &m, why, sizeof why);
+    if (rc == 0) {
+        CHECK_EQ_INT(m->n_features, NF);
+        CHECK_EQ_INT(m->n_golden, NG);
+        CHECK_NEAR(m->layers[0]->weights[5], f->w[5], 0);
+        predictd__model__free_unpacked(m, NULL);
+    }
+    Predictd__Scaler *s = NULL;
+    snprintf(path, sizeof path, "%s/scaler.pb", vdir);
+    int rs = registry_read_scaler(path, &s, why, sizeof why);
+    if (rs == 0) {
+        CHECK_EQ_INT(s->n_mean, NF);
+        predictd__scaler__free_unpacked(s, NULL);
+    }
+    return rc ? rc : rs;
+}
+
+TEST(registry_verify_and_read_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f))
+        UNIT_SKIP("no repository");
+    CHECK(fault_loop("registry_verify_dir", op_verify_dir, NULL, 0, NULL, 0, 0, 1) > 10);
+    CHECK(fault_loop("registry_read_model+scaler", op_read_model, f, 0, NULL, 0, 0, 1) > 2);
+    free(f);
+    util_rmtree(base_dir);
+}
+
+typedef struct scan_ctx {
+    fx *f;
+} scan_ctx;
+
+/* A registry over the repository: scan, acquire, run the model, list,
+ * free. Any failure must be PD_ENOMEM; the version either serves whole
+ * (its probabilities the golden ones) or is absent. */
+static int op_scan_acquire(void *ctx)
+{
+    scan_ctx *c = ctx;
+    registry *r = NULL;
+    int rc = registry_new(models_dir, &r);
+    if (rc)
+        return rc;
+    rc = registry_scan(r, NULL, NULL);
+    if (rc == 0) {
+        registry_version *v = NULL;
+        rc = registry_acquire(r, "BTCUSDT", "15m", NULL, &v);
+        if (rc == 0) {
+            const inference_model *m = registry_version_model(v);
+            double probs[3];
+            void *scratch = malloc(inference_scratch_size(m) + 8);
+            if (!scratch) {
+                rc = PD_ENOMEM;
+            } else {
+                CHECK_EQ_INT(inference_run(m, c->f->gin[0], probs, scratch), 0);
+                for (int k = 0; k < 3; k++)
+                    CHECK_NEAR(probs[k], c->f->gout[0][k], 1e-12);
+                free(scratch);
+            }
+            CHECK_EQ_INT(registry_version_number(v), 1);
+            CHECK_EQ_STR(registry_version_meta(v)->trainer, "test_faults");
+            registry_release(v);
+        } else if (rc == PD_ENOMODEL) {
+            /* the load ran out of memory: the version is listed as failed
+             * or not at all, never served half-made */
+            rc = PD_ENOMEM;
+        }
+    }
+    if (rc == 0) {
+        registry_series_info *s = NULL;
+        size_t n = 0;
+        rc = registry_list(r, &s, &n);
+        if (rc == 0) {
+            CHECK_EQ_INT(n, 1);
+            if (n == 1) {
+                CHECK_EQ_STR(s[0].symbol, "BTCUSDT");
+                CHECK_EQ_INT(s[0].n_versions, 1);
+            }
+            registry_list_free(s, n);
+        }
+    }
+    registry_free(r);
+    return rc;
+}
+
+TEST(registry_scan_acquire_list_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f))
+        UNIT_SKIP("no repository");
+    scan_ctx c = {f};
+    CHECK(fault_loop("registry scan/acquire/list", op_scan_acquire, &c, 0, NULL, 0, FAULT_TOLERATE,
+                     1) > 10);
+    free(f);
+    util_rmtree(base_dir);
+}
+
+/* Publishes a new version; on failure nothing new may be visible in the
+ * series directory (no version, no temporary left behind), on success
+ * exactly version 2, which verifies, and is removed again. */
+static int op_publish(void *ctx)
+{
+    fx *f = ctx;
+    char sdir[800], before[512], after[512];
+    snprintf(sdir, sizeof sdir, "%s/BTCUSDT/15m", models_dir);
+    listing(sdir, before, sizeof before);
+    uint32_t ver = 0;
+    int rc = registry_publish(models_dir, "BTCUSDT", "15m", &f->m, &f->s, &ver);
+    bool held = fault_hold(); /* the checks below are not under test */
+    listing(sdir, after, sizeof after);
+    if (rc == 0) {
+        CHECK_EQ_INT(ver, 2);
+        CHECK_EQ_STR(after, "1 2 ");
+        char v2[900], why[256];
+        snprintf(v2, sizeof v2, "%s/2", sdir);
+        CHECK_EQ_INT(registry_verify_dir(v2, why, sizeof why), 0);
+        util_rmtree(v2);
+    } else {
+        CHECK_EQ_STR(after, before);
+    }
+    fault_resume(held);
+    return rc;
+}
+
+TEST(registry_publish_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f))
+        UNIT_SKIP("no repository");
+    static const int also[] = {PD_EIO};
+    CHECK(fault_loop("registry_publish", op_publish, f, 0, also, 1, 0, 1) > 0);
+    free(f);
+    util_rmtree(base_dir);
+}
+
+/* ------------------------------------------------------------------------
+ * Inference and features, pure.
+ */
+static int op_model_build(void *ctx)
+{
+    fx *f = ctx;
+    inference_model *im = NULL;
+    char why[256];
+    int rc = inference_model_build(&f->m, &f->s, &im, why, sizeof why);
+    if (rc)
+        return rc;
+    rc = inference_check_golden(im, &f->m, 1e-9, why, sizeof why);
+    inference_model_free(im);
+    return rc;
+}
+
+static int op_features(void *ctx)
+{
+    const features_candle *c = ctx;
+    size_t n = 0;
+    const char *const *specs = features_default_specs(&n);
+    features_set *fs = NULL;
+    char why[256];
+    int rc = features_set_new(specs, n, &fs, why, sizeof why);
+    if (rc)
+        return rc;
+    double out[NF];
+    rc = features_compute(fs, c, 200, out);
+    if (rc == 0)
+        for (size_t i = 0; i < n; i++)
+            CHECK(isfinite(out[i]));
+    features_set_free(fs);
+    return rc;
+}
+
+static features_candle *wave(size_t n, int64_t t0, int64_t step)
+{
+    features_candle *c = calloc(n, sizeof *c);
+    double prev = 100;
+    for (size_t i = 0; c && i < n; i++) {
+        double close = round((100.0 + 3.0 * sin(0.37 * (double)i) + 0.01 * (double)i) * 100) / 100;
+        c[i].t = t0 + (int64_t)i * step;
+        c[i].open = prev;
+        c[i].close = close;
+        c[i].high = round((fmax(prev, close) + 0.4 + 0.2 * cos((double)i)) * 100) / 100;
+        c[i].low = round((fmin(prev, close) - 0.5) * 100) / 100;
+        c[i].volume = 10 + (double)(i % 7);
+        prev = close;
+    }
+    return c;
+}
+
+TEST(inference_and_features_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    fx_init(f, 2);
+    CHECK(fault_loop("inference_model_build+check_golden", op_model_build, f, 0, NULL, 0, 0, 1) >
+          0);
+    features_candle *c = wave(200, 1700000100, 900);
+    CHECK(fault_loop("features_set_new+compute", op_features, c, 0, NULL, 0, 0, 1) > 0);
+    free(c);
+    free(f);
+}
+
+/* ------------------------------------------------------------------------
+ * The prediction computation (no database): a service over the repository.
+ */
+typedef struct pred_ctx {
+    predict_service *svc;
+    registry *reg;
+    features_candle *c;
+    size_t n;
+    int direction;
+    double entry, stop, confidence;
+} pred_ctx;
+
+static int op_predict(void *ctx)
+{
+    pred_ctx *p = ctx;
+    registry_version *v = NULL;
+    int rc = registry_acquire(p->reg, "BTCUSDT", "15m", NULL, &v);
+    if (rc)
+        return rc;
+    predict_result *res = NULL;
+    char why[256] = "";
+    int64_t now = p->c[p->n - 1].t + 900 + 5;
+    rc = predict__compute_window(p->svc, v, "BTCUSDT", "15m", now, p->c, p->n, &res, why,
+                                 sizeof why);
+    registry_release(v);
+    if (rc == 0) {
+        if (p->direction < 0) { /* the reference run */
+            p->direction = res->direction;
+            p->entry = res->entry;
+            p->stop = res->stop_loss;
+            p->confidence = res->confidence;
+        } else {
+            CHECK_EQ_INT(res->direction, p->direction);
+            CHECK_NEAR(res->entry, p->entry, 0);
+            CHECK_NEAR(res->stop_loss, p->stop, 0);
+            CHECK_NEAR(res->confidence, p->confidence, 0);
+        }
+        predict_result_release(res);
+    } else {
+        CHECK(res == NULL);
+    }
+    return rc;
+}
+
+TEST(prediction_computation_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f))
+        UNIT_SKIP("no repository");
+    pred_ctx p = {.direction = -1, .n = 160};
+    CHECK_EQ_INT(registry_new(models_dir, &p.reg), 0);
+    CHECK_EQ_INT(registry_scan(p.reg, NULL, NULL), 0);
+    predict_options opt = {.cache = false};
+    CHECK_EQ_INT(predict_service_new(&opt, p.reg, &p.svc), 0);
+    p.c = wave(p.n, 1700000100, 900);
+    if (p.svc && p.c) {
+        CHECK(fault_loop("predict__compute_window", op_predict, &p, 0, NULL, 0, 0, 1) > 0);
+        printf("  direction %s, confidence %.3f\n", inference_class_name(p.direction),
+               p.confidence);
+    }
+    free(p.c);
+    predict_service_free(p.svc);
+    registry_free(p.reg);
+    free(f);
+    util_rmtree(base_dir);
+}
+
+/* ------------------------------------------------------------------------
+ * Parsers.
+ */
+typedef struct text_ctx {
+    const char *text;
+    size_t len, want_n;
+} text_ctx;
+
+static int op_csv(void *ctx)
+{
+    text_ctx *t = ctx;
+    features_candle *c = NULL;
+    size_t n = 0;
+    char why[256] = "";
+    int rc = feed_csv_parse(t->text, t->len, &c, &n, why, sizeof why);
+    if (rc == 0) {
+        CHECK_EQ_INT(n, t->want_n);
+        CHECK_NEAR(c[n - 1].close, 101.5 + (double)(n - 1), 1e-9);
+        free(c);
+    } else {
+        CHECK(c == NULL);
+    }
+    return rc;
+}
+
+static int agg_count(const features_candle *c, bool correction, void *arg)
+{
+    (void)c;
+    (void)correction;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+static int op_trades(void *ctx)
+{
+    text_ctx *t = ctx;
+    feed_trade *tr = NULL;
+    size_t n = 0;
+    char why[256] = "";
+    int rc = feed_trades_csv_parse(t->text, t->len, &tr, &n, why, sizeof why);
+    if (rc)
+        return rc;
+    CHECK_EQ_INT(n, t->want_n);
+    feed_agg *a = NULL;
+    rc = feed_agg_new(&a);
+    size_t candles = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = feed_agg_push(a, &tr[i], agg_count, &candles);
+    if (rc == 0)
+        rc = feed_agg_finish(a, agg_count, &candles);
+    if (rc == 0)
+        CHECK_EQ_INT(candles, 3); /* three minutes of trades */
+    feed_agg_free(a);
+    free(tr);
+    return rc;
+}
+
+TEST(csv_and_trades_under_allocation_failures)
+{
+    util_buf b;
+    util_buf_init(&b);
+    util_buf_puts(&b, "open_time,open,high,low,close,volume\n");
+    size_t rows = 300; /* enough to make the parser grow its array */
+    for (size_t i = 0; i < rows; i++)
+        util_buf_printf(&b, "%lld,%.2f,%.2f,%.2f,%.2f,%.1f\n", 1700000100LL + (long long)i * 60,
+                        100.0 + (double)i, 102.0 + (double)i, 99.0 + (double)i, 101.5 + (double)i,
+                        10.0 + (double)(i % 5));
+    text_ctx t = {b.data, b.len, rows};
+    CHECK(fault_loop("feed_csv_parse", op_csv, &t, 0, NULL, 0, 0, 1) > 0);
+    util_buf_cleanup(&b);
+    util_buf_init(&b);
+    util_buf_puts(&b, "time,id,side,price,amount\n");
+    size_t trades = 90;
+    for (size_t i = 0; i < trades; i++)
+        util_buf_printf(&b, "%lld,%zu,%s,%.2f,%.3f\n", 1700000040000LL + (long long)i * 2000,
+                        1000 + i, i % 3 ? "buy" : "sell", 100.0 + (double)(i % 7) * 0.1,
+                        0.5 + (double)(i % 4));
+    t = (text_ctx){b.data, b.len, trades};
+    CHECK(fault_loop("feed_trades_csv_parse+agg", op_trades, &t, 0, NULL, 0, 0, 1) > 0);
+    util_buf_cleanup(&b);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    /* glibc's per-thread cache keeps freed chunks counted as in use, which
+     * would hide or fake leaks in heap_in_use: run again without it. */
+    if (!getenv("PD_FAULTS_REEXEC")) {
+        setenv("PD_FAULTS_REEXEC", "1", 1);
+        setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0", 1);
+        execv("/proc/self/exe", argv);
+        perror("re-exec");
+    }
+    json_set_alloc_funcs(fault_json_malloc, fault_json_free);
+    util_log_configure(UTIL_LOG_ERROR, false);
+    RUN(registry_verify_and_read_under_allocation_failures);
+    RUN(registry_scan_acquire_list_under_allocation_failures);
+    RUN(registry_publish_under_allocation_failures);
+    RUN(inference_and_features_under_allocation_failures);
+    RUN(prediction_computation_under_allocation_failures);
+    RUN(csv_and_trades_under_allocation_failures);
+    return unit_report();
+}
