@@ -130,7 +130,7 @@ int training_params_set(training_params *p, const char *name, const char *value,
                         size_t whylen);
 
 /* Checks the whole set (symbols, timeframe, ranges, feature specs resolve,
- * window >= the features' minimum, ...). 0 or PD_EINVAL with why. */
+ * window >= the features' minimum, ...). 0, PD_EINVAL with why, or PD_ENOMEM. */
 int training_params_validate(const training_params *p, char *why, size_t whylen);
 
 /* The target series a run publishes to. */
