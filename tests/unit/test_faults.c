@@ -402,7 +402,7 @@ static bool repo_setup(fx *f)
     return true;
 }
 
-static __attribute__((unused)) int write_file(const char *path, const void *data, size_t n)
+static int write_file(const char *path, const void *data, size_t n)
 {
     FILE *fp = fopen(path, "wb");
     if (!fp)
@@ -878,6 +878,208 @@ TEST(training_under_allocation_failures)
     util_rmtree(base_dir);
 }
 
+/* ------------------------------------------------------------------------
+ * I/O failures.
+ */
+static const char *const vfiles[3] = {"model.pb", "scaler.pb", "MANIFEST"};
+
+/* Writes a MANIFEST for the files of vdir as they are now. */
+static void rewrite_manifest(void)
+{
+    char p[800], text[200], hex[2][65];
+    for (int k = 0; k < 2; k++) {
+        char *data = NULL;
+        size_t n = 0;
+        snprintf(p, sizeof p, "%s/%s", vdir, vfiles[k]);
+        if (util_read_file(p, 1u << 24, &data, &n) != 0) {
+            strcpy(hex[k], "unreadable");
+            continue;
+        }
+        util_sha256_hex(data, n, hex[k]);
+        free(data);
+    }
+    snprintf(text, sizeof text, "%s  model.pb\n%s  scaler.pb\n", hex[0], hex[1]);
+    snprintf(p, sizeof p, "%s/MANIFEST", vdir);
+    write_file(p, text, strlen(text));
+}
+
+/*
+ * Every file of a version cut at every byte offset. With the MANIFEST as
+ * published the cut file's hash no longer matches (model.pb, scaler.pb) or
+ * the MANIFEST no longer lists both files: refused, PD_EVERIFY, the file
+ * named in the reason. With a MANIFEST rewritten to match, the protobuf
+ * decoder and the checks after it see every prefix: refused too, except a
+ * prefix that is a whole message on its own (a cut between two fields),
+ * which must then still be a complete, consistent model.
+ */
+TEST(every_truncation_of_a_version_is_refused)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f))
+        UNIT_SKIP("no repository");
+    char *orig[3] = {NULL, NULL, NULL};
+    size_t len[3] = {0, 0, 0};
+    char p[800], why[256];
+    for (int k = 0; k < 3; k++) {
+        snprintf(p, sizeof p, "%s/%s", vdir, vfiles[k]);
+        CHECK_EQ_INT(util_read_file(p, 1u << 24, &orig[k], &len[k]), 0);
+    }
+    for (int k = 0; k < 3 && orig[2]; k++) {
+        snprintf(p, sizeof p, "%s/%s", vdir, vfiles[k]);
+        size_t refused = 0, refused_rehashed = 0, whole = 0, bad = 0;
+        for (size_t cut = 0; cut < len[k]; cut++) {
+            write_file(p, orig[k], cut);
+            why[0] = '\0';
+            int rc = registry_verify_dir(vdir, why, sizeof why);
+            bool newline_only = k == 2 && cut == len[k] - 1; /* the last '\n' of MANIFEST */
+            if (newline_only) {
+                CHECK_EQ_INT(rc, 0);
+            } else if (rc != PD_EVERIFY || !strstr(why, k == 2 ? "MANIFEST" : vfiles[k])) {
+                if (bad++ < 3)
+                    UNIT_FAIL_("%s cut at %zu of %zu: %s, \"%s\"", vfiles[k], cut, len[k],
+                               util_strerror(rc), why);
+            } else {
+                refused++;
+            }
+            if (k == 2)
+                continue;
+            rewrite_manifest();
+            why[0] = '\0';
+            rc = registry_verify_dir(vdir, why, sizeof why);
+            if (rc == PD_EVERIFY && why[0]) {
+                refused_rehashed++;
+            } else if (rc == 0 && k == 0) {
+                /* a whole message: it must have everything a model needs */
+                Predictd__Model *m = NULL;
+                CHECK_EQ_INT(registry_read_model(p, &m, why, sizeof why), 0);
+                if (m) {
+                    CHECK(m->n_golden >= 1 && m->n_golden <= NG);
+                    CHECK_EQ_INT(m->n_layers, 1);
+                    CHECK_EQ_INT(m->n_features, NF);
+                    predictd__model__free_unpacked(m, NULL);
+                }
+                whole++;
+            } else if (bad++ < 3) {
+                UNIT_FAIL_("%s cut at %zu of %zu, MANIFEST matching: %s, \"%s\"", vfiles[k], cut,
+                           len[k], util_strerror(rc), why);
+            }
+            snprintf(p, sizeof p, "%s/MANIFEST", vdir);
+            write_file(p, orig[2], len[2]);
+            snprintf(p, sizeof p, "%s/%s", vdir, vfiles[k]);
+        }
+        write_file(p, orig[k], len[k]);
+        printf("  %s (%zu bytes): %zu cuts refused; with a matching MANIFEST %zu refused, %zu "
+               "whole messages\n",
+               vfiles[k], len[k], refused, refused_rehashed, whole);
+        CHECK_EQ_INT(bad, 0);
+        CHECK_EQ_INT(registry_verify_dir(vdir, why, sizeof why), 0); /* restored */
+    }
+    for (int k = 0; k < 3; k++)
+        free(orig[k]);
+    free(f);
+    util_rmtree(base_dir);
+}
+
+/* The same cuts seen by a serving registry: v1 good, v2 its model.pb cut
+ * (MANIFEST matching): v1 keeps serving and v2 is listed FAILED with a
+ * reason, at every offset. */
+TEST(a_truncated_new_version_never_replaces_the_serving_one)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f))
+        UNIT_SKIP("no repository");
+    uint32_t ver = 0;
+    CHECK_EQ_INT(registry_publish(models_dir, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK_EQ_INT(ver, 2);
+    snprintf(vdir, sizeof vdir, "%s/BTCUSDT/15m/2", models_dir);
+    char p[800];
+    snprintf(p, sizeof p, "%s/model.pb", vdir);
+    char *orig = NULL;
+    size_t len = 0;
+    CHECK_EQ_INT(util_read_file(p, 1u << 24, &orig, &len), 0);
+    size_t failed = 0, bad = 0;
+    for (size_t cut = 0; orig && cut < len; cut += 7) {
+        write_file(p, orig, cut);
+        rewrite_manifest();
+        registry *r = NULL;
+        if (registry_new(models_dir, &r) != 0 || registry_scan(r, NULL, NULL) != 0) {
+            UNIT_FAIL_("registry at cut %zu", cut);
+            registry_free(r);
+            break;
+        }
+        registry_version *v = NULL;
+        int rc = registry_acquire(r, "BTCUSDT", "15m", NULL, &v);
+        uint32_t serving = rc == 0 ? registry_version_number(v) : 0;
+        registry_release(v);
+        registry_series_info *s = NULL;
+        size_t n = 0;
+        int state = -1;
+        char reason[300] = "";
+        if (registry_list(r, &s, &n) == 0 && n == 1)
+            for (size_t i = 0; i < s[0].n_versions; i++)
+                if (s[0].versions[i].version == 2) {
+                    state = s[0].versions[i].state;
+                    snprintf(reason, sizeof reason, "%s", s[0].versions[i].reason);
+                }
+        registry_list_free(s, n);
+        registry_free(r);
+        if (serving == 1 && state == REGISTRY_FAILED && reason[0])
+            failed++;
+        else if (!(serving == 2 && state == REGISTRY_AVAILABLE) && bad++ < 3)
+            UNIT_FAIL_("cut at %zu: serving v%u, v2 %s \"%s\"", cut, serving,
+                       state >= 0 ? registry_state_name(state) : "unlisted", reason);
+    }
+    printf("  model.pb (%zu bytes) cut every 7 bytes: %zu refused while v1 served\n", len, failed);
+    CHECK(failed > len / 7 / 2);
+    free(orig);
+    free(f);
+    util_rmtree(base_dir);
+}
+
+/* Files that are not regular files. Tests run as root, so a chmod 000 file
+ * would still be read: a directory and a FIFO stand for the unreadable
+ * file (the FIFO must not hang the reader). */
+TEST(files_that_cannot_be_read_are_refused)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f))
+        UNIT_SKIP("no repository");
+    char p[800], q[800], why[256];
+    for (int k = 0; k < 3; k++) {
+        snprintf(p, sizeof p, "%s/%s", vdir, vfiles[k]);
+        snprintf(q, sizeof q, "%s/%s.keep", base_dir, vfiles[k]);
+        CHECK_EQ_INT(rename(p, q), 0);
+        for (int kind = 0; kind < 2; kind++) {
+            CHECK_EQ_INT(kind == 0 ? mkdir(p, 0755) : mkfifo(p, 0644), 0);
+            why[0] = '\0';
+            CHECK_EQ_INT(registry_verify_dir(vdir, why, sizeof why), PD_EVERIFY);
+            CHECK(strstr(why, vfiles[k]) != NULL);
+            CHECK(strstr(why, "not a readable regular file") != NULL);
+            if (k < 2) {
+                Predictd__Model *m = NULL;
+                CHECK_EQ_INT(registry_read_model(p, &m, why, sizeof why), PD_EIO);
+                CHECK(strstr(why, "unreadable") != NULL);
+                CHECK(m == NULL);
+            }
+            printf("  %s as a %s: %s\n", vfiles[k], kind == 0 ? "directory" : "FIFO", why);
+            kind == 0 ? rmdir(p) : unlink(p);
+        }
+        CHECK_EQ_INT(rename(q, p), 0);
+    }
+    CHECK_EQ_INT(registry_verify_dir(vdir, why, sizeof why), 0);
+    /* the version directory itself a file, and absent */
+    snprintf(p, sizeof p, "%s/model.pb", vdir);
+    CHECK_EQ_INT(registry_verify_dir(p, why, sizeof why), PD_EVERIFY);
+    CHECK(strstr(why, "not a readable directory") != NULL);
+    snprintf(p, sizeof p, "%s/none", vdir);
+    CHECK_EQ_INT(registry_verify_dir(p, why, sizeof why), PD_EVERIFY);
+    Predictd__Model *m = NULL;
+    snprintf(p, sizeof p, "%s/none/model.pb", vdir);
+    CHECK_EQ_INT(registry_read_model(p, &m, why, sizeof why), PD_ENOTFOUND);
+    free(f);
+    util_rmtree(base_dir);
+}
+
 /* FAULT_ONLY=word runs only the tests whose name contains it (with
  * FAULT_BACKTRACE=N: where allocation N of that test is). */
 #define RUN_ONLY(t)                                                                                \
@@ -911,5 +1113,8 @@ int main(int argc, char **argv)
     RUN_ONLY(prediction_computation_under_allocation_failures);
     RUN_ONLY(csv_and_trades_under_allocation_failures);
     RUN_ONLY(training_under_allocation_failures);
+    RUN_ONLY(every_truncation_of_a_version_is_refused);
+    RUN_ONLY(a_truncated_new_version_never_replaces_the_serving_one);
+    RUN_ONLY(files_that_cannot_be_read_are_refused);
     return unit_report();
 }
