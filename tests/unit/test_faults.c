@@ -41,6 +41,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1080,6 +1082,137 @@ TEST(files_that_cannot_be_read_are_refused)
     util_rmtree(base_dir);
 }
 
+/* A small tmpfs at dir, private to this test's process (a mount namespace
+ * of its own, so nothing outlives the test). opts: mount options. false
+ * when this system does not allow it (not root, no namespaces). */
+static bool private_tmpfs(const char *dir, const char *opts)
+{
+    static bool unshared;
+    if (!unshared) {
+        if (unshare(CLONE_NEWNS) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+            return false;
+        if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+            return false;
+        unshared = true;
+    }
+    umount2(dir, MNT_DETACH);
+    return mount("pd-faults", dir, "tmpfs", 0, opts) == 0;
+}
+
+/* Fills the file system of dir but `spare` pages (a filler file there). */
+static bool fill_but(const char *dir, size_t spare)
+{
+    char p[800];
+    snprintf(p, sizeof p, "%s/filler", dir);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return false;
+    static char page[4096];
+    off_t size = 0;
+    while (write(fd, page, sizeof page) == (ssize_t)sizeof page)
+        size += (off_t)sizeof page;
+    bool ok = errno == ENOSPC && ftruncate(fd, size - (off_t)(spare * sizeof page)) == 0;
+    close(fd);
+    return ok;
+}
+
+/*
+ * Publishing into a file system that is full (ENOSPC on write, then on
+ * creating an inode): for every amount of free space (pages of a tmpfs,
+ * then inodes) until publishing succeeds, registry_publish returns
+ * PD_EIO and leaves no version and no temporary behind; training publishes
+ * the same way. The first amount that suffices gives a version that
+ * verifies.
+ */
+TEST(publishing_on_a_full_file_system)
+{
+    fx *f = malloc(sizeof *f);
+    fx_init(f, 3);
+    if (!unit_tmpdir(base_dir, sizeof base_dir, "pd-faults"))
+        UNIT_SKIP("no temporary directory");
+    snprintf(models_dir, sizeof models_dir, "%s/models", base_dir);
+    mkdir(models_dir, 0755);
+    if (!private_tmpfs(models_dir, "size=64k")) {
+        util_rmtree(base_dir);
+        UNIT_SKIP("cannot mount a private tmpfs here");
+    }
+    char sdir[800], names[256], why[256];
+    snprintf(sdir, sizeof sdir, "%s/BTCUSDT/15m", models_dir);
+    snprintf(vdir, sizeof vdir, "%s/BTCUSDT/15m/1", models_dir);
+    size_t spare = 0, refused = 0;
+    for (; spare < 16; spare++) {
+        CHECK(private_tmpfs(models_dir, "size=64k"));
+        CHECK(fill_but(models_dir, spare));
+        uint32_t ver = 0;
+        int rc = registry_publish(models_dir, "BTCUSDT", "15m", &f->m, &f->s, &ver);
+        listing(sdir, names, sizeof names);
+        if (rc == 0) {
+            CHECK_EQ_INT(ver, 1);
+            CHECK_EQ_STR(names, "1 ");
+            CHECK_EQ_INT(registry_verify_dir(vdir, why, sizeof why), 0);
+            break;
+        }
+        CHECK_EQ_INT(rc, PD_EIO);
+        CHECK_EQ_STR(names, "");
+        refused++;
+    }
+    printf("  %zu page(s) free: published; with fewer, %zu refusals with PD_EIO\n", spare, refused);
+    CHECK(refused >= 1);
+    CHECK(spare < 16);
+
+    size_t inodes = 1;
+    refused = 0;
+    for (; inodes < 16; inodes++) {
+        char opts[64];
+        snprintf(opts, sizeof opts, "size=64k,nr_inodes=%zu", inodes);
+        CHECK(private_tmpfs(models_dir, opts));
+        uint32_t ver = 0;
+        int rc = registry_publish(models_dir, "BTCUSDT", "15m", &f->m, &f->s, &ver);
+        listing(sdir, names, sizeof names);
+        if (rc == 0) {
+            CHECK_EQ_STR(names, "1 ");
+            CHECK_EQ_INT(registry_verify_dir(vdir, why, sizeof why), 0);
+            break;
+        }
+        CHECK_EQ_INT(rc, PD_EIO);
+        CHECK(strcmp(names, "") == 0);
+        refused++;
+    }
+    printf("  %zu inodes: published; with fewer, %zu refusals with PD_EIO\n", inodes, refused);
+    CHECK(refused >= 3);
+
+    /* training: everything but the publishing works, which fails cleanly */
+    CHECK(private_tmpfs(models_dir, "size=64k"));
+    CHECK(fill_but(models_dir, 0));
+    features_candle *c = NULL;
+    CHECK_EQ_INT(feed_seed_series("BTCUSDT", "15m", 1700000000, 1200, 5, &c), 0);
+    if (c) {
+        training_params p;
+        training_params_default(&p);
+        snprintf(p.symbols[0], sizeof p.symbols[0], "BTCUSDT");
+        p.n_symbols = 1;
+        snprintf(p.timeframe, sizeof p.timeframe, "15m");
+        p.now = c[1199].t + 901;
+        p.epochs = 3;
+        p.force = true;
+        training_ctx tc = {.models_dir = models_dir};
+        const features_candle *s[1] = {c};
+        size_t l[1] = {1200};
+        training_result *r = calloc(1, sizeof *r);
+        CHECK_EQ_INT(training_run_candles(&p, &tc, s, l, 1, r), PD_EIO);
+        CHECK_EQ_INT(r->version, 0);
+        CHECK(r->message[0] != '\0');
+        printf("  training on a full file system: %s\n", r->message);
+        listing(sdir, names, sizeof names);
+        CHECK_EQ_STR(names, "");
+        free(r);
+    }
+    free(c);
+    umount2(models_dir, MNT_DETACH);
+    free(f);
+    util_rmtree(base_dir);
+}
+
 /* FAULT_ONLY=word runs only the tests whose name contains it (with
  * FAULT_BACKTRACE=N: where allocation N of that test is). */
 #define RUN_ONLY(t)                                                                                \
@@ -1116,5 +1249,6 @@ int main(int argc, char **argv)
     RUN_ONLY(every_truncation_of_a_version_is_refused);
     RUN_ONLY(a_truncated_new_version_never_replaces_the_serving_one);
     RUN_ONLY(files_that_cannot_be_read_are_refused);
+    RUN_ONLY(publishing_on_a_full_file_system);
     return unit_report();
 }
