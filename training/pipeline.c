@@ -330,9 +330,9 @@ static void add_info_metrics(run *r, const training__fit_out *fo)
  * published flagged degenerate and beats_baseline 0, so it answers
  * NO_TRADE below_baseline): the initial weights
  * kept (best epoch 0 after training epochs; epochs 0 asks for the initial
- * weights on purpose and meets the baseline gate instead), a validation window of one class (the
- * temperature and early stopping saw no choice to make), or a temperature at the bound of its
- * search (certainty or indifference, not calibration).
+ * weights on purpose and meets the baseline gate instead), a validation window of one class (the temperature
+ * and early stopping saw no choice to make), or a temperature at the
+ * bound of its search (certainty or indifference, not calibration).
  */
 static int degenerate_why(run *r, const training__fit_out *fo);
 static int degenerate(run *r, const training__fit_out *fo)
@@ -341,8 +341,8 @@ static int degenerate(run *r, const training__fit_out *fo)
     if (rc == 0 || !r->p->force)
         return rc;
     /* force publishes it, flagged: it is gated as below its baselines */
-    LOG_WARN("training", "%s/%s: %s; published anyway (force), answering NO_TRADE", r->res->target,
-             r->p->timeframe, r->res->message);
+    LOG_WARN("training", "%s/%s: %s; published anyway (force), answering NO_TRADE",
+             r->res->target, r->p->timeframe, r->res->message);
     training__metric_add(r->res, "degenerate", 1);
     r->res->message[0] = '\0';
     return 0;
@@ -359,9 +359,8 @@ static int degenerate_why(run *r, const training__fit_out *fo)
                    "degenerate fit: the validation window holds one class (%zu samples, all %s); "
                    "widen the range or change the policy",
                    r->n_val,
-                   inference_class_name(seen[0]   ? INFERENCE_LONG
-                                        : seen[1] ? INFERENCE_SHORT
-                                                  : INFERENCE_NO_TRADE));
+                   inference_class_name(seen[0] ? INFERENCE_LONG
+                                                : seen[1] ? INFERENCE_SHORT : INFERENCE_NO_TRADE));
     if (fo->best_epoch == 0 && fo->epochs_run > 0)
         return say(r, PD_EINVAL,
                    "degenerate fit: the best epoch was 0 (the initial weights beat every trained "
@@ -703,7 +702,7 @@ int training_run(const training_params *p, const training_ctx *ctx, training_res
         if (ctx && ctx->progress)
             ctx->progress(ctx->progress_ud, 0.02 * (double)i / (double)p->n_symbols, "load");
         rc = store_load_range(p->symbols[i], p->timeframe, p->from, p->to, now, &series[i],
-                              &lens[i]);
+                                 &lens[i]);
         if (rc == 0 && lens[i] == 0)
             rc = PD_EUNKNOWNSYM;
         if (rc != 0) {

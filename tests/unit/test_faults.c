@@ -881,6 +881,91 @@ TEST(training_under_allocation_failures)
 }
 
 /* ------------------------------------------------------------------------
+ * Policy changes (pin, labels): policy.json is built with jansson, which
+ * allocates through the same wrappers.
+ */
+typedef struct policy_ctx {
+    registry *r; /* made and freed by each run: the heap check sees it all */
+    int what;    /* 0 pin v1, 1 label canary v1 at 30% */
+} policy_ctx;
+
+/* The version a fresh registry over the repository serves (0: none), and
+ * for a selector with a client key, to see a label. */
+static uint32_t fresh_serving(const char *label)
+{
+    registry *r = NULL;
+    uint32_t v = 0;
+    if (registry_new(models_dir, &r) == 0 && registry_scan(r, NULL, NULL) == 0) {
+        registry_selector sel = {0};
+        sel.label = label;
+        registry_version *x = NULL;
+        if (registry_acquire(r, "BTCUSDT", "15m", label ? &sel : NULL, &x) == 0)
+            v = registry_version_number(x);
+        registry_release(x);
+    }
+    registry_free(r);
+    return v;
+}
+
+static int op_policy(void *ctx)
+{
+    policy_ctx *c = ctx;
+    bool held = fault_hold(); /* the pin is under test, not the first scan */
+    c->r = NULL;
+    if (registry_new(models_dir, &c->r) != 0 || registry_scan(c->r, NULL, NULL) != 0) {
+        UNIT_FAIL_("registry");
+        registry_free(c->r);
+        return -1000;
+    }
+    fault_resume(held);
+    int rc = c->what == 0 ? registry_pin(c->r, "BTCUSDT", "15m", 1)
+                          : registry_set_label(c->r, "BTCUSDT", "15m", "canary", 1, 30);
+    held = fault_hold();
+    char p[800];
+    snprintf(p, sizeof p, "%s/BTCUSDT/15m/policy.json", models_dir);
+    struct stat st;
+    bool file = stat(p, &st) == 0;
+    if (rc == 0) {
+        /* in this registry, and on disk for any other */
+        registry_version *v = NULL;
+        CHECK_EQ_INT(registry_acquire(c->r, "BTCUSDT", "15m", NULL, &v), 0);
+        if (v)
+            CHECK_EQ_INT(registry_version_number(v), c->what == 0 ? 1 : 2);
+        registry_release(v);
+        CHECK(file);
+        if (c->what == 0)
+            CHECK_EQ_INT(fresh_serving(NULL), 1);
+        else
+            CHECK_EQ_INT(fresh_serving("canary"), 1);
+        CHECK_EQ_INT(c->what == 0 ? registry_unpin(c->r, "BTCUSDT", "15m")
+                                  : registry_set_label(c->r, "BTCUSDT", "15m", "canary", 0, 0),
+                     0);
+    } else {
+        CHECK(!file); /* nothing written, or the old (empty) policy restored */
+        CHECK_EQ_INT(fresh_serving(NULL), 2);
+    }
+    CHECK(stat(p, &st) != 0);
+    registry_free(c->r);
+    fault_resume(held);
+    return rc;
+}
+
+TEST(pin_and_label_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f))
+        UNIT_SKIP("no repository");
+    uint32_t ver = 0;
+    CHECK_EQ_INT(registry_publish(models_dir, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    policy_ctx c = {NULL, 0};
+    CHECK(fault_loop("registry_pin", op_policy, &c, 0, NULL, 0, FAULT_TOLERATE, 1) > 0);
+    c.what = 1;
+    CHECK(fault_loop("registry_set_label", op_policy, &c, 0, NULL, 0, FAULT_TOLERATE, 1) > 0);
+    free(f);
+    util_rmtree(base_dir);
+}
+
+/* ------------------------------------------------------------------------
  * I/O failures.
  */
 static const char *const vfiles[3] = {"model.pb", "scaler.pb", "MANIFEST"};
@@ -1246,6 +1331,7 @@ int main(int argc, char **argv)
     RUN_ONLY(prediction_computation_under_allocation_failures);
     RUN_ONLY(csv_and_trades_under_allocation_failures);
     RUN_ONLY(training_under_allocation_failures);
+    RUN_ONLY(pin_and_label_under_allocation_failures);
     RUN_ONLY(every_truncation_of_a_version_is_refused);
     RUN_ONLY(a_truncated_new_version_never_replaces_the_serving_one);
     RUN_ONLY(files_that_cannot_be_read_are_refused);
