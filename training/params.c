@@ -508,7 +508,12 @@ int training_params_apply_json(const char *text, size_t len, bool skip_null, tra
             continue; /* from/to unset */
         util_buf_reset(&value);
         util_buf_puts(&value, "");
-        if (!value_text(v, &value) || !util_buf_ok(&value)) {
+        bool scalar = value_text(v, &value);
+        if (!util_buf_ok(&value)) {
+            rc = PD_ENOMEM;
+            break;
+        }
+        if (!scalar) {
             if (bad_key && keylen)
                 snprintf(bad_key, keylen, "%s", key);
             rc = PD_EINVAL;

@@ -132,9 +132,15 @@ void *__wrap_aligned_alloc(size_t align, size_t n)
     return fault_now() ? NULL : __real_aligned_alloc(align, n);
 }
 
+/* jansson's allocations count unless a test turns this off: jansson 2.14
+ * aborts (assert in lex_scan_string) when an allocation fails while it
+ * lexes some strings, so parsing arbitrary JSON cannot be put under the
+ * loop; and it reports some failed allocations as syntax errors. */
+static atomic_bool fault_json = true;
+
 static void *fault_json_malloc(size_t n)
 {
-    return __wrap_malloc(n);
+    return atomic_load(&fault_json) ? __wrap_malloc(n) : __real_malloc(n);
 }
 
 static void fault_json_free(void *p)
@@ -428,6 +434,28 @@ static void listing(const char *dir, char *out, size_t n)
     size_t k = fread(out, 1, n - 1, p);
     out[k] = '\0';
     pclose(p);
+}
+
+static const char *const vfiles[3] = {"model.pb", "scaler.pb", "MANIFEST"};
+
+/* Writes a MANIFEST for the files of vdir as they are now. */
+static void rewrite_manifest(void)
+{
+    char p[800], text[200], hex[2][65];
+    for (int k = 0; k < 2; k++) {
+        char *data = NULL;
+        size_t n = 0;
+        snprintf(p, sizeof p, "%s/%s", vdir, vfiles[k]);
+        if (util_read_file(p, 1u << 24, &data, &n) != 0) {
+            strcpy(hex[k], "unreadable");
+            continue;
+        }
+        util_sha256_hex(data, n, hex[k]);
+        free(data);
+    }
+    snprintf(text, sizeof text, "%s  model.pb\n%s  scaler.pb\n", hex[0], hex[1]);
+    snprintf(p, sizeof p, "%s/MANIFEST", vdir);
+    write_file(p, text, strlen(text));
 }
 
 /* ------------------------------------------------------------------------
@@ -965,30 +993,177 @@ TEST(pin_and_label_under_allocation_failures)
     util_rmtree(base_dir);
 }
 
+/* A repository with more in it: BTCUSDT/15m v1 good and v2 broken (its
+ * model.pb cut, MANIFEST matching), ETHUSDT/1h v1, _default/15m v1, and a
+ * version directory that is a symbolic link (refused). A whole registry
+ * over it: scan, what serves each series, the fallback, the listing, the
+ * refusals. When loading BTCUSDT v1 runs out of memory the series has no
+ * version serving and answers from _default/15m (the registry's fallback
+ * for a series without a verified version) until the next scan loads it:
+ * allowed, provided the listing says v1 failed for lack of memory. */
+static int op_rich_scan(void *ctx)
+{
+    (void)ctx;
+    registry *r = NULL;
+    int rc = registry_new(models_dir, &r);
+    if (rc)
+        return rc;
+    rc = registry_scan(r, NULL, NULL);
+    const char *sym[3] = {"BTCUSDT", "ETHUSDT", "SOLUSDT"}, *tf[3] = {"15m", "1h", "15m"};
+    bool fell_back = false;
+    for (int i = 0; rc == 0 && i < 3; i++) {
+        registry_version *v = NULL;
+        rc = registry_acquire(r, sym[i], tf[i], NULL, &v);
+        if (rc == PD_ENOMODEL)
+            rc = PD_ENOMEM; /* its load ran out of memory: listed as failed, retried later */
+        if (rc == 0) {
+            CHECK_EQ_INT(registry_version_number(v), 1);
+            if (i == 0)
+                fell_back = strcmp(registry_version_owner(v), REGISTRY_DEFAULT_SYMBOL) == 0;
+            if (!fell_back)
+                CHECK_EQ_STR(registry_version_owner(v), i == 2 ? REGISTRY_DEFAULT_SYMBOL : sym[i]);
+            registry_release(v);
+        }
+    }
+    registry_series_info *si = NULL;
+    size_t n = 0;
+    if (rc == 0)
+        rc = registry_list(r, &si, &n);
+    if (rc == 0) {
+        CHECK_EQ_INT(n, 3);
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(si[i].symbol, "BTCUSDT") == 0) {
+                CHECK_EQ_INT(si[i].n_versions, 2);
+                if (si[i].n_versions == 2) {
+                    CHECK_EQ_INT(si[i].versions[1].state, REGISTRY_FAILED);
+                    CHECK(strstr(si[i].versions[1].reason, "model.pb") ||
+                          strstr(si[i].versions[1].reason, "out of memory"));
+                    if (fell_back) {
+                        CHECK_EQ_INT(si[i].versions[0].state, REGISTRY_FAILED);
+                        CHECK(strstr(si[i].versions[0].reason, "out of memory") != NULL);
+                    }
+                }
+            }
+        registry_list_free(si, n);
+        registry_refused_info *ref = NULL;
+        size_t nr = 0;
+        rc = registry_refused(r, &ref, &nr);
+        if (rc == 0) {
+            CHECK_EQ_INT(nr, 1);
+            if (nr == 1)
+                CHECK(strstr(ref[0].path, "ETHUSDT/1h/7") != NULL);
+        }
+        free(ref);
+        size_t serving = 0, failed = 0;
+        registry_counts(r, &serving, &failed);
+        if (rc == 0) {
+            CHECK_EQ_INT(serving, fell_back ? 2 : 3);
+            CHECK_EQ_INT(failed, fell_back ? 2 : 1);
+        }
+    }
+    registry_free(r);
+    return rc;
+}
+
+TEST(registry_over_a_mixed_repository_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f))
+        UNIT_SKIP("no repository");
+    uint32_t ver = 0;
+    CHECK_EQ_INT(registry_publish(models_dir, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    f->meta.timeframe = "1h";
+    CHECK_EQ_INT(registry_publish(models_dir, "ETHUSDT", "1h", &f->m, &f->s, &ver), 0);
+    f->meta.timeframe = "15m";
+    CHECK_EQ_INT(registry_publish(models_dir, REGISTRY_DEFAULT_SYMBOL, "15m", &f->m, &f->s, &ver),
+                 0);
+    snprintf(vdir, sizeof vdir, "%s/BTCUSDT/15m/2", models_dir);
+    char p[800], q[800];
+    snprintf(p, sizeof p, "%s/model.pb", vdir);
+    CHECK_EQ_INT(truncate(p, 300), 0);
+    rewrite_manifest();
+    snprintf(p, sizeof p, "%s/ETHUSDT/1h/1", models_dir);
+    snprintf(q, sizeof q, "%s/ETHUSDT/1h/7", models_dir);
+    CHECK_EQ_INT(symlink(p, q), 0);
+    CHECK(fault_loop("registry over a mixed repository", op_rich_scan, NULL, 0, NULL, 0,
+                     FAULT_TOLERATE, 1) > 0);
+    free(f);
+    util_rmtree(base_dir);
+}
+
+/* The prediction service itself, with and without its caches. */
+static int op_service(void *ctx)
+{
+    predict_options opt = {.cache = *(bool *)ctx};
+    predict_service *svc = NULL;
+    int rc = predict_service_new(&opt, NULL, &svc);
+    if (rc == 0) {
+        predict_cache_stats st;
+        predict_cache_stats_get(svc, &st);
+        CHECK_EQ_INT(st.computed, 0);
+        predict_service_free(svc);
+    } else {
+        CHECK(svc == NULL);
+    }
+    return rc;
+}
+
+TEST(service_under_allocation_failures)
+{
+    bool cache = false;
+    CHECK(fault_loop("predict_service_new", op_service, &cache, 0, NULL, 0, 0, 1) > 0);
+    cache = true;
+    CHECK(fault_loop("predict_service_new (caches)", op_service, &cache, 0, NULL, 0, 0, 1) > 0);
+}
+
+/* Training parameters to and from JSON (jansson through the wrappers). */
+static int op_params_json(void *ctx)
+{
+    (void)ctx;
+    training_params p, back;
+    training_params_default(&p);
+    char why[256] = "";
+    int rc = training_params_set(&p, "symbols", "BTCUSDT,ETHUSDT", why, sizeof why);
+    if (rc == 0)
+        rc = training_params_set(&p, "timeframe", "1h", why, sizeof why);
+    if (rc == 0)
+        rc = training_params_set(&p, "kind", "mlp", why, sizeof why);
+    if (rc == 0)
+        rc = training_params_set(&p, "hidden", "16,8", why, sizeof why);
+    if (rc == 0)
+        rc = training_params_set(&p, "features", "rsi:14,natr:14,ret:1", why, sizeof why);
+    if (rc)
+        return rc;
+    util_buf b;
+    util_buf_init(&b);
+    training_params_json(&p, &b);
+    if (!util_buf_ok(&b)) {
+        util_buf_cleanup(&b);
+        return PD_ENOMEM;
+    }
+    training_params_default(&back);
+    rc = training_params_from_json(b.data, &back, why, sizeof why);
+    util_buf_cleanup(&b);
+    if (rc == 0) {
+        CHECK_EQ_INT(back.n_symbols, 2);
+        CHECK_EQ_INT(back.kind, TRAINING_MLP);
+        CHECK_EQ_INT(back.n_hidden, 2);
+        CHECK_EQ_INT(back.n_features, 3);
+        rc = training_params_validate(&back, why, sizeof why);
+    }
+    return rc;
+}
+
+/* Our own allocations only: see fault_json. */
+TEST(training_params_json_under_allocation_failures)
+{
+    atomic_store(&fault_json, false);
+    CHECK(fault_loop("training params JSON", op_params_json, NULL, 0, NULL, 0, 0, 1) > 0);
+}
+
 /* ------------------------------------------------------------------------
  * I/O failures.
  */
-static const char *const vfiles[3] = {"model.pb", "scaler.pb", "MANIFEST"};
-
-/* Writes a MANIFEST for the files of vdir as they are now. */
-static void rewrite_manifest(void)
-{
-    char p[800], text[200], hex[2][65];
-    for (int k = 0; k < 2; k++) {
-        char *data = NULL;
-        size_t n = 0;
-        snprintf(p, sizeof p, "%s/%s", vdir, vfiles[k]);
-        if (util_read_file(p, 1u << 24, &data, &n) != 0) {
-            strcpy(hex[k], "unreadable");
-            continue;
-        }
-        util_sha256_hex(data, n, hex[k]);
-        free(data);
-    }
-    snprintf(text, sizeof text, "%s  model.pb\n%s  scaler.pb\n", hex[0], hex[1]);
-    snprintf(p, sizeof p, "%s/MANIFEST", vdir);
-    write_file(p, text, strlen(text));
-}
 
 /*
  * Every file of a version cut at every byte offset. With the MANIFEST as
@@ -1332,6 +1507,9 @@ int main(int argc, char **argv)
     RUN_ONLY(csv_and_trades_under_allocation_failures);
     RUN_ONLY(training_under_allocation_failures);
     RUN_ONLY(pin_and_label_under_allocation_failures);
+    RUN_ONLY(registry_over_a_mixed_repository_under_allocation_failures);
+    RUN_ONLY(service_under_allocation_failures);
+    RUN_ONLY(training_params_json_under_allocation_failures);
     RUN_ONLY(every_truncation_of_a_version_is_refused);
     RUN_ONLY(a_truncated_new_version_never_replaces_the_serving_one);
     RUN_ONLY(files_that_cannot_be_read_are_refused);
