@@ -627,17 +627,57 @@ static int op_model_build(void *ctx)
     return rc;
 }
 
+/* Every indicator of the catalogue, some twice with other periods (shared
+ * series), besides the default set. */
+static const char *const all_specs[] = {
+    "rsi:14",
+    "macd:12:26:9",
+    "macd_signal:12:26:9",
+    "macd_hist:12:26:9",
+    "natr:14",
+    "trange_pct",
+    "ema_dist:12",
+    "sma_dist:20",
+    "wma_dist:10",
+    "bb_pctb:20:2",
+    "bb_width:20:2.5",
+    "ret:1",
+    "logret:3",
+    "roc:10",
+    "vol:20",
+    "zscore:30",
+    "volume_ratio:20",
+    "adx:14",
+    "plus_di:14",
+    "minus_di:14",
+    "stoch_k:14:3:3",
+    "stoch_d:14:3:3",
+    "stochrsi_k:14:3:3",
+    "stochrsi_d:14:3:3",
+    "cci:20",
+    "willr:14",
+    "mfi:14",
+    "obv_slope:10",
+    "ema_dist:26",
+    "rsi:7",
+};
+static bool features_all;
+
 static int op_features(void *ctx)
 {
     const features_candle *c = ctx;
     size_t n = 0;
     const char *const *specs = features_default_specs(&n);
+    if (features_all) {
+        specs = all_specs;
+        n = sizeof all_specs / sizeof all_specs[0];
+    }
     features_set *fs = NULL;
     char why[256];
     int rc = features_set_new(specs, n, &fs, why, sizeof why);
     if (rc)
         return rc;
-    double out[NF];
+    double out[64];
     rc = features_compute(fs, c, 200, out);
     if (rc == 0)
         for (size_t i = 0; i < n; i++)
@@ -671,8 +711,188 @@ TEST(inference_and_features_under_allocation_failures)
           0);
     features_candle *c = wave(200, 1700000100, 900);
     CHECK(fault_loop("features_set_new+compute", op_features, c, 0, NULL, 0, 0, 1) > 0);
+    features_all = true;
+    CHECK(fault_loop("features_set_new+compute (every indicator)", op_features, c, 0, NULL, 0, 0,
+                     1) > 0);
     free(c);
     free(f);
+}
+
+/* The other model kinds: a tree ensemble (two trees, one per class with a
+ * base score) and a sequence net (conv, LSTM, dense head), tiny, weights
+ * made up; built and run, compared with the unfaulted run's output. */
+typedef struct kinds_fx {
+    Predictd__Model m;
+    Predictd__Scaler s;
+    Predictd__SignalPolicy pol;
+    double tp[3];
+    char *feat[2], *cls[3];
+    double mean[2], scale[2];
+    Predictd__TreeEnsemble ens;
+    Predictd__Tree tree[2];
+    Predictd__Tree *tree_p[2];
+    uint32_t tree_class[2];
+    double base[3];
+    Predictd__SequenceNet seq;
+    Predictd__Conv1d conv;
+    Predictd__Conv1d *conv_p[1];
+    Predictd__Lstm lstm;
+    Predictd__Dense head;
+    Predictd__Dense *head_p[1];
+    double input[8];
+    double ref[3];
+    bool have_ref;
+} kinds_fx;
+
+static int32_t t_feature[3] = {0, -1, -1}, t_left[3] = {1, -1, -1}, t_right[3] = {2, -1, -1};
+static double t_threshold[3] = {0.25, 0, 0}, t_value[3] = {0, 0.7, -0.4};
+static double c_w[8] = {0.1, -0.2, 0.3, 0.05, -0.1, 0.2, 0.15, -0.05}, c_b[2] = {0.01, -0.02};
+static double l_ih[16], l_hh[16], l_bih[8], l_bhh[8];
+static double h_w[6] = {0.5, -0.3, 0.2, 0.4, -0.1, 0.1}, h_b[3] = {0.05, 0, -0.05};
+
+static void kinds_init(kinds_fx *k, int kind)
+{
+    memset(k, 0, sizeof *k);
+    predictd__model__init(&k->m);
+    predictd__scaler__init(&k->s);
+    predictd__signal_policy__init(&k->pol);
+    k->feat[0] = "f0";
+    k->feat[1] = "f1";
+    k->cls[0] = "LONG";
+    k->cls[1] = "SHORT";
+    k->cls[2] = "NO_TRADE";
+    k->m.format = 1;
+    k->m.kind = kind;
+    k->m.n_features = 2;
+    k->m.features = k->feat;
+    k->m.window = 60;
+    k->m.n_classes = 3;
+    k->m.classes = k->cls;
+    k->tp[0] = 1, k->tp[1] = 2, k->tp[2] = 3;
+    k->pol.sl_atr = 1.5;
+    k->pol.n_tp_r = 3;
+    k->pol.tp_r = k->tp;
+    k->pol.horizon = 12;
+    k->pol.min_confidence = 0.4;
+    k->m.policy = &k->pol;
+    k->mean[0] = k->mean[1] = 0;
+    k->scale[0] = k->scale[1] = 1;
+    k->s.n_features = 2;
+    k->s.features = k->feat;
+    k->s.n_mean = k->s.n_scale = 2;
+    k->s.mean = k->mean;
+    k->s.scale = k->scale;
+    for (int i = 0; i < 8; i++)
+        k->input[i] = 0.1 * (i + 1) * (i % 2 ? -1 : 1);
+    if (kind == PREDICTD__MODEL_KIND__TREES) {
+        predictd__tree_ensemble__init(&k->ens);
+        for (int t = 0; t < 2; t++) {
+            predictd__tree__init(&k->tree[t]);
+            Predictd__Tree *tr = &k->tree[t];
+            tr->n_feature = tr->n_threshold = tr->n_left = tr->n_right = tr->n_value = 3;
+            tr->feature = t_feature;
+            tr->threshold = t_threshold;
+            tr->left = t_left;
+            tr->right = t_right;
+            tr->value = t_value;
+            k->tree_p[t] = tr;
+            k->tree_class[t] = (uint32_t)t;
+        }
+        k->ens.n_features = 2;
+        k->ens.n_classes = 3;
+        k->ens.n_trees = 2;
+        k->ens.trees = k->tree_p;
+        k->ens.n_tree_class = 2;
+        k->ens.tree_class = k->tree_class;
+        k->ens.n_base_score = 3;
+        k->ens.base_score = k->base;
+        k->m.trees = &k->ens;
+    } else {
+        for (int i = 0; i < 16; i++) {
+            l_ih[i] = 0.05 * sin(i);
+            l_hh[i] = 0.05 * cos(i);
+        }
+        for (int i = 0; i < 8; i++)
+            l_bih[i] = l_bhh[i] = 0.01 * i;
+        predictd__sequence_net__init(&k->seq);
+        predictd__conv1d__init(&k->conv);
+        k->conv.in_channels = 2;
+        k->conv.out_channels = 2;
+        k->conv.kernel = 2;
+        k->conv.padding = 1;
+        k->conv.n_weights = 8;
+        k->conv.weights = c_w;
+        k->conv.n_bias = 2;
+        k->conv.bias = c_b;
+        k->conv.activation = PREDICTD__ACTIVATION__RELU;
+        k->conv_p[0] = &k->conv;
+        predictd__lstm__init(&k->lstm);
+        k->lstm.input_size = 2;
+        k->lstm.hidden_size = 2;
+        k->lstm.n_weight_ih = k->lstm.n_weight_hh = 16;
+        k->lstm.weight_ih = l_ih;
+        k->lstm.weight_hh = l_hh;
+        k->lstm.n_bias_ih = k->lstm.n_bias_hh = 8;
+        k->lstm.bias_ih = l_bih;
+        k->lstm.bias_hh = l_bhh;
+        predictd__dense__init(&k->head);
+        k->head.in = 2;
+        k->head.out = 3;
+        k->head.n_weights = 6;
+        k->head.weights = h_w;
+        k->head.n_bias = 3;
+        k->head.bias = h_b;
+        k->head.activation = PREDICTD__ACTIVATION__LINEAR;
+        k->head_p[0] = &k->head;
+        k->seq.steps = 4;
+        k->seq.n_conv = 1;
+        k->seq.conv = k->conv_p;
+        k->seq.lstm = &k->lstm;
+        k->seq.n_head = 1;
+        k->seq.head = k->head_p;
+        k->m.sequence = &k->seq;
+    }
+}
+
+static int op_kinds(void *ctx)
+{
+    kinds_fx *k = ctx;
+    inference_model *im = NULL;
+    char why[256] = "";
+    int rc = inference_model_build(&k->m, &k->s, &im, why, sizeof why);
+    if (rc) {
+        CHECK(im == NULL);
+        if (rc == PD_ENOMEM)
+            CHECK(strstr(why, "memory") != NULL);
+        return rc;
+    }
+    void *scratch = malloc(inference_scratch_size(im) + 8);
+    double probs[3];
+    if (!scratch) {
+        rc = PD_ENOMEM;
+    } else if ((rc = inference_run(im, k->input, probs, scratch)) == 0) {
+        if (!k->have_ref) {
+            memcpy(k->ref, probs, sizeof probs);
+            k->have_ref = true;
+        }
+        for (int c = 0; c < 3; c++)
+            CHECK_NEAR(probs[c], k->ref[c], 0);
+    }
+    free(scratch);
+    inference_model_free(im);
+    return rc;
+}
+
+TEST(tree_and_sequence_models_under_allocation_failures)
+{
+    kinds_fx *k = malloc(sizeof *k);
+    kinds_init(k, PREDICTD__MODEL_KIND__TREES);
+    CHECK(fault_loop("inference_model_build (trees)", op_kinds, k, 0, NULL, 0, 0, 1) > 0);
+    printf("  trees: %.4f %.4f %.4f\n", k->ref[0], k->ref[1], k->ref[2]);
+    kinds_init(k, PREDICTD__MODEL_KIND__SEQUENCE);
+    CHECK(fault_loop("inference_model_build (sequence)", op_kinds, k, 0, NULL, 0, 0, 1) > 0);
+    printf("  sequence: %.4f %.4f %.4f\n", k->ref[0], k->ref[1], k->ref[2]);
+    free(k);
 }
 
 /* ------------------------------------------------------------------------
@@ -748,6 +968,7 @@ TEST(prediction_computation_under_allocation_failures)
 typedef struct text_ctx {
     const char *text;
     size_t len, want_n;
+    size_t candles; /* trades: what the unfaulted run emitted (0: not yet) */
 } text_ctx;
 
 static int op_csv(void *ctx)
@@ -792,8 +1013,11 @@ static int op_trades(void *ctx)
         rc = feed_agg_push(a, &tr[i], agg_count, &candles);
     if (rc == 0)
         rc = feed_agg_finish(a, agg_count, &candles);
-    if (rc == 0)
-        CHECK_EQ_INT(candles, 3); /* three minutes of trades */
+    if (rc == 0) {
+        if (!t->candles)
+            t->candles = candles;
+        CHECK_EQ_INT(candles, t->candles);
+    }
     feed_agg_free(a);
     free(tr);
     return rc;
@@ -809,17 +1033,22 @@ TEST(csv_and_trades_under_allocation_failures)
         util_buf_printf(&b, "%lld,%.2f,%.2f,%.2f,%.2f,%.1f\n", 1700000100LL + (long long)i * 60,
                         100.0 + (double)i, 102.0 + (double)i, 99.0 + (double)i, 101.5 + (double)i,
                         10.0 + (double)(i % 5));
-    text_ctx t = {b.data, b.len, rows};
+    text_ctx t = {b.data, b.len, rows, 0};
     CHECK(fault_loop("feed_csv_parse", op_csv, &t, 0, NULL, 0, 0, 1) > 0);
     util_buf_cleanup(&b);
     util_buf_init(&b);
+    /* 700 trades over about 12 minutes (the aggregator's id table grows
+     * past its first size), every 9th one a minute late (a correction of a
+     * closed minute), every 100th one a repeat of the one before */
     util_buf_puts(&b, "time,id,side,price,amount\n");
-    size_t trades = 90;
-    for (size_t i = 0; i < trades; i++)
-        util_buf_printf(&b, "%lld,%zu,%s,%.2f,%.3f\n", 1700000040000LL + (long long)i * 2000,
-                        1000 + i, i % 3 ? "buy" : "sell", 100.0 + (double)(i % 7) * 0.1,
-                        0.5 + (double)(i % 4));
-    t = (text_ctx){b.data, b.len, trades};
+    size_t trades = 700;
+    for (size_t i = 0; i < trades; i++) {
+        size_t id = i % 100 == 99 ? 1000 + i - 1 : 1000 + i;
+        long long ms = 1700000040000LL + (long long)i * 1000 - (i % 9 == 8 ? 60000 : 0);
+        util_buf_printf(&b, "%lld,%zu,%s,%.2f,%.3f\n", ms, id, i % 3 ? "buy" : "sell",
+                        100.0 + (double)(i % 7) * 0.1, 0.5 + (double)(i % 4));
+    }
+    t = (text_ctx){b.data, b.len, trades, 0};
     CHECK(fault_loop("feed_trades_csv_parse+agg", op_trades, &t, 0, NULL, 0, 0, 1) > 0);
     util_buf_cleanup(&b);
 }
@@ -1503,6 +1732,7 @@ int main(int argc, char **argv)
     RUN_ONLY(registry_scan_acquire_list_under_allocation_failures);
     RUN_ONLY(registry_publish_under_allocation_failures);
     RUN_ONLY(inference_and_features_under_allocation_failures);
+    RUN_ONLY(tree_and_sequence_models_under_allocation_failures);
     RUN_ONLY(prediction_computation_under_allocation_failures);
     RUN_ONLY(csv_and_trades_under_allocation_failures);
     RUN_ONLY(training_under_allocation_failures);
