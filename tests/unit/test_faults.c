@@ -53,6 +53,7 @@
 #include "predict/predict.h"
 #include "predict/predict_internal.h"
 #include "registry/registry.h"
+#include "registry/registry_internal.h"
 #include "training/training.h"
 #include "unit.h"
 #include "fixtures.h"
@@ -1702,6 +1703,123 @@ TEST(publishing_on_a_full_file_system)
     util_rmtree(base_dir);
 }
 
+/* Makes dir (and a file in it) look abandoned: modified two hours ago. */
+static void make_old_temporary(const char *dir, int depth)
+{
+    char p[900];
+    snprintf(p, sizeof p, "%s", dir);
+    for (int d = 0; d <= depth; d++) {
+        mkdir(p, 0755);
+        char f[1000];
+        snprintf(f, sizeof f, "%s/model.pb", p);
+        write_file(f, "x", 1);
+        if (d < depth)
+            strncat(p, "/sub", sizeof p - strlen(p) - 1);
+    }
+    struct timespec old[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+    utimensat(AT_FDCWD, dir, old, 0);
+}
+
+/*
+ * A repository on a read-only file system (a volume mounted ro, EROFS on
+ * every write): it serves, but publishing, training's publishing and a pin
+ * fail with PD_EIO and change nothing, and an abandoned temporary that
+ * cannot be removed stays where it is without failing the scan.
+ */
+TEST(a_read_only_repository_serves_and_refuses_writes)
+{
+    fx *f = malloc(sizeof *f);
+    fx_init(f, 4);
+    if (!unit_tmpdir(base_dir, sizeof base_dir, "pd-faults"))
+        UNIT_SKIP("no temporary directory");
+    snprintf(models_dir, sizeof models_dir, "%s/models", base_dir);
+    mkdir(models_dir, 0755);
+    if (!private_tmpfs(models_dir, "size=256k")) {
+        util_rmtree(base_dir);
+        UNIT_SKIP("cannot mount a private tmpfs here");
+    }
+    uint32_t ver = 0;
+    CHECK_EQ_INT(registry_publish(models_dir, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    char sdir[800], tmp[900], names[256], before[256];
+    snprintf(sdir, sizeof sdir, "%s/BTCUSDT/15m", models_dir);
+    snprintf(tmp, sizeof tmp, "%s/.tmp-1-00000000deadbeef", sdir);
+    make_old_temporary(tmp, 0);
+    CHECK_EQ_INT(mount(NULL, models_dir, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
+    listing(sdir, before, sizeof before);
+    CHECK_EQ_STR(before, ".tmp-1-00000000deadbeef 1 ");
+
+    CHECK_EQ_INT(registry_publish(models_dir, "BTCUSDT", "15m", &f->m, &f->s, &ver), PD_EIO);
+    CHECK_EQ_INT(registry_publish(models_dir, "ETHUSDT", "15m", &f->m, &f->s, &ver), PD_EIO);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models_dir, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_version *v = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &v), 0);
+    if (v)
+        CHECK_EQ_INT(registry_version_number(v), 1);
+    registry_release(v);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 1), PD_EIO);
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "15m", "stable", 1, 0), PD_EIO);
+    registry_free(r);
+
+    features_candle *c = NULL;
+    CHECK_EQ_INT(feed_seed_series("BTCUSDT", "15m", 1700000000, 1200, 5, &c), 0);
+    if (c) {
+        training_params p;
+        training_params_default(&p);
+        snprintf(p.symbols[0], sizeof p.symbols[0], "BTCUSDT");
+        p.n_symbols = 1;
+        snprintf(p.timeframe, sizeof p.timeframe, "15m");
+        p.now = c[1199].t + 901;
+        p.epochs = 3;
+        p.force = true;
+        training_ctx tc = {.models_dir = models_dir};
+        const features_candle *s[1] = {c};
+        size_t l[1] = {1200};
+        training_result *res = calloc(1, sizeof *res);
+        CHECK_EQ_INT(training_run_candles(&p, &tc, s, l, 1, res), PD_EIO);
+        printf("  training into a read-only repository: %s\n", res->message);
+        free(res);
+    }
+    free(c);
+    listing(sdir, names, sizeof names);
+    CHECK_EQ_STR(names, before); /* nothing written, the temporary could not go */
+    umount2(models_dir, MNT_DETACH);
+    free(f);
+    util_rmtree(base_dir);
+}
+
+/* Abandoned temporaries: removed when old, with what they hold (two levels
+ * of directories at most); a fresh one (maybe a publish in progress), a
+ * deeper one, a symbolic link and a plain dot-file are left alone. */
+TEST(abandoned_temporaries_are_swept_with_limits)
+{
+    if (!unit_tmpdir(base_dir, sizeof base_dir, "pd-faults"))
+        UNIT_SKIP("no temporary directory");
+    char p[900], names[256];
+    snprintf(p, sizeof p, "%s/.tmp-old", base_dir);
+    make_old_temporary(p, 2);
+    snprintf(p, sizeof p, "%s/.tmp-deep", base_dir);
+    make_old_temporary(p, 3);
+    snprintf(p, sizeof p, "%s/.tmp-fresh", base_dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/.tmp-link", base_dir);
+    CHECK_EQ_INT(symlink("/tmp", p), 0);
+    snprintf(p, sizeof p, "%s/.dotfile", base_dir);
+    write_file(p, "x", 1);
+    snprintf(p, sizeof p, "%s/1", base_dir);
+    mkdir(p, 0755);
+    int fd = open(base_dir, O_RDONLY | O_DIRECTORY);
+    CHECK_EQ_INT(registry__sweep_temporaries(fd, "BTCUSDT", "15m", 3600), 1);
+    close(fd);
+    listing(base_dir, names, sizeof names);
+    CHECK_EQ_STR(names, ".dotfile .tmp-deep .tmp-fresh .tmp-link 1 ");
+    snprintf(p, sizeof p, "%s/.tmp-deep/sub/sub/sub/model.pb", base_dir);
+    struct stat st;
+    CHECK(stat(p, &st) == 0); /* partly emptied at most: the deepest level stays */
+    util_rmtree(base_dir);
+}
+
 /* FAULT_ONLY=word runs only the tests whose name contains it (with
  * FAULT_BACKTRACE=N: where allocation N of that test is). */
 #define RUN_ONLY(t)                                                                                \
@@ -1744,5 +1862,7 @@ int main(int argc, char **argv)
     RUN_ONLY(a_truncated_new_version_never_replaces_the_serving_one);
     RUN_ONLY(files_that_cannot_be_read_are_refused);
     RUN_ONLY(publishing_on_a_full_file_system);
+    RUN_ONLY(a_read_only_repository_serves_and_refuses_writes);
+    RUN_ONLY(abandoned_temporaries_are_swept_with_limits);
     return unit_report();
 }
