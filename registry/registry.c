@@ -88,7 +88,7 @@ typedef struct slot {
     registry_state state; /* lock */
     bool on_disk;         /* scanner: present in the last listing */
     bool verified_ok;     /* scanner: verified since it (re)appeared */
-    bool transient;       /* scanner: the last failure was ENOMEM: retry */
+    bool transient;       /* lock: the last failure was ENOMEM: retry */
     registry_version *v;  /* lock; the registry's own reference, NULL when unloaded */
     char reason[256];     /* lock */
     registry__fp fp;      /* scanner: files as of the last failure */
@@ -333,8 +333,10 @@ static int list_versions(int sfd, const char *sym, const char *tf, uint32_t **ou
     size_t nv = 0, cap = 0;
     int rc = 0;
     struct dirent *e;
-    errno = 0;
-    while ((e = readdir(d)) != NULL) {
+    /* errno cleared before each readdir: what the loop calls (fstatat, a
+     * log line, an allocation) may set it, and only readdir's own error
+     * means the listing is incomplete */
+    while ((errno = 0, e = readdir(d)) != NULL) {
         const char *name = e->d_name;
         if (name[0] == '.' || strcmp(name, "policy.json") == 0)
             continue; /* hidden: temporaries being published, ".", ".." */
@@ -655,11 +657,11 @@ static bool load_slot(registry *r, series *s, int sfd, size_t i)
         snprintf(sl->reason, sizeof sl->reason, "%s", why);
         sl->loaded_at = 0;
     }
+    sl->transient = rc == PD_ENOMEM;
     util_mutex_unlock(&r->lock);
 
     sl->fp = fp;
     sl->verified_ok = rc == 0;
-    sl->transient = rc == PD_ENOMEM;
     if (rc == 0) {
         atomic_fetch_add(&r->loads_ok, 1);
         LOG_INFO(MOD, "loaded %s/%s v%u in %.1f ms", s->symbol, s->tf, num, ms);
@@ -1274,6 +1276,21 @@ static registry_version *pick(const series *s, const registry_selector *sel)
     return s->serving;
 }
 
+/* Nothing serves s yet but a version is on its way: its first load is
+ * running, or a load ran out of memory and is retried on the next scan
+ * (not "no model": the version itself may be fine). Caller holds r->lock. */
+static bool series_pending(const series *s)
+{
+    if (s->serving)
+        return false;
+    if (s->loading)
+        return true;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->slots[i].on_disk && s->slots[i].state == REGISTRY_FAILED && s->slots[i].transient)
+            return true;
+    return false;
+}
+
 int registry_acquire(registry *r, const char *symbol, const char *tf, const registry_selector *sel,
                      registry_version **out)
 {
@@ -1302,7 +1319,7 @@ int registry_acquire(registry *r, const char *symbol, const char *tf, const regi
     int rc = 0;
     if (v)
         atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
-    else if ((own && own->loading && !own->serving) || (def && def->loading && !def->serving))
+    else if ((own && series_pending(own)) || (def && series_pending(def)))
         rc = PD_ENOTREADY;
     else
         rc = PD_ENOMODEL;

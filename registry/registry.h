@@ -103,7 +103,8 @@ typedef struct registry_selector {
  * The version serving symbol/tf for this selector: the series' own, else
  * models/_default/TF/. Returns 0 and a new reference in *out, PD_ENOMODEL
  * when none verified serves (or the asked version/label does not exist),
- * PD_ENOTREADY while the series' first version is still loading,
+ * PD_ENOTREADY while the series' first version is still loading (or its
+ * load ran out of memory: retried on the next scan),
  * PD_ESYMBOL / PD_ETIMEFRAME for a malformed symbol or timeframe.
  *
  * Selection: sel->version (wins over a label) must name a version that is

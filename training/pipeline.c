@@ -230,6 +230,11 @@ static int serving_version(run *r, const char *target, registry_version **v, reg
         *v = NULL;
         return 0;
     }
+    /* A version is there but not loaded: never "nothing serves" (that
+     * would publish without the comparison). After our own synchronous
+     * scan, not ready means its load ran out of memory. */
+    if (rc == PD_ENOTREADY && *tmp)
+        rc = PD_ENOMEM;
     return rc;
 }
 

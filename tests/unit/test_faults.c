@@ -213,7 +213,9 @@ static long fault_loop(const char *what, fault_op op, void *ctx, int want, const
                        size_t n_also, int flags, long step)
 {
     /* Warm-up: one-time initialisations (stdio buffers, lazily built
-     * tables) happen here, so they do not count as leaks below. */
+     * tables) happen here, so they do not count as leaks below; stdout's
+     * buffer too (a CHECK failing inside op would allocate it). */
+    printf("  %s: every allocation failing in turn\n", what);
     fault_arm(0);
     int rc = op(ctx);
     long total = 0;
@@ -539,9 +541,9 @@ static int op_scan_acquire(void *ctx)
             CHECK_EQ_INT(registry_version_number(v), 1);
             CHECK_EQ_STR(registry_version_meta(v)->trainer, "test_faults");
             registry_release(v);
-        } else if (rc == PD_ENOMODEL) {
-            /* the load ran out of memory: the version is listed as failed
-             * or not at all, never served half-made */
+        } else if (rc == PD_ENOTREADY) {
+            /* its load ran out of memory: not served half-made, not "no
+             * model" either, retried on the next scan */
             rc = PD_ENOMEM;
         }
     }
@@ -1138,6 +1140,81 @@ TEST(training_under_allocation_failures)
     util_rmtree(base_dir);
 }
 
+/* Promotion (--promote-if-better): a version serves; the new one is
+ * compared with it on the test slice and published or rejected. Under a
+ * fault the run fails with PD_ENOMEM, or decides exactly as unfaulted: an
+ * allocation failure must never skip the comparison (a publish the gate
+ * did not allow) or compare on fewer samples. */
+typedef struct promo_ctx {
+    const features_candle *c;
+    size_t n;
+    bool have_ref;
+    training_result ref;
+} promo_ctx;
+
+static int op_promote(void *ctx)
+{
+    promo_ctx *t = ctx;
+    training_params p;
+    training_params_default(&p);
+    snprintf(p.symbols[0], sizeof p.symbols[0], "BTCUSDT");
+    p.n_symbols = 1;
+    snprintf(p.timeframe, sizeof p.timeframe, "15m");
+    p.now = t->c[t->n - 1].t + 900 + 1;
+    p.epochs = 3;
+    p.seed = 12;
+    p.force = true;
+    p.promote_if_better = true;
+    training_ctx tc = {.models_dir = models_dir};
+    const features_candle *s[1] = {t->c};
+    size_t l[1] = {t->n};
+    training_result *r = calloc(1, sizeof *r);
+    if (!r)
+        return PD_ENOMEM;
+    int rc = training_run_candles(&p, &tc, s, l, 1, r);
+    bool held = fault_hold();
+    char sdir[800], v2[900], names[256];
+    snprintf(sdir, sizeof sdir, "%s/BTCUSDT/15m", models_dir);
+    listing(sdir, names, sizeof names);
+    if (rc == 0) {
+        if (!t->have_ref) {
+            t->ref = *r;
+            t->have_ref = true;
+            printf("  promotion: %s\n", r->message);
+        }
+        CHECK_EQ_INT(r->outcome, t->ref.outcome);
+        CHECK_EQ_INT(r->old_version, 1);
+        CHECK_EQ_INT(r->compared, t->ref.compared);
+        CHECK_NEAR(r->old_log_loss, t->ref.old_log_loss, 0);
+        CHECK_NEAR(r->new_log_loss, t->ref.new_log_loss, 0);
+        CHECK_EQ_STR(names, r->outcome == TRAINING_PUBLISHED ? "1 2 " : "1 ");
+    } else {
+        CHECK_EQ_STR(names, "1 ");
+    }
+    snprintf(v2, sizeof v2, "%s/2", sdir);
+    util_rmtree(v2);
+    fault_resume(held);
+    free(r);
+    return rc;
+}
+
+TEST(promotion_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f)) /* v1: the softmax fixture over the default features */
+        UNIT_SKIP("no repository");
+    promo_ctx t = {.n = 1200};
+    features_candle *c = NULL;
+    CHECK_EQ_INT(feed_seed_series("BTCUSDT", "15m", 1700000000, t.n, 5, &c), 0);
+    t.c = c;
+    if (c)
+        CHECK(fault_loop("training_run_candles (promotion)", op_promote, &t, 0, NULL, 0,
+                         FAULT_TOLERATE, 1) > 0);
+    free(c);
+    free(f);
+    util_rmtree(base_dir);
+}
+
 /* ------------------------------------------------------------------------
  * Policy changes (pin, labels): policy.json is built with jansson, which
  * allocates through the same wrappers.
@@ -1244,7 +1321,7 @@ static int op_rich_scan(void *ctx)
     for (int i = 0; rc == 0 && i < 3; i++) {
         registry_version *v = NULL;
         rc = registry_acquire(r, sym[i], tf[i], NULL, &v);
-        if (rc == PD_ENOMODEL)
+        if (rc == PD_ENOTREADY)
             rc = PD_ENOMEM; /* its load ran out of memory: listed as failed, retried later */
         if (rc == 0) {
             CHECK_EQ_INT(registry_version_number(v), 1);
@@ -1278,8 +1355,8 @@ static int op_rich_scan(void *ctx)
         registry_refused_info *ref = NULL;
         size_t nr = 0;
         rc = registry_refused(r, &ref, &nr);
-        if (rc == 0) {
-            CHECK_EQ_INT(nr, 1);
+        if (rc == 0) { /* a refusal is dropped, not the scan, when memory is short */
+            CHECK(nr <= 1);
             if (nr == 1)
                 CHECK(strstr(ref[0].path, "ETHUSDT/1h/7") != NULL);
         }
@@ -1854,6 +1931,7 @@ int main(int argc, char **argv)
     RUN_ONLY(prediction_computation_under_allocation_failures);
     RUN_ONLY(csv_and_trades_under_allocation_failures);
     RUN_ONLY(training_under_allocation_failures);
+    RUN_ONLY(promotion_under_allocation_failures);
     RUN_ONLY(pin_and_label_under_allocation_failures);
     RUN_ONLY(registry_over_a_mixed_repository_under_allocation_failures);
     RUN_ONLY(service_under_allocation_failures);
