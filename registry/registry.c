@@ -1616,6 +1616,8 @@ static int change_policy(registry *r, const char *sym, const char *tf, policy_ed
         return PD_EINVAL;
     util_mutex_lock(&r->scan_lock);
     int rootfd = -1, sfd = -1;
+    char *old_text = NULL; /* policy.json as it was, put back byte for byte */
+    size_t old_len = 0;
     int rc = scan_locked(r, sym, tf);
     if (rc)
         goto out;
@@ -1630,6 +1632,13 @@ static int change_policy(registry *r, const char *sym, const char *tf, policy_ed
     uint32_t needs = 0;
     if ((rc = edit(s, sfd, &p, arg, &needs)) != 0)
         goto out;
+    /* Read now, so that undoing needs no memory (it is most needed when
+     * memory ran out applying the change). */
+    int orc = registry__read_at(sfd, "policy.json", REGISTRY__MAX_SMALL_FILE, &old_text, &old_len);
+    if (orc == PD_ENOMEM) {
+        rc = orc;
+        goto out;
+    }
     if ((rc = write_policy(r, sym, tf, sfd, &p)) != 0)
         goto out;
     int src = scan_series(r, rootfd, sym, tf, NULL);
@@ -1644,11 +1653,24 @@ static int change_policy(registry *r, const char *sym, const char *tf, policy_ed
         else
             LOG_WARN(MOD, "%s/%s: v%u failed to load; restoring the previous policy", sym, tf,
                      needs);
-        if (write_policy(r, sym, tf, sfd, &old) == 0)
+        char path[4096];
+        int wrc;
+        if (orc == PD_ENOTFOUND)
+            wrc = unlinkat(sfd, "policy.json", 0) == 0 || errno == ENOENT ? 0 : PD_EIO;
+        else if (orc == 0 && snprintf(path, sizeof path, "%s/%s/%s/policy.json", r->dir, sym, tf) <
+                                 (int)sizeof path)
+            wrc = util_write_file_atomic(path, old_text, old_len, 0644);
+        else
+            wrc = write_policy(r, sym, tf, sfd, &old);
+        if (wrc == 0)
             scan_series(r, rootfd, sym, tf, NULL);
+        else
+            LOG_ERROR(MOD, "%s/%s: the previous policy could not be restored: %s", sym, tf,
+                      util_strerror(wrc));
         rc = nomem ? PD_ENOMEM : PD_EVERIFY;
     }
 out:
+    free(old_text);
     if (sfd >= 0)
         close(sfd);
     if (rootfd >= 0)

@@ -76,8 +76,9 @@ char *__wrap_strndup(const char *s, size_t n);
 void *__wrap_aligned_alloc(size_t align, size_t n);
 
 static atomic_bool fault_armed;
-static atomic_long fault_count; /* allocations since fault_arm */
-static atomic_long fault_at;    /* the one that fails (1-based); 0: none */
+static atomic_long fault_count;   /* allocations since fault_arm */
+static atomic_long fault_at;      /* the one that fails (1-based); 0: none */
+static atomic_bool fault_persist; /* and every one after it */
 static atomic_bool fault_fired;
 
 /* True when this allocation is the one to fail. */
@@ -85,8 +86,8 @@ static bool fault_now(void)
 {
     if (!atomic_load(&fault_armed))
         return false;
-    long n = atomic_fetch_add(&fault_count, 1) + 1;
-    if (n != atomic_load(&fault_at))
+    long n = atomic_fetch_add(&fault_count, 1) + 1, at = atomic_load(&fault_at);
+    if (n != at && !(at && n > at && atomic_load(&fault_persist)))
         return false;
     atomic_store(&fault_fired, true);
     const char *bt = getenv("FAULT_BACKTRACE"); /* N: where the Nth one is */
@@ -202,14 +203,15 @@ typedef int (*fault_op)(void *ctx);
 #define FAULT_TOLERATE 1
 
 /*
- * The loop. op(ctx) must return `want` unfaulted; under a fault it must
+ * One pass of the loop (fault_persist says which). op(ctx) must return
+ * `want` unfaulted; under a fault it must
  * return PD_ENOMEM or one of the `n_also` codes in `also`. Returns the
  * number of allocations of the unfaulted run (-1 on a failure, reported).
  * The loop runs every allocation point when step is 1; larger steps sample
  * every step-th one (for long operations), always ending with an
  * unfaulted completion.
  */
-static long fault_loop(const char *what, fault_op op, void *ctx, int want, const int *also,
+static long fault_pass(const char *what, fault_op op, void *ctx, int want, const int *also,
                        size_t n_also, int flags, long step)
 {
     /* Warm-up: one-time initialisations (stdio buffers, lazily built
@@ -263,6 +265,25 @@ static long fault_loop(const char *what, fault_op op, void *ctx, int want, const
     }
     UNIT_FAIL_("%s: the loop did not end after %d runs", what, FAULT_MAX_RUNS);
     return -1;
+}
+
+/* The loop, twice: the Nth allocation failing alone (the code must recover
+ * from one failure and clean up), then the Nth and every one after it (as
+ * when memory is really gone: error paths that allocate must cope too).
+ * Returns the first pass's count, -1 on a failure. */
+static long fault_loop(const char *what, fault_op op, void *ctx, int want, const int *also,
+                       size_t n_also, int flags, long step)
+{
+    atomic_store(&fault_persist, false);
+    long total = fault_pass(what, op, ctx, want, also, n_also, flags, step);
+    if (total < 0)
+        return total;
+    char name[160];
+    snprintf(name, sizeof name, "%s, then all after", what);
+    atomic_store(&fault_persist, true);
+    long again = fault_pass(name, op, ctx, want, also, n_also, flags, step);
+    atomic_store(&fault_persist, false);
+    return again < 0 ? again : total;
 }
 
 /* ------------------------------------------------------------------------
