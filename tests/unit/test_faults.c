@@ -21,13 +21,22 @@
  * (PD_ENOMEM, or a code the function documents for it), leave no output
  * behind and not crash; the loop ends at the first run whose operation
  * finishes without reaching the fault, which must then give the reference
- * result. In the plain build each run is also checked for leaks with
- * mallinfo2 (bytes in use before and after); under ASan LeakSanitizer
- * checks each test's process at exit (unit.h runs every test in a child).
+ * result. A second pass fails the Nth allocation and every one after it
+ * (memory really gone: error paths that allocate must cope too). Some
+ * operations may do without an allocation (FAULT_TOLERATE: a change
+ * detector's hash, an in-scan retry); their runs must then give the
+ * reference result. In the plain build each run is also checked for leaks
+ * with mallinfo2 (bytes in use before and after, glibc's tcache off); under
+ * ASan LeakSanitizer checks each test's process at exit (unit.h runs every
+ * test in a child). FAULT_ONLY=word runs the matching tests only;
+ * FAULT_BACKTRACE=N prints where allocation N is; FAULT_VERBOSE=1 prints
+ * every wrong code, not the first five.
  *
  * I/O failures: every model file truncated at every byte offset, files
  * that are directories or FIFOs (tests run as root, so chmod 000 would not
- * stop a read), and a write to /dev/full.
+ * stop a read), a full and a read-only file system (a small tmpfs mounted
+ * in a private mount namespace of the test's process; skipped where that
+ * is not allowed). The CLI's write to /dev/full is in test_cli.py.
  *
  * No timing assertions. Allocation counts are printed, not asserted.
  */
