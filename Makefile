@@ -156,6 +156,12 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h tests/unit/fixtures.h $(LIB)
 	@echo "  TEST    $@"
 	$(Q)$(CC) $(CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
+# test_faults injects allocation failures: the allocation calls of
+# libpredictd.a (and of the test) go through the test's __wrap_ functions.
+FAULT_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup \
+    -Wl,--wrap=aligned_alloc
+$(BUILD)/tests/test_faults: override LDFLAGS += $(FAULT_WRAP)
+
 $(BUILD)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(LIB)
 	@mkdir -p $(dir $@)
 	@echo "  REPLAY  $@"

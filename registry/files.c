@@ -219,7 +219,7 @@ static int parse_manifest(const char *text, size_t len, char want[2][65], char *
 
 typedef struct budget {
     size_t used, limit;
-    bool exceeded;
+    bool exceeded, oom;
 } budget;
 
 static void *budget_alloc(void *data, size_t size)
@@ -230,7 +230,10 @@ static void *budget_alloc(void *data, size_t size)
         return NULL;
     }
     b->used += size;
-    return malloc(size ? size : 1);
+    void *p = malloc(size ? size : 1);
+    if (!p)
+        b->oom = true;
+    return p;
 }
 
 static void budget_free(void *data, void *p)
@@ -246,15 +249,20 @@ static size_t budget_for(size_t len)
     return len * UNPACK_FACTOR + UNPACK_SLACK;
 }
 
-/* Unpacks bytes as desc's message under the budget. PD_EPARSE with why. */
+/* Unpacks bytes as desc's message under the budget. PD_EPARSE or PD_ENOMEM
+ * (malloc failed: the bytes may be fine) with why. */
 static int unpack_bounded(const ProtobufCMessageDescriptor *desc, const char *what,
                           const void *data, size_t len, ProtobufCMessage **out, char *why,
                           size_t whylen)
 {
-    budget b = {0, budget_for(len), false};
+    budget b = {0, budget_for(len), false, false};
     ProtobufCAllocator a = {budget_alloc, budget_free, &b};
     ProtobufCMessage *m = protobuf_c_message_unpack(desc, &a, len, data);
     if (!m) {
+        if (b.oom) {
+            snprintf(why, whylen, "%s: out of memory", what);
+            return PD_ENOMEM;
+        }
         if (b.exceeded)
             snprintf(why, whylen,
                      "%s: decoding needs more than %zu bytes of memory (%zu-byte file)", what,
@@ -397,6 +405,8 @@ int registry__load_at(int vfd, const char *owner, const char *tf, uint32_t numbe
     why[0] = '\0';
 
     rc = registry__read_at(vfd, "MANIFEST", REGISTRY__MAX_SMALL_FILE, &manifest, &mlen);
+    if (rc == PD_ENOMEM)
+        goto nomem;
     if (rc) {
         *fail = REGISTRY_FAIL_MANIFEST;
         snprintf(why, whylen, "MANIFEST: %s",
@@ -418,10 +428,14 @@ int registry__load_at(int vfd, const char *owner, const char *tf, uint32_t numbe
     *fail = REGISTRY_FAIL_PARSE;
     rc = unpack_bounded(&predictd__model__descriptor, "model.pb", mdata, mdlen,
                         (ProtobufCMessage **)&model, why, whylen);
+    if (rc == PD_ENOMEM)
+        goto nomem;
     if (rc)
         goto verify_fail;
     rc = unpack_bounded(&predictd__scaler__descriptor, "scaler.pb", sdata, sdlen,
                         (ProtobufCMessage **)&scaler, why, whylen);
+    if (rc == PD_ENOMEM)
+        goto nomem;
     if (rc)
         goto verify_fail;
     free(mdata);

@@ -88,7 +88,7 @@ typedef struct slot {
     registry_state state; /* lock */
     bool on_disk;         /* scanner: present in the last listing */
     bool verified_ok;     /* scanner: verified since it (re)appeared */
-    bool transient;       /* scanner: the last failure was ENOMEM: retry */
+    bool transient;       /* lock: the last failure was ENOMEM: retry */
     registry_version *v;  /* lock; the registry's own reference, NULL when unloaded */
     char reason[256];     /* lock */
     registry__fp fp;      /* scanner: files as of the last failure */
@@ -334,8 +334,10 @@ static int list_versions(int sfd, const char *sym, const char *tf, uint32_t **ou
     size_t nv = 0, cap = 0;
     int rc = 0;
     struct dirent *e;
-    errno = 0;
-    while ((e = readdir(d)) != NULL) {
+    /* errno cleared before each readdir: what the loop calls (fstatat, a
+     * log line, an allocation) may set it, and only readdir's own error
+     * means the listing is incomplete */
+    while ((errno = 0, e = readdir(d)) != NULL) {
         const char *name = e->d_name;
         if (name[0] == '.' || strcmp(name, "policy.json") == 0)
             continue; /* hidden: temporaries being published, ".", ".." */
@@ -395,14 +397,21 @@ static int json_version(json_t *j, const char *what, uint32_t *out, char *why, s
 
 /* Parses policy.json: {"pinned": N, "labels": {"stable": N, "canary": N},
  * "canary_share": 0..100}, every key optional, other top-level keys
- * ignored. PD_EPARSE with why. */
+ * ignored. PD_EPARSE with why, or PD_ENOMEM (the text may be fine). */
 static int parse_policy(const char *text, size_t len, policy *out, char *why, size_t whylen)
 {
     json_error_t err;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
+    /* jansson does not always say a failure was an allocation (some read
+     * as a syntax error at the token it was building): a text that parses
+     * on a second try was fine, and one that fails with no reason or
+     * out_of_memory is memory, not the file. */
+    if (!root && json_error_code(&err) != json_error_out_of_memory && err.text[0])
+        root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
     if (!root) {
-        msgf(why, whylen, "line %d: %s", err.line, err.text);
-        return PD_EPARSE;
+        bool oom = json_error_code(&err) == json_error_out_of_memory || !err.text[0];
+        msgf(why, whylen, "line %d: %s", err.line, oom ? "out of memory" : err.text);
+        return oom ? PD_ENOMEM : PD_EPARSE;
     }
     policy p = {0};
     int rc = PD_EPARSE;
@@ -457,8 +466,10 @@ int registry__policy_check(const char *text, size_t len, char *why, size_t whyle
 
 /* Scanner: reads the series' policy.json and updates s->pol. A malformed
  * file is ignored with its reason (the previous policy stays); an absent
- * one means no policy. Logs only when the content changes. */
-static void load_policy(registry *r, series *s, int sfd)
+ * one means no policy. Logs only when the content changes. Returns
+ * PD_ENOMEM when memory ran out reading or parsing it (the previous policy
+ * stays and the file is read again on the next scan), else 0. */
+static int load_policy(registry *r, series *s, int sfd)
 {
     char *text = NULL;
     size_t len = 0;
@@ -471,7 +482,7 @@ static void load_policy(registry *r, series *s, int sfd)
         memset(&s->pol, 0, sizeof s->pol);
         s->policy_err[0] = '\0';
         util_mutex_unlock(&r->lock);
-        return;
+        return 0;
     }
     if (rc) {
         LOG_WARN(MOD, "%s/%s: policy.json unreadable (%s); keeping the previous policy", s->symbol,
@@ -481,7 +492,7 @@ static void load_policy(registry *r, series *s, int sfd)
                  "policy.json unreadable (%s); previous policy kept", util_strerror(rc));
         util_mutex_unlock(&r->lock);
         s->policy_present = false; /* re-read and re-log once it is back */
-        return;
+        return rc == PD_ENOMEM ? rc : 0;
     }
     uint8_t sha[32];
     util_sha256 h;
@@ -490,14 +501,21 @@ static void load_policy(registry *r, series *s, int sfd)
     util_sha256_final(&h, sha);
     if (s->policy_present && memcmp(sha, s->policy_sha, sizeof sha) == 0) {
         free(text);
-        return;
+        return 0;
     }
-    s->policy_present = true;
-    memcpy(s->policy_sha, sha, sizeof sha);
     policy p;
     char why[128];
     rc = parse_policy(text, len, &p, why, sizeof why);
     free(text);
+    if (rc == PD_ENOMEM) {
+        /* not the file's fault: keep the previous policy, read it again next scan */
+        LOG_WARN(MOD, "%s/%s: policy.json not parsed (out of memory); keeping the previous policy",
+                 s->symbol, s->tf);
+        s->policy_present = false;
+        return rc;
+    }
+    s->policy_present = true;
+    memcpy(s->policy_sha, sha, sizeof sha);
     util_mutex_lock(&r->lock);
     if (rc == 0) {
         s->pol = p;
@@ -512,6 +530,7 @@ static void load_policy(registry *r, series *s, int sfd)
     else
         LOG_WARN(MOD, "%s/%s: policy.json ignored, previous policy kept: %s", s->symbol, s->tf,
                  why);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -639,11 +658,11 @@ static bool load_slot(registry *r, series *s, int sfd, size_t i)
         snprintf(sl->reason, sizeof sl->reason, "%s", why);
         sl->loaded_at = 0;
     }
+    sl->transient = rc == PD_ENOMEM;
     util_mutex_unlock(&r->lock);
 
     sl->fp = fp;
     sl->verified_ok = rc == 0;
-    sl->transient = rc == PD_ENOMEM;
     if (rc == 0) {
         atomic_fetch_add(&r->loads_ok, 1);
         LOG_INFO(MOD, "loaded %s/%s v%u in %.1f ms", s->symbol, s->tf, num, ms);
@@ -932,7 +951,7 @@ static int scan_series(registry *r, int rootfd, const char *sym, const char *tf,
         rc = PD_ENOMEM;
         goto out;
     }
-    load_policy(r, s, sfd);
+    int prc = load_policy(r, s, sfd); /* on failure the scan goes on with the old policy */
     if (s->floor && s->serving && !listed(nums, nn, s->serving->number)) {
         /* what serves left the disk: a version forgotten below it may be
          * what serves now, as a process starting on this directory would
@@ -946,6 +965,7 @@ static int scan_series(registry *r, int rootfd, const char *sym, const char *tf,
     refresh_failed(r, s, sfd);
     choose_and_swap(r, s, sfd);
     forget_retired(r, s);
+    rc = prc;
 out:
     if (rc && s) {
         util_mutex_lock(&r->lock);
@@ -1273,6 +1293,21 @@ static registry_version *pick(const series *s, const registry_selector *sel)
     return s->serving;
 }
 
+/* Nothing serves s yet but a version is on its way: its first load is
+ * running, or a load ran out of memory and is retried on the next scan
+ * (not "no model": the version itself may be fine). Caller holds r->lock. */
+static bool series_pending(const series *s)
+{
+    if (s->serving)
+        return false;
+    if (s->loading)
+        return true;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->slots[i].on_disk && s->slots[i].state == REGISTRY_FAILED && s->slots[i].transient)
+            return true;
+    return false;
+}
+
 int registry_acquire(registry *r, const char *symbol, const char *tf, const registry_selector *sel,
                      registry_version **out)
 {
@@ -1301,7 +1336,7 @@ int registry_acquire(registry *r, const char *symbol, const char *tf, const regi
     int rc = 0;
     if (v)
         atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
-    else if ((own && own->loading && !own->serving) || (def && def->loading && !def->serving))
+    else if ((own && series_pending(own)) || (def && series_pending(def)))
         rc = PD_ENOTREADY;
     else
         rc = PD_ENOMODEL;
@@ -1557,22 +1592,29 @@ static int write_policy(registry *r, const char *sym, const char *tf, int sfd, c
     json_t *labels = json_object();
     if (!labels)
         goto out;
-    if (p->stable)
-        json_object_set_new(labels, LABEL_STABLE, json_integer(p->stable));
-    if (p->canary)
-        json_object_set_new(labels, LABEL_CANARY, json_integer(p->canary));
-    if (p->pinned)
-        json_object_set_new(root, "pinned", json_integer(p->pinned));
-    else
+    /* every set checked: a key lost to a failed allocation would write a
+     * different policy than the one asked for */
+    if ((p->stable && json_object_set_new(labels, LABEL_STABLE, json_integer(p->stable))) ||
+        (p->canary && json_object_set_new(labels, LABEL_CANARY, json_integer(p->canary))))
+        goto out;
+    if (p->pinned) {
+        if (json_object_set_new(root, "pinned", json_integer(p->pinned)))
+            goto out;
+    } else {
         json_object_del(root, "pinned");
-    if (json_object_size(labels))
-        json_object_set(root, "labels", labels);
-    else
+    }
+    if (json_object_size(labels)) {
+        if (json_object_set(root, "labels", labels))
+            goto out;
+    } else {
         json_object_del(root, "labels");
-    if (p->canary_share)
-        json_object_set_new(root, "canary_share", json_integer(p->canary_share));
-    else
+    }
+    if (p->canary_share) {
+        if (json_object_set_new(root, "canary_share", json_integer(p->canary_share)))
+            goto out;
+    } else {
         json_object_del(root, "canary_share");
+    }
     if (json_object_size(root) == 0) {
         /* Nothing left to say: no file is the empty policy. */
         rc = unlinkat(sfd, "policy.json", 0) == 0 || errno == ENOENT ? 0 : PD_EIO;
@@ -1628,8 +1670,7 @@ static bool version_loaded(const series *s, uint32_t v)
  * write it, rescan, and when the version it needs then fails, put the old
  * policy back and return PD_EVERIFY.
  */
-typedef int (*policy_edit)(const series *s, int sfd, policy *p, const void *arg,
-                           uint32_t *needs);
+typedef int (*policy_edit)(const series *s, int sfd, policy *p, const void *arg, uint32_t *needs);
 
 static int change_policy(registry *r, const char *sym, const char *tf, policy_edit edit,
                          const void *arg)
@@ -1638,6 +1679,8 @@ static int change_policy(registry *r, const char *sym, const char *tf, policy_ed
         return PD_EINVAL;
     util_mutex_lock(&r->scan_lock);
     int rootfd = -1, sfd = -1;
+    char *old_text = NULL; /* policy.json as it was, put back byte for byte */
+    size_t old_len = 0;
     int rc = scan_locked(r, sym, tf);
     if (rc)
         goto out;
@@ -1652,16 +1695,45 @@ static int change_policy(registry *r, const char *sym, const char *tf, policy_ed
     uint32_t needs = 0;
     if ((rc = edit(s, sfd, &p, arg, &needs)) != 0)
         goto out;
+    /* Read now, so that undoing needs no memory (it is most needed when
+     * memory ran out applying the change). */
+    int orc = registry__read_at(sfd, "policy.json", REGISTRY__MAX_SMALL_FILE, &old_text, &old_len);
+    if (orc == PD_ENOMEM) {
+        rc = orc;
+        goto out;
+    }
     if ((rc = write_policy(r, sym, tf, sfd, &p)) != 0)
         goto out;
-    scan_series(r, rootfd, sym, tf, NULL);
-    if (needs && !version_loaded(s, needs)) {
-        LOG_WARN(MOD, "%s/%s: v%u failed to load; restoring the previous policy", sym, tf, needs);
-        if (write_policy(r, sym, tf, sfd, &old) == 0)
+    int src = scan_series(r, rootfd, sym, tf, NULL);
+    ssize_t ni = needs ? find_slot(s, needs) : -1;
+    /* out of memory (the scan, or loading the version) is not the version's fault */
+    bool nomem = src == PD_ENOMEM || (ni >= 0 && s->slots[ni].transient);
+    if (src == PD_ENOMEM || (needs && !version_loaded(s, needs))) {
+        if (nomem)
+            LOG_WARN(MOD,
+                     "%s/%s: out of memory applying the new policy; restoring the previous one",
+                     sym, tf);
+        else
+            LOG_WARN(MOD, "%s/%s: v%u failed to load; restoring the previous policy", sym, tf,
+                     needs);
+        char path[4096];
+        int wrc;
+        if (orc == PD_ENOTFOUND)
+            wrc = unlinkat(sfd, "policy.json", 0) == 0 || errno == ENOENT ? 0 : PD_EIO;
+        else if (orc == 0 && snprintf(path, sizeof path, "%s/%s/%s/policy.json", r->dir, sym, tf) <
+                                 (int)sizeof path)
+            wrc = util_write_file_atomic(path, old_text, old_len, 0644);
+        else
+            wrc = write_policy(r, sym, tf, sfd, &old);
+        if (wrc == 0)
             scan_series(r, rootfd, sym, tf, NULL);
-        rc = PD_EVERIFY;
+        else
+            LOG_ERROR(MOD, "%s/%s: the previous policy could not be restored: %s", sym, tf,
+                      util_strerror(wrc));
+        rc = nomem ? PD_ENOMEM : PD_EVERIFY;
     }
 out:
+    free(old_text);
     if (sfd >= 0)
         close(sfd);
     if (rootfd >= 0)

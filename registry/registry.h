@@ -103,7 +103,8 @@ typedef struct registry_selector {
  * The version serving symbol/tf for this selector: the series' own, else
  * models/_default/TF/. Returns 0 and a new reference in *out, PD_ENOMODEL
  * when none verified serves (or the asked version/label does not exist),
- * PD_ENOTREADY while the series' first version is still loading,
+ * PD_ENOTREADY while the series' first version is still loading (or its
+ * load ran out of memory: retried on the next scan),
  * PD_ESYMBOL / PD_ETIMEFRAME for a malformed symbol or timeframe.
  *
  * Selection: sel->version (wins over a label) must name a version that is
@@ -281,8 +282,8 @@ void registry_announce(registry *r, const char *symbol, const char *tf);
  */
 /*
  * Verifies one version directory on its own (`predictd models verify DIR`,
- * tools' tests): MANIFEST, parse, shapes, features, golden cases. Returns 0
- * or PD_EVERIFY with the reason in why.
+ * tools' tests): MANIFEST, parse, shapes, features, golden cases. Returns 0,
+ * PD_EVERIFY with the reason in why, or PD_ENOMEM (why: out of memory).
  */
 int registry_verify_dir(const char *dir, char *why, size_t whylen);
 
@@ -300,7 +301,8 @@ int registry_publish(const char *models_dir, const char *symbol, const char *tf,
  * with a counting allocator (at most 16x the file size + 1 MiB, capped at
  * 1 GiB); free with the matching protobuf-c free_unpacked (allocator NULL).
  * The last path component is not followed if it is a symlink.
- * PD_EPARSE / PD_ETOOBIG / PD_EIO / PD_ENOTFOUND, with the reason in why. */
+ * PD_EPARSE / PD_ETOOBIG / PD_EIO / PD_ENOTFOUND / PD_ENOMEM, with the reason
+ * in why. */
 int registry_read_model(const char *path, Predictd__Model **out, char *why, size_t whylen);
 int registry_read_scaler(const char *path, Predictd__Scaler **out, char *why, size_t whylen);
 

@@ -107,7 +107,7 @@ uint32_t registry__parse_version(const char *name);
 int registry__sweep_temporaries(int sfd, const char *sym, const char *tf, int64_t max_age_s);
 
 /* Parses a policy.json text as the scanner does and discards the result:
- * 0, or PD_EPARSE with the reason in why. For tests and fuzzing; pure,
+ * 0, PD_EPARSE with the reason in why, or PD_ENOMEM. For tests and fuzzing; pure,
  * thread-safe. */
 int registry__policy_check(const char *text, size_t len, char *why, size_t whylen);
 

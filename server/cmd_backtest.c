@@ -5,6 +5,7 @@
  * backtests table, where /api/models/{symbol}/{timeframe} shows them.
  * Nothing here computes a figure; it parses flags, prints and stores.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,9 +230,12 @@ int cmd_backtest(server_config *cfg, int argc, char **argv)
         printf("%s\n", b.data);
     else
         print_table(o.symbol, o.tf, &bt);
-    if (entries && write_entries(entries, &bt) != 0)
-        fprintf(stderr, "predictd backtest: cannot write %s\n", entries);
     code = 0;
+    if (entries && write_entries(entries, &bt) != 0) {
+        /* asked for and not written (a full disk, a directory): a failure */
+        fprintf(stderr, "predictd backtest: cannot write %s: %s\n", entries, strerror(errno));
+        code = 1;
+    }
     if (store) {
         rc = store_ledger_open(cfg->database_url, &ledger);
         if (rc == 0)

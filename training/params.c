@@ -343,7 +343,13 @@ int training_params_validate(const training_params *p, char *why, size_t whylen)
         return fail(why, whylen, "policy: %s%s", pw, "");
     features_set *fs = NULL;
     char fw[200];
-    if (training__params_features(p, &fs, fw, sizeof fw) != 0)
+    int frc = training__params_features(p, &fs, fw, sizeof fw);
+    if (frc == PD_ENOMEM) {
+        if (why && whylen)
+            snprintf(why, whylen, "out of memory");
+        return frc;
+    }
+    if (frc != 0)
         return fail(why, whylen, "features: %s%s", fw, "");
     size_t minw = features_set_min_window(fs);
     features_set_free(fs);
@@ -502,7 +508,12 @@ int training_params_apply_json(const char *text, size_t len, bool skip_null, tra
             continue; /* from/to unset */
         util_buf_reset(&value);
         util_buf_puts(&value, "");
-        if (!value_text(v, &value) || !util_buf_ok(&value)) {
+        bool scalar = value_text(v, &value);
+        if (!util_buf_ok(&value)) {
+            rc = PD_ENOMEM;
+            break;
+        }
+        if (!scalar) {
             if (bad_key && keylen)
                 snprintf(bad_key, keylen, "%s", key);
             rc = PD_EINVAL;

@@ -230,6 +230,11 @@ static int serving_version(run *r, const char *target, registry_version **v, reg
         *v = NULL;
         return 0;
     }
+    /* A version is there but not loaded: never "nothing serves" (that
+     * would publish without the comparison). After our own synchronous
+     * scan, not ready means its load ran out of memory. */
+    if (rc == PD_ENOTREADY && *tmp)
+        rc = PD_ENOMEM;
     return rc;
 }
 
@@ -520,6 +525,8 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
     training__export_init(ex, &r.net, p->kind, r.fs, p->window, fout.temperature, &pol, eta_tp,
                           r.mean, r.scale);
     rc = inference_model_build(&ex->model, &ex->scaler, &r.built, why, sizeof why);
+    if (rc == PD_ENOMEM)
+        goto done;
     if (rc != 0) {
         LOG_ERROR("training", "the trained model does not build: %s", why);
         say(&r, PD_EVERIFY, "the trained model does not build: %s", why);
@@ -604,6 +611,8 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
         if (rc == 0)
             rc = inference_check_golden(check, r.model, 1e-9, why, sizeof why);
         inference_model_free(check);
+        if (rc == PD_ENOMEM)
+            goto done;
         if (rc != 0) {
             LOG_ERROR("training", "the packed model does not reproduce: %s", why);
             rc = say(&r, PD_EVERIFY, "the packed model does not reproduce: %s", why);
@@ -675,6 +684,8 @@ int training_run_candles(const training_params *p, const training_ctx *ctx,
     progress(&r, 1.0, "done");
     rc = 0;
 done:
+    if (rc != 0 && !res->message[0])
+        say(&r, rc, "%s", util_strerror(rc));
     free(ex);
     run_cleanup(&r);
     return rc;

@@ -130,7 +130,7 @@ int training_params_set(training_params *p, const char *name, const char *value,
                         size_t whylen);
 
 /* Checks the whole set (symbols, timeframe, ranges, feature specs resolve,
- * window >= the features' minimum, ...). 0 or PD_EINVAL with why. */
+ * window >= the features' minimum, ...). 0, PD_EINVAL with why, or PD_ENOMEM. */
 int training_params_validate(const training_params *p, char *why, size_t whylen);
 
 /* The target series a run publishes to. */
@@ -139,13 +139,14 @@ const char *training_params_target(const training_params *p);
 /* Appends p as a JSON object (the names of training_params_set). */
 void training_params_json(const training_params *p, util_buf *b);
 /* Reads such an object back (keys through training_params_set, nulls
- * skipped), over the defaults. 0, or PD_EINVAL with why (p unchanged). */
+ * skipped), over the defaults. 0, PD_ENOMEM, or PD_EINVAL with why (p
+ * unchanged). */
 int training_params_from_json(const char *json, training_params *p, char *why, size_t whylen);
 /*
  * Sets each key of a JSON object (text, len bytes) over *p through
  * training_params_set: the one reader behind training_params_from_json and
  * the admin API's job bodies. "symbol" is read as "symbols"; a null value is
- * skipped when skip_null, else refused. Returns 0 (*p updated), PD_EPARSE
+ * skipped when skip_null, else refused. Returns 0 (*p updated), PD_ENOMEM, PD_EPARSE
  * (not a JSON object, or no text), or PD_EINVAL: a value that is not a scalar or a list
  * of scalars (its key in bad_key, why untouched), or one training_params_set
  * refuses (why says why). *p is unchanged on error. Does not validate the

@@ -117,6 +117,27 @@ def backtest_of_a_version_the_registry_does_not_keep_loaded():
 
 
 @test
+def backtest_entries_written_or_the_command_fails():
+    """--entries writes one JSON line per prediction; a file that cannot be
+    written (a full disk: /dev/full; a directory) fails the command (exit 1,
+    the reason on stderr) instead of reporting success."""
+    setup()
+    out = os.path.join(MODELS, "entries.jsonl")
+    p = cli("backtest", SYM, TF, "--json", "--no-store", "--entries", out, "--models-dir", MODELS,
+            timeout=900)
+    fig = json.loads(p.stdout)
+    with open(out) as f:
+        rows = [json.loads(line) for line in f]
+    check(len(rows) > 0, rows[:3])
+    check_eq(len([r for r in rows if r["direction"] in ("LONG", "SHORT")]), fig["model"]["calls"])
+    for bad, why in (("/dev/full", "No space left on device"), (MODELS, "Is a directory")):
+        p = cli("backtest", SYM, TF, "--json", "--no-store", "--entries", bad,
+                "--models-dir", MODELS, check_rc=False, timeout=900)
+        check_eq(p.returncode, 1, p.stderr)
+        check_in(f"cannot write {bad}: {why}", p.stderr)
+
+
+@test
 def backtest_argument_errors():
     usage_error(["backtest", SYM], ["usage"])
     usage_error(["backtest", SYM, TF, "extra"], ["unexpected argument 'extra'"])
