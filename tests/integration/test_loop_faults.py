@@ -30,7 +30,6 @@ binary against the real PostgreSQL and Redis of tests/run.
   the middle of a settle (rolled back, settled on a later pass), and the
   connection killed in the middle of one (reconnected, settled).
 """
-import calendar
 import json
 import os
 import shutil
@@ -737,7 +736,7 @@ def a_settle_whose_connection_dies_midway_reconnects_and_settles():
 
 @test
 def a_default_model_without_enough_candles_says_so_then_predicts():
-    svc = setup()
+    setup()
     thin = "THINUSDT"
     cli("seed", "--symbols", thin, "--timeframes", TF, "--count", "30")
     models = tempfile.mkdtemp(prefix="predictd-faults-default-")
