@@ -13,7 +13,6 @@ real binary (`predictd models list`, which scans and verifies like
 - a symbolic link for a symbol, a stray file and a bad timeframe name in
   the repository are ignored or refused with a reason, never followed.
 """
-import json
 import os
 import shutil
 import sys
