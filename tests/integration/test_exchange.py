@@ -394,5 +394,58 @@ def wss_verifies_the_certificate():
         rest.stop()
 
 
+# STORE_LOCK_KEY_FEED ("predfeed") as pg_locks shows an advisory lock
+FEED_LOCK_CLASSID, FEED_LOCK_OBJID = 0x70726564, 0x66656564
+
+
+@test
+def leader_lock_lost_and_regained_backfills_and_keeps_every_minute():
+    """The ingester's lock session is killed under it (a failover of the
+    database, an operator's pg_terminate_backend) after the stream's gap,
+    duplicates and malformed messages: it stops its feed at once, stands
+    by, takes the lock again, and REST fills the minutes it missed; every
+    minute still equals the exchange's and it stops cleanly."""
+    need_data()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    psql("DELETE FROM candles WHERE symbol = 'XRPETH'")
+    si = StandIn(faults="dup,swap,malformed,gap")
+    want = expected_candles()
+    killed = []
+
+    def lock_pids():
+        return psql(f"SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                    f"classid = {FEED_LOCK_CLASSID} AND objid = {FEED_LOCK_OBJID}").split()
+
+    def step(text):
+        if not killed:
+            # after the faults (trade 4025), before the end of the replay
+            if "feed binance ingesting" in text and si.stats()["trades_sent"] >= 4300:
+                pids = lock_pids()
+                check_eq(len(pids), 1, "one session holds the feed's lock")
+                psql(f"SELECT pg_terminate_backend({pids[0]})")
+                killed.append(pids[0])
+            return False
+        return (text.count("feed binance ingesting") >= 2 and si.stats()["replay_done"]
+                and not differences(want, stored_candles()))
+
+    try:
+        rc, err = ingest_until(env_for(si, PREDICTD_FEED="binance:XRPETH"), step, timeout=180)
+        check_eq(rc, 0, err[-3000:])
+        check(killed, "the lock session was terminated")
+        check("leader lock is lost: stopping the feed" in err, err[-3000:])
+        check_eq(err.count("feed binance ingesting"), 2)
+        # the lock is taken again by a new session of the same process
+        check("Sanitizer" not in err and "runtime error" not in err, err[-6000:])
+        bad = differences(want, stored_candles())
+        check_eq(bad[:5], [])
+        # the faults before the loss were seen and said once
+        st = si.stats()
+        check(st["gap_ids"] and st["malformed_sent"] >= 4, f"{st}")
+        check_eq(err.count("rejected a stream message"), 1)
+        check("trades missing from the stream" in err, err[-3000:])
+    finally:
+        si.stop()
+
+
 if __name__ == "__main__":
     sys.exit(run_tests())
