@@ -447,5 +447,66 @@ def leader_lock_lost_and_regained_backfills_and_keeps_every_minute():
         si.stop()
 
 
+@test
+def stream_wire_faults_reconnect_backfill_and_keep_every_minute():
+    """RFC 6455 faults from the stream server, inside `predictd serve`:
+    trades split into fragments with a ping between them and written one
+    byte per TCP segment are joined; a trade with invalid UTF-8 and trades
+    with fields of the wrong JSON type are rejected and counted, not
+    written; a close frame (1001), a masked frame and a frame announcing
+    5 MiB each end the connection with their reason in the log, the feed
+    reconnects and REST backfills what the stream missed: every minute
+    equals the exchange's, and serve stops cleanly."""
+    need_data()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    psql("DELETE FROM candles WHERE symbol = 'XRPETH'")
+    si = StandIn(faults="split,badutf8,close,masked,oversized")
+    models = tempfile.mkdtemp(prefix="predictd-exchange-models-")
+    svc = None
+    try:
+        svc = Service(models, env=env_for(si, PREDICTD_FEED="binance:XRPETH"))
+        wait_for(lambda: si.stats()["replay_done"], 120, "the replay")
+        want = expected_candles()
+        try:
+            wait_for(lambda: not differences(want, stored_candles()), 90,
+                     "every minute in PostgreSQL")
+        except AssertionError:
+            bad = differences(want, stored_candles())
+            raise AssertionError(f"{len(bad)} minutes differ from the exchange's, first: "
+                                 f"{bad[:5]}") from None
+        st = si.stats()
+        for f in ("split", "badutf8", "close", "masked", "oversized"):
+            check(st[f + "_sent"] >= 1, f"fault {f} was sent: {st}")
+        check_eq(st["split_sent"], 10)
+        # one connection, and one more after each fault that ends it
+        check(st["ws_connections"] >= 4, f"{st['ws_connections']} connections")
+        log = svc.logs()
+        for reason in ("the server closed the stream (code 1001: going away)",
+                       "masked frame from the server",
+                       "frame of 5242880 bytes"):
+            check(f"stream lost: {reason}" in log, f"no 'stream lost: {reason}' in the log")
+        # the split trades came whole: the stand-in's pings were answered
+        check(st["pongs"] >= 1, f"{st}")
+        status, _, m = svc.get("/metrics", validate=False)
+        m = m.decode() if isinstance(m, bytes) else m
+        check_eq(status, 200)
+        # the four wrongly typed trades name the symbol; the invalid UTF-8 one cannot
+        check_eq(metric(m, "predictd_feed_rejected_messages_total"), 4)
+        check('predictd_feed_unattributed_rejects_total{feed="binance"} 1' in m,
+              "one unattributed reject")
+        check(metric(m, "predictd_feed_reconnects_total") >= 3, "reconnects counted")
+        check(metric(m, "predictd_feed_backfilled_candles_total") >= 1, "backfill counted")
+        check_eq(log.count("rejected a stream message"), 1)
+        svc.stop()  # SIGTERM: exits 0
+        svc = None
+    finally:
+        if svc:
+            log = svc.logs()
+            svc.stop(sig=signal.SIGKILL, expect_rc=None)
+            if sys.exc_info()[0]:
+                print(log[-6000:])
+        si.stop()
+
+
 if __name__ == "__main__":
     sys.exit(run_tests())

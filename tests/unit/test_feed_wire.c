@@ -925,6 +925,128 @@ TEST(rest_arguments_refused)
     CHECK(feed__sleep_ms(1000, &stop));
 }
 
+/* ---------------------------------------------------------------------------
+ * Binance klines paging over the REST client.
+ */
+#define K0 INT64_C(1570752000000) /* 2019-10-11T00:00Z */
+
+struct pages {
+    int calls;
+    size_t n[8];
+    int64_t first_t[8];
+    double last_close;
+    int fail_at; /* 1-based call that returns PD_EDB, 0: none */
+};
+
+static int on_page(const features_candle *c, size_t n, void *arg)
+{
+    struct pages *p = arg;
+    if (p->calls < 8) {
+        p->n[p->calls] = n;
+        p->first_t[p->calls] = c[0].t;
+    }
+    p->calls++;
+    p->last_close = c[n - 1].close;
+    return p->fail_at == p->calls ? PD_EDB : 0;
+}
+
+static char *klines_resp(int64_t from_min, int count)
+{
+    util_buf body = {0};
+    util_buf_puts(&body, "[");
+    for (int i = 0; i < count; i++) {
+        int64_t t = K0 + (from_min + i) * 60000;
+        util_buf_printf(&body,
+                        "%s[%lld,\"1.0\",\"1.5\",\"0.5\",\"1.%d\",\"10\",%lld,\"0\",1,\"0\",\"0\","
+                        "\"0\"]",
+                        i ? "," : "", (long long)t, (int)(from_min + i), (long long)t + 59999);
+    }
+    util_buf_puts(&body, "]");
+    util_buf resp = {0};
+    util_buf_printf(&resp,
+                    "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                    body.len, body.data);
+    util_buf_cleanup(&body);
+    return resp.data;
+}
+
+TEST(klines_range_walks_pages_and_stops_on_errors)
+{
+    /* 5 minutes asked: the exchange answers 3, then 2 plus one past the
+     * range (not kept); then an empty page ends a range early; then a
+     * malformed page, a refused symbol, and a page the writer refuses */
+    char *r0 = klines_resp(0, 3), *r1 = klines_resp(3, 3), *r3 = klines_resp(10, 2),
+         *r4 = klines_resp(11, 1);
+    http_script s = {
+        .resp = {r0, r1,
+                 "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]",
+                 r3,
+                 r4, /* asked again from the open minute: still open, the walk ends */
+                 "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\n[[1570752000",
+                 "HTTP/1.1 400 Bad Request\r\nContent-Length: 40\r\nConnection: close\r\n\r\n"
+                 "{\"code\":-1121,\"msg\":\"Invalid symbol.\"}  ",
+                 r0}};
+    peer p;
+    CHECK_EQ_INT(peer_start(&p, 8, serve_http, &s), 0);
+    feed__rest *r = rest_for(&p, NULL, 1);
+    char why[256] = "";
+    int64_t far = K0 + 86400000;
+    struct pages pg = {0};
+    CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0, K0 + 5 * 60000, far, on_page, &pg,
+                                            why, sizeof why),
+                 0);
+    CHECK_EQ_INT(pg.calls, 2);
+    CHECK_EQ_INT(pg.n[0], 3);
+    CHECK_EQ_INT(pg.n[1], 2);
+    CHECK_EQ_INT(pg.first_t[1], K0 / 1000 + 180);
+    CHECK_NEAR(pg.last_close, 1.4, 1e-12); /* minute 4, not the extra minute 5 */
+    /* nothing closed yet in [10, 20): one request, no page */
+    pg = (struct pages){0};
+    CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0 + 10 * 60000, K0 + 20 * 60000, far,
+                                            on_page, &pg, why, sizeof why),
+                 0);
+    CHECK_EQ_INT(pg.calls, 0);
+    /* minutes still open at now are not handed over */
+    pg = (struct pages){0};
+    CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0 + 10 * 60000, K0 + 12 * 60000,
+                                            K0 + 11 * 60000 + 30000, on_page, &pg, why,
+                                            sizeof why),
+                 0);
+    CHECK_EQ_INT(pg.calls, 1);
+    CHECK_EQ_INT(pg.n[0], 1);
+    pg = (struct pages){0};
+    CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0, K0 + 60000, far, on_page, &pg, why,
+                                            sizeof why),
+                 PD_EPARSE);
+    CHECK(strstr(why, "klines") != NULL);
+    CHECK_EQ_INT(feed__binance_klines_range(r, "NOPE", K0, K0 + 60000, far, on_page, &pg, why,
+                                            sizeof why),
+                 PD_EINVAL);
+    CHECK(strstr(why, "Invalid symbol.") != NULL);
+    pg = (struct pages){.fail_at = 1};
+    CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0, K0 + 5 * 60000, far, on_page, &pg,
+                                            why, sizeof why),
+                 PD_EDB);
+    CHECK_EQ_INT(pg.calls, 1);
+    CHECK_EQ_INT(pg.n[0], 3);
+    /* an empty range asks nothing */
+    CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0, K0, far, on_page, &pg, why,
+                                            sizeof why),
+                 0);
+    feed__rest_stats st;
+    feed__rest_stats_get(r, &st);
+    CHECK_EQ_INT(st.requests, 8);
+    peer_join(&p);
+    CHECK(strstr(s.path[0], "symbol=XRPETH&interval=1m&startTime=1570752000000&endTime=1570752299999"
+                            "&limit=1000") != NULL);
+    CHECK(strstr(s.path[1], "startTime=1570752180000&endTime=1570752299999") != NULL);
+    feed__rest_free(r);
+    free(r0);
+    free(r1);
+    free(r3);
+    free(r4);
+}
+
 int main(void)
 {
     RUN(ws_frames_split_at_every_byte_boundary);
@@ -943,5 +1065,6 @@ int main(void)
     RUN(rest_paces_by_the_weight_header);
     RUN(rest_body_over_16_mib_is_refused);
     RUN(rest_arguments_refused);
+    RUN(klines_range_walks_pages_and_stops_on_errors);
     return unit_report();
 }
