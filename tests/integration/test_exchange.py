@@ -485,6 +485,12 @@ def stream_wire_faults_reconnect_backfill_and_keep_every_minute():
                        "masked frame from the server",
                        "frame of 5242880 bytes"):
             check(f"stream lost: {reason}" in log, f"no 'stream lost: {reason}' in the log")
+        # only those three ended a connection: the split trades and the bad
+        # ones did not
+        check_eq(log.count("stream lost:"), 3)
+        # the invalid bytes are not copied into the log (it decoded as UTF-8)
+        rej = [ln for ln in log.splitlines() if "rejected a stream message" in ln]
+        check(len(rej) == 1 and '"s": "??' in rej[0], f"{rej}")
         # the split trades came whole: the stand-in's pings were answered
         check(st["pongs"] >= 1, f"{st}")
         status, _, m = svc.get("/metrics", validate=False)

@@ -7,7 +7,7 @@
  * it), a replay seeded behind the clock writes every remaining candle,
  * reaches the end of its files and says so (state "down"), resumes from
  * what is stored, and leaves alone a symbol whose stored candles are not
- * the demo's.
+ * the demo's; two feed leaders on one database take turns (feed/leader.c).
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -256,9 +256,76 @@ TEST(replay_reaches_the_end_of_its_files_and_resumes)
     free(csv);
 }
 
+/* Two leaders on one database: one ingests, the other stands by and says
+ * so (status, metrics); when the first stops, the other takes over within
+ * its retry interval. A leader without a usable database runs alone. */
+static bool wait_leader(feed_leader *l, bool standby, uint64_t takeovers)
+{
+    feed_leader_status st;
+    for (int i = 0; i < 400; i++) { /* bounded: 20 s */
+        feed_leader_status_get(l, &st);
+        if ((strcmp(st.state, "standby") == 0) == standby && st.takeovers == takeovers)
+            return true;
+        struct timespec ts = {.tv_nsec = 50000000};
+        nanosleep(&ts, NULL);
+    }
+    printf("  leader state %s, takeovers %llu\n", st.state, (unsigned long long)st.takeovers);
+    return false;
+}
+
+TEST(leaders_share_one_lock_and_take_over)
+{
+    UNIT_NEED_ENV(DB_ENV);
+    CHECK_EQ_INT(init(), 0);
+    make_dir();
+    char name[64];
+    snprintf(name, sizeof name, "DL%d_1m.csv.gz", (int)getpid() % 1000000);
+    char *csv = candles_csv(10, 0);
+    char spec[600];
+    snprintf(spec, sizeof spec, "demo:%s", write_gz(name, csv));
+    free(csv);
+    char why[256] = "";
+    feed_leader *a = NULL, *b = NULL;
+    CHECK_EQ_INT(feed_leader_start(spec, getenv(DB_ENV), &a, why, sizeof why), 0);
+    CHECK(wait_leader(a, false, 1));
+    CHECK_EQ_INT(feed_leader_start(spec, getenv(DB_ENV), &b, why, sizeof why), 0);
+    CHECK(wait_leader(b, true, 0));
+    util_buf m = {0};
+    feed_leader_metrics(b, &m);
+    CHECK(m.data && strstr(m.data, "predictd_feed_leader 0") != NULL);
+    util_buf_reset(&m);
+    feed_leader_metrics(a, &m);
+    CHECK(m.data && strstr(m.data, "predictd_feed_leader 1") != NULL);
+    store_feed_status fs;
+    CHECK_EQ_INT(store_feed_status_get(&fs), 0);
+    feed_leader_stop(a); /* releases the lock */
+    CHECK(wait_leader(b, false, 1));
+    feed_leader_status st;
+    feed_leader_status_get(b, &st);
+    CHECK(strcmp(st.state, "standby") != 0 && strcmp(st.state, "off") != 0);
+    feed_leader_stop(b);
+    /* a database URL that cannot be used: the feed runs without a lock */
+    feed_leader *c = NULL;
+    CHECK_EQ_INT(feed_leader_start(spec, "not a database url", &c, why, sizeof why), 0);
+    CHECK(wait_leader(c, false, 1));
+    feed_leader_stop(c);
+    /* refusals and NULLs */
+    CHECK_EQ_INT(feed_leader_start("nosuch:x", NULL, &c, why, sizeof why), PD_EINVAL);
+    CHECK(strstr(why, "unknown feed") != NULL);
+    CHECK_EQ_INT(feed_leader_start(NULL, NULL, &c, why, sizeof why), PD_EINVAL);
+    feed_leader_status_get(NULL, &st);
+    CHECK_EQ_STR(st.state, "off");
+    util_buf_reset(&m);
+    feed_leader_metrics(NULL, &m);
+    CHECK_EQ_INT(m.len, 0);
+    feed_leader_stop(NULL);
+    util_buf_cleanup(&m);
+}
+
 int main(void)
 {
     RUN(bad_demo_files_are_refused_with_their_reason);
     RUN(replay_reaches_the_end_of_its_files_and_resumes);
+    RUN(leaders_share_one_lock_and_take_over);
     return unit_report();
 }
