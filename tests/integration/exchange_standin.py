@@ -40,7 +40,8 @@ Faults (all deterministic, by trade index; --faults none turns them off):
   oversized  at 8000: a frame header announcing 5 MiB, and the cut
 
 Statistics for the test: GET /_standin/stats on the REST port.
-Control: GET /_standin/mode?klines=429once|418once|malformed|ok for error-path tests.
+Control: GET /_standin/mode?klines=429once|418once|malformed|ok for error-path tests;
+/_standin/mode?info=halted|zerotick|unlisted|malformed|ok for exchangeInfo's answer.
 With --tls-cert and --tls-key both ports speak TLS (wss:// and https://).
 
 Usage: exchange_standin.py --trades FILE --candles FILE --ws-port N
@@ -95,6 +96,7 @@ class Exchange:
                       "rate_limited": 0, "rest_requests": 0, "malformed_sent": 0,
                       "gap_ids": [], "unsent_while_down": 0}
         self.klines_mode = "429second" if "429" in self.faults else "ok"
+        self.info_mode = "ok"
         self.weight = 0
         self.weight_minute = 0
         n = len(self.trades)
@@ -197,7 +199,7 @@ class Exchange:
         for n in names:
             if n != self.symbol:
                 return 400, {"code": -1121, "msg": "Invalid symbol."}
-        return 200, {
+        body = {
             "timezone": "UTC", "serverTime": self.now_ms(),
             "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
                             "intervalNum": 1, "limit": 6000},
@@ -211,6 +213,18 @@ class Exchange:
                                      {"filterType": "LOT_SIZE", "minQty": "1.00000000",
                                       "maxQty": "90000000.00000000",
                                       "stepSize": "1.00000000"}]}]}
+        mode, sym = self.info_mode, body["symbols"][0]
+        if mode == "halted":  # a trading halt, a tick size sent as a JSON number
+            sym["status"] = "BREAK"
+            sym["filters"][0]["tickSize"] = 0.0001
+        elif mode == "zerotick":  # no usable tick size; an unknown rate limit kind
+            sym["filters"][0]["tickSize"] = "0.00000000"
+            body["rateLimits"][0]["interval"] = "SECOND"
+        elif mode == "unlisted":  # the symbol is not in the answer (delisted meanwhile)
+            body["symbols"] = [dict(sym, symbol="XRPBTC"), {"status": "TRADING"}]
+        elif mode == "malformed":
+            return 200, b'{"timezone": "UTC", "symbols": ['
+        return 200, body
 
     # -- WebSocket ----------------------------------------------------------
     def trade_msg(self, tr):
@@ -402,8 +416,9 @@ def make_http(ex):
                 s["replay_done"] = ex.pos >= len(ex.trades)
                 return self.reply(200, s)
             if u.path == "/_standin/mode":
-                ex.klines_mode = q.get("klines", ["ok"])[0]
-                return self.reply(200, {"klines": ex.klines_mode})
+                ex.klines_mode = q.get("klines", [ex.klines_mode])[0]
+                ex.info_mode = q.get("info", [ex.info_mode])[0]
+                return self.reply(200, {"klines": ex.klines_mode, "info": ex.info_mode})
             if u.path == "/api/v3/time":
                 w = ex.use_weight(1)
                 return self.reply(200, {"serverTime": ex.now_ms()},

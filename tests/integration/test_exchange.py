@@ -514,5 +514,47 @@ def stream_wire_faults_reconnect_backfill_and_keep_every_minute():
         si.stop()
 
 
+@test
+def exchange_info_halts_odd_ticks_and_unlisted_symbols():
+    """What exchangeInfo says decides what is streamed: a halted symbol
+    (status BREAK, its tick size as a JSON number) is said in the log,
+    stored and still streamed; a zero tick size is not stored over the
+    known one; a symbol the answer does not list is not streamed and the
+    feed, retrying, says it is down; a malformed answer is named."""
+    need_data()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    si = StandIn(faults="none")
+    q = "SELECT status, tick_size FROM exchange_symbols WHERE venue = 'binance' AND " \
+        "symbol = 'XRPETH'"
+    try:
+        env = env_for(si, PREDICTD_FEED="binance:XRPETH")
+        psql("DELETE FROM exchange_symbols WHERE venue = 'binance' AND symbol = 'XRPETH'")
+        si.get("/_standin/mode?info=halted")
+        rc, err = ingest_until(env, lambda t: "streaming ws://" in t)
+        check_eq(rc, 0, err[-3000:])
+        check("XRPETH: the exchange says its status is BREAK" in err, err[-3000:])
+        check_eq(psql(q), "BREAK|0.0001")
+        si.get("/_standin/mode?info=zerotick")
+        rc, err = ingest_until(env, lambda t: "streaming ws://" in t)
+        check_eq(rc, 0, err[-3000:])
+        check("XRPETH: status TRADING, tick 0\n" in err, err[-3000:])
+        check_eq(psql(q), "BREAK|0.0001")  # a zero tick is not stored
+        conns = si.stats()["ws_connections"]
+        si.get("/_standin/mode?info=unlisted")
+        rc, err = ingest_until(env, lambda t: "feed down: 3 attempts failed in a row" in t)
+        check_eq(rc, 0, err[-3000:])
+        check("XRPETH: not listed by the exchange; not streamed" in err, err[-3000:])
+        check("feed down: 3 attempts failed in a row" in err, err[-3000:])
+        check_eq(si.stats()["ws_connections"], conns)
+        si.get("/_standin/mode?info=malformed")
+        rc, err = ingest_until(env, lambda t: "malformed JSON" in t)
+        check_eq(rc, 0, err[-3000:])
+        check("exchangeInfo: /api/v3/exchangeInfo" in err and "malformed JSON" in err,
+              err[-3000:])
+        check_eq(si.stats()["ws_connections"], conns)
+    finally:
+        si.stop()
+
+
 if __name__ == "__main__":
     sys.exit(run_tests())
