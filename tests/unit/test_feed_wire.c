@@ -164,6 +164,35 @@ static bool ws_upgrade(int fd, const char *accept_override)
     return true;
 }
 
+/* Answers the upgrade with the accept value between spaces and a tab, and
+ * the header name in another case (both allowed by RFC 7230). */
+static bool ws_upgrade_padded(int fd)
+{
+    char head[4096];
+    if (read_head(fd, head, sizeof head) < 0)
+        return false;
+    const char *k = strcasestr(head, "Sec-WebSocket-Key:");
+    if (!k)
+        return false;
+    k += 18;
+    while (*k == ' ')
+        k++;
+    char cat[128];
+    snprintf(cat, sizeof cat, "%.*s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", (int)strcspn(k, "\r\n"),
+             k);
+    unsigned char sha[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)cat, strlen(cat), sha);
+    char accept[64];
+    EVP_EncodeBlock((unsigned char *)accept, sha, sizeof sha);
+    char resp[512];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nsec-websocket-accept: \t%s \t\r\n\r\n",
+                     accept);
+    send_all(fd, resp, (size_t)n);
+    return true;
+}
+
 /* A server frame (unmasked unless mask) into out; its length. */
 static size_t frame(unsigned char *out, bool fin, int op, const void *payload, size_t len,
                     bool mask)
@@ -1047,6 +1076,81 @@ TEST(klines_range_walks_pages_and_stops_on_errors)
     free(r4);
 }
 
+/* Client frames of every length form reach the server masked and whole;
+ * an accept header with spaces around its value is read. */
+typedef struct send_script {
+    size_t lens[3];
+    bool ok[3];
+} send_script;
+
+static void serve_receive(int fd, int conn, void *arg)
+{
+    (void)conn;
+    send_script *s = arg;
+    if (!ws_upgrade_padded(fd))
+        return;
+    for (int i = 0; i < 3; i++) {
+        unsigned char h[2], ext[8], key[4];
+        if (!recv_exact(fd, h, 2))
+            return;
+        size_t len = h[1] & 0x7f;
+        if (len == 126) {
+            if (!recv_exact(fd, ext, 2))
+                return;
+            len = (size_t)ext[0] << 8 | ext[1];
+        } else if (len == 127) {
+            if (!recv_exact(fd, ext, 8))
+                return;
+            len = 0;
+            for (int k = 0; k < 8; k++)
+                len = len << 8 | ext[k];
+        }
+        unsigned char *p = malloc(len + 1);
+        if (!p || !recv_exact(fd, key, 4) || !recv_exact(fd, p, len)) {
+            free(p);
+            return;
+        }
+        bool same = (h[0] == (0x80 | FEED__WS_BINARY)) && (h[1] & 0x80);
+        for (size_t k = 0; k < len; k++)
+            same = same && (unsigned char)(p[k] ^ key[k & 3]) == (unsigned char)(k * 7);
+        s->lens[i] = len;
+        s->ok[i] = same;
+        free(p);
+    }
+    (void)read_client_frame(fd); /* the close */
+}
+
+TEST(ws_client_frames_of_every_length_form)
+{
+    send_script s = {0};
+    peer p;
+    CHECK_EQ_INT(peer_start(&p, 1, serve_receive, &s), 0);
+    feed__ws *w = NULL;
+    char why[256] = "";
+    CHECK_EQ_INT(feed__ws_connect(ws_url(&p, "ws"), 5000, &w, why, sizeof why), 0);
+    size_t lens[3] = {100, 300, 70000};
+    unsigned char *d = malloc(70000);
+    for (size_t k = 0; k < 70000; k++)
+        d[k] = (unsigned char)(k * 7);
+    for (int i = 0; i < 3 && w; i++)
+        CHECK_EQ_INT(feed__ws_send(w, FEED__WS_BINARY, d, lens[i]), 0);
+    feed__ws_close(w);
+    peer_join(&p);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(s.lens[i], lens[i]);
+        CHECK(s.ok[i]);
+    }
+    free(d);
+    /* a URL path over the limit */
+    char url[1200];
+    memset(url, 'a', sizeof url - 1);
+    url[sizeof url - 1] = '\0';
+    memcpy(url, "ws://h/", 7);
+    feed__url u;
+    CHECK_EQ_INT(feed__url_parse(url, &u, why, sizeof why), PD_EINVAL);
+    CHECK_EQ_STR(why, "URL path too long");
+}
+
 int main(void)
 {
     RUN(ws_frames_split_at_every_byte_boundary);
@@ -1056,6 +1160,7 @@ int main(void)
     RUN(ws_fragmented_message_over_the_limit_is_refused);
     RUN(ws_read_times_out_then_reads);
     RUN(ws_handshake_refusals);
+    RUN(ws_client_frames_of_every_length_form);
     RUN(rest_rate_limits_are_waited_out);
     RUN(rest_long_retry_after_is_an_error_not_a_wait);
     RUN(rest_rate_limit_wait_is_cancelled_by_stop);
