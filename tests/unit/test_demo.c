@@ -103,8 +103,8 @@ TEST(bad_demo_files_are_refused_with_their_reason)
     snprintf(files, sizeof files, "%s/NOPE_1m.csv.gz", dir);
     expect_refused(files, PD_ENOTFOUND, "NOPE_1m.csv.gz: ");
     /* a gzip header followed by garbage */
-    const unsigned char junk[] = {0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0, 0x03, 0xde, 0xad,
-                                  0xbe, 0xef, 0xff, 0xff, 0xff, 0x00, 0x12, 0x34, 0x56};
+    const unsigned char junk[] = {0x1f, 0x8b, 0x08, 0x00, 0,    0,    0,    0,    0,    0x03, 0xde,
+                                  0xad, 0xbe, 0xef, 0xff, 0xff, 0xff, 0x00, 0x12, 0x34, 0x56};
     expect_refused(write_raw("JUNK_1m.csv.gz", junk, sizeof junk), PD_EIO, "JUNK_1m.csv.gz: ");
     /* a good gzip cut in half: an error, not a shorter series */
     char *many = candles_csv(600, 0);
@@ -212,7 +212,8 @@ TEST(replay_reaches_the_end_of_its_files_and_resumes)
     snprintf(files, sizeof files, "%s,%s", a, b);
     /* the other symbol holds candles that are not this demo's */
     int64_t now = util_now();
-    features_candle foreign = {.t = (now / 60 - 30) * 60, .open = 5, .high = 6, .low = 4, .close = 5, .volume = 1};
+    features_candle foreign = {
+        .t = (now / 60 - 30) * 60, .open = 5, .high = 6, .low = 4, .close = 5, .volume = 1};
     CHECK_EQ_INT(store_upsert_base_candles(other, &foreign, 1), 0);
     /* 8 of 10 seeded (80 %), ending 5 minutes behind: the other 2 are due */
     size_t seeded = 0;

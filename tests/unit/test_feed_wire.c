@@ -637,9 +637,8 @@ static void serve_handshake(int fd, int conn, void *arg)
 
 TEST(ws_handshake_refusals)
 {
-    hs_script s = {
-        .mode = {HS_400, HS_BAD_ACCEPT, HS_NO_ACCEPT, HS_SILENT, HS_ENDLESS, HS_HANGUP,
-                 HS_NOT_TLS}};
+    hs_script s = {.mode = {HS_400, HS_BAD_ACCEPT, HS_NO_ACCEPT, HS_SILENT, HS_ENDLESS, HS_HANGUP,
+                            HS_NOT_TLS}};
     const char *want[] = {"upgrade refused: HTTP/1.1 400 Bad Request",
                           "Sec-WebSocket-Accept",
                           "Sec-WebSocket-Accept",
@@ -652,8 +651,8 @@ TEST(ws_handshake_refusals)
     for (int i = 0; i < 7; i++) {
         feed__ws *w = NULL;
         char why[256] = "";
-        int rc = feed__ws_connect(ws_url(&p, i == HS_NOT_TLS ? "wss" : "ws"), 300, &w, why,
-                                  sizeof why);
+        int rc =
+            feed__ws_connect(ws_url(&p, i == HS_NOT_TLS ? "wss" : "ws"), 300, &w, why, sizeof why);
         CHECK_EQ_INT(rc, PD_EIO);
         CHECK(w == NULL);
         if (!strstr(why, want[i]))
@@ -666,8 +665,7 @@ TEST(ws_handshake_refusals)
     CHECK_EQ_INT(feed__ws_connect("http://127.0.0.1:1/", 300, &w, why, sizeof why), PD_EINVAL);
     CHECK(strstr(why, "ws:// or wss://") != NULL);
     CHECK_EQ_INT(feed__ws_connect("ws://127.0.0.1:1/#frag", 300, &w, why, sizeof why), PD_EINVAL);
-    CHECK_EQ_INT(feed__ws_connect("ws://no-such-host.invalid/", 300, &w, why, sizeof why),
-                 PD_EIO);
+    CHECK_EQ_INT(feed__ws_connect("ws://no-such-host.invalid/", 300, &w, why, sizeof why), PD_EIO);
     CHECK(strstr(why, "cannot resolve") != NULL);
     CHECK(w == NULL);
     feed__ws_close(NULL);
@@ -710,7 +708,7 @@ static feed__rest *rest_for(const peer *p, const atomic_bool *stop, int attempts
 }
 
 #define OK_EMPTY                                                                                   \
-    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-MBX-USED-WEIGHT-1M: 12\r\n"          \
+    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-MBX-USED-WEIGHT-1M: 12\r\n"            \
     "Content-Length: 2\r\nConnection: close\r\n\r\n[]"
 
 TEST(rest_rate_limits_are_waited_out)
@@ -798,7 +796,7 @@ TEST(rest_server_errors_are_retried_then_given_up)
     CHECK(body.len == 2 && memcmp(body.data, "[]", 2) == 0);
     body.len = 0;
     CHECK_EQ_INT(feed__rest_get(r, "/b", &body, why, sizeof why), PD_EIO);
-    CHECK_EQ_INT(body.len, 0); /* nothing of the truncated body is kept */
+    CHECK_EQ_INT(body.len, 0);             /* nothing of the truncated body is kept */
     CHECK(strstr(why, "partial") != NULL); /* the last failure is reported */
     feed__rest_stats st;
     feed__rest_stats_get(r, &st);
@@ -845,12 +843,13 @@ TEST(rest_client_errors_are_not_retried)
 
 TEST(rest_chunked_body_is_joined)
 {
-    http_script s = {.resp = {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
-                              "X-MBX-USED-WEIGHT-1M: 7\r\n\r\n"
-                              "5\r\n[[170\r\n"
-                              "3\r\n000\r\n"
-                              "19\r\n0000000,\"1\",\"2\",\"3\",\"4\"]]\r\n"
-                              "0\r\n\r\n"}};
+    http_script s = {
+        .resp = {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+                 "X-MBX-USED-WEIGHT-1M: 7\r\n\r\n"
+                 "5\r\n[[170\r\n"
+                 "3\r\n000\r\n"
+                 "19\r\n0000000,\"1\",\"2\",\"3\",\"4\"]]\r\n"
+                 "0\r\n\r\n"}};
     peer p;
     CHECK_EQ_INT(peer_start(&p, 1, serve_http, &s), 0);
     feed__rest *r = rest_for(&p, NULL, 1);
@@ -906,8 +905,8 @@ TEST(rest_body_over_16_mib_is_refused)
 {
     size_t n = (17u << 20);
     char *resp = malloc(n + 200);
-    int h = snprintf(resp, 200, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                     n);
+    int h = snprintf(resp, 200,
+                     "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", n);
     memset(resp + h, ' ', n);
     http_script s = {.resp = {resp}, .resp_len = {(size_t)h + n}};
     peer p;
@@ -992,8 +991,7 @@ static char *klines_resp(int64_t from_min, int count)
     }
     util_buf_puts(&body, "]");
     util_buf resp = {0};
-    util_buf_printf(&resp,
-                    "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+    util_buf_printf(&resp, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
                     body.len, body.data);
     util_buf_cleanup(&body);
     return resp.data;
@@ -1007,9 +1005,7 @@ TEST(klines_range_walks_pages_and_stops_on_errors)
     char *r0 = klines_resp(0, 3), *r1 = klines_resp(3, 3), *r3 = klines_resp(10, 2),
          *r4 = klines_resp(11, 1);
     http_script s = {
-        .resp = {r0, r1,
-                 "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]",
-                 r3,
+        .resp = {r0, r1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]", r3,
                  r4, /* asked again from the open minute: still open, the walk ends */
                  "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\n[[1570752000",
                  "HTTP/1.1 400 Bad Request\r\nContent-Length: 40\r\nConnection: close\r\n\r\n"
@@ -1021,8 +1017,8 @@ TEST(klines_range_walks_pages_and_stops_on_errors)
     char why[256] = "";
     int64_t far = K0 + 86400000;
     struct pages pg = {0};
-    CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0, K0 + 5 * 60000, far, on_page, &pg,
-                                            why, sizeof why),
+    CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0, K0 + 5 * 60000, far, on_page, &pg, why,
+                                            sizeof why),
                  0);
     CHECK_EQ_INT(pg.calls, 2);
     CHECK_EQ_INT(pg.n[0], 3);
@@ -1038,36 +1034,35 @@ TEST(klines_range_walks_pages_and_stops_on_errors)
     /* minutes still open at now are not handed over */
     pg = (struct pages){0};
     CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0 + 10 * 60000, K0 + 12 * 60000,
-                                            K0 + 11 * 60000 + 30000, on_page, &pg, why,
-                                            sizeof why),
+                                            K0 + 11 * 60000 + 30000, on_page, &pg, why, sizeof why),
                  0);
     CHECK_EQ_INT(pg.calls, 1);
     CHECK_EQ_INT(pg.n[0], 1);
     pg = (struct pages){0};
-    CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0, K0 + 60000, far, on_page, &pg, why,
-                                            sizeof why),
-                 PD_EPARSE);
+    CHECK_EQ_INT(
+        feed__binance_klines_range(r, "XRPETH", K0, K0 + 60000, far, on_page, &pg, why, sizeof why),
+        PD_EPARSE);
     CHECK(strstr(why, "klines") != NULL);
-    CHECK_EQ_INT(feed__binance_klines_range(r, "NOPE", K0, K0 + 60000, far, on_page, &pg, why,
-                                            sizeof why),
-                 PD_EINVAL);
+    CHECK_EQ_INT(
+        feed__binance_klines_range(r, "NOPE", K0, K0 + 60000, far, on_page, &pg, why, sizeof why),
+        PD_EINVAL);
     CHECK(strstr(why, "Invalid symbol.") != NULL);
     pg = (struct pages){.fail_at = 1};
-    CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0, K0 + 5 * 60000, far, on_page, &pg,
-                                            why, sizeof why),
+    CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0, K0 + 5 * 60000, far, on_page, &pg, why,
+                                            sizeof why),
                  PD_EDB);
     CHECK_EQ_INT(pg.calls, 1);
     CHECK_EQ_INT(pg.n[0], 3);
     /* an empty range asks nothing */
-    CHECK_EQ_INT(feed__binance_klines_range(r, "XRPETH", K0, K0, far, on_page, &pg, why,
-                                            sizeof why),
-                 0);
+    CHECK_EQ_INT(
+        feed__binance_klines_range(r, "XRPETH", K0, K0, far, on_page, &pg, why, sizeof why), 0);
     feed__rest_stats st;
     feed__rest_stats_get(r, &st);
     CHECK_EQ_INT(st.requests, 8);
     peer_join(&p);
-    CHECK(strstr(s.path[0], "symbol=XRPETH&interval=1m&startTime=1570752000000&endTime=1570752299999"
-                            "&limit=1000") != NULL);
+    CHECK(strstr(s.path[0],
+                 "symbol=XRPETH&interval=1m&startTime=1570752000000&endTime=1570752299999"
+                 "&limit=1000") != NULL);
     CHECK(strstr(s.path[1], "startTime=1570752180000&endTime=1570752299999") != NULL);
     feed__rest_free(r);
     free(r0);
