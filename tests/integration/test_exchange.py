@@ -556,5 +556,46 @@ def exchange_info_halts_odd_ticks_and_unlisted_symbols():
         si.stop()
 
 
+@test
+def database_sessions_dropped_mid_stream_lose_no_minute():
+    """The ingester's database sessions (not its lock) are terminated twice
+    while it streams, as a database restart or a proxy would: candles whose
+    write fails are kept and written on the next call, the connections are
+    made again, and every minute still equals the exchange's."""
+    need_data()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    psql("DELETE FROM candles WHERE symbol = 'XRPETH'")
+    si = StandIn(faults="none")
+    want = expected_candles()
+    killed = []
+
+    def drop_sessions():
+        return psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                    "datname = current_database() AND pid <> pg_backend_pid() AND "
+                    "backend_type = 'client backend' AND application_name <> 'predictd-lock'")
+
+    def step(text):
+        sent = si.stats()["trades_sent"]
+        for at in (3000, 7000):
+            if sent >= at and len(killed) < (1 if at == 3000 else 2) and \
+                    "feed binance ingesting" in text:
+                killed.append(int(drop_sessions()))
+        return (len(killed) == 2 and si.stats()["replay_done"]
+                and not differences(want, stored_candles()))
+
+    try:
+        rc, err = ingest_until(env_for(si, PREDICTD_FEED="binance:XRPETH"), step, timeout=180)
+        check_eq(rc, 0, err[-3000:])
+        check(len(killed) == 2 and all(k >= 1 for k in killed), f"sessions terminated: {killed}")
+        check_eq(differences(want, stored_candles())[:5], [])
+        # the lock was not touched: one ingester all along
+        check_eq(err.count("feed binance ingesting"), 1)
+        check("leader lock is lost" not in err, err[-3000:])
+        # each drop was noticed and the session made again
+        check(err.count("reconnected to the database") >= 2, err[-3000:])
+    finally:
+        si.stop()
+
+
 if __name__ == "__main__":
     sys.exit(run_tests())
