@@ -26,6 +26,7 @@
 
 #include "feed/feed.h"
 #include "feed/net_internal.h"
+#include "store/store.h"
 #include "unit.h"
 #include "util/util.h"
 
@@ -1146,6 +1147,73 @@ TEST(ws_client_frames_of_every_length_form)
     CHECK_EQ_STR(why, "URL path too long");
 }
 
+/* `predictd fetch`'s download refuses a bad symbol, URL, server time and
+ * range with the reason, and passes a write failure up. */
+static void progress_note(int64_t done, int64_t total, void *arg)
+{
+    int64_t *last = arg;
+    *last = done * 100000 + total;
+}
+
+TEST(fetch_refuses_and_passes_errors_up)
+{
+    CHECK_EQ_INT(store_init(NULL, NULL, false), 0); /* no database: writes fail */
+    char *rows = klines_resp(0, 3);
+    char time_body[64], time_ok[256];
+    int tl = snprintf(time_body, sizeof time_body, "{\"serverTime\":%lld}",
+                      (long long)(K0 + 10 * 60000));
+    snprintf(time_ok, sizeof time_ok,
+             "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", tl, time_body);
+    http_script s = {
+        .resp = {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                 "HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nnot json",
+                 time_ok, time_ok, rows}};
+    peer p;
+    CHECK_EQ_INT(peer_start(&p, 5, serve_http, &s), 0);
+    char base[128], why[256] = "";
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", p.port);
+    feed_binance_config cfg = {.rest_url = base};
+    feed_sink *sink = NULL;
+    CHECK_EQ_INT(feed_sink_new("fetch", "unit test", &sink), 0);
+    int64_t written = -1, last = 0;
+    int64_t from = K0 / 1000, to = K0 / 1000 + 300;
+    CHECK_EQ_INT(
+        feed_binance_fetch(&cfg, "xrp-eth", from, to, sink, NULL, NULL, NULL, why, sizeof why),
+        PD_EINVAL);
+    CHECK_EQ_INT(
+        feed_binance_fetch(&cfg, "XRPETH", from, to, NULL, NULL, NULL, NULL, why, sizeof why),
+        PD_EINVAL);
+    feed_binance_config bad = {.rest_url = "ws://127.0.0.1:1"};
+    CHECK_EQ_INT(
+        feed_binance_fetch(&bad, "XRPETH", from, to, sink, NULL, NULL, NULL, why, sizeof why),
+        PD_EINVAL);
+    CHECK_EQ_INT(
+        feed_binance_fetch(&cfg, "XRPETH", from, to, sink, NULL, NULL, NULL, why, sizeof why),
+        PD_EPARSE);
+    CHECK(strstr(why, "no serverTime") != NULL);
+    CHECK_EQ_INT(
+        feed_binance_fetch(&cfg, "XRPETH", from, to, sink, NULL, NULL, NULL, why, sizeof why),
+        PD_EPARSE);
+    CHECK(strstr(why, "/api/v3/time: malformed JSON") != NULL);
+    /* from after the server's now */
+    CHECK_EQ_INT(feed_binance_fetch(&cfg, "XRPETH", K0 / 1000 + 3600, 0, sink, NULL, NULL, NULL,
+                                    why, sizeof why),
+                 PD_EINVAL);
+    CHECK(strstr(why, "the range is empty") != NULL);
+    /* a page that cannot be written stops the download with the store's code */
+    CHECK_EQ_INT(feed_binance_fetch(&cfg, "XRPETH", from, to, sink, progress_note, &last, &written,
+                                    why, sizeof why),
+                 PD_EDB);
+    CHECK_EQ_INT(written, 0);
+    CHECK_EQ_INT(last, 0); /* no page was done */
+    peer_join(&p);
+    CHECK(strstr(s.path[4], "/api/v3/klines?symbol=XRPETH&interval=1m&startTime=1570752000000") !=
+          NULL);
+    feed_sink_free(sink);
+    free(rows);
+    store_shutdown();
+}
+
 int main(void)
 {
     RUN(ws_frames_split_at_every_byte_boundary);
@@ -1166,5 +1234,6 @@ int main(void)
     RUN(rest_body_over_16_mib_is_refused);
     RUN(rest_arguments_refused);
     RUN(klines_range_walks_pages_and_stops_on_errors);
+    RUN(fetch_refuses_and_passes_errors_up);
     return unit_report();
 }
