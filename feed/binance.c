@@ -696,11 +696,19 @@ static void reject(binance *b, bsym *s, const char *what, const char *msg, size_
 {
     if (s)
         atomic_fetch_add_explicit(&s->rejected, 1, memory_order_relaxed);
-    if (!b->rejecting)
+    if (!b->rejecting) {
+        /* the network's bytes, printable ASCII only: no invalid UTF-8 or
+         * line breaks in the log */
+        char shown[161];
+        size_t k = len > 160 ? 160 : len;
+        for (size_t i = 0; i < k; i++)
+            shown[i] = msg[i] >= 0x20 && msg[i] < 0x7f ? msg[i] : '?';
+        shown[k] = '\0';
         LOG_WARN(MOD,
-                 "rejected a stream message (%s): %.*s%s; further ones are counted until "
+                 "rejected a stream message (%s): %s%s; further ones are counted until "
                  "the stream is clean again",
-                 what, (int)(len > 160 ? 160 : len), msg, len > 160 ? "..." : "");
+                 what, shown, len > 160 ? "..." : "");
+    }
     b->rejecting = true;
     b->clean_since = 0;
 }

@@ -88,7 +88,10 @@ static int read_gz(const char *path, char **out, size_t *len)
             cap *= 2;
         }
         int k = gzread(f, buf + n, 65536);
-        if (k < 0)
+        int zerr = Z_OK;
+        if (k == 0) /* a stream cut short ends without -1: gzerror says so */
+            (void)gzerror(f, &zerr);
+        if (k < 0 || (k == 0 && zerr != Z_OK))
             rc = PD_EIO;
         else if (k == 0)
             break;

@@ -123,7 +123,7 @@ int feed__url_parse(const char *url, feed__url *out, char *why, size_t whylen)
         u.port = (int)port;
         p = end;
     }
-    if (*p == '#') {
+    if (strchr(p, '#')) {
         snprintf(why, whylen, "URL has a fragment");
         return PD_EINVAL;
     }
@@ -540,16 +540,12 @@ static int parse_frame(feed__ws *w, bool *fin, int *op, size_t *poff, size_t *pl
                  WS_MSG_MAX);
         return PD_ETOOBIG;
     }
-    if (masked)
-        h += 4;
+    if (masked) { /* RFC 6455 5.1: a client closes on a masked server frame */
+        snprintf(why, whylen, "masked frame from the server (a protocol error)");
+        return PD_EIO;
+    }
     if (n < h + len)
         return 0;
-    if (masked) { /* servers must not mask, but unmasking costs nothing */
-        unsigned char *p = w->in + h;
-        const unsigned char *m = w->in + h - 4;
-        for (uint64_t i = 0; i < len; i++)
-            p[i] ^= m[i & 3];
-    }
     if (*op >= 8 && (!*fin || len > 125)) {
         snprintf(why, whylen, "malformed control frame");
         return PD_EIO;

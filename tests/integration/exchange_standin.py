@@ -29,9 +29,19 @@ Faults (all deterministic, by trade index; --faults none turns them off):
   gap        a run of trades is never sent, the connection stays up
   drop       at one point the connection is cut (TCP abort, no close frame)
   429        the second klines request is answered 429 with Retry-After: 1
+ Wire faults (written as raw RFC 6455 frames; each fires on the first trade
+ at or after its index while a client is connected):
+  split      trades 700..709 sent as three fragments with a ping between
+             them, one byte per TCP write
+  badutf8    at 1500: a trade with invalid UTF-8, then trades whose fields
+             have the wrong JSON types (the trades are then sent properly)
+  close      at 2500: a close frame with code 1001 "going away"
+  masked     at 5000: a trade in a masked frame (servers must not mask)
+  oversized  at 8000: a frame header announcing 5 MiB, and the cut
 
 Statistics for the test: GET /_standin/stats on the REST port.
-Control: GET /_standin/mode?klines=429once|418once|malformed|ok for error-path tests.
+Control: GET /_standin/mode?klines=429once|418once|malformed|ok for error-path tests;
+/_standin/mode?info=halted|zerotick|unlisted|malformed|ok for exchangeInfo's answer.
 With --tls-cert and --tls-key both ports speak TLS (wss:// and https://).
 
 Usage: exchange_standin.py --trades FILE --candles FILE --ws-port N
@@ -86,6 +96,7 @@ class Exchange:
                       "rate_limited": 0, "rest_requests": 0, "malformed_sent": 0,
                       "gap_ids": [], "unsent_while_down": 0}
         self.klines_mode = "429second" if "429" in self.faults else "ok"
+        self.info_mode = "ok"
         self.weight = 0
         self.weight_minute = 0
         n = len(self.trades)
@@ -106,6 +117,12 @@ class Exchange:
         self.malformed_at = 3000 if "malformed" in self.faults else -1
         self.gap = range(4000, 4025) if "gap" in self.faults else range(0)
         self.drop_at = 6000 if "drop" in self.faults else -1
+        self.split = range(700, 710) if "split" in self.faults else range(0)
+        self.wire_faults = sorted((at, f) for f, at in (("badutf8", 1500), ("close", 2500),
+                                                        ("masked", 5000), ("oversized", 8000))
+                                  if f in self.faults)
+        for f in ("split", "badutf8", "close", "masked", "oversized"):
+            self.stats[f + "_sent"] = 0
         self.pos = 0
         self.clients = set()
 
@@ -182,7 +199,7 @@ class Exchange:
         for n in names:
             if n != self.symbol:
                 return 400, {"code": -1121, "msg": "Invalid symbol."}
-        return 200, {
+        body = {
             "timezone": "UTC", "serverTime": self.now_ms(),
             "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
                             "intervalNum": 1, "limit": 6000},
@@ -196,12 +213,79 @@ class Exchange:
                                      {"filterType": "LOT_SIZE", "minQty": "1.00000000",
                                       "maxQty": "90000000.00000000",
                                       "stepSize": "1.00000000"}]}]}
+        mode, sym = self.info_mode, body["symbols"][0]
+        if mode == "halted":  # a trading halt, a tick size sent as a JSON number
+            sym["status"] = "BREAK"
+            sym["filters"][0]["tickSize"] = 0.0001
+        elif mode == "zerotick":  # no usable tick size; an unknown rate limit kind
+            sym["filters"][0]["tickSize"] = "0.00000000"
+            body["rateLimits"][0]["interval"] = "SECOND"
+        elif mode == "unlisted":  # the symbol is not in the answer (delisted meanwhile)
+            body["symbols"] = [dict(sym, symbol="XRPBTC"), {"status": "TRADING"}]
+        elif mode == "malformed":
+            return 200, b'{"timezone": "UTC", "symbols": ['
+        return 200, body
 
     # -- WebSocket ----------------------------------------------------------
     def trade_msg(self, tr):
         return json.dumps({"stream": "xrpeth@trade", "data": {
             "e": "trade", "E": self.now_ms(), "s": self.symbol, "t": tr["id"], "p": tr["p"],
             "q": tr["q"], "T": tr["t"], "m": tr["side"] == "sell", "M": True}})
+
+    @staticmethod
+    def raw_frame(op, payload, fin=True, mask=False, length=None):
+        """One RFC 6455 frame as bytes (a server's frames are unmasked)."""
+        n = len(payload) if length is None else length
+        head = bytes([(0x80 if fin else 0) | op])
+        m = 0x80 if mask else 0
+        if n < 126:
+            head += bytes([m | n])
+        elif n <= 0xFFFF:
+            head += bytes([m | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([m | 127]) + n.to_bytes(8, "big")
+        if mask:
+            key = b"\x5a\xa5\x3c\xc3"
+            head += key
+            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        return head + payload
+
+    async def send_raw(self, data, bytewise=False):
+        for ws in list(self.clients):
+            if bytewise:  # no await between the bytes: no other frame can come between
+                for k in range(len(data)):
+                    ws.transport.write(data[k:k + 1])
+            else:
+                ws.transport.write(data)
+
+    async def wire_fault(self, name, tr):
+        """Sends the wire fault name (tr: the trade it replaces or precedes)."""
+        self.stats[name + "_sent"] += 1
+        msg = self.trade_msg(tr).encode()
+        if name == "badutf8":
+            bad = msg.replace(b'"s": "', b'"s": "\xff\xfe', 1)
+            await self.send_raw(self.raw_frame(1, bad))
+            for field, value in (("t", "not-an-id"), ("p", None), ("m", "yes"), ("T", 1.5)):
+                d = json.loads(msg)
+                d["data"][field] = value
+                await self.send_all(json.dumps(d))
+            await self.send_all(msg.decode())  # the real trade
+            return True
+        if name == "close":
+            for ws in list(self.clients):
+                self.clients.discard(ws)
+                asyncio.ensure_future(ws.close(1001, "going away"))
+            return False
+        if name == "masked":
+            await self.send_raw(self.raw_frame(1, msg, mask=True))
+            return False
+        if name == "oversized":
+            await self.send_raw(self.raw_frame(1, b"", length=5 << 20))
+            for ws in list(self.clients):
+                ws.transport.abort()
+                self.clients.discard(ws)
+            return False
+        return True
 
     async def send_all(self, msg):
         for ws in list(self.clients):
@@ -234,6 +318,22 @@ class Exchange:
                                   "m": False}})]:
                         await self.send_all(m)
                         self.stats["malformed_sent"] += 1
+                if self.wire_faults and i >= self.wire_faults[0][0]:
+                    _, name = self.wire_faults.pop(0)
+                    if await self.wire_fault(name, self.trades[i]):
+                        self.stats["trades_sent"] += 1
+                    continue
+                if i in self.split:
+                    payload = self.trade_msg(self.trades[i]).encode()
+                    a, b = len(payload) // 3, 2 * len(payload) // 3
+                    data = (self.raw_frame(1, payload[:a], fin=False) +
+                            self.raw_frame(0x9, b"split") +
+                            self.raw_frame(0, payload[a:b], fin=False) +
+                            self.raw_frame(0, payload[b:]))
+                    await self.send_raw(data, bytewise=True)
+                    self.stats["split_sent"] += 1
+                    self.stats["trades_sent"] += 1
+                    continue
                 if i == self.drop_at:
                     for ws in list(self.clients):
                         ws.transport.abort()
@@ -316,8 +416,9 @@ def make_http(ex):
                 s["replay_done"] = ex.pos >= len(ex.trades)
                 return self.reply(200, s)
             if u.path == "/_standin/mode":
-                ex.klines_mode = q.get("klines", ["ok"])[0]
-                return self.reply(200, {"klines": ex.klines_mode})
+                ex.klines_mode = q.get("klines", [ex.klines_mode])[0]
+                ex.info_mode = q.get("info", [ex.info_mode])[0]
+                return self.reply(200, {"klines": ex.klines_mode, "info": ex.info_mode})
             if u.path == "/api/v3/time":
                 w = ex.use_weight(1)
                 return self.reply(200, {"serverTime": ex.now_ms()},

@@ -394,5 +394,208 @@ def wss_verifies_the_certificate():
         rest.stop()
 
 
+# STORE_LOCK_KEY_FEED ("predfeed") as pg_locks shows an advisory lock
+FEED_LOCK_CLASSID, FEED_LOCK_OBJID = 0x70726564, 0x66656564
+
+
+@test
+def leader_lock_lost_and_regained_backfills_and_keeps_every_minute():
+    """The ingester's lock session is killed under it (a failover of the
+    database, an operator's pg_terminate_backend) after the stream's gap,
+    duplicates and malformed messages: it stops its feed at once, stands
+    by, takes the lock again, and REST fills the minutes it missed; every
+    minute still equals the exchange's and it stops cleanly."""
+    need_data()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    psql("DELETE FROM candles WHERE symbol = 'XRPETH'")
+    si = StandIn(faults="dup,swap,malformed,gap")
+    want = expected_candles()
+    killed = []
+
+    def lock_pids():
+        return psql(f"SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                    f"classid = {FEED_LOCK_CLASSID} AND objid = {FEED_LOCK_OBJID}").split()
+
+    def step(text):
+        if not killed:
+            # after the faults (trade 4025), before the end of the replay
+            if "feed binance ingesting" in text and si.stats()["trades_sent"] >= 4300:
+                pids = lock_pids()
+                check_eq(len(pids), 1, "one session holds the feed's lock")
+                psql(f"SELECT pg_terminate_backend({pids[0]})")
+                killed.append(pids[0])
+            return False
+        return (text.count("feed binance ingesting") >= 2 and si.stats()["replay_done"]
+                and not differences(want, stored_candles()))
+
+    try:
+        rc, err = ingest_until(env_for(si, PREDICTD_FEED="binance:XRPETH"), step, timeout=180)
+        check_eq(rc, 0, err[-3000:])
+        check(killed, "the lock session was terminated")
+        check("leader lock is lost: stopping the feed" in err, err[-3000:])
+        check_eq(err.count("feed binance ingesting"), 2)
+        # the lock is taken again by a new session of the same process
+        check("Sanitizer" not in err and "runtime error" not in err, err[-6000:])
+        bad = differences(want, stored_candles())
+        check_eq(bad[:5], [])
+        # the faults before the loss were seen and said once
+        st = si.stats()
+        check(st["gap_ids"] and st["malformed_sent"] >= 4, f"{st}")
+        check_eq(err.count("rejected a stream message"), 1)
+        check("trades missing from the stream" in err, err[-3000:])
+    finally:
+        si.stop()
+
+
+@test
+def stream_wire_faults_reconnect_backfill_and_keep_every_minute():
+    """RFC 6455 faults from the stream server, inside `predictd serve`:
+    trades split into fragments with a ping between them and written one
+    byte per TCP segment are joined; a trade with invalid UTF-8 and trades
+    with fields of the wrong JSON type are rejected and counted, not
+    written; a close frame (1001), a masked frame and a frame announcing
+    5 MiB each end the connection with their reason in the log, the feed
+    reconnects and REST backfills what the stream missed: every minute
+    equals the exchange's, and serve stops cleanly."""
+    need_data()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    psql("DELETE FROM candles WHERE symbol = 'XRPETH'")
+    si = StandIn(faults="split,badutf8,close,masked,oversized")
+    models = tempfile.mkdtemp(prefix="predictd-exchange-models-")
+    svc = None
+    try:
+        svc = Service(models, env=env_for(si, PREDICTD_FEED="binance:XRPETH"))
+        wait_for(lambda: si.stats()["replay_done"], 120, "the replay")
+        want = expected_candles()
+        try:
+            wait_for(lambda: not differences(want, stored_candles()), 90,
+                     "every minute in PostgreSQL")
+        except AssertionError:
+            bad = differences(want, stored_candles())
+            raise AssertionError(f"{len(bad)} minutes differ from the exchange's, first: "
+                                 f"{bad[:5]}") from None
+        st = si.stats()
+        for f in ("split", "badutf8", "close", "masked", "oversized"):
+            check(st[f + "_sent"] >= 1, f"fault {f} was sent: {st}")
+        check_eq(st["split_sent"], 10)
+        # one connection, and one more after each fault that ends it
+        check(st["ws_connections"] >= 4, f"{st['ws_connections']} connections")
+        log = svc.logs()
+        for reason in ("the server closed the stream (code 1001: going away)",
+                       "masked frame from the server",
+                       "frame of 5242880 bytes"):
+            check(f"stream lost: {reason}" in log, f"no 'stream lost: {reason}' in the log")
+        # only those three ended a connection: the split trades and the bad
+        # ones did not
+        check_eq(log.count("stream lost:"), 3)
+        # the invalid bytes are not copied into the log (it decoded as UTF-8)
+        rej = [ln for ln in log.splitlines() if "rejected a stream message" in ln]
+        check(len(rej) == 1 and '"s": "??' in rej[0], f"{rej}")
+        # the split trades came whole: the stand-in's pings were answered
+        check(st["pongs"] >= 1, f"{st}")
+        status, _, m = svc.get("/metrics", validate=False)
+        m = m.decode() if isinstance(m, bytes) else m
+        check_eq(status, 200)
+        # the four wrongly typed trades name the symbol; the invalid UTF-8 one cannot
+        check_eq(metric(m, "predictd_feed_rejected_messages_total"), 4)
+        check('predictd_feed_unattributed_rejects_total{feed="binance"} 1' in m,
+              "one unattributed reject")
+        check(metric(m, "predictd_feed_reconnects_total") >= 3, "reconnects counted")
+        check(metric(m, "predictd_feed_backfilled_candles_total") >= 1, "backfill counted")
+        check_eq(log.count("rejected a stream message"), 1)
+        svc.stop()  # SIGTERM: exits 0
+        svc = None
+    finally:
+        if svc:
+            log = svc.logs()
+            svc.stop(sig=signal.SIGKILL, expect_rc=None)
+            if sys.exc_info()[0]:
+                print(log[-6000:])
+        si.stop()
+
+
+@test
+def exchange_info_halts_odd_ticks_and_unlisted_symbols():
+    """What exchangeInfo says decides what is streamed: a halted symbol
+    (status BREAK, its tick size as a JSON number) is said in the log,
+    stored and still streamed; a zero tick size is not stored over the
+    known one; a symbol the answer does not list is not streamed and the
+    feed, retrying, says it is down; a malformed answer is named."""
+    need_data()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    si = StandIn(faults="none")
+    q = "SELECT status, tick_size FROM exchange_symbols WHERE venue = 'binance' AND " \
+        "symbol = 'XRPETH'"
+    try:
+        env = env_for(si, PREDICTD_FEED="binance:XRPETH")
+        psql("DELETE FROM exchange_symbols WHERE venue = 'binance' AND symbol = 'XRPETH'")
+        si.get("/_standin/mode?info=halted")
+        rc, err = ingest_until(env, lambda t: "streaming ws://" in t)
+        check_eq(rc, 0, err[-3000:])
+        check("XRPETH: the exchange says its status is BREAK" in err, err[-3000:])
+        check_eq(psql(q), "BREAK|0.0001")
+        si.get("/_standin/mode?info=zerotick")
+        rc, err = ingest_until(env, lambda t: "streaming ws://" in t)
+        check_eq(rc, 0, err[-3000:])
+        check("XRPETH: status TRADING, tick 0\n" in err, err[-3000:])
+        check_eq(psql(q), "BREAK|0.0001")  # a zero tick is not stored
+        conns = si.stats()["ws_connections"]
+        si.get("/_standin/mode?info=unlisted")
+        rc, err = ingest_until(env, lambda t: "feed down: 3 attempts failed in a row" in t)
+        check_eq(rc, 0, err[-3000:])
+        check("XRPETH: not listed by the exchange; not streamed" in err, err[-3000:])
+        check("feed down: 3 attempts failed in a row" in err, err[-3000:])
+        check_eq(si.stats()["ws_connections"], conns)
+        si.get("/_standin/mode?info=malformed")
+        rc, err = ingest_until(env, lambda t: "malformed JSON" in t)
+        check_eq(rc, 0, err[-3000:])
+        check("exchangeInfo: /api/v3/exchangeInfo" in err and "malformed JSON" in err,
+              err[-3000:])
+        check_eq(si.stats()["ws_connections"], conns)
+    finally:
+        si.stop()
+
+
+@test
+def database_sessions_dropped_mid_stream_lose_no_minute():
+    """The ingester's database sessions (not its lock) are terminated twice
+    while it streams, as a database restart or a proxy would: candles whose
+    write fails are kept and written on the next call, the connections are
+    made again, and every minute still equals the exchange's."""
+    need_data()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    psql("DELETE FROM candles WHERE symbol = 'XRPETH'")
+    si = StandIn(faults="none")
+    want = expected_candles()
+    killed = []
+
+    def drop_sessions():
+        return psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                    "datname = current_database() AND pid <> pg_backend_pid() AND "
+                    "backend_type = 'client backend' AND application_name <> 'predictd-lock'")
+
+    def step(text):
+        sent = si.stats()["trades_sent"]
+        for at in (3000, 7000):
+            if sent >= at and len(killed) < (1 if at == 3000 else 2) and \
+                    "feed binance ingesting" in text:
+                killed.append(int(drop_sessions()))
+        return (len(killed) == 2 and si.stats()["replay_done"]
+                and not differences(want, stored_candles()))
+
+    try:
+        rc, err = ingest_until(env_for(si, PREDICTD_FEED="binance:XRPETH"), step, timeout=180)
+        check_eq(rc, 0, err[-3000:])
+        check(len(killed) == 2 and all(k >= 1 for k in killed), f"sessions terminated: {killed}")
+        check_eq(differences(want, stored_candles())[:5], [])
+        # the lock was not touched: one ingester all along
+        check_eq(err.count("feed binance ingesting"), 1)
+        check("leader lock is lost" not in err, err[-3000:])
+        # each drop was noticed and the session made again
+        check(err.count("reconnected to the database") >= 2, err[-3000:])
+    finally:
+        si.stop()
+
+
 if __name__ == "__main__":
     sys.exit(run_tests())

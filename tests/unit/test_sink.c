@@ -132,9 +132,72 @@ TEST(connector_table)
     CHECK_EQ_STR(feed_state_name(99), "unknown");
 }
 
+/* While the database is away the sink keeps closed candles pending (a later
+ * version of a minute replaces the earlier one) and counts the failed
+ * writes; when it is back, the next call writes them all. */
+TEST(candles_wait_for_the_database_and_are_written_when_it_returns)
+{
+    UNIT_NEED_ENV(DB_ENV);
+    CHECK_EQ_INT(store_init(NULL, NULL, false), 0); /* no database: writes fail with PD_EDB */
+    feed_sink *s;
+    CHECK_EQ_INT(feed_sink_new("testfeed", "unit test, database away", &s), 0);
+    char sym[24];
+    snprintf(sym, sizeof sym, "AWAY%d", (int)getpid() % 100000);
+    int64_t t0 = 1570838400; /* 2019-10-12T00:00Z */
+    features_candle c[3] = {{t0, 1, 2, 0.5, 1.5, 10},
+                            {t0 + 60, 1.5, 2.5, 1, 2, 20},
+                            {t0 + 60, 1.5, 3, 1, 2.75, 30} /* minute 1 again, corrected */};
+    CHECK_EQ_INT(feed_sink_candles(s, sym, c, 2), PD_EDB);
+    CHECK_EQ_INT(feed_sink_candles(s, sym, &c[2], 1), PD_EDB);
+    feed_trade t = tr(t0 * 1000 + 2 * MIN + 5, 1, 7, 1);
+    /* aggregated; the pending minutes are tried again and still fail */
+    CHECK_EQ_INT(feed_sink_trade(s, sym, &t), PD_EDB);
+    CHECK_EQ_INT(feed_sink_tick(s, t0 * 1000 + 3 * MIN), PD_EDB);
+    feed_sink_stats st;
+    feed_sink_stats_get(s, &st);
+    CHECK_EQ_INT(st.candles_written, 0);
+    CHECK_EQ_INT(st.write_errors, 4);
+    CHECK_EQ_INT(st.trades, 1);
+    store_shutdown();
+    CHECK_EQ_INT(init(), 0); /* the database is back */
+    CHECK_EQ_INT(feed_sink_tick(s, t0 * 1000 + 3 * MIN), 0);
+    feed_sink_stats_get(s, &st);
+    CHECK_EQ_INT(st.candles_written, 3);
+    CHECK_EQ_INT(st.last_candle, t0 + 120);
+    features_candle *got = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(store_load_range(sym, "1m", 0, 0, t0 + 86400, &got, &n), 0);
+    CHECK_EQ_INT(n, 3);
+    if (n == 3) {
+        CHECK(got[0].t == t0 && got[0].close == 1.5 && got[0].volume == 10);
+        CHECK(got[1].t == t0 + 60 && got[1].high == 3 && got[1].close == 2.75 &&
+              got[1].volume == 30); /* the corrected version */
+        CHECK(got[2].t == t0 + 120 && got[2].open == 7 && got[2].volume == 1);
+    }
+    free(got);
+    /* refusals */
+    CHECK_EQ_INT(feed_sink_candles(s, "not a symbol", c, 1), PD_ESYMBOL);
+    CHECK_EQ_INT(feed_sink_trade(s, "bad-sym", &t), PD_ESYMBOL);
+    CHECK_EQ_INT(feed_sink_candles(s, sym, NULL, 1), PD_EINVAL);
+    CHECK_EQ_INT(feed_sink_candles(s, sym, NULL, 0), 0);
+    CHECK_EQ_INT(feed_sink_trade(NULL, sym, &t), PD_EINVAL);
+    CHECK_EQ_INT(feed_sink_tick(NULL, 0), PD_EINVAL);
+    feed_sink_set_state(NULL, FEED_STATE_DOWN);
+    feed_sink_note_trades(NULL, 1, 1);
+    feed_sink_free(s);
+    feed_sink_free(NULL);
+    feed_sink *bad = NULL;
+    CHECK_EQ_INT(feed_sink_new("a-feed-name-longer-than-the-status-field-holds", "x", &bad),
+                 PD_EINVAL);
+    CHECK_EQ_INT(feed_sink_new(NULL, "x", &bad), PD_EINVAL);
+    CHECK(bad == NULL);
+    CHECK_EQ_STR(feed_state_name(99), "unknown");
+}
+
 int main(void)
 {
     RUN(trades_become_base_candles_and_state_is_reported);
     RUN(connector_table);
+    RUN(candles_wait_for_the_database_and_are_written_when_it_returns);
     return unit_report();
 }

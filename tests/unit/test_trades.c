@@ -247,6 +247,84 @@ TEST(emit_error_is_returned)
     feed_agg_free(a);
 }
 
+/* A writer that fails from its (after + 1)-th candle on. */
+typedef struct failing {
+    int calls, after;
+} failing;
+
+static int fail_after(const features_candle *c, bool correction, void *arg)
+{
+    (void)c;
+    (void)correction;
+    failing *f = arg;
+    return f->calls++ >= f->after ? PD_EDB : 0;
+}
+
+/* Whatever path emits a candle (a correction, the flat minutes re-priced
+ * after it, minutes added before the first, a jump, the clock, the end),
+ * the writer's error comes back to the caller. */
+TEST(emit_errors_come_back_from_every_path)
+{
+    feed_agg *a;
+    failing f = {.after = 1000};
+    feed_trade t;
+#define PUSH(ms, id, px, want)                                                                     \
+    do {                                                                                           \
+        t = tr(ms, id, px, 1);                                                                     \
+        CHECK_EQ_INT(feed_agg_push(a, &t, fail_after, &f), want);                                  \
+    } while (0)
+    /* a late trade correcting an emitted minute */
+    CHECK_EQ_INT(feed_agg_new(&a), 0);
+    PUSH(T0, 1, 1, 0);
+    PUSH(T0 + MIN, 2, 1, 0);
+    f = (failing){.after = 0};
+    PUSH(T0 + 30000, 3, 2, PD_EDB);
+    feed_agg_free(a);
+    /* the correction is written, the flat minute after it is not */
+    CHECK_EQ_INT(feed_agg_new(&a), 0);
+    f = (failing){.after = 1000};
+    PUSH(T0, 1, 1, 0);
+    PUSH(T0 + 3 * MIN, 2, 1, 0); /* minutes 0, 1 and 2 (flat) out */
+    f = (failing){.after = 1};
+    PUSH(T0 + 50000, 3, 5, PD_EDB);
+    CHECK_EQ_INT(f.calls, 2);
+    feed_agg_free(a);
+    /* a trade before the first minute, after minutes went out */
+    CHECK_EQ_INT(feed_agg_new(&a), 0);
+    f = (failing){.after = 1000};
+    PUSH(T0 + 5 * MIN, 1, 1, 0);
+    CHECK_EQ_INT(feed_agg_advance(a, T0 + 7 * MIN, fail_after, &f), 0);
+    f = (failing){.after = 0};
+    PUSH(T0 + 2 * MIN, 2, 1, PD_EDB);
+    feed_agg_free(a);
+    /* a jump past the longest gap closes the open minute */
+    CHECK_EQ_INT(feed_agg_new(&a), 0);
+    f = (failing){.after = 1000};
+    PUSH(T0, 1, 1, 0);
+    f = (failing){.after = 0};
+    PUSH(T0 + (FEED_AGG_MAX_GAP_MINUTES + 10) * MIN, 2, 1, PD_EDB);
+    feed_agg_free(a);
+    /* the clock and the end */
+    CHECK_EQ_INT(feed_agg_new(&a), 0);
+    CHECK_EQ_INT(feed_agg_advance(a, T0, fail_after, &f), 0); /* nothing yet */
+    CHECK_EQ_INT(feed_agg_finish(a, fail_after, &f), 0);
+    f = (failing){.after = 1000};
+    PUSH(T0, 1, 1, 0);
+    f = (failing){.after = 0};
+    CHECK_EQ_INT(feed_agg_advance(a, T0 + 2 * MIN, fail_after, &f), PD_EDB);
+    CHECK_EQ_INT(feed_agg_advance(a, -1, fail_after, &f), 0);
+    feed_agg_free(a);
+    CHECK_EQ_INT(feed_agg_new(&a), 0);
+    f = (failing){.after = 1000};
+    PUSH(T0, 1, 1, 0);
+    f = (failing){.after = 0};
+    CHECK_EQ_INT(feed_agg_finish(a, fail_after, &f), PD_EDB);
+    CHECK_EQ_INT(feed_agg_advance(NULL, 0, fail_after, &f), PD_EINVAL);
+    CHECK_EQ_INT(feed_agg_finish(NULL, fail_after, &f), PD_EINVAL);
+    feed_agg_free(a);
+#undef PUSH
+}
+
 static int parse(const char *text, feed_trade **t, size_t *n, char *why)
 {
     why[0] = 0;
@@ -478,6 +556,7 @@ int main(void)
     RUN(a_jump_beyond_the_longest_gap_starts_afresh);
     RUN(bad_trades_are_refused);
     RUN(emit_error_is_returned);
+    RUN(emit_errors_come_back_from_every_path);
     RUN(csv_parses_and_recognises_the_header);
     RUN(csv_bad_rows_name_their_line);
     RUN(shared_xrpeth_trades_give_the_shared_candles);
