@@ -5,6 +5,7 @@
  * stderr. Nothing here talks SQL: the store module does.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,11 +86,25 @@ int cmd_migrate(server_config *cfg, int argc, char **argv)
     int rc = store_migrate(cfg->migrations_dir);
     store_shutdown();
     if (rc) {
-        fprintf(stderr, "predictd migrate: %s\n", util_strerror(rc));
+        /* name the directory: "not found" alone does not say what is missing */
+        fprintf(stderr, "predictd migrate: %s (migrations directory %s)\n", util_strerror(rc),
+                cfg->migrations_dir);
         return 1;
     }
     fprintf(stderr, "predictd migrate: schema up to date\n");
     return 0;
+}
+
+/* A whole decimal integer (no trailing text); false otherwise. */
+static bool parse_long(const char *v, long *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end)
+        return false;
+    *out = x;
+    return true;
 }
 
 /* Splits a comma list into a static-lifetime array of at most max items
@@ -122,10 +137,20 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
             symlist = strdup(v);
         else if ((v = flag_value(argc, argv, &i, "--timeframes")))
             tflist = strdup(v);
-        else if ((v = flag_value(argc, argv, &i, "--count")))
-            count = strtol(v, NULL, 10);
-        else if ((v = flag_value(argc, argv, &i, "--seed")))
-            seed = strtoull(v, NULL, 10);
+        else if ((v = flag_value(argc, argv, &i, "--count"))) {
+            if (!parse_long(v, &count))
+                count = -1; /* refused below with the range */
+        } else if ((v = flag_value(argc, argv, &i, "--seed"))) {
+            char *end;
+            errno = 0;
+            seed = strtoull(v, &end, 10);
+            if (errno || end == v || *end || v[0] == '-') {
+                fprintf(stderr, "predictd seed: --seed: '%s' is not an unsigned integer\n", v);
+                free(symlist);
+                free(tflist);
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--if-empty"))
             if_empty = 1;
         else if (!strcmp(argv[i], "--demo"))
@@ -133,9 +158,10 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
         else if ((v = flag_value(argc, argv, &i, "--demo-files"))) {
             demo = 1;
             demo_files = v;
-        } else if ((v = flag_value(argc, argv, &i, "--behind")))
-            behind = strtol(v, NULL, 10);
-        else {
+        } else if ((v = flag_value(argc, argv, &i, "--behind"))) {
+            if (!parse_long(v, &behind))
+                behind = -1; /* refused below with the range */
+        } else {
             fprintf(cmd_usage_out("seed", argc, argv, i),
                     "usage: predictd seed [--symbols A,B] [--timeframes 15m,1h] [--count N] "
                     "[--seed N] [--if-empty]\n"
@@ -154,7 +180,7 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
             return cmd_wants_help(argc, argv) ? 0 : 2;
         }
     }
-    int exit_code = 1;
+    int exit_code = 2; /* the argument checks below are usage errors */
     if (symlist)
         nsym = split(symlist, symbols, 64);
     if (tflist)
@@ -174,6 +200,11 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
                     util_tf_list());
             goto out;
         }
+    if (behind < 0 || behind > 100000) {
+        fprintf(stderr, "predictd seed: --behind must be 0..100000 minutes\n");
+        goto out;
+    }
+    exit_code = 1;
     if (need_db(cfg, "seed"))
         goto out;
     if (if_empty) {
@@ -194,10 +225,6 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
     if (demo) {
         char why[512] = "";
         size_t k = 0;
-        if (behind < 0 || behind > 100000) {
-            fprintf(stderr, "predictd seed: --behind must be 0..100000 minutes\n");
-            goto out_db;
-        }
         int rc = feed_demo_seed(demo_files, now, (int)behind, &k, why, sizeof why);
         if (rc) {
             fprintf(stderr, "predictd seed: %s\n", why[0] ? why : util_strerror(rc));
@@ -341,6 +368,7 @@ out:
 int cmd_import(server_config *cfg, int argc, char **argv)
 {
     const char *file = NULL, *symbol = NULL, *tf = NULL;
+    int bad = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         if ((v = flag_value(argc, argv, &i, "--symbol")))
@@ -351,11 +379,12 @@ int cmd_import(server_config *cfg, int argc, char **argv)
             file = argv[i]; /* "-": stdin, as read_input reads it */
         else {
             file = NULL;
+            bad = i;
             break;
         }
     }
     if (cmd_wants_help(argc, argv) || !file || !symbol) {
-        fprintf(cmd_usage_out("import", argc, argv, 0),
+        fprintf(cmd_usage_out("import", argc, argv, bad),
                 "usage: predictd import FILE|- --symbol SYMBOL [--timeframe TF]\n"
                 "Loads candles from a Binance kline CSV (12 columns, with or without header,\n"
                 "ms or us times) or open_time,open,high,low,close,volume (RFC 3339 or epoch);\n"
@@ -449,8 +478,10 @@ int cmd_features(server_config *cfg, int argc, char **argv)
         const char *v;
         if ((v = flag_value(argc, argv, &i, "--spec")))
             spec = v;
-        else if ((v = flag_value(argc, argv, &i, "--window")))
-            window = strtol(v, NULL, 10);
+        else if ((v = flag_value(argc, argv, &i, "--window"))) {
+            if (!parse_long(v, &window))
+                window = -1; /* refused below with the range */
+        }
         else if ((argv[i][0] != '-' || !strcmp(argv[i], "-")) && !file)
             file = argv[i];
         else {
