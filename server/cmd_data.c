@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,26 +265,53 @@ out:
     return exit_code;
 }
 
-/* Reads FILE, or stdin when path is NULL or "-", under a byte limit. */
-static int read_input(const char *path, char **out, size_t *len)
+/* Reads FILE, or stdin when path is NULL or "-", under a byte limit. A
+ * file is opened as a user names it: through a symlink, or a pipe such as
+ * bash's <(zcat x.csv.gz) (util_read_file, which the model repository uses,
+ * refuses both). On failure *why holds the system's reason when it has one
+ * (ENOENT is PD_ENOTFOUND, said by the caller). */
+static int read_input(const char *path, char **out, size_t *len, char *why, size_t whylen)
 {
-    if (path && strcmp(path, "-") != 0)
-        return util_read_file(path, MAX_CSV_BYTES, out, len);
+    int fd = STDIN_FILENO;
+    why[0] = '\0';
+    if (path && strcmp(path, "-") != 0) {
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+            if (errno == ENOENT)
+                return PD_ENOTFOUND;
+            snprintf(why, whylen, "%s", strerror(errno));
+            return PD_EIO;
+        }
+    }
     util_buf b;
     util_buf_init(&b);
     char chunk[65536];
     ssize_t r;
-    while ((r = read(STDIN_FILENO, chunk, sizeof chunk)) > 0) {
+    int rc = 0;
+    for (;;) {
+        r = read(fd, chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
         util_buf_append(&b, chunk, (size_t)r);
         if (b.len > MAX_CSV_BYTES) {
-            util_buf_cleanup(&b);
-            return PD_ETOOBIG;
+            rc = PD_ETOOBIG;
+            break;
         }
     }
+    if (r < 0) {
+        snprintf(why, whylen, "%s", strerror(errno)); /* EISDIR: "Is a directory" */
+        rc = PD_EIO;
+    }
+    if (fd != STDIN_FILENO)
+        close(fd);
     util_buf_puts(&b, "");
-    if (r < 0 || !util_buf_ok(&b)) {
+    if (rc == 0 && !util_buf_ok(&b))
+        rc = PD_ENOMEM;
+    if (rc) {
         util_buf_cleanup(&b);
-        return r < 0 ? PD_EIO : PD_ENOMEM;
+        return rc;
     }
     *len = b.len;
     *out = util_buf_steal(&b);
@@ -408,9 +436,10 @@ int cmd_import(server_config *cfg, int argc, char **argv)
     }
     char *text = NULL;
     size_t len = 0;
-    int rc = read_input(file, &text, &len);
+    char rwhy[256];
+    int rc = read_input(file, &text, &len, rwhy, sizeof rwhy);
     if (rc) {
-        fprintf(stderr, "predictd import: %s: %s\n", file, util_strerror(rc));
+        fprintf(stderr, "predictd import: %s: %s\n", file, rwhy[0] ? rwhy : util_strerror(rc));
         return 1;
     }
     if (feed_trades_csv_is(text, len)) {
@@ -527,9 +556,10 @@ int cmd_features(server_config *cfg, int argc, char **argv)
     }
     char *text = NULL;
     size_t len = 0;
-    rc = read_input(file, &text, &len);
+    rc = read_input(file, &text, &len, why, sizeof why);
     if (rc) {
-        fprintf(stderr, "predictd features: %s: %s\n", file ? file : "stdin", util_strerror(rc));
+        fprintf(stderr, "predictd features: %s: %s\n", file ? file : "stdin",
+                why[0] ? why : util_strerror(rc));
         features_set_free(fs);
         return 1;
     }

@@ -285,7 +285,7 @@ def import_argument_and_file_errors():
            ["is a trades file: it makes 1m candles, not 15m"])
     # a directory, and a file this process cannot read as a file
     expect(["import", TMP, "--symbol", "IMPUSDT", "--timeframe", "1h"], 1,
-           [f"predictd import: {TMP}: "])
+           [f"predictd import: {TMP}: Is a directory"])
     expect(["import", os.path.join(TMP, "absent.csv"), "--symbol", "IMPUSDT", "--timeframe",
             "1h"], 1, ["absent.csv: not found"])
     # a trades file with a bad row: its line, nothing stored
@@ -299,6 +299,33 @@ def import_argument_and_file_errors():
     expect(["import", trades, "--symbol", "IMPUSDT"], 1, ["database unavailable",
                                                           "nothing was stored"],
            env={"PREDICTD_DATABASE_URL": DOWN_URL}, timeout=120)
+
+
+@test
+def import_reads_through_a_symlink_and_from_a_pipe():
+    setup()
+    rows = "".join(f"{1704067200 + 3600 * i},{100 + i},{102 + i},{99 + i},{101 + i},{i}\n"
+                   for i in range(4))
+    real = write(os.path.join(TMP, "real.csv"), "open_time,open,high,low,close,volume\n" + rows)
+    link = os.path.join(TMP, "link.csv")
+    os.symlink(real, link)
+    p = cli("import", link, "--symbol", "LINKUSDT", "--timeframe", "1h")
+    check_in("4 candles of LINKUSDT 1h stored", p.stderr)
+    # a named pipe (what bash's <(zcat file.csv.gz) hands over)
+    fifo = os.path.join(TMP, "pipe.csv")
+    os.mkfifo(fifo)
+    import threading
+
+    def feed():
+        with open(fifo, "w") as f:
+            f.write("open_time,open,high,low,close,volume\n" + rows)
+    t = threading.Thread(target=feed)
+    t.start()
+    p = run("import", fifo, "--symbol", "PIPEUSDT", "--timeframe", "1h", timeout=60)
+    t.join(timeout=60)
+    check_eq(p.returncode, 0, p.stderr)
+    check_eq(psql("SELECT count(*) || ' ' || max(close) FROM candles WHERE symbol = 'PIPEUSDT'"
+                  " AND timeframe = '1h'"), "4 104")
 
 
 @test
