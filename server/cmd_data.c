@@ -151,8 +151,7 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
                 free(tflist);
                 return 2;
             }
-        }
-        else if (!strcmp(argv[i], "--if-empty"))
+        } else if (!strcmp(argv[i], "--if-empty"))
             if_empty = 1;
         else if (!strcmp(argv[i], "--demo"))
             demo = 1;
@@ -238,8 +237,7 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
     for (size_t s = 0; s < nsym; s++)
         for (size_t t = 0; t < ntf; t++) {
             int kind = STORE_SERIES_NONE;
-            if (store_series_kind(symbols[s], tfs[t], &kind) == 0 &&
-                kind == STORE_SERIES_DERIVED) {
+            if (store_series_kind(symbols[s], tfs[t], &kind) == 0 && kind == STORE_SERIES_DERIVED) {
                 fprintf(stderr, "predictd seed: %s %s: derived from %s 1m, not seeded\n",
                         symbols[s], tfs[t], symbols[s]);
                 continue;
@@ -510,8 +508,7 @@ int cmd_features(server_config *cfg, int argc, char **argv)
         else if ((v = flag_value(argc, argv, &i, "--window"))) {
             if (!parse_long(v, &window))
                 window = -1; /* refused below with the range */
-        }
-        else if ((argv[i][0] != '-' || !strcmp(argv[i], "-")) && !file)
+        } else if ((argv[i][0] != '-' || !strcmp(argv[i], "-")) && !file)
             file = argv[i];
         else {
             fprintf(cmd_usage_out("features", argc, argv, i),
@@ -549,8 +546,7 @@ int cmd_features(server_config *cfg, int argc, char **argv)
     if (window == 0)
         window = (long)min;
     if (window < (long)min || window > 100000) {
-        fprintf(stderr, "predictd features: --window must be %zu..100000 for these specs\n",
-                min);
+        fprintf(stderr, "predictd features: --window must be %zu..100000 for these specs\n", min);
         features_set_free(fs);
         return 2;
     }
