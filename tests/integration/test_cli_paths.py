@@ -18,8 +18,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (DB_URL, ROOT, check, check_eq, check_in, cli,  # noqa: E402
-                     need_services, prepare_database, psql, run_tests, test, train)
+from harness import (BIN, DB_URL, ROOT, Service, Skip, check, check_eq, check_in,  # noqa: E402
+                     cli, need_services, prepare_database, psql, run_tests, test, train)
 
 TMP = tempfile.mkdtemp(prefix="predictd-clipaths-")
 MODELS = os.path.join(TMP, "models")
@@ -603,6 +603,146 @@ def backtest_entries_file_and_its_errors():
     # a repository that is a file
     f = write(os.path.join(TMP, "repo-file-bt"), "x")
     expect(["backtest", SYM, TF, "--models-dir", f], 1, ["predictd backtest: "])
+
+
+# ---------------------------------------------------------------------------
+# serve: what it does without its database, feed or repository; the key file
+
+
+@test
+def serve_with_the_database_unreachable_stays_up_and_is_not_ready():
+    """README (Readiness): a replica with no database and nothing cached is
+    not ready and says why; live stays 200; predictions are 503; the
+    process still drains and exits 0."""
+    setup()
+    svc = Service(MODELS, env={"PREDICTD_DATABASE_URL": DOWN_URL}, redis=False,
+                  name="db-unreachable")
+    try:
+        check_eq(svc.get("/health/live")[0], 200)
+        status, _, body = svc.get("/health/ready")
+        check_eq(status, 503, body)
+        check_eq(body["error"]["code"], "not_ready")
+        check_in("database", body["error"]["message"].lower())
+        status, _, body = svc.get(f"/api/predictions/{SYM}?timeframe={TF}")
+        check_eq(status, 503, body)
+        check_eq(body["error"]["code"], "data_unavailable", body)
+        status, _, body = svc.get("/health/status")
+        check_eq(status, 200, body)
+        check_eq(body["ready"], False)
+        check_eq(body["components"]["database"]["state"], "down")
+        check(body["components"]["database"]["last_error"], body["components"]["database"])
+        # the trainer could not read its jobs table: said in the log and the status
+        check_in("background training is unavailable", svc.logs())
+        training = [j for j in body["components"]["jobs"] if j["name"] == "training"]
+        check_eq(len(training), 1, body["components"]["jobs"])
+        check_in("did not start", training[0]["last_error"] or "", training[0])
+    finally:
+        check_eq(svc.stop(), 0)
+
+
+@test
+def serve_refuses_a_feed_it_cannot_run():
+    setup()
+    for env, needle in (({"PREDICTD_FEED": "demo", "PREDICTD_DATABASE_URL": ""},
+                         "PREDICTD_FEED needs a database"),
+                        ({"PREDICTD_FEED": "carrierpigeon:X"}, "unknown feed 'carrierpigeon'")):
+        e = {"PREDICTD_MODELS_DIR": MODELS, "PREDICTD_LISTEN": "127.0.0.1:0",
+             "PREDICTD_API_KEY_FILE": os.path.join(TMP, "no-key"), "PREDICTD_LOG_FORMAT": "text"}
+        e.update(env)
+        p = run("serve", env=e, timeout=120)
+        check_eq(p.returncode, 2, f"{env}: {p.stderr[-800:]}")
+        check_in(needle, p.stderr)
+
+
+@test
+def serve_with_a_missing_repository_warns_and_is_not_ready():
+    setup()
+    missing = os.path.join(TMP, "no-repo-yet")
+    svc = Service(missing, name="missing-repo",
+                  env={"PREDICTD_API_KEY_FILE": os.path.join(TMP, "no-key")})
+    try:
+        check_in(f"model repository {missing} could not be read; will retry", svc.logs())
+        status, _, body = svc.get("/health/ready")
+        check_eq(status, 503, body)
+        check_in("no model", body["error"]["message"].lower())
+        # the repository appears: a SIGHUP rescan serves it
+        shutil.copytree(MODELS, missing)
+        import signal
+        import time
+        svc.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 30
+        while time.time() < deadline and svc.get("/health/ready", validate=False)[0] != 200:
+            time.sleep(0.1)
+        check_eq(svc.get("/health/ready")[0], 200, "the rescan did not serve the repository")
+    finally:
+        check_eq(svc.stop(), 0)
+    p = run("serve", "--help")
+    check_eq(p.returncode, 0)
+    check_in("usage: predictd serve", p.stdout)
+    check_in("PREDICTD_LISTEN", p.stdout)
+    expect(["serve", "now"], 2, ["unexpected argument 'now'", "usage: predictd serve"])
+
+
+@test
+def key_files_the_process_cannot_use_stop_the_start():
+    setup()
+    base = {"PREDICTD_MODELS_DIR": MODELS, "PREDICTD_LISTEN": "127.0.0.1:0",
+            "PREDICTD_LOG_FORMAT": "text"}
+    long_key = write(os.path.join(TMP, "long.key"), "k" * 5000 + "\n", 0o600)
+    ctl_key = write(os.path.join(TMP, "ctl.key"), "abcdefgh\x01ijklmnopqrstu\n", 0o600)
+    for path, needle in ((long_key, "longer than 4096 characters"),
+                         (ctl_key, "16 to 4096 printable characters")):
+        p = run("serve", env=dict(base, PREDICTD_API_KEY_FILE=path), timeout=60)
+        check_eq(p.returncode, 2, p.stderr[-600:])
+        check_in(path, p.stderr)
+        check_in(needle, p.stderr)
+    # trailing CR, LF and spaces are not part of the key: the key works
+    key = "Z" * 32
+    crlf = write(os.path.join(TMP, "crlf.key"), key + " \r\n", 0o600)
+    svc = Service(MODELS, env={"PREDICTD_API_KEY_FILE": crlf}, name="crlf-key")
+    try:
+        check_eq(svc.get("/admin/models", headers={"X-API-Key": key})[0], 200)
+        check_eq(svc.get("/admin/models", headers={"X-API-Key": key + " "}, validate=False)[0],
+                 401)
+    finally:
+        check_eq(svc.stop(), 0)
+    # a key file this process cannot read: the message names its uid and gid
+    if os.geteuid() != 0:
+        raise Skip("the unreadable key file needs root to run predictd as nobody")
+    private = write(os.path.join(TMP, "root-only.key"), "Y" * 32 + "\n", 0o600)
+    e = dict(os.environ)
+    e.update(base, PREDICTD_API_KEY_FILE=private, PREDICTD_DATABASE_URL="",
+             PREDICTD_MODELS_DIR=TMP)
+    p = subprocess.run(["runuser", "-u", "nobody", "--", BIN, "serve"], env=e,
+                       capture_output=True, text=True, timeout=60)
+    check_eq(p.returncode, 2, p.stderr[-600:])
+    check_in(f"key file {private}: not readable by this process (uid 65534, gid 65534)",
+             p.stderr)
+
+
+@test
+def keygen_refuses_to_overwrite_or_write_nowhere():
+    path = os.path.join(TMP, "admin.key")
+    p = cli("keygen", "--api-key-file", path, "--print")
+    key = p.stdout.strip()
+    check_eq(len(key), 64)
+    check_eq(stat_mode(path), 0o600)
+    expect(["keygen", "--api-key-file", path], 1, ["File exists", "use --force to replace it"])
+    check_eq(open(path).read().strip(), key, "the key was replaced without --force")
+    expect(["keygen", "--api-key-file", os.path.join(TMP, "no", "dir", "k")], 1,
+           ["No such file or directory"])
+    # a symlink is not followed (O_NOFOLLOW): a planted link cannot redirect the key
+    link = os.path.join(TMP, "link.key")
+    os.symlink(os.path.join(TMP, "elsewhere.key"), link)
+    p = expect(["keygen", "--force", "--api-key-file", link], 1, ["predictd keygen: "])
+    check(not os.path.exists(os.path.join(TMP, "elsewhere.key")), "the link was followed")
+    p = run("keygen", "--help")
+    check_eq(p.returncode, 0)
+    check_in("usage: predictd keygen", p.stdout)
+
+
+def stat_mode(path):
+    return os.stat(path).st_mode & 0o7777
 
 
 if __name__ == "__main__":
