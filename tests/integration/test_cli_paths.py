@@ -552,6 +552,38 @@ def train_mlp_per_symbol_and_cost_publish_verified_versions():
 
 
 @test
+def train_promote_if_better_compares_with_the_default_model():
+    setup()
+    cli("seed", "--symbols", "POOLAUSDT,POOLBUSDT", "--timeframes", TF, "--count", "1500",
+        "--seed", "9")
+    out = os.path.join(TMP, "promote")
+    common = ["--timeframe", TF, "--models-dir", out, "--seed", "3", "--epochs", "30",
+              "--force"]
+    # two symbols pooled: the _default model of the timeframe
+    p = run("train", "--symbols", "POOLAUSDT,POOLBUSDT", *common, timeout=900)
+    check_eq(p.returncode, 0, p.stderr[-1500:])
+    check_in("== _default/1h", p.stdout)
+    check(os.path.isdir(os.path.join(out, "_default", TF, "1")), os.listdir(out))
+    # POOLAUSDT alone, published only if better than what serves it now (the default)
+    p = run("train", "--symbol", "POOLAUSDT", "--promote-if-better", *common, timeout=900)
+    check_eq(p.returncode, 0, p.stderr[-1500:])
+    check_in("vs serving _default v1", p.stdout)
+    result = [ln for ln in p.stdout.splitlines() if ln.startswith("result")]
+    check_eq(len(result), 1, p.stdout)
+    published = os.path.isdir(os.path.join(out, "POOLAUSDT", TF, "1"))
+    if "not promoted (not better)" in result[0]:
+        check(not published, "rejected, yet published")
+    else:
+        check_in("promoted: log-loss", result[0])
+        check_in("published v1", result[0])
+        check(published, "promoted, yet not published")
+    # --target names the series explicitly
+    p = run("train", "--symbol", "POOLBUSDT", "--target", "_default", *common, timeout=900)
+    check_eq(p.returncode, 0, p.stderr[-1500:])
+    check(os.path.isdir(os.path.join(out, "_default", TF, "2")), "no _default v2")
+
+
+@test
 def train_into_an_unwritable_repository_fails_and_says_where():
     setup()
     blocker = write(os.path.join(TMP, "repo-is-a-file"), "x")
