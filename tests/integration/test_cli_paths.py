@@ -166,6 +166,39 @@ def ingest_with_an_unknown_feed_says_which_feeds_exist():
     check_in("known:", p.stderr)
 
 
+@test
+def ingest_runs_the_demo_feed_until_sigterm():
+    setup()
+    import signal
+    import time
+    demo_dir = os.path.join(ROOT, "data", "demo")
+    p = cli("seed", "--demo", "--behind", "3", env={"PREDICTD_DEMO_DIR": demo_dir})
+    check_in("4 demo symbols seeded", p.stderr)
+    count = "SELECT count(*) FROM candles WHERE symbol = 'ETHBTC' AND timeframe = '1m'"
+    before = int(psql(count))
+    e = dict(os.environ, PREDICTD_DATABASE_URL=DB_URL, PREDICTD_FEED="demo",
+             PREDICTD_DEMO_DIR=demo_dir, PREDICTD_DEMO_STEP_MS="100",
+             PREDICTD_LOG_FORMAT="text")
+    log_path = os.path.join(TMP, "ingest.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([BIN, "ingest"], env=e, stdout=log, stderr=log)
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline and int(psql(count)) < before + 3:
+                check(proc.poll() is None, f"ingest exited {proc.returncode}")
+                time.sleep(0.1)
+            check(int(psql(count)) >= before + 3, "the demo feed wrote no minute")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=60)
+    text = open(log_path).read()
+    check_eq(rc, 0, text[-1500:])
+    check_in("feed demo running", text)
+    check_in("SIGTERM: stopping", text)
+    check(not [ln for ln in text.splitlines() if "Sanitizer" in ln or "runtime error" in ln],
+          text[-1500:])
+
+
 # ---------------------------------------------------------------------------
 # the database missing, refusing or unreachable
 
