@@ -372,7 +372,7 @@ def trades_import_with_a_late_trade_corrects_its_minute():
             f"{t0 + 30000},4,buy,99,0.5",  # late: minute 0, after minute 2 was seen
             f"{t0 + 30000},4,buy,99,0.5"]  # duplicate id: ignored
     path = write(os.path.join(TMP, "late.csv"), "\n".join(rows) + "\n")
-    p = cli("import", path, "--symbol", "LATEUSDT")
+    p = cli("import", path, "--symbol", "LATEUSDT", "--timeframe", "1m")  # 1m: what trades make
     # two corrections: minute 0 takes the late trade, and the flat minute 1
     # (written at minute 0's old close) follows its new close
     check_in("5 trades (1 duplicates ignored, 2 corrections) -> 3 1m candles of LATEUSDT", p.stderr)
@@ -617,6 +617,41 @@ def train_promote_if_better_compares_with_the_default_model():
 
 
 @test
+def train_interrupted_exits_130_and_publishes_nothing():
+    setup()
+    import signal
+    import time
+    out = os.path.join(TMP, "interrupted")
+    e = dict(os.environ, PREDICTD_DATABASE_URL=DB_URL, PREDICTD_LOG_FORMAT="text")
+    # many epochs of an MLP: the fit is still running when SIGINT arrives
+    proc = subprocess.Popen([BIN, "train", "--symbol", SYM, "--timeframe", TF, "--models-dir",
+                             out, "--kind", "mlp", "--hidden", "64,64", "--epochs", "100000",
+                             "--patience", "100000", "--force"], env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = ""
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            err += line
+            if "(fit)" in line:
+                break
+        check_in("(fit)", err, "the fit never started")
+        proc.send_signal(signal.SIGINT)
+        rest_out, rest_err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err += rest_err
+    check_eq(proc.returncode, 130, err[-1500:])
+    check_in(f"predictd train: {SYM}/{TF}: interrupted; nothing published", err)
+    check(not os.path.exists(os.path.join(out, SYM)), "an interrupted run published")
+
+
+@test
 def train_into_an_unwritable_repository_fails_and_says_where():
     setup()
     blocker = write(os.path.join(TMP, "repo-is-a-file"), "x")
@@ -637,6 +672,13 @@ def train_into_an_unwritable_repository_fails_and_says_where():
         env={"PREDICTD_DATABASE_URL": empty})
     expect(["train", "--all", "--timeframe", "1d", "--models-dir", os.path.join(TMP, "none"),
             "--database-url", empty], 1, ["no symbol has 1d candles"])
+    # seed --if-empty on that empty table seeds (what `make run` relies on)
+    p = cli("seed", "--if-empty", "--symbols", "EMPTYUSDT", "--timeframes", "1d", "--count", "7",
+            env={"PREDICTD_DATABASE_URL": empty})
+    check_in("EMPTYUSDT 1d: 7 candles", p.stderr)
+    p = cli("seed", "--if-empty", "--symbols", "EMPTYUSDT", "--timeframes", "1d", "--count", "7",
+            env={"PREDICTD_DATABASE_URL": empty})
+    check_in("7 candles already stored; nothing to do", p.stderr)
     # a symbol without candles: named, nothing published
     expect(["train", "--symbol", "NOCANDLEUSDT", "--timeframe", TF, "--models-dir",
             os.path.join(TMP, "none"), "--force"], 1, ["NOCANDLEUSDT"], stdout_empty=False)
@@ -665,6 +707,8 @@ def backtest_entries_file_and_its_errors():
     cli("seed", "--symbols", "NOMODUSDT", "--timeframes", TF, "--count", "50")
     expect(["backtest", "NOMODUSDT", TF, "--models-dir", MODELS], 1,
            [f"no verified model for NOMODUSDT {TF}"])
+    expect(["predict", SYM, TF, "extra"], 2, ["unexpected argument 'extra'",
+                                               "usage: predictd predict"])
     # a repository that is a file
     f = write(os.path.join(TMP, "repo-file-bt"), "x")
     expect(["backtest", SYM, TF, "--models-dir", f], 1, ["predictd backtest: "])
