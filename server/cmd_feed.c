@@ -146,7 +146,10 @@ int cmd_fetch(server_config *cfg, int argc, char **argv)
             to_s = argv[i] + 5;
         else if (argv[i][0] != '-' && !symbol)
             symbol = argv[i];
-        else if (strcmp(argv[i], "--help") && strcmp(argv[i], "-h") && !bad)
+        else if (!strcmp(argv[i], "--from") || !strcmp(argv[i], "--to")) {
+            fprintf(stderr, "predictd fetch: %s needs a value\n", argv[i]);
+            return 2;
+        } else if (strcmp(argv[i], "--help") && strcmp(argv[i], "-h") && !bad)
             bad = i; /* the first argument that is not understood */
     }
     if (cmd_wants_help(argc, argv) || bad || !symbol || !from_s) {

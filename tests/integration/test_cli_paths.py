@@ -127,6 +127,8 @@ def fetch_and_ingest_argument_errors_name_the_argument():
     expect(["fetch"], 2, ["SYMBOL is required", "usage: predictd fetch"])
     expect(["fetch", SYM], 2, ["--from is required"])
     expect(["fetch", SYM, "--from", "2024-01-01", "--bogus"], 2, ["unknown option '--bogus'"])
+    expect(["fetch", SYM, "--from"], 2, ["--from needs a value"])
+    expect(["fetch", SYM, "--from", "2024-01-01", "--to"], 2, ["--to needs a value"])
     expect(["fetch", SYM, "ETHUSDT", "--from", "2024-01-01"], 2,
            ["unexpected argument 'ETHUSDT'"])
     expect(["fetch", "btc", "--from", "2024-01-01"], 2, ["symbol 'btc' must match"])
@@ -797,6 +799,10 @@ def key_files_the_process_cannot_use_stop_the_start():
     setup()
     base = {"PREDICTD_MODELS_DIR": MODELS, "PREDICTD_LISTEN": "127.0.0.1:0",
             "PREDICTD_LOG_FORMAT": "text"}
+    p = run("serve", env=dict(base, PREDICTD_API_KEY="k" * 4097), timeout=60)
+    check_eq(p.returncode, 2, p.stderr[-600:])
+    check_in("PREDICTD_API_KEY: the key must be 16 to 4096 printable characters", p.stderr)
+    check("k" * 100 not in p.stderr, "the key was echoed")
     long_key = write(os.path.join(TMP, "long.key"), "k" * 5000 + "\n", 0o600)
     ctl_key = write(os.path.join(TMP, "ctl.key"), "abcdefgh\x01ijklmnopqrstu\n", 0o600)
     for path, needle in ((long_key, "longer than 4096 characters"),
