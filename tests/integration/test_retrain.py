@@ -1,7 +1,9 @@
 """The retraining schedule (PREDICTD_RETRAIN_INTERVAL): every series with a
 serving version gets a scheduled job whose parameters reproduce how its
 model was trained (kind and hidden layers of an MLP, the pooled symbols of
-a _default model, the cost and seed), promoted only if better; a queued
+a _default model, the cost and seed), promoted only if better; a _default
+model exported by another trainer (tools/, no symbols recorded) retrains
+on every symbol with candles of its timeframe; a queued
 scheduled job can be cancelled; the server still drains and exits 0 with a
 job running. The real binary against this file's PostgreSQL database."""
 import os
@@ -10,8 +12,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Service, check, check_eq, check_in, cli, need_services,  # noqa: E402
-                     prepare_database, run_tests, test)
+from harness import (ROOT, Service, check, check_eq, check_in, cli,  # noqa: E402
+                     need_services, prepare_database, run_tests, test)
 
 MODELS = tempfile.mkdtemp(prefix="predictd-retrain-")
 KEY = "r" * 40
@@ -30,7 +32,27 @@ def setup():
         cli("train", "--symbol", "MLPUSDT", "--kind", "mlp", "--hidden", "8,4", "--seed", "6",
             *common, timeout=900)
         cli("train", "--symbols", "PAUSDT,PBUSDT", "--seed", "7", *common, timeout=900)
+        # a _default/4h model exported by another trainer: no symbols in its
+        # metadata; two symbols have 4h candles
+        cli("seed", "--symbols", "FOURAUSDT,FOURBUSDT", "--timeframes", "4h", "--count", "400")
+        publish_external_default("4h")
         state["ready"] = True
+
+
+def publish_external_default(tf):
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import numpy as np
+    import predictd_model as pm
+    nf = len(pm.DEFAULT_FEATURES)
+    m = pm.new_model("SOFTMAX", pm.DEFAULT_FEATURES, ["LONG", "SHORT", "NO_TRADE"],
+                     meta=pm.make_meta("external", trained_at=1700000000))
+    m.layers.append(pm.dense(np.arange(3 * nf, dtype=np.float64).reshape(3, nf) / 1000,
+                             [0.1, -0.2, 0.0]))
+    sc = pm.make_scaler(pm.DEFAULT_FEATURES)
+    X = np.random.default_rng(1).standard_normal((8, nf))
+    pm.add_golden(m, X, pm.reference_predict(m, sc, X))
+    version, d = pm.publish(MODELS, "_default", tf, m, sc)
+    check_eq(cli("models", "verify", d).returncode, 0)
 
 
 def admin(svc, method, path):
@@ -43,7 +65,7 @@ def the_schedule_queues_one_job_per_serving_series_with_its_parameters():
     svc = Service(MODELS, env={"PREDICTD_API_KEY": KEY, "PREDICTD_RETRAIN_INTERVAL": "1"},
                   name="retrain-schedule")
     try:
-        want = {"SOFTUSDT", "MLPUSDT", "_default"}
+        want = {"SOFTUSDT/1h", "MLPUSDT/1h", "_default/1h", "_default/4h"}
         seen = {}
         deadline = time.time() + 120
         while time.time() < deadline and set(seen) != want:
@@ -51,19 +73,23 @@ def the_schedule_queues_one_job_per_serving_series_with_its_parameters():
             check_eq(status, 200, body)
             for j in body["jobs"]:
                 if j["scheduled"]:
-                    seen.setdefault(j["symbol"], j)
+                    seen.setdefault(f"{j['symbol']}/{j['timeframe']}", j)
             time.sleep(0.2)
         check_eq(set(seen), want, f"scheduled jobs: {sorted(seen)}")
-        for sym, j in seen.items():
-            check_eq(j["timeframe"], TF)
+        for j in seen.values():
             check_eq(j["params"]["promote_if_better"], True, j["params"])
-        check_eq(seen["MLPUSDT"]["params"]["kind"], "mlp")
-        check_eq(seen["MLPUSDT"]["params"]["hidden"], [8, 4])
-        check_eq(seen["MLPUSDT"]["params"]["seed"], 6)
-        check_eq(seen["SOFTUSDT"]["params"]["kind"], "softmax")
-        check_eq(seen["SOFTUSDT"]["params"]["cost_bps"], 6)
-        check_eq(sorted(seen["_default"]["params"]["symbols"]), ["PAUSDT", "PBUSDT"])
-        check_eq(seen["_default"]["params"]["target"], "_default")
+        mlp, soft = seen["MLPUSDT/1h"]["params"], seen["SOFTUSDT/1h"]["params"]
+        check_eq(mlp["kind"], "mlp")
+        check_eq(mlp["hidden"], [8, 4])
+        check_eq(mlp["seed"], 6)
+        check_eq(soft["kind"], "softmax")
+        check_eq(soft["cost_bps"], 6)
+        check_eq(soft["symbols"], ["SOFTUSDT"])
+        check_eq(sorted(seen["_default/1h"]["params"]["symbols"]), ["PAUSDT", "PBUSDT"])
+        check_eq(seen["_default/1h"]["params"]["target"], "_default")
+        # the external model recorded no symbols: every symbol with 4h candles
+        check_eq(sorted(seen["_default/4h"]["params"]["symbols"]), ["FOURAUSDT", "FOURBUSDT"])
+        check_eq(seen["_default/4h"]["params"]["kind"], "softmax")
         # the status says the schedule runs
         status, _, body = svc.get("/health/status")
         check_eq(status, 200, body)
