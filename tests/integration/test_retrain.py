@@ -3,7 +3,8 @@ serving version gets a scheduled job whose parameters reproduce how its
 model was trained (kind and hidden layers of an MLP, the pooled symbols of
 a _default model, the cost and seed), promoted only if better; a _default
 model exported by another trainer (tools/, no symbols recorded) retrains
-on every symbol with candles of its timeframe; a queued
+on every symbol with candles of its timeframe; a tree ensemble (which this
+trainer does not make) is skipped and the log says so; a queued
 scheduled job can be cancelled; the server still drains and exits 0 with a
 job running. The real binary against this file's PostgreSQL database."""
 import os
@@ -36,7 +37,30 @@ def setup():
         # metadata; two symbols have 4h candles
         cli("seed", "--symbols", "FOURAUSDT,FOURBUSDT", "--timeframes", "4h", "--count", "400")
         publish_external_default("4h")
+        publish_trees("TREEUSDT", TF)
         state["ready"] = True
+
+
+def publish_trees(symbol, tf):
+    """A tree ensemble of three one-leaf trees (an XGBoost export's shape)."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import numpy as np
+    import predictd_model as pm
+    p = pm.pb2()
+    nf = len(pm.DEFAULT_FEATURES)
+    m = pm.new_model("TREES", pm.DEFAULT_FEATURES, ["LONG", "SHORT", "NO_TRADE"],
+                     meta=pm.make_meta("xgboost", trained_at=1700000000))
+    te = m.trees
+    te.n_features, te.n_classes, te.rule = nf, 3, p.LESS
+    for c, v in enumerate((0.2, -0.1, 0.0)):
+        te.trees.append(pm.compact_tree([-1], [0.0], [-1], [-1], [v]))
+        te.tree_class.append(c)
+    te.base_score.extend([0.5, 0.5, 0.5])
+    sc = pm.make_scaler(pm.DEFAULT_FEATURES)
+    X = np.random.default_rng(2).standard_normal((8, nf))
+    pm.add_golden(m, X, pm.reference_predict(m, sc, X))
+    version, d = pm.publish(MODELS, symbol, tf, m, sc)
+    check_eq(cli("models", "verify", d).returncode, 0)
 
 
 def publish_external_default(tf):
@@ -90,6 +114,10 @@ def the_schedule_queues_one_job_per_serving_series_with_its_parameters():
         # the external model recorded no symbols: every symbol with 4h candles
         check_eq(sorted(seen["_default/4h"]["params"]["symbols"]), ["FOURAUSDT", "FOURBUSDT"])
         check_eq(seen["_default/4h"]["params"]["kind"], "softmax")
+        # the tree ensemble serves but is not retrained: skipped, with the reason
+        check("TREEUSDT/1h" not in seen, seen.get("TREEUSDT/1h"))
+        check_in("retrain TREEUSDT/1h: v1 is not a model this trainer makes; skipped",
+                 svc.logs())
         # the status says the schedule runs
         status, _, body = svc.get("/health/status")
         check_eq(status, 200, body)
