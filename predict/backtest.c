@@ -133,8 +133,10 @@ int predict_backtest_run(predict_service *svc, const predict_backtest_options *o
         if (rc)
             return rc;
     } else if (rc) {
-        snprintf(why, whylen, "no model %s%u for %s %s", o->version ? "version " : "", o->version,
-                 o->symbol, o->tf);
+        if (o->version)
+            snprintf(why, whylen, "no model version %u for %s %s", o->version, o->symbol, o->tf);
+        else /* version 0 is "the serving one", not a number to print */
+            snprintf(why, whylen, "no verified model for %s %s", o->symbol, o->tf);
         return rc;
     }
     const inference_policy *pol = inference_model_policy(registry_version_model(v));

@@ -207,8 +207,10 @@ int cmd_backtest(server_config *cfg, int argc, char **argv)
     store_ledger *ledger = NULL;
     predict_backtest bt;
     memset(&bt, 0, sizeof bt);
-    if (store_init(cfg->database_url, NULL, false) != 0)
+    if (store_init(cfg->database_url, NULL, false) != 0) {
+        fprintf(stderr, "predictd backtest: the database URL is not usable (see the log line)\n");
         return 1;
+    }
     if (registry_new(cfg->models_dir, &reg) != 0 || registry_scan(reg, o.symbol, o.tf) != 0) {
         fprintf(stderr, "predictd backtest: cannot read the model repository %s\n",
                 cfg->models_dir);

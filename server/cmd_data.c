@@ -5,6 +5,8 @@
  * stderr. Nothing here talks SQL: the store module does.
  */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,11 +87,25 @@ int cmd_migrate(server_config *cfg, int argc, char **argv)
     int rc = store_migrate(cfg->migrations_dir);
     store_shutdown();
     if (rc) {
-        fprintf(stderr, "predictd migrate: %s\n", util_strerror(rc));
+        /* name the directory: "not found" alone does not say what is missing */
+        fprintf(stderr, "predictd migrate: %s (migrations directory %s)\n", util_strerror(rc),
+                cfg->migrations_dir);
         return 1;
     }
     fprintf(stderr, "predictd migrate: schema up to date\n");
     return 0;
+}
+
+/* A whole decimal integer (no trailing text); false otherwise. */
+static bool parse_long(const char *v, long *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end)
+        return false;
+    *out = x;
+    return true;
 }
 
 /* Splits a comma list into a static-lifetime array of at most max items
@@ -122,20 +138,30 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
             symlist = strdup(v);
         else if ((v = flag_value(argc, argv, &i, "--timeframes")))
             tflist = strdup(v);
-        else if ((v = flag_value(argc, argv, &i, "--count")))
-            count = strtol(v, NULL, 10);
-        else if ((v = flag_value(argc, argv, &i, "--seed")))
-            seed = strtoull(v, NULL, 10);
-        else if (!strcmp(argv[i], "--if-empty"))
+        else if ((v = flag_value(argc, argv, &i, "--count"))) {
+            if (!parse_long(v, &count))
+                count = -1; /* refused below with the range */
+        } else if ((v = flag_value(argc, argv, &i, "--seed"))) {
+            char *end;
+            errno = 0;
+            seed = strtoull(v, &end, 10);
+            if (errno || end == v || *end || v[0] == '-') {
+                fprintf(stderr, "predictd seed: --seed: '%s' is not an unsigned integer\n", v);
+                free(symlist);
+                free(tflist);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--if-empty"))
             if_empty = 1;
         else if (!strcmp(argv[i], "--demo"))
             demo = 1;
         else if ((v = flag_value(argc, argv, &i, "--demo-files"))) {
             demo = 1;
             demo_files = v;
-        } else if ((v = flag_value(argc, argv, &i, "--behind")))
-            behind = strtol(v, NULL, 10);
-        else {
+        } else if ((v = flag_value(argc, argv, &i, "--behind"))) {
+            if (!parse_long(v, &behind))
+                behind = -1; /* refused below with the range */
+        } else {
             fprintf(cmd_usage_out("seed", argc, argv, i),
                     "usage: predictd seed [--symbols A,B] [--timeframes 15m,1h] [--count N] "
                     "[--seed N] [--if-empty]\n"
@@ -154,7 +180,7 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
             return cmd_wants_help(argc, argv) ? 0 : 2;
         }
     }
-    int exit_code = 1;
+    int exit_code = 2; /* the argument checks below are usage errors */
     if (symlist)
         nsym = split(symlist, symbols, 64);
     if (tflist)
@@ -174,6 +200,11 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
                     util_tf_list());
             goto out;
         }
+    if (behind < 0 || behind > 100000) {
+        fprintf(stderr, "predictd seed: --behind must be 0..100000 minutes\n");
+        goto out;
+    }
+    exit_code = 1;
     if (need_db(cfg, "seed"))
         goto out;
     if (if_empty) {
@@ -194,10 +225,6 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
     if (demo) {
         char why[512] = "";
         size_t k = 0;
-        if (behind < 0 || behind > 100000) {
-            fprintf(stderr, "predictd seed: --behind must be 0..100000 minutes\n");
-            goto out_db;
-        }
         int rc = feed_demo_seed(demo_files, now, (int)behind, &k, why, sizeof why);
         if (rc) {
             fprintf(stderr, "predictd seed: %s\n", why[0] ? why : util_strerror(rc));
@@ -210,8 +237,7 @@ int cmd_seed(server_config *cfg, int argc, char **argv)
     for (size_t s = 0; s < nsym; s++)
         for (size_t t = 0; t < ntf; t++) {
             int kind = STORE_SERIES_NONE;
-            if (store_series_kind(symbols[s], tfs[t], &kind) == 0 &&
-                kind == STORE_SERIES_DERIVED) {
+            if (store_series_kind(symbols[s], tfs[t], &kind) == 0 && kind == STORE_SERIES_DERIVED) {
                 fprintf(stderr, "predictd seed: %s %s: derived from %s 1m, not seeded\n",
                         symbols[s], tfs[t], symbols[s]);
                 continue;
@@ -237,26 +263,53 @@ out:
     return exit_code;
 }
 
-/* Reads FILE, or stdin when path is NULL or "-", under a byte limit. */
-static int read_input(const char *path, char **out, size_t *len)
+/* Reads FILE, or stdin when path is NULL or "-", under a byte limit. A
+ * file is opened as a user names it: through a symlink, or a pipe such as
+ * bash's <(zcat x.csv.gz) (util_read_file, which the model repository uses,
+ * refuses both). On failure *why holds the system's reason when it has one
+ * (ENOENT is PD_ENOTFOUND, said by the caller). */
+static int read_input(const char *path, char **out, size_t *len, char *why, size_t whylen)
 {
-    if (path && strcmp(path, "-") != 0)
-        return util_read_file(path, MAX_CSV_BYTES, out, len);
+    int fd = STDIN_FILENO;
+    why[0] = '\0';
+    if (path && strcmp(path, "-") != 0) {
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+            if (errno == ENOENT)
+                return PD_ENOTFOUND;
+            snprintf(why, whylen, "%s", strerror(errno));
+            return PD_EIO;
+        }
+    }
     util_buf b;
     util_buf_init(&b);
     char chunk[65536];
     ssize_t r;
-    while ((r = read(STDIN_FILENO, chunk, sizeof chunk)) > 0) {
+    int rc = 0;
+    for (;;) {
+        r = read(fd, chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
         util_buf_append(&b, chunk, (size_t)r);
         if (b.len > MAX_CSV_BYTES) {
-            util_buf_cleanup(&b);
-            return PD_ETOOBIG;
+            rc = PD_ETOOBIG;
+            break;
         }
     }
+    if (r < 0) {
+        snprintf(why, whylen, "%s", strerror(errno)); /* EISDIR: "Is a directory" */
+        rc = PD_EIO;
+    }
+    if (fd != STDIN_FILENO)
+        close(fd);
     util_buf_puts(&b, "");
-    if (r < 0 || !util_buf_ok(&b)) {
+    if (rc == 0 && !util_buf_ok(&b))
+        rc = PD_ENOMEM;
+    if (rc) {
         util_buf_cleanup(&b);
-        return r < 0 ? PD_EIO : PD_ENOMEM;
+        return rc;
     }
     *len = b.len;
     *out = util_buf_steal(&b);
@@ -341,6 +394,7 @@ out:
 int cmd_import(server_config *cfg, int argc, char **argv)
 {
     const char *file = NULL, *symbol = NULL, *tf = NULL;
+    int bad = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         if ((v = flag_value(argc, argv, &i, "--symbol")))
@@ -351,11 +405,12 @@ int cmd_import(server_config *cfg, int argc, char **argv)
             file = argv[i]; /* "-": stdin, as read_input reads it */
         else {
             file = NULL;
+            bad = i;
             break;
         }
     }
     if (cmd_wants_help(argc, argv) || !file || !symbol) {
-        fprintf(cmd_usage_out("import", argc, argv, 0),
+        fprintf(cmd_usage_out("import", argc, argv, bad),
                 "usage: predictd import FILE|- --symbol SYMBOL [--timeframe TF]\n"
                 "Loads candles from a Binance kline CSV (12 columns, with or without header,\n"
                 "ms or us times) or open_time,open,high,low,close,volume (RFC 3339 or epoch);\n"
@@ -379,9 +434,10 @@ int cmd_import(server_config *cfg, int argc, char **argv)
     }
     char *text = NULL;
     size_t len = 0;
-    int rc = read_input(file, &text, &len);
+    char rwhy[256];
+    int rc = read_input(file, &text, &len, rwhy, sizeof rwhy);
     if (rc) {
-        fprintf(stderr, "predictd import: %s: %s\n", file, util_strerror(rc));
+        fprintf(stderr, "predictd import: %s: %s\n", file, rwhy[0] ? rwhy : util_strerror(rc));
         return 1;
     }
     if (feed_trades_csv_is(text, len)) {
@@ -449,9 +505,10 @@ int cmd_features(server_config *cfg, int argc, char **argv)
         const char *v;
         if ((v = flag_value(argc, argv, &i, "--spec")))
             spec = v;
-        else if ((v = flag_value(argc, argv, &i, "--window")))
-            window = strtol(v, NULL, 10);
-        else if ((argv[i][0] != '-' || !strcmp(argv[i], "-")) && !file)
+        else if ((v = flag_value(argc, argv, &i, "--window"))) {
+            if (!parse_long(v, &window))
+                window = -1; /* refused below with the range */
+        } else if ((argv[i][0] != '-' || !strcmp(argv[i], "-")) && !file)
             file = argv[i];
         else {
             fprintf(cmd_usage_out("features", argc, argv, i),
@@ -489,16 +546,16 @@ int cmd_features(server_config *cfg, int argc, char **argv)
     if (window == 0)
         window = (long)min;
     if (window < (long)min || window > 100000) {
-        fprintf(stderr, "predictd features: --window must be %zu..100000 for these specs\n",
-                min);
+        fprintf(stderr, "predictd features: --window must be %zu..100000 for these specs\n", min);
         features_set_free(fs);
         return 2;
     }
     char *text = NULL;
     size_t len = 0;
-    rc = read_input(file, &text, &len);
+    rc = read_input(file, &text, &len, why, sizeof why);
     if (rc) {
-        fprintf(stderr, "predictd features: %s: %s\n", file ? file : "stdin", util_strerror(rc));
+        fprintf(stderr, "predictd features: %s: %s\n", file ? file : "stdin",
+                why[0] ? why : util_strerror(rc));
         features_set_free(fs);
         return 1;
     }

@@ -64,7 +64,7 @@ void server_feed_metrics(void *arg, struct util_buf *out)
 int cmd_ingest(server_config *cfg, int argc, char **argv)
 {
     if (cmd_wants_help(argc, argv) || argc > 1) {
-        FILE *o = cmd_wants_help(argc, argv) ? stdout : stderr;
+        FILE *o = cmd_usage_out("ingest", argc, argv, 1);
         fprintf(o, "usage: predictd ingest [options]\n"
                    "Runs the market-data feed of PREDICTD_FEED (e.g. binance:BTCUSDT,ETHUSDT)\n"
                    "alone, writing 1m candles (every timeframe is derived from them). Of the\n"
@@ -134,7 +134,7 @@ static void progress(int64_t done, int64_t total, void *arg)
 int cmd_fetch(server_config *cfg, int argc, char **argv)
 {
     const char *symbol = NULL, *from_s = NULL, *to_s = NULL;
-    bool bad = false;
+    int bad = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--from") && i + 1 < argc)
             from_s = argv[++i];
@@ -146,11 +146,17 @@ int cmd_fetch(server_config *cfg, int argc, char **argv)
             to_s = argv[i] + 5;
         else if (argv[i][0] != '-' && !symbol)
             symbol = argv[i];
-        else if (strcmp(argv[i], "--help") && strcmp(argv[i], "-h"))
-            bad = true;
+        else if (!strcmp(argv[i], "--from") || !strcmp(argv[i], "--to")) {
+            fprintf(stderr, "predictd fetch: %s needs a value\n", argv[i]);
+            return 2;
+        } else if (strcmp(argv[i], "--help") && strcmp(argv[i], "-h") && !bad)
+            bad = i; /* the first argument that is not understood */
     }
     if (cmd_wants_help(argc, argv) || bad || !symbol || !from_s) {
-        FILE *o = cmd_wants_help(argc, argv) ? stdout : stderr;
+        FILE *o = cmd_usage_out("fetch", argc, argv, bad);
+        if (o == stderr && !bad)
+            fprintf(stderr, "predictd fetch: %s\n",
+                    !symbol ? "SYMBOL is required" : "--from is required");
         fprintf(o, "usage: predictd fetch SYMBOL --from DATE [--to DATE]\n"
                    "Downloads the closed 1m candles of SYMBOL from Binance's REST API\n"
                    "(GET /api/v3/klines, PREDICTD_BINANCE_REST_URL) into the candles table;\n"

@@ -37,8 +37,10 @@ int cmd_predict(server_config *cfg, int argc, char **argv)
     int exit_code = 1;
     registry *reg = NULL;
     predict_service *svc = NULL;
-    if (store_init(cfg->database_url, cfg->redis_url, false) != 0)
+    if (store_init(cfg->database_url, cfg->redis_url, false) != 0) {
+        fprintf(stderr, "predictd predict: the database URL is not usable (see the log line)\n");
         return 1;
+    }
     if (registry_new(cfg->models_dir, &reg) != 0 || registry_scan(reg, NULL, NULL) != 0) {
         fprintf(stderr, "predictd predict: cannot read the model repository %s\n", cfg->models_dir);
         goto out;

@@ -322,6 +322,7 @@ int cmd_train(int argc, char **argv)
             }
             if (n == 0) {
                 fprintf(stderr, "predictd train: no symbol has %s candles\n", p.timeframe);
+                store_strv_free(list, n); /* an empty list is still allocated */
                 store_shutdown();
                 return 1;
             }

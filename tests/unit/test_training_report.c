@@ -1,0 +1,287 @@
+/*
+ * The trainer's pure helpers that the runs on real data do not reach: the
+ * signal policy's refusals (each field out of range, in order, with its
+ * sentence), the metrics table's outcome lines (rejected, below_baseline,
+ * not published, a promotion comparison, no data range), the metrics JSON
+ * of zero, one and several metrics, and the dataset builder's refusals of
+ * bad arguments. No database.
+ */
+#include <stdatomic.h>
+
+#include "training/internal.h"
+#include "unit.h"
+
+/* What training_result_print writes, as a string (caller frees). */
+static char *printed(const training_result *r)
+{
+    char *text = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&text, &n);
+    if (!f)
+        return NULL;
+    training_result_print(r, f);
+    fclose(f);
+    return text;
+}
+
+/* The i-th way of spoiling a good policy (the order of says[] below). */
+static void spoil(inference_policy *p, size_t i)
+{
+    switch (i) {
+    case 0:
+        p->sl_atr = NAN;
+        break;
+    case 1:
+        p->sl_atr = 0;
+        break;
+    case 2:
+        p->tp_r[0] = -1;
+        break;
+    case 3:
+        p->tp_r[0] = INFINITY;
+        break;
+    case 4:
+        p->tp_r[1] = p->tp_r[0] / 2;
+        break;
+    case 5:
+        p->tp_r[1] = NAN;
+        break;
+    case 6:
+        p->tp_r[2] = p->tp_r[1] / 2;
+        break;
+    case 7:
+        p->tp_r[2] = INFINITY;
+        break;
+    case 8:
+        p->horizon = 0;
+        break;
+    case 9:
+        p->horizon = 10001;
+        break;
+    case 10:
+        p->min_confidence = -0.01;
+        break;
+    case 11:
+        p->min_confidence = 1.01;
+        break;
+    case 12:
+        p->min_confidence = NAN;
+        break;
+    case 13:
+        p->atr_period = 0;
+        break;
+    case 14:
+        p->atr_period = 1001;
+        break;
+    case 15:
+        p->max_age_s = -1;
+        break;
+    case 16:
+        p->cost_bps = -0.5;
+        break;
+    case 17:
+        p->cost_bps = 10000;
+        break;
+    case 18:
+        p->cost_bps = NAN;
+        break;
+    case 19:
+        p->min_risk_costs = -1;
+        break;
+    default:
+        p->min_risk_costs = INFINITY;
+        break;
+    }
+}
+
+TEST(test_policy_check_names_each_bad_field)
+{
+    inference_policy ok;
+    training_policy_default(&ok);
+    char why[128] = "";
+    CHECK_EQ_INT(training__policy_check(&ok, why, sizeof why), 0);
+    CHECK_EQ_STR(why, "");
+
+    static const char *const says[] = {
+        "sl_atr must be a positive number",
+        "sl_atr must be a positive number",
+        "tp_r must be positive numbers",
+        "tp_r must be positive numbers",
+        "tp_r must be three ascending positive numbers",
+        "tp_r must be three ascending positive numbers",
+        "tp_r must be three ascending positive numbers",
+        "tp_r must be three ascending positive numbers",
+        "horizon must be 1..10000 candles",
+        "horizon must be 1..10000 candles",
+        "min_confidence must be in [0, 1]",
+        "min_confidence must be in [0, 1]",
+        "min_confidence must be in [0, 1]",
+        "atr_period must be 1..1000",
+        "atr_period must be 1..1000",
+        "max_age_s must be >= 0",
+        "cost_bps must be in [0, 10000)",
+        "cost_bps must be in [0, 10000)",
+        "cost_bps must be in [0, 10000)",
+        "min_risk_costs must be >= 0",
+        "min_risk_costs must be >= 0",
+    };
+    for (size_t i = 0; i < sizeof says / sizeof says[0]; i++) {
+        inference_policy p = ok;
+        spoil(&p, i);
+        why[0] = '\0';
+        CHECK_EQ_INT(training__policy_check(&p, why, sizeof why), PD_EINVAL);
+        CHECK_EQ_STR(why, says[i]);
+        /* without a buffer: the same verdict, nothing written */
+        CHECK_EQ_INT(training__policy_check(&p, NULL, 0), PD_EINVAL);
+        CHECK_EQ_INT(training__policy_check(&p, why, 0), PD_EINVAL);
+    }
+    /* the edges that are allowed */
+    inference_policy p = ok;
+    p.horizon = 10000;
+    p.min_confidence = 1;
+    p.atr_period = 1000;
+    p.max_age_s = 0;
+    p.cost_bps = 0;
+    p.min_risk_costs = 0;
+    p.tp_r[0] = p.tp_r[1] = p.tp_r[2] = 2; /* equal take-profits are ascending */
+    CHECK_EQ_INT(training__policy_check(&p, why, sizeof why), 0);
+}
+
+TEST(test_result_print_outcomes)
+{
+    training_result *r = calloc(1, sizeof *r);
+    CHECK(r != NULL);
+    if (!r)
+        return;
+    snprintf(r->target, sizeof r->target, "BTCUSDT");
+    r->test_accuracy = NAN;
+    r->baseline_accuracy = NAN;
+    static const struct {
+        training_outcome o;
+        const char *line;
+    } outcomes[] = {
+        {TRAINING_PUBLISHED, "result      published\n"},
+        {TRAINING_REJECTED, "result      rejected\n"},
+        {TRAINING_BELOW_BASELINE, "result      below_baseline\n"},
+        {TRAINING_NOT_PUBLISHED, "result      not published\n"},
+    };
+    for (size_t i = 0; i < sizeof outcomes / sizeof outcomes[0]; i++) {
+        r->outcome = outcomes[i].o;
+        char *t = printed(r);
+        CHECK(t != NULL);
+        if (!t)
+            continue;
+        CHECK(strstr(t, outcomes[i].line) != NULL);
+        CHECK(strstr(t, "series      BTCUSDT\n") != NULL);
+        /* no data range: dashes, not 1970 */
+        CHECK(strstr(t, "data        - .. -\n") != NULL);
+        /* the accuracy row of a result without figures says n/a */
+        CHECK(strstr(t, "  accuracy                          n/a        n/a\n") != NULL);
+        CHECK(strstr(t, "promotion") == NULL);
+        free(t);
+    }
+    /* a message wins over the outcome's word; a comparison with the serving
+     * version is printed with both log-losses */
+    r->outcome = TRAINING_REJECTED;
+    snprintf(r->message, sizeof r->message, "rejected: not better than v3");
+    r->old_version = 3;
+    snprintf(r->old_series, sizeof r->old_series, "_default");
+    r->new_log_loss = 0.91234;
+    r->old_log_loss = 0.9;
+    r->compared = 120;
+    r->data_from = 1704067200;
+    r->data_to = 1704070800;
+    training__metric_add(r, "cal_60_n", 12);
+    training__metric_add(r, "cal_60_p", 0.64);
+    training__metric_add(r, "cal_60_hit", 0.5);
+    char *t = printed(r);
+    CHECK(t != NULL);
+    if (t) {
+        CHECK(strstr(t, "result      rejected: not better than v3\n") != NULL);
+        CHECK(strstr(t, "promotion   log-loss new 0.91234 vs serving _default v3 0.90000 on "
+                        "120 samples\n") != NULL);
+        CHECK(strstr(t, "data        2024-01-01T00:00:00Z .. 2024-01-01T01:00:00Z\n") != NULL);
+        CHECK(strstr(t, "      0.6      12  0.6400  0.5000\n") != NULL);
+        CHECK(strstr(t, "0.8  ") == NULL); /* empty bins are not printed */
+        free(t);
+    }
+    free(r);
+}
+
+TEST(test_metrics_json)
+{
+    training_result *r = calloc(1, sizeof *r);
+    CHECK(r != NULL);
+    if (!r)
+        return;
+    util_buf b;
+    util_buf_init(&b);
+    training_result_metrics_json(r, &b);
+    CHECK(util_buf_ok(&b));
+    CHECK_EQ_STR(b.data, "{}");
+    util_buf_reset(&b);
+    training__metric_add(r, "log_loss", 0.5);
+    training_result_metrics_json(r, &b);
+    CHECK_EQ_STR(b.data, "{\"log_loss\":0.5}");
+    util_buf_reset(&b);
+    training__metric_add(r, "calls", 12);
+    training__metric_add(r, "brier", NAN);     /* undefined: not recorded */
+    training__metric_add(r, "log_loss", 0.25); /* a second value replaces the first */
+    training_result_metrics_json(r, &b);
+    CHECK_EQ_STR(b.data, "{\"log_loss\":0.25,\"calls\":12}");
+    CHECK_NEAR(training_result_metric(r, "calls"), 12, 0);
+    CHECK(isnan(training_result_metric(r, "absent")));
+    util_buf_cleanup(&b);
+    free(r);
+}
+
+TEST(test_dataset_refuses_bad_arguments)
+{
+    size_t nd;
+    const char *const *specs = features_default_specs(&nd);
+    features_set *fs = NULL;
+    CHECK_EQ_INT(features_set_new(specs, nd, &fs, NULL, 0), 0);
+    if (!fs)
+        return;
+    inference_policy pol;
+    training_policy_default(&pol);
+    size_t w = features_set_min_window(fs) + 20;
+    features_candle c[4] = {{0}};
+    const features_candle *series[1] = {c};
+    size_t lens[1] = {4};
+    training_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    CHECK_EQ_INT(training_dataset_build(NULL, w, &pol, series, lens, 1, NULL, NULL, NULL, &ds),
+                 PD_EINVAL);
+    CHECK_EQ_INT(training_dataset_build(fs, w, NULL, series, lens, 1, NULL, NULL, NULL, &ds),
+                 PD_EINVAL);
+    CHECK_EQ_INT(training_dataset_build(fs, w, &pol, NULL, lens, 1, NULL, NULL, NULL, &ds),
+                 PD_EINVAL);
+    CHECK_EQ_INT(training_dataset_build(fs, w, &pol, series, NULL, 1, NULL, NULL, NULL, &ds),
+                 PD_EINVAL);
+    /* a window no longer than the ATR period cannot label */
+    inference_policy longatr = pol;
+    longatr.atr_period = (uint32_t)w;
+    CHECK_EQ_INT(training_dataset_build(fs, w, &longatr, series, lens, 1, NULL, NULL, NULL, &ds),
+                 PD_EINVAL);
+    inference_policy bad = pol;
+    bad.sl_atr = -1;
+    CHECK_EQ_INT(training_dataset_build(fs, w, &bad, series, lens, 1, NULL, NULL, NULL, &ds),
+                 PD_EINVAL);
+    /* no series at all: no data, not a crash */
+    CHECK_EQ_INT(training_dataset_build(fs, w, &pol, NULL, NULL, 0, NULL, NULL, NULL, &ds),
+                 PD_ENODATA);
+    /* the cleanup of an empty or NULL dataset is harmless */
+    training_dataset_cleanup(&ds);
+    training_dataset_cleanup(NULL);
+    features_set_free(fs);
+}
+
+int main(void)
+{
+    RUN(test_policy_check_names_each_bad_field);
+    RUN(test_result_print_outcomes);
+    RUN(test_metrics_json);
+    RUN(test_dataset_refuses_bad_arguments);
+    return unit_report();
+}
