@@ -597,8 +597,20 @@ def refused_connections_are_logged_once_per_episode_with_a_count():
     svc = Service(tempfile.mkdtemp(prefix="predictd-httperr-episode-"),
                   env={"PREDICTD_PER_IP_CONNECTIONS": "2", "PREDICTD_LOG_FORMAT": "text",
                        "PREDICTD_HEADER_TIMEOUT": "60"})  # the held ones stay
-    held = [socket.create_connection(("127.0.0.1", svc.port), timeout=5) for _ in range(2)]
-    time.sleep(0.3)  # both accepted
+    # two connections the server has surely accepted (each answered one
+    # keep-alive request; a sleep is not enough under load, where two pool
+    # threads may take a held connection and the next one in either order)
+    held = []
+    for _ in range(2):
+        h = socket.create_connection(("127.0.0.1", svc.port), timeout=5)
+        h.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = h.recv(4096)
+            check(chunk, "a held connection was answered")
+            got += chunk
+        check(got.startswith(b"HTTP/1.1 200"), got[:40])
+        held.append(h)
 
     def refused_once():
         """One connection over the address's limit: libmicrohttpd closes it."""
