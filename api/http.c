@@ -1,8 +1,8 @@
 /*
  * http.c: the libmicrohttpd daemon and everything every request goes through.
  *
- * libmicrohttpd runs on its epoll thread pool (not a thread per
- * connection), with a connection limit, a per-address connection limit, an
+ * libmicrohttpd runs on its thread pool (not a thread per connection),
+ * each worker polling its connections with poll(2), with a connection limit, a per-address connection limit, an
  * idle timeout and a per-connection memory limit (request line and headers
  * must fit in it: a URL past it gets libmicrohttpd's own 414). Its access
  * handler is ours (access_handler): it fills Ulfius' request and response
@@ -981,9 +981,16 @@ int api_http_start(api_context *ctx, api_http **out)
          * would drop SO_REUSEADDR too) */
         {ctx->opt.reuse_port ? MHD_OPTION_LISTENING_ADDRESS_REUSE : MHD_OPTION_END, 1, NULL},
         {MHD_OPTION_END, 0, NULL}};
-    /* MHD_ALLOW_UPGRADE: the WebSocket route takes its connection over */
+    /* MHD_ALLOW_UPGRADE: the WebSocket route takes its connection over.
+     * poll(2), not epoll: libmicrohttpd 0.9.75's MHD_quiesce_daemon (the
+     * drain) races its epoll workers, which remove the listen socket from
+     * their epoll sets themselves once they see the daemon quiesced; the
+     * loser's epoll_ctl fails with ENOENT and libmicrohttpd aborts the
+     * process ("Failed to remove listen FD from epoll set", seen once in a
+     * SIGTERM under test). With poll the drain only signals the workers.
+     * Each worker polls its own connections (max_connections / threads). */
     unsigned int flags =
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
+        MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
     if (v6)
         flags |= MHD_USE_IPv6;
     h->daemon = MHD_start_daemon(flags, (uint16_t)ctx->opt.listen_port, NULL, NULL, access_handler,
@@ -1044,12 +1051,8 @@ void api_http_stop(api_http *h, int timeout_s)
      * stays open until the daemon has stopped, as libmicrohttpd requires. */
     long adopted = 0;
     MHD_socket listen_fd = MHD_INVALID_SOCKET;
-    /* Known libmicrohttpd 0.9.75 defect: quiescing an epoll pool races the
-     * workers' own removal of the listen socket from their epoll sets, and
-     * the loser's ENOENT aborts the process ("Failed to remove listen FD
-     * from epoll set"; seen once in the suite's SIGTERMs). The poll(2)
-     * pool avoids it but changed how the per-address limit held under
-     * load, so the epoll pool stays; the window is a few instructions. */
+    /* (the pool polls with poll(2), not epoll, because of this call: see
+     * api_http_start) */
     if (h->daemon)
         listen_fd = MHD_quiesce_daemon(h->daemon);
     if (listen_fd != MHD_INVALID_SOCKET) {
