@@ -300,124 +300,18 @@ static long fault_loop(const char *what, fault_op op, void *ctx, int want, const
  * cases computed by inference_run on the model itself (as test_registry
  * does: this file tests failure handling, not the maths).
  */
-#define NF 14
-#define NG 3
+#include "model_fixture.h"
 
-typedef struct fx {
-    Predictd__Model m;
-    Predictd__Dense d;
-    Predictd__Dense *layers[1];
-    Predictd__SignalPolicy pol;
-    double tp[3];
-    Predictd__TrainingMeta meta;
-    Predictd__Metric metric;
-    Predictd__Metric *metrics[1];
-    Predictd__GoldenCase g[NG];
-    Predictd__GoldenCase *gp[NG];
-    double gin[NG][NF];
-    double gout[NG][3];
-    double w[3 * NF], b[3];
-    char *feat[NF];
-    char *cls[3];
-    Predictd__Scaler s;
-    double mean[NF], scale[NF];
-} fx;
-
-static void fx_init(fx *f, unsigned seed)
+/* The fixture as this file uses it: a lower confidence floor (more calls)
+ * and a backtest hit rate in its metadata. */
+static void faults_fx_init(fx *f, unsigned seed)
 {
-    memset(f, 0, sizeof *f);
-    size_t nspec = 0;
-    const char *const *specs = features_default_specs(&nspec);
-    if (nspec != NF)
-        abort();
-    for (int i = 0; i < NF; i++)
-        f->feat[i] = (char *)specs[i];
-    f->cls[0] = "LONG";
-    f->cls[1] = "SHORT";
-    f->cls[2] = "NO_TRADE";
-    for (int i = 0; i < 3 * NF; i++)
-        f->w[i] = 0.3 * sin(0.7 * i + seed);
-    for (int i = 0; i < 3; i++)
-        f->b[i] = 0.1 * cos(i + seed);
-    for (int i = 0; i < NF; i++) {
-        f->mean[i] = i == 0 ? 50.0 : 0.01 * i;
-        f->scale[i] = i == 0 ? 10.0 : 1.0 + 0.1 * i;
-    }
-    predictd__dense__init(&f->d);
-    f->d.in = NF;
-    f->d.out = 3;
-    f->d.n_weights = 3 * NF;
-    f->d.weights = f->w;
-    f->d.n_bias = 3;
-    f->d.bias = f->b;
-    f->d.activation = PREDICTD__ACTIVATION__LINEAR;
-    f->layers[0] = &f->d;
-    predictd__signal_policy__init(&f->pol);
-    f->pol.sl_atr = 1.5;
-    f->tp[0] = 1;
-    f->tp[1] = 2;
-    f->tp[2] = 3;
-    f->pol.n_tp_r = 3;
-    f->pol.tp_r = f->tp;
-    f->pol.horizon = 12;
+    fx_init(f, seed, "test_faults");
     f->pol.min_confidence = 0.3;
-    f->pol.atr_period = 14;
-    predictd__metric__init(&f->metric);
     f->metric.name = "bt_hit_rate";
     f->metric.value = 0.6;
-    f->metrics[0] = &f->metric;
-    predictd__training_meta__init(&f->meta);
-    f->meta.trained_at = 1700000000 + seed;
-    f->meta.symbol = "BTCUSDT";
-    f->meta.timeframe = "15m";
-    f->meta.test_accuracy = 0.5;
-    f->meta.trainer = "test_faults";
     f->meta.n_metrics = 1;
     f->meta.metrics = f->metrics;
-    predictd__model__init(&f->m);
-    f->m.format = 1;
-    f->m.kind = PREDICTD__MODEL_KIND__SOFTMAX;
-    f->m.n_features = NF;
-    f->m.features = f->feat;
-    f->m.window = 100;
-    f->m.n_classes = 3;
-    f->m.classes = f->cls;
-    f->m.temperature = 1;
-    f->m.n_layers = 1;
-    f->m.layers = f->layers;
-    f->m.policy = &f->pol;
-    f->m.meta = &f->meta;
-    predictd__scaler__init(&f->s);
-    f->s.n_features = NF;
-    f->s.features = f->feat;
-    f->s.n_mean = NF;
-    f->s.mean = f->mean;
-    f->s.n_scale = NF;
-    f->s.scale = f->scale;
-    for (int g = 0; g < NG; g++) {
-        for (int i = 0; i < NF; i++)
-            f->gin[g][i] = (i == 0 ? 50.0 : 0.0) + sin(1.3 * i + 2.1 * g + seed);
-        predictd__golden_case__init(&f->g[g]);
-        f->g[g].n_input = NF;
-        f->g[g].input = f->gin[g];
-        f->g[g].n_probabilities = 3;
-        f->g[g].probabilities = f->gout[g];
-        f->gp[g] = &f->g[g];
-    }
-    f->m.n_golden = NG;
-    f->m.golden = f->gp;
-    inference_model *im = NULL;
-    char why[256];
-    if (inference_model_build(&f->m, &f->s, &im, why, sizeof why) != 0) {
-        printf("  fixture does not build: %s\n", why);
-        abort();
-    }
-    void *scratch = malloc(inference_scratch_size(im) + 8);
-    for (int g = 0; g < NG; g++)
-        if (inference_run(im, f->gin[g], f->gout[g], scratch) != 0)
-            abort();
-    free(scratch);
-    inference_model_free(im);
 }
 
 /* ------------------------------------------------------------------------
@@ -432,7 +326,7 @@ static bool repo_setup(fx *f)
     if (!unit_tmpdir(base_dir, sizeof base_dir, "pd-faults"))
         return false;
     snprintf(models_dir, sizeof models_dir, "%s/models", base_dir);
-    fx_init(f, 1);
+    faults_fx_init(f, 1);
     uint32_t ver = 0;
     int rc = registry_publish(models_dir, "BTCUSDT", "15m", &f->m, &f->s, &ver);
     if (rc != 0 || ver != 1) {
@@ -739,7 +633,7 @@ static features_candle *wave(size_t n, int64_t t0, int64_t step)
 TEST(inference_and_features_under_allocation_failures)
 {
     fx *f = malloc(sizeof *f);
-    fx_init(f, 2);
+    faults_fx_init(f, 2);
     CHECK(fault_loop("inference_model_build+check_golden", op_model_build, f, 0, NULL, 0, 0, 1) >
           0);
     features_candle *c = wave(200, 1700000100, 900);
@@ -1724,7 +1618,7 @@ static bool fill_but(const char *dir, size_t spare)
 TEST(publishing_on_a_full_file_system)
 {
     fx *f = malloc(sizeof *f);
-    fx_init(f, 3);
+    faults_fx_init(f, 3);
     if (!unit_tmpdir(base_dir, sizeof base_dir, "pd-faults"))
         UNIT_SKIP("no temporary directory");
     snprintf(models_dir, sizeof models_dir, "%s/models", base_dir);
@@ -1836,7 +1730,7 @@ static void make_old_temporary(const char *dir, int depth)
 TEST(a_read_only_repository_serves_and_refuses_writes)
 {
     fx *f = malloc(sizeof *f);
-    fx_init(f, 4);
+    faults_fx_init(f, 4);
     if (!unit_tmpdir(base_dir, sizeof base_dir, "pd-faults"))
         UNIT_SKIP("no temporary directory");
     snprintf(models_dir, sizeof models_dir, "%s/models", base_dir);

@@ -33,131 +33,8 @@
 #include "fixtures.h"
 #include "util/util.h"
 
-#define NF 14
-#define NG 3
+#include "model_fixture.h"
 
-/* ------------------------------------------------------------------------
- * Fixture: one model + scaler, all storage inside the struct (do not copy
- * it: the messages point into it).
- */
-typedef struct fx {
-    Predictd__Model m;
-    Predictd__Dense d;
-    Predictd__Dense *layers[1];
-    Predictd__SignalPolicy pol;
-    double tp[3];
-    Predictd__TrainingMeta meta;
-    Predictd__GoldenCase g[NG];
-    Predictd__GoldenCase *gp[NG];
-    double gin[NG][NF];
-    double gout[NG][3];
-    double w[3 * NF], b[3];
-    char *feat[NF];
-    char *cls[3];
-    Predictd__Scaler s;
-    double mean[NF], scale[NF];
-} fx;
-
-/* Fills f deterministically from seed and computes its golden outputs. */
-static void fx_init(fx *f, unsigned seed)
-{
-    memset(f, 0, sizeof *f);
-    size_t nspec = 0;
-    const char *const *specs = features_default_specs(&nspec);
-    if (nspec != NF) {
-        printf("  features_default_specs returned %zu specs, want %d\n", nspec, NF);
-        abort();
-    }
-    for (int i = 0; i < NF; i++)
-        f->feat[i] = (char *)specs[i];
-    f->cls[0] = "LONG";
-    f->cls[1] = "SHORT";
-    f->cls[2] = "NO_TRADE";
-    for (int i = 0; i < 3 * NF; i++)
-        f->w[i] = 0.3 * sin(0.7 * i + seed);
-    for (int i = 0; i < 3; i++)
-        f->b[i] = 0.1 * cos(i + seed);
-    for (int i = 0; i < NF; i++) {
-        f->mean[i] = i == 0 ? 50.0 : 0.01 * i; /* feature 0 is an RSI */
-        f->scale[i] = i == 0 ? 10.0 : 1.0 + 0.1 * i;
-    }
-    predictd__dense__init(&f->d);
-    f->d.in = NF;
-    f->d.out = 3;
-    f->d.n_weights = 3 * NF;
-    f->d.weights = f->w;
-    f->d.n_bias = 3;
-    f->d.bias = f->b;
-    f->d.activation = PREDICTD__ACTIVATION__LINEAR;
-    f->layers[0] = &f->d;
-
-    predictd__signal_policy__init(&f->pol);
-    f->pol.sl_atr = 1.5;
-    f->tp[0] = 1;
-    f->tp[1] = 2;
-    f->tp[2] = 3;
-    f->pol.n_tp_r = 3;
-    f->pol.tp_r = f->tp;
-    f->pol.horizon = 12;
-    f->pol.min_confidence = 0.4;
-    f->pol.atr_period = 14;
-
-    predictd__training_meta__init(&f->meta);
-    f->meta.trained_at = 1700000000 + seed;
-    f->meta.symbol = "BTCUSDT";
-    f->meta.timeframe = "15m";
-    f->meta.test_accuracy = 0.5;
-    f->meta.trainer = "test_registry";
-
-    predictd__model__init(&f->m);
-    f->m.format = 1;
-    f->m.kind = PREDICTD__MODEL_KIND__SOFTMAX;
-    f->m.n_features = NF;
-    f->m.features = f->feat;
-    f->m.window = 100;
-    f->m.n_classes = 3;
-    f->m.classes = f->cls;
-    f->m.temperature = 1;
-    f->m.n_layers = 1;
-    f->m.layers = f->layers;
-    f->m.policy = &f->pol;
-    f->m.meta = &f->meta;
-
-    predictd__scaler__init(&f->s);
-    f->s.n_features = NF;
-    f->s.features = f->feat;
-    f->s.n_mean = NF;
-    f->s.mean = f->mean;
-    f->s.n_scale = NF;
-    f->s.scale = f->scale;
-
-    for (int g = 0; g < NG; g++) {
-        for (int i = 0; i < NF; i++)
-            f->gin[g][i] = (i == 0 ? 50.0 : 0.0) + sin(1.3 * i + 2.1 * g + seed);
-        predictd__golden_case__init(&f->g[g]);
-        f->g[g].n_input = NF;
-        f->g[g].input = f->gin[g];
-        f->g[g].n_probabilities = 3;
-        f->g[g].probabilities = f->gout[g];
-        f->gp[g] = &f->g[g];
-    }
-    f->m.n_golden = NG;
-    f->m.golden = f->gp;
-
-    /* Golden outputs from the kernel itself, so they are consistent. */
-    inference_model *im = NULL;
-    char why[256];
-    if (inference_model_build(&f->m, &f->s, &im, why, sizeof why) != 0) {
-        printf("  fixture does not build: %s\n", why);
-        abort();
-    }
-    void *scratch = malloc(inference_scratch_size(im) + 8);
-    for (int g = 0; g < NG; g++)
-        if (inference_run(im, f->gin[g], f->gout[g], scratch) != 0)
-            abort();
-    free(scratch);
-    inference_model_free(im);
-}
 
 /* ------------------------------------------------------------------------
  * File helpers.
@@ -227,7 +104,7 @@ static uint32_t publish(const char *models, const char *sym, const char *tf, fx 
 static uint32_t publish_good(const char *models, const char *sym, const char *tf, unsigned seed)
 {
     fx *f = malloc(sizeof *f);
-    fx_init(f, seed);
+    fx_init(f, seed, "test_registry");
     uint32_t v = publish(models, sym, tf, f);
     free(f);
     return v;
@@ -308,7 +185,7 @@ TEST(test_publish_scan_acquire)
     char models[256];
     pathf(models, sizeof models, "%s/models", base);
     fx *f = malloc(sizeof *f);
-    fx_init(f, 1);
+    fx_init(f, 1, "test_registry");
     uint32_t ver = 0;
     CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
     CHECK_EQ_INT(ver, 1);
@@ -646,7 +523,7 @@ TEST(test_broken_versions_never_serve)
     size_t nb = sizeof breakages / sizeof breakages[0];
     for (size_t i = 0; i < nb; i++) {
         const breakage *b = &breakages[i];
-        fx_init(f, 100 + (unsigned)i);
+        fx_init(f, 100 + (unsigned)i, "test_registry");
         if (b->msg)
             b->msg(f);
         uint32_t ver = publish(models, "BTCUSDT", "15m", f);
@@ -825,7 +702,7 @@ TEST(test_junk_is_ignored)
     /* And the next publish has nowhere to go. */
     uint32_t ver = 0;
     fx *f = malloc(sizeof *f);
-    fx_init(f, 5);
+    fx_init(f, 5, "test_registry");
     CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, &f->s, &ver), PD_EINVAL);
     free(f);
 
@@ -984,7 +861,7 @@ TEST(test_policy)
     /* A failed version cannot be pinned; a pin to one that fails later
      * keeps the previous choice serving, with a note. */
     fx *f = malloc(sizeof *f);
-    fx_init(f, 9);
+    fx_init(f, 9, "test_registry");
     f->gout[0][0] += 0.5;
     CHECK_EQ_INT(publish(models, "BTCUSDT", "15m", f), 4);
     free(f);
@@ -1062,7 +939,7 @@ TEST(test_default_fallback)
     }
     /* ...and one whose only version fails falls back to the default. */
     fx *f = malloc(sizeof *f);
-    fx_init(f, 3);
+    fx_init(f, 3, "test_registry");
     f->m.n_golden = 0;
     CHECK_EQ_INT(publish(models, "SOLUSDT", "15m", f), 1);
     free(f);
@@ -1100,7 +977,7 @@ TEST(test_refcount_outlives_swap)
     pathf(models, sizeof models, "%s/models", base);
     uint64_t mem0 = in_memory();
     fx *f = malloc(sizeof *f);
-    fx_init(f, 1);
+    fx_init(f, 1, "test_registry");
     CHECK_EQ_INT(publish(models, "BTCUSDT", "15m", f), 1);
     registry *r = NULL;
     CHECK_EQ_INT(registry_new(models, &r), 0);
@@ -1199,7 +1076,7 @@ TEST(test_concurrent_acquire_during_publishes)
     fx *f = malloc(sizeof *f);
     size_t max_loaded = 0;
     for (unsigned i = 1; i <= 100; i++) {
-        fx_init(f, i);
+        fx_init(f, i, "test_registry");
         CHECK_EQ_INT(publish(models, "BTCUSDT", "15m", f), i + 1);
         CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
         size_t lc = loaded_count(r);
@@ -1271,7 +1148,7 @@ TEST(test_readiness_is_monotone)
     pathf(models, sizeof models, "%s/models", base);
     /* A slow first load: 20000 golden cases (~2.7 MB to hash, unpack, run). */
     fx *f = malloc(sizeof *f);
-    fx_init(f, 1);
+    fx_init(f, 1, "test_registry");
     size_t ng = 20000;
     Predictd__GoldenCase **many = malloc(ng * sizeof *many);
     for (size_t i = 0; i < ng; i++)
@@ -1323,7 +1200,7 @@ static void *publisher_main(void *arg)
     publisher *p = arg;
     fx *f = malloc(sizeof *f);
     for (int i = 0; i < 20; i++) {
-        fx_init(f, (unsigned)i);
+        fx_init(f, (unsigned)i, "test_registry");
         if (registry_publish(p->models, "BTCUSDT", "5m", &f->m, &f->s, &p->got[i]) != 0)
             p->errors++;
     }
@@ -1610,7 +1487,7 @@ TEST(test_publish_and_scan_refusals)
     char models[256], p[512];
     pathf(models, sizeof models, "%s/models", base);
     fx *f = malloc(sizeof *f);
-    fx_init(f, 9);
+    fx_init(f, 9, "test_registry");
     uint32_t v = 77;
     CHECK_EQ_INT(registry_publish(NULL, "BTCUSDT", "15m", &f->m, &f->s, &v), PD_EINVAL);
     CHECK_EQ_INT(registry_publish("", "BTCUSDT", "15m", &f->m, &f->s, &v), PD_EINVAL);
