@@ -373,6 +373,30 @@ def train(models_dir, symbol, tf, *extra, force=True):
         *(("--force",) if force else ()), *extra, timeout=900)
 
 
+def raw_request(port, data, timeout=10, host="127.0.0.1"):
+    """Sends raw bytes, returns (status, headers, body) of the answer."""
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.sendall(data)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in
+               (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+    want = int(headers.get("content-length", "0"))
+    while len(body) < want:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    s.close()
+    return int(lines[0].split()[1]), headers, body
+
+
 def psql(sql):
     """Runs SQL on this file's database; returns stdout."""
     p = subprocess.run(["psql", DB_URL.split("?")[0], "-qtAX", "-c", sql], capture_output=True,

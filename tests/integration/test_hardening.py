@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (BIN, Service, Skip, check, check_eq, need_services,  # noqa: E402
-                     run_tests, test)
+                     raw_request, run_tests, test)
 
 try:
     import websockets
@@ -49,30 +49,6 @@ def rss_kib(pid):
             if ln.startswith("VmRSS:"):
                 return int(ln.split()[1])
     return 0
-
-
-def raw_request(port, data, timeout=10, host="127.0.0.1"):
-    """Sends raw bytes, returns (status, headers, body) of the answer."""
-    s = socket.create_connection((host, port), timeout=timeout)
-    s.sendall(data)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in
-               (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
-    want = int(headers.get("content-length", "0"))
-    while len(body) < want:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    s.close()
-    return int(lines[0].split()[1]), headers, body
 
 
 def get_raw(port, target, method="GET", headers=""):

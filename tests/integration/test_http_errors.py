@@ -17,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (Service, _load_spec, check, check_eq, check_in, cli,  # noqa: E402
+                     raw_request,
                      need_services, openapi_check, prepare_database, run_tests, services, test, train)
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -38,30 +39,6 @@ def alive(svc):
     check_eq(status, 200)
 
 
-def raw(port, data, timeout=10):
-    """Sends raw bytes, returns (status, headers, body) of the answer."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.sendall(data)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in
-               (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
-    want = int(headers.get("content-length", "0"))
-    while len(body) < want:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    s.close()
-    return int(lines[0].split()[1]), headers, body
-
-
 def error_schema_check(payload):
     """payload is openapi.yaml's Error (for answers to methods the spec
     cannot list: every undocumented method gets 405 or 404)."""
@@ -75,7 +52,7 @@ def error_schema_check(payload):
 def raw_json(port, method, target, headers="", body=b""):
     """A raw request whose answer must be JSON documented in openapi.yaml
     (an Error body for 404 and 405, which answer undocumented methods)."""
-    status, h, b = raw(port, f"{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}"
+    status, h, b = raw_request(port, f"{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}"
                        f"Connection: close\r\n\r\n".encode() + body)
     check(h.get("content-type", "").startswith("application/json"), h)
     payload = json.loads(b) if b else None
@@ -94,7 +71,7 @@ def handshake(port, path="/api/predictions/stream", headers=None):
          "Sec-WebSocket-Version": "13"}
     h.update(headers or {})
     lines = "".join(f"{k}: {v}\r\n" for k, v in h.items() if v is not None)
-    return raw(port, f"GET {path} HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode())
+    return raw_request(port, f"GET {path} HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode())
 
 
 class WS:
@@ -224,7 +201,7 @@ def websocket_handshakes_that_are_not_rfc_6455_are_400():
     s.close()
     check(head.startswith(b"HTTP/1.1 400"), head[:40])
     # the handshake of another method: the route is GET only
-    status, h, b = raw(svc.port, b"POST /api/predictions/stream HTTP/1.1\r\nHost: x\r\n"
+    status, h, b = raw_request(svc.port, b"POST /api/predictions/stream HTTP/1.1\r\nHost: x\r\n"
                        b"Upgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n")
     check_eq(status, 405)
     check_eq(h.get("allow"), "GET, HEAD, OPTIONS")  # /api/predictions/{symbol} matches too
@@ -407,7 +384,7 @@ def chunked_bodies_reach_the_handler_and_are_bounded():
                                key + f"Content-Length: {len(mib)}\r\n", mib)
     check_eq((status, error_of(body)[0]), (413, "too_large"))
     # a length past 64 bits is refused by libmicrohttpd before any handler
-    status, _, _ = raw(svc.port, b"POST /admin/models/reload HTTP/1.1\r\nHost: x\r\n"
+    status, _, _ = raw_request(svc.port, b"POST /admin/models/reload HTTP/1.1\r\nHost: x\r\n"
                        b"Content-Length: 99999999999999999999999\r\nConnection: close\r\n\r\n")
     check_eq(status, 413)
     alive(svc)
@@ -425,7 +402,7 @@ def methods_a_route_does_not_take():
     check_eq((status, h.get("allow")), (405, "POST"))
     # a path that matches no route: 404, whatever the method
     for m in ("OPTIONS", "DELETE", "PATCH", "GET"):
-        status, _, b = raw(svc.port, f"{m} /api/nothing/here HTTP/1.1\r\nHost: x\r\n"
+        status, _, b = raw_request(svc.port, f"{m} /api/nothing/here HTTP/1.1\r\nHost: x\r\n"
                            "Connection: close\r\n\r\n".encode())
         check_eq(status, 404, m)
         error_schema_check(json.loads(b))
@@ -439,7 +416,7 @@ def methods_a_route_does_not_take():
     status, h, body = raw_json(svc.port, "PUT", "/admin/training/7")
     check_eq((status, h.get("allow")), (405, "GET, HEAD, DELETE"))
     # a method libmicrohttpd has never heard of gets the route's 405
-    status, h, b = raw(svc.port, b"BREW /health/live HTTP/1.1\r\nHost: x\r\n"
+    status, h, b = raw_request(svc.port, b"BREW /health/live HTTP/1.1\r\nHost: x\r\n"
                        b"Connection: close\r\n\r\n")
     check_eq(status, 405)
     check_eq(h.get("allow"), "GET, HEAD")
@@ -456,11 +433,11 @@ def oversized_and_malformed_request_heads():
     # itself, and nothing else is affected
     for hdrs in ["X-Pad: " + "p" * 40000 + "\r\n",
                  "".join(f"X-H{i}: {'v' * 60}\r\n" for i in range(800))]:
-        status, _, _ = raw(svc.port, f"GET /health/live HTTP/1.1\r\nHost: x\r\n{hdrs}"
+        status, _, _ = raw_request(svc.port, f"GET /health/live HTTP/1.1\r\nHost: x\r\n{hdrs}"
                            "Connection: close\r\n\r\n".encode())
         check_eq(status, 431)
     # a header line without a colon: 400
-    status, _, _ = raw(svc.port, b"GET /health/live HTTP/1.1\r\nHost: x\r\nno colon here\r\n"
+    status, _, _ = raw_request(svc.port, b"GET /health/live HTTP/1.1\r\nHost: x\r\nno colon here\r\n"
                        b"Connection: close\r\n\r\n")
     check_eq(status, 400)
     # an X-Request-Id that could forge a log line is replaced, a good one
@@ -657,11 +634,11 @@ def the_access_log_prints_a_bounded_printable_path_without_the_query():
     models = tempfile.mkdtemp(prefix="predictd-httperr-log-")
     svc = Service(models, env={"PREDICTD_ACCESS_LOG": "on", "PREDICTD_LOG_FORMAT": "text"})
     long_path = "/api/x" + "y" * 400
-    status, _, _ = raw(svc.port, f"GET {long_path}?secret=s3cr3t HTTP/1.1\r\nHost: x\r\n"
+    status, _, _ = raw_request(svc.port, f"GET {long_path}?secret=s3cr3t HTTP/1.1\r\nHost: x\r\n"
                        "Connection: close\r\n\r\n".encode())
     check_eq(status, 404)
     # bytes that are not printable ASCII are logged as '?'
-    status, _, _ = raw(svc.port, b"GET /api/\xc3\xa9t\xc3\xa9 HTTP/1.1\r\nHost: x\r\n"
+    status, _, _ = raw_request(svc.port, b"GET /api/\xc3\xa9t\xc3\xa9 HTTP/1.1\r\nHost: x\r\n"
                        b"Connection: close\r\n\r\n")
     check_eq(status, 404)
     time.sleep(0.2)
