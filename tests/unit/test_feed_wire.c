@@ -135,9 +135,10 @@ static bool recv_exact(int fd, void *buf, size_t n)
     return true;
 }
 
-/* Answers a WebSocket upgrade; accept_override replaces the right
- * Sec-WebSocket-Accept (NULL: the right one; "": no header). */
-static bool ws_upgrade(int fd, const char *accept_override)
+/* Reads the client's upgrade request and writes the right
+ * Sec-WebSocket-Accept value for its key (RFC 6455 4.2.2) into accept[64].
+ * false when the request or its key is missing. */
+static bool ws_read_upgrade(int fd, char accept[64])
 {
     char head[4096];
     if (read_head(fd, head, sizeof head) < 0)
@@ -153,8 +154,17 @@ static bool ws_upgrade(int fd, const char *accept_override)
              k);
     unsigned char sha[SHA_DIGEST_LENGTH];
     SHA1((const unsigned char *)cat, strlen(cat), sha);
-    char accept[64];
     EVP_EncodeBlock((unsigned char *)accept, sha, sizeof sha);
+    return true;
+}
+
+/* Answers a WebSocket upgrade; accept_override replaces the right
+ * Sec-WebSocket-Accept (NULL: the right one; "": no header). */
+static bool ws_upgrade(int fd, const char *accept_override)
+{
+    char accept[64];
+    if (!ws_read_upgrade(fd, accept))
+        return false;
     char resp[512];
     const char *acc = accept_override ? accept_override : accept;
     int n = snprintf(resp, sizeof resp,
@@ -169,22 +179,9 @@ static bool ws_upgrade(int fd, const char *accept_override)
  * the header name in another case (both allowed by RFC 7230). */
 static bool ws_upgrade_padded(int fd)
 {
-    char head[4096];
-    if (read_head(fd, head, sizeof head) < 0)
-        return false;
-    const char *k = strcasestr(head, "Sec-WebSocket-Key:");
-    if (!k)
-        return false;
-    k += 18;
-    while (*k == ' ')
-        k++;
-    char cat[128];
-    snprintf(cat, sizeof cat, "%.*s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", (int)strcspn(k, "\r\n"),
-             k);
-    unsigned char sha[SHA_DIGEST_LENGTH];
-    SHA1((const unsigned char *)cat, strlen(cat), sha);
     char accept[64];
-    EVP_EncodeBlock((unsigned char *)accept, sha, sizeof sha);
+    if (!ws_read_upgrade(fd, accept))
+        return false;
     char resp[512];
     int n = snprintf(resp, sizeof resp,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
