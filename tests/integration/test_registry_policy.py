@@ -211,38 +211,5 @@ def many_versions_list_a_bounded_history_and_removing_the_newest_rolls_back():
     check_eq(serving(rows), 3, rows)
 
 
-@test
-def abandoned_temporaries_are_swept_and_fresh_ones_left():
-    # a publish killed half-way leaves .tmp-* in the series directory: one
-    # older than an hour is removed with what it holds (a symbolic link
-    # inside is unlinked, never followed); a fresh one may be a publish in
-    # progress and stays; a tree too deep to be ours is left, with a warning
-    models = repo()
-    outside = tempfile.mkdtemp(prefix="predictd-policy-outside-")
-    keep = os.path.join(outside, "keep.txt")
-    open(keep, "w").write("must survive")
-    old_t = 1_000_000_000
-    dead = os.path.join(series(models), ".tmp-1-dead")
-    os.makedirs(os.path.join(dead, "sub"))
-    open(os.path.join(dead, "model.pb"), "wb").write(b"half")
-    open(os.path.join(dead, "sub", "x"), "wb").write(b"x")
-    os.symlink(outside, os.path.join(dead, "link"))
-    deep = os.path.join(series(models), ".tmp-2-deep")
-    os.makedirs(os.path.join(deep, "a", "b", "c", "d"))
-    fresh = os.path.join(series(models), ".tmp-3-fresh")
-    os.makedirs(fresh)
-    open(os.path.join(series(models), ".tmp-4-file"), "w").write("not a directory")
-    for d in (dead, deep):
-        os.utime(d, (old_t, old_t))
-    rows, err = listing(models)
-    check(not os.path.exists(dead), "the abandoned temporary is removed")
-    check_in('removed the abandoned temporary ".tmp-1-dead"', err)
-    check(os.path.exists(keep), "a symbolic link inside was unlinked, not followed")
-    check(os.path.isdir(fresh), "a fresh temporary stays")
-    check(os.path.isdir(deep), "a tree deeper than a publish makes is left")
-    check_in('cannot remove the abandoned temporary ".tmp-2-deep"', err)
-    check_eq(serving(rows), 3, rows)
-
-
 if __name__ == "__main__":
     run_tests()
