@@ -97,10 +97,10 @@ bool predict__live_get(predict_service *svc, const char *symbol, const char *tf,
 struct predict_ticks;
 int predict__ticks_new(struct predict_ticks **out);
 void predict__ticks_free(struct predict_ticks *t); /* NULL is a no-op */
-/* The tick the exchange gave for symbol, from the table or (when its entry
- * is missing or older than 5 minutes of wall clock) from the database; 0
- * when no exchange has said or the database cannot tell. Thread-safe; may
- * query on the calling thread. */
+/* The tick the exchange gave for symbol, from a snapshot of the
+ * exchange_symbols table (read whole when older than 5 minutes of wall
+ * clock); 0 when no exchange has said, or the table could never be read.
+ * Thread-safe; the thread that finds the snapshot old reads the table. */
 double predict__exchange_tick(predict_service *svc, const char *symbol);
 
 /* The cache of negative answers (negative.c), made with the service when

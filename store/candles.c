@@ -260,7 +260,7 @@ enum stmt_id {
     ST_COUNT_ALL,
     ST_UPSERT,
     ST_SERIES_KIND,
-    ST_SYMBOL_TICK,
+    ST_SYMBOL_TICKS,
     ST_COUNT_
 };
 
@@ -321,12 +321,13 @@ static const struct stmt_def {
                         "SELECT kind FROM candle_series WHERE symbol = $1 AND timeframe = $2",
                         2,
                         {OID_TEXT, OID_TEXT}},
-    /* the newest word of any venue listing the symbol (one feed: one venue) */
-    [ST_SYMBOL_TICK] = {"pd_symbol_tick",
-                        "SELECT tick_size FROM exchange_symbols WHERE symbol = $1 "
-                        "ORDER BY updated_at DESC LIMIT 1",
-                        1,
-                        {OID_TEXT}},
+    /* per symbol, the newest word of any venue listing it (one feed: one
+     * venue), sorted by symbol */
+    [ST_SYMBOL_TICKS] = {"pd_symbol_ticks",
+                         "SELECT DISTINCT ON (symbol) symbol, tick_size FROM exchange_symbols"
+                         " ORDER BY symbol, updated_at DESC LIMIT 100000",
+                         0,
+                         {0}},
 };
 
 _Static_assert(ST_COUNT_ <= 64, "prepared-statement bitmask holds 64 statements");
@@ -1187,43 +1188,49 @@ int store_series_kind(const char *symbol, const char *tf, int *kind)
     return 0;
 }
 
-struct tick_q {
-    const char *symbol;
-    double tick;
+struct ticks_q {
+    store_tick *v;
+    size_t n;
 };
 
-static int op_tick(store__tls *t, void *ctx)
+static int op_ticks(store__tls *t, void *ctx)
 {
-    struct tick_q *q = ctx;
-    const char *vals[1] = {q->symbol};
+    struct ticks_q *q = ctx;
     PGresult *r;
-    int rc = db_exec(t, ST_SYMBOL_TICK, vals, NULL, NULL, 0, PGRES_TUPLES_OK, &r);
+    int rc = db_exec(t, ST_SYMBOL_TICKS, NULL, NULL, NULL, 0, PGRES_TUPLES_OK, &r);
     if (rc)
         return rc;
-    q->tick = 0;
-    if (PQntuples(r) == 1) {
+    size_t rows = (size_t)PQntuples(r), n = 0;
+    store_tick *v = malloc((rows ? rows : 1) * sizeof *v);
+    if (!v) {
+        PQclear(r);
+        return PD_ENOMEM;
+    }
+    for (size_t i = 0; i < rows; i++) {
+        const char *sym = PQgetvalue(r, (int)i, 0);
         char *end;
-        double d = strtod(PQgetvalue(r, 0, 0), &end);
-        if (*end == '\0' && isfinite(d) && d > 0)
-            q->tick = d;
+        double d = strtod(PQgetvalue(r, (int)i, 1), &end);
+        if (*end != '\0' || !isfinite(d) || d <= 0 || strlen(sym) >= sizeof v[n].symbol)
+            continue; /* the table's CHECKs make this unreachable; never trust a row */
+        snprintf(v[n].symbol, sizeof v[n].symbol, "%s", sym);
+        v[n++].tick = d;
     }
     PQclear(r);
+    q->v = v;
+    q->n = n;
     return 0;
 }
 
-int store_symbol_tick(const char *symbol, double *tick)
+int store_symbol_ticks(store_tick **out, size_t *n)
 {
-    if (!util_symbol_valid(symbol))
-        return PD_ESYMBOL;
-    if (!tick)
+    if (!out || !n)
         return PD_EINVAL;
-    struct tick_q q = {.symbol = symbol};
-    int rc = db_run(op_tick, &q);
+    struct ticks_q q = {0};
+    int rc = db_run(op_ticks, &q);
     if (rc)
         return rc;
-    if (!(q.tick > 0))
-        return PD_ENOTFOUND;
-    *tick = q.tick;
+    *out = q.v;
+    *n = q.n;
     return 0;
 }
 

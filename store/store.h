@@ -123,11 +123,15 @@ int store_upsert_base_candles(const char *symbol, const features_candle *c, size
 enum { STORE_SERIES_NONE, STORE_SERIES_BASE, STORE_SERIES_DERIVED, STORE_SERIES_NATIVE };
 /* Writes *kind. 0, PD_ESYMBOL, PD_ETIMEFRAME, PD_EINVAL, PD_EDB. */
 int store_series_kind(const char *symbol, const char *tf, int *kind);
-/* The price tick an exchange gave for symbol (exchange_symbols, written by
- * the feed; the newest row of any venue). 0 with *tick > 0, PD_ENOTFOUND (no
- * exchange has said), PD_ESYMBOL, PD_EINVAL, PD_EDB. Any thread (its own
- * connection). */
-int store_symbol_tick(const char *symbol, double *tick);
+/* The price ticks exchanges gave (exchange_symbols, written by the feed;
+ * per symbol the newest row of any venue), sorted by symbol (strcmp). *out
+ * is malloc'd (free it; *n may be 0). 0, PD_EINVAL, PD_ENOMEM, PD_EDB. Any
+ * thread (its own connection). */
+typedef struct store_tick {
+    char symbol[24];
+    double tick; /* > 0 */
+} store_tick;
+int store_symbol_ticks(store_tick **out, size_t *n);
 /* "none", "base", "derived", "native". Static storage. */
 const char *store_series_kind_name(int kind);
 

@@ -687,6 +687,44 @@ TEST(service_with_redis_down)
     store_shutdown();
 }
 
+/* The exchange ticks: read from exchange_symbols (the newest row per
+ * symbol), 0 for a symbol no exchange listed or without a database; the
+ * snapshot answers until its time is up (no query per computation). */
+TEST(exchange_ticks_come_from_the_table)
+{
+    UNIT_NEED_ENV(UNIT_DB_ENV);
+    predict_options opt = {.cache = false};
+    predict_service *s = NULL;
+    CHECK_EQ_INT(predict_service_new(&opt, NULL, &s), 0);
+    if (!s)
+        return;
+    /* no database configured yet: no tick */
+    CHECK(predict__exchange_tick(s, "TICKUSDT") == 0);
+    predict_service_free(s);
+    if (store_init(unit_db_url(), NULL, false) != 0 || store_migrate(unit_migrations_dir()) != 0) {
+        UNIT_FAIL_("store_init failed");
+        return;
+    }
+    PGconn *c = unit_db_admin();
+    CHECK(unit_sql_ok(c, "DELETE FROM exchange_symbols WHERE symbol IN ('TICKUSDT', 'TACKUSDT')"));
+    CHECK(unit_sql_ok(c, "INSERT INTO exchange_symbols (venue, symbol, status, tick_size, "
+                         "updated_at) VALUES ('binance', 'TICKUSDT', 'TRADING', 0.01, now() - "
+                         "interval '1 day'), ('other', 'TICKUSDT', 'TRADING', 0.005, now()), "
+                         "('binance', 'TACKUSDT', 'BREAK', 0.25, now())"));
+    CHECK_EQ_INT(predict_service_new(&opt, NULL, &s), 0);
+    if (!s)
+        return;
+    CHECK_NEAR(predict__exchange_tick(s, "TICKUSDT"), 0.005, 0); /* the newest word */
+    CHECK_NEAR(predict__exchange_tick(s, "TACKUSDT"), 0.25, 0);
+    CHECK(predict__exchange_tick(s, "NONEUSDT") == 0);
+    /* the snapshot answers without reading the table again */
+    CHECK(unit_sql_ok(c, "DELETE FROM exchange_symbols WHERE symbol = 'TACKUSDT'"));
+    CHECK_NEAR(predict__exchange_tick(s, "TACKUSDT"), 0.25, 0);
+    CHECK(unit_sql_ok(c, "DELETE FROM exchange_symbols WHERE symbol = 'TICKUSDT'"));
+    predict_service_free(s);
+    PQfinish(c);
+}
+
 int main(void)
 {
     RUN(long_answer_numbers);
@@ -696,5 +734,6 @@ int main(void)
     RUN(service_answers_and_refusals);
     RUN(kernel_and_computation_refusals);
     RUN(service_with_redis_down);
+    RUN(exchange_ticks_come_from_the_table);
     return unit_report();
 }
