@@ -260,14 +260,6 @@ static void cache_put(predict_service *svc, const char *key, predict_result *p, 
  * served as it is, so a value cut short or altered in Redis must be a miss,
  * not half a JSON object.
  */
-static uint32_t fragment_sum(const char *s, size_t n)
-{
-    uint32_t h = UTIL_FNV1A_INIT;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
-
 static void redis_key(char *key, size_t len, const char *symbol, const char *tf, uint32_t version,
                       const char *label, int64_t candle)
 {
@@ -290,7 +282,8 @@ static bool redis_entry(const predict_result *p, const char *label, int64_t now,
                     (long long)p->candle_time, (long long)p->candle_close,
                     (long long)p->prediction_time, (long long)p->valid_until,
                     (long long)p->trained_at, (long long)p->max_age_s, (long long)p->tf_seconds,
-                    p->gaps, p->fragment_len, fragment_sum(p->fragment, p->fragment_len));
+                    p->gaps, p->fragment_len,
+                    util_fnv1a_bytes(UTIL_FNV1A_INIT, p->fragment, p->fragment_len));
     util_buf_append(b, p->fragment, p->fragment_len);
     *ttl = p->valid_until - now + 1;
     return util_buf_ok(b) && *ttl > 1;
@@ -330,7 +323,7 @@ static predict_result *redis_fetch(const char *symbol, const char *tf, uint32_t 
                &p->model_accuracy, &p->probs[0], &p->probs[1], &p->probs[2], &p->confidence, &ct,
                &cc, &pt, &vu, &ta, &ma, &tfs, &p->gaps, &fraglen, &sum, &consumed) != 20 ||
         val + consumed != nl || ct != candle || fraglen != len - (size_t)(nl + 1 - val) ||
-        sum != fragment_sum(nl + 1, fraglen)) {
+        sum != util_fnv1a_bytes(UTIL_FNV1A_INIT, nl + 1, fraglen)) {
         predict_result_release(p);
         free(val);
         return NULL;

@@ -730,6 +730,14 @@ uint32_t util_fnv1a(uint32_t h, const char *s)
     return h;
 }
 
+uint32_t util_fnv1a_bytes(uint32_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 16777619u;
+    return h;
+}
+
 uint32_t util_fnv1a_u32(uint32_t h, uint32_t v)
 {
     return (h ^ v) * 16777619u;

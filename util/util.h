@@ -173,6 +173,8 @@ int util_hex_value(int c);
  * beyond a slower lookup. */
 #define UTIL_FNV1A_INIT 2166136261u
 uint32_t util_fnv1a(uint32_t h, const char *s);
+/* The same over n bytes (NULs included). */
+uint32_t util_fnv1a_bytes(uint32_t h, const void *p, size_t n);
 /* One more 32-bit value folded into h (FNV-1a step). */
 uint32_t util_fnv1a_u32(uint32_t h, uint32_t v);
 

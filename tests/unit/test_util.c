@@ -285,6 +285,20 @@ TEST(test_write_in_the_current_directory)
     CHECK_EQ_INT(util_rmtree(dir), 0);
 }
 
+/* FNV-1a 32 against the published test vectors; the byte form equals the
+ * string form on a string and hashes what follows a NUL. */
+TEST(test_fnv1a)
+{
+    CHECK_EQ_INT(util_fnv1a(UTIL_FNV1A_INIT, ""), 0x811c9dc5u);
+    CHECK_EQ_INT(util_fnv1a(UTIL_FNV1A_INIT, "a"), 0xe40c292cu);
+    CHECK_EQ_INT(util_fnv1a(UTIL_FNV1A_INIT, "foobar"), 0xbf9cf968u);
+    CHECK_EQ_INT(util_fnv1a_bytes(UTIL_FNV1A_INIT, "foobar", 6), 0xbf9cf968u);
+    CHECK_EQ_INT(util_fnv1a_bytes(UTIL_FNV1A_INIT, "", 0), 0x811c9dc5u);
+    CHECK(util_fnv1a_bytes(UTIL_FNV1A_INIT, "foo\0bar", 7) !=
+          util_fnv1a_bytes(UTIL_FNV1A_INIT, "foo", 3));
+    CHECK_EQ_INT(util_fnv1a_bytes(util_fnv1a(UTIL_FNV1A_INIT, "foo"), "bar", 3), 0xbf9cf968u);
+}
+
 int main(void)
 {
     RUN(test_time_parse);
@@ -299,5 +313,6 @@ int main(void)
     RUN(test_hex_and_escapes);
     RUN(test_file_edges);
     RUN(test_write_in_the_current_directory);
+    RUN(test_fnv1a);
     return unit_report();
 }
