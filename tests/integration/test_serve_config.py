@@ -1,0 +1,270 @@
+"""`predictd serve` configuration that other tests leave alone: key files
+the process cannot open (not a directory, no permission) and keys with
+bytes outside printable ASCII, each refused at start with exit 2 and the
+reason; the log level (error or warn keeps only those lines, errors
+still reach the log) and the default log format (text on a terminal,
+JSON otherwise); the model scanner on demand (PREDICTD_RELOAD_INTERVAL=0)
+as /health/status reports it; the ledger routes of a service without a
+database (503, and their parameters still checked first); the rate
+limit's default burst (twice the rate) and a bucket that refills to the
+burst, not beyond, while its client is idle.
+
+Needs no trained model: the real binary, an empty model repository, and
+the PostgreSQL of tests/run only where a test says so."""
+import json
+import os
+import pty
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import (BIN, Service, check, check_eq, check_in, cli,  # noqa: E402
+                     free_port, need_services, run_tests, sanitizer_lines, tail, test)
+
+TMP = tempfile.mkdtemp(prefix="predictd-servecfg-")
+ADMIN_KEY = "adm1n-" + "k" * 26 + "-SECRET"
+# port 1 on loopback: refused at once
+NOWHERE = "postgresql://127.0.0.1:1/none?connect_timeout=2"
+
+
+def models_dir():
+    return tempfile.mkdtemp(prefix="models-", dir=TMP)
+
+
+def serve_env(**extra):
+    e = {"PREDICTD_MODELS_DIR": models_dir(), "PREDICTD_LISTEN": "127.0.0.1:0",
+         "PREDICTD_DATABASE_URL": ""}
+    e.update(extra)
+    return e
+
+
+def refused(env, needle, what):
+    """serve with env must exit 2 at once, saying needle, never the key."""
+    p = cli("serve", env=env, check_rc=False, timeout=60)
+    check_eq(p.returncode, 2, f"{what}: {p.stderr[-800:]}")
+    check_in(needle, p.stderr, what)
+    check(ADMIN_KEY not in p.stdout + p.stderr, f"{what}: the key was printed")
+    return p
+
+
+def wait_for(cond, what, limit=30):
+    """Polls cond() until true; the limit bounds a hang, it asserts no speed."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@test
+def key_files_the_process_cannot_open_are_refused_with_the_reason():
+    # a path through a regular file: open fails with ENOTDIR, named
+    f = os.path.join(TMP, "plain")
+    with open(f, "w") as fh:
+        fh.write("x")
+    refused(serve_env(PREDICTD_API_KEY_FILE=os.path.join(f, "key")),
+            f"key file {f}/key: Not a directory", "key file under a regular file")
+    # a private key file of another user: EACCES, and the message says which
+    # user and group would have to own it. Root reads anything, so the start
+    # runs without the capabilities that bypass file permissions.
+    key = os.path.join(TMP, "others-key")
+    with open(key, "w") as fh:
+        fh.write(ADMIN_KEY + "\n")
+    os.chmod(key, 0o600)
+    os.chown(key, 65534, 65534)
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() == 0 and setpriv:
+        env = dict(os.environ, PREDICTD_LOG_FORMAT="text", **serve_env(PREDICTD_API_KEY_FILE=key))
+        p = subprocess.run([setpriv, "--bounding-set=-dac_override,-dac_read_search", BIN, "serve"],
+                           env=env, capture_output=True, text=True, timeout=60)
+        check(not sanitizer_lines(p.stderr), p.stderr[-2000:])
+        check_eq(p.returncode, 2, p.stderr[-800:])
+        check_in(f"key file {key}: not readable by this process (uid 0, gid 0)", p.stderr)
+        check(ADMIN_KEY not in p.stderr + p.stdout, "the key was printed")
+    elif os.geteuid() != 0:
+        refused(serve_env(PREDICTD_API_KEY_FILE=key), "not readable by this process",
+                "another user's key file")
+
+
+@test
+def keys_with_bytes_outside_printable_ascii_are_refused():
+    # a non-breaking space pasted into the key (UTF-8 C2 A0), a DEL, a tab
+    for bad in ("k" * 10 + "\u00a0" + "k" * 10, "k" * 20 + "\x7f", "k" * 10 + "\tk" * 10):
+        path = os.path.join(tempfile.mkdtemp(dir=TMP), "key")
+        with open(path, "wb") as fh:
+            fh.write(bad.encode() + b"\n")
+        os.chmod(path, 0o600)
+        refused(serve_env(PREDICTD_API_KEY_FILE=path), "16 to 4096 printable characters",
+                f"key file holding {bad!r}")
+    for var in ("PREDICTD_API_KEY", "PREDICTD_READ_KEY"):
+        p = refused(serve_env(**{var: "k" * 20 + "\u00e9"}), f"{var}: the key must be 16 to 4096",
+                    f"{var} with an accented letter")
+        check("k" * 20 not in p.stderr, f"{var}'s value echoed")
+
+
+def levels_of(svc):
+    out = []
+    for line in svc.logs().splitlines():
+        if line.strip():
+            out.append(json.loads(line))  # every line is one JSON object
+    return out
+
+
+@test
+def the_log_level_keeps_only_lines_at_or_above_it():
+    need_services()
+    # an unreachable database makes the start log an error (the training
+    # jobs cannot be read) and warnings (training unavailable, no key)
+    for level, allowed, must in (("error", {"error"}, "error"),
+                                 ("warn", {"warn", "error"}, "warn")):
+        port = free_port()  # the "listening on" line is info: not logged here
+        svc = Service(models_dir(), port=port, redis=False, name=f"log-level-{level}",
+                      env={"PREDICTD_LOG_LEVEL": level, "PREDICTD_DATABASE_URL": NOWHERE,
+                           "PREDICTD_ACCESS_LOG": "on"})
+        check_eq(svc.get("/api/models")[0], 200)  # an access-log line (info)
+        check_eq(svc.get("/no/such/route", validate=False)[0], 404)
+        check_eq(svc.stop(), 0)
+        lines = levels_of(svc)
+        levels = {e["level"] for e in lines}
+        check(levels <= allowed, f"level {level}: lines at {levels - allowed}:\n{tail(svc.logs())}")
+        check_in(must, levels, f"level {level}: no {must} line")
+        check(not any(e["module"] == "access" for e in lines), "access lines at " + level)
+        msgs = " | ".join(e["msg"] for e in lines)
+        check_in("reading the training jobs failed", msgs)
+        if level == "warn":
+            check_in("background training is unavailable", msgs)
+            check_in("admin routes are disabled", msgs)
+        else:
+            check("background training is unavailable" not in msgs, msgs)
+
+
+@test
+def the_default_log_format_is_text_on_a_terminal_and_json_elsewhere():
+    env = dict(os.environ, **serve_env(PREDICTD_API_KEY="short"))
+    env.pop("PREDICTD_LOG_FORMAT", None)
+    # stderr a pipe: one JSON object a line
+    p = subprocess.run([BIN, "serve"], env=env, capture_output=True, text=True, timeout=60)
+    check(not sanitizer_lines(p.stderr), p.stderr[-2000:])
+    check_eq(p.returncode, 2, p.stderr)
+    entry = json.loads(p.stderr.strip().splitlines()[-1])
+    check_eq(entry["level"], "error")
+    check_in("PREDICTD_API_KEY", entry["msg"])
+    # stderr a terminal: the text form ("TIME error server    cannot start: ...")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([BIN, "serve"], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        rc = proc.wait(timeout=60)
+    finally:
+        os.close(master)
+    text = out.decode(errors="replace").strip()
+    check(not sanitizer_lines(text), text[-2000:])
+    check_eq(rc, 2, text)
+    last = text.splitlines()[-1]
+    check(not last.lstrip().startswith("{"), f"JSON on a terminal: {last}")
+    check(" error " in last and "cannot start: PREDICTD_API_KEY" in last, last)
+
+
+@test
+def the_scanner_on_demand_is_reported_and_counts_sighup_scans():
+    svc = Service(models_dir(), redis=False,
+                  env={"PREDICTD_RELOAD_INTERVAL": "0", "PREDICTD_DATABASE_URL": ""})
+
+    def scanner():
+        status, _, body = svc.get("/health/status")
+        check_eq(status, 200, body)
+        jobs = {j["name"]: j for j in body["components"]["jobs"]}
+        return jobs["model_scanner"]
+
+    first = scanner()
+    check_eq(first["state"], "on_demand")
+    check_eq(first["runs"], 1)  # the scan at start
+    svc.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: scanner()["runs"] == 2, "the SIGHUP scan to be counted")
+    check_eq(scanner()["state"], "on_demand")
+    check_eq(svc.stop(), 0)
+    # the default interval: a scanner that runs by itself
+    svc = Service(models_dir(), redis=False, env={"PREDICTD_DATABASE_URL": ""})
+    check_eq(scanner()["state"], "running")
+    check_eq(svc.stop(), 0)
+
+
+@test
+def ledger_routes_without_a_database_check_their_parameters_then_answer_503():
+    svc = Service(models_dir(), redis=False, env={"PREDICTD_DATABASE_URL": ""})
+
+    def error(path, want_status, want_code, needle):
+        status, _, body = svc.get(path)
+        check_eq(status, want_status, f"{path}: {body}")
+        check_eq(body["error"]["code"], want_code, f"{path}: {body}")
+        check_in(needle, body["error"]["message"], path)
+
+    # parameters are refused before the ledger is looked for
+    error("/api/predictions/history?cursor=" + "1" * 81, 400, "invalid_argument",
+          "cursor is not one this service gave")
+    error("/api/predictions/history?cursor=1700000000_BTCUSDT_15m_0", 400, "invalid_argument",
+          "cursor")
+    error("/api/models/BTCUSDT/7m/performance", 400, "invalid_timeframe", "timeframe")
+    error("/api/models/BTCUSDT/15m/performance?window=0", 400, "invalid_argument", "window")
+    # then: no ledger without a database
+    for path in ("/api/predictions/history",
+                 "/api/predictions/history?symbol=BTCUSDT&timeframe=15m&limit=5"
+                 "&cursor=1700000000_BTCUSDT_15m_3",
+                 "/api/models/BTCUSDT/15m/performance"):
+        error(path, 503, "data_unavailable", "the prediction ledger is unavailable")
+    check_eq(svc.stop(), 0)
+
+
+@test
+def the_default_burst_is_twice_the_rate_and_an_idle_bucket_refills_to_it():
+    rate, burst = 5, 10  # PREDICTD_RATE_BURST unset: 2 x the rate
+    svc = Service(models_dir(), redis=False,
+                  env={"PREDICTD_RATE_LIMIT": str(rate), "PREDICTD_DATABASE_URL": ""})
+
+    def until_limited():
+        """Requests until the first 429: (statuses, seconds taken, Retry-After)."""
+        statuses, t0 = [], time.monotonic()
+        while len(statuses) < 500:
+            status, headers, body = svc.get("/api/models")
+            statuses.append(status)
+            if status == 429:
+                check_eq(body["error"]["code"], "rate_limited")
+                return statuses, time.monotonic() - t0, int(headers["Retry-After"])
+        raise AssertionError(f"never limited: {len(statuses)} requests")
+
+    statuses, took, retry = until_limited()
+    # a full bucket lets the burst through at once; at most rate x elapsed
+    # more (+1 refilled at the edge) however slow this machine is
+    check(statuses[:burst] == [200] * burst, f"the burst of {burst} was not let through: {statuses}")
+    check(statuses.count(200) <= burst + rate * took + 1, f"{statuses} in {took:.1f} s")
+    check_eq(retry, 1)  # one token comes back in 1/rate s: "retry after 1 s"
+    # idle for twice what refills the bucket: it holds the burst again, not
+    # the idle time's worth of tokens (that would be about 2 x burst)
+    time.sleep(2 * burst / rate)
+    statuses, took, _ = until_limited()
+    check(statuses[:burst] == [200] * burst, statuses)
+    check(statuses.count(200) <= burst + rate * took + 1,
+          f"{statuses.count(200)} passed after an idle spell, in {took:.1f} s")
+    check_eq(svc.stop(), 0)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(run_tests())
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
