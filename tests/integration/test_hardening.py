@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -555,27 +556,29 @@ def listens_on_ipv6():
     try:
         probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
         probe.bind(("::1", 0))
-        port = probe.getsockname()[1]
         probe.close()
     except OSError as e:
         raise Skip(f"no IPv6 loopback: {e}")
     need_services()
-    for listen, host in ((f"[::1]:{port}", "::1"), (f"[::]:{port}", "::1")):
+    # port 0: the kernel picks a free port of the IPv6 socket and the log
+    # line names it (no port picked here and released: no race for it)
+    for listen, host in (("[::1]:0", "::1"), ("[::]:0", "::1")):
         env = dict(os.environ, PREDICTD_LISTEN=listen, PREDICTD_LOG_FORMAT="json",
                    PREDICTD_MODELS_DIR=tempfile.mkdtemp(prefix="predictd-harden-v6-"))
         env.pop("PREDICTD_DATABASE_URL", None)
         p = subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
         try:
-            status = None
-            deadline = time.time() + 15
-            while time.time() < deadline and status is None:
-                try:
-                    status, _, body = raw_request(
-                        port, b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                        host=host)
-                except OSError:
-                    time.sleep(0.1)
+            port = None
+            for line in p.stderr:  # until the line that names the port
+                m = re.search(r'"listening on [^"]*:(\d+) with', line.decode())
+                if m:
+                    port = int(m.group(1))
+                    break
+            check(port and port > 0, f"{listen}: no port in the log")
+            status, _, body = raw_request(
+                port, b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                host=host)
             check_eq(status, 200, f"GET /health/live over IPv6 ({listen})")
         finally:
             p.terminate()

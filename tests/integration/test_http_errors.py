@@ -716,6 +716,15 @@ def reading_routes_answer_503_with_the_database_stopped():
         check_eq(db["state"], "down", db)
         check(db["last_error"], db)
         check(body["ready"] is False and body["reason"], body)
+        # a pin is the repository's (files): it holds, and the replicas it
+        # cannot be announced to are told so in the log (they rescan later)
+        status, _, body = svc.request("POST", "/admin/models/BTCUSDT/4h/pin",
+                                      body={"version": 1}, headers=admin)
+        check_eq(status, 200, body)
+        check_eq(body["model"]["pinned_version"], 1, body)
+        check_in("could not tell the other replicas that BTCUSDT:4h changed", svc.logs())
+        status, _, body = svc.get("/api/models/BTCUSDT/4h")
+        check_eq((status, body["model"]["pinned_version"]), (200, 1), body)
         check(svc.proc.poll() is None, "the process stays up")
     finally:
         services("pg-start")
