@@ -14,6 +14,7 @@ the PostgreSQL of tests/run only where a test says so."""
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (BIN, Service, check, check_eq, check_in, cli,  # noqa: E402
+from harness import (BIN, ROOT, Service, check, check_eq, check_in, cli,  # noqa: E402
                      free_port, need_services, run_tests, sanitizer_lines, tail, test)
 
 TMP = tempfile.mkdtemp(prefix="predictd-servecfg-")
@@ -214,13 +215,11 @@ def ledger_routes_without_a_database_check_their_parameters_then_answer_503():
         check_eq(body["error"]["code"], want_code, f"{path}: {body}")
         check_in(needle, body["error"]["message"], path)
 
-    # parameters are refused before the ledger is looked for
-    error("/api/predictions/history?cursor=" + "1" * 81, 400, "invalid_argument",
-          "cursor is not one this service gave")
-    error("/api/predictions/history?cursor=1700000000_BTCUSDT_15m_0", 400, "invalid_argument",
-          "cursor")
-    error("/api/models/BTCUSDT/7m/performance", 400, "invalid_timeframe", "timeframe")
-    error("/api/models/BTCUSDT/15m/performance?window=0", 400, "invalid_argument", "window")
+    # parameters are refused before the ledger is looked for (the other
+    # refusals are test_http_errors'): a cursor longer than any given
+    # (zeros in front keep it well formed: only its length is wrong)
+    error("/api/predictions/history?cursor=" + "0" * 60 + "1700000000_BTCUSDT_15m_3", 400,
+          "invalid_argument", "cursor is not one this service gave")
     # then: no ledger without a database
     for path in ("/api/predictions/history",
                  "/api/predictions/history?symbol=BTCUSDT&timeframe=15m&limit=5"
@@ -261,6 +260,70 @@ def the_default_burst_is_twice_the_rate_and_an_idle_bucket_refills_to_it():
     check(statuses.count(200) <= burst + rate * took + 1,
           f"{statuses.count(200)} passed after an idle spell, in {took:.1f} s")
     check_eq(svc.stop(), 0)
+
+
+@test
+def a_timeframe_no_model_serves_lists_no_predictions():
+    need_services()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    svc = Service(models_dir(), redis=False)
+    # all symbols of the timeframe (none has a model), an empty symbols list
+    # (all, too), and either label: an empty list, not an error
+    for query in ("timeframe=15m", "timeframe=15m&symbols=", "timeframe=1h&label=canary",
+                  "timeframe=1h&label=stable"):
+        status, _, body = svc.get("/api/predictions?" + query)
+        check_eq(status, 200, f"{query}: {body}")
+        check_eq((body["count"], body["predictions"], body["errors"]), (0, [], []), query)
+    check_eq(svc.stop(), 0)
+
+
+def metrics(svc):
+    status, _, text = svc.get("/metrics", validate=False)
+    check_eq(status, 200)
+    return text.decode()
+
+
+@test
+def feed_metrics_follow_the_feed_lock_and_a_dead_feed_is_down():
+    need_services()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    demo_dir = os.path.join(ROOT, "data", "demo")
+    cli("seed", "--if-empty", "--demo", "--behind", "3", env={"PREDICTD_DEMO_DIR": demo_dir})
+    env = {"PREDICTD_FEED": "demo", "PREDICTD_DEMO_DIR": demo_dir, "PREDICTD_DEMO_STEP_MS": "200"}
+    up = 'predictd_feed_up{feed="demo-replay"} 1'
+    a = Service(models_dir(), env=env, name="feed-leader")
+    wait_for(lambda: up in metrics(a), "the first replica's feed to be up", 60)
+    check_in("predictd_feed_leader 1", metrics(a))
+    # a second replica on the database waits: no feed series of its own (an
+    # alert on predictd_feed_up must not fire for a standby), its status says so
+    b = Service(models_dir(), env=env, name="feed-standby")
+    wait_for(lambda: "predictd_feed_leader 0" in metrics(b), "the standby's leader gauge", 60)
+    text = metrics(b)
+    check("predictd_feed_up" not in text and "predictd_feed_state" not in text, text[-3000:])
+    status, _, body = b.get("/health/status")
+    check_eq(body["components"]["feed"]["state"], "standby", body["components"]["feed"])
+    # the leader stops: the standby takes the lock and its feed comes up
+    check_eq(a.stop(), 0)
+    wait_for(lambda: up in metrics(b), "the standby to take over the feed", 90)
+    check_in("predictd_feed_leader 1", metrics(b))
+    check_eq(b.stop(), 0)
+    # an exchange that cannot be reached: the feed is exported and not up
+    port = free_port()  # nothing listens there
+    c = Service(models_dir(), name="feed-dead",
+                env={"PREDICTD_FEED": "binance:XRPETH",
+                     "PREDICTD_BINANCE_WS_URL": f"ws://127.0.0.1:{port}/ws",
+                     "PREDICTD_BINANCE_REST_URL": f"http://127.0.0.1:{port}"})
+
+    def state_of(text):
+        lines = [ln for ln in text.splitlines()
+                 if ln.startswith("predictd_feed_state{") and ln.endswith(" 1")]
+        return lines[0].split('state="')[1].split('"')[0] if len(lines) == 1 else None
+
+    wait_for(lambda: state_of(metrics(c)) is not None, "the dead feed's state", 60)
+    text = metrics(c)
+    check(re.search(r'^predictd_feed_up\{feed="[^"]+"\} 0$', text, re.M), text[-3000:])
+    check_in(state_of(text), ("connecting", "down"), text[-3000:])
+    check_eq(c.stop(), 0)
 
 
 if __name__ == "__main__":
