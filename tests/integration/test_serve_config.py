@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (BIN, ROOT, Service, check, check_eq, check_in, cli,  # noqa: E402
-                     free_port, need_services, run_tests, sanitizer_lines, tail, test)
+                     free_port, need_services, psql, run_tests, sanitizer_lines, tail, test)
 
 TMP = tempfile.mkdtemp(prefix="predictd-servecfg-")
 ADMIN_KEY = "adm1n-" + "k" * 26 + "-SECRET"
@@ -274,6 +274,25 @@ def a_timeframe_no_model_serves_lists_no_predictions():
         status, _, body = svc.get("/api/predictions?" + query)
         check_eq(status, 200, f"{query}: {body}")
         check_eq((body["count"], body["predictions"], body["errors"]), (0, [], []), query)
+    check_eq(svc.stop(), 0)
+
+
+@test
+def a_series_whose_only_candle_is_still_open_has_no_candles_yet():
+    need_services()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    hour = int(time.time()) // 3600 * 3600
+    # the current hour's candle: stored (a feed writes it as it forms), not closed
+    psql("INSERT INTO candles (symbol, timeframe, open_time, open, high, low, close, volume) "
+         f"VALUES ('OPENUSDT', '1h', to_timestamp({hour}), 1, 2, 0.5, 1.5, 10) "
+         "ON CONFLICT DO NOTHING")
+    svc = Service(models_dir(), redis=False, env={"PREDICTD_CACHE": "off"})
+    status, _, body = svc.get("/api/candles/OPENUSDT?timeframe=1h")
+    check_eq((status, body["error"]["code"]), (503, "insufficient_data"), body)
+    check_in("no closed candle yet for OPENUSDT 1h", body["error"]["message"])
+    # a series with no candle at all is another answer
+    status, _, body = svc.get("/api/candles/NONEUSDT?timeframe=1h")
+    check_eq((status, body["error"]["code"]), (404, "unknown_symbol"), body)
     check_eq(svc.stop(), 0)
 
 

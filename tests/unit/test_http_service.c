@@ -1,13 +1,16 @@
 /*
- * test_streams.c: the HTTP service's stream hub and job list driven from C,
+ * test_http_service.c: the HTTP service (api/) driven from C: its stream hub
+ * and job list,
  * where publishing is a call rather than a burst of the inference loop: a
  * WebSocket or SSE client that stops reading is dropped once 256 messages
  * wait for it (the WebSocket one gets close code 1009, the event stream
  * ends), while a client that reads keeps getting its own; publish refuses
  * what it cannot route; the job list of /health/status refuses bad
  * registrations, replaces a job registered twice and holds at most
- * API_JOBS_MAX. The real daemon on loopback (port 0), real sockets; no
- * database (the service answers without one).
+ * API_JOBS_MAX; the listening host may be a bracketed IPv6 address, and
+ * a host name other than localhost fails the start. The real daemon on
+ * loopback (port 0), real sockets; no database (the service answers
+ * without one).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -37,6 +40,15 @@ static api_http *http;
 static int port;
 static char dir[512]; /* an empty repository */
 
+static api_options opt = {.listen_host = "127.0.0.1",
+                          .listen_port = 0,
+                          .threads = 2,
+                          .max_connections = 64,
+                          .per_ip_connections = 0,
+                          .idle_timeout = 30,
+                          .header_timeout = 10,
+                          .stream_max = 8};
+
 static bool start(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -46,14 +58,6 @@ static bool start(void)
     predict_options popt = {.cache = true};
     if (predict_service_new(&popt, reg, &svc) != 0)
         return false;
-    static const api_options opt = {.listen_host = "127.0.0.1",
-                                    .listen_port = 0,
-                                    .threads = 2,
-                                    .max_connections = 64,
-                                    .per_ip_connections = 0,
-                                    .idle_timeout = 30,
-                                    .header_timeout = 10,
-                                    .stream_max = 8};
     if (api_context_new(&opt, svc, &ctx) != 0 || api_http_start(ctx, &http) != 0)
         return false;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(http->daemon, MHD_DAEMON_INFO_BIND_PORT);
@@ -72,22 +76,41 @@ static void stop(void)
 
 /* A connection to the service; rcvbuf > 0 shrinks its receive buffer (a
  * client that reads slowly fills it at once). Reads time out after 30 s. */
-static int dial(int rcvbuf)
+static int dial_family(int family, int rcvbuf)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = socket(family, SOCK_STREAM, 0);
     if (fd < 0)
         return -1;
     if (rcvbuf > 0)
         (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct timeval tv = {.tv_sec = 30};
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len;
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        a->sin6_addr = in6addr_loopback;
+        len = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        len = sizeof *a;
+    }
+    if (connect(fd, (struct sockaddr *)&ss, len) != 0) {
         close(fd);
         return -1;
     }
     return fd;
+}
+
+static int dial(int rcvbuf)
+{
+    return dial_family(AF_INET, rcvbuf);
 }
 
 static bool send_all(int fd, const char *s)
@@ -375,9 +398,9 @@ static void probe_b(void *arg, api_job_status *out)
 }
 
 /* GET path's whole answer (HTTP/1.0: the server closes after it). */
-static size_t get(const char *path, char *out, size_t cap)
+static size_t get_family(int family, const char *path, char *out, size_t cap)
 {
-    int fd = dial(0);
+    int fd = dial_family(family, 0);
     if (fd < 0)
         return 0;
     char req[256];
@@ -391,6 +414,11 @@ static size_t get(const char *path, char *out, size_t cap)
     out[n] = '\0';
     close(fd);
     return n;
+}
+
+static size_t get(const char *path, char *out, size_t cap)
+{
+    return get_family(AF_INET, path, out, cap);
 }
 
 TEST(the_job_list_refuses_bad_jobs_replaces_by_name_and_is_bounded)
@@ -431,11 +459,42 @@ TEST(the_job_list_refuses_bad_jobs_replaces_by_name_and_is_bounded)
     stop();
 }
 
+TEST(listening_hosts)
+{
+    char body[4096];
+    /* a bracketed IPv6 address (as in a URL) listens on that address */
+    opt.listen_host = "[::1]";
+    CHECK(start());
+    CHECK(get_family(AF_INET6, "/health/live", body, sizeof body) > 0);
+    CHECK(strstr(body, " 200 ") != NULL);
+    stop();
+    /* localhost is the IPv4 loopback */
+    opt.listen_host = "localhost";
+    CHECK(start());
+    CHECK(get_family(AF_INET, "/health/live", body, sizeof body) > 0);
+    CHECK(strstr(body, " 200 ") != NULL);
+    stop();
+    /* any other name is refused, before anything listens */
+    opt.listen_host = "example.com";
+    api_context *c = NULL;
+    api_http *h = NULL;
+    predict_service *s = NULL;
+    predict_options popt = {.cache = true};
+    CHECK_EQ_INT(predict_service_new(&popt, NULL, &s), 0);
+    CHECK_EQ_INT(api_context_new(&opt, s, &c), 0);
+    CHECK_EQ_INT(api_http_start(c, &h), PD_EINVAL);
+    CHECK(h == NULL);
+    api_context_free(c);
+    predict_service_free(s);
+    opt.listen_host = "127.0.0.1";
+}
+
 int main(void)
 {
     RUN(a_websocket_client_that_stops_reading_is_dropped_and_the_others_are_not);
     RUN(an_event_stream_client_that_stops_reading_is_ended);
     RUN(publish_refuses_what_it_cannot_route);
     RUN(the_job_list_refuses_bad_jobs_replaces_by_name_and_is_bounded);
+    RUN(listening_hosts);
     return unit_report();
 }
