@@ -110,6 +110,34 @@ def env_for(si, **extra):
     return e
 
 
+def on_terminal(args, env, timeout=300):
+    """Runs the binary with its stderr on a pseudo-terminal; (exit status,
+    what it wrote there)."""
+    import pty
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([BIN, *args], env=dict(os.environ, PREDICTD_DATABASE_URL=DB_URL,
+                                                       **env),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        rc = proc.wait(timeout=timeout)
+    finally:
+        os.close(master)
+    text = out.decode(errors="replace")
+    check(not [ln for ln in text.splitlines() if "Sanitizer" in ln or "runtime error" in ln],
+          f"sanitizer report: {text[-2000:]}")
+    return rc, text
+
+
 def wait_for(pred, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -290,8 +318,15 @@ def fetch_downloads_history_resumably_through_a_429():
         check(si.stats()["klines_requests"] - n1 <= 1, "the second run resumed at the end")
         check_eq(stored_candles(), have)
         # the rest of the data, through a 418 (an IP ban, also with Retry-After)
+        # (on a terminal: one progress bar redrawn in place with CR, not a
+        # line per tenth as in a log)
         si.get("/_standin/mode?klines=418once")
-        cli("fetch", "XRPETH", "--from", "2019-10-11", env=env)
+        rc, text = on_terminal(["fetch", "XRPETH", "--from", "2019-10-11"], env)
+        check_eq(rc, 0, text[-2000:])
+        bars = [b for b in text.split("\r") if b.startswith("[")]
+        check(len(bars) >= 2, f"no progress bar redrawn on the terminal: {text[-2000:]!r}")
+        check(all("\n" not in b for b in bars[:-1]), f"a redraw ended its line: {bars[:3]!r}")
+        check(" 100% " in bars[-1] and "candles written" in text, text[-2000:])
         check_eq(si.stats()["rate_limited"], 2)
         check_eq(differences(expected_candles(), stored_candles()), [])
     finally:
