@@ -13,6 +13,7 @@
  * "promote_if_better": false. The work runs on the training worker thread,
  * never on a request thread.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,8 +100,10 @@ static bool job_id(struct api_request *rq, int64_t *id)
 {
     const char *s = api_query(rq, "id");
     char *end = NULL;
+    errno = 0;
     long long v = s ? strtoll(s, &end, 10) : 0;
-    if (!s || *s < '1' || *s > '9' || *end || v <= 0) {
+    /* ERANGE: digits past LLONG_MAX, which strtoll would clamp to an id never asked for */
+    if (!s || *s < '1' || *s > '9' || *end || errno == ERANGE || v <= 0) {
         api_reply_error(rq, PD_EINVAL, "job id must be a positive integer");
         return false;
     }

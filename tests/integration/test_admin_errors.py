@@ -138,7 +138,10 @@ def training_route_refusals():
     status, _, listing = admin("GET", "/admin/training")
     check_eq(len(listing.get("jobs", [])), jobs_before, "a refused job was queued")
     for path, want in (("/admin/training/abc", 400), ("/admin/training/0", 400),
-                       ("/admin/training/-4", 400), ("/admin/training/999999", 404)):
+                       ("/admin/training/-4", 400), ("/admin/training/12x", 400),
+                       # past the largest id: refused, not clamped to another id
+                       ("/admin/training/99999999999999999999", 400),
+                       ("/admin/training/999999", 404)):
         status, _, payload = admin("GET", path)
         check_eq(status, want, f"GET {path}: {payload}")
         status, _, payload = admin("DELETE", path)
