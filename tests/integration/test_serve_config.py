@@ -17,6 +17,7 @@ import pty
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -294,6 +295,27 @@ def a_series_whose_only_candle_is_still_open_has_no_candles_yet():
     status, _, body = svc.get("/api/candles/NONEUSDT?timeframe=1h")
     check_eq((status, body["error"]["code"]), (404, "unknown_symbol"), body)
     check_eq(svc.stop(), 0)
+
+
+@test
+def a_silent_connection_holds_the_drain_only_for_its_grace():
+    # connected, never a byte sent: the drain gives such a connection a
+    # short grace (its request may be on the way), not the whole drain time
+    svc = Service(models_dir(), redis=False,
+                  env={"PREDICTD_DATABASE_URL": "", "PREDICTD_DRAIN_TIMEOUT": "120"})
+    silent = socket.create_connection(("127.0.0.1", svc.port), timeout=150)
+    try:
+        check_eq(svc.get("/health/live")[0], 200)  # the pool took the silent one too
+        svc.proc.send_signal(signal.SIGTERM)
+        rc = svc.proc.wait(timeout=150)
+        check_eq(svc.stop(), 0)
+        check_eq(rc, 0)
+        m = re.search(r"drained 0 open requests in (\d+) ms", svc.logs())
+        check(m, tail(svc.logs()))
+        check(int(m.group(1)) < 120000, f"the drain waited its whole time: {m.group(0)}")
+        check_eq(silent.recv(1), b"")  # closed by the server, never answered
+    finally:
+        silent.close()
 
 
 def metrics(svc):
