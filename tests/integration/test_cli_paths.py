@@ -133,6 +133,11 @@ def fetch_and_ingest_argument_errors_name_the_argument():
            ["unexpected argument 'ETHUSDT'"])
     expect(["fetch", "btc", "--from", "2024-01-01"], 2, ["symbol 'btc' must match"])
     expect(["fetch", SYM, "--from=2024-02-30x"], 2, ["--from/--to must be"])
+    expect(["fetch", SYM, "--from=2024-01-01", "--to=soon"], 2, ["--from/--to must be"])
+    # of several options not understood, the first is named
+    p = expect(["fetch", SYM, "--from", "2024-01-01", "--bogus", "--other"], 2,
+               ["unknown option '--bogus'"])
+    check("--other" not in p.stderr, p.stderr)
     expect(["fetch", SYM, "--from=2024-01-02", "--to=2024-01-01"], 2,
            ["--to must be after --from"])
     expect(["fetch", SYM, "--from", "2024-01-01"], 2, ["PREDICTD_DATABASE_URL"],

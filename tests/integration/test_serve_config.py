@@ -1,16 +1,20 @@
-"""`predictd serve` configuration that other tests leave alone: key files
-the process cannot open (not a directory, no permission) and keys with
-bytes outside printable ASCII, each refused at start with exit 2 and the
-reason; the log level (error or warn keeps only those lines, errors
-still reach the log) and the default log format (text on a terminal,
-JSON otherwise); the model scanner on demand (PREDICTD_RELOAD_INTERVAL=0)
-as /health/status reports it; the ledger routes of a service without a
-database (503, and their parameters still checked first); the rate
-limit's default burst (twice the rate) and a bucket that refills to the
-burst, not beyond, while its client is idle.
+"""`predictd serve` (and `ingest`) configuration and lifecycle that other
+tests leave alone: key files the process cannot open (not a directory, no
+permission) and keys with bytes outside printable ASCII, each refused at
+start with exit 2 and the reason; the log level (error or warn keeps only
+those lines, errors still reach the log) and the default log format (text
+on a terminal, JSON otherwise); the model scanner on demand
+(PREDICTD_RELOAD_INTERVAL=0) as /health/status reports it; the ledger
+routes of a service without a database (503, their parameters still
+checked first); the rate limit's default burst (twice the rate) and a
+bucket that refills to the burst, not beyond, while its client is idle; a
+timeframe no model serves (an empty list); a series whose only candle is
+still open (no closed candle yet); a silent connection during the drain;
+SIGINT like SIGTERM; the feed's metrics on the leader, on a standby that
+takes over, and for an exchange that cannot be reached.
 
-Needs no trained model: the real binary, an empty model repository, and
-the PostgreSQL of tests/run only where a test says so."""
+The real binary with empty model repositories (no training), and the
+PostgreSQL of tests/run where a test says so."""
 import json
 import os
 import pty
@@ -24,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (BIN, ROOT, Service, check, check_eq, check_in, cli,  # noqa: E402
+from harness import (BIN, DB_URL, ROOT, Service, check, check_eq, check_in, cli,  # noqa: E402
                      free_port, need_services, psql, run_tests, sanitizer_lines, tail, test)
 
 TMP = tempfile.mkdtemp(prefix="predictd-servecfg-")
@@ -316,6 +320,34 @@ def a_silent_connection_holds_the_drain_only_for_its_grace():
         check_eq(silent.recv(1), b"")  # closed by the server, never answered
     finally:
         silent.close()
+
+
+@test
+def sigint_stops_serve_and_ingest_like_sigterm():
+    # Ctrl-C in a terminal: serve drains and exits 0, ingest stops and exits 0
+    svc = Service(models_dir(), redis=False, env={"PREDICTD_DATABASE_URL": ""})
+    check_eq(svc.stop(sig=signal.SIGINT), 0)
+    check_in("SIGINT: draining", svc.logs())
+    check_in("stopped", svc.logs())
+    need_services()
+    cli("migrate", "--migrations-dir", os.path.join(ROOT, "db"))
+    demo_dir = os.path.join(ROOT, "data", "demo")
+    cli("seed", "--if-empty", "--demo", "--behind", "3", env={"PREDICTD_DEMO_DIR": demo_dir})
+    env = dict(os.environ, PREDICTD_DATABASE_URL=DB_URL, PREDICTD_FEED="demo",
+               PREDICTD_DEMO_DIR=demo_dir, PREDICTD_DEMO_STEP_MS="100",
+               PREDICTD_LOG_FORMAT="text")
+    log_path = os.path.join(TMP, "ingest-sigint.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([BIN, "ingest"], env=env, stdout=log, stderr=log)
+        try:
+            wait_for(lambda: "feed demo running" in open(log_path).read(), "ingest to run", 60)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(timeout=60)
+    text = open(log_path).read()
+    check(not sanitizer_lines(text), text[-2000:])
+    check_eq(rc, 0, text[-1500:])
+    check_in("SIGINT: stopping", text)
 
 
 def metrics(svc):
