@@ -109,6 +109,14 @@ def model_page_lists_stored_backtests():
     check_eq(bt["version"], 1)
     check_in("figures", bt)
     check(bt["figures"]["predictions"] > 0, bt)
+    # a replica without a database serves the same page, backtests unknown
+    # (null, not an empty list that would say there are none)
+    nodb = Service(MODELS, env={"PREDICTD_DATABASE_URL": ""}, redis=False, name="no-database")
+    status, _, body = nodb.get(f"/api/models/{SYM}/{TF}")
+    check_eq(status, 200, body)
+    check(body["backtests"] is None, body)
+    check_eq(body["model"]["serving_version"], 1, body)
+    check_eq(nodb.stop(), 0)
 
 
 @test

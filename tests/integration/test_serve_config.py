@@ -254,7 +254,7 @@ def the_default_burst_is_twice_the_rate_and_an_idle_bucket_refills_to_it():
     statuses, took, retry = until_limited()
     # a full bucket lets the burst through at once; at most rate x elapsed
     # more (+1 refilled at the edge) however slow this machine is
-    check(statuses[:burst] == [200] * burst, f"the burst of {burst} was not let through: {statuses}")
+    check(statuses[:burst] == [200] * burst, f"the burst of {burst} did not pass: {statuses}")
     check(statuses.count(200) <= burst + rate * took + 1, f"{statuses} in {took:.1f} s")
     check_eq(retry, 1)  # one token comes back in 1/rate s: "retry after 1 s"
     # idle for twice what refills the bucket: it holds the burst again, not

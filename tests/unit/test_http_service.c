@@ -7,8 +7,9 @@
  * ends), while a client that reads keeps getting its own; publish refuses
  * what it cannot route; the job list of /health/status refuses bad
  * registrations, replaces a job registered twice and holds at most
- * API_JOBS_MAX; the listening host may be a bracketed IPv6 address, and
- * a host name other than localhost fails the start. The real daemon on
+ * API_JOBS_MAX; prediction metrics keep 512 series by name and pool the
+ * rest in one "_other" series; the listening host may be a bracketed IPv6
+ * address, and a host name other than localhost fails the start. The real daemon on
  * loopback (port 0), real sockets; no database (the service answers
  * without one).
  */
@@ -30,8 +31,8 @@
 #include "tests/unit/unit.h"
 #include "util/util.h"
 
-#define QUEUE_MAX 256    /* api/streams.c: messages a client may have waiting */
-#define MSG_LEN 65536    /* one published message */
+#define QUEUE_MAX 256 /* api/streams.c: messages a client may have waiting */
+#define MSG_LEN 65536 /* one published message */
 
 static registry *reg;
 static predict_service *svc;
@@ -370,7 +371,8 @@ TEST(an_event_stream_client_that_stops_reading_is_ended)
         ended = wn >= 7 && strcmp(win + wn - 7, "\r\n0\r\n\r\n") == 0;
     }
     if (!ended)
-        fprintf(stderr, "stream tail after %zu bytes (read: %s): %s\n", total, strerror(errno), win);
+        fprintf(stderr, "stream tail after %zu bytes (read: %s): %s\n", total, strerror(errno),
+                win);
     CHECK(ended);
     CHECK(total < (size_t)sent * MSG_LEN);
     for (int i = 0; i < 200; i++) { /* the client leaves the hub */
@@ -481,6 +483,60 @@ TEST(the_job_list_refuses_bad_jobs_replaces_by_name_and_is_bounded)
     stop();
 }
 
+/* The lines of text that start with prefix and contain needle (NULL: any). */
+static int count_lines(const char *text, const char *prefix, const char *needle)
+{
+    int n = 0;
+    size_t pl = strlen(prefix);
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *e = strchr(l, '\n');
+        size_t len = e ? (size_t)(e - l) : strlen(l);
+        if (len >= pl && memcmp(l, prefix, pl) == 0 &&
+            (!needle || memmem(l, len, needle, strlen(needle))))
+            n++;
+    }
+    return n;
+}
+
+TEST(prediction_metrics_keep_at_most_512_series_and_pool_the_rest)
+{
+    CHECK(start());
+    predict_result p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.timeframe, sizeof p.timeframe, "1h");
+    p.version = 1;
+    p.direction = 2;
+    for (int i = 0; i < 600; i++) {
+        snprintf(p.symbol, sizeof p.symbol, "S%04d", i);
+        api_metrics_prediction(http, &p, 0.001);
+    }
+    /* a series already counted is counted again in its own line, not pooled */
+    snprintf(p.symbol, sizeof p.symbol, "S0007");
+    api_metrics_prediction(http, &p, 0.001);
+    /* not a direction, no result: not counted */
+    p.direction = 3;
+    api_metrics_prediction(http, &p, 0.001);
+    p.direction = -1;
+    api_metrics_prediction(http, &p, 0.001);
+    api_metrics_prediction(http, NULL, 0.001);
+    static char body[8 << 20];
+    CHECK(get("/metrics", body, sizeof body) > 0);
+    CHECK(strstr(body, " 200 ") != NULL);
+    /* 512 series by name, then one pooled line for the 88 beyond them */
+    CHECK_EQ_INT(count_lines(body, "predictd_predictions_total{symbol=\"S", NULL), 512);
+    CHECK_EQ_INT(count_lines(body, "predictd_predictions_total{", "version=\"_other\""), 1);
+    CHECK_EQ_INT(count_lines(body,
+                             "predictd_predictions_total{symbol=\"_other\",timeframe=\"_other\"",
+                             "version=\"_other\",direction=\"NO_TRADE\"} 88"),
+                 1);
+    CHECK_EQ_INT(count_lines(body, "predictd_predictions_total{symbol=\"S0007\"", "} 2"), 1);
+    CHECK_EQ_INT(count_lines(body, "predictd_predictions_total{symbol=\"S0511\"", "} 1"), 1);
+    CHECK_EQ_INT(count_lines(body, "predictd_predictions_total{symbol=\"S0512\"", NULL), 0);
+    /* the latency histogram is bounded the same way */
+    CHECK_EQ_INT(count_lines(body, "predictd_prediction_duration_seconds_count{", NULL), 513);
+    stop();
+}
+
 TEST(listening_hosts)
 {
     char body[4096];
@@ -517,6 +573,7 @@ int main(void)
     RUN(an_event_stream_client_that_stops_reading_is_ended);
     RUN(publish_refuses_what_it_cannot_route);
     RUN(the_job_list_refuses_bad_jobs_replaces_by_name_and_is_bounded);
+    RUN(prediction_metrics_keep_at_most_512_series_and_pool_the_rest);
     RUN(listening_hosts);
     return unit_report();
 }
