@@ -577,17 +577,36 @@ def refused_connections_are_logged_once_per_episode_with_a_count():
     # two connections the server has surely accepted (each answered one
     # keep-alive request; a sleep is not enough under load, where two pool
     # threads may take a held connection and the next one in either order)
+    # The harness's own start-up probe may still hold one of the address's
+    # two slots for a moment (its close not yet seen by a loaded server):
+    # a held connection refused for that is tried again, and the refusals'
+    # log lines counted from after them.
     held = []
     for _ in range(2):
-        h = socket.create_connection(("127.0.0.1", svc.port), timeout=5)
-        h.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-        got = b""
-        while b"\r\n\r\n" not in got:
-            chunk = h.recv(4096)
-            check(chunk, "a held connection was answered")
-            got += chunk
-        check(got.startswith(b"HTTP/1.1 200"), got[:40])
+        for attempt in range(50):
+            h = socket.create_connection(("127.0.0.1", svc.port), timeout=5)
+            got = b""
+            try:
+                h.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+                while b"\r\n\r\n" not in got:
+                    chunk = h.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+            except ConnectionResetError:
+                pass
+            if got:
+                break
+            h.close()
+            time.sleep(0.1)
+        check(got.startswith(b"HTTP/1.1 200"), f"a held connection was not answered: {got[:40]}")
         held.append(h)
+
+    def limit_lines():
+        return [ln for ln in svc.logs().splitlines() if "connection limit" in ln]
+    base = len(limit_lines())
+    if base:  # let the episode of those refusals end: the next one starts a new one
+        time.sleep(10.5)
 
     def refused_once():
         """One connection over the address's limit: libmicrohttpd closes it."""
@@ -602,13 +621,13 @@ def refused_connections_are_logged_once_per_episode_with_a_count():
         for _ in range(5):
             refused_once()
         time.sleep(0.3)
-        mhd = [ln for ln in svc.logs().splitlines() if "connection limit" in ln]
+        mhd = limit_lines()[base:]
         check_eq(len(mhd), 1, mhd)  # the episode's first refusal only
         # the next refusal after the episode's 10 s says how many were not logged
         time.sleep(10.5)
         refused_once()
         time.sleep(0.3)
-        mhd = [ln for ln in svc.logs().splitlines() if "connection limit" in ln]
+        mhd = limit_lines()[base:]
         check_eq(len(mhd), 2, mhd)
         check_in("(and 4 more like it in the last 10 s or more)", mhd[1])
     finally:
