@@ -135,6 +135,34 @@ def free_port():
     return port
 
 
+def listening_port(pid):
+    """The TCP port process `pid` listens on (its first listening socket), or
+    None: its socket inodes (/proc/PID/fd) matched against the kernel's
+    listening sockets (/proc/net/tcp and tcp6, state 0A)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and fields[9] in inodes:
+                        return int(fields[1].rsplit(":", 1)[1], 16)
+        except OSError:
+            continue
+    return None
+
+
 def need_services():
     if not DB_URL or not REDIS_URL:
         raise Skip("needs PREDICTD_TEST_DATABASE_URL and PREDICTD_TEST_REDIS_URL (tests/run)")
@@ -208,8 +236,10 @@ class Service:
                                      f"at start:\n{tail(self.logs())}")
             if self.port is None:
                 m = re.search(r"listening on [^\s:]+:(\d+)", self.logs())
-                if m:
-                    self.port = int(m.group(1))
+                # at log levels above info there is no such line: ask the kernel
+                port = int(m.group(1)) if m else listening_port(self.proc.pid)
+                if port:
+                    self.port = port
                     self.base = f"http://127.0.0.1:{self.port}"
             if self.port is not None:
                 try:
