@@ -63,6 +63,7 @@
 #include "predict/predict_internal.h"
 #include "registry/registry.h"
 #include "registry/registry_internal.h"
+#include "server/commands.h"
 #include "training/training.h"
 #include "unit.h"
 #include "fixtures.h"
@@ -1821,6 +1822,78 @@ TEST(abandoned_temporaries_are_swept_with_limits)
     util_rmtree(base_dir);
 }
 
+/* ------------------------------------------------------------------------
+ * `predictd import` of a trades file (server/cmd_data.c), the command
+ * itself: the file read, parsed, aggregated into 1m candles (more than the
+ * collector's first 1024: a gap of 1100 minutes is filled), then stored.
+ * No database is configured, so the reference run stops at the store with
+ * exit 1 and says the database URL is required; a run whose allocation
+ * fails must exit 1 saying "out of memory" and not mention the database
+ * (it never got there). stderr is captured to a file around the call.
+ */
+typedef struct import_ctx {
+    char csv[700], err[700];
+} import_ctx;
+
+static int op_import_trades(void *ctx)
+{
+    import_ctx *c = ctx;
+    server_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    char *argv[] = {"import", c->csv, "--symbol", "BTCUSDT", NULL};
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    int fd = open(c->err, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (saved < 0 || fd < 0) {
+        UNIT_FAIL_("cannot capture stderr");
+        return -1000;
+    }
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    int ec = cmd_import(&cfg, 4, argv);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    bool held = fault_hold();
+    char *text = NULL;
+    size_t n = 0;
+    int rc = -1000;
+    if (util_read_file(c->err, 1u << 20, &text, &n) != 0) {
+        UNIT_FAIL_("stderr not captured");
+    } else if (ec == 1 && strstr(text, "PREDICTD_DATABASE_URL (or --database-url) is required")) {
+        rc = 0;
+    } else if (ec == 1 && strstr(text, "out of memory") && !strstr(text, "DATABASE_URL")) {
+        rc = PD_ENOMEM;
+    } else {
+        UNIT_FAIL_("import exited %d saying: %s", ec, text);
+    }
+    free(text);
+    fault_resume(held);
+    return rc;
+}
+
+TEST(import_of_trades_under_allocation_failures)
+{
+    char dir[512];
+    if (!unit_tmpdir(dir, sizeof dir, "pd-faults-import"))
+        UNIT_SKIP("no temporary directory");
+    import_ctx c;
+    snprintf(c.csv, sizeof c.csv, "%s/trades.csv", dir);
+    snprintf(c.err, sizeof c.err, "%s/stderr.txt", dir);
+    FILE *f = fopen(c.csv, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fprintf(f, "time,id,side,price,amount\n");
+    for (int i = 0; i < 40; i++) /* a repeated id, a late trade */
+        fprintf(f, "%lld,%d,%s,%.2f,1.5\n", 1700000040000LL + i * 20000LL, i == 7 ? 6 : i,
+                i % 2 ? "buy" : "sell", 100.0 + i * 0.1);
+    fprintf(f, "%lld,999,buy,105.00,2\n", 1700000040000LL + 1100LL * 60000);
+    CHECK_EQ_INT(fclose(f), 0);
+    CHECK(fault_loop("predictd import (trades)", op_import_trades, &c, 0, NULL, 0, 0, 1) > 0);
+    util_rmtree(dir);
+}
+
 /* FAULT_ONLY=word runs only the tests whose name contains it (with
  * FAULT_BACKTRACE=N: where allocation N of that test is). */
 #define RUN_ONLY(t)                                                                                \
@@ -1866,5 +1939,6 @@ int main(int argc, char **argv)
     RUN_ONLY(publishing_on_a_full_file_system);
     RUN_ONLY(a_read_only_repository_serves_and_refuses_writes);
     RUN_ONLY(abandoned_temporaries_are_swept_with_limits);
+    RUN_ONLY(import_of_trades_under_allocation_failures);
     return unit_report();
 }
