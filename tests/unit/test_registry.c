@@ -2099,6 +2099,91 @@ TEST(test_refused_directories_are_listed_within_a_bound)
     free(base);
 }
 
+/* Training metadata as trainers write it: none at all (a hand-made model:
+ * it verifies and serves, with an empty trainer and unknown figures);
+ * metrics whose names fit are readable, one whose name is too long for the
+ * listing is left out (not truncated into a different name); a model.pb
+ * with no timeframe in it says nothing, one trained for another timeframe
+ * is served with a warning. */
+TEST(test_training_metadata_as_written)
+{
+    char *base = mkdtemp_dir();
+    char models[256];
+    pathf(models, sizeof models, "%s/models", base);
+    fx *f = malloc(sizeof *f);
+    fx_init(f, 95, "test_registry");
+    f->m.meta = NULL;
+    uint32_t ver = 0;
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK_EQ_INT(ver, 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_version *v = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &v), 0);
+    if (v) {
+        const registry_meta *m = registry_version_meta(v);
+        CHECK_EQ_STR(m->trainer, "");
+        CHECK_EQ_INT(m->trained_at, 0);
+        CHECK(isnan(m->test_accuracy));
+        CHECK_EQ_INT(m->n_metrics, 0);
+        CHECK(isnan(registry_meta_metric(m, "hit_rate_calls")));
+        registry_release(v);
+    }
+
+    /* metrics, one with a name too long; no timeframe in the file */
+    fx_init(f, 96, "test_registry");
+    Predictd__Metric mt[3];
+    Predictd__Metric *mp[3] = {&mt[0], &mt[1], &mt[2]};
+    const char *names[3] = {"hit_rate_calls", "a_metric_name_longer_than_the_listing_keeps",
+                            "beats_baseline"};
+    const double values[3] = {0.61, 7, 1};
+    for (int i = 0; i < 3; i++) {
+        predictd__metric__init(&mt[i]);
+        mt[i].name = (char *)names[i];
+        mt[i].value = values[i];
+    }
+    f->meta.n_metrics = 3;
+    f->meta.metrics = mp;
+    f->meta.timeframe = "";
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK_EQ_INT(ver, 2);
+    log_begin(base);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    char *log = log_end();
+    CHECK_LOGGED(log, "loaded BTCUSDT/15m v2");
+    CHECK(strstr(log, "trained for timeframe") == NULL);
+    free(log);
+    v = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &v), 0);
+    if (v) {
+        const registry_meta *m = registry_version_meta(v);
+        CHECK_EQ_INT(registry_version_number(v), 2);
+        CHECK_EQ_INT(m->n_metrics, 2);
+        CHECK_NEAR(registry_meta_metric(m, "hit_rate_calls"), 0.61, 1e-12);
+        CHECK_NEAR(registry_meta_metric(m, "beats_baseline"), 1, 0);
+        CHECK(isnan(registry_meta_metric(m, names[1])));
+        CHECK(isnan(registry_meta_metric(m, "a_metric_name_longer_than_the_li")));
+        registry_release(v);
+    }
+
+    /* trained for 1h, published under 15m: served, with a warning */
+    fx_init(f, 97, "test_registry");
+    f->meta.timeframe = "1h";
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK_EQ_INT(ver, 3);
+    log_begin(base);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    log = log_end();
+    CHECK_LOGGED(log, "BTCUSDT/15m v3: model.pb was trained for timeframe 1h");
+    free(log);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 3);
+    free(f);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
 int main(void)
 {
     util_log_configure(getenv("PREDICTD_TEST_VERBOSE") ? UTIL_LOG_DEBUG : UTIL_LOG_ERROR, false);
@@ -2123,5 +2208,6 @@ int main(void)
     RUN(test_policy_put_back_when_a_pin_fails);
     RUN(test_series_directory_replaced_by_a_file);
     RUN(test_refused_directories_are_listed_within_a_bound);
+    RUN(test_training_metadata_as_written);
     return unit_report();
 }
