@@ -1227,6 +1227,44 @@ TEST(test_reject_policy)
     fix_softmax(&f);
     f.p.atr_period = INFERENCE_MAX_WINDOW + 1;
     CHECK_REJECT(&f, "atr_period");
+    /* the market's costs: a round trip in [0, 10000) bps, a floor >= 0 */
+    Predictd__Costs costs;
+    const double bad_bps[] = {NAN, INFINITY, -1, 10000};
+    for (size_t i = 0; i < sizeof bad_bps / sizeof bad_bps[0]; i++) {
+        fix_softmax(&f);
+        predictd__costs__init(&costs);
+        costs.round_trip_bps = bad_bps[i];
+        f.p.costs = &costs;
+        CHECK_REJECT(&f, "policy: costs.round_trip_bps is");
+    }
+    const double bad_floor[] = {NAN, -0.5, INFINITY};
+    for (size_t i = 0; i < sizeof bad_floor / sizeof bad_floor[0]; i++) {
+        fix_softmax(&f);
+        predictd__costs__init(&costs);
+        costs.round_trip_bps = 4;
+        costs.min_risk_costs = bad_floor[i];
+        f.p.costs = &costs;
+        CHECK_REJECT(&f, "policy: costs.min_risk_costs is");
+    }
+    fix_softmax(&f);
+    predictd__costs__init(&costs);
+    costs.round_trip_bps = 0; /* free trading: allowed; floor 0 means the default */
+    f.p.costs = &costs;
+    inference_model *mc = NULL;
+    CHECK_EQ_INT(inference_model_build(&f.m, &f.s, &mc, NULL, 0), 0);
+    if (mc) {
+        CHECK_NEAR(inference_model_policy(mc)->cost_bps, 0, 0);
+        CHECK_NEAR(inference_model_policy(mc)->min_risk_costs, INFERENCE_DEFAULT_MIN_RISK_COSTS, 0);
+        inference_model_free(mc);
+    }
+    costs.round_trip_bps = 9999.5;
+    costs.min_risk_costs = 2.5;
+    CHECK_EQ_INT(inference_model_build(&f.m, &f.s, &mc, NULL, 0), 0);
+    if (mc) {
+        CHECK_NEAR(inference_model_policy(mc)->cost_bps, 9999.5, 0);
+        CHECK_NEAR(inference_model_policy(mc)->min_risk_costs, 2.5, 0);
+        inference_model_free(mc);
+    }
 
     /* Optional values: absent ETA is NaN, NaN in the file means unknown. */
     fix_softmax(&f);
