@@ -1991,6 +1991,29 @@ TEST(test_policy_put_back_when_a_pin_fails)
     j = read_policy(models, "BTCUSDT", "15m");
     CHECK(j && json_integer_value(json_object_get(j, "pinned")) == 5);
     json_decref(j);
+
+    /* unpinned, and every version after v5 removed: v5, forgotten from the
+     * listing, is the newest left and serves (as a process starting on
+     * this directory would choose) */
+    CHECK_EQ_INT(registry_unpin(r, "BTCUSDT", "15m"), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 22);
+    for (unsigned i = 6; i <= 22; i++) {
+        pathf(p, sizeof p, "%s/%u", sdir, i);
+        CHECK_EQ_INT(util_rmtree(p), 0);
+    }
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 5);
+    registry_version_info vi;
+    CHECK(version_info(r, "BTCUSDT", "15m", 5, &vi, NULL));
+    CHECK(vi.serving);
+
+    /* calls that name no registry or no valid series */
+    CHECK_EQ_INT(registry_pin(NULL, "BTCUSDT", "15m", 1), PD_EINVAL);
+    CHECK_EQ_INT(registry_unpin(NULL, "BTCUSDT", "15m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_unpin(r, "BTCUSDT", "9m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_unpin(r, "btc", "15m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "7m", "stable", 5, 0), PD_EINVAL);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 5);
     registry_free(r);
     util_rmtree(base);
     free(base);
