@@ -19,7 +19,8 @@
  * of the series directory fails, or whose close fails, reports PD_EIO and
  * leaves no temporary directory behind; a policy change whose fsync fails
  * is refused, the policy in force stays and the temporary file is gone
- * (and its descriptor closed). No timing assertions.
+ * (and its descriptor closed); a failed pin whose restore of the previous
+ * policy fails is logged as an error. No timing assertions.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -444,6 +445,70 @@ TEST(a_policy_change_whose_fsync_fails_is_refused)
     util_rmtree(base_dir);
 }
 
+/* A pin of a version that fails to load, when putting the previous
+ * policy.json back fails too (its fsync): the failure is logged as an
+ * error naming the series, the call still says the version failed
+ * verification, and what serves is what served (the pin on disk names a
+ * version that fails, which is never served). */
+TEST(a_failed_pin_whose_restore_fails_is_logged)
+{
+    if (!repo_init())
+        UNIT_SKIP("no temporary directory");
+    CHECK_EQ_INT(publish_seed(41, NULL), 1);
+    CHECK_EQ_INT(publish_seed(42, NULL), 2);
+    char p[800], logp[800];
+    snprintf(p, sizeof p, "%s/policy.json", series_dir);
+    const char *text = "{\"labels\": {\"stable\": 2}}\n";
+    FILE *f = fopen(p, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fputs(text, f);
+    fclose(f);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models_dir, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r), 2);
+    /* v1's model broken behind the registry's back */
+    snprintf(p, sizeof p, "%s/1/model.pb", series_dir);
+    f = fopen(p, "w");
+    if (f) {
+        fputs("\x08\x01junk", f);
+        fclose(f);
+    }
+    /* stderr to a file: the error line is what an operator gets */
+    snprintf(logp, sizeof logp, "%s/stderr.log", base_dir);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO), fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CHECK(saved >= 0 && fd >= 0);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    io_arm(IO_FSYNC, 2, EIO); /* the new policy is written; putting the old back fails */
+    int rc = registry_pin(r, "BTCUSDT", "15m", 1);
+    bool fired = io_disarm();
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    CHECK(fired);
+    CHECK_EQ_INT(rc, PD_EVERIFY);
+    char *log = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(util_read_file(logp, 1u << 20, &log, &n), 0);
+    CHECK(log && strstr(log, "BTCUSDT/15m: the previous policy could not be restored"));
+    if (log && !strstr(log, "could not be restored"))
+        printf("  log: %s\n", log);
+    free(log);
+    CHECK_EQ_INT(serving(r), 2);
+    registry_free(r);
+    /* a fresh process reads the pin left on disk and still serves v2 */
+    r = NULL;
+    CHECK_EQ_INT(registry_new(models_dir, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r), 2);
+    registry_free(r);
+    util_rmtree(base_dir);
+}
+
 int main(void)
 {
     util_log_configure(getenv("PREDICTD_TEST_VERBOSE") ? UTIL_LOG_DEBUG : UTIL_LOG_ERROR, false);
@@ -451,5 +516,6 @@ int main(void)
     RUN(a_version_whose_read_fails_does_not_serve);
     RUN(publishing_when_fsync_or_close_fails);
     RUN(a_policy_change_whose_fsync_fails_is_refused);
+    RUN(a_failed_pin_whose_restore_fails_is_logged);
     return unit_report();
 }
