@@ -1894,6 +1894,72 @@ TEST(import_of_trades_under_allocation_failures)
     util_rmtree(dir);
 }
 
+/* ------------------------------------------------------------------------
+ * A pin over a policy.json an operator wrote (a label and a key of their
+ * own): every faulted run either pins (the file then holds the pin, the
+ * label and the operator's key) or fails with the file byte for byte as
+ * it was (read before the change, so that putting it back needs no
+ * memory) and the newest version serving in any other process.
+ */
+static const char kept_policy[] = "{\"labels\": {\"stable\": 2},\n \"owner_id\": 7}\n";
+
+static int op_pin_over_policy(void *ctx)
+{
+    (void)ctx;
+    bool held = fault_hold();
+    char p[800];
+    snprintf(p, sizeof p, "%s/BTCUSDT/15m/policy.json", models_dir);
+    registry *r = NULL;
+    if (registry_new(models_dir, &r) != 0 || registry_scan(r, NULL, NULL) != 0) {
+        UNIT_FAIL_("registry");
+        registry_free(r);
+        fault_resume(held);
+        return -1000;
+    }
+    fault_resume(held);
+    int rc = registry_pin(r, "BTCUSDT", "15m", 1);
+    held = fault_hold();
+    char *text = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(util_read_file(p, 1u << 20, &text, &n), 0);
+    if (rc == 0) {
+        json_t *j = text ? json_loadb(text, n, 0, NULL) : NULL;
+        CHECK_EQ_INT(json_integer_value(json_object_get(j, "pinned")), 1);
+        CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "labels"), "stable")),
+                     2);
+        CHECK_EQ_INT(json_integer_value(json_object_get(j, "owner_id")), 7);
+        json_decref(j);
+        CHECK_EQ_INT(fresh_serving(NULL), 1);
+        CHECK_EQ_INT(write_file(p, kept_policy, strlen(kept_policy)), 0);
+    } else {
+        CHECK(text && n == strlen(kept_policy) && memcmp(text, kept_policy, n) == 0);
+        CHECK_EQ_INT(fresh_serving(NULL), 2);
+    }
+    free(text);
+    registry_free(r);
+    fault_resume(held);
+    return rc;
+}
+
+TEST(pin_over_an_operators_policy_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f)) {
+        free(f);
+        UNIT_SKIP("no repository");
+    }
+    uint32_t ver = 0;
+    CHECK_EQ_INT(registry_publish(models_dir, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK_EQ_INT(ver, 2);
+    char p[800];
+    snprintf(p, sizeof p, "%s/BTCUSDT/15m/policy.json", models_dir);
+    CHECK_EQ_INT(write_file(p, kept_policy, strlen(kept_policy)), 0);
+    CHECK(fault_loop("registry_pin over policy.json", op_pin_over_policy, NULL, 0, NULL, 0,
+                     FAULT_TOLERATE, 1) > 0);
+    free(f);
+    util_rmtree(base_dir);
+}
+
 /* FAULT_ONLY=word runs only the tests whose name contains it (with
  * FAULT_BACKTRACE=N: where allocation N of that test is). */
 #define RUN_ONLY(t)                                                                                \
@@ -1940,5 +2006,6 @@ int main(int argc, char **argv)
     RUN_ONLY(a_read_only_repository_serves_and_refuses_writes);
     RUN_ONLY(abandoned_temporaries_are_swept_with_limits);
     RUN_ONLY(import_of_trades_under_allocation_failures);
+    RUN_ONLY(pin_over_an_operators_policy_under_allocation_failures);
     return unit_report();
 }
