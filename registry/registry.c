@@ -1638,7 +1638,12 @@ static int write_policy(registry *r, const series *s, int sfd, const policy *p)
         json_object_del(root, "canary_share");
     }
     if (json_object_size(root) == 0) {
-        /* Nothing left to say: no file is the empty policy. */
+        /* Nothing left to say: no file is the empty policy (and when there
+         * was none, nothing changes: a read-only repository agrees). */
+        if (rrc == PD_ENOTFOUND) {
+            rc = 0;
+            goto out;
+        }
         rc = unlinkat(sfd, "policy.json", 0) == 0 || errno == ENOENT ? 0 : PD_EIO;
         if (rc == 0)
             LOG_INFO(MOD, "%s/%s: policy.json removed (empty policy)", sym, tf);
