@@ -1960,6 +1960,67 @@ TEST(pin_over_an_operators_policy_under_allocation_failures)
     util_rmtree(base_dir);
 }
 
+/* ------------------------------------------------------------------------
+ * A series whose directory was removed, met by a full scan under
+ * allocation failures: the scan returns 0 (some allocations it can do
+ * without: the listing of refused directories) or PD_ENOMEM; after it (and,
+ * when it ran out of memory, after one more scan with memory back) the
+ * removed series serves nothing and the other one still serves its version.
+ */
+static int op_series_gone(void *ctx)
+{
+    fx *f = ctx;
+    bool held = fault_hold();
+    char p[800];
+    snprintf(p, sizeof p, "%s/ETHUSDT/15m", models_dir);
+    registry *r = NULL;
+    registry_version *v = NULL;
+    if (registry_new(models_dir, &r) != 0 || registry_scan(r, NULL, NULL) != 0 ||
+        registry_acquire(r, "ETHUSDT", "15m", NULL, &v) != 0) {
+        UNIT_FAIL_("registry");
+        registry_free(r);
+        fault_resume(held);
+        return -1000;
+    }
+    registry_release(v);
+    v = NULL;
+    CHECK_EQ_INT(util_rmtree(p), 0);
+    fault_resume(held);
+    int rc = registry_scan(r, NULL, NULL);
+    held = fault_hold();
+    if (rc == PD_ENOMEM)
+        CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(registry_acquire(r, "ETHUSDT", "15m", NULL, &v), PD_ENOMODEL);
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &v), 0);
+    if (v)
+        CHECK_EQ_INT(registry_version_number(v), 1);
+    registry_release(v);
+    registry_free(r);
+    uint32_t ver = 0;
+    f->meta.symbol = "ETHUSDT";
+    CHECK_EQ_INT(registry_publish(models_dir, "ETHUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK_EQ_INT(ver, 1);
+    fault_resume(held);
+    return rc;
+}
+
+TEST(a_series_directory_gone_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f)) {
+        free(f);
+        UNIT_SKIP("no repository");
+    }
+    uint32_t ver = 0;
+    f->meta.symbol = "ETHUSDT";
+    CHECK_EQ_INT(registry_publish(models_dir, "ETHUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK(fault_loop("registry_scan with a series gone", op_series_gone, f, 0, NULL, 0,
+                     FAULT_TOLERATE, 1) >
+          0);
+    free(f);
+    util_rmtree(base_dir);
+}
+
 /* FAULT_ONLY=word runs only the tests whose name contains it (with
  * FAULT_BACKTRACE=N: where allocation N of that test is). */
 #define RUN_ONLY(t)                                                                                \
@@ -2007,5 +2068,6 @@ int main(int argc, char **argv)
     RUN_ONLY(abandoned_temporaries_are_swept_with_limits);
     RUN_ONLY(import_of_trades_under_allocation_failures);
     RUN_ONLY(pin_over_an_operators_policy_under_allocation_failures);
+    RUN_ONLY(a_series_directory_gone_under_allocation_failures);
     return unit_report();
 }
