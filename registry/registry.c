@@ -1600,9 +1600,9 @@ static int write_policy(registry *r, const series *s, int sfd, const policy *p)
         }
     }
     free(text);
-    if (rrc == PD_ENOMEM || (rrc == 0 && !root &&
-                             (json_error_code(&jerr) == json_error_out_of_memory ||
-                              !jerr.text[0] || parsed_before)))
+    if (rrc == PD_ENOMEM ||
+        (rrc == 0 && !root &&
+         (json_error_code(&jerr) == json_error_out_of_memory || !jerr.text[0] || parsed_before)))
         return PD_ENOMEM;
     if (root && !json_is_object(root)) {
         json_decref(root);

@@ -143,8 +143,8 @@ TEST(replay_over_the_database)
     char why[256] = "";
 
     /* nothing closed in the range after the window */
-    predict_backtest_options o = {.symbol = SYM, .tf = TF, .cost_bps = NAN, .now = now,
-                                  .from = c[n - 1].t + TFS};
+    predict_backtest_options o = {
+        .symbol = SYM, .tf = TF, .cost_bps = NAN, .now = now, .from = c[n - 1].t + TFS};
     CHECK_EQ_INT(predict_backtest_run(svc, &o, &bt, why, sizeof why), PD_ENODATA);
     CHECK_EQ_STR(why, "BTCUSDT 15m has no closed candle in the range with 99 before it");
     o.from = 0;

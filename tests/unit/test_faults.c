@@ -2015,8 +2015,7 @@ TEST(a_series_directory_gone_under_allocation_failures)
     f->meta.symbol = "ETHUSDT";
     CHECK_EQ_INT(registry_publish(models_dir, "ETHUSDT", "15m", &f->m, &f->s, &ver), 0);
     CHECK(fault_loop("registry_scan with a series gone", op_series_gone, f, 0, NULL, 0,
-                     FAULT_TOLERATE, 1) >
-          0);
+                     FAULT_TOLERATE, 1) > 0);
     free(f);
     util_rmtree(base_dir);
 }

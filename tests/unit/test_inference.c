@@ -1817,7 +1817,6 @@ TEST(test_barrier_levels_and_walk)
     CHECK_EQ_INT(at, 1);
 }
 
-
 int main(void)
 {
     RUN(test_softmax_by_hand);

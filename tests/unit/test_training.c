@@ -1345,9 +1345,14 @@ TEST(test_export_writes_known_etas_only)
     double *mean = calloc(nd, sizeof *mean), *scale = calloc(nd, sizeof *scale);
     for (size_t i = 0; i < nd; i++)
         scale[i] = 1;
-    inference_policy pol = {.sl_atr = 1.5, .tp_r = {1, 2, 3}, .horizon = 12,
-                            .min_confidence = 0.4, .atr_period = 14, .cost_bps = 6,
-                            .min_risk_costs = 3, .eta_candles = {NAN, NAN}};
+    inference_policy pol = {.sl_atr = 1.5,
+                            .tp_r = {1, 2, 3},
+                            .horizon = 12,
+                            .min_confidence = 0.4,
+                            .atr_period = 14,
+                            .cost_bps = 6,
+                            .min_risk_costs = 3,
+                            .eta_candles = {NAN, NAN}};
     const double nan3[3] = {NAN, NAN, NAN}, one[3] = {NAN, 4.5, NAN};
     training__export *e = malloc(sizeof *e);
     struct {
