@@ -2207,6 +2207,50 @@ TEST(test_training_metadata_as_written)
     free(base);
 }
 
+/* A pinned version removed from disk: the newest left serves, the series'
+ * note says why ("pinned v1 not on disk; serving v2"), and pinning it again
+ * is refused as not found while the listing still shows it. The calls that
+ * take a registry accept NULL where their header says so. */
+TEST(test_pinned_version_removed_from_disk)
+{
+    char *base = mkdtemp_dir();
+    char models[256], p[600];
+    pathf(models, sizeof models, "%s/models", base);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 101), 1);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 102), 2);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 1), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+    pathf(p, sizeof p, "%s/BTCUSDT/15m/1", models);
+    CHECK_EQ_INT(util_rmtree(p), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+    registry_series_info si;
+    registry_version_info vi;
+    CHECK(version_info(r, "BTCUSDT", "15m", 1, &vi, &si));
+    CHECK_EQ_STR(si.note, "pinned v1 not on disk; serving v2");
+    CHECK_EQ_INT(si.pinned, 1);
+    CHECK_EQ_INT(vi.state, REGISTRY_RETIRED);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 1), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "15m", "stable", 1, 0), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", REGISTRY__MAX_VERSION + 1u), PD_EINVAL);
+    CHECK_EQ_INT(registry_unpin(r, "BTCUSDT", "15m"), 0);
+    CHECK(version_info(r, "BTCUSDT", "15m", 0, NULL, &si));
+    CHECK_EQ_STR(si.note, "");
+    CHECK_EQ_INT(si.pinned, 0);
+    /* NULL registries and lists: no-ops */
+    registry_set_change_hook(NULL, NULL, NULL);
+    registry_request_scan(NULL);
+    registry_stop(NULL);
+    registry_list_free(NULL, 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
 int main(void)
 {
     util_log_configure(getenv("PREDICTD_TEST_VERBOSE") ? UTIL_LOG_DEBUG : UTIL_LOG_ERROR, false);
@@ -2232,5 +2276,6 @@ int main(void)
     RUN(test_series_directory_replaced_by_a_file);
     RUN(test_refused_directories_are_listed_within_a_bound);
     RUN(test_training_metadata_as_written);
+    RUN(test_pinned_version_removed_from_disk);
     return unit_report();
 }
