@@ -3,13 +3,15 @@
  * systems make them fail, injected into the model repository's file code
  * (registry/files.c, util's atomic write) to check what it does then.
  *
- * This binary is linked with -Wl,--wrap=read,fsync,fstat64,close (see the
+ * This binary is linked with -Wl,--wrap=read,fsync,fstat64,close,openat64 (see the
  * Makefile): the calls to those functions from predictd's own objects
  * (libpredictd.a) and from this file go through the __wrap_ functions
  * below, which pass through to the C library unless a test armed a fault:
  * the Nth call (counted from io_arm) fails with a given errno, or, for
  * read, returns fewer bytes than asked (a file that shrank while read).
- * The C library's own calls (stdio) are not affected.
+ * openat of a named directory can also fail with ENOENT (a version
+ * directory removed between the listing and the load). The C library's own
+ * calls (stdio) are not affected.
  *
  * Behaviours checked: a model file whose read fails (EIO) is refused and
  * the version does not serve; a read interrupted by a signal (EINTR) is
@@ -20,13 +22,15 @@
  * leaves no temporary directory behind; a policy change whose fsync fails
  * is refused, the policy in force stays and the temporary file is gone
  * (and its descriptor closed); a failed pin whose restore of the previous
- * policy fails is logged as an error. No timing assertions.
+ * policy fails is logged as an error; a version directory vanishing
+ * mid-scan fails that version only, until it is back. No timing assertions.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/stat.h>
@@ -52,6 +56,8 @@ ssize_t __wrap_read(int fd, void *buf, size_t n);
 int __wrap_fsync(int fd);
 int __wrap_fstat64(int fd, struct stat *st);
 int __wrap_close(int fd);
+int __real_openat64(int dirfd, const char *name, int flags, ...);
+int __wrap_openat64(int dirfd, const char *name, int flags, ...);
 
 enum io_call { IO_NONE, IO_READ, IO_FSYNC, IO_FSTAT, IO_CLOSE };
 
@@ -61,6 +67,10 @@ static atomic_long io_seen;            /* occurrences since io_arm */
 static _Atomic int io_errno;           /* the errno; 0 for read: a short read */
 static atomic_bool io_fired;
 static atomic_bool io_persist; /* and every call after it */
+/* openat of this name with O_DIRECTORY fails with ENOENT (a directory that
+ * vanished after it was listed); "" for none */
+static char io_vanish[32];
+static atomic_bool io_vanished;
 
 /* The at-th call of `which` from now fails with err (for read, err 0: the
  * call returns 0 bytes, the end of a file that shrank). */
@@ -140,6 +150,23 @@ int __wrap_close(int fd)
         return -1;
     }
     return rc;
+}
+
+int __wrap_openat64(int dirfd, const char *name, int flags, ...)
+{
+    mode_t mode = 0;
+    if (flags & O_CREAT) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = (mode_t)va_arg(ap, int);
+        va_end(ap);
+    }
+    if (io_vanish[0] && (flags & O_DIRECTORY) && strcmp(name, io_vanish) == 0) {
+        atomic_store(&io_vanished, true);
+        errno = ENOENT;
+        return -1;
+    }
+    return __real_openat64(dirfd, name, flags, mode);
 }
 
 /* ------------------------------------------------------------------------
@@ -509,6 +536,34 @@ TEST(a_failed_pin_whose_restore_fails_is_logged)
     util_rmtree(base_dir);
 }
 
+/* A version directory that vanishes between the listing and the load (an
+ * operator's rm racing the scanner; here its open fails with ENOENT): the
+ * version fails with that reason, what served still serves, and when the
+ * directory is readable again the next scan verifies it (its files read
+ * differently from the nothing it saw) and it serves. */
+TEST(a_version_directory_vanishing_mid_scan)
+{
+    if (!repo_init())
+        UNIT_SKIP("no temporary directory");
+    CHECK_EQ_INT(publish_seed(51, NULL), 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models_dir, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r), 1);
+    CHECK_EQ_INT(publish_seed(52, NULL), 2);
+    snprintf(io_vanish, sizeof io_vanish, "2");
+    atomic_store(&io_vanished, false);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    io_vanish[0] = '\0';
+    CHECK(atomic_load(&io_vanished));
+    CHECK_EQ_INT(serving(r), 1);
+    CHECK(failed_with(r, 2, "version directory unreadable: No such file or directory"));
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r), 2);
+    registry_free(r);
+    util_rmtree(base_dir);
+}
+
 int main(void)
 {
     util_log_configure(getenv("PREDICTD_TEST_VERBOSE") ? UTIL_LOG_DEBUG : UTIL_LOG_ERROR, false);
@@ -517,5 +572,6 @@ int main(void)
     RUN(publishing_when_fsync_or_close_fails);
     RUN(a_policy_change_whose_fsync_fails_is_refused);
     RUN(a_failed_pin_whose_restore_fails_is_logged);
+    RUN(a_version_directory_vanishing_mid_scan);
     return unit_report();
 }
