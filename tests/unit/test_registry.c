@@ -1421,6 +1421,63 @@ TEST(test_scanner_thread)
     free(base);
 }
 
+static volatile sig_atomic_t usr2_seen;
+static void on_usr2(int sig)
+{
+    (void)sig;
+    usr2_seen = 1;
+}
+
+/* Signals land on the scanner thread (a process-directed SIGHUP may be
+ * taken by any thread; here every other thread blocks them, so the
+ * scanner's wait is the one interrupted): a signal whose handler asks for
+ * nothing wakes it with nothing to do and it goes on waiting; one whose
+ * handler asks for a scan (as SIGHUP's does) gets the scan. Either way the
+ * scanner keeps working. */
+TEST(test_scanner_thread_takes_signals)
+{
+    char *base = mkdtemp_dir();
+    char models[256];
+    pathf(models, sizeof models, "%s/models", base);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_start(r, 0), 0); /* on request only */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr2;
+    sigaction(SIGUSR2, &sa, NULL);
+    sig_registry = r;
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &set, &old); /* this thread: only the scanner takes them */
+
+    usr2_seen = 0;
+    CHECK_EQ_INT(kill(getpid(), SIGUSR2), 0);
+    for (int i = 0; i < 2000 && !usr2_seen; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    CHECK(usr2_seen);
+    /* still scanning on request */
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 111), 1);
+    registry_request_scan(r);
+    CHECK(wait_serving(r, "BTCUSDT", "15m", 1));
+    /* a handler that asks for a scan, run on the scanner thread itself */
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 112), 2);
+    CHECK_EQ_INT(kill(getpid(), SIGUSR1), 0);
+    CHECK(wait_serving(r, "BTCUSDT", "15m", 2));
+    registry_free(r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    signal(SIGUSR1, SIG_DFL);
+    signal(SIGUSR2, SIG_DFL);
+    util_rmtree(base);
+    free(base);
+}
+
 /* MANIFEST as people write it: `sha256sum -b` (the '*' marker), CRLF from
  * an editor on another system, blank lines, upper-case hex, other files
  * listed. All verify. A file listed twice, a line with a tab, a digest one
@@ -2266,6 +2323,7 @@ int main(void)
     RUN(test_concurrent_publishers);
     RUN(test_read_files_bounded);
     RUN(test_scanner_thread);
+    RUN(test_scanner_thread_takes_signals);
     RUN(test_manifest_forms);
     RUN(test_read_model_paths);
     RUN(test_publish_and_scan_refusals);
