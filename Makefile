@@ -161,6 +161,11 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h tests/unit/fixtures.h $(LIB)
 FAULT_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup \
     -Wl,--wrap=aligned_alloc
 $(BUILD)/tests/test_faults: override LDFLAGS += $(FAULT_WRAP)
+# test_faults_io injects system call failures (read, fsync, fstat, close,
+# openat) into the repository's file code the same way (fstat and openat
+# are fstat64 and openat64 with 64-bit file offsets).
+$(BUILD)/tests/test_faults_io: override LDFLAGS += \
+    -Wl,--wrap=read,--wrap=fsync,--wrap=fstat64,--wrap=close,--wrap=openat64
 
 $(BUILD)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(LIB)
 	@mkdir -p $(dir $@)

@@ -1573,15 +1573,37 @@ void registry_stats_get(registry *r, registry_stats *out)
 
 /* Rewrites the series' policy.json from p, keeping keys it does not know
  * about from the file on disk when that parses; removes the file when
- * nothing is left in it. */
-static int write_policy(registry *r, const char *sym, const char *tf, int sfd, const policy *p)
+ * nothing is left in it. PD_ENOMEM, writing nothing, when the file is there
+ * but could not be read or parsed for lack of memory: writing then would
+ * drop the keys it holds. jansson reports some failed allocations as
+ * syntax errors, so a file whose bytes parsed at the last scan (s's
+ * policy_sha) and do not now is taken for a lack of memory too. Caller
+ * holds scan_lock. */
+static int write_policy(registry *r, const series *s, int sfd, const policy *p)
 {
+    const char *sym = s->symbol, *tf = s->tf;
     char *text = NULL;
     size_t len = 0;
     json_t *root = NULL;
-    if (registry__read_at(sfd, "policy.json", REGISTRY__MAX_SMALL_FILE, &text, &len) == 0)
-        root = json_loadb(text, len, 0, NULL);
+    json_error_t jerr;
+    int rrc = registry__read_at(sfd, "policy.json", REGISTRY__MAX_SMALL_FILE, &text, &len);
+    bool parsed_before = false;
+    if (rrc == 0) {
+        root = json_loadb(text, len, 0, &jerr);
+        if (!root && s->policy_present && !s->policy_err[0]) {
+            uint8_t sha[32];
+            util_sha256 h;
+            util_sha256_init(&h);
+            util_sha256_update(&h, text, len);
+            util_sha256_final(&h, sha);
+            parsed_before = memcmp(sha, s->policy_sha, sizeof sha) == 0;
+        }
+    }
     free(text);
+    if (rrc == PD_ENOMEM ||
+        (rrc == 0 && !root &&
+         (json_error_code(&jerr) == json_error_out_of_memory || !jerr.text[0] || parsed_before)))
+        return PD_ENOMEM;
     if (root && !json_is_object(root)) {
         json_decref(root);
         root = NULL;
@@ -1616,7 +1638,12 @@ static int write_policy(registry *r, const char *sym, const char *tf, int sfd, c
         json_object_del(root, "canary_share");
     }
     if (json_object_size(root) == 0) {
-        /* Nothing left to say: no file is the empty policy. */
+        /* Nothing left to say: no file is the empty policy (and when there
+         * was none, nothing changes: a read-only repository agrees). */
+        if (rrc == PD_ENOTFOUND) {
+            rc = 0;
+            goto out;
+        }
         rc = unlinkat(sfd, "policy.json", 0) == 0 || errno == ENOENT ? 0 : PD_EIO;
         if (rc == 0)
             LOG_INFO(MOD, "%s/%s: policy.json removed (empty policy)", sym, tf);
@@ -1625,6 +1652,16 @@ static int write_policy(registry *r, const char *sym, const char *tf, int sfd, c
     char *out = json_dumps(root, JSON_INDENT(2));
     if (!out)
         goto out;
+    /* jansson (2.14) can return damaged text when an allocation fails
+     * while it dumps (a key's closing quote lost): what is written must
+     * read back as what was meant, else it is a lack of memory */
+    json_t *back = json_loads(out, 0, NULL);
+    bool same = back && json_equal(back, root);
+    json_decref(back);
+    if (!same) {
+        free(out);
+        goto out;
+    }
     char path[4096];
     size_t olen = strlen(out);
     if (snprintf(path, sizeof path, "%s/%s/%s/policy.json", r->dir, sym, tf) >= (int)sizeof path) {
@@ -1702,7 +1739,7 @@ static int change_policy(registry *r, const char *sym, const char *tf, policy_ed
         rc = orc;
         goto out;
     }
-    if ((rc = write_policy(r, sym, tf, sfd, &p)) != 0)
+    if ((rc = write_policy(r, s, sfd, &p)) != 0)
         goto out;
     int src = scan_series(r, rootfd, sym, tf, NULL);
     ssize_t ni = needs ? find_slot(s, needs) : -1;
@@ -1724,7 +1761,7 @@ static int change_policy(registry *r, const char *sym, const char *tf, policy_ed
                                  (int)sizeof path)
             wrc = util_write_file_atomic(path, old_text, old_len, 0644);
         else
-            wrc = write_policy(r, sym, tf, sfd, &old);
+            wrc = write_policy(r, s, sfd, &old);
         if (wrc == 0)
             scan_series(r, rootfd, sym, tf, NULL);
         else

@@ -640,7 +640,10 @@ int util_write_file_atomic(const char *path, const void *data, size_t n, int mod
         p += w;
         left -= (size_t)w;
     }
-    if (fchmod(fd, (mode_t)mode) != 0 || fsync(fd) != 0 || close(fd) != 0) {
+    /* closed whatever fchmod or fsync say: a failed fsync must not leak
+     * the descriptor */
+    bool bad = fchmod(fd, (mode_t)mode) != 0 || fsync(fd) != 0;
+    if (close(fd) != 0 || bad) {
         unlink(tmp);
         return PD_EIO;
     }

@@ -138,6 +138,21 @@ def backtest_entries_written_or_the_command_fails():
 
 
 @test
+def backtest_of_an_empty_range_says_so():
+    """A range with no closed candle after the model's window (--from after
+    the last candle, --to before the first): exit 1, the reason on stderr,
+    nothing printed and nothing stored."""
+    setup()
+    before = psql(f"SELECT count(*) FROM backtests WHERE symbol = '{SYM}'").strip()
+    for arg in (("--from", "2100-01-01T00:00:00Z"), ("--to", "1971-01-01T00:00:00Z")):
+        p = cli("backtest", SYM, TF, *arg, "--models-dir", MODELS, check_rc=False)
+        check_eq(p.returncode, 1, (arg, p.stderr))
+        check_in(f"{SYM} {TF} has no closed candle in the range with", p.stderr, arg)
+        check_eq(p.stdout, "", arg)
+    check_eq(psql(f"SELECT count(*) FROM backtests WHERE symbol = '{SYM}'").strip(), before)
+
+
+@test
 def backtest_argument_errors():
     usage_error(["backtest", SYM], ["usage"])
     usage_error(["backtest", SYM, TF, "extra"], ["unexpected argument 'extra'"])

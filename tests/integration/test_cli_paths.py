@@ -465,6 +465,11 @@ def models_verify_good_corrupt_and_partial_versions():
     r = run("models", "eval", version_dir(), stdin="1e999" + ",0" * (width - 1) + "\n")
     check_eq(r.returncode, 1, r.stdout)
     check_in("line 1:", r.stderr)
+    # a NaN parses as a number; the model refuses it, after the good rows before it
+    r = run("models", "eval", version_dir(), stdin=f"{row}\n" + "nan" + ",0" * (width - 1) + "\n")
+    check_eq(r.returncode, 1, r.stdout)
+    check_in("predictd models eval: line 2: invalid argument", r.stderr)
+    check_eq(len(r.stdout.split()), 1, r.stdout)
     # usage
     expect(["models", "verify"], 2, ["usage: predictd models"])
     expect(["models", "eval", "a", "b"], 2, ["unexpected argument 'b'"])

@@ -134,5 +134,42 @@ def backtest_equals_the_loops_ledger_row_by_row():
           f"{list(bt.values())[:2]} {figures}")
 
 
+@test
+def backtest_table_says_what_the_json_says():
+    """The table `predictd backtest` prints (what an operator reads) shows
+    the figures of --json: the calls of the model, of the majority-class
+    baseline (named after its class) and of persistence, and one
+    calibration row per bin with calls, with its calls, mean probability
+    and TP1 rate."""
+    setup()
+    args = ("backtest", SYM, TF, "--no-store", "--models-dir", MODELS)
+    fig = json.loads(cli(*args, "--json", timeout=900).stdout)
+    table = cli(*args, timeout=900).stdout
+    check(fig["model"]["calls"] > 0, f"the model made no call: nothing to compare {fig}")
+    rows = {}  # "  NAME(12) CALLS ..." rows of the calls table
+    for line in table.split("calibration of")[0].splitlines():
+        rest = line[14:].split()
+        if line.startswith("  ") and rest and rest[0].isdigit():
+            rows[line[2:14].strip()] = int(rest[0])
+    majority = {"LONG": "always LONG", "SHORT": "always SHORT"}.get(fig["majority_class"],
+                                                                     "majority")
+    check_eq(rows.get("model"), fig["model"]["calls"], table)
+    check_eq(rows.get(majority), fig["majority"]["calls"], table)
+    check_eq(rows.get("persistence"), fig["persistence"]["calls"], table)
+    cal = [ln.split() for ln in table.split("calibration of the model's calls")[1].splitlines()[1:]
+           if ln.strip()]
+    want = [c for c in fig["calibration"] if c["calls"] > 0]
+    check(len(want) > 0, fig["calibration"])
+    check_eq(len(cal), len(want), (cal, want))
+    for got, c in zip(cal, want):
+        calls, mean_p, tp1 = int(got[-3]), float(got[-2]), float(got[-1])
+        check_eq(calls, c["calls"], (got, c))
+        check(abs(mean_p - c["mean_probability"]) <= 5e-5, (got, c))
+        check(abs(tp1 - c["tp1_rate"]) <= 5e-5, (got, c))
+        # the bins: "< 0.5" (JSON "0.4": everything under 0.5), "0.6", ">=0.8"
+        label = "0.4" if got[0] == "<" and got[1] == "0.5" else got[0]
+        check_eq(label, c["bin"], (got, c))
+
+
 if __name__ == "__main__":
     run_tests()

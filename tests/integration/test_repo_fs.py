@@ -21,6 +21,7 @@ from harness import (Service, Skip, check, check_eq, check_in, cli, need_service
 
 SYM, TF = "FSUSDT", "1h"
 state = {}
+KEY = "k" * 40
 
 
 def mount_tmpfs(size_kb):
@@ -119,13 +120,31 @@ def a_read_only_repository_serves_and_refuses_a_publish():
         old = 1_000_000_000
         os.utime(os.path.join(models, SYM, TF, ".tmp-1-dead"), (old, old))
         remount(models, "ro")
-        svc = Service(models)
+        svc = Service(models, env={"PREDICTD_API_KEY": KEY})
         try:
             status, _, body = svc.get(f"/api/predictions/{SYM}?timeframe={TF}")
             check_eq(status, 200, body)
             check_eq(body["prediction"]["model"]["version"], 1)
             status, _, body = svc.get("/health/ready")
             check_eq(status, 200, body)
+            # a policy change cannot be written: 500 io_error, and nothing
+            # changes; removing a pin when there is none changes nothing: 200
+            admin = {"X-API-Key": KEY}
+            for path, payload in (("pin", {"version": 1}),
+                                  ("labels", {"label": "stable", "version": 1})):
+                status, _, body = svc.request("POST", f"/admin/models/{SYM}/{TF}/{path}",
+                                              body=payload, headers=admin)
+                check_eq(status, 500, body)
+                check_eq(body["error"]["code"], "io_error", body)
+                check_in(f"{SYM} {TF}", body["error"]["message"])
+            status, _, body = svc.request("DELETE", f"/admin/models/{SYM}/{TF}/pin",
+                                          headers=admin)
+            check_eq(status, 200, body)
+            status, _, body = svc.get(f"/api/models/{SYM}/{TF}")
+            check_eq(status, 200, body)
+            check_eq(body["model"]["pinned_version"], None, body)
+            check_eq(body["model"]["serving_version"], 1, body)
+            check(not os.path.exists(os.path.join(models, SYM, TF, "policy.json")))
         finally:
             svc.stop()
         p = train(models, check_rc=False)

@@ -63,6 +63,7 @@
 #include "predict/predict_internal.h"
 #include "registry/registry.h"
 #include "registry/registry_internal.h"
+#include "server/commands.h"
 #include "training/training.h"
 #include "unit.h"
 #include "fixtures.h"
@@ -1821,6 +1822,204 @@ TEST(abandoned_temporaries_are_swept_with_limits)
     util_rmtree(base_dir);
 }
 
+/* ------------------------------------------------------------------------
+ * `predictd import` of a trades file (server/cmd_data.c), the command
+ * itself: the file read, parsed, aggregated into 1m candles (more than the
+ * collector's first 1024: a gap of 1100 minutes is filled), then stored.
+ * No database is configured, so the reference run stops at the store with
+ * exit 1 and says the database URL is required; a run whose allocation
+ * fails must exit 1 saying "out of memory" and not mention the database
+ * (it never got there). stderr is captured to a file around the call.
+ */
+typedef struct import_ctx {
+    char csv[700], err[700];
+} import_ctx;
+
+static int op_import_trades(void *ctx)
+{
+    import_ctx *c = ctx;
+    server_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    char *argv[] = {"import", c->csv, "--symbol", "BTCUSDT", NULL};
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    int fd = open(c->err, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (saved < 0 || fd < 0) {
+        UNIT_FAIL_("cannot capture stderr");
+        return -1000;
+    }
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    int ec = cmd_import(&cfg, 4, argv);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    bool held = fault_hold();
+    char *text = NULL;
+    size_t n = 0;
+    int rc = -1000;
+    if (util_read_file(c->err, 1u << 20, &text, &n) != 0) {
+        UNIT_FAIL_("stderr not captured");
+    } else if (ec == 1 && strstr(text, "PREDICTD_DATABASE_URL (or --database-url) is required")) {
+        rc = 0;
+    } else if (ec == 1 && strstr(text, "out of memory") && !strstr(text, "DATABASE_URL")) {
+        rc = PD_ENOMEM;
+    } else {
+        UNIT_FAIL_("import exited %d saying: %s", ec, text);
+    }
+    free(text);
+    fault_resume(held);
+    return rc;
+}
+
+TEST(import_of_trades_under_allocation_failures)
+{
+    char dir[512];
+    if (!unit_tmpdir(dir, sizeof dir, "pd-faults-import"))
+        UNIT_SKIP("no temporary directory");
+    import_ctx c;
+    snprintf(c.csv, sizeof c.csv, "%s/trades.csv", dir);
+    snprintf(c.err, sizeof c.err, "%s/stderr.txt", dir);
+    FILE *f = fopen(c.csv, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fprintf(f, "time,id,side,price,amount\n");
+    for (int i = 0; i < 40; i++) /* a repeated id, a late trade */
+        fprintf(f, "%lld,%d,%s,%.2f,1.5\n", 1700000040000LL + i * 20000LL, i == 7 ? 6 : i,
+                i % 2 ? "buy" : "sell", 100.0 + i * 0.1);
+    fprintf(f, "%lld,999,buy,105.00,2\n", 1700000040000LL + 1100LL * 60000);
+    CHECK_EQ_INT(fclose(f), 0);
+    CHECK(fault_loop("predictd import (trades)", op_import_trades, &c, 0, NULL, 0, 0, 1) > 0);
+    util_rmtree(dir);
+}
+
+/* ------------------------------------------------------------------------
+ * A pin over a policy.json an operator wrote (a label and a key of their
+ * own): every faulted run either pins (the file then holds the pin, the
+ * label and the operator's key) or fails with the file byte for byte as
+ * it was (read before the change, so that putting it back needs no
+ * memory) and the newest version serving in any other process.
+ */
+static const char kept_policy[] = "{\"labels\": {\"stable\": 2},\n \"owner_id\": 7}\n";
+
+static int op_pin_over_policy(void *ctx)
+{
+    (void)ctx;
+    bool held = fault_hold();
+    char p[800];
+    snprintf(p, sizeof p, "%s/BTCUSDT/15m/policy.json", models_dir);
+    registry *r = NULL;
+    if (registry_new(models_dir, &r) != 0 || registry_scan(r, NULL, NULL) != 0) {
+        UNIT_FAIL_("registry");
+        registry_free(r);
+        fault_resume(held);
+        return -1000;
+    }
+    fault_resume(held);
+    int rc = registry_pin(r, "BTCUSDT", "15m", 1);
+    held = fault_hold();
+    char *text = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(util_read_file(p, 1u << 20, &text, &n), 0);
+    if (rc == 0) {
+        json_t *j = text ? json_loadb(text, n, 0, NULL) : NULL;
+        CHECK_EQ_INT(json_integer_value(json_object_get(j, "pinned")), 1);
+        CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "labels"), "stable")),
+                     2);
+        CHECK_EQ_INT(json_integer_value(json_object_get(j, "owner_id")), 7);
+        json_decref(j);
+        CHECK_EQ_INT(fresh_serving(NULL), 1);
+        CHECK_EQ_INT(write_file(p, kept_policy, strlen(kept_policy)), 0);
+    } else {
+        CHECK(text && n == strlen(kept_policy) && memcmp(text, kept_policy, n) == 0);
+        CHECK_EQ_INT(fresh_serving(NULL), 2);
+    }
+    free(text);
+    registry_free(r);
+    fault_resume(held);
+    return rc;
+}
+
+TEST(pin_over_an_operators_policy_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f)) {
+        free(f);
+        UNIT_SKIP("no repository");
+    }
+    uint32_t ver = 0;
+    CHECK_EQ_INT(registry_publish(models_dir, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK_EQ_INT(ver, 2);
+    char p[800];
+    snprintf(p, sizeof p, "%s/BTCUSDT/15m/policy.json", models_dir);
+    CHECK_EQ_INT(write_file(p, kept_policy, strlen(kept_policy)), 0);
+    CHECK(fault_loop("registry_pin over policy.json", op_pin_over_policy, NULL, 0, NULL, 0,
+                     FAULT_TOLERATE, 1) > 0);
+    free(f);
+    util_rmtree(base_dir);
+}
+
+/* ------------------------------------------------------------------------
+ * A series whose directory was removed, met by a full scan under
+ * allocation failures: the scan returns 0 (some allocations it can do
+ * without: the listing of refused directories) or PD_ENOMEM; after it (and,
+ * when it ran out of memory, after one more scan with memory back) the
+ * removed series serves nothing and the other one still serves its version.
+ */
+static int op_series_gone(void *ctx)
+{
+    fx *f = ctx;
+    bool held = fault_hold();
+    char p[800];
+    snprintf(p, sizeof p, "%s/ETHUSDT/15m", models_dir);
+    registry *r = NULL;
+    registry_version *v = NULL;
+    if (registry_new(models_dir, &r) != 0 || registry_scan(r, NULL, NULL) != 0 ||
+        registry_acquire(r, "ETHUSDT", "15m", NULL, &v) != 0) {
+        UNIT_FAIL_("registry");
+        registry_free(r);
+        fault_resume(held);
+        return -1000;
+    }
+    registry_release(v);
+    v = NULL;
+    CHECK_EQ_INT(util_rmtree(p), 0);
+    fault_resume(held);
+    int rc = registry_scan(r, NULL, NULL);
+    held = fault_hold();
+    if (rc == PD_ENOMEM)
+        CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(registry_acquire(r, "ETHUSDT", "15m", NULL, &v), PD_ENOMODEL);
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &v), 0);
+    if (v)
+        CHECK_EQ_INT(registry_version_number(v), 1);
+    registry_release(v);
+    registry_free(r);
+    uint32_t ver = 0;
+    f->meta.symbol = "ETHUSDT";
+    CHECK_EQ_INT(registry_publish(models_dir, "ETHUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK_EQ_INT(ver, 1);
+    fault_resume(held);
+    return rc;
+}
+
+TEST(a_series_directory_gone_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!repo_setup(f)) {
+        free(f);
+        UNIT_SKIP("no repository");
+    }
+    uint32_t ver = 0;
+    f->meta.symbol = "ETHUSDT";
+    CHECK_EQ_INT(registry_publish(models_dir, "ETHUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK(fault_loop("registry_scan with a series gone", op_series_gone, f, 0, NULL, 0,
+                     FAULT_TOLERATE, 1) > 0);
+    free(f);
+    util_rmtree(base_dir);
+}
+
 /* FAULT_ONLY=word runs only the tests whose name contains it (with
  * FAULT_BACKTRACE=N: where allocation N of that test is). */
 #define RUN_ONLY(t)                                                                                \
@@ -1866,5 +2065,8 @@ int main(int argc, char **argv)
     RUN_ONLY(publishing_on_a_full_file_system);
     RUN_ONLY(a_read_only_repository_serves_and_refuses_writes);
     RUN_ONLY(abandoned_temporaries_are_swept_with_limits);
+    RUN_ONLY(import_of_trades_under_allocation_failures);
+    RUN_ONLY(pin_over_an_operators_policy_under_allocation_failures);
+    RUN_ONLY(a_series_directory_gone_under_allocation_failures);
     return unit_report();
 }

@@ -1227,6 +1227,44 @@ TEST(test_reject_policy)
     fix_softmax(&f);
     f.p.atr_period = INFERENCE_MAX_WINDOW + 1;
     CHECK_REJECT(&f, "atr_period");
+    /* the market's costs: a round trip in [0, 10000) bps, a floor >= 0 */
+    Predictd__Costs costs;
+    const double bad_bps[] = {NAN, INFINITY, -1, 10000};
+    for (size_t i = 0; i < sizeof bad_bps / sizeof bad_bps[0]; i++) {
+        fix_softmax(&f);
+        predictd__costs__init(&costs);
+        costs.round_trip_bps = bad_bps[i];
+        f.p.costs = &costs;
+        CHECK_REJECT(&f, "policy: costs.round_trip_bps is");
+    }
+    const double bad_floor[] = {NAN, -0.5, INFINITY};
+    for (size_t i = 0; i < sizeof bad_floor / sizeof bad_floor[0]; i++) {
+        fix_softmax(&f);
+        predictd__costs__init(&costs);
+        costs.round_trip_bps = 4;
+        costs.min_risk_costs = bad_floor[i];
+        f.p.costs = &costs;
+        CHECK_REJECT(&f, "policy: costs.min_risk_costs is");
+    }
+    fix_softmax(&f);
+    predictd__costs__init(&costs);
+    costs.round_trip_bps = 0; /* free trading: allowed; floor 0 means the default */
+    f.p.costs = &costs;
+    inference_model *mc = NULL;
+    CHECK_EQ_INT(inference_model_build(&f.m, &f.s, &mc, NULL, 0), 0);
+    if (mc) {
+        CHECK_NEAR(inference_model_policy(mc)->cost_bps, 0, 0);
+        CHECK_NEAR(inference_model_policy(mc)->min_risk_costs, INFERENCE_DEFAULT_MIN_RISK_COSTS, 0);
+        inference_model_free(mc);
+    }
+    costs.round_trip_bps = 9999.5;
+    costs.min_risk_costs = 2.5;
+    CHECK_EQ_INT(inference_model_build(&f.m, &f.s, &mc, NULL, 0), 0);
+    if (mc) {
+        CHECK_NEAR(inference_model_policy(mc)->cost_bps, 9999.5, 0);
+        CHECK_NEAR(inference_model_policy(mc)->min_risk_costs, 2.5, 0);
+        inference_model_free(mc);
+    }
 
     /* Optional values: absent ETA is NaN, NaN in the file means unknown. */
     fix_softmax(&f);
@@ -1663,6 +1701,122 @@ TEST(test_class_names_and_softmax)
     inference_softmax(NULL, 0, 1);
 }
 
+/* The one triple barrier (labels and the live resolver both use it). Bad
+ * levels are refused with PD_EINVAL and the barrier left as it was: no
+ * side, a side other than +-1, an entry not finite or not positive, a stop
+ * not finite or not on the losing side (or at the entry), a take-profit
+ * not finite, out of order, or TP1 at the entry. A short's targets at or
+ * below zero are allowed. Fed candles, worked by hand: the stop wins a
+ * candle that reaches both, a farther target implies the nearer ones, TP3
+ * ends the trade, and the class is the side whose TP1 came first. */
+TEST(test_barrier_levels_and_walk)
+{
+    inference_barrier b, before;
+    memset(&b, 0x5a, sizeof b);
+    before = b;
+    const double up[3] = {110, 120, 130}, down[3] = {90, 80, 70};
+    const double nan3[3] = {110, NAN, 130}, disorder[3] = {120, 110, 130};
+    const double at_entry[3] = {100, 120, 130}, inf3[3] = {110, 120, INFINITY};
+    struct {
+        const char *what;
+        int dir;
+        double entry, stop;
+        const double *tp;
+    } bad[] = {
+        {"no take-profits", 1, 100, 95, NULL},
+        {"side 0", 0, 100, 95, up},
+        {"side 2", 2, 100, 95, up},
+        {"entry NaN", 1, NAN, 95, up},
+        {"entry 0", 1, 0, -5, up},
+        {"entry negative", -1, -100, -90, down},
+        {"entry infinite", 1, INFINITY, 95, up},
+        {"stop NaN", 1, 100, NAN, up},
+        {"stop infinite", -1, 100, INFINITY, down},
+        {"long stop above the entry", 1, 100, 105, up},
+        {"short stop below the entry", -1, 100, 95, down},
+        {"stop at the entry", 1, 100, 100, up},
+        {"a take-profit NaN", 1, 100, 95, nan3},
+        {"a take-profit infinite", 1, 100, 95, inf3},
+        {"take-profits out of order", 1, 100, 95, disorder},
+        {"long take-profits on the short side", 1, 100, 95, down},
+        {"TP1 at the entry", 1, 100, 95, at_entry},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = inference_barrier_init(&b, bad[i].dir, bad[i].entry, bad[i].stop, bad[i].tp);
+        if (rc != PD_EINVAL)
+            printf("  %s: accepted\n", bad[i].what);
+        CHECK_EQ_INT(rc, PD_EINVAL);
+        CHECK(memcmp(&b, &before, sizeof b) == 0);
+    }
+    CHECK_EQ_INT(inference_barrier_init(NULL, 1, 100, 95, up), PD_EINVAL);
+    /* a short's far targets below zero: allowed */
+    const double below[3] = {50, 0, -50};
+    CHECK_EQ_INT(inference_barrier_init(&b, -1, 100, 150, below), 0);
+    CHECK_NEAR(b.risk, 50, 0);
+
+    /* LONG 100, stop 95, targets 110/120/130; SHORT 100, stop 105, 90/80/70 */
+    inference_barrier l, sh;
+    CHECK_EQ_INT(inference_barrier_init(&l, 1, 100, 95, up), 0);
+    CHECK_EQ_INT(inference_barrier_init(&sh, -1, 100, 105, down), 0);
+    CHECK(isnan(l.last_close));
+    CHECK_EQ_INT(inference_barrier_class(&l, &sh, NULL), -1);
+    /* j1: 104/96 touches nothing */
+    CHECK(!inference_barrier_step(&l, 104, 96, 101, 1));
+    CHECK(!inference_barrier_step(&sh, 104, 96, 101, 1));
+    CHECK_NEAR(l.mfe, 0.8, 1e-12);
+    CHECK_NEAR(l.mae, 0.8, 1e-12);
+    /* j2: 121/99: LONG reaches TP1 and TP2 at once; SHORT is stopped */
+    CHECK(inference_barrier_step(&l, 121, 99, 120, 2));
+    CHECK(!inference_barrier_step(&sh, 121, 99, 120, 2));
+    CHECK_EQ_INT(l.hit[0], 2);
+    CHECK_EQ_INT(l.hit[1], 2);
+    CHECK_EQ_INT(l.hit[2], 0);
+    CHECK(!l.done);
+    CHECK_EQ_INT(sh.stopped, 2);
+    CHECK(sh.done);
+    uint32_t at = 0;
+    CHECK_EQ_INT(inference_barrier_class(&l, &sh, &at), INFERENCE_LONG);
+    CHECK_EQ_INT(at, 2);
+    /* a done side ignores candles */
+    CHECK(!inference_barrier_step(&sh, 200, 1, 100, 3));
+    CHECK_EQ_INT(sh.last, 2);
+    /* j3: 131 reaches TP3: done */
+    CHECK(!inference_barrier_step(&l, 131, 119, 130, 3));
+    CHECK_EQ_INT(l.hit[2], 3);
+    CHECK(l.done);
+    CHECK_NEAR(l.mfe, 6.2, 1e-12);
+    CHECK_NEAR(l.last_close, 130, 0);
+
+    /* one candle reaching the stop and TP1: stopped, not a win */
+    CHECK_EQ_INT(inference_barrier_init(&l, 1, 100, 95, up), 0);
+    CHECK(!inference_barrier_step(&l, 111, 94, 100, 1));
+    CHECK_EQ_INT(l.stopped, 1);
+    CHECK_EQ_INT(l.hit[0], 0);
+    /* both TP1 in the same candle: NO_TRADE; both stopped: NO_TRADE at the later stop */
+    inference_barrier a, c;
+    CHECK_EQ_INT(inference_barrier_init(&a, 1, 100, 85, up), 0);
+    CHECK_EQ_INT(inference_barrier_init(&c, -1, 100, 115, down), 0);
+    CHECK(inference_barrier_step(&a, 111, 89, 100, 4));
+    CHECK(inference_barrier_step(&c, 111, 89, 100, 4));
+    CHECK_EQ_INT(inference_barrier_class(&a, &c, &at), INFERENCE_NO_TRADE);
+    CHECK_EQ_INT(at, 4);
+    CHECK_EQ_INT(inference_barrier_init(&a, 1, 100, 95, up), 0);
+    CHECK_EQ_INT(inference_barrier_init(&c, -1, 100, 105, down), 0);
+    CHECK(!inference_barrier_step(&a, 101, 94, 95, 1));
+    CHECK_EQ_INT(inference_barrier_class(&a, &c, &at), -1);
+    CHECK(!inference_barrier_step(&c, 106, 99, 105, 3));
+    at = 0;
+    CHECK_EQ_INT(inference_barrier_class(&a, &c, &at), INFERENCE_NO_TRADE);
+    CHECK_EQ_INT(at, 3);
+    /* SHORT first */
+    CHECK_EQ_INT(inference_barrier_init(&a, 1, 100, 95, up), 0);
+    CHECK_EQ_INT(inference_barrier_init(&c, -1, 100, 105, down), 0);
+    CHECK(inference_barrier_step(&c, 101, 89, 90, 1));
+    CHECK(!inference_barrier_step(&a, 101, 89, 90, 1));
+    CHECK_EQ_INT(inference_barrier_class(&a, &c, &at), INFERENCE_SHORT);
+    CHECK_EQ_INT(at, 1);
+}
+
 int main(void)
 {
     RUN(test_softmax_by_hand);
@@ -1693,5 +1847,6 @@ int main(void)
     RUN(test_signal_no_trade);
     RUN(test_signal_invalid);
     RUN(test_class_names_and_softmax);
+    RUN(test_barrier_levels_and_walk);
     return unit_report();
 }

@@ -176,6 +176,53 @@ static uint64_t in_memory(void)
 }
 
 /* ------------------------------------------------------------------------
+ * What the registry logs: stderr sent to a file at debug level for the
+ * length of an operation, then read back (the log says why a version was
+ * passed over, and an operator reads nothing else).
+ */
+static int log_saved_fd = -1;
+static char log_path[600];
+
+static void log_begin(const char *dir)
+{
+    fflush(stderr);
+    pathf(log_path, sizeof log_path, "%s/captured.log", dir);
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    log_saved_fd = dup(STDERR_FILENO);
+    if (fd >= 0) {
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+    }
+    util_log_configure(UTIL_LOG_DEBUG, false);
+}
+
+/* What was logged since log_begin (malloc'd, never NULL). */
+static char *log_end(void)
+{
+    fflush(stderr);
+    if (log_saved_fd >= 0) {
+        dup2(log_saved_fd, STDERR_FILENO);
+        close(log_saved_fd);
+        log_saved_fd = -1;
+    }
+    util_log_configure(getenv("PREDICTD_TEST_VERBOSE") ? UTIL_LOG_DEBUG : UTIL_LOG_ERROR, false);
+    char *t = NULL;
+    size_t n = 0;
+    if (util_read_file(log_path, 1u << 24, &t, &n) != 0)
+        return strdup("");
+    unlink(log_path);
+    return t;
+}
+
+#define CHECK_LOGGED(log, text)                                                                    \
+    do {                                                                                           \
+        bool found_ = strstr((log), (text)) != NULL;                                               \
+        CHECK(found_);                                                                             \
+        if (!found_)                                                                               \
+            printf("  not in the log: %s\n  log was:\n%s\n", (text), (log));                       \
+    } while (0)
+
+/* ------------------------------------------------------------------------
  * Tests.
  */
 
@@ -668,7 +715,20 @@ TEST(test_junk_is_ignored)
 
     registry *r = NULL;
     CHECK_EQ_INT(registry_new(models, &r), 0);
+    log_begin(base);
     CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    /* each stray is named at debug level, each link refused at warning */
+    char *log = log_end();
+    CHECK_LOGGED(log, "ignoring \"README\" in the models directory");
+    CHECK_LOGGED(log, "ignoring \"sol\" in the models directory");
+    CHECK_LOGGED(log, "XRPUSDT: ignoring \"2m\" (not a timeframe directory)");
+    CHECK_LOGGED(log, "BTCUSDT/15m: ignoring \"007\" (not a version directory)");
+    CHECK_LOGGED(log, "BTCUSDT/15m: ignoring \"5\" (not a version directory)");
+    CHECK_LOGGED(log, "BTCUSDT/15m/9 is a symbolic link: refused");
+    CHECK_LOGGED(log, "ETHUSDT is a symbolic link: refused");
+    CHECK_LOGGED(log, "BTCUSDT/1h is a symbolic link: refused");
+    CHECK(strstr(log, ".tmp-1-2") == NULL); /* a temporary being written is not news */
+    free(log);
     registry_series_info *s = NULL;
     size_t n = 0;
     CHECK_EQ_INT(registry_list(r, &s, &n), 0);
@@ -1361,6 +1421,73 @@ TEST(test_scanner_thread)
     free(base);
 }
 
+static volatile sig_atomic_t usr2_seen;
+static void on_usr2(int sig)
+{
+    (void)sig;
+    usr2_seen = 1;
+}
+
+/* Signals land on the scanner thread (a process-directed SIGHUP may be
+ * taken by any thread; here every other thread blocks them, so the
+ * scanner's wait is the one interrupted): a signal whose handler asks for
+ * nothing wakes it with nothing to do and it goes on waiting; one whose
+ * handler asks for a scan (as SIGHUP's does) gets the scan. Either way the
+ * scanner keeps working. */
+TEST(test_scanner_thread_takes_signals)
+{
+    char *base = mkdtemp_dir();
+    char models[256];
+    pathf(models, sizeof models, "%s/models", base);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_start(r, 0), 0); /* on request only */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr2;
+    sigaction(SIGUSR2, &sa, NULL);
+    sig_registry = r;
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &set, &old); /* this thread: only the scanner takes them */
+
+    /* a first scan on request; once it is counted the scanner is back in
+     * its wait, where the signal finds it */
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 111), 1);
+    registry_request_scan(r);
+    CHECK(wait_serving(r, "BTCUSDT", "15m", 1));
+    registry_stats st;
+    for (int i = 0; i < 2000; i++) {
+        registry_stats_get(r, &st);
+        if (st.scans >= 1)
+            break;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    usr2_seen = 0;
+    CHECK_EQ_INT(kill(getpid(), SIGUSR2), 0);
+    for (int i = 0; i < 2000 && !usr2_seen; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    CHECK(usr2_seen);
+    /* still scanning, on a request from a handler run on the scanner
+     * thread itself */
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 112), 2);
+    CHECK_EQ_INT(kill(getpid(), SIGUSR1), 0);
+    CHECK(wait_serving(r, "BTCUSDT", "15m", 2));
+    registry_free(r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    signal(SIGUSR1, SIG_DFL);
+    signal(SIGUSR2, SIG_DFL);
+    util_rmtree(base);
+    free(base);
+}
+
 /* MANIFEST as people write it: `sha256sum -b` (the '*' marker), CRLF from
  * an editor on another system, blank lines, upper-case hex, other files
  * listed. All verify. A file listed twice, a line with a tab, a digest one
@@ -1691,6 +1818,506 @@ TEST(test_policy_changes_that_fail)
     free(base);
 }
 
+static registry_state state_of(registry *r, const char *sym, const char *tf, uint32_t ver)
+{
+    registry_version_info vi;
+    memset(&vi, 0, sizeof vi);
+    if (!version_info(r, sym, tf, ver, &vi, NULL))
+        return (registry_state)-1;
+    return vi.state;
+}
+
+/* Sets a file's modification time to `sec` seconds (a fixed value, so that
+ * two writes within one clock tick still differ, or still match). */
+static int set_mtime(const char *path, time_t sec)
+{
+    struct timespec ts[2] = {{sec, 0}, {sec, 0}};
+    return utimensat(AT_FDCWD, path, ts, 0);
+}
+
+/* Overwrites a file in place (same inode): O_TRUNC, then the bytes. */
+static int overwrite_in_place(const char *path, const void *data, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_TRUNC);
+    if (fd < 0)
+        return -1;
+    ssize_t w = write(fd, data, n);
+    return close(fd) == 0 && w == (ssize_t)n ? 0 : -1;
+}
+
+/* A failed version is not read again until its files change (a scanner
+ * must not re-verify a broken 100 MB model every few seconds); each way
+ * its files can change makes it verified again: a missing file put back,
+ * a MANIFEST put back, a file rewritten in place to another size, or to
+ * the same size (only its modification time tells), a file replaced by
+ * another (a new inode). Each repaired version then serves. */
+TEST(test_failed_versions_are_verified_again_when_their_files_change)
+{
+    char *base = mkdtemp_dir();
+    char models[256], sdir[512], p[600], q[600];
+    pathf(models, sizeof models, "%s/models", base);
+    pathf(sdir, sizeof sdir, "%s/BTCUSDT/15m", models);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 61), 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+    registry_stats st;
+
+    /* v2 without its scaler.pb; then the file is put back */
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 62), 2);
+    pathf(p, sizeof p, "%s/2/scaler.pb", sdir);
+    pathf(q, sizeof q, "%s/scaler.pb.aside", base);
+    CHECK_EQ_INT(rename(p, q), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(state_of(r, "BTCUSDT", "15m", 2), REGISTRY_FAILED);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+    /* nothing changed: not read again */
+    registry_stats_get(r, &st);
+    uint64_t failed_before = st.loads_failed;
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_stats_get(r, &st);
+    CHECK_EQ_INT(st.loads_failed, failed_before);
+    CHECK_EQ_INT(state_of(r, "BTCUSDT", "15m", 2), REGISTRY_FAILED);
+    CHECK_EQ_INT(rename(q, p), 0);
+    log_begin(base);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    char *log = log_end();
+    CHECK_LOGGED(log, "BTCUSDT/15m v2 changed since it failed; it will be verified again");
+    CHECK_LOGGED(log, "loaded BTCUSDT/15m v2");
+    free(log);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+
+    /* v3 without its MANIFEST; then the MANIFEST is put back */
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 63), 3);
+    pathf(p, sizeof p, "%s/3/MANIFEST", sdir);
+    pathf(q, sizeof q, "%s/MANIFEST.aside", base);
+    CHECK_EQ_INT(rename(p, q), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(state_of(r, "BTCUSDT", "15m", 3), REGISTRY_FAILED);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+    CHECK_EQ_INT(rename(q, p), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 3);
+
+    /* v4's model.pb cut in place (same inode, another size); then its
+     * bytes written back into the same inode */
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 64), 4);
+    pathf(p, sizeof p, "%s/4/model.pb", sdir);
+    char *good = NULL;
+    size_t glen = 0;
+    CHECK_EQ_INT(util_read_file(p, 1u << 24, &good, &glen), 0);
+    struct stat sb0, sb1;
+    CHECK_EQ_INT(stat(p, &sb0), 0);
+    CHECK_EQ_INT(overwrite_in_place(p, good, glen / 2), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(state_of(r, "BTCUSDT", "15m", 4), REGISTRY_FAILED);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 3);
+    CHECK_EQ_INT(overwrite_in_place(p, good, glen), 0);
+    CHECK_EQ_INT(stat(p, &sb1), 0);
+    CHECK(sb0.st_ino == sb1.st_ino);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 4);
+
+    /* v5's model.pb with one byte changed in place (same inode, same
+     * size); then the byte put back: only the modification time differs */
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 65), 5);
+    pathf(p, sizeof p, "%s/5/model.pb", sdir);
+    free(good);
+    good = NULL;
+    CHECK_EQ_INT(util_read_file(p, 1u << 24, &good, &glen), 0);
+    char *bad = malloc(glen ? glen : 1);
+    memcpy(bad, good, glen);
+    bad[glen - 1] ^= 0x5a;
+    CHECK_EQ_INT(overwrite_in_place(p, bad, glen), 0);
+    CHECK_EQ_INT(set_mtime(p, 1700000000), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(state_of(r, "BTCUSDT", "15m", 5), REGISTRY_FAILED);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 4);
+    CHECK_EQ_INT(overwrite_in_place(p, good, glen), 0);
+    CHECK_EQ_INT(set_mtime(p, 1700000001), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 5);
+
+    /* v6's model.pb replaced by another file (new inode) with bad bytes of
+     * the same size and time; then by one with the good bytes */
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 66), 6);
+    pathf(p, sizeof p, "%s/6/model.pb", sdir);
+    pathf(q, sizeof q, "%s/6/model.pb.new", sdir);
+    free(good);
+    free(bad);
+    good = NULL;
+    CHECK_EQ_INT(util_read_file(p, 1u << 24, &good, &glen), 0);
+    bad = malloc(glen ? glen : 1);
+    memcpy(bad, good, glen);
+    bad[glen - 1] ^= 0x5a;
+    CHECK_EQ_INT(write_file(q, bad, glen), 0);
+    CHECK_EQ_INT(set_mtime(q, 1700000000), 0);
+    CHECK_EQ_INT(rename(q, p), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(state_of(r, "BTCUSDT", "15m", 6), REGISTRY_FAILED);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 5);
+    CHECK_EQ_INT(write_file(q, good, glen), 0);
+    CHECK_EQ_INT(set_mtime(q, 1700000000), 0);
+    CHECK_EQ_INT(rename(q, p), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 6);
+    free(good);
+    free(bad);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
+/* A pin whose version fails to load puts the previous policy.json back:
+ * byte for byte when it could be read (an operator's formatting and keys
+ * the registry does not know survive), rebuilt from the policy in force
+ * when it could not (too big to read: the registry kept the policy it had).
+ * Pinning a version forgotten from the listing (older than the bounded
+ * history) works while its directory is there, and is refused when its
+ * directory is gone or is a file. */
+TEST(test_policy_put_back_when_a_pin_fails)
+{
+    char *base = mkdtemp_dir();
+    char models[256], sdir[512], p[600], pol[600];
+    pathf(models, sizeof models, "%s/models", base);
+    pathf(sdir, sizeof sdir, "%s/BTCUSDT/15m", models);
+    pathf(pol, sizeof pol, "%s/policy.json", sdir);
+    for (unsigned i = 1; i <= 4; i++)
+        CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 70 + i), i);
+    const char *text = "{\"labels\":   {\"stable\": 2},\n  \"owner\": \"desk-7\"}\n";
+    CHECK_EQ_INT(write_file(pol, text, strlen(text)), 0);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 4);
+
+    /* v1 broken behind the scanner's back, then pinned */
+    pathf(p, sizeof p, "%s/1/model.pb", sdir);
+    CHECK_EQ_INT(write_file(p, "\x08\x01junk", 6), 0);
+    log_begin(base);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 1), PD_EVERIFY);
+    char *log = log_end();
+    CHECK_LOGGED(log, "BTCUSDT/15m: v1 failed to load; restoring the previous policy");
+    free(log);
+    char *now = NULL;
+    size_t nlen = 0;
+    CHECK_EQ_INT(util_read_file(pol, 1u << 20, &now, &nlen), 0);
+    CHECK(now && nlen == strlen(text) && memcmp(now, text, nlen) == 0);
+    free(now);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 4);
+    registry_series_info si;
+    CHECK(version_info(r, "BTCUSDT", "15m", 0, NULL, &si));
+    CHECK_EQ_INT(si.pinned, 0);
+
+    /* policy.json grown past what the registry reads: the scan keeps the
+     * policy it had (stable = v2); v3, broken since, pinned: the policy
+     * in force is written back */
+    size_t big = REGISTRY__MAX_SMALL_FILE + 100;
+    char *huge = malloc(big);
+    int head = snprintf(huge, big, "{\"labels\": {\"stable\": 1}, \"pad\": \"");
+    memset(huge + head, 'x', big - (size_t)head - 3);
+    memcpy(huge + big - 3, "\"}\n", 3);
+    CHECK_EQ_INT(write_file(pol, huge, big), 0);
+    free(huge);
+    pathf(p, sizeof p, "%s/3/model.pb", sdir);
+    CHECK_EQ_INT(write_file(p, "\x08\x01junk", 6), 0);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 3), PD_EVERIFY);
+    json_t *j = read_policy(models, "BTCUSDT", "15m");
+    CHECK(j && json_is_object(j));
+    CHECK(json_object_get(j, "pinned") == NULL);
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "labels"), "stable")), 2);
+    json_decref(j);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 4);
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "15m", "stable", 0, 0), 0);
+    CHECK(access(pol, F_OK) != 0); /* nothing left to say: no file */
+
+    /* a long history: the oldest retired versions (v2, v4, v5; the failed
+     * v1 and v3 are kept) are forgotten from the listing */
+    for (unsigned i = 5; i <= 22; i++)
+        CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 70 + i), i);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 22);
+    CHECK(version_info(r, "BTCUSDT", "15m", 1, NULL, NULL));
+    CHECK(!version_info(r, "BTCUSDT", "15m", 2, NULL, NULL));
+    CHECK(!version_info(r, "BTCUSDT", "15m", 4, NULL, NULL));
+    CHECK(!version_info(r, "BTCUSDT", "15m", 5, NULL, NULL));
+    /* v2's directory removed, v4's replaced by a file: neither can be
+     * pinned; v5, forgotten but there, can */
+    pathf(p, sizeof p, "%s/2", sdir);
+    CHECK_EQ_INT(util_rmtree(p), 0);
+    pathf(p, sizeof p, "%s/4", sdir);
+    CHECK_EQ_INT(util_rmtree(p), 0);
+    CHECK_EQ_INT(write_file(p, "x", 1), 0);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 2), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 4), PD_ENOTFOUND);
+    CHECK(access(pol, F_OK) != 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 22);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 5), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 5);
+    j = read_policy(models, "BTCUSDT", "15m");
+    CHECK(j && json_integer_value(json_object_get(j, "pinned")) == 5);
+    json_decref(j);
+
+    /* unpinned, and every version after v5 removed: v5, forgotten from the
+     * listing, is the newest left and serves (as a process starting on
+     * this directory would choose) */
+    CHECK_EQ_INT(registry_unpin(r, "BTCUSDT", "15m"), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 22);
+    for (unsigned i = 6; i <= 22; i++) {
+        pathf(p, sizeof p, "%s/%u", sdir, i);
+        CHECK_EQ_INT(util_rmtree(p), 0);
+    }
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 5);
+    registry_version_info vi;
+    CHECK(version_info(r, "BTCUSDT", "15m", 5, &vi, NULL));
+    CHECK(vi.serving);
+
+    /* calls that name no registry or no valid series */
+    CHECK_EQ_INT(registry_pin(NULL, "BTCUSDT", "15m", 1), PD_EINVAL);
+    CHECK_EQ_INT(registry_unpin(NULL, "BTCUSDT", "15m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_unpin(r, "BTCUSDT", "9m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_unpin(r, "btc", "15m"), PD_EINVAL);
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "7m", "stable", 5, 0), PD_EINVAL);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 5);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
+/* A series directory replaced by a file, then its symbol directory too:
+ * the scanner says the series is gone, nothing serves from it, a pin is
+ * refused as not found; the other series are untouched. */
+TEST(test_series_directory_replaced_by_a_file)
+{
+    char *base = mkdtemp_dir();
+    char models[256], p[600];
+    pathf(models, sizeof models, "%s/models", base);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 81), 1);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "1h", 82), 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+    pathf(p, sizeof p, "%s/BTCUSDT/15m", models);
+    CHECK_EQ_INT(util_rmtree(p), 0);
+    CHECK_EQ_INT(write_file(p, "not a directory", 15), 0);
+    log_begin(base);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    char *log = log_end();
+    CHECK_LOGGED(log, "BTCUSDT/15m: series directory gone");
+    CHECK_LOGGED(log, "BTCUSDT: ignoring \"15m\" (not a timeframe directory)");
+    free(log);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "1h"), 1);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 1), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+    /* the symbol directory a file: every series under it is gone */
+    pathf(p, sizeof p, "%s/BTCUSDT", models);
+    CHECK_EQ_INT(util_rmtree(p), 0);
+    CHECK_EQ_INT(write_file(p, "x", 1), 0);
+    log_begin(base);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    log = log_end();
+    CHECK_LOGGED(log, "BTCUSDT/1h: series directory gone");
+    CHECK_LOGGED(log, "ignoring \"BTCUSDT\" in the models directory");
+    free(log);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "1h"), 0);
+    registry_version *v = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "1h", NULL, &v), PD_ENOMODEL);
+    CHECK(v == NULL);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
+/* Symlinked version directories: refused, each named in the full scan's
+ * list (which grows past its first allocation), never in a one-series
+ * scan's (that keeps the last full scan's list); the list is bounded at
+ * 4096 entries however many links there are, and the scan still serves
+ * the real versions. */
+TEST(test_refused_directories_are_listed_within_a_bound)
+{
+    char *base = mkdtemp_dir();
+    char models[256], sdir[512], p[600], target[600];
+    pathf(models, sizeof models, "%s/models", base);
+    pathf(sdir, sizeof sdir, "%s/BTCUSDT/15m", models);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 91), 1);
+    pathf(target, sizeof target, "%s/1", sdir);
+    for (int i = 0; i < 9; i++) {
+        pathf(p, sizeof p, "%s/%d", sdir, 100 + i);
+        CHECK_EQ_INT(symlink(target, p), 0);
+    }
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_refused_info *ref = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(registry_refused(r, &ref, &n), 0);
+    CHECK_EQ_INT(n, 9);
+    bool named = false;
+    for (size_t i = 0; i < n; i++) {
+        named = named || strcmp(ref[i].path, "BTCUSDT/15m/104") == 0;
+        CHECK(strstr(ref[i].reason, "symbolic link") != NULL);
+    }
+    CHECK(named);
+    free(ref);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+    /* one series scanned: still refused, the list is the full scan's */
+    pathf(p, sizeof p, "%s/200", sdir);
+    CHECK_EQ_INT(symlink(target, p), 0);
+    CHECK_EQ_INT(registry_scan(r, "BTCUSDT", "15m"), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+    ref = NULL;
+    CHECK_EQ_INT(registry_refused(r, &ref, &n), 0);
+    CHECK_EQ_INT(n, 9);
+    free(ref);
+    /* thousands of links: the list stops at 4096 */
+    for (int i = 0; i < 4200; i++) {
+        pathf(p, sizeof p, "%s/%d", sdir, 1000 + i);
+        CHECK_EQ_INT(symlink(target, p), 0);
+    }
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    ref = NULL;
+    CHECK_EQ_INT(registry_refused(r, &ref, &n), 0);
+    CHECK_EQ_INT(n, 4096);
+    free(ref);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
+/* Training metadata as trainers write it: none at all (a hand-made model:
+ * it verifies and serves, with an empty trainer and unknown figures);
+ * metrics whose names fit are readable, one whose name is too long for the
+ * listing is left out (not truncated into a different name); a model.pb
+ * with no timeframe in it says nothing, one trained for another timeframe
+ * is served with a warning. */
+TEST(test_training_metadata_as_written)
+{
+    char *base = mkdtemp_dir();
+    char models[256];
+    pathf(models, sizeof models, "%s/models", base);
+    fx *f = malloc(sizeof *f);
+    fx_init(f, 95, "test_registry");
+    f->m.meta = NULL;
+    uint32_t ver = 0;
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK_EQ_INT(ver, 1);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    registry_version *v = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &v), 0);
+    if (v) {
+        const registry_meta *m = registry_version_meta(v);
+        CHECK_EQ_STR(m->trainer, "");
+        CHECK_EQ_INT(m->trained_at, 0);
+        CHECK(isnan(m->test_accuracy));
+        CHECK_EQ_INT(m->n_metrics, 0);
+        CHECK(isnan(registry_meta_metric(m, "hit_rate_calls")));
+        registry_release(v);
+    }
+
+    /* metrics, one with a name too long; no timeframe in the file */
+    fx_init(f, 96, "test_registry");
+    Predictd__Metric mt[3];
+    Predictd__Metric *mp[3] = {&mt[0], &mt[1], &mt[2]};
+    const char *names[3] = {"hit_rate_calls", "a_metric_name_longer_than_the_listing_keeps",
+                            "beats_baseline"};
+    const double values[3] = {0.61, 7, 1};
+    for (int i = 0; i < 3; i++) {
+        predictd__metric__init(&mt[i]);
+        mt[i].name = (char *)names[i];
+        mt[i].value = values[i];
+    }
+    f->meta.n_metrics = 3;
+    f->meta.metrics = mp;
+    f->meta.timeframe = "";
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK_EQ_INT(ver, 2);
+    log_begin(base);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    char *log = log_end();
+    CHECK_LOGGED(log, "loaded BTCUSDT/15m v2");
+    CHECK(strstr(log, "trained for timeframe") == NULL);
+    free(log);
+    v = NULL;
+    CHECK_EQ_INT(registry_acquire(r, "BTCUSDT", "15m", NULL, &v), 0);
+    if (v) {
+        const registry_meta *m = registry_version_meta(v);
+        CHECK_EQ_INT(registry_version_number(v), 2);
+        CHECK_EQ_INT(m->n_metrics, 2);
+        CHECK_NEAR(registry_meta_metric(m, "hit_rate_calls"), 0.61, 1e-12);
+        CHECK_NEAR(registry_meta_metric(m, "beats_baseline"), 1, 0);
+        CHECK(isnan(registry_meta_metric(m, names[1])));
+        CHECK(isnan(registry_meta_metric(m, "a_metric_name_longer_than_the_li")));
+        registry_release(v);
+    }
+
+    /* trained for 1h, published under 15m: served, with a warning */
+    fx_init(f, 97, "test_registry");
+    f->meta.timeframe = "1h";
+    CHECK_EQ_INT(registry_publish(models, "BTCUSDT", "15m", &f->m, &f->s, &ver), 0);
+    CHECK_EQ_INT(ver, 3);
+    log_begin(base);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    log = log_end();
+    CHECK_LOGGED(log, "BTCUSDT/15m v3: model.pb was trained for timeframe 1h");
+    free(log);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 3);
+    free(f);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
+/* A pinned version removed from disk: the newest left serves, the series'
+ * note says why ("pinned v1 not on disk; serving v2"), and pinning it again
+ * is refused as not found while the listing still shows it. The calls that
+ * take a registry accept NULL where their header says so. */
+TEST(test_pinned_version_removed_from_disk)
+{
+    char *base = mkdtemp_dir();
+    char models[256], p[600];
+    pathf(models, sizeof models, "%s/models", base);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 101), 1);
+    CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 102), 2);
+    registry *r = NULL;
+    CHECK_EQ_INT(registry_new(models, &r), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 1), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 1);
+    pathf(p, sizeof p, "%s/BTCUSDT/15m/1", models);
+    CHECK_EQ_INT(util_rmtree(p), 0);
+    CHECK_EQ_INT(registry_scan(r, NULL, NULL), 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+    registry_series_info si;
+    registry_version_info vi;
+    CHECK(version_info(r, "BTCUSDT", "15m", 1, &vi, &si));
+    CHECK_EQ_STR(si.note, "pinned v1 not on disk; serving v2");
+    CHECK_EQ_INT(si.pinned, 1);
+    CHECK_EQ_INT(vi.state, REGISTRY_RETIRED);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", 1), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_set_label(r, "BTCUSDT", "15m", "stable", 1, 0), PD_ENOTFOUND);
+    CHECK_EQ_INT(registry_pin(r, "BTCUSDT", "15m", REGISTRY__MAX_VERSION + 1u), PD_EINVAL);
+    CHECK_EQ_INT(registry_unpin(r, "BTCUSDT", "15m"), 0);
+    CHECK(version_info(r, "BTCUSDT", "15m", 0, NULL, &si));
+    CHECK_EQ_STR(si.note, "");
+    CHECK_EQ_INT(si.pinned, 0);
+    /* NULL registries and lists: no-ops */
+    registry_set_change_hook(NULL, NULL, NULL);
+    registry_request_scan(NULL);
+    registry_stop(NULL);
+    registry_list_free(NULL, 0);
+    CHECK_EQ_INT(serving(r, "BTCUSDT", "15m"), 2);
+    registry_free(r);
+    util_rmtree(base);
+    free(base);
+}
+
 int main(void)
 {
     util_log_configure(getenv("PREDICTD_TEST_VERBOSE") ? UTIL_LOG_DEBUG : UTIL_LOG_ERROR, false);
@@ -1706,10 +2333,17 @@ int main(void)
     RUN(test_concurrent_publishers);
     RUN(test_read_files_bounded);
     RUN(test_scanner_thread);
+    RUN(test_scanner_thread_takes_signals);
     RUN(test_manifest_forms);
     RUN(test_read_model_paths);
     RUN(test_publish_and_scan_refusals);
     RUN(test_series_directory_gone);
     RUN(test_policy_changes_that_fail);
+    RUN(test_failed_versions_are_verified_again_when_their_files_change);
+    RUN(test_policy_put_back_when_a_pin_fails);
+    RUN(test_series_directory_replaced_by_a_file);
+    RUN(test_refused_directories_are_listed_within_a_bound);
+    RUN(test_training_metadata_as_written);
+    RUN(test_pinned_version_removed_from_disk);
     return unit_report();
 }

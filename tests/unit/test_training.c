@@ -1326,6 +1326,89 @@ TEST(test_jobs_stop_with_a_queue)
     training_jobs_stop(NULL);
 }
 
+/* The exporter writes what is known about the time to a target and
+ * leaves the rest out: no side ever reached TP1 in the training slice (both
+ * ETAs NaN) and no per-level figures (none given, or all NaN) leave the
+ * fields out of the file; one known side or level writes them all, the
+ * unknown ones as NaN. What it writes is read back by the kernel as the
+ * same policy (absent ETAs read as NaN). */
+TEST(test_export_writes_known_etas_only)
+{
+    size_t nd = 0;
+    const char *const *specs = features_default_specs(&nd);
+    features_set *fs = NULL;
+    CHECK_EQ_INT(features_set_new(specs, nd, &fs, NULL, 0), 0);
+    util_rng g;
+    util_rng_seed(&g, 5);
+    training__net net;
+    CHECK_EQ_INT(training__net_init(&net, nd, NULL, 0, &g), 0);
+    double *mean = calloc(nd, sizeof *mean), *scale = calloc(nd, sizeof *scale);
+    for (size_t i = 0; i < nd; i++)
+        scale[i] = 1;
+    inference_policy pol = {.sl_atr = 1.5,
+                            .tp_r = {1, 2, 3},
+                            .horizon = 12,
+                            .min_confidence = 0.4,
+                            .atr_period = 14,
+                            .cost_bps = 6,
+                            .min_risk_costs = 3,
+                            .eta_candles = {NAN, NAN}};
+    const double nan3[3] = {NAN, NAN, NAN}, one[3] = {NAN, 4.5, NAN};
+    training__export *e = malloc(sizeof *e);
+    struct {
+        double eta[2];
+        const double *tp;
+        size_t want_eta, want_tp;
+    } cases[] = {
+        {{NAN, NAN}, NULL, 0, 0},
+        {{NAN, NAN}, nan3, 0, 0},
+        {{NAN, 7}, one, 2, 3},
+        {{3, NAN}, NULL, 2, 0},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        pol.eta_candles[0] = cases[k].eta[0];
+        pol.eta_candles[1] = cases[k].eta[1];
+        training__export_init(e, &net, TRAINING_SOFTMAX, fs, 100, 1.0, &pol, cases[k].tp, mean,
+                              scale);
+        CHECK_EQ_INT(e->model.policy->n_eta_candles, cases[k].want_eta);
+        CHECK_EQ_INT(e->model.policy->n_eta_candles_tp, cases[k].want_tp);
+        CHECK_NEAR(e->model.policy->costs->round_trip_bps, 6, 0);
+        Predictd__Model *m = NULL;
+        Predictd__Scaler *sc = NULL;
+        CHECK_EQ_INT(training__export_pack(e, &m, &sc), 0);
+        inference_model *im = NULL;
+        char why[256] = "";
+        CHECK_EQ_INT(inference_model_build(m, sc, &im, why, sizeof why), 0);
+        if (im) {
+            const inference_policy *back = inference_model_policy(im);
+            for (int s2 = 0; s2 < 2; s2++) {
+                if (isnan(cases[k].eta[s2]))
+                    CHECK(isnan(back->eta_candles[s2]));
+                else
+                    CHECK_NEAR(back->eta_candles[s2], cases[k].eta[s2], 0);
+            }
+            for (int t = 0; t < 3; t++) {
+                double want = cases[k].tp ? cases[k].tp[t] : NAN;
+                if (isnan(want))
+                    CHECK(isnan(back->eta_candles_tp[t]));
+                else
+                    CHECK_NEAR(back->eta_candles_tp[t], want, 0);
+            }
+            CHECK_NEAR(back->cost_bps, 6, 0);
+            inference_model_free(im);
+        } else {
+            printf("  case %zu: %s\n", k, why);
+        }
+        predictd__model__free_unpacked(m, NULL);
+        predictd__scaler__free_unpacked(sc, NULL);
+    }
+    free(e);
+    free(mean);
+    free(scale);
+    training__net_cleanup(&net);
+    features_set_free(fs);
+}
+
 int main(void)
 {
     const char *t = getenv("PREDICTD_TEST_TMP");
@@ -1357,6 +1440,7 @@ int main(void)
     RUN(test_jobs_stop_with_a_queue);
     RUN(test_jobs_interrupted_by_restart);
     RUN(test_jobs_scheduled_retrain);
+    RUN(test_export_writes_known_etas_only);
     store_shutdown();
     util_rmtree(tmp_root);
     return unit_report();
