@@ -12,6 +12,7 @@ version directories; `train` outcomes (below baseline without --force,
 The real binary against this file's PostgreSQL database (tests/run)."""
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -639,25 +640,27 @@ def train_interrupted_exits_130_and_publishes_nothing():
     proc = subprocess.Popen([BIN, "train", "--symbol", SYM, "--timeframe", TF, "--models-dir",
                              out, "--kind", "mlp", "--hidden", "64,64", "--epochs", "100000",
                              "--patience", "100000", "--force"], env=e,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    err = ""
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = b""
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            err += line
-            if "(fit)" in line:
-                break
-        check_in("(fit)", err, "the fit never started")
+        # read stderr under a deadline (a blocking readline would wait for
+        # ever on a run that prints nothing), until the fit has started
+        deadline = time.time() + 300
+        while b"(fit)" not in err and time.time() < deadline:
+            ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+            if ready:
+                chunk = os.read(proc.stderr.fileno(), 65536)
+                if not chunk:
+                    break
+                err += chunk
+        check_in("(fit)", err.decode(errors="replace"), "the fit never started")
         proc.send_signal(signal.SIGINT)
-        rest_out, rest_err = proc.communicate(timeout=120)
+        _, rest_err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    err += rest_err
+    err = (err + rest_err).decode(errors="replace")
     check_eq(proc.returncode, 130, err[-1500:])
     check_in(f"predictd train: {SYM}/{TF}: interrupted; nothing published", err)
     check(not os.path.exists(os.path.join(out, SYM)), "an interrupted run published")
