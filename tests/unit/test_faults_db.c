@@ -1,0 +1,992 @@
+/*
+ * test_faults_db: allocation failures injected for real into the
+ * database-backed paths (store/ candles, windows, migrations and the
+ * ledger; predict/ pipeline over PostgreSQL and Redis), and database
+ * failures arranged for real between calls (the backend terminated from a
+ * second connection, a table locked past a statement_timeout).
+ *
+ * The loop and wrappers are fault_wrap.h's (as test_faults): the Nth
+ * allocation of predictd's own code fails, for every N, once alone and
+ * once with every later one; allocations inside libpq and hiredis are not
+ * wrapped (shared libraries), so this is predictd's handling of its own
+ * allocations between real queries. Every faulted run must return the
+ * documented code (PD_ENOMEM, or one the function documents), leave
+ * nothing half-written in PostgreSQL (row counts and contents checked
+ * from a second connection, whose work is not under the loop) and no
+ * entry in Redis that serves anything but the reference answer (a fresh
+ * service reads them back after each run), and must not leak or crash.
+ * Caching is an optimisation: a run that loses only a cache write may
+ * still succeed (FAULT_TOLERATE) and must then give the reference answer.
+ *
+ * Needs PREDICTD_TEST_DATABASE_URL and PREDICTD_TEST_REDIS_URL (tests/run
+ * gives a fresh database to this file); skipped without them. No timing
+ * assertions: the timeouts below only bound how long a blocked query
+ * waits.
+ */
+#define _GNU_SOURCE
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "features/features.h"
+#include "inference/inference.h"
+#include "predict/predict.h"
+#include "predict/predict_internal.h"
+#include "registry/registry.h"
+#include "store/store.h"
+#include "unit.h"
+#include "fixtures.h"
+#include "util/util.h"
+#include "fault_wrap.h"
+#include "model_fixture.h"
+
+#define TF "15m"
+#define TFS 900
+#define T0 1700000100 /* aligned to 15 minutes */
+#define NCANDLES 200
+
+/* ------------------------------------------------------------------------
+ * Fixtures: candles in PostgreSQL, models in a temporary repository, a
+ * second connection for checks behind the store's back, and Redis.
+ */
+static char base_dir[512], models_dir[600];
+static PGconn *admin;
+static redisContext *redis;
+static int64_t now_s; /* a few seconds after the last candle closed */
+
+static features_candle *wave(size_t n, int64_t t0, double level)
+{
+    features_candle *c = calloc(n, sizeof *c);
+    double prev = level;
+    for (size_t i = 0; c && i < n; i++) {
+        double close =
+            round((level + 3.0 * sin(0.37 * (double)i) + 0.01 * (double)i) * 100) / 100;
+        c[i].t = t0 + (int64_t)i * TFS;
+        c[i].open = prev;
+        c[i].close = close;
+        c[i].high = round((fmax(prev, close) + 0.4 + 0.2 * cos((double)i)) * 100) / 100;
+        c[i].low = round((fmin(prev, close) - 0.5) * 100) / 100;
+        c[i].volume = 10 + (double)(i % 7);
+        prev = close;
+    }
+    return c;
+}
+
+/* Redis from PREDICTD_TEST_REDIS_URL (redis://[user@]host:port[/db]). */
+static redisContext *redis_open(void)
+{
+    const char *url = unit_redis_url();
+    if (!url || strncmp(url, "redis://", 8) != 0)
+        return NULL;
+    const char *h = url + 8, *at = strchr(h, '@');
+    if (at)
+        h = at + 1;
+    char host[128] = "";
+    int port = 0;
+    if (sscanf(h, "%127[^:/]:%d", host, &port) != 2)
+        return NULL;
+    redisContext *c = redisConnect(host, port);
+    if (!c || c->err) {
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void redis_flush(void)
+{
+    redisReply *r = redisCommand(redis, "FLUSHALL");
+    if (r)
+        freeReplyObject(r);
+}
+
+/* The store over the test database, migrated, with candles for BTCUSDT,
+ * ETHUSDT (200 each), SHORTUSDT (10: fewer than a window) and NOMODELUSD
+ * (200, no model); models (the fixture's softmax, window 100) for the
+ * first three. false (printed) when something is missing. */
+static bool db_setup(fx *f)
+{
+    if (!unit_db_url() || !unit_redis_url())
+        return false;
+    if (store_init(unit_db_url(), unit_redis_url(), true) != 0 ||
+        store_migrate(unit_migrations_dir()) != 0) {
+        printf("  store_init/migrate failed\n");
+        return false;
+    }
+    admin = unit_db_admin();
+    redis = redis_open();
+    if (!admin || !redis) {
+        printf("  no admin connection or Redis\n");
+        return false;
+    }
+    features_candle *c = wave(NCANDLES, T0, 100), *d = wave(NCANDLES, T0, 2000);
+    bool ok = c && d && store_upsert_candles("BTCUSDT", TF, c, NCANDLES) == 0 &&
+              store_upsert_candles("ETHUSDT", TF, d, NCANDLES) == 0 &&
+              store_upsert_candles("SHORTUSDT", TF, c + NCANDLES - 10, 10) == 0 &&
+              store_upsert_candles("NOMODELUSD", TF, c, NCANDLES) == 0;
+    now_s = T0 + (NCANDLES - 1) * TFS + TFS + 5;
+    free(c);
+    free(d);
+    if (!ok) {
+        printf("  seeding candles failed\n");
+        return false;
+    }
+    if (!unit_tmpdir(base_dir, sizeof base_dir, "pd-faults-db"))
+        return false;
+    snprintf(models_dir, sizeof models_dir, "%s/models", base_dir);
+    fx_init(f, 1, "test_faults_db");
+    f->pol.min_confidence = 0.3;
+    const char *syms[] = {"BTCUSDT", "ETHUSDT", "SHORTUSDT"};
+    for (int i = 0; i < 3; i++) {
+        uint32_t ver = 0;
+        if (registry_publish(models_dir, syms[i], TF, &f->m, &f->s, &ver) != 0) {
+            printf("  publish %s failed\n", syms[i]);
+            return false;
+        }
+    }
+    /* the database is the file's: rows of the tests before go */
+    unit_sql_ok(admin, "DELETE FROM predictions");
+    redis_flush();
+    return true;
+}
+
+static void db_teardown(void)
+{
+    if (admin)
+        PQfinish(admin);
+    admin = NULL;
+    if (redis)
+        redisFree(redis);
+    redis = NULL;
+    store_shutdown();
+    if (base_dir[0])
+        util_rmtree(base_dir);
+    base_dir[0] = '\0';
+}
+
+static registry *open_registry(void)
+{
+    registry *r = NULL;
+    if (registry_new(models_dir, &r) != 0 || registry_scan(r, NULL, NULL) != 0) {
+        registry_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* ------------------------------------------------------------------------
+ * The store: connecting, migrations, candles in and out.
+ */
+static int op_store_init(void *ctx)
+{
+    const char *url = ctx;
+    int rc = store_init(url, unit_redis_url(), true);
+    if (rc == 0) {
+        bool held = fault_hold();
+        int64_t n = -1;
+        CHECK_EQ_INT(store_count_candles("BTCUSDT", TF, &n), 0);
+        CHECK_EQ_INT(n, NCANDLES);
+        fault_resume(held);
+    }
+    store_shutdown();
+    return rc;
+}
+
+/* Writes 50 candles of a new series: on failure none may be there, on
+ * success all 50, which are then removed again (not under the loop). */
+static int op_upsert(void *ctx)
+{
+    const features_candle *c = ctx;
+    int rc = store_upsert_candles("NEWUSDT", TF, c, 50);
+    bool held = fault_hold();
+    long long n =
+        unit_sql_int(admin, "SELECT count(*) FROM candles WHERE symbol = 'NEWUSDT'");
+    if (rc == 0) {
+        CHECK_EQ_INT(n, 50);
+        char sql[256];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM candles WHERE symbol = 'NEWUSDT'"
+                 " AND open_time = to_timestamp(%lld) AND close = %.17g AND volume = %.17g",
+                 (long long)c[49].t, c[49].close, c[49].volume);
+        CHECK_EQ_INT(unit_sql_int(admin, sql), 1);
+        unit_sql_ok(admin, "DELETE FROM candles WHERE symbol = 'NEWUSDT'");
+        unit_sql_ok(admin, "DELETE FROM candle_series WHERE symbol = 'NEWUSDT'");
+        store_cache_drop_window("NEWUSDT", TF);
+    } else {
+        CHECK_EQ_INT(n, 0);
+    }
+    fault_resume(held);
+    return rc;
+}
+
+typedef struct load_ctx {
+    features_candle *ref;
+    size_t nref;
+} load_ctx;
+
+static bool same_candles(const features_candle *a, const features_candle *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i].t != b[i].t || a[i].open != b[i].open || a[i].high != b[i].high ||
+            a[i].low != b[i].low || a[i].close != b[i].close || a[i].volume != b[i].volume)
+            return false;
+    return true;
+}
+
+static int op_range(void *ctx)
+{
+    load_ctx *l = ctx;
+    features_candle *c = NULL;
+    size_t n = 0;
+    int rc = store_load_range("BTCUSDT", TF, T0 + 10 * TFS, 0, now_s, &c, &n);
+    if (rc == 0) {
+        CHECK_EQ_INT(n, NCANDLES - 10);
+        CHECK(n == l->nref - 10 && same_candles(c, l->ref + 10, n));
+    } else {
+        CHECK(c == NULL);
+    }
+    free(c);
+    return rc;
+}
+
+/* Four windows at once (one symbol invalid, one unknown); flush: Redis
+ * emptied first (every window from PostgreSQL, then stored in Redis),
+ * else read from Redis where the run before stored them. */
+typedef struct windows_ctx {
+    bool flush;
+    features_candle *ref[2];
+} windows_ctx;
+
+static int op_windows(void *ctx)
+{
+    windows_ctx *w = ctx;
+    if (w->flush) {
+        bool held = fault_hold();
+        redis_flush();
+        fault_resume(held);
+    }
+    const char *syms[] = {"BTCUSDT", "bad!", "ETHUSDT", "NOSUCHUSD", "SHORTUSDT"};
+    features_candle *outs[5] = {0};
+    size_t ns[5] = {0};
+    int rcs[5] = {0};
+    store_window_info info[5];
+    int rc = store_load_windows(syms, 5, TF, now_s, 100, outs, ns, info, rcs);
+    bool held = fault_hold();
+    bool enomem = false;
+    const int want[5] = {0, PD_ESYMBOL, 0, PD_EUNKNOWNSYM, 0};
+    const size_t wantn[5] = {100, 0, 100, 0, 10};
+    for (int i = 0; rc == 0 && i < 5; i++) {
+        if (rcs[i] == PD_ENOMEM) {
+            enomem = true;
+            CHECK(outs[i] == NULL);
+            continue;
+        }
+        if (rcs[i] != want[i]) {
+            UNIT_FAIL_("window %s: %s, want %s", syms[i], util_strerror(rcs[i]),
+                       util_strerror(want[i]));
+            continue;
+        }
+        if (rcs[i])
+            continue;
+        CHECK_EQ_INT(ns[i], wantn[i]);
+        CHECK_EQ_INT(info[i].last_open, T0 + (NCANDLES - 1) * TFS);
+        CHECK_EQ_INT(info[i].gaps, 0);
+        const features_candle *ref = i == 2 ? w->ref[1] : w->ref[0];
+        CHECK(ns[i] == wantn[i] && same_candles(outs[i], ref + NCANDLES - ns[i], ns[i]));
+    }
+    for (int i = 0; i < 5; i++)
+        free(outs[i]);
+    /* what Redis holds now serves the same windows */
+    if (rc == 0 || rc == PD_ENOMEM) {
+        features_candle *c = NULL;
+        size_t n = 0;
+        store_window_info in;
+        CHECK_EQ_INT(store_load_window("ETHUSDT", TF, now_s, 100, &c, &n, &in), 0);
+        CHECK(n == 100 && same_candles(c, w->ref[1] + NCANDLES - 100, 100));
+        free(c);
+    }
+    fault_resume(held);
+    return rc ? rc : enomem ? PD_ENOMEM : 0;
+}
+
+TEST(store_candles_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    /* connection parameters: a plain URL, and one with options of its own
+     * (ours go first) and every parameter given */
+    char url2[1024];
+    snprintf(url2, sizeof url2, "%s%cconnect_timeout=4&application_name=faults"
+             "&options=-c%%20work_mem%%3D8MB",
+             unit_db_url(), strchr(unit_db_url(), '?') ? '&' : '?');
+    CHECK(fault_loop("store_init", op_store_init, (void *)unit_db_url(), 0, NULL, 0, 0, 1) > 0);
+    CHECK(fault_loop("store_init (options)", op_store_init, url2, 0, NULL, 0, 0, 1) > 0);
+    CHECK_EQ_INT(store_init(unit_db_url(), unit_redis_url(), true), 0);
+
+    features_candle *c = wave(50, T0 + 50 * TFS, 100);
+    CHECK(fault_loop("store_upsert_candles", op_upsert, c, 0, NULL, 0, 0, 1) > 0);
+    free(c);
+
+    load_ctx l = {.ref = wave(NCANDLES, T0, 100), .nref = NCANDLES};
+    CHECK(fault_loop("store_load_range", op_range, &l, 0, NULL, 0, 0, 1) > 0);
+    windows_ctx w = {.flush = true, .ref = {l.ref, wave(NCANDLES, T0, 2000)}};
+    CHECK(fault_loop("store_load_windows (Redis empty)", op_windows, &w, 0, NULL, 0,
+                     FAULT_TOLERATE, 1) > 0);
+    w.flush = false;
+    CHECK(fault_loop("store_load_windows (from Redis)", op_windows, &w, 0, NULL, 0,
+                     FAULT_TOLERATE, 1) > 0);
+    free(w.ref[1]);
+    free(l.ref);
+    free(f);
+    db_teardown();
+}
+
+/* A migration directory: the real migrations (linked) and one more that
+ * creates a table and fills it; under a fault it is applied whole (table,
+ * rows and its schema_migrations row) or not at all. */
+static char mig_dir[700];
+
+static int op_migrate(void *ctx)
+{
+    (void)ctx;
+    int rc = store_migrate(mig_dir);
+    bool held = fault_hold();
+    long long rec = unit_sql_int(admin, "SELECT count(*) FROM schema_migrations"
+                                        " WHERE name = '900_faults.sql'");
+    long long tab = unit_sql_int(admin, "SELECT count(*) FROM pg_tables"
+                                        " WHERE tablename = 'faults_t'");
+    if (rc == 0) {
+        CHECK_EQ_INT(rec, 1);
+        CHECK_EQ_INT(tab, 1);
+        CHECK_EQ_INT(unit_sql_int(admin, "SELECT sum(x) FROM faults_t"), 6);
+        unit_sql_ok(admin, "DROP TABLE faults_t");
+        unit_sql_ok(admin, "DELETE FROM schema_migrations WHERE name = '900_faults.sql'");
+    } else {
+        CHECK_EQ_INT(rec, 0);
+        CHECK_EQ_INT(tab, 0);
+    }
+    fault_resume(held);
+    return rc;
+}
+
+TEST(migrations_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    snprintf(mig_dir, sizeof mig_dir, "%s/db", base_dir);
+    CHECK(mkdir(mig_dir, 0755) == 0);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "ln -s %s/*.sql %s/", unit_migrations_dir(), mig_dir);
+    CHECK(system(cmd) == 0);
+    char p[800];
+    snprintf(p, sizeof p, "%s/900_faults.sql", mig_dir);
+    FILE *fp = fopen(p, "w");
+    if (fp) {
+        fputs("CREATE TABLE faults_t (x integer);\nINSERT INTO faults_t VALUES (1), (2), (3);\n",
+              fp);
+        fclose(fp);
+    }
+    CHECK(fault_loop("store_migrate (one new)", op_migrate, NULL, 0, NULL, 0, 0, 1) > 0);
+    free(f);
+    db_teardown();
+}
+
+/* ------------------------------------------------------------------------
+ * The prediction pipeline over the database and Redis.
+ */
+#define NSYM 6
+static const char *const psyms[NSYM] = {"BTCUSDT", "ETHUSDT", "SHORTUSDT",
+                                        "NOMODELUSD", "bad!", "NOSUCHUSD"};
+
+typedef struct many_ctx {
+    registry *reg;
+    bool flush;   /* Redis emptied before each run */
+    bool refresh; /* predict_refresh_many, else predict_many */
+    bool have_ref;
+    int ref_rc[NSYM];
+    char *ref_frag[NSYM];
+} many_ctx;
+
+/* One unfaulted predict_many on a fresh service must give the reference:
+ * whatever a faulted run left in Redis serves the right answers. */
+static void check_served(many_ctx *m)
+{
+    predict_service *svc = NULL;
+    predict_options opt = {.cache = true};
+    CHECK_EQ_INT(predict_service_new(&opt, m->reg, &svc), 0);
+    if (!svc)
+        return;
+    predict_result *outs[NSYM] = {0};
+    int rcs[NSYM] = {0};
+    char whys[NSYM][256];
+    CHECK_EQ_INT(predict_many(svc, psyms, NSYM, TF, NULL, now_s, outs, rcs, whys), 0);
+    for (int i = 0; i < NSYM; i++) {
+        CHECK_EQ_INT(rcs[i], m->ref_rc[i]);
+        if (rcs[i] == 0 && outs[i] && m->ref_frag[i])
+            CHECK_EQ_STR(outs[i]->fragment, m->ref_frag[i]);
+        predict_result_release(outs[i]);
+    }
+    predict_service_free(svc);
+}
+
+static int op_many(void *ctx)
+{
+    many_ctx *m = ctx;
+    bool held = fault_hold();
+    if (m->flush)
+        redis_flush();
+    fault_resume(held);
+    predict_service *svc = NULL;
+    predict_options opt = {.cache = true};
+    int rc = predict_service_new(&opt, m->reg, &svc);
+    if (rc)
+        return rc;
+    predict_result *outs[NSYM] = {0};
+    int rcs[NSYM] = {0};
+    char whys[NSYM][256];
+    rc = m->refresh ? predict_refresh_many(svc, psyms, NSYM, TF, now_s, outs, rcs, whys)
+                    : predict_many(svc, psyms, NSYM, TF, NULL, now_s, outs, rcs, whys);
+    held = fault_hold();
+    bool enomem = false;
+    for (int i = 0; rc == 0 && i < NSYM; i++) {
+        if (!m->have_ref) {
+            m->ref_rc[i] = rcs[i];
+            m->ref_frag[i] = rcs[i] == 0 && outs[i] ? strdup(outs[i]->fragment) : NULL;
+        } else if (rcs[i] == PD_ENOMEM) {
+            enomem = true;
+            CHECK(outs[i] == NULL);
+        } else if (rcs[i] != m->ref_rc[i]) {
+            UNIT_FAIL_("%s: %s (%s), want %s", psyms[i], util_strerror(rcs[i]), whys[i],
+                       util_strerror(m->ref_rc[i]));
+        } else if (rcs[i] == 0) {
+            CHECK(outs[i] && m->ref_frag[i] && strcmp(outs[i]->fragment, m->ref_frag[i]) == 0);
+        }
+        predict_result_release(outs[i]);
+    }
+    if (rc == 0 && !m->have_ref) {
+        m->have_ref = true;
+        /* the reference: answers for the two series with a model and a
+         * window, a code for each of the others */
+        CHECK_EQ_INT(m->ref_rc[0], 0);
+        CHECK_EQ_INT(m->ref_rc[1], 0);
+        CHECK_EQ_INT(m->ref_rc[2], PD_ENODATA);
+        CHECK_EQ_INT(m->ref_rc[3], PD_ENOMODEL);
+        CHECK_EQ_INT(m->ref_rc[4], PD_ESYMBOL);
+        CHECK_EQ_INT(m->ref_rc[5], PD_EUNKNOWNSYM);
+    }
+    predict_service_free(svc);
+    if (m->have_ref)
+        check_served(m);
+    fault_resume(held);
+    return rc ? rc : enomem ? PD_ENOMEM : 0;
+}
+
+static void many_free(many_ctx *m)
+{
+    for (int i = 0; i < NSYM; i++)
+        free(m->ref_frag[i]);
+    memset(m->ref_frag, 0, sizeof m->ref_frag);
+    m->have_ref = false;
+}
+
+TEST(prediction_pipeline_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    many_ctx m = {.reg = open_registry(), .flush = true};
+    CHECK(m.reg != NULL);
+    if (m.reg) {
+        CHECK(fault_loop("predict_many (Redis empty)", op_many, &m, 0, NULL, 0, FAULT_TOLERATE,
+                         1) > 0);
+        m.flush = false;
+        CHECK(fault_loop("predict_many (answers in Redis)", op_many, &m, 0, NULL, 0,
+                         FAULT_TOLERATE, 1) > 0);
+        m.refresh = true;
+        m.flush = true;
+        CHECK(fault_loop("predict_refresh_many", op_many, &m, 0, NULL, 0, FAULT_TOLERATE, 1) >
+              0);
+    }
+    many_free(&m);
+    registry_free(m.reg);
+    free(f);
+    db_teardown();
+}
+
+/* Versions 1..6 of one series served one after the other (each pinned in
+ * turn, as an operator rolling through versions would) through one
+ * service: the process cache keeps at most PREDICT_CACHE_PER_SERIES
+ * entries of the series, evicting those with the oldest answers, and
+ * asking again for the serving one is a hit on the same object. */
+typedef struct versions_ctx {
+    registry *reg;
+    char *ref[6];
+} versions_ctx;
+
+static int pin(registry *reg, uint32_t k)
+{
+    bool held = fault_hold();
+    int rc = registry_pin(reg, "BTCUSDT", TF, k);
+    fault_resume(held);
+    return rc;
+}
+
+static int op_versions(void *ctx)
+{
+    versions_ctx *v = ctx;
+    bool held = fault_hold();
+    redis_flush();
+    fault_resume(held);
+    predict_service *svc = NULL;
+    predict_options opt = {.cache = true};
+    int rc = predict_service_new(&opt, v->reg, &svc);
+    if (rc)
+        return rc;
+    predict_result *last = NULL;
+    for (uint32_t k = 1; k <= 6 && rc == 0; k++) {
+        CHECK_EQ_INT(pin(v->reg, k), 0);
+        predict_result *p = NULL;
+        char why[256] = "";
+        rc = predict_one(svc, "BTCUSDT", TF, NULL, now_s + k, &p, why, sizeof why);
+        held = fault_hold();
+        if (rc == 0) {
+            CHECK_EQ_INT(p->version, k);
+            if (!v->ref[k - 1])
+                v->ref[k - 1] = strdup(p->fragment);
+            else
+                CHECK_EQ_STR(p->fragment, v->ref[k - 1]);
+            predict_result_release(last);
+            last = p;
+        }
+        fault_resume(held);
+    }
+    if (rc == 0) {
+        predict_result *p = NULL;
+        char why[256] = "";
+        rc = predict_one(svc, "BTCUSDT", TF, NULL, now_s + 60, &p, why, sizeof why);
+        held = fault_hold();
+        if (rc == 0) {
+            CHECK_EQ_STR(p->fragment, v->ref[5]);
+            /* the cached object, unless caching it is what failed */
+            CHECK(p == last || fault_fired_yet());
+            predict_result_release(p);
+        }
+        fault_resume(held);
+    }
+    predict_result_release(last);
+    predict_service_free(svc);
+    held = fault_hold();
+    CHECK_EQ_INT(registry_unpin(v->reg, "BTCUSDT", TF), 0);
+    fault_resume(held);
+    return rc;
+}
+
+TEST(process_cache_eviction_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    for (int k = 2; k <= 6; k++) {
+        uint32_t ver = 0;
+        f->meta.trained_at = 1700000000 + k; /* a different version */
+        CHECK_EQ_INT(registry_publish(models_dir, "BTCUSDT", TF, &f->m, &f->s, &ver), 0);
+        CHECK_EQ_INT(ver, (uint32_t)k);
+    }
+    versions_ctx v = {.reg = open_registry()};
+    CHECK(v.reg != NULL);
+    if (v.reg) {
+        /* unfaulted: the serving one asked again is the cached object;
+         * the first, evicted, is computed anew when it serves again */
+        predict_service *svc = NULL;
+        predict_options opt = {.cache = true};
+        CHECK_EQ_INT(predict_service_new(&opt, v.reg, &svc), 0);
+        predict_result *p[7] = {0};
+        char why[256];
+        for (uint32_t k = 1; k <= 6; k++) {
+            CHECK_EQ_INT(pin(v.reg, k), 0);
+            CHECK_EQ_INT(predict_one(svc, "BTCUSDT", TF, NULL, now_s + k, &p[k - 1], why,
+                                     sizeof why),
+                         0);
+        }
+        CHECK_EQ_INT(predict_one(svc, "BTCUSDT", TF, NULL, now_s + 60, &p[6], why, sizeof why),
+                     0);
+        CHECK(p[6] != NULL && p[6] == p[5]);
+        CHECK_EQ_INT(pin(v.reg, 1), 0);
+        redis_flush(); /* else the replicas' copy in Redis answers */
+        predict_result *again = NULL;
+        CHECK_EQ_INT(predict_one(svc, "BTCUSDT", TF, NULL, now_s + 60, &again, why, sizeof why),
+                     0);
+        CHECK(again != NULL && again != p[0]);
+        if (again && p[0]) {
+            CHECK_EQ_INT(again->version, 1);
+            CHECK_EQ_INT(again->prediction_time, now_s + 60);
+            CHECK_EQ_INT(again->direction, p[0]->direction);
+            CHECK_NEAR(again->entry, p[0]->entry, 0);
+        }
+        predict_result_release(again);
+        for (int k = 0; k < 7; k++)
+            predict_result_release(p[k]);
+        predict_service_free(svc);
+        CHECK(fault_loop("predict_one over 6 versions", op_versions, &v, 0, NULL, 0,
+                         FAULT_TOLERATE, 1) > 0);
+    }
+    for (int k = 0; k < 6; k++)
+        free(v.ref[k]);
+    registry_free(v.reg);
+    free(f);
+    db_teardown();
+}
+
+/* ------------------------------------------------------------------------
+ * The ledger: recording, settling, history.
+ */
+#define NLEDGER 5
+
+static store_ledger_entry ledger_entry(int i)
+{
+    store_ledger_entry e = {.symbol = "BTCUSDT",
+                            .timeframe = TF,
+                            .candle_time = T0 + (int64_t)(100 + 10 * i) * TFS,
+                            .version = 1,
+                            .direction = i == 4 ? STORE_LEDGER_NO_TRADE
+                                         : i % 2  ? STORE_LEDGER_SHORT
+                                                  : STORE_LEDGER_LONG,
+                            .confidence = 0.6,
+                            .probs = {0.6, 0.1, 0.3},
+                            .entry = 100,
+                            .stop_loss = i % 2 ? 103 : 97,
+                            .tp = {i % 2 ? 99 : 101, i % 2 ? 98.5 : 101.5, i % 2 ? 98 : 102},
+                            .atr = 2,
+                            .horizon = 12};
+    if (i == 4) {
+        e.probs[0] = 0.2, e.probs[2] = 0.7, e.confidence = 0.7;
+        e.entry = e.stop_loss = e.atr = NAN;
+        e.tp[0] = e.tp[1] = e.tp[2] = NAN;
+    }
+    return e;
+}
+
+static const char *const ledger_digest_sql =
+    "SELECT count(*) || ':' || coalesce(string_agg(concat_ws(',', extract(epoch FROM"
+    " candle_time), direction, outcome, realised, hit_time_s, r_multiple, mfe, mae), ';'"
+    " ORDER BY candle_time), '') FROM predictions WHERE symbol = 'BTCUSDT'";
+
+typedef struct ledger_ctx {
+    store_ledger *db;
+    store_ledger_entry e[NLEDGER];
+    char settled[4096]; /* the digest after settling (reference) */
+    size_t nsettled;
+} ledger_ctx;
+
+static int op_record(void *ctx)
+{
+    ledger_ctx *l = ctx;
+    bool ins[NLEDGER] = {0};
+    int rc = store_ledger_record_many(l->db, l->e, NLEDGER, ins);
+    bool held = fault_hold();
+    long long n = unit_sql_int(admin, "SELECT count(*) FROM predictions");
+    if (rc == 0) {
+        CHECK_EQ_INT(n, NLEDGER);
+        for (int i = 0; i < NLEDGER; i++)
+            CHECK(ins[i]);
+        unit_sql_ok(admin, "DELETE FROM predictions");
+    } else {
+        CHECK_EQ_INT(n, 0);
+    }
+    fault_resume(held);
+    return rc;
+}
+
+static int op_settle(void *ctx)
+{
+    ledger_ctx *l = ctx;
+    bool held = fault_hold();
+    /* every row open again (as recorded) */
+    unit_sql_ok(admin, "UPDATE predictions SET outcome = NULL, realised = NULL,"
+                       " resolved_at = NULL, hit_time_s = NULL, r_multiple = NULL, mfe = NULL,"
+                       " mae = NULL");
+    char open[4096];
+    snprintf(open, sizeof open, "%s", unit_sql_text(admin, ledger_digest_sql));
+    fault_resume(held);
+    size_t settled = 0;
+    int rc = store_ledger_settle(l->db, "BTCUSDT", TF, now_s, predict_resolve, &settled);
+    held = fault_hold();
+    const char *now_digest = unit_sql_text(admin, ledger_digest_sql);
+    if (rc == 0) {
+        if (!l->settled[0]) {
+            snprintf(l->settled, sizeof l->settled, "%s", now_digest);
+            l->nsettled = settled;
+        } else {
+            CHECK_EQ_STR(now_digest, l->settled);
+            CHECK_EQ_INT(settled, l->nsettled);
+        }
+    } else {
+        CHECK_EQ_STR(now_digest, open); /* nothing settled half-way */
+    }
+    fault_resume(held);
+    return rc;
+}
+
+typedef struct history_ctx {
+    store_ledger *db;
+    size_t n;
+    char ref[2048];
+} history_ctx;
+
+static void history_digest(const store_ledger_row *r, size_t n, char *out, size_t len)
+{
+    size_t k = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && k < len; i++)
+        k += (size_t)snprintf(out + k, len - k, "%lld %d %d %d %.6g %.6g;",
+                              (long long)r[i].e.candle_time, r[i].e.direction, r[i].r.outcome,
+                              r[i].r.realised, r[i].r.r_multiple, r[i].r.mfe);
+}
+
+static int op_history(void *ctx)
+{
+    history_ctx *h = ctx;
+    store_ledger_query q = {.symbol = "BTCUSDT", .timeframe = TF, .limit = 3};
+    store_ledger_row *rows = NULL, *rows2 = NULL;
+    size_t n = 0, n2 = 0;
+    bool more = false, more2 = true;
+    int rc = store_ledger_history(h->db, &q, &rows, &n, &more);
+    if (rc == 0 && n == 3) { /* the next page, after the last row */
+        store_ledger_cursor a = {.candle_time = rows[2].e.candle_time, .version = 1};
+        snprintf(a.symbol, sizeof a.symbol, "BTCUSDT");
+        snprintf(a.timeframe, sizeof a.timeframe, TF);
+        q.after = &a;
+        rc = store_ledger_history(h->db, &q, &rows2, &n2, &more2);
+    }
+    bool held = fault_hold();
+    if (rc == 0) {
+        CHECK_EQ_INT(n, 3);
+        CHECK(more);
+        CHECK_EQ_INT(n2, NLEDGER - 3);
+        CHECK(!more2);
+        char d[2048], d2[1024];
+        history_digest(rows, n, d, sizeof d);
+        history_digest(rows2, n2, d2, sizeof d2);
+        strncat(d, d2, sizeof d - strlen(d) - 1);
+        if (!h->ref[0])
+            snprintf(h->ref, sizeof h->ref, "%s", d);
+        else
+            CHECK_EQ_STR(d, h->ref);
+    }
+    fault_resume(held);
+    free(rows);
+    free(rows2);
+    return rc;
+}
+
+TEST(ledger_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    ledger_ctx l = {0};
+    for (int i = 0; i < NLEDGER; i++)
+        l.e[i] = ledger_entry(i);
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &l.db), 0);
+    if (l.db) {
+        CHECK(fault_loop("store_ledger_record_many", op_record, &l, 0, NULL, 0, 0, 1) > 0);
+        bool ins[NLEDGER];
+        CHECK_EQ_INT(store_ledger_record_many(l.db, l.e, NLEDGER, ins), 0);
+        CHECK(fault_loop("store_ledger_settle", op_settle, &l, 0, NULL, 0, 0, 1) > 0);
+        /* the reference settled the four trades; the NO_TRADE row has no
+         * levels and is left open */
+        CHECK_EQ_INT(l.nsettled, NLEDGER - 1);
+        CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM predictions"
+                                         " WHERE outcome IS NULL AND direction = 'NO_TRADE'"),
+                     1);
+        history_ctx h = {.db = l.db};
+        CHECK(fault_loop("store_ledger_history", op_history, &h, 0, NULL, 0, 0, 1) > 0);
+        printf("  history: %s\n", h.ref);
+    }
+    store_ledger_close(l.db);
+    free(f);
+    db_teardown();
+}
+
+/* ------------------------------------------------------------------------
+ * Database failures between calls, for real.
+ */
+
+/* Terminates every backend of the test database but the admin one. */
+static long long kill_backends(void)
+{
+    return unit_sql_int(admin, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                               " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                               " AND backend_type = 'client backend'");
+}
+
+TEST(a_terminated_backend_is_replaced)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    registry *reg = open_registry();
+    predict_service *svc = NULL;
+    predict_options opt = {.cache = false};
+    CHECK_EQ_INT(predict_service_new(&opt, reg, &svc), 0);
+    store_ledger *led = NULL;
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &led), 0);
+    if (!svc || !led) {
+        predict_service_free(svc);
+        registry_free(reg);
+        free(f);
+        db_teardown();
+        return;
+    }
+    predict_result *p = NULL, *q = NULL;
+    char why[256] = "";
+    CHECK_EQ_INT(predict_one(svc, "BTCUSDT", TF, NULL, now_s, &p, why, sizeof why), 0);
+    store_ledger_entry e = ledger_entry(0);
+    CHECK_EQ_INT(store_ledger_record(led, &e, NULL), 0);
+    store_stats before, after;
+    store_stats_get(&before);
+    /* the store's and the ledger's connections die between two calls (the
+     * windows cached in Redis gone, so the store must ask PostgreSQL) */
+    CHECK(kill_backends() >= 2);
+    redis_flush();
+    CHECK_EQ_INT(predict_one(svc, "BTCUSDT", TF, NULL, now_s, &q, why, sizeof why), 0);
+    if (p && q)
+        CHECK_EQ_STR(q->fragment, p->fragment);
+    store_stats_get(&after);
+    CHECK(after.db_reconnects > before.db_reconnects);
+    bool ins = true;
+    e.candle_time += TFS;
+    CHECK_EQ_INT(store_ledger_record(led, &e, &ins), 0);
+    CHECK(ins);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM predictions"), 2);
+    /* and again in the middle of a batch of windows */
+    CHECK(kill_backends() >= 2);
+    features_candle *outs[2] = {0};
+    size_t ns[2] = {0};
+    int rcs[2] = {-1, -1};
+    const char *syms[2] = {"BTCUSDT", "ETHUSDT"};
+    redis_flush();
+    CHECK_EQ_INT(store_load_windows(syms, 2, TF, now_s, 100, outs, ns, NULL, rcs), 0);
+    CHECK_EQ_INT(rcs[0], 0);
+    CHECK_EQ_INT(rcs[1], 0);
+    CHECK_EQ_INT(ns[0], 100);
+    free(outs[0]);
+    free(outs[1]);
+    predict_result_release(p);
+    predict_result_release(q);
+    store_ledger_close(led);
+    predict_service_free(svc);
+    registry_free(reg);
+    free(f);
+    db_teardown();
+}
+
+/* A table locked by another transaction past the statement_timeout of
+ * the URL: the call fails with PD_EDB and writes nothing; the cached
+ * answer is served (stale is shown by its staleness); once the lock goes,
+ * everything works again. */
+TEST(a_locked_table_times_out_and_recovers)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    char url[1024];
+    snprintf(url, sizeof url, "%s%coptions=-c%%20statement_timeout%%3D300", unit_db_url(),
+             strchr(unit_db_url(), '?') ? '&' : '?');
+    CHECK_EQ_INT(store_init(url, unit_redis_url(), true), 0);
+    registry *reg = open_registry();
+    predict_service *svc = NULL;
+    predict_options opt = {.cache = true};
+    CHECK_EQ_INT(predict_service_new(&opt, reg, &svc), 0);
+    store_ledger *led = NULL;
+    CHECK_EQ_INT(store_ledger_open(url, &led), 0);
+    PGconn *locker = unit_db_admin();
+    if (!svc || !led || !locker) {
+        if (locker)
+            PQfinish(locker);
+        store_ledger_close(led);
+        predict_service_free(svc);
+        registry_free(reg);
+        free(f);
+        db_teardown();
+        return;
+    }
+    predict_result *p = NULL, *q = NULL;
+    char why[256] = "";
+    CHECK_EQ_INT(predict_one(svc, "BTCUSDT", TF, NULL, now_s, &p, why, sizeof why), 0);
+
+    CHECK(unit_sql_ok(locker, "BEGIN"));
+    CHECK(unit_sql_ok(locker, "LOCK TABLE candles, predictions IN ACCESS EXCLUSIVE MODE"));
+    redis_flush();
+    /* a new candle is due: the recheck fails, the cached answer stays */
+    int64_t later = now_s + TFS;
+    CHECK_EQ_INT(predict_one(svc, "BTCUSDT", TF, NULL, later, &q, why, sizeof why), 0);
+    CHECK(q == p);
+    predict_result_release(q);
+    q = NULL;
+    /* nothing cached: the code and the reason */
+    why[0] = '\0';
+    CHECK_EQ_INT(predict_one(svc, "ETHUSDT", TF, NULL, now_s, &q, why, sizeof why), PD_EDB);
+    CHECK(strstr(why, "unavailable") != NULL);
+    predict_result *outs[NSYM] = {0};
+    int rcs[NSYM];
+    char whys[NSYM][256];
+    CHECK_EQ_INT(predict_refresh_many(svc, psyms, NSYM, TF, now_s, outs, rcs, whys), 0);
+    CHECK_EQ_INT(rcs[0], PD_EDB);
+    CHECK_EQ_INT(rcs[1], PD_EDB);
+    CHECK(strstr(whys[1], "unavailable") != NULL);
+    CHECK_EQ_INT(rcs[4], PD_ESYMBOL);
+    for (int i = 0; i < NSYM; i++)
+        predict_result_release(outs[i]);
+    features_candle *c = wave(5, T0 + NCANDLES * TFS, 100), *r = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(store_upsert_candles("BTCUSDT", TF, c, 5), PD_EDB);
+    CHECK_EQ_INT(store_load_range("BTCUSDT", TF, 0, 0, now_s, &r, &n), PD_EDB);
+    CHECK(r == NULL);
+    store_ledger_entry e = ledger_entry(1);
+    CHECK_EQ_INT(store_ledger_record(led, &e, NULL), PD_EDB);
+    size_t settled = 9;
+    CHECK_EQ_INT(store_ledger_settle(led, "BTCUSDT", TF, now_s, predict_resolve, &settled),
+                 PD_EDB);
+    CHECK(unit_sql_ok(locker, "ROLLBACK"));
+
+    /* nothing was written; everything works again */
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM predictions"), 0);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM candles WHERE symbol = 'BTCUSDT'"),
+                 NCANDLES);
+    CHECK_EQ_INT(store_upsert_candles("BTCUSDT", TF, c, 5), 0);
+    CHECK_EQ_INT(store_load_range("BTCUSDT", TF, 0, 0, later + TFS * 5, &r, &n), 0);
+    CHECK_EQ_INT(n, NCANDLES + 5);
+    free(r);
+    CHECK_EQ_INT(store_ledger_record(led, &e, NULL), 0);
+    CHECK_EQ_INT(predict_one(svc, "ETHUSDT", TF, NULL, now_s, &q, why, sizeof why), 0);
+    predict_result_release(q);
+    free(c);
+    PQfinish(locker);
+    predict_result_release(p);
+    store_ledger_close(led);
+    predict_service_free(svc);
+    registry_free(reg);
+    free(f);
+    db_teardown();
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    fault_main_init(argv);
+    fault_track_own = true; /* libpq's and hiredis' buffers are theirs */
+    RUN_ONLY(store_candles_under_allocation_failures);
+    RUN_ONLY(migrations_under_allocation_failures);
+    RUN_ONLY(prediction_pipeline_under_allocation_failures);
+    RUN_ONLY(process_cache_eviction_under_allocation_failures);
+    RUN_ONLY(ledger_under_allocation_failures);
+    RUN_ONLY(a_terminated_backend_is_replaced);
+    RUN_ONLY(a_locked_table_times_out_and_recovers);
+    return unit_report();
+}
