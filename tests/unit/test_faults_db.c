@@ -814,6 +814,203 @@ TEST(ledger_under_allocation_failures)
 }
 
 /* ------------------------------------------------------------------------
+ * The other handles: training jobs, exchange symbols, leader locks,
+ * NOTIFY, LISTEN, PUBLISH.
+ */
+static long long job_count(const char *where)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM training_jobs WHERE symbol = 'JOBUSDT'%s%s",
+             where ? " AND " : "", where ? where : "");
+    return unit_sql_int(admin, sql);
+}
+
+/* A job's life through its own handle: inserted, claimed, read, listed,
+ * finished. Whatever step fails, the table must say what the steps before
+ * it did and nothing more: no job after a failed insert, a claimed job
+ * failing to reach its worker back in the queue, an unfinished update not
+ * visible. */
+static int op_jobs(void *ctx)
+{
+    (void)ctx;
+    store_jobs_db *db = NULL;
+    int rc = store_jobs_open(unit_db_url(), &db);
+    if (rc)
+        return rc;
+    int64_t id = 0, created = 0;
+    store_job_row row, got;
+    memset(&row, 0, sizeof row);
+    memset(&got, 0, sizeof got);
+    store_job_row *rows = NULL;
+    size_t n = 0;
+    bool held;
+    rc = store_jobs_insert_ex(db, "JOBUSDT", TF, "{\"epochs\": 3}", "{\"scheduled\": true}", &id,
+                              &created);
+    held = fault_hold();
+    CHECK_EQ_INT(job_count(NULL), rc == 0 ? 1 : 0);
+    fault_resume(held);
+    if (rc)
+        goto out;
+    rc = store_jobs_claim(db, "faults-worker", &row);
+    held = fault_hold();
+    if (rc == 0) {
+        CHECK_EQ_INT(row.id, id);
+        CHECK_EQ_STR(row.state, "running");
+        CHECK_EQ_STR(row.params, "{\"epochs\":3}");
+        CHECK_EQ_STR(row.worker, "faults-worker");
+        CHECK_EQ_INT(job_count("state = 'running' AND worker = 'faults-worker'"), 1);
+    } else {
+        CHECK_EQ_INT(job_count("state = 'queued' AND worker IS NULL"), 1);
+    }
+    fault_resume(held);
+    if (rc)
+        goto out;
+    rc = store_jobs_get(db, id, &got);
+    if (rc == 0) {
+        CHECK_EQ_STR(got.metrics, "{\"scheduled\":true}");
+        CHECK(got.error == NULL);
+        store_job_row_cleanup(&got);
+    }
+    if (rc == 0)
+        rc = store_jobs_list(db, 10, &rows, &n);
+    if (rc == 0) {
+        CHECK_EQ_INT(n, 1);
+        if (n == 1)
+            CHECK_EQ_INT(rows[0].id, id);
+        store_job_rows_free(rows, n);
+    }
+    if (rc)
+        goto out;
+    snprintf(row.state, sizeof row.state, "succeeded");
+    row.progress = 1;
+    row.version = 7;
+    row.finished_at = created + 1;
+    free(row.error);
+    row.error = NULL;
+    rc = store_jobs_update(db, &row);
+    held = fault_hold();
+    CHECK_EQ_INT(job_count("state = 'succeeded' AND version = 7"), rc == 0 ? 1 : 0);
+    fault_resume(held);
+out:
+    store_job_row_cleanup(&row);
+    store_jobs_close(db);
+    held = fault_hold();
+    unit_sql_ok(admin, "DELETE FROM training_jobs WHERE symbol = 'JOBUSDT'");
+    fault_resume(held);
+    return rc;
+}
+
+static int op_markets(void *ctx)
+{
+    (void)ctx;
+    store_markets *h = NULL;
+    int rc = store_markets_open(unit_db_url(), &h);
+    if (rc)
+        return rc;
+    store_market m = {.venue = "binance", .symbol = "MKTUSDT", .status = "TRADING",
+                      .tick_size = 0.01, .step_size = 0.001};
+    rc = store_market_put(h, &m);
+    store_market got;
+    if (rc == 0)
+        rc = store_market_get(h, "binance", "MKTUSDT", &got);
+    bool held = fault_hold();
+    long long n = unit_sql_int(admin, "SELECT count(*) FROM exchange_symbols"
+                                      " WHERE symbol = 'MKTUSDT' AND tick_size = 0.01");
+    if (rc == 0) {
+        CHECK_EQ_STR(got.status, "TRADING");
+        CHECK_NEAR(got.step_size, 0.001, 0);
+        CHECK_EQ_INT(n, 1);
+    }
+    unit_sql_ok(admin, "DELETE FROM exchange_symbols WHERE symbol = 'MKTUSDT'");
+    fault_resume(held);
+    store_markets_close(h);
+    return rc;
+}
+
+static int op_lock(void *ctx)
+{
+    (void)ctx;
+    store_lock *l = NULL;
+    int rc = store_lock_open(unit_db_url(), 4242, &l);
+    if (rc)
+        return rc;
+    bool held_lock = false;
+    rc = store_lock_try(l, &held_lock);
+    if (rc == 0) {
+        CHECK(held_lock);
+        rc = store_lock_check(l, &held_lock);
+        CHECK(rc != 0 || held_lock);
+    }
+    store_lock_close(l);
+    bool held = fault_hold();
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                     " AND objid = 4242"),
+                 0);
+    fault_resume(held);
+    return rc;
+}
+
+static int op_notify(void *ctx)
+{
+    (void)ctx;
+    store_notifier *nt = NULL;
+    store_listener *ls = NULL;
+    store_pub *pub = NULL;
+    int rc = store_notifier_open(unit_db_url(), &nt);
+    if (rc == 0)
+        rc = store_notifier_send(nt, "faults_ch", "hello");
+    if (rc == 0)
+        rc = store_listen_open(unit_db_url(), "faults_ch", &ls);
+    if (rc == 0)
+        rc = store_listen_connect(ls);
+    if (rc == 0)
+        rc = store_pub_open(unit_redis_url(), &pub);
+    if (rc == 0)
+        rc = store_pub_publish(pub, "faults_ch", "one", 3, NULL);
+    if (rc == 0) {
+        const char *msgs[2] = {"two", "three"};
+        size_t lens[2] = {3, 5};
+        rc = store_pub_publish_many(pub, "faults_ch", msgs, lens, 2);
+    }
+    store_pub_close(pub);
+    store_listen_close(ls);
+    store_notifier_close(nt);
+    return rc;
+}
+
+TEST(store_handles_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    CHECK(fault_loop("training job life", op_jobs, NULL, 0, NULL, 0, 0, 1) > 0);
+    CHECK(fault_loop("exchange symbols", op_markets, NULL, 0, NULL, 0, 0, 1) > 0);
+    CHECK(fault_loop("leader lock", op_lock, NULL, 0, NULL, 0, 0, 1) > 0);
+    CHECK(fault_loop("notify, listen, publish", op_notify, NULL, 0, NULL, 0, 0, 1) > 0);
+
+    /* the fields an exchange symbol is refused for */
+    store_markets *h = NULL;
+    CHECK_EQ_INT(store_markets_open(unit_db_url(), &h), 0);
+    store_market ok = {.venue = "binance", .symbol = "MKTUSDT", .status = "TRADING",
+                       .tick_size = 0.01, .step_size = 0};
+    store_market bad[6] = {ok, ok, ok, ok, ok, ok};
+    snprintf(bad[0].venue, sizeof bad[0].venue, "Bin ance");
+    snprintf(bad[1].symbol, sizeof bad[1].symbol, "bad!");
+    bad[2].status[0] = '\0';
+    bad[3].tick_size = 0;
+    bad[4].tick_size = INFINITY;
+    bad[5].step_size = -1;
+    for (int i = 0; i < 6; i++)
+        CHECK_EQ_INT(store_market_put(h, &bad[i]), PD_EINVAL);
+    CHECK_EQ_INT(store_market_put(NULL, &ok), PD_EINVAL);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM exchange_symbols"), 0);
+    CHECK_EQ_INT(store_market_put(h, &ok), 0);
+    store_markets_close(h);
+    free(f);
+    db_teardown();
+}
+
+/* ------------------------------------------------------------------------
  * Database failures between calls, for real.
  */
 
@@ -986,6 +1183,7 @@ int main(int argc, char **argv)
     RUN_ONLY(prediction_pipeline_under_allocation_failures);
     RUN_ONLY(process_cache_eviction_under_allocation_failures);
     RUN_ONLY(ledger_under_allocation_failures);
+    RUN_ONLY(store_handles_under_allocation_failures);
     RUN_ONLY(a_terminated_backend_is_replaced);
     RUN_ONLY(a_locked_table_times_out_and_recovers);
     return unit_report();
