@@ -814,6 +814,134 @@ TEST(ledger_under_allocation_failures)
 }
 
 /* ------------------------------------------------------------------------
+ * Redis refusing commands, dropping connections, hung: the cache is a
+ * miss (PD_ECACHE from its own functions) and the answers are the
+ * database's, the same as the reference.
+ */
+static bool redis_admin(const char *cmd)
+{
+    redisReply *r = redisCommand(redis, cmd);
+    bool ok = r && r->type != REDIS_REPLY_ERROR;
+    if (!ok)
+        printf("  redis %s: %s\n", cmd, r ? r->str : redis->errstr);
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
+/* The publisher's code once its back-off is over (bounded wait). */
+static int publish_when_back(store_pub *pub)
+{
+    int rc = PD_ECACHE;
+    for (int i = 0; i < 60 && rc == PD_ECACHE; i++) {
+        rc = store_pub_publish(pub, "faults_ch", "x", 1, NULL);
+        if (rc == PD_ECACHE)
+            usleep(50000);
+    }
+    return rc;
+}
+
+TEST(redis_refusing_dropping_or_hung_is_a_miss)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    many_ctx m = {.reg = open_registry(), .flush = true};
+    store_pub *pub = NULL;
+    CHECK_EQ_INT(store_pub_open(unit_redis_url(), &pub), 0);
+    if (!m.reg || !pub || op_many(&m) != 0 || !m.have_ref) {
+        UNIT_FAIL_("no reference");
+        goto out;
+    }
+    const char *key = "predictd:faults:k";
+    const char *keys[2] = {key, "predictd:faults:k2"}, *vals[2] = {"v1", "v2"};
+    size_t lens[2] = {2, 2};
+    int64_t ttls[2] = {60, 60};
+    const char *syms[2] = {"BTCUSDT", "ETHUSDT"}, *msgs[2] = {"a", "b"};
+    char *got = NULL;
+    size_t glen = 0;
+    store_stats s0, s1;
+    store_stats_get(&s0);
+
+    /* every command the cache and the publisher send, refused */
+    CHECK(redis_admin("ACL SETUSER default -get -set -getrange -del -publish"));
+    check_served(&m); /* windows and answers missed in Redis, read from PostgreSQL */
+    m.refresh = true;
+    m.flush = false;
+    CHECK_EQ_INT(op_many(&m), 0); /* refresh: every cache write refused */
+    CHECK_EQ_INT(store_cache_set(key, "v", 1, 60), PD_ECACHE);
+    CHECK_EQ_INT(store_cache_get(key, &got, &glen), PD_ECACHE);
+    CHECK_EQ_INT(store_cache_set_many(keys, vals, lens, ttls, 2), PD_ECACHE);
+    CHECK_EQ_INT(store_cache_drop_windows(syms, 2, TF), PD_ECACHE);
+    CHECK_EQ_INT(store_cache_drop_window("BTCUSDT", TF), PD_ECACHE);
+    CHECK_EQ_INT(store_pub_publish(pub, "faults_ch", "x", 1, NULL), PD_ECACHE);
+    /* in its back-off the publisher does not try */
+    CHECK_EQ_INT(store_pub_publish_many(pub, "faults_ch", msgs, lens, 2), PD_ECACHE);
+    store_stats_get(&s1);
+    CHECK(s1.redis_errors > s0.redis_errors);
+    CHECK(redis_admin("ACL SETUSER default +@all"));
+
+    /* accepted again: the same connection works */
+    CHECK_EQ_INT(store_cache_set(key, "v", 1, 60), 0);
+    CHECK_EQ_INT(store_cache_get(key, &got, &glen), 0);
+    if (got)
+        CHECK_EQ_STR(got, "v");
+    free(got);
+    got = NULL;
+    CHECK_EQ_INT(store_cache_set_many(keys, vals, lens, ttls, 2), 0);
+    CHECK_EQ_INT(store_cache_drop_windows(syms, 2, TF), 0);
+    CHECK_EQ_INT(publish_when_back(pub), 0);
+    CHECK_EQ_INT(store_pub_publish_many(pub, "faults_ch", msgs, lens, 2), 0);
+
+    /* the publisher's pipeline refused half-way: an error reply among them */
+    CHECK(redis_admin("ACL SETUSER default -publish"));
+    CHECK_EQ_INT(store_pub_publish_many(pub, "faults_ch", msgs, lens, 2), PD_ECACHE);
+    CHECK(redis_admin("ACL SETUSER default +@all"));
+    CHECK_EQ_INT(publish_when_back(pub), 0);
+
+    /* every connection but the test's dropped */
+    CHECK(redis_admin("CLIENT KILL TYPE normal SKIPME yes"));
+    CHECK_EQ_INT(store_cache_get(key, &got, &glen), PD_ECACHE);
+    CHECK_EQ_INT(store_cache_get(key, &got, &glen), 0); /* connected again */
+    free(got);
+    got = NULL;
+    CHECK_EQ_INT(store_pub_publish(pub, "faults_ch", "x", 1, NULL), PD_ECACHE);
+    CHECK_EQ_INT(publish_when_back(pub), 0);
+    CHECK(redis_admin("CLIENT KILL TYPE normal SKIPME yes"));
+    CHECK_EQ_INT(store_pub_publish_many(pub, "faults_ch", msgs, lens, 2), PD_ECACHE);
+    /* (each failure closed the store's connection: one success opens it
+     * again before the next kill) */
+    CHECK(redis_admin("CLIENT KILL TYPE normal SKIPME yes"));
+    CHECK_EQ_INT(store_cache_set_many(keys, vals, lens, ttls, 2), PD_ECACHE);
+    CHECK_EQ_INT(store_cache_set(key, "v", 1, 60), 0);
+    CHECK(redis_admin("CLIENT KILL TYPE normal SKIPME yes"));
+    CHECK_EQ_INT(store_cache_drop_windows(syms, 2, TF), PD_ECACHE);
+    CHECK_EQ_INT(store_cache_set(key, "v", 1, 60), 0);
+    CHECK(redis_admin("CLIENT KILL TYPE normal SKIPME yes"));
+    m.refresh = false;
+    check_served(&m); /* through a dead connection, then none */
+
+    /* hung: every command waits past the store's 200 ms timeout */
+    CHECK(redis_admin("CLIENT PAUSE 1500 ALL"));
+    check_served(&m);
+    CHECK_EQ_INT(store_cache_set(key, "v", 1, 60), PD_ECACHE);
+    usleep(1600000); /* the pause ends by itself */
+    for (int i = 0; i < 60 && store_cache_set(key, "v", 1, 60) != 0; i++)
+        usleep(50000); /* the reconnect back-off */
+    CHECK_EQ_INT(store_cache_set(key, "w", 1, 60), 0);
+    CHECK_EQ_INT(store_cache_get(key, &got, &glen), 0);
+    if (got)
+        CHECK_EQ_STR(got, "w");
+    free(got);
+out:
+    store_pub_close(pub);
+    many_free(&m);
+    registry_free(m.reg);
+    free(f);
+    db_teardown();
+}
+
+/* ------------------------------------------------------------------------
  * The other handles: training jobs, exchange symbols, leader locks,
  * NOTIFY, LISTEN, PUBLISH.
  */
@@ -1184,6 +1312,7 @@ int main(int argc, char **argv)
     RUN_ONLY(process_cache_eviction_under_allocation_failures);
     RUN_ONLY(ledger_under_allocation_failures);
     RUN_ONLY(store_handles_under_allocation_failures);
+    RUN_ONLY(redis_refusing_dropping_or_hung_is_a_miss);
     RUN_ONLY(a_terminated_backend_is_replaced);
     RUN_ONLY(a_locked_table_times_out_and_recovers);
     return unit_report();
