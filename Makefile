@@ -160,7 +160,7 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h tests/unit/fixtures.h $(LIB)
 # calls of libpredictd.a (and of the test) go through the __wrap_ functions
 # of tests/unit/fault_wrap.h.
 FAULT_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup \
-    -Wl,--wrap=aligned_alloc,--wrap=free
+    -Wl,--wrap=aligned_alloc,--wrap=free,--wrap=protobuf_c_message_free_unpacked
 $(BUILD)/tests/test_faults $(BUILD)/tests/test_faults_db: override LDFLAGS += $(FAULT_WRAP)
 $(BUILD)/tests/test_faults $(BUILD)/tests/test_faults_db: tests/unit/fault_wrap.h
 

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <execinfo.h>
 #include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -68,10 +69,18 @@ static atomic_long fault_at;      /* the one that fails (1-based); 0: none */
 static atomic_bool fault_persist; /* and every one after it */
 static atomic_bool fault_fired;
 
+/* fault_own_thread: only the allocations of the thread that armed the
+ * loop count (and fail); other threads' (a worker the operation starts)
+ * run as usual, so the count does not depend on their timing. */
+static bool fault_own_thread;
+static pthread_t fault_owner;
+
 /* True when this allocation is the one to fail. */
 static inline bool fault_now(void)
 {
     if (!atomic_load(&fault_armed))
+        return false;
+    if (fault_own_thread && !pthread_equal(pthread_self(), fault_owner))
         return false;
     long n = atomic_fetch_add(&fault_count, 1) + 1, at = atomic_load(&fault_at);
     if (n != at && !(at && n > at && atomic_load(&fault_persist)))
@@ -211,6 +220,31 @@ void __wrap_free(void *p)
     __real_free(p);
 }
 
+/* protobuf-c frees a message unpacked with predictd's allocator (which
+ * mallocs through the wrappers) inside the shared library when it is
+ * given no allocator: route those frees through __wrap_free, or the
+ * records would count them as leaks. */
+void __real_protobuf_c_message_free_unpacked(ProtobufCMessage *m, ProtobufCAllocator *a);
+void __wrap_protobuf_c_message_free_unpacked(ProtobufCMessage *m, ProtobufCAllocator *a);
+
+static inline void *ft_pb_alloc(void *data, size_t n)
+{
+    (void)data;
+    return __wrap_malloc(n);
+}
+
+static inline void ft_pb_free(void *data, void *p)
+{
+    (void)data;
+    __wrap_free(p);
+}
+
+void __wrap_protobuf_c_message_free_unpacked(ProtobufCMessage *m, ProtobufCAllocator *a)
+{
+    ProtobufCAllocator sys = {ft_pb_alloc, ft_pb_free, NULL};
+    __real_protobuf_c_message_free_unpacked(m, a ? a : &sys);
+}
+
 char *__wrap_strdup(const char *s)
 {
     char *p = fault_now() ? NULL : __real_strdup(s);
@@ -252,6 +286,7 @@ static inline void fault_json_free(void *p)
  * the allocations are only counted). */
 static inline void fault_arm(long at)
 {
+    fault_owner = pthread_self();
     atomic_store(&fault_count, 0);
     atomic_store(&fault_at, at);
     atomic_store(&fault_fired, false);

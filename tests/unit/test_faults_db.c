@@ -37,6 +37,7 @@
 #include "predict/predict_internal.h"
 #include "registry/registry.h"
 #include "store/store.h"
+#include "training/training.h"
 #include "unit.h"
 #include "fixtures.h"
 #include "util/util.h"
@@ -1245,6 +1246,111 @@ TEST(store_handles_under_allocation_failures)
 }
 
 /* ------------------------------------------------------------------------
+ * Training jobs over the shared table: started, a job submitted, read and
+ * listed, the retrain schedule's pass, stopped. Only this thread's
+ * allocations fail (the worker claims and fails jobs meanwhile: there are
+ * no candles for JOBUSDT, and the retrains are canceled by the stop);
+ * a failed submit queues nothing, a snapshot is whole or PD_ENOMEM, and the
+ * retrain pass queues exactly the jobs it counts.
+ */
+typedef struct tjobs_ctx {
+    registry *reg;
+    char dir[700];
+} tjobs_ctx;
+
+static int op_training_jobs(void *ctx)
+{
+    tjobs_ctx *c = ctx;
+    training_jobs_config cfg = {
+        .models_dir = c->dir, .reg = c->reg, .database_url = unit_db_url()};
+    training_jobs *j = NULL;
+    int rc = training_jobs_start(&cfg, &j);
+    if (rc) {
+        CHECK(j == NULL);
+        return rc;
+    }
+    training_params p;
+    training_params_default(&p);
+    snprintf(p.symbols[0], sizeof p.symbols[0], "JOBUSDT");
+    p.n_symbols = 1;
+    snprintf(p.timeframe, sizeof p.timeframe, TF);
+    int64_t id = 0;
+    char why[200] = "";
+    rc = training_jobs_submit(j, &p, &id, why, sizeof why);
+    bool held = fault_hold();
+    CHECK_EQ_INT(job_count(NULL), rc == 0 ? 1 : 0);
+    fault_resume(held);
+    if (rc == 0) {
+        training_job_info info;
+        rc = training_jobs_get(j, id, &info);
+        if (rc == 0) {
+            CHECK_EQ_STR(info.symbol, "JOBUSDT");
+            CHECK(strstr(info.params_json, "JOBUSDT") != NULL);
+        }
+    }
+    if (rc == 0) {
+        training_job_info *list = NULL;
+        size_t n = 0;
+        rc = training_jobs_list(j, 10, &list, &n);
+        if (rc == 0) {
+            CHECK(n >= 1 && list[0].id == id);
+            free(list);
+        }
+    }
+    if (rc == 0) {
+        int queued = training_jobs_retrain_all(j);
+        held = fault_hold();
+        long long rows = unit_sql_int(admin, "SELECT count(*) FROM training_jobs"
+                                             " WHERE metrics->>'scheduled' = 'true'");
+        if (queued >= 0)
+            CHECK_EQ_INT(rows, queued); /* what it says it queued, no more */
+        else
+            CHECK_EQ_INT(rows, 0);
+        fault_resume(held);
+        rc = queued < 0 ? queued : 0;
+        if (rc == 0) { /* the snapshots say which jobs the schedule queued */
+            training_job_info *list = NULL;
+            size_t n = 0;
+            rc = training_jobs_list(j, 20, &list, &n);
+            if (rc == 0) {
+                int sched = 0;
+                for (size_t k = 0; k < n; k++)
+                    sched += list[k].scheduled;
+                CHECK_EQ_INT(sched, queued);
+                free(list);
+            }
+        }
+    }
+    training_jobs_stop(j);
+    held = fault_hold();
+    unit_sql_ok(admin, "DELETE FROM training_jobs");
+    fault_resume(held);
+    return rc;
+}
+
+TEST(training_jobs_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    tjobs_ctx c = {.reg = open_registry()};
+    snprintf(c.dir, sizeof c.dir, "%s", models_dir);
+    CHECK(c.reg != NULL);
+    if (c.reg) {
+        fault_own_thread = true;
+        /* the retrain pass skips (and logs) a series it has no memory to
+         * read, queues the others and says how many: tolerated, with the
+         * count checked against the table */
+        CHECK(fault_loop("training jobs", op_training_jobs, &c, 0, NULL, 0, FAULT_TOLERATE, 1) >
+              0);
+        fault_own_thread = false;
+    }
+    registry_free(c.reg);
+    free(f);
+    db_teardown();
+}
+
+/* ------------------------------------------------------------------------
  * Database failures between calls, for real.
  */
 
@@ -1419,6 +1525,7 @@ int main(int argc, char **argv)
     RUN_ONLY(ledger_under_allocation_failures);
     RUN_ONLY(store_handles_under_allocation_failures);
     RUN_ONLY(inference_loop_under_allocation_failures);
+    RUN_ONLY(training_jobs_under_allocation_failures);
     RUN_ONLY(redis_refusing_dropping_or_hung_is_a_miss);
     RUN_ONLY(a_terminated_backend_is_replaced);
     RUN_ONLY(a_locked_table_times_out_and_recovers);
