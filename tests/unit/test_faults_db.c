@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "features/features.h"
+#include "feed/feed.h"
 #include "inference/inference.h"
 #include "predict/predict.h"
 #include "predict/predict_internal.h"
@@ -921,6 +922,90 @@ TEST(inference_loop_under_allocation_failures)
 }
 
 /* ------------------------------------------------------------------------
+ * Training from the database with promotion against the serving registry
+ * (the server's way: ctx.reg given): candles read from PostgreSQL, the new
+ * model compared with the serving one on the test slice, published only
+ * when better. Under a fault: PD_ENOMEM (or the run completes the same
+ * way as the reference), and the series directory holds version 2 only
+ * after a successful publish.
+ */
+typedef struct train_ctx {
+    registry *reg;
+    int64_t now;
+    bool have_ref;
+    training_result ref;
+} train_ctx;
+
+static int op_train_db(void *ctx)
+{
+    train_ctx *t = ctx;
+    training_params p;
+    training_params_default(&p);
+    snprintf(p.symbols[0], sizeof p.symbols[0], "TRNUSDT");
+    p.n_symbols = 1;
+    snprintf(p.timeframe, sizeof p.timeframe, TF);
+    p.now = t->now;
+    p.epochs = 3;
+    p.seed = 12;
+    p.force = true;
+    p.promote_if_better = true;
+    training_ctx tc = {.models_dir = models_dir, .reg = t->reg};
+    training_result *r = calloc(1, sizeof *r);
+    if (!r)
+        return PD_ENOMEM;
+    int rc = training_run(&p, &tc, r);
+    bool held = fault_hold();
+    char v2[800];
+    snprintf(v2, sizeof v2, "%s/TRNUSDT/15m/2", models_dir);
+    struct stat st;
+    bool has_v2 = stat(v2, &st) == 0;
+    if (rc == 0) {
+        if (!t->have_ref) {
+            t->ref = *r;
+            t->have_ref = true;
+            printf("  promotion from the database: %s\n", r->message);
+        }
+        CHECK_EQ_INT(r->outcome, t->ref.outcome);
+        CHECK_EQ_INT(r->old_version, 1);
+        CHECK_EQ_INT(r->compared, t->ref.compared);
+        CHECK_NEAR(r->old_log_loss, t->ref.old_log_loss, 0);
+        CHECK_NEAR(r->new_log_loss, t->ref.new_log_loss, 0);
+        CHECK_EQ_INT(has_v2, r->outcome == TRAINING_PUBLISHED);
+    } else {
+        CHECK(!has_v2);
+    }
+    if (has_v2) { /* back to version 1 serving */
+        util_rmtree(v2);
+        CHECK_EQ_INT(registry_scan(t->reg, "TRNUSDT", TF), 0);
+    }
+    fault_resume(held);
+    free(r);
+    return rc;
+}
+
+TEST(training_from_the_database_under_allocation_failures)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    train_ctx t = {.now = 1700000000 + 1200 * TFS};
+    features_candle *c = NULL;
+    CHECK_EQ_INT(feed_seed_series("TRNUSDT", TF, t.now, 1200, 5, &c), 0);
+    CHECK(c && store_upsert_candles("TRNUSDT", TF, c, 1200) == 0);
+    free(c);
+    uint32_t ver = 0;
+    CHECK_EQ_INT(registry_publish(models_dir, "TRNUSDT", TF, &f->m, &f->s, &ver), 0);
+    t.reg = open_registry();
+    CHECK(t.reg != NULL);
+    if (t.reg)
+        CHECK(fault_loop("training_run (database, serving registry)", op_train_db, &t, 0, NULL, 0,
+                         FAULT_TOLERATE, 1) > 0);
+    registry_free(t.reg);
+    free(f);
+    db_teardown();
+}
+
+/* ------------------------------------------------------------------------
  * Redis refusing commands, dropping connections, hung: the cache is a
  * miss (PD_ECACHE from its own functions) and the answers are the
  * database's, the same as the reference.
@@ -1526,6 +1611,7 @@ int main(int argc, char **argv)
     RUN_ONLY(store_handles_under_allocation_failures);
     RUN_ONLY(inference_loop_under_allocation_failures);
     RUN_ONLY(training_jobs_under_allocation_failures);
+    RUN_ONLY(training_from_the_database_under_allocation_failures);
     RUN_ONLY(redis_refusing_dropping_or_hung_is_a_miss);
     RUN_ONLY(a_terminated_backend_is_replaced);
     RUN_ONLY(a_locked_table_times_out_and_recovers);
