@@ -26,6 +26,7 @@
 #define _GNU_SOURCE
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -1598,6 +1599,148 @@ TEST(a_locked_table_times_out_and_recovers)
     db_teardown();
 }
 
+/* Every handle with a connection of its own, its backend terminated
+ * between two calls: the leader lock is lost (PD_EDB, not held) and taken
+ * over by a standby; LISTEN reports the loss (PD_EDB) and listens again;
+ * NOTIFY, the jobs and the exchange symbols reconnect by themselves. Then
+ * their tables locked past a statement_timeout: PD_EDB, nothing written. */
+static int notified;
+static char notified_payload[64];
+
+static void on_note(const char *payload, void *arg)
+{
+    (void)arg;
+    notified++;
+    snprintf(notified_payload, sizeof notified_payload, "%s", payload);
+}
+
+/* Notifications read from l within a bounded wait; the consume result. */
+static int consume_within(store_listener *l, int want)
+{
+    int rc = 0;
+    for (int i = 0; i < 100 && notified < want; i++) {
+        struct pollfd pf = {.fd = store_listen_socket(l), .events = POLLIN};
+        if (pf.fd < 0)
+            return PD_EDB;
+        if (poll(&pf, 1, 50) > 0) {
+            rc = store_listen_consume(l, on_note, NULL);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return rc;
+}
+
+TEST(every_handle_survives_its_backend_terminated)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    store_lock *l1 = NULL, *l2 = NULL;
+    store_listener *ls = NULL;
+    store_notifier *nt = NULL;
+    store_jobs_db *jobs = NULL;
+    store_markets *mk = NULL;
+    CHECK_EQ_INT(store_lock_open(unit_db_url(), 4343, &l1), 0);
+    CHECK_EQ_INT(store_lock_open(unit_db_url(), 4343, &l2), 0);
+    CHECK_EQ_INT(store_listen_open(unit_db_url(), "faults_ch2", &ls), 0);
+    CHECK_EQ_INT(store_notifier_open(unit_db_url(), &nt), 0);
+    CHECK_EQ_INT(store_jobs_open(unit_db_url(), &jobs), 0);
+    CHECK_EQ_INT(store_markets_open(unit_db_url(), &mk), 0);
+    if (!l1 || !l2 || !ls || !nt || !jobs || !mk)
+        goto out;
+    bool held = false;
+    CHECK_EQ_INT(store_lock_try(l1, &held), 0);
+    CHECK(held);
+    CHECK_EQ_INT(store_lock_try(l2, &held), 0);
+    CHECK(!held); /* another session holds it */
+    CHECK_EQ_INT(store_listen_connect(ls), 0);
+    CHECK_EQ_INT(store_notifier_send(nt, "faults_ch2", "p1"), 0);
+    CHECK_EQ_INT(consume_within(ls, 1), 1);
+    CHECK_EQ_STR(notified_payload, "p1");
+    int64_t id = 0, created = 0;
+    CHECK_EQ_INT(store_jobs_insert(jobs, "JOBUSDT", TF, "{}", &id, &created), 0);
+    store_market m = {.venue = "binance", .symbol = "MKTUSDT", .status = "TRADING",
+                      .tick_size = 0.5};
+    CHECK_EQ_INT(store_market_put(mk, &m), 0);
+
+    CHECK(kill_backends() >= 6);
+    held = true;
+    CHECK_EQ_INT(store_lock_check(l1, &held), PD_EDB);
+    CHECK(!held); /* gone with its session */
+    /* the standby's own connection went too: it says so once (never
+     * replaced behind its back), then connects and takes over */
+    CHECK_EQ_INT(store_lock_try(l2, &held), PD_EDB);
+    CHECK_EQ_INT(store_lock_try(l2, &held), 0);
+    CHECK(held);
+    CHECK_EQ_INT(store_lock_try(l1, &held), 0);
+    CHECK(!held);
+    CHECK_EQ_INT(consume_within(ls, 2), PD_EDB);
+    CHECK_EQ_INT(store_listen_socket(ls), -1);
+    CHECK_EQ_INT(store_listen_connect(ls), 0);
+    CHECK_EQ_INT(store_notifier_send(nt, "faults_ch2", "p2"), 0); /* reconnected */
+    CHECK_EQ_INT(consume_within(ls, 2), 1);
+    CHECK_EQ_STR(notified_payload, "p2");
+    store_job_row row;
+    CHECK_EQ_INT(store_jobs_get(jobs, id, &row), 0);
+    if (row.id == id)
+        CHECK_EQ_STR(row.state, "queued");
+    store_job_row_cleanup(&row);
+    store_market got;
+    CHECK_EQ_INT(store_market_get(mk, "binance", "MKTUSDT", &got), 0);
+    CHECK_NEAR(got.tick_size, 0.5, 0);
+    store_lock_close(l1);
+    store_lock_close(l2);
+    store_jobs_close(jobs);
+    store_markets_close(mk);
+    l1 = l2 = NULL;
+    jobs = NULL;
+    mk = NULL;
+
+    /* locked tables past a statement_timeout of 300 ms */
+    char url[1024];
+    snprintf(url, sizeof url, "%s%coptions=-c%%20statement_timeout%%3D300", unit_db_url(),
+             strchr(unit_db_url(), '?') ? '&' : '?');
+    CHECK_EQ_INT(store_jobs_open(url, &jobs), 0);
+    CHECK_EQ_INT(store_markets_open(url, &mk), 0);
+    PGconn *locker = unit_db_admin();
+    if (!jobs || !mk || !locker) {
+        if (locker)
+            PQfinish(locker);
+        goto out;
+    }
+    CHECK(unit_sql_ok(locker, "BEGIN"));
+    CHECK(unit_sql_ok(locker, "LOCK TABLE training_jobs, exchange_symbols IN ACCESS EXCLUSIVE MODE"));
+    int64_t id2 = 0;
+    CHECK_EQ_INT(store_jobs_insert(jobs, "JOB2USDT", TF, "{}", &id2, &created), PD_EDB);
+    CHECK_EQ_INT(store_jobs_get(jobs, id, &row), PD_EDB);
+    store_job_row *rows = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(store_jobs_list(jobs, 5, &rows, &n), PD_EDB);
+    m.tick_size = 0.25;
+    CHECK_EQ_INT(store_market_put(mk, &m), PD_EDB);
+    CHECK_EQ_INT(store_market_get(mk, "binance", "MKTUSDT", &got), PD_EDB);
+    CHECK(unit_sql_ok(locker, "ROLLBACK"));
+    PQfinish(locker);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM training_jobs WHERE symbol = 'JOB2USDT'"),
+                 0);
+    CHECK_EQ_INT(store_market_get(mk, "binance", "MKTUSDT", &got), 0);
+    CHECK_NEAR(got.tick_size, 0.5, 0); /* the refused write did not land */
+    CHECK_EQ_INT(store_jobs_list(jobs, 5, &rows, &n), 0);
+    CHECK_EQ_INT(n, 1);
+    store_job_rows_free(rows, n);
+out:
+    store_lock_close(l1);
+    store_lock_close(l2);
+    store_listen_close(ls);
+    store_notifier_close(nt);
+    store_jobs_close(jobs);
+    store_markets_close(mk);
+    unit_sql_ok(admin, "DELETE FROM training_jobs");
+    free(f);
+    db_teardown();
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -1615,5 +1758,6 @@ int main(int argc, char **argv)
     RUN_ONLY(redis_refusing_dropping_or_hung_is_a_miss);
     RUN_ONLY(a_terminated_backend_is_replaced);
     RUN_ONLY(a_locked_table_times_out_and_recovers);
+    RUN_ONLY(every_handle_survives_its_backend_terminated);
     return unit_report();
 }
