@@ -399,6 +399,75 @@ TEST(migrations_under_allocation_failures)
     db_teardown();
 }
 
+/* Migrations an operator can get wrong: one whose SQL fails is rolled
+ * back whole (its table, its rows, its schema_migrations row) with
+ * PD_EDB, the ones before it stay applied; a missing directory, a file
+ * where the directory should be, and a migration that cannot be read are
+ * refused with their codes, nothing applied. */
+static bool write_text(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    if (!fp)
+        return false;
+    bool ok = fputs(text, fp) >= 0;
+    return fclose(fp) == 0 && ok;
+}
+
+TEST(broken_migrations_change_nothing)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    snprintf(mig_dir, sizeof mig_dir, "%s/db", base_dir);
+    CHECK(mkdir(mig_dir, 0755) == 0);
+    char cmd[2048], p[800];
+    snprintf(cmd, sizeof cmd, "ln -s %s/*.sql %s/", unit_migrations_dir(), mig_dir);
+    CHECK(system(cmd) == 0);
+    snprintf(p, sizeof p, "%s/900_good.sql", mig_dir);
+    CHECK(write_text(p, "CREATE TABLE good_t (x integer);\n"));
+    snprintf(p, sizeof p, "%s/901_bad.sql", mig_dir);
+    CHECK(write_text(p, "CREATE TABLE bad_t (x integer);\nINSERT INTO bad_t VALUES (1);\n"
+                        "INSERT INTO no_such_table VALUES (1);\n"));
+    long long before = unit_sql_int(admin, "SELECT count(*) FROM schema_migrations");
+    CHECK_EQ_INT(store_migrate(mig_dir), PD_EDB);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM schema_migrations"), before + 1);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM pg_tables WHERE tablename = 'good_t'"),
+                 1);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM pg_tables WHERE tablename = 'bad_t'"),
+                 0);
+    /* a migration breaking a constraint is a database problem too */
+    CHECK(write_text(p, "CREATE TABLE bad_t (x integer CHECK (x > 0));\n"
+                        "INSERT INTO bad_t VALUES (-1);\n"));
+    CHECK_EQ_INT(store_migrate(mig_dir), PD_EDB);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM pg_tables WHERE tablename = 'bad_t'"),
+                 0);
+    /* unreadable: a directory where the file should be */
+    CHECK(unlink(p) == 0);
+    CHECK(mkdir(p, 0755) == 0);
+    CHECK(store_migrate(mig_dir) < 0);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM schema_migrations"), before + 1);
+    /* no directory, or a file instead of one */
+    snprintf(p, sizeof p, "%s/none", base_dir);
+    CHECK_EQ_INT(store_migrate(p), PD_ENOTFOUND);
+    snprintf(p, sizeof p, "%s/900_good.sql", mig_dir);
+    CHECK_EQ_INT(store_migrate(p), PD_EIO);
+    CHECK_EQ_INT(store_migrate(NULL), PD_EINVAL);
+    /* the lock and timeout of the failed runs were given back: a good
+     * migration still applies at once */
+    snprintf(p, sizeof p, "%s/901_bad.sql", mig_dir);
+    CHECK(rmdir(p) == 0);
+    CHECK(write_text(p, "CREATE TABLE fixed_t (x integer);\n"));
+    CHECK_EQ_INT(store_migrate(mig_dir), 0);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM schema_migrations"), before + 2);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+                 0);
+    unit_sql_ok(admin, "DROP TABLE good_t");
+    unit_sql_ok(admin, "DROP TABLE fixed_t");
+    unit_sql_ok(admin, "DELETE FROM schema_migrations WHERE name IN ('900_good.sql', '901_bad.sql')");
+    free(f);
+    db_teardown();
+}
+
 /* ------------------------------------------------------------------------
  * The prediction pipeline over the database and Redis.
  */
@@ -1748,6 +1817,7 @@ int main(int argc, char **argv)
     fault_track_own = true; /* libpq's and hiredis' buffers are theirs */
     RUN_ONLY(store_candles_under_allocation_failures);
     RUN_ONLY(migrations_under_allocation_failures);
+    RUN_ONLY(broken_migrations_change_nothing);
     RUN_ONLY(prediction_pipeline_under_allocation_failures);
     RUN_ONLY(process_cache_eviction_under_allocation_failures);
     RUN_ONLY(ledger_under_allocation_failures);
