@@ -348,6 +348,62 @@ TEST(store_candles_under_allocation_failures)
     db_teardown();
 }
 
+/* The candle readers' refusals of bad arguments: each its own code, no
+ * query made, nothing returned. */
+TEST(candle_readers_refuse_bad_arguments)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    features_candle *c = NULL;
+    size_t n = 7;
+    const int64_t far = INT64_C(253402300800); /* past year 9999 */
+    CHECK_EQ_INT(store_load_range(NULL, TF, 0, 0, now_s, &c, &n), PD_ESYMBOL);
+    CHECK_EQ_INT(store_load_range("bad!", TF, 0, 0, now_s, &c, &n), PD_ESYMBOL);
+    CHECK_EQ_INT(store_load_range("BTCUSDT", "2h", 0, 0, now_s, &c, &n), PD_ETIMEFRAME);
+    CHECK_EQ_INT(store_load_range("BTCUSDT", TF, 0, 0, now_s, NULL, &n), PD_EINVAL);
+    CHECK_EQ_INT(store_load_range("BTCUSDT", TF, 0, 0, now_s, &c, NULL), PD_EINVAL);
+    CHECK_EQ_INT(store_load_range("BTCUSDT", TF, -1, 0, now_s, &c, &n), PD_EINVAL);
+    CHECK_EQ_INT(store_load_range("BTCUSDT", TF, 0, -1, now_s, &c, &n), PD_EINVAL);
+    CHECK_EQ_INT(store_load_range("BTCUSDT", TF, far, 0, now_s, &c, &n), PD_EINVAL);
+    CHECK_EQ_INT(store_load_range("BTCUSDT", TF, 0, far, now_s, &c, &n), PD_EINVAL);
+    CHECK_EQ_INT(store_load_range("BTCUSDT", TF, 0, 0, -1, &c, &n), PD_EINVAL);
+    CHECK_EQ_INT(store_load_range("BTCUSDT", TF, 0, 0, far, &c, &n), PD_EINVAL);
+    CHECK(c == NULL && n == 7);
+    /* a range: [from, to) of closed candles; to past the last closed one
+     * stops at it */
+    CHECK_EQ_INT(store_load_range("BTCUSDT", TF, T0 + 10 * TFS, T0 + 20 * TFS, now_s, &c, &n), 0);
+    CHECK_EQ_INT(n, 10);
+    if (c && n == 10)
+        CHECK_EQ_INT(c[0].t, T0 + 10 * TFS);
+    free(c);
+    c = NULL;
+    CHECK_EQ_INT(store_load_range("BTCUSDT", TF, 0, now_s + 100 * TFS, now_s, &c, &n), 0);
+    CHECK_EQ_INT(n, NCANDLES);
+    free(c);
+    c = NULL;
+    CHECK_EQ_INT(store_load_range("NOSUCHUSD", TF, 0, 0, now_s, &c, &n), 0);
+    CHECK(c == NULL && n == 0);
+
+    const char *syms[2] = {"BTCUSDT", "ETHUSDT"};
+    features_candle *outs[2] = {0};
+    size_t ns[2];
+    int rcs[2];
+    CHECK_EQ_INT(store_load_windows(syms, 2, "2h", now_s, 100, outs, ns, NULL, rcs),
+                 PD_ETIMEFRAME);
+    CHECK_EQ_INT(store_load_windows(syms, 0, TF, now_s, 100, outs, ns, NULL, rcs), 0);
+    CHECK_EQ_INT(store_load_windows(NULL, 2, TF, now_s, 100, outs, ns, NULL, rcs), PD_EINVAL);
+    CHECK_EQ_INT(store_load_windows(syms, 2, TF, now_s, 100, NULL, ns, NULL, rcs), PD_EINVAL);
+    CHECK_EQ_INT(store_load_windows(syms, 2, TF, now_s, 100, outs, NULL, NULL, rcs), PD_EINVAL);
+    CHECK_EQ_INT(store_load_windows(syms, 2, TF, now_s, 100, outs, ns, NULL, NULL), PD_EINVAL);
+    CHECK_EQ_INT(store_load_windows(syms, 2, TF, now_s, 0, outs, ns, NULL, rcs), PD_EINVAL);
+    CHECK_EQ_INT(store_load_windows(syms, 2, TF, now_s, 100001, outs, ns, NULL, rcs),
+                 PD_ETOOBIG);
+    CHECK(outs[0] == NULL && outs[1] == NULL);
+    free(f);
+    db_teardown();
+}
+
 /* A migration directory: the real migrations (linked) and one more that
  * creates a table and fills it; under a fault it is applied whole (table,
  * rows and its schema_migrations row) or not at all. */
@@ -1816,6 +1872,7 @@ int main(int argc, char **argv)
     fault_main_init(argv);
     fault_track_own = true; /* libpq's and hiredis' buffers are theirs */
     RUN_ONLY(store_candles_under_allocation_failures);
+    RUN_ONLY(candle_readers_refuse_bad_arguments);
     RUN_ONLY(migrations_under_allocation_failures);
     RUN_ONLY(broken_migrations_change_nothing);
     RUN_ONLY(prediction_pipeline_under_allocation_failures);
