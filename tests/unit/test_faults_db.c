@@ -1227,6 +1227,19 @@ TEST(redis_refusing_dropping_or_hung_is_a_miss)
     CHECK_EQ_INT(publish_when_back(pub), 0);
     CHECK(redis_admin("CLIENT KILL TYPE normal SKIPME yes"));
     CHECK_EQ_INT(store_pub_publish_many(pub, "faults_ch", msgs, lens, 2), PD_ECACHE);
+    /* back after its back-off, through the pipeline (an empty message too) */
+    const char *msgs2[2] = {NULL, "b"};
+    size_t lens2[2] = {0, 1};
+    int prc = PD_ECACHE;
+    for (int i = 0; i < 60 && prc == PD_ECACHE; i++) {
+        prc = store_pub_publish_many(pub, "faults_ch", msgs2, lens2, 2);
+        if (prc == PD_ECACHE)
+            usleep(50000);
+    }
+    CHECK_EQ_INT(prc, 0);
+    CHECK_EQ_INT(store_pub_publish_many(pub, "faults_ch", msgs2, lens2, 0), 0);
+    CHECK_EQ_INT(store_pub_publish_many(pub, "faults_ch", NULL, lens2, 2), PD_EINVAL);
+    CHECK_EQ_INT(store_pub_publish(pub, "faults_ch", NULL, 3, NULL), PD_EINVAL);
     /* (each failure closed the store's connection: one success opens it
      * again before the next kill) */
     CHECK(redis_admin("CLIENT KILL TYPE normal SKIPME yes"));
