@@ -1047,6 +1047,82 @@ TEST(inference_loop_under_allocation_failures)
     db_teardown();
 }
 
+/* A series already being trained and a full queue, held still for the
+ * test: the queued rows are locked by a second session (the workers'
+ * claim skips locked rows, the count does not), and rows are added only
+ * while no worker runs. Each submit is refused with PD_EBUSY and its
+ * reason, nothing is queued. */
+TEST(training_jobs_refuse_a_busy_series_and_a_full_queue)
+{
+    fx *f = malloc(sizeof *f);
+    if (!db_setup(f))
+        UNIT_SKIP("no database, Redis or repository");
+    unit_sql_ok(admin, "DELETE FROM training_jobs");
+    PGconn *holder = unit_db_admin();
+    training_jobs *j = NULL;
+    training_jobs_config cfg = {.models_dir = models_dir, .database_url = unit_db_url()};
+    training_params p;
+    training_params_default(&p);
+    p.n_symbols = 1;
+    snprintf(p.timeframe, sizeof p.timeframe, TF);
+    int64_t id = 0;
+    char why[200] = "";
+    if (!holder)
+        goto out;
+    CHECK(unit_sql_ok(admin, "INSERT INTO training_jobs (symbol, timeframe, state, params)"
+                             " SELECT 'Q' || g || 'USDT', '15m', 'queued', '{}'::jsonb"
+                             " FROM generate_series(1, 15) g"));
+    CHECK(unit_sql_ok(admin, "INSERT INTO training_jobs (symbol, timeframe, state, params,"
+                             " started_at, heartbeat_at, worker) VALUES ('BUSYUSDT', '15m',"
+                             " 'running', '{}'::jsonb, now(), now(), 'elsewhere:1')"));
+    CHECK(unit_sql_ok(holder, "BEGIN"));
+    CHECK(unit_sql_ok(holder, "SELECT id FROM training_jobs WHERE state = 'queued' FOR UPDATE"));
+    CHECK_EQ_INT(training_jobs_start(&cfg, &j), 0);
+    if (!j)
+        goto out;
+    /* 15 waiting, BUSYUSDT running on another replica */
+    snprintf(p.symbols[0], sizeof p.symbols[0], "BUSYUSDT");
+    CHECK_EQ_INT(training_jobs_submit(j, &p, &id, why, sizeof why), PD_EBUSY);
+    CHECK(strstr(why, "already queued or running") != NULL);
+    training_jobs_stats st;
+    training_jobs_stats_get(j, &st);
+    CHECK_EQ_INT(st.queued, 15);
+    CHECK(!st.running);
+    training_jobs_stop(j);
+    j = NULL;
+
+    /* 16 waiting: full, whatever the series */
+    CHECK(unit_sql_ok(holder, "ROLLBACK"));
+    CHECK(unit_sql_ok(admin, "INSERT INTO training_jobs (symbol, timeframe, state, params)"
+                             " VALUES ('Q16USDT', '15m', 'queued', '{}'::jsonb)"));
+    CHECK(unit_sql_ok(holder, "BEGIN"));
+    CHECK(unit_sql_ok(holder, "SELECT id FROM training_jobs WHERE state = 'queued' FOR UPDATE"));
+    CHECK_EQ_INT(training_jobs_start(&cfg, &j), 0);
+    if (!j)
+        goto out;
+    snprintf(p.symbols[0], sizeof p.symbols[0], "NEWUSDT");
+    why[0] = '\0';
+    CHECK_EQ_INT(training_jobs_submit(j, &p, &id, why, sizeof why), PD_EBUSY);
+    CHECK(strstr(why, "queue is full") != NULL);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM training_jobs"), 17);
+    CHECK_EQ_INT(unit_sql_int(admin, "SELECT count(*) FROM training_jobs WHERE state = 'queued'"),
+                 16);
+    /* ids that cannot exist, and no handle */
+    CHECK_EQ_INT(training_jobs_cancel(j, 0), PD_ENOTFOUND);
+    training_job_info info;
+    CHECK_EQ_INT(training_jobs_get(j, -1, &info), PD_ENOTFOUND);
+    CHECK_EQ_INT(training_jobs_submit(NULL, &p, &id, why, sizeof why), PD_EINVAL);
+out:
+    if (holder) {
+        unit_sql_ok(holder, "ROLLBACK");
+        PQfinish(holder);
+    }
+    training_jobs_stop(j);
+    unit_sql_ok(admin, "DELETE FROM training_jobs");
+    free(f);
+    db_teardown();
+}
+
 /* ------------------------------------------------------------------------
  * Training from the database with promotion against the serving registry
  * (the server's way: ctx.reg given): candles read from PostgreSQL, the new
@@ -1894,6 +1970,7 @@ int main(int argc, char **argv)
     RUN_ONLY(store_handles_under_allocation_failures);
     RUN_ONLY(inference_loop_under_allocation_failures);
     RUN_ONLY(training_jobs_under_allocation_failures);
+    RUN_ONLY(training_jobs_refuse_a_busy_series_and_a_full_queue);
     RUN_ONLY(training_from_the_database_under_allocation_failures);
     RUN_ONLY(redis_refusing_dropping_or_hung_is_a_miss);
     RUN_ONLY(a_terminated_backend_is_replaced);
