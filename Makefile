@@ -156,11 +156,13 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h tests/unit/fixtures.h $(LIB)
 	@echo "  TEST    $@"
 	$(Q)$(CC) $(CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
-# test_faults injects allocation failures: the allocation calls of
-# libpredictd.a (and of the test) go through the test's __wrap_ functions.
+# test_faults and test_faults_db inject allocation failures: the allocation
+# calls of libpredictd.a (and of the test) go through the __wrap_ functions
+# of tests/unit/fault_wrap.h.
 FAULT_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup \
-    -Wl,--wrap=aligned_alloc
-$(BUILD)/tests/test_faults: override LDFLAGS += $(FAULT_WRAP)
+    -Wl,--wrap=aligned_alloc,--wrap=free,--wrap=protobuf_c_message_free_unpacked
+$(BUILD)/tests/test_faults $(BUILD)/tests/test_faults_db: override LDFLAGS += $(FAULT_WRAP)
+$(BUILD)/tests/test_faults $(BUILD)/tests/test_faults_db: tests/unit/fault_wrap.h
 # test_faults_io injects system call failures (read, fsync, fstat, close,
 # openat) into the repository's file code the same way (fstat and openat
 # are fstat64 and openat64 with 64-bit file offsets).

@@ -129,6 +129,7 @@ struct predict_loop {
     size_t nseries, cap;
     struct series **batch; /* cap entries: the series processed together */
     size_t npending;
+    uint64_t catch_up_at; /* util_mono_ns() of a catch-up to try again (0: none) */
 
     pthread_mutex_t status_lock; /* guards the fields below */
     const char *state;
@@ -303,7 +304,8 @@ static bool serving(predict_loop *l, struct series *s, int64_t now)
     registry_version *v = NULL;
     int rc = registry_acquire(predict_registry(l->svc), s->symbol, s->tf, NULL, &v);
     if (rc) {
-        s->due = rc == PD_ENOTREADY ? now + RETRY_S : 0; /* a first version still loading */
+        /* a first version still loading, or no memory to look: try again */
+        s->due = rc == PD_ENOTREADY || rc == PD_ENOMEM ? now + RETRY_S : 0;
         return false;
     }
     registry_release(v);
@@ -320,9 +322,10 @@ static bool attempted(predict_loop *l, struct series *s, int rc, const char *why
             LOG_WARN(MOD, "%s %s: no prediction: %s", s->symbol, s->tf,
                      why[0] ? why : util_strerror(rc));
         s->last_rc = rc;
-        /* a database (or its connection back-off) in the way passes: try
-         * again soon rather than wait for a notification that already came */
-        s->due = rc == PD_EDB || rc == PD_ENOTREADY ? now + RETRY_S : 0;
+        /* a database (or its connection back-off) in the way, or memory
+         * short, passes: try again soon rather than wait for a notification
+         * that already came */
+        s->due = rc == PD_EDB || rc == PD_ENOTREADY || rc == PD_ENOMEM ? now + RETRY_S : 0;
         set_error(l, "%s %s: %s", s->symbol, s->tf, why[0] ? why : util_strerror(rc));
         return false;
     }
@@ -379,6 +382,16 @@ static void predict_group(predict_loop *l, struct series **v, size_t n, int64_t 
         if (!attempted(l, v[i], rcs[i], whys[i], p[i], now))
             continue;
         predict_render_stream_message(&msg[i], p[i], now);
+        if (!util_buf_ok(&msg[i])) {
+            /* no memory for the message: record, publish and deliver it
+             * together on the next try, not a row nobody was told of */
+            set_error(l, "%s %s: out of memory rendering the prediction", v[i]->symbol,
+                      v[i]->tf);
+            v[i]->due = now + RETRY_S;
+            predict_result_release(p[i]);
+            p[i] = NULL;
+            continue;
+        }
         if (p[i]->candle_time > v[i]->rec_candle || p[i]->version != v[i]->rec_version) {
             entry_of(p[i], &e[nrec]);
             rec[nrec++] = i;
@@ -497,8 +510,10 @@ static void catch_up(predict_loop *l)
     int64_t now = util_now();
     registry_series_info *info = NULL;
     size_t n = 0;
-    if (registry_list(predict_registry(l->svc), &info, &n) != 0)
+    if (registry_list(predict_registry(l->svc), &info, &n) != 0) {
+        l->catch_up_at = util_mono_ns() + (uint64_t)RETRY_S * 1000000000u; /* out of memory */
         return;
+    }
     size_t before = 0;
     pthread_mutex_lock(&l->status_lock);
     before = l->predictions;
@@ -512,7 +527,10 @@ static void catch_up(predict_loop *l)
         if (!serves)
             continue;
         if (strcmp(info[i].symbol, "_default") != 0) {
-            mark(l, series_get(l, info[i].symbol, info[i].timeframe));
+            struct series *s = series_get(l, info[i].symbol, info[i].timeframe);
+            if (!s && l->nseries < SERIES_MAX) /* the table could not grow: not forgotten */
+                l->catch_up_at = util_mono_ns() + (uint64_t)RETRY_S * 1000000000u;
+            mark(l, s);
             continue;
         }
         char **syms = NULL;
@@ -670,6 +688,8 @@ static void *loop_main(void *arg)
                           : timeout;
         if (ms_until(next_lock, util_mono_ns()) < timeout)
             timeout = ms_until(next_lock, util_mono_ns());
+        if (l->catch_up_at && ms_until(l->catch_up_at, util_mono_ns()) < timeout)
+            timeout = ms_until(l->catch_up_at, util_mono_ns());
         if (timeout < 0)
             timeout = 0;
         struct pollfd p[3] = {
@@ -704,6 +724,11 @@ static void *loop_main(void *arg)
         }
         if (ndue && !atomic_load(&l->stop))
             process_many(l, l->batch, ndue, now);
+        if (connected && l->catch_up_at && util_mono_ns() >= l->catch_up_at &&
+            !atomic_load(&l->stop)) {
+            l->catch_up_at = 0;
+            catch_up(l);
+        }
         if (connected && atomic_load(&l->leader) && util_mono_ns() >= next_resolve) {
             resolve_all(l, now);
             next_resolve = util_mono_ns() + (uint64_t)RESOLVE_S * 1000000000u;

@@ -836,10 +836,11 @@ int predict_refresh_many(predict_service *svc, const char *const *symbols, size_
         miss[m] = symbols[i];
         idx[m++] = i;
     }
-    /* every window in one pipelined round trip to Redis, then the database */
-    if (m && store_load_windows(miss, m, tf, now, limit, c, cn, NULL, crc) != 0)
-        for (size_t k = 0; k < m; k++)
-            crc[k] = PD_EDB;
+    /* every window in one pipelined round trip to Redis, then the database;
+     * when the batch itself fails (out of memory), each series gets its code */
+    int wrc = m ? store_load_windows(miss, m, tf, now, limit, c, cn, NULL, crc) : 0;
+    for (size_t k = 0; wrc && k < m; k++)
+        crc[k] = wrc;
     size_t nset = 0;
     for (size_t k = 0; k < m; k++) {
         size_t i = idx[k];

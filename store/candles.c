@@ -155,10 +155,14 @@ static int cfg_build(const char *url)
             has_timeout |= strcmp(o->keyword, "connect_timeout") == 0 && *o->val;
             has_fallback |= strcmp(o->keyword, "fallback_application_name") == 0;
         }
-        cfg.kw[k] = strdup(o->keyword);
-        cfg.val[k++] = v;
-        if (!v || !cfg.kw[k - 1])
+        char *kw = strdup(o->keyword);
+        if (!v || !kw) { /* cfg_free stops at the first empty slot: free both here */
+            free(v);
+            free(kw);
             goto fail;
+        }
+        cfg.kw[k] = kw;
+        cfg.val[k++] = v;
     }
     const char *extra[][2] = {{"connect_timeout", has_timeout ? NULL : "3"},
                               {"options", has_options ? NULL : "-c statement_timeout=5000"},
@@ -166,10 +170,14 @@ static int cfg_build(const char *url)
     for (size_t i = 0; i < 3; i++) {
         if (!extra[i][1])
             continue;
-        cfg.kw[k] = strdup(extra[i][0]);
-        cfg.val[k++] = strdup(extra[i][1]);
-        if (!cfg.kw[k - 1] || !cfg.val[k - 1])
+        char *kw = strdup(extra[i][0]), *v = strdup(extra[i][1]);
+        if (!kw || !v) {
+            free(kw);
+            free(v);
             goto fail;
+        }
+        cfg.kw[k] = kw;
+        cfg.val[k++] = v;
     }
     PQconninfoFree(opts);
     cfg.has_db = true;

@@ -339,6 +339,11 @@ int store_jobs_claim(store_jobs_db *db, const char *worker, store_job_row *out)
     if (rc != 0)
         return rc;
     rc = PQntuples(r) == 1 ? decode_row(r, 0, out) : PD_ENOTFOUND;
+    /* claimed but not handed over (out of memory): back in the queue, or
+     * it would sit "running" without a worker until the orphan sweep
+     * failed it */
+    if (rc == PD_ENOMEM)
+        (void)store_jobs_requeue(db, strtoll(PQgetvalue(r, 0, 0), NULL, 10), worker);
     PQclear(r);
     return rc;
 }

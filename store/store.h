@@ -250,7 +250,8 @@ int store_jobs_insert_ex(store_jobs_db *db, const char *symbol, const char *tf,
  * running with started_at and heartbeat_at now and stage "load", in one
  * statement whose SELECT ... FOR UPDATE SKIP LOCKED lets two replicas
  * claiming at once get different jobs. 0 and the row (clean it up),
- * PD_ENOTFOUND when nothing is queued, PD_EDB.
+ * PD_ENOTFOUND when nothing is queued, PD_EDB, PD_ENOMEM (the job is put
+ * back in the queue).
  */
 int store_jobs_claim(store_jobs_db *db, const char *worker, store_job_row *out);
 /* The running job's heartbeat: heartbeat_at = now(), progress (never

@@ -254,7 +254,10 @@ void training_job_json(const training_job_info *j, util_buf *b)
 /* ---------------------------------------------------------------------------
  * Records.
  */
-static void from_row(const store_job_row *r, training_job_info *out)
+/* 0, or PD_ENOMEM when the metrics (jsonb: always valid JSON) could not be
+ * read for want of memory: the outcome ("rejected") and the scheduled flag
+ * are in them, so a snapshot without them would be wrong, not partial. */
+static int from_row(const store_job_row *r, training_job_info *out)
 {
     info_reset(out);
     out->id = r->id;
@@ -272,11 +275,13 @@ static void from_row(const store_job_row *r, training_job_info *out)
     if (out->state == TRAINING_JOB_RUNNING)
         snprintf(out->stage, sizeof out->stage, "%s", r->stage);
     if (!r->metrics)
-        return;
+        return 0;
     json_t *m = json_loads(r->metrics, 0, NULL);
+    if (!m)
+        return PD_ENOMEM;
     if (!json_is_object(m)) {
         json_decref(m);
-        return;
+        return 0;
     }
     const char *key;
     json_t *v;
@@ -300,6 +305,7 @@ static void from_row(const store_job_row *r, training_job_info *out)
         else if (strcmp(out->metrics[i].name, "baseline_accuracy") == 0)
             out->baseline_accuracy = out->metrics[i].value;
     }
+    return 0;
 }
 
 /* Writes a snapshot's state to the table (outside the lock). */
@@ -500,10 +506,14 @@ static void sweep_orphans(training_jobs *j)
 static job *job_from_claim(training_jobs *j, const store_job_row *row)
 {
     job *x = calloc(1, sizeof *x);
-    if (!x)
+    if (!x || from_row(row, &x->info) != 0) {
+        /* out of memory: back in the queue rather than claimed by a worker
+         * that does not run it (until the orphan sweep failed it) */
+        free(x);
+        (void)store_jobs_requeue(j->db, row->id, j->worker_name);
         return NULL;
+    }
     atomic_init(&x->cancel, false);
-    from_row(row, &x->info);
     x->info.state = TRAINING_JOB_RUNNING;
     snprintf(x->info.stage, sizeof x->info.stage, "load");
     memcpy(x->persisted_stage, x->info.stage, sizeof x->persisted_stage);
@@ -817,9 +827,9 @@ int training_jobs_get(training_jobs *j, int64_t id, training_job_info *out)
     int rc = store_jobs_get(j->db, id, &row);
     if (rc != 0)
         return rc;
-    from_row(&row, out);
+    rc = from_row(&row, out);
     store_job_row_cleanup(&row);
-    return 0;
+    return rc;
 }
 
 int training_jobs_list(training_jobs *j, size_t limit, training_job_info **out, size_t *n)
@@ -836,9 +846,13 @@ int training_jobs_list(training_jobs *j, size_t limit, training_job_info **out, 
         store_job_rows_free(rows, nr);
         return PD_ENOMEM;
     }
-    for (size_t k = 0; k < nr; k++)
-        from_row(&rows[k], &v[k]);
+    for (size_t k = 0; k < nr && rc == 0; k++)
+        rc = from_row(&rows[k], &v[k]);
     store_job_rows_free(rows, nr);
+    if (rc) {
+        free(v);
+        return rc;
+    }
     *out = v;
     *n = nr;
     return 0;

@@ -353,14 +353,15 @@ void training_jobs_stop(training_jobs *j);
 /* Queues a job (params are validated and copied). Returns 0 and its id, or
  * PD_EINVAL (why filled), PD_EBUSY (why filled) when a job for the same
  * series is queued or running or the queue is full (16 waiting),
- * PD_ENOTREADY while stopping, or PD_EDB when the record cannot be
- * written. */
+ * PD_ENOTREADY while stopping, PD_EDB when the record cannot be
+ * written, or PD_ENOMEM (nothing queued). */
 int training_jobs_submit(training_jobs *j, const training_params *p, int64_t *id, char *why,
                          size_t whylen);
-/* A snapshot of job id, from the table. PD_ENOTFOUND when unknown, PD_EDB. */
+/* A snapshot of job id, from the table. PD_ENOTFOUND when unknown, PD_EDB,
+ * PD_ENOMEM. */
 int training_jobs_get(training_jobs *j, int64_t id, training_job_info *out);
 /* Recent jobs, newest first, at most limit (0: all kept). *out is malloc'd
- * (free() it), *n may be 0. */
+ * (free() it), *n may be 0. PD_EDB, PD_ENOMEM. */
 int training_jobs_list(training_jobs *j, size_t limit, training_job_info **out, size_t *n);
 /* Cancels a queued job at once, or asks the running one to stop at its next
  * check (between batches; on another replica, after its next heartbeat).

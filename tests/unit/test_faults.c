@@ -3,34 +3,17 @@
  * the pure and file-based modules (registry, inference, features, the
  * prediction computation, training, the CSV and trades parsers).
  *
- * This binary is linked with -Wl,--wrap=malloc,calloc,realloc,strdup,
- * strndup,aligned_alloc (see the Makefile): every call to those functions
- * from predictd's own objects (libpredictd.a) and from this file goes
- * through the __wrap_ functions below, which call the real allocator (the
- * libc one, or the sanitizer's under `make sanitize`) unless the countdown
- * says this is the allocation that fails. jansson is routed through the
- * same wrappers with json_set_alloc_funcs. Allocations made inside shared
- * libraries on their own (libc's asprintf, protobuf-c's default allocator)
- * are not counted; the registry unpacks protobuf with an allocator of its
- * own that calls malloc, so those are.
- *
- * The loop is SQLite's: run the operation once without a fault (the
- * reference), then for N = 1, 2, ... with the Nth allocation from the
- * start of the operation failing (one failure; the allocations after it
- * succeed). Every faulted run must return the documented error code
- * (PD_ENOMEM, or a code the function documents for it), leave no output
- * behind and not crash; the loop ends at the first run whose operation
- * finishes without reaching the fault, which must then give the reference
- * result. A second pass fails the Nth allocation and every one after it
- * (memory really gone: error paths that allocate must cope too). Some
- * operations may do without an allocation (FAULT_TOLERATE: a change
- * detector's hash, an in-scan retry); their runs must then give the
- * reference result. In the plain build each run is also checked for leaks
- * with mallinfo2 (bytes in use before and after, glibc's tcache off); under
- * ASan LeakSanitizer checks each test's process at exit (unit.h runs every
- * test in a child). FAULT_ONLY=word runs the matching tests only;
- * FAULT_BACKTRACE=N prints where allocation N is; FAULT_VERBOSE=1 prints
- * every wrong code, not the first five.
+ * The loop and the allocation wrappers are fault_wrap.h's (shared with
+ * test_faults_db, which does the same for the database-backed paths): the
+ * Nth allocation of an operation fails, for every N, once alone and once
+ * with every one after it. Every faulted run must return the documented
+ * error code (PD_ENOMEM, or a code the function documents for it), leave
+ * no output behind and not crash; the run past the last allocation must
+ * give the reference result; no run may leak. jansson is routed through
+ * the same wrappers; the registry unpacks protobuf with an allocator of
+ * its own that calls malloc, so those allocations count. Some operations
+ * may do without an allocation (FAULT_TOLERATE: a change detector's hash,
+ * an in-scan retry); their runs must then give the reference result.
  *
  * I/O failures: every model file truncated at every byte offset, files
  * that are directories or FIFOs (tests run as root, so chmod 000 would not
@@ -68,233 +51,7 @@
 #include "unit.h"
 #include "fixtures.h"
 #include "util/util.h"
-
-/* ------------------------------------------------------------------------
- * The allocation wrappers.
- */
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t k, size_t n);
-void *__real_realloc(void *p, size_t n);
-char *__real_strdup(const char *s);
-char *__real_strndup(const char *s, size_t n);
-void *__real_aligned_alloc(size_t align, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t k, size_t n);
-void *__wrap_realloc(void *p, size_t n);
-char *__wrap_strdup(const char *s);
-char *__wrap_strndup(const char *s, size_t n);
-void *__wrap_aligned_alloc(size_t align, size_t n);
-
-static atomic_bool fault_armed;
-static atomic_long fault_count;   /* allocations since fault_arm */
-static atomic_long fault_at;      /* the one that fails (1-based); 0: none */
-static atomic_bool fault_persist; /* and every one after it */
-static atomic_bool fault_fired;
-
-/* True when this allocation is the one to fail. */
-static bool fault_now(void)
-{
-    if (!atomic_load(&fault_armed))
-        return false;
-    long n = atomic_fetch_add(&fault_count, 1) + 1, at = atomic_load(&fault_at);
-    if (n != at && !(at && n > at && atomic_load(&fault_persist)))
-        return false;
-    atomic_store(&fault_fired, true);
-    const char *bt = getenv("FAULT_BACKTRACE"); /* N: where the Nth one is */
-    if (bt && atol(bt) == n) {
-        void *frames[32];
-        int k = backtrace(frames, 32);
-        fprintf(stderr, "fault %ld:\n", n);
-        backtrace_symbols_fd(frames, k, 2);
-    }
-    errno = ENOMEM;
-    return true;
-}
-
-void *__wrap_malloc(size_t n)
-{
-    return fault_now() ? NULL : __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t k, size_t n)
-{
-    return fault_now() ? NULL : __real_calloc(k, n);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-    /* realloc(p, 0) frees in glibc; failing it would be a leak of ours */
-    if (n == 0)
-        return __real_realloc(p, n);
-    return fault_now() ? NULL : __real_realloc(p, n);
-}
-
-char *__wrap_strdup(const char *s)
-{
-    return fault_now() ? NULL : __real_strdup(s);
-}
-
-char *__wrap_strndup(const char *s, size_t n)
-{
-    return fault_now() ? NULL : __real_strndup(s, n);
-}
-
-void *__wrap_aligned_alloc(size_t align, size_t n)
-{
-    return fault_now() ? NULL : __real_aligned_alloc(align, n);
-}
-
-/* jansson's allocations count unless a test turns this off: jansson 2.14
- * aborts (assert in lex_scan_string) when an allocation fails while it
- * lexes some strings, so parsing arbitrary JSON cannot be put under the
- * loop; and it reports some failed allocations as syntax errors. */
-static atomic_bool fault_json = true;
-
-static void *fault_json_malloc(size_t n)
-{
-    return atomic_load(&fault_json) ? __wrap_malloc(n) : __real_malloc(n);
-}
-
-static void fault_json_free(void *p)
-{
-    free(p);
-}
-
-/* Arms the countdown: the at-th allocation from now fails (0: none fails,
- * the allocations are only counted). */
-static void fault_arm(long at)
-{
-    atomic_store(&fault_count, 0);
-    atomic_store(&fault_at, at);
-    atomic_store(&fault_fired, false);
-    atomic_store(&fault_armed, true);
-}
-
-/* Disarms; true when the fault was reached. *count: allocations seen. */
-static bool fault_disarm(long *count)
-{
-    atomic_store(&fault_armed, false);
-    if (count)
-        *count = atomic_load(&fault_count);
-    return atomic_load(&fault_fired);
-}
-
-/* Stops counting (for checks inside an operation that are not under
- * test); returns what fault_resume needs. */
-static bool fault_hold(void)
-{
-    return atomic_exchange(&fault_armed, false);
-}
-
-static void fault_resume(bool held)
-{
-    atomic_store(&fault_armed, held);
-}
-
-/* Bytes the C library has handed out (0 under a sanitizer, whose
- * allocator glibc does not see; LeakSanitizer checks those runs). */
-static size_t heap_in_use(void)
-{
-    struct mallinfo2 mi = mallinfo2();
-    return mi.uordblks + mi.hblkhd;
-}
-
-/* One operation under test. Runs it, checks its output against the
- * reference (rc 0) or that it left no output (rc != 0) with CHECKs of its
- * own, frees what it made, and returns the function's code. */
-typedef int (*fault_op)(void *ctx);
-
-#define FAULT_MAX_RUNS 200000
-
-/* fault_loop flags. TOLERATE: a faulted run may also succeed (return
- * `want`), for operations with allocations they can do without (a change
- * detector's hash, a log line); the op's own checks then hold it to the
- * reference result, and the count of such runs is printed. */
-#define FAULT_TOLERATE 1
-
-/*
- * One pass of the loop (fault_persist says which). op(ctx) must return
- * `want` unfaulted; under a fault it must
- * return PD_ENOMEM or one of the `n_also` codes in `also`. Returns the
- * number of allocations of the unfaulted run (-1 on a failure, reported).
- * The loop runs every allocation point when step is 1; larger steps sample
- * every step-th one (for long operations), always ending with an
- * unfaulted completion.
- */
-static long fault_pass(const char *what, fault_op op, void *ctx, int want, const int *also,
-                       size_t n_also, int flags, long step)
-{
-    /* Warm-up: one-time initialisations (stdio buffers, lazily built
-     * tables) happen here, so they do not count as leaks below; stdout's
-     * buffer too (a CHECK failing inside op would allocate it). */
-    printf("  %s: every allocation failing in turn\n", what);
-    fault_arm(0);
-    int rc = op(ctx);
-    long total = 0;
-    fault_disarm(&total);
-    if (rc == want) { /* the second run's count: lazy initialisations are done */
-        fault_arm(0);
-        rc = op(ctx);
-        fault_disarm(&total);
-    }
-    if (rc != want) {
-        UNIT_FAIL_("%s: unfaulted run returned %s, want %s", what, util_strerror(rc),
-                   util_strerror(want));
-        return -1;
-    }
-    long runs = 0, leaks = 0, bad = 0, tolerated = 0;
-    for (long n = 1; n < FAULT_MAX_RUNS; n += step) {
-        size_t before = heap_in_use();
-        fault_arm(n);
-        rc = op(ctx);
-        long seen = 0;
-        bool fired = fault_disarm(&seen);
-        size_t after = heap_in_use();
-        runs++;
-        if (after != before && leaks++ < 3)
-            UNIT_FAIL_("%s: allocation %ld failing: %zd bytes still in use after the call", what, n,
-                       (ssize_t)(after - before));
-        if (!fired) {
-            if (rc != want)
-                UNIT_FAIL_("%s: the run past the last allocation (%ld) returned %s, want %s", what,
-                           seen, util_strerror(rc), util_strerror(want));
-            printf("  %s: %ld allocations, %ld faulted runs (%ld did without it)%s\n", what, total,
-                   runs - 1, tolerated, unit_cur_failed ? "" : ", all clean");
-            return unit_cur_failed ? -1 : total;
-        }
-        bool ok = rc == PD_ENOMEM;
-        if (rc == want && (flags & FAULT_TOLERATE)) {
-            ok = true;
-            tolerated++;
-        }
-        for (size_t i = 0; i < n_also; i++)
-            ok = ok || rc == also[i];
-        if (!ok && (bad++ < 5 || getenv("FAULT_VERBOSE")))
-            UNIT_FAIL_("%s: allocation %ld of %ld failing returned %s (%d)", what, n, total,
-                       util_strerror(rc), rc);
-    }
-    UNIT_FAIL_("%s: the loop did not end after %d runs", what, FAULT_MAX_RUNS);
-    return -1;
-}
-
-/* The loop, twice: the Nth allocation failing alone (the code must recover
- * from one failure and clean up), then the Nth and every one after it (as
- * when memory is really gone: error paths that allocate must cope too).
- * Returns the first pass's count, -1 on a failure. */
-static long fault_loop(const char *what, fault_op op, void *ctx, int want, const int *also,
-                       size_t n_also, int flags, long step)
-{
-    atomic_store(&fault_persist, false);
-    long total = fault_pass(what, op, ctx, want, also, n_also, flags, step);
-    if (total < 0)
-        return total;
-    char name[160];
-    snprintf(name, sizeof name, "%s, then all after", what);
-    atomic_store(&fault_persist, true);
-    long again = fault_pass(name, op, ctx, want, also, n_also, flags, step);
-    atomic_store(&fault_persist, false);
-    return again < 0 ? again : total;
-}
+#include "fault_wrap.h"
 
 /* ------------------------------------------------------------------------
  * A model: a softmax over the 14 default features, window 100, with golden
@@ -2020,32 +1777,10 @@ TEST(a_series_directory_gone_under_allocation_failures)
     util_rmtree(base_dir);
 }
 
-/* FAULT_ONLY=word runs only the tests whose name contains it (with
- * FAULT_BACKTRACE=N: where allocation N of that test is). */
-#define RUN_ONLY(t)                                                                                \
-    do {                                                                                           \
-        if (!getenv("FAULT_ONLY") || strstr(#t, getenv("FAULT_ONLY")))                             \
-            RUN(t);                                                                                \
-    } while (0)
-
 int main(int argc, char **argv)
 {
     (void)argc;
-    /* glibc's per-thread cache keeps freed chunks counted as in use, which
-     * would hide or fake leaks in heap_in_use: run again without it. */
-    if (!getenv("PD_FAULTS_REEXEC")) {
-        setenv("PD_FAULTS_REEXEC", "1", 1);
-        setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0", 1);
-        execv("/proc/self/exe", argv);
-        perror("re-exec");
-    }
-    /* glibc reads the time zone once, on the first gmtime_r (the logger's):
-     * not a leak of the first run that logs */
-    struct tm tm;
-    time_t t0 = 0;
-    gmtime_r(&t0, &tm);
-    json_set_alloc_funcs(fault_json_malloc, fault_json_free);
-    util_log_configure(UTIL_LOG_ERROR, false);
+    fault_main_init(argv);
     RUN_ONLY(registry_verify_and_read_under_allocation_failures);
     RUN_ONLY(registry_scan_acquire_list_under_allocation_failures);
     RUN_ONLY(registry_publish_under_allocation_failures);
