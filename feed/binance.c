@@ -1185,8 +1185,10 @@ int feed_binance_open(const feed_binance_config *cfg, const char *symbols, feed_
     while (*p) {
         size_t n = strcspn(p, ",");
         if (n == 0 || n >= sizeof b->syms[0].name || b->nsyms == MAX_SYMBOLS) {
-            snprintf(why, whylen, "binance: bad symbol list '%s' (SYMBOL,SYMBOL,... at most %d)",
-                     symbols, MAX_SYMBOLS);
+            /* the reason first: a long list would push it out of why */
+            snprintf(why, whylen,
+                     "binance: bad symbol list (SYMBOL,SYMBOL,... at most %d): '%.64s%s'",
+                     MAX_SYMBOLS, symbols, strlen(symbols) > 64 ? "..." : "");
             rc = PD_EINVAL;
             goto fail;
         }
