@@ -1161,6 +1161,7 @@ int feed_binance_open(const feed_binance_config *cfg, const char *symbols, feed_
     if (!b || !c) {
         free(b);
         free(c);
+        snprintf(why, whylen, "binance: out of memory");
         return PD_ENOMEM;
     }
     pthread_mutex_init(&b->err_lock, NULL);
@@ -1178,6 +1179,7 @@ int feed_binance_open(const feed_binance_config *cfg, const char *symbols, feed_
     c->status = b_status;
     int rc = 0;
     if (!b->cfg.ws_url || !b->cfg.rest_url || (cfg->database_url && !b->cfg.database_url)) {
+        snprintf(why, whylen, "binance: out of memory");
         rc = PD_ENOMEM;
         goto fail;
     }
