@@ -49,7 +49,7 @@ typedef struct xchg {
     pthread_mutex_t mu;
     /* what REST answers (mu) */
     int info_status;
-    char info_body[2048];
+    char info_body[8192];
     int time_mode;
     int klines_status;
     const char *klines_body; /* NULL: rows of `candles` in the asked range */
@@ -350,7 +350,8 @@ static bool run_start(run *r, const xchg *x, int ws_port, const char *symbols, c
                       int renew_s)
 {
     char ws[64], rest[64], why[256] = "";
-    snprintf(ws, sizeof ws, "ws://127.0.0.1:%d", ws_port);
+    /* trailing slashes on the stream URL are not doubled into its path */
+    snprintf(ws, sizeof ws, "ws://127.0.0.1:%d//", ws_port);
     snprintf(rest, sizeof rest, "http://127.0.0.1:%d/", x->rest_port);
     feed_binance_config cfg = {.ws_url = ws, .rest_url = rest, .database_url = db,
                                .renew_s = renew_s};
@@ -596,13 +597,14 @@ TEST(backfills_into_postgresql_streams_and_reconnects)
     snprintf(dir, sizeof dir, "%s/db", root ? root : ".");
     CHECK_EQ_INT(store_init(db, NULL, false), 0);
     CHECK_EQ_INT(store_migrate(dir), 0);
-    char a[24], b[24], al[24], bl[24], symbols[64];
+    char a[24], b[24], cc[24], al[24], bl[24], symbols[80];
     unsigned tag = (unsigned)getpid() % 1000000u;
     snprintf(a, sizeof a, "FWA%u", tag);
     snprintf(b, sizeof b, "FWB%u", tag);
     snprintf(al, sizeof al, "fwa%u", tag);
     snprintf(bl, sizeof bl, "fwb%u", tag);
-    snprintf(symbols, sizeof symbols, "%s,%s", a, b);
+    snprintf(cc, sizeof cc, "FWC%u", tag); /* not listed by the exchange */
+    snprintf(symbols, sizeof symbols, "%s,%s,%s", a, cc, b);
     char info[2048];
     snprintf(info, sizeof info,
              "{\"timezone\":\"UTC\",\"serverTime\":1,\"rateLimits\":[{\"rateLimitType\":"
@@ -643,6 +645,7 @@ TEST(backfills_into_postgresql_streams_and_reconnects)
     CHECK(metric(&r, "predictd_feed_rejected_messages_total", a) == 0);
     CHECK(metric(&r, "predictd_feed_backfilled_candles_total", a) == 3);
     CHECK(metric(&r, "predictd_feed_backfilled_candles_total", b) == 0);
+    CHECK(metric(&r, "predictd_feed_backfilled_candles_total", cc) == 0);
     CHECK(metric(&r, "predictd_feed_last_trade_age_seconds", a) >= 0);
     CHECK(metric(&r, "predictd_feed_last_trade_age_seconds", b) == -1);
     int st = status_of(&r).state;
@@ -685,6 +688,11 @@ TEST(backfills_into_postgresql_streams_and_reconnects)
     CHECK(wait_metric(&r, "predictd_feed_symbol_trades_total", a, 2, 15)); /* sent again */
     run_stop(&r);
     CHECK_EQ_INT(atomic_load(&x.n_info), 1); /* exchangeInfo is not asked again */
+    /* the unlisted symbol is neither streamed nor fetched */
+    char ckey[40];
+    snprintf(ckey, sizeof ckey, "symbol=%s&", cc);
+    for (int i = 0; i < atomic_load(&x.n_klines) && i < MAX_PATHS; i++)
+        CHECK(strstr(x.klines_paths[i], ckey) == NULL);
     /* the backfill after the reconnect starts after the stored minutes */
     char key[40];
     snprintf(key, sizeof key, "symbol=%s&", a);
@@ -703,6 +711,123 @@ TEST(backfills_into_postgresql_streams_and_reconnects)
     store_shutdown();
 }
 
+/* Starting twice or without a sink is refused; a database URL that does
+ * not parse, or a database that is down, costs the stored tick sizes but
+ * not the stream. */
+TEST(stream_runs_without_the_exchange_symbols_table)
+{
+    CHECK_EQ_INT(store_init(NULL, NULL, false), 0);
+    xchg x;
+    CHECK(xchg_start(&x, INFO_BTC));
+    snprintf(x.ws_msgs[0], sizeof x.ws_msgs[0],
+             "{\"stream\":\"btcusdt@trade\",\"data\":{\"e\":\"trade\",\"t\":9,\"p\":"
+             "\"37000.10\",\"q\":\"0.5\",\"T\":%lld,\"m\":true}}",
+             (long long)now_ms());
+    x.nmsgs = 1;
+    static const char *dbs[] = {"host='unterminated",
+                                "postgresql://127.0.0.1:9/none?connect_timeout=2"};
+    for (int i = 0; i < 2; i++) {
+        run r;
+        CHECK(run_start(&r, &x, x.ws_port, "BTCUSDT", dbs[i], 0));
+        CHECK_EQ_INT(r.c->start(r.c, r.sink), PD_EINVAL); /* started already */
+        if (!wait_metric(&r, "predictd_feed_symbol_trades_total", "BTCUSDT", 1, 15))
+            UNIT_FAIL_("database %s", dbs[i]);
+        int st = status_of(&r).state;
+        CHECK(st == FEED_STATE_CONNECTED || st == FEED_STATE_LAGGING);
+        run_stop(&r);
+    }
+    CHECK_EQ_INT(atomic_load(&x.n_info), 2);
+    feed_connector *c = NULL;
+    char why[256];
+    feed_binance_config cfg = {0};
+    CHECK_EQ_INT(feed_binance_open(&cfg, "BTCUSDT", &c, why, sizeof why), 0);
+    CHECK_EQ_INT(c->start(c, NULL), PD_EINVAL);
+    feed_connector_free(c);
+    xchg_stop(&x);
+    store_shutdown();
+}
+
+/* 64 listed symbols of 20 characters do not fit one stream URL: the feed
+ * says so and opens no stream (rather than a cut subscription). */
+TEST(stream_url_over_its_limit_is_an_error)
+{
+    util_buf syms, info;
+    util_buf_init(&syms);
+    util_buf_init(&info);
+    util_buf_puts(&info, "{\"symbols\":[");
+    for (int i = 0; i < 64; i++) {
+        char name[24];
+        snprintf(name, sizeof name, "SYMBOLNUMBER%02dXXUSDT", i);
+        util_buf_printf(&syms, "%s%s", i ? "," : "", name);
+        util_buf_printf(&info, "%s{\"symbol\":\"%s\",\"status\":\"TRADING\"}", i ? "," : "", name);
+    }
+    util_buf_puts(&info, "]}");
+    xchg x;
+    CHECK(info.len < sizeof x.info_body);
+    CHECK(xchg_start(&x, info.data));
+    run r;
+    CHECK(run_start(&r, &x, x.ws_port, syms.data, NULL, 0));
+    CHECK(wait_error(&r, "stream URL too long", 10));
+    CHECK(wait_count(&x.n_info, 2, 10)); /* asked again: nothing was kept */
+    run_stop(&r);
+    CHECK_EQ_INT(atomic_load(&x.n_ws), 0);
+    xchg_stop(&x);
+    util_buf_cleanup(&syms);
+    util_buf_cleanup(&info);
+}
+
+/* PREDICTD_FEED's runner and the leader run the connector named by the
+ * environment's URLs: without a database the leader ingests alone and
+ * shows the connector's state, series and errors. */
+TEST(runner_and_leader_run_the_binance_connector)
+{
+    CHECK_EQ_INT(store_init(NULL, NULL, false), 0);
+    xchg x;
+    CHECK(xchg_start(&x, INFO_BTC));
+    char ws[64], rest[64], why[256] = "";
+    snprintf(ws, sizeof ws, "ws://127.0.0.1:%d", x.ws_port);
+    snprintf(rest, sizeof rest, "http://127.0.0.1:%d", x.rest_port);
+    setenv("PREDICTD_BINANCE_WS_URL", ws, 1);
+    setenv("PREDICTD_BINANCE_REST_URL", rest, 1);
+    feed_runner *fr = NULL;
+    CHECK_EQ_INT(feed_runner_start("binance:BTCUSDT", &fr, why, sizeof why), 0);
+    CHECK(wait_count(&x.n_ws, 1, 10));
+    feed_runner_stop(fr);
+    fr = NULL;
+    CHECK_EQ_INT(feed_runner_start("binance:BTCUSDT,btc", &fr, why, sizeof why), PD_ESYMBOL);
+    CHECK(fr == NULL && strstr(why, "feed 'binance': ") == why);
+    /* the leader: a database URL that does not parse means running alone */
+    feed_leader *l = NULL;
+    CHECK_EQ_INT(feed_leader_start("binance:ETHBTC", "host='unterminated", &l, why, sizeof why),
+                 0);
+    feed_leader_status ls;
+    for (int i = 0; i < 500; i++) {
+        feed_leader_status_get(l, &ls);
+        if (strstr(ls.last_error, "exchangeInfo lists none of the symbols"))
+            break;
+        sleep_ms(20);
+    }
+    CHECK(strstr(ls.last_error, "exchangeInfo lists none of the symbols") != NULL);
+    CHECK(!strcmp(ls.state, "connecting") || !strcmp(ls.state, "down"));
+    CHECK_EQ_INT(ls.takeovers, 1);
+    util_buf m;
+    util_buf_init(&m);
+    feed_leader_metrics(l, &m);
+    CHECK(m.data && strstr(m.data, "predictd_feed_leader 1\n") != NULL);
+    CHECK(m.data && strstr(m.data, "predictd_feed_symbol_trades_total{feed=\"binance\","
+                                   "symbol=\"ETHBTC\"} 0\n") != NULL);
+    util_buf_cleanup(&m);
+    feed_leader_stop(l);
+    CHECK_EQ_INT(feed_leader_start("binance:eth", NULL, &l, why, sizeof why), PD_ESYMBOL);
+    CHECK_EQ_INT(feed_leader_start(NULL, NULL, &l, why, sizeof why), PD_EINVAL);
+    feed_leader_status_get(NULL, &ls);
+    CHECK_EQ_STR(ls.state, "off");
+    unsetenv("PREDICTD_BINANCE_WS_URL");
+    unsetenv("PREDICTD_BINANCE_REST_URL");
+    xchg_stop(&x);
+    store_shutdown();
+}
+
 int main(void)
 {
     util_log_configure(UTIL_LOG_ERROR, false);
@@ -710,5 +835,8 @@ int main(void)
     RUN(stream_and_backfill_failures_are_reported_by_stage);
     RUN(old_stream_connection_is_renewed_not_counted_lost);
     RUN(backfills_into_postgresql_streams_and_reconnects);
+    RUN(stream_runs_without_the_exchange_symbols_table);
+    RUN(stream_url_over_its_limit_is_an_error);
+    RUN(runner_and_leader_run_the_binance_connector);
     return unit_report();
 }
