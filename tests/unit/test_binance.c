@@ -35,6 +35,21 @@ TEST(urls_parse_and_refuse)
     CHECK_EQ_INT(feed__url_parse("ws://h:99999", &u, why, sizeof why), PD_EINVAL);
     CHECK_EQ_INT(feed__url_parse("ws://h:12ab", &u, why, sizeof why), PD_EINVAL);
     CHECK_EQ_INT(feed__url_parse(NULL, &u, why, sizeof why), PD_EINVAL);
+    /* a query right after the host or the port */
+    CHECK_EQ_INT(feed__url_parse("ws://h:81?streams=a", &u, why, sizeof why), 0);
+    CHECK(u.port == 81 && !strcmp(u.path, "/?streams=a"));
+    CHECK_EQ_INT(feed__url_parse("http://h?x=1", &u, why, sizeof why), 0);
+    CHECK(u.port == 80 && !strcmp(u.path, "/?x=1"));
+    CHECK_EQ_INT(feed__url_parse("ws://h:", &u, why, sizeof why), PD_EINVAL);
+    CHECK_EQ_STR(why, "URL has a bad port");
+    CHECK_EQ_INT(feed__url_parse("ws://h:99999999999999999999999", &u, why, sizeof why),
+                 PD_EINVAL);
+    CHECK_EQ_INT(feed__url_parse("ws://:80/", &u, why, sizeof why), PD_EINVAL);
+    CHECK_EQ_STR(why, "URL has no host (or one too long)");
+    char longhost[400];
+    snprintf(longhost, sizeof longhost, "ws://%0300d/", 0);
+    CHECK_EQ_INT(feed__url_parse(longhost, &u, why, sizeof why), PD_EINVAL);
+    CHECK_EQ_STR(why, "URL has no host (or one too long)");
 }
 
 TEST(connector_arguments_checked)

@@ -53,6 +53,7 @@ typedef struct xchg {
     int time_mode;
     int klines_status;
     const char *klines_body; /* NULL: rows of `candles` in the asked range */
+    int klines_fail_at;      /* this klines request (0-based) gets a 400; -1: none */
     char candles_symbol[24];
     features_candle candles[8];
     size_t ncandles;
@@ -176,7 +177,11 @@ static void serve_rest(xchg *x, int fd)
         if (k < MAX_PATHS)
             snprintf(x->klines_paths[k], sizeof x->klines_paths[k], "%.255s", path);
         status = x->klines_status;
-        if (x->klines_body)
+        if (k == x->klines_fail_at)
+            status = 400, util_buf_puts(&body, "{\"code\":-1003,\"msg\":\"Too much request weight "
+                                               "used; current limit is 6000 request weight per 1 "
+                                               "MINUTE.\"}");
+        else if (x->klines_body)
             util_buf_puts(&body, x->klines_body);
         else
             klines_rows(x, path, &body);
@@ -321,6 +326,7 @@ static bool xchg_start(xchg *x, const char *info)
     x->info_status = 200;
     snprintf(x->info_body, sizeof x->info_body, "%s", info);
     x->klines_status = 200;
+    x->klines_fail_at = -1;
     x->rest_fd = listen_any(&x->rest_port);
     x->ws_fd = listen_any(&x->ws_port);
     return x->rest_fd >= 0 && x->ws_fd >= 0 &&
@@ -828,6 +834,57 @@ TEST(runner_and_leader_run_the_binance_connector)
     store_shutdown();
 }
 
+/* A backfill cut short after a page was written keeps that page: the
+ * next attempt starts after it, not from the beginning again. */
+TEST(backfill_cut_short_resumes_after_the_written_page)
+{
+    UNIT_NEED_ENV("PREDICTD_TEST_DATABASE_URL");
+    const char *db = getenv("PREDICTD_TEST_DATABASE_URL");
+    const char *root = getenv("PREDICTD_ROOT");
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/db", root ? root : ".");
+    CHECK_EQ_INT(store_init(db, NULL, false), 0);
+    CHECK_EQ_INT(store_migrate(dir), 0);
+    char sym[24], info[512];
+    snprintf(sym, sizeof sym, "FWD%u", (unsigned)getpid() % 1000000u);
+    snprintf(info, sizeof info, "{\"symbols\":[{\"symbol\":\"%s\",\"status\":\"TRADING\"}]}", sym);
+    xchg x;
+    CHECK(xchg_start(&x, info));
+    int64_t cur = now_ms() / MINUTE_MS * MINUTE_MS;
+    snprintf(x.candles_symbol, sizeof x.candles_symbol, "%s", sym);
+    for (int i = 0; i < 3; i++) /* ten to eight minutes ago: a page, then more to ask */
+        x.candles[i] = (features_candle){.t = (cur - (10 - i) * MINUTE_MS) / 1000,
+                                         .open = 5,
+                                         .high = 6,
+                                         .low = 4,
+                                         .close = 5.5,
+                                         .volume = 1};
+    x.ncandles = 3;
+    x.klines_fail_at = 1; /* the page after the first */
+    run r;
+    CHECK(run_start(&r, &x, x.ws_port, sym, db, 0));
+    CHECK(wait_error(&r, "Too much request weight used", 10));
+    CHECK(strstr(status_of(&r).last_error, "klines") != NULL);
+    CHECK(wait_count(&x.n_klines, 3, 15)); /* the next attempt */
+    for (int i = 0; i < 250 && status_of(&r).state != FEED_STATE_CONNECTED; i++)
+        sleep_ms(20);
+    CHECK_EQ_INT(status_of(&r).state, FEED_STATE_CONNECTED);
+    CHECK(metric(&r, "predictd_feed_backfilled_candles_total", sym) == 3);
+    run_stop(&r);
+    CHECK_EQ_INT(query_ll(x.klines_paths[0], "startTime="), cur - 1000 * MINUTE_MS);
+    CHECK_EQ_INT(query_ll(x.klines_paths[1], "startTime="), cur - 7 * MINUTE_MS);
+    CHECK_EQ_INT(query_ll(x.klines_paths[2], "startTime="), cur - 7 * MINUTE_MS);
+    features_candle *c = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(store_load_range(sym, "1m", (cur - 20 * MINUTE_MS) / 1000, cur / 1000,
+                                  util_now() + 86400, &c, &n),
+                 0);
+    CHECK_EQ_INT(n, 3);
+    free(c);
+    xchg_stop(&x);
+    store_shutdown();
+}
+
 int main(void)
 {
     util_log_configure(UTIL_LOG_ERROR, false);
@@ -835,6 +892,7 @@ int main(void)
     RUN(stream_and_backfill_failures_are_reported_by_stage);
     RUN(old_stream_connection_is_renewed_not_counted_lost);
     RUN(backfills_into_postgresql_streams_and_reconnects);
+    RUN(backfill_cut_short_resumes_after_the_written_page);
     RUN(stream_runs_without_the_exchange_symbols_table);
     RUN(stream_url_over_its_limit_is_an_error);
     RUN(runner_and_leader_run_the_binance_connector);
