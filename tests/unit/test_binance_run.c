@@ -885,6 +885,42 @@ TEST(backfill_cut_short_resumes_after_the_written_page)
     store_shutdown();
 }
 
+/* Trades whose event time is 30 s behind the exchange's clock make the
+ * feed "lagging"; a malformed event of a subscribed stream is counted
+ * against its symbol, one of a stream that only shares a prefix with it
+ * against none. */
+TEST(lagging_stream_and_rejected_messages_are_told_apart)
+{
+    CHECK_EQ_INT(store_init(NULL, NULL, false), 0);
+    xchg x;
+    CHECK(xchg_start(&x, INFO_BTC));
+    long long t = (long long)now_ms() - 30000;
+    snprintf(x.ws_msgs[0], sizeof x.ws_msgs[0],
+             "{\"stream\":\"btcusdt@trade\",\"data\":{\"e\":\"trade\",\"t\":9,\"p\":"
+             "\"37000.10\",\"q\":\"0.5\",\"T\":%lld,\"m\":true}}",
+             t);
+    snprintf(x.ws_msgs[1], sizeof x.ws_msgs[1],
+             "{\"stream\":\"btcusdt@trade\",\"data\":{\"e\":\"trade\",\"t\":10,\"p\":"
+             "\"-1\",\"q\":\"0.5\",\"T\":%lld,\"m\":true}}",
+             t);
+    snprintf(x.ws_msgs[2], sizeof x.ws_msgs[2],
+             "{\"stream\":\"btcusd@trade\",\"data\":{\"e\":\"trade\",\"t\":11,\"p\":"
+             "\"1\",\"q\":\"0.5\",\"T\":%lld,\"m\":true}}",
+             t);
+    x.nmsgs = 3;
+    run r;
+    CHECK(run_start(&r, &x, x.ws_port, "BTCUSDT", NULL, 0));
+    CHECK(wait_metric(&r, "predictd_feed_symbol_trades_total", "BTCUSDT", 1, 15));
+    CHECK(wait_metric(&r, "predictd_feed_unattributed_rejects_total", NULL, 1, 5));
+    CHECK(metric(&r, "predictd_feed_rejected_messages_total", "BTCUSDT") == 1);
+    for (int i = 0; i < 250 && status_of(&r).state != FEED_STATE_LAGGING; i++)
+        sleep_ms(20);
+    CHECK_EQ_INT(status_of(&r).state, FEED_STATE_LAGGING);
+    run_stop(&r);
+    xchg_stop(&x);
+    store_shutdown();
+}
+
 int main(void)
 {
     util_log_configure(UTIL_LOG_ERROR, false);
@@ -893,6 +929,7 @@ int main(void)
     RUN(old_stream_connection_is_renewed_not_counted_lost);
     RUN(backfills_into_postgresql_streams_and_reconnects);
     RUN(backfill_cut_short_resumes_after_the_written_page);
+    RUN(lagging_stream_and_rejected_messages_are_told_apart);
     RUN(stream_runs_without_the_exchange_symbols_table);
     RUN(stream_url_over_its_limit_is_an_error);
     RUN(runner_and_leader_run_the_binance_connector);
