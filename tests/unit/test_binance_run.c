@@ -38,7 +38,7 @@
  * The scripted exchange.
  */
 enum { WS_HOLD, WS_REFUSE };
-enum { TIME_OK, TIME_NO_FIELD };
+enum { TIME_OK, TIME_NO_FIELD, TIME_EMPTY };
 
 #define MAX_PATHS 32
 
@@ -166,7 +166,7 @@ static void serve_rest(xchg *x, int fd)
         atomic_fetch_add(&x->n_time, 1);
         if (x->time_mode == TIME_OK)
             util_buf_printf(&body, "{\"serverTime\":%lld}", (long long)now_ms());
-        else
+        else if (x->time_mode == TIME_NO_FIELD)
             util_buf_puts(&body, "{\"server\":\"soon\"}");
     } else if (!strncmp(path, "/api/v3/exchangeInfo", 20)) {
         atomic_fetch_add(&x->n_info, 1);
@@ -546,6 +546,13 @@ TEST(stream_and_backfill_failures_are_reported_by_stage)
     CHECK(status_of(&r).state != FEED_STATE_CONNECTED);
     run_stop(&r);
     CHECK(atomic_load(&x.n_ws) > ws_before);
+    /* an empty 200 answer */
+    pthread_mutex_lock(&x.mu);
+    x.time_mode = TIME_EMPTY;
+    pthread_mutex_unlock(&x.mu);
+    CHECK(run_start(&r, &x, x.ws_port, "BTCUSDT", NULL, 0));
+    CHECK(wait_error(&r, "server time: /api/v3/time: malformed JSON", 10));
+    run_stop(&r);
     CHECK_EQ_INT(atomic_load(&x.n_klines), 0);
     /* klines refused with Binance's error body */
     pthread_mutex_lock(&x.mu);
