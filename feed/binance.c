@@ -1161,6 +1161,7 @@ int feed_binance_open(const feed_binance_config *cfg, const char *symbols, feed_
     if (!b || !c) {
         free(b);
         free(c);
+        snprintf(why, whylen, "binance: out of memory");
         return PD_ENOMEM;
     }
     pthread_mutex_init(&b->err_lock, NULL);
@@ -1178,6 +1179,7 @@ int feed_binance_open(const feed_binance_config *cfg, const char *symbols, feed_
     c->status = b_status;
     int rc = 0;
     if (!b->cfg.ws_url || !b->cfg.rest_url || (cfg->database_url && !b->cfg.database_url)) {
+        snprintf(why, whylen, "binance: out of memory");
         rc = PD_ENOMEM;
         goto fail;
     }
@@ -1185,8 +1187,10 @@ int feed_binance_open(const feed_binance_config *cfg, const char *symbols, feed_
     while (*p) {
         size_t n = strcspn(p, ",");
         if (n == 0 || n >= sizeof b->syms[0].name || b->nsyms == MAX_SYMBOLS) {
-            snprintf(why, whylen, "binance: bad symbol list '%s' (SYMBOL,SYMBOL,... at most %d)",
-                     symbols, MAX_SYMBOLS);
+            /* the reason first: a long list would push it out of why */
+            snprintf(why, whylen,
+                     "binance: bad symbol list (SYMBOL,SYMBOL,... at most %d): '%.64s%s'",
+                     MAX_SYMBOLS, symbols, strlen(symbols) > 64 ? "..." : "");
             rc = PD_EINVAL;
             goto fail;
         }

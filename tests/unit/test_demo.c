@@ -323,10 +323,46 @@ TEST(leaders_share_one_lock_and_take_over)
     util_buf_cleanup(&m);
 }
 
+/* With the database away, seeding says which symbol it could not write
+ * (and seeds nothing), and the demo connector keeps retrying its seed
+ * until stopped, promptly, with nothing written. */
+TEST(demo_with_the_database_away)
+{
+    CHECK_EQ_INT(store_init("postgresql://127.0.0.1:9/none?connect_timeout=2", NULL, false), 0);
+    make_dir();
+    CHECK(dir[0]);
+    char *csv = candles_csv(10, 0);
+    const char *f = write_gz("AWAY_1m.csv.gz", csv);
+    free(csv);
+    char why[512] = "";
+    size_t seeded = 99;
+    CHECK_EQ_INT(feed_demo_seed(f, util_now(), 0, &seeded, why, sizeof why), PD_EDB);
+    CHECK(strncmp(why, "AWAY: ", 6) == 0);
+    CHECK_EQ_INT(seeded, 99);
+    char spec[600];
+    snprintf(spec, sizeof spec, "demo:%s", f);
+    feed_connector *c = NULL;
+    CHECK_EQ_INT(feed_connector_new(spec, &c, why, sizeof why), 0);
+    feed_sink *sink = NULL;
+    CHECK_EQ_INT(feed_sink_new(c->name, c->source, &sink), 0);
+    CHECK_EQ_INT(c->start(c, sink), 0);
+    CHECK_EQ_INT(c->start(c, sink), PD_EINVAL); /* once */
+    struct timespec ts = {.tv_sec = 1, .tv_nsec = 500000000}; /* a retry or two */
+    nanosleep(&ts, NULL);
+    feed_connector_free(c); /* returns: the retry wait ends on stop */
+    feed_sink_stats st;
+    feed_sink_stats_get(sink, &st);
+    CHECK_EQ_INT(st.candles_written, 0);
+    CHECK_EQ_INT(st.last_candle, 0);
+    feed_sink_free(sink);
+    store_shutdown();
+}
+
 int main(void)
 {
     RUN(bad_demo_files_are_refused_with_their_reason);
     RUN(replay_reaches_the_end_of_its_files_and_resumes);
     RUN(leaders_share_one_lock_and_take_over);
+    RUN(demo_with_the_database_away);
     return unit_report();
 }

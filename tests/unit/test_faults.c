@@ -41,6 +41,7 @@
 
 #include "features/features.h"
 #include "feed/feed.h"
+#include "feed/net_internal.h"
 #include "inference/inference.h"
 #include "predict/predict.h"
 #include "predict/predict_internal.h"
@@ -736,6 +737,107 @@ TEST(csv_and_trades_under_allocation_failures)
     t = (text_ctx){b.data, b.len, trades, 0};
     CHECK(fault_loop("feed_trades_csv_parse+agg", op_trades, &t, 0, NULL, 0, 0, 1) > 0);
     util_buf_cleanup(&b);
+}
+
+/* ------------------------------------------------------------------------
+ * The exchange connector's configuration and its message parsers (the
+ * network side runs in test_binance_run and test_feed_wire).
+ */
+static int op_binance_open(void *ctx)
+{
+    (void)ctx;
+    feed_binance_config cfg = {.ws_url = "ws://127.0.0.1:1",
+                               .rest_url = "http://127.0.0.1:1",
+                               .database_url = "postgresql://127.0.0.1:1/none"};
+    feed_connector *c = NULL;
+    char why[256] = "";
+    int rc = feed_binance_open(&cfg, "BTCUSDT,ETHUSDT,1INCHUSDT", &c, why, sizeof why);
+    if (rc) {
+        CHECK(c == NULL);
+        CHECK_EQ_STR(why, "binance: out of memory"); /* it was left empty */
+        return rc;
+    }
+    CHECK(c && !strcmp(c->name, "binance"));
+    feed_connector_free(c);
+    /* the table's way in, with the variables unset */
+    c = NULL;
+    rc = feed_connector_new("binance:BTCUSDT", &c, why, sizeof why);
+    if (rc == 0)
+        feed_connector_free(c);
+    else
+        CHECK(c == NULL);
+    return rc;
+}
+
+static int op_klines(void *ctx)
+{
+    const char *body = ctx;
+    features_candle *c = NULL;
+    size_t n = 0;
+    char why[256] = "";
+    int rc = feed__binance_parse_klines(body, strlen(body), INT64_C(1) << 60, &c, &n, why,
+                                        sizeof why);
+    if (rc) {
+        CHECK(c == NULL);
+        return rc;
+    }
+    CHECK_EQ_INT(n, 3);
+    CHECK(n == 3 && c[2].t == 1570752120 && c[2].close == 0.3);
+    free(c);
+    return rc;
+}
+
+static int op_trade_msg(void *ctx)
+{
+    const char *msg = ctx;
+    feed_trade t = {0};
+    char stream[64] = "", why[128] = "";
+    int rc = feed__binance_parse_trade(msg, strlen(msg), stream, sizeof stream, &t, why, sizeof why);
+    if (rc == 0) {
+        CHECK_EQ_STR(stream, "btcusdt@trade");
+        CHECK(t.id == 42 && t.price == 37000.5 && t.side == FEED_SIDE_SELL);
+    }
+    return rc;
+}
+
+static int op_sink_new(void *ctx)
+{
+    (void)ctx;
+    feed_sink *s = NULL;
+    int rc = feed_sink_new("binance", "Binance spot trades", &s);
+    if (rc == 0) {
+        feed_sink_stats st;
+        feed_sink_stats_get(s, &st);
+        CHECK_EQ_INT(st.candles_written, 0);
+        feed_sink_free(s);
+    } else {
+        CHECK(s == NULL);
+    }
+    return rc;
+}
+
+TEST(feed_connector_and_messages_under_allocation_failures)
+{
+    unsetenv("PREDICTD_BINANCE_WS_URL");
+    unsetenv("PREDICTD_BINANCE_REST_URL");
+    CHECK(fault_loop("feed_binance_open", op_binance_open, NULL, 0, NULL, 0, 0, 1) > 0);
+    /* jansson's allocations fail too: the body then cannot be read, which
+     * is PD_EPARSE with the reason (jansson's "out of memory") */
+    static const int parse_too[] = {PD_EPARSE};
+    static const char klines[] =
+        "[[1570752000000,\"0.1\",\"0.2\",\"0.1\",\"0.1\",\"1\",1570752059999,\"0\",1,\"0\","
+        "\"0\",\"0\"],[1570752060000,\"0.1\",\"0.2\",\"0.1\",\"0.2\",\"1\",1570752119999,\"0\",1,"
+        "\"0\",\"0\",\"0\"],[1570752120000,\"0.2\",\"0.3\",\"0.2\",\"0.3\",\"2\",1570752179999,"
+        "\"0\",1,\"0\",\"0\",\"0\"]]";
+    CHECK(fault_loop("feed__binance_parse_klines", op_klines, (void *)klines, 0, parse_too, 1, 0,
+                     1) > 0);
+    static const char trade[] =
+        "{\"stream\":\"btcusdt@trade\",\"data\":{\"e\":\"trade\",\"E\":1700000000124,"
+        "\"s\":\"BTCUSDT\",\"t\":42,\"p\":\"37000.50\",\"q\":\"0.5\",\"T\":1700000000123,"
+        "\"m\":true,\"M\":true}}";
+    CHECK(fault_loop("feed__binance_parse_trade", op_trade_msg, (void *)trade, 0, parse_too, 1, 0,
+                     1) > 0);
+    CHECK(fault_loop("feed_sink_new", op_sink_new, NULL, 0, NULL, 0, 0, 1) > 0);
 }
 
 /* ------------------------------------------------------------------------
@@ -1788,6 +1890,7 @@ int main(int argc, char **argv)
     RUN_ONLY(tree_and_sequence_models_under_allocation_failures);
     RUN_ONLY(prediction_computation_under_allocation_failures);
     RUN_ONLY(csv_and_trades_under_allocation_failures);
+    RUN_ONLY(feed_connector_and_messages_under_allocation_failures);
     RUN_ONLY(training_under_allocation_failures);
     RUN_ONLY(promotion_under_allocation_failures);
     RUN_ONLY(pin_and_label_under_allocation_failures);

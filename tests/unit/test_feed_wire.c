@@ -673,6 +673,46 @@ TEST(ws_handshake_refusals)
     CHECK_EQ_INT(feed__ws_read(NULL, 10, &msg, &len, why, sizeof why), PD_EIO);
 }
 
+/* A server whose accept queue is full never answers the SYN: the connect
+ * gives up at the caller's timeout with the reason. A name with several
+ * addresses (localhost) is tried address by address. */
+TEST(ws_connect_times_out_and_tries_every_address)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(lfd, 0) == 0 &&
+          getsockname(lfd, (struct sockaddr *)&a, &al) == 0);
+    /* fill the accept queue (never accepted) */
+    int fill[4];
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        (void)connect(fill[i], (struct sockaddr *)&a, sizeof a);
+    }
+    sleep_ms(100);
+    char url[128], why[256] = "";
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/stream", ntohs(a.sin_port));
+    feed__ws *w = NULL;
+    CHECK_EQ_INT(feed__ws_connect(url, 300, &w, why, sizeof why), PD_EIO);
+    CHECK(w == NULL);
+    if (!strstr(why, "Connection timed out"))
+        UNIT_FAIL_("why \"%s\"", why);
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(lfd);
+    /* nothing listens on any address of localhost at a port just freed */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    a.sin_port = 0;
+    al = sizeof a;
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+          getsockname(fd, (struct sockaddr *)&a, &al) == 0);
+    close(fd);
+    snprintf(url, sizeof url, "ws://localhost:%d/stream", ntohs(a.sin_port));
+    CHECK_EQ_INT(feed__ws_connect(url, 300, &w, why, sizeof why), PD_EIO);
+    CHECK(strstr(why, "cannot connect to localhost:") != NULL);
+    CHECK(strstr(why, "Connection refused") != NULL);
+}
+
 /* ---------------------------------------------------------------------------
  * REST.
  */
@@ -1220,6 +1260,7 @@ int main(void)
     RUN(ws_fragmented_message_over_the_limit_is_refused);
     RUN(ws_read_times_out_then_reads);
     RUN(ws_handshake_refusals);
+    RUN(ws_connect_times_out_and_tries_every_address);
     RUN(ws_client_frames_of_every_length_form);
     RUN(rest_rate_limits_are_waited_out);
     RUN(rest_long_retry_after_is_an_error_not_a_wait);

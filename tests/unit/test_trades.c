@@ -391,7 +391,67 @@ TEST(csv_bad_rows_name_their_line)
     EXPECT_FAIL("2019-10-11T00:00:02Z,2,buy,1,1\n",
                 "line 1: expected the header time,id,side,price,amount");
     EXPECT_FAIL("\n\n", "line 1: empty file: expected the header time,id,side,price,amount");
+    /* each field empty, out of range or of the wrong form */
+    EXPECT_FAIL(ROW("1969-12-31T23:59:59Z,2,buy,1,1"),
+                "line 3: time \"1969-12-31T23:59:59Z\" is not RFC 3339 or epoch");
+    EXPECT_FAIL(ROW("100000000000000000,2,buy,1,1"),
+                "line 3: time \"100000000000000000\" is not RFC 3339 or epoch");
+    EXPECT_FAIL(ROW("1570752012x,2,buy,1,1"), "line 3: time \"1570752012x\" is not RFC 3339 or epoch");
+    EXPECT_FAIL(ROW(",2,buy,1,1"), "line 3: time \"\" is not RFC 3339 or epoch");
+    EXPECT_FAIL(ROW("2019-10-11T00:00:02Z,,buy,1,1"), "line 3: id \"\" is not an integer");
+    EXPECT_FAIL(ROW("2019-10-11T00:00:02Z,2.5,buy,1,1"), "line 3: id \"2.5\" is not an integer");
+    EXPECT_FAIL(ROW("2019-10-11T00:00:02Z,2,buy,,1"),
+                "line 3: price \"\" is not a positive number");
+    EXPECT_FAIL(ROW("2019-10-11T00:00:02Z,2,buy,0,1"),
+                "line 3: price \"0\" is not a positive number");
+    EXPECT_FAIL(ROW("2019-10-11T00:00:02Z,2,buy,inf,1"),
+                "line 3: price \"inf\" is not a positive number");
+    EXPECT_FAIL(ROW("2019-10-11T00:00:02Z,2,buy,1x,1"),
+                "line 3: price \"1x\" is not a positive number");
+    EXPECT_FAIL(ROW("2019-10-11T00:00:02Z,2,buy,1,"), "line 3: amount \"\" is not a number >= 0");
+    EXPECT_FAIL(ROW("2019-10-11T00:00:02Z,2,buy,1,-0.5"),
+                "line 3: amount \"-0.5\" is not a number >= 0");
+    EXPECT_FAIL(ROW("2019-10-11T00:00:02Z,2,buy,1,inf"),
+                "line 3: amount \"inf\" is not a number >= 0");
+    EXPECT_FAIL(ROW("2019-10-11T00:00:02Z,2,buy,1,"
+                    "1.000000000000000000000000000000000000000000000000000000000000000001"),
+                "line 3: a field is longer than 63 bytes");
 #undef ROW
+}
+
+/* Epoch times in seconds, milliseconds and microseconds (told apart by
+ * magnitude), fractions of any length (milliseconds kept), fields padded
+ * with blanks or quoted. */
+TEST(csv_times_in_every_unit_and_padded_fields)
+{
+    const char *text = "time,id,side,price,amount\n"
+                       "1570752012,1,buy,1,1\n"
+                       "1570752012345,2,sell,1,1\n"
+                       "1570752012345678,3,buy,1,1\n"
+                       "1570752012.5,4,buy,1,1\n"
+                       "2019-10-11T00:00:12.123456Z,5,buy,1,1\n"
+                       "2019-10-11T00:00:12.1Z,6,buy,1,1\n"
+                       " 2019-10-11T00:00:12Z ,\t7\t,\"Sell\", 2.5 ,\"0\"\n";
+    feed_trade *t = NULL;
+    size_t n = 0;
+    char why[256];
+    CHECK_EQ_INT(parse(text, &t, &n, why), 0);
+    CHECK_EQ_INT(n, 7);
+    if (n == 7) {
+        CHECK_EQ_INT(t[0].t_ms, 1570752012000LL);
+        CHECK_EQ_INT(t[1].t_ms, 1570752012345LL);
+        CHECK_EQ_INT(t[2].t_ms, 1570752012345LL);
+        CHECK_EQ_INT(t[3].t_ms, 1570752012500LL);
+        CHECK_EQ_INT(t[4].t_ms, 1570752012123LL);
+        CHECK_EQ_INT(t[5].t_ms, 1570752012100LL);
+        CHECK_EQ_INT(t[6].t_ms, 1570752012000LL);
+        CHECK_EQ_INT(t[6].id, 7);
+        CHECK_EQ_INT(t[6].side, FEED_SIDE_SELL);
+        CHECK(t[6].price == 2.5 && t[6].amount == 0);
+    }
+    free(t);
+    CHECK_EQ_INT(feed_trades_csv_parse(NULL, 0, &t, &n, why, sizeof why), PD_EINVAL);
+    CHECK(!feed_trades_csv_is(NULL, 0));
 }
 
 /* The shared data: XRPETH trades aggregated give the XRPETH 1m candles. */
@@ -559,6 +619,7 @@ int main(void)
     RUN(emit_errors_come_back_from_every_path);
     RUN(csv_parses_and_recognises_the_header);
     RUN(csv_bad_rows_name_their_line);
+    RUN(csv_times_in_every_unit_and_padded_fields);
     RUN(shared_xrpeth_trades_give_the_shared_candles);
     return unit_report();
 }
