@@ -527,7 +527,8 @@ static int exchange_info(binance *b)
     return 0;
 }
 
-/* The stream URL for the enabled symbols. */
+/* The stream URL for the enabled symbols. PD_ETOOBIG past ws_url's size,
+ * PD_ENOMEM. */
 static int build_ws_url(binance *b)
 {
     util_buf u;
@@ -545,7 +546,7 @@ static int build_ws_url(binance *b)
         util_buf_printf(&u, "%s%s@trade", first ? "" : "/", b->syms[i].lower);
         first = false;
     }
-    int rc = util_buf_ok(&u) && u.len < sizeof b->ws_url ? 0 : PD_ETOOBIG;
+    int rc = !util_buf_ok(&u) ? PD_ENOMEM : u.len < sizeof b->ws_url ? 0 : PD_ETOOBIG;
     if (rc == 0)
         snprintf(b->ws_url, sizeof b->ws_url, "%s", u.data);
     util_buf_cleanup(&u);
@@ -1222,6 +1223,22 @@ int feed_binance_open(const feed_binance_config *cfg, const char *symbols, feed_
     if (!b->nsyms) {
         snprintf(why, whylen, "binance: no symbols (binance:BTCUSDT,ETHUSDT)");
         rc = PD_EINVAL;
+        goto fail;
+    }
+    /* the one stream of every symbol must fit a URL the connection can
+     * take, or the feed would only fail at its first connect */
+    feed__url su;
+    char swhy[64];
+    if ((rc = build_ws_url(b)) != 0 ||
+        (rc = feed__url_parse(b->ws_url, &su, swhy, sizeof swhy)) != 0) {
+        if (rc == PD_ENOMEM)
+            snprintf(why, whylen, "binance: out of memory");
+        else
+            snprintf(why, whylen,
+                     "binance: the stream URL of these %zu symbols is too long (%s): "
+                     "split them over two feeds",
+                     b->nsyms, rc == PD_ETOOBIG ? "over 1400 bytes" : swhy);
+        rc = rc == PD_ENOMEM ? PD_ENOMEM : PD_EINVAL;
         goto fail;
     }
     atomic_store(&b->state, FEED_STATE_CONNECTING);

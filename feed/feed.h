@@ -279,7 +279,8 @@ typedef struct feed_binance_config {
 
 /* A connector for symbols "BTCUSDT,ETHUSDT" (not started; strings are
  * copied). PD_EINVAL / PD_ESYMBOL (bad URL, bad or duplicate symbol,
- * more than 64), PD_ENOMEM; why is filled on every error. */
+ * more than 64, symbols whose one stream URL would be too long),
+ * PD_ENOMEM; why is filled on every error. */
 int feed_binance_open(const feed_binance_config *cfg, const char *symbols, feed_connector **out,
                       char *why, size_t whylen);
 /* The connector table's constructor: feed_binance_open with the URLs of

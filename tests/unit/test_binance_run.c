@@ -771,33 +771,37 @@ TEST(stream_runs_without_the_exchange_symbols_table)
     store_shutdown();
 }
 
-/* 64 listed symbols of 20 characters do not fit one stream URL: the feed
- * says so and opens no stream (rather than a cut subscription). */
-TEST(stream_url_over_its_limit_is_an_error)
+/* 64 symbols of 20 characters do not fit one stream URL: the connector is
+ * refused when it is made, saying so (not at its first connect, and never
+ * a cut subscription): 64 make a URL over 1400 bytes, 40 one whose path
+ * is over 1023; 32 fit and are accepted. */
+TEST(stream_url_over_its_limit_is_refused_at_open)
 {
-    util_buf syms, info;
-    util_buf_init(&syms);
-    util_buf_init(&info);
-    util_buf_puts(&info, "{\"symbols\":[");
-    for (int i = 0; i < 64; i++) {
-        char name[24];
-        snprintf(name, sizeof name, "SYMBOLNUMBER%02dXXUSDT", i);
-        util_buf_printf(&syms, "%s%s", i ? "," : "", name);
-        util_buf_printf(&info, "%s{\"symbol\":\"%s\",\"status\":\"TRADING\"}", i ? "," : "", name);
+    feed_binance_config cfg = {.ws_url = "ws://127.0.0.1:9/", .rest_url = "http://127.0.0.1:9/"};
+    static const int counts[] = {64, 40, 32};
+    for (size_t k = 0; k < 3; k++) {
+        int count = counts[k];
+        util_buf syms;
+        util_buf_init(&syms);
+        for (int i = 0; i < count; i++)
+            util_buf_printf(&syms, "%sSYMBOLNUMBER%02dXXUSDT", i ? "," : "", i);
+        feed_connector *c = NULL;
+        char why[256] = "";
+        int rc = feed_binance_open(&cfg, syms.data, &c, why, sizeof why);
+        if (count > 32) {
+            char want[64];
+            snprintf(want, sizeof want, "stream URL of these %d symbols is too long", count);
+            CHECK_EQ_INT(rc, PD_EINVAL);
+            CHECK(c == NULL);
+            CHECK(strstr(why, want) != NULL);
+            CHECK(strstr(why, count == 64 ? "over 1400 bytes" : "URL path too long") != NULL);
+            CHECK(strstr(why, "split them over two feeds") != NULL);
+        } else {
+            CHECK_EQ_INT(rc, 0);
+            feed_connector_free(c);
+        }
+        util_buf_cleanup(&syms);
     }
-    util_buf_puts(&info, "]}");
-    xchg x;
-    CHECK(info.len < sizeof x.info_body);
-    CHECK(xchg_start(&x, info.data));
-    run r;
-    CHECK(run_start(&r, &x, x.ws_port, syms.data, NULL, 0));
-    CHECK(wait_error(&r, "stream URL too long", 10));
-    CHECK(wait_count(&x.n_info, 2, 10)); /* asked again: nothing was kept */
-    run_stop(&r);
-    CHECK_EQ_INT(atomic_load(&x.n_ws), 0);
-    xchg_stop(&x);
-    util_buf_cleanup(&syms);
-    util_buf_cleanup(&info);
 }
 
 /* PREDICTD_FEED's runner and the leader run the connector named by the
@@ -968,7 +972,7 @@ int main(void)
     RUN(backfill_cut_short_resumes_after_the_written_page);
     RUN(lagging_stream_and_rejected_messages_are_told_apart);
     RUN(stream_runs_without_the_exchange_symbols_table);
-    RUN(stream_url_over_its_limit_is_an_error);
+    RUN(stream_url_over_its_limit_is_refused_at_open);
     RUN(runner_and_leader_run_the_binance_connector);
     RUN(silent_stream_is_probed_then_dropped);
     return unit_report();
