@@ -146,6 +146,63 @@ TEST(overdue_answers_are_stale)
     util_buf_cleanup(&b);
 }
 
+/* Each time-dependent part of the tail on its own: a clock behind the
+ * candle's close (staleness clamped to 0), data older than
+ * PREDICT_STALE_TFS timeframes (the exact age said), gaps in the window
+ * (said first), a model past its max age (and one exactly at it, or with
+ * no max age or no training time, which is not expired). */
+TEST(render_tail_each_warning)
+{
+    const int64_t t0 = 1717999200, tf = 900;
+    predict_result p = result(t0, tf, "{\"x\":1,\"warnings\":[", 0);
+    util_buf b;
+    util_buf_init(&b);
+    predict_render(&b, &p, t0 + tf - 30);
+    CHECK_EQ_STR(b.data, "{\"x\":1,\"warnings\":[],\"staleness_s\":0,\"stale\":false,"
+                         "\"model_expired\":false}");
+    b.len = 0;
+    predict_render(&b, &p, t0 + tf + 3 * tf);
+    CHECK(strstr(b.data, ",\"stale data: the last closed candle ended 2700 s ago\"],") != NULL);
+    CHECK(strstr(b.data, "\"staleness_s\":2700,\"stale\":true,\"model_expired\":false}") != NULL);
+    /* two timeframes exactly is overdue but not yet old data */
+    b.len = 0;
+    predict_render(&b, &p, t0 + tf + 2 * tf);
+    CHECK(strstr(b.data, "overdue") != NULL);
+    CHECK(strstr(b.data, "stale data") == NULL);
+
+    p.gaps = 2;
+    b.len = 0;
+    predict_render(&b, &p, t0 + tf + 60);
+    CHECK_EQ_STR(b.data, "{\"x\":1,\"warnings\":[\"2 missing candles in the feature window\"],"
+                         "\"staleness_s\":60,\"stale\":false,\"model_expired\":false}");
+    p.gaps = 0;
+
+    const int64_t now = t0 + tf + 60;
+    p.max_age_s = 3 * 86400;
+    p.trained_at = now - 3 * 86400 - 1;
+    b.len = 0;
+    predict_render(&b, &p, now);
+    CHECK_EQ_STR(b.data, "{\"x\":1,\"warnings\":[\"model expired: trained 3 days ago\"],"
+                         "\"staleness_s\":60,\"stale\":false,\"model_expired\":true}");
+    p.trained_at = now - 3 * 86400;
+    b.len = 0;
+    predict_render(&b, &p, now);
+    CHECK(strstr(b.data, "\"model_expired\":false}") != NULL);
+    CHECK(strstr(b.data, "\"warnings\":[]") != NULL);
+    p.max_age_s = 0;
+    p.trained_at = now - 400 * 86400;
+    b.len = 0;
+    predict_render(&b, &p, now);
+    CHECK(strstr(b.data, "\"model_expired\":false}") != NULL);
+    p.max_age_s = 86400;
+    p.trained_at = 0;
+    b.len = 0;
+    predict_render(&b, &p, now);
+    CHECK(strstr(b.data, "\"model_expired\":false}") != NULL);
+    CHECK(util_buf_ok(&b));
+    util_buf_cleanup(&b);
+}
+
 TEST(consensus_rule)
 {
     const int64_t t0 = 1717999200, now = t0 + 1000;
@@ -196,6 +253,7 @@ int main(void)
     RUN(levels_finer_than_the_tick_are_no_trade);
     RUN(risk_under_the_cost_floor_is_no_trade);
     RUN(overdue_answers_are_stale);
+    RUN(render_tail_each_warning);
     RUN(consensus_rule);
     return unit_report();
 }
