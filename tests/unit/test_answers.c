@@ -100,6 +100,72 @@ TEST(risk_under_the_cost_floor_is_no_trade)
     CHECK_EQ_INT(s.direction, INFERENCE_SHORT);
 }
 
+/* The signal's edges: class names out of range; a missing argument; levels
+ * that overflow a double (refused, never served as inf); a short's far
+ * take-profit that rounds to zero on the tick (one tick instead: a price is
+ * positive); no tick known (levels as computed); no cost floor; the cost in
+ * R for no risk or no cost. */
+TEST(signal_edges)
+{
+    CHECK_EQ_STR(inference_class_name((enum inference_class)3), "UNKNOWN");
+    CHECK_EQ_STR(inference_class_name((enum inference_class)-1), "UNKNOWN");
+    CHECK_EQ_STR(inference_class_name(INFERENCE_SHORT), "SHORT");
+    CHECK_EQ_INT(inference_class_parse("SHORT"), INFERENCE_SHORT);
+    CHECK_EQ_INT(inference_class_parse("short"), -1);
+    CHECK_EQ_INT(inference_class_parse(NULL), -1);
+    CHECK(inference_no_trade_reason_name(99) == NULL);
+
+    inference_policy pol = policy();
+    double lng[3] = {0.7, 0.1, 0.2}, sht[3] = {0.1, 0.7, 0.2};
+    inference_signal s, before;
+    memset(&s, 0x11, sizeof s);
+    before = s;
+    CHECK_EQ_INT(inference_signal_make(NULL, lng, 100, 1, &s), PD_EINVAL);
+    CHECK_EQ_INT(inference_signal_make(&pol, NULL, 100, 1, &s), PD_EINVAL);
+    CHECK_EQ_INT(inference_signal_make(&pol, lng, 100, 1, NULL), PD_EINVAL);
+    /* a short's stop past the largest double */
+    CHECK_EQ_INT(inference_signal_make(&pol, sht, 1e308, 1e308, &s), PD_EINVAL);
+    /* a long's stop positive but its take-profit past the largest double */
+    CHECK_EQ_INT(inference_signal_make(&pol, lng, 1.7e308, 1e308, &s), PD_EINVAL);
+    CHECK(memcmp(&s, &before, sizeof s) == 0);
+
+    /* short from 0.05, risk 1.5 x 0.0101333 = 0.0152: TP3 at 0.0044 rounds
+     * to 0 on a 0.01 tick and is put at one tick */
+    pol.cost_bps = 0;
+    CHECK_EQ_INT(inference_signal_make(&pol, sht, 0.05, 0.0152 / 1.5, &s), 0);
+    CHECK_NEAR(s.tp[2], 0.0044, 1e-12);
+    inference_signal_market(&pol, 0.01, &s);
+    CHECK_EQ_INT(s.direction, INFERENCE_SHORT);
+    CHECK_NEAR(s.stop_loss, 0.07, 1e-12);
+    CHECK_NEAR(s.tp[0], 0.03, 1e-12);
+    CHECK_NEAR(s.tp[1], 0.02, 1e-12);
+    CHECK_NEAR(s.tp[2], 0.01, 1e-12);
+
+    /* no tick known (0 or NaN): nothing rounded, tick stays 0 */
+    const double ticks[] = {0, NAN, -0.01};
+    for (size_t i = 0; i < 3; i++) {
+        CHECK_EQ_INT(inference_signal_make(&pol, lng, 1.23, 0.0237, &s), 0);
+        inference_signal_market(&pol, ticks[i], &s);
+        CHECK_EQ_INT(s.direction, INFERENCE_LONG);
+        CHECK_NEAR(s.tick, 0, 0);
+        CHECK_NEAR(s.stop_loss, 1.23 - 1.5 * 0.0237, 1e-15);
+    }
+
+    /* a cost but no floor (min_risk_costs 0): a tiny risk still calls */
+    pol.cost_bps = 10;
+    pol.min_risk_costs = 0;
+    CHECK_EQ_INT(inference_signal_make(&pol, sht, 100, 0.01, &s), 0);
+    inference_signal_market(&pol, 0, &s);
+    CHECK_EQ_INT(s.direction, INFERENCE_SHORT);
+    CHECK_EQ_INT(s.no_trade_reason, INFERENCE_NT_NONE);
+
+    CHECK_NEAR(inference_cost_r(&pol, 100, 0), 0, 0);
+    CHECK_NEAR(inference_cost_r(&pol, 100, NAN), 0, 0);
+    CHECK_NEAR(inference_cost_r(&pol, 100, 2), 0.05, 1e-15);
+    pol.cost_bps = 0;
+    CHECK_NEAR(inference_cost_r(&pol, 100, 2), 0, 0);
+}
+
 /* A hand-made result whose fragment is what render.c writes before the
  * tail: "{...,\"warnings\":[" with n_warnings fixed warnings. */
 static predict_result result(int64_t candle_open, int64_t tfs, const char *fragment, int nw)
@@ -252,6 +318,7 @@ int main(void)
     RUN(tick_from_candle_decimals);
     RUN(levels_finer_than_the_tick_are_no_trade);
     RUN(risk_under_the_cost_floor_is_no_trade);
+    RUN(signal_edges);
     RUN(overdue_answers_are_stale);
     RUN(render_tail_each_warning);
     RUN(consensus_rule);
