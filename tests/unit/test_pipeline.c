@@ -725,6 +725,70 @@ TEST(exchange_ticks_come_from_the_table)
     PQfinish(c);
 }
 
+/* The cache of "no" answers on its own (no database): a "no" is kept until
+ * the open candle closes, at most 30 s, and only under the registry
+ * generation it was made in; errors that are not a "no" (a dead store) are
+ * never kept; a series name too long for a slot, an unknown timeframe, or a
+ * service without caching keep nothing; forget drops it. */
+TEST(negative_answers_cache)
+{
+    if (!setup())
+        UNIT_SKIP("no repository");
+    const int64_t k = 1718000000 / TFS * TFS;
+    int rc = 0;
+    char why[64] = "";
+    uint64_t gen = registry_generation(reg);
+    /* caching off: nothing is kept */
+    CHECK(svc->neg == NULL);
+    predict__neg_put(svc, "NOMODELUSD", TF, k, gen, PD_ENOMODEL, "no model");
+    CHECK(!predict__neg_get(svc, "NOMODELUSD", TF, k, &rc, why, sizeof why));
+    predict_service_free(svc);
+    predict_options opt = {.cache = true};
+    CHECK_EQ_INT(predict_service_new(&opt, reg, &svc), 0);
+    CHECK(svc->neg != NULL);
+
+    /* 10 s before the candle closes: kept for those 10 s */
+    predict__neg_put(svc, "NOMODELUSD", TF, k + TFS - 10, gen, PD_ENOMODEL, "no model here");
+    rc = 0;
+    CHECK(predict__neg_get(svc, "NOMODELUSD", TF, k + TFS - 1, &rc, why, sizeof why));
+    CHECK_EQ_INT(rc, PD_ENOMODEL);
+    CHECK_EQ_STR(why, "no model here");
+    CHECK(!predict__neg_get(svc, "NOMODELUSD", TF, k + TFS, &rc, why, sizeof why));
+    /* early in a candle: 30 s at most */
+    predict__neg_put(svc, "NOMODELUSD", TF, k, gen, PD_ENODATA, NULL);
+    rc = 0;
+    CHECK(predict__neg_get(svc, "NOMODELUSD", TF, k + 29, &rc, NULL, 0));
+    CHECK_EQ_INT(rc, PD_ENODATA);
+    why[0] = 'x';
+    CHECK(predict__neg_get(svc, "NOMODELUSD", TF, k + 29, &rc, why, sizeof why));
+    CHECK_EQ_STR(why, ""); /* made without a reason */
+    CHECK(!predict__neg_get(svc, "NOMODELUSD", TF, k + 30, &rc, why, sizeof why));
+    /* another timeframe of the symbol is another entry */
+    CHECK(!predict__neg_get(svc, "NOMODELUSD", "1h", k + 1, &rc, why, sizeof why));
+    /* made under an older generation (the registry changed meanwhile) */
+    predict__neg_put(svc, "FLATUSD", TF, k, gen + 1, PD_EUNKNOWNSYM, "x");
+    CHECK(!predict__neg_get(svc, "FLATUSD", TF, k + 1, &rc, why, sizeof why));
+    predict__neg_put(svc, "FLATUSD", TF, k, gen, PD_EUNKNOWNSYM, "x");
+    CHECK(predict__neg_get(svc, "FLATUSD", TF, k + 1, &rc, why, sizeof why));
+    CHECK_EQ_INT(rc, PD_EUNKNOWNSYM);
+    predict__neg_forget(svc, "FLATUSD", TF);
+    CHECK(!predict__neg_get(svc, "FLATUSD", TF, k + 1, &rc, why, sizeof why));
+    predict__neg_forget(svc, "NEVERUSD", TF); /* nothing there: no effect */
+    /* not a "no": never kept */
+    const int errors[] = {PD_EIO, PD_ENOMEM, PD_ESYMBOL, 0};
+    for (size_t i = 0; i < sizeof errors / sizeof errors[0]; i++) {
+        predict__neg_put(svc, "LONGUSD", TF, k, gen, errors[i], "down");
+        if (predict__neg_get(svc, "LONGUSD", TF, k + 1, &rc, why, sizeof why))
+            UNIT_FAIL_("rc %d was cached", errors[i]);
+    }
+    predict__neg_put(svc, "LONGUSD", "2h", k, gen, PD_ENOMODEL, "x");
+    CHECK(!predict__neg_get(svc, "LONGUSD", "2h", k + 1, &rc, why, sizeof why));
+    const char *longsym = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    predict__neg_put(svc, longsym, TF, k, gen, PD_ENOMODEL, "x");
+    CHECK(!predict__neg_get(svc, longsym, TF, k + 1, &rc, why, sizeof why));
+    teardown();
+}
+
 int main(void)
 {
     RUN(long_answer_numbers);
@@ -732,6 +796,7 @@ int main(void)
     RUN(no_trade_rules);
     RUN(refusals_and_gaps);
     RUN(service_answers_and_refusals);
+    RUN(negative_answers_cache);
     RUN(kernel_and_computation_refusals);
     RUN(service_with_redis_down);
     RUN(exchange_ticks_come_from_the_table);
