@@ -270,11 +270,85 @@ TEST(test_dataset_refuses_bad_arguments)
     features_set_free(fs);
 }
 
+/* Rows whose window holds an invalid candle are dropped and counted, the
+ * others are the same rows as from the clean series; a series too short
+ * for one row is skipped; a series with no valid row at all is no data. */
+TEST(test_dataset_drops_invalid_rows)
+{
+    const char *specs[] = {"ret:1", "rsi:5"};
+    features_set *fs = NULL;
+    CHECK_EQ_INT(features_set_new(specs, 2, &fs, NULL, 0), 0);
+    if (!fs)
+        return;
+    inference_policy pol;
+    training_policy_default(&pol);
+    pol.horizon = 4;
+    pol.atr_period = 5;
+    enum { N = 100, W = 20, SHORT = 12 };
+    features_candle *a = calloc(N, sizeof *a), *bad = calloc(N, sizeof *bad);
+    features_candle shortc[SHORT];
+    double prev = 100;
+    for (size_t i = 0; i < N; i++) {
+        double close = 100 + 5 * sin(0.3 * (double)i);
+        a[i] = (features_candle){(int64_t)i * 3600, prev, fmax(prev, close) + 0.5,
+                                 fmin(prev, close) - 0.5, close, 10};
+        prev = close;
+    }
+    memcpy(bad, a, N * sizeof *a);
+    memcpy(shortc, a, sizeof shortc);
+    bad[50].close = NAN;
+    const features_candle *clean_s[2] = {shortc, a}, *bad_s[2] = {shortc, bad};
+    size_t lens[2] = {SHORT, N};
+    training_dataset d0, d1;
+    memset(&d0, 0, sizeof d0);
+    memset(&d1, 0, sizeof d1);
+    CHECK_EQ_INT(training_dataset_build(fs, W, &pol, clean_s, lens, 2, NULL, NULL, NULL, &d0), 0);
+    CHECK_EQ_INT(training_dataset_build(fs, W, &pol, bad_s, lens, 2, NULL, NULL, NULL, &d1), 0);
+    /* rows at W-1 .. N-1-horizon of the long series only */
+    CHECK_EQ_INT(d0.n, N - 4 - (W - 1));
+    CHECK_EQ_INT(d0.dropped_invalid, 0);
+    /* the 20 windows holding candle 50 go at least */
+    CHECK(d1.dropped_invalid >= W);
+    CHECK_EQ_INT(d1.n + d1.dropped_invalid, d0.n);
+    size_t j = 0;
+    for (size_t r = 0; r < d1.n; r++) {
+        CHECK_EQ_INT(d1.series[r], 1);
+        uint32_t i = d1.index[r];
+        if (i >= 50 && i < 50 + W)
+            UNIT_FAIL_("row at %u kept: its window holds the NaN", i);
+        while (j < d0.n && d0.index[j] != i)
+            j++;
+        if (j == d0.n) {
+            UNIT_FAIL_("row at %u not in the clean set", i);
+            break;
+        }
+        if (memcmp(&d1.x[r * d1.d], &d0.x[j * d0.d], d0.d * sizeof(double)) != 0 ||
+            memcmp(&d1.y[r], &d0.y[j], sizeof d0.y[j]) != 0)
+            UNIT_FAIL_("row at %u differs from the clean one", i);
+    }
+    training_dataset_cleanup(&d0);
+    training_dataset_cleanup(&d1);
+    /* every candle invalid: no row, no data (each drop logs a warning) */
+    util_log_configure(UTIL_LOG_ERROR, false);
+    for (size_t i = 0; i < N; i++)
+        bad[i].volume = -1;
+    const features_candle *all_bad[1] = {bad};
+    size_t len1[1] = {N};
+    CHECK_EQ_INT(training_dataset_build(fs, W, &pol, all_bad, len1, 1, NULL, NULL, NULL, &d1),
+                 PD_ENODATA);
+    CHECK(d1.x == NULL);
+    util_log_configure(UTIL_LOG_INFO, false);
+    free(a);
+    free(bad);
+    features_set_free(fs);
+}
+
 int main(void)
 {
     RUN(test_policy_check_names_each_bad_field);
     RUN(test_result_print_outcomes);
     RUN(test_metric_add);
     RUN(test_dataset_refuses_bad_arguments);
+    RUN(test_dataset_drops_invalid_rows);
     return unit_report();
 }
