@@ -307,7 +307,8 @@ TEST(test_fnv1a)
  * a FIFO is refused at once (opening it must not wait for a writer: a FIFO
  * dropped into a model folder would otherwise hang the reader for ever); a
  * /proc file reports size 0 and grows as it is read, so the budget is what
- * stops it, at every point of the buffer's growth. */
+ * stops it, at every point of the buffer's growth; a read the kernel fails is
+ * PD_EIO. */
 TEST(test_read_file_special_files)
 {
     char dir[160], fifo[256];
@@ -336,6 +337,13 @@ TEST(test_read_file_special_files)
     free(data);
     /* budgets that end at a buffer doubling (7, 15: the extra byte is
      * probed) and inside one (10, 40: the read itself overshoots) */
+    /* a read that fails (/proc/self/mem at offset 0: EIO from the kernel)
+     * is PD_EIO, nothing returned */
+    data = (char *)"untouched";
+    n = 99;
+    CHECK_EQ_INT(util_read_file("/proc/self/mem", 1 << 20, &data, &n), PD_EIO);
+    CHECK_EQ_STR(data, "untouched");
+    CHECK_EQ_INT(n, 99);
     static const size_t budgets[] = {0, 1, 7, 10, 15, 40};
     for (size_t k = 0; k < sizeof budgets / sizeof budgets[0]; k++) {
         data = (char *)"untouched";
