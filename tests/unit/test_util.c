@@ -305,7 +305,7 @@ TEST(test_fnv1a)
 
 /* Files that are not regular files, or whose size is not what stat says:
  * a FIFO is refused at once (opening it must not wait for a writer: a FIFO
- * dropped into a model folder would otherwise hang the reader for ever); a
+ * named as the dashboard file or a migration would hang the reader for ever); a
  * /proc file reports size 0 and grows as it is read, so the budget is what
  * stops it, at every point of the buffer's growth; a read the kernel fails is
  * PD_EIO. */
