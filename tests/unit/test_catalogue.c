@@ -755,6 +755,27 @@ TEST(bollinger_k_forms)
     features_set_free(sb);
 }
 
+/* Valid candles whose feature overflows a double (a 1e-300 to 1e300
+ * move: ret is inf) are refused, never handed to a model as inf; the
+ * output is left alone. */
+TEST(overflowing_feature_refused)
+{
+    const char *specs[] = {"ret:1"};
+    features_set *s = must_set(specs, 1);
+    features_candle w[2] = {{1700000000, 1e-300, 1e-300, 1e-300, 1e-300, 1},
+                            {1700000060, 1e-300, 1e300, 1e-300, 1e300, 1}};
+    double out[1] = {-7};
+    util_log_configure(UTIL_LOG_ERROR, false); /* the refusal logs a warning */
+    CHECK_EQ_INT(features_compute(s, w, 2, out), PD_EINVAL);
+    util_log_configure(UTIL_LOG_INFO, false);
+    CHECK(out[0] == -7);
+    /* a finite move is a value */
+    w[1].close = w[1].high = 2e-300;
+    CHECK_EQ_INT(features_compute(s, w, 2, out), 0);
+    CHECK_NEAR(out[0], 1.0, 1e-12);
+    features_set_free(s);
+}
+
 int main(void)
 {
     RUN(default_specs_exact);
@@ -762,6 +783,7 @@ int main(void)
     RUN(bad_specs_rejected_with_reason);
     RUN(every_catalogue_entry_parses);
     RUN(bollinger_k_forms);
+    RUN(overflowing_feature_refused);
     RUN(compute_matches_kernels);
     RUN(compute_needs_min_window);
     RUN(invalid_candles_rejected);
