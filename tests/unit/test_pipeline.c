@@ -391,6 +391,59 @@ TEST(no_trade_rules)
     teardown();
 }
 
+/* The two market rules say why in the answer's warnings: levels that round
+ * onto the entry on the candles' tick (whole units, an ATR of about 0.1
+ * after one 1-unit move late in a flat window), and a risk under three round trips of the
+ * cost (a 0.13 swing on 100: risk about 0.2 against a floor of 0.3). */
+TEST(tick_and_cost_rules_warn)
+{
+    if (!setup())
+        UNIT_SKIP("no repository");
+    size_t n = 60;
+    features_candle *c = calloc(n, sizeof *c);
+    for (size_t i = 0; i < n; i++)
+        c[i] = (features_candle){T0 + (int64_t)i * TFS, 100, 100, 100, 100, 5};
+    c[n - 8].high = c[n - 8].close = 101;
+    c[n - 7].open = c[n - 7].high = 101;
+    int64_t now = c[n - 1].t + TFS + 5;
+    predict_result *p = NULL;
+    char why[256] = "";
+    int rc = answer("LONGUSD", c, n, now, &p, why);
+    if (rc)
+        printf("  %s\n", why);
+    CHECK_EQ_INT(rc, 0);
+    if (p) {
+        CHECK_EQ_INT(p->direction, INFERENCE_NO_TRADE);
+        CHECK_EQ_INT(p->model_choice, INFERENCE_LONG);
+        CHECK_EQ_INT(p->no_trade_reason, INFERENCE_NT_TICK);
+        CHECK(strstr(p->fragment, "\"levels under the tick: stop 100 and TP1 100 are not 2 "
+                                  "ticks of 1 from entry 100\"") != NULL);
+        CHECK(strstr(p->fragment, "levels_under_tick") != NULL);
+        CHECK_EQ_INT(p->n_warnings, 1);
+        predict_result_release(p);
+        p = NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        double close = i % 2 ? 100.13 : 100;
+        c[i] = (features_candle){T0 + (int64_t)i * TFS, i % 2 ? 100 : 100.13,
+                                 100.13, 100, close, 5};
+    }
+    rc = answer("LONGUSD", c, n, now, &p, why);
+    if (rc)
+        printf("  %s\n", why);
+    CHECK_EQ_INT(rc, 0);
+    if (p) {
+        CHECK_EQ_INT(p->direction, INFERENCE_NO_TRADE);
+        CHECK_EQ_INT(p->no_trade_reason, INFERENCE_NT_COST);
+        CHECK(strstr(p->fragment, "\"cost: the risk ") != NULL);
+        CHECK(strstr(p->fragment, " is under 3 round trips of 10 bps (0.1") != NULL);
+        CHECK_EQ_INT(p->n_warnings, 1);
+        predict_result_release(p);
+    }
+    free(c);
+    teardown();
+}
+
 TEST(refusals_and_gaps)
 {
     if (!setup())
@@ -794,6 +847,7 @@ int main(void)
     RUN(long_answer_numbers);
     RUN(short_answer_levels_are_above_and_below);
     RUN(no_trade_rules);
+    RUN(tick_and_cost_rules_warn);
     RUN(refusals_and_gaps);
     RUN(service_answers_and_refusals);
     RUN(negative_answers_cache);
