@@ -108,7 +108,7 @@ TEST(risk_under_the_cost_floor_is_no_trade)
 TEST(signal_edges)
 {
     CHECK_EQ_STR(inference_class_name((enum inference_class)3), "UNKNOWN");
-    CHECK_EQ_STR(inference_class_name((enum inference_class)-1), "UNKNOWN");
+    CHECK_EQ_STR(inference_class_name((enum inference_class) - 1), "UNKNOWN");
     CHECK_EQ_STR(inference_class_name(INFERENCE_SHORT), "SHORT");
     CHECK_EQ_INT(inference_class_parse("SHORT"), INFERENCE_SHORT);
     CHECK_EQ_INT(inference_class_parse("short"), -1);

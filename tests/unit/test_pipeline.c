@@ -425,8 +425,8 @@ TEST(tick_and_cost_rules_warn)
     }
     for (size_t i = 0; i < n; i++) {
         double close = i % 2 ? 100.13 : 100;
-        c[i] = (features_candle){T0 + (int64_t)i * TFS, i % 2 ? 100 : 100.13,
-                                 100.13, 100, close, 5};
+        c[i] =
+            (features_candle){T0 + (int64_t)i * TFS, i % 2 ? 100 : 100.13, 100.13, 100, close, 5};
     }
     rc = answer("LONGUSD", c, n, now, &p, why);
     if (rc)

@@ -290,7 +290,7 @@ TEST(test_dataset_drops_invalid_rows)
     double prev = 100;
     for (size_t i = 0; i < N; i++) {
         double close = 100 + 5 * sin(0.3 * (double)i);
-        a[i] = (features_candle){(int64_t)i * 3600, prev, fmax(prev, close) + 0.5,
+        a[i] = (features_candle){(int64_t)i * 3600,       prev,  fmax(prev, close) + 0.5,
                                  fmin(prev, close) - 0.5, close, 10};
         prev = close;
     }
