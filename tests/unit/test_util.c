@@ -317,9 +317,11 @@ TEST(test_read_file_special_files)
     CHECK_EQ_INT(mkfifo(fifo, 0600), 0);
     char *data = (char *)"untouched";
     size_t n = 99;
-    alarm(20); /* a reader that blocks fails here, not at the harness timeout */
+    /* a reader that blocks fails here, not at the harness's timeout (which
+     * is put back after) */
+    unsigned outer = alarm(20);
     CHECK_EQ_INT(util_read_file(fifo, 100, &data, &n), PD_EIO);
-    alarm(0);
+    alarm(outer);
     CHECK_EQ_STR(data, "untouched");
     CHECK_EQ_INT(n, 99);
     /* the FIFO is a leaf util_rmtree removes like a file */
