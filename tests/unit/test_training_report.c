@@ -343,11 +343,75 @@ TEST(test_dataset_drops_invalid_rows)
     features_set_free(fs);
 }
 
+/* The test window's figures on four hand-made rows: accuracy, precision
+ * and recall per class (absent when nothing was predicted or labelled),
+ * calls above min_confidence and their hit rate, the majority baseline; a
+ * probability of 0 for the true class costs -ln 1e-15 (finite), as does a
+ * prior of 0; an empty window adds nothing; metrics past the table's size
+ * are dropped while the ones in it still update. */
+TEST(test_evaluate_by_hand)
+{
+    training_result *r = calloc(1, sizeof *r);
+    CHECK(r != NULL);
+    if (!r)
+        return;
+    /* rows: LONG called right (0.7), LONG called wrong on a SHORT (0.6),
+     * LONG too shy to be a call on a LONG (0.4), NO_TRADE right */
+    const double probs[] = {0.7, 0.2, 0.1, 0.6, 0.0, 0.4, 0.4, 0.3, 0.3, 0.1, 0.1, 0.8};
+    training_label y[4];
+    memset(y, 0, sizeof y);
+    y[0].cls = INFERENCE_LONG;
+    y[1].cls = INFERENCE_SHORT;
+    y[2].cls = INFERENCE_LONG;
+    y[3].cls = INFERENCE_NO_TRADE;
+    const size_t idx[] = {0, 1, 2, 3};
+    training__eval_in in = {probs, y, idx, 4, 0.5, {0.5, 0.0, 0.5}};
+    training__evaluate(&in, r);
+    CHECK_NEAR(r->test_accuracy, 0.75, 1e-15);
+    CHECK_NEAR(training_result_metric(r, "precision_long"), 2.0 / 3.0, 1e-15);
+    CHECK_NEAR(training_result_metric(r, "recall_long"), 1.0, 1e-15);
+    CHECK(isnan(training_result_metric(r, "precision_short"))); /* never predicted */
+    CHECK_NEAR(training_result_metric(r, "recall_short"), 0.0, 0);
+    CHECK_NEAR(training_result_metric(r, "calls"), 2, 0);
+    CHECK_NEAR(training_result_metric(r, "hit_rate_calls"), 0.5, 1e-15);
+    CHECK_NEAR(training_result_metric(r, "calls_short"), 0, 0);
+    CHECK(isnan(training_result_metric(r, "hit_rate_short")));
+    CHECK_NEAR(training_result_metric(r, "baseline_class"), INFERENCE_LONG, 0);
+    CHECK_NEAR(r->baseline_accuracy, 0.5, 1e-15);
+    double ll = -(log(0.7) + log(1e-15) + log(0.4) + log(0.8)) / 4;
+    CHECK_NEAR(training_result_metric(r, "log_loss"), ll, 1e-12);
+    double bll = -(log(0.5) + log(1e-15) + log(0.5) + log(0.5)) / 4;
+    CHECK_NEAR(training_result_metric(r, "baseline_log_loss"), bll, 1e-12);
+    CHECK(isnan(training__log_loss(probs, y, idx, 0)));
+
+    /* an empty window: nothing added */
+    size_t before = r->n_metrics;
+    in.n = 0;
+    training__evaluate(&in, r);
+    CHECK_EQ_INT(r->n_metrics, before);
+
+    /* the table full: a new name is dropped, a known one updated */
+    char name[32];
+    for (size_t i = r->n_metrics; i < TRAINING_MAX_METRICS + 5; i++) {
+        snprintf(name, sizeof name, "extra_%zu", i);
+        training__metric_add(r, name, (double)i);
+    }
+    CHECK_EQ_INT(r->n_metrics, TRAINING_MAX_METRICS);
+    snprintf(name, sizeof name, "extra_%d", TRAINING_MAX_METRICS);
+    CHECK(isnan(training_result_metric(r, name)));
+    snprintf(name, sizeof name, "extra_%d", TRAINING_MAX_METRICS - 1);
+    CHECK_NEAR(training_result_metric(r, name), TRAINING_MAX_METRICS - 1, 0);
+    training__metric_add(r, "accuracy", 0.125);
+    CHECK_NEAR(training_result_metric(r, "accuracy"), 0.125, 0);
+    free(r);
+}
+
 int main(void)
 {
     RUN(test_policy_check_names_each_bad_field);
     RUN(test_result_print_outcomes);
     RUN(test_metric_add);
+    RUN(test_evaluate_by_hand);
     RUN(test_dataset_refuses_bad_arguments);
     RUN(test_dataset_drops_invalid_rows);
     return unit_report();
