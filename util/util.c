@@ -549,7 +549,9 @@ void util_json_key(util_buf *b, const char *key)
 
 int util_read_file(const char *path, size_t max, char **out, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
+     * refused as not a regular file); reads of a regular file ignore it */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return errno == ENOENT ? PD_ENOTFOUND : PD_EIO;
     struct stat st;

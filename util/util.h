@@ -223,7 +223,9 @@ void util_json_key(util_buf *b, const char *key);
 /* ---------------------------------------------------------------------------
  * Files. */
 /* Reads a whole file of at most max bytes. Returns 0 and a malloc'd buffer
- * (NUL-terminated, *len without the NUL), PD_ETOOBIG, PD_ENOTFOUND or PD_EIO. */
+ * (NUL-terminated, *len without the NUL), PD_ETOOBIG, PD_ENOTFOUND or PD_EIO
+ * (also for anything but a regular file: a symlink, a directory, a FIFO, which
+ * is refused without waiting for a writer). */
 int util_read_file(const char *path, size_t max, char **out, size_t *len);
 /* Writes data to path via a temporary file in the same directory, fsync and
  * rename, so readers see the old or the new content, never a torn one. */

@@ -100,6 +100,72 @@ TEST(risk_under_the_cost_floor_is_no_trade)
     CHECK_EQ_INT(s.direction, INFERENCE_SHORT);
 }
 
+/* The signal's edges: class names out of range; a missing argument; levels
+ * that overflow a double (refused, never served as inf); a short's far
+ * take-profit that rounds to zero on the tick (one tick instead: a price is
+ * positive); no tick known (levels as computed); no cost floor; the cost in
+ * R for no risk or no cost. */
+TEST(signal_edges)
+{
+    CHECK_EQ_STR(inference_class_name((enum inference_class)3), "UNKNOWN");
+    CHECK_EQ_STR(inference_class_name((enum inference_class) - 1), "UNKNOWN");
+    CHECK_EQ_STR(inference_class_name(INFERENCE_SHORT), "SHORT");
+    CHECK_EQ_INT(inference_class_parse("SHORT"), INFERENCE_SHORT);
+    CHECK_EQ_INT(inference_class_parse("short"), -1);
+    CHECK_EQ_INT(inference_class_parse(NULL), -1);
+    CHECK(inference_no_trade_reason_name(99) == NULL);
+
+    inference_policy pol = policy();
+    double lng[3] = {0.7, 0.1, 0.2}, sht[3] = {0.1, 0.7, 0.2};
+    inference_signal s, before;
+    memset(&s, 0x11, sizeof s);
+    before = s;
+    CHECK_EQ_INT(inference_signal_make(NULL, lng, 100, 1, &s), PD_EINVAL);
+    CHECK_EQ_INT(inference_signal_make(&pol, NULL, 100, 1, &s), PD_EINVAL);
+    CHECK_EQ_INT(inference_signal_make(&pol, lng, 100, 1, NULL), PD_EINVAL);
+    /* a short's stop past the largest double */
+    CHECK_EQ_INT(inference_signal_make(&pol, sht, 1e308, 1e308, &s), PD_EINVAL);
+    /* a long's stop positive but its take-profit past the largest double */
+    CHECK_EQ_INT(inference_signal_make(&pol, lng, 1.7e308, 1e308, &s), PD_EINVAL);
+    CHECK(memcmp(&s, &before, sizeof s) == 0);
+
+    /* short from 0.05, risk 1.5 x 0.0101333 = 0.0152: TP3 at 0.0044 rounds
+     * to 0 on a 0.01 tick and is put at one tick */
+    pol.cost_bps = 0;
+    CHECK_EQ_INT(inference_signal_make(&pol, sht, 0.05, 0.0152 / 1.5, &s), 0);
+    CHECK_NEAR(s.tp[2], 0.0044, 1e-12);
+    inference_signal_market(&pol, 0.01, &s);
+    CHECK_EQ_INT(s.direction, INFERENCE_SHORT);
+    CHECK_NEAR(s.stop_loss, 0.07, 1e-12);
+    CHECK_NEAR(s.tp[0], 0.03, 1e-12);
+    CHECK_NEAR(s.tp[1], 0.02, 1e-12);
+    CHECK_NEAR(s.tp[2], 0.01, 1e-12);
+
+    /* no tick known (0 or NaN): nothing rounded, tick stays 0 */
+    const double ticks[] = {0, NAN, -0.01};
+    for (size_t i = 0; i < 3; i++) {
+        CHECK_EQ_INT(inference_signal_make(&pol, lng, 1.23, 0.0237, &s), 0);
+        inference_signal_market(&pol, ticks[i], &s);
+        CHECK_EQ_INT(s.direction, INFERENCE_LONG);
+        CHECK_NEAR(s.tick, 0, 0);
+        CHECK_NEAR(s.stop_loss, 1.23 - 1.5 * 0.0237, 1e-15);
+    }
+
+    /* a cost but no floor (min_risk_costs 0): a tiny risk still calls */
+    pol.cost_bps = 10;
+    pol.min_risk_costs = 0;
+    CHECK_EQ_INT(inference_signal_make(&pol, sht, 100, 0.01, &s), 0);
+    inference_signal_market(&pol, 0, &s);
+    CHECK_EQ_INT(s.direction, INFERENCE_SHORT);
+    CHECK_EQ_INT(s.no_trade_reason, INFERENCE_NT_NONE);
+
+    CHECK_NEAR(inference_cost_r(&pol, 100, 0), 0, 0);
+    CHECK_NEAR(inference_cost_r(&pol, 100, NAN), 0, 0);
+    CHECK_NEAR(inference_cost_r(&pol, 100, 2), 0.05, 1e-15);
+    pol.cost_bps = 0;
+    CHECK_NEAR(inference_cost_r(&pol, 100, 2), 0, 0);
+}
+
 /* A hand-made result whose fragment is what render.c writes before the
  * tail: "{...,\"warnings\":[" with n_warnings fixed warnings. */
 static predict_result result(int64_t candle_open, int64_t tfs, const char *fragment, int nw)
@@ -143,6 +209,63 @@ TEST(overdue_answers_are_stale)
     b.len = 0;
     predict_render(&b, &q, t0 + 3 * tf);
     CHECK(strstr(b.data, "[\"model below baseline\",\"overdue") != NULL);
+    util_buf_cleanup(&b);
+}
+
+/* Each time-dependent part of the tail on its own: a clock behind the
+ * candle's close (staleness clamped to 0), data older than
+ * PREDICT_STALE_TFS timeframes (the exact age said), gaps in the window
+ * (said first), a model past its max age (and one exactly at it, or with
+ * no max age or no training time, which is not expired). */
+TEST(render_tail_each_warning)
+{
+    const int64_t t0 = 1717999200, tf = 900;
+    predict_result p = result(t0, tf, "{\"x\":1,\"warnings\":[", 0);
+    util_buf b;
+    util_buf_init(&b);
+    predict_render(&b, &p, t0 + tf - 30);
+    CHECK_EQ_STR(b.data, "{\"x\":1,\"warnings\":[],\"staleness_s\":0,\"stale\":false,"
+                         "\"model_expired\":false}");
+    b.len = 0;
+    predict_render(&b, &p, t0 + tf + 3 * tf);
+    CHECK(strstr(b.data, ",\"stale data: the last closed candle ended 2700 s ago\"],") != NULL);
+    CHECK(strstr(b.data, "\"staleness_s\":2700,\"stale\":true,\"model_expired\":false}") != NULL);
+    /* two timeframes exactly is overdue but not yet old data */
+    b.len = 0;
+    predict_render(&b, &p, t0 + tf + 2 * tf);
+    CHECK(strstr(b.data, "overdue") != NULL);
+    CHECK(strstr(b.data, "stale data") == NULL);
+
+    p.gaps = 2;
+    b.len = 0;
+    predict_render(&b, &p, t0 + tf + 60);
+    CHECK_EQ_STR(b.data, "{\"x\":1,\"warnings\":[\"2 missing candles in the feature window\"],"
+                         "\"staleness_s\":60,\"stale\":false,\"model_expired\":false}");
+    p.gaps = 0;
+
+    const int64_t now = t0 + tf + 60;
+    p.max_age_s = 3 * 86400;
+    p.trained_at = now - 3 * 86400 - 1;
+    b.len = 0;
+    predict_render(&b, &p, now);
+    CHECK_EQ_STR(b.data, "{\"x\":1,\"warnings\":[\"model expired: trained 3 days ago\"],"
+                         "\"staleness_s\":60,\"stale\":false,\"model_expired\":true}");
+    p.trained_at = now - 3 * 86400;
+    b.len = 0;
+    predict_render(&b, &p, now);
+    CHECK(strstr(b.data, "\"model_expired\":false}") != NULL);
+    CHECK(strstr(b.data, "\"warnings\":[]") != NULL);
+    p.max_age_s = 0;
+    p.trained_at = now - 400 * 86400;
+    b.len = 0;
+    predict_render(&b, &p, now);
+    CHECK(strstr(b.data, "\"model_expired\":false}") != NULL);
+    p.max_age_s = 86400;
+    p.trained_at = 0;
+    b.len = 0;
+    predict_render(&b, &p, now);
+    CHECK(strstr(b.data, "\"model_expired\":false}") != NULL);
+    CHECK(util_buf_ok(&b));
     util_buf_cleanup(&b);
 }
 
@@ -195,7 +318,9 @@ int main(void)
     RUN(tick_from_candle_decimals);
     RUN(levels_finer_than_the_tick_are_no_trade);
     RUN(risk_under_the_cost_floor_is_no_trade);
+    RUN(signal_edges);
     RUN(overdue_answers_are_stale);
+    RUN(render_tail_each_warning);
     RUN(consensus_rule);
     return unit_report();
 }

@@ -188,6 +188,18 @@ TEST(bad_specs_rejected_with_reason)
         {"adx:1", "adx: period must be 2..1000 (got 'adx:1')"},
         {"rsi:14:1:2:3:4:5:6", "rsi: expects 1 parameter (period), got 'rsi:14:1:2:3:4:5:6'"},
         {"rsi:14 ", "rsi: period must be 2..1000 (got 'rsi:14 ')"},
+        {"bb_pctb:20:",
+         "bb_pctb: k (standard deviations) must be a number in (0, 10] (got 'bb_pctb:20:')"},
+        {"bb_pctb:20:1.2.3",
+         "bb_pctb: k (standard deviations) must be a number in (0, 10] (got 'bb_pctb:20:1.2.3')"},
+        {"bb_pctb:20:.",
+         "bb_pctb: k (standard deviations) must be a number in (0, 10] (got 'bb_pctb:20:.')"},
+        {"bb_pctb:20:-2",
+         "bb_pctb: k (standard deviations) must be a number in (0, 10] (got 'bb_pctb:20:-2')"},
+        {"bb_pctb:20:2.00000000000000000", "bb_pctb: k (standard deviations) must be a number in "
+                                           "(0, 10] (got 'bb_pctb:20:2.00000000000000000')"},
+        {"bb_pctb:20:2x",
+         "bb_pctb: k (standard deviations) must be a number in (0, 10] (got 'bb_pctb:20:2x')"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         features_set *s = (features_set *)0x1;
@@ -724,12 +736,54 @@ TEST(real_candles_sliding_windows)
     features_set_free(s);
 }
 
+/* k is a plain decimal: ".5" and "2." are read as 0.5 and 2 (the same
+ * feature as "0.5" and "2": equal values on one window). */
+TEST(bollinger_k_forms)
+{
+    const char *a[] = {"bb_pctb:20:.5", "bb_width:20:2."};
+    const char *b[] = {"bb_pctb:20:0.5", "bb_width:20:2"};
+    features_set *sa = must_set(a, 2), *sb = must_set(b, 2);
+    features_candle w[60];
+    make_window(w, 60, 11, 100);
+    double oa[2] = {-1, -1}, ob[2] = {-2, -2};
+    CHECK_EQ_INT(features_compute(sa, w, 60, oa), 0);
+    CHECK_EQ_INT(features_compute(sb, w, 60, ob), 0);
+    CHECK(oa[0] == ob[0]);
+    CHECK(oa[1] == ob[1]);
+    CHECK(oa[1] > 0);
+    features_set_free(sa);
+    features_set_free(sb);
+}
+
+/* Valid candles whose feature overflows a double (a 1e-300 to 1e300
+ * move: ret is inf) are refused, never handed to a model as inf; the
+ * output is left alone. */
+TEST(overflowing_feature_refused)
+{
+    const char *specs[] = {"ret:1"};
+    features_set *s = must_set(specs, 1);
+    features_candle w[2] = {{1700000000, 1e-300, 1e-300, 1e-300, 1e-300, 1},
+                            {1700000060, 1e-300, 1e300, 1e-300, 1e300, 1}};
+    double out[1] = {-7};
+    util_log_configure(UTIL_LOG_ERROR, false); /* the refusal logs a warning */
+    CHECK_EQ_INT(features_compute(s, w, 2, out), PD_EINVAL);
+    util_log_configure(UTIL_LOG_INFO, false);
+    CHECK(out[0] == -7);
+    /* a finite move is a value */
+    w[1].close = w[1].high = 2e-300;
+    CHECK_EQ_INT(features_compute(s, w, 2, out), 0);
+    CHECK_NEAR(out[0], 1.0, 1e-12);
+    features_set_free(s);
+}
+
 int main(void)
 {
     RUN(default_specs_exact);
     RUN(min_window_per_feature);
     RUN(bad_specs_rejected_with_reason);
     RUN(every_catalogue_entry_parses);
+    RUN(bollinger_k_forms);
+    RUN(overflowing_feature_refused);
     RUN(compute_matches_kernels);
     RUN(compute_needs_min_window);
     RUN(invalid_candles_rejected);

@@ -512,6 +512,57 @@ TEST(bad_inputs_rejected)
             }
 }
 
+/* A missing input or output array, or a non-finite band width, is
+ * PD_EINVAL for every kernel that takes it (never a crash), outputs left
+ * alone. */
+TEST(missing_arrays_rejected)
+{
+    const golden_series *s = &golden_series_list[0];
+    const double *h = s->high, *l = s->low, *c = s->close, *v = s->volume;
+    size_t n = s->n;
+    double o[200], o2[200], o3[200];
+    o[0] = o2[0] = o3[0] = 777;
+    CHECK_EQ_INT(features_atr(NULL, l, c, n, 14, o), PD_EINVAL);
+    CHECK_EQ_INT(features_atr(h, NULL, c, n, 14, o), PD_EINVAL);
+    CHECK_EQ_INT(features_atr(h, l, NULL, n, 14, o), PD_EINVAL);
+    CHECK_EQ_INT(features_atr(h, l, c, n, 14, NULL), PD_EINVAL);
+    CHECK_EQ_INT(features_cci(h, l, NULL, n, 14, o), PD_EINVAL);
+    CHECK_EQ_INT(features_willr(NULL, l, c, n, 14, o), PD_EINVAL);
+    CHECK_EQ_INT(features_mfi(h, l, c, NULL, n, 14, o), PD_EINVAL);
+    CHECK_EQ_INT(features_sma(NULL, n, 5, o), PD_EINVAL);
+    CHECK_EQ_INT(features_rsi(c, n, 14, NULL), PD_EINVAL);
+    CHECK_EQ_INT(features_macd(c, n, 12, 26, 9, NULL, o2, o3), PD_EINVAL);
+    CHECK_EQ_INT(features_macd(c, n, 12, 26, 9, o, NULL, o3), PD_EINVAL);
+    CHECK_EQ_INT(features_macd(c, n, 12, 26, 9, o, o2, NULL), PD_EINVAL);
+    CHECK_EQ_INT(features_bbands(c, n, 20, 2, NULL, o2, o3), PD_EINVAL);
+    CHECK_EQ_INT(features_bbands(c, n, 20, 2, o, NULL, o3), PD_EINVAL);
+    CHECK_EQ_INT(features_bbands(c, n, 20, 2, o, o2, NULL), PD_EINVAL);
+    CHECK_EQ_INT(features_bbands(c, n, 20, NAN, o, o2, o3), PD_EINVAL);
+    CHECK_EQ_INT(features_bbands(c, n, 20, INFINITY, o, o2, o3), PD_EINVAL);
+    CHECK_EQ_INT(features_stoch(h, l, c, n, 5, 3, 3, o, NULL), PD_EINVAL);
+    CHECK_EQ_INT(features_stochrsi(c, n, 14, 5, 3, o, NULL), PD_EINVAL);
+    CHECK_EQ_INT(features_stochrsi(c, n, 14, 5, 3, NULL, o2), PD_EINVAL);
+    CHECK_EQ_INT(features_obv(c, NULL, n, o), PD_EINVAL);
+    CHECK_EQ_INT(features_volume_ratio(NULL, n, 20, o), PD_EINVAL);
+    CHECK(o[0] == 777 && o2[0] == 777 && o3[0] == 777);
+    (void)v;
+}
+
+/* CCI when the last typical price is the window's mean but the window is
+ * not flat: TA-Lib answers 0 (its numerator is 0), not NaN. */
+TEST(cci_last_price_at_the_mean)
+{
+    const double p[3] = {1, 3, 2};
+    double out[3];
+    CHECK_EQ_INT(features_cci(p, p, p, 3, 3, out), 0);
+    CHECK(isnan(out[0]) && isnan(out[1]));
+    CHECK(out[2] == 0.0);
+    /* and a last price above the mean is positive: (3 - 2) / (0.015 x 2/3) */
+    const double q[3] = {1, 2, 3};
+    CHECK_EQ_INT(features_cci(q, q, q, 3, 3, out), 0);
+    CHECK_NEAR(out[2], 1.0 / (0.015 * (2.0 / 3.0)), 1e-9);
+}
+
 TEST(period_rules_like_talib)
 {
     const golden_series *s = &golden_series_list[0];
@@ -677,6 +728,8 @@ int main(void)
     RUN(lookback_and_one_too_few);
     RUN(bad_inputs_rejected);
     RUN(period_rules_like_talib);
+    RUN(missing_arrays_rejected);
+    RUN(cci_last_price_at_the_mean);
     RUN(real_candles_every_kernel);
     return unit_report();
 }

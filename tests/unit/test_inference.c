@@ -1563,6 +1563,81 @@ TEST(test_reject_sequence)
     (void)b4;
 }
 
+/* The sequence shapes the first test leaves: a conv padding or output
+ * length over the width limit, a non-finite conv weight, a non-finite LSTM
+ * input bias (each array its own); a NULL or over-long feature list; a
+ * refusal with no why buffer, and no out pointer (with a reason). */
+TEST(test_reject_sequence_limits)
+{
+    static double w3[3] = {1, 2, 3}, b1[1] = {0};
+    static double wih[4], whh[4], bih[4], bhh[4];
+    struct fix f;
+    fix_seq(&f, 1, 3);
+    set_conv(&f.conv[0], 1, 1, 3, 1, w3, b1, PREDICTD__ACTIVATION__LINEAR);
+    f.seq.n_conv = 1;
+    set_dense(&f.dense[0], 1, 3, head_w, head_b, PREDICTD__ACTIVATION__LINEAR);
+    f.seq.n_head = 1;
+    inference_model *m = NULL;
+    CHECK_EQ_INT(inference_model_build(&f.m, &f.s, &m, NULL, 0), 0);
+    inference_model_free(m);
+
+    f.conv[0].padding = INFERENCE_MAX_WIDTH + 1;
+    CHECK_REJECT(&f, "sequence.conv[0]: padding is 65537, over the limit of 65536");
+    f.conv[0].padding = INFERENCE_MAX_WIDTH / 2; /* 3 + 65536 - 3 + 1 */
+    CHECK_REJECT(&f, "sequence.conv[0]: output length 65537, over the limit of 65536");
+    f.conv[0].padding = 1;
+    w3[1] = INFINITY;
+    CHECK_REJECT(&f, "sequence.conv[0]: weights[1] is not finite (inf)");
+    w3[1] = 2;
+    b1[0] = NAN;
+    CHECK_REJECT(&f, "sequence.conv[0]: bias[0] is not finite");
+    b1[0] = 0;
+
+    f.lstm.input_size = 1;
+    f.lstm.hidden_size = 1;
+    f.lstm.n_weight_ih = 4;
+    f.lstm.weight_ih = wih;
+    f.lstm.n_weight_hh = 4;
+    f.lstm.weight_hh = whh;
+    f.lstm.n_bias_ih = 4;
+    f.lstm.bias_ih = bih;
+    f.lstm.n_bias_hh = 4;
+    f.lstm.bias_hh = bhh;
+    f.seq.lstm = &f.lstm;
+    CHECK_EQ_INT(inference_model_build(&f.m, &f.s, &m, NULL, 0), 0);
+    inference_model_free(m);
+    whh[3] = NAN;
+    CHECK_REJECT(&f, "sequence.lstm: weight_hh[3] is not finite");
+    whh[3] = 0;
+    bih[1] = -INFINITY;
+    CHECK_REJECT(&f, "sequence.lstm: bias_ih[1] is not finite (-inf)");
+    bih[1] = 0;
+    bhh[0] = NAN;
+    CHECK_REJECT(&f, "sequence.lstm: bias_hh[0] is not finite");
+    bhh[0] = 0;
+    f.lstm.n_bias_ih = 3;
+    CHECK_REJECT(&f, "sequence.lstm: bias_ih has 3 values");
+    f.lstm.n_bias_ih = 4;
+    CHECK_EQ_INT(inference_model_build(&f.m, &f.s, &m, NULL, 0), 0);
+    inference_model_free(m);
+
+    fix_softmax(&f);
+    f.features[0] = NULL;
+    CHECK_REJECT(&f, "features[0] is empty");
+    fix_softmax(&f);
+    f.m.n_features = INFERENCE_MAX_WIDTH + 1; /* refused before the list is read */
+    CHECK_REJECT(&f, "features: 65537, over the limit of 65536");
+
+    fix_softmax(&f);
+    f.m.window = 0;
+    m = (inference_model *)0x1;
+    CHECK_EQ_INT(inference_model_build(&f.m, &f.s, &m, NULL, 0), PD_EVERIFY);
+    CHECK(m == (inference_model *)0x1);
+    char why[128] = "";
+    CHECK_EQ_INT(inference_model_build(&f.m, &f.s, NULL, why, sizeof why), PD_EINVAL);
+    CHECK(why[0] != '\0');
+}
+
 /* ------------------------------------------------------------------------
  * Signals, names, softmax.
  */
@@ -1843,6 +1918,7 @@ int main(void)
     RUN(test_reject_layers);
     RUN(test_reject_trees);
     RUN(test_reject_sequence);
+    RUN(test_reject_sequence_limits);
     RUN(test_signal_long_short);
     RUN(test_signal_no_trade);
     RUN(test_signal_invalid);

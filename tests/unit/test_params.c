@@ -272,6 +272,127 @@ TEST(test_apply_json_sets_refuses_and_keeps)
     CHECK(memcmp(&p, &before, sizeof p) == 0);
 }
 
+/* Each JSON value kind as the body of a job carries it: booleans, reals
+ * with all their digits, lists of scalars; a list holding a list, an
+ * object or a null is refused with its key; the key/why buffers may be
+ * absent. */
+TEST(test_apply_json_value_kinds)
+{
+    training_params p;
+    training_params_default(&p);
+    char bad[64] = "", why[256] = "";
+    const char *ok = "{\"symbols\": [\"BTCUSDT\", \"ETHUSDT\"], \"force\": true,"
+                     " \"publish\": false, \"promote_if_better\": true,"
+                     " \"learning_rate\": 0.1234567890123, \"tp_r\": [1, 2.5, 4]}";
+    CHECK_EQ_INT(training_params_apply_json(ok, strlen(ok), false, &p, bad, sizeof bad, why,
+                                            sizeof why),
+                 0);
+    CHECK_EQ_INT((int)p.n_symbols, 2);
+    CHECK_EQ_STR(p.symbols[1], "ETHUSDT");
+    CHECK(p.force);
+    CHECK(!p.publish);
+    CHECK(p.promote_if_better);
+    CHECK(p.learning_rate == 0.1234567890123); /* %.17g: not one bit lost */
+    CHECK(p.policy.tp_r[1] == 2.5);
+    CHECK(p.policy.tp_r[2] == 4);
+    /* the reverse booleans land in the same two fields */
+    const char *flip = "{\"publish\": true, \"promote_if_better\": false}";
+    CHECK_EQ_INT(training_params_apply_json(flip, strlen(flip), false, &p, bad, sizeof bad, why,
+                                            sizeof why),
+                 0);
+    CHECK(p.publish);
+    CHECK(!p.promote_if_better);
+
+    training_params before = p;
+    static const struct {
+        const char *json, *key;
+    } refused[] = {
+        {"{\"symbols\": [[\"BTCUSDT\"]]}", "symbols"},
+        {"{\"symbols\": [\"BTCUSDT\", {\"a\": 1}]}", "symbols"},
+        {"{\"tp_r\": [1, null, 3]}", "tp_r"},
+        {"{\"epochs\": 3, \"seed\": {}}", "seed"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        bad[0] = '\0';
+        int rc = training_params_apply_json(refused[i].json, strlen(refused[i].json), true, &p,
+                                            bad, sizeof bad, why, sizeof why);
+        if (rc != PD_EINVAL || strcmp(bad, refused[i].key) != 0)
+            UNIT_FAIL_("%s: rc %d key '%s'", refused[i].json, rc, bad);
+        /* without buffers: the same refusal */
+        rc = training_params_apply_json(refused[i].json, strlen(refused[i].json), true, &p, NULL,
+                                        0, NULL, 0);
+        if (rc != PD_EINVAL)
+            UNIT_FAIL_("%s (no buffers): rc %d", refused[i].json, rc);
+    }
+    CHECK(memcmp(&p, &before, sizeof p) == 0);
+    CHECK_EQ_INT(training_params_apply_json(ok, strlen(ok), false, NULL, bad, sizeof bad, why,
+                                            sizeof why),
+                 PD_EINVAL);
+    /* a refused value with no why buffer */
+    const char *word = "{\"force\": \"maybe\"}";
+    CHECK_EQ_INT(training_params_apply_json(word, strlen(word), true, &p, NULL, 0, NULL, 0),
+                 PD_EINVAL);
+    CHECK_EQ_INT(p.force, before.force);
+}
+
+/* The stored-parameters reader: defaults, then the object; each refusal
+ * with its message. */
+TEST(test_from_json_messages)
+{
+    training_params p;
+    char why[256] = "";
+    CHECK_EQ_INT(training_params_from_json("{\"symbols\": \"BTCUSDT\", \"timeframe\": \"4h\","
+                                           " \"from\": null}",
+                                           &p, why, sizeof why),
+                 0);
+    CHECK_EQ_STR(p.symbols[0], "BTCUSDT");
+    CHECK_EQ_STR(p.timeframe, "4h");
+    CHECK_EQ_INT(p.from, 0);
+    training_params q = p;
+    CHECK_EQ_INT(training_params_from_json("[]", &q, why, sizeof why), PD_EINVAL);
+    CHECK_EQ_STR(why, "parameters are not a JSON object");
+    CHECK_EQ_INT(training_params_from_json("{\"kind\": [[1]]}", &q, why, sizeof why), PD_EINVAL);
+    CHECK_EQ_STR(why, "kind: not a scalar or a list of scalars");
+    CHECK_EQ_INT(training_params_from_json("{\"kind\": \"forest\"}", &q, why, sizeof why),
+                 PD_EINVAL);
+    CHECK(strstr(why, "kind") != NULL);
+    CHECK(memcmp(&p, &q, sizeof p) == 0); /* untouched by every refusal */
+    CHECK_EQ_INT(training_params_from_json(NULL, &q, why, sizeof why), PD_EINVAL);
+    CHECK_EQ_INT(training_params_from_json("{}", NULL, why, sizeof why), PD_EINVAL);
+}
+
+/* The whole-set checks at the edges the first test does not reach: too
+ * many hidden layers, a zero validation or test slice, no why buffer. */
+TEST(test_validate_edges)
+{
+    char why[256];
+    training_params p;
+    base(&p);
+    p.kind = TRAINING_MLP;
+    p.n_hidden = TRAINING_MAX_HIDDEN;
+    for (size_t i = 0; i < TRAINING_MAX_HIDDEN; i++)
+        p.hidden[i] = 8;
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), 0);
+    p.n_hidden = TRAINING_MAX_HIDDEN + 1;
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), PD_EINVAL);
+    CHECK_EQ_STR(why, "an mlp needs 1 to 4 hidden layers");
+    CHECK_EQ_INT(training_params_validate(&p, NULL, 0), PD_EINVAL);
+
+    base(&p);
+    p.val_frac = 0;
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), PD_EINVAL);
+    CHECK(strstr(why, "train slice") != NULL);
+    base(&p);
+    p.test_frac = 0;
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), PD_EINVAL);
+    CHECK(strstr(why, "train slice") != NULL);
+    base(&p);
+    p.test_frac = -0.1;
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), PD_EINVAL);
+    base(&p);
+    CHECK_EQ_INT(training_params_validate(&p, why, sizeof why), 0);
+}
+
 int main(void)
 {
     RUN(test_each_name_sets_its_field);
@@ -279,5 +400,8 @@ int main(void)
     RUN(test_validate_rules);
     RUN(test_json_of_a_full_set);
     RUN(test_apply_json_sets_refuses_and_keeps);
+    RUN(test_apply_json_value_kinds);
+    RUN(test_from_json_messages);
+    RUN(test_validate_edges);
     return unit_report();
 }

@@ -391,6 +391,59 @@ TEST(no_trade_rules)
     teardown();
 }
 
+/* The two market rules say why in the answer's warnings: levels that round
+ * onto the entry on the candles' tick (whole units, an ATR of about 0.1
+ * after one 1-unit move late in a flat window), and a risk under three round trips of the
+ * cost (a 0.13 swing on 100: risk about 0.2 against a floor of 0.3). */
+TEST(tick_and_cost_rules_warn)
+{
+    if (!setup())
+        UNIT_SKIP("no repository");
+    size_t n = 60;
+    features_candle *c = calloc(n, sizeof *c);
+    for (size_t i = 0; i < n; i++)
+        c[i] = (features_candle){T0 + (int64_t)i * TFS, 100, 100, 100, 100, 5};
+    c[n - 8].high = c[n - 8].close = 101;
+    c[n - 7].open = c[n - 7].high = 101;
+    int64_t now = c[n - 1].t + TFS + 5;
+    predict_result *p = NULL;
+    char why[256] = "";
+    int rc = answer("LONGUSD", c, n, now, &p, why);
+    if (rc)
+        printf("  %s\n", why);
+    CHECK_EQ_INT(rc, 0);
+    if (p) {
+        CHECK_EQ_INT(p->direction, INFERENCE_NO_TRADE);
+        CHECK_EQ_INT(p->model_choice, INFERENCE_LONG);
+        CHECK_EQ_INT(p->no_trade_reason, INFERENCE_NT_TICK);
+        CHECK(strstr(p->fragment, "\"levels under the tick: stop 100 and TP1 100 are not 2 "
+                                  "ticks of 1 from entry 100\"") != NULL);
+        CHECK(strstr(p->fragment, "levels_under_tick") != NULL);
+        CHECK_EQ_INT(p->n_warnings, 1);
+        predict_result_release(p);
+        p = NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        double close = i % 2 ? 100.13 : 100;
+        c[i] =
+            (features_candle){T0 + (int64_t)i * TFS, i % 2 ? 100 : 100.13, 100.13, 100, close, 5};
+    }
+    rc = answer("LONGUSD", c, n, now, &p, why);
+    if (rc)
+        printf("  %s\n", why);
+    CHECK_EQ_INT(rc, 0);
+    if (p) {
+        CHECK_EQ_INT(p->direction, INFERENCE_NO_TRADE);
+        CHECK_EQ_INT(p->no_trade_reason, INFERENCE_NT_COST);
+        CHECK(strstr(p->fragment, "\"cost: the risk ") != NULL);
+        CHECK(strstr(p->fragment, " is under 3 round trips of 10 bps (0.1") != NULL);
+        CHECK_EQ_INT(p->n_warnings, 1);
+        predict_result_release(p);
+    }
+    free(c);
+    teardown();
+}
+
 TEST(refusals_and_gaps)
 {
     if (!setup())
@@ -725,13 +778,79 @@ TEST(exchange_ticks_come_from_the_table)
     PQfinish(c);
 }
 
+/* The cache of "no" answers on its own (no database): a "no" is kept until
+ * the open candle closes, at most 30 s, and only under the registry
+ * generation it was made in; errors that are not a "no" (a dead store) are
+ * never kept; a series name too long for a slot, an unknown timeframe, or a
+ * service without caching keep nothing; forget drops it. */
+TEST(negative_answers_cache)
+{
+    if (!setup())
+        UNIT_SKIP("no repository");
+    const int64_t k = 1718000000 / TFS * TFS;
+    int rc = 0;
+    char why[64] = "";
+    uint64_t gen = registry_generation(reg);
+    /* caching off: nothing is kept */
+    CHECK(svc->neg == NULL);
+    predict__neg_put(svc, "NOMODELUSD", TF, k, gen, PD_ENOMODEL, "no model");
+    CHECK(!predict__neg_get(svc, "NOMODELUSD", TF, k, &rc, why, sizeof why));
+    predict_service_free(svc);
+    predict_options opt = {.cache = true};
+    CHECK_EQ_INT(predict_service_new(&opt, reg, &svc), 0);
+    CHECK(svc->neg != NULL);
+
+    /* 10 s before the candle closes: kept for those 10 s */
+    predict__neg_put(svc, "NOMODELUSD", TF, k + TFS - 10, gen, PD_ENOMODEL, "no model here");
+    rc = 0;
+    CHECK(predict__neg_get(svc, "NOMODELUSD", TF, k + TFS - 1, &rc, why, sizeof why));
+    CHECK_EQ_INT(rc, PD_ENOMODEL);
+    CHECK_EQ_STR(why, "no model here");
+    CHECK(!predict__neg_get(svc, "NOMODELUSD", TF, k + TFS, &rc, why, sizeof why));
+    /* early in a candle: 30 s at most */
+    predict__neg_put(svc, "NOMODELUSD", TF, k, gen, PD_ENODATA, NULL);
+    rc = 0;
+    CHECK(predict__neg_get(svc, "NOMODELUSD", TF, k + 29, &rc, NULL, 0));
+    CHECK_EQ_INT(rc, PD_ENODATA);
+    why[0] = 'x';
+    CHECK(predict__neg_get(svc, "NOMODELUSD", TF, k + 29, &rc, why, sizeof why));
+    CHECK_EQ_STR(why, ""); /* made without a reason */
+    CHECK(!predict__neg_get(svc, "NOMODELUSD", TF, k + 30, &rc, why, sizeof why));
+    /* another timeframe of the symbol is another entry */
+    CHECK(!predict__neg_get(svc, "NOMODELUSD", "1h", k + 1, &rc, why, sizeof why));
+    /* made under an older generation (the registry changed meanwhile) */
+    predict__neg_put(svc, "FLATUSD", TF, k, gen + 1, PD_EUNKNOWNSYM, "x");
+    CHECK(!predict__neg_get(svc, "FLATUSD", TF, k + 1, &rc, why, sizeof why));
+    predict__neg_put(svc, "FLATUSD", TF, k, gen, PD_EUNKNOWNSYM, "x");
+    CHECK(predict__neg_get(svc, "FLATUSD", TF, k + 1, &rc, why, sizeof why));
+    CHECK_EQ_INT(rc, PD_EUNKNOWNSYM);
+    predict__neg_forget(svc, "FLATUSD", TF);
+    CHECK(!predict__neg_get(svc, "FLATUSD", TF, k + 1, &rc, why, sizeof why));
+    predict__neg_forget(svc, "NEVERUSD", TF); /* nothing there: no effect */
+    /* not a "no": never kept */
+    const int errors[] = {PD_EIO, PD_ENOMEM, PD_ESYMBOL, 0};
+    for (size_t i = 0; i < sizeof errors / sizeof errors[0]; i++) {
+        predict__neg_put(svc, "LONGUSD", TF, k, gen, errors[i], "down");
+        if (predict__neg_get(svc, "LONGUSD", TF, k + 1, &rc, why, sizeof why))
+            UNIT_FAIL_("rc %d was cached", errors[i]);
+    }
+    predict__neg_put(svc, "LONGUSD", "2h", k, gen, PD_ENOMODEL, "x");
+    CHECK(!predict__neg_get(svc, "LONGUSD", "2h", k + 1, &rc, why, sizeof why));
+    const char *longsym = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    predict__neg_put(svc, longsym, TF, k, gen, PD_ENOMODEL, "x");
+    CHECK(!predict__neg_get(svc, longsym, TF, k + 1, &rc, why, sizeof why));
+    teardown();
+}
+
 int main(void)
 {
     RUN(long_answer_numbers);
     RUN(short_answer_levels_are_above_and_below);
     RUN(no_trade_rules);
+    RUN(tick_and_cost_rules_warn);
     RUN(refusals_and_gaps);
     RUN(service_answers_and_refusals);
+    RUN(negative_answers_cache);
     RUN(kernel_and_computation_refusals);
     RUN(service_with_redis_down);
     RUN(exchange_ticks_come_from_the_table);

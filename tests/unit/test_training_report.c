@@ -270,11 +270,149 @@ TEST(test_dataset_refuses_bad_arguments)
     features_set_free(fs);
 }
 
+/* Rows whose window holds an invalid candle are dropped and counted, the
+ * others are the same rows as from the clean series; a series too short
+ * for one row is skipped; a series with no valid row at all is no data. */
+TEST(test_dataset_drops_invalid_rows)
+{
+    const char *specs[] = {"ret:1", "rsi:5"};
+    features_set *fs = NULL;
+    CHECK_EQ_INT(features_set_new(specs, 2, &fs, NULL, 0), 0);
+    if (!fs)
+        return;
+    inference_policy pol;
+    training_policy_default(&pol);
+    pol.horizon = 4;
+    pol.atr_period = 5;
+    enum { N = 100, W = 20, SHORT = 12 };
+    features_candle *a = calloc(N, sizeof *a), *bad = calloc(N, sizeof *bad);
+    features_candle shortc[SHORT];
+    double prev = 100;
+    for (size_t i = 0; i < N; i++) {
+        double close = 100 + 5 * sin(0.3 * (double)i);
+        a[i] = (features_candle){(int64_t)i * 3600,       prev,  fmax(prev, close) + 0.5,
+                                 fmin(prev, close) - 0.5, close, 10};
+        prev = close;
+    }
+    memcpy(bad, a, N * sizeof *a);
+    memcpy(shortc, a, sizeof shortc);
+    bad[50].close = NAN;
+    const features_candle *clean_s[2] = {shortc, a}, *bad_s[2] = {shortc, bad};
+    size_t lens[2] = {SHORT, N};
+    training_dataset d0, d1;
+    memset(&d0, 0, sizeof d0);
+    memset(&d1, 0, sizeof d1);
+    CHECK_EQ_INT(training_dataset_build(fs, W, &pol, clean_s, lens, 2, NULL, NULL, NULL, &d0), 0);
+    CHECK_EQ_INT(training_dataset_build(fs, W, &pol, bad_s, lens, 2, NULL, NULL, NULL, &d1), 0);
+    /* rows at W-1 .. N-1-horizon of the long series only */
+    CHECK_EQ_INT(d0.n, N - 4 - (W - 1));
+    CHECK_EQ_INT(d0.dropped_invalid, 0);
+    /* the 20 windows holding candle 50 go at least */
+    CHECK(d1.dropped_invalid >= W);
+    CHECK_EQ_INT(d1.n + d1.dropped_invalid, d0.n);
+    size_t j = 0;
+    for (size_t r = 0; r < d1.n; r++) {
+        CHECK_EQ_INT(d1.series[r], 1);
+        uint32_t i = d1.index[r];
+        if (i >= 50 && i < 50 + W)
+            UNIT_FAIL_("row at %u kept: its window holds the NaN", i);
+        while (j < d0.n && d0.index[j] != i)
+            j++;
+        if (j == d0.n) {
+            UNIT_FAIL_("row at %u not in the clean set", i);
+            break;
+        }
+        if (memcmp(&d1.x[r * d1.d], &d0.x[j * d0.d], d0.d * sizeof(double)) != 0 ||
+            memcmp(&d1.y[r], &d0.y[j], sizeof d0.y[j]) != 0)
+            UNIT_FAIL_("row at %u differs from the clean one", i);
+    }
+    training_dataset_cleanup(&d0);
+    training_dataset_cleanup(&d1);
+    /* every candle invalid: no row, no data (each drop logs a warning) */
+    util_log_configure(UTIL_LOG_ERROR, false);
+    for (size_t i = 0; i < N; i++)
+        bad[i].volume = -1;
+    const features_candle *all_bad[1] = {bad};
+    size_t len1[1] = {N};
+    CHECK_EQ_INT(training_dataset_build(fs, W, &pol, all_bad, len1, 1, NULL, NULL, NULL, &d1),
+                 PD_ENODATA);
+    CHECK(d1.x == NULL);
+    util_log_configure(UTIL_LOG_INFO, false);
+    free(a);
+    free(bad);
+    features_set_free(fs);
+}
+
+/* The test window's figures on four hand-made rows: accuracy, precision
+ * and recall per class (absent when nothing was predicted or labelled),
+ * calls above min_confidence and their hit rate, the majority baseline; a
+ * probability of 0 for the true class costs -ln 1e-15 (finite), as does a
+ * prior of 0; an empty window adds nothing; metrics past the table's size
+ * are dropped while the ones in it still update. */
+TEST(test_evaluate_by_hand)
+{
+    training_result *r = calloc(1, sizeof *r);
+    CHECK(r != NULL);
+    if (!r)
+        return;
+    /* rows: LONG called right (0.7), LONG called wrong on a SHORT (0.6),
+     * LONG too shy to be a call on a LONG (0.4), NO_TRADE right */
+    const double probs[] = {0.7, 0.2, 0.1, 0.6, 0.0, 0.4, 0.4, 0.3, 0.3, 0.1, 0.1, 0.8};
+    training_label y[4];
+    memset(y, 0, sizeof y);
+    y[0].cls = INFERENCE_LONG;
+    y[1].cls = INFERENCE_SHORT;
+    y[2].cls = INFERENCE_LONG;
+    y[3].cls = INFERENCE_NO_TRADE;
+    const size_t idx[] = {0, 1, 2, 3};
+    training__eval_in in = {probs, y, idx, 4, 0.5, {0.5, 0.0, 0.5}};
+    training__evaluate(&in, r);
+    CHECK_NEAR(r->test_accuracy, 0.75, 1e-15);
+    CHECK_NEAR(training_result_metric(r, "precision_long"), 2.0 / 3.0, 1e-15);
+    CHECK_NEAR(training_result_metric(r, "recall_long"), 1.0, 1e-15);
+    CHECK(isnan(training_result_metric(r, "precision_short"))); /* never predicted */
+    CHECK_NEAR(training_result_metric(r, "recall_short"), 0.0, 0);
+    CHECK_NEAR(training_result_metric(r, "calls"), 2, 0);
+    CHECK_NEAR(training_result_metric(r, "hit_rate_calls"), 0.5, 1e-15);
+    CHECK_NEAR(training_result_metric(r, "calls_short"), 0, 0);
+    CHECK(isnan(training_result_metric(r, "hit_rate_short")));
+    CHECK_NEAR(training_result_metric(r, "baseline_class"), INFERENCE_LONG, 0);
+    CHECK_NEAR(r->baseline_accuracy, 0.5, 1e-15);
+    double ll = -(log(0.7) + log(1e-15) + log(0.4) + log(0.8)) / 4;
+    CHECK_NEAR(training_result_metric(r, "log_loss"), ll, 1e-12);
+    double bll = -(log(0.5) + log(1e-15) + log(0.5) + log(0.5)) / 4;
+    CHECK_NEAR(training_result_metric(r, "baseline_log_loss"), bll, 1e-12);
+    CHECK(isnan(training__log_loss(probs, y, idx, 0)));
+
+    /* an empty window: nothing added */
+    size_t before = r->n_metrics;
+    in.n = 0;
+    training__evaluate(&in, r);
+    CHECK_EQ_INT(r->n_metrics, before);
+
+    /* the table full: a new name is dropped, a known one updated */
+    char name[32];
+    for (size_t i = r->n_metrics; i < TRAINING_MAX_METRICS + 5; i++) {
+        snprintf(name, sizeof name, "extra_%zu", i);
+        training__metric_add(r, name, (double)i);
+    }
+    CHECK_EQ_INT(r->n_metrics, TRAINING_MAX_METRICS);
+    snprintf(name, sizeof name, "extra_%d", TRAINING_MAX_METRICS);
+    CHECK(isnan(training_result_metric(r, name)));
+    snprintf(name, sizeof name, "extra_%d", TRAINING_MAX_METRICS - 1);
+    CHECK_NEAR(training_result_metric(r, name), TRAINING_MAX_METRICS - 1, 0);
+    training__metric_add(r, "accuracy", 0.125);
+    CHECK_NEAR(training_result_metric(r, "accuracy"), 0.125, 0);
+    free(r);
+}
+
 int main(void)
 {
     RUN(test_policy_check_names_each_bad_field);
     RUN(test_result_print_outcomes);
     RUN(test_metric_add);
+    RUN(test_evaluate_by_hand);
     RUN(test_dataset_refuses_bad_arguments);
+    RUN(test_dataset_drops_invalid_rows);
     return unit_report();
 }

@@ -4,8 +4,12 @@
 #include "tests/unit/fixtures.h"
 #include "util/util.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -299,6 +303,167 @@ TEST(test_fnv1a)
     CHECK_EQ_INT(util_fnv1a_bytes(util_fnv1a(UTIL_FNV1A_INIT, "foo"), "bar", 3), 0xbf9cf968u);
 }
 
+/* Files that are not regular files, or whose size is not what stat says:
+ * a FIFO is refused at once (opening it must not wait for a writer: a FIFO
+ * named as the dashboard file or a migration would hang the reader for ever); a
+ * /proc file reports size 0 and grows as it is read, so the budget is what
+ * stops it, at every point of the buffer's growth; a read the kernel fails is
+ * PD_EIO. */
+TEST(test_read_file_special_files)
+{
+    char dir[160], fifo[256];
+    CHECK(unit_tmpdir(dir, sizeof dir, "predictd-util4") != NULL);
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    CHECK_EQ_INT(mkfifo(fifo, 0600), 0);
+    char *data = (char *)"untouched";
+    size_t n = 99;
+    /* a reader that blocks fails here, not at the harness's timeout (which
+     * is put back after) */
+    unsigned outer = alarm(20);
+    CHECK_EQ_INT(util_read_file(fifo, 100, &data, &n), PD_EIO);
+    alarm(outer);
+    CHECK_EQ_STR(data, "untouched");
+    CHECK_EQ_INT(n, 99);
+    /* the FIFO is a leaf util_rmtree removes like a file */
+    CHECK_EQ_INT(util_rmtree(dir), 0);
+    CHECK(access(dir, F_OK) != 0);
+
+    /* /proc/self/status: st_size 0, some hundreds of bytes when read */
+    struct stat st;
+    CHECK_EQ_INT(stat("/proc/self/status", &st), 0);
+    CHECK_EQ_INT(st.st_size, 0);
+    CHECK_EQ_INT(util_read_file("/proc/self/status", 1 << 20, &data, &n), 0);
+    CHECK(n > 64);
+    CHECK_EQ_INT(strncmp(data, "Name:", 5), 0);
+    CHECK_EQ_INT(strlen(data), n);
+    free(data);
+    /* budgets that end at a buffer doubling (7, 15: the extra byte is
+     * probed) and inside one (10, 40: the read itself overshoots) */
+    /* a read that fails (/proc/self/mem at offset 0: EIO from the kernel)
+     * is PD_EIO, nothing returned */
+    data = (char *)"untouched";
+    n = 99;
+    CHECK_EQ_INT(util_read_file("/proc/self/mem", 1 << 20, &data, &n), PD_EIO);
+    CHECK_EQ_STR(data, "untouched");
+    CHECK_EQ_INT(n, 99);
+    static const size_t budgets[] = {0, 1, 7, 10, 15, 40};
+    for (size_t k = 0; k < sizeof budgets / sizeof budgets[0]; k++) {
+        data = (char *)"untouched";
+        int rc = util_read_file("/proc/self/status", budgets[k], &data, &n);
+        if (rc != PD_ETOOBIG || strcmp(data, "untouched") != 0)
+            UNIT_FAIL_("budget %zu: rc %d", budgets[k], rc);
+    }
+}
+
+/* A write that fails half-way (the file-size limit stands in for a full
+ * disk) reports PD_EIO, leaves the old content in place and no temporary
+ * file behind; so does a rename onto a directory. */
+TEST(test_write_atomic_failures_keep_the_old_file)
+{
+    char dir[160], path[256];
+    CHECK(unit_tmpdir(dir, sizeof dir, "predictd-util5") != NULL);
+    snprintf(path, sizeof path, "%s/model.pb", dir);
+    CHECK_EQ_INT(util_write_file_atomic(path, "old", 3, 0600), 0);
+
+    struct rlimit old;
+    CHECK_EQ_INT(getrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = {1000, old.rlim_max};
+    CHECK_EQ_INT(setrlimit(RLIMIT_FSIZE, &small), 0);
+    char big[4000];
+    memset(big, 'x', sizeof big);
+    int rc = util_write_file_atomic(path, big, sizeof big, 0600);
+    CHECK_EQ_INT(setrlimit(RLIMIT_FSIZE, &old), 0);
+    CHECK_EQ_INT(rc, PD_EIO);
+    char *data = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(util_read_file(path, 100, &data, &n), 0);
+    CHECK_EQ_STR(data, "old");
+    free(data);
+
+    /* the target is a non-empty directory: the rename fails */
+    char sub[256], inner[300];
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    CHECK_EQ_INT(mkdir(sub, 0700), 0);
+    snprintf(inner, sizeof inner, "%s/keep", sub);
+    CHECK_EQ_INT(util_write_file_atomic(inner, "k", 1, 0600), 0);
+    CHECK_EQ_INT(util_write_file_atomic(sub, "new", 3, 0600), PD_EIO);
+    CHECK_EQ_INT(util_read_file(inner, 10, &data, &n), 0);
+    CHECK_EQ_STR(data, "k");
+    free(data);
+
+    /* nothing but model.pb and sub/ is left: no .tmp file */
+    DIR *d = opendir(dir);
+    CHECK(d != NULL);
+    int entries = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        entries++;
+        if (strcmp(e->d_name, "model.pb") != 0 && strcmp(e->d_name, "sub") != 0)
+            UNIT_FAIL_("left behind: %s", e->d_name);
+    }
+    if (d)
+        closedir(d);
+    CHECK_EQ_INT(entries, 2);
+    CHECK_EQ_INT(util_rmtree(dir), 0);
+    CHECK(access(dir, F_OK) != 0);
+}
+
+/* util_rmtree on a nested tree removes it all; a path through a file is an
+ * error, not "already gone"; a child whose path would not fit is reported
+ * (PD_EINVAL) and its parent kept rather than half-removed silently. */
+TEST(test_rmtree_edges)
+{
+    char dir[160], p[512];
+    CHECK(unit_tmpdir(dir, sizeof dir, "predictd-util6") != NULL);
+    snprintf(p, sizeof p, "%s/a", dir);
+    CHECK_EQ_INT(mkdir(p, 0700), 0);
+    snprintf(p, sizeof p, "%s/a/b", dir);
+    CHECK_EQ_INT(mkdir(p, 0700), 0);
+    snprintf(p, sizeof p, "%s/a/b/f", dir);
+    CHECK_EQ_INT(util_write_file_atomic(p, "x", 1, 0600), 0);
+    snprintf(p, sizeof p, "%s/a/g", dir);
+    CHECK_EQ_INT(util_write_file_atomic(p, "y", 1, 0600), 0);
+    /* through a regular file: ENOTDIR is an error */
+    snprintf(p, sizeof p, "%s/a/g/child", dir);
+    CHECK_EQ_INT(util_rmtree(p), PD_EIO);
+    CHECK(access(p, F_OK) != 0);
+    snprintf(p, sizeof p, "%s/a/g", dir);
+    CHECK(access(p, F_OK) == 0); /* untouched */
+
+    /* a name that makes the child's path longer than 4095 bytes: build it
+     * with chdir, each level a 200-byte name */
+    char cwd[1024];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    char name[201];
+    memset(name, 'n', 200);
+    name[200] = '\0';
+    snprintf(p, sizeof p, "%s/a/b", dir);
+    CHECK_EQ_INT(chdir(p), 0);
+    int levels = 0;
+    for (; levels < 22; levels++) {
+        if (mkdir(name, 0700) != 0 || chdir(name) != 0)
+            break;
+    }
+    CHECK_EQ_INT(levels, 22); /* 22 x 201 > 4096 */
+    CHECK_EQ_INT(chdir(cwd), 0);
+    CHECK_EQ_INT(util_rmtree(dir), PD_EINVAL);
+    CHECK(access(dir, F_OK) == 0); /* kept: its subtree could not be emptied */
+    snprintf(p, sizeof p, "%s/a/g", dir);
+    CHECK(access(p, F_OK) != 0); /* what could go, went */
+    /* clean up from the deep end with relative paths */
+    snprintf(p, sizeof p, "%s/a/b", dir);
+    CHECK_EQ_INT(chdir(p), 0);
+    for (int k = 0; k < 11; k++)
+        CHECK_EQ_INT(chdir(name), 0);
+    CHECK_EQ_INT(util_rmtree(name), 0);
+    CHECK_EQ_INT(chdir(cwd), 0);
+    CHECK_EQ_INT(util_rmtree(dir), 0);
+    CHECK(access(dir, F_OK) != 0);
+}
+
 int main(void)
 {
     RUN(test_time_parse);
@@ -314,5 +479,8 @@ int main(void)
     RUN(test_file_edges);
     RUN(test_write_in_the_current_directory);
     RUN(test_fnv1a);
+    RUN(test_read_file_special_files);
+    RUN(test_write_atomic_failures_keep_the_old_file);
+    RUN(test_rmtree_edges);
     return unit_report();
 }
