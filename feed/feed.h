@@ -137,15 +137,21 @@ typedef struct feed_sink feed_sink;
 int feed_sink_new(const char *name, const char *source, feed_sink **out);
 void feed_sink_free(feed_sink *s);
 
+/* Closed candles a symbol keeps while the database is away: past them, a
+ * new minute is refused with PD_ETOOBIG (corrections of kept minutes are
+ * still taken). */
+#define FEED_SINK_PENDING_MAX 100000
 /* A trade of symbol: aggregated; the minutes it closes (and corrections)
- * are written. 0, PD_ESYMBOL, PD_EINVAL (bad trade), or the store's code
- * (PD_EDB ...: the candle is kept and written again on the next call). */
+ * are written. 0, PD_ESYMBOL, PD_EINVAL (bad trade), PD_ETOOBIG, or the
+ * store's code (PD_EDB ...: the candle is kept and written again on the
+ * next call). */
 int feed_sink_trade(feed_sink *s, const char *symbol, const feed_trade *t);
 /* Closed 1m base candles of symbol (a kline stream, a REST backfill, the
  * demo replay): written as they are, in one transaction, idempotently
  * (a symbol is fed either trades or candles, not both). 0, PD_ESYMBOL,
  * PD_EINVAL (misaligned or bad values: dropped), PD_EDB (kept and written
- * again with the symbol's next call). */
+ * again with the symbol's next call), PD_ETOOBIG (FEED_SINK_PENDING_MAX
+ * kept already: the candles past them are lost). */
 int feed_sink_candles(feed_sink *s, const char *symbol, const features_candle *c, size_t n);
 /* A connector that aggregates trades itself (binance.c keeps one
  * aggregator per symbol so that REST can take minutes over) hands its

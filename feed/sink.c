@@ -25,7 +25,6 @@
 #include "util/util.h"
 
 #define MOD "feed"
-#define PENDING_MAX 100000 /* candles kept for a symbol while writes fail */
 
 typedef struct sym {
     char name[24];
@@ -122,18 +121,22 @@ static int find_sym(feed_sink *s, const char *symbol, sym **out)
 }
 
 /* Adds a closed candle to the symbol's pending ones (a later version of the
- * same minute replaces the earlier one). */
+ * same minute replaces the earlier one). Minutes come in time order: one
+ * after the last pending is new without a look at the others. */
 static int pend(sym *y, const features_candle *c)
 {
-    for (size_t i = y->npending; i-- > 0;)
-        if (y->pending[i].t == c->t) {
-            y->pending[i] = *c;
-            return 0;
-        }
+    if (y->npending && c->t <= y->pending[y->npending - 1].t)
+        for (size_t i = y->npending; i-- > 0;)
+            if (y->pending[i].t == c->t) {
+                y->pending[i] = *c;
+                return 0;
+            }
+    if (y->npending >= FEED_SINK_PENDING_MAX)
+        return PD_ETOOBIG;
     if (y->npending == y->cap) {
-        if (y->cap >= PENDING_MAX)
-            return PD_ETOOBIG;
         size_t cap = y->cap ? 2 * y->cap : 64;
+        if (cap > FEED_SINK_PENDING_MAX)
+            cap = FEED_SINK_PENDING_MAX;
         features_candle *v = realloc(y->pending, cap * sizeof *v);
         if (!v)
             return PD_ENOMEM;

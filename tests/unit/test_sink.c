@@ -194,10 +194,42 @@ TEST(candles_wait_for_the_database_and_are_written_when_it_returns)
     CHECK_EQ_STR(feed_state_name(99), "unknown");
 }
 
+/* While the database is away a symbol keeps FEED_SINK_PENDING_MAX minutes,
+ * exactly: the next new minute is refused with PD_ETOOBIG, a correction of
+ * a kept one is still taken (and waits with the others), and another
+ * symbol has its own room. */
+TEST(a_symbol_keeps_at_most_its_pending_limit_while_the_database_is_away)
+{
+    CHECK_EQ_INT(store_init(NULL, NULL, false), 0); /* no database: writes fail with PD_EDB */
+    feed_sink *s;
+    CHECK_EQ_INT(feed_sink_new("testfeed", "unit test, database away", &s), 0);
+    enum { BATCH = 1000 };
+    static features_candle c[BATCH];
+    int64_t t0 = 1570838400;
+    int rc = 0;
+    for (int64_t k = 0; k < FEED_SINK_PENDING_MAX; k += BATCH) {
+        for (int i = 0; i < BATCH; i++)
+            c[i] = (features_candle){t0 + 60 * (k + i), 1, 2, 0.5, 1.5, 10};
+        if ((rc = feed_sink_candles(s, "FULLUSDT", c, BATCH)) != PD_EDB)
+            break;
+    }
+    CHECK_EQ_INT(rc, PD_EDB); /* all kept */
+    features_candle next = {t0 + 60 * FEED_SINK_PENDING_MAX, 1, 2, 0.5, 1.5, 10};
+    CHECK_EQ_INT(feed_sink_candles(s, "FULLUSDT", &next, 1), PD_ETOOBIG);
+    features_candle fix = {t0 + 60 * 5, 1, 3, 0.5, 2.5, 11}; /* a kept minute, corrected */
+    CHECK_EQ_INT(feed_sink_candles(s, "FULLUSDT", &fix, 1), PD_EDB);
+    features_candle late = {t0 - 60, 1, 2, 0.5, 1.5, 10}; /* an older minute is new too */
+    CHECK_EQ_INT(feed_sink_candles(s, "FULLUSDT", &late, 1), PD_ETOOBIG);
+    CHECK_EQ_INT(feed_sink_candles(s, "ROOMUSDT", &next, 1), PD_EDB);
+    feed_sink_free(s);
+    store_shutdown();
+}
+
 int main(void)
 {
     RUN(trades_become_base_candles_and_state_is_reported);
     RUN(connector_table);
+    RUN(a_symbol_keeps_at_most_its_pending_limit_while_the_database_is_away);
     RUN(candles_wait_for_the_database_and_are_written_when_it_returns);
     return unit_report();
 }
