@@ -208,7 +208,7 @@ COV_KEY_FILES := predict/pipeline.c inference/run.c registry/registry.c registry
     server/cmd_data.c predict/loop.c predict/resolver.c store/ledger.c
 coverage: deps-test
 	@$(MAKE) --no-print-directory BUILD=build-cov CFLAGS='-O0 -g --coverage' LDFLAGS=--coverage \
-	    build-tests
+	    build-tests browser-deps
 	@$(COV_LCOV) --zerocounters --directory build-cov
 	-PREDICTD_BIN=$(abspath build-cov/predictd) PREDICTD_BUILD=$(abspath build-cov) \
 	    PYTHON=$(PYTHON) tests/run

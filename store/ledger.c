@@ -208,7 +208,13 @@ static int decode_entry(const PGresult *r, int i, store_ledger_entry *e)
     e->horizon = (uint32_t)get_u64(r, i, 15);
     e->created_at = get_i64(r, i, 16);
     e->stale_data = PQgetvalue(r, i, 17)[0] == 't';
-    return e->direction < 0 ? PD_EDB : 0;
+    if (e->direction < 0) {
+        /* the schema forbids it: a newer version's row, or a hand edit */
+        LOG_ERROR(MOD, "%s %s at %" PRId64 " v%u: direction '%s' is not one this version reads",
+                  e->symbol, e->timeframe, e->candle_time, e->version, PQgetvalue(r, i, 4));
+        return PD_EDB;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------

@@ -708,6 +708,64 @@ TEST(history_pages)
     store_shutdown();
 }
 
+/* Rows a newer version may write during a rolling upgrade, which this
+ * version's CHECK constraints forbid (they are dropped for the test and
+ * put back): an outcome it does not know reads as open (and an unknown
+ * realised class as none), where a direction it does not know makes the
+ * page fail with PD_EDB (logged with the row), never a row misread. */
+TEST(rows_of_a_newer_version_read_as_open_or_fail_the_page)
+{
+    UNIT_NEED_ENV(DB_ENV);
+    PGconn *c = NULL;
+    CHECK(setup_db(&c));
+    if (!c)
+        return;
+    store_ledger *db = NULL;
+    CHECK_EQ_INT(store_ledger_open(unit_db_url(), &db), 0);
+    CHECK(unit_sql_ok(c, "CREATE TEMP TABLE saved_checks AS SELECT conname, "
+                         "pg_get_constraintdef(oid) AS def FROM pg_constraint "
+                         "WHERE conrelid = 'predictions'::regclass AND contype = 'c'"));
+    CHECK(unit_sql_int(c, "SELECT count(*) FROM saved_checks") >= 4);
+    CHECK(unit_sql_ok(c, "DO $$ DECLARE k record; BEGIN FOR k IN SELECT conname FROM saved_checks "
+                         "LOOP EXECUTE format('ALTER TABLE predictions DROP CONSTRAINT %I', "
+                         "k.conname); END LOOP; END $$"));
+    CHECK(insert_row(c, "LDGGUSDT", 1, 1, "LONG", 0.6, 0.2, "TP4", "FLAT", 2.5));
+    CHECK(insert_row(c, "LDGHUSDT", 1, 1, "FLAT", 0.6, 0.2, NULL, NULL, 0));
+    CHECK(insert_row(c, "LDGHUSDT", 2, 1, "LONG", 0.6, 0.2, NULL, NULL, 0));
+
+    store_ledger_query q = {.symbol = "LDGGUSDT", .limit = 10};
+    store_ledger_row *rows = NULL;
+    size_t n = 0;
+    bool more = false;
+    CHECK_EQ_INT(store_ledger_history(db, &q, &rows, &n, &more), 0);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1) {
+        CHECK_EQ_INT(rows[0].e.direction, STORE_LEDGER_LONG);
+        CHECK_EQ_INT(rows[0].r.outcome, STORE_OUTCOME_OPEN);
+        CHECK_EQ_INT(rows[0].r.realised, -1);
+    }
+    free(rows);
+    rows = NULL;
+    q.symbol = "LDGHUSDT";
+    CHECK_EQ_INT(store_ledger_history(db, &q, &rows, &n, &more), PD_EDB);
+    CHECK(rows == NULL);
+    q.from = T0 + 2 * TF; /* the page without that row reads */
+    CHECK_EQ_INT(store_ledger_history(db, &q, &rows, &n, &more), 0);
+    CHECK_EQ_INT(n, 1);
+    free(rows);
+
+    CHECK(unit_sql_ok(c, "DELETE FROM predictions WHERE symbol IN ('LDGGUSDT', 'LDGHUSDT')"));
+    CHECK(unit_sql_ok(c, "DO $$ DECLARE k record; BEGIN FOR k IN SELECT * FROM saved_checks "
+                         "LOOP EXECUTE format('ALTER TABLE predictions ADD CONSTRAINT %I %s', "
+                         "k.conname, k.def); END LOOP; END $$"));
+    CHECK_EQ_INT(unit_sql_int(c, "SELECT count(*) FROM pg_constraint WHERE conrelid = "
+                                 "'predictions'::regclass AND contype = 'c'"),
+                 unit_sql_int(c, "SELECT count(*) FROM saved_checks"));
+    store_ledger_close(db);
+    PQfinish(c);
+    store_shutdown();
+}
+
 struct got {
     char payload[8][64];
     int n;
@@ -1160,6 +1218,7 @@ int main(void)
     RUN(settle_writes_outcomes);
     RUN(performance_figures_match_rows);
     RUN(history_pages);
+    RUN(rows_of_a_newer_version_read_as_open_or_fail_the_page);
     RUN(listen_receives_and_survives_a_lost_connection);
     RUN(publish_reaches_a_subscriber);
     RUN(backtests_keep_the_latest_run_per_version);
