@@ -1421,11 +1421,16 @@ TEST(test_scanner_thread)
     free(base);
 }
 
-static volatile sig_atomic_t usr2_seen;
+/* an atomic, not a volatile sig_atomic_t: the handler runs on the
+ * scanner thread and the test reads it from its own (lock-free atomics
+ * are async-signal-safe) */
+static atomic_int usr2_seen;
 static void on_usr2(int sig)
 {
     (void)sig;
-    usr2_seen = 1;
+    int saved = errno;
+    atomic_store(&usr2_seen, 1);
+    errno = saved;
 }
 
 /* Signals land on the scanner thread (a process-directed SIGHUP may be
@@ -1468,13 +1473,13 @@ TEST(test_scanner_thread_takes_signals)
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    usr2_seen = 0;
+    atomic_store(&usr2_seen, 0);
     CHECK_EQ_INT(kill(getpid(), SIGUSR2), 0);
-    for (int i = 0; i < 2000 && !usr2_seen; i++) {
+    for (int i = 0; i < 2000 && !atomic_load(&usr2_seen); i++) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    CHECK(usr2_seen);
+    CHECK(atomic_load(&usr2_seen));
     /* still scanning, on a request from a handler run on the scanner
      * thread itself */
     CHECK_EQ_INT(publish_good(models, "BTCUSDT", "15m", 112), 2);
