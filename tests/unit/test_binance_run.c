@@ -30,6 +30,7 @@
 #include "feed/feed.h"
 #include "store/store.h"
 #include "unit.h"
+#include "fixtures.h"
 #include "util/util.h"
 
 #define MINUTE_MS INT64_C(60000)
@@ -614,13 +615,10 @@ TEST(old_stream_connection_is_renewed_not_counted_lost)
  * backfill that does not fetch the stored minutes again. */
 TEST(backfills_into_postgresql_streams_and_reconnects)
 {
-    UNIT_NEED_ENV("PREDICTD_TEST_DATABASE_URL");
-    const char *db = getenv("PREDICTD_TEST_DATABASE_URL");
-    const char *root = getenv("PREDICTD_ROOT");
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/db", root ? root : ".");
+    UNIT_NEED_ENV(UNIT_DB_ENV);
+    const char *db = unit_db_url();
     CHECK_EQ_INT(store_init(db, NULL, false), 0);
-    CHECK_EQ_INT(store_migrate(dir), 0);
+    CHECK_EQ_INT(store_migrate(unit_migrations_dir()), 0);
     char a[24], b[24], cc[24], al[24], bl[24], symbols[80];
     unsigned tag = (unsigned)getpid() % 1000000u;
     snprintf(a, sizeof a, "FWA%u", tag);
@@ -857,13 +855,10 @@ TEST(runner_and_leader_run_the_binance_connector)
  * next attempt starts after it, not from the beginning again. */
 TEST(backfill_cut_short_resumes_after_the_written_page)
 {
-    UNIT_NEED_ENV("PREDICTD_TEST_DATABASE_URL");
-    const char *db = getenv("PREDICTD_TEST_DATABASE_URL");
-    const char *root = getenv("PREDICTD_ROOT");
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/db", root ? root : ".");
+    UNIT_NEED_ENV(UNIT_DB_ENV);
+    const char *db = unit_db_url();
     CHECK_EQ_INT(store_init(db, NULL, false), 0);
-    CHECK_EQ_INT(store_migrate(dir), 0);
+    CHECK_EQ_INT(store_migrate(unit_migrations_dir()), 0);
     char sym[24], info[512];
     snprintf(sym, sizeof sym, "FWD%u", (unsigned)getpid() % 1000000u);
     snprintf(info, sizeof info, "{\"symbols\":[{\"symbol\":\"%s\",\"status\":\"TRADING\"}]}", sym);
